@@ -1,0 +1,76 @@
+# Developer commands. `make run` and `make test` do all the set-up they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CLUSTER_DIR := .cluster
+# Namespace to watch in `make run`; empty means all namespaces.
+NAMESPACE ?=
+
+.PHONY: help venv binaries cluster cluster-down run test lint typecheck unit integration manifests clean
+
+help:  ## List the commands.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11+ is needed (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed  ## Create .venv with the operator and its dev tools.
+
+binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl.
+	$(BIN)/python -m controlplane build
+
+cluster: venv  ## Start a local control plane in the background; prints the KUBECONFIG line.
+	@$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl
+
+cluster-down: venv  ## Stop the local control plane and remove its state.
+	@$(BIN)/python -m controlplane down --dir $(CLUSTER_DIR)
+
+manifests: crd.yaml  ## Regenerate crd.yaml from config/crd/.
+
+crd.yaml: config/crd/ephemeralvolumeclaims.yaml
+	@{ echo "# Generated from config/crd/ephemeralvolumeclaims.yaml by 'make manifests'; edit that file."; \
+	   cat $<; } > $@
+
+# The main job: the operator in the foreground, on the configured cluster or a local one.
+run: venv crd.yaml  ## Run the operator (starts a local control plane if no cluster is configured).
+	@set -e; \
+	if [ -z "$$KUBECONFIG" ] && [ ! -f "$$HOME/.kube/config" ]; then \
+		echo "No cluster configured (KUBECONFIG unset, no ~/.kube/config): starting a local one."; \
+		$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl >/dev/null; \
+		export KUBECONFIG="$(CURDIR)/$(CLUSTER_DIR)/kubeconfig"; \
+	fi; \
+	if command -v kubectl >/dev/null; then KUBECTL=kubectl; else \
+		$(BIN)/python -m controlplane build >/dev/null; \
+		KUBECTL="$$($(BIN)/python -m controlplane build | grep '/kubectl$$')"; fi; \
+	echo "Cluster: $$($$KUBECTL config view --minify -o jsonpath='{.clusters[0].cluster.server}')"; \
+	$$KUBECTL apply -f crd.yaml; \
+	$$KUBECTL wait --for condition=established --timeout=60s crd/ephemeralvolumeclaims.zalando.org; \
+	if [ -n "$(NAMESPACE)" ]; then SCOPE="--namespace=$(NAMESPACE)"; else SCOPE="--all-namespaces"; fi; \
+	echo "Running the operator ($$SCOPE). Try: $$KUBECTL apply -f evc.yaml"; \
+	exec $(BIN)/kopf run $$SCOPE --verbose ephemeral.py
+
+lint: venv
+	$(BIN)/ruff check src controlplane tests ephemeral.py
+
+typecheck: venv
+	$(BIN)/mypy --strict src/evc_operator controlplane tests ephemeral.py
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv binaries
+	$(BIN)/pytest tests/integration
+
+test: venv crd.yaml lint typecheck binaries  ## Run the whole suite: lint, types, unit and integration tests.
+	$(BIN)/pytest
+
+clean: cluster-down  ## Remove the virtualenv, local cluster state and bin/.
+	rm -rf $(VENV) $(CLUSTER_DIR) bin .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,169 @@
+"""Build the control plane's binaries from the pinned Go wrapper modules, once.
+
+Binaries land in a cache outside the work tree, in a folder named after the
+pinned versions and a digest of the wrapper's go.mod and go.sum, so a second
+run (or a fresh clone on the same machine) costs nothing, and a new pin never
+reuses an old build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+GOMOD_DIR = Path(__file__).parent / "gomod"
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """One wrapper module and the binaries it builds."""
+
+    name: str
+    module: str  # the main module whose version is pinned in the wrapper's go.mod
+    packages: tuple[str, ...]
+    binaries: tuple[str, ...]  # the built files' names, in the order of `packages`
+
+    @property
+    def wrapper(self) -> Path:
+        return GOMOD_DIR / self.name
+
+    def version(self) -> str:
+        text = (self.wrapper / "go.mod").read_text()
+        match = re.search(rf"^\s*(?:require\s+)?{re.escape(self.module)}\s+(v\S+)", text, re.M)
+        if not match:
+            raise RuntimeError(f"{self.wrapper}/go.mod does not pin {self.module}")
+        return match.group(1)
+
+    def cache_key(self) -> str:
+        digest = hashlib.sha256()
+        for name in ("go.mod", "go.sum"):
+            digest.update((self.wrapper / name).read_bytes())
+        return f"{self.name}-{self.version()}-{digest.hexdigest()[:12]}"
+
+    def ldflags(self) -> str:
+        if self.module != "k8s.io/kubernetes":
+            return "-s -w"
+        version = self.version()
+        major, minor = version.lstrip("v").split(".")[:2]
+        stamps = {"gitVersion": version, "gitMajor": major, "gitMinor": minor,
+                  "gitTreeState": "clean"}
+        flags = ["-s", "-w"]
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+            flags += [f"-X {package}.{key}={value}" for key, value in stamps.items()]
+        return " ".join(flags)
+
+
+KUBERNETES = Component(
+    name="kubernetes",
+    module="k8s.io/kubernetes",
+    packages=(
+        "k8s.io/kubernetes/cmd/kube-apiserver",
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "k8s.io/kubernetes/cmd/kubectl",
+    ),
+    binaries=("kube-apiserver", "kube-controller-manager", "kubectl"),
+)
+ETCD = Component(
+    name="etcd",
+    module="go.etcd.io/etcd/server/v3",
+    packages=("go.etcd.io/etcd/server/v3",),
+    binaries=("etcd",),
+)
+COMPONENTS = (ETCD, KUBERNETES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Binaries:
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kubectl: Path
+
+
+def cache_root() -> Path:
+    """Where built binaries live: EVC_CACHE_DIR, else the user's cache folder."""
+    explicit = os.environ.get("EVC_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "evc-operator" / "controlplane"
+
+
+def log(message: str) -> None:
+    print(f"[controlplane] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise builds: two test runs starting at once must not build twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def go_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    # The machine's own GOPROXY/GOSUMDB/GOFLAGS are kept: they are what reaches the registry.
+    env.update(GOTOOLCHAIN="local", CGO_ENABLED="0", GOWORK="off")
+    return env
+
+
+def build(component: Component) -> Path:
+    """Return the folder with the component's binaries, building them if absent."""
+    target = cache_root() / component.cache_key()
+    if all((target / name).is_file() for name in component.binaries):
+        return target
+    with _locked(cache_root() / f".{component.name}.lock"):
+        if all((target / name).is_file() for name in component.binaries):
+            return target  # another process built it while we waited
+        if shutil.which("go") is None:
+            raise RuntimeError("the Go toolchain ('go') is needed to build the control plane")
+        staging = Path(tempfile.mkdtemp(prefix=f".{component.name}-", dir=cache_root()))
+        log(f"building {', '.join(component.binaries)} {component.version()} "
+            f"from Go modules (once per version; a cold build takes several minutes)")
+        started = time.monotonic()
+        # One package: -o names the file. Several: -o names the folder, go names each file
+        # after its package folder (which is why those binaries keep their own names).
+        output = (str(staging / component.binaries[0]) if len(component.packages) == 1
+                  else f"{staging}/")
+        command = ["go", "build", "-trimpath", "-tags", "selinux,notest",
+                   "-ldflags", component.ldflags(), "-o", output, *component.packages]
+        result = subprocess.run(command, cwd=component.wrapper, env=go_environment(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise RuntimeError(f"building {component.name} failed:\n{result.stdout}")
+        missing = [name for name in component.binaries if not (staging / name).is_file()]
+        if missing:
+            raise RuntimeError(f"building {component.name} produced no {', '.join(missing)}")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        log(f"built {component.name} in {time.monotonic() - started:.0f} s into {target}")
+        return target
+
+
+def ensure_binaries() -> Binaries:
+    etcd_dir = build(ETCD)
+    kubernetes_dir = build(KUBERNETES)
+    return Binaries(
+        etcd=etcd_dir / "etcd",
+        kube_apiserver=kubernetes_dir / "kube-apiserver",
+        kube_controller_manager=kubernetes_dir / "kube-controller-manager",
+        kubectl=kubernetes_dir / "kubectl",
+    )

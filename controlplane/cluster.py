@@ -1,0 +1,334 @@
+"""Start and stop a real Kubernetes control plane on loopback.
+
+etcd -> kube-apiserver -> kube-controller-manager, each a child process with
+its own log file, all on free ports, all state in one folder. There is no
+kubelet and no scheduler: pods stay Pending unless a test patches their status.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from controlplane.binaries import Binaries, ensure_binaries, log
+
+# The controllers whose behaviour the operator relies on (or tests exercise).
+CONTROLLERS = (
+    "garbage-collector-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolume-binder-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "job-controller",
+    "ttl-after-finished-controller",
+)
+SERVICE_CIDR = "10.0.0.0/24"
+STATE_FILE = "controlplane.json"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane did not start; the message carries the component logs."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclasses.dataclass
+class ControlPlane:
+    """A running (or stopped) control plane whose state lives in `workdir`."""
+
+    workdir: Path
+    api_port: int
+    admin_token: str
+    pids: dict[str, int] = dataclasses.field(default_factory=dict)
+    kubectl_path: Path | None = None
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "pki" / "apiserver.crt"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, workdir: Path, *, binaries: Binaries | None = None,
+              timeout: float = 120.0, detached: bool = False) -> ControlPlane:
+        """Start all components and wait until the cluster can run pods.
+
+        `detached` lets the processes outlive this Python process (`make cluster`);
+        otherwise they are killed with it, so a crashed test run leaves nothing behind.
+        """
+        binaries = binaries or ensure_binaries()
+        workdir = workdir.resolve()
+        for sub in ("etcd", "pki", "logs"):
+            (workdir / sub).mkdir(parents=True, exist_ok=True)
+        plane = cls(workdir=workdir, api_port=free_port(), admin_token=secrets.token_hex(16),
+                    kubectl_path=binaries.kubectl)
+        try:
+            plane._start(binaries, timeout=timeout, detached=detached)
+        except BaseException:
+            plane.stop()
+            raise
+        return plane
+
+    def _start(self, binaries: Binaries, *, timeout: float, detached: bool) -> None:
+        deadline = time.monotonic() + timeout
+        etcd_client, etcd_peer = free_port(), free_port()
+        self._spawn("etcd", detached, [
+            str(binaries.etcd),
+            "--name=default",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync",  # a throw-away test store: speed over durability
+            "--log-level=warn",
+        ])
+        self._wait(f"http://127.0.0.1:{etcd_client}/health", deadline, "etcd")
+
+        pki = self.workdir / "pki"
+        self._write_service_account_keys(pki)
+        controller_token = secrets.token_hex(16)
+        (pki / "tokens.csv").write_text(
+            f'{self.admin_token},admin,admin-uid,"system:masters"\n'
+            f'{controller_token},kube-controller-manager,kcm-uid,"system:masters"\n'
+        )
+        self._spawn("kube-apiserver", detached, [
+            str(binaries.kube_apiserver),
+            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.api_port}",
+            # The 'kubernetes' Service endpoints cannot point at loopback: do not manage them.
+            "--endpoint-reconciler-type=none",
+            f"--cert-dir={pki}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--token-auth-file={pki / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ])
+        self._wait(f"{self.server}/readyz", deadline, "kube-apiserver")
+        self._write_kubeconfig(self.kubeconfig, "admin", self.admin_token)
+
+        controller_kubeconfig = self.workdir / "kube-controller-manager.kubeconfig"
+        self._write_kubeconfig(controller_kubeconfig, "kube-controller-manager",
+                               controller_token)
+        self._spawn("kube-controller-manager", detached, [
+            str(binaries.kube_controller_manager),
+            f"--kubeconfig={controller_kubeconfig}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            "--secure-port=0",
+            f"--controllers={','.join(CONTROLLERS)}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--root-ca-file={self.ca_file}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+        ])
+        # Pods are admitted only once their namespace's default ServiceAccount exists.
+        while not self._default_service_account_exists():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    "the 'default' ServiceAccount never appeared\n" + self.log_tails())
+            time.sleep(0.2)
+        self._save_state()
+
+    def stop(self) -> None:
+        """Stop components in reverse order: controllers first, etcd last."""
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            pid = self.pids.pop(name, None)
+            if pid is not None:
+                _terminate(pid)
+        state = self.workdir / STATE_FILE
+        state.unlink(missing_ok=True)
+
+    # --- state for `make cluster` / `make cluster-down` --------------------------------------
+
+    def _save_state(self) -> None:
+        state = {"api_port": self.api_port, "admin_token": self.admin_token, "pids": self.pids,
+                 "kubectl": str(self.kubectl_path) if self.kubectl_path else None}
+        (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, workdir: Path) -> ControlPlane | None:
+        path = workdir.resolve() / STATE_FILE
+        if not path.exists():
+            return None
+        state = json.loads(path.read_text())
+        kubectl = state.get("kubectl")
+        return cls(workdir=workdir.resolve(), api_port=state["api_port"],
+                   admin_token=state["admin_token"], pids=dict(state["pids"]),
+                   kubectl_path=Path(kubectl) if kubectl else None)
+
+    def is_running(self) -> bool:
+        return bool(self.pids) and all(_alive(pid) for pid in self.pids.values())
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _spawn(self, name: str, detached: bool, command: Sequence[str]) -> None:
+        logfile = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            command, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=self.workdir,
+            preexec_fn=None if detached else _die_with_parent,
+        )
+        logfile.close()
+        self.pids[name] = process.pid
+        # The child is reaped by stop() through its pid; Popen must not warn about it.
+        process.returncode = 0
+
+    def _check_alive(self) -> None:
+        for name, pid in self.pids.items():
+            if not _alive(pid):
+                raise ControlPlaneError(f"{name} exited during start-up\n" + self.log_tails())
+
+    def _wait(self, url: str, deadline: float, component: str) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # readiness only; the cert may not exist yet
+        while True:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError):
+                pass
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"{component} not ready at {url}\n" + self.log_tails())
+            time.sleep(0.2)
+
+    def _default_service_account_exists(self) -> bool:
+        request = urllib.request.Request(
+            f"{self.server}/api/v1/namespaces/default/serviceaccounts/default",
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+        )
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        try:
+            with urllib.request.urlopen(request, timeout=2, context=context) as response:
+                return response.status == 200
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return False
+            raise
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
+        ca = base64.b64encode(self.ca_file.read_bytes()).decode()
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": {
+                "server": self.server, "certificate-authority-data": ca}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+            "current-context": "local",
+        }
+        path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+        path.chmod(0o600)
+
+    @staticmethod
+    def _write_service_account_keys(pki: Path) -> None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (pki / "sa.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption()))
+        (pki / "sa.pub").write_bytes(key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    def log_tails(self, lines: int = 40) -> str:
+        """The last lines of every component's log, for failure reports."""
+        parts = []
+        for path in sorted(self.logs.glob("*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"----- {path.name} (last {len(tail)} lines) -----")
+            parts.extend(tail)
+        return "\n".join(parts)
+
+    def environ(self) -> dict[str, str]:
+        """Environment for a client (kubectl, the operator) talking to this cluster."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        return env
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill the child when the process that started it dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        finished = 0  # not our child (a detached cluster): ask the kernel instead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # A zombie we cannot reap still answers kill(0); its /proc status says otherwise.
+        try:
+            return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+    return finished == 0
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while _alive(pid):
+        time.sleep(0.05)

@@ -1,0 +1,65 @@
+"""Regenerate a wrapper module's go.mod for a new pinned version.
+
+The published go.mod of k8s.io/kubernetes requires its staging modules
+(k8s.io/api, k8s.io/client-go, ...) at v0.0.0 and replaces them with local
+folders; a consumer must replace each with the published v0.M.P instead. The
+list is read from that version's own go.mod, so it follows the release.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from controlplane.binaries import ETCD, KUBERNETES, Component, go_environment
+
+STAGING = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/src/", re.M)
+
+
+def _published_gomod(module: str, version: str) -> str:
+    result = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"],
+                            capture_output=True, text=True, env=go_environment(), check=True)
+    return Path(json.loads(result.stdout)["GoMod"]).read_text()
+
+
+def kubernetes_gomod(version: str) -> str:
+    staging = STAGING.findall(_published_gomod(KUBERNETES.module, version))
+    if not staging:
+        raise RuntimeError(f"no staging replacements found in k8s.io/kubernetes@{version}")
+    staging_version = "v0." + version.removeprefix("v1.")
+    tools = "\n".join(f"\t{package}" for package in KUBERNETES.packages)
+    replaces = "\n".join(f"\t{name} => {name} {staging_version}" for name in staging)
+    return (
+        "// Wrapper module: builds kube-apiserver, kube-controller-manager and kubectl\n"
+        "// from k8s.io/kubernetes for the project's local control plane.\n"
+        f"// Regenerate with: python -m controlplane pin kubernetes {version}\n"
+        "module evc-operator/controlplane/kubernetes\n\n"
+        "go 1.26.0\n\n"
+        "godebug default=go1.26\n\n"
+        f"tool (\n{tools}\n)\n\n"
+        f"require {KUBERNETES.module} {version}\n\n"
+        f"replace (\n{replaces}\n)\n"
+    )
+
+
+def etcd_gomod(version: str) -> str:
+    return (
+        "// Wrapper module: builds etcd for the project's local control plane. It is kept\n"
+        "// apart from the Kubernetes wrapper so etcd's dependency versions (grpc, otel)\n"
+        "// never move the versions Kubernetes is built with.\n"
+        f"// Regenerate with: python -m controlplane pin etcd {version}\n"
+        "module evc-operator/controlplane/etcd\n\n"
+        "go 1.26.0\n\n"
+        f"tool {ETCD.packages[0]}\n\n"
+        f"require {ETCD.module} {version}\n"
+    )
+
+
+def pin(component: Component, version: str) -> None:
+    text = kubernetes_gomod(version) if component is KUBERNETES else etcd_gomod(version)
+    (component.wrapper / "go.mod").write_text(text)
+    (component.wrapper / "go.sum").unlink(missing_ok=True)
+    subprocess.run(["go", "mod", "tidy"], cwd=component.wrapper, env=go_environment(),
+                   check=True)

@@ -1,0 +1,73 @@
+"""Operator settings from the environment, validated once at start.
+
+A bad value stops the operator with a message naming the variable, the value
+and what would be accepted: a typo must never silently become a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+
+_DURATION = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DURATION_HELP = "seconds (e.g. 30) or a duration such as 90s, 15m, 1h30m"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the operator cannot use."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '30', '2.5', '90s', '15m', '1h30m', '1d'. Raises ValueError."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty duration")
+    try:
+        seconds = float(text)
+    except ValueError:
+        position, seconds = 0, 0.0
+        for match in _DURATION.finditer(text):
+            if match.start() != position:
+                break
+            seconds += float(match["value"]) * _UNIT_SECONDS[match["unit"]]
+            position = match.end()
+        if position != len(text) or position == 0:
+            raise ValueError(f"not a duration: {text!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):  # also rejects NaN
+        raise ValueError(f"not a finite, non-negative duration: {text!r}")
+    return seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    expiry_period: float = 30.0
+    grace_period: float = 30.0
+    countdown_interval: float = 10.0
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        defaults = cls()
+        return cls(
+            expiry_period=_duration(environ, "EXPIRY_PERIOD", defaults.expiry_period),
+            grace_period=_duration(environ, "GRACE_PERIOD", defaults.grace_period),
+            countdown_interval=_duration(environ, "COUNTDOWN_INTERVAL",
+                                         defaults.countdown_interval, positive=True),
+        )
+
+
+def _duration(environ: Mapping[str, str], name: str, default: float,
+              *, positive: bool = False) -> float:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = parse_duration(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is invalid: use {DURATION_HELP}") from None
+    if positive and value <= 0:
+        raise SettingsError(f"{name}={raw!r} is invalid: it must be greater than zero")
+    return value
