@@ -27,8 +27,8 @@ venv: $(BIN)/.installed  ## Create .venv with the operator and its dev tools.
 binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl.
 	$(BIN)/python -m controlplane build
 
-cluster: venv  ## Start a local control plane in the background; prints the KUBECONFIG line.
-	@$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl
+cluster: venv crd.yaml  ## Start a local control plane in the background; prints the KUBECONFIG line.
+	@$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml
 
 cluster-down: venv  ## Stop the local control plane and remove its state.
 	@$(BIN)/python -m controlplane down --dir $(CLUSTER_DIR)
@@ -44,7 +44,7 @@ run: venv crd.yaml  ## Run the operator (starts a local control plane if no clus
 	@set -e; \
 	if [ -z "$$KUBECONFIG" ] && [ ! -f "$$HOME/.kube/config" ]; then \
 		echo "No cluster configured (KUBECONFIG unset, no ~/.kube/config): starting a local one."; \
-		$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl >/dev/null; \
+		$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml >/dev/null; \
 		export KUBECONFIG="$(CURDIR)/$(CLUSTER_DIR)/kubeconfig"; \
 	fi; \
 	if command -v kubectl >/dev/null; then KUBECTL=kubectl; else \

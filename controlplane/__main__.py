@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from controlplane.binaries import COMPONENTS, ensure_binaries
 from controlplane.cluster import ControlPlane, ControlPlaneError
 
 
-def _up(workdir: Path, kubectl_link: Path | None) -> int:
+def _up(workdir: Path, kubectl_link: Path | None, crds: list[Path]) -> int:
     running = ControlPlane.load(workdir)
     if running and running.is_running():
         print(f"control plane already running at {running.server}", file=sys.stderr)
@@ -20,7 +21,7 @@ def _up(workdir: Path, kubectl_link: Path | None) -> int:
             running.stop()  # leftovers of a crashed run
         binaries = ensure_binaries()
         try:
-            plane = ControlPlane.start(workdir, binaries=binaries, detached=True)
+            plane = ControlPlane.start(workdir, binaries=binaries, detached=True, crds=crds)
         except ControlPlaneError as error:
             print(f"control plane failed to start: {error}", file=sys.stderr)
             return 1
@@ -39,7 +40,8 @@ def _down(workdir: Path) -> int:
         print("no control plane running", file=sys.stderr)
         return 0
     plane.stop()
-    print(f"control plane at {plane.server} stopped", file=sys.stderr)
+    shutil.rmtree(plane.workdir, ignore_errors=True)
+    print(f"control plane at {plane.server} stopped, {workdir} removed", file=sys.stderr)
     return 0
 
 
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     up = commands.add_parser("up", help="start a control plane in the background")
     up.add_argument("--dir", type=Path, default=Path(".cluster"), help="state folder")
     up.add_argument("--kubectl-link", type=Path, help="where to link the built kubectl")
+    up.add_argument("--crd", type=Path, action="append", default=[],
+                    help="CRD manifest to install before the controllers start (repeatable)")
     down = commands.add_parser("down", help="stop a control plane started with 'up'")
     down.add_argument("--dir", type=Path, default=Path(".cluster"), help="state folder")
     pin = commands.add_parser("pin", help="regenerate a wrapper go.mod for another version")
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
     if args.command == "up":
-        return _up(args.dir, args.kubectl_link)
+        return _up(args.dir, args.kubectl_link, args.crd)
     if args.command == "down":
         return _down(args.dir)
     from controlplane.pin import pin as pin_version

@@ -82,27 +82,31 @@ class ControlPlane:
     # --- lifecycle -----------------------------------------------------------------------
 
     @classmethod
-    def start(cls, workdir: Path, *, binaries: Binaries | None = None,
-              timeout: float = 120.0, detached: bool = False) -> ControlPlane:
+    def start(cls, workdir: Path, *, binaries: Binaries | None = None, timeout: float = 120.0,
+              detached: bool = False, crds: Sequence[Path] = ()) -> ControlPlane:
         """Start all components and wait until the cluster can run pods.
 
         `detached` lets the processes outlive this Python process (`make cluster`);
         otherwise they are killed with it, so a crashed test run leaves nothing behind.
+        `crds` are installed before the controller-manager starts: its garbage collector
+        reads API discovery only every 30 s, so owner references to custom resources
+        would otherwise be ignored for that long.
         """
         binaries = binaries or ensure_binaries()
         workdir = workdir.resolve()
         for sub in ("etcd", "pki", "logs"):
-            (workdir / sub).mkdir(parents=True, exist_ok=True)
+            (workdir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         plane = cls(workdir=workdir, api_port=free_port(), admin_token=secrets.token_hex(16),
                     kubectl_path=binaries.kubectl)
         try:
-            plane._start(binaries, timeout=timeout, detached=detached)
+            plane._start(binaries, timeout=timeout, detached=detached, crds=crds)
         except BaseException:
             plane.stop()
             raise
         return plane
 
-    def _start(self, binaries: Binaries, *, timeout: float, detached: bool) -> None:
+    def _start(self, binaries: Binaries, *, timeout: float, detached: bool,
+               crds: Sequence[Path]) -> None:
         deadline = time.monotonic() + timeout
         etcd_client, etcd_peer = free_port(), free_port()
         self._spawn("etcd", detached, [
@@ -146,6 +150,10 @@ class ControlPlane:
         ])
         self._wait(f"{self.server}/readyz", deadline, "kube-apiserver")
         self._write_kubeconfig(self.kubeconfig, "admin", self.admin_token)
+        for crd in crds:
+            self.kubectl("apply", "-f", str(crd))
+        for crd in crds:
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd))
 
         controller_kubeconfig = self.workdir / "kube-controller-manager.kubeconfig"
         self._write_kubeconfig(controller_kubeconfig, "kube-controller-manager",
@@ -282,6 +290,17 @@ class ControlPlane:
             parts.append(f"----- {path.name} (last {len(tail)} lines) -----")
             parts.extend(tail)
         return "\n".join(parts)
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        """Run kubectl as the admin; raise with its stderr when it fails."""
+        if self.kubectl_path is None:
+            raise ControlPlaneError("no kubectl binary is known for this control plane")
+        result = subprocess.run([str(self.kubectl_path), *args], input=input, text=True,
+                                capture_output=True, env=self.environ())
+        if result.returncode != 0:
+            raise subprocess.CalledProcessError(result.returncode, result.args,
+                                                result.stdout, result.stderr)
+        return result.stdout
 
     def environ(self) -> dict[str, str]:
         """Environment for a client (kubectl, the operator) talking to this cluster."""

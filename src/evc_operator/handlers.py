@@ -38,7 +38,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await api.close()
 
 
-@kopf.index(PVC)
+@kopf.index(*PVC)
 async def pvc_owners(name: str, namespace: str, body: kopf.Body,
                      **_: Any) -> dict[tuple[str, str], tuple[str, ...]]:
     """(namespace, name) -> uids of the PVC's controlling owners: a small projection."""
@@ -46,7 +46,7 @@ async def pvc_owners(name: str, namespace: str, body: kopf.Body,
     return {(namespace, name): tuple(ref["uid"] for ref in references if ref.get("controller"))}
 
 
-@kopf.on.event(EVC)
+@kopf.on.event(*EVC)
 async def evc_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
                       pvc_owners: kopf.Index[tuple[str, str], tuple[str, ...]],
                       logger: logging.Logger, **_: Any) -> None:

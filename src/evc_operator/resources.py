@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import kopf
-
 GROUP = "zalando.org"
 VERSION = "v1"
 PLURAL = "ephemeralvolumeclaims"
 KIND = "EphemeralVolumeClaim"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-EVC = kopf.Resource(GROUP, VERSION, PLURAL)
-PVC = kopf.Resource("", "v1", "persistentvolumeclaims")
+# Selectors for Kopf's decorators, fully qualified: @kopf.on.event(*EVC).
+EVC = (GROUP, VERSION, PLURAL)
+PVC = ("v1", "persistentvolumeclaims")

@@ -1,6 +1,7 @@
 // Wrapper module: builds etcd for the project's local control plane. It is kept
 // apart from the Kubernetes wrapper so etcd's dependency versions (grpc, otel)
 // never move the versions Kubernetes is built with.
+// Regenerate with: python -m controlplane pin etcd v3.6.16
 module evc-operator/controlplane/etcd
 
 go 1.26.0

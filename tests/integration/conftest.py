@@ -1,0 +1,91 @@
+"""Fixtures for tests on the real control plane: one per session, a namespace per test.
+
+The control plane is never skipped: if it cannot start, every test here errors.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controlplane.cluster import ControlPlane
+from tests.integration.support import REPO, Kubectl, OperatorProcess, eventually
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(item.path).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On failure, attach the control plane's and the operators' logs to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    plane = funcargs.get("control_plane")
+    if isinstance(plane, ControlPlane):
+        report.sections.append(("control plane logs", plane.log_tails()))
+    operators = funcargs.get("operator")
+    if isinstance(operators, OperatorFactory):
+        for process in operators.started:
+            report.sections.append((f"operator log ({process.namespace})", process.log_text()))
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane.start(tmp_path_factory.mktemp("controlplane"),
+                               crds=[REPO / "crd.yaml"])
+    yield plane
+    plane.stop()
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    name = f"test-{secrets.token_hex(4)}"
+    control_plane.kubectl("create", "namespace", name)
+    eventually(lambda: _service_account_exists(control_plane, name),
+               timeout=30, what=f"default ServiceAccount in {name}")
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def _service_account_exists(plane: ControlPlane, namespace: str) -> bool:
+    result = subprocess.run([str(plane.kubectl_path), "get", "serviceaccount", "default",
+                             "--namespace", namespace], capture_output=True,
+                            env=plane.environ())
+    return result.returncode == 0
+
+
+@pytest.fixture
+def kubectl(control_plane: ControlPlane, namespace: str) -> Kubectl:
+    return Kubectl(control_plane, namespace)
+
+
+class OperatorFactory:
+    def __init__(self, plane: ControlPlane, tmp_path: Path) -> None:
+        self.plane = plane
+        self.tmp_path = tmp_path
+        self.started: list[OperatorProcess] = []
+
+    def __call__(self, namespace: str, **env: str) -> OperatorProcess:
+        logfile = self.tmp_path / f"operator-{len(self.started)}.log"
+        process = OperatorProcess(self.plane, namespace, logfile, env)
+        self.started.append(process)
+        process.wait_ready()
+        return process
+
+
+@pytest.fixture
+def operator(control_plane: ControlPlane, tmp_path: Path) -> Iterator[OperatorFactory]:
+    factory = OperatorFactory(control_plane, tmp_path)
+    yield factory
+    for process in factory.started:
+        process.stop()

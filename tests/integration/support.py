@@ -1,0 +1,107 @@
+"""Helpers for tests on the real control plane: kubectl, the operator process, polling."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from controlplane.cluster import ControlPlane
+
+REPO = Path(__file__).resolve().parents[2]
+KOPF = Path(sys.executable).parent / "kopf"
+T = TypeVar("T")
+
+
+class Kubectl:
+    """kubectl as the admin, in one namespace by default."""
+
+    def __init__(self, plane: ControlPlane, namespace: str) -> None:
+        self.plane = plane
+        self.namespace = namespace
+
+    def __call__(self, *args: str, input: str | None = None, namespaced: bool = True) -> str:
+        extra = ("--namespace", self.namespace) if namespaced else ()
+        return self.plane.kubectl(*extra, *args, input=input)
+
+    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run without raising, for commands that are expected to fail."""
+        assert self.plane.kubectl_path is not None
+        return subprocess.run([str(self.plane.kubectl_path), "--namespace", self.namespace,
+                               *args], input=input, text=True, capture_output=True,
+                              env=self.plane.environ(), cwd=REPO)
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        result = self.run("get", kind, name, "-o", "json")
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        found: dict[str, Any] = json.loads(result.stdout)
+        return found
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Events about the object with this name, oldest first."""
+        listing = json.loads(self("get", "events", "-o", "json",
+                                  "--field-selector", f"involvedObject.name={name}"))
+        events: list[dict[str, Any]] = listing["items"]
+        return sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+
+class OperatorProcess:
+    """The operator as users run it: `kopf run --namespace=NS --verbose ephemeral.py`."""
+
+    def __init__(self, plane: ControlPlane, namespace: str, logfile: Path,
+                 env: dict[str, str]) -> None:
+        self.namespace = namespace
+        self.logfile = logfile
+        environ = plane.environ()
+        environ.update(env)
+        with logfile.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(KOPF), "run", f"--namespace={namespace}", "--verbose", "ephemeral.py"],
+                cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def log_text(self) -> str:
+        return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Ready once Kopf has started watching; fail early if the process died."""
+        def started() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"operator exited with {self.process.returncode}:\n"
+                                     + self.log_text())
+            return "Starting the watch-stream for ephemeralvolumeclaims" in self.log_text()
+
+        eventually(started, timeout=timeout, what="operator start-up")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def eventually(check: Callable[[], T], *, timeout: float = 30, interval: float = 0.2,
+                  what: str = "condition") -> T:
+    """Poll until `check` returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
+                                 f"last value: {value!r}")
+        time.sleep(interval)

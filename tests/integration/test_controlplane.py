@@ -1,0 +1,109 @@
+"""The local control plane is real Kubernetes: versions, TLS, RBAC, controllers."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import stat
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from controlplane.binaries import KUBERNETES, ensure_binaries
+from controlplane.cluster import ControlPlane, ControlPlaneError
+from controlplane.pin import STAGING, _published_gomod
+from tests.integration.support import Kubectl, eventually
+
+
+def test_server_and_kubectl_report_the_pinned_version(control_plane: ControlPlane) -> None:
+    versions = json.loads(control_plane.kubectl("version", "-o", "json"))
+    assert versions["serverVersion"]["gitVersion"] == KUBERNETES.version()
+    assert versions["clientVersion"]["gitVersion"] == KUBERNETES.version()
+
+
+def test_wrapper_replaces_every_staging_module_of_the_pinned_release() -> None:
+    gomod = (KUBERNETES.wrapper / "go.mod").read_text()
+    staging_version = "v0." + KUBERNETES.version().removeprefix("v1.")
+    published = STAGING.findall(_published_gomod(KUBERNETES.module, KUBERNETES.version()))
+    assert len(published) > 25
+    for module in published:
+        assert f"{module} => {module} {staging_version}" in gomod
+
+
+def test_tls_is_verified_with_the_kubeconfig_ca(control_plane: ControlPlane) -> None:
+    context = ssl.create_default_context(cafile=str(control_plane.ca_file))
+    with urllib.request.urlopen(f"{control_plane.server}/readyz", context=context) as response:
+        assert response.read() == b"ok"
+
+
+def test_rbac_denies_anonymous_requests(control_plane: ControlPlane) -> None:
+    context = ssl.create_default_context(cafile=str(control_plane.ca_file))
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(f"{control_plane.server}/api/v1/secrets", context=context)
+    assert error.value.code == 403
+
+
+def test_pods_are_admitted_and_stay_pending_without_a_kubelet(kubectl: Kubectl) -> None:
+    kubectl("run", "sleeper", "--image=busybox", "--restart=Never", "--", "sleep", "1")
+    pod = kubectl.get("pod", "sleeper")
+    assert pod is not None
+    assert pod["status"]["phase"] == "Pending"
+    assert pod["spec"]["serviceAccountName"] == "default"
+
+
+def test_pvc_protection_keeps_a_claim_while_a_pod_references_it(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "1Mi"}}}}))
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user"},
+        # Unscheduled pods do not hold a claim; with no scheduler, bind the pod by hand.
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "busybox"}],
+                 "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]}}))
+    kubectl("delete", "pvc", "data", "--wait=false")
+    pvc = kubectl.get("pvc", "data")
+    assert pvc is not None
+    assert "kubernetes.io/pvc-protection" in pvc["metadata"]["finalizers"]
+    assert pvc["metadata"].get("deletionTimestamp")
+    kubectl("delete", "pod", "user", "--grace-period=0", "--force")
+    eventually(lambda: kubectl.get("pvc", "data") is None, what="PVC removed after its pod")
+
+
+def test_namespace_controller_finalizes_deleted_namespaces(control_plane: ControlPlane) -> None:
+    control_plane.kubectl("create", "namespace", "doomed")
+    control_plane.kubectl("create", "configmap", "x", "--namespace", "doomed")
+    control_plane.kubectl("delete", "namespace", "doomed", "--wait=false")
+    eventually(lambda: "doomed" not in control_plane.kubectl("get", "namespaces", "-o", "name"),
+               what="namespace deletion")
+
+
+def test_a_second_control_plane_runs_beside_the_first(control_plane: ControlPlane,
+                                                     tmp_path: Path) -> None:
+    second = ControlPlane.start(tmp_path / "second")
+    try:
+        assert second.api_port != control_plane.api_port
+        assert "default" in second.kubectl("get", "serviceaccounts", "-o", "name")
+    finally:
+        second.stop()
+    assert not second.is_running()
+
+
+def test_start_fails_loudly_when_the_apiserver_cannot_start(tmp_path: Path) -> None:
+    broken = tmp_path / "kube-apiserver"
+    broken.write_text("#!/bin/sh\necho 'simulated failure: cannot bind' >&2\nexit 1\n")
+    broken.chmod(broken.stat().st_mode | stat.S_IXUSR)
+    binaries = ensure_binaries()
+    binaries = type(binaries)(etcd=binaries.etcd, kube_apiserver=broken,
+                              kube_controller_manager=binaries.kube_controller_manager,
+                              kubectl=binaries.kubectl)
+    with pytest.raises(ControlPlaneError, match="kube-apiserver exited") as error:
+        ControlPlane.start(tmp_path / "plane", binaries=binaries, timeout=30)
+    assert "simulated failure: cannot bind" in str(error.value)
+    # Nothing is left running: etcd was stopped with the failed start.
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "plane" / "etcd")],
+                               capture_output=True)
+    assert leftovers.returncode == 1
