@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 try:
-    import evc_operator.handlers  # noqa: F401  (registers the Kopf handlers)
+    import evc_operator.handlers  # registers the Kopf handlers
 except ModuleNotFoundError as error:
     if error.name != "evc_operator":
         raise

@@ -25,7 +25,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from controlplane.binaries import Binaries, ensure_binaries, log
+from controlplane.binaries import Binaries, ensure_binaries
 
 # The controllers whose behaviour the operator relies on (or tests exercise).
 CONTROLLERS = (
@@ -251,7 +251,7 @@ class ControlPlane:
         context = ssl.create_default_context(cafile=str(self.ca_file))
         try:
             with urllib.request.urlopen(request, timeout=2, context=context) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 return False

@@ -7,7 +7,6 @@ no finalizer), so deleting an EVC never waits for this operator.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import kopf
@@ -19,7 +18,7 @@ from evc_operator.settings import Settings, SettingsError
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo,
-                logger: logging.Logger, **_: Any) -> None:
+                logger: kopf.Logger, **_: Any) -> None:
     try:
         memo.settings = Settings.from_environ()
     except SettingsError as error:
@@ -38,20 +37,24 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await api.close()
 
 
+PvcOwners = kopf.Index[tuple[str, str], tuple[str, ...]]
+
+
 @kopf.index(*PVC)
-async def pvc_owners(name: str, namespace: str, body: kopf.Body,
+async def pvc_owners(name: str, namespace: str | None, body: kopf.Body,
                      **_: Any) -> dict[tuple[str, str], tuple[str, ...]]:
     """(namespace, name) -> uids of the PVC's controlling owners: a small projection."""
     references = body.metadata.get("ownerReferences") or []
-    return {(namespace, name): tuple(ref["uid"] for ref in references if ref.get("controller"))}
+    owners = tuple(ref["uid"] for ref in references if ref.get("controller"))
+    return {(namespace or "", name): owners}
 
 
 @kopf.on.event(*EVC)
-async def evc_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
-                      pvc_owners: kopf.Index[tuple[str, str], tuple[str, ...]],
-                      logger: logging.Logger, **_: Any) -> None:
+async def evc_changed(type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+                      **kwargs: Any) -> None:
     if type == "DELETED" or body.metadata.get("deletionTimestamp"):
         return
+    pvc_owners: PvcOwners = kwargs["pvc_owners"]  # Kopf passes indexes by their name
     name, namespace, uid = body.metadata["name"], body.metadata["namespace"], body.metadata["uid"]
     if any(uid in owners for owners in pvc_owners.get((namespace, name), ())):
         return  # our PVC exists: nothing to do

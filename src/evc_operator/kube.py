@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -18,7 +18,8 @@ async def connect() -> client.ApiClient:
     """An API client for the cluster this process runs in, else the kubeconfig's."""
     configuration = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration)
     except config.ConfigException:
         await config.load_kube_config(client_configuration=configuration)
     return client.ApiClient(configuration)
@@ -41,7 +42,9 @@ async def ensure_pvc(api: client.ApiClient, desired: Mapping[str, Any]) -> PvcOu
     core = client.CoreV1Api(api)
     namespace = desired["metadata"]["namespace"]
     try:
-        created = await core.create_namespaced_persistent_volume_claim(namespace, dict(desired))
+        # The client serialises plain dicts as they are; its models would add nothing here.
+        body = cast(client.V1PersistentVolumeClaim, dict(desired))
+        created = await core.create_namespaced_persistent_volume_claim(namespace, body)
         return PvcOutcome(created=True, pvc=api.sanitize_for_serialization(created))
     except ApiException as error:
         if error.status != 409:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +22,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """On failure, attach the control plane's and the operators' logs to the report."""
-    outcome = yield
-    report = outcome.get_result()
+    report = yield
     if not report.failed:
-        return
+        return report
     funcargs = getattr(item, "funcargs", {})
     plane = funcargs.get("control_plane")
     if isinstance(plane, ControlPlane):
@@ -37,6 +38,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if isinstance(operators, OperatorFactory):
         for process in operators.started:
             report.sections.append((f"operator log ({process.namespace})", process.log_text()))
+    return report
 
 
 @pytest.fixture(scope="session")

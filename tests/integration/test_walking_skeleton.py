@@ -22,6 +22,7 @@ def event_reasons(kubectl: Kubectl, name: str) -> list[str]:
 
 def assert_owned_pvc(kubectl: Kubectl, name: str) -> dict[str, Any]:
     pvc = eventually(lambda: kubectl.get("pvc", name), what=f"PVC {name}")
+    assert pvc is not None
     owner = kubectl.get("evc", name)
     assert owner is not None
     assert pvc["metadata"]["ownerReferences"] == [{
@@ -31,7 +32,8 @@ def assert_owned_pvc(kubectl: Kubectl, name: str) -> dict[str, Any]:
     return pvc
 
 
-def test_seed_commands_word_for_word(control_plane: ControlPlane, operator: OperatorFactory) -> None:
+def test_seed_commands_word_for_word(control_plane: ControlPlane,
+                                     operator: OperatorFactory) -> None:
     """`kubectl apply -f crd.yaml`, `kopf run --namespace=default ...`, `evc.yaml`, GC."""
     kubectl = Kubectl(control_plane, "default")
     kubectl.run("delete", "evc", "my-claim-1", "--ignore-not-found")

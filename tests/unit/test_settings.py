@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from evc_operator.settings import Settings, SettingsError, parse_duration
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("30", 30.0), ("2.5", 2.5), ("0", 0.0), ("90s", 90.0), ("15m", 900.0),
+    ("1h30m", 5400.0), ("1d", 86400.0), ("500ms", 0.5), ("1h0m5s", 3605.0), (" 10s ", 10.0),
+])
+def test_parse_duration_accepts_seconds_and_go_style_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", [
+    "", "abc", "-5", "10x", "m", "1h 30m", "30s10", "nan", "inf", "1e400", "5 s", "h1",
+])
+def test_parse_duration_rejects_garbage(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+@given(hours=st.integers(0, 1000), minutes=st.integers(0, 59), seconds=st.integers(0, 59))
+def test_parse_duration_sums_its_parts(hours: int, minutes: int, seconds: int) -> None:
+    assert parse_duration(f"{hours}h{minutes}m{seconds}s") == hours * 3600 + minutes * 60 + seconds
+
+
+def test_defaults_are_the_seeds() -> None:
+    assert Settings.from_environ({}) == Settings(expiry_period=30, grace_period=30,
+                                                 countdown_interval=10)
+
+
+def test_environment_overrides() -> None:
+    settings = Settings.from_environ(
+        {"EXPIRY_PERIOD": "2m", "GRACE_PERIOD": "45", "COUNTDOWN_INTERVAL": "1s"})
+    assert settings == Settings(expiry_period=120, grace_period=45, countdown_interval=1)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("EXPIRY_PERIOD", "soon"), ("GRACE_PERIOD", "-1"), ("COUNTDOWN_INTERVAL", "0"),
+    ("COUNTDOWN_INTERVAL", "ten"),
+])
+def test_invalid_environment_names_the_variable_and_value(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_environ({name: value})
+    assert name in str(error.value)
+    assert repr(value) in str(error.value)
