@@ -47,9 +47,7 @@ run: venv crd.yaml  ## Run the operator (starts a local control plane if no clus
 		$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml >/dev/null; \
 		export KUBECONFIG="$(CURDIR)/$(CLUSTER_DIR)/kubeconfig"; \
 	fi; \
-	if command -v kubectl >/dev/null; then KUBECTL=kubectl; else \
-		$(BIN)/python -m controlplane build >/dev/null; \
-		KUBECTL="$$($(BIN)/python -m controlplane build | grep '/kubectl$$')"; fi; \
+	KUBECTL="$$(command -v kubectl || $(BIN)/python -m controlplane build | grep '/kubectl$$')"; \
 	echo "Cluster: $$($$KUBECTL config view --minify -o jsonpath='{.clusters[0].cluster.server}')"; \
 	$$KUBECTL apply -f crd.yaml; \
 	$$KUBECTL wait --for condition=established --timeout=60s crd/ephemeralvolumeclaims.zalando.org; \

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 GOMOD_DIR = Path(__file__).parent / "gomod"
+HEARTBEAT_SECONDS = 30  # a cold build is silent for minutes: say it is still alive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,11 +144,21 @@ def build(component: Component) -> Path:
                   else f"{staging}/")
         command = ["go", "build", "-trimpath", "-tags", "selinux,notest",
                    "-ldflags", component.ldflags(), "-o", output, *component.packages]
-        result = subprocess.run(command, cwd=component.wrapper, env=go_environment(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if result.returncode != 0:
+        output_log = staging / "build.log"
+        with output_log.open("w") as sink:
+            process = subprocess.Popen(command, cwd=component.wrapper, env=go_environment(),
+                                       stdout=sink, stderr=subprocess.STDOUT)
+            while process.poll() is None:
+                try:
+                    process.wait(timeout=HEARTBEAT_SECONDS)
+                except subprocess.TimeoutExpired:
+                    log(f"still building {component.name}: "
+                        f"{time.monotonic() - started:.0f} s so far")
+        if process.returncode != 0:
+            failure = output_log.read_text(errors="replace")
             shutil.rmtree(staging, ignore_errors=True)
-            raise RuntimeError(f"building {component.name} failed:\n{result.stdout}")
+            raise RuntimeError(f"building {component.name} failed:\n{failure}")
+        output_log.unlink()
         missing = [name for name in component.binaries if not (staging / name).is_file()]
         if missing:
             raise RuntimeError(f"building {component.name} produced no {', '.join(missing)}")

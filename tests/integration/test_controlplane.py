@@ -6,6 +6,7 @@ import json
 import ssl
 import stat
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from controlplane.binaries import KUBERNETES, ensure_binaries
 from controlplane.cluster import ControlPlane, ControlPlaneError
 from controlplane.pin import STAGING, _published_gomod
-from tests.integration.support import Kubectl, eventually
+from tests.integration.support import REPO, Kubectl, eventually
 
 
 def test_server_and_kubectl_report_the_pinned_version(control_plane: ControlPlane) -> None:
@@ -107,3 +108,24 @@ def test_start_fails_loudly_when_the_apiserver_cannot_start(tmp_path: Path) -> N
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "plane" / "etcd")],
                                capture_output=True)
     assert leftovers.returncode == 1
+
+
+def test_cluster_commands_start_in_background_and_clean_up(tmp_path: Path) -> None:
+    """What `make cluster` / `make cluster-down` run."""
+    state, link = tmp_path / "cluster", tmp_path / "bin" / "kubectl"
+    up = subprocess.run([sys.executable, "-m", "controlplane", "up", "--dir", str(state),
+                         "--kubectl-link", str(link)], capture_output=True, text=True, cwd=REPO)
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.strip() == f"export KUBECONFIG={state / 'kubeconfig'}"
+    plane = ControlPlane.load(state)
+    assert plane is not None
+    assert plane.is_running()  # it outlived the command that started it
+    nodes = subprocess.run([str(link), "--kubeconfig", str(state / "kubeconfig"),
+                            "get", "serviceaccount", "default"], capture_output=True, text=True)
+    assert nodes.returncode == 0, nodes.stderr
+
+    down = subprocess.run([sys.executable, "-m", "controlplane", "down", "--dir", str(state)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert down.returncode == 0, down.stderr
+    assert not plane.is_running()
+    assert not state.exists()
