@@ -45,14 +45,17 @@ run: venv crd.yaml  ## Run the operator (starts a local control plane if no clus
 	if [ -z "$$KUBECONFIG" ] && [ ! -f "$$HOME/.kube/config" ]; then \
 		echo "No cluster configured (KUBECONFIG unset, no ~/.kube/config): starting a local one."; \
 		$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml >/dev/null; \
-		export KUBECONFIG="$(CURDIR)/$(CLUSTER_DIR)/kubeconfig"; \
+		export KUBECONFIG="$(CURDIR)/$(CLUSTER_DIR)/kubeconfig"; KUBECTL=bin/kubectl; \
+		HINT="export KUBECONFIG=$$KUBECONFIG; bin/kubectl apply -f evc.yaml"; \
+	else \
+		KUBECTL="$$(command -v kubectl || $(BIN)/python -m controlplane build | grep '/kubectl$$')"; \
+		HINT="kubectl apply -f evc.yaml"; \
 	fi; \
-	KUBECTL="$$(command -v kubectl || $(BIN)/python -m controlplane build | grep '/kubectl$$')"; \
 	echo "Cluster: $$($$KUBECTL config view --minify -o jsonpath='{.clusters[0].cluster.server}')"; \
 	$$KUBECTL apply -f crd.yaml; \
 	$$KUBECTL wait --for condition=established --timeout=60s crd/ephemeralvolumeclaims.zalando.org; \
 	if [ -n "$(NAMESPACE)" ]; then SCOPE="--namespace=$(NAMESPACE)"; else SCOPE="--all-namespaces"; fi; \
-	echo "Running the operator ($$SCOPE). Try: $$KUBECTL apply -f evc.yaml"; \
+	echo "Running the operator ($$SCOPE); stop it with Ctrl-C. In another terminal: $$HINT"; \
 	exec $(BIN)/kopf run $$SCOPE --verbose ephemeral.py
 
 lint: venv
