@@ -1,13 +1,80 @@
-"""The PersistentVolumeClaim that an EphemeralVolumeClaim asks for. Pure: no API calls."""
+"""The PersistentVolumeClaim that an EphemeralVolumeClaim asks for. Pure: no API calls.
+
+`desired_pvc` is what to create; `plan_pvc` compares it with the PVC observed
+and says what to do: create, patch (grow, sync labels), report a conflict, or
+nothing. A PVC that the EVC does not control is never planned for change.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import decimal
+import enum
+import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from evc_operator.resources import API_VERSION, KIND
 
 DEFAULT_ACCESS_MODES = ("ReadWriteOnce",)
+# Which labels the operator put on the PVC, so that labels removed from the EVC are
+# removed from the PVC too, while labels others put there stay.
+MANAGED_LABELS_ANNOTATION = "evc.zalando.org/managed-labels"
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_SUFFIX: dict[str, decimal.Decimal | int] = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "n": decimal.Decimal("1e-9"), "u": decimal.Decimal("1e-6"), "m": decimal.Decimal("1e-3"),
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+}
+
+
+def parse_quantity(value: object) -> decimal.Decimal:
+    """A Kubernetes quantity ('1Gi', '500M', '1e3', 1024) as a number of units."""
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        raise ValueError(f"not a quantity: {value!r}")
+    number, suffix = decimal.Decimal(match.group(1)), match.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return number * decimal.Decimal(10) ** int(suffix[1:])
+    return number * decimal.Decimal(_SUFFIX[suffix]) if suffix else number
+
+
+@dataclasses.dataclass(frozen=True)
+class PvcView:
+    """A small projection of an observed PVC."""
+
+    name: str
+    namespace: str
+    uid: str
+    resource_version: str
+    controllers: tuple[str, ...]  # uids of controlling owners
+    labels: tuple[tuple[str, str], ...]
+    managed_labels: tuple[str, ...]
+    storage: str
+    deleting: bool
+
+
+def pvc_view(body: Mapping[str, Any]) -> PvcView:
+    metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
+    annotations = metadata.get("annotations") or {}
+    try:
+        managed = tuple(json.loads(annotations.get(MANAGED_LABELS_ANNOTATION, "[]")))
+    except (ValueError, TypeError):
+        managed = ()
+    return PvcView(
+        name=metadata["name"],
+        namespace=metadata.get("namespace") or "",
+        uid=metadata.get("uid", ""),
+        resource_version=metadata.get("resourceVersion", ""),
+        controllers=tuple(ref["uid"] for ref in metadata.get("ownerReferences") or ()
+                          if ref.get("controller")),
+        labels=tuple(sorted((metadata.get("labels") or {}).items())),
+        managed_labels=tuple(str(key) for key in managed),
+        storage=str(((spec.get("resources") or {}).get("requests") or {}).get("storage", "")),
+        deleting=bool(metadata.get("deletionTimestamp")),
+    )
 
 
 def desired_pvc(evc: Mapping[str, Any]) -> dict[str, Any]:
@@ -19,6 +86,7 @@ def desired_pvc(evc: Mapping[str, Any]) -> dict[str, Any]:
     """
     metadata = evc["metadata"]
     spec = evc.get("spec") or {}
+    labels = dict(metadata.get("labels") or {})
     pvc_spec: dict[str, Any] = {
         "accessModes": list(spec.get("accessModes") or DEFAULT_ACCESS_MODES),
         "resources": {"requests": {"storage": str(spec["size"])}},
@@ -32,7 +100,8 @@ def desired_pvc(evc: Mapping[str, Any]) -> dict[str, Any]:
         "metadata": {
             "name": metadata["name"],
             "namespace": metadata["namespace"],
-            "labels": dict(metadata.get("labels") or {}),
+            "labels": labels,
+            "annotations": {MANAGED_LABELS_ANNOTATION: json.dumps(sorted(labels))},
             "ownerReferences": [owner_reference(evc)],
         },
         "spec": pvc_spec,
@@ -55,3 +124,53 @@ def is_owned_by(pvc: Mapping[str, Any], evc_uid: str) -> bool:
     """Whether the PVC's controlling owner is the EVC with this uid."""
     references = (pvc.get("metadata") or {}).get("ownerReferences") or []
     return any(ref.get("uid") == evc_uid and ref.get("controller") for ref in references)
+
+
+class PvcStep(enum.StrEnum):
+    CREATE = "create"  # no PVC of that name
+    PATCH = "patch"  # ours, but labels or size differ
+    CONFLICT = "conflict"  # a PVC of that name that is not ours: never touched
+    WAIT = "wait"  # ours, being deleted (by someone): recreate once it is gone
+    NONE = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class PvcPlan:
+    step: PvcStep
+    patch: dict[str, Any] = dataclasses.field(default_factory=dict)
+    message: str = ""
+
+
+def plan_pvc(evc: Mapping[str, Any], observed: PvcView | None) -> PvcPlan:
+    name = evc["metadata"]["name"]
+    if observed is None:
+        return PvcPlan(PvcStep.CREATE)
+    if evc["metadata"]["uid"] not in observed.controllers:
+        return PvcPlan(PvcStep.CONFLICT, message=(
+            f"PersistentVolumeClaim {name} already exists and is not owned by this "
+            f"EphemeralVolumeClaim; it is left untouched. Rename the claim, or delete "
+            f"that PVC if it is not needed."))
+    if observed.deleting:
+        return PvcPlan(PvcStep.WAIT)
+
+    patch: dict[str, Any] = {}
+    desired_labels = dict(evc["metadata"].get("labels") or {})
+    current = dict(observed.labels)
+    label_patch: dict[str, str | None] = {
+        key: value for key, value in desired_labels.items() if current.get(key) != value}
+    label_patch.update({key: None for key in observed.managed_labels
+                        if key not in desired_labels and key in current})
+    if label_patch:
+        patch.setdefault("metadata", {})["labels"] = label_patch
+    if sorted(observed.managed_labels) != sorted(desired_labels):
+        patch.setdefault("metadata", {})["annotations"] = {
+            MANAGED_LABELS_ANNOTATION: json.dumps(sorted(desired_labels))}
+
+    size = (evc.get("spec") or {}).get("size")
+    try:
+        grow = parse_quantity(size) > parse_quantity(observed.storage)
+    except (ValueError, decimal.InvalidOperation):
+        grow = False
+    if grow:
+        patch["spec"] = {"resources": {"requests": {"storage": str(size)}}}
+    return PvcPlan(PvcStep.PATCH, patch=patch) if patch else PvcPlan(PvcStep.NONE)

@@ -1,70 +1,96 @@
-"""Kopf handlers: read events, decide with the pure modules, apply through `kube`.
+"""Kopf handlers: thin. They keep indexes, pass events on, and start the scheduler.
 
-No handler here writes Kopf's own bookkeeping to objects: the EVC is handled
-level-based with `on.event` (no diff-base annotation, no progress annotations,
-no finalizer), so deleting an EVC never waits for this operator.
+No handler here writes Kopf's own bookkeeping to objects: EVCs are handled
+level-based with `on.event` (no diff-base or progress annotations, no
+finalizer), pods and PVCs are only indexed and watched, never patched. All
+decisions are made by the reconciler, through the pure modules.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
 
-from evc_operator import claims, kube
-from evc_operator.resources import EVC, PVC
+from evc_operator import kube
+from evc_operator.claims import PvcView
+from evc_operator.reconciler import Indexes, Key, Reconciler, pod_index_entries, pvc_index_entry
+from evc_operator.resources import EVC, POD, PVC
 from evc_operator.settings import Settings, SettingsError
+from evc_operator.users import PodView
 
 
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo,
-                logger: kopf.Logger, **_: Any) -> None:
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
+                **kwargs: Any) -> None:
     try:
-        memo.settings = Settings.from_environ()
+        config = Settings.from_environ()
     except SettingsError as error:
         raise kopf.PermanentError(f"invalid configuration: {error}") from None
-    # Decided once: Kopf's state for this operator lives in annotations, never in status.
+    # Decided once: Kopf's state, if it ever needs any, lives in annotations, never status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
+    settings.posting.loggers = False  # log lines never become Events; Events are explicit
     memo.api = await kube.connect()
-    logger.info("Settings: %s", memo.settings)
+    # Kopf passes every index by its handler's name; these objects stay live.
+    indexes = Indexes(pods_by_claim=kwargs["pods_by_claim"],
+                      pods_by_namespace=kwargs["pods_by_namespace"],
+                      pvcs=kwargs["pvcs_by_name"])
+    memo.reconciler = reconciler = Reconciler(memo.api, config, settings, indexes)
+    memo.tasks = [asyncio.create_task(reconciler.run(), name="evc-scheduler"),
+                  asyncio.create_task(reconciler.log_countdowns(), name="evc-countdowns")]
+    logger.info("Expiry period %ss, grace period %ss, countdown interval %ss%s.",
+                config.expiry_period, config.grace_period, config.countdown_interval,
+                ", DRY RUN: nothing will be deleted" if config.dry_run else "")
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("tasks", []):
+        task.cancel()
+    await asyncio.gather(*memo.get("tasks", []), return_exceptions=True)
     api = memo.get("api")
     if api is not None:
         await api.close()
 
 
-PvcOwners = kopf.Index[tuple[str, str], tuple[str, ...]]
+@kopf.index(*POD)
+async def pods_by_claim(body: kopf.Body, **_: Any) -> dict[Key, PodView]:
+    return pod_index_entries(body)[0]
+
+
+@kopf.index(*POD)
+async def pods_by_namespace(body: kopf.Body, **_: Any) -> dict[str, PodView]:
+    return pod_index_entries(body)[1]
 
 
 @kopf.index(*PVC)
-async def pvc_owners(name: str, namespace: str | None, body: kopf.Body,
-                     **_: Any) -> dict[tuple[str, str], tuple[str, ...]]:
-    """(namespace, name) -> uids of the PVC's controlling owners: a small projection."""
-    references = body.metadata.get("ownerReferences") or []
-    owners = tuple(ref["uid"] for ref in references if ref.get("controller"))
-    return {(namespace or "", name): owners}
+async def pvcs_by_name(body: kopf.Body, **_: Any) -> dict[Key, PvcView]:
+    return pvc_index_entry(body)
+
+
+def _reconciler(memo: kopf.Memo) -> Reconciler:
+    reconciler: Reconciler = memo.reconciler
+    # Kopf calls resource handlers only once every index is filled: the view is complete.
+    reconciler.pods_view_complete = True
+    return reconciler
 
 
 @kopf.on.event(*EVC)
-async def evc_changed(type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
-                      **kwargs: Any) -> None:
-    if type == "DELETED" or body.metadata.get("deletionTimestamp"):
-        return
-    pvc_owners: PvcOwners = kwargs["pvc_owners"]  # Kopf passes indexes by their name
-    name, namespace, uid = body.metadata["name"], body.metadata["namespace"], body.metadata["uid"]
-    if any(uid in owners for owners in pvc_owners.get((namespace, name), ())):
-        return  # our PVC exists: nothing to do
-    outcome = await kube.ensure_pvc(memo.api, claims.desired_pvc(body))
-    if outcome.created:
-        kopf.info(body, reason="PvcCreated",
-                  message=f"Created PersistentVolumeClaim {name} of {body.spec['size']}.")
-        logger.info("Created PersistentVolumeClaim %s.", name)
-    elif not claims.is_owned_by(outcome.pvc, uid):
-        message = (f"PersistentVolumeClaim {name} already exists and is not owned by this "
-                   f"EphemeralVolumeClaim; it is left untouched.")
-        kopf.warn(body, reason="PvcConflict", message=message)
-        logger.warning(message)
+async def evc_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _reconciler(memo).observe_evc(type, body)
+
+
+@kopf.on.event(*POD)
+async def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    namespace = body.metadata.namespace or ""
+    claims = [volume["persistentVolumeClaim"]["claimName"]
+              for volume in body.spec.get("volumes") or ()
+              if (volume.get("persistentVolumeClaim") or {}).get("claimName")]
+    _reconciler(memo).poke_for_pod(namespace, claims)
+
+
+@kopf.on.event(*PVC)
+async def pvc_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _reconciler(memo).poke((body.metadata.namespace or "", body.metadata.name or ""))

@@ -1,17 +1,33 @@
 """The one module that talks to the Kubernetes API on the operator's behalf.
 
 Everything here is async (kubernetes_asyncio) because it runs inside Kopf's
-event loop; a sync client there would stall every other handler.
+event loop; a sync client there would stall every other handler. Functions
+return plain dicts (the API's own JSON) and raise ApiException on failure;
+deciding what to do about either is the caller's business.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import datetime
+import logging
+import socket
 from collections.abc import Mapping
 from typing import Any, cast
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from evc_operator.resources import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from evc_operator.status import Event
+
+# Explicit, or the client picks strategic merge patch, which custom resources refuse.
+# (Its type stubs omit `_content_type`, which its code accepts: hence the ignores.)
+MERGE_PATCH = "application/merge-patch+json"
+COMPONENT = "evc-operator"
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ApiException", "connect"]
 
 
 async def connect() -> client.ApiClient:
@@ -25,30 +41,97 @@ async def connect() -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-@dataclasses.dataclass(frozen=True)
-class PvcOutcome:
-    """What ensure_pvc found: `created` is True when this call created the PVC."""
-
-    created: bool
-    pvc: dict[str, Any]
+def _plain(api: client.ApiClient, model: Any) -> dict[str, Any]:
+    plain: dict[str, Any] = api.sanitize_for_serialization(model)
+    return plain
 
 
-async def ensure_pvc(api: client.ApiClient, desired: Mapping[str, Any]) -> PvcOutcome:
-    """Create the PVC; if one of that name exists, return it untouched.
-
-    Create-first (not read-then-create) leaves no gap for a race, and an
-    existing PVC is never modified here: the caller decides whether it is ours.
-    """
+async def create_pvc(api: client.ApiClient, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Create a PVC; raises ApiException 409 if one of that name exists (never touched)."""
     core = client.CoreV1Api(api)
-    namespace = desired["metadata"]["namespace"]
+    # The client serialises plain dicts as they are; its models would add nothing here.
+    created = await core.create_namespaced_persistent_volume_claim(
+        body["metadata"]["namespace"], cast(client.V1PersistentVolumeClaim, dict(body)))
+    return _plain(api, created)
+
+
+async def read_pvc(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        # The client serialises plain dicts as they are; its models would add nothing here.
-        body = cast(client.V1PersistentVolumeClaim, dict(desired))
-        created = await core.create_namespaced_persistent_volume_claim(namespace, body)
-        return PvcOutcome(created=True, pvc=api.sanitize_for_serialization(created))
+        found = await client.CoreV1Api(api).read_namespaced_persistent_volume_claim(
+            name, namespace)
     except ApiException as error:
-        if error.status != 409:
-            raise
-    existing = await core.read_namespaced_persistent_volume_claim(
-        desired["metadata"]["name"], namespace)
-    return PvcOutcome(created=False, pvc=api.sanitize_for_serialization(existing))
+        if error.status == 404:
+            return None
+        raise
+    return _plain(api, found)
+
+
+async def patch_pvc(api: client.ApiClient, namespace: str, name: str, uid: str,
+                    resource_version: str, patch: Mapping[str, Any]) -> None:
+    """Merge-patch our PVC, only if it is still the object (uid) and version we decided on."""
+    body = dict(patch)
+    body["metadata"] = {**(patch.get("metadata") or {}), "uid": uid,
+                        "resourceVersion": resource_version}
+    await client.CoreV1Api(api).patch_namespaced_persistent_volume_claim(
+        name, namespace, body, _content_type=MERGE_PATCH)  # type: ignore[call-arg]
+
+
+async def patch_evc_status(api: client.ApiClient, namespace: str, name: str,
+                           status: Mapping[str, Any], *,
+                           resource_version: str | None = None) -> dict[str, Any]:
+    """Merge-patch the EVC's status subresource; None values remove fields.
+
+    With `resource_version`, the API server refuses (409) if the EVC changed since.
+    """
+    body: dict[str, Any] = {"status": dict(status)}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    patched = await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, body,
+        _content_type=MERGE_PATCH)  # type: ignore[call-arg]
+    return cast(dict[str, Any], patched)
+
+
+async def list_pods(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    """All pods of a namespace, read from the API server itself (not a cache)."""
+    pods = await client.CoreV1Api(api).list_namespaced_pod(namespace)
+    items: list[dict[str, Any]] = _plain(api, pods).get("items") or []
+    return items
+
+
+async def delete_evc(api: client.ApiClient, namespace: str, name: str, uid: str,
+                     resource_version: str) -> None:
+    """Delete the EVC only if it is still exactly the object we decided about.
+
+    The preconditions make the API server refuse (409) if the EVC was replaced
+    (uid) or changed in any way (resourceVersion) since. The PVC goes with it
+    through its owner reference (garbage collector, in the background).
+    """
+    await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name,
+        body=client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version),
+            propagation_policy="Background",
+        ),
+    )
+
+
+async def post_event(api: client.ApiClient, namespace: str, name: str, uid: str,
+                     event: Event, now: datetime.datetime) -> None:
+    """Post a Kubernetes Event about the EVC. Best effort: a lost Event loses no data."""
+    stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {
+        "metadata": {"generateName": f"{name}.", "namespace": namespace},
+        "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": name,
+                           "namespace": namespace, "uid": uid},
+        "type": event.type, "reason": event.reason, "message": event.message,
+        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+        "reportingInstance": socket.gethostname(),
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+    }
+    try:
+        await client.CoreV1Api(api).create_namespaced_event(
+            namespace, cast(client.CoreV1Event, body))
+    except ApiException as error:
+        log.warning("Could not post Event %s on %s/%s: %s %s", event.reason, namespace, name,
+                    error.status, error.reason)

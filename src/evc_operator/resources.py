@@ -11,3 +11,4 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Selectors for Kopf's decorators, fully qualified: @kopf.on.event(*EVC).
 EVC = (GROUP, VERSION, PLURAL)
 PVC = ("v1", "persistentvolumeclaims")
+POD = ("v1", "pods")

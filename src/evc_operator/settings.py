@@ -46,6 +46,7 @@ class Settings:
     expiry_period: float = 30.0
     grace_period: float = 30.0
     countdown_interval: float = 10.0
+    dry_run: bool = False  # report what would be deleted; delete nothing
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +57,7 @@ class Settings:
             grace_period=_duration(environ, "GRACE_PERIOD", defaults.grace_period),
             countdown_interval=_duration(environ, "COUNTDOWN_INTERVAL",
                                          defaults.countdown_interval, positive=True),
+            dry_run=_flag(environ, "DRY_RUN"),
         )
 
 
@@ -71,3 +73,16 @@ def _duration(environ: Mapping[str, str], name: str, default: float,
     if positive and value <= 0:
         raise SettingsError(f"{name}={raw!r} is invalid: it must be greater than zero")
     return value
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name, "")
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r} is invalid: use true or false")

@@ -1,0 +1,112 @@
+"""What an EphemeralVolumeClaim says, read from its body. Pure: no API calls.
+
+Bad values do not raise: they come back as `problems`, which the operator
+reports in a condition and an Event, and which stop deletion (never delete
+because of input we could not understand).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from evc_operator import lifecycle
+from evc_operator.settings import DURATION_HELP, Settings, parse_duration
+from evc_operator.users import InvalidSelector, parse_time, validate_selector
+
+KEEP_ANNOTATION = "evc.zalando.org/keep"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvcView:
+    """A small projection of an EVC: what decisions need."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    generation: int
+    deleting: bool
+    claim: lifecycle.Claim
+    selector: Mapping[str, Any] | None
+    problems: tuple[str, ...]
+    status: Mapping[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+def keeps(annotations: Mapping[str, str]) -> bool:
+    value = annotations.get(KEEP_ANNOTATION)
+    return value is not None and value.strip().lower() != "false"
+
+
+def _period(spec: Mapping[str, Any], field: str, default: float,
+            problems: list[str]) -> float:
+    raw = spec.get(field)
+    if raw is None:
+        return default
+    try:
+        if isinstance(raw, bool):
+            raise ValueError(raw)
+        seconds = float(raw) if isinstance(raw, int | float) else parse_duration(str(raw))
+        if not seconds >= 0:
+            raise ValueError(raw)
+    except ValueError:
+        problems.append(f"spec.{field}={raw!r} is not a valid period: use {DURATION_HELP}")
+        return default
+    return seconds
+
+
+def _recorded_time(status: Mapping[str, Any], field: str,
+                   problems: list[str]) -> datetime.datetime | None:
+    raw = status.get(field)
+    if not raw:
+        return None
+    try:
+        return parse_time(str(raw))
+    except ValueError:
+        problems.append(f"status.{field}={raw!r} is not a timestamp")
+        return None
+
+
+def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    problems: list[str] = []
+    if spec.get("size") in (None, ""):
+        problems.append("spec.size is missing")
+    selector = spec.get("selector") or None
+    try:
+        validate_selector(selector)
+    except InvalidSelector as error:
+        problems.append(f"spec.selector is invalid: {error}")
+        selector = None
+    try:
+        recorded_phase: lifecycle.Phase | None = lifecycle.Phase(status["phase"])
+    except (KeyError, ValueError):
+        recorded_phase = None
+    claim = lifecycle.Claim(
+        created=parse_time(metadata["creationTimestamp"]),
+        expiry_period=_period(spec, "expiryPeriod", settings.expiry_period, problems),
+        grace_period=_period(spec, "gracePeriod", settings.grace_period, problems),
+        keep=keeps(metadata.get("annotations") or {}),
+        recorded_phase=recorded_phase,
+        recorded_unused_since=_recorded_time(status, "unusedSince", problems),
+    )
+    return EvcView(
+        namespace=metadata.get("namespace") or "",
+        name=metadata["name"],
+        uid=metadata["uid"],
+        resource_version=metadata.get("resourceVersion", ""),
+        generation=int(metadata.get("generation") or 0),
+        deleting=bool(metadata.get("deletionTimestamp")),
+        claim=claim,
+        selector=selector,
+        problems=tuple(problems),
+        status=status,
+    )

@@ -1,0 +1,155 @@
+"""The decisions of the EVC lifecycle, as a pure function of what was observed.
+
+    decide(claim, users, now, dry_run) -> Decision
+
+`claim` is what the EVC says (its creation time, periods, the facts its status
+recorded last time), `users` the pods that use it as observed now. The answer is
+the status to record, what to do (nothing, delete, or report a dry-run deletion)
+and when to look again. Nothing here reads a clock or calls the API, so every
+rule can be tested exhaustively.
+
+The rules, in one place:
+
+| phase    | when                                   | deletes at                   |
+|----------|----------------------------------------|------------------------------|
+| Pending  | never had an active user               | creation + expiry period     |
+| InUse    | at least one active user               | never (no deadline)          |
+| Idle     | had users, none active now             | unused since + grace period  |
+| Deleting | the operator is deleting it            | (already due)                |
+
+An active user is a user pod not Succeeded or Failed (Pending, Running, Unknown
+and Terminating pods are active until their object is gone). When the operator
+cannot know exactly when the last user ended, it picks the later time: the
+moment it observes the change, rounded up to a whole second (the precision of
+Kubernetes timestamps), so a recorded deadline is never earlier than the true one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import math
+from collections.abc import Iterable
+
+MAX_LISTED_USERS = 10
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    IN_USE = "InUse"
+    IDLE = "Idle"
+    DELETING = "Deleting"
+
+
+class Countdown(enum.StrEnum):
+    EXPIRY = "expiry"  # never used: counts from creation
+    GRACE = "grace"  # used, now idle: counts from the end of the last use
+
+
+class Action(enum.StrEnum):
+    NONE = "none"
+    DELETE = "delete"
+    REPORT_DRY_RUN = "report-dry-run"  # due, but DRY_RUN is set: say so, delete nothing
+
+
+@dataclasses.dataclass(frozen=True)
+class PodUse:
+    """A pod that uses the claim (mounts it or matches its selector), as observed."""
+
+    name: str
+    active: bool
+    created: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """What the EVC says: its identity in time, its periods, and its recorded facts."""
+
+    created: datetime.datetime
+    expiry_period: float  # seconds
+    grace_period: float  # seconds
+    keep: bool = False  # the keep annotation pauses deletion
+    recorded_phase: Phase | None = None
+    recorded_unused_since: datetime.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    phase: Phase
+    active_users: tuple[str, ...]
+    unused_since: datetime.datetime | None
+    deletes_at: datetime.datetime | None
+    countdown: Countdown | None
+    action: Action
+    wake_at: datetime.datetime | None  # when to decide again if nothing changes
+
+    @property
+    def listed_users(self) -> tuple[str, ...]:
+        return self.active_users[:MAX_LISTED_USERS]
+
+
+def ceil_to_second(moment: datetime.datetime) -> datetime.datetime:
+    """The next whole second (or the moment itself if already whole): never earlier."""
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + datetime.timedelta(seconds=1)
+
+
+def _period(seconds: float) -> datetime.timedelta:
+    # Deadlines are kept to whole seconds, rounded up, like the timestamps they come from.
+    return datetime.timedelta(seconds=math.ceil(seconds))
+
+
+def decide(claim: Claim, users: Iterable[PodUse], now: datetime.datetime,
+           *, dry_run: bool = False) -> Decision:
+    users = tuple(users)
+    active = tuple(sorted(user.name for user in users if user.active))
+    if active:
+        return Decision(phase=Phase.IN_USE, active_users=active, unused_since=None,
+                        deletes_at=None, countdown=None, action=Action.NONE, wake_at=None)
+
+    unused_since = _unused_since(claim, users, now)
+    if unused_since is None:
+        deletes_at = claim.created + _period(claim.expiry_period)
+        phase, countdown = Phase.PENDING, Countdown.EXPIRY
+    else:
+        deletes_at = unused_since + _period(claim.grace_period)
+        phase, countdown = Phase.IDLE, Countdown.GRACE
+
+    if claim.keep:
+        return Decision(phase=phase, active_users=(), unused_since=unused_since,
+                        deletes_at=None, countdown=None, action=Action.NONE, wake_at=None)
+    if now < deletes_at:
+        return Decision(phase=phase, active_users=(), unused_since=unused_since,
+                        deletes_at=deletes_at, countdown=countdown, action=Action.NONE,
+                        wake_at=deletes_at)
+    if dry_run:
+        return Decision(phase=phase, active_users=(), unused_since=unused_since,
+                        deletes_at=deletes_at, countdown=countdown,
+                        action=Action.REPORT_DRY_RUN, wake_at=None)
+    return Decision(phase=Phase.DELETING, active_users=(), unused_since=unused_since,
+                    deletes_at=deletes_at, countdown=countdown, action=Action.DELETE,
+                    wake_at=None)
+
+
+def _unused_since(claim: Claim, users: tuple[PodUse, ...],
+                  now: datetime.datetime) -> datetime.datetime | None:
+    """When the last active user ended; None if the claim never had one.
+
+    Only called when no user is active now.
+    """
+    observed = ceil_to_second(now)
+    recorded = claim.recorded_unused_since
+    if claim.recorded_phase in (Phase.IDLE, Phase.DELETING) and recorded is not None:
+        # A recorded end is kept (restarts never reset a countdown), unless a finished
+        # user appeared after it: it was used again while we did not watch, and we
+        # cannot know when that use ended -- so, later: now.
+        if any(user.created > recorded for user in users):
+            return observed
+        return max(recorded, claim.created)  # nothing ends before the claim began
+    if claim.recorded_phase is Phase.IN_USE:
+        return observed  # the last user ended since we last looked
+    if users:
+        # Never recorded as used, yet finished users exist: they came and went unseen.
+        return observed
+    return None

@@ -1,0 +1,388 @@
+"""One scheduler for all EVCs: reconciles what changed and wakes at deadlines.
+
+Kopf's per-object timers and daemons would put a finalizer on every EVC (and a
+task with a body per object); instead, one asyncio task keeps a map of
+deadlines and a set of keys to look at. Handlers only `observe_evc()` and
+`poke()`; everything that changes the cluster goes through `kube`, every
+decision through the pure modules (`lifecycle`, `claims`, `status`, `users`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, Protocol, cast
+
+import kopf
+
+from evc_operator import kube, lifecycle, status
+from evc_operator.claims import PvcStep, PvcView, desired_pvc, plan_pvc, pvc_view
+from evc_operator.evc import EvcView, evc_view
+from evc_operator.lifecycle import Action
+from evc_operator.settings import Settings
+from evc_operator.users import PodView, pod_view, users_of
+
+Key = tuple[str, str]  # (namespace, name)
+MAX_CONCURRENT = 16
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+log = logging.getLogger(__name__)
+
+
+class Lookup(Protocol):
+    """What the scheduler reads from Kopf's indexes (a mapping of key -> values)."""
+
+    def get(self, key: Any, default: Any = ..., /) -> Any: ...
+
+
+@dataclasses.dataclass
+class Indexes:
+    """Kopf's live indexes of pods and PVCs (filled before any handler runs)."""
+
+    pods_by_claim: Lookup  # (namespace, claimName) -> [PodView]
+    pods_by_namespace: Lookup  # namespace -> [PodView]
+    pvcs: Lookup  # (namespace, name) -> [PvcView]
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _newer(candidate: str, current: str) -> bool:
+    """Whether a resourceVersion is not older than the one we hold (they are etcd revisions)."""
+    try:
+        return int(candidate) >= int(current)
+    except ValueError:
+        return True
+
+
+class Reconciler:
+    def __init__(self, api: Any, settings: Settings, kopf_settings: kopf.OperatorSettings,
+                 indexes: Indexes, *, clock: Callable[[], datetime.datetime] = utcnow) -> None:
+        self.api = api
+        self.settings = settings
+        self.kopf_settings = kopf_settings
+        self.indexes = indexes
+        self.clock = clock
+        self.evcs: dict[Key, EvcView] = {}
+        self.bodies: dict[Key, Mapping[str, Any]] = {}
+        self.deadlines: dict[Key, datetime.datetime] = {}  # when to look again
+        self.countdowns: dict[Key, lifecycle.Decision] = {}  # pending deletions, for logs
+        self.with_selector: dict[str, set[str]] = {}  # namespace -> EVC names with a selector
+        self.pods_view_complete = False
+        self._dirty: set[Key] = set()
+        self._running: set[Key] = set()
+        self._failures: dict[Key, int] = {}
+        self._reported_dry_run: set[tuple[Key, datetime.datetime | None]] = set()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- what handlers call --------------------------------------------------------------
+
+    def observe_evc(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        key: Key = (body["metadata"].get("namespace") or "", body["metadata"]["name"])
+        if event_type == "DELETED":
+            self.forget(key)
+            return
+        held = self.evcs.get(key)
+        view = evc_view(body, self.settings)
+        if held and held.uid == view.uid and not _newer(view.resource_version,
+                                                        held.resource_version):
+            return  # an event older than what our own write already told us
+        self.evcs[key] = view
+        self.bodies[key] = body
+        names = self.with_selector.setdefault(key[0], set())
+        if view.selector:
+            names.add(key[1])
+        else:
+            names.discard(key[1])
+        self.poke(key)
+
+    def forget(self, key: Key) -> None:
+        self.evcs.pop(key, None)
+        self.bodies.pop(key, None)
+        self.deadlines.pop(key, None)
+        self.countdowns.pop(key, None)
+        self._failures.pop(key, None)
+        self.with_selector.get(key[0], set()).discard(key[1])
+
+    def poke(self, key: Key) -> None:
+        if key in self.evcs:
+            self._dirty.add(key)
+            self._wakeup.set()
+
+    def poke_for_pod(self, namespace: str, claims: Iterable[str]) -> None:
+        """A pod changed: look again at the EVCs it mounts and those with a selector."""
+        for claim in claims:
+            self.poke((namespace, claim))
+        for name in self.with_selector.get(namespace, ()):
+            self.poke((namespace, name))
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile dirty keys, wake at deadlines; runs until cancelled."""
+        try:
+            while True:
+                now = self.clock()
+                for key, when in list(self.deadlines.items()):
+                    if when <= now:
+                        del self.deadlines[key]
+                        self.poke(key)
+                for key in list(self._dirty):
+                    if key not in self._running:
+                        self._dirty.discard(key)
+                        self._running.add(key)
+                        task = asyncio.create_task(self._reconcile_guarded(key))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                self._wakeup.clear()
+                timeout = None
+                if self.deadlines:
+                    soonest = min(self.deadlines.values())
+                    timeout = max(0.0, (soonest - self.clock()).total_seconds())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    async def log_countdowns(self) -> None:
+        """Every COUNTDOWN_INTERVAL, log which countdown runs and the time left. No API calls."""
+        while True:
+            await asyncio.sleep(self.settings.countdown_interval)
+            now = self.clock()
+            for key, decision in list(self.countdowns.items()):
+                if decision.deletes_at is None or key not in self.bodies:
+                    continue
+                left = max(0.0, (decision.deletes_at - now).total_seconds())
+                self._logger(key).info(
+                    "%s countdown: %s left, deletes at %s.",
+                    "Expiry" if decision.countdown is lifecycle.Countdown.EXPIRY else "Grace",
+                    status.human_period(left), status.timestamp(decision.deletes_at))
+
+    async def _reconcile_guarded(self, key: Key) -> None:
+        try:
+            async with self._slots:
+                await self.reconcile(key)
+            self._failures.pop(key, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            failures = self._failures.get(key, 0)
+            self._failures[key] = failures + 1
+            delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+            self._logger(key).warning("Reconciling failed (%s); retrying in %.0f s.",
+                                      _describe(error), delay)
+            retry_at = self.clock() + datetime.timedelta(seconds=delay)
+            self.deadlines[key] = min(self.deadlines.get(key, retry_at), retry_at)
+        finally:
+            self._running.discard(key)
+            self._wakeup.set()
+
+    # --- one EVC -------------------------------------------------------------------------
+
+    def _logger(self, key: Key) -> logging.LoggerAdapter[Any]:
+        body = self.bodies.get(key)
+        if body is None:
+            return logging.LoggerAdapter(log, {})
+        return kopf.LocalObjectLogger(body=kopf.Body(cast(Any, body)), settings=self.kopf_settings)
+
+    def _users(self, view: EvcView) -> list[lifecycle.PodUse]:
+        mounting: Collection[PodView] = self.indexes.pods_by_claim.get(view.key, ())
+        in_namespace: Collection[PodView] = (
+            self.indexes.pods_by_namespace.get(view.namespace, ()) if view.selector else ())
+        return users_of(view.name, view.selector, mounting, in_namespace)
+
+    def _observed_pvc(self, key: Key) -> PvcView | None:
+        found: Collection[PvcView] = self.indexes.pvcs.get(key, ())
+        return next(iter(found), None)
+
+    async def reconcile(self, key: Key) -> None:
+        view, body = self.evcs.get(key), self.bodies.get(key)
+        if view is None or body is None or view.deleting:
+            return
+        logger = self._logger(key)
+        previous = dict(view.status)
+
+        pvc_condition, pvc_events = await self._sync_pvc(view, body, previous, logger)
+
+        now = self.clock()
+        decision = lifecycle.decide(view.claim, self._users(view), now,
+                                    dry_run=self.settings.dry_run)
+        if decision.action is Action.DELETE:
+            if not self.pods_view_complete:
+                self.deadlines[key] = now + datetime.timedelta(seconds=1)
+                return
+            # The index may lag behind: ask the API server itself before anything final.
+            fresh = [pod_view(pod) for pod in await kube.list_pods(self.api, view.namespace)]
+            users = users_of(view.name, view.selector, fresh, fresh)
+            decision = lifecycle.decide(view.claim, users, self.clock(),
+                                        dry_run=self.settings.dry_run)
+
+        conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
+                                                   dry_run=self.settings.dry_run,
+                                                   problems=view.problems), pvc_condition]
+        new_status = status.build_status(decision, conditions, generation=view.generation,
+                                         previous=previous, now=now)
+        events = list(pvc_events)
+        events += status.transition_events(decision, view.claim.recorded_phase,
+                                           expiry_period=view.claim.expiry_period,
+                                           grace_period=view.claim.grace_period)
+        if view.problems and _condition_changed(previous, "SpecValid", "False"):
+            events.append(status.Event("Warning", "InvalidSpec", "; ".join(view.problems)))
+
+        if decision.action is Action.DELETE:
+            await self._delete(view, decision, new_status, logger)
+            return
+
+        if status.status_changed(new_status, previous):
+            patched = await kube.patch_evc_status(self.api, view.namespace, view.name,
+                                                  new_status)
+            self._remember(patched)
+        for event in events:
+            await self._announce(view, event, logger)
+
+        if decision.action is Action.REPORT_DRY_RUN:
+            marker = (key, decision.deletes_at)
+            if marker not in self._reported_dry_run:
+                self._reported_dry_run.add(marker)
+                event = status.deletion_event(decision, expiry_period=view.claim.expiry_period,
+                                              grace_period=view.claim.grace_period,
+                                              dry_run=True)
+                await self._announce(view, event, logger)
+
+        if decision.deletes_at is not None and decision.action is Action.NONE:
+            self.countdowns[key] = decision
+        else:
+            self.countdowns.pop(key, None)
+        if decision.wake_at is not None:
+            self.deadlines[key] = decision.wake_at
+        else:
+            self.deadlines.pop(key, None)
+
+    async def _announce(self, view: EvcView, event: status.Event,
+                        logger: logging.LoggerAdapter[Any]) -> None:
+        """An Event on the EVC, and the same words in the log."""
+        await kube.post_event(self.api, view.namespace, view.name, view.uid, event, self.clock())
+        level = logging.WARNING if event.type == "Warning" else logging.INFO
+        logger.log(level, "%s: %s", event.reason, event.message)
+
+    def _remember(self, body: Mapping[str, Any]) -> None:
+        """Our own write's result is the freshest view; do not wait for the watch."""
+        key: Key = (body["metadata"].get("namespace") or "", body["metadata"]["name"])
+        if key in self.evcs:
+            self.evcs[key] = evc_view(body, self.settings)
+            self.bodies[key] = body
+
+    async def _delete(self, view: EvcView, decision: lifecycle.Decision,
+                      new_status: dict[str, Any], logger: logging.LoggerAdapter[Any]) -> None:
+        # Mark it Deleting, guarded by the resourceVersion we decided on: if anything
+        # changed the EVC meanwhile, this fails (409) and we decide again.
+        try:
+            patched = await kube.patch_evc_status(self.api, view.namespace, view.name,
+                                                  new_status,
+                                                  resource_version=view.resource_version)
+            await kube.delete_evc(self.api, view.namespace, view.name, view.uid,
+                                  patched["metadata"]["resourceVersion"])
+        except kube.ApiException as error:
+            if error.status == 404:
+                self.forget(view.key)
+                return
+            if error.status == 409:
+                logger.info("The claim changed just before deletion; deciding again.")
+                self.poke(view.key)
+                return
+            raise
+        event = status.deletion_event(decision, expiry_period=view.claim.expiry_period,
+                                      grace_period=view.claim.grace_period, dry_run=False)
+        await self._announce(view, event, logger)
+        self.forget(view.key)
+
+    async def _sync_pvc(self, view: EvcView, body: Mapping[str, Any],
+                        previous: Mapping[str, Any], logger: logging.LoggerAdapter[Any],
+                        ) -> tuple[status.Condition, list[status.Event]]:
+        """Make the PVC match the EVC, if it is ours; say how it stands."""
+        if "spec.size is missing" in view.problems:
+            return status.Condition("PvcReady", False, "InvalidSpec",
+                                    "No PersistentVolumeClaim without spec.size."), []
+        observed = self._observed_pvc(view.key)
+        plan = plan_pvc(body, observed)
+        if plan.step is PvcStep.CREATE:
+            try:
+                await kube.create_pvc(self.api, desired_pvc(body))
+            except kube.ApiException as error:
+                if error.status != 409:
+                    raise
+                # Our index had not seen it yet: read it, and never touch it if not ours.
+                existing = await kube.read_pvc(self.api, view.namespace, view.name)
+                observed = pvc_view(existing) if existing else None
+                plan = plan_pvc(body, observed)
+                if plan.step is PvcStep.CREATE:
+                    raise  # there a moment ago and gone again: retry later
+            else:
+                recreated = _condition(previous, "PvcReady") is not None
+                reason = "PvcRecreated" if recreated else "PvcCreated"
+                size = body["spec"]["size"]
+                message = (f"Recreated PersistentVolumeClaim {view.name}: it was deleted while "
+                           f"the claim still exists." if recreated else
+                           f"Created PersistentVolumeClaim {view.name} of {size}.")
+                return (status.Condition("PvcReady", True, reason, message),
+                        [status.Event("Normal", reason, message)])
+
+        events: list[status.Event] = []
+        if plan.step is PvcStep.CONFLICT:
+            if _condition(previous, "PvcReady", field="reason") != "PvcConflict":
+                events.append(status.Event("Warning", "PvcConflict", plan.message))
+            return status.Condition("PvcReady", False, "PvcConflict", plan.message), events
+        if plan.step is PvcStep.WAIT:
+            return status.Condition(
+                "PvcReady", False, "PvcDeleting",
+                f"PersistentVolumeClaim {view.name} is being deleted; it will be "
+                f"recreated once it is gone."), events
+        if plan.step is PvcStep.PATCH and observed is not None:
+            await kube.patch_pvc(self.api, view.namespace, view.name, observed.uid,
+                                 observed.resource_version, plan.patch)
+            if "spec" in plan.patch:
+                size = plan.patch["spec"]["resources"]["requests"]["storage"]
+                events.append(status.Event("Normal", "PvcResized",
+                                           f"Requested {size} for PersistentVolumeClaim "
+                                           f"{view.name} (was {observed.storage})."))
+            if "metadata" in plan.patch:
+                logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
+        return status.Condition("PvcReady", True, "PvcReady",
+                                f"PersistentVolumeClaim {view.name} is in place."), events
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, kube.ApiException):
+        return f"API error {error.status} {error.reason}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _condition(previous: Mapping[str, Any], kind: str,
+               field: str = "status") -> str | None:
+    for condition in previous.get("conditions") or ():
+        if condition.get("type") == kind:
+            value = condition.get(field)
+            return str(value) if value is not None else None
+    return None
+
+
+def _condition_changed(previous: Mapping[str, Any], kind: str, new_status: str) -> bool:
+    return _condition(previous, kind) != new_status
+
+
+def pvc_index_entry(body: Mapping[str, Any]) -> dict[Key, PvcView]:
+    view = pvc_view(body)
+    return {(view.namespace, view.name): view}
+
+
+def pod_index_entries(body: Mapping[str, Any]) -> tuple[dict[Key, PodView], dict[str, PodView]]:
+    view = pod_view(body)
+    return ({(view.namespace, claim): view for claim in view.claims}, {view.namespace: view})

@@ -1,0 +1,111 @@
+"""Which pods use a claim, from small projections of pods. Pure: no API calls.
+
+A pod uses an EVC when it is in the EVC's namespace and either mounts it
+(`spec.volumes[].persistentVolumeClaim.claimName` is the EVC's name) or matches
+the EVC's `spec.selector`. Only these projections are kept in memory, never
+pod bodies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from evc_operator.lifecycle import PodUse
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+class InvalidSelector(ValueError):
+    """spec.selector cannot be evaluated; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PodView:
+    name: str
+    namespace: str
+    active: bool
+    created: datetime.datetime
+    claims: frozenset[str]
+    labels: tuple[tuple[str, str], ...]
+
+    def use(self) -> PodUse:
+        return PodUse(name=self.name, active=self.active, created=self.created)
+
+
+def parse_time(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def pod_view(body: Mapping[str, Any]) -> PodView:
+    metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
+    claims = frozenset(
+        volume["persistentVolumeClaim"]["claimName"]
+        for volume in spec.get("volumes") or ()
+        if (volume.get("persistentVolumeClaim") or {}).get("claimName")
+    )
+    phase = (body.get("status") or {}).get("phase")
+    return PodView(
+        name=metadata["name"],
+        namespace=metadata.get("namespace") or "",
+        active=phase not in TERMINAL_PHASES,
+        created=parse_time(metadata["creationTimestamp"]),
+        claims=claims,
+        labels=tuple(sorted((metadata.get("labels") or {}).items())),
+    )
+
+
+def matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Kubernetes label selector semantics (matchLabels AND every matchExpression).
+
+    An empty selector matches nothing here: a claim must not accidentally count
+    every pod of its namespace as a user.
+    """
+    match_labels = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or []
+    if not match_labels and not expressions:
+        return False
+    if any(labels.get(key) != value for key, value in match_labels.items()):
+        return False
+    return all(_expression_matches(expression, labels) for expression in expressions)
+
+
+def _expression_matches(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    key, operator = expression.get("key"), expression.get("operator")
+    values = expression.get("values") or []
+    if not key:
+        raise InvalidSelector("a matchExpression has no key")
+    if operator in ("In", "NotIn"):
+        if not values:
+            raise InvalidSelector(f"matchExpression {key!r} {operator} needs values")
+        inside = key in labels and labels[key] in values
+        return inside if operator == "In" else not inside
+    if operator in ("Exists", "DoesNotExist"):
+        if values:
+            raise InvalidSelector(f"matchExpression {key!r} {operator} takes no values")
+        return bool((key in labels) == (operator == "Exists"))
+    raise InvalidSelector(f"matchExpression {key!r} has unknown operator {operator!r}")
+
+
+def validate_selector(selector: Mapping[str, Any] | None) -> None:
+    """Raise InvalidSelector if the selector could not be evaluated."""
+    if selector:
+        for expression in selector.get("matchExpressions") or []:
+            _expression_matches(expression, {})
+
+
+def users_of(claim_name: str, selector: Mapping[str, Any] | None,
+             mounting: Iterable[PodView], in_namespace: Iterable[PodView]) -> list[PodUse]:
+    """Users of a claim: pods that mount it, plus pods matching its selector (once each).
+
+    `mounting` are the pods known to mount the claim, `in_namespace` all pods of
+    its namespace (only read when there is a selector).
+    """
+    found: dict[str, PodView] = {pod.name: pod for pod in mounting if claim_name in pod.claims}
+    if selector:
+        for pod in in_namespace:
+            if pod.name not in found and matches(selector, dict(pod.labels)):
+                found[pod.name] = pod
+    return [pod.use() for pod in found.values()]
