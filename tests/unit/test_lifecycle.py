@@ -1,0 +1,270 @@
+"""The lifecycle decisions: table tests, and random histories checked against invariants.
+
+The property test plays a world (pods created, finishing, deleted; the clock
+moving; the operator stopping and restarting with only what it recorded in
+status) against `decide`, and checks with its own bookkeeping that a claim is
+never deleted while used, never before its deadline, and always by it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evc_operator.lifecycle import (
+    Action,
+    Claim,
+    Countdown,
+    Phase,
+    PodUse,
+    ceil_to_second,
+    decide,
+)
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def at(seconds: float) -> datetime.datetime:
+    return T0 + datetime.timedelta(seconds=seconds)
+
+
+def claim(**changes: object) -> Claim:
+    base = Claim(created=T0, expiry_period=30, grace_period=60)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def pod(name: str, active: bool = True, created: float = 0) -> PodUse:
+    return PodUse(name=name, active=active, created=at(created))
+
+
+def test_never_used_claim_expires_from_creation() -> None:
+    decision = decide(claim(), [], at(10))
+    assert decision.phase is Phase.PENDING
+    assert decision.countdown is Countdown.EXPIRY
+    assert decision.deletes_at == at(30)
+    assert decision.wake_at == at(30)
+    assert decision.action is Action.NONE
+
+
+def test_expired_claim_is_deleted() -> None:
+    decision = decide(claim(), [], at(30))
+    assert decision.action is Action.DELETE
+    assert decision.phase is Phase.DELETING
+
+
+def test_any_active_user_means_in_use_without_deadline() -> None:
+    decision = decide(claim(), [pod("a"), pod("b", active=False)], at(500))
+    assert decision.phase is Phase.IN_USE
+    assert decision.active_users == ("a",)
+    assert decision.deletes_at is None
+    assert decision.wake_at is None
+    assert decision.action is Action.NONE
+
+
+def test_last_user_ending_starts_the_grace_period_when_observed() -> None:
+    decision = decide(claim(recorded_phase=Phase.IN_USE), [pod("a", active=False)],
+                      at(100.2))
+    assert decision.phase is Phase.IDLE
+    assert decision.unused_since == at(101)  # rounded up: never earlier
+    assert decision.deletes_at == at(161)
+    assert decision.countdown is Countdown.GRACE
+
+
+def test_recorded_idle_time_survives_a_restart() -> None:
+    recorded = claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100))
+    decision = decide(recorded, [pod("a", active=False, created=50)], at(150))
+    assert decision.unused_since == at(100)
+    assert decision.deletes_at == at(160)
+
+
+def test_a_user_that_came_and_went_unseen_moves_the_clock_later() -> None:
+    recorded = claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100))
+    decision = decide(recorded, [pod("late", active=False, created=120)], at(150))
+    assert decision.unused_since == at(150)
+
+
+def test_finished_users_of_a_never_used_claim_count_as_use() -> None:
+    decision = decide(claim(), [pod("early", active=False)], at(10))
+    assert decision.phase is Phase.IDLE
+    assert decision.unused_since == at(10)
+
+
+def test_deleting_recorded_without_unused_since_resumes_as_pending() -> None:
+    decision = decide(claim(recorded_phase=Phase.DELETING), [], at(10))
+    assert decision.phase is Phase.PENDING
+
+
+def test_keep_pauses_deletion_but_still_reports_the_phase() -> None:
+    decision = decide(claim(keep=True), [], at(1000))
+    assert decision.phase is Phase.PENDING
+    assert decision.action is Action.NONE
+    assert decision.deletes_at is None
+    assert decision.wake_at is None
+
+
+def test_dry_run_reports_instead_of_deleting() -> None:
+    decision = decide(claim(), [], at(31), dry_run=True)
+    assert decision.action is Action.REPORT_DRY_RUN
+    assert decision.phase is Phase.PENDING
+    assert decision.wake_at is None
+
+
+def test_fractional_periods_round_up() -> None:
+    assert decide(claim(expiry_period=0.2), [], at(0)).deletes_at == at(1)
+
+
+def test_listed_users_are_capped() -> None:
+    users = [pod(f"p{i:02}") for i in range(25)]
+    decision = decide(claim(), users, at(1))
+    assert len(decision.active_users) == 25
+    assert decision.listed_users == tuple(f"p{i:02}" for i in range(10))
+
+
+@given(st.floats(0, 1e6, allow_nan=False))
+def test_ceil_to_second_is_never_earlier(seconds: float) -> None:
+    moment = at(seconds)
+    rounded = ceil_to_second(moment)
+    assert rounded >= moment
+    assert rounded - moment < datetime.timedelta(seconds=1)
+    assert rounded.microsecond == 0
+
+
+# --- random histories ----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class WorldPod:
+    name: str
+    created: float
+    ended: float | None = None  # became Succeeded/Failed
+    deleted: float | None = None
+    seen: bool = False  # the operator reconciled while this pod existed
+
+    def active_at(self, t: float) -> bool:
+        end = min(x for x in (self.ended, self.deleted, float("inf")) if x is not None)
+        return self.created <= t < end
+
+
+@dataclasses.dataclass
+class World:
+    expiry: int
+    grace: int
+    t: float = 0.0
+    pods: list[WorldPod] = dataclasses.field(default_factory=list)
+    running: bool = True
+    stopped_at: float = 0.0
+    downtime: float = 0.0  # total time the operator was stopped
+    recorded_phase: Phase | None = None
+    recorded_unused_since: datetime.datetime | None = None
+    wake_at: float | None = None
+    deleted_at: float | None = None
+
+    def existing(self) -> list[WorldPod]:
+        return [p for p in self.pods if p.deleted is None]
+
+    @staticmethod
+    def visible(p: WorldPod) -> bool:
+        """A pod that lived and died inside one operator outage leaves no trace at all."""
+        return p.seen or p.deleted is None
+
+    def true_deadline(self) -> float:
+        """The latest deadline anyone could know of, from the visible history."""
+        ends = [min(x for x in (p.ended, p.deleted, self.t) if x is not None)
+                for p in self.pods if self.visible(p)]
+        if not ends:
+            return float(self.expiry)
+        return max(ends) + self.grace
+
+    def reconcile(self) -> None:
+        if not self.running or self.deleted_at is not None:
+            return
+        users = [PodUse(p.name, p.ended is None, at(p.created)) for p in self.existing()]
+        for p in self.existing():
+            p.seen = True
+        current = Claim(created=T0, expiry_period=self.expiry, grace_period=self.grace,
+                        recorded_phase=self.recorded_phase,
+                        recorded_unused_since=self.recorded_unused_since)
+        decision = decide(current, users, at(self.t))
+        if decision.action is Action.DELETE:
+            assert not any(p.active_at(self.t) for p in self.pods), "deleted while in use"
+            assert self.t >= self.true_deadline(), "deleted before the deadline"
+            self.deleted_at = self.t
+            return
+        self.recorded_phase = decision.phase
+        self.recorded_unused_since = decision.unused_since
+        self.wake_at = (decision.wake_at - T0).total_seconds() if decision.wake_at else None
+
+    def advance(self, seconds: float) -> None:
+        target = self.t + seconds
+        while (self.running and self.deleted_at is None and self.wake_at is not None
+               and self.wake_at <= target):
+            self.t = max(self.t, self.wake_at)
+            self.reconcile()
+        self.t = target
+
+
+STEPS = st.one_of(
+    st.tuples(st.just("create"), st.just(0)),
+    st.tuples(st.just("finish"), st.integers(0, 7)),
+    st.tuples(st.just("delete"), st.integers(0, 7)),
+    st.tuples(st.just("advance"), st.integers(0, 40)),
+    st.tuples(st.just("advance-fraction"), st.integers(1, 999)),
+    st.tuples(st.just("stop"), st.just(0)),
+    st.tuples(st.just("start"), st.just(0)),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(expiry=st.integers(0, 60), grace=st.integers(0, 60),
+       steps=st.lists(STEPS, max_size=40))
+def test_random_histories_keep_the_invariants(expiry: int, grace: int,
+                                              steps: list[tuple[str, int]]) -> None:
+    world = World(expiry=expiry, grace=grace)
+    world.reconcile()
+    for kind, arg in steps:
+        if world.deleted_at is not None:
+            break
+        if kind == "create":
+            world.pods.append(WorldPod(f"pod-{len(world.pods)}", created=world.t))
+        elif kind in ("finish", "delete"):
+            existing = world.existing()
+            if not existing:
+                continue
+            target = existing[arg % len(existing)]
+            if kind == "finish" and target.ended is None:
+                target.ended = world.t
+            elif kind == "delete":
+                target.deleted = world.t
+        elif kind == "advance":
+            world.advance(arg)
+        elif kind == "advance-fraction":
+            world.advance(arg / 1000)
+        elif kind == "stop" and world.running:
+            world.running, world.stopped_at = False, world.t
+        elif kind == "start" and not world.running:
+            world.running, world.downtime = True, world.downtime + world.t - world.stopped_at
+        world.reconcile()
+
+    # Then nothing happens any more: the operator must delete by the deadline, late by at
+    # most the time it was stopped (a use that ended unseen counts from the restart) and
+    # 1 s of rounding to Kubernetes' whole-second timestamps.
+    if not world.running:
+        world.running, world.downtime = True, world.downtime + world.t - world.stopped_at
+    for p in world.existing():
+        if p.ended is None:
+            p.ended = world.t
+    world.reconcile()
+    deadline = world.true_deadline()
+    world.advance(max(deadline - world.t, 0) + world.downtime + 5)
+    assert world.deleted_at is not None, "never deleted"
+    assert world.deleted_at <= max(deadline, world.t - world.downtime - 5) + world.downtime + 1, \
+        f"deleted late: at {world.deleted_at}, deadline {deadline}, downtime {world.downtime}"
+
+
+@pytest.mark.parametrize("phase", [Phase.IDLE, Phase.DELETING])
+def test_recorded_unused_since_before_creation_is_not_trusted(phase: Phase) -> None:
+    recorded = claim(recorded_phase=phase, recorded_unused_since=at(-1000))
+    assert decide(recorded, [], at(1)).unused_since == T0
