@@ -33,6 +33,7 @@ import math
 from collections.abc import Iterable
 
 MAX_LISTED_USERS = 10
+_ONE_SECOND = datetime.timedelta(seconds=1)
 
 
 class Phase(enum.StrEnum):
@@ -60,6 +61,7 @@ class PodUse:
     name: str
     active: bool
     created: datetime.datetime
+    known: bool = False  # this process has seen it as a user before: its history is known
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,9 +144,11 @@ def _unused_since(claim: Claim, users: tuple[PodUse, ...],
     recorded = claim.recorded_unused_since
     if claim.recorded_phase in (Phase.IDLE, Phase.DELETING) and recorded is not None:
         # A recorded end is kept (restarts never reset a countdown), unless a finished
-        # user appeared after it: it was used again while we did not watch, and we
-        # cannot know when that use ended -- so, later: now.
-        if any(user.created > recorded for user in users):
+        # user we never saw may have been created after it: used again while we did not
+        # watch, and we cannot know when that use ended -- so, later: now.
+        # creationTimestamp is cut to the second: a pod stamped in the same second as
+        # the recorded end may be newer too.
+        if any(not user.known and user.created > recorded - _ONE_SECOND for user in users):
             return observed
         return max(recorded, claim.created)  # nothing ends before the claim began
     if claim.recorded_phase is Phase.IN_USE:

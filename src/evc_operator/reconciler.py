@@ -77,6 +77,7 @@ class Reconciler:
         self._dirty: set[Key] = set()
         self._running: set[Key] = set()
         self._failures: dict[Key, int] = {}
+        self._seen_users: dict[Key, frozenset[str]] = {}  # users this process has seen
         self._reported_dry_run: set[tuple[Key, datetime.datetime | None]] = set()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
@@ -109,6 +110,7 @@ class Reconciler:
         self.deadlines.pop(key, None)
         self.countdowns.pop(key, None)
         self._failures.pop(key, None)
+        self._seen_users.pop(key, None)
         self.with_selector.get(key[0], set()).discard(key[1])
 
     def poke(self, key: Key) -> None:
@@ -193,11 +195,19 @@ class Reconciler:
             return logging.LoggerAdapter(log, {})
         return kopf.LocalObjectLogger(body=kopf.Body(cast(Any, body)), settings=self.kopf_settings)
 
-    def _users(self, view: EvcView) -> list[lifecycle.PodUse]:
-        mounting: Collection[PodView] = self.indexes.pods_by_claim.get(view.key, ())
-        in_namespace: Collection[PodView] = (
-            self.indexes.pods_by_namespace.get(view.namespace, ()) if view.selector else ())
-        return users_of(view.name, view.selector, mounting, in_namespace)
+    def _users(self, view: EvcView, fresh: Collection[PodView] | None = None,
+               ) -> list[lifecycle.PodUse]:
+        """Users from the indexes, or from a fresh list of the namespace's pods."""
+        if fresh is not None:
+            mounting, in_namespace = fresh, fresh
+        else:
+            mounting = self.indexes.pods_by_claim.get(view.key, ())
+            in_namespace = (self.indexes.pods_by_namespace.get(view.namespace, ())
+                            if view.selector else ())
+        seen = self._seen_users.get(view.key, frozenset())
+        users = users_of(view.name, view.selector, mounting, in_namespace)
+        self._seen_users[view.key] = frozenset(user.name for user in users)
+        return [dataclasses.replace(user, known=user.name in seen) for user in users]
 
     def _observed_pvc(self, key: Key) -> PvcView | None:
         found: Collection[PvcView] = self.indexes.pvcs.get(key, ())
@@ -221,8 +231,7 @@ class Reconciler:
                 return
             # The index may lag behind: ask the API server itself before anything final.
             fresh = [pod_view(pod) for pod in await kube.list_pods(self.api, view.namespace)]
-            users = users_of(view.name, view.selector, fresh, fresh)
-            decision = lifecycle.decide(view.claim, users, self.clock(),
+            decision = lifecycle.decide(view.claim, self._users(view, fresh), self.clock(),
                                         dry_run=self.settings.dry_run)
 
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,

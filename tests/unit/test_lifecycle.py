@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -87,6 +88,16 @@ def test_a_user_that_came_and_went_unseen_moves_the_clock_later() -> None:
     assert decision.unused_since == at(150)
 
 
+def test_after_a_restart_a_pod_from_the_same_second_may_be_newer() -> None:
+    recorded = claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100))
+    same_second = [pod("p", active=False, created=100)]
+    assert decide(recorded, same_second, at(150)).unused_since == at(150)
+    known = [dataclasses.replace(same_second[0], known=True)]
+    assert decide(recorded, known, at(150)).unused_since == at(100)
+    older = [pod("p", active=False, created=99)]
+    assert decide(recorded, older, at(150)).unused_since == at(100)
+
+
 def test_finished_users_of_a_never_used_claim_count_as_use() -> None:
     decision = decide(claim(), [pod("early", active=False)], at(10))
     assert decision.phase is Phase.IDLE
@@ -142,6 +153,7 @@ class WorldPod:
     ended: float | None = None  # became Succeeded/Failed
     deleted: float | None = None
     seen: bool = False  # the operator reconciled while this pod existed
+    known: bool = False  # ... and has not restarted since
 
     def active_at(self, t: float) -> bool:
         end = min(x for x in (self.ended, self.deleted, float("inf")) if x is not None)
@@ -157,6 +169,7 @@ class World:
     running: bool = True
     stopped_at: float = 0.0
     downtime: float = 0.0  # total time the operator was stopped
+    restarts: int = 0
     recorded_phase: Phase | None = None
     recorded_unused_since: datetime.datetime | None = None
     wake_at: float | None = None
@@ -181,9 +194,11 @@ class World:
     def reconcile(self) -> None:
         if not self.running or self.deleted_at is not None:
             return
-        users = [PodUse(p.name, p.ended is None, at(p.created)) for p in self.existing()]
+        # As the API server does, creation timestamps are cut to whole seconds.
+        users = [PodUse(p.name, p.ended is None, at(math.floor(p.created)), known=p.known)
+                 for p in self.existing()]
         for p in self.existing():
-            p.seen = True
+            p.seen = p.known = True
         current = Claim(created=T0, expiry_period=self.expiry, grace_period=self.grace,
                         recorded_phase=self.recorded_phase,
                         recorded_unused_since=self.recorded_unused_since)
@@ -196,6 +211,13 @@ class World:
         self.recorded_phase = decision.phase
         self.recorded_unused_since = decision.unused_since
         self.wake_at = (decision.wake_at - T0).total_seconds() if decision.wake_at else None
+
+    def restart(self) -> None:
+        """A new operator process: it knows only what the status says."""
+        self.running, self.downtime = True, self.downtime + self.t - self.stopped_at
+        self.restarts += 1
+        for p in self.pods:
+            p.known = False
 
     def advance(self, seconds: float) -> None:
         target = self.t + seconds
@@ -245,22 +267,25 @@ def test_random_histories_keep_the_invariants(expiry: int, grace: int,
         elif kind == "stop" and world.running:
             world.running, world.stopped_at = False, world.t
         elif kind == "start" and not world.running:
-            world.running, world.downtime = True, world.downtime + world.t - world.stopped_at
+            world.restart()
         world.reconcile()
 
     # Then nothing happens any more: the operator must delete by the deadline, late by at
     # most the time it was stopped (a use that ended unseen counts from the restart) and
-    # 1 s of rounding to Kubernetes' whole-second timestamps.
+    # 1 s of rounding to Kubernetes' whole-second timestamps. After a restart, a pod
+    # created in the very second the recorded idleness began may be newer, and the
+    # operator cannot tell: it then picks the later time, at most one grace period later.
     if not world.running:
-        world.running, world.downtime = True, world.downtime + world.t - world.stopped_at
+        world.restart()
     for p in world.existing():
         if p.ended is None:
             p.ended = world.t
     world.reconcile()
     deadline = world.true_deadline()
-    world.advance(max(deadline - world.t, 0) + world.downtime + 5)
+    slack = world.downtime + 1 + (grace if world.restarts else 0)
+    world.advance(max(deadline - world.t, 0) + slack + 5)
     assert world.deleted_at is not None, "never deleted"
-    assert world.deleted_at <= max(deadline, world.t - world.downtime - 5) + world.downtime + 1, \
+    assert world.deleted_at <= max(deadline, world.t - slack - 5) + slack, \
         f"deleted late: at {world.deleted_at}, deadline {deadline}, downtime {world.downtime}"
 
 
