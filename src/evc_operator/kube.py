@@ -9,6 +9,7 @@ deciding what to do about either is the caller's business.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import socket
 from collections.abc import Mapping
@@ -114,6 +115,15 @@ async def delete_evc(api: client.ApiClient, namespace: str, name: str, uid: str,
             propagation_policy="Background",
         ),
     )
+
+
+def error_message(error: ApiException) -> str:
+    """The API server's own explanation from an error response, else its reason."""
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or error.reason)
 
 
 async def post_event(api: client.ApiClient, namespace: str, name: str, uid: str,

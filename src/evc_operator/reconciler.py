@@ -78,6 +78,7 @@ class Reconciler:
         self._running: set[Key] = set()
         self._failures: dict[Key, int] = {}
         self._seen_users: dict[Key, frozenset[str]] = {}  # users this process has seen
+        self._rejected: dict[Key, tuple[object, ...]] = {}  # PVC updates the API refused
         self._reported_dry_run: set[tuple[Key, datetime.datetime | None]] = set()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
@@ -111,6 +112,7 @@ class Reconciler:
         self.countdowns.pop(key, None)
         self._failures.pop(key, None)
         self._seen_users.pop(key, None)
+        self._rejected.pop(key, None)
         self.with_selector.get(key[0], set()).discard(key[1])
 
     def poke(self, key: Key) -> None:
@@ -354,9 +356,26 @@ class Reconciler:
                 "PvcReady", False, "PvcDeleting",
                 f"PersistentVolumeClaim {view.name} is being deleted; it will be "
                 f"recreated once it is gone."), events
+        labels = tuple(sorted((body["metadata"].get("labels") or {}).items()))
+        attempt = (view.generation, labels, observed and observed.resource_version)
+        if plan.step is PvcStep.PATCH and self._rejected.get(view.key) == attempt:
+            return status.Condition("PvcReady", True, "PvcUpdateRejected",
+                                    _condition(previous, "PvcReady", field="message") or ""), []
         if plan.step is PvcStep.PATCH and observed is not None:
-            await kube.patch_pvc(self.api, view.namespace, view.name, observed.uid,
-                                 observed.resource_version, plan.patch)
+            try:
+                await kube.patch_pvc(self.api, view.namespace, view.name, observed.uid,
+                                     observed.resource_version, plan.patch)
+            except kube.ApiException as error:
+                if error.status not in (403, 422):
+                    raise  # 409 (it changed meanwhile) and outages: retry
+                # Refused for good (e.g. its StorageClass cannot expand volumes): say so
+                # once, and do not hammer the API server until the EVC changes.
+                message = (f"PersistentVolumeClaim {view.name} refused the update: "
+                           f"{kube.error_message(error)}")
+                self._rejected[view.key] = attempt
+                if _condition(previous, "PvcReady", field="reason") != "PvcUpdateRejected":
+                    events.append(status.Event("Warning", "PvcUpdateRejected", message))
+                return status.Condition("PvcReady", True, "PvcUpdateRejected", message), events
             if "spec" in plan.patch:
                 size = plan.patch["spec"]["resources"]["requests"]["storage"]
                 events.append(status.Event("Normal", "PvcResized",

@@ -1,0 +1,330 @@
+"""The whole EVC lifecycle on the real control plane, with periods of a few seconds.
+
+There is no kubelet: a pod's phase is set by patching its status, as a kubelet would.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import signal
+import time
+from typing import Any
+
+from controlplane.cluster import ControlPlane
+from tests.integration.conftest import OperatorFactory
+from tests.integration.support import REPO, Kubectl, eventually
+
+FAST = {"EXPIRY_PERIOD": "4", "GRACE_PERIOD": "4", "COUNTDOWN_INTERVAL": "1"}
+
+
+def evc(name: str, size: str = "1Gi", labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None, **spec: Any) -> str:
+    return json.dumps({
+        "apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+        "metadata": {"name": name, "labels": labels or {}, "annotations": annotations or {}},
+        "spec": {"size": size, **spec}})
+
+
+def pod(name: str, claim: str | None = None, labels: dict[str, str] | None = None,
+        finalizers: list[str] | None = None) -> str:
+    volumes = [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}] if claim else []
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}, "finalizers": finalizers or []},
+        "spec": {"restartPolicy": "Never", "volumes": volumes,
+                 "containers": [{"name": "main", "image": "busybox"}]}})
+
+
+def finish(kubectl: Kubectl, name: str, phase: str = "Succeeded") -> None:
+    kubectl("patch", "pod", name, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"phase": phase}}))
+
+
+def status(kubectl: Kubectl, name: str) -> dict[str, Any]:
+    body = kubectl.get("evc", name)
+    assert body is not None, f"EVC {name} is gone"
+    found: dict[str, Any] = body.get("status") or {}
+    return found
+
+
+def phase_is(kubectl: Kubectl, name: str, phase: str) -> bool:
+    return status(kubectl, name).get("phase") == phase
+
+
+def reasons(kubectl: Kubectl, name: str) -> list[str]:
+    return [event["reason"] for event in kubectl.events(name)]
+
+
+def parse(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def gone(kubectl: Kubectl, kind: str, name: str) -> bool:
+    return kubectl.get(kind, name) is None
+
+
+def test_seed_flow_pending_in_use_idle_deleted(kubectl: Kubectl,
+                                               operator: OperatorFactory) -> None:
+    operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", str(REPO / "evc.yaml"))
+    eventually(lambda: phase_is(kubectl, "my-claim-1", "Pending"), what="Pending")
+    pending = status(kubectl, "my-claim-1")
+    assert pending["countdown"] == "expiry"
+    assert pending["deletesAt"]
+
+    kubectl("apply", "-f", str(REPO / "pod.yaml"))
+    eventually(lambda: phase_is(kubectl, "my-claim-1", "InUse"), what="InUse")
+    in_use = status(kubectl, "my-claim-1")
+    assert in_use["users"] == 1
+    assert in_use["userNames"] == ["my-pod"]
+    assert "deletesAt" not in in_use
+    listing = kubectl("get", "evc", "my-claim-1")
+    assert "InUse" in listing.splitlines()[1]
+
+    time.sleep(5)  # longer than the expiry period: in use, so it stays
+    assert phase_is(kubectl, "my-claim-1", "InUse")
+
+    finish(kubectl, "my-pod")
+    eventually(lambda: phase_is(kubectl, "my-claim-1", "Idle"), what="Idle")
+    idle = status(kubectl, "my-claim-1")
+    assert idle["countdown"] == "grace"
+    assert parse(idle["deletesAt"]) - parse(idle["unusedSince"]) == datetime.timedelta(seconds=4)
+
+    eventually(lambda: gone(kubectl, "evc", "my-claim-1"), timeout=15, what="deletion")
+    deleted_at = now()
+    assert deleted_at >= parse(idle["deletesAt"])
+    eventually(lambda: gone(kubectl, "pvc", "my-claim-1"), what="PVC garbage-collected")
+    events = reasons(kubectl, "my-claim-1")
+    for reason in ("PvcCreated", "Expiring", "InUse", "Idle", "Deleted"):
+        assert reason in events
+
+
+def test_never_used_claim_expires(kubectl: Kubectl, operator: OperatorFactory) -> None:
+    process = operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc("unused"))
+    pending: str = eventually(lambda: status(kubectl, "unused").get("deletesAt") or "",
+                              what="deadline")
+    eventually(lambda: gone(kubectl, "evc", "unused"), timeout=15, what="expiry")
+    assert now() >= parse(pending)
+    deleted = next(e for e in kubectl.events("unused") if e["reason"] == "Deleted")
+    assert "ExpiryPeriodElapsed" in deleted["message"]
+    assert "Expiry countdown" in process.log_text()
+
+
+def test_idle_starts_when_the_last_of_two_users_ends(kubectl: Kubectl,
+                                                     operator: OperatorFactory) -> None:
+    operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc("shared"))
+    kubectl("apply", "-f", "-", input=pod("first", "shared"))
+    kubectl("apply", "-f", "-", input=pod("second", "shared"))
+    eventually(lambda: status(kubectl, "shared").get("users") == 2, what="two users")
+    finish(kubectl, "first")
+    eventually(lambda: status(kubectl, "shared").get("userNames") == ["second"],
+               what="one user left")
+    time.sleep(5)  # beyond the grace period after the first ended
+    assert phase_is(kubectl, "shared", "InUse")
+    kubectl("delete", "pod", "second", "--wait=false")
+    eventually(lambda: phase_is(kubectl, "shared", "Idle"), what="Idle")
+    eventually(lambda: gone(kubectl, "evc", "shared"), timeout=15, what="deletion")
+
+
+def test_a_pod_created_before_its_evc_counts_from_the_start(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    kubectl("apply", "-f", "-", input=pod("early", "late-claim"))
+    operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc("late-claim"))
+    eventually(lambda: phase_is(kubectl, "late-claim", "InUse"), what="InUse")
+    time.sleep(5)
+    assert phase_is(kubectl, "late-claim", "InUse")
+    assert kubectl.get("pvc", "late-claim") is not None
+
+
+def test_selector_users_count(kubectl: Kubectl, operator: OperatorFactory) -> None:
+    operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc(
+        "by-label", selector={"matchLabels": {"application": "evc-demo"}}))
+    eventually(lambda: phase_is(kubectl, "by-label", "Pending"), what="Pending")
+    kubectl("apply", "-f", "-", input=pod("labelled", labels={"application": "evc-demo"}))
+    eventually(lambda: phase_is(kubectl, "by-label", "InUse"), what="InUse by selector")
+    kubectl("label", "pod", "labelled", "application-")
+    eventually(lambda: phase_is(kubectl, "by-label", "Idle"), what="Idle once unlabelled")
+
+
+def test_job_retry_within_the_grace_period_keeps_the_claim(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    operator(kubectl.namespace, EXPIRY_PERIOD="4", GRACE_PERIOD="30", COUNTDOWN_INTERVAL="5")
+    kubectl("apply", "-f", "-", input=evc("job-scratch"))
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "etl"},
+        "spec": {"backoffLimit": 3, "template": {"spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "job-scratch"}}],
+            "containers": [{"name": "main", "image": "busybox"}]}}}}))
+
+    def job_pods() -> list[dict[str, Any]]:
+        listing = json.loads(kubectl("get", "pods", "-l", "job-name=etl", "-o", "json"))
+        items: list[dict[str, Any]] = listing["items"]
+        return items
+
+    first = eventually(job_pods, what="the Job's first pod")[0]["metadata"]["name"]
+    eventually(lambda: phase_is(kubectl, "job-scratch", "InUse"), what="InUse")
+    finish(kubectl, first, "Failed")
+    eventually(lambda: phase_is(kubectl, "job-scratch", "Idle"), what="Idle after failure")
+    eventually(lambda: len(job_pods()) == 2, timeout=40, what="the Job's replacement pod")
+    eventually(lambda: phase_is(kubectl, "job-scratch", "InUse"), what="InUse again")
+    assert "deletesAt" not in status(kubectl, "job-scratch")
+
+
+def test_a_terminating_pod_is_still_a_user(kubectl: Kubectl,
+                                           operator: OperatorFactory) -> None:
+    operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc("held"))
+    kubectl("apply", "-f", "-", input=pod("lingering", "held", finalizers=["test.evc/hold"]))
+    eventually(lambda: phase_is(kubectl, "held", "InUse"), what="InUse")
+    kubectl("delete", "pod", "lingering", "--wait=false")
+    terminating = kubectl.get("pod", "lingering")
+    assert terminating is not None
+    assert terminating["metadata"].get("deletionTimestamp")
+    time.sleep(5)
+    assert phase_is(kubectl, "held", "InUse")
+    kubectl("patch", "pod", "lingering", "--type=json",
+            "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]')
+    eventually(lambda: phase_is(kubectl, "held", "Idle"), what="Idle once the pod is gone")
+
+
+def test_restart_mid_grace_keeps_the_original_deadline(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    first = operator(kubectl.namespace, EXPIRY_PERIOD="4", GRACE_PERIOD="12",
+                     COUNTDOWN_INTERVAL="1")
+    kubectl("apply", "-f", "-", input=evc("survivor"))
+    kubectl("apply", "-f", "-", input=pod("worker", "survivor"))
+    eventually(lambda: phase_is(kubectl, "survivor", "InUse"), what="InUse")
+    finish(kubectl, "worker")
+    eventually(lambda: phase_is(kubectl, "survivor", "Idle"), what="Idle")
+    idle = status(kubectl, "survivor")
+    deadline = parse(idle["deletesAt"])
+    first.stop(signal.SIGKILL)
+    time.sleep(3)
+    operator(kubectl.namespace, EXPIRY_PERIOD="4", GRACE_PERIOD="12", COUNTDOWN_INTERVAL="1")
+    assert status(kubectl, "survivor")["deletesAt"] == idle["deletesAt"]  # not reset
+    while kubectl.get("evc", "survivor") is not None:
+        assert now() < deadline + datetime.timedelta(seconds=3), "deleted late"
+        time.sleep(0.1)
+    assert now() >= deadline, "deleted before the deadline"
+
+
+def test_overdue_claims_found_at_start_are_deleted(kubectl: Kubectl,
+                                                   operator: OperatorFactory) -> None:
+    first = operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc("overdue"))
+    eventually(lambda: phase_is(kubectl, "overdue", "Pending"), what="Pending")
+    first.stop(signal.SIGKILL)
+    time.sleep(5)  # the deadline passes while no operator runs
+    assert kubectl.get("evc", "overdue") is not None
+    operator(kubectl.namespace, **FAST)
+    eventually(lambda: gone(kubectl, "evc", "overdue"), timeout=10, what="prompt deletion")
+
+
+def test_labels_sync_one_way_and_leave_others_alone(kubectl: Kubectl,
+                                                    operator: OperatorFactory) -> None:
+    operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc("labelled", labels={"team": "data", "tier": "a"},
+                                           annotations={"evc.zalando.org/keep": "true"}))
+    eventually(lambda: kubectl.get("pvc", "labelled"), what="PVC")
+    kubectl("label", "pvc", "labelled", "backup=nightly")
+    kubectl("label", "evc", "labelled", "tier-", "team=ml", "new=yes", "--overwrite")
+
+    def pvc_labels() -> dict[str, str]:
+        body = kubectl.get("pvc", "labelled")
+        return dict((body or {}).get("metadata", {}).get("labels") or {})
+
+    eventually(lambda: pvc_labels() == {"team": "ml", "new": "yes", "backup": "nightly"},
+               what=f"synced labels (last: {pvc_labels()})")
+
+
+def test_keep_annotation_pauses_deletion_until_removed(kubectl: Kubectl,
+                                                       operator: OperatorFactory) -> None:
+    operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc("kept", annotations={"evc.zalando.org/keep": "true"}))
+    eventually(lambda: phase_is(kubectl, "kept", "Pending"), what="Pending")
+    time.sleep(6)  # past the expiry period
+    kept = status(kubectl, "kept")
+    assert "deletesAt" not in kept
+    paused = next(c for c in kept["conditions"] if c["type"] == "DeletionPaused")
+    assert (paused["status"], paused["reason"]) == ("True", "KeepAnnotation")
+    kubectl("annotate", "evc", "kept", "evc.zalando.org/keep-")
+    eventually(lambda: gone(kubectl, "evc", "kept"), timeout=10, what="deletion once unkept")
+
+
+def test_dry_run_reports_and_deletes_nothing(kubectl: Kubectl,
+                                             operator: OperatorFactory) -> None:
+    process = operator(kubectl.namespace, DRY_RUN="true", **FAST)
+    kubectl("apply", "-f", "-", input=evc("rehearsal"))
+    eventually(lambda: "WouldDelete" in reasons(kubectl, "rehearsal"), timeout=15,
+               what="WouldDelete event")
+    assert kubectl.get("evc", "rehearsal") is not None
+    assert kubectl.get("pvc", "rehearsal") is not None
+    assert "would delete" in process.log_text()
+
+
+def test_pvc_deleted_by_someone_is_recreated(kubectl: Kubectl,
+                                             operator: OperatorFactory) -> None:
+    operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc("resilient",
+                                           annotations={"evc.zalando.org/keep": "true"}))
+    original = eventually(lambda: kubectl.get("pvc", "resilient"), what="PVC")
+    assert original is not None
+    kubectl("delete", "pvc", "resilient")
+    eventually(lambda: (kubectl.get("pvc", "resilient") or original)["metadata"]["uid"]
+               != original["metadata"]["uid"], what="a new PVC")
+    eventually(lambda: "PvcRecreated" in reasons(kubectl, "resilient"), what="Event")
+
+
+def test_unowned_pvc_is_reported_in_status_and_never_touched(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "theirs"},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "1Gi"}}}}))
+    before = kubectl.get("pvc", "theirs")
+    assert before is not None
+    operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc("theirs", labels={"mine": "yes"}))
+    def conflict() -> dict[str, Any]:
+        conditions = status(kubectl, "theirs").get("conditions", [])
+        return next((c for c in conditions if c["reason"] == "PvcConflict"), {})
+
+    condition = eventually(conflict, what="PvcConflict condition")
+    assert (condition["type"], condition["status"]) == ("PvcReady", "False")
+    eventually(lambda: gone(kubectl, "evc", "theirs"), timeout=15, what="EVC expiry")
+    after = kubectl.get("pvc", "theirs")
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_size_growth_is_applied_to_the_pvc(control_plane: ControlPlane, kubectl: Kubectl,
+                                           operator: OperatorFactory) -> None:
+    storage_class = f"expandable-{kubectl.namespace}"
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": storage_class}, "provisioner": "example.com/none",
+        "allowVolumeExpansion": True}))
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": storage_class},
+        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": storage_class, "hostPath": {"path": "/tmp/evc-test"},
+                 "claimRef": {"namespace": kubectl.namespace, "name": "growing"}}}))
+    operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc("growing", "1Gi", storageClassName=storage_class,
+                                           annotations={"evc.zalando.org/keep": "true"}))
+    eventually(lambda: (kubectl.get("pvc", "growing") or {}).get("status", {}).get("phase")
+               == "Bound", what="PVC bound to the prepared volume")
+    kubectl("patch", "evc", "growing", "--type=merge", "-p", '{"spec": {"size": "2Gi"}}')
+    eventually(lambda: (kubectl.get("pvc", "growing") or {})["spec"]["resources"]["requests"]
+               ["storage"] == "2Gi", what="PVC request grown")
+    eventually(lambda: "PvcResized" in reasons(kubectl, "growing"), what="PvcResized event")
