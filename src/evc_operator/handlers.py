@@ -9,6 +9,7 @@ decisions are made by the reconciler, through the pure modules.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import kopf
@@ -21,13 +22,22 @@ from evc_operator.settings import Settings, SettingsError
 from evc_operator.users import PodView
 
 
+def _settings_or_exit() -> Settings:
+    """Read the environment once, when the operator loads: a bad value stops it right
+    there, with one line that names the variable, not a traceback."""
+    try:
+        return Settings.from_environ()
+    except SettingsError as error:
+        sys.exit(f"evc-operator: invalid configuration: {error}")
+
+
+CONFIG = _settings_or_exit()
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
                 **kwargs: Any) -> None:
-    try:
-        config = Settings.from_environ()
-    except SettingsError as error:
-        raise kopf.PermanentError(f"invalid configuration: {error}") from None
+    config = CONFIG
     # Decided once: Kopf's state, if it ever needs any, lives in annotations, never status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()

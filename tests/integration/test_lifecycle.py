@@ -95,6 +95,16 @@ def test_seed_flow_pending_in_use_idle_deleted(kubectl: Kubectl,
     assert idle["countdown"] == "grace"
     assert parse(idle["deletesAt"]) - parse(idle["unusedSince"]) == datetime.timedelta(seconds=4)
 
+    # Pods are watched, never written to: no annotations, no finalizers of ours.
+    watched_pod = kubectl.get("pod", "my-pod")
+    assert watched_pod is not None
+    assert not (watched_pod["metadata"].get("annotations") or {})
+    assert not (watched_pod["metadata"].get("finalizers") or [])
+    claim_body = kubectl.get("evc", "my-claim-1")
+    assert claim_body is not None
+    assert not any("kopf" in key for key in claim_body["metadata"].get("annotations") or {})
+    assert not claim_body["metadata"].get("finalizers")
+
     eventually(lambda: gone(kubectl, "evc", "my-claim-1"), timeout=15, what="deletion")
     deleted_at = now()
     assert deleted_at >= parse(idle["deletesAt"])

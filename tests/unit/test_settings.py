@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from evc_operator.settings import Settings, SettingsError, parse_duration
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -48,3 +55,15 @@ def test_invalid_environment_names_the_variable_and_value(name: str, value: str)
         Settings.from_environ({name: value})
     assert name in str(error.value)
     assert repr(value) in str(error.value)
+
+
+@pytest.mark.parametrize(("name", "value"), [("EXPIRY_PERIOD", "soon"), ("DRY_RUN", "maybe")])
+def test_operator_refuses_to_start_with_one_clear_line(name: str, value: str) -> None:
+    """Before any cluster is contacted: no traceback, the variable named, exit code 1."""
+    environ = {**os.environ, name: value, "KUBECONFIG": "/nonexistent"}
+    result = subprocess.run([str(Path(sys.executable).parent / "kopf"), "run", "--standalone",
+                             "--namespace=default", "ephemeral.py"], cwd=REPO, env=environ,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"invalid configuration: {name}={value!r} is invalid" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
