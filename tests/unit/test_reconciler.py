@@ -1,0 +1,166 @@
+"""The reconciler's safety rules before a deletion, with the API layer replaced.
+
+These are unit tests of the reconciler's own logic (what it asks, in which order, and
+what it refuses to do); the real API server is exercised by tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import pytest
+
+from evc_operator import kube
+from evc_operator.claims import pvc_view
+from evc_operator.reconciler import Indexes, Reconciler
+from evc_operator.settings import Settings
+from evc_operator.users import pod_view
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+NOW = T0 + datetime.timedelta(seconds=100)  # long past the 30 s expiry
+
+
+def evc_body() -> dict[str, Any]:
+    return {
+        "apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+        "metadata": {"name": "scratch", "namespace": "jobs", "uid": "evc-uid",
+                     "resourceVersion": "10", "generation": 1,
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"size": "1Gi"},
+        "status": {"phase": "Pending", "conditions": [
+            {"type": "PvcReady", "status": "True", "reason": "PvcReady"}]},
+    }
+
+
+def pod_body(name: str, phase: str = "Running") -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "jobs",
+                         "creationTimestamp": "2026-01-01T00:00:50Z"},
+            "spec": {"volumes": [{"name": "v",
+                                  "persistentVolumeClaim": {"claimName": "scratch"}}]},
+            "status": {"phase": phase}}
+
+
+OWN_PVC = pvc_view({"metadata": {
+    "name": "scratch", "namespace": "jobs", "uid": "pvc-uid", "resourceVersion": "5",
+    "ownerReferences": [{"uid": "evc-uid", "controller": True}],
+    "annotations": {"evc.zalando.org/managed-labels": "[]"}},
+    "spec": {"resources": {"requests": {"storage": "1Gi"}}}})
+
+
+class FakeApi:
+    """Records what the reconciler asks of the `kube` module."""
+
+    def __init__(self, fresh_pods: list[dict[str, Any]] | Exception) -> None:
+        self.fresh_pods = fresh_pods
+        self.calls: list[str] = []
+
+    async def list_pods(self, api: object, namespace: str) -> list[dict[str, Any]]:
+        self.calls.append("list_pods")
+        if isinstance(self.fresh_pods, Exception):
+            raise self.fresh_pods
+        return self.fresh_pods
+
+    async def patch_evc_status(self, api: object, namespace: str, name: str,
+                               status: Mapping[str, Any], *,
+                               resource_version: str | None = None) -> dict[str, Any]:
+        self.calls.append(f"patch_status:{status['phase']}:{resource_version}")
+        body = evc_body()
+        body["metadata"]["resourceVersion"] = "11"
+        body["status"] = dict(status)
+        return body
+
+    async def delete_evc(self, api: object, namespace: str, name: str, uid: str,
+                         resource_version: str) -> None:
+        self.calls.append(f"delete:{uid}:{resource_version}")
+
+    async def post_event(self, api: object, namespace: str, name: str, uid: str,
+                         event: Any, now: datetime.datetime) -> None:
+        self.calls.append(f"event:{event.reason}")
+
+
+def make(monkeypatch: pytest.MonkeyPatch, fake: FakeApi,
+         indexed_pods: list[dict[str, Any]], *, complete: bool = True) -> Reconciler:
+    for name in ("list_pods", "patch_evc_status", "delete_evc", "post_event"):
+        monkeypatch.setattr(kube, name, getattr(fake, name))
+    views = [pod_view(body) for body in indexed_pods]
+    indexes = Indexes(pods_by_claim={("jobs", "scratch"): views},
+                      pods_by_namespace={"jobs": views},
+                      pvcs={("jobs", "scratch"): [OWN_PVC]})
+    reconciler = Reconciler(object(), Settings(), kopf.OperatorSettings(), indexes,
+                            clock=lambda: NOW)
+    reconciler.pods_view_complete = complete
+    reconciler.observe_evc(None, evc_body())
+    return reconciler
+
+
+def test_due_claim_is_rechecked_then_marked_then_deleted_with_preconditions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler = make(monkeypatch, fake, indexed_pods=[])
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert fake.calls == ["list_pods", "patch_status:Deleting:10", "delete:evc-uid:11",
+                          "event:Deleted"]
+    assert ("jobs", "scratch") not in reconciler.evcs
+
+
+def test_a_user_that_only_the_fresh_read_sees_stops_the_deletion(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[pod_body("newcomer")])
+    reconciler = make(monkeypatch, fake, indexed_pods=[])
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert not any(call.startswith("delete") for call in fake.calls)
+    assert "patch_status:InUse:None" in fake.calls
+
+
+def test_an_unreachable_api_server_stops_the_deletion(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=kube.ApiException(status=503, reason="Service Unavailable"))
+    reconciler = make(monkeypatch, fake, indexed_pods=[])
+    with pytest.raises(kube.ApiException):
+        asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert fake.calls == ["list_pods"]
+
+
+def test_no_deletion_before_the_pod_view_is_complete(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler = make(monkeypatch, fake, indexed_pods=[], complete=False)
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert fake.calls == []
+    assert ("jobs", "scratch") in reconciler.deadlines  # it will look again
+
+
+def test_an_active_user_in_the_index_means_no_api_read_and_no_deletion(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler = make(monkeypatch, fake, indexed_pods=[pod_body("worker")])
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert "list_pods" not in fake.calls
+    assert not any(call.startswith("delete") for call in fake.calls)
+
+
+def test_a_changed_claim_is_decided_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[])
+
+    async def conflict(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        fake.calls.append("patch_status:conflict")
+        raise kube.ApiException(status=409, reason="Conflict")
+
+    reconciler = make(monkeypatch, fake, indexed_pods=[])
+    monkeypatch.setattr(kube, "patch_evc_status", conflict)
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert fake.calls == ["list_pods", "patch_status:conflict"]
+    assert ("jobs", "scratch") in reconciler._dirty
+
+
+def test_unchanged_state_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler = make(monkeypatch, fake, indexed_pods=[pod_body("worker")])
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    written = [call for call in fake.calls if call.startswith("patch_status")]
+    assert len(written) == 1  # Pending -> InUse
+    fake.calls.clear()
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))  # same world, again
+    assert fake.calls == []
