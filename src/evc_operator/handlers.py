@@ -9,6 +9,7 @@ decisions are made by the reconciler, through the pure modules.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import Any
 
@@ -34,10 +35,22 @@ def _settings_or_exit() -> Settings:
 CONFIG = _settings_or_exit()
 
 
+class _RoutineSuccessToDebug(logging.Filter):
+    """Kopf logs every handled pod event as "Handler ... succeeded." at INFO: with
+    thousands of pods that drowns what matters, so it becomes DEBUG (shown with --verbose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).endswith(" succeeded."):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
                 **kwargs: Any) -> None:
     config = CONFIG
+    logging.getLogger("kopf.objects").addFilter(_RoutineSuccessToDebug())
     # Decided once: Kopf's state, if it ever needs any, lives in annotations, never status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()

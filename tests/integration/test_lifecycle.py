@@ -64,6 +64,11 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def managers(body: dict[str, Any]) -> set[str]:
+    """Who wrote to the object, by field manager."""
+    return {entry["manager"] for entry in body["metadata"].get("managedFields") or []}
+
+
 def gone(kubectl: Kubectl, kind: str, name: str) -> bool:
     return kubectl.get(kind, name) is None
 
@@ -98,8 +103,9 @@ def test_seed_flow_pending_in_use_idle_deleted(kubectl: Kubectl,
     # Pods are watched, never written to: no annotations, no finalizers of ours.
     watched_pod = kubectl.get("pod", "my-pod")
     assert watched_pod is not None
-    assert not (watched_pod["metadata"].get("annotations") or {})
-    assert not (watched_pod["metadata"].get("finalizers") or [])
+    assert not any("kopf" in key for key in watched_pod["metadata"].get("annotations") or {})
+    assert not watched_pod["metadata"].get("finalizers")
+    assert managers(watched_pod) <= {"kubectl-client-side-apply", "kubectl-patch"}
     claim_body = kubectl.get("evc", "my-claim-1")
     assert claim_body is not None
     assert not any("kopf" in key for key in claim_body["metadata"].get("annotations") or {})
@@ -338,3 +344,17 @@ def test_size_growth_is_applied_to_the_pvc(control_plane: ControlPlane, kubectl:
     eventually(lambda: (kubectl.get("pvc", "growing") or {})["spec"]["resources"]["requests"]
                ["storage"] == "2Gi", what="PVC request grown")
     eventually(lambda: "PvcResized" in reasons(kubectl, "growing"), what="PvcResized event")
+
+
+def test_per_claim_periods_override_the_defaults(kubectl: Kubectl,
+                                                 operator: OperatorFactory) -> None:
+    operator(kubectl.namespace, EXPIRY_PERIOD="1h", GRACE_PERIOD="1h", COUNTDOWN_INTERVAL="1")
+    kubectl("apply", "-f", "-", input=evc("quick", expiryPeriod="3s"))
+    kubectl("apply", "-f", "-", input=evc("slow"))
+    pending = eventually(lambda: status(kubectl, "quick").get("deletesAt") or "",
+                         what="deadline")
+    created = (kubectl.get("evc", "quick") or {})["metadata"]["creationTimestamp"]
+    assert parse(pending) - parse(created) == datetime.timedelta(seconds=3)
+    eventually(lambda: gone(kubectl, "evc", "quick"), timeout=10, what="expiry after 3 s")
+    slow_deadline = parse(status(kubectl, "slow")["deletesAt"])
+    assert slow_deadline - now() > datetime.timedelta(minutes=55)
