@@ -35,10 +35,16 @@ def parse_quantity(value: object) -> decimal.Decimal:
     match = _QUANTITY.match(str(value).strip())
     if not match:
         raise ValueError(f"not a quantity: {value!r}")
-    number, suffix = decimal.Decimal(match.group(1)), match.group(2) or ""
-    if suffix[:1] in ("e", "E"):
+    try:
+        number = decimal.Decimal(match.group(1))
+    except decimal.InvalidOperation:
+        raise ValueError(f"not a quantity: {value!r}") from None
+    suffix = match.group(2) or ""
+    if suffix in _SUFFIX:  # before exponents: 'E' and 'Ei' are exa, not 'e'
+        return number * decimal.Decimal(_SUFFIX[suffix])
+    if suffix:
         return number * decimal.Decimal(10) ** int(suffix[1:])
-    return number * decimal.Decimal(_SUFFIX[suffix]) if suffix else number
+    return number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +66,12 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
     metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
     annotations = metadata.get("annotations") or {}
     try:
-        managed = tuple(json.loads(annotations.get(MANAGED_LABELS_ANNOTATION, "[]")))
+        listed = json.loads(annotations.get(MANAGED_LABELS_ANNOTATION, "[]"))
     except (ValueError, TypeError):
-        managed = ()
+        listed = []
+    # Anything but a list of strings manages nothing: never remove labels on a guess.
+    valid = isinstance(listed, list) and all(isinstance(key, str) for key in listed)
+    managed = tuple(listed) if valid else ()
     return PvcView(
         name=metadata["name"],
         namespace=metadata.get("namespace") or "",
@@ -71,7 +80,7 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
         controllers=tuple(ref["uid"] for ref in metadata.get("ownerReferences") or ()
                           if ref.get("controller")),
         labels=tuple(sorted((metadata.get("labels") or {}).items())),
-        managed_labels=tuple(str(key) for key in managed),
+        managed_labels=managed,
         storage=str(((spec.get("resources") or {}).get("requests") or {}).get("storage", "")),
         deleting=bool(metadata.get("deletionTimestamp")),
     )

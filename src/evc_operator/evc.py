@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from evc_operator import lifecycle
-from evc_operator.settings import DURATION_HELP, Settings, parse_duration
+from evc_operator.settings import DURATION_HELP, MAX_DURATION, Settings, parse_duration
 from evc_operator.users import InvalidSelector, parse_time, validate_selector
 
 KEEP_ANNOTATION = "evc.zalando.org/keep"
@@ -53,7 +53,7 @@ def _period(spec: Mapping[str, Any], field: str, default: float,
         if isinstance(raw, bool):
             raise ValueError(raw)
         seconds = float(raw) if isinstance(raw, int | float) else parse_duration(str(raw))
-        if not seconds >= 0:
+        if not 0 <= seconds <= MAX_DURATION:
             raise ValueError(raw)
     except ValueError:
         problems.append(f"spec.{field}={raw!r} is not a valid period: use {DURATION_HELP}")
@@ -90,13 +90,17 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         recorded_phase: lifecycle.Phase | None = lifecycle.Phase(status["phase"])
     except (KeyError, ValueError):
         recorded_phase = None
+    expiry_period = _period(spec, "expiryPeriod", settings.expiry_period, problems)
+    grace_period = _period(spec, "gracePeriod", settings.grace_period, problems)
+    recorded_unused_since = _recorded_time(status, "unusedSince", problems)
     claim = lifecycle.Claim(
         created=parse_time(metadata["creationTimestamp"]),
-        expiry_period=_period(spec, "expiryPeriod", settings.expiry_period, problems),
-        grace_period=_period(spec, "gracePeriod", settings.grace_period, problems),
-        keep=keeps(metadata.get("annotations") or {}),
+        expiry_period=expiry_period,
+        grace_period=grace_period,
+        # Never delete because of input we could not understand: problems pause deletion.
+        keep=keeps(metadata.get("annotations") or {}) or bool(problems),
         recorded_phase=recorded_phase,
-        recorded_unused_since=_recorded_time(status, "unusedSince", problems),
+        recorded_unused_since=recorded_unused_since,
     )
     return EvcView(
         namespace=metadata.get("namespace") or "",

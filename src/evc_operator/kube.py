@@ -39,7 +39,10 @@ async def connect() -> client.ApiClient:
             client_configuration=configuration)
     except config.ConfigException:
         await config.load_kube_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
+    api = client.ApiClient(configuration)
+    # The API server names the field manager of our writes after this: "evc-operator".
+    api.user_agent = COMPONENT
+    return api
 
 
 def _plain(api: client.ApiClient, model: Any) -> dict[str, Any]:

@@ -146,9 +146,9 @@ def _unused_since(claim: Claim, users: tuple[PodUse, ...],
         # A recorded end is kept (restarts never reset a countdown), unless a finished
         # user we never saw may have been created after it: used again while we did not
         # watch, and we cannot know when that use ended -- so, later: now.
-        # creationTimestamp is cut to the second: a pod stamped in the same second as
-        # the recorded end may be newer too.
-        if any(not user.known and user.created > recorded - _ONE_SECOND for user in users):
+        # creationTimestamp is cut to the second (and the recorded end rounded up): a pod
+        # stamped in the second before the recorded end may be newer too.
+        if any(not user.known and user.created >= recorded - _ONE_SECOND for user in users):
             return observed
         return max(recorded, claim.created)  # nothing ends before the claim began
     if claim.recorded_phase is Phase.IN_USE:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 _DURATION = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Longer periods are surely mistakes, and would overflow date arithmetic.
+MAX_DURATION = 100 * 365 * 86400.0
 DURATION_HELP = "seconds (e.g. 30) or a duration such as 90s, 15m, 1h30m"
 
 
@@ -36,8 +38,8 @@ def parse_duration(text: str) -> float:
             position = match.end()
         if position != len(text) or position == 0:
             raise ValueError(f"not a duration: {text!r}") from None
-    if not seconds >= 0 or seconds == float("inf"):  # also rejects NaN
-        raise ValueError(f"not a finite, non-negative duration: {text!r}")
+    if not 0 <= seconds <= MAX_DURATION:  # also rejects NaN
+        raise ValueError(f"not a duration between 0 and 100 years: {text!r}")
     return seconds
 
 

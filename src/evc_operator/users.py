@@ -36,7 +36,11 @@ class PodView:
 
 
 def parse_time(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An RFC 3339 timestamp; one without a time zone is refused (ValueError)."""
+    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp without a time zone: {text!r}")
+    return moment
 
 
 def pod_view(body: Mapping[str, Any]) -> PodView:

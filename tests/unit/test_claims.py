@@ -1,8 +1,24 @@
 from __future__ import annotations
 
+import decimal
+import json
 from typing import Any
 
-from evc_operator.claims import desired_pvc, is_owned_by, owner_reference
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from evc_operator.claims import (
+    MANAGED_LABELS_ANNOTATION,
+    PvcStep,
+    PvcView,
+    desired_pvc,
+    is_owned_by,
+    owner_reference,
+    parse_quantity,
+    plan_pvc,
+    pvc_view,
+)
 
 
 def make_evc(**spec: Any) -> dict[str, Any]:
@@ -57,3 +73,340 @@ def test_a_non_controller_reference_does_not_make_it_ours() -> None:
     reference = {**owner_reference(make_evc()), "controller": False}
     assert not is_owned_by({"metadata": {"ownerReferences": [reference]}}, "uid-1")
     assert not is_owned_by({"metadata": {}}, "uid-1")
+
+
+# --- parse_quantity ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("value", "units"), [
+    ("1Gi", 2**30), ("500M", 500 * 10**6), ("1e3", 1000), ("1E3", 1000), ("1e+3", 1000),
+    ("1.5Gi", 1610612736), (1024, 1024), ("1024", 1024), ("100m", decimal.Decimal("0.1")),
+    ("1Ki", 1024), ("250Mi", 250 * 2**20), ("2Ti", 2 * 2**40), ("3Pi", 3 * 2**50),
+    ("2k", 2000), ("10G", 10**10), ("4T", 4 * 10**12), ("5P", 5 * 10**15),
+    ("1.5", decimal.Decimal("1.5")), (".5Gi", 2**29), ("0", 0), (" 1Gi ", 2**30),
+    ("5n", decimal.Decimal("5e-9")), ("3u", decimal.Decimal("3e-6")), (2.5, decimal.Decimal("2.5")),
+])
+def test_parse_quantity(value: object, units: int | decimal.Decimal) -> None:
+    assert parse_quantity(value) == units
+
+
+def test_parse_quantity_is_exact_for_large_binary_sizes() -> None:
+    assert parse_quantity("1023Pi") + 1 == 1023 * 2**50 + 1
+    assert parse_quantity("1.1Ti") == decimal.Decimal("1.1") * 2**40
+
+
+def test_parse_quantity_exa_suffixes() -> None:
+    # The CRD admits them (pattern '[KMGTPE]i|[kMGTPE]'), so the operator must read them.
+    assert parse_quantity("1E") == 10**18
+    assert parse_quantity("1Ei") == 2**60
+
+
+@pytest.mark.parametrize("value", [
+    "", "abc", "Gi", "1GB", "1K", "1 Gi", "1Gi1", "1e", "--1", "1gi", None, True,
+    "1Gii", "0x10",
+])
+def test_parse_quantity_rejects_garbage(value: object) -> None:
+    with pytest.raises(ValueError, match="quantity"):
+        parse_quantity(value)
+
+
+@pytest.mark.parametrize("value", [".", "1..2", "1.2.3Gi"])
+def test_parse_quantity_rejects_malformed_numbers_with_value_error(value: str) -> None:
+    with pytest.raises(ValueError, match="quantity"):
+        parse_quantity(value)
+
+
+def test_quantity_ordering() -> None:
+    # 1Gi = 1073741824, 1000Mi = 1048576000, 1G = 1000000000
+    assert parse_quantity("1Gi") > parse_quantity("1000Mi") > parse_quantity("1G")
+    assert parse_quantity("1024Mi") == parse_quantity("1Gi") == parse_quantity(2**30)
+    assert parse_quantity("1000M") == parse_quantity("1G") == parse_quantity("1e9")
+
+
+@given(st.integers(0, 10**6), st.sampled_from(["Ki", "Mi", "Gi", "Ti"]))
+def test_binary_suffixes_are_powers_of_1024(number: int, suffix: str) -> None:
+    power = ["Ki", "Mi", "Gi", "Ti"].index(suffix) + 1
+    assert parse_quantity(f"{number}{suffix}") == number * 1024**power
+
+
+# --- the managed-labels annotation ---------------------------------------------------------
+
+def test_desired_pvc_records_the_labels_it_manages_sorted() -> None:
+    evc = make_evc()
+    evc["metadata"]["labels"] = {"zone": "b", "app": "etl", "team": "data"}
+    annotation = desired_pvc(evc)["metadata"]["annotations"][MANAGED_LABELS_ANNOTATION]
+    assert json.loads(annotation) == ["app", "team", "zone"]
+    assert annotation == json.dumps(["app", "team", "zone"])
+
+
+def test_desired_pvc_without_labels_manages_none() -> None:
+    evc = make_evc()
+    del evc["metadata"]["labels"]
+    pvc = desired_pvc(evc)
+    assert pvc["metadata"]["labels"] == {}
+    assert json.loads(pvc["metadata"]["annotations"][MANAGED_LABELS_ANNOTATION]) == []
+
+
+# --- pvc_view ------------------------------------------------------------------------------
+
+def make_pvc(**metadata: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "scratch", "namespace": "jobs", "uid": "pvc-uid",
+                     "resourceVersion": "42", **metadata},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
+
+def test_pvc_view_projects_identity_labels_and_size() -> None:
+    view = pvc_view(make_pvc(labels={"team": "data", "app": "etl"},
+                             annotations={MANAGED_LABELS_ANNOTATION: '["team"]'}))
+    assert view == PvcView(name="scratch", namespace="jobs", uid="pvc-uid",
+                           resource_version="42", controllers=(),
+                           labels=(("app", "etl"), ("team", "data")),
+                           managed_labels=("team",), storage="1Gi", deleting=False)
+
+
+def test_pvc_view_of_the_desired_pvc() -> None:
+    view = pvc_view(desired_pvc(make_evc()))
+    assert view.controllers == ("uid-1",)
+    assert view.labels == (("team", "data"),)
+    assert view.managed_labels == ("team",)
+    assert view.storage == "1Gi"
+    assert view.uid == ""
+    assert view.resource_version == ""
+
+
+def test_only_controlling_owners_are_controllers() -> None:
+    references = [
+        {"uid": "owner-1", "controller": False},
+        {"uid": "owner-2"},
+        {"uid": "evc-uid", "controller": True},
+        {"uid": "owner-3", "controller": None},
+    ]
+    assert pvc_view(make_pvc(ownerReferences=references)).controllers == ("evc-uid",)
+    assert pvc_view(make_pvc()).controllers == ()
+
+
+@pytest.mark.parametrize("annotation", ["not json", "[", "null", "5", "{"])
+def test_unreadable_managed_labels_mean_none(annotation: str) -> None:
+    view = pvc_view(make_pvc(annotations={MANAGED_LABELS_ANNOTATION: annotation}))
+    assert view.managed_labels == ()
+
+
+def test_a_managed_labels_annotation_that_is_a_json_string_means_none() -> None:
+    # '"team"' is valid JSON but not a list of keys: it must not become ('a', 'e', 'm', 't').
+    view = pvc_view(make_pvc(annotations={MANAGED_LABELS_ANNOTATION: '"team"'}))
+    assert view.managed_labels == ()
+
+
+def test_without_the_annotation_no_label_is_managed() -> None:
+    assert pvc_view(make_pvc()).managed_labels == ()
+    assert pvc_view(make_pvc(annotations={"other": "x"})).managed_labels == ()
+
+
+def test_pvc_view_storage_and_deleting() -> None:
+    body = make_pvc(deletionTimestamp="2026-01-01T00:00:00Z")
+    body["spec"]["resources"]["requests"]["storage"] = 1048576
+    view = pvc_view(body)
+    assert view.storage == "1048576"
+    assert view.deleting is True
+    del body["spec"]["resources"]
+    assert pvc_view(body).storage == ""
+
+
+# --- plan_pvc ------------------------------------------------------------------------------
+
+def evc_with(labels: dict[str, str] | None = None, size: object = "1Gi") -> dict[str, Any]:
+    evc = make_evc()
+    evc["metadata"]["labels"] = dict(labels or {})
+    evc["spec"]["size"] = size
+    return evc
+
+
+def observed(labels: dict[str, str] | None = None, managed: tuple[str, ...] | None = None,
+             storage: str = "1Gi", controllers: tuple[str, ...] = ("uid-1",),
+             deleting: bool = False) -> PvcView:
+    labels = dict(labels or {})
+    return PvcView(name="scratch", namespace="jobs", uid="pvc-uid", resource_version="7",
+                   controllers=controllers, labels=tuple(sorted(labels.items())),
+                   managed_labels=tuple(sorted(labels)) if managed is None else managed,
+                   storage=storage, deleting=deleting)
+
+
+def test_no_pvc_means_create() -> None:
+    plan = plan_pvc(make_evc(), None)
+    assert plan.step is PvcStep.CREATE
+    assert plan.patch == {}
+
+
+@pytest.mark.parametrize("controllers", [(), ("someone-else",), ("other", "another")])
+def test_a_pvc_not_controlled_by_the_evc_is_a_conflict_never_patched(
+        controllers: tuple[str, ...]) -> None:
+    differing = observed({"team": "web", "foreign": "x"}, managed=("foreign",),
+                         storage="1Mi", controllers=controllers)
+    plan = plan_pvc(evc_with({"team": "data"}, size="5Gi"), differing)
+    assert plan.step is PvcStep.CONFLICT
+    assert plan.patch == {}
+    assert "PersistentVolumeClaim scratch" in plan.message
+    assert "not owned" in plan.message
+
+
+def test_a_conflicting_pvc_being_deleted_is_still_a_conflict() -> None:
+    plan = plan_pvc(make_evc(), observed({"team": "data"}, controllers=("x",), deleting=True))
+    assert plan.step is PvcStep.CONFLICT
+    assert plan.patch == {}
+
+
+def test_our_pvc_being_deleted_means_wait() -> None:
+    plan = plan_pvc(evc_with({"team": "web"}, size="2Gi"),
+                    observed({"team": "data"}, deleting=True))
+    assert plan.step is PvcStep.WAIT
+    assert plan.patch == {}
+
+
+def test_a_pvc_in_sync_needs_nothing() -> None:
+    plan = plan_pvc(make_evc(), pvc_view(desired_pvc(make_evc())))
+    assert plan.step is PvcStep.NONE
+    assert plan.patch == {}
+    assert plan_pvc(evc_with(), observed()).step is PvcStep.NONE
+
+
+def test_changed_and_added_labels_are_set() -> None:
+    plan = plan_pvc(evc_with({"team": "web", "app": "etl"}), observed({"team": "data"}))
+    assert plan.step is PvcStep.PATCH
+    assert plan.patch["metadata"]["labels"] == {"team": "web", "app": "etl"}
+    assert json.loads(plan.patch["metadata"]["annotations"][MANAGED_LABELS_ANNOTATION]) == [
+        "app", "team"]
+
+
+def test_a_changed_value_alone_leaves_the_annotation() -> None:
+    plan = plan_pvc(evc_with({"team": "web"}), observed({"team": "data"}))
+    assert plan.step is PvcStep.PATCH
+    assert plan.patch == {"metadata": {"labels": {"team": "web"}}}
+
+
+def test_managed_labels_removed_from_the_evc_are_removed() -> None:
+    plan = plan_pvc(evc_with({"team": "data"}), observed({"team": "data", "app": "etl"}))
+    assert plan.step is PvcStep.PATCH
+    assert plan.patch["metadata"]["labels"] == {"app": None}
+    assert json.loads(plan.patch["metadata"]["annotations"][MANAGED_LABELS_ANNOTATION]) == [
+        "team"]
+
+
+def test_labels_others_added_are_left_alone() -> None:
+    pvc = observed({"team": "data", "backup": "daily"}, managed=("team",))
+    plan = plan_pvc(evc_with({"team": "data"}), pvc)
+    assert plan.step is PvcStep.NONE
+    assert plan.patch == {}
+    plan = plan_pvc(evc_with({}), pvc)
+    assert plan.patch["metadata"]["labels"] == {"team": None}
+    assert "backup" not in plan.patch["metadata"]["labels"]
+
+
+def test_a_managed_label_already_gone_only_updates_the_annotation() -> None:
+    plan = plan_pvc(evc_with({"team": "data"}), observed({"team": "data"},
+                                                         managed=("app", "team")))
+    assert plan.step is PvcStep.PATCH
+    assert plan.patch == {"metadata": {"annotations": {
+        MANAGED_LABELS_ANNOTATION: json.dumps(["team"])}}}
+
+
+def test_the_annotation_order_does_not_matter() -> None:
+    pvc = observed({"a": "1", "b": "2"}, managed=("b", "a"))
+    assert plan_pvc(evc_with({"a": "1", "b": "2"}), pvc).step is PvcStep.NONE
+
+
+def test_an_evc_label_others_set_to_the_same_value_becomes_managed() -> None:
+    plan = plan_pvc(evc_with({"team": "data"}), observed({"team": "data"}, managed=()))
+    assert plan.patch == {"metadata": {"annotations": {
+        MANAGED_LABELS_ANNOTATION: json.dumps(["team"])}}}
+
+
+@pytest.mark.parametrize(("size", "storage"), [
+    ("2Gi", "1Gi"), ("1.5Gi", "1Gi"), ("1Gi", "1000Mi"), ("1Gi", "1G"), (2**31, "1Gi"),
+    ("1Ti", "1023Gi"),
+])
+def test_growth_patches_the_storage_request(size: object, storage: str) -> None:
+    plan = plan_pvc(evc_with(size=size), observed(storage=storage))
+    assert plan.step is PvcStep.PATCH
+    assert plan.patch == {"spec": {"resources": {"requests": {"storage": str(size)}}}}
+
+
+@pytest.mark.parametrize(("size", "storage"), [
+    ("1Gi", "1Gi"), ("1024Mi", "1Gi"), ("1G", "1Gi"), ("1000Mi", "1Gi"), ("1Gi", "2Gi"),
+    (2**30, "1Gi"), ("500M", "1Gi"),
+])
+def test_a_smaller_or_equal_size_never_patches_the_size(size: object, storage: str) -> None:
+    plan = plan_pvc(evc_with(size=size), observed(storage=storage))
+    assert plan.step is PvcStep.NONE
+    assert "spec" not in plan.patch
+
+
+@pytest.mark.parametrize(("size", "storage"), [
+    ("2Gi", ""), ("2Gi", "garbage"), ("bad", "1Gi"), (None, "1Gi"), ("2Gi", "."),
+])
+def test_unreadable_sizes_never_patch_the_size(size: object, storage: str) -> None:
+    plan = plan_pvc(evc_with(size=size), observed(storage=storage))
+    assert "spec" not in plan.patch
+
+
+def test_growth_to_an_exa_size_patches_the_storage_request() -> None:
+    plan = plan_pvc(evc_with(size="2Ei"), observed(storage="1Ei"))
+    assert plan.patch == {"spec": {"resources": {"requests": {"storage": "2Ei"}}}}
+
+
+def test_labels_and_size_in_one_patch() -> None:
+    plan = plan_pvc(evc_with({"team": "web"}, size="2Gi"), observed({"team": "data"}))
+    assert plan.patch == {"metadata": {"labels": {"team": "web"}},
+                          "spec": {"resources": {"requests": {"storage": "2Gi"}}}}
+
+
+LABEL_KEYS = st.sampled_from(["a", "b", "c", "d", "e"])
+LABEL_VALUES = st.sampled_from(["x", "y", "z"])
+LABEL_MAPS = st.dictionaries(LABEL_KEYS, LABEL_VALUES, max_size=5)
+
+
+@given(evc_labels=LABEL_MAPS, pvc_labels=LABEL_MAPS,
+       managed=st.lists(LABEL_KEYS, unique=True, max_size=5))
+def test_applying_the_label_patch_syncs_only_what_is_ours(
+        evc_labels: dict[str, str], pvc_labels: dict[str, str], managed: list[str]) -> None:
+    plan = plan_pvc(evc_with(evc_labels), observed(pvc_labels, managed=tuple(managed)))
+    assert plan.step in (PvcStep.PATCH, PvcStep.NONE)
+    assert (plan.step is PvcStep.NONE) == (plan.patch == {})
+    assert "spec" not in plan.patch
+    metadata = plan.patch.get("metadata", {})
+
+    result = dict(pvc_labels)
+    for key, value in metadata.get("labels", {}).items():
+        if value is None:
+            assert key in managed  # only what we manage is ever removed
+            result.pop(key, None)
+        else:
+            result[key] = value
+    for key, value in evc_labels.items():
+        assert result[key] == value
+    for key in managed:
+        if key not in evc_labels:
+            assert key not in result
+    for key, value in pvc_labels.items():
+        if key not in managed and key not in evc_labels:
+            assert result[key] == value
+
+    # After the patch, the annotation names exactly the EVC's labels.
+    annotation = metadata.get("annotations", {}).get(MANAGED_LABELS_ANNOTATION)
+    now_managed = sorted(managed) if annotation is None else json.loads(annotation)
+    assert now_managed == sorted(evc_labels)
+
+
+@given(evc_labels=LABEL_MAPS, pvc_labels=LABEL_MAPS,
+       managed=st.lists(LABEL_KEYS, unique=True, max_size=5), deleting=st.booleans(),
+       size=st.sampled_from(["1Gi", "2Gi", "1Mi"]))
+def test_a_pvc_that_is_not_ours_is_never_planned_for_change(
+        evc_labels: dict[str, str], pvc_labels: dict[str, str], managed: list[str],
+        deleting: bool, size: str) -> None:
+    pvc = observed(pvc_labels, managed=tuple(managed), controllers=("stranger",),
+                   deleting=deleting)
+    plan = plan_pvc(evc_with(evc_labels, size=size), pvc)
+    assert plan.step is PvcStep.CONFLICT
+    assert plan.patch == {}

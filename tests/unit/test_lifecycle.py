@@ -94,7 +94,9 @@ def test_after_a_restart_a_pod_from_the_same_second_may_be_newer() -> None:
     assert decide(recorded, same_second, at(150)).unused_since == at(150)
     known = [dataclasses.replace(same_second[0], known=True)]
     assert decide(recorded, known, at(150)).unused_since == at(100)
-    older = [pod("p", active=False, created=99)]
+    second_before = [pod("p", active=False, created=99)]
+    assert decide(recorded, second_before, at(150)).unused_since == at(150)
+    older = [pod("p", active=False, created=98)]
     assert decide(recorded, older, at(150)).unused_since == at(100)
 
 

@@ -183,5 +183,9 @@ def test_period_pattern_rejects(text: str) -> None:
 
 @given(st.from_regex(DURATION_PATTERN[1:-1], fullmatch=True).filter(lambda s: len(s) <= 64))
 def test_what_admission_accepts_the_operator_parses(text: str) -> None:
-    """Every period the API server admits (pattern, maxLength 64), the operator can read."""
-    assert parse_duration(text) >= 0
+    """Every period the API server admits (pattern, maxLength 64), the operator can read,
+    or refuses as longer than 100 years (then reported in status, deletion paused)."""
+    try:
+        assert parse_duration(text) >= 0
+    except ValueError as error:
+        assert "100 years" in str(error)
