@@ -62,6 +62,7 @@ class PodUse:
     active: bool
     created: datetime.datetime
     known: bool = False  # this process has seen it as a user before: its history is known
+    ended: datetime.datetime | None = None  # a finished pod's end, as its kubelet reported
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +135,16 @@ def decide(claim: Claim, users: Iterable[PodUse], now: datetime.datetime,
                     wake_at=None)
 
 
+def _maybe_used_after(user: PodUse, moment: datetime.datetime) -> bool:
+    if user.known:
+        return False  # we saw it ourselves: its end is in the record already
+    if user.ended is not None:
+        return user.ended > moment
+    # No reported end: was it created after? creationTimestamp is cut to the second, and
+    # the recorded end rounded up, so a pod stamped in the second before may be newer.
+    return user.created >= moment - _ONE_SECOND
+
+
 def _unused_since(claim: Claim, users: tuple[PodUse, ...],
                   now: datetime.datetime) -> datetime.datetime | None:
     """When the last active user ended; None if the claim never had one.
@@ -144,11 +155,9 @@ def _unused_since(claim: Claim, users: tuple[PodUse, ...],
     recorded = claim.recorded_unused_since
     if claim.recorded_phase in (Phase.IDLE, Phase.DELETING) and recorded is not None:
         # A recorded end is kept (restarts never reset a countdown), unless a finished
-        # user we never saw may have been created after it: used again while we did not
-        # watch, and we cannot know when that use ended -- so, later: now.
-        # creationTimestamp is cut to the second (and the recorded end rounded up): a pod
-        # stamped in the second before the recorded end may be newer too.
-        if any(not user.known and user.created >= recorded - _ONE_SECOND for user in users):
+        # user we never saw may have been used after it, while we did not watch: then,
+        # later: now.
+        if any(_maybe_used_after(user, recorded) for user in users):
             return observed
         return max(recorded, claim.created)  # nothing ends before the claim began
     if claim.recorded_phase is Phase.IN_USE:

@@ -30,9 +30,11 @@ class PodView:
     created: datetime.datetime
     claims: frozenset[str]
     labels: tuple[tuple[str, str], ...]
+    ended: datetime.datetime | None = None  # when its last container finished, if known
 
     def use(self) -> PodUse:
-        return PodUse(name=self.name, active=self.active, created=self.created)
+        return PodUse(name=self.name, active=self.active, created=self.created,
+                      ended=self.ended)
 
 
 def parse_time(text: str) -> datetime.datetime:
@@ -50,15 +52,28 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         for volume in spec.get("volumes") or ()
         if (volume.get("persistentVolumeClaim") or {}).get("claimName")
     )
-    phase = (body.get("status") or {}).get("phase")
+    status = body.get("status") or {}
+    active = status.get("phase") not in TERMINAL_PHASES
     return PodView(
         name=metadata["name"],
         namespace=metadata.get("namespace") or "",
-        active=phase not in TERMINAL_PHASES,
+        active=active,
         created=parse_time(metadata["creationTimestamp"]),
         claims=claims,
         labels=tuple(sorted((metadata.get("labels") or {}).items())),
+        ended=None if active else _finished_at(status),
     )
+
+
+def _finished_at(status: Mapping[str, Any]) -> datetime.datetime | None:
+    """When the pod's last container finished, as its kubelet reported; None if unknown."""
+    containers = [*(status.get("initContainerStatuses") or ()),
+                  *(status.get("containerStatuses") or ())]
+    try:
+        ends = [parse_time(c["state"]["terminated"]["finishedAt"]) for c in containers]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(ends, default=None)
 
 
 def matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

@@ -37,8 +37,15 @@ def pod(name: str, claim: str | None = None, labels: dict[str, str] | None = Non
 
 
 def finish(kubectl: Kubectl, name: str, phase: str = "Succeeded") -> None:
-    kubectl("patch", "pod", name, "--subresource=status", "--type=merge",
-            "-p", json.dumps({"status": {"phase": phase}}))
+    """What a kubelet reports when a pod's only container ends."""
+    finished = now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    terminated = {"exitCode": 0 if phase == "Succeeded" else 1, "finishedAt": finished,
+                  "startedAt": finished, "reason": "Completed" if phase == "Succeeded"
+                  else "Error"}
+    kubectl("patch", "pod", name, "--subresource=status", "--type=merge", "-p", json.dumps(
+        {"status": {"phase": phase, "containerStatuses": [{
+            "name": "main", "image": "busybox", "imageID": "", "ready": False,
+            "restartCount": 0, "state": {"terminated": terminated}}]}}))
 
 
 def status(kubectl: Kubectl, name: str) -> dict[str, Any]:

@@ -100,6 +100,14 @@ def test_after_a_restart_a_pod_from_the_same_second_may_be_newer() -> None:
     assert decide(recorded, older, at(150)).unused_since == at(100)
 
 
+def test_a_reported_end_settles_whether_an_unseen_pod_was_used_after() -> None:
+    recorded = claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100))
+    before = [dataclasses.replace(pod("p", active=False, created=100), ended=at(99.5))]
+    assert decide(recorded, before, at(150)).unused_since == at(100)
+    after = [dataclasses.replace(pod("p", active=False, created=50), ended=at(120))]
+    assert decide(recorded, after, at(150)).unused_since == at(150)
+
+
 def test_finished_users_of_a_never_used_claim_count_as_use() -> None:
     decision = decide(claim(), [pod("early", active=False)], at(10))
     assert decision.phase is Phase.IDLE
@@ -155,6 +163,7 @@ class WorldPod:
     ended: float | None = None  # became Succeeded/Failed
     deleted: float | None = None
     seen: bool = False  # the operator reconciled while this pod existed
+    reported: bool = True  # its kubelet reported when its containers finished
     known: bool = False  # ... and has not restarted since
 
     def active_at(self, t: float) -> bool:
@@ -196,8 +205,10 @@ class World:
     def reconcile(self) -> None:
         if not self.running or self.deleted_at is not None:
             return
-        # As the API server does, creation timestamps are cut to whole seconds.
-        users = [PodUse(p.name, p.ended is None, at(math.floor(p.created)), known=p.known)
+        # As the API server does, creation timestamps are cut to whole seconds; a
+        # kubelet reports when a pod's containers finished, unless it is gone.
+        users = [PodUse(p.name, p.ended is None, at(math.floor(p.created)), known=p.known,
+                        ended=at(p.ended) if p.ended is not None and p.reported else None)
                  for p in self.existing()]
         for p in self.existing():
             p.seen = p.known = True
@@ -232,6 +243,7 @@ class World:
 
 STEPS = st.one_of(
     st.tuples(st.just("create"), st.just(0)),
+    st.tuples(st.just("create-unreported"), st.just(0)),
     st.tuples(st.just("finish"), st.integers(0, 7)),
     st.tuples(st.just("delete"), st.integers(0, 7)),
     st.tuples(st.just("advance"), st.integers(0, 40)),
@@ -251,8 +263,9 @@ def test_random_histories_keep_the_invariants(expiry: int, grace: int,
     for kind, arg in steps:
         if world.deleted_at is not None:
             break
-        if kind == "create":
-            world.pods.append(WorldPod(f"pod-{len(world.pods)}", created=world.t))
+        if kind in ("create", "create-unreported"):
+            world.pods.append(WorldPod(f"pod-{len(world.pods)}", created=world.t,
+                                       reported=kind == "create"))
         elif kind in ("finish", "delete"):
             existing = world.existing()
             if not existing:
