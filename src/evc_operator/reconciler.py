@@ -113,6 +113,7 @@ class Reconciler:
         self._failures.pop(key, None)
         self._seen_users.pop(key, None)
         self._rejected.pop(key, None)
+        self._reported_dry_run = {mark for mark in self._reported_dry_run if mark[0] != key}
         self.with_selector.get(key[0], set()).discard(key[1])
 
     def poke(self, key: Key) -> None:
