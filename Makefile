@@ -9,20 +9,24 @@ CLUSTER_DIR := .cluster
 # Namespace to watch in `make run`; empty means all namespaces.
 NAMESPACE ?=
 
-.PHONY: help venv binaries cluster cluster-down run test lint typecheck unit integration manifests clean
+.PHONY: help lock venv binaries cluster cluster-down run test lint typecheck unit integration manifests clean
 
 help:  ## List the commands.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Python 3.11+ is needed (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
 venv: $(BIN)/.installed  ## Create .venv with the operator and its dev tools.
+
+lock: venv  ## Re-pin constraints.txt to the newest versions pyproject.toml allows.
+	$(BIN)/pip install --quiet --upgrade -e '.[dev]'
+	$(BIN)/pip freeze --exclude-editable | grep -v '^pip==' > constraints.txt
 
 binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl.
 	$(BIN)/python -m controlplane build

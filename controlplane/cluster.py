@@ -291,12 +291,17 @@ class ControlPlane:
             parts.extend(tail)
         return "\n".join(parts)
 
-    def kubectl(self, *args: str, input: str | None = None) -> str:
-        """Run kubectl as the admin; raise with its stderr when it fails."""
+    def kubectl_result(self, *args: str,
+                       input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run kubectl as the admin and return what happened, failed or not."""
         if self.kubectl_path is None:
             raise ControlPlaneError("no kubectl binary is known for this control plane")
-        result = subprocess.run([str(self.kubectl_path), *args], input=input, text=True,
-                                capture_output=True, env=self.environ())
+        return subprocess.run([str(self.kubectl_path), *args], input=input, text=True,
+                              capture_output=True, env=self.environ())
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        """Run kubectl as the admin; raise with its stderr when it fails."""
+        result = self.kubectl_result(*args, input=input)
         if result.returncode != 0:
             raise subprocess.CalledProcessError(result.returncode, result.args,
                                                 result.stdout, result.stderr)

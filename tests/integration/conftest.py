@@ -77,9 +77,11 @@ class OperatorFactory:
         self.tmp_path = tmp_path
         self.started: list[OperatorProcess] = []
 
-    def __call__(self, namespace: str, **env: str) -> OperatorProcess:
+    def __call__(self, namespace: str, scope: str | None = None,
+                 **env: str) -> OperatorProcess:
+        """Start the operator for `namespace` (or `scope`, e.g. --all-namespaces)."""
         logfile = self.tmp_path / f"operator-{len(self.started)}.log"
-        process = OperatorProcess(self.plane, namespace, logfile, env)
+        process = OperatorProcess(self.plane, namespace, logfile, env, scope)
         self.started.append(process)
         process.wait_ready()
         return process

@@ -57,14 +57,15 @@ class OperatorProcess:
     """The operator as users run it: `kopf run --namespace=NS --verbose ephemeral.py`."""
 
     def __init__(self, plane: ControlPlane, namespace: str, logfile: Path,
-                 env: dict[str, str]) -> None:
+                 env: dict[str, str], scope: str | None = None) -> None:
         self.namespace = namespace
         self.logfile = logfile
         environ = plane.environ()
         environ.update(env)
         with logfile.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(KOPF), "run", f"--namespace={namespace}", "--verbose", "ephemeral.py"],
+                [str(KOPF), "run", scope or f"--namespace={namespace}", "--verbose",
+                 "ephemeral.py"],
                 cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )

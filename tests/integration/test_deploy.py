@@ -1,0 +1,164 @@
+"""The deploy manifests in config/, applied to the real control plane, and least privilege:
+the operator runs its whole lifecycle with nothing but the shipped RBAC.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controlplane.cluster import ControlPlane
+from tests.integration.conftest import OperatorFactory
+from tests.integration.support import REPO, Kubectl, eventually
+
+FAST = {"EXPIRY_PERIOD": "4", "GRACE_PERIOD": "3", "COUNTDOWN_INTERVAL": "1"}
+OPERATOR_NAMESPACE = "evc-operator"
+
+
+def render(plane: ControlPlane, overlay: str) -> list[dict[str, Any]]:
+    documents = yaml.safe_load_all(plane.kubectl("kustomize", str(REPO / "config" / overlay)))
+    return [doc for doc in documents if doc]
+
+
+def token_kubeconfig(plane: ControlPlane, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount, by a TokenRequest token."""
+    token = plane.kubectl("create", "token", account, "--namespace", namespace,
+                          "--duration=1h").strip()
+    ca = base64.b64encode(plane.ca_file.read_bytes()).decode()
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "local", "cluster": {"server": plane.server,
+                                                   "certificate-authority-data": ca}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}]}))
+    return path
+
+
+def can_i(plane: ControlPlane, account: str, verb: str, resource: str,
+          namespace: str | None = None) -> bool:
+    scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
+    result = plane.kubectl_result("auth", "can-i", verb, resource, f"--as={account}", *scope)
+    return result.stdout.strip() == "yes"
+
+
+def full_lifecycle(kubectl: Kubectl, name: str) -> None:
+    """EVC -> PVC -> used -> finished -> Idle -> deleted, every write by the operator."""
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+        "metadata": {"name": name}, "spec": {"size": "1Gi"}}))
+    eventually(lambda: kubectl.get("pvc", name), what="PVC created by the operator")
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-user"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}],
+                 "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": name}}]}}))
+    eventually(lambda: (kubectl.get("evc", name) or {}).get("status", {}).get("phase")
+               == "InUse", what="InUse")
+    kubectl("patch", "pod", f"{name}-user", "--subresource=status", "--type=merge",
+            "-p", '{"status": {"phase": "Succeeded"}}')
+    eventually(lambda: kubectl.get("evc", name) is None, timeout=20, what="deletion")
+    reasons = {event["reason"] for event in kubectl.events(name)}
+    assert {"PvcCreated", "InUse", "Idle", "Deleted"} <= reasons
+
+
+def assert_no_permission_errors(log: str) -> None:
+    for word in ("Forbidden", "403"):
+        assert word not in log, f"the operator hit a permission error:\n{log}"
+
+
+def test_kustomize_default_applies_everything(control_plane: ControlPlane) -> None:
+    control_plane.kubectl("apply", "-k", str(REPO / "config" / "default"))
+    for kind, name in [("namespace", OPERATOR_NAMESPACE), ("clusterrole", "evc-operator"),
+                       ("clusterrolebinding", "evc-operator"),
+                       ("crd", "ephemeralvolumeclaims.zalando.org")]:
+        control_plane.kubectl("get", kind, name)
+    deployment = json.loads(control_plane.kubectl(
+        "get", "deployment", "evc-operator", "-n", OPERATOR_NAMESPACE, "-o", "json"))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    pod_security = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
+    assert pod_security["seccompProfile"]["type"] == "RuntimeDefault"
+
+
+def test_the_crd_in_config_is_the_one_at_the_root(control_plane: ControlPlane) -> None:
+    [crd] = [doc for doc in render(control_plane, "default")
+             if doc["kind"] == "CustomResourceDefinition"]
+    assert crd == yaml.safe_load((REPO / "crd.yaml").read_text())
+
+
+def test_cluster_role_runs_the_whole_lifecycle(control_plane: ControlPlane, kubectl: Kubectl,
+                                               operator: OperatorFactory,
+                                               tmp_path: Path) -> None:
+    control_plane.kubectl("apply", "-k", str(REPO / "config" / "default"))
+    config = token_kubeconfig(control_plane, OPERATOR_NAMESPACE, "evc-operator",
+                              tmp_path / "sa.kubeconfig")
+    process = operator(kubectl.namespace, scope="--all-namespaces", KUBECONFIG=str(config),
+                       **FAST)
+    full_lifecycle(kubectl, "rbac-cluster")
+    assert_no_permission_errors(process.log_text())
+
+
+def test_namespaced_role_runs_the_whole_lifecycle_in_its_namespace_only(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorFactory,
+        tmp_path: Path) -> None:
+    namespace = kubectl.namespace
+    documents = []
+    for doc in render(control_plane, "namespaced"):
+        if doc["kind"] in ("Namespace", "CustomResourceDefinition", "Deployment"):
+            continue  # the test namespace exists; the CRD too; no kubelet runs Deployments
+        text = json.dumps(doc).replace(f'"namespace": "{OPERATOR_NAMESPACE}"',
+                                       f'"namespace": "{namespace}"')
+        documents.append(json.loads(text))
+    control_plane.kubectl("apply", "-f", "-",
+                          input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                            "items": documents}))
+    account = f"system:serviceaccount:{namespace}:evc-operator"
+    assert can_i(control_plane, account, "list", "pods", namespace)
+    assert not can_i(control_plane, account, "list", "pods", "default")
+    assert not can_i(control_plane, account, "list", "ephemeralvolumeclaims.zalando.org",
+                     "default")
+
+    config = token_kubeconfig(control_plane, namespace, "evc-operator",
+                              tmp_path / "sa.kubeconfig")
+    process = operator(namespace, KUBECONFIG=str(config), **FAST)
+    full_lifecycle(kubectl, "rbac-namespaced")
+    assert_no_permission_errors(process.log_text())
+
+
+@pytest.mark.parametrize(("verb", "resource"), [
+    ("get", "secrets"), ("list", "secrets"), ("delete", "pods"), ("create", "pods"),
+    ("patch", "pods"), ("delete", "persistentvolumeclaims"), ("update", "ephemeralvolumeclaims"),
+    ("create", "ephemeralvolumeclaims"), ("patch", "ephemeralvolumeclaims"),
+    ("delete", "namespaces"), ("create", "clusterrolebindings"), ("*", "*"),
+])
+def test_the_operator_cannot(control_plane: ControlPlane, verb: str, resource: str) -> None:
+    control_plane.kubectl("apply", "-k", str(REPO / "config" / "default"))
+    account = f"system:serviceaccount:{OPERATOR_NAMESPACE}:evc-operator"
+    assert not can_i(control_plane, account, verb, resource)
+
+
+def test_shipped_rules_are_least_privilege() -> None:
+    """No wildcards, no secrets, nothing that writes pods; namespaced rules agree."""
+    cluster_role = yaml.safe_load((REPO / "config/rbac/cluster_role.yaml").read_text())
+    role = yaml.safe_load((REPO / "config/rbac-namespaced/role.yaml").read_text())
+    for rule in cluster_role["rules"] + role["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+        assert "secrets" not in rule["resources"]
+        if "pods" in rule["resources"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    cluster_scoped = {"customresourcedefinitions", "namespaces"}
+    namespaced_rules = [rule for rule in cluster_role["rules"]
+                        if not cluster_scoped & set(rule["resources"])]
+    assert role["rules"] == namespaced_rules
+
+
+def test_both_overlays_render(control_plane: ControlPlane) -> None:
+    for overlay in ("default", "namespaced"):
+        kinds = {doc["kind"] for doc in render(control_plane, overlay)}
+        assert {"CustomResourceDefinition", "ServiceAccount", "Deployment"} <= kinds
