@@ -15,10 +15,10 @@ from typing import Any
 
 import kopf
 
-from evc_operator import kube
+from evc_operator import kube, metrics
 from evc_operator.claims import PvcView
 from evc_operator.reconciler import Indexes, Key, Reconciler, pod_index_entries, pvc_index_entry
-from evc_operator.resources import EVC, POD, PVC
+from evc_operator.resources import CRD, CRD_NAME, EVC, POD, PVC
 from evc_operator.settings import Settings, SettingsError
 from evc_operator.users import PodView
 
@@ -63,6 +63,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     memo.reconciler = reconciler = Reconciler(memo.api, config, settings, indexes)
     memo.tasks = [asyncio.create_task(reconciler.run(), name="evc-scheduler"),
                   asyncio.create_task(reconciler.log_countdowns(), name="evc-countdowns")]
+    if config.metrics_port:
+        memo.metrics = await metrics.serve(reconciler, config.metrics_port)
+        logger.info("Metrics on :%d/metrics, readiness on :%d/readyz.",
+                    config.metrics_port, config.metrics_port)
     logger.info("Expiry period %ss, grace period %ss, countdown interval %ss%s.",
                 config.expiry_period, config.grace_period, config.countdown_interval,
                 ", DRY RUN: nothing will be deleted" if config.dry_run else "")
@@ -73,6 +77,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("tasks", []):
         task.cancel()
     await asyncio.gather(*memo.get("tasks", []), return_exceptions=True)
+    if memo.get("metrics") is not None:
+        await memo.metrics.cleanup()
     api = memo.get("api")
     if api is not None:
         await api.close()
@@ -98,6 +104,13 @@ def _reconciler(memo: kopf.Memo) -> Reconciler:
     # Kopf calls resource handlers only once every index is filled: the view is complete.
     reconciler.pods_view_complete = True
     return reconciler
+
+
+@kopf.on.event(*CRD, field="metadata.name", value=CRD_NAME)
+async def crd_event(memo: kopf.Memo, **_: Any) -> None:
+    """The EVC CRD always exists: its first event tells that every index is filled,
+    even when there is no claim yet (readiness)."""
+    _reconciler(memo)
 
 
 @kopf.on.event(*EVC)

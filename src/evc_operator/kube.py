@@ -9,15 +9,18 @@ deciding what to do about either is the caller's business.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import socket
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from evc_operator.metrics import API_ERRORS
 from evc_operator.resources import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from evc_operator.status import Event
 
@@ -27,6 +30,24 @@ MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "evc-operator"
 
 log = logging.getLogger(__name__)
+_Fn = TypeVar("_Fn", bound=Callable[..., Awaitable[Any]])
+
+
+def _counted(operation: str) -> Callable[[_Fn], _Fn]:
+    """Count failed calls in evc_api_errors{operation, status}."""
+    def decorate(fn: _Fn) -> _Fn:
+        @functools.wraps(fn)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except ApiException as error:
+                API_ERRORS.labels(operation, str(error.status)).inc()
+                raise
+            except (aiohttp.ClientError, TimeoutError):
+                API_ERRORS.labels(operation, "0").inc()
+                raise
+        return cast(_Fn, call)
+    return decorate
 
 __all__ = ["ApiException", "connect"]
 
@@ -50,6 +71,7 @@ def _plain(api: client.ApiClient, model: Any) -> dict[str, Any]:
     return plain
 
 
+@_counted("create_pvc")
 async def create_pvc(api: client.ApiClient, body: Mapping[str, Any]) -> dict[str, Any]:
     """Create a PVC; raises ApiException 409 if one of that name exists (never touched)."""
     core = client.CoreV1Api(api)
@@ -59,6 +81,7 @@ async def create_pvc(api: client.ApiClient, body: Mapping[str, Any]) -> dict[str
     return _plain(api, created)
 
 
+@_counted("read_pvc")
 async def read_pvc(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         found = await client.CoreV1Api(api).read_namespaced_persistent_volume_claim(
@@ -70,6 +93,7 @@ async def read_pvc(api: client.ApiClient, namespace: str, name: str) -> dict[str
     return _plain(api, found)
 
 
+@_counted("patch_pvc")
 async def patch_pvc(api: client.ApiClient, namespace: str, name: str, uid: str,
                     resource_version: str, patch: Mapping[str, Any]) -> None:
     """Merge-patch our PVC, only if it is still the object (uid) and version we decided on."""
@@ -80,6 +104,7 @@ async def patch_pvc(api: client.ApiClient, namespace: str, name: str, uid: str,
         name, namespace, body, _content_type=MERGE_PATCH)  # type: ignore[call-arg]
 
 
+@_counted("patch_evc_status")
 async def patch_evc_status(api: client.ApiClient, namespace: str, name: str,
                            status: Mapping[str, Any], *,
                            resource_version: str | None = None) -> dict[str, Any]:
@@ -96,6 +121,7 @@ async def patch_evc_status(api: client.ApiClient, namespace: str, name: str,
     return cast(dict[str, Any], patched)
 
 
+@_counted("list_pods")
 async def list_pods(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
     """All pods of a namespace, read from the API server itself (not a cache)."""
     pods = await client.CoreV1Api(api).list_namespaced_pod(namespace)
@@ -103,6 +129,7 @@ async def list_pods(api: client.ApiClient, namespace: str) -> list[dict[str, Any
     return items
 
 
+@_counted("delete_evc")
 async def delete_evc(api: client.ApiClient, namespace: str, name: str, uid: str,
                      resource_version: str) -> None:
     """Delete the EVC only if it is still exactly the object we decided about.
@@ -146,5 +173,6 @@ async def post_event(api: client.ApiClient, namespace: str, name: str, uid: str,
         await client.CoreV1Api(api).create_namespaced_event(
             namespace, cast(client.CoreV1Event, body))
     except ApiException as error:
+        API_ERRORS.labels("post_event", str(error.status)).inc()
         log.warning("Could not post Event %s on %s/%s: %s %s", event.reason, namespace, name,
                     error.status, error.reason)

@@ -14,12 +14,13 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol, cast
 
 import kopf
 
-from evc_operator import kube, lifecycle, status
+from evc_operator import kube, lifecycle, metrics, status
 from evc_operator.claims import PvcStep, PvcView, desired_pvc, plan_pvc, pvc_view
 from evc_operator.evc import EvcView, evc_view
 from evc_operator.lifecycle import Action
@@ -77,6 +78,7 @@ class Reconciler:
         self._dirty: set[Key] = set()
         self._running: set[Key] = set()
         self._failures: dict[Key, int] = {}
+        self._poked_at: dict[Key, float] = {}  # first unhandled poke, for evc_reaction_seconds
         self._seen_users: dict[Key, frozenset[str]] = {}  # users this process has seen
         self._rejected: dict[Key, tuple[object, ...]] = {}  # PVC updates the API refused
         self._reported_dry_run: set[tuple[Key, datetime.datetime | None]] = set()
@@ -111,6 +113,7 @@ class Reconciler:
         self.deadlines.pop(key, None)
         self.countdowns.pop(key, None)
         self._failures.pop(key, None)
+        self._poked_at.pop(key, None)
         self._seen_users.pop(key, None)
         self._rejected.pop(key, None)
         self._reported_dry_run = {mark for mark in self._reported_dry_run if mark[0] != key}
@@ -119,6 +122,7 @@ class Reconciler:
     def poke(self, key: Key) -> None:
         if key in self.evcs:
             self._dirty.add(key)
+            self._poked_at.setdefault(key, time.monotonic())
             self._wakeup.set()
 
     def poke_for_pod(self, namespace: str, claims: Iterable[str]) -> None:
@@ -172,13 +176,17 @@ class Reconciler:
                     status.human_period(left), status.timestamp(decision.deletes_at))
 
     async def _reconcile_guarded(self, key: Key) -> None:
+        poked_at = self._poked_at.pop(key, None)
         try:
             async with self._slots:
                 await self.reconcile(key)
             self._failures.pop(key, None)
+            if poked_at is not None:
+                metrics.REACTION.observe(time.monotonic() - poked_at)
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            metrics.RECONCILE_FAILURES.inc()
             failures = self._failures.get(key, 0)
             self._failures[key] = failures + 1
             delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
@@ -267,6 +275,7 @@ class Reconciler:
                 event = status.deletion_event(decision, expiry_period=view.claim.expiry_period,
                                               grace_period=view.claim.grace_period,
                                               dry_run=True)
+                metrics.DRY_RUN_DELETIONS.labels(str(decision.countdown)).inc()
                 await self._announce(view, event, logger)
 
         if decision.deletes_at is not None and decision.action is Action.NONE:
@@ -311,6 +320,10 @@ class Reconciler:
                 self.poke(view.key)
                 return
             raise
+        metrics.DELETIONS.labels(str(decision.countdown)).inc()
+        if decision.deletes_at is not None:
+            lateness = (self.clock() - decision.deletes_at).total_seconds()
+            metrics.DELETION_LATENESS.observe(max(0.0, lateness))
         event = status.deletion_event(decision, expiry_period=view.claim.expiry_period,
                                       grace_period=view.claim.grace_period, dry_run=False)
         await self._announce(view, event, logger)

@@ -12,3 +12,5 @@ API_VERSION = f"{GROUP}/{VERSION}"
 EVC = (GROUP, VERSION, PLURAL)
 PVC = ("v1", "persistentvolumeclaims")
 POD = ("v1", "pods")
+CRD = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+CRD_NAME = f"{PLURAL}.{GROUP}"

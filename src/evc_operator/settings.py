@@ -49,6 +49,7 @@ class Settings:
     grace_period: float = 30.0
     countdown_interval: float = 10.0
     dry_run: bool = False  # report what would be deleted; delete nothing
+    metrics_port: int = 9090  # /metrics and /readyz; 0 turns them off
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -60,6 +61,7 @@ class Settings:
             countdown_interval=_duration(environ, "COUNTDOWN_INTERVAL",
                                          defaults.countdown_interval, positive=True),
             dry_run=_flag(environ, "DRY_RUN"),
+            metrics_port=_port(environ, "METRICS_PORT", defaults.metrics_port),
         )
 
 
@@ -88,3 +90,12 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
     if raw.strip().lower() in _FALSE:
         return False
     raise SettingsError(f"{name}={raw!r} is invalid: use true or false")
+
+
+def _port(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise SettingsError(f"{name}={raw!r} is invalid: use a port number, or 0 for none")
+    return int(raw)

@@ -61,6 +61,7 @@ class OperatorProcess:
         self.namespace = namespace
         self.logfile = logfile
         environ = plane.environ()
+        environ["METRICS_PORT"] = "0"  # several operators in one session: no fixed port
         environ.update(env)
         with logfile.open("ab") as log:
             self.process = subprocess.Popen(
