@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--dir", type=Path, default=Path(".cluster"), help="state folder")
     pin = commands.add_parser("pin", help="regenerate a wrapper go.mod for another version")
     pin.add_argument("component", choices=[component.name for component in COMPONENTS])
-    pin.add_argument("version", help="e.g. v1.37.2 for kubernetes, v3.6.16 for etcd")
+    pin.add_argument("version",
+                     help="e.g. v1.37.2 for kubernetes, v3.6.16 for etcd, v4.3.1 for helm")
     args = parser.parse_args(argv)
 
     if args.command == "build":

@@ -53,6 +53,11 @@ class Component:
         return f"{self.name}-{self.version()}-{digest.hexdigest()[:12]}"
 
     def ldflags(self) -> str:
+        if self.module.startswith("helm.sh/helm/"):
+            # Without it `helm version` shows the source's placeholder ("v4.3"); Helm's
+            # release Makefile stamps the same variables. The git commit is not known here.
+            package = f"{self.module}/internal/version"
+            return f"-s -w -X {package}.version={self.version()} -X {package}.gitTreeState=clean"
         if self.module != "k8s.io/kubernetes":
             return "-s -w"
         version = self.version()
@@ -81,7 +86,13 @@ ETCD = Component(
     packages=("go.etcd.io/etcd/server/v3",),
     binaries=("etcd",),
 )
-COMPONENTS = (ETCD, KUBERNETES)
+HELM = Component(
+    name="helm",
+    module="helm.sh/helm/v4",
+    packages=("helm.sh/helm/v4/cmd/helm",),
+    binaries=("helm",),
+)
+COMPONENTS = (ETCD, KUBERNETES, HELM)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +101,7 @@ class Binaries:
     kube_apiserver: Path
     kube_controller_manager: Path
     kubectl: Path
+    helm: Path
 
 
 def cache_root() -> Path:
@@ -172,9 +184,11 @@ def build(component: Component) -> Path:
 def ensure_binaries() -> Binaries:
     etcd_dir = build(ETCD)
     kubernetes_dir = build(KUBERNETES)
+    helm_dir = build(HELM)
     return Binaries(
         etcd=etcd_dir / "etcd",
         kube_apiserver=kubernetes_dir / "kube-apiserver",
         kube_controller_manager=kubernetes_dir / "kube-controller-manager",
         kubectl=kubernetes_dir / "kubectl",
+        helm=helm_dir / "helm",
     )

@@ -13,7 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from controlplane.binaries import ETCD, KUBERNETES, Component, go_environment
+from controlplane.binaries import ETCD, HELM, KUBERNETES, Component, go_environment
 
 STAGING = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/src/", re.M)
 
@@ -57,8 +57,28 @@ def etcd_gomod(version: str) -> str:
     )
 
 
+def helm_gomod(version: str) -> str:
+    major = version.split(".")[0]
+    if not HELM.module.endswith(f"/{major}"):
+        raise ValueError(f"{version} is not a version of {HELM.module}: change HELM in "
+                         f"controlplane/binaries.py to the {major} module first")
+    return (
+        "// Wrapper module: builds helm. It is kept apart from the Kubernetes wrapper so\n"
+        "// Helm's k8s.io/* library versions never move the versions Kubernetes is built\n"
+        "// with, nor Kubernetes' move Helm's.\n"
+        f"// Regenerate with: python -m controlplane pin helm {version}\n"
+        "module evc-operator/controlplane/helm\n\n"
+        "go 1.26.0\n\n"
+        f"tool {HELM.packages[0]}\n\n"
+        f"require {HELM.module} {version}\n"
+    )
+
+
+GOMODS = {KUBERNETES.name: kubernetes_gomod, ETCD.name: etcd_gomod, HELM.name: helm_gomod}
+
+
 def pin(component: Component, version: str) -> None:
-    text = kubernetes_gomod(version) if component is KUBERNETES else etcd_gomod(version)
+    text = GOMODS[component.name](version)
     (component.wrapper / "go.mod").write_text(text)
     (component.wrapper / "go.sum").unlink(missing_ok=True)
     subprocess.run(["go", "mod", "tidy"], cwd=component.wrapper, env=go_environment(),

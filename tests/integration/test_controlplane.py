@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import ssl
 import stat
 import subprocess
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.binaries import KUBERNETES, ensure_binaries
+from controlplane.binaries import HELM, KUBERNETES, ensure_binaries
 from controlplane.cluster import ControlPlane, ControlPlaneError
 from controlplane.pin import STAGING, _published_gomod
 from tests.integration.support import REPO, Kubectl, eventually
@@ -23,6 +25,50 @@ def test_server_and_kubectl_report_the_pinned_version(control_plane: ControlPlan
     versions = json.loads(control_plane.kubectl("version", "-o", "json"))
     assert versions["serverVersion"]["gitVersion"] == KUBERNETES.version()
     assert versions["clientVersion"]["gitVersion"] == KUBERNETES.version()
+
+
+def helm(plane: ControlPlane, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The built helm as the admin of `plane`, its config and cache kept under `home`."""
+    env = {key: value for key, value in os.environ.items()
+           if key != "KUBECONFIG" and not key.startswith("HELM_")}
+    env.update(HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"),
+               HELM_DATA_HOME=str(home / "data"))
+    return subprocess.run([str(ensure_binaries().helm), "--kubeconfig", str(plane.kubeconfig),
+                           *args], capture_output=True, text=True, env=env, cwd=home)
+
+
+def test_helm_reports_the_pinned_version_and_reaches_the_control_plane(
+        control_plane: ControlPlane, tmp_path: Path) -> None:
+    version = helm(control_plane, tmp_path, "version", "--template", "{{.Version}}")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout == HELM.version()
+    listing = helm(control_plane, tmp_path, "list", "--all-namespaces")
+    assert listing.returncode == 0, listing.stderr
+
+
+def test_helm_installs_and_uninstalls_a_chart(control_plane: ControlPlane, kubectl: Kubectl,
+                                              tmp_path: Path) -> None:
+    chart = tmp_path / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("greeting: hello\n")
+    (chart / "templates" / "configmap.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n"
+        "data:\n  greeting: {{ .Values.greeting | quote }}\n")
+    lint = helm(control_plane, tmp_path, "lint", str(chart))
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    namespace = ("--namespace", kubectl.namespace)
+    install = helm(control_plane, tmp_path, "install", "probe", str(chart), *namespace,
+                   "--set", "greeting=hi")
+    assert install.returncode == 0, install.stderr
+    configmap = kubectl.get("configmap", "probe")
+    assert configmap is not None
+    assert configmap["data"] == {"greeting": "hi"}
+    releases = json.loads(helm(control_plane, tmp_path, "list", *namespace, "-o", "json").stdout)
+    assert [(r["name"], r["status"]) for r in releases] == [("probe", "deployed")]
+    uninstall = helm(control_plane, tmp_path, "uninstall", "probe", *namespace)
+    assert uninstall.returncode == 0, uninstall.stderr
+    assert kubectl.get("configmap", "probe") is None
 
 
 def test_wrapper_replaces_every_staging_module_of_the_pinned_release() -> None:
@@ -97,10 +143,7 @@ def test_start_fails_loudly_when_the_apiserver_cannot_start(tmp_path: Path) -> N
     broken = tmp_path / "kube-apiserver"
     broken.write_text("#!/bin/sh\necho 'simulated failure: cannot bind' >&2\nexit 1\n")
     broken.chmod(broken.stat().st_mode | stat.S_IXUSR)
-    binaries = ensure_binaries()
-    binaries = type(binaries)(etcd=binaries.etcd, kube_apiserver=broken,
-                              kube_controller_manager=binaries.kube_controller_manager,
-                              kubectl=binaries.kubectl)
+    binaries = dataclasses.replace(ensure_binaries(), kube_apiserver=broken)
     with pytest.raises(ControlPlaneError, match="kube-apiserver exited") as error:
         ControlPlane.start(tmp_path / "plane", binaries=binaries, timeout=30)
     assert "simulated failure: cannot bind" in str(error.value)
