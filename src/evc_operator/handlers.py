@@ -17,6 +17,7 @@ import kopf
 
 from evc_operator import kube, metrics
 from evc_operator.claims import PvcView
+from evc_operator.leadership import Leadership, LeaseSettings
 from evc_operator.reconciler import Indexes, Key, Reconciler, pod_index_entries, pvc_index_entry
 from evc_operator.resources import CRD, CRD_NAME, EVC, POD, PVC
 from evc_operator.settings import Settings, SettingsError
@@ -63,6 +64,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     memo.reconciler = reconciler = Reconciler(memo.api, config, settings, indexes)
     memo.tasks = [asyncio.create_task(reconciler.run(), name="evc-scheduler"),
                   asyncio.create_task(reconciler.log_countdowns(), name="evc-countdowns")]
+    if config.leader_election:
+        reconciler.set_active(False)
+        memo.leadership = Leadership(memo.api, LeaseSettings(
+            name=config.lease_name, namespace=config.lease_namespace,
+            identity=config.identity, duration=config.lease_duration,
+            retry=max(0.5, config.lease_duration / 5)), reconciler.set_active)
+        memo.tasks.append(asyncio.create_task(memo.leadership.run(), name="evc-leadership"))
     if config.metrics_port:
         memo.metrics = await metrics.serve(reconciler, config.metrics_port)
         logger.info("Metrics on :%d/metrics, readiness on :%d/readyz.",

@@ -147,6 +147,41 @@ async def delete_evc(api: client.ApiClient, namespace: str, name: str, uid: str,
     )
 
 
+@_counted("read_lease")
+async def read_lease(api: client.ApiClient, namespace: str,
+                     name: str) -> dict[str, Any] | None:
+    try:
+        lease = await client.CoordinationV1Api(api).read_namespaced_lease(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return _plain(api, lease)
+
+
+@_counted("create_lease")
+async def create_lease(api: client.ApiClient, namespace: str, name: str,
+                       spec: Mapping[str, Any]) -> None:
+    """Create the Lease; 409 if another replica created it first."""
+    body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}
+    await client.CoordinationV1Api(api).create_namespaced_lease(
+        namespace, cast(client.V1Lease, body))
+
+
+@_counted("replace_lease")
+async def replace_lease(api: client.ApiClient, lease: Mapping[str, Any],
+                        spec: Mapping[str, Any]) -> None:
+    """Replace the Lease's spec; 409 if anyone changed it since `lease` was read."""
+    metadata = lease["metadata"]
+    body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": metadata["name"], "namespace": metadata["namespace"],
+                         "resourceVersion": metadata["resourceVersion"]},
+            "spec": dict(spec)}
+    await client.CoordinationV1Api(api).replace_namespaced_lease(
+        metadata["name"], metadata["namespace"], cast(client.V1Lease, body))
+
+
 def error_message(error: ApiException) -> str:
     """The API server's own explanation from an error response, else its reason."""
     try:

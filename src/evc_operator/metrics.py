@@ -77,6 +77,10 @@ class ClaimsCollector(Collector):
                                      decision.deletes_at.timestamp())
         yield deadlines
 
+        leader = GaugeMetricFamily("evc_leader", "1 while this replica is the active one.")
+        leader.add_metric([], 1 if self.reconciler.active else 0)
+        yield leader
+
         ready = GaugeMetricFamily("evc_pod_view_complete",
                                   "1 once the operator has seen every pod (deletions allowed).")
         ready.add_metric([], 1 if self.reconciler.pods_view_complete else 0)

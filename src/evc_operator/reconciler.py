@@ -75,6 +75,7 @@ class Reconciler:
         self.countdowns: dict[Key, lifecycle.Decision] = {}  # pending deletions, for logs
         self.with_selector: dict[str, set[str]] = {}  # namespace -> EVC names with a selector
         self.pods_view_complete = False
+        self.active = True  # False while another replica holds the Lease: then only watch
         self._dirty: set[Key] = set()
         self._running: set[Key] = set()
         self._failures: dict[Key, int] = {}
@@ -125,6 +126,14 @@ class Reconciler:
             self._poked_at.setdefault(key, time.monotonic())
             self._wakeup.set()
 
+    def set_active(self, active: bool) -> None:
+        """Leadership changed: a new leader looks at every claim again, at once."""
+        self.active = active
+        if active:
+            for key in self.evcs:
+                self.poke(key)
+        self._wakeup.set()
+
     def poke_for_pod(self, namespace: str, claims: Iterable[str]) -> None:
         """A pod changed: look again at the EVCs it mounts and those with a selector."""
         for claim in claims:
@@ -138,6 +147,10 @@ class Reconciler:
         """Reconcile dirty keys, wake at deadlines; runs until cancelled."""
         try:
             while True:
+                if not self.active:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()  # set_active() wakes us
+                    continue
                 now = self.clock()
                 for key, when in list(self.deadlines.items()):
                     if when <= now:
@@ -165,6 +178,8 @@ class Reconciler:
         """Every COUNTDOWN_INTERVAL, log which countdown runs and the time left. No API calls."""
         while True:
             await asyncio.sleep(self.settings.countdown_interval)
+            if not self.active:
+                continue  # the leader tells the countdowns
             now = self.clock()
             for key, decision in list(self.countdowns.items()):
                 if decision.deletes_at is None or key not in self.bodies:

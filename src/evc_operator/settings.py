@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 from collections.abc import Mapping
 
 _DURATION = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)")
@@ -50,19 +51,36 @@ class Settings:
     countdown_interval: float = 10.0
     dry_run: bool = False  # report what would be deleted; delete nothing
     metrics_port: int = 9090  # /metrics and /readyz; 0 turns them off
+    leader_election: bool = False  # several replicas: only the Lease holder acts
+    lease_name: str = "evc-operator"
+    lease_namespace: str = ""
+    lease_duration: float = 10.0
+    identity: str = dataclasses.field(default="", compare=False)  # this process, not config
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
         defaults = cls()
-        return cls(
+        settings = cls(
             expiry_period=_duration(environ, "EXPIRY_PERIOD", defaults.expiry_period),
             grace_period=_duration(environ, "GRACE_PERIOD", defaults.grace_period),
             countdown_interval=_duration(environ, "COUNTDOWN_INTERVAL",
                                          defaults.countdown_interval, positive=True),
             dry_run=_flag(environ, "DRY_RUN"),
             metrics_port=_port(environ, "METRICS_PORT", defaults.metrics_port),
+            leader_election=_flag(environ, "LEADER_ELECTION"),
+            lease_name=environ.get("LEASE_NAME", "").strip() or defaults.lease_name,
+            lease_namespace=(environ.get("LEASE_NAMESPACE", "").strip()
+                             or environ.get("POD_NAMESPACE", "").strip()),
+            lease_duration=_duration(environ, "LEASE_DURATION", defaults.lease_duration,
+                                     positive=True),
+            identity=(environ.get("POD_NAME", "").strip()
+                      or f"{socket.gethostname()}-{os.getpid()}"),
         )
+        if settings.leader_election and not settings.lease_namespace:
+            raise SettingsError("LEADER_ELECTION=true needs LEASE_NAMESPACE (or POD_NAMESPACE): "
+                                "the namespace of the Lease that elects the active replica")
+        return settings
 
 
 def _duration(environ: Mapping[str, str], name: str, default: float,

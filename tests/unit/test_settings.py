@@ -67,3 +67,11 @@ def test_operator_refuses_to_start_with_one_clear_line(name: str, value: str) ->
     assert result.returncode == 1
     assert f"invalid configuration: {name}={value!r} is invalid" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_leader_election_needs_a_lease_namespace() -> None:
+    with pytest.raises(SettingsError, match="LEASE_NAMESPACE"):
+        Settings.from_environ({"LEADER_ELECTION": "true"})
+    settings = Settings.from_environ({"LEADER_ELECTION": "true", "POD_NAMESPACE": "ops",
+                                      "POD_NAME": "evc-operator-abc"})
+    assert (settings.lease_namespace, settings.identity) == ("ops", "evc-operator-abc")
