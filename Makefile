@@ -28,7 +28,7 @@ lock: venv  ## Re-pin constraints.txt to the newest versions pyproject.toml allo
 	$(BIN)/pip install --quiet --upgrade -e '.[dev]'
 	$(BIN)/pip freeze --exclude-editable | grep -v '^pip==' > constraints.txt
 
-binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl.
+binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
 	$(BIN)/python -m controlplane build
 
 cluster: venv crd.yaml  ## Start a local control plane in the background; prints the KUBECONFIG line.
