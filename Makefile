@@ -26,7 +26,8 @@ venv: $(BIN)/.installed  ## Create .venv with the operator and its dev tools.
 
 lock: venv  ## Re-pin constraints.txt to the newest versions pyproject.toml allows.
 	$(BIN)/pip install --quiet --upgrade -e '.[dev]'
-	$(BIN)/pip freeze --exclude-editable | grep -v '^pip==' > constraints.txt
+	{ echo "# Exact versions CI and images install (pip install -c constraints.txt); \`make lock\` re-pins."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^pip=='; } > constraints.txt
 
 binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
 	$(BIN)/python -m controlplane build
