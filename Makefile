@@ -38,11 +38,26 @@ cluster: venv crd.yaml  ## Start a local control plane in the background; prints
 cluster-down: venv  ## Stop the local control plane and remove its state.
 	@$(BIN)/python -m controlplane down --dir $(CLUSTER_DIR)
 
-manifests: crd.yaml  ## Regenerate crd.yaml from config/crd/.
+# The Helm chart's copies of config/: its CRD, and the RBAC files its templates read rules from.
+CHART := charts/evc-operator
+CHART_COPIES := $(CHART)/crds/ephemeralvolumeclaims.yaml \
+	$(CHART)/files/rbac/cluster_role.yaml $(CHART)/files/rbac/leader_election_role.yaml \
+	$(CHART)/files/rbac-namespaced/role.yaml \
+	$(CHART)/files/rbac-namespaced/discovery_cluster_role.yaml
+
+manifests: crd.yaml $(CHART_COPIES)  ## Regenerate crd.yaml and the Helm chart's copies from config/.
 
 crd.yaml: config/crd/ephemeralvolumeclaims.yaml
 	@{ echo "# Generated from config/crd/ephemeralvolumeclaims.yaml by 'make manifests'; edit that file."; \
 	   cat $<; } > $@
+
+$(CHART)/crds/%.yaml: config/crd/%.yaml
+	@mkdir -p $(@D)
+	@{ echo "# Generated from $< by 'make manifests'; edit that file."; cat $<; } > $@
+
+$(CHART)/files/%.yaml: config/%.yaml
+	@mkdir -p $(@D)
+	@{ echo "# Generated from $< by 'make manifests'; edit that file."; cat $<; } > $@
 
 # The main job: the operator in the foreground, on the configured cluster or a local one.
 run: venv crd.yaml  ## Run the operator (starts a local control plane if no cluster is configured).
@@ -75,7 +90,7 @@ unit: venv
 integration: venv binaries
 	$(BIN)/pytest tests/integration
 
-test: venv crd.yaml lint typecheck binaries  ## Run the whole suite: lint, types, unit and integration tests.
+test: venv lint typecheck binaries  ## Run the whole suite: lint, types, unit and integration tests.
 	$(BIN)/pytest
 
 clean: cluster-down  ## Remove the virtualenv, local cluster state and bin/.

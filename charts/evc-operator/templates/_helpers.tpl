@@ -1,0 +1,88 @@
+{{/* The chart name, or nameOverride. */}}
+{{- define "evc-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The prefix of every object's name: fullnameOverride, or the release name followed by the
+chart name unless the release name contains it ("evc-operator" stays "evc-operator", so the
+default install names its objects as config/ does). Cluster-scoped objects (ClusterRoles,
+ClusterRoleBindings) carry it too, so two releases never share them.
+*/}}
+{{- define "evc-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "evc-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "evc-operator.labels" -}}
+helm.sh/chart: {{ include "evc-operator.chart" . }}
+{{ include "evc-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels that select the operator's pods. */}}
+{{- define "evc-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "evc-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "evc-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "evc-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "evc-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The namespaces to serve, without duplicates; empty means all namespaces.
+Returned as a JSON list: include "evc-operator.watchNamespaces" . | fromJsonArray
+*/}}
+{{- define "evc-operator.watchNamespaces" -}}
+{{- .Values.watchNamespaces | default list | uniq | toJson }}
+{{- end }}
+
+{{/*
+The rules of the first document of a file under files/, which `make manifests` copies from
+config/ (files/rbac/cluster_role.yaml is config/rbac/cluster_role.yaml, and so on): the
+chart grants exactly what the kustomize manifests grant. Fails if the file or its rules are
+missing. Usage: include "evc-operator.rules" (list $ "files/rbac/cluster_role.yaml")
+*/}}
+{{- define "evc-operator.rules" -}}
+{{- $root := index . 0 }}
+{{- $path := index . 1 }}
+{{- $text := $root.Files.Get $path }}
+{{- if not $text }}
+{{- fail (printf "%s is missing from the chart: run `make manifests`" $path) }}
+{{- end }}
+{{- $document := regexSplit "(?m)^---\\s*$" $text -1 | first | fromYaml }}
+{{- if or (hasKey $document "Error") (not $document.rules) }}
+{{- fail (printf "%s has no rules: %v" $path ($document.Error | default "empty")) }}
+{{- end }}
+{{- toYaml $document.rules }}
+{{- end }}
+
+{{/* The ServiceAccount as an RBAC subject. */}}
+{{- define "evc-operator.subjects" -}}
+- kind: ServiceAccount
+  name: {{ include "evc-operator.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end }}

@@ -1,0 +1,186 @@
+"""The Helm chart in charts/evc-operator, without a cluster or helm: its copies of config/
+are current, and its values are documented and typed.
+
+Rendering, linting and installing the chart: tests/integration/test_helm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "evc-operator"
+HEADER = re.compile(r"# Generated from (?P<source>\S+) by 'make manifests'; edit that file\.")
+
+# Every file the chart copies from config/ (`make manifests` writes them), and its source.
+COPIES = {
+    "crds/ephemeralvolumeclaims.yaml": "config/crd/ephemeralvolumeclaims.yaml",
+    "files/rbac/cluster_role.yaml": "config/rbac/cluster_role.yaml",
+    "files/rbac/leader_election_role.yaml": "config/rbac/leader_election_role.yaml",
+    "files/rbac-namespaced/role.yaml": "config/rbac-namespaced/role.yaml",
+    "files/rbac-namespaced/discovery_cluster_role.yaml":
+        "config/rbac-namespaced/discovery_cluster_role.yaml",
+}
+
+
+def load(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    return loaded
+
+
+def test_chart_metadata() -> None:
+    chart = load(CHART / "Chart.yaml")
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "evc-operator"
+    assert chart["type"] == "application"
+    assert chart["version"] == "0.1.0"
+    assert chart["kubeVersion"] == ">=1.29.0-0"
+    assert chart["description"]
+
+
+def test_app_version_is_the_operators_and_the_image_tag_of_config() -> None:
+    project = re.search(r'^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text(), re.M)
+    assert project
+    [image] = load(REPO / "config/default/kustomization.yaml")["images"]
+    assert load(CHART / "Chart.yaml")["appVersion"] == project.group(1) == image["newTag"]
+
+
+@pytest.mark.parametrize(("copy", "source"), COPIES.items())
+def test_copies_of_config_are_up_to_date(copy: str, source: str) -> None:
+    header, _, body = (CHART / copy).read_text().partition("\n")
+    match = HEADER.fullmatch(header)
+    assert match, f"{copy} starts with {header!r}, not the generated-file header"
+    assert match["source"] == source
+    assert body == (REPO / source).read_text(), "run `make manifests` after editing config/"
+
+
+def test_the_chart_crd_is_the_one_in_config() -> None:
+    [crd] = [path.relative_to(CHART).as_posix() for path in (CHART / "crds").iterdir()]
+    assert COPIES[crd] == "config/crd/ephemeralvolumeclaims.yaml"
+    assert load(CHART / crd) == load(REPO / "config/crd/ephemeralvolumeclaims.yaml")
+
+
+def test_every_file_under_files_is_a_copy_and_every_copy_is_read() -> None:
+    """No hand-written rules hide in files/; no copy is left unused by the templates."""
+    copied = {path.relative_to(CHART).as_posix()
+              for path in (CHART / "files").rglob("*") if path.is_file()}
+    assert copied == {copy for copy in COPIES if copy.startswith("files/")}
+    templates = "".join(path.read_text() for path in (CHART / "templates").iterdir())
+    read = set(re.findall(r'"(files/[^"]+)"', templates))
+    assert read == copied
+
+
+def test_the_makefile_writes_every_copy() -> None:
+    """`make manifests` depends on each copy; its pattern rules map it to its source."""
+    makefile = (REPO / "Makefile").read_text()
+    listed = re.search(r"^CHART_COPIES :=((?:.*\\\n)*.*)$", makefile, re.M)
+    assert listed
+    copies = set(listed.group(1).replace("\\\n", " ").split())
+    assert copies == {f"$(CHART)/{copy}" for copy in COPIES}
+    assert re.search(r"^manifests: crd\.yaml \$\(CHART_COPIES\)", makefile, re.M)
+    assert "CHART := charts/evc-operator" in makefile
+
+
+def test_the_templates_never_write_rbac_rules_themselves() -> None:
+    """Rules come from files/ only: a rule written in a template could drift from config/."""
+    for path in (CHART / "templates").iterdir():
+        text = path.read_text()
+        assert "verbs:" not in text, path.name
+        assert "apiGroups:" not in text, path.name
+
+
+def _documented_keys(text: str) -> tuple[list[str], list[str]]:
+    """(every key in values.yaml as a dotted path, those without a comment right above)."""
+    keys: list[str] = []
+    undocumented: list[str] = []
+    parents: list[tuple[int, str]] = []
+    previous = ""
+    for line in text.splitlines():
+        key = re.match(r"^(?P<indent> *)(?P<key>[A-Za-z][\w.-]*):(?: |$)", line)
+        if key and not line.lstrip().startswith("#"):
+            indent = len(key["indent"])
+            while parents and parents[-1][0] >= indent:
+                parents.pop()
+            # Keys inside a value the user replaces whole (resources) need no comment each.
+            inside_documented_value = any(name == "resources" for _, name in parents)
+            path = ".".join([name for _, name in parents] + [key["key"]])
+            if not inside_documented_value:
+                keys.append(path)
+                if not previous.lstrip().startswith("#"):
+                    undocumented.append(path)
+            parents.append((indent, key["key"]))
+        if line.strip():
+            previous = line
+    return keys, undocumented
+
+
+def test_values_yaml_documents_every_key() -> None:
+    keys, undocumented = _documented_keys((CHART / "values.yaml").read_text())
+    assert undocumented == [], "every value needs a comment line right above it"
+    values = load(CHART / "values.yaml")
+    assert [key for key in keys if "." not in key] == list(values)
+    assert set(values) >= {
+        "image", "replicas", "leaderElection", "expiryPeriod", "gracePeriod",
+        "countdownInterval", "dryRun", "watchNamespaces", "metrics", "logFormat", "resources",
+        "nodeSelector", "tolerations", "affinity", "podAnnotations", "serviceAccount"}
+
+
+def test_the_documentation_check_finds_an_undocumented_key() -> None:
+    text = "# the image\nimage:\n  # its name\n  repository: x\n  tag: y\nreplicas: 2\n"
+    keys, undocumented = _documented_keys(text)
+    assert keys == ["image", "image.repository", "image.tag", "replicas"]
+    assert undocumented == ["image.tag", "replicas"]
+
+
+def test_default_values() -> None:
+    values = load(CHART / "values.yaml")
+    assert values["image"] == {"repository": "evc-operator", "tag": "",
+                               "pullPolicy": "IfNotPresent"}
+    assert values["replicas"] == 2
+    assert values["leaderElection"] is True
+    assert (values["expiryPeriod"], values["gracePeriod"], values["countdownInterval"]) == (
+        "30s", "30s", "10s")
+    assert values["dryRun"] is False
+    assert values["watchNamespaces"] == []
+    assert values["metrics"] == {"enabled": True, "port": 9090, "service": {"enabled": False}}
+    assert values["logFormat"] == "full"  # Kopf's own default
+    assert values["serviceAccount"] == {"create": True, "name": "", "annotations": {}}
+
+
+def test_default_resources_are_those_of_config() -> None:
+    deployment = load(REPO / "config/manager/deployment.yaml")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert load(CHART / "values.yaml")["resources"] == container["resources"]
+
+
+def test_the_schema_covers_exactly_the_values() -> None:
+    """values.schema.json rejects unknown keys, so it must know every documented one."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) - {"global"} == set(load(CHART / "values.yaml"))
+    assert schema["properties"]["logFormat"]["enum"] == ["plain", "full", "json"]
+
+
+def test_the_schema_duration_pattern_is_the_crds() -> None:
+    """Periods the chart accepts are those a claim's spec accepts (and the operator reads)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    [as_text] = [choice for choice in schema["definitions"]["duration"]["oneOf"]
+                 if choice["type"] == "string"]
+    crd = load(REPO / "config/crd/ephemeralvolumeclaims.yaml")
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert as_text["pattern"] == spec["properties"]["expiryPeriod"]["pattern"]
+
+
+def test_the_readme_tables_every_value() -> None:
+    keys, _ = _documented_keys((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    tabled = re.findall(r"^\| `([^`]+)` \|", readme, re.M)
+    # `resources` is one row: its keys are the Kubernetes ones.
+    assert tabled == [key for key in keys if key not in ("image", "metrics", "metrics.service",
+                                                         "serviceAccount")]
