@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -62,6 +63,8 @@ class ControlPlane:
     admin_token: str
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
     kubectl_path: Path | None = None
+    etcd_port: int = 0
+    commands: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def server(self) -> str:
@@ -83,14 +86,16 @@ class ControlPlane:
 
     @classmethod
     def start(cls, workdir: Path, *, binaries: Binaries | None = None, timeout: float = 120.0,
-              detached: bool = False, crds: Sequence[Path] = ()) -> ControlPlane:
+              detached: bool = False, crds: Sequence[Path] = (),
+              audit: bool = False) -> ControlPlane:
         """Start all components and wait until the cluster can run pods.
 
         `detached` lets the processes outlive this Python process (`make cluster`);
         otherwise they are killed with it, so a crashed test run leaves nothing behind.
         `crds` are installed before the controller-manager starts: its garbage collector
         reads API discovery only every 30 s, so owner references to custom resources
-        would otherwise be ignored for that long.
+        would otherwise be ignored for that long. `audit` makes the API server log every
+        request's metadata to `logs/audit.log`: an independent record of who did what, when.
         """
         binaries = binaries or ensure_binaries()
         workdir = workdir.resolve()
@@ -99,16 +104,17 @@ class ControlPlane:
         plane = cls(workdir=workdir, api_port=free_port(), admin_token=secrets.token_hex(16),
                     kubectl_path=binaries.kubectl)
         try:
-            plane._start(binaries, timeout=timeout, detached=detached, crds=crds)
+            plane._start(binaries, timeout=timeout, detached=detached, crds=crds, audit=audit)
         except BaseException:
             plane.stop()
             raise
         return plane
 
     def _start(self, binaries: Binaries, *, timeout: float, detached: bool,
-               crds: Sequence[Path]) -> None:
+               crds: Sequence[Path], audit: bool) -> None:
         deadline = time.monotonic() + timeout
         etcd_client, etcd_peer = free_port(), free_port()
+        self.etcd_port = etcd_client
         self._spawn("etcd", detached, [
             str(binaries.etcd),
             "--name=default",
@@ -147,6 +153,7 @@ class ControlPlane:
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--profiling=false",
+            *self._audit_flags(pki, audit),
         ])
         self._wait(f"{self.server}/readyz", deadline, "kube-apiserver")
         self._write_kubeconfig(self.kubeconfig, "admin", self.admin_token)
@@ -211,6 +218,7 @@ class ControlPlane:
     # --- helpers ---------------------------------------------------------------------------
 
     def _spawn(self, name: str, detached: bool, command: Sequence[str]) -> None:
+        self.commands[name] = list(command)
         logfile = (self.logs / f"{name}.log").open("ab")
         process = subprocess.Popen(
             command, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -221,6 +229,46 @@ class ControlPlane:
         self.pids[name] = process.pid
         # The child is reaped by stop() through its pid; Popen must not warn about it.
         process.returncode = 0
+
+    # --- faults, for tests that prove the operator survives them ------------------------
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver abruptly: every watch breaks, every request fails."""
+        pid = self.pids.pop("kube-apiserver", None)
+        if pid is not None:
+            _terminate(pid, grace=0.5)
+
+    def start_apiserver(self, timeout: float = 60.0) -> None:
+        """Start kube-apiserver again, on the same port, with the same flags."""
+        self._spawn("kube-apiserver", False, self.commands["kube-apiserver"])
+        self._wait(f"{self.server}/readyz", time.monotonic() + timeout, "kube-apiserver")
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to now, so watches resumed from older versions get
+        410 Gone (once the API server's own cache is gone too, e.g. after a restart)."""
+        base = f"http://127.0.0.1:{self.etcd_port}/v3"
+        revision = int(_post_json(f"{base}/kv/range", {"key": "AA=="})["header"]["revision"])
+        _post_json(f"{base}/kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
+    @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.log"
+
+    def _audit_flags(self, pki: Path, audit: bool) -> list[str]:
+        if not audit:
+            return []
+        policy = pki / "audit-policy.json"
+        policy.write_text(json.dumps({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [{"level": "None", "nonResourceURLs": ["/readyz*", "/livez*",
+                                                             "/healthz*"]},
+                      {"level": "None", "resources": [{"group": "coordination.k8s.io",
+                                                        "resources": ["leases"]}]},
+                      {"level": "Metadata"}]}))
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+                "--audit-log-mode=blocking"]
 
     def _check_alive(self) -> None:
         for name, pid in self.pids.items():
@@ -312,6 +360,14 @@ class ControlPlane:
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.kubeconfig)
         return env
+
+
+def _post_json(url: str, body: dict[str, object]) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
 
 
 def _die_with_parent() -> None:
