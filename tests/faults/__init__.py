@@ -1,0 +1,1 @@
+"""Randomized end-to-end scenarios with injected faults (see scenario.py)."""

@@ -1,0 +1,360 @@
+"""Randomized end-to-end scenarios with injected faults, judged by an independent observer.
+
+A scenario drives a namespace with random claims and user pods (created, finished,
+failed, deleted, replaced) while faults strike at random points: the operator killed
+with SIGKILL and restarted, the API server stopped and restarted, etcd compacted so
+watches resume into 410 Gone, and other clients writing to the same claims.
+
+The observer is not the operator: it is the API server's own audit log (who did what,
+to which object, when, as the server saw it) plus the driver's record of which pod
+mounts which claim. From them it rebuilds every claim's true deadline and checks:
+
+- a claim is never deleted while a pod that uses it is active;
+- never before its deadline;
+- always by its deadline plus a small bound, extended by any outage that overlapped it;
+- no PVC the operator did not create is ever written by it;
+- no claim lives without its PVC (outside outages and the first seconds of its life).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from controlplane.cluster import ControlPlane
+from tests.integration.support import OperatorProcess
+
+UTC = datetime.UTC
+OPERATOR_AGENT = "evc-operator"
+BOUND = 3.0  # seconds a deletion may lag its deadline when nothing fails
+RECOVERY = 10.0  # after an outage: the operator restarts or reconnects, relists, decides
+SETTLE = 6.0  # a claim younger than this, or just after an outage, may lack its PVC yet
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(UTC)
+
+
+def parse(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+@dataclasses.dataclass
+class Claim:
+    name: str
+    expiry: int
+    grace: int
+    conflict: bool = False  # its name is taken by a PVC that someone else made
+    created: datetime.datetime | None = None  # its creationTimestamp
+
+
+@dataclasses.dataclass
+class Pod:
+    name: str
+    claim: str
+    ended: bool = False
+    deleted: bool = False
+
+
+@dataclasses.dataclass
+class Report:
+    seed: int
+    namespace: str
+    claims: int = 0
+    pods: int = 0
+    faults: dict[str, int] = dataclasses.field(default_factory=dict)
+    deletions: int = 0
+    violations: list[str] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
+        verdict = "ok" if not self.violations else f"{len(self.violations)} VIOLATIONS"
+        return (f"seed {self.seed}: {self.claims} claims, {self.pods} pods, "
+                f"{self.deletions} deleted, faults: {faults}; {self.seconds:.0f} s; {verdict}")
+
+
+class Scenario:
+    def __init__(self, plane: ControlPlane, seed: int, workdir: Path) -> None:
+        self.plane = plane
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.namespace = f"faults-{seed}"
+        self.workdir = workdir
+        self.claims: list[Claim] = []
+        self.pods: list[Pod] = []
+        self.outages: list[tuple[datetime.datetime, datetime.datetime]] = []
+        self.report = Report(seed=seed, namespace=self.namespace)
+        self.operator: OperatorProcess | None = None
+        self.restarts = 0
+        self.unsettled_until = now()
+
+    # --- driving ---------------------------------------------------------------------------
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return self.plane.kubectl("--namespace", self.namespace, *args, input=input)
+
+    def start_operator(self) -> None:
+        env = {"EXPIRY_PERIOD": "3", "GRACE_PERIOD": "3", "COUNTDOWN_INTERVAL": "5"}
+        logfile = self.workdir / f"{self.namespace}-operator-{self.restarts}.log"
+        self.operator = OperatorProcess(self.plane, self.namespace, logfile, env)
+        self.operator.wait_ready()
+        self.restarts += 1
+
+    def run(self, steps: int = 18) -> Report:
+        started = time.monotonic()
+        audit_offset = self.plane.audit_log.stat().st_size
+        self.plane.kubectl("create", "namespace", self.namespace)
+        self._wait_for_service_account()
+        self._plan_claims()
+        self.start_operator()
+        try:
+            for _ in range(steps):
+                self._step()
+                self._check_pvcs()
+            for pod in self._active_pods():
+                self._finish(pod)
+            self._wait_for_deletions()
+        finally:
+            if self.operator is not None:
+                self.operator.stop()
+        self._judge(audit_offset)
+        self.plane.kubectl("delete", "namespace", self.namespace, "--wait=false")
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    def _wait_for_service_account(self) -> None:
+        for _ in range(600):  # after API server restarts, its controllers may lag a while
+            result = self.plane.kubectl_result("get", "serviceaccount", "default",
+                                               "--namespace", self.namespace)
+            if result.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"no default ServiceAccount in {self.namespace}")
+
+    def _plan_claims(self) -> None:
+        count = self.random.randint(3, 5)
+        for index in range(count):
+            claim = Claim(f"claim-{index}", expiry=self.random.randint(2, 6),
+                          grace=self.random.randint(1, 5),
+                          conflict=index == 0 and self.random.random() < 0.4)
+            self.claims.append(claim)
+            if claim.conflict:
+                self.kubectl("apply", "-f", "-", input=json.dumps({
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": claim.name},
+                    "spec": {"accessModes": ["ReadWriteOnce"],
+                             "resources": {"requests": {"storage": "1Mi"}}}}))
+        # Some claims exist before any pod, some are created later (pods may come first).
+        for claim in self.claims[: self.random.randint(1, count)]:
+            self._create_claim(claim)
+
+    def _create_claim(self, claim: Claim) -> None:
+        created = json.loads(self.kubectl("create", "-o", "json", "-f", "-", input=json.dumps({
+            "apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+            "metadata": {"name": claim.name},
+            "spec": {"size": "1Gi", "expiryPeriod": claim.expiry,
+                     "gracePeriod": claim.grace}})))
+        claim.created = parse(created["metadata"]["creationTimestamp"])
+        self.report.claims += 1
+
+    def _active_pods(self) -> list[Pod]:
+        return [p for p in self.pods if not p.ended and not p.deleted]
+
+    def _step(self) -> None:
+        action = self.random.choices(
+            ["pod", "finish", "delete", "claim", "touch", "sleep", "kill", "apiserver",
+             "compact"],
+            weights=[6, 4, 2, 2, 2, 4, 1.2, 0.8, 0.6])[0]
+        if action == "pod":
+            claim = self.random.choice(self.claims)
+            pod = Pod(f"user-{len(self.pods)}", claim.name)
+            self.kubectl("apply", "-f", "-", input=json.dumps({
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod.name},
+                "spec": {"restartPolicy": "Never",
+                         "containers": [{"name": "main", "image": "busybox"}],
+                         "volumes": [{"name": "v", "persistentVolumeClaim": {
+                             "claimName": claim.name}}]}}))
+            self.pods.append(pod)
+            self.report.pods += 1
+        elif action == "finish" and self._active_pods():
+            self._finish(self.random.choice(self._active_pods()))
+        elif action == "delete" and [p for p in self.pods if not p.deleted]:
+            pod = self.random.choice([p for p in self.pods if not p.deleted])
+            self.kubectl("delete", "pod", pod.name, "--wait=false")
+            pod.deleted = True
+        elif action == "claim" and [c for c in self.claims if c.created is None]:
+            self._create_claim(next(c for c in self.claims if c.created is None))
+        elif action == "touch":
+            # Another client writes to a claim: its resourceVersion moves under the operator.
+            claim = self.random.choice([c for c in self.claims if c.created is not None])
+            self.plane.kubectl_result("--namespace", self.namespace, "label", "--overwrite",
+                                      "evc", claim.name, f"touched={self.random.randint(0, 9)}")
+        elif action == "kill":
+            self._fault("operator-killed", self._kill_operator)
+        elif action == "apiserver":
+            self._fault("apiserver-restarted", self._restart_apiserver)
+        elif action == "compact":
+            self._fault("watch-expired", self._expire_watches)
+        else:
+            time.sleep(self.random.uniform(0.2, 2.0))
+
+    def _finish(self, pod: Pod) -> None:
+        phase = self.random.choice(["Succeeded", "Failed"])
+        finished = now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.kubectl("patch", "pod", pod.name, "--subresource=status", "--type=merge",
+                     "-p", json.dumps({"status": {"phase": phase, "containerStatuses": [{
+                         "name": "main", "image": "busybox", "imageID": "", "ready": False,
+                         "restartCount": 0, "state": {"terminated": {
+                             "exitCode": 0 if phase == "Succeeded" else 1,
+                             "finishedAt": finished, "startedAt": finished}}}]}}))
+        pod.ended = True
+
+    def _fault(self, kind: str, inject: Any) -> None:
+        began = now()
+        inject()
+        ended = now()
+        self.outages.append((began, ended))
+        self.unsettled_until = ended + datetime.timedelta(seconds=SETTLE)
+        self.report.faults[kind] = self.report.faults.get(kind, 0) + 1
+
+    def _kill_operator(self) -> None:
+        assert self.operator is not None
+        self.operator.stop(signal.SIGKILL)
+        time.sleep(self.random.uniform(0, 3))
+        self.start_operator()
+
+    def _restart_apiserver(self) -> None:
+        self.plane.stop_apiserver()
+        time.sleep(self.random.uniform(0, 3))
+        self.plane.start_apiserver()
+
+    def _expire_watches(self) -> None:
+        self.plane.compact_etcd()
+        self.plane.stop_apiserver()  # its watch cache goes: resumed watches get 410 Gone
+        self.plane.start_apiserver()
+
+    def _wait_for_deletions(self) -> None:
+        """Every user has ended: every claim is due within its longest period."""
+        longest = max(max(c.expiry, c.grace) for c in self.claims)
+        give_up = now() + datetime.timedelta(seconds=longest + BOUND + RECOVERY + 5)
+        while now() < give_up:
+            names = self.kubectl("get", "evc", "-o", "name").split()
+            if not names:
+                return
+            time.sleep(0.5)
+
+    def _check_pvcs(self) -> None:
+        """No claim lives without its PVC (once settled, outside outages)."""
+        if now() < self.unsettled_until:
+            return
+        listing = json.loads(self.kubectl("get", "evc,pvc", "-o", "json"))["items"]
+        pvcs = {o["metadata"]["name"] for o in listing if o["kind"] == "PersistentVolumeClaim"}
+        for evc in (o for o in listing if o["kind"] == "EphemeralVolumeClaim"):
+            age = (now() - parse(evc["metadata"]["creationTimestamp"])).total_seconds()
+            if age > SETTLE and evc["metadata"]["name"] not in pvcs:
+                self.report.violations.append(
+                    f"{evc['metadata']['name']} lived {age:.1f} s without its PVC")
+
+    # --- judging ---------------------------------------------------------------------------
+
+    def _audit(self, offset: int) -> Iterator[dict[str, Any]]:
+        with self.plane.audit_log.open() as log:
+            log.seek(offset)
+            for line in log:
+                if f'"namespace":"{self.namespace}"' not in line:
+                    continue
+                entry: dict[str, Any] = json.loads(line)
+                code = (entry.get("responseStatus") or {}).get("code", 0)
+                if entry.get("stage") == "ResponseComplete" and 200 <= code < 300:
+                    yield entry
+
+    def _judge(self, offset: int) -> None:
+        created: dict[str, datetime.datetime] = {}
+        ended: dict[str, datetime.datetime] = {}
+        deleted_claims: dict[str, datetime.datetime] = {}
+        operator_pvc_writes: list[str] = []
+        for entry in self._audit(offset):
+            ref, verb = entry.get("objectRef") or {}, entry["verb"]
+            when = parse(entry["stageTimestamp"])
+            resource, name = ref.get("resource"), ref.get("name", "")
+            by_operator = entry.get("userAgent", "").startswith(OPERATOR_AGENT)
+            if resource == "pods" and verb == "create":
+                created[name] = when
+            elif resource == "pods" and (verb == "delete" or ref.get("subresource") == "status"):
+                ended.setdefault(name, when)  # the first end counts
+            elif resource == "ephemeralvolumeclaims" and verb == "delete" and by_operator:
+                deleted_claims[name] = when
+            elif (resource == "persistentvolumeclaims" and by_operator
+                  and verb in ("update", "patch", "delete")):
+                operator_pvc_writes.append(name)
+        finished = now()
+        self.report.deletions = len(deleted_claims)
+        for claim in self.claims:
+            if claim.conflict and claim.name in operator_pvc_writes:
+                self.report.violations.append(f"{claim.name}: the operator wrote to a PVC "
+                                              f"it did not create")
+            if claim.created is None:
+                continue
+            deleted_at = deleted_claims.get(claim.name)
+            moment = deleted_at or finished
+            users = [p for p in self.pods if p.claim == claim.name
+                     and p.name in created and created[p.name] < moment]
+            for pod in users:
+                end = ended.get(pod.name)
+                if deleted_at is not None and (end is None or end > deleted_at):
+                    self.report.violations.append(
+                        f"{claim.name} deleted at {deleted_at:%H:%M:%S.%f} "
+                        f"while {pod.name} was active")
+            ends = [ended[p.name] for p in users if p.name in ended]
+            if users and len(ends) == len(users):
+                deadline = max(ends) + datetime.timedelta(seconds=claim.grace)
+            elif users:
+                continue  # a user never ended: it must not have been deleted (checked above)
+            else:
+                deadline = claim.created + datetime.timedelta(seconds=claim.expiry)
+            if deleted_at is not None and deleted_at < deadline:
+                self.report.violations.append(
+                    f"{claim.name} deleted {(deadline - deleted_at).total_seconds():.2f} s early")
+            allowed = self._allowed(deadline)
+            if (deleted_at or finished) > allowed:
+                late = ((deleted_at or finished) - deadline).total_seconds()
+                self.report.violations.append(
+                    f"{claim.name} {'deleted' if deleted_at else 'still there'} {late:.1f} s after "
+                    f"its deadline (allowed {(allowed - deadline).total_seconds():.1f} s)")
+
+    def _allowed(self, deadline: datetime.datetime) -> datetime.datetime:
+        """The deadline plus the bound, pushed past any outage that overlapped it."""
+        allowed = deadline + datetime.timedelta(seconds=BOUND)
+        changed = True
+        while changed:
+            changed = False
+            for began, ended in self.outages:
+                if began <= allowed and ended + datetime.timedelta(seconds=RECOVERY) > allowed \
+                        and ended >= deadline - datetime.timedelta(seconds=RECOVERY):
+                    allowed = ended + datetime.timedelta(seconds=RECOVERY)
+                    changed = True
+        return allowed
+
+
+def run_scenarios(plane: ControlPlane, seeds: range, workdir: Path) -> list[Report]:
+    reports = []
+    for seed in seeds:
+        report = Scenario(plane, seed, workdir).run()
+        print(report.line(), flush=True)
+        for violation in report.violations:
+            print(f"  VIOLATION: {violation}", flush=True)
+        reports.append(report)
+    return reports
+
+
+def kill_leftovers() -> None:
+    subprocess.run(["pkill", "-f", "ephemeral.py --namespace=faults-"], check=False)
