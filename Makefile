@@ -9,7 +9,7 @@ CLUSTER_DIR := .cluster
 # Namespace to watch in `make run`; empty means all namespaces.
 NAMESPACE ?=
 
-.PHONY: help lock venv binaries cluster cluster-down run test lint typecheck unit integration manifests clean
+.PHONY: help lock venv faults binaries cluster cluster-down run test lint typecheck unit integration manifests clean
 
 help:  ## List the commands.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -89,6 +89,11 @@ unit: venv
 
 integration: venv binaries
 	$(BIN)/pytest tests/integration
+
+SEED ?= 1
+COUNT ?= 200
+faults: venv binaries  ## Run COUNT (200) randomized fault scenarios from SEED (1); see docs/reliability.md.
+	$(BIN)/python -m tests.faults --seed $(SEED) --count $(COUNT)
 
 test: venv lint typecheck binaries  ## Run the whole suite: lint, types, unit and integration tests.
 	$(BIN)/pytest
