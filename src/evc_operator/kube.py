@@ -71,6 +71,17 @@ def _plain(api: client.ApiClient, model: Any) -> dict[str, Any]:
     return plain
 
 
+async def _read_or_none(api: client.ApiClient, read: Awaitable[Any]) -> dict[str, Any] | None:
+    """The object a read call returns, or None if it does not exist (404)."""
+    try:
+        found = await read
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return _plain(api, found)
+
+
 @_counted("create_pvc")
 async def create_pvc(api: client.ApiClient, body: Mapping[str, Any]) -> dict[str, Any]:
     """Create a PVC; raises ApiException 409 if one of that name exists (never touched)."""
@@ -83,14 +94,8 @@ async def create_pvc(api: client.ApiClient, body: Mapping[str, Any]) -> dict[str
 
 @_counted("read_pvc")
 async def read_pvc(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        found = await client.CoreV1Api(api).read_namespaced_persistent_volume_claim(
-            name, namespace)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return _plain(api, found)
+    return await _read_or_none(
+        api, client.CoreV1Api(api).read_namespaced_persistent_volume_claim(name, namespace))
 
 
 @_counted("patch_pvc")
@@ -150,13 +155,8 @@ async def delete_evc(api: client.ApiClient, namespace: str, name: str, uid: str,
 @_counted("read_lease")
 async def read_lease(api: client.ApiClient, namespace: str,
                      name: str) -> dict[str, Any] | None:
-    try:
-        lease = await client.CoordinationV1Api(api).read_namespaced_lease(name, namespace)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return _plain(api, lease)
+    return await _read_or_none(
+        api, client.CoordinationV1Api(api).read_namespaced_lease(name, namespace))
 
 
 @_counted("create_lease")
