@@ -9,8 +9,10 @@ decisions are made by the reconciler, through the pure modules.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -47,6 +49,23 @@ class _RoutineSuccessToDebug(logging.Filter):
         return True
 
 
+class _RetryUntilItAnswers:
+    """Delays between Kopf's attempts at one API request (discovery, list, watch).
+
+    Kopf's default gives up after 9 attempts (about 54 s) and exits with a traceback: an
+    API server that is down at start, or a permission missing from the RBAC, would make a
+    crash loop. Instead every request is retried until it succeeds, the delay growing to
+    10 s; Kopf logs each failed attempt with its URL and error. Not Sized (Kopf would count
+    attempts), and iterated anew for each request.
+    """
+
+    RAMP = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0)
+    CAP = 10.0
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain(self.RAMP, itertools.repeat(self.CAP))
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
                 **kwargs: Any) -> None:
@@ -56,6 +75,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
     settings.posting.loggers = False  # log lines never become Events; Events are explicit
+    settings.networking.error_backoffs = _RetryUntilItAnswers()  # wait, never crash-loop
     memo.api = await kube.connect()
     # Kopf passes every index by its handler's name; these objects stay live.
     indexes = Indexes(pods_by_claim=kwargs["pods_by_claim"],

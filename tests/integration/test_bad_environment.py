@@ -1,0 +1,215 @@
+"""A bad environment: the operator says what is wrong, waits, and recovers by itself.
+
+An API server that does not answer at start, a CRD that is not installed, a permission
+missing from the RBAC: each must give a clear log line and retries, never a crash loop
+with a traceback, and never a deletion made while the operator cannot see pods.
+(Invalid environment variables stop it at once: tests/unit/test_settings.py.)
+
+These start the operator as a process of their own, without waiting for it to be ready
+(it cannot be), and hand it to the `operator` fixture, which stops it and reports its log.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controlplane.cluster import ControlPlane, free_port
+from tests.integration.conftest import OperatorFactory
+from tests.integration.support import REPO, Kubectl, OperatorProcess, eventually
+
+FAST = {"EXPIRY_PERIOD": "2", "GRACE_PERIOD": "2", "COUNTDOWN_INTERVAL": "1"}
+
+
+def evc(name: str) -> str:
+    return json.dumps({"apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+                       "metadata": {"name": name}, "spec": {"size": "1Gi"}})
+
+
+def start(operator: OperatorFactory, plane: ControlPlane, namespace: str,
+          **env: str) -> OperatorProcess:
+    """`kopf run --namespace=NS --verbose ephemeral.py`, not waited for."""
+    logfile = operator.tmp_path / f"operator-{len(operator.started)}.log"
+    process = OperatorProcess(plane, namespace, logfile, {**FAST, **env})
+    operator.started.append(process)
+    return process
+
+
+def assert_running_without_traceback(process: OperatorProcess) -> None:
+    log = process.log_text()
+    assert process.process.poll() is None, f"exited with {process.process.returncode}:\n{log}"
+    assert "Traceback" not in log, log
+
+
+def logged(process: OperatorProcess, text: str, timeout: float = 30) -> None:
+    def check() -> bool:
+        assert process.process.poll() is None, process.log_text()
+        return text in process.log_text()
+
+    eventually(check, timeout=timeout, what=f"{text!r} in the operator's log")
+
+
+class TcpForwarder:
+    """Forward a loopback port to another, byte for byte: TLS passes through untouched."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for sock in (self.server, *self.connections):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_api_server_down_at_start_is_waited_for(control_plane: ControlPlane, kubectl: Kubectl,
+                                                operator: OperatorFactory,
+                                                tmp_path: Path) -> None:
+    port = free_port()  # nothing listens here until the forwarder does
+    config = json.loads(control_plane.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    kubeconfig = tmp_path / "unreachable.kubeconfig"
+    kubeconfig.write_text(json.dumps(config))
+    kubectl("apply", "-f", "-", input=evc("waiting"))  # straight to the API server
+
+    process = start(operator, control_plane, kubectl.namespace, KUBECONFIG=str(kubeconfig),
+                    EXPIRY_PERIOD="1h")
+    logged(process, f"Request attempt #4 failed; will retry: GET https://127.0.0.1:{port}/api")
+    time.sleep(6)  # well into the retries: still there, still saying why
+    assert_running_without_traceback(process)
+    log = process.log_text()
+    assert f"Connect call failed ('127.0.0.1', {port})" in log, log
+    assert "/9 failed" not in log, "Kopf counts towards its default limit of 9 attempts"
+    assert kubectl.get("pvc", "waiting") is None
+
+    forwarder = TcpForwarder(port, control_plane.api_port)  # the API server comes back
+    try:
+        eventually(lambda: kubectl.get("pvc", "waiting"), timeout=30,
+                   what="the claim served once the API server answers")
+        assert_running_without_traceback(process)
+    finally:
+        process.stop()
+        forwarder.close()
+
+
+def test_missing_crd_is_reported_and_served_once_created(operator: OperatorFactory,
+                                                         tmp_path: Path) -> None:
+    plane = ControlPlane.start(tmp_path / "bare")  # no CRD
+    try:
+        process = start(operator, plane, "default", EXPIRY_PERIOD="1h")
+        logged(process, "Unresolved resources cannot be served (try creating their CRDs): "
+                        "Selector(group='zalando.org', version='v1', "
+                        "any_name='ephemeralvolumeclaims')")
+        time.sleep(3)
+        assert_running_without_traceback(process)
+
+        plane.kubectl("apply", "-f", str(REPO / "crd.yaml"))
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                      "-f", str(REPO / "crd.yaml"))
+        kubectl = Kubectl(plane, "default")
+        kubectl("apply", "-f", "-", input=evc("late"))
+        eventually(lambda: kubectl.get("pvc", "late"), timeout=30,
+                   what="the claim served once the CRD exists")
+        assert_running_without_traceback(process)
+        process.stop()
+    finally:
+        plane.stop()
+
+
+def token_kubeconfig(plane: ControlPlane, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount, by a TokenRequest token."""
+    token = plane.kubectl("create", "token", account, "--namespace", namespace,
+                          "--duration=1h").strip()
+    ca = base64.b64encode(plane.ca_file.read_bytes()).decode()
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "local", "cluster": {"server": plane.server,
+                                                   "certificate-authority-data": ca}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}]}))
+    return path
+
+
+def cluster_role_binding(name: str, role: str, namespace: str, account: str) -> dict[str, Any]:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]}
+
+
+def test_missing_pods_permission_is_reported_deletes_nothing_and_recovers(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorFactory,
+        tmp_path: Path) -> None:
+    namespace = kubectl.namespace
+    blind, sight = f"evc-no-pods-{namespace}", f"evc-pods-{namespace}"
+    role = yaml.safe_load((REPO / "config/rbac/cluster_role.yaml").read_text())
+    role["metadata"]["name"] = blind
+    role["rules"] = [rule for rule in role["rules"] if "pods" not in rule["resources"]]
+    pods_role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                 "metadata": {"name": sight},
+                 "rules": [{"apiGroups": [""], "resources": ["pods"],
+                            "verbs": ["list", "watch"]}]}
+    try:
+        kubectl("create", "serviceaccount", "evc-operator")
+        control_plane.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "List", "items": [
+                role, cluster_role_binding(blind, blind, namespace, "evc-operator")]}))
+        config = token_kubeconfig(control_plane, namespace, "evc-operator",
+                                  tmp_path / "sa.kubeconfig")
+        kubectl("apply", "-f", "-", input=evc("unseen"))  # due 2 s after its creation
+
+        process = start(operator, control_plane, namespace, KUBECONFIG=str(config))
+        logged(process, f'pods is forbidden: User "system:serviceaccount:{namespace}:'
+                        f'evc-operator" cannot list resource "pods" in API group "" in the '
+                        f'namespace "{namespace}"')
+        time.sleep(8)  # long past the claim's expiry period
+        assert_running_without_traceback(process)
+        assert "/9 failed" not in process.log_text()
+        unseen = kubectl.get("evc", "unseen")
+        assert unseen is not None, "deleted while the operator could not see pods"
+        assert "status" not in unseen  # nothing decided half-blind
+        assert kubectl.get("pvc", "unseen") is None
+
+        control_plane.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "List", "items": [
+                pods_role, cluster_role_binding(sight, sight, namespace, "evc-operator")]}))
+        eventually(lambda: kubectl.get("evc", "unseen") is None, timeout=30,
+                   what="the overdue claim deleted once pods are visible, without a restart")
+        deleted = f"[{namespace}/unseen] Deleted: Deleting it (ExpiryPeriodElapsed)"
+        assert deleted in process.log_text()
+        assert_running_without_traceback(process)
+    finally:
+        for name in (blind, sight):
+            control_plane.kubectl("delete", "clusterrolebinding,clusterrole", name,
+                                  "--ignore-not-found")
