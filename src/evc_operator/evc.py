@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from evc_operator import lifecycle
+from evc_operator.claims import parse_quantity
 from evc_operator.settings import DURATION_HELP, MAX_DURATION, Settings, parse_duration
 from evc_operator.users import InvalidSelector, parse_time, validate_selector
 
@@ -80,6 +81,11 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
     problems: list[str] = []
     if spec.get("size") in (None, ""):
         problems.append("spec.size is missing")
+    else:
+        try:
+            parse_quantity(spec["size"])
+        except ValueError:
+            problems.append(f"spec.size={spec['size']!r} is not a quantity such as 1Gi")
     selector = spec.get("selector") or None
     try:
         validate_selector(selector)

@@ -82,6 +82,7 @@ class Reconciler:
         self._poked_at: dict[Key, float] = {}  # first unhandled poke, for evc_reaction_seconds
         self._seen_users: dict[Key, frozenset[str]] = {}  # users this process has seen
         self._rejected: dict[Key, tuple[object, ...]] = {}  # PVC updates the API refused
+        self._written: dict[Key, tuple[str, lifecycle.Claim]] = {}  # facts we recorded last
         self._reported_dry_run: set[tuple[Key, datetime.datetime | None]] = set()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
@@ -117,6 +118,7 @@ class Reconciler:
         self._poked_at.pop(key, None)
         self._seen_users.pop(key, None)
         self._rejected.pop(key, None)
+        self._written.pop(key, None)
         self._reported_dry_run = {mark for mark in self._reported_dry_run if mark[0] != key}
         self.with_selector.get(key[0], set()).discard(key[1])
 
@@ -249,7 +251,8 @@ class Reconciler:
         pvc_condition, pvc_events = await self._sync_pvc(view, body, previous, logger)
 
         now = self.clock()
-        decision = lifecycle.decide(view.claim, self._users(view), now,
+        claim = self._trusted(view)
+        decision = lifecycle.decide(claim, self._users(view), now,
                                     dry_run=self.settings.dry_run)
         if decision.action is Action.DELETE:
             if not self.pods_view_complete:
@@ -257,7 +260,7 @@ class Reconciler:
                 return
             # The index may lag behind: ask the API server itself before anything final.
             fresh = [pod_view(pod) for pod in await kube.list_pods(self.api, view.namespace)]
-            decision = lifecycle.decide(view.claim, self._users(view, fresh), self.clock(),
+            decision = lifecycle.decide(claim, self._users(view, fresh), self.clock(),
                                         dry_run=self.settings.dry_run)
 
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
@@ -310,11 +313,37 @@ class Reconciler:
         logger.log(level, "%s: %s", event.reason, event.message)
 
     def _remember(self, body: Mapping[str, Any]) -> None:
-        """Our own write's result is the freshest view; do not wait for the watch."""
+        """Our own write's result is the freshest view; do not wait for the watch.
+
+        The facts we wrote are kept too: a status that someone else rewrote afterwards
+        is not believed where it would make a deadline earlier.
+        """
         key: Key = (body["metadata"].get("namespace") or "", body["metadata"]["name"])
         if key in self.evcs:
-            self.evcs[key] = evc_view(body, self.settings)
+            view = evc_view(body, self.settings)
+            self.evcs[key] = view
             self.bodies[key] = body
+            self._written[key] = (view.uid, view.claim)
+
+    def _trusted(self, view: EvcView) -> lifecycle.Claim:
+        """The claim as decided on: its recorded facts, unless they differ from what this
+        process wrote last -- then the later of the two (when unsure, later)."""
+        uid, ours = self._written.get(view.key, (None, None))
+        claim = view.claim
+        if ours is None or uid != view.uid or (
+                claim.recorded_phase, claim.recorded_unused_since) == (
+                ours.recorded_phase, ours.recorded_unused_since):
+            return claim
+        log.warning("%s/%s: its status was changed by someone else; keeping the facts this "
+                    "operator recorded.", view.namespace, view.name)
+        if ours.recorded_phase is lifecycle.Phase.IN_USE or claim.recorded_unused_since is None:
+            return dataclasses.replace(claim, recorded_phase=ours.recorded_phase,
+                                       recorded_unused_since=ours.recorded_unused_since)
+        if ours.recorded_unused_since is not None:
+            later = max(ours.recorded_unused_since, claim.recorded_unused_since)
+            return dataclasses.replace(claim, recorded_phase=ours.recorded_phase,
+                                       recorded_unused_since=later)
+        return dataclasses.replace(claim, recorded_phase=ours.recorded_phase)
 
     async def _delete(self, view: EvcView, decision: lifecycle.Decision,
                       new_status: dict[str, Any], logger: logging.LoggerAdapter[Any]) -> None:
@@ -348,9 +377,9 @@ class Reconciler:
                         previous: Mapping[str, Any], logger: logging.LoggerAdapter[Any],
                         ) -> tuple[status.Condition, list[status.Event]]:
         """Make the PVC match the EVC, if it is ours; say how it stands."""
-        if "spec.size is missing" in view.problems:
+        if any(problem.startswith("spec.size") for problem in view.problems):
             return status.Condition("PvcReady", False, "InvalidSpec",
-                                    "No PersistentVolumeClaim without spec.size."), []
+                                    "No PersistentVolumeClaim without a valid spec.size."), []
         observed = self._observed_pvc(view.key)
         plan = plan_pvc(body, observed)
         if plan.step is PvcStep.CREATE:

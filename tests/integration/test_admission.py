@@ -85,6 +85,13 @@ def test_zero_size_string(kubectl: Kubectl, size: str) -> None:
     assert_not_created(kubectl, "zero")
 
 
+@pytest.mark.parametrize("size", ["8Ei", "10Ei", "1e19"])
+def test_size_beyond_what_a_pvc_can_request(kubectl: Kubectl, size: str) -> None:
+    result = apply(kubectl, evc("huge", size=size))
+    assert_rejected(result, "spec.size", "spec.size must be less than 8Ei")
+    assert_not_created(kubectl, "huge")
+
+
 def test_zero_size_integer(kubectl: Kubectl) -> None:
     result = apply(kubectl, evc("zero", size=0))
     assert_rejected(result, "spec.size", "spec.size must be at least 1")

@@ -164,3 +164,23 @@ def test_unchanged_state_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None
     fake.calls.clear()
     asyncio.run(reconciler.reconcile(("jobs", "scratch")))  # same world, again
     assert fake.calls == []
+
+
+def test_a_status_rewritten_by_someone_else_cannot_make_a_deadline_earlier(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[pod_body("worker", "Succeeded")])
+    reconciler = make(monkeypatch, fake, indexed_pods=[pod_body("worker")])
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert "patch_status:InUse:None" in fake.calls
+    # The user ends; someone else claims the claim has been idle since long ago.
+    ended = [pod_view(pod_body("worker", "Succeeded"))]
+    reconciler.indexes.pods_by_claim = {("jobs", "scratch"): ended}
+    forged = evc_body()
+    forged["metadata"]["resourceVersion"] = "12"
+    forged["status"] = {"phase": "Idle", "unusedSince": "2026-01-01T00:00:01Z"}
+    reconciler.observe_evc("MODIFIED", forged)
+    fake.calls.clear()
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert not any(call.startswith(("delete", "list_pods")) for call in fake.calls)
+    assert "patch_status:Idle:None" in fake.calls
+    assert reconciler.countdowns[("jobs", "scratch")].unused_since == NOW
