@@ -280,6 +280,8 @@ class Scenario:
     def _judge(self, offset: int) -> None:
         created: dict[str, datetime.datetime] = {}
         ended: dict[str, datetime.datetime] = {}
+        gone: dict[str, datetime.datetime] = {}
+        claim_created: dict[str, datetime.datetime] = {}
         deleted_claims: dict[str, datetime.datetime] = {}
         operator_pvc_writes: list[str] = []
         for entry in self._audit(offset):
@@ -291,6 +293,10 @@ class Scenario:
                 created[name] = when
             elif resource == "pods" and (verb == "delete" or ref.get("subresource") == "status"):
                 ended.setdefault(name, when)  # the first end counts
+                if verb == "delete":
+                    gone[name] = when
+            elif resource == "ephemeralvolumeclaims" and verb == "create":
+                claim_created[name] = when
             elif resource == "ephemeralvolumeclaims" and verb == "delete" and by_operator:
                 deleted_claims[name] = when
             elif (resource == "persistentvolumeclaims" and by_operator
@@ -306,15 +312,19 @@ class Scenario:
                 continue
             deleted_at = deleted_claims.get(claim.name)
             moment = deleted_at or finished
+            # A pod deleted before the claim existed never used it; one that had merely
+            # finished still exists and counts from the claim's start (as if it ended then).
+            born = claim_created.get(claim.name, claim.created)
             users = [p for p in self.pods if p.claim == claim.name
-                     and p.name in created and created[p.name] < moment]
+                     and p.name in created and created[p.name] < moment
+                     and not (p.name in gone and gone[p.name] < born)]
             for pod in users:
                 end = ended.get(pod.name)
                 if deleted_at is not None and (end is None or end > deleted_at):
                     self.report.violations.append(
                         f"{claim.name} deleted at {deleted_at:%H:%M:%S.%f} "
                         f"while {pod.name} was active")
-            ends = [ended[p.name] for p in users if p.name in ended]
+            ends = [max(ended[p.name], born) for p in users if p.name in ended]
             if users and len(ends) == len(users):
                 deadline = max(ends) + datetime.timedelta(seconds=claim.grace)
             elif users:
