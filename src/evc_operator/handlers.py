@@ -147,12 +147,19 @@ async def evc_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 
 
 @kopf.on.event(*POD)
-async def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     namespace = body.metadata.namespace or ""
     claims = [volume["persistentVolumeClaim"]["claimName"]
               for volume in body.spec.get("volumes") or ()
               if (volume.get("persistentVolumeClaim") or {}).get("claimName")]
-    _reconciler(memo).poke_for_pod(namespace, claims)
+    reconciler = _reconciler(memo)
+    if type is None:
+        # A listing: at start, or after the watch lost its place (410 Gone). Kopf does not
+        # tell which pods vanished meanwhile; the reconciler checks once the listing is over.
+        reconciler.pods_listed(namespace)
+    else:
+        reconciler.pod_seen(namespace, body.metadata.name or "")
+    reconciler.poke_for_pod(namespace, claims)
 
 
 @kopf.on.event(*PVC)

@@ -15,7 +15,7 @@ import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, cast
 
 import kopf
@@ -29,6 +29,7 @@ from evc_operator.users import PodView, pod_view, users_of
 
 Key = tuple[str, str]  # (namespace, name)
 MAX_CONCURRENT = 16
+LISTING_SETTLES = 2.0  # seconds without listing events before checking for vanished pods
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class Reconciler:
         self._seen_users: dict[Key, frozenset[str]] = {}  # users this process has seen
         self._rejected: dict[Key, tuple[object, ...]] = {}  # PVC updates the API refused
         self._written: dict[Key, tuple[str, lifecycle.Claim]] = {}  # facts we recorded last
+        self._listed: dict[str, datetime.datetime] = {}  # namespaces to check after a listing
+        self._vanished: dict[str, set[str]] = {}  # pods the index holds but the API has not
         self._reported_dry_run: set[tuple[Key, datetime.datetime | None]] = set()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
@@ -136,6 +139,34 @@ class Reconciler:
                 self.poke(key)
         self._wakeup.set()
 
+    def pods_listed(self, namespace: str) -> None:
+        """Pods of a namespace were (re)listed: once that settles, find the vanished ones."""
+        self._listed[namespace] = self.clock() + datetime.timedelta(seconds=LISTING_SETTLES)
+        self._wakeup.set()
+
+    def pod_seen(self, namespace: str, name: str) -> None:
+        """A real event about this pod: whatever the index holds for it is current."""
+        self._vanished.get(namespace, set()).discard(name)
+
+    async def _find_vanished(self, namespace: str) -> None:
+        """Pods that Kopf's index still holds but the API server no longer has.
+
+        After a watch lost its place (410 Gone), Kopf lists again but never learns of
+        pods deleted in the gap: their index entries would keep a claim in use forever.
+        A pod in the index but not in a fresh list is left out of decisions (deletions
+        still read the API server first, so this can never make one unsafe).
+        """
+        # The index first: a pod it learns of while the list is in flight is not vanished.
+        indexed = {pod.name for pod in self.indexes.pods_by_namespace.get(namespace, ())}
+        present = {pod["metadata"]["name"] for pod in await kube.list_pods(self.api, namespace)}
+        vanished = indexed - present
+        if vanished:
+            log.info("Pods gone while the watch was away in %s: %s.", namespace,
+                     ", ".join(sorted(vanished)))
+        self._vanished[namespace] = vanished
+        for key in [key for key in self.evcs if key[0] == namespace]:
+            self.poke(key)
+
     def poke_for_pod(self, namespace: str, claims: Iterable[str]) -> None:
         """A pod changed: look again at the EVCs it mounts and those with a selector."""
         for claim in claims:
@@ -154,6 +185,10 @@ class Reconciler:
                     await self._wakeup.wait()  # set_active() wakes us
                     continue
                 now = self.clock()
+                for namespace, when in list(self._listed.items()):
+                    if when <= now:
+                        del self._listed[namespace]
+                        self._spawn(self._find_vanished(namespace))
                 for key, when in list(self.deadlines.items()):
                     if when <= now:
                         del self.deadlines[key]
@@ -162,19 +197,31 @@ class Reconciler:
                     if key not in self._running:
                         self._dirty.discard(key)
                         self._running.add(key)
-                        task = asyncio.create_task(self._reconcile_guarded(key))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                        self._spawn(self._reconcile_guarded(key))
                 self._wakeup.clear()
                 timeout = None
-                if self.deadlines:
-                    soonest = min(self.deadlines.values())
-                    timeout = max(0.0, (soonest - self.clock()).total_seconds())
+                upcoming = [*self.deadlines.values(), *self._listed.values()]
+                if upcoming:
+                    timeout = max(0.0, (min(upcoming) - self.clock()).total_seconds())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
         finally:
             for task in self._tasks:
                 task.cancel()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._logged(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _logged(work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("Background work failed: %s", _describe(error))
 
     async def log_countdowns(self) -> None:
         """Every COUNTDOWN_INTERVAL, log which countdown runs and the time left. No API calls."""
@@ -232,6 +279,10 @@ class Reconciler:
             mounting = self.indexes.pods_by_claim.get(view.key, ())
             in_namespace = (self.indexes.pods_by_namespace.get(view.namespace, ())
                             if view.selector else ())
+        if fresh is None and self._vanished.get(view.namespace):
+            vanished = self._vanished[view.namespace]
+            mounting = [pod for pod in mounting if pod.name not in vanished]
+            in_namespace = [pod for pod in in_namespace if pod.name not in vanished]
         seen = self._seen_users.get(view.key, frozenset())
         users = users_of(view.name, view.selector, mounting, in_namespace)
         self._seen_users[view.key] = frozenset(user.name for user in users)

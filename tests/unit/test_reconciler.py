@@ -184,3 +184,22 @@ def test_a_status_rewritten_by_someone_else_cannot_make_a_deadline_earlier(
     assert not any(call.startswith(("delete", "list_pods")) for call in fake.calls)
     assert "patch_status:Idle:None" in fake.calls
     assert reconciler.countdowns[("jobs", "scratch")].unused_since == NOW
+
+
+def test_pods_that_vanished_while_the_watch_was_away_do_not_keep_a_claim_in_use(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kopf re-lists after 410 Gone but keeps index entries of pods deleted meanwhile."""
+    fake = FakeApi(fresh_pods=[])  # the API server: the pod is gone
+    reconciler = make(monkeypatch, fake, indexed_pods=[pod_body("ghost")])  # the index: not
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert "patch_status:InUse:None" in fake.calls
+    fake.calls.clear()
+    asyncio.run(reconciler._find_vanished("jobs"))
+    assert fake.calls == ["list_pods"]
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert "patch_status:Idle:None" in fake.calls
+    # A real event about a pod of that name makes its index entry count again.
+    reconciler.pod_seen("jobs", "ghost")
+    fake.calls.clear()
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert "patch_status:InUse:None" in fake.calls
