@@ -11,7 +11,6 @@ These start the operator as a process of their own, without waiting for it to be
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import socket
@@ -25,6 +24,7 @@ import yaml
 from controlplane.cluster import ControlPlane, free_port
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import REPO, Kubectl, OperatorProcess, eventually
+from tests.integration.test_deploy import token_kubeconfig
 
 FAST = {"EXPIRY_PERIOD": "2", "GRACE_PERIOD": "2", "COUNTDOWN_INTERVAL": "1"}
 
@@ -144,20 +144,6 @@ def test_missing_crd_is_reported_and_served_once_created(operator: OperatorFacto
         process.stop()
     finally:
         plane.stop()
-
-
-def token_kubeconfig(plane: ControlPlane, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as a ServiceAccount, by a TokenRequest token."""
-    token = plane.kubectl("create", "token", account, "--namespace", namespace,
-                          "--duration=1h").strip()
-    ca = base64.b64encode(plane.ca_file.read_bytes()).decode()
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "local", "cluster": {"server": plane.server,
-                                                   "certificate-authority-data": ca}}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}]}))
-    return path
 
 
 def cluster_role_binding(name: str, role: str, namespace: str, account: str) -> dict[str, Any]:
