@@ -323,7 +323,7 @@ class Reconciler:
         events += status.transition_events(decision, view.claim.recorded_phase,
                                            expiry_period=view.claim.expiry_period,
                                            grace_period=view.claim.grace_period)
-        if view.problems and _condition_changed(previous, "SpecValid", "False"):
+        if view.problems and _condition(previous, "SpecValid") != "False":
             events.append(status.Event("Warning", "InvalidSpec", "; ".join(view.problems)))
 
         if decision.action is Action.DELETE:
@@ -509,10 +509,6 @@ def _condition(previous: Mapping[str, Any], kind: str,
             value = condition.get(field)
             return str(value) if value is not None else None
     return None
-
-
-def _condition_changed(previous: Mapping[str, Any], kind: str, new_status: str) -> bool:
-    return _condition(previous, kind) != new_status
 
 
 def pvc_index_entry(body: Mapping[str, Any]) -> dict[Key, PvcView]:
