@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import heapq
 import logging
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
@@ -62,6 +63,44 @@ def _newer(candidate: str, current: str) -> bool:
         return True
 
 
+class Deadlines(dict[Key, datetime.datetime]):
+    """When to look at each claim again: the mapping is the truth, a heap finds the earliest.
+
+    With thousands of countdowns, scanning every deadline at every wake would cost more
+    than the work it finds. Setting a key pushes (when, key); entries that no longer match
+    the mapping (moved or removed since) are dropped when they come to the top.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._heap: list[tuple[datetime.datetime, Key]] = []
+
+    def __setitem__(self, key: Key, when: datetime.datetime) -> None:
+        if self.get(key) == when:
+            return  # its heap entry is still there: a claim re-decided often adds nothing
+        super().__setitem__(key, when)
+        heapq.heappush(self._heap, (when, key))
+        if len(self._heap) > 2 * len(self) + 64:
+            # Mostly moved or removed deadlines: rebuild rather than let them pile up.
+            self._heap = [(moment, held) for held, moment in self.items()]
+            heapq.heapify(self._heap)
+
+    def earliest(self) -> datetime.datetime | None:
+        heap = self._heap
+        while heap and self.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, now: datetime.datetime) -> list[Key]:
+        """Remove and return every key whose deadline is not after `now`."""
+        due: list[Key] = []
+        while (when := self.earliest()) is not None and when <= now:
+            _, key = heapq.heappop(self._heap)
+            del self[key]
+            due.append(key)
+        return due
+
+
 class Reconciler:
     def __init__(self, api: Any, settings: Settings, kopf_settings: kopf.OperatorSettings,
                  indexes: Indexes, *, clock: Callable[[], datetime.datetime] = utcnow) -> None:
@@ -72,7 +111,7 @@ class Reconciler:
         self.clock = clock
         self.evcs: dict[Key, EvcView] = {}
         self.bodies: dict[Key, Mapping[str, Any]] = {}
-        self.deadlines: dict[Key, datetime.datetime] = {}  # when to look again
+        self.deadlines = Deadlines()  # when to look again
         self.countdowns: dict[Key, lifecycle.Decision] = {}  # pending deletions, for logs
         self.with_selector: dict[str, set[str]] = {}  # namespace -> EVC names with a selector
         self.pods_view_complete = False
@@ -189,10 +228,8 @@ class Reconciler:
                     if when <= now:
                         del self._listed[namespace]
                         self._spawn(self._find_vanished(namespace))
-                for key, when in list(self.deadlines.items()):
-                    if when <= now:
-                        del self.deadlines[key]
-                        self.poke(key)
+                for key in self.deadlines.pop_due(now):
+                    self.poke(key)
                 for key in list(self._dirty):
                     if key not in self._running:
                         self._dirty.discard(key)
@@ -200,7 +237,9 @@ class Reconciler:
                         self._spawn(self._reconcile_guarded(key))
                 self._wakeup.clear()
                 timeout = None
-                upcoming = [*self.deadlines.values(), *self._listed.values()]
+                upcoming = list(self._listed.values())
+                if (earliest := self.deadlines.earliest()) is not None:
+                    upcoming.append(earliest)
                 if upcoming:
                     timeout = max(0.0, (min(upcoming) - self.clock()).total_seconds())
                 with contextlib.suppress(TimeoutError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from evc_operator import kube
 from evc_operator.claims import pvc_view
-from evc_operator.reconciler import Indexes, Reconciler
+from evc_operator.reconciler import Deadlines, Indexes, Reconciler
 from evc_operator.settings import Settings
 from evc_operator.users import pod_view
 
@@ -203,3 +204,85 @@ def test_pods_that_vanished_while_the_watch_was_away_do_not_keep_a_claim_in_use(
     fake.calls.clear()
     asyncio.run(reconciler.reconcile(("jobs", "scratch")))
     assert "patch_status:InUse:None" in fake.calls
+
+
+def _at(seconds: float) -> datetime.datetime:
+    return T0 + datetime.timedelta(seconds=seconds)
+
+
+def test_deadlines_come_due_in_order_and_only_as_the_mapping_says() -> None:
+    deadlines = Deadlines()
+    deadlines[("ns", "c")] = _at(30)
+    deadlines[("ns", "a")] = _at(10)
+    deadlines[("ns", "b")] = _at(20)
+    deadlines[("ns", "a")] = _at(25)  # moved later: its old entry must not fire
+    deadlines[("ns", "b")] = _at(5)  # moved earlier
+    deadlines.pop(("ns", "c"))  # forgotten
+    assert deadlines.earliest() == _at(5)
+    assert deadlines.pop_due(_at(10)) == [("ns", "b")]
+    assert deadlines.pop_due(_at(24)) == []
+    assert deadlines.earliest() == _at(25)
+    assert deadlines.pop_due(_at(100)) == [("ns", "a")]
+    assert deadlines.earliest() is None
+    assert dict(deadlines) == {}
+
+
+def test_deadlines_match_a_full_scan_whatever_the_order_of_changes() -> None:
+    rng = random.Random(7)
+    deadlines = Deadlines()
+    truth: dict[tuple[str, str], datetime.datetime] = {}
+    now = 0
+    for _ in range(5000):
+        key = ("ns", f"c{rng.randrange(50)}")
+        roll = rng.random()
+        if roll < 0.6:
+            when = _at(now + rng.randrange(0, 40))
+            deadlines[key] = truth[key] = when
+        elif roll < 0.8:
+            deadlines.pop(key, None)
+            truth.pop(key, None)
+        else:
+            now += rng.randrange(0, 10)
+            due = {k for k, when in truth.items() if when <= _at(now)}
+            assert set(deadlines.pop_due(_at(now))) == due
+            for k in due:
+                del truth[k]
+        assert dict(deadlines) == truth
+        assert deadlines.earliest() == min(truth.values(), default=None)
+    assert len(deadlines._heap) <= 2 * len(truth) + 65  # stale entries do not pile up
+
+
+def test_the_scheduler_wakes_at_the_earliest_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [T0]
+    reconciler = Reconciler(object(), Settings(), kopf.OperatorSettings(),
+                            Indexes(pods_by_claim={}, pods_by_namespace={}, pvcs={}),
+                            clock=lambda: clock[0])
+    reconciled: list[tuple[str, str]] = []
+
+    async def reconcile(key: tuple[str, str]) -> None:
+        reconciled.append(key)
+
+    monkeypatch.setattr(reconciler, "reconcile", reconcile)
+    for name in ("late", "soon"):
+        body = evc_body()
+        body["metadata"]["name"] = name
+        reconciler.observe_evc(None, body)
+    reconciler._dirty.clear()  # only the deadlines should bring them up
+    reconciler.deadlines[("jobs", "late")] = T0 + datetime.timedelta(seconds=0.5)
+    reconciler.deadlines[("jobs", "soon")] = T0 + datetime.timedelta(seconds=0.05)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(reconciler.run())
+        await asyncio.sleep(0.01)
+        assert reconciled == []
+        clock[0] = T0 + datetime.timedelta(seconds=0.1)
+        await asyncio.sleep(0.1)  # its timer, computed at T0, ran out meanwhile
+        assert reconciled == [("jobs", "soon")]
+        clock[0] = T0 + datetime.timedelta(seconds=1)
+        await asyncio.sleep(0.5)
+        assert reconciled == [("jobs", "soon"), ("jobs", "late")]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
