@@ -2,8 +2,9 @@
 
 Everything here is async (kubernetes_asyncio) because it runs inside Kopf's
 event loop; a sync client there would stall every other handler. Functions
-return plain dicts (the API's own JSON) and raise ApiException on failure;
-deciding what to do about either is the caller's business.
+return plain dicts (the API's own JSON), or for pod lists only their projections,
+and raise ApiException on failure; deciding what to do about either is the
+caller's business.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from evc_operator.metrics import API_ERRORS
 from evc_operator.resources import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from evc_operator.status import Event
+from evc_operator.users import PodView, pod_view
 
 # Explicit, or the client picks strategic merge patch, which custom resources refuse.
 # (Its type stubs omit `_content_type`, which its code accepts: hence the ignores.)
@@ -126,12 +128,38 @@ async def patch_evc_status(api: client.ApiClient, namespace: str, name: str,
     return cast(dict[str, Any], patched)
 
 
+LIST_PAGE = 500  # pods per page of a fresh list: bounds memory, not the list's consistency
+
+
 @_counted("list_pods")
-async def list_pods(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    """All pods of a namespace, read from the API server itself (not a cache)."""
-    pods = await client.CoreV1Api(api).list_namespaced_pod(namespace)
-    items: list[dict[str, Any]] = _plain(api, pods).get("items") or []
-    return items
+async def list_pod_views(api: client.ApiClient, namespace: str) -> list[PodView]:
+    """All pods of a namespace, read from the API server itself (not a cache), as PodViews.
+
+    No resourceVersion: the first page is a consistent read of the latest state, and the
+    pages after it come from the same snapshot, so the whole list is as fresh as the moment
+    it began. Pages are parsed from raw JSON and only their projections kept: the client's
+    models would cost far more than the list for thousands of pods.
+    """
+    core = client.CoreV1Api(api)
+    views: list[PodView] = []
+    token: str | None = None
+    while True:
+        paging: dict[str, Any] = {"_continue": token} if token else {}
+        response = cast(aiohttp.ClientResponse, await core.list_namespaced_pod(
+            namespace, limit=LIST_PAGE, _preload_content=False, **paging))
+        async with response:
+            data = await response.read()
+            if not 200 <= response.status <= 299:
+                # Raw responses skip the client's own check: raise what it would have.
+                error = ApiException(status=response.status, reason=response.reason)
+                error.body = data
+                error.headers = response.headers
+                raise error
+        page = json.loads(data)
+        views.extend(pod_view(item) for item in page.get("items") or ())
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return views
 
 
 @_counted("delete_evc")

@@ -16,7 +16,7 @@ import datetime
 import heapq
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, cast
 
 import kopf
@@ -101,6 +101,76 @@ class Deadlines(dict[Key, datetime.datetime]):
         return due
 
 
+@dataclasses.dataclass(frozen=True)
+class PodList:
+    """One fresh list of a namespace's pods, with those mounting each claim found once:
+    a wave of deletions would otherwise scan every pod once per claim."""
+
+    pods: tuple[PodView, ...]
+    by_claim: Mapping[str, tuple[PodView, ...]]
+
+    @classmethod
+    def of(cls, pods: Iterable[PodView]) -> PodList:
+        pods = tuple(pods)
+        by_claim: dict[str, list[PodView]] = {}
+        for pod in pods:
+            for claim in pod.claims:
+                by_claim.setdefault(claim, []).append(pod)
+        return cls(pods, {claim: tuple(found) for claim, found in by_claim.items()})
+
+
+class FreshPods:
+    """Fresh lists of a namespace's pods from the API server, shared between requests.
+
+    A list serves only the requests made before it began: a later one may rest on a
+    decision that the list predates. So a request made while a list of its namespace is
+    in flight waits for the next list, which starts when that one ends and serves every
+    request made meanwhile. Many deletions due together in a namespace then cost one list
+    per wave, not one each, and none decides on a list older than its own reasoning.
+    """
+
+    def __init__(self, lister: Callable[[str], Awaitable[Iterable[PodView]]]) -> None:
+        self._lister = lister
+        self._next: dict[str, asyncio.Future[PodList]] = {}  # not started: open to joiners
+        self._listing: dict[str, asyncio.Task[None]] = {}
+
+    async def get(self, namespace: str) -> PodList:
+        wave = self._next.get(namespace)
+        if wave is None:
+            wave = self._next[namespace] = asyncio.get_running_loop().create_future()
+            # Retrieve a failure even if every waiter was cancelled: no stray warning.
+            wave.add_done_callback(lambda done: done.cancelled() or done.exception())
+            if namespace not in self._listing:
+                self._listing[namespace] = asyncio.create_task(self._list(namespace))
+        # One waiter cancelled (its claim forgotten, say) must not cancel the others'.
+        return await asyncio.shield(wave)
+
+    async def _list(self, namespace: str) -> None:
+        wave: asyncio.Future[PodList] | None = None
+        try:
+            # Taken out before listing: whoever asks from now on waits for the next list.
+            while (wave := self._next.pop(namespace, None)) is not None:
+                try:
+                    pods = PodList.of(await self._lister(namespace))
+                except Exception as error:
+                    wave.set_exception(error)
+                else:
+                    wave.set_result(pods)
+        finally:
+            del self._listing[namespace]
+            for left in (wave, self._next.pop(namespace, None)):
+                if left is not None and not left.done():
+                    left.cancel()
+
+    def close(self) -> None:
+        """Stop listing: whoever still waits is cancelled (the operator is stopping)."""
+        for task in self._listing.values():
+            task.cancel()  # its own cleanup runs when it next resumes
+        for wave in self._next.values():
+            wave.cancel()
+        self._next.clear()
+
+
 class Reconciler:
     def __init__(self, api: Any, settings: Settings, kopf_settings: kopf.OperatorSettings,
                  indexes: Indexes, *, clock: Callable[[], datetime.datetime] = utcnow) -> None:
@@ -129,6 +199,7 @@ class Reconciler:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.fresh_pods = FreshPods(lambda namespace: kube.list_pod_views(self.api, namespace))
 
     # --- what handlers call --------------------------------------------------------------
 
@@ -197,7 +268,7 @@ class Reconciler:
         """
         # The index first: a pod it learns of while the list is in flight is not vanished.
         indexed = {pod.name for pod in self.indexes.pods_by_namespace.get(namespace, ())}
-        present = {pod["metadata"]["name"] for pod in await kube.list_pods(self.api, namespace)}
+        present = {pod.name for pod in (await self.fresh_pods.get(namespace)).pods}
         vanished = indexed - present
         if vanished:
             log.info("Pods gone while the watch was away in %s: %s.", namespace,
@@ -247,6 +318,7 @@ class Reconciler:
         finally:
             for task in self._tasks:
                 task.cancel()
+            self.fresh_pods.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(self._logged(work))
@@ -309,11 +381,13 @@ class Reconciler:
             return logging.LoggerAdapter(log, {})
         return kopf.LocalObjectLogger(body=kopf.Body(cast(Any, body)), settings=self.kopf_settings)
 
-    def _users(self, view: EvcView, fresh: Collection[PodView] | None = None,
+    def _users(self, view: EvcView, fresh: PodList | None = None,
                ) -> list[lifecycle.PodUse]:
         """Users from the indexes, or from a fresh list of the namespace's pods."""
+        mounting: Collection[PodView]
+        in_namespace: Collection[PodView]
         if fresh is not None:
-            mounting, in_namespace = fresh, fresh
+            mounting, in_namespace = fresh.by_claim.get(view.name, ()), fresh.pods
         else:
             mounting = self.indexes.pods_by_claim.get(view.key, ())
             in_namespace = (self.indexes.pods_by_namespace.get(view.namespace, ())
@@ -349,7 +423,7 @@ class Reconciler:
                 self.deadlines[key] = now + datetime.timedelta(seconds=1)
                 return
             # The index may lag behind: ask the API server itself before anything final.
-            fresh = [pod_view(pod) for pod in await kube.list_pods(self.api, view.namespace)]
+            fresh = await self.fresh_pods.get(view.namespace)
             decision = lifecycle.decide(claim, self._users(view, fresh), self.clock(),
                                         dry_run=self.settings.dry_run)
 

@@ -7,6 +7,7 @@ what it refuses to do); the real API server is exercised by tests/integration.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import random
 from collections.abc import Mapping
@@ -17,9 +18,9 @@ import pytest
 
 from evc_operator import kube
 from evc_operator.claims import pvc_view
-from evc_operator.reconciler import Deadlines, Indexes, Reconciler
+from evc_operator.reconciler import Deadlines, FreshPods, Indexes, Reconciler
 from evc_operator.settings import Settings
-from evc_operator.users import pod_view
+from evc_operator.users import PodView, pod_view
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 NOW = T0 + datetime.timedelta(seconds=100)  # long past the 30 s expiry
@@ -59,11 +60,11 @@ class FakeApi:
         self.fresh_pods = fresh_pods
         self.calls: list[str] = []
 
-    async def list_pods(self, api: object, namespace: str) -> list[dict[str, Any]]:
+    async def list_pod_views(self, api: object, namespace: str) -> list[PodView]:
         self.calls.append("list_pods")
         if isinstance(self.fresh_pods, Exception):
             raise self.fresh_pods
-        return self.fresh_pods
+        return [pod_view(pod) for pod in self.fresh_pods]
 
     async def patch_evc_status(self, api: object, namespace: str, name: str,
                                status: Mapping[str, Any], *,
@@ -85,7 +86,7 @@ class FakeApi:
 
 def make(monkeypatch: pytest.MonkeyPatch, fake: FakeApi,
          indexed_pods: list[dict[str, Any]], *, complete: bool = True) -> Reconciler:
-    for name in ("list_pods", "patch_evc_status", "delete_evc", "post_event"):
+    for name in ("list_pod_views", "patch_evc_status", "delete_evc", "post_event"):
         monkeypatch.setattr(kube, name, getattr(fake, name))
     views = [pod_view(body) for body in indexed_pods]
     indexes = Indexes(pods_by_claim={("jobs", "scratch"): views},
@@ -286,3 +287,152 @@ def test_the_scheduler_wakes_at_the_earliest_deadline(monkeypatch: pytest.Monkey
             await task
 
     asyncio.run(scenario())
+
+
+class FakeLister:
+    """Lists that finish only when the test says so; each returns the pods of its number."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.release: dict[int, asyncio.Future[None]] = {}
+        self.fail: set[int] = set()
+
+    async def __call__(self, namespace: str) -> list[PodView]:
+        self.started.append(namespace)
+        number = len(self.started)
+        self.release[number] = asyncio.get_running_loop().create_future()
+        await self.release[number]
+        if number in self.fail:
+            raise kube.ApiException(status=503, reason="Service Unavailable")
+        return [pod_view({"metadata": {"name": f"list-{number}", "namespace": namespace,
+                                       "creationTimestamp": "2026-01-01T00:00:00Z"}})]
+
+    def finish(self, number: int) -> None:
+        self.release[number].set_result(None)
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def _names(result: Any) -> list[str]:
+    return [pod.name for pod in result.pods]
+
+
+def test_requests_made_together_share_one_list() -> None:
+    async def scenario() -> None:
+        lister = FakeLister()
+        fresh = FreshPods(lister)
+        waiting = [asyncio.create_task(fresh.get("jobs")) for _ in range(5)]
+        await _settle()
+        lister.finish(1)
+        results = await asyncio.gather(*waiting)
+        assert lister.started == ["jobs"]
+        assert all(_names(result) == ["list-1"] for result in results)
+
+    asyncio.run(scenario())
+
+
+def test_a_request_made_while_a_list_is_in_flight_gets_the_next_list() -> None:
+    async def scenario() -> None:
+        lister = FakeLister()
+        fresh = FreshPods(lister)
+        first = asyncio.create_task(fresh.get("jobs"))
+        await _settle()
+        assert lister.started == ["jobs"]  # list 1 in flight
+        later = [asyncio.create_task(fresh.get("jobs")) for _ in range(3)]
+        await _settle()
+        assert lister.started == ["jobs"]  # they wait; no list of their own yet
+        lister.finish(1)
+        assert _names(await first) == ["list-1"]
+        await _settle()
+        assert lister.started == ["jobs", "jobs"]  # one list for all three
+        assert not any(task.done() for task in later)  # not served by list 1
+        lister.finish(2)
+        assert all(_names(result) == ["list-2"] for result in await asyncio.gather(*later))
+        # Nothing in flight any more: the next request starts a list at once.
+        again = asyncio.create_task(fresh.get("jobs"))
+        await _settle()
+        lister.finish(3)
+        assert _names(await again) == ["list-3"]
+
+    asyncio.run(scenario())
+
+
+def test_namespaces_are_listed_independently() -> None:
+    async def scenario() -> None:
+        lister = FakeLister()
+        fresh = FreshPods(lister)
+        jobs = asyncio.create_task(fresh.get("jobs"))
+        await _settle()
+        other = asyncio.create_task(fresh.get("other"))
+        await _settle()
+        assert lister.started == ["jobs", "other"]
+        lister.finish(2)
+        assert _names(await other) == ["list-2"]
+        assert not jobs.done()
+        lister.finish(1)
+        assert _names(await jobs) == ["list-1"]
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_list_fails_its_wave_only_and_a_cancelled_waiter_only_itself() -> None:
+    async def scenario() -> None:
+        lister = FakeLister()
+        lister.fail.add(1)
+        fresh = FreshPods(lister)
+        failing = [asyncio.create_task(fresh.get("jobs")) for _ in range(2)]
+        await _settle()
+        later = [asyncio.create_task(fresh.get("jobs")) for _ in range(2)]
+        await _settle()
+        later[0].cancel()
+        lister.finish(1)
+        for task in failing:
+            with pytest.raises(kube.ApiException):
+                await task
+        await _settle()
+        lister.finish(2)
+        assert _names(await later[1]) == ["list-2"]
+        assert later[0].cancelled()
+        assert lister.started == ["jobs", "jobs"]
+
+    asyncio.run(scenario())
+
+
+def test_closing_cancels_lists_and_waiters() -> None:
+    async def scenario() -> None:
+        lister = FakeLister()
+        fresh = FreshPods(lister)
+        first = asyncio.create_task(fresh.get("jobs"))
+        await _settle()
+        queued = asyncio.create_task(fresh.get("jobs"))
+        await _settle()
+        fresh.close()
+        await _settle()
+        assert first.cancelled()
+        assert queued.cancelled()
+
+    asyncio.run(scenario())
+
+
+def test_simultaneous_deletions_in_a_namespace_cost_one_list(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler = make(monkeypatch, fake, indexed_pods=[])
+    for name in ("other-1", "other-2"):
+        body = evc_body()
+        body["metadata"]["name"] = name
+        body["metadata"]["uid"] = f"{name}-uid"
+        reconciler.observe_evc(None, body)
+        reconciler.indexes.pvcs[("jobs", name)] = [dataclasses.replace(  # type: ignore[index]
+            OWN_PVC, name=name, controllers=(f"{name}-uid",))]
+
+    async def scenario() -> None:
+        await asyncio.gather(*(reconciler.reconcile(("jobs", name))
+                               for name in ("scratch", "other-1", "other-2")))
+
+    asyncio.run(scenario())
+    assert fake.calls.count("list_pods") == 1
+    assert len([call for call in fake.calls if call.startswith("delete")]) == 3
