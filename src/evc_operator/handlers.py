@@ -20,7 +20,7 @@ import kopf
 from evc_operator import kube, metrics
 from evc_operator.claims import PvcView
 from evc_operator.leadership import Leadership, LeaseSettings
-from evc_operator.reconciler import Indexes, Key, Reconciler, pod_index_entries, pvc_index_entry
+from evc_operator.reconciler import Indexes, Key, Reconciler, pod_index_entry, pvc_index_entry
 from evc_operator.resources import CRD, CRD_NAME, EVC, POD, PVC
 from evc_operator.settings import Settings, SettingsError
 from evc_operator.users import PodView
@@ -78,9 +78,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     settings.networking.error_backoffs = _RetryUntilItAnswers()  # wait, never crash-loop
     memo.api = await kube.connect()
     # Kopf passes every index by its handler's name; these objects stay live.
-    indexes = Indexes(pods_by_claim=kwargs["pods_by_claim"],
-                      pods_by_namespace=kwargs["pods_by_namespace"],
-                      pvcs=kwargs["pvcs_by_name"])
+    pods = kwargs["pods_by_claim_and_namespace"]
+    indexes = Indexes(pods_by_claim=pods, pods_by_namespace=pods, pvcs=kwargs["pvcs_by_name"])
     memo.reconciler = reconciler = Reconciler(memo.api, config, settings, indexes)
     memo.tasks = [asyncio.create_task(reconciler.run(), name="evc-scheduler"),
                   asyncio.create_task(reconciler.log_countdowns(), name="evc-countdowns")]
@@ -113,13 +112,10 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index(*POD)
-async def pods_by_claim(body: kopf.Body, **_: Any) -> dict[Key, PodView]:
-    return pod_index_entries(body)[0]
-
-
-@kopf.index(*POD)
-async def pods_by_namespace(body: kopf.Body, **_: Any) -> dict[str, PodView]:
-    return pod_index_entries(body)[1]
+async def pods_by_claim_and_namespace(body: kopf.Body, **_: Any) -> dict[Key | str, PodView]:
+    # One index, not one per lookup: with tens of thousands of pods, every event would
+    # otherwise build its view twice and go through Kopf's handler machinery twice.
+    return pod_index_entry(body)
 
 
 @kopf.index(*PVC)

@@ -47,7 +47,7 @@ class Indexes:
     """Kopf's live indexes of pods and PVCs (filled before any handler runs)."""
 
     pods_by_claim: Lookup  # (namespace, claimName) -> [PodView]
-    pods_by_namespace: Lookup  # namespace -> [PodView]
+    pods_by_namespace: Lookup  # namespace -> [PodView]; the same index may serve both
     pvcs: Lookup  # (namespace, name) -> [PvcView]
 
 
@@ -629,6 +629,11 @@ def pvc_index_entry(body: Mapping[str, Any]) -> dict[Key, PvcView]:
     return {(view.namespace, view.name): view}
 
 
-def pod_index_entries(body: Mapping[str, Any]) -> tuple[dict[Key, PodView], dict[str, PodView]]:
+def pod_index_entry(body: Mapping[str, Any]) -> dict[Key | str, PodView]:
+    """Where a pod goes in the one index of pods: under (namespace, claim) for each claim
+    it mounts, and under its namespace. The two kinds of key never collide (a tuple, a
+    string), so one index serves both lookups, with one view per pod event."""
     view = pod_view(body)
-    return ({(view.namespace, claim): view for claim in view.claims}, {view.namespace: view})
+    entry: dict[Key | str, PodView] = {(view.namespace, claim): view for claim in view.claims}
+    entry[view.namespace] = view
+    return entry

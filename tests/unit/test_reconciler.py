@@ -18,7 +18,7 @@ import pytest
 
 from evc_operator import kube
 from evc_operator.claims import pvc_view
-from evc_operator.reconciler import Deadlines, FreshPods, Indexes, Reconciler
+from evc_operator.reconciler import Deadlines, FreshPods, Indexes, Reconciler, pod_index_entry
 from evc_operator.settings import Settings
 from evc_operator.users import PodView, pod_view
 
@@ -436,3 +436,30 @@ def test_simultaneous_deletions_in_a_namespace_cost_one_list(
     asyncio.run(scenario())
     assert fake.calls.count("list_pods") == 1
     assert len([call for call in fake.calls if call.startswith("delete")]) == 3
+
+
+def test_one_pod_index_serves_both_lookups_and_holds_non_users_by_namespace_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bodies = [pod_body("worker"), {**pod_body("bystander"), "spec": {}},
+              {**pod_body("labelled"), "spec": {}}]
+    bodies[2]["metadata"] = {**bodies[2]["metadata"], "labels": {"app": "batch"}}
+    index: dict[Any, list[PodView]] = {}
+    for body in bodies:  # what Kopf does with each handler result
+        for key, view in pod_index_entry(body).items():
+            index.setdefault(key, []).append(view)
+    assert set(index) == {("jobs", "scratch"), "jobs"}
+    assert [pod.name for pod in index[("jobs", "scratch")]] == ["worker"]
+    assert [pod.name for pod in index["jobs"]] == ["worker", "bystander", "labelled"]
+    assert index[("jobs", "scratch")][0] is index["jobs"][0]  # one view per event
+
+    fake = FakeApi(fresh_pods=[])
+    reconciler = make(monkeypatch, fake, indexed_pods=[])
+    reconciler.indexes = Indexes(pods_by_claim=index, pods_by_namespace=index,
+                                 pvcs=reconciler.indexes.pvcs)
+    body = evc_body()
+    body["metadata"]["resourceVersion"] = "12"
+    body["spec"]["selector"] = {"matchLabels": {"app": "batch"}}
+    reconciler.observe_evc("MODIFIED", body)
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert fake.calls[0] == "patch_status:InUse:None"
+    assert reconciler._seen_users[("jobs", "scratch")] == {"worker", "labelled"}
