@@ -87,7 +87,7 @@ class ControlPlane:
     @classmethod
     def start(cls, workdir: Path, *, binaries: Binaries | None = None, timeout: float = 120.0,
               detached: bool = False, crds: Sequence[Path] = (),
-              audit: bool = False) -> ControlPlane:
+              audit: bool = False, audit_users: Sequence[str] = ()) -> ControlPlane:
         """Start all components and wait until the cluster can run pods.
 
         `detached` lets the processes outlive this Python process (`make cluster`);
@@ -95,7 +95,9 @@ class ControlPlane:
         `crds` are installed before the controller-manager starts: its garbage collector
         reads API discovery only every 30 s, so owner references to custom resources
         would otherwise be ignored for that long. `audit` makes the API server log every
-        request's metadata to `logs/audit.log`: an independent record of who did what, when.
+        request's metadata to `logs/audit.log`: an independent record of who did what, when;
+        `audit_users` limits that record to requests by these users (a benchmark's load
+        generator would otherwise write most of it).
         """
         binaries = binaries or ensure_binaries()
         workdir = workdir.resolve()
@@ -104,14 +106,15 @@ class ControlPlane:
         plane = cls(workdir=workdir, api_port=free_port(), admin_token=secrets.token_hex(16),
                     kubectl_path=binaries.kubectl)
         try:
-            plane._start(binaries, timeout=timeout, detached=detached, crds=crds, audit=audit)
+            plane._start(binaries, timeout=timeout, detached=detached, crds=crds, audit=audit,
+                         audit_users=audit_users)
         except BaseException:
             plane.stop()
             raise
         return plane
 
     def _start(self, binaries: Binaries, *, timeout: float, detached: bool,
-               crds: Sequence[Path], audit: bool) -> None:
+               crds: Sequence[Path], audit: bool, audit_users: Sequence[str] = ()) -> None:
         deadline = time.monotonic() + timeout
         etcd_client, etcd_peer = free_port(), free_port()
         self.etcd_port = etcd_client
@@ -153,7 +156,7 @@ class ControlPlane:
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--profiling=false",
-            *self._audit_flags(pki, audit),
+            *self._audit_flags(pki, audit, audit_users),
         ])
         self._wait(f"{self.server}/readyz", deadline, "kube-apiserver")
         self._write_kubeconfig(self.kubeconfig, "admin", self.admin_token)
@@ -255,9 +258,12 @@ class ControlPlane:
     def audit_log(self) -> Path:
         return self.logs / "audit.log"
 
-    def _audit_flags(self, pki: Path, audit: bool) -> list[str]:
+    def _audit_flags(self, pki: Path, audit: bool, users: Sequence[str]) -> list[str]:
         if not audit:
             return []
+        logged: dict[str, object] = {"level": "Metadata"}
+        if users:
+            logged = {"level": "Metadata", "users": list(users)}
         policy = pki / "audit-policy.json"
         policy.write_text(json.dumps({
             "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
@@ -266,7 +272,7 @@ class ControlPlane:
                                                              "/healthz*"]},
                       {"level": "None", "resources": [{"group": "coordination.k8s.io",
                                                         "resources": ["leases"]}]},
-                      {"level": "Metadata"}]}))
+                      logged, {"level": "None"}]}))
         return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
                 "--audit-log-mode=blocking"]
 
