@@ -1,0 +1,118 @@
+"""`python -m bench`: start a control plane, run the benchmark, print and save the results.
+
+    python -m bench                          # default scale, under 15 minutes on 2 cores
+    python -m bench --evcs 10000 --pods 50000
+    python -m bench --soak 30                # 30 minutes of churn, memory sampled
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.operator import USER
+from bench.scenario import Run, Scale
+from controlplane.binaries import COMPONENTS
+from controlplane.cluster import ControlPlane
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith("model name")), platform.processor())
+    memory = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(memory / 2**20, 1),
+            "python": platform.python_version(), "kernel": platform.release(),
+            "components": {c.name: c.version() for c in COMPONENTS}}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = Scale()
+    parser.add_argument("--evcs", type=int, default=defaults.evcs, help="claims (%(default)s)")
+    parser.add_argument("--pods", type=int, default=defaults.pods,
+                        help="pods in all, one per claim and the rest unrelated (%(default)s)")
+    parser.add_argument("--namespaces", type=int, default=defaults.namespaces)
+    parser.add_argument("--rate", type=float, default=defaults.rate,
+                        help="user pods finishing per second (%(default)s)")
+    parser.add_argument("--idle", type=float, default=defaults.idle_seconds,
+                        help="seconds of measured idleness (%(default)s)")
+    parser.add_argument("--headroom", type=float, default=defaults.headroom,
+                        help="seconds from the last pod finishing to the first deadline, "
+                        "in which the restart is timed (%(default)s)")
+    parser.add_argument("--soak", type=float, metavar="MINUTES",
+                        help="run continuous churn for MINUTES instead, sampling memory")
+    parser.add_argument("--churn", type=float, default=5.0,
+                        help="soak: claims created per second (%(default)s)")
+    parser.add_argument("--out", type=Path, help="JSON results (default: "
+                        "bench/results/latest.json, or latest-soak.json)")
+    parser.add_argument("--workdir", type=Path,
+                        help="keep the control plane's and operator's files here")
+    arguments = parser.parse_args(argv)
+    if arguments.pods < arguments.evcs:
+        parser.error("--pods counts all pods, one per claim included: it must be >= --evcs")
+    return arguments
+
+
+async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Namespace,
+                   ) -> dict[str, Any]:
+    if arguments.soak is not None:
+        from bench.soak import Soak
+        return await Soak(plane, workdir, minutes=arguments.soak, churn=arguments.churn,
+                          unrelated=arguments.pods - arguments.evcs,
+                          namespaces=arguments.namespaces).run()
+    scale = Scale(evcs=arguments.evcs, pods=arguments.pods, namespaces=arguments.namespaces,
+                  rate=arguments.rate, idle_seconds=arguments.idle,
+                  headroom=arguments.headroom)
+    return await Run(plane, workdir, scale).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse(sys.argv[1:] if argv is None else argv)
+    soak = arguments.soak is not None
+    out = arguments.out or REPO / "bench" / "results" / (
+        "latest-soak.json" if soak else "latest.json")
+    workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="evc-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"Starting a control plane (files in {workdir})", flush=True)
+    plane = ControlPlane.start(workdir / "cluster", crds=[REPO / "crd.yaml"], audit=True,
+                               audit_users=[USER])
+    started = datetime.datetime.now(datetime.UTC)
+    try:
+        result = asyncio.run(_measure(plane, workdir, arguments))
+    finally:
+        plane.stop()
+    document = {
+        "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(),
+        "arguments": {key: str(value) if isinstance(value, Path) else value
+                      for key, value in vars(arguments).items()},
+        "result": result,
+    }
+    if not soak:
+        document["meets_targets"] = report.verdicts(result)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print()
+    print(report.soak_table(result) if soak else report.table(result))
+    print(f"\nResults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

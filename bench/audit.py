@@ -1,0 +1,72 @@
+"""The operator's API requests, read from the API server's audit log. Pure parsing.
+
+The log is the API server's own record, independent of the operator: it counts
+requests the operator's metrics could not see (Kopf's watches and lists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    verb: str
+    resource: str  # "pods", "ephemeralvolumeclaims/status", or a non-resource path
+    code: int
+    at: float  # Unix time the API server received it
+
+    @property
+    def write(self) -> bool:
+        return self.verb in WRITES
+
+    @property
+    def label(self) -> str:
+        return f"{self.verb} {self.resource}"
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def requests(lines: Iterable[str], user: str) -> Iterator[Request]:
+    """Each request by `user` once (a watch is logged when it starts and when it ends)."""
+    seen: set[str] = set()
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a stopped API server
+        if (entry.get("user") or {}).get("username") != user or entry["auditID"] in seen:
+            continue
+        seen.add(entry["auditID"])
+        ref = entry.get("objectRef") or {}
+        resource = ref.get("resource") or entry.get("requestURI", "?").split("?")[0]
+        if ref.get("subresource"):
+            resource += "/" + ref["subresource"]
+        yield Request(verb=entry["verb"], resource=resource,
+                      code=int((entry.get("responseStatus") or {}).get("code") or 0),
+                      at=_seconds(entry["requestReceivedTimestamp"]))
+
+
+def read(path: Path, user: str) -> list[Request]:
+    if not path.exists():
+        return []
+    with path.open(errors="replace") as lines:
+        return list(requests(lines, user))
+
+
+def tally(found: Iterable[Request]) -> dict[str, int]:
+    """Requests by "verb resource", most frequent first."""
+    return dict(Counter(request.label for request in found).most_common())
+
+
+def between(found: Iterable[Request], start: float, end: float) -> list[Request]:
+    return [request for request in found if start <= request.at < end]

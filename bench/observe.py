@@ -1,0 +1,93 @@
+"""What the harness sees through its own watches: the yardstick for the operator.
+
+A claim's phase is timed when the harness's watch delivers it; the floor is the
+same harness's watch of pods seeing the change it made. Both pass through the
+same API server, network stack and event loop, so their ratio is the operator's
+own share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.client import Api
+
+Key = tuple[str, str]
+EVCS = "/apis/zalando.org/v1/ephemeralvolumeclaims"
+PODS = "/api/v1/pods"
+
+
+def _key(obj: dict[str, Any]) -> Key:
+    return (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+
+
+def _unix(stamp: str) -> float:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+class ClaimWatch:
+    """When each claim first showed each phase, its deadline, and when it was deleted."""
+
+    def __init__(self) -> None:
+        self.phases: dict[Key, dict[str, float]] = {}
+        self.deletes_at: dict[Key, float] = {}
+        self.deleted: dict[Key, float] = {}
+        self.events = 0
+
+    def count(self, phase: str) -> int:
+        return sum(1 for seen in self.phases.values() if phase in seen)
+
+    async def run(self, api: Api, resource_version: str) -> None:
+        async for event in api.watch(EVCS, resource_version):
+            now = time.time()
+            self.events += 1
+            obj = event["object"]
+            key = _key(obj)
+            if event["type"] == "DELETED":
+                self.deleted.setdefault(key, now)
+                continue
+            status = obj.get("status") or {}
+            phase = status.get("phase")
+            if not phase:
+                continue
+            deadline = status.get("deletesAt")
+            if phase == "Idle" and not deadline:
+                continue  # "Idle with its deadline" is what counts
+            self.phases.setdefault(key, {}).setdefault(phase, now)
+            if deadline:
+                self.deletes_at[key] = _unix(deadline)
+
+
+class PodWatch:
+    """When each pod was first seen Succeeded: the bare watch, the floor."""
+
+    def __init__(self) -> None:
+        self.succeeded: dict[Key, float] = {}
+
+    async def run(self, api: Api, resource_version: str) -> None:
+        async for event in api.watch(PODS, resource_version):
+            obj = event["object"]
+            if (obj.get("status") or {}).get("phase") == "Succeeded":
+                self.succeeded.setdefault(_key(obj), time.time())
+
+
+async def until(done: Callable[[], int], total: int, what: str, *, limit: float,
+                check: Callable[[], None] = lambda: None) -> float:
+    """Wait until done() reaches total (at most `limit` seconds), printing progress;
+    returns the seconds it took."""
+    start = time.monotonic()
+    last_report = start
+    while (count := done()) < total:
+        check()
+        now = time.monotonic()
+        if now - start > limit:
+            raise TimeoutError(f"{what}: {count}/{total} after {limit:.0f} s")
+        if now - last_report >= 10:
+            print(f"  {what}: {count}/{total} ({now - start:.0f} s)", flush=True)
+            last_report = now
+        await asyncio.sleep(0.2)
+    return time.monotonic() - start

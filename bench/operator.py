@@ -1,0 +1,119 @@
+"""The operator under test: a separate process, as it runs in production, and its footprint.
+
+It authenticates as its own ServiceAccount (bound to the shipped RBAC in config/),
+so the API server's audit log can tell its requests from the harness's.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from controlplane.cluster import ControlPlane, free_port
+
+NAMESPACE = "evc-operator"
+ACCOUNT = "evc-operator"
+USER = f"system:serviceaccount:{NAMESPACE}:{ACCOUNT}"
+REPO = Path(__file__).resolve().parent.parent
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def install_identity(plane: ControlPlane, kubeconfig: Path) -> Path:
+    """The operator's ServiceAccount and shipped RBAC, and a kubeconfig with its token."""
+    for part in ("serviceaccount", "rbac"):
+        rendered = plane.kubectl("kustomize", str(REPO / "config" / part))
+        if part == "serviceaccount":
+            plane.kubectl("create", "namespace", NAMESPACE)
+        plane.kubectl("apply", "-f", "-", input=rendered)
+    token = plane.kubectl("create", "token", ACCOUNT, "--namespace", NAMESPACE,
+                          "--duration=48h").strip()
+    ca = base64.b64encode(plane.ca_file.read_bytes()).decode()
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [{"name": "local", "cluster": {"server": plane.server,
+                                                   "certificate-authority-data": ca}}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local",
+                                                      "user": "operator"}}]}))
+    return kubeconfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    rss: int  # bytes
+    peak_rss: int  # bytes, the process's high-water mark
+    cpu: float  # seconds, user + system, since it started
+
+
+class Operator:
+    """One run of `evc-operator --all-namespaces` (= kopf run -m evc_operator.handlers)."""
+
+    def __init__(self, kubeconfig: Path, logfile: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        environ = {key: value for key, value in os.environ.items()
+                   if not key.startswith(("KUBE", "EVC_"))}
+        environ.update(env, KUBECONFIG=str(kubeconfig), METRICS_PORT=str(self.port))
+        self.started = time.time()
+        with logfile.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "evc_operator", "--all-namespaces"],
+                cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def usage(self) -> Usage:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        fields = {line.split(":")[0]: line.split()[1:] for line in status.splitlines()}
+        stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Usage(rss=int(fields["VmRSS"][0]) * 1024, peak_rss=int(fields["VmHWM"][0]) * 1024,
+                     cpu=(int(stat[11]) + int(stat[12])) / TICKS)
+
+    def metrics(self) -> dict[str, float]:
+        """Its own /metrics, unlabelled and summed over labels: {name: value}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                base = name.split("{", 1)[0]
+                values[base] = values.get(base, 0.0) + float(value)
+        return values
+
+    def gauge(self, name: str) -> float | None:
+        try:
+            return self.metrics().get(name)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None  # not serving yet
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5):
+                return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.alive():
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,0 +1,86 @@
+"""The table a run prints, and the targets it is held to. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+# (what, how to read it from the results, target, whether the value meets it)
+Row = tuple[str, Callable[[dict[str, Any]], Any], str, Callable[[Any], bool] | None]
+
+
+def _get(*path: str) -> Callable[[dict[str, Any]], Any]:
+    def read(result: dict[str, Any]) -> Any:
+        value: Any = result
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+    return read
+
+
+def _within(limit: float) -> Callable[[Any], bool]:
+    return lambda value: value is not None and value <= limit
+
+
+ROWS: list[Row] = [
+    ("reaction p50 (ms)", _get("reaction_ms", "p50"), "", None),
+    ("reaction p99 (ms)", _get("reaction_ms", "p99"), "<= 1000", _within(1000)),
+    ("bare watch p50 (ms)", _get("bare_watch_ms", "p50"), "", None),
+    ("bare watch p99 (ms)", _get("bare_watch_ms", "p99"), "", None),
+    ("reaction / bare watch, p99", _get("reaction_ratio_p99"), "<= 3", _within(3)),
+    ("deletion lateness p50 (ms)", _get("deletion_lateness_ms", "p50"), "", None),
+    ("deletion lateness p99 (ms)", _get("deletion_lateness_ms", "p99"), "<= 1000",
+     _within(1000)),
+    ("deletion lateness max (ms)", _get("deletion_lateness_ms", "max"), "", None),
+    ("claims deleted before Idle", _get("deleted_before_idle"), "0", _within(0)),
+    ("RSS peak (MiB)", _get("footprint", "peak_rss_mib"), "<= 200", _within(200)),
+    ("RSS idle (MiB)", _get("footprint", "idle", "rss_mib"), "<= 200", _within(200)),
+    ("CPU idle (%)", _get("footprint", "idle", "cpu_percent"), "", None),
+    ("RSS busy (MiB)", _get("footprint", "busy", "rss_mib"), "<= 200", _within(200)),
+    ("CPU busy (%)", _get("footprint", "busy", "cpu_percent"), "", None),
+    ("API writes per minute, idle", _get("api", "idle_writes_per_minute"), "0", _within(0)),
+    ("API writes per claim lifetime", _get("api", "writes_per_claim_lifetime"), "<= 5",
+     _within(5)),
+    ("resume all countdowns (s)", _get("resume", "seconds"), "<= 30", _within(30)),
+    ("start-up, reading every pod (s)", _get("startup", "seconds"), "", None),
+    ("provisioning p99 (ms)", _get("provisioning_ms", "p99"), "", None),
+]
+
+
+def verdicts(result: dict[str, Any]) -> dict[str, bool]:
+    return {name: check(read(result)) for name, read, _, check in ROWS if check is not None}
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"{'measure':34} {'value':>12}  {'target':>8}  ok"]
+    for name, read, target, check in ROWS:
+        value = read(result)
+        mark = "" if check is None else ("yes" if check(value) else "NO")
+        shown = "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+        lines.append(f"{name:34} {shown:>12}  {target:>8}  {mark}")
+    api = result.get("api") or {}
+    if api.get("writes_per_claim_by_kind"):
+        lines.append("writes per claim lifetime, by kind:")
+        lines += [f"  {label:40} {count:g}"
+                  for label, count in api["writes_per_claim_by_kind"].items()]
+    if api.get("requests_by_verb"):
+        lines.append("all operator requests in the run:")
+        lines += [f"  {label:40} {count}" for label, count in api["requests_by_verb"].items()]
+    return "\n".join(lines)
+
+
+def soak_table(result: dict[str, Any]) -> str:
+    rss = result.get("rss_mib") or {}
+    rows = [
+        ("minutes of churn", result.get("minutes")),
+        ("claims created / deleted", f"{result.get('claims_created')} / "
+                                     f"{result.get('claims_deleted')}"),
+        ("pods created (and removed)", result.get("pods_created")),
+        ("RSS first / last (MiB)", f"{rss.get('first')} / {rss.get('last')}"),
+        ("RSS min / max (MiB)", f"{rss.get('min')} / {rss.get('max')}"),
+        ("RSS slope (MiB/hour)", result.get("slope_mib_per_hour")),
+        ("RSS slope after warm-up (MiB/hour)", result.get("slope_after_warmup_mib_per_hour")),
+        ("CPU seconds", result.get("cpu_seconds")),
+        ("harness request failures", len(result.get("harness_failures") or [])),
+    ]
+    return "\n".join(f"{name:36} {value}" for name, value in rows)

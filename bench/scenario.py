@@ -1,0 +1,329 @@
+"""One measured run: claims and pods at scale, from creation to deletion, and a restart.
+
+Steps (each timed, with progress on the terminal):
+ 1. unrelated pods spread over the namespaces (the rest of a cluster);
+ 2. the operator starts and reads them all (start-up footprint);
+ 3. the claims are created (the operator creates their PVCs), then one pod for each,
+    which the harness marks Running: every claim in use;
+ 4. nothing changes for a while: idle footprint and API writes;
+ 5. the pods finish one by one at a steady rate: reaction latency against the
+    harness's own bare watch of pods (the floor), and the footprint under load;
+ 6. the operator is killed and started again: time until every countdown resumed;
+ 7. the claims are deleted at their deadlines: lateness.
+The operator's API requests are read from the audit log, by its ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import math
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bench import audit, stats, workload
+from bench.client import MERGE_PATCH, Api, ApiError
+from bench.observe import EVCS, PODS, ClaimWatch, Key, PodWatch, until
+from bench.operator import USER, Operator, Usage, install_identity
+from controlplane.cluster import ControlPlane
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    evcs: int = 1000
+    pods: int = 10000  # all pods, including one user pod per claim
+    namespaces: int = 10
+    rate: float = 50.0  # pods finishing per second in step 5
+    idle_seconds: float = 60.0
+    in_flight: int = 32  # the harness's concurrent requests
+    # Seconds between the last pod finishing and the first deadline: the restart is timed
+    # in there, so that no countdown ends while no operator runs.
+    headroom: float = 90.0
+
+    @property
+    def grace_period(self) -> int:
+        """Long enough that no deadline passes before the restart has been timed."""
+        return math.ceil(self.evcs / self.rate + self.headroom)
+
+
+class Sampler:
+    """The operator's RSS and CPU, every second, while it runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, Usage]] = []
+
+    async def run(self, operator: Operator) -> None:
+        while operator.alive():
+            with contextlib.suppress(OSError):
+                self.samples.append((time.time(), operator.usage()))
+            await asyncio.sleep(1.0)
+
+    def peak_rss(self, start: float, end: float) -> int:
+        return max((u.rss for t, u in self.samples if start <= t <= end), default=0)
+
+
+def _mib(size: int) -> float:
+    return round(size / 2**20, 1)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+class Run:
+    def __init__(self, plane: ControlPlane, workdir: Path, scale: Scale) -> None:
+        self.plane = plane
+        self.workdir = workdir
+        self.scale = scale
+        self.api = Api(plane.server, plane.admin_token, str(plane.ca_file),
+                       in_flight=scale.in_flight)
+        self.namespaces = [f"bench-{i:02d}" for i in range(scale.namespaces)]
+        self.claims: list[Key] = [(self.namespaces[i % scale.namespaces], f"claim-{i:05d}")
+                                  for i in range(scale.evcs)]
+        self.result: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.operator: Operator | None = None
+        self.sampler = Sampler()
+
+    def _background(self, work: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            await work
+        self.tasks.append(asyncio.create_task(guarded()))
+
+    def _check_operator(self) -> None:
+        if self.operator is not None and not self.operator.alive():
+            raise RuntimeError(f"the operator exited ({self.operator.process.returncode}); "
+                               f"see {self.workdir.name}/operator-*.log")
+        for task in self.tasks:
+            if task.done() and task.exception() is not None:
+                raise RuntimeError(f"a watch failed: {task.exception()}")
+
+    async def _step(self, name: str, work: Callable[[], Awaitable[Any]]) -> Any:
+        print(f"- {name}", flush=True)
+        start = time.monotonic()
+        value = await work()
+        self.timings[name] = round(time.monotonic() - start, 1)
+        print(f"  done in {self.timings[name]} s", flush=True)
+        return value
+
+    def _start_operator(self, kubeconfig: Path, number: int) -> Operator:
+        operator = Operator(kubeconfig, self.workdir / f"operator-{number}.log", env={
+            "GRACE_PERIOD": str(self.scale.grace_period),
+            "EXPIRY_PERIOD": "3600",  # no claim expires while the pods are being made
+        })
+        self.operator = operator
+        self._background(self.sampler.run(operator))
+        return operator
+
+    async def run(self) -> dict[str, Any]:
+        try:
+            return await self._run()
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            if self.operator is not None:
+                self.operator.stop()
+            await self.api.close()
+
+    async def _run(self) -> dict[str, Any]:
+        scale, api = self.scale, self.api
+        kubeconfig = install_identity(self.plane, self.workdir / "operator.kubeconfig")
+        await self._step("namespaces", self._make_namespaces)
+        unrelated = scale.pods - scale.evcs
+        await self._step(f"{unrelated} unrelated pods", lambda: self._create(
+            [(self.namespaces[i % scale.namespaces], workload.unrelated_pod(f"other-{i:05d}"))
+             for i in range(unrelated)], "pods"))
+
+        operator = self._start_operator(kubeconfig, 1)
+        began = time.time()
+        startup = await self._step("operator start-up (reads every pod)", lambda: until(
+            lambda: int(operator.ready()), 1, "ready", limit=600, check=self._check_operator))
+        self.result["startup"] = {"seconds": round(startup, 1),
+                                  "peak_rss_mib": _mib(operator.usage().peak_rss)}
+
+        claims = ClaimWatch()
+        self._background(claims.run(api, await api.resource_version(EVCS)))
+        created: dict[Key, float] = {}
+
+        async def create_claim(key: Key) -> None:
+            created[key] = time.time()
+            await api.request("POST", f"/apis/zalando.org/v1/namespaces/{key[0]}/"
+                              f"ephemeralvolumeclaims", workload.evc(key[1]))
+
+        async def claims_pending() -> None:
+            await api.each(self.claims, create_claim)
+            await until(lambda: claims.count("Pending"), scale.evcs, "claims Pending",
+                        limit=1800, check=self._check_operator)
+        await self._step(f"{scale.evcs} claims (PVC created, Pending)", claims_pending)
+        self.result["provisioning_ms"] = {k: _ms(v) if k != "count" else v for k, v in
+                                          stats.summary([claims.phases[key]["Pending"] - at
+                                                         for key, at in created.items()]).items()}
+
+        started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
+
+        async def start_user(key: Key) -> None:
+            name = key[1].replace("claim-", "user-")
+            await api.request("POST", f"/api/v1/namespaces/{key[0]}/pods",
+                              workload.user_pod(name, key[1]))
+            await api.request("PATCH", f"/api/v1/namespaces/{key[0]}/pods/{name}/status",
+                              workload.running(started), content_type=MERGE_PATCH)
+
+        async def claims_in_use() -> None:
+            await api.each(self.claims, start_user)
+            await until(lambda: claims.count("InUse"), scale.evcs, "claims InUse",
+                        limit=1800, check=self._check_operator)
+        await self._step(f"{scale.evcs} user pods running (claims InUse)", claims_in_use)
+
+        # Nothing changes now: the operator should be silent and small.
+        idle_start, idle_usage = time.time(), operator.usage()
+        await self._step(f"idle for {scale.idle_seconds:.0f} s",
+                         lambda: asyncio.sleep(scale.idle_seconds))
+        idle_end, idle_after = time.time(), operator.usage()
+
+        pods = PodWatch()
+        self._background(pods.run(api, await api.resource_version(PODS)))
+        sent: dict[Key, float] = {}
+        busy_start, busy_usage = time.time(), operator.usage()
+        await self._step(f"{scale.evcs} user pods finish, {scale.rate:g}/s (claims Idle)",
+                         lambda: self._finish_users(sent, claims))
+        busy_end, busy_after = time.time(), operator.usage()
+
+        reaction = [claims.phases[key]["Idle"] - at for key, at in sent.items()]
+        finished = {(k[0], k[1].replace("claim-", "user-")): at for k, at in sent.items()}
+        floor = [pods.succeeded[key] - at for key, at in finished.items()
+                 if key in pods.succeeded]
+        r99, f99 = stats.percentile(reaction, 99), stats.percentile(floor, 99)
+        self.result["reaction_ms"] = {k: _ms(v) if k != "count" else v
+                                      for k, v in stats.summary(reaction).items()}
+        self.result["bare_watch_ms"] = {k: _ms(v) if k != "count" else v
+                                        for k, v in stats.summary(floor).items()}
+        self.result["reaction_ratio_p99"] = (round(r99 / f99, 2) if r99 and f99 else None)
+
+        # A restart with every countdown running: nothing may be lost or reset.
+        operator.stop(signal.SIGKILL)
+        waiting = sum(1 for key in self.claims if key not in claims.deleted)
+        restarted = self._start_operator(kubeconfig, 2)
+
+        def resumed() -> int:
+            value = restarted.gauge("evc_countdowns")
+            return int(value or 0) if restarted.ready() else 0
+        resume = await self._step("operator killed and started again (countdowns resumed)",
+                                  lambda: until(resumed, waiting, "countdowns resumed",
+                                                limit=600, check=self._check_operator))
+        self.result["resume"] = {"seconds": round(resume, 1), "countdowns": waiting}
+
+        await self._step("claims deleted at their deadlines", lambda: until(
+            lambda: len(claims.deleted), scale.evcs, "claims deleted",
+            limit=scale.grace_period + 600, check=self._check_operator))
+        lateness = [claims.deleted[key] - claims.deletes_at[key] for key in self.claims
+                    if key in claims.deletes_at]
+        self.result["deletion_lateness_ms"] = {k: _ms(v) if k != "count" else v
+                                               for k, v in stats.summary(lateness).items()}
+        wrong = [key for key in self.claims if "Idle" not in claims.phases.get(key, {})]
+        self.result["deleted_before_idle"] = len(wrong)
+        ended = time.time()
+        restarted.stop()
+
+        self.result["footprint"] = {
+            "idle": self._footprint(idle_usage, idle_after, idle_start, idle_end),
+            "busy": self._footprint(busy_usage, busy_after, busy_start, busy_end),
+            "peak_rss_mib": _mib(max(u.peak_rss for _, u in self.sampler.samples)),
+        }
+        self.result["api"] = self._api_cost(began, ended, idle_start, idle_end)
+        self.result["step_seconds"] = self.timings
+        return self.result
+
+    async def _make_namespaces(self) -> None:
+        for name in self.namespaces:
+            with contextlib.suppress(ApiError):
+                await self.api.request("POST", "/api/v1/namespaces", workload.namespace(name))
+
+        async def accounts() -> int:
+            found = 0
+            for name in self.namespaces:
+                try:
+                    await self.api.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/"
+                                           "default", retries=0)
+                    found += 1
+                except ApiError:
+                    pass
+            return found
+        # Pods are admitted only once their namespace's default ServiceAccount exists.
+        deadline = time.monotonic() + 120
+        while await accounts() < len(self.namespaces):
+            if time.monotonic() > deadline:
+                raise TimeoutError("default ServiceAccounts were not created")
+            await asyncio.sleep(0.5)
+
+    async def _create(self, objects: list[tuple[str, dict[str, Any]]], plural: str) -> None:
+        total = len(objects)
+        start = last = time.monotonic()
+        done = 0
+
+        async def create(item: tuple[str, dict[str, Any]]) -> None:
+            nonlocal done, last
+            namespace, body = item
+            await self.api.request("POST", f"/api/v1/namespaces/{namespace}/{plural}", body)
+            done += 1
+            if time.monotonic() - last >= 10:
+                last = time.monotonic()
+                print(f"  {plural}: {done}/{total} ({last - start:.0f} s)", flush=True)
+        await self.api.each(objects, create)
+
+    async def _finish_users(self, sent: dict[Key, float], claims: ClaimWatch) -> None:
+        """Each user pod turns Succeeded, evenly paced; waits until every claim is Idle."""
+        start = time.monotonic()
+        pending: set[asyncio.Task[None]] = set()
+
+        async def finish(key: Key) -> None:
+            name = key[1].replace("claim-", "user-")
+            now = datetime.datetime.now(datetime.UTC)
+            sent[key] = time.time()
+            await self.api.request(
+                "PATCH", f"/api/v1/namespaces/{key[0]}/pods/{name}/status",
+                workload.succeeded(now - datetime.timedelta(seconds=5), now),
+                content_type=MERGE_PATCH)
+
+        for number, key in enumerate(self.claims):
+            delay = start + number / self.scale.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(finish(key))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+        await until(lambda: claims.count("Idle"), self.scale.evcs, "claims Idle",
+                    limit=600, check=self._check_operator)
+
+    @staticmethod
+    def _footprint(before: Usage, after: Usage, start: float, end: float) -> dict[str, float]:
+        seconds = max(end - start, 1e-9)
+        return {"seconds": round(seconds, 1), "rss_mib": _mib(after.rss),
+                "cpu_seconds": round(after.cpu - before.cpu, 2),
+                "cpu_percent": round(100 * (after.cpu - before.cpu) / seconds, 1)}
+
+    def _api_cost(self, began: float, ended: float, idle_start: float,
+                  idle_end: float) -> dict[str, Any]:
+        found = audit.between(audit.read(self.plane.audit_log, USER), began, ended)
+        writes = [request for request in found if request.write]
+        idle_writes = [request for request in audit.between(found, idle_start, idle_end)
+                       if request.write]
+        evcs = self.scale.evcs
+        return {
+            "requests": len(found),
+            "writes": len(writes),
+            "writes_per_claim_lifetime": round(len(writes) / evcs, 2),
+            "writes_per_claim_by_kind": {label: round(count / evcs, 2)
+                                         for label, count in audit.tally(writes).items()},
+            "requests_by_verb": audit.tally(found),
+            "idle_writes_per_minute": round(len(idle_writes) * 60 / (idle_end - idle_start), 2),
+            "failed": sum(1 for request in found if request.code >= 400),
+        }
+

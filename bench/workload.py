@@ -1,0 +1,70 @@
+"""The objects a benchmark creates. Pure: dicts, no API calls.
+
+Pods are never scheduled (the project's control plane has no scheduler or
+kubelet): the harness plays the kubelet by patching pod status, which is all the
+operator reads. Unrelated pods look like a cluster's ordinary workloads.
+"""
+
+from __future__ import annotations
+
+import datetime
+import zlib
+from typing import Any
+
+ROLE = "bench.evc.zalando.org/role"
+IMAGE = "registry.invalid/bench:1"  # never pulled: nothing runs pods here
+
+
+def namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def evc(name: str, size: str = "1Gi") -> dict[str, Any]:
+    return {"apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+            "metadata": {"name": name, "labels": {ROLE: "claim"}}, "spec": {"size": size}}
+
+
+def _pod(name: str, role: str, volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {
+            ROLE: role, "app": f"app-{zlib.crc32(name.encode()) % 50}"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "main", "image": IMAGE, "command": ["sleep", "3600"],
+                            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                            "volumeMounts": [{"name": v["name"], "mountPath": f"/{v['name']}"}
+                                             for v in volumes]}],
+            "volumes": volumes,
+        },
+    }
+
+
+def user_pod(name: str, claim: str) -> dict[str, Any]:
+    """A batch pod that mounts the EVC `claim` by name, as the seed's pod.yaml does."""
+    return _pod(name, "user", [{"name": "scratch",
+                                "persistentVolumeClaim": {"claimName": claim}}])
+
+
+def unrelated_pod(name: str) -> dict[str, Any]:
+    """A pod that has nothing to do with any EVC (most pods of a real cluster)."""
+    return _pod(name, "unrelated", [{"name": "cache", "emptyDir": {}}])
+
+
+def _stamp(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def running(started: datetime.datetime) -> dict[str, Any]:
+    return {"status": {"phase": "Running", "startTime": _stamp(started), "containerStatuses": [
+        {"name": "main", "image": IMAGE, "imageID": "", "ready": True, "restartCount": 0,
+         "started": True, "state": {"running": {"startedAt": _stamp(started)}}}]}}
+
+
+def succeeded(started: datetime.datetime, finished: datetime.datetime) -> dict[str, Any]:
+    return {"status": {"phase": "Succeeded", "containerStatuses": [
+        {"name": "main", "image": IMAGE, "imageID": "", "ready": False, "restartCount": 0,
+         "started": False, "state": {"terminated": {
+             "exitCode": 0, "reason": "Completed", "startedAt": _stamp(started),
+             "finishedAt": _stamp(finished)}}}]}}
