@@ -9,7 +9,7 @@ CLUSTER_DIR := .cluster
 # Namespace to watch in `make run`; empty means all namespaces.
 NAMESPACE ?=
 
-.PHONY: help lock venv faults binaries cluster cluster-down run test lint typecheck unit integration manifests clean
+.PHONY: help lock venv faults bench binaries cluster cluster-down run test lint typecheck unit integration manifests clean
 
 help:  ## List the commands.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -79,10 +79,10 @@ run: venv crd.yaml  ## Run the operator (starts a local control plane if no clus
 	exec $(BIN)/kopf run $$SCOPE --verbose ephemeral.py
 
 lint: venv
-	$(BIN)/ruff check src controlplane tests ephemeral.py
+	$(BIN)/ruff check src controlplane tests bench ephemeral.py
 
 typecheck: venv
-	$(BIN)/mypy --strict src/evc_operator controlplane tests ephemeral.py
+	$(BIN)/mypy --strict src/evc_operator controlplane tests bench ephemeral.py
 
 unit: venv
 	$(BIN)/pytest tests/unit
@@ -94,6 +94,14 @@ SEED ?= 1
 COUNT ?= 200
 faults: venv binaries  ## Run COUNT (200) randomized fault scenarios from SEED (1); see docs/reliability.md.
 	$(BIN)/python -m tests.faults --seed $(SEED) --count $(COUNT)
+
+# Benchmark scale; docs/benchmarks.md has the large run (EVCS=10000 PODS=50000) and the soak.
+EVCS ?= 1000
+PODS ?= 10000
+SOAK ?=
+
+bench: venv binaries crd.yaml  ## Benchmark on a local control plane (EVCS, PODS; SOAK=MINUTES for the soak); see docs/benchmarks.md.
+	$(BIN)/python -m bench --evcs $(EVCS) --pods $(PODS) $(if $(SOAK),--soak $(SOAK))
 
 test: venv lint typecheck binaries  ## Run the whole suite: lint, types, unit and integration tests.
 	$(BIN)/pytest

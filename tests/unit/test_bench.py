@@ -1,0 +1,69 @@
+"""The benchmark's own arithmetic and parsing (bench/), without a cluster."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import audit, report, stats
+
+USER = "system:serviceaccount:evc-operator:evc-operator"
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert stats.percentile(values, 50) == 50.0
+    assert stats.percentile(values, 99) == 99.0
+    assert stats.percentile(values, 100) == 100.0
+    assert stats.percentile([3.0], 99) == 3.0
+    assert stats.percentile([], 50) is None
+
+
+def test_slope_of_a_line_and_of_a_flat_series() -> None:
+    assert stats.slope([(0, 1.0), (1, 3.0), (2, 5.0)]) == pytest.approx(2.0)
+    assert stats.slope([(0, 7.0), (1, 7.0), (2, 7.0)]) == pytest.approx(0.0)
+    assert stats.slope([(1, 7.0)]) is None
+    assert stats.slope([(1, 7.0), (1, 8.0)]) is None
+
+
+def _entry(audit_id: str, verb: str, resource: str, *, user: str = USER,
+           subresource: str | None = None, stage: str = "ResponseComplete") -> str:
+    ref = {"resource": resource, "namespace": "a", "name": "x"}
+    if subresource:
+        ref["subresource"] = subresource
+    return json.dumps({"auditID": audit_id, "stage": stage, "verb": verb,
+                       "user": {"username": user}, "objectRef": ref,
+                       "responseStatus": {"code": 200},
+                       "requestReceivedTimestamp": "2026-11-26T10:00:00.250000Z"})
+
+
+def test_audit_counts_each_request_of_the_user_once() -> None:
+    lines = [
+        _entry("1", "watch", "pods", stage="ResponseStarted"),
+        _entry("1", "watch", "pods"),  # the same watch, when it ends
+        _entry("2", "patch", "ephemeralvolumeclaims", subresource="status"),
+        _entry("3", "create", "persistentvolumeclaims"),
+        _entry("4", "create", "pods", user="admin"),  # the harness: not counted
+        '{"auditID": "5", "verb": "cre',  # cut short by a stopped API server
+    ]
+    found = list(audit.requests(lines, USER))
+    assert [request.label for request in found] == [
+        "watch pods", "patch ephemeralvolumeclaims/status", "create persistentvolumeclaims"]
+    assert [request.write for request in found] == [False, True, True]
+    assert found[0].at == pytest.approx(1795687200.25)
+    assert audit.tally(found) == {"watch pods": 1, "patch ephemeralvolumeclaims/status": 1,
+                                  "create persistentvolumeclaims": 1}
+    assert audit.between(found, 0, found[0].at) == []
+
+
+def test_report_marks_missed_targets() -> None:
+    result = {"reaction_ms": {"p99": 1500.0}, "reaction_ratio_p99": 2.0,
+              "api": {"idle_writes_per_minute": 0.0, "writes_per_claim_lifetime": 5.0}}
+    verdicts = report.verdicts(result)
+    assert verdicts["reaction p99 (ms)"] is False
+    assert verdicts["reaction / bare watch, p99"] is True
+    assert verdicts["API writes per minute, idle"] is True
+    assert verdicts["API writes per claim lifetime"] is True
+    assert verdicts["resume all countdowns (s)"] is False  # not measured is not met
+    assert "NO" in report.table(result).splitlines()[2]
