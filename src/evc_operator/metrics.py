@@ -77,6 +77,16 @@ class ClaimsCollector(Collector):
                                      decision.deletes_at.timestamp())
         yield deadlines
 
+        tracked = GaugeMetricFamily("evc_claims_tracked",
+                                    "EphemeralVolumeClaims the scheduler holds in memory.")
+        tracked.add_metric([], len(self.reconciler.evcs))
+        yield tracked
+        countdowns = GaugeMetricFamily(
+            "evc_countdowns", "Claims whose countdown (expiry or grace) the scheduler holds: "
+            "after a restart, all of them again once it has resumed.")
+        countdowns.add_metric([], len(self.reconciler.countdowns))
+        yield countdowns
+
         leader = GaugeMetricFamily("evc_leader", "1 while this replica is the active one.")
         leader.add_metric([], 1 if self.reconciler.active else 0)
         yield leader
