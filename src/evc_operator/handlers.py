@@ -36,6 +36,7 @@ def _settings_or_exit() -> Settings:
 
 
 CONFIG = _settings_or_exit()
+LIST_CHUNK = 500  # objects per page of Kopf's initial lists
 
 
 class _RoutineSuccessToDebug(logging.Filter):
@@ -76,6 +77,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
     settings.posting.loggers = False  # log lines never become Events; Events are explicit
     settings.networking.error_backoffs = _RetryUntilItAnswers()  # wait, never crash-loop
+    # Kopf's initial list is one unpaged request by default: with tens of thousands of
+    # pods, one huge response held in memory at once on both sides.
+    settings.watching.chunk_size = LIST_CHUNK
     memo.api = await kube.connect()
     # Kopf passes every index by its handler's name; these objects stay live.
     pods = kwargs["pods_by_claim_and_namespace"]

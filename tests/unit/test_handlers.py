@@ -1,0 +1,38 @@
+"""What the operator asks of Kopf at start-up, without a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+import pytest
+
+from evc_operator import handlers, kube
+from evc_operator.settings import Settings
+
+
+class _Api:
+    async def close(self) -> None:
+        pass
+
+
+def test_start_pages_kopfs_initial_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def connect() -> _Api:
+        return _Api()
+
+    monkeypatch.setattr(kube, "connect", connect)
+    monkeypatch.setattr(handlers, "CONFIG", Settings(metrics_port=0))
+    settings = kopf.OperatorSettings()
+    memo = kopf.Memo()
+
+    async def scenario() -> None:
+        await handlers.start(settings=settings, memo=memo, logger=logging.getLogger("test"),
+                             pods_by_claim_and_namespace={}, pvcs_by_name={})
+        await handlers.stop(memo=memo)
+
+    asyncio.run(scenario())
+    assert settings.watching.chunk_size == handlers.LIST_CHUNK
+    indexes: Any = memo.reconciler.indexes
+    assert indexes.pods_by_claim is indexes.pods_by_namespace
