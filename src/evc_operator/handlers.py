@@ -1,9 +1,10 @@
-"""Kopf handlers: thin. They keep indexes, pass events on, and start the scheduler.
+"""Kopf handlers: thin. They pass EVC events on and start the scheduler and informers.
 
 No handler here writes Kopf's own bookkeeping to objects: EVCs are handled
 level-based with `on.event` (no diff-base or progress annotations, no
-finalizer), pods and PVCs are only indexed and watched, never patched. All
-decisions are made by the reconciler, through the pure modules.
+finalizer). Pods and PVCs are not Kopf's: the operator's own informers
+(`informer.py`) watch them in the namespaces that hold claims, and never patch
+them. All decisions are made by the reconciler, through the pure modules.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from typing import Any
 import kopf
 
 from evc_operator import kube, metrics
-from evc_operator.claims import PvcView
+from evc_operator.informer import Watched, lookups
 from evc_operator.leadership import Leadership, LeaseSettings
-from evc_operator.reconciler import Indexes, Key, Reconciler, pod_index_entry, pvc_index_entry
-from evc_operator.resources import CRD, CRD_NAME, EVC, POD, PVC
+from evc_operator.reconciler import Indexes, Reconciler
+from evc_operator.resources import CRD, CRD_NAME, EVC
 from evc_operator.settings import Settings, SettingsError
-from evc_operator.users import PodView
 
 
 def _settings_or_exit() -> Settings:
@@ -78,12 +78,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     settings.posting.loggers = False  # log lines never become Events; Events are explicit
     settings.networking.error_backoffs = _RetryUntilItAnswers()  # wait, never crash-loop
     # Kopf's initial list is one unpaged request by default: with tens of thousands of
-    # pods, one huge response held in memory at once on both sides.
+    # claims, one huge response held in memory at once on both sides.
     settings.watching.chunk_size = LIST_CHUNK
     memo.api = await kube.connect()
-    # Kopf passes every index by its handler's name; these objects stay live.
-    pods = kwargs["pods_by_claim_and_namespace"]
-    indexes = Indexes(pods_by_claim=pods, pods_by_namespace=pods, pvcs=kwargs["pvcs_by_name"])
+    # Pods and PVCs are not Kopf's: see informer.py for why.
+    memo.watched = watched = Watched(memo.api, pods_changed=_forward("poke_for_pod", memo),
+                                     pvc_changed=_forward("poke", memo),
+                                     namespace_synced=_forward("namespace_synced", memo))
+    indexes = Indexes(**lookups(watched), synced=watched.synced,
+                      all_synced=watched.all_synced)
     memo.reconciler = reconciler = Reconciler(memo.api, config, settings, indexes)
     memo.tasks = [asyncio.create_task(reconciler.run(), name="evc-scheduler"),
                   asyncio.create_task(reconciler.log_countdowns(), name="evc-countdowns")]
@@ -103,11 +106,18 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
                 ", DRY RUN: nothing will be deleted" if config.dry_run else "")
 
 
+def _forward(method: str, memo: kopf.Memo) -> Any:
+    """A callback to the reconciler's `method`, which exists only after the watcher."""
+    return lambda *args: getattr(memo.reconciler, method)(*args)
+
+
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("tasks", []):
         task.cancel()
     await asyncio.gather(*memo.get("tasks", []), return_exceptions=True)
+    if memo.get("watched") is not None:
+        await memo.watched.close()
     if memo.get("metrics") is not None:
         await memo.metrics.cleanup()
     api = memo.get("api")
@@ -115,53 +125,21 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await api.close()
 
 
-@kopf.index(*POD)
-async def pods_by_claim_and_namespace(body: kopf.Body, **_: Any) -> dict[Key | str, PodView]:
-    # One index, not one per lookup: with tens of thousands of pods, every event would
-    # otherwise build its view twice and go through Kopf's handler machinery twice.
-    return pod_index_entry(body)
-
-
-@kopf.index(*PVC)
-async def pvcs_by_name(body: kopf.Body, **_: Any) -> dict[Key, PvcView]:
-    return pvc_index_entry(body)
-
-
 def _reconciler(memo: kopf.Memo) -> Reconciler:
     reconciler: Reconciler = memo.reconciler
-    # Kopf calls resource handlers only once every index is filled: the view is complete.
-    reconciler.pods_view_complete = True
+    reconciler.pods_view_complete = True  # Kopf is watching: the rest is per namespace
     return reconciler
 
 
 @kopf.on.event(*CRD, field="metadata.name", value=CRD_NAME)
 async def crd_event(memo: kopf.Memo, **_: Any) -> None:
-    """The EVC CRD always exists: its first event tells that every index is filled,
-    even when there is no claim yet (readiness)."""
+    """The EVC CRD always exists: its first event tells that Kopf watches, even when
+    there is no claim yet (readiness)."""
     _reconciler(memo)
 
 
 @kopf.on.event(*EVC)
 async def evc_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type != "DELETED":
+        memo.watched.ensure(body.metadata.namespace or "")
     _reconciler(memo).observe_evc(type, body)
-
-
-@kopf.on.event(*POD)
-async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    namespace = body.metadata.namespace or ""
-    claims = [volume["persistentVolumeClaim"]["claimName"]
-              for volume in body.spec.get("volumes") or ()
-              if (volume.get("persistentVolumeClaim") or {}).get("claimName")]
-    reconciler = _reconciler(memo)
-    if type is None:
-        # A listing: at start, or after the watch lost its place (410 Gone). Kopf does not
-        # tell which pods vanished meanwhile; the reconciler checks once the listing is over.
-        reconciler.pods_listed(namespace)
-    else:
-        reconciler.pod_seen(namespace, body.metadata.name or "")
-    reconciler.poke_for_pod(namespace, claims)
-
-
-@kopf.on.event(*PVC)
-async def pvc_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _reconciler(memo).poke((body.metadata.namespace or "", body.metadata.name or ""))

@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import aiohttp
@@ -62,6 +62,8 @@ async def connect() -> client.ApiClient:
             client_configuration=configuration)
     except config.ConfigException:
         await config.load_kube_config(client_configuration=configuration)
+    # Each namespace with claims holds two watches open: a cap that never starves requests.
+    configuration.connection_pool_maxsize = 1000
     api = client.ApiClient(configuration)
     # The API server names the field manager of our writes after this: "evc-operator".
     api.user_agent = COMPONENT
@@ -128,38 +130,97 @@ async def patch_evc_status(api: client.ApiClient, namespace: str, name: str,
     return cast(dict[str, Any], patched)
 
 
-LIST_PAGE = 500  # pods per page of a fresh list: bounds memory, not the list's consistency
+LIST_PAGE = 500  # objects per page of a list: bounds memory, not the list's consistency
+WATCH_SECONDS = 300  # the API server ends a watch after this; we resume where it ended
+
+
+class Gone(Exception):
+    """410 Gone: the resourceVersion to resume from is too old; list again."""
+
+
+def describe(error: BaseException) -> str:
+    if isinstance(error, ApiException):
+        return f"API error {error.status}: {error_message(error)}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _lister(api: client.ApiClient, kind: str) -> Callable[..., Awaitable[Any]]:
+    core = client.CoreV1Api(api)
+    listers: dict[str, Callable[..., Awaitable[Any]]] = {
+        "pods": core.list_namespaced_pod,
+        "persistentvolumeclaims": core.list_namespaced_persistent_volume_claim}
+    return listers[kind]
+
+
+def _raise_for(response: aiohttp.ClientResponse, data: bytes) -> None:
+    # Raw responses skip the client's own check: raise what it would have.
+    if response.status == 410:
+        raise Gone(data[:200])
+    if not 200 <= response.status <= 299:
+        error = ApiException(status=response.status, reason=response.reason)
+        error.body = data
+        error.headers = response.headers
+        raise error
+
+
+async def list_all(api: client.ApiClient, kind: str, namespace: str,
+                   each: Callable[[dict[str, Any]], None]) -> str:
+    """Pass every object of a kind in a namespace to `each`, page by page; returns the
+    list's resourceVersion (where a watch resumes).
+
+    No resourceVersion: the first page is a consistent read of the latest state, and the
+    pages after it come from the same snapshot, so the whole list is as fresh as the moment
+    it began. Pages are parsed from raw JSON and dropped once `each` has seen them: the
+    client's models would cost far more than the list itself for thousands of objects.
+    """
+    lister = _lister(api, kind)
+    token: str | None = None
+    while True:
+        paging: dict[str, Any] = {"_continue": token} if token else {}
+        response = cast(aiohttp.ClientResponse, await lister(
+            namespace, limit=LIST_PAGE, _preload_content=False, **paging))
+        async with response:
+            data = await response.read()
+            _raise_for(response, data)
+        page = json.loads(data)
+        for item in page.get("items") or ():
+            each(item)
+        metadata = page.get("metadata") or {}
+        token = metadata.get("continue")
+        if not token:
+            return str(metadata.get("resourceVersion") or "")
+
+
+async def watch(api: client.ApiClient, kind: str, namespace: str, resource_version: str,
+                ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """(event type, object) from `resource_version` on, until the API server ends the
+    watch; bookmarks included (they only move the resourceVersion). Raises Gone (410)."""
+    response = cast(aiohttp.ClientResponse, await _lister(api, kind)(
+        namespace, watch=True, resource_version=resource_version,
+        allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS, _preload_content=False,
+        _request_timeout=aiohttp.ClientTimeout(sock_connect=10,
+                                               sock_read=WATCH_SECONDS + 60)))
+    async with response:
+        if response.status != 200:
+            _raise_for(response, await response.read())
+        async for line in response.content:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            body = event.get("object") or {}
+            if event.get("type") == "ERROR":
+                if body.get("code") == 410:
+                    raise Gone(body.get("message"))
+                raise ApiException(status=body.get("code") or 0, reason=body.get("message"))
+            yield event["type"], body
 
 
 @_counted("list_pods")
 async def list_pod_views(api: client.ApiClient, namespace: str) -> list[PodView]:
-    """All pods of a namespace, read from the API server itself (not a cache), as PodViews.
-
-    No resourceVersion: the first page is a consistent read of the latest state, and the
-    pages after it come from the same snapshot, so the whole list is as fresh as the moment
-    it began. Pages are parsed from raw JSON and only their projections kept: the client's
-    models would cost far more than the list for thousands of pods.
-    """
-    core = client.CoreV1Api(api)
+    """All pods of a namespace, read from the API server itself (not a cache), as PodViews."""
     views: list[PodView] = []
-    token: str | None = None
-    while True:
-        paging: dict[str, Any] = {"_continue": token} if token else {}
-        response = cast(aiohttp.ClientResponse, await core.list_namespaced_pod(
-            namespace, limit=LIST_PAGE, _preload_content=False, **paging))
-        async with response:
-            data = await response.read()
-            if not 200 <= response.status <= 299:
-                # Raw responses skip the client's own check: raise what it would have.
-                error = ApiException(status=response.status, reason=response.reason)
-                error.body = data
-                error.headers = response.headers
-                raise error
-        page = json.loads(data)
-        views.extend(pod_view(item) for item in page.get("items") or ())
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            return views
+    await list_all(api, "pods", namespace, lambda item: views.append(pod_view(item)))
+    return views
 
 
 @_counted("delete_evc")

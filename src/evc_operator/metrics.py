@@ -93,7 +93,7 @@ class ClaimsCollector(Collector):
 
         ready = GaugeMetricFamily("evc_pod_view_complete",
                                   "1 once the operator has seen every pod (deletions allowed).")
-        ready.add_metric([], 1 if self.reconciler.pods_view_complete else 0)
+        ready.add_metric([], 1 if self.reconciler.ready() else 0)
         yield ready
 
 
@@ -106,7 +106,7 @@ async def serve(reconciler: Reconciler, port: int) -> web.AppRunner:
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def readyz(_: web.Request) -> web.Response:
-        if reconciler.pods_view_complete:
+        if reconciler.ready():
             return web.Response(text="ok\n")
         return web.Response(status=503, text="waiting for the complete view of pods\n")
 

@@ -30,25 +30,30 @@ from evc_operator.users import PodView, pod_view, users_of
 
 Key = tuple[str, str]  # (namespace, name)
 MAX_CONCURRENT = 16
-LISTING_SETTLES = 2.0  # seconds without listing events before checking for vanished pods
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 log = logging.getLogger(__name__)
 
 
 class Lookup(Protocol):
-    """What the scheduler reads from Kopf's indexes (a mapping of key -> values)."""
+    """What the scheduler reads pods and PVCs through (a mapping of key -> values)."""
 
     def get(self, key: Any, default: Any = ..., /) -> Any: ...
 
 
+def _always(*_: Any) -> bool:
+    return True
+
+
 @dataclasses.dataclass
 class Indexes:
-    """Kopf's live indexes of pods and PVCs (filled before any handler runs)."""
+    """The live views of pods and PVCs (informer.Watched), per namespace."""
 
     pods_by_claim: Lookup  # (namespace, claimName) -> [PodView]
-    pods_by_namespace: Lookup  # namespace -> [PodView]; the same index may serve both
+    pods_by_namespace: Lookup  # namespace -> [PodView]
     pvcs: Lookup  # (namespace, name) -> [PvcView]
+    synced: Callable[[str], bool] = _always  # whether a namespace's views are complete
+    all_synced: Callable[[], bool] = _always
 
 
 def utcnow() -> datetime.datetime:
@@ -193,8 +198,6 @@ class Reconciler:
         self._seen_users: dict[Key, frozenset[str]] = {}  # users this process has seen
         self._rejected: dict[Key, tuple[object, ...]] = {}  # PVC updates the API refused
         self._written: dict[Key, tuple[str, lifecycle.Claim]] = {}  # facts we recorded last
-        self._listed: dict[str, datetime.datetime] = {}  # namespaces to check after a listing
-        self._vanished: dict[str, set[str]] = {}  # pods the index holds but the API has not
         self._reported_dry_run: set[tuple[Key, datetime.datetime | None]] = set()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
@@ -249,33 +252,14 @@ class Reconciler:
                 self.poke(key)
         self._wakeup.set()
 
-    def pods_listed(self, namespace: str) -> None:
-        """Pods of a namespace were (re)listed: once that settles, find the vanished ones."""
-        self._listed[namespace] = self.clock() + datetime.timedelta(seconds=LISTING_SETTLES)
-        self._wakeup.set()
-
-    def pod_seen(self, namespace: str, name: str) -> None:
-        """A real event about this pod: whatever the index holds for it is current."""
-        self._vanished.get(namespace, set()).discard(name)
-
-    async def _find_vanished(self, namespace: str) -> None:
-        """Pods that Kopf's index still holds but the API server no longer has.
-
-        After a watch lost its place (410 Gone), Kopf lists again but never learns of
-        pods deleted in the gap: their index entries would keep a claim in use forever.
-        A pod in the index but not in a fresh list is left out of decisions (deletions
-        still read the API server first, so this can never make one unsafe).
-        """
-        # The index first: a pod it learns of while the list is in flight is not vanished.
-        indexed = {pod.name for pod in self.indexes.pods_by_namespace.get(namespace, ())}
-        present = {pod.name for pod in (await self.fresh_pods.get(namespace)).pods}
-        vanished = indexed - present
-        if vanished:
-            log.info("Pods gone while the watch was away in %s: %s.", namespace,
-                     ", ".join(sorted(vanished)))
-        self._vanished[namespace] = vanished
+    def namespace_synced(self, namespace: str) -> None:
+        """A namespace's pods and PVCs were (re)listed: look at its claims again."""
         for key in [key for key in self.evcs if key[0] == namespace]:
             self.poke(key)
+
+    def ready(self) -> bool:
+        """Every claim known and every namespace with claims fully listed."""
+        return self.pods_view_complete and self.indexes.all_synced()
 
     def poke_for_pod(self, namespace: str, claims: Iterable[str]) -> None:
         """A pod changed: look again at the EVCs it mounts and those with a selector."""
@@ -295,10 +279,6 @@ class Reconciler:
                     await self._wakeup.wait()  # set_active() wakes us
                     continue
                 now = self.clock()
-                for namespace, when in list(self._listed.items()):
-                    if when <= now:
-                        del self._listed[namespace]
-                        self._spawn(self._find_vanished(namespace))
                 for key in self.deadlines.pop_due(now):
                     self.poke(key)
                 for key in list(self._dirty):
@@ -308,11 +288,8 @@ class Reconciler:
                         self._spawn(self._reconcile_guarded(key))
                 self._wakeup.clear()
                 timeout = None
-                upcoming = list(self._listed.values())
                 if (earliest := self.deadlines.earliest()) is not None:
-                    upcoming.append(earliest)
-                if upcoming:
-                    timeout = max(0.0, (min(upcoming) - self.clock()).total_seconds())
+                    timeout = max(0.0, (earliest - self.clock()).total_seconds())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
         finally:
@@ -392,10 +369,6 @@ class Reconciler:
             mounting = self.indexes.pods_by_claim.get(view.key, ())
             in_namespace = (self.indexes.pods_by_namespace.get(view.namespace, ())
                             if view.selector else ())
-        if fresh is None and self._vanished.get(view.namespace):
-            vanished = self._vanished[view.namespace]
-            mounting = [pod for pod in mounting if pod.name not in vanished]
-            in_namespace = [pod for pod in in_namespace if pod.name not in vanished]
         seen = self._seen_users.get(view.key, frozenset())
         users = users_of(view.name, view.selector, mounting, in_namespace)
         self._seen_users[view.key] = frozenset(user.name for user in users)
@@ -409,6 +382,8 @@ class Reconciler:
         view, body = self.evcs.get(key), self.bodies.get(key)
         if view is None or body is None or view.deleting:
             return
+        if not self.indexes.synced(view.namespace):
+            return  # namespace_synced() pokes it once its pods and PVCs are listed
         logger = self._logger(key)
         previous = dict(view.status)
 
@@ -440,7 +415,7 @@ class Reconciler:
             events.append(status.Event("Warning", "InvalidSpec", "; ".join(view.problems)))
 
         if decision.action is Action.DELETE:
-            await self._delete(view, decision, new_status, logger)
+            await self._delete(view, decision, logger)
             return
 
         if status.status_changed(new_status, previous):
@@ -510,15 +485,13 @@ class Reconciler:
         return dataclasses.replace(claim, recorded_phase=ours.recorded_phase)
 
     async def _delete(self, view: EvcView, decision: lifecycle.Decision,
-                      new_status: dict[str, Any], logger: logging.LoggerAdapter[Any]) -> None:
-        # Mark it Deleting, guarded by the resourceVersion we decided on: if anything
-        # changed the EVC meanwhile, this fails (409) and we decide again.
+                      logger: logging.LoggerAdapter[Any]) -> None:
+        # Deleted only if it is still exactly the claim we decided on (uid and
+        # resourceVersion preconditions): if anything changed it meanwhile, the API server
+        # refuses (409) and we decide again. One write: no "Deleting" status before it.
         try:
-            patched = await kube.patch_evc_status(self.api, view.namespace, view.name,
-                                                  new_status,
-                                                  resource_version=view.resource_version)
             await kube.delete_evc(self.api, view.namespace, view.name, view.uid,
-                                  patched["metadata"]["resourceVersion"])
+                                  view.resource_version)
         except kube.ApiException as error:
             if error.status == 404:
                 self.forget(view.key)

@@ -1,0 +1,204 @@
+"""Pods and PVCs of the namespaces that have claims, kept current by our own list+watch.
+
+Kopf's indexes were the first design; at scale they cost too much (docs/benchmarks.md):
+every object passes through Kopf's per-object machinery, and while the operator starts,
+each new object wakes every object already waiting for the indexes, so start-up grows
+with the square of the number of pods. Here, per namespace and kind, one paged list and
+one watch keep small projections (`PodView`, `PvcView`) and nothing else; only the
+namespaces that hold EVCs are read at all, since a pod can use a claim of its own
+namespace only. A relist (after 410 Gone) is compared with what was held, so objects
+deleted while the watch was away are noticed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+from evc_operator import kube
+from evc_operator.claims import PvcView, pvc_view
+from evc_operator.users import PodView, pod_view
+
+log = logging.getLogger(__name__)
+V = TypeVar("V")
+Key = tuple[str, str]
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)
+
+
+class Informer(Generic[V]):
+    """One kind of object in one namespace: list, then watch; projections only."""
+
+    def __init__(self, api: Any, kind: str, namespace: str, project: Callable[[Any], V],
+                 changed: Callable[[str, V | None, V | None], None],
+                 listed: Callable[[], None]) -> None:
+        self.api = api
+        self.kind = kind
+        self.namespace = namespace
+        self.project = project
+        self.changed = changed
+        self.listed = listed  # after every complete list
+        self.items: dict[str, V] = {}
+        self.synced = False
+
+    async def run(self) -> None:
+        version: str | None = None
+        failures = 0
+        while True:
+            try:
+                if version is None:
+                    version = await self._relist()
+                version = await self._watch(version)
+                failures = 0
+            except kube.Gone:
+                version = None  # too old to resume from: list again
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                log.warning("Watching %s in %s failed (%s); again in %.0f s.", self.kind,
+                            self.namespace, kube.describe(error), delay)
+                await asyncio.sleep(delay)
+
+    async def _relist(self) -> str:
+        fresh: dict[str, V] = {}
+        version = await kube.list_all(self.api, self.kind, self.namespace,
+                                      lambda item: fresh.__setitem__(
+                                          item["metadata"]["name"], self.project(item)))
+        held, self.items = self.items, fresh
+        for name in held.keys() - fresh.keys():
+            self.changed(name, held[name], None)
+        for name, view in fresh.items():
+            if held.get(name) != view:
+                self.changed(name, held.get(name), view)
+        self.synced = True
+        self.listed()
+        return version
+
+    async def _watch(self, version: str) -> str:
+        async for kind, body in kube.watch(self.api, self.kind, self.namespace, version):
+            version = body["metadata"]["resourceVersion"]
+            if kind == "BOOKMARK":
+                continue
+            name = body["metadata"]["name"]
+            held = self.items.get(name)
+            if kind == "DELETED":
+                self.items.pop(name, None)
+                self.changed(name, held, None)
+                continue
+            view = self.project(body)
+            self.items[name] = view
+            if held != view:
+                self.changed(name, held, view)
+        return version
+
+
+class NamespacePods:
+    """A namespace's pods, and those that mount each claim (found without a scan)."""
+
+    def __init__(self) -> None:
+        self.by_claim: dict[str, dict[str, PodView]] = {}
+
+    def update(self, name: str, old: PodView | None, new: PodView | None) -> set[str]:
+        """Keep by_claim current; returns the claims whose users may have changed."""
+        touched = set(old.claims if old else ()) | set(new.claims if new else ())
+        for claim in old.claims if old else ():
+            users = self.by_claim.get(claim, {})
+            users.pop(name, None)
+            if not users:
+                self.by_claim.pop(claim, None)
+        if new is not None:
+            for claim in new.claims:
+                self.by_claim.setdefault(claim, {})[name] = new
+        return touched
+
+
+class Watched:
+    """Informers of pods and PVCs for every namespace that holds a claim.
+
+    `pods_changed(namespace, claims)` and `pvc_changed(key)` tell the reconciler what to
+    look at again; `namespace_synced(namespace)` when both lists of a namespace are in.
+    """
+
+    def __init__(self, api: Any, *, pods_changed: Callable[[str, Iterable[str]], None],
+                 pvc_changed: Callable[[Key], None],
+                 namespace_synced: Callable[[str], None]) -> None:
+        self.api = api
+        self.pods_changed = pods_changed
+        self.pvc_changed = pvc_changed
+        self.namespace_synced = namespace_synced
+        self.pods: dict[str, Informer[PodView]] = {}
+        self.claims: dict[str, NamespacePods] = {}
+        self.pvcs: dict[str, Informer[PvcView]] = {}
+        self._tasks: dict[str, list[asyncio.Task[None]]] = {}
+
+    def ensure(self, namespace: str) -> None:
+        """Start watching a namespace's pods and PVCs (once)."""
+        if namespace in self._tasks:
+            return
+        pods = NamespacePods()
+
+        def pod_changed(name: str, old: PodView | None, new: PodView | None) -> None:
+            self.pods_changed(namespace, pods.update(name, old, new))
+
+        def pvc_changed(name: str, _old: PvcView | None, _new: PvcView | None) -> None:
+            self.pvc_changed((namespace, name))
+
+        def listed() -> None:
+            if self.synced(namespace):
+                self.namespace_synced(namespace)
+
+        self.claims[namespace] = pods
+        self.pods[namespace] = Informer(self.api, "pods", namespace, pod_view, pod_changed,
+                                        listed)
+        self.pvcs[namespace] = Informer(self.api, "persistentvolumeclaims", namespace,
+                                        pvc_view, pvc_changed, listed)
+        self._tasks[namespace] = [
+            asyncio.create_task(self.pods[namespace].run(), name=f"pods in {namespace}"),
+            asyncio.create_task(self.pvcs[namespace].run(), name=f"pvcs in {namespace}")]
+
+    def synced(self, namespace: str) -> bool:
+        pods, pvcs = self.pods.get(namespace), self.pvcs.get(namespace)
+        return bool(pods and pods.synced and pvcs and pvcs.synced)
+
+    def all_synced(self) -> bool:
+        return all(self.synced(namespace) for namespace in self._tasks)
+
+    # --- what the reconciler reads (the shape of its `Lookup`s) -----------------------------
+
+    def pods_of_claim(self, key: Key) -> list[PodView]:
+        pods = self.claims.get(key[0])
+        return list(pods.by_claim.get(key[1], {}).values()) if pods else []
+
+    def pods_in(self, namespace: str) -> list[PodView]:
+        informer = self.pods.get(namespace)
+        return list(informer.items.values()) if informer else []
+
+    def pvc(self, key: Key) -> list[PvcView]:
+        informer = self.pvcs.get(key[0])
+        found = informer.items.get(key[1]) if informer else None
+        return [found] if found else []
+
+    async def close(self) -> None:
+        tasks = [task for started in self._tasks.values() for task in started]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Lookup:
+    """A read function in the `get(key, default)` shape the reconciler reads indexes by."""
+
+    def __init__(self, read: Callable[[Any], list[Any]]) -> None:
+        self.read = read
+
+    def get(self, key: Any, default: Any = (), /) -> Any:
+        return self.read(key) or default
+
+
+def lookups(watched: Watched) -> Mapping[str, Lookup]:
+    return {"pods_by_claim": Lookup(watched.pods_of_claim),
+            "pods_by_namespace": Lookup(watched.pods_in),
+            "pvcs": Lookup(watched.pvc)}

@@ -1,0 +1,142 @@
+"""The operator's own informers of pods and PVCs, against a scripted API (no cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from evc_operator import informer, kube
+from evc_operator.users import PodView, pod_view
+
+
+def pod(name: str, claim: str | None = None, phase: str = "Running",
+        version: str = "1") -> dict[str, Any]:
+    volumes = [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}] if claim else []
+    return {"metadata": {"name": name, "namespace": "jobs", "resourceVersion": version,
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"volumes": volumes}, "status": {"phase": phase}}
+
+
+class ScriptedApi:
+    """Lists return `lists` in turn; each watch yields the next script, then raises it
+    its last item if that is an exception (410 Gone, say), else ends."""
+
+    def __init__(self, lists: list[list[dict[str, Any]]],
+                 watches: list[list[Any]]) -> None:
+        self.lists = lists
+        self.watches = watches
+        self.calls: list[str] = []
+
+    async def list_all(self, _api: Any, kind: str, namespace: str,
+                       each: Callable[[dict[str, Any]], None]) -> str:
+        self.calls.append(f"list {kind}")
+        for item in self.lists.pop(0) if self.lists else []:
+            each(item)
+        return "10"
+
+    async def watch(self, _api: Any, kind: str, namespace: str,
+                    version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        self.calls.append(f"watch {kind} from {version}")
+        if not self.watches:
+            await asyncio.Event().wait()  # nothing more happens
+        for step in self.watches.pop(0):
+            if isinstance(step, BaseException):
+                raise step
+            yield step
+
+
+def run_informer(monkeypatch: pytest.MonkeyPatch, api: ScriptedApi, until: Callable[[], bool],
+                 ) -> tuple[informer.Informer[PodView], list[tuple[str, bool, bool]]]:
+    monkeypatch.setattr(kube, "list_all", api.list_all)
+    monkeypatch.setattr(kube, "watch", api.watch)
+    changes: list[tuple[str, bool, bool]] = []
+    subject = informer.Informer(
+        None, "pods", "jobs", pod_view,
+        lambda name, old, new: changes.append((name, old is not None, new is not None)),
+        lambda: None)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(subject.run())
+        for _ in range(200):
+            if until():
+                break
+            await asyncio.sleep(0.001)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    return subject, changes
+
+
+def test_watch_events_keep_the_projections_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = ScriptedApi(lists=[[pod("a", "x")]], watches=[[
+        ("ADDED", pod("b", "x", version="11")),
+        ("MODIFIED", pod("b", "x", version="12")),  # nothing the projection holds changed
+        ("BOOKMARK", {"metadata": {"resourceVersion": "13"}}),
+        ("MODIFIED", pod("a", "x", phase="Succeeded", version="14")),
+        ("DELETED", pod("b", "x", version="15")),
+    ]])
+    subject, changes = run_informer(monkeypatch, api, lambda: len(api.calls) >= 3)
+    assert subject.synced
+    assert changes == [("a", False, True), ("b", False, True), ("a", True, True),
+                       ("b", True, False)]
+    assert set(subject.items) == {"a"}
+    assert not subject.items["a"].active
+    assert api.calls[-1] == "watch pods from 15"  # resumes where the last watch ended
+
+
+def test_a_relist_after_410_reports_pods_deleted_while_the_watch_was_away(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    api = ScriptedApi(lists=[[pod("ghost", "x"), pod("kept", "x")], [pod("kept", "x")]],
+                      watches=[[kube.Gone("too old")]])
+    subject, changes = run_informer(monkeypatch, api, lambda: api.calls.count("list pods") == 2)
+    assert api.calls[:3] == ["list pods", "watch pods from 10", "list pods"]
+    assert ("ghost", True, False) in changes
+    assert set(subject.items) == {"kept"}
+
+
+def test_namespace_pods_index_users_by_claim() -> None:
+    pods = informer.NamespacePods()
+    first = pod_view(pod("p", "x"))
+    assert pods.update("p", None, first) == {"x"}
+    moved = pod_view(pod("p", "y"))
+    assert pods.update("p", first, moved) == {"x", "y"}
+    assert set(pods.by_claim) == {"y"}
+    assert pods.update("p", moved, None) == {"y"}
+    assert pods.by_claim == {}
+
+
+def test_watched_is_synced_once_pods_and_pvcs_are_listed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    api = ScriptedApi(lists=[[pod("p", "x")], []], watches=[])
+    monkeypatch.setattr(kube, "list_all", api.list_all)
+    monkeypatch.setattr(kube, "watch", api.watch)
+    synced: list[str] = []
+    poked: list[tuple[str, list[str]]] = []
+
+    async def scenario() -> informer.Watched:
+        watched = informer.Watched(None, pods_changed=lambda ns, c: poked.append((ns, list(c))),
+                                   pvc_changed=lambda key: None,
+                                   namespace_synced=synced.append)
+        assert watched.all_synced()  # nothing to watch yet
+        watched.ensure("jobs")
+        watched.ensure("jobs")  # once
+        assert not watched.synced("jobs")
+        for _ in range(100):
+            await asyncio.sleep(0.001)
+        await watched.close()
+        return watched
+
+    watched = asyncio.run(scenario())
+    assert synced == ["jobs"]
+    assert watched.synced("jobs")
+    assert watched.all_synced()
+    assert poked == [("jobs", ["x"])]
+    lookups = informer.lookups(watched)
+    assert [p.name for p in lookups["pods_by_claim"].get(("jobs", "x"), ())] == ["p"]
+    assert [p.name for p in lookups["pods_by_namespace"].get("jobs", ())] == ["p"]
+    assert lookups["pvcs"].get(("jobs", "x"), ()) == ()
+    assert api.calls.count("list pods") + api.calls.count("list persistentvolumeclaims") == 2
