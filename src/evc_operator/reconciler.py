@@ -578,6 +578,14 @@ class Reconciler:
                                            f"{view.name} (was {observed.storage})."))
             if "metadata" in plan.patch:
                 logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
+        if (_condition(previous, "PvcReady") == "True" and not events and
+                _condition(previous, "PvcReady", field="reason") in ("PvcCreated",
+                                                                     "PvcRecreated")):
+            # Still true as it was said when the PVC was made: rewording it would cost a
+            # status write per claim and tell nothing new.
+            return status.Condition(
+                "PvcReady", True, _condition(previous, "PvcReady", field="reason") or "",
+                _condition(previous, "PvcReady", field="message") or ""), events
         return status.Condition("PvcReady", True, "PvcReady",
                                 f"PersistentVolumeClaim {view.name} is in place."), events
 
