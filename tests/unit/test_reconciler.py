@@ -168,6 +168,28 @@ def test_unchanged_state_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None
     assert fake.calls == []
 
 
+def test_the_pvc_showing_up_after_its_creation_costs_no_status_write(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler = make(monkeypatch, fake, indexed_pods=[pod_body("worker")])
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    said = {"type": "PvcReady", "status": "True", "reason": "PvcCreated",
+            "message": "Created PersistentVolumeClaim scratch of 1Gi."}
+    body = evc_body()
+    body["metadata"]["resourceVersion"] = "20"
+    body["status"] = {**reconciler.evcs[("jobs", "scratch")].status, "conditions": [
+        *(c for c in reconciler.evcs[("jobs", "scratch")].status["conditions"]
+          if c["type"] != "PvcReady"), {**said, "lastTransitionTime": "2026-01-01T00:00:01Z",
+                                        "observedGeneration": 1}]}
+    reconciler.observe_evc("MODIFIED", body)
+    fake.calls.clear()
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))  # the PVC is in the index now
+    assert fake.calls == []
+    kept = next(c for c in reconciler.evcs[("jobs", "scratch")].status["conditions"]
+                if c["type"] == "PvcReady")
+    assert (kept["reason"], kept["message"]) == (said["reason"], said["message"])
+
+
 def test_a_status_rewritten_by_someone_else_cannot_make_a_deadline_earlier(
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeApi(fresh_pods=[pod_body("worker", "Succeeded")])
