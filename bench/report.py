@@ -42,7 +42,7 @@ ROWS: list[Row] = [
     ("API writes per claim lifetime", _get("api", "writes_per_claim_lifetime"), "<= 5",
      _within(5)),
     ("resume all countdowns (s)", _get("resume", "seconds"), "<= 30", _within(30)),
-    ("start-up, reading every pod (s)", _get("startup", "seconds"), "", None),
+    ("start-up, before any claim (s)", _get("startup", "seconds"), "", None),
     ("provisioning p99 (ms)", _get("provisioning_ms", "p99"), "", None),
 ]
 
