@@ -16,7 +16,15 @@ import datetime
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Mapping,
+)
 from typing import Any, Protocol, cast
 
 import kopf
@@ -31,6 +39,7 @@ from evc_operator.users import PodView, pod_view, users_of
 Key = tuple[str, str]  # (namespace, name)
 MAX_CONCURRENT = 16
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+COUNTDOWN_LOG_BATCH = 200  # countdown lines logged between yields to the event loop
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +226,7 @@ class Reconciler:
                                                         held.resource_version):
             return  # an event older than what our own write already told us
         self.evcs[key] = view
-        self.bodies[key] = body
+        self.bodies[key] = _slim(body)
         names = self.with_selector.setdefault(key[0], set())
         if view.selector:
             names.add(key[1])
@@ -297,6 +306,17 @@ class Reconciler:
                 task.cancel()
             self.fresh_pods.close()
 
+    @contextlib.asynccontextmanager
+    async def _unslotted(self) -> AsyncIterator[None]:
+        """Give the reconciliation's slot back while it waits for a fresh list: the claims
+        due in a namespace then wait together, for one list, instead of taking every slot
+        and leaving the list of the next wave to be shared by almost none."""
+        self._slots.release()
+        try:
+            yield
+        finally:
+            await self._slots.acquire()
+
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(self._logged(work))
         self._tasks.add(task)
@@ -318,7 +338,10 @@ class Reconciler:
             if not self.active:
                 continue  # the leader tells the countdowns
             now = self.clock()
-            for key, decision in list(self.countdowns.items()):
+            for number, (key, decision) in enumerate(list(self.countdowns.items())):
+                if number % COUNTDOWN_LOG_BATCH == COUNTDOWN_LOG_BATCH - 1:
+                    # Thousands of lines: let deletions and reactions in between.
+                    await asyncio.sleep(0)
                 if decision.deletes_at is None or key not in self.bodies:
                     continue
                 left = max(0.0, (decision.deletes_at - now).total_seconds())
@@ -398,7 +421,8 @@ class Reconciler:
                 self.deadlines[key] = now + datetime.timedelta(seconds=1)
                 return
             # The index may lag behind: ask the API server itself before anything final.
-            fresh = await self.fresh_pods.get(view.namespace)
+            async with self._unslotted():
+                fresh = await self.fresh_pods.get(view.namespace)
             decision = lifecycle.decide(claim, self._users(view, fresh), self.clock(),
                                         dry_run=self.settings.dry_run)
 
@@ -461,7 +485,7 @@ class Reconciler:
         if key in self.evcs:
             view = evc_view(body, self.settings)
             self.evcs[key] = view
-            self.bodies[key] = body
+            self.bodies[key] = _slim(body)
             self._written[key] = (view.uid, view.claim)
 
     def _trusted(self, view: EvcView) -> lifecycle.Claim:
@@ -588,6 +612,15 @@ class Reconciler:
                 _condition(previous, "PvcReady", field="message") or ""), events
         return status.Condition("PvcReady", True, "PvcReady",
                                 f"PersistentVolumeClaim {view.name} is in place."), events
+
+
+def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What is kept of an EVC: no managedFields, no status (its view holds that). Ten
+    thousand full bodies, with our own status writes in their managedFields, would be
+    the largest thing in memory."""
+    metadata = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
+    return {key: value for key, value in body.items() if key != "status"} | {
+        "metadata": metadata}
 
 
 def _describe(error: BaseException) -> str:
