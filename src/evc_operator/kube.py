@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import aiohttp
+import orjson
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -182,7 +183,7 @@ async def list_all(api: client.ApiClient, kind: str, namespace: str,
         async with response:
             data = await response.read()
             _raise_for(response, data)
-        page = json.loads(data)
+        page = orjson.loads(data)
         for item in page.get("items") or ():
             each(item)
         metadata = page.get("metadata") or {}
@@ -206,7 +207,7 @@ async def watch(api: client.ApiClient, kind: str, namespace: str, resource_versi
         async for line in response.content:
             if not line.strip():
                 continue
-            event = json.loads(line)
+            event = orjson.loads(line)
             body = event.get("object") or {}
             if event.get("type") == "ERROR":
                 if body.get("code") == 410:
