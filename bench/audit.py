@@ -57,10 +57,15 @@ def requests(lines: Iterable[str], user: str) -> Iterator[Request]:
 
 
 def read(path: Path, user: str) -> list[Request]:
-    if not path.exists():
-        return []
-    with path.open(errors="replace") as lines:
-        return list(requests(lines, user))
+    """Requests in the log at `path` and in the files the API server rotated it into
+    (`audit-<time>.log`, at 100 MB each), oldest first."""
+    rotated = sorted(path.parent.glob(f"{path.stem}-*{path.suffix}"))
+    found: list[Request] = []
+    for part in [*rotated, path]:
+        if part.exists():
+            with part.open(errors="replace") as lines:
+                found.extend(requests(lines, user))
+    return found
 
 
 def tally(found: Iterable[Request]) -> dict[str, int]:

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from evc_operator.lifecycle import PodUse
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+_NO_CLAIMS: frozenset[str] = frozenset()
 
 
 class InvalidSelector(ValueError):
     """spec.selector cannot be evaluated; the message says why."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class PodView:
     name: str
     namespace: str
@@ -54,13 +56,15 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
     )
     status = body.get("status") or {}
     active = status.get("phase") not in TERMINAL_PHASES
+    # Tens of thousands are held: strings that repeat from pod to pod are stored once.
     return PodView(
         name=metadata["name"],
-        namespace=metadata.get("namespace") or "",
+        namespace=sys.intern(metadata.get("namespace") or ""),
         active=active,
         created=parse_time(metadata["creationTimestamp"]),
-        claims=claims,
-        labels=tuple(sorted((metadata.get("labels") or {}).items())),
+        claims=claims or _NO_CLAIMS,
+        labels=tuple(sorted((sys.intern(key), sys.intern(value))
+                            for key, value in (metadata.get("labels") or {}).items())),
         ended=None if active else _finished_at(status),
     )
 
