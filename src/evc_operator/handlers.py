@@ -86,7 +86,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
                                      pvc_changed=_forward("poke", memo),
                                      namespace_synced=_forward("namespace_synced", memo))
     indexes = Indexes(**lookups(watched), synced=watched.synced,
-                      all_synced=watched.all_synced)
+                      all_synced=watched.all_synced, current_pods=watched.current_pods)
     memo.reconciler = reconciler = Reconciler(memo.api, config, settings, indexes)
     memo.tasks = [asyncio.create_task(reconciler.run(), name="evc-scheduler"),
                   asyncio.create_task(reconciler.log_countdowns(), name="evc-countdowns")]

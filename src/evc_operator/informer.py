@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 V = TypeVar("V")
 Key = tuple[str, str]
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)
+# A proof-of-freshness watch lasts this long; the API server sends its bookmark about
+# 2 s before a watch's end (with 2 s or less, often none at all).
+BARRIER_WATCH_SECONDS = 3
 
 
 class Informer(Generic[V]):
@@ -40,6 +43,7 @@ class Informer(Generic[V]):
         self.changed = changed
         self.listed = listed  # after every complete list
         self.items: dict[str, V] = {}
+        self.version = 0  # the resourceVersion `items` are current to
         self.synced = False
 
     async def run(self) -> None:
@@ -68,6 +72,7 @@ class Informer(Generic[V]):
                                       lambda item: fresh.__setitem__(
                                           item["metadata"]["name"], self.project(item)))
         held, self.items = self.items, fresh
+        self.version = int(version)
         for name in held.keys() - fresh.keys():
             self.changed(name, held[name], None)
         for name, view in fresh.items():
@@ -81,15 +86,18 @@ class Informer(Generic[V]):
         async for kind, body in kube.watch(self.api, self.kind, self.namespace, version):
             version = body["metadata"]["resourceVersion"]
             if kind == "BOOKMARK":
+                self.version = int(version)
                 continue
             name = body["metadata"]["name"]
             held = self.items.get(name)
             if kind == "DELETED":
                 self.items.pop(name, None)
+                self.version = int(version)
                 self.changed(name, held, None)
                 continue
             view = self.project(body)
             self.items[name] = view
+            self.version = int(version)
             if held != view:
                 self.changed(name, held, view)
         return version
@@ -165,6 +173,38 @@ class Watched:
 
     def all_synced(self) -> bool:
         return all(self.synced(namespace) for namespace in self._tasks)
+
+    async def current_pods(self, namespace: str) -> list[PodView]:
+        """The namespace's pods as they are at some moment after this call began.
+
+        Before a deletion the operator must not decide on a view that lags (a stalled or
+        slow watch). A full list proves freshness but costs every pod of the namespace,
+        for every wave of deletions. Instead: a consistent read of the collection's
+        resourceVersion now (one object); if the informer has seen that far, its view is
+        current. Otherwise a short watch from where the informer stands: its events,
+        applied to a copy of the informer's view up to a bookmark or event at or past
+        that version, give the state as of then. Without such proof, the full list.
+        """
+        informer = self.pods.get(namespace)
+        if informer is None or not informer.synced:
+            return await kube.list_pod_views(self.api, namespace)
+        target = await kube.collection_version(self.api, "pods", namespace)
+        if informer.version >= target:
+            return list(informer.items.values())
+        items, start = dict(informer.items), informer.version
+        try:
+            async for kind, body in kube.watch(self.api, "pods", namespace, str(start),
+                                               seconds=BARRIER_WATCH_SECONDS):
+                if kind == "DELETED":
+                    items.pop(body["metadata"]["name"], None)
+                elif kind != "BOOKMARK":
+                    items[body["metadata"]["name"]] = pod_view(body)
+                if int(body["metadata"]["resourceVersion"]) >= target:
+                    return list(items.values())
+        except kube.Gone:
+            pass
+        log.info("No proof that the pods of %s are current; listing them all.", namespace)
+        return await kube.list_pod_views(self.api, namespace)
 
     # --- what the reconciler reads (the shape of its `Lookup`s) -----------------------------
 

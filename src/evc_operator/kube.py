@@ -192,15 +192,26 @@ async def list_all(api: client.ApiClient, kind: str, namespace: str,
             return str(metadata.get("resourceVersion") or "")
 
 
+@_counted("collection_version")
+async def collection_version(api: client.ApiClient, kind: str, namespace: str) -> int:
+    """The resourceVersion of a collection now: a consistent read of at most one object."""
+    response = cast(aiohttp.ClientResponse, await _lister(api, kind)(
+        namespace, limit=1, _preload_content=False))
+    async with response:
+        data = await response.read()
+        _raise_for(response, data)
+    return int(orjson.loads(data)["metadata"]["resourceVersion"])
+
+
 async def watch(api: client.ApiClient, kind: str, namespace: str, resource_version: str,
-                ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+                seconds: int = WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """(event type, object) from `resource_version` on, until the API server ends the
-    watch; bookmarks included (they only move the resourceVersion). Raises Gone (410)."""
+    watch after `seconds`; bookmarks included (they only move the resourceVersion).
+    Raises Gone (410)."""
     response = cast(aiohttp.ClientResponse, await _lister(api, kind)(
         namespace, watch=True, resource_version=resource_version,
-        allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS, _preload_content=False,
-        _request_timeout=aiohttp.ClientTimeout(sock_connect=10,
-                                               sock_read=WATCH_SECONDS + 60)))
+        allow_watch_bookmarks=True, timeout_seconds=seconds, _preload_content=False,
+        _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=seconds + 60)))
     async with response:
         if response.status != 200:
             _raise_for(response, await response.read())

@@ -63,6 +63,8 @@ class Indexes:
     pvcs: Lookup  # (namespace, name) -> [PvcView]
     synced: Callable[[str], bool] = _always  # whether a namespace's views are complete
     all_synced: Callable[[], bool] = _always
+    # A namespace's pods as they are now, proven fresh; None: a full list from the API.
+    current_pods: Callable[[str], Awaitable[Iterable[PodView]]] | None = None
 
 
 def utcnow() -> datetime.datetime:
@@ -211,7 +213,8 @@ class Reconciler:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.fresh_pods = FreshPods(lambda namespace: kube.list_pod_views(self.api, namespace))
+        self.fresh_pods = FreshPods(indexes.current_pods or (
+            lambda namespace: kube.list_pod_views(self.api, namespace)))
 
     # --- what handlers call --------------------------------------------------------------
 

@@ -140,3 +140,68 @@ def test_watched_is_synced_once_pods_and_pvcs_are_listed(
     assert [p.name for p in lookups["pods_by_namespace"].get("jobs", ())] == ["p"]
     assert lookups["pvcs"].get(("jobs", "x"), ()) == ()
     assert api.calls.count("list pods") + api.calls.count("list persistentvolumeclaims") == 2
+
+
+def _synced_watched(monkeypatch: pytest.MonkeyPatch, *, version: int, now: int,
+                    barrier: list[Any]) -> tuple[informer.Watched, list[str]]:
+    calls: list[str] = []
+
+    async def collection_version(_api: Any, kind: str, namespace: str) -> int:
+        calls.append("version")
+        return now
+
+    async def watch(_api: Any, kind: str, namespace: str, start: str,
+                    seconds: int = 300) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        calls.append(f"watch from {start} for {seconds} s")
+        for step in barrier:
+            if isinstance(step, BaseException):
+                raise step
+            yield step
+
+    async def list_pod_views(_api: Any, namespace: str) -> list[PodView]:
+        calls.append("full list")
+        return [pod_view(pod("listed", "x"))]
+
+    monkeypatch.setattr(kube, "collection_version", collection_version)
+    monkeypatch.setattr(kube, "watch", watch)
+    monkeypatch.setattr(kube, "list_pod_views", list_pod_views)
+    watched = informer.Watched(None, pods_changed=lambda ns, c: None,
+                               pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
+    held = informer.Informer(None, "pods", "jobs", pod_view, lambda *_: None, lambda: None)
+    held.items = {"old": pod_view(pod("old", "x"))}
+    held.version, held.synced = version, True
+    watched.pods["jobs"] = held
+    return watched, calls
+
+
+def test_an_informer_that_has_seen_that_far_is_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    watched, calls = _synced_watched(monkeypatch, version=50, now=40, barrier=[])
+    pods = asyncio.run(watched.current_pods("jobs"))
+    assert [p.name for p in pods] == ["old"]
+    assert calls == ["version"]  # one consistent read of one object, nothing else
+
+
+def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    watched, calls = _synced_watched(monkeypatch, version=30, now=40, barrier=[
+        ("ADDED", pod("newcomer", "x", version="35")),
+        ("DELETED", pod("old", "x", version="36")),
+        ("BOOKMARK", {"metadata": {"resourceVersion": "41"}}),
+        ("ADDED", pod("too-late-to-matter", "x", version="42")),
+    ])
+    pods = asyncio.run(watched.current_pods("jobs"))
+    assert [p.name for p in pods] == ["newcomer"]
+    assert calls == ["version", "watch from 30 for 3 s"]
+    assert set(watched.pods["jobs"].items) == {"old"}  # the informer's own view is untouched
+
+
+@pytest.mark.parametrize("barrier", [
+    [("ADDED", pod("newcomer", "x", version="35"))],  # ended before reaching version 40
+    [kube.Gone("too old")],
+])
+def test_without_proof_of_freshness_the_namespace_is_listed(
+        monkeypatch: pytest.MonkeyPatch, barrier: list[Any]) -> None:
+    watched, calls = _synced_watched(monkeypatch, version=30, now=40, barrier=barrier)
+    pods = asyncio.run(watched.current_pods("jobs"))
+    assert [p.name for p in pods] == ["listed"]
+    assert calls[-1] == "full list"
