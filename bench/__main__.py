@@ -39,6 +39,20 @@ def machine() -> dict[str, Any]:
             "components": {c.name: c.version() for c in COMPONENTS}}
 
 
+def _portable(argv: list[str]) -> list[str]:
+    """The command line without where this machine kept its files (not part of the result)."""
+    kept: list[str] = []
+    skip = False
+    for argument in argv:
+        if skip:
+            skip = False
+        elif argument in ("--workdir", "--out"):
+            skip = True
+        elif not argument.startswith(("--workdir=", "--out=")):
+            kept.append(argument)
+    return kept
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,11 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         plane.stop()
     document = {
-        "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m bench " + shlex.join(_portable(sys.argv[1:] if argv is None
+                                                             else argv)),
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
-        "arguments": {key: str(value) if isinstance(value, Path) else value
-                      for key, value in vars(arguments).items()},
+        "arguments": {key: value for key, value in vars(arguments).items()
+                      if key not in ("workdir", "out")},
         "result": result,
     }
     if not soak:
