@@ -92,7 +92,8 @@ class ClaimsCollector(Collector):
         yield leader
 
         ready = GaugeMetricFamily("evc_pod_view_complete",
-                                  "1 once the operator has seen every pod (deletions allowed).")
+                                  "1 once every namespace with claims has had its pods "
+                                  "and PVCs listed.")
         ready.add_metric([], 1 if self.reconciler.ready() else 0)
         yield ready
 
