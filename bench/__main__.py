@@ -68,6 +68,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--headroom", type=float, default=defaults.headroom,
                         help="seconds from the last pod finishing to the first deadline, "
                         "in which the restart is timed (%(default)s)")
+    parser.add_argument("--operator-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the operator, e.g. LIFECYCLE_EVENTS=false")
     parser.add_argument("--soak", type=float, metavar="MINUTES",
                         help="run continuous churn for MINUTES instead, sampling memory")
     parser.add_argument("--churn", type=float, default=5.0,
@@ -77,6 +79,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path,
                         help="keep the control plane's and operator's files here")
     arguments = parser.parse_args(argv)
+    if any("=" not in setting for setting in arguments.operator_env):
+        parser.error("--operator-env takes NAME=VALUE")
     if arguments.pods < arguments.evcs:
         parser.error("--pods counts all pods, one per claim included: it must be >= --evcs")
     return arguments
@@ -91,7 +95,10 @@ async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Names
                           namespaces=arguments.namespaces).run()
     scale = Scale(evcs=arguments.evcs, pods=arguments.pods, namespaces=arguments.namespaces,
                   rate=arguments.rate, idle_seconds=arguments.idle,
-                  headroom=arguments.headroom)
+                  headroom=arguments.headroom,
+                  operator_env=tuple((name, value) for name, _, value in
+                                     (setting.partition("=") for setting in
+                                      arguments.operator_env)))
     return await Run(plane, workdir, scale).run()
 
 

@@ -44,6 +44,7 @@ class Scale:
     # Seconds between the last pod finishing and the first deadline: the restart is timed
     # in there, so that no countdown ends while no operator runs.
     headroom: float = 90.0
+    operator_env: tuple[tuple[str, str], ...] = ()  # more settings for the operator
 
     @property
     def grace_period(self) -> int:
@@ -116,6 +117,7 @@ class Run:
         operator = Operator(kubeconfig, self.workdir / f"operator-{number}.log", env={
             "GRACE_PERIOD": str(self.scale.grace_period),
             "EXPIRY_PERIOD": "3600",  # no claim expires while the pods are being made
+            **dict(self.scale.operator_env),
         })
         self.operator = operator
         self._background(self.sampler.run(operator))

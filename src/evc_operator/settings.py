@@ -50,6 +50,7 @@ class Settings:
     grace_period: float = 30.0
     countdown_interval: float = 10.0
     dry_run: bool = False  # report what would be deleted; delete nothing
+    lifecycle_events: bool = True  # Normal Events for transitions (Warnings always)
     metrics_port: int = 9090  # /metrics and /readyz; 0 turns them off
     leader_election: bool = False  # several replicas: only the Lease holder acts
     lease_name: str = "evc-operator"
@@ -67,6 +68,7 @@ class Settings:
             countdown_interval=_duration(environ, "COUNTDOWN_INTERVAL",
                                          defaults.countdown_interval, positive=True),
             dry_run=_flag(environ, "DRY_RUN"),
+            lifecycle_events=_flag(environ, "LIFECYCLE_EVENTS", default=True),
             metrics_port=_port(environ, "METRICS_PORT", defaults.metrics_port),
             leader_election=_flag(environ, "LEADER_ELECTION"),
             lease_name=environ.get("LEASE_NAME", "").strip() or defaults.lease_name,
@@ -101,8 +103,10 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
-def _flag(environ: Mapping[str, str], name: str) -> bool:
+def _flag(environ: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = environ.get(name, "")
+    if not raw.strip():
+        return default
     if raw.strip().lower() in _TRUE:
         return True
     if raw.strip().lower() in _FALSE:

@@ -43,7 +43,8 @@ IMAGE = ("--set", "image.tag=1.2.3-rc.1,image.repository=registry.example/team/e
                   "image.pullPolicy=Always")
 EVERYTHING = ("--set", "watchNamespaces={a},metrics.port=9100,metrics.service.enabled=true,"
                        "logFormat=plain,expiryPeriod=15m,gracePeriod=90,countdownInterval=2.5,"
-                       "serviceAccount.name=custom,nodeSelector.disk=ssd,replicas=3",
+                       "serviceAccount.name=custom,nodeSelector.disk=ssd,replicas=3,"
+                       "lifecycleEvents=false",
               "--set-string", "podAnnotations.team=storage")
 VALUE_SETS = {"defaults": DEFAULTS, "namespaced": NAMESPACED, "quiet": QUIET, "image": IMAGE,
               "everything": EVERYTHING}
@@ -153,8 +154,8 @@ def test_defaults_render_the_operator_for_all_namespaces(control_plane: ControlP
     assert operator["args"] == ["--all-namespaces", LIVENESS, "--log-format=full"]
     assert env(operator) == {
         "EXPIRY_PERIOD": "30s", "GRACE_PERIOD": "30s", "COUNTDOWN_INTERVAL": "10s",
-        "DRY_RUN": "false", "METRICS_PORT": "9090", "LEADER_ELECTION": "true",
-        "LEASE_NAME": "evc-evc-operator",
+        "DRY_RUN": "false", "LIFECYCLE_EVENTS": "true", "METRICS_PORT": "9090",
+        "LEADER_ELECTION": "true", "LEASE_NAME": "evc-evc-operator",
         "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
         "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
     assert operator["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
@@ -201,7 +202,8 @@ def test_quiet_values_render_a_single_dry_run_without_metrics(control_plane: Con
     assert operator["args"] == ["--all-namespaces", LIVENESS, "--log-format=json"]
     assert env(operator) == {
         "EXPIRY_PERIOD": "30s", "GRACE_PERIOD": "30s", "COUNTDOWN_INTERVAL": "10s",
-        "DRY_RUN": "true", "METRICS_PORT": "0", "LEADER_ELECTION": "false"}
+        "DRY_RUN": "true", "LIFECYCLE_EVENTS": "true", "METRICS_PORT": "0",
+        "LEADER_ELECTION": "false"}
     assert "readinessProbe" not in operator
     assert "livenessProbe" in operator
     assert [port["name"] for port in operator["ports"]] == ["health"]
@@ -225,8 +227,8 @@ def test_every_other_value(control_plane: ControlPlane, tmp_path: Path) -> None:
     assert operator["args"] == ["--namespace=a", LIVENESS, "--log-format=plain"]
     assert {name: value for name, value in env(operator).items() if isinstance(value, str)} == {
         "EXPIRY_PERIOD": "15m", "GRACE_PERIOD": "90", "COUNTDOWN_INTERVAL": "2.5",
-        "DRY_RUN": "false", "METRICS_PORT": "9100", "LEADER_ELECTION": "true",
-        "LEASE_NAME": "evc-evc-operator"}
+        "DRY_RUN": "false", "LIFECYCLE_EVENTS": "false", "METRICS_PORT": "9100",
+        "LEADER_ELECTION": "true", "LEASE_NAME": "evc-evc-operator"}
     assert {(p["name"], p["containerPort"]) for p in operator["ports"]} == {
         ("health", 8080), ("metrics", 9100)}
     assert pod["metadata"]["annotations"] == {
@@ -320,7 +322,7 @@ def test_the_deployment_is_that_of_config(control_plane: ControlPlane, tmp_path:
     [config_container] = config_pod["spec"]["containers"]
     assert chart_container.pop("imagePullPolicy") == "IfNotPresent"
     assert chart_container["args"].pop() == "--log-format=full"
-    assert chart_container["env"].pop(6) == {"name": "LEASE_NAME", "value": "evc-operator"}
+    assert chart_container["env"].pop(7) == {"name": "LEASE_NAME", "value": "evc-operator"}
     assert chart_container == config_container
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import pytest
 
-from evc_operator import kube
+from evc_operator import kube, status
 from evc_operator.claims import pvc_view
 from evc_operator.reconciler import Deadlines, FreshPods, Indexes, Reconciler, pod_index_entry
 from evc_operator.settings import Settings
@@ -166,6 +166,22 @@ def test_unchanged_state_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None
     fake.calls.clear()
     asyncio.run(reconciler.reconcile(("jobs", "scratch")))  # same world, again
     assert fake.calls == []
+
+
+def test_without_lifecycle_events_only_warnings_are_posted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler = make(monkeypatch, fake, indexed_pods=[])
+    reconciler.settings = Settings(lifecycle_events=False)
+    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    assert fake.calls == ["list_pods", "delete:evc-uid:10"]  # no Deleted Event
+    reconciler = make(monkeypatch, fake, indexed_pods=[])
+    reconciler.settings = Settings(lifecycle_events=False)
+    fake.calls.clear()
+    asyncio.run(reconciler._announce(reconciler.evcs[("jobs", "scratch")],
+                                     status.Event("Warning", "InvalidSpec", "bad"),
+                                     reconciler._logger(("jobs", "scratch"))))
+    assert fake.calls == ["event:InvalidSpec"]
 
 
 def test_the_pvc_showing_up_after_its_creation_costs_no_status_write(

@@ -75,3 +75,11 @@ def test_leader_election_needs_a_lease_namespace() -> None:
     settings = Settings.from_environ({"LEADER_ELECTION": "true", "POD_NAMESPACE": "ops",
                                       "POD_NAME": "evc-operator-abc"})
     assert (settings.lease_namespace, settings.identity) == ("ops", "evc-operator-abc")
+
+
+def test_lifecycle_events_are_on_unless_turned_off() -> None:
+    assert Settings.from_environ({}).lifecycle_events
+    assert Settings.from_environ({"LIFECYCLE_EVENTS": ""}).lifecycle_events
+    assert not Settings.from_environ({"LIFECYCLE_EVENTS": "false"}).lifecycle_events
+    with pytest.raises(SettingsError, match="LIFECYCLE_EVENTS='sometimes'"):
+        Settings.from_environ({"LIFECYCLE_EVENTS": "sometimes"})
