@@ -32,6 +32,8 @@ from bench.observe import EVCS, PODS, ClaimWatch, Key, PodWatch, until
 from bench.operator import USER, Operator, Usage, install_identity
 from controlplane.cluster import ControlPlane
 
+SETTLE_SECONDS = 5.0  # after the last claim shows InUse, before the idle window opens
+
 
 @dataclasses.dataclass(frozen=True)
 class Scale:
@@ -183,7 +185,9 @@ class Run:
                         limit=1800, check=self._check_operator)
         await self._step(f"{scale.evcs} user pods running (claims InUse)", claims_in_use)
 
-        # Nothing changes now: the operator should be silent and small.
+        # Nothing changes now: the operator should be silent and small. Its last claims'
+        # Events follow their status writes: the window opens once those have landed.
+        await asyncio.sleep(SETTLE_SECONDS)
         idle_start, idle_usage = time.time(), operator.usage()
         await self._step(f"idle for {scale.idle_seconds:.0f} s",
                          lambda: asyncio.sleep(scale.idle_seconds))
