@@ -34,7 +34,7 @@ from evc_operator.claims import PvcStep, PvcView, desired_pvc, plan_pvc, pvc_vie
 from evc_operator.evc import EvcView, evc_view
 from evc_operator.lifecycle import Action
 from evc_operator.settings import Settings
-from evc_operator.users import PodView, pod_view, users_of
+from evc_operator.users import PodView, users_of
 
 Key = tuple[str, str]  # (namespace, name)
 MAX_CONCURRENT = 16
@@ -646,18 +646,3 @@ def _condition(previous: Mapping[str, Any], kind: str,
             value = condition.get(field)
             return str(value) if value is not None else None
     return None
-
-
-def pvc_index_entry(body: Mapping[str, Any]) -> dict[Key, PvcView]:
-    view = pvc_view(body)
-    return {(view.namespace, view.name): view}
-
-
-def pod_index_entry(body: Mapping[str, Any]) -> dict[Key | str, PodView]:
-    """Where a pod goes in the one index of pods: under (namespace, claim) for each claim
-    it mounts, and under its namespace. The two kinds of key never collide (a tuple, a
-    string), so one index serves both lookups, with one view per pod event."""
-    view = pod_view(body)
-    entry: dict[Key | str, PodView] = {(view.namespace, claim): view for claim in view.claims}
-    entry[view.namespace] = view
-    return entry

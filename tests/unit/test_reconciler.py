@@ -16,9 +16,9 @@ from typing import Any
 import kopf
 import pytest
 
-from evc_operator import kube, status
+from evc_operator import informer, kube, status
 from evc_operator.claims import pvc_view
-from evc_operator.reconciler import Deadlines, FreshPods, Indexes, Reconciler, pod_index_entry
+from evc_operator.reconciler import Deadlines, FreshPods, Indexes, Reconciler
 from evc_operator.settings import Settings
 from evc_operator.users import PodView, pod_view
 
@@ -471,23 +471,30 @@ def test_simultaneous_deletions_in_a_namespace_cost_one_list(
     assert len([call for call in fake.calls if call.startswith("delete")]) == 3
 
 
-def test_one_pod_index_serves_both_lookups_and_holds_non_users_by_namespace_only(
+def test_the_informer_lookups_serve_mounting_pods_and_a_selector_claim(
         monkeypatch: pytest.MonkeyPatch) -> None:
     bodies = [pod_body("worker"), {**pod_body("bystander"), "spec": {}},
               {**pod_body("labelled"), "spec": {}}]
     bodies[2]["metadata"] = {**bodies[2]["metadata"], "labels": {"app": "batch"}}
-    index: dict[Any, list[PodView]] = {}
-    for body in bodies:  # what Kopf does with each handler result
-        for key, view in pod_index_entry(body).items():
-            index.setdefault(key, []).append(view)
-    assert set(index) == {("jobs", "scratch"), "jobs"}
-    assert [pod.name for pod in index[("jobs", "scratch")]] == ["worker"]
-    assert [pod.name for pod in index["jobs"]] == ["worker", "bystander", "labelled"]
-    assert index[("jobs", "scratch")][0] is index["jobs"][0]  # one view per event
+    watched = informer.Watched(None, pods_changed=lambda *_: None,
+                               pvc_changed=lambda _key: None, namespace_synced=lambda _ns: None)
+    held = informer.Informer(None, "pods", "jobs", pod_view, lambda *_: None, lambda: None)
+    watched.pods["jobs"], watched.claims["jobs"] = held, informer.NamespacePods()
+    for body in bodies:  # what the informer does with each watch event
+        view = pod_view(body)
+        held.items[view.name] = view
+        watched.claims["jobs"].update(view.name, None, view)
+    lookups = informer.lookups(watched)
+    mounting = lookups["pods_by_claim"].get(("jobs", "scratch"), ())
+    in_namespace = lookups["pods_by_namespace"].get("jobs", ())
+    assert [pod.name for pod in mounting] == ["worker"]
+    assert [pod.name for pod in in_namespace] == ["worker", "bystander", "labelled"]
+    assert mounting[0] is in_namespace[0]  # one view per pod
 
     fake = FakeApi(fresh_pods=[])
     reconciler = make(monkeypatch, fake, indexed_pods=[])
-    reconciler.indexes = Indexes(pods_by_claim=index, pods_by_namespace=index,
+    reconciler.indexes = Indexes(pods_by_claim=lookups["pods_by_claim"],
+                                 pods_by_namespace=lookups["pods_by_namespace"],
                                  pvcs=reconciler.indexes.pvcs)
     body = evc_body()
     body["metadata"]["resourceVersion"] = "12"
