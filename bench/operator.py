@@ -6,9 +6,7 @@ so the API server's audit log can tell its requests from the harness's.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -35,17 +33,7 @@ def install_identity(plane: ControlPlane, kubeconfig: Path) -> Path:
         if part == "serviceaccount":
             plane.kubectl("create", "namespace", NAMESPACE)
         plane.kubectl("apply", "-f", "-", input=rendered)
-    token = plane.kubectl("create", "token", ACCOUNT, "--namespace", NAMESPACE,
-                          "--duration=48h").strip()
-    ca = base64.b64encode(plane.ca_file.read_bytes()).decode()
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "local", "cluster": {"server": plane.server,
-                                                   "certificate-authority-data": ca}}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local",
-                                                      "user": "operator"}}]}))
-    return kubeconfig
+    return plane.service_account_kubeconfig(NAMESPACE, ACCOUNT, kubeconfig, duration="48h")
 
 
 @dataclasses.dataclass(frozen=True)

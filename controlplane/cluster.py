@@ -313,6 +313,15 @@ class ControlPlane:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
+    def service_account_kubeconfig(self, namespace: str, account: str, path: Path, *,
+                                   duration: str = "1h") -> Path:
+        """A kubeconfig at `path` that authenticates as a ServiceAccount, by a
+        TokenRequest token valid for `duration`."""
+        token = self.kubectl("create", "token", account, "--namespace", namespace,
+                             f"--duration={duration}").strip()
+        self._write_kubeconfig(path, f"{namespace}:{account}", token)
+        return path
+
     def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
         ca = base64.b64encode(self.ca_file.read_bytes()).decode()
         config = {

@@ -24,7 +24,6 @@ import yaml
 from controlplane.cluster import ControlPlane, free_port
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import REPO, Kubectl, OperatorProcess, eventually
-from tests.integration.test_deploy import token_kubeconfig
 
 FAST = {"EXPIRY_PERIOD": "2", "GRACE_PERIOD": "2", "COUNTDOWN_INTERVAL": "1"}
 
@@ -171,8 +170,8 @@ def test_missing_pods_permission_is_reported_deletes_nothing_and_recovers(
         control_plane.kubectl("apply", "-f", "-", input=json.dumps({
             "apiVersion": "v1", "kind": "List", "items": [
                 role, cluster_role_binding(blind, blind, namespace, "evc-operator")]}))
-        config = token_kubeconfig(control_plane, namespace, "evc-operator",
-                                  tmp_path / "sa.kubeconfig")
+        config = control_plane.service_account_kubeconfig(namespace, "evc-operator",
+                                                          tmp_path / "sa.kubeconfig")
         kubectl("apply", "-f", "-", input=evc("unseen"))  # due 2 s after its creation
 
         process = start(operator, control_plane, namespace, KUBECONFIG=str(config))

@@ -4,7 +4,6 @@ the operator runs its whole lifecycle with nothing but the shipped RBAC.
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -23,20 +22,6 @@ OPERATOR_NAMESPACE = "evc-operator"
 def render(plane: ControlPlane, overlay: str) -> list[dict[str, Any]]:
     documents = yaml.safe_load_all(plane.kubectl("kustomize", str(REPO / "config" / overlay)))
     return [doc for doc in documents if doc]
-
-
-def token_kubeconfig(plane: ControlPlane, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as a ServiceAccount, by a TokenRequest token."""
-    token = plane.kubectl("create", "token", account, "--namespace", namespace,
-                          "--duration=1h").strip()
-    ca = base64.b64encode(plane.ca_file.read_bytes()).decode()
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "local", "cluster": {"server": plane.server,
-                                                   "certificate-authority-data": ca}}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}]}))
-    return path
 
 
 def can_i(plane: ControlPlane, account: str, verb: str, resource: str,
@@ -96,8 +81,8 @@ def test_cluster_role_runs_the_whole_lifecycle(control_plane: ControlPlane, kube
                                                operator: OperatorFactory,
                                                tmp_path: Path) -> None:
     control_plane.kubectl("apply", "-k", str(REPO / "config" / "default"))
-    config = token_kubeconfig(control_plane, OPERATOR_NAMESPACE, "evc-operator",
-                              tmp_path / "sa.kubeconfig")
+    config = control_plane.service_account_kubeconfig(OPERATOR_NAMESPACE, "evc-operator",
+                                                      tmp_path / "sa.kubeconfig")
     process = operator(kubectl.namespace, scope="--all-namespaces", KUBECONFIG=str(config),
                        **FAST)
     full_lifecycle(kubectl, "rbac-cluster")
@@ -124,8 +109,8 @@ def test_namespaced_role_runs_the_whole_lifecycle_in_its_namespace_only(
     assert not can_i(control_plane, account, "list", "ephemeralvolumeclaims.zalando.org",
                      "default")
 
-    config = token_kubeconfig(control_plane, namespace, "evc-operator",
-                              tmp_path / "sa.kubeconfig")
+    config = control_plane.service_account_kubeconfig(namespace, "evc-operator",
+                                                      tmp_path / "sa.kubeconfig")
     process = operator(namespace, KUBECONFIG=str(config), **FAST)
     full_lifecycle(kubectl, "rbac-namespaced")
     assert_no_permission_errors(process.log_text())

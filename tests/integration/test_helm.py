@@ -26,7 +26,6 @@ from tests.integration.test_deploy import (
     can_i,
     full_lifecycle,
     render,
-    token_kubeconfig,
 )
 from tests.integration.test_image_command import with_liveness_port
 
@@ -509,7 +508,8 @@ def test_the_charts_namespaced_rbac_runs_the_whole_lifecycle(
     fullname = f"{release}-evc-operator"
     deployment = kubectl.get("deployment", fullname)
     assert deployment is not None
-    config = token_kubeconfig(control_plane, namespace, fullname, tmp_path / "sa.kubeconfig")
+    config = control_plane.service_account_kubeconfig(namespace, fullname,
+                                                      tmp_path / "sa.kubeconfig")
     process = DeploymentProcess(control_plane, deployment, f"{fullname}-0", config,
                                 tmp_path / "operator.log")
     try:
