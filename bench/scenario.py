@@ -22,7 +22,7 @@ import datetime
 import math
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +94,8 @@ class Run:
         self.operator: Operator | None = None
         self.sampler = Sampler()
 
-    def _background(self, work: Awaitable[None]) -> None:
-        async def guarded() -> None:
-            await work
-        self.tasks.append(asyncio.create_task(guarded()))
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        self.tasks.append(asyncio.create_task(work))
 
     def _check_operator(self) -> None:
         if self.operator is not None and not self.operator.alive():
