@@ -136,7 +136,9 @@ class PodList:
 
 
 class FreshPods:
-    """Fresh lists of a namespace's pods from the API server, shared between requests.
+    """Fresh views of a namespace's pods, shared between requests. The lister is
+    `informer.Watched.current_pods` (a proof that the informer is current, else a full
+    list) or, without informers, a full list from the API server.
 
     A list serves only the requests made before it began: a later one may rest on a
     decision that the list predates. So a request made while a list of its namespace is
