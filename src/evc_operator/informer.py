@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from evc_operator import kube
 from evc_operator.claims import PvcView, pvc_view
-from evc_operator.users import PodView, pod_view
+from evc_operator.users import PodSnapshot, PodView, pod_view
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -45,6 +45,7 @@ class Informer(Generic[V]):
         self.items: dict[str, V] = {}
         self.version = 0  # the resourceVersion `items` are current to
         self.synced = False
+        self.breaks = 0  # watches that failed (not those the API server ended on time)
 
     async def run(self) -> None:
         version: str | None = None
@@ -56,10 +57,12 @@ class Informer(Generic[V]):
                 version = await self._watch(version)
                 failures = 0
             except kube.Gone:
+                self.breaks += 1
                 version = None  # too old to resume from: list again
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                self.breaks += 1
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
                 log.warning("Watching %s in %s failed (%s); again in %.0f s.", self.kind,
@@ -174,7 +177,7 @@ class Watched:
     def all_synced(self) -> bool:
         return all(self.synced(namespace) for namespace in self._tasks)
 
-    async def current_pods(self, namespace: str) -> list[PodView]:
+    async def current_pods(self, namespace: str) -> PodSnapshot:
         """The namespace's pods as they are at some moment after this call began.
 
         Before a deletion the operator must not decide on a view that lags (a stalled or
@@ -184,13 +187,22 @@ class Watched:
         current. Otherwise a short watch from where the informer stands: its events,
         applied to a copy of the informer's view up to a bookmark or event at or past
         that version, give the state as of then. Without such proof, the full list.
+
+        The snapshot stays `live` while the informer's watch runs on unbroken and has
+        itself seen as far as the proof: the reconciler may then prove freshness a little
+        ahead of a deadline and decide at the deadline on the snapshot and the live view.
         """
         informer = self.pods.get(namespace)
         if informer is None or not informer.synced:
-            return await kube.list_pod_views(self.api, namespace)
+            return PodSnapshot(await kube.list_pod_views(self.api, namespace))
+        breaks = informer.breaks
         target = await kube.collection_version(self.api, "pods", namespace)
+
+        def live() -> bool:
+            return informer.breaks == breaks and informer.version >= target
+
         if informer.version >= target:
-            return list(informer.items.values())
+            return PodSnapshot(list(informer.items.values()), live)
         items, start = dict(informer.items), informer.version
         try:
             async for kind, body in kube.watch(self.api, "pods", namespace, str(start),
@@ -200,11 +212,11 @@ class Watched:
                 elif kind != "BOOKMARK":
                     items[body["metadata"]["name"]] = pod_view(body)
                 if int(body["metadata"]["resourceVersion"]) >= target:
-                    return list(items.values())
+                    return PodSnapshot(list(items.values()), live)
         except kube.Gone:
             pass
         log.info("No proof that the pods of %s are current; listing them all.", namespace)
-        return await kube.list_pod_views(self.api, namespace)
+        return PodSnapshot(await kube.list_pod_views(self.api, namespace))
 
     # --- what the reconciler reads (the shape of its `Lookup`s) -----------------------------
 

@@ -34,12 +34,20 @@ from evc_operator.claims import PvcStep, PvcView, desired_pvc, plan_pvc, pvc_vie
 from evc_operator.evc import EvcView, evc_view
 from evc_operator.lifecycle import Action
 from evc_operator.settings import Settings
-from evc_operator.users import PodView, users_of
+from evc_operator.users import PodSnapshot, PodView, users_of
 
 Key = tuple[str, str]  # (namespace, name)
 MAX_CONCURRENT = 16
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 COUNTDOWN_LOG_BATCH = 200  # countdown lines logged between yields to the event loop
+# Proving that the pods of a namespace are current takes the API server a second or two:
+# it starts this long before a deadline, so the deletion need not wait for it.
+PROOF_LEAD = datetime.timedelta(seconds=3)
+# The oldest proof a deletion may rest on, and only while the informer's watch has run on
+# unbroken since it (the live view covers the time after). The proof a lead starts is
+# this old at most, with a second to spare for the deletion's own turn.
+PROOF_MAX_AGE = datetime.timedelta(seconds=5)
+PROOF_SLACK = datetime.timedelta(seconds=1)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +72,7 @@ class Indexes:
     synced: Callable[[str], bool] = _always  # whether a namespace's views are complete
     all_synced: Callable[[], bool] = _always
     # A namespace's pods as they are now, proven fresh; None: a full list from the API.
-    current_pods: Callable[[str], Awaitable[Iterable[PodView]]] | None = None
+    current_pods: Callable[[str], Awaitable[PodSnapshot]] | None = None
 
 
 def utcnow() -> datetime.datetime:
@@ -119,20 +127,32 @@ class Deadlines(dict[Key, datetime.datetime]):
 
 @dataclasses.dataclass(frozen=True)
 class PodList:
-    """One fresh list of a namespace's pods, with those mounting each claim found once:
+    """One fresh view of a namespace's pods, with those mounting each claim found once:
     a wave of deletions would otherwise scan every pod once per claim."""
 
     pods: tuple[PodView, ...]
     by_claim: Mapping[str, tuple[PodView, ...]]
+    live: Callable[[], bool]  # see PodSnapshot
 
     @classmethod
-    def of(cls, pods: Iterable[PodView]) -> PodList:
-        pods = tuple(pods)
+    def of(cls, snapshot: PodSnapshot) -> PodList:
+        pods = tuple(snapshot.pods)
         by_claim: dict[str, list[PodView]] = {}
         for pod in pods:
             for claim in pod.claims:
                 by_claim.setdefault(claim, []).append(pod)
-        return cls(pods, {claim: tuple(found) for claim, found in by_claim.items()})
+        return cls(pods, {claim: tuple(found) for claim, found in by_claim.items()},
+                   snapshot.live)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Wave:
+    started: datetime.datetime  # before the lister's first request
+    result: asyncio.Future[PodList]
+
+    def failed(self) -> bool:
+        return self.result.done() and (self.result.cancelled()
+                                       or self.result.exception() is not None)
 
 
 class FreshPods:
@@ -140,19 +160,54 @@ class FreshPods:
     `informer.Watched.current_pods` (a proof that the informer is current, else a full
     list) or, without informers, a full list from the API server.
 
-    A list serves only the requests made before it began: a later one may rest on a
-    decision that the list predates. So a request made while a list of its namespace is
-    in flight waits for the next list, which starts when that one ends and serves every
-    request made meanwhile. Many deletions due together in a namespace then cost one list
-    per wave, not one each, and none decides on a list older than its own reasoning.
+    A deletion decided at some moment needs a view that began no earlier, or one that
+    began at most `max_age` before and is still `live` (the informer's watch ran on
+    unbroken since, so that view and the live index together leave no gap). The second
+    kind is what `prefetch` prepares ahead of a deadline: the proof takes the API server
+    a second or two (it answers with a bookmark), and a deletion that waited for it at
+    its deadline would be that much late.
+
+    Lists of a namespace run one after another: a request that no view serves waits for
+    the next list, which starts when the one in flight ends and serves every request
+    made meanwhile. Many deletions due together then cost one list per wave, not one each.
     """
 
-    def __init__(self, lister: Callable[[str], Awaitable[Iterable[PodView]]]) -> None:
+    def __init__(self, lister: Callable[[str], Awaitable[PodSnapshot]],
+                 clock: Callable[[], datetime.datetime] = utcnow) -> None:
         self._lister = lister
+        self._clock = clock
+        self._latest: dict[str, _Wave] = {}  # started: in flight or done
         self._next: dict[str, asyncio.Future[PodList]] = {}  # not started: open to joiners
         self._listing: dict[str, asyncio.Task[None]] = {}
 
-    async def get(self, namespace: str) -> PodList:
+    def prefetch(self, namespace: str, not_before: datetime.datetime) -> None:
+        """Have a list of the namespace start as soon as it can, unless one that
+        started after `not_before` is in flight or done."""
+        wave = self._latest.get(namespace)
+        if wave is None or wave.failed() or wave.started < not_before:
+            self._upcoming(namespace)
+
+    async def get(self, namespace: str, decided_at: datetime.datetime,
+                  max_age: datetime.timedelta = datetime.timedelta(0)) -> PodList:
+        """A view to decide on, as of `decided_at` (see the class's rules)."""
+        wave = self._latest.get(namespace)
+        if wave is not None and not wave.failed() and wave.started >= decided_at - max_age:
+            # One waiter cancelled (its claim forgotten, say) must not cancel the others'.
+            pods = await asyncio.shield(wave.result)
+            if wave.started >= decided_at or pods.live():
+                return pods
+        wave = self._latest.get(namespace)
+        if wave is not None and not wave.failed() and wave.started >= decided_at:
+            return await asyncio.shield(wave.result)
+        return await asyncio.shield(self._upcoming(namespace))
+
+    def forget_older_than(self, moment: datetime.datetime) -> None:
+        """Drop views too old to serve anyone: they hold pods that may be long gone."""
+        for namespace, wave in list(self._latest.items()):
+            if wave.result.done() and wave.started < moment:
+                del self._latest[namespace]
+
+    def _upcoming(self, namespace: str) -> asyncio.Future[PodList]:
         wave = self._next.get(namespace)
         if wave is None:
             wave = self._next[namespace] = asyncio.get_running_loop().create_future()
@@ -160,14 +215,14 @@ class FreshPods:
             wave.add_done_callback(lambda done: done.cancelled() or done.exception())
             if namespace not in self._listing:
                 self._listing[namespace] = asyncio.create_task(self._list(namespace))
-        # One waiter cancelled (its claim forgotten, say) must not cancel the others'.
-        return await asyncio.shield(wave)
+        return wave
 
     async def _list(self, namespace: str) -> None:
         wave: asyncio.Future[PodList] | None = None
         try:
             # Taken out before listing: whoever asks from now on waits for the next list.
             while (wave := self._next.pop(namespace, None)) is not None:
+                self._latest[namespace] = _Wave(self._clock(), wave)
                 try:
                     pods = PodList.of(await self._lister(namespace))
                 except Exception as error:
@@ -200,6 +255,7 @@ class Reconciler:
         self.evcs: dict[Key, EvcView] = {}
         self.bodies: dict[Key, Mapping[str, Any]] = {}
         self.deadlines = Deadlines()  # when to look again
+        self.proofs = Deadlines()  # when to start proving pods fresh for a coming deletion
         self.countdowns: dict[Key, lifecycle.Decision] = {}  # pending deletions, for logs
         self.with_selector: dict[str, set[str]] = {}  # namespace -> EVC names with a selector
         self.pods_view_complete = False
@@ -215,8 +271,7 @@ class Reconciler:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.fresh_pods = FreshPods(indexes.current_pods or (
-            lambda namespace: kube.list_pod_views(self.api, namespace)))
+        self.fresh_pods = FreshPods(indexes.current_pods or self._list_pods, clock)
 
     # --- what handlers call --------------------------------------------------------------
 
@@ -243,6 +298,7 @@ class Reconciler:
         self.evcs.pop(key, None)
         self.bodies.pop(key, None)
         self.deadlines.pop(key, None)
+        self.proofs.pop(key, None)
         self.countdowns.pop(key, None)
         self._failures.pop(key, None)
         self._poked_at.pop(key, None)
@@ -295,6 +351,7 @@ class Reconciler:
                 now = self.clock()
                 for key in self.deadlines.pop_due(now):
                     self.poke(key)
+                self._prefetch(self.proofs.pop_due(now), now)
                 for key in list(self._dirty):
                     if key not in self._running:
                         self._dirty.discard(key)
@@ -302,14 +359,32 @@ class Reconciler:
                         self._spawn(self._reconcile_guarded(key))
                 self._wakeup.clear()
                 timeout = None
-                if (earliest := self.deadlines.earliest()) is not None:
-                    timeout = max(0.0, (earliest - self.clock()).total_seconds())
+                wakes = [when for when in (self.deadlines.earliest(), self.proofs.earliest())
+                         if when is not None]
+                if wakes:
+                    timeout = max(0.0, (min(wakes) - self.clock()).total_seconds())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
         finally:
             for task in self._tasks:
                 task.cancel()
             self.fresh_pods.close()
+
+    def _prefetch(self, keys: Iterable[Key], now: datetime.datetime) -> None:
+        """Start proving the pods of the namespaces where deletions are coming."""
+        if not self.pods_view_complete or self.settings.dry_run:
+            return
+        for key in keys:
+            decision = self.countdowns.get(key)
+            if decision is None or decision.deletes_at is None:
+                continue
+            if self.indexes.synced(key[0]):
+                self.fresh_pods.prefetch(
+                    key[0], not_before=decision.deletes_at - PROOF_MAX_AGE + PROOF_SLACK)
+        self.fresh_pods.forget_older_than(now - PROOF_MAX_AGE)
+
+    async def _list_pods(self, namespace: str) -> PodSnapshot:
+        return PodSnapshot(await kube.list_pod_views(self.api, namespace))
 
     @contextlib.asynccontextmanager
     async def _unslotted(self) -> AsyncIterator[None]:
@@ -427,7 +502,7 @@ class Reconciler:
                 return
             # The index may lag behind: ask the API server itself before anything final.
             async with self._unslotted():
-                fresh = await self.fresh_pods.get(view.namespace)
+                fresh = await self.fresh_pods.get(view.namespace, now, PROOF_MAX_AGE)
             decision = lifecycle.decide(claim, self._users(view, fresh), self.clock(),
                                         dry_run=self.settings.dry_run)
 
@@ -466,8 +541,10 @@ class Reconciler:
 
         if decision.deletes_at is not None and decision.action is Action.NONE:
             self.countdowns[key] = decision
+            self.proofs[key] = decision.deletes_at - PROOF_LEAD
         else:
             self.countdowns.pop(key, None)
+            self.proofs.pop(key, None)
         if decision.wake_at is not None:
             self.deadlines[key] = decision.wake_at
         else:

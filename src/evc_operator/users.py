@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from evc_operator.lifecycle import PodUse
@@ -37,6 +37,23 @@ class PodView:
     def use(self) -> PodUse:
         return PodUse(name=self.name, active=self.active, created=self.created,
                       ended=self.ended)
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class PodSnapshot:
+    """A namespace's pods as they were at one moment, read or proven from the API server.
+
+    `live()` says whether the informer's watch has run without a break since that moment
+    and has seen at least that far: then this snapshot and the live view, taken together,
+    leave no gap. A full list has no such continuation.
+    """
+
+    pods: Sequence[PodView]
+    live: Callable[[], bool] = _never
 
 
 def parse_time(text: str) -> datetime.datetime:

@@ -86,6 +86,7 @@ def test_watch_events_keep_the_projections_current(monkeypatch: pytest.MonkeyPat
     assert set(subject.items) == {"a"}
     assert not subject.items["a"].active
     assert api.calls[-1] == "watch pods from 15"  # resumes where the last watch ended
+    assert subject.breaks == 0  # a watch the API server ended on time is no gap
 
 
 def test_a_relist_after_410_reports_pods_deleted_while_the_watch_was_away(
@@ -96,6 +97,7 @@ def test_a_relist_after_410_reports_pods_deleted_while_the_watch_was_away(
     assert api.calls[:3] == ["list pods", "watch pods from 10", "list pods"]
     assert ("ghost", True, False) in changes
     assert set(subject.items) == {"kept"}
+    assert subject.breaks == 1  # proofs of freshness from before the 410 no longer hold
 
 
 def test_namespace_pods_index_users_by_claim() -> None:
@@ -176,9 +178,12 @@ def _synced_watched(monkeypatch: pytest.MonkeyPatch, *, version: int, now: int,
 
 def test_an_informer_that_has_seen_that_far_is_current(monkeypatch: pytest.MonkeyPatch) -> None:
     watched, calls = _synced_watched(monkeypatch, version=50, now=40, barrier=[])
-    pods = asyncio.run(watched.current_pods("jobs"))
-    assert [p.name for p in pods] == ["old"]
+    snapshot = asyncio.run(watched.current_pods("jobs"))
+    assert [p.name for p in snapshot.pods] == ["old"]
     assert calls == ["version"]  # one consistent read of one object, nothing else
+    assert snapshot.live()
+    watched.pods["jobs"].breaks += 1  # its watch failed since: the live view has a gap
+    assert not snapshot.live()
 
 
 def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(
@@ -189,10 +194,14 @@ def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(
         ("BOOKMARK", {"metadata": {"resourceVersion": "41"}}),
         ("ADDED", pod("too-late-to-matter", "x", version="42")),
     ])
-    pods = asyncio.run(watched.current_pods("jobs"))
-    assert [p.name for p in pods] == ["newcomer"]
+    snapshot = asyncio.run(watched.current_pods("jobs"))
+    assert [p.name for p in snapshot.pods] == ["newcomer"]
     assert calls == ["version", "watch from 30 for 3 s"]
     assert set(watched.pods["jobs"].items) == {"old"}  # the informer's own view is untouched
+    # Live only once the informer itself has seen as far as the proof.
+    assert not snapshot.live()
+    watched.pods["jobs"].version = 40
+    assert snapshot.live()
 
 
 @pytest.mark.parametrize("barrier", [
@@ -202,6 +211,7 @@ def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(
 def test_without_proof_of_freshness_the_namespace_is_listed(
         monkeypatch: pytest.MonkeyPatch, barrier: list[Any]) -> None:
     watched, calls = _synced_watched(monkeypatch, version=30, now=40, barrier=barrier)
-    pods = asyncio.run(watched.current_pods("jobs"))
-    assert [p.name for p in pods] == ["listed"]
+    snapshot = asyncio.run(watched.current_pods("jobs"))
+    assert [p.name for p in snapshot.pods] == ["listed"]
     assert calls[-1] == "full list"
+    assert not snapshot.live()

@@ -20,7 +20,7 @@ from evc_operator import informer, kube, status
 from evc_operator.claims import pvc_view
 from evc_operator.reconciler import Deadlines, FreshPods, Indexes, Reconciler
 from evc_operator.settings import Settings
-from evc_operator.users import PodView, pod_view
+from evc_operator.users import PodSnapshot, PodView, pod_view
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 NOW = T0 + datetime.timedelta(seconds=100)  # long past the 30 s expiry
@@ -323,25 +323,40 @@ def test_the_scheduler_wakes_at_the_earliest_deadline(monkeypatch: pytest.Monkey
 
 
 class FakeLister:
-    """Lists that finish only when the test says so; each returns the pods of its number."""
+    """Lists that finish only when the test says so; each returns the pods of its number,
+    as a snapshot that stays live while `live` holds."""
 
     def __init__(self) -> None:
         self.started: list[str] = []
         self.release: dict[int, asyncio.Future[None]] = {}
         self.fail: set[int] = set()
+        self.live = False
 
-    async def __call__(self, namespace: str) -> list[PodView]:
+    async def __call__(self, namespace: str) -> PodSnapshot:
         self.started.append(namespace)
         number = len(self.started)
         self.release[number] = asyncio.get_running_loop().create_future()
         await self.release[number]
         if number in self.fail:
             raise kube.ApiException(status=503, reason="Service Unavailable")
-        return [pod_view({"metadata": {"name": f"list-{number}", "namespace": namespace,
-                                       "creationTimestamp": "2026-01-01T00:00:00Z"}})]
+        return PodSnapshot([pod_view({"metadata": {
+            "name": f"list-{number}", "namespace": namespace,
+            "creationTimestamp": "2026-01-01T00:00:00Z"}})], live=lambda: self.live)
 
     def finish(self, number: int) -> None:
         self.release[number].set_result(None)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime.datetime:
+        self.now += datetime.timedelta(seconds=seconds)
+        return self.now
 
 
 async def _settle() -> None:
@@ -353,11 +368,14 @@ def _names(result: Any) -> list[str]:
     return [pod.name for pod in result.pods]
 
 
+FIVE_SECONDS = datetime.timedelta(seconds=5)
+
+
 def test_requests_made_together_share_one_list() -> None:
     async def scenario() -> None:
         lister = FakeLister()
-        fresh = FreshPods(lister)
-        waiting = [asyncio.create_task(fresh.get("jobs")) for _ in range(5)]
+        fresh = FreshPods(lister, Clock())
+        waiting = [asyncio.create_task(fresh.get("jobs", T0)) for _ in range(5)]
         await _settle()
         lister.finish(1)
         results = await asyncio.gather(*waiting)
@@ -367,14 +385,16 @@ def test_requests_made_together_share_one_list() -> None:
     asyncio.run(scenario())
 
 
-def test_a_request_made_while_a_list_is_in_flight_gets_the_next_list() -> None:
+def test_a_request_decided_after_a_list_began_gets_the_next_list() -> None:
     async def scenario() -> None:
         lister = FakeLister()
-        fresh = FreshPods(lister)
-        first = asyncio.create_task(fresh.get("jobs"))
+        clock = Clock()
+        fresh = FreshPods(lister, clock)
+        first = asyncio.create_task(fresh.get("jobs", T0))
         await _settle()
         assert lister.started == ["jobs"]  # list 1 in flight
-        later = [asyncio.create_task(fresh.get("jobs")) for _ in range(3)]
+        decided = clock.advance(1)
+        later = [asyncio.create_task(fresh.get("jobs", decided)) for _ in range(3)]
         await _settle()
         assert lister.started == ["jobs"]  # they wait; no list of their own yet
         lister.finish(1)
@@ -385,7 +405,7 @@ def test_a_request_made_while_a_list_is_in_flight_gets_the_next_list() -> None:
         lister.finish(2)
         assert all(_names(result) == ["list-2"] for result in await asyncio.gather(*later))
         # Nothing in flight any more: the next request starts a list at once.
-        again = asyncio.create_task(fresh.get("jobs"))
+        again = asyncio.create_task(fresh.get("jobs", clock.advance(1)))
         await _settle()
         lister.finish(3)
         assert _names(await again) == ["list-3"]
@@ -393,13 +413,78 @@ def test_a_request_made_while_a_list_is_in_flight_gets_the_next_list() -> None:
     asyncio.run(scenario())
 
 
+def test_a_live_proof_made_ahead_serves_the_deletions_at_the_deadline() -> None:
+    async def scenario() -> None:
+        lister = FakeLister()
+        lister.live = True
+        clock = Clock()
+        fresh = FreshPods(lister, clock)
+        fresh.prefetch("jobs", not_before=T0)
+        await _settle()
+        lister.finish(1)
+        await _settle()
+        fresh.prefetch("jobs", not_before=T0)  # one young enough is there: no second
+        decided = clock.advance(3)
+        results = await asyncio.gather(*(fresh.get("jobs", decided, FIVE_SECONDS)
+                                         for _ in range(3)))
+        assert all(_names(result) == ["list-1"] for result in results)
+        assert lister.started == ["jobs"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("live", "age"), [(False, 3), (True, 6)])
+def test_a_proof_made_ahead_serves_nobody_once_it_has_a_gap_or_is_too_old(
+        live: bool, age: float) -> None:
+    async def scenario() -> None:
+        lister = FakeLister()
+        lister.live = live
+        clock = Clock()
+        fresh = FreshPods(lister, clock)
+        fresh.prefetch("jobs", not_before=T0)
+        await _settle()
+        lister.finish(1)
+        await _settle()
+        decision = asyncio.create_task(fresh.get("jobs", clock.advance(age), FIVE_SECONDS))
+        await _settle()
+        assert lister.started == ["jobs", "jobs"]  # a list begun after the decision
+        lister.finish(2)
+        assert _names(await decision) == ["list-2"]
+
+    asyncio.run(scenario())
+
+
+def test_a_prefetch_older_than_asked_queues_a_new_list() -> None:
+    async def scenario() -> None:
+        lister = FakeLister()
+        clock = Clock()
+        fresh = FreshPods(lister, clock)
+        fresh.prefetch("jobs", not_before=T0)
+        await _settle()
+        fresh.prefetch("jobs", not_before=clock.advance(1))  # list 1 began too early
+        await _settle()
+        assert lister.started == ["jobs"]  # lists of a namespace run one at a time
+        lister.finish(1)
+        await _settle()
+        assert lister.started == ["jobs", "jobs"]
+        lister.finish(2)
+        await _settle()
+        fresh.forget_older_than(clock.advance(10))
+        fresh.prefetch("jobs", not_before=T0)  # nothing held any more: a list again
+        await _settle()
+        assert lister.started == ["jobs", "jobs", "jobs"]
+        fresh.close()
+
+    asyncio.run(scenario())
+
+
 def test_namespaces_are_listed_independently() -> None:
     async def scenario() -> None:
         lister = FakeLister()
-        fresh = FreshPods(lister)
-        jobs = asyncio.create_task(fresh.get("jobs"))
+        fresh = FreshPods(lister, Clock())
+        jobs = asyncio.create_task(fresh.get("jobs", T0))
         await _settle()
-        other = asyncio.create_task(fresh.get("other"))
+        other = asyncio.create_task(fresh.get("other", T0))
         await _settle()
         assert lister.started == ["jobs", "other"]
         lister.finish(2)
@@ -415,10 +500,12 @@ def test_a_failed_list_fails_its_wave_only_and_a_cancelled_waiter_only_itself() 
     async def scenario() -> None:
         lister = FakeLister()
         lister.fail.add(1)
-        fresh = FreshPods(lister)
-        failing = [asyncio.create_task(fresh.get("jobs")) for _ in range(2)]
+        clock = Clock()
+        fresh = FreshPods(lister, clock)
+        failing = [asyncio.create_task(fresh.get("jobs", T0)) for _ in range(2)]
         await _settle()
-        later = [asyncio.create_task(fresh.get("jobs")) for _ in range(2)]
+        decided = clock.advance(1)
+        later = [asyncio.create_task(fresh.get("jobs", decided)) for _ in range(2)]
         await _settle()
         later[0].cancel()
         lister.finish(1)
@@ -437,10 +524,11 @@ def test_a_failed_list_fails_its_wave_only_and_a_cancelled_waiter_only_itself() 
 def test_closing_cancels_lists_and_waiters() -> None:
     async def scenario() -> None:
         lister = FakeLister()
-        fresh = FreshPods(lister)
-        first = asyncio.create_task(fresh.get("jobs"))
+        clock = Clock()
+        fresh = FreshPods(lister, clock)
+        first = asyncio.create_task(fresh.get("jobs", T0))
         await _settle()
-        queued = asyncio.create_task(fresh.get("jobs"))
+        queued = asyncio.create_task(fresh.get("jobs", clock.advance(1)))
         await _settle()
         fresh.close()
         await _settle()
@@ -503,3 +591,42 @@ def test_the_informer_lookups_serve_mounting_pods_and_a_selector_claim(
     asyncio.run(reconciler.reconcile(("jobs", "scratch")))
     assert fake.calls[0] == "patch_status:InUse:None"
     assert reconciler._seen_users[("jobs", "scratch")] == {"worker", "labelled"}
+
+
+def test_a_coming_deletion_proves_its_namespace_fresh_ahead_of_its_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[])
+    for name in ("patch_evc_status", "delete_evc", "post_event"):
+        monkeypatch.setattr(kube, name, getattr(fake, name))
+    clock = Clock()
+    proofs: list[datetime.datetime] = []
+
+    async def current_pods(namespace: str) -> PodSnapshot:
+        proofs.append(clock.now)
+        return PodSnapshot([], live=lambda: True)
+
+    indexes = Indexes(pods_by_claim={}, pods_by_namespace={},
+                      pvcs={("jobs", "scratch"): [OWN_PVC]}, current_pods=current_pods)
+    reconciler = Reconciler(object(), Settings(), kopf.OperatorSettings(), indexes,
+                            clock=clock)
+    reconciler.pods_view_complete = True
+    reconciler.observe_evc(None, evc_body())
+    key = ("jobs", "scratch")
+    deadline = T0 + datetime.timedelta(seconds=30)  # never used: the 30 s expiry
+
+    async def scenario() -> None:
+        clock.advance(10)
+        await reconciler.reconcile(key)
+        assert reconciler.proofs[key] == deadline - datetime.timedelta(seconds=3)
+        reconciler._prefetch(reconciler.proofs.pop_due(clock.advance(16)), clock.now)
+        await _settle()
+        assert proofs == []  # not yet
+        reconciler._prefetch(reconciler.proofs.pop_due(clock.advance(1)), clock.now)
+        await _settle()
+        assert proofs == [deadline - datetime.timedelta(seconds=3)]
+        clock.now = deadline
+        await reconciler.reconcile(key)
+
+    asyncio.run(scenario())
+    assert proofs == [deadline - datetime.timedelta(seconds=3)]  # none at the deadline
+    assert "delete:evc-uid:11" in fake.calls
