@@ -38,8 +38,9 @@ from evc_operator.users import PodSnapshot, PodView, users_of
 
 Key = tuple[str, str]  # (namespace, name)
 MAX_CONCURRENT = 16
+EVENT_CONCURRENCY = 4  # Events posted at once: they tell, and must not crowd out the work
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-COUNTDOWN_LOG_BATCH = 200  # countdown lines logged between yields to the event loop
+COUNTDOWN_LOG_LINES = 50  # countdowns logged one by one each interval; the rest summed up
 # Proving that the pods of a namespace are current takes the API server a second or two:
 # it starts this long before a deadline, so the deletion need not wait for it.
 PROOF_LEAD = datetime.timedelta(seconds=3)
@@ -270,6 +271,8 @@ class Reconciler:
         self._reported_dry_run: set[tuple[Key, datetime.datetime | None]] = set()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        self._event_slots = asyncio.Semaphore(EVENT_CONCURRENCY)
+        self._posting: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.fresh_pods = FreshPods(indexes.current_pods or self._list_pods, clock)
 
@@ -412,23 +415,32 @@ class Reconciler:
             log.warning("Background work failed: %s", _describe(error))
 
     async def log_countdowns(self) -> None:
-        """Every COUNTDOWN_INTERVAL, log which countdown runs and the time left. No API calls."""
+        """Every COUNTDOWN_INTERVAL, log which countdowns run and the time left. No API calls.
+
+        One line per claim for the COUNTDOWN_LOG_LINES nearest deadlines, and one line that
+        sums up the rest: with thousands of claims, a line each would be thousands of lines
+        every interval, written by the same loop that reacts to pods.
+        """
         while True:
             await asyncio.sleep(self.settings.countdown_interval)
-            if not self.active:
-                continue  # the leader tells the countdowns
-            now = self.clock()
-            for number, (key, decision) in enumerate(list(self.countdowns.items())):
-                if number % COUNTDOWN_LOG_BATCH == COUNTDOWN_LOG_BATCH - 1:
-                    # Thousands of lines: let deletions and reactions in between.
-                    await asyncio.sleep(0)
-                if decision.deletes_at is None or key not in self.bodies:
-                    continue
-                left = max(0.0, (decision.deletes_at - now).total_seconds())
-                self._logger(key).info(
-                    "%s countdown: %s left, deletes at %s.",
-                    "Expiry" if decision.countdown is lifecycle.Countdown.EXPIRY else "Grace",
-                    status.human_period(left), status.timestamp(decision.deletes_at))
+            if self.active:  # else the leader tells the countdowns
+                self.tell_countdowns(self.clock())
+
+    def tell_countdowns(self, now: datetime.datetime) -> None:
+        pending = [(decision.deletes_at, key, decision)
+                   for key, decision in self.countdowns.items()
+                   if decision.deletes_at is not None and key in self.bodies]
+        nearest = heapq.nsmallest(COUNTDOWN_LOG_LINES, pending, key=lambda item: item[0])
+        for deletes_at, key, decision in nearest:
+            left = max(0.0, (deletes_at - now).total_seconds())
+            self._logger(key).info(
+                "%s countdown: %s left, deletes at %s.",
+                "Expiry" if decision.countdown is lifecycle.Countdown.EXPIRY else "Grace",
+                status.human_period(left), status.timestamp(deletes_at))
+        if len(pending) > len(nearest):
+            last = max(deletes_at for deletes_at, _, _ in pending)
+            log.info("%d more countdowns run; the last of them deletes at %s.",
+                     len(pending) - len(nearest), status.timestamp(last))
 
     async def _reconcile_guarded(self, key: Key) -> None:
         poked_at = self._poked_at.pop(key, None)
@@ -527,7 +539,7 @@ class Reconciler:
                                                   new_status)
             self._remember(patched)
         for event in events:
-            await self._announce(view, event, logger)
+            self._announce(view, event, logger)
 
         if decision.action is Action.REPORT_DRY_RUN:
             marker = (key, decision.deletes_at)
@@ -537,7 +549,7 @@ class Reconciler:
                                               grace_period=view.claim.grace_period,
                                               dry_run=True)
                 metrics.DRY_RUN_DELETIONS.labels(str(decision.countdown)).inc()
-                await self._announce(view, event, logger)
+                self._announce(view, event, logger)
 
         if decision.deletes_at is not None and decision.action is Action.NONE:
             self.countdowns[key] = decision
@@ -550,19 +562,41 @@ class Reconciler:
         else:
             self.deadlines.pop(key, None)
 
-    async def _announce(self, view: EvcView, event: status.Event,
-                        logger: logging.LoggerAdapter[Any]) -> None:
+    def _announce(self, view: EvcView, event: status.Event,
+                  logger: logging.LoggerAdapter[Any]) -> None:
         """An Event on the EVC, and the same words in the log.
 
-        With LIFECYCLE_EVENTS=false only Warnings become Events: at thousands of claims an
+        The Event is posted in the background, a few at a time: a reconciliation that
+        waited for its Events would hold its slot twice as long, and the next claim's
+        status (what users and the deadline depend on) would wait behind them. With
+        LIFECYCLE_EVENTS=false only Warnings become Events: at thousands of claims an
         hour, five Normal Events per claim double the API writes, and status and the log
         already say the same.
         """
         if event.type == "Warning" or self.settings.lifecycle_events:
-            await kube.post_event(self.api, view.namespace, view.name, view.uid, event,
-                                  self.clock())
+            task = asyncio.create_task(self._post(view, event, self.clock()))
+            self._posting.add(task)
+            task.add_done_callback(self._posting.discard)
         level = logging.WARNING if event.type == "Warning" else logging.INFO
         logger.log(level, "%s: %s", event.reason, event.message)
+
+    async def _post(self, view: EvcView, event: status.Event, now: datetime.datetime) -> None:
+        async with self._event_slots:
+            try:
+                await kube.post_event(self.api, view.namespace, view.name, view.uid, event,
+                                      now)
+            except Exception as error:  # best effort: a lost Event loses no data
+                log.warning("Could not post Event %s on %s/%s: %s", event.reason,
+                            view.namespace, view.name, _describe(error))
+
+    async def finish_events(self, within: float | None = None) -> None:
+        """Wait until the Events announced so far are posted; after `within` seconds,
+        give up on the rest (the operator is stopping)."""
+        if self._posting:
+            _, late = await asyncio.wait(set(self._posting), timeout=within)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     def _remember(self, body: Mapping[str, Any]) -> None:
         """Our own write's result is the freshest view; do not wait for the watch.
@@ -620,7 +654,7 @@ class Reconciler:
             metrics.DELETION_LATENESS.observe(max(0.0, lateness))
         event = status.deletion_event(decision, expiry_period=view.claim.expiry_period,
                                       grace_period=view.claim.grace_period, dry_run=False)
-        await self._announce(view, event, logger)
+        self._announce(view, event, logger)
         self.forget(view.key)
 
     async def _sync_pvc(self, view: EvcView, body: Mapping[str, Any],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import logging
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import kopf
 import pytest
 
-from evc_operator import informer, kube, status
+from evc_operator import informer, kube, lifecycle, status
+from evc_operator import reconciler as reconciler_module
 from evc_operator.claims import pvc_view
 from evc_operator.reconciler import Deadlines, FreshPods, Indexes, Reconciler
 from evc_operator.settings import Settings
@@ -99,11 +101,22 @@ def make(monkeypatch: pytest.MonkeyPatch, fake: FakeApi,
     return reconciler
 
 
+def reconcile_now(reconciler: Reconciler, key: tuple[str, str]) -> None:
+    """One reconciliation, and the Events it announced posted."""
+    async def reconcile() -> None:
+        try:
+            await reconciler.reconcile(key)
+        finally:
+            await reconciler.finish_events()
+
+    asyncio.run(reconcile())
+
+
 def test_due_claim_is_rechecked_then_deleted_with_preconditions(
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeApi(fresh_pods=[])
     reconciler = make(monkeypatch, fake, indexed_pods=[])
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     # One write: the delete itself, only if the claim is still the version decided on.
     assert fake.calls == ["list_pods", "delete:evc-uid:10", "event:Deleted"]
     assert ("jobs", "scratch") not in reconciler.evcs
@@ -113,7 +126,7 @@ def test_a_user_that_only_the_fresh_read_sees_stops_the_deletion(
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeApi(fresh_pods=[pod_body("newcomer")])
     reconciler = make(monkeypatch, fake, indexed_pods=[])
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     assert not any(call.startswith("delete") for call in fake.calls)
     assert "patch_status:InUse:None" in fake.calls
 
@@ -122,14 +135,14 @@ def test_an_unreachable_api_server_stops_the_deletion(monkeypatch: pytest.Monkey
     fake = FakeApi(fresh_pods=kube.ApiException(status=503, reason="Service Unavailable"))
     reconciler = make(monkeypatch, fake, indexed_pods=[])
     with pytest.raises(kube.ApiException):
-        asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+        reconcile_now(reconciler, ("jobs", "scratch"))
     assert fake.calls == ["list_pods"]
 
 
 def test_no_deletion_before_the_pod_view_is_complete(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeApi(fresh_pods=[])
     reconciler = make(monkeypatch, fake, indexed_pods=[], complete=False)
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     assert fake.calls == []
     assert ("jobs", "scratch") in reconciler.deadlines  # it will look again
 
@@ -138,7 +151,7 @@ def test_an_active_user_in_the_index_means_no_api_read_and_no_deletion(
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeApi(fresh_pods=[])
     reconciler = make(monkeypatch, fake, indexed_pods=[pod_body("worker")])
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     assert "list_pods" not in fake.calls
     assert not any(call.startswith("delete") for call in fake.calls)
 
@@ -152,7 +165,7 @@ def test_a_changed_claim_is_decided_again(monkeypatch: pytest.MonkeyPatch) -> No
 
     reconciler = make(monkeypatch, fake, indexed_pods=[])
     monkeypatch.setattr(kube, "delete_evc", conflict)
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     assert fake.calls == ["list_pods", "delete:conflict"]
     assert ("jobs", "scratch") in reconciler._dirty
 
@@ -160,11 +173,11 @@ def test_a_changed_claim_is_decided_again(monkeypatch: pytest.MonkeyPatch) -> No
 def test_unchanged_state_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeApi(fresh_pods=[])
     reconciler = make(monkeypatch, fake, indexed_pods=[pod_body("worker")])
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     written = [call for call in fake.calls if call.startswith("patch_status")]
     assert len(written) == 1  # Pending -> InUse
     fake.calls.clear()
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))  # same world, again
+    reconcile_now(reconciler, ("jobs", "scratch"))  # same world, again
     assert fake.calls == []
 
 
@@ -173,14 +186,19 @@ def test_without_lifecycle_events_only_warnings_are_posted(
     fake = FakeApi(fresh_pods=[])
     reconciler = make(monkeypatch, fake, indexed_pods=[])
     reconciler.settings = Settings(lifecycle_events=False)
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     assert fake.calls == ["list_pods", "delete:evc-uid:10"]  # no Deleted Event
     reconciler = make(monkeypatch, fake, indexed_pods=[])
     reconciler.settings = Settings(lifecycle_events=False)
     fake.calls.clear()
-    asyncio.run(reconciler._announce(reconciler.evcs[("jobs", "scratch")],
-                                     status.Event("Warning", "InvalidSpec", "bad"),
-                                     reconciler._logger(("jobs", "scratch"))))
+
+    async def announce() -> None:
+        reconciler._announce(reconciler.evcs[("jobs", "scratch")],
+                             status.Event("Warning", "InvalidSpec", "bad"),
+                             reconciler._logger(("jobs", "scratch")))
+        await reconciler.finish_events()
+
+    asyncio.run(announce())
     assert fake.calls == ["event:InvalidSpec"]
 
 
@@ -188,7 +206,7 @@ def test_the_pvc_showing_up_after_its_creation_costs_no_status_write(
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeApi(fresh_pods=[])
     reconciler = make(monkeypatch, fake, indexed_pods=[pod_body("worker")])
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     said = {"type": "PvcReady", "status": "True", "reason": "PvcCreated",
             "message": "Created PersistentVolumeClaim scratch of 1Gi."}
     body = evc_body()
@@ -199,7 +217,7 @@ def test_the_pvc_showing_up_after_its_creation_costs_no_status_write(
                                         "observedGeneration": 1}]}
     reconciler.observe_evc("MODIFIED", body)
     fake.calls.clear()
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))  # the PVC is in the index now
+    reconcile_now(reconciler, ("jobs", "scratch"))  # the PVC is in the index now
     assert fake.calls == []
     kept = next(c for c in reconciler.evcs[("jobs", "scratch")].status["conditions"]
                 if c["type"] == "PvcReady")
@@ -210,7 +228,7 @@ def test_a_status_rewritten_by_someone_else_cannot_make_a_deadline_earlier(
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeApi(fresh_pods=[pod_body("worker", "Succeeded")])
     reconciler = make(monkeypatch, fake, indexed_pods=[pod_body("worker")])
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     assert "patch_status:InUse:None" in fake.calls
     # The user ends; someone else claims the claim has been idle since long ago.
     ended = [pod_view(pod_body("worker", "Succeeded"))]
@@ -220,7 +238,7 @@ def test_a_status_rewritten_by_someone_else_cannot_make_a_deadline_earlier(
     forged["status"] = {"phase": "Idle", "unusedSince": "2026-01-01T00:00:01Z"}
     reconciler.observe_evc("MODIFIED", forged)
     fake.calls.clear()
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     assert not any(call.startswith(("delete", "list_pods")) for call in fake.calls)
     assert "patch_status:Idle:None" in fake.calls
     assert reconciler.countdowns[("jobs", "scratch")].unused_since == NOW
@@ -231,12 +249,12 @@ def test_a_claim_in_a_namespace_not_yet_listed_waits(monkeypatch: pytest.MonkeyP
     reconciler = make(monkeypatch, fake, indexed_pods=[])
     listed = False
     reconciler.indexes.synced = lambda namespace: listed
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     assert fake.calls == []  # no PVC, no status, no deletion on a partial view
     listed = True
     reconciler.namespace_synced("jobs")
     assert ("jobs", "scratch") in reconciler._dirty
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     assert fake.calls
 
 
@@ -588,7 +606,7 @@ def test_the_informer_lookups_serve_mounting_pods_and_a_selector_claim(
     body["metadata"]["resourceVersion"] = "12"
     body["spec"]["selector"] = {"matchLabels": {"app": "batch"}}
     reconciler.observe_evc("MODIFIED", body)
-    asyncio.run(reconciler.reconcile(("jobs", "scratch")))
+    reconcile_now(reconciler, ("jobs", "scratch"))
     assert fake.calls[0] == "patch_status:InUse:None"
     assert reconciler._seen_users[("jobs", "scratch")] == {"worker", "labelled"}
 
@@ -630,3 +648,29 @@ def test_a_coming_deletion_proves_its_namespace_fresh_ahead_of_its_deadline(
     asyncio.run(scenario())
     assert proofs == [deadline - datetime.timedelta(seconds=3)]  # none at the deadline
     assert "delete:evc-uid:11" in fake.calls
+
+
+def test_countdowns_are_logged_nearest_first_and_the_rest_summed_up(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler = make(monkeypatch, fake, indexed_pods=[])
+    template = lifecycle.decide(reconciler.evcs[("jobs", "scratch")].claim, [], T0,
+                                dry_run=False)
+    assert template.deletes_at is not None
+    for number in range(reconciler_module.COUNTDOWN_LOG_LINES + 7):
+        key = ("jobs", f"claim-{number:03}")
+        reconciler.bodies[key] = {"metadata": {"name": key[1], "namespace": "jobs"}}
+        reconciler.countdowns[key] = dataclasses.replace(
+            template, deletes_at=NOW + datetime.timedelta(seconds=1000 - number))
+
+    with caplog.at_level(logging.INFO):
+        reconciler.tell_countdowns(NOW)
+    lines = [r.getMessage() for r in caplog.records if "countdown:" in r.getMessage()]
+    assert len(lines) == reconciler_module.COUNTDOWN_LOG_LINES
+    # The nearest deadlines are those of the claims numbered last.
+    told = {r.__dict__["k8s_ref"]["name"] for r in caplog.records
+            if "countdown:" in r.getMessage()}
+    assert told == {f"claim-{number:03}" for number in range(7, 57)}
+    summary = [r.getMessage() for r in caplog.records if "more countdowns" in r.getMessage()]
+    assert summary[0] == ("7 more countdowns run; the last of them deletes at "
+                          f"{status.timestamp(NOW + datetime.timedelta(seconds=1000))}.")
