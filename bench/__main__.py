@@ -3,6 +3,7 @@
     python -m bench                          # default scale, under 15 minutes on 2 cores
     python -m bench --evcs 10000 --pods 50000
     python -m bench --soak 30                # 30 minutes of churn, memory sampled
+    python -m bench --soak 30 --trace-memory # the same, and which allocations grew
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="run continuous churn for MINUTES instead, sampling memory")
     parser.add_argument("--churn", type=float, default=5.0,
                         help="soak: claims created per second (%(default)s)")
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="soak: run the operator under tracemalloc and report which "
+                        "allocation sites grew after warm-up (its RSS is then not the "
+                        "operator's own)")
     parser.add_argument("--out", type=Path, help="JSON results (default: "
                         "bench/results/latest.json, or latest-soak.json)")
     parser.add_argument("--workdir", type=Path,
@@ -92,7 +97,8 @@ async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Names
         from bench.soak import Soak
         return await Soak(plane, workdir, minutes=arguments.soak, churn=arguments.churn,
                           unrelated=arguments.pods - arguments.evcs,
-                          namespaces=arguments.namespaces).run()
+                          namespaces=arguments.namespaces,
+                          trace_memory=arguments.trace_memory).run()
     scale = Scale(evcs=arguments.evcs, pods=arguments.pods, namespaces=arguments.namespaces,
                   rate=arguments.rate, idle_seconds=arguments.idle,
                   headroom=arguments.headroom,

@@ -46,7 +46,8 @@ class Usage:
 class Operator:
     """One run of `evc-operator --all-namespaces` (= kopf run -m evc_operator.handlers)."""
 
-    def __init__(self, kubeconfig: Path, logfile: Path, env: dict[str, str]) -> None:
+    def __init__(self, kubeconfig: Path, logfile: Path, env: dict[str, str],
+                 module: str = "evc_operator") -> None:
         self.port = free_port()
         environ = {key: value for key, value in os.environ.items()
                    if not key.startswith(("KUBE", "EVC_"))}
@@ -54,7 +55,7 @@ class Operator:
         self.started = time.time()
         with logfile.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "evc_operator", "--all-namespaces"],
+                [sys.executable, "-m", module, "--all-namespaces"],
                 cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
 

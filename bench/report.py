@@ -83,4 +83,10 @@ def soak_table(result: dict[str, Any]) -> str:
         ("CPU seconds", result.get("cpu_seconds")),
         ("harness request failures", len(result.get("harness_failures") or [])),
     ]
-    return "\n".join(f"{name:36} {value}" for name, value in rows)
+    lines = [f"{name:36} {value}" for name, value in rows]
+    growth = result.get("memory_growth_traced")
+    if growth:
+        lines.append(f"traced growth after warm-up (KiB)   {growth[0]['traced_growth_kib']}")
+        lines += [f"  {site['kib']:>9} KiB {site['blocks']:>7} blocks  {site['where'][0]}"
+                  for site in growth[1:6]]
+    return "\n".join(lines)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import stats, workload
+from bench import stats, traced, workload
 from bench.client import MERGE_PATCH, ApiError
 from bench.observe import EVCS, ClaimWatch, until
 from bench.operator import Operator, install_identity
@@ -30,10 +32,13 @@ UNUSED_SHARE = 0.1  # claims no pod ever uses: they expire
 
 class Soak(Run):
     def __init__(self, plane: ControlPlane, workdir: Path, *, minutes: float, churn: float,
-                 unrelated: int, namespaces: int) -> None:
+                 unrelated: int, namespaces: int, trace_memory: bool = False) -> None:
         super().__init__(plane, workdir, Scale(evcs=0, pods=unrelated, namespaces=namespaces))
         self.minutes = minutes
         self.churn = churn
+        self.warmup = min(300.0, minutes * 60 / 6)
+        # With tracemalloc: snapshots after warm-up and at the end of the churn, compared.
+        self.snapshots = workdir / "snapshots" if trace_memory else None
         self.random = random.Random(1)
         self.created = 0
         self.pods_created = 0
@@ -48,8 +53,12 @@ class Soak(Run):
             [(self.namespaces[i % len(self.namespaces)],
               workload.unrelated_pod(f"other-{i:05d}")) for i in range(self.scale.pods)],
             "pods"))
-        operator = Operator(kubeconfig, self.workdir / "operator-soak.log",
-                            env={"GRACE_PERIOD": str(GRACE), "EXPIRY_PERIOD": str(EXPIRY)})
+        env = {"GRACE_PERIOD": str(GRACE), "EXPIRY_PERIOD": str(EXPIRY)}
+        if self.snapshots:
+            self.snapshots.mkdir(parents=True, exist_ok=True)
+            env["BENCH_SNAPSHOTS"] = str(self.snapshots)
+        operator = Operator(kubeconfig, self.workdir / "operator-soak.log", env=env,
+                            module="bench.traced" if self.snapshots else "evc_operator")
         self.operator = operator
         await self._step("operator start-up", lambda: until(
             lambda: int(operator.ready()), 1, "ready", limit=600, check=self._check_operator))
@@ -64,9 +73,13 @@ class Soak(Run):
             limit=EXPIRY + GRACE + 300, check=self._check_operator))
         cpu = operator.usage().cpu - cpu_before
         operator.stop()
-        warm = [(t, mib) for t, mib in self.rss if t >= min(300.0, self.minutes * 60 / 6)]
+        warm = [(t, mib) for t, mib in self.rss if t >= self.warmup]
         per_hour = [(t / 3600, mib) for t, mib in self.rss]
         warm_per_hour = [(t / 3600, mib) for t, mib in warm]
+        growth = None
+        if self.snapshots:
+            taken = sorted(self.snapshots.glob("*.snapshot"))
+            growth = traced.growth(taken[0], taken[-1]) if len(taken) >= 2 else None
         return {
             "minutes": self.minutes, "claims_created": self.created,
             "claims_deleted": len(claims.deleted), "pods_created": self.pods_created,
@@ -79,6 +92,7 @@ class Soak(Run):
             "slope_mib_per_hour": _rounded(stats.slope(per_hour)),
             "slope_after_warmup_mib_per_hour": _rounded(stats.slope(warm_per_hour)),
             "samples": [[round(t), mib] for t, mib in self.rss],
+            **({"memory_growth_traced": growth} if self.snapshots else {}),
             "step_seconds": self.timings,
         }
 
@@ -91,8 +105,12 @@ class Soak(Run):
     async def _churn(self, end: float) -> None:
         lives: set[asyncio.Task[None]] = set()
         start = time.monotonic()
+        warmed = False
         while time.time() < end:
             self._check_operator()
+            if not warmed and time.monotonic() - start >= self.warmup:
+                warmed = True
+                await self._snapshot()
             due = int((time.monotonic() - start) * self.churn) - self.created
             for _ in range(due):
                 task = asyncio.create_task(self._life(self.created))
@@ -100,7 +118,21 @@ class Soak(Run):
                 lives.add(task)
                 task.add_done_callback(lives.discard)
             await asyncio.sleep(0.2)
+        await self._snapshot()
         await asyncio.gather(*lives)
+
+    async def _snapshot(self) -> None:
+        """Have the traced operator write a snapshot, and wait until it has."""
+        folder, operator = self.snapshots, self.operator
+        if folder is None or operator is None:
+            return
+        count = len(list(folder.glob("*.snapshot")))
+        os.kill(operator.pid, signal.SIGUSR2)
+        await until(lambda: len(list(folder.glob("*.snapshot"))), count + 1,
+                    "snapshot begun", limit=300)
+        # The operator's main thread writes it: the operator answers again once it is done.
+        await until(lambda: int(operator.gauge("evc_claims_tracked") is not None), 1,
+                    "snapshot written", limit=300)
 
     async def _life(self, number: int) -> None:
         """One claim's life: created, maybe used by a pod that finishes and goes away."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
+from pathlib import Path
 
 import pytest
 
-from bench import audit, report, stats
+from bench import audit, report, stats, traced
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
 
@@ -67,3 +69,22 @@ def test_report_marks_missed_targets() -> None:
     assert verdicts["API writes per claim lifetime"] is True
     assert verdicts["resume all countdowns (s)"] is False  # not measured is not met
     assert "NO" in report.table(result).splitlines()[2]
+
+
+def test_traced_growth_names_the_site_that_grew(tmp_path: Path) -> None:
+    kept: list[bytes] = []
+    tracemalloc.start(traced.FRAMES)
+    try:
+        tracemalloc.take_snapshot().dump(str(tmp_path / "00.snapshot"))
+        kept.extend(bytes(1024) for _ in range(2000))  # 2 MB that stay: a "leak"
+        tracemalloc.take_snapshot().dump(str(tmp_path / "01.snapshot"))
+    finally:
+        tracemalloc.stop()
+    growth = traced.growth(tmp_path / "00.snapshot", tmp_path / "01.snapshot")
+    assert growth[0]["traced_growth_kib"] >= 2000
+    top = growth[1]
+    assert top["kib"] >= 2000
+    assert top["blocks"] >= 2000
+    assert top["where"][0].startswith("test_bench.py:")
+    table = report.soak_table({"memory_growth_traced": growth})
+    assert "test_bench.py:" in table
