@@ -1,39 +1,85 @@
 """The one module that talks to the Kubernetes API on the operator's behalf.
 
-Everything here is async (kubernetes_asyncio) because it runs inside Kopf's
-event loop; a sync client there would stall every other handler. Functions
-return plain dicts (the API's own JSON), or for pod lists only their projections,
-and raise ApiException on failure; deciding what to do about either is the
-caller's business.
+Everything here is async (plain aiohttp) because it runs inside Kopf's event
+loop; a sync client there would stall every other handler. Functions return
+plain dicts (the API's own JSON), or for pod lists only their projections, and
+raise ApiException on failure; deciding what to do about either is the caller's
+business.
+
+No generated client library: the operator uses a dozen endpoints, and importing
+one costs tens of MiB before any object exists (Kopf imports it too when it is
+installed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import functools
 import json
 import logging
+import os
 import socket
+import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 import aiohttp
+import kopf
 import orjson
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from evc_operator.metrics import API_ERRORS
 from evc_operator.resources import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from evc_operator.status import Event
 from evc_operator.users import PodView, pod_view
 
-# Explicit, or the client picks strategic merge patch, which custom resources refuse.
-# (Its type stubs omit `_content_type`, which its code accepts: hence the ignores.)
+JSON = "application/json"
+# Explicit: custom resources refuse strategic merge patch.
 MERGE_PATCH = "application/merge-patch+json"
+# The API server names the field manager of our writes after the User-Agent.
 COMPONENT = "evc-operator"
+
+# Each namespace with claims holds two watches open: a cap that never starves requests.
+CONNECTION_LIMIT = 1000
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)  # every request but watches
+# Watch events carry whole objects, one per line, and etcd allows 1.5 MiB per object.
+READ_BUFFER = 2**21
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+TOKEN_PERIOD = 60.0  # re-read the in-cluster token at least this often (seconds)
 
 log = logging.getLogger(__name__)
 _Fn = TypeVar("_Fn", bound=Callable[..., Awaitable[Any]])
+
+__all__ = ["Api", "ApiException", "ConfigError", "Gone", "connect"]
+
+
+class ApiException(Exception):
+    """The API server answered with a status outside 2xx (or a watch with an ERROR)."""
+
+    def __init__(self, status: int | None = None, reason: str | None = None, *,
+                 body: bytes | str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.body = body
+        self.headers = headers
+
+    def __str__(self) -> str:
+        return f"({self.status}) {error_message(self)}"
+
+
+class Gone(Exception):
+    """410 Gone: the resourceVersion to resume from is too old; list again."""
+
+
+class ConfigError(Exception):
+    """No usable cluster credentials: neither in-cluster nor from a kubeconfig."""
 
 
 def _counted(operation: str) -> Callable[[_Fn], _Fn]:
@@ -52,70 +98,240 @@ def _counted(operation: str) -> Callable[[_Fn], _Fn]:
         return cast(_Fn, call)
     return decorate
 
-__all__ = ["ApiException", "connect"]
+
+# Credentials.
+
+class TokenFile:
+    """A bearer token in a file the kubelet rewrites: projected ServiceAccount tokens
+    rotate (about hourly), so the file is read again once it changed, and at least
+    every `period` seconds."""
+
+    def __init__(self, path: Path, *, period: float = TOKEN_PERIOD,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.period = period
+        self.clock = clock
+        self._token: str | None = None
+        self._read_at = 0.0
+        self._stamp: tuple[int, int, int] | None = None
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            stat = self.path.stat()  # follows the kubelet's ..data symlink swap
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def token(self) -> str:
+        now, stamp = self.clock(), self._file_stamp()
+        if (self._token is None or stamp != self._stamp
+                or now - self._read_at >= self.period):
+            try:
+                self._token = self.path.read_text(encoding="utf-8").strip()
+            except OSError as error:
+                if self._token is None:
+                    raise
+                log.warning("Could not re-read the token %s (%s); keeping the last one.",
+                            self.path, error)
+            self._read_at, self._stamp = now, stamp
+        return self._token
+
+    def header(self) -> str:
+        return f"Bearer {self.token()}"
 
 
-async def connect() -> client.ApiClient:
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """Where the API server is and how to prove who we are to it."""
+    server: str  # e.g. https://10.0.0.1:443, no trailing slash
+    ssl: ssl.SSLContext
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)  # static auth
+    token: TokenFile | None = None  # in-cluster: read per request, the file rotates
+    proxy: str | None = None
+
+
+def in_cluster(environ: Mapping[str, str] | None = None,
+               directory: Path | None = None) -> Credentials | None:
+    """The Pod's ServiceAccount credentials, or None outside a cluster."""
+    environ = os.environ if environ is None else environ
+    directory = SERVICE_ACCOUNT if directory is None else directory
+    host = environ.get("KUBERNETES_SERVICE_HOST")
+    port = environ.get("KUBERNETES_SERVICE_PORT")
+    token = directory / "token"
+    if not host or not port or not token.exists():
+        return None
+    ca = directory / "ca.crt"
+    if not ca.exists():
+        raise ConfigError(f"In a cluster, but its CA certificate {ca} does not exist.")
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    tokens = TokenFile(token)
+    try:
+        tokens.token()  # fail here, at start, if it cannot be read
+    except OSError as error:
+        raise ConfigError(f"In a cluster, but its token cannot be read: {error}") from error
+    return Credentials(server=f"https://{host}:{port}",
+                       ssl=ssl.create_default_context(cafile=str(ca)), token=tokens)
+
+
+def from_connection_info(info: kopf.ConnectionInfo) -> Credentials:
+    """Credentials from Kopf's reading of a kubeconfig: server, CA, client certificate,
+    bearer token or basic auth. Kopf writes certificate and key data to private
+    temporary files only while its SSL context loads them."""
+    if not info.server:
+        raise ConfigError("The kubeconfig's cluster has no server.")
+    return Credentials(server=info.server.rstrip("/"), ssl=info.as_ssl_context(),
+                       headers=info.as_http_headers(), proxy=info.proxy_url)
+
+
+def _kubeconfig() -> Credentials | None:
+    source = os.environ.get("KUBECONFIG") or "~/.kube/config"
+    try:
+        # Kopf's own reader: KUBECONFIG (several files allowed), else ~/.kube/config;
+        # the current context. No exec plugins, auth providers only by their cached token.
+        info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+        return from_connection_info(info) if info is not None else None
+    except ConfigError as error:
+        raise ConfigError(f"Cannot use the kubeconfig {source}: {error}") from error
+    except Exception as error:
+        raise ConfigError(f"Cannot use the kubeconfig {source}: "
+                          f"{type(error).__name__}: {error}") from error
+
+
+def load_credentials() -> Credentials:
+    """In-cluster credentials first, else the kubeconfig's current context."""
+    credentials = in_cluster() or _kubeconfig()
+    if credentials is None:
+        raise ConfigError(
+            "No Kubernetes credentials: not in a cluster (KUBERNETES_SERVICE_HOST, "
+            f"KUBERNETES_SERVICE_PORT or {SERVICE_ACCOUNT / 'token'} missing) and no "
+            "kubeconfig (KUBECONFIG unset and no ~/.kube/config).")
+    return credentials
+
+
+# The client.
+
+class Api:
+    """One API server, its credentials, and one connection pool to it."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+        self.server = credentials.server
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT, ssl=credentials.ssl),
+            headers={"User-Agent": COMPONENT, "Accept": JSON, **credentials.headers},
+            proxy=credentials.proxy,
+            trust_env=True,  # HTTPS_PROXY, NO_PROXY
+            timeout=REQUEST_TIMEOUT,
+            read_bufsize=READ_BUFFER,
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    @contextlib.asynccontextmanager
+    async def request(self, method: str, path: str, *,
+                      params: Mapping[str, str] | None = None, body: Any = None,
+                      content_type: str = JSON,
+                      timeouts: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
+                      ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The raw response, whatever its status; the caller reads and checks it."""
+        headers: dict[str, str] = {}
+        if self.credentials.token is not None:
+            headers["Authorization"] = self.credentials.token.header()
+        data = None
+        if body is not None:
+            data = orjson.dumps(body)
+            headers["Content-Type"] = content_type
+        async with self.session.request(
+                method, self.server + path, params=params, data=data, headers=headers,
+                timeout=timeouts) as response:
+            yield response
+
+    async def call(self, method: str, path: str, *, body: Any = None,
+                   content_type: str = JSON) -> Any:
+        """The response's JSON; raises ApiException unless it is 2xx."""
+        async with self.request(method, path, body=body, content_type=content_type) as response:
+            data = await response.read()
+            _check(response.status, response.reason, data, response.headers)
+        return orjson.loads(data) if data else None
+
+
+async def connect() -> Api:
     """An API client for the cluster this process runs in, else the kubeconfig's."""
-    configuration = client.Configuration()
+    return Api(load_credentials())
+
+
+def _check(status: int, reason: str | None, data: bytes,
+           headers: Mapping[str, str] | None = None) -> None:
+    if not 200 <= status <= 299:
+        raise ApiException(status=status, reason=reason, body=data, headers=headers)
+
+
+def _raise_for(status: int, reason: str | None, data: bytes,
+               headers: Mapping[str, str] | None = None) -> None:
+    """For lists and watches: 410 is Gone (list again), any other non-2xx ApiException."""
+    if status == 410:
+        raise Gone(data[:200].decode("utf-8", errors="replace"))
+    _check(status, reason, data, headers)
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _core(namespace: str, plural: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{_q(namespace)}/{plural}"
+    return f"{path}/{_q(name)}" if name is not None else path
+
+
+def _leases(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{_q(namespace)}/leases"
+    return f"{path}/{_q(name)}" if name is not None else path
+
+
+def _evc(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{_q(namespace)}/{PLURAL}/{_q(name)}"
+
+
+async def _read_or_none(api: Api, path: str) -> dict[str, Any] | None:
+    """The object at `path`, or None if it does not exist (404)."""
     try:
-        config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration)
-    except config.ConfigException:
-        await config.load_kube_config(client_configuration=configuration)
-    # Each namespace with claims holds two watches open: a cap that never starves requests.
-    configuration.connection_pool_maxsize = 1000
-    api = client.ApiClient(configuration)
-    # The API server names the field manager of our writes after this: "evc-operator".
-    api.user_agent = COMPONENT
-    return api
-
-
-def _plain(api: client.ApiClient, model: Any) -> dict[str, Any]:
-    plain: dict[str, Any] = api.sanitize_for_serialization(model)
-    return plain
-
-
-async def _read_or_none(api: client.ApiClient, read: Awaitable[Any]) -> dict[str, Any] | None:
-    """The object a read call returns, or None if it does not exist (404)."""
-    try:
-        found = await read
+        found: dict[str, Any] = await api.call("GET", path)
     except ApiException as error:
         if error.status == 404:
             return None
         raise
-    return _plain(api, found)
+    return found
 
 
 @_counted("create_pvc")
-async def create_pvc(api: client.ApiClient, body: Mapping[str, Any]) -> dict[str, Any]:
+async def create_pvc(api: Api, body: Mapping[str, Any]) -> dict[str, Any]:
     """Create a PVC; raises ApiException 409 if one of that name exists (never touched)."""
-    core = client.CoreV1Api(api)
-    # The client serialises plain dicts as they are; its models would add nothing here.
-    created = await core.create_namespaced_persistent_volume_claim(
-        body["metadata"]["namespace"], cast(client.V1PersistentVolumeClaim, dict(body)))
-    return _plain(api, created)
+    created: dict[str, Any] = await api.call(
+        "POST", _core(body["metadata"]["namespace"], "persistentvolumeclaims"),
+        body=dict(body))
+    return created
 
 
 @_counted("read_pvc")
-async def read_pvc(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
-    return await _read_or_none(
-        api, client.CoreV1Api(api).read_namespaced_persistent_volume_claim(name, namespace))
+async def read_pvc(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
+    return await _read_or_none(api, _core(namespace, "persistentvolumeclaims", name))
 
 
 @_counted("patch_pvc")
-async def patch_pvc(api: client.ApiClient, namespace: str, name: str, uid: str,
+async def patch_pvc(api: Api, namespace: str, name: str, uid: str,
                     resource_version: str, patch: Mapping[str, Any]) -> None:
     """Merge-patch our PVC, only if it is still the object (uid) and version we decided on."""
     body = dict(patch)
     body["metadata"] = {**(patch.get("metadata") or {}), "uid": uid,
                         "resourceVersion": resource_version}
-    await client.CoreV1Api(api).patch_namespaced_persistent_volume_claim(
-        name, namespace, body, _content_type=MERGE_PATCH)  # type: ignore[call-arg]
+    await api.call("PATCH", _core(namespace, "persistentvolumeclaims", name), body=body,
+                   content_type=MERGE_PATCH)
 
 
 @_counted("patch_evc_status")
-async def patch_evc_status(api: client.ApiClient, namespace: str, name: str,
+async def patch_evc_status(api: Api, namespace: str, name: str,
                            status: Mapping[str, Any], *,
                            resource_version: str | None = None) -> dict[str, Any]:
     """Merge-patch the EVC's status subresource; None values remove fields.
@@ -125,18 +341,14 @@ async def patch_evc_status(api: client.ApiClient, namespace: str, name: str,
     body: dict[str, Any] = {"status": dict(status)}
     if resource_version:
         body["metadata"] = {"resourceVersion": resource_version}
-    patched = await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, name, body,
-        _content_type=MERGE_PATCH)  # type: ignore[call-arg]
-    return cast(dict[str, Any], patched)
+    patched: dict[str, Any] = await api.call(
+        "PATCH", f"{_evc(namespace, name)}/status", body=body, content_type=MERGE_PATCH)
+    return patched
 
 
 LIST_PAGE = 500  # objects per page of a list: bounds memory, not the list's consistency
 WATCH_SECONDS = 300  # the API server ends a watch after this; we resume where it ended
-
-
-class Gone(Exception):
-    """410 Gone: the resourceVersion to resume from is too old; list again."""
+LISTED_KINDS = frozenset({"pods", "persistentvolumeclaims"})
 
 
 def describe(error: BaseException) -> str:
@@ -145,44 +357,30 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _lister(api: client.ApiClient, kind: str) -> Callable[..., Awaitable[Any]]:
-    core = client.CoreV1Api(api)
-    listers: dict[str, Callable[..., Awaitable[Any]]] = {
-        "pods": core.list_namespaced_pod,
-        "persistentvolumeclaims": core.list_namespaced_persistent_volume_claim}
-    return listers[kind]
+def _collection(kind: str, namespace: str) -> str:
+    if kind not in LISTED_KINDS:
+        raise KeyError(kind)
+    return _core(namespace, kind)
 
 
-def _raise_for(response: aiohttp.ClientResponse, data: bytes) -> None:
-    # Raw responses skip the client's own check: raise what it would have.
-    if response.status == 410:
-        raise Gone(data[:200])
-    if not 200 <= response.status <= 299:
-        error = ApiException(status=response.status, reason=response.reason)
-        error.body = data
-        error.headers = response.headers
-        raise error
-
-
-async def list_all(api: client.ApiClient, kind: str, namespace: str,
+async def list_all(api: Api, kind: str, namespace: str,
                    each: Callable[[dict[str, Any]], None]) -> str:
     """Pass every object of a kind in a namespace to `each`, page by page; returns the
     list's resourceVersion (where a watch resumes).
 
     No resourceVersion: the first page is a consistent read of the latest state, and the
     pages after it come from the same snapshot, so the whole list is as fresh as the moment
-    it began. Pages are parsed from raw JSON and dropped once `each` has seen them: the
-    client's models would cost far more than the list itself for thousands of objects.
+    it began. Pages are parsed from raw JSON and dropped once `each` has seen them.
     """
-    lister = _lister(api, kind)
+    path = _collection(kind, namespace)
     token: str | None = None
     while True:
-        paging: dict[str, Any] = {"_continue": token} if token else {}
-        response = cast(aiohttp.ClientResponse, await lister(
-            namespace, limit=LIST_PAGE, _preload_content=False, **paging))
-        async with response:
+        params = {"limit": str(LIST_PAGE)}
+        if token:
+            params["continue"] = token
+        async with api.request("GET", path, params=params) as response:
             data = await response.read()
-            _raise_for(response, data)
+            _raise_for(response.status, response.reason, data, response.headers)
         page = orjson.loads(data)
         for item in page.get("items") or ():
             each(item)
@@ -193,28 +391,29 @@ async def list_all(api: client.ApiClient, kind: str, namespace: str,
 
 
 @_counted("collection_version")
-async def collection_version(api: client.ApiClient, kind: str, namespace: str) -> int:
+async def collection_version(api: Api, kind: str, namespace: str) -> int:
     """The resourceVersion of a collection now: a consistent read of at most one object."""
-    response = cast(aiohttp.ClientResponse, await _lister(api, kind)(
-        namespace, limit=1, _preload_content=False))
-    async with response:
+    async with api.request("GET", _collection(kind, namespace),
+                           params={"limit": "1"}) as response:
         data = await response.read()
-        _raise_for(response, data)
+        _raise_for(response.status, response.reason, data, response.headers)
     return int(orjson.loads(data)["metadata"]["resourceVersion"])
 
 
-async def watch(api: client.ApiClient, kind: str, namespace: str, resource_version: str,
+async def watch(api: Api, kind: str, namespace: str, resource_version: str,
                 seconds: int = WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """(event type, object) from `resource_version` on, until the API server ends the
     watch after `seconds`; bookmarks included (they only move the resourceVersion).
     Raises Gone (410)."""
-    response = cast(aiohttp.ClientResponse, await _lister(api, kind)(
-        namespace, watch=True, resource_version=resource_version,
-        allow_watch_bookmarks=True, timeout_seconds=seconds, _preload_content=False,
-        _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=seconds + 60)))
-    async with response:
+    params = {"watch": "true", "resourceVersion": resource_version,
+              "allowWatchBookmarks": "true", "timeoutSeconds": str(seconds)}
+    async with api.request(
+            "GET", _collection(kind, namespace), params=params,
+            timeouts=aiohttp.ClientTimeout(sock_connect=10, sock_read=seconds + 60),
+    ) as response:
         if response.status != 200:
-            _raise_for(response, await response.read())
+            _raise_for(response.status, response.reason, await response.read(),
+                       response.headers)
         async for line in response.content:
             if not line.strip():
                 continue
@@ -228,7 +427,7 @@ async def watch(api: client.ApiClient, kind: str, namespace: str, resource_versi
 
 
 @_counted("list_pods")
-async def list_pod_views(api: client.ApiClient, namespace: str) -> list[PodView]:
+async def list_pod_views(api: Api, namespace: str) -> list[PodView]:
     """All pods of a namespace, read from the API server itself (not a cache), as PodViews."""
     views: list[PodView] = []
     await list_all(api, "pods", namespace, lambda item: views.append(pod_view(item)))
@@ -236,7 +435,7 @@ async def list_pod_views(api: client.ApiClient, namespace: str) -> list[PodView]
 
 
 @_counted("delete_evc")
-async def delete_evc(api: client.ApiClient, namespace: str, name: str, uid: str,
+async def delete_evc(api: Api, namespace: str, name: str, uid: str,
                      resource_version: str) -> None:
     """Delete the EVC only if it is still exactly the object we decided about.
 
@@ -244,34 +443,28 @@ async def delete_evc(api: client.ApiClient, namespace: str, name: str, uid: str,
     (uid) or changed in any way (resourceVersion) since. The PVC goes with it
     through its owner reference (garbage collector, in the background).
     """
-    await client.CustomObjectsApi(api).delete_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name,
-        body=client.V1DeleteOptions(
-            preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version),
-            propagation_policy="Background",
-        ),
-    )
+    await api.call("DELETE", _evc(namespace, name), body={
+        "preconditions": {"uid": uid, "resourceVersion": resource_version},
+        "propagationPolicy": "Background",
+    })
 
 
 @_counted("read_lease")
-async def read_lease(api: client.ApiClient, namespace: str,
-                     name: str) -> dict[str, Any] | None:
-    return await _read_or_none(
-        api, client.CoordinationV1Api(api).read_namespaced_lease(name, namespace))
+async def read_lease(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
+    return await _read_or_none(api, _leases(namespace, name))
 
 
 @_counted("create_lease")
-async def create_lease(api: client.ApiClient, namespace: str, name: str,
+async def create_lease(api: Api, namespace: str, name: str,
                        spec: Mapping[str, Any]) -> None:
     """Create the Lease; 409 if another replica created it first."""
     body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}
-    await client.CoordinationV1Api(api).create_namespaced_lease(
-        namespace, cast(client.V1Lease, body))
+    await api.call("POST", _leases(namespace), body=body)
 
 
 @_counted("replace_lease")
-async def replace_lease(api: client.ApiClient, lease: Mapping[str, Any],
+async def replace_lease(api: Api, lease: Mapping[str, Any],
                         spec: Mapping[str, Any]) -> None:
     """Replace the Lease's spec; 409 if anyone changed it since `lease` was read."""
     metadata = lease["metadata"]
@@ -279,8 +472,7 @@ async def replace_lease(api: client.ApiClient, lease: Mapping[str, Any],
             "metadata": {"name": metadata["name"], "namespace": metadata["namespace"],
                          "resourceVersion": metadata["resourceVersion"]},
             "spec": dict(spec)}
-    await client.CoordinationV1Api(api).replace_namespaced_lease(
-        metadata["name"], metadata["namespace"], cast(client.V1Lease, body))
+    await api.call("PUT", _leases(metadata["namespace"], metadata["name"]), body=body)
 
 
 def error_message(error: ApiException) -> str:
@@ -292,7 +484,7 @@ def error_message(error: ApiException) -> str:
     return str(message or error.reason)
 
 
-async def post_event(api: client.ApiClient, namespace: str, name: str, uid: str,
+async def post_event(api: Api, namespace: str, name: str, uid: str,
                      event: Event, now: datetime.datetime) -> None:
     """Post a Kubernetes Event about the EVC. Best effort: a lost Event loses no data."""
     stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -306,8 +498,7 @@ async def post_event(api: client.ApiClient, namespace: str, name: str, uid: str,
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
     }
     try:
-        await client.CoreV1Api(api).create_namespaced_event(
-            namespace, cast(client.CoreV1Event, body))
+        await api.call("POST", _core(namespace, "events"), body=body)
     except ApiException as error:
         API_ERRORS.labels("post_event", str(error.status)).inc()
         log.warning("Could not post Event %s on %s/%s: %s %s", event.reason, namespace, name,
