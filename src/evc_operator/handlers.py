@@ -116,8 +116,6 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("tasks", []):
         task.cancel()
     await asyncio.gather(*memo.get("tasks", []), return_exceptions=True)
-    if memo.get("reconciler") is not None:
-        await memo.reconciler.finish_events(within=2.0)
     if memo.get("watched") is not None:
         await memo.watched.close()
     if memo.get("metrics") is not None:

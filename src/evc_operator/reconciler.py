@@ -38,7 +38,6 @@ from evc_operator.users import PodSnapshot, PodView, users_of
 
 Key = tuple[str, str]  # (namespace, name)
 MAX_CONCURRENT = 16
-EVENT_CONCURRENCY = 4  # Events posted at once: they tell, and must not crowd out the work
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 COUNTDOWN_LOG_LINES = 50  # countdowns logged one by one each interval; the rest summed up
 # Proving that the pods of a namespace are current takes the API server a second or two:
@@ -271,8 +270,6 @@ class Reconciler:
         self._reported_dry_run: set[tuple[Key, datetime.datetime | None]] = set()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
-        self._event_slots = asyncio.Semaphore(EVENT_CONCURRENCY)
-        self._posting: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.fresh_pods = FreshPods(indexes.current_pods or self._list_pods, clock)
 
@@ -534,12 +531,11 @@ class Reconciler:
             await self._delete(view, decision, logger)
             return
 
-        if status.status_changed(new_status, previous):
-            patched = await kube.patch_evc_status(self.api, view.namespace, view.name,
-                                                  new_status)
-            self._remember(patched)
-        for event in events:
-            self._announce(view, event, logger)
+        # The status write and its Events go out together: one round trip of the slot
+        # instead of one after another. An Event never fails the reconciliation.
+        await asyncio.gather(
+            self._write_status(view, new_status, previous),
+            *(self._announce(view, event, logger) for event in events))
 
         if decision.action is Action.REPORT_DRY_RUN:
             marker = (key, decision.deletes_at)
@@ -549,7 +545,7 @@ class Reconciler:
                                               grace_period=view.claim.grace_period,
                                               dry_run=True)
                 metrics.DRY_RUN_DELETIONS.labels(str(decision.countdown)).inc()
-                self._announce(view, event, logger)
+                await self._announce(view, event, logger)
 
         if decision.deletes_at is not None and decision.action is Action.NONE:
             self.countdowns[key] = decision
@@ -562,41 +558,29 @@ class Reconciler:
         else:
             self.deadlines.pop(key, None)
 
-    def _announce(self, view: EvcView, event: status.Event,
-                  logger: logging.LoggerAdapter[Any]) -> None:
-        """An Event on the EVC, and the same words in the log.
+    async def _write_status(self, view: EvcView, new_status: Mapping[str, Any],
+                            previous: Mapping[str, Any]) -> None:
+        if status.status_changed(new_status, previous):
+            self._remember(await kube.patch_evc_status(self.api, view.namespace, view.name,
+                                                       new_status))
 
-        The Event is posted in the background, a few at a time: a reconciliation that
-        waited for its Events would hold its slot twice as long, and the next claim's
-        status (what users and the deadline depend on) would wait behind them. With
-        LIFECYCLE_EVENTS=false only Warnings become Events: at thousands of claims an
+    async def _announce(self, view: EvcView, event: status.Event,
+                        logger: logging.LoggerAdapter[Any]) -> None:
+        """An Event on the EVC, and the same words in the log. Best effort: a lost Event
+        loses no data, and never stops the work it tells of.
+
+        With LIFECYCLE_EVENTS=false only Warnings become Events: at thousands of claims an
         hour, five Normal Events per claim double the API writes, and status and the log
         already say the same.
         """
-        if event.type == "Warning" or self.settings.lifecycle_events:
-            task = asyncio.create_task(self._post(view, event, self.clock()))
-            self._posting.add(task)
-            task.add_done_callback(self._posting.discard)
         level = logging.WARNING if event.type == "Warning" else logging.INFO
         logger.log(level, "%s: %s", event.reason, event.message)
-
-    async def _post(self, view: EvcView, event: status.Event, now: datetime.datetime) -> None:
-        async with self._event_slots:
+        if event.type == "Warning" or self.settings.lifecycle_events:
             try:
                 await kube.post_event(self.api, view.namespace, view.name, view.uid, event,
-                                      now)
-            except Exception as error:  # best effort: a lost Event loses no data
-                log.warning("Could not post Event %s on %s/%s: %s", event.reason,
-                            view.namespace, view.name, _describe(error))
-
-    async def finish_events(self, within: float | None = None) -> None:
-        """Wait until the Events announced so far are posted; after `within` seconds,
-        give up on the rest (the operator is stopping)."""
-        if self._posting:
-            _, late = await asyncio.wait(set(self._posting), timeout=within)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+                                      self.clock())
+            except Exception as error:
+                logger.warning("Could not post Event %s: %s", event.reason, _describe(error))
 
     def _remember(self, body: Mapping[str, Any]) -> None:
         """Our own write's result is the freshest view; do not wait for the watch.
@@ -654,7 +638,7 @@ class Reconciler:
             metrics.DELETION_LATENESS.observe(max(0.0, lateness))
         event = status.deletion_event(decision, expiry_period=view.claim.expiry_period,
                                       grace_period=view.claim.grace_period, dry_run=False)
-        self._announce(view, event, logger)
+        await self._announce(view, event, logger)
         self.forget(view.key)
 
     async def _sync_pvc(self, view: EvcView, body: Mapping[str, Any],

@@ -102,14 +102,7 @@ def make(monkeypatch: pytest.MonkeyPatch, fake: FakeApi,
 
 
 def reconcile_now(reconciler: Reconciler, key: tuple[str, str]) -> None:
-    """One reconciliation, and the Events it announced posted."""
-    async def reconcile() -> None:
-        try:
-            await reconciler.reconcile(key)
-        finally:
-            await reconciler.finish_events()
-
-    asyncio.run(reconcile())
+    asyncio.run(reconciler.reconcile(key))
 
 
 def test_due_claim_is_rechecked_then_deleted_with_preconditions(
@@ -191,14 +184,9 @@ def test_without_lifecycle_events_only_warnings_are_posted(
     reconciler = make(monkeypatch, fake, indexed_pods=[])
     reconciler.settings = Settings(lifecycle_events=False)
     fake.calls.clear()
-
-    async def announce() -> None:
-        reconciler._announce(reconciler.evcs[("jobs", "scratch")],
-                             status.Event("Warning", "InvalidSpec", "bad"),
-                             reconciler._logger(("jobs", "scratch")))
-        await reconciler.finish_events()
-
-    asyncio.run(announce())
+    asyncio.run(reconciler._announce(reconciler.evcs[("jobs", "scratch")],
+                                     status.Event("Warning", "InvalidSpec", "bad"),
+                                     reconciler._logger(("jobs", "scratch"))))
     assert fake.calls == ["event:InvalidSpec"]
 
 
@@ -674,3 +662,18 @@ def test_countdowns_are_logged_nearest_first_and_the_rest_summed_up(
     summary = [r.getMessage() for r in caplog.records if "more countdowns" in r.getMessage()]
     assert summary[0] == ("7 more countdowns run; the last of them deletes at "
                           f"{status.timestamp(NOW + datetime.timedelta(seconds=1000))}.")
+
+
+def test_an_event_that_cannot_be_posted_never_fails_the_work_it_tells_of(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler = make(monkeypatch, fake, indexed_pods=[pod_body("worker")])
+
+    async def refused(*_: Any) -> None:
+        fake.calls.append("event refused")
+        raise ConnectionResetError("the API server went away")
+
+    monkeypatch.setattr(kube, "post_event", refused)
+    reconcile_now(reconciler, ("jobs", "scratch"))  # does not raise
+    assert "patch_status:InUse:None" in fake.calls
+    assert "event refused" in fake.calls
