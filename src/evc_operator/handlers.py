@@ -37,6 +37,7 @@ def _settings_or_exit() -> Settings:
 
 CONFIG = _settings_or_exit()
 LIST_CHUNK = 500  # objects per page of Kopf's initial lists
+WORKER_IDLE_SECONDS = 0.5  # how long Kopf keeps an object's worker after its last event
 
 
 class _RoutineSuccessToDebug(logging.Filter):
@@ -80,6 +81,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     # Kopf's initial list is one unpaged request by default: with tens of thousands of
     # claims, one huge response held in memory at once on both sides.
     settings.watching.chunk_size = LIST_CHUNK
+    # Kopf keeps a worker per object for IDLE_TIMEOUT after its last event (5 s by default):
+    # 10,000 claims provisioned in a burst are 10,000 workers alive at once, and memory
+    # freed afterwards stays fragmented. Measured at 10,000 claims: 290 MiB at 5 s, 188 MiB
+    # at 0.5 s (docs/benchmarks.md).
+    settings.batching.idle_timeout = WORKER_IDLE_SECONDS
     memo.api = await kube.connect()
     # Pods and PVCs are not Kopf's: see informer.py for why.
     memo.watched = watched = Watched(memo.api, pods_changed=_forward("poke_for_pod", memo),
