@@ -18,7 +18,8 @@ class _Api:
         pass
 
 
-def test_start_pages_kopfs_initial_lists_and_lets_idle_workers_go(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_pages_kopfs_initial_lists_and_lets_idle_workers_go(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     async def connect() -> _Api:
         return _Api()
 
