@@ -189,17 +189,22 @@ class Watched:
         that version, give the state as of then. Without such proof, the full list.
 
         The snapshot stays `live` while the informer's watch runs on unbroken and has
-        itself seen as far as the proof: the reconciler may then prove freshness a little
-        ahead of a deadline and decide at the deadline on the snapshot and the live view.
+        itself applied every pod change up to the proof (with none, nothing is missing:
+        the rest comes through the same watch, in order). The reconciler may then prove
+        freshness a little ahead of a deadline and decide at the deadline on the snapshot
+        and the live view.
         """
         informer = self.pods.get(namespace)
         if informer is None or not informer.synced:
             return PodSnapshot(await kube.list_pod_views(self.api, namespace))
         breaks = informer.breaks
         target = await kube.collection_version(self.api, "pods", namespace)
+        # What the informer must have applied for its live view to hold everything up to
+        # `target`: the last pod change at or before it (bookmarks change nothing).
+        needed = min(informer.version, target)
 
         def live() -> bool:
-            return informer.breaks == breaks and informer.version >= target
+            return informer.breaks == breaks and informer.version >= needed
 
         if informer.version >= target:
             return PodSnapshot(list(informer.items.values()), live)
@@ -207,11 +212,14 @@ class Watched:
         try:
             async for kind, body in kube.watch(self.api, "pods", namespace, str(start),
                                                seconds=BARRIER_WATCH_SECONDS):
+                version = int(body["metadata"]["resourceVersion"])
                 if kind == "DELETED":
                     items.pop(body["metadata"]["name"], None)
                 elif kind != "BOOKMARK":
                     items[body["metadata"]["name"]] = pod_view(body)
-                if int(body["metadata"]["resourceVersion"]) >= target:
+                if kind != "BOOKMARK" and version <= target:
+                    needed = version
+                if version >= target:
                     return PodSnapshot(list(items.values()), live)
         except kube.Gone:
             pass

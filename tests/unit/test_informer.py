@@ -198,9 +198,24 @@ def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(
     assert [p.name for p in snapshot.pods] == ["newcomer"]
     assert calls == ["version", "watch from 30 for 3 s"]
     assert set(watched.pods["jobs"].items) == {"old"}  # the informer's own view is untouched
-    # Live only once the informer itself has seen as far as the proof.
+    # Live only once the informer itself has applied the changes the proof saw (to 36).
     assert not snapshot.live()
-    watched.pods["jobs"].version = 40
+    watched.pods["jobs"].version = 36
+    assert snapshot.live()
+    watched.pods["jobs"].breaks += 1
+    assert not snapshot.live()
+
+
+def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # No pod changed since the informer's version: it holds the truth as it is, and
+    # whatever changes next reaches it through the same unbroken watch.
+    watched, calls = _synced_watched(monkeypatch, version=30, now=40, barrier=[
+        ("BOOKMARK", {"metadata": {"resourceVersion": "41"}})])
+    snapshot = asyncio.run(watched.current_pods("jobs"))
+    assert [p.name for p in snapshot.pods] == ["old"]
+    assert calls == ["version", "watch from 30 for 3 s"]
+    assert watched.pods["jobs"].version == 30
     assert snapshot.live()
 
 
