@@ -85,7 +85,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     # 10,000 claims provisioned in a burst are 10,000 workers alive at once, and memory
     # freed afterwards stays fragmented. Measured at 10,000 claims: 290 MiB at 5 s, 188 MiB
     # at 0.5 s (docs/benchmarks.md).
-    settings.batching.idle_timeout = WORKER_IDLE_SECONDS
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     memo.api = await kube.connect()
     # Pods and PVCs are not Kopf's: see informer.py for why.
     memo.watched = watched = Watched(memo.api, pods_changed=_forward("poke_for_pod", memo),

@@ -37,7 +37,7 @@ def test_start_pages_kopfs_initial_lists_and_lets_idle_workers_go(
 
     asyncio.run(scenario())
     assert settings.watching.chunk_size == handlers.LIST_CHUNK
-    assert settings.batching.idle_timeout == handlers.WORKER_IDLE_SECONDS < 5.0
+    assert settings.queueing.idle_timeout == handlers.WORKER_IDLE_SECONDS < 5.0
     # Pods and PVCs are read by the operator's own informers, never through Kopf.
     assert [handler for handler in kopf.get_default_registry()._indexing.get_all_handlers()
             ] == []
