@@ -29,7 +29,7 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from evc_operator import kube, lifecycle, metrics, status
+from evc_operator import kube, lifecycle, memory, metrics, status
 from evc_operator.claims import PvcStep, PvcView, desired_pvc, plan_pvc, pvc_view
 from evc_operator.evc import EvcView, evc_view
 from evc_operator.lifecycle import Action
@@ -50,6 +50,10 @@ PROOF_LEAD = datetime.timedelta(seconds=3)
 # this old at most, with a second to spare for the deletion's own turn.
 PROOF_MAX_AGE = datetime.timedelta(seconds=5)
 PROOF_SLACK = datetime.timedelta(seconds=1)
+# After a burst of at least this many reconciliations, once all is quiet, the heap's free
+# pages go back to the system (memory.py), at most every RELEASE_EVERY seconds.
+RELEASE_AFTER = 100
+RELEASE_EVERY = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +276,8 @@ class Reconciler:
         self._reported_dry_run: set[tuple[Key, datetime.datetime | None]] = set()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        self._since_release = 0  # reconciliations since memory was last released
+        self._released_at = -RELEASE_EVERY
         self._tasks: set[asyncio.Task[None]] = set()
         self.fresh_pods = FreshPods(indexes.current_pods or self._list_pods, clock)
 
@@ -360,6 +366,7 @@ class Reconciler:
                         self._running.add(key)
                         self._spawn(self._reconcile_guarded(key))
                 self._wakeup.clear()
+                self._release_memory_when_quiet()
                 timeout = None
                 wakes = [when for when in (self.deadlines.earliest(), self.proofs.earliest())
                          if when is not None]
@@ -371,6 +378,12 @@ class Reconciler:
             for task in self._tasks:
                 task.cancel()
             self.fresh_pods.close()
+
+    def _release_memory_when_quiet(self) -> None:
+        if (self._since_release >= RELEASE_AFTER and not self._dirty and not self._running
+                and time.monotonic() - self._released_at >= RELEASE_EVERY):
+            memory.release()
+            self._since_release, self._released_at = 0, time.monotonic()
 
     def _prefetch(self, keys: Iterable[Key], now: datetime.datetime) -> None:
         """Start proving the pods of the namespaces where deletions are coming."""
@@ -443,6 +456,7 @@ class Reconciler:
 
     async def _reconcile_guarded(self, key: Key) -> None:
         poked_at = self._poked_at.pop(key, None)
+        self._since_release += 1
         try:
             async with self._slots:
                 await self.reconcile(key)
