@@ -65,7 +65,7 @@ class PodUse:
     ended: datetime.datetime | None = None  # a finished pod's end, as its kubelet reported
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Claim:
     """What the EVC says: its identity in time, its periods, and its recorded facts."""
 

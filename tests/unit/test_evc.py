@@ -285,3 +285,14 @@ def test_a_period_too_long_for_a_deadline_does_not_break_decide(field: str,
     assert view.claim.recorded_phase is (Phase.IDLE if field == "gracePeriod" else None)
     decision = decide(view.claim, [], T0 + datetime.timedelta(hours=1))
     assert decision.action is Action.NONE
+
+
+def test_the_status_is_kept_as_json_and_read_back_whole() -> None:
+    status = {"phase": "Idle", "unusedSince": "2026-01-01T00:01:00Z", "conditions": [
+        {"type": "PvcReady", "status": "True", "reason": "PvcCreated",
+         "lastTransitionTime": "2026-01-01T00:00:01Z", "observedGeneration": 2}]}
+    view = evc_view(make_evc(status=status), SETTINGS)
+    assert isinstance(view.status_json, str)
+    assert view.status == status
+    view.status["phase"] = "changed by a reader"
+    assert view.status == status  # every read is a fresh copy

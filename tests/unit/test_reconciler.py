@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+import orjson
 import pytest
 
 from evc_operator import informer, kube, lifecycle, status
@@ -647,7 +648,9 @@ def test_countdowns_are_logged_nearest_first_and_the_rest_summed_up(
     assert template.deletes_at is not None
     for number in range(reconciler_module.COUNTDOWN_LOG_LINES + 7):
         key = ("jobs", f"claim-{number:03}")
-        reconciler.bodies[key] = {"metadata": {"name": key[1], "namespace": "jobs"}}
+        reconciler.evcs[key] = dataclasses.replace(reconciler.evcs[("jobs", "scratch")],
+                                                   name=key[1])
+        reconciler.bodies[key] = "{}"
         reconciler.countdowns[key] = dataclasses.replace(
             template, deletes_at=NOW + datetime.timedelta(seconds=1000 - number))
 
@@ -677,3 +680,17 @@ def test_an_event_that_cannot_be_posted_never_fails_the_work_it_tells_of(
     reconcile_now(reconciler, ("jobs", "scratch"))  # does not raise
     assert "patch_status:InUse:None" in fake.calls
     assert "event refused" in fake.calls
+
+
+def test_what_is_kept_of_an_evc_is_json_without_the_parts_no_decision_reads() -> None:
+    body = evc_body()
+    body["metadata"]["managedFields"] = [{"manager": "evc-operator", "fieldsV1": {}}]
+    body["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": '{"a copy": "of the claim"}',
+        "evc.zalando.org/keep": "true"}
+    kept = orjson.loads(reconciler_module._slim(body))
+    assert "status" not in kept
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"]["annotations"] == {"evc.zalando.org/keep": "true"}
+    assert kept["spec"] == body["spec"]
+    assert kept["metadata"]["uid"] == body["metadata"]["uid"]
