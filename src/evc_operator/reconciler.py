@@ -39,9 +39,7 @@ from evc_operator.settings import Settings
 from evc_operator.users import PodSnapshot, PodView, users_of
 
 Key = tuple[str, str]  # (namespace, name)
-# Claims reconciled at once. Each mostly waits for the API server (a write and its Event,
-# tens of milliseconds under load): with 16, deletions due at 100 a second fell behind.
-MAX_CONCURRENT = 64
+MAX_CONCURRENT = 16  # claims reconciled at once
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 COUNTDOWN_LOG_LINES = 50  # countdowns logged one by one each interval; the rest summed up
 # Proving that the pods of a namespace are current takes the API server a second or two:
