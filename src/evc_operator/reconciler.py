@@ -185,6 +185,7 @@ class FreshPods:
         self._lister = lister
         self._clock = clock
         self._latest: dict[str, _Wave] = {}  # started: in flight or done
+        self._done: dict[str, _Wave] = {}  # the last that succeeded
         self._next: dict[str, asyncio.Future[PodList]] = {}  # not started: open to joiners
         self._listing: dict[str, asyncio.Task[None]] = {}
 
@@ -197,9 +198,14 @@ class FreshPods:
 
     async def get(self, namespace: str, decided_at: datetime.datetime,
                   max_age: datetime.timedelta = datetime.timedelta(0)) -> PodList:
-        """A view to decide on, as of `decided_at` (see the class's rules)."""
-        wave = self._latest.get(namespace)
-        if wave is not None and not wave.failed() and wave.started >= decided_at - max_age:
+        """A view to decide on, as of `decided_at` (see the class's rules).
+
+        A finished list that serves is taken before one in flight: a proof begun for a
+        later deadline must not hold up the deletions due now.
+        """
+        for wave in (self._done.get(namespace), self._latest.get(namespace)):
+            if wave is None or wave.failed() or wave.started < decided_at - max_age:
+                continue
             # One waiter cancelled (its claim forgotten, say) must not cancel the others'.
             pods = await asyncio.shield(wave.result)
             if wave.started >= decided_at or pods.live():
@@ -211,9 +217,10 @@ class FreshPods:
 
     def forget_older_than(self, moment: datetime.datetime) -> None:
         """Drop views too old to serve anyone: they hold pods that may be long gone."""
-        for namespace, wave in list(self._latest.items()):
-            if wave.result.done() and wave.started < moment:
-                del self._latest[namespace]
+        for held in (self._latest, self._done):
+            for namespace, wave in list(held.items()):
+                if wave.result.done() and wave.started < moment:
+                    del held[namespace]
 
     def _upcoming(self, namespace: str) -> asyncio.Future[PodList]:
         wave = self._next.get(namespace)
@@ -230,13 +237,14 @@ class FreshPods:
         try:
             # Taken out before listing: whoever asks from now on waits for the next list.
             while (wave := self._next.pop(namespace, None)) is not None:
-                self._latest[namespace] = _Wave(self._clock(), wave)
+                self._latest[namespace] = started = _Wave(self._clock(), wave)
                 try:
                     pods = PodList.of(await self._lister(namespace))
                 except Exception as error:
                     wave.set_exception(error)
                 else:
                     wave.set_result(pods)
+                    self._done[namespace] = started
         finally:
             del self._listing[namespace]
             for left in (wave, self._next.pop(namespace, None)):
@@ -250,6 +258,7 @@ class FreshPods:
         for wave in self._next.values():
             wave.cancel()
         self._next.clear()
+        self._done.clear()
 
 
 class Reconciler:

@@ -440,6 +440,29 @@ def test_a_live_proof_made_ahead_serves_the_deletions_at_the_deadline() -> None:
     asyncio.run(scenario())
 
 
+def test_a_finished_proof_serves_while_one_for_a_later_deadline_is_in_flight() -> None:
+    async def scenario() -> None:
+        lister = FakeLister()
+        lister.live = True
+        clock = Clock()
+        fresh = FreshPods(lister, clock)
+        fresh.prefetch("jobs", not_before=T0)
+        await _settle()
+        lister.finish(1)
+        await _settle()
+        fresh.prefetch("jobs", not_before=clock.advance(2))  # for a later deadline
+        await _settle()
+        assert lister.started == ["jobs", "jobs"]  # list 2 in flight
+        decision = asyncio.create_task(fresh.get("jobs", clock.advance(1), FIVE_SECONDS))
+        await _settle()
+        assert decision.done()  # not held up by list 2
+        assert _names(decision.result()) == ["list-1"]
+        lister.finish(2)
+        await _settle()
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize(("live", "age"), [(False, 3), (True, 6)])
 def test_a_proof_made_ahead_serves_nobody_once_it_has_a_gap_or_is_too_old(
         live: bool, age: float) -> None:
