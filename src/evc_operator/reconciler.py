@@ -88,9 +88,9 @@ def utcnow() -> datetime.datetime:
 
 
 def _newer(candidate: str, current: str) -> bool:
-    """Whether a resourceVersion is not older than the one we hold (they are etcd revisions)."""
+    """Whether a resourceVersion is newer than the one we hold (they are etcd revisions)."""
     try:
-        return int(candidate) >= int(current)
+        return int(candidate) > int(current)
     except ValueError:
         return True
 
@@ -300,10 +300,12 @@ class Reconciler:
             self.forget(key)
             return
         held = self.evcs.get(key)
+        if held and held.uid == body["metadata"].get("uid") and not _newer(
+                body["metadata"].get("resourceVersion") or "", held.resource_version):
+            # Older than, or the echo of, what our own write already told us: at 100 claims
+            # a second, looking again at each write's echo doubled the work.
+            return
         view = evc_view(body, self.settings)
-        if held and held.uid == view.uid and not _newer(view.resource_version,
-                                                        held.resource_version):
-            return  # an event older than what our own write already told us
         self.evcs[key] = view
         self.bodies[key] = _slim(body)
         names = self.with_selector.setdefault(key[0], set())

@@ -717,3 +717,19 @@ def test_what_is_kept_of_an_evc_is_json_without_the_parts_no_decision_reads() ->
     assert kept["metadata"]["annotations"] == {"evc.zalando.org/keep": "true"}
     assert kept["spec"] == body["spec"]
     assert kept["metadata"]["uid"] == body["metadata"]["uid"]
+
+
+def test_the_echo_of_its_own_status_write_is_not_looked_at_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler = make(monkeypatch, fake, indexed_pods=[pod_body("worker")])
+    key = ("jobs", "scratch")
+    reconciler._dirty.clear()
+    reconcile_now(reconciler, key)
+    assert "patch_status:InUse:None" in fake.calls  # the patch answered resourceVersion 11
+    for version, looked_at in (("10", False), ("11", False), ("12", True)):
+        body = evc_body()
+        body["metadata"]["resourceVersion"] = version
+        reconciler.observe_evc("MODIFIED", body)
+        assert (key in reconciler._dirty) is looked_at, version
+        assert reconciler.evcs[key].resource_version == ("12" if looked_at else "11")
