@@ -197,8 +197,10 @@ class FreshPods:
             self._upcoming(namespace)
 
     async def get(self, namespace: str, decided_at: datetime.datetime,
-                  max_age: datetime.timedelta = datetime.timedelta(0)) -> PodList:
-        """A view to decide on, as of `decided_at` (see the class's rules).
+                  max_age: datetime.timedelta = datetime.timedelta(0)) -> PodList | None:
+        """A view to decide on, as of `decided_at` (see the class's rules); None when a
+        live proof that began before says the live index is current: then the index, not
+        that proof's older copy, is the view (a pod may have finished since the copy).
 
         A finished list that serves is taken before one in flight: a proof begun for a
         later deadline must not hold up the deletions due now.
@@ -208,8 +210,10 @@ class FreshPods:
                 continue
             # One waiter cancelled (its claim forgotten, say) must not cancel the others'.
             pods = await asyncio.shield(wave.result)
-            if wave.started >= decided_at or pods.live():
+            if wave.started >= decided_at:
                 return pods
+            if pods.live():
+                return None
         wave = self._latest.get(namespace)
         if wave is not None and not wave.failed() and wave.started >= decided_at:
             return await asyncio.shield(wave.result)
@@ -544,7 +548,8 @@ class Reconciler:
             if not self.pods_view_complete:
                 self.deadlines[key] = now + datetime.timedelta(seconds=1)
                 return
-            # The index may lag behind: ask the API server itself before anything final.
+            # The index may lag behind: ask the API server itself before anything final
+            # (or have it proven current: then `fresh` is None and the index decides).
             async with self._unslotted():
                 fresh = await self.fresh_pods.get(view.namespace, now, PROOF_MAX_AGE)
             decision = lifecycle.decide(claim, self._users(view, fresh), self.clock(),

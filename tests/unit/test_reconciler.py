@@ -434,7 +434,8 @@ def test_a_live_proof_made_ahead_serves_the_deletions_at_the_deadline() -> None:
         decided = clock.advance(3)
         results = await asyncio.gather(*(fresh.get("jobs", decided, FIVE_SECONDS)
                                          for _ in range(3)))
-        assert all(_names(result) == ["list-1"] for result in results)
+        # The live index is proven current: it decides, not the proof's older copy.
+        assert results == [None, None, None]
         assert lister.started == ["jobs"]
 
     asyncio.run(scenario())
@@ -456,7 +457,7 @@ def test_a_finished_proof_serves_while_one_for_a_later_deadline_is_in_flight() -
         decision = asyncio.create_task(fresh.get("jobs", clock.advance(1), FIVE_SECONDS))
         await _settle()
         assert decision.done()  # not held up by list 2
-        assert _names(decision.result()) == ["list-1"]
+        assert decision.result() is None  # list 1 proves the live index current
         lister.finish(2)
         await _settle()
 
@@ -621,6 +622,41 @@ def test_the_informer_lookups_serve_mounting_pods_and_a_selector_claim(
     reconcile_now(reconciler, ("jobs", "scratch"))
     assert fake.calls[0] == "patch_status:InUse:None"
     assert reconciler._seen_users[("jobs", "scratch")] == {"worker", "labelled"}
+
+
+def test_a_pod_that_finished_after_the_proof_counts_as_finished(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The proof made ahead saw the user running; it finished before the deadline, and the
+    # live index knows. The proof's copy must not bring the user back to life.
+    fake = FakeApi(fresh_pods=[])
+    for name in ("patch_evc_status", "delete_evc", "post_event"):
+        monkeypatch.setattr(kube, name, getattr(fake, name))
+    clock = Clock()
+    clock.now = T0 + datetime.timedelta(seconds=82)  # 3 s before the deadline
+
+    async def current_pods(namespace: str) -> PodSnapshot:
+        return PodSnapshot([pod_view(pod_body("worker", "Running"))], live=lambda: True)
+
+    finished = [pod_view(pod_body("worker", "Succeeded"))]
+    indexes = Indexes(pods_by_claim={("jobs", "scratch"): finished},
+                      pods_by_namespace={"jobs": finished},
+                      pvcs={("jobs", "scratch"): [OWN_PVC]}, current_pods=current_pods)
+    reconciler = Reconciler(object(), Settings(), kopf.OperatorSettings(), indexes,
+                            clock=clock)
+    reconciler.pods_view_complete = True
+    body = evc_body()
+    body["status"] = {"phase": "Idle", "unusedSince": "2026-01-01T00:00:55Z"}
+    reconciler.observe_evc(None, body)
+
+    async def scenario() -> None:
+        reconciler.fresh_pods.prefetch("jobs", not_before=clock.now)
+        await _settle()
+        clock.advance(4)  # past the deadline: 00:00:55 + 30 s grace
+        await reconciler.reconcile(("jobs", "scratch"))
+
+    asyncio.run(scenario())
+    assert "delete:evc-uid:10" in fake.calls
+    assert not any(call.startswith("patch_status:InUse") for call in fake.calls)
 
 
 def test_a_coming_deletion_proves_its_namespace_fresh_ahead_of_its_deadline(
