@@ -46,8 +46,10 @@ def full_lifecycle(kubectl: Kubectl, name: str) -> None:
     kubectl("patch", "pod", f"{name}-user", "--subresource=status", "--type=merge",
             "-p", '{"status": {"phase": "Succeeded"}}')
     eventually(lambda: kubectl.get("evc", name) is None, timeout=20, what="deletion")
-    reasons = {event["reason"] for event in kubectl.events(name)}
-    assert {"PvcCreated", "InUse", "Idle", "Deleted"} <= reasons
+    # The Deleted Event follows the delete's answer: it may land just after.
+    expected = {"PvcCreated", "InUse", "Idle", "Deleted"}
+    eventually(lambda: expected <= {event["reason"] for event in kubectl.events(name)},
+               timeout=20, what=f"the Events {sorted(expected)}")
 
 
 def assert_no_permission_errors(log: str) -> None:

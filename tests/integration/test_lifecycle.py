@@ -134,7 +134,10 @@ def test_never_used_claim_expires(kubectl: Kubectl, operator: OperatorFactory) -
                               what="deadline")
     eventually(lambda: gone(kubectl, "evc", "unused"), timeout=15, what="expiry")
     assert now() >= parse(pending)
-    deleted = next(e for e in kubectl.events("unused") if e["reason"] == "Deleted")
+    # The Deleted Event follows the delete's answer: it may land just after.
+    deleted: dict[str, Any] = eventually(
+        lambda: next((e for e in kubectl.events("unused") if e["reason"] == "Deleted"), {}),
+        what="the Deleted Event")
     assert "ExpiryPeriodElapsed" in deleted["message"]
     assert "Expiry countdown" in process.log_text()
 
