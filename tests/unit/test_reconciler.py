@@ -420,16 +420,22 @@ def test_a_request_decided_after_a_list_began_gets_the_next_list() -> None:
     asyncio.run(scenario())
 
 
+async def _proven_ahead(live: bool) -> tuple[FakeLister, Clock, FreshPods]:
+    """A proof prefetched at T0 and finished (list 1), live or not."""
+    lister = FakeLister()
+    lister.live = live
+    clock = Clock()
+    fresh = FreshPods(lister, clock)
+    fresh.prefetch("jobs", not_before=T0)
+    await _settle()
+    lister.finish(1)
+    await _settle()
+    return lister, clock, fresh
+
+
 def test_a_live_proof_made_ahead_serves_the_deletions_at_the_deadline() -> None:
     async def scenario() -> None:
-        lister = FakeLister()
-        lister.live = True
-        clock = Clock()
-        fresh = FreshPods(lister, clock)
-        fresh.prefetch("jobs", not_before=T0)
-        await _settle()
-        lister.finish(1)
-        await _settle()
+        lister, clock, fresh = await _proven_ahead(True)
         fresh.prefetch("jobs", not_before=T0)  # one young enough is there: no second
         decided = clock.advance(3)
         results = await asyncio.gather(*(fresh.get("jobs", decided, FIVE_SECONDS)
@@ -443,14 +449,7 @@ def test_a_live_proof_made_ahead_serves_the_deletions_at_the_deadline() -> None:
 
 def test_a_finished_proof_serves_while_one_for_a_later_deadline_is_in_flight() -> None:
     async def scenario() -> None:
-        lister = FakeLister()
-        lister.live = True
-        clock = Clock()
-        fresh = FreshPods(lister, clock)
-        fresh.prefetch("jobs", not_before=T0)
-        await _settle()
-        lister.finish(1)
-        await _settle()
+        lister, clock, fresh = await _proven_ahead(True)
         fresh.prefetch("jobs", not_before=clock.advance(2))  # for a later deadline
         await _settle()
         assert lister.started == ["jobs", "jobs"]  # list 2 in flight
@@ -468,14 +467,7 @@ def test_a_finished_proof_serves_while_one_for_a_later_deadline_is_in_flight() -
 def test_a_proof_made_ahead_serves_nobody_once_it_has_a_gap_or_is_too_old(
         live: bool, age: float) -> None:
     async def scenario() -> None:
-        lister = FakeLister()
-        lister.live = live
-        clock = Clock()
-        fresh = FreshPods(lister, clock)
-        fresh.prefetch("jobs", not_before=T0)
-        await _settle()
-        lister.finish(1)
-        await _settle()
+        lister, clock, fresh = await _proven_ahead(live)
         decision = asyncio.create_task(fresh.get("jobs", clock.advance(age), FIVE_SECONDS))
         await _settle()
         assert lister.started == ["jobs", "jobs"]  # a list begun after the decision
