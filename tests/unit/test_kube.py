@@ -1,4 +1,4 @@
-"""The API client's pure parts: credentials, TLS, token rotation, error mapping.
+"""The API client's pure parts: TLS session settings, error mapping, paths.
 
 Requests themselves are exercised against the real control plane by the
 integration tests; nothing here stands in for an API server.
@@ -10,13 +10,11 @@ import asyncio
 import base64
 import datetime
 import json
-import os
 import ssl
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import kopf
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from evc_operator import kube
+from evc_operator.credentials import Credentials
 from evc_operator.metrics import REGISTRY
 
 # Certificates: a CA, a server certificate for localhost and a client certificate.
@@ -148,185 +147,6 @@ def _handshake(client: ssl.SSLContext, pki: Pki, tmp_path: Path) -> Any:
     return peer
 
 
-# Credentials from a kubeconfig (through Kopf's reader).
-
-def test_kubeconfig_with_ca_data_and_a_token(no_cluster: Path, tmp_path: Path, pki: Pki,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _kubeconfig(tmp_path / "config",
-                       {"server": "https://localhost:6443/",
-                        "certificate-authority-data": _b64(_pem(pki.ca))},
-                       {"token": "secret-token"})
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    credentials = kube.load_credentials()
-    assert credentials.server == "https://localhost:6443"
-    assert credentials.headers == {"Authorization": "Bearer secret-token"}
-    assert credentials.token is None
-    assert credentials.ssl.verify_mode == ssl.CERT_REQUIRED
-    assert credentials.ssl.check_hostname
-    assert [cert["subject"] for cert in credentials.ssl.get_ca_certs()] == [
-        ((("commonName", "test-ca"),),)]
-
-
-def test_kubeconfig_client_certificate_data_is_presented(no_cluster: Path, tmp_path: Path,
-                                                         pki: Pki,
-                                                         monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
-    path = _kubeconfig(tmp_path / "config",
-                       {"server": "https://localhost:6443",
-                        "certificate-authority-data": _b64(_pem(pki.ca))},
-                       {"client-certificate-data": _b64(_pem(pki.client)),
-                        "client-key-data": _b64(_key_pem(pki.client_key))})
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    credentials = kube.load_credentials()
-    assert credentials.headers == {}
-    peer = _handshake(credentials.ssl, pki, tmp_path)
-    assert peer["subject"] == ((("commonName", "evc-user"),),)
-
-
-def test_kubeconfig_file_paths_insecure_and_basic_auth(pki: Pki, tmp_path: Path) -> None:
-    (tmp_path / "client.crt").write_bytes(_pem(pki.client))
-    (tmp_path / "client.key").write_bytes(_key_pem(pki.client_key))
-    info = kopf.ConnectionInfo(
-        server="https://localhost:6443", insecure=True, username="admin", password="pw",
-        certificate_path=str(tmp_path / "client.crt"),
-        private_key_path=str(tmp_path / "client.key"), proxy_url="http://proxy:3128")
-    credentials = kube.from_connection_info(info)
-    assert credentials.ssl.verify_mode == ssl.CERT_NONE
-    assert not credentials.ssl.check_hostname
-    assert credentials.headers == {
-        "Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
-    assert credentials.proxy == "http://proxy:3128"
-    peer = _handshake(credentials.ssl, pki, tmp_path)
-    assert peer["subject"] == ((("commonName", "evc-user"),),)
-
-
-def test_kubeconfig_ca_file_path(pki: Pki, tmp_path: Path) -> None:
-    (tmp_path / "ca.crt").write_bytes(_pem(pki.ca))
-    info = kopf.ConnectionInfo(server="https://localhost", ca_path=str(tmp_path / "ca.crt"),
-                                    token="t")
-    credentials = kube.from_connection_info(info)
-    assert credentials.headers == {"Authorization": "Bearer t"}
-    assert len(credentials.ssl.get_ca_certs()) == 1
-
-
-def test_a_broken_kubeconfig_is_a_clear_error(no_cluster: Path, tmp_path: Path, pki: Pki,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
-    with pytest.raises(kube.ConfigError, match="absent"):
-        kube.load_credentials()
-    path = _kubeconfig(tmp_path / "config",
-                       {"server": "https://localhost",
-                        "certificate-authority-data": _b64(_pem(pki.ca))},
-                       {"client-certificate-data": _b64(_pem(pki.client)),
-                        "client-key-data": _b64(b"not a key")})
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    with pytest.raises(kube.ConfigError, match="Cannot use the kubeconfig"):
-        kube.load_credentials()
-
-
-def test_no_cluster_and_no_kubeconfig_is_a_clear_error(no_cluster: Path) -> None:
-    with pytest.raises(kube.ConfigError, match=r"not in a cluster.*no kubeconfig"):
-        kube.load_credentials()
-
-
-# In-cluster credentials.
-
-def _service_account(directory: Path, pki: Pki, token: str = "token-1") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "token").write_text(token + "\n")
-    (directory / "ca.crt").write_bytes(_pem(pki.ca))
-    return directory
-
-
-def test_in_cluster_credentials(tmp_path: Path, pki: Pki) -> None:
-    directory = _service_account(tmp_path / "sa", pki)
-    credentials = kube.in_cluster(
-        {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}, directory)
-    assert credentials is not None
-    assert credentials.server == "https://10.96.0.1:443"
-    assert credentials.token is not None
-    assert credentials.token.header() == "Bearer token-1"
-    assert credentials.headers == {}
-    assert len(credentials.ssl.get_ca_certs()) == 1
-    ipv6 = kube.in_cluster(
-        {"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"}, directory)
-    assert ipv6 is not None
-    assert ipv6.server == "https://[fd00::1]:443"
-
-
-def test_in_cluster_needs_the_environment_and_the_token(tmp_path: Path, pki: Pki) -> None:
-    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
-    assert kube.in_cluster({}, _service_account(tmp_path / "sa", pki)) is None
-    assert kube.in_cluster(env, tmp_path / "absent") is None
-    (tmp_path / "sa" / "ca.crt").unlink()
-    with pytest.raises(kube.ConfigError, match="CA certificate"):
-        kube.in_cluster(env, tmp_path / "sa")
-
-
-def test_in_cluster_comes_before_the_kubeconfig(no_cluster: Path, tmp_path: Path, pki: Pki,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    directory = _service_account(tmp_path / "sa", pki)
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
-    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
-    monkeypatch.setattr(kube, "SERVICE_ACCOUNT", directory)
-    path = _kubeconfig(tmp_path / "config", {"server": "https://elsewhere"}, {"token": "x"})
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    assert kube.load_credentials().server == "https://10.96.0.1:443"
-
-
-# The token file rotates.
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_a_rotated_token_is_read_at_once(tmp_path: Path) -> None:
-    """The kubelet writes a new file and swaps a symlink to it: a new file, read at once."""
-    (tmp_path / "v1").mkdir()
-    (tmp_path / "v1" / "token").write_text("old")
-    (tmp_path / "data").symlink_to("v1")
-    clock = Clock()
-    token = kube.TokenFile(tmp_path / "data" / "token", clock=clock)
-    assert token.header() == "Bearer old"
-    (tmp_path / "v2").mkdir()
-    (tmp_path / "v2" / "token").write_text("new")
-    (tmp_path / "data-new").symlink_to("v2")
-    (tmp_path / "data-new").replace(tmp_path / "data")
-    clock.now += 1
-    assert token.header() == "Bearer new"
-
-
-def test_the_token_is_read_again_at_least_every_period(tmp_path: Path) -> None:
-    """Even when the file looks unchanged (same inode, size and mtime)."""
-    path = tmp_path / "token"
-    path.write_text("aaa")
-    stamp = path.stat().st_mtime_ns
-    clock = Clock()
-    token = kube.TokenFile(path, clock=clock)
-    assert token.token() == "aaa"
-    path.write_text("bbb")
-    os.utime(path, ns=(stamp, stamp))
-    clock.now += kube.TOKEN_PERIOD - 1
-    assert token.token() == "aaa"
-    clock.now += 1
-    assert token.token() == "bbb"
-
-
-def test_a_token_that_vanishes_keeps_the_last_one(tmp_path: Path) -> None:
-    path = tmp_path / "token"
-    path.write_text("kept")
-    token = kube.TokenFile(path, clock=Clock())
-    assert token.token() == "kept"
-    path.unlink()
-    assert token.token() == "kept"
-    with pytest.raises(FileNotFoundError):
-        kube.TokenFile(path).token()
-
-
 # Errors.
 
 def _status(code: int, message: str) -> bytes:
@@ -389,8 +209,8 @@ def test_failed_calls_are_counted_by_operation_and_status() -> None:
 
 
 def test_the_session_names_the_field_manager_and_caps_its_pool(pki: Pki) -> None:
-    credentials = kube.Credentials(server="https://localhost", ssl=ssl.create_default_context(),
-                                   headers={"Authorization": "Bearer t"})
+    credentials = Credentials(server="https://localhost", ssl=ssl.create_default_context(),
+                              headers={"Authorization": "Bearer t"})
 
     async def scenario() -> None:
         api = kube.Api(credentials)

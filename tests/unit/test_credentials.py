@@ -1,0 +1,324 @@
+"""Credentials: kubeconfig, in-cluster ServiceAccount, token rotation, TLS.
+
+Requests themselves are exercised against the real control plane by the
+integration tests; nothing here stands in for an API server.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from evc_operator import credentials as creds
+
+# Certificates: a CA, a server certificate for localhost and a client certificate.
+
+_NOW = datetime.datetime.now(datetime.UTC)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
+                 issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False,
+                 usage: x509.ObjectIdentifier | None = None) -> x509.Certificate:
+    builder = (x509.CertificateBuilder().subject_name(_name(subject))
+               .issuer_name(_name(issuer)).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(_NOW - datetime.timedelta(hours=1))
+               .not_valid_after(_NOW + datetime.timedelta(hours=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if ca:
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=True, key_cert_sign=True, crl_sign=True,
+            content_commitment=False, key_encipherment=False, data_encipherment=False,
+            key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    else:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False)
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+class Pki:
+    def __init__(self) -> None:
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        self.ca = _certificate("test-ca", self.ca_key, "test-ca", self.ca_key, ca=True)
+        self.server_key = ec.generate_private_key(ec.SECP256R1())
+        self.server = _certificate("localhost", self.server_key, "test-ca", self.ca_key,
+                                   usage=ExtendedKeyUsageOID.SERVER_AUTH)
+        self.client_key = ec.generate_private_key(ec.SECP256R1())
+        self.client = _certificate("evc-user", self.client_key, "test-ca", self.ca_key,
+                                   usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    return Pki()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture
+def no_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Neither in a cluster nor any kubeconfig: HOME is an empty directory."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def _kubeconfig(path: Path, cluster: dict[str, object], user: dict[str, object]) -> Path:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "test", "context": {"cluster": "c", "user": "u"}},
+                     {"name": "other", "context": {"cluster": "c", "user": "nobody"}}],
+    }))
+    return path
+
+
+def _handshake(client: ssl.SSLContext, pki: Pki, tmp_path: Path) -> Any:
+    """A TLS handshake in memory against a server that requires a client certificate
+    from the test CA; returns the client certificate the server saw."""
+    (tmp_path / "server.crt").write_bytes(_pem(pki.server))
+    (tmp_path / "server.key").write_bytes(_key_pem(pki.server_key))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
+    server.load_verify_locations(cadata=_pem(pki.ca).decode())
+    server.verify_mode = ssl.CERT_REQUIRED
+    pipes = [ssl.MemoryBIO() for _ in range(4)]
+    client_end = client.wrap_bio(pipes[0], pipes[1], server_hostname="localhost")
+    server_end = server.wrap_bio(pipes[2], pipes[3], server_side=True)
+    done: set[str] = set()
+    for _ in range(10):
+        for name, end in (("client", client_end), ("server", server_end)):
+            if name in done:
+                continue
+            try:
+                end.do_handshake()
+                done.add(name)
+            except ssl.SSLWantReadError:
+                pass
+        pipes[2].write(pipes[1].read())
+        pipes[0].write(pipes[3].read())
+        if done == {"client", "server"}:
+            break
+    assert done == {"client", "server"}
+    peer = server_end.getpeercert()
+    assert peer
+    return peer
+
+
+# Credentials from a kubeconfig (through Kopf's reader).
+
+def test_kubeconfig_with_ca_data_and_a_token(no_cluster: Path, tmp_path: Path, pki: Pki,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _kubeconfig(tmp_path / "config",
+                       {"server": "https://localhost:6443/",
+                        "certificate-authority-data": _b64(_pem(pki.ca))},
+                       {"token": "secret-token"})
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    credentials = creds.load_credentials()
+    assert credentials.server == "https://localhost:6443"
+    assert credentials.headers == {"Authorization": "Bearer secret-token"}
+    assert credentials.token is None
+    assert credentials.ssl.verify_mode == ssl.CERT_REQUIRED
+    assert credentials.ssl.check_hostname
+    assert [cert["subject"] for cert in credentials.ssl.get_ca_certs()] == [
+        ((("commonName", "test-ca"),),)]
+
+
+def test_kubeconfig_client_certificate_data_is_presented(no_cluster: Path, tmp_path: Path,
+                                                         pki: Pki,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    path = _kubeconfig(tmp_path / "config",
+                       {"server": "https://localhost:6443",
+                        "certificate-authority-data": _b64(_pem(pki.ca))},
+                       {"client-certificate-data": _b64(_pem(pki.client)),
+                        "client-key-data": _b64(_key_pem(pki.client_key))})
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    credentials = creds.load_credentials()
+    assert credentials.headers == {}
+    peer = _handshake(credentials.ssl, pki, tmp_path)
+    assert peer["subject"] == ((("commonName", "evc-user"),),)
+
+
+def test_kubeconfig_file_paths_insecure_and_basic_auth(pki: Pki, tmp_path: Path) -> None:
+    (tmp_path / "client.crt").write_bytes(_pem(pki.client))
+    (tmp_path / "client.key").write_bytes(_key_pem(pki.client_key))
+    info = kopf.ConnectionInfo(
+        server="https://localhost:6443", insecure=True, username="admin", password="pw",
+        certificate_path=str(tmp_path / "client.crt"),
+        private_key_path=str(tmp_path / "client.key"), proxy_url="http://proxy:3128")
+    credentials = creds.from_connection_info(info)
+    assert credentials.ssl.verify_mode == ssl.CERT_NONE
+    assert not credentials.ssl.check_hostname
+    assert credentials.headers == {
+        "Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+    assert credentials.proxy == "http://proxy:3128"
+    peer = _handshake(credentials.ssl, pki, tmp_path)
+    assert peer["subject"] == ((("commonName", "evc-user"),),)
+
+
+def test_kubeconfig_ca_file_path(pki: Pki, tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_bytes(_pem(pki.ca))
+    info = kopf.ConnectionInfo(server="https://localhost", ca_path=str(tmp_path / "ca.crt"),
+                                    token="t")
+    credentials = creds.from_connection_info(info)
+    assert credentials.headers == {"Authorization": "Bearer t"}
+    assert len(credentials.ssl.get_ca_certs()) == 1
+
+
+def test_a_broken_kubeconfig_is_a_clear_error(no_cluster: Path, tmp_path: Path, pki: Pki,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(creds.ConfigError, match="absent"):
+        creds.load_credentials()
+    path = _kubeconfig(tmp_path / "config",
+                       {"server": "https://localhost",
+                        "certificate-authority-data": _b64(_pem(pki.ca))},
+                       {"client-certificate-data": _b64(_pem(pki.client)),
+                        "client-key-data": _b64(b"not a key")})
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    with pytest.raises(creds.ConfigError, match="Cannot use the kubeconfig"):
+        creds.load_credentials()
+
+
+def test_no_cluster_and_no_kubeconfig_is_a_clear_error(no_cluster: Path) -> None:
+    with pytest.raises(creds.ConfigError, match=r"not in a cluster.*no kubeconfig"):
+        creds.load_credentials()
+
+
+# In-cluster credentials.
+
+def _service_account(directory: Path, pki: Pki, token: str = "token-1") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "token").write_text(token + "\n")
+    (directory / "ca.crt").write_bytes(_pem(pki.ca))
+    return directory
+
+
+def test_in_cluster_credentials(tmp_path: Path, pki: Pki) -> None:
+    directory = _service_account(tmp_path / "sa", pki)
+    credentials = creds.in_cluster(
+        {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}, directory)
+    assert credentials is not None
+    assert credentials.server == "https://10.96.0.1:443"
+    assert credentials.token is not None
+    assert credentials.token.header() == "Bearer token-1"
+    assert credentials.headers == {}
+    assert len(credentials.ssl.get_ca_certs()) == 1
+    ipv6 = creds.in_cluster(
+        {"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"}, directory)
+    assert ipv6 is not None
+    assert ipv6.server == "https://[fd00::1]:443"
+
+
+def test_in_cluster_needs_the_environment_and_the_token(tmp_path: Path, pki: Pki) -> None:
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert creds.in_cluster({}, _service_account(tmp_path / "sa", pki)) is None
+    assert creds.in_cluster(env, tmp_path / "absent") is None
+    (tmp_path / "sa" / "ca.crt").unlink()
+    with pytest.raises(creds.ConfigError, match="CA certificate"):
+        creds.in_cluster(env, tmp_path / "sa")
+
+
+def test_in_cluster_comes_before_the_kubeconfig(no_cluster: Path, tmp_path: Path, pki: Pki,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = _service_account(tmp_path / "sa", pki)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setattr(creds, "SERVICE_ACCOUNT", directory)
+    path = _kubeconfig(tmp_path / "config", {"server": "https://elsewhere"}, {"token": "x"})
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    assert creds.load_credentials().server == "https://10.96.0.1:443"
+
+
+# The token file rotates.
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_rotated_token_is_read_at_once(tmp_path: Path) -> None:
+    """The kubelet writes a new file and swaps a symlink to it: a new file, read at once."""
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "token").write_text("old")
+    (tmp_path / "data").symlink_to("v1")
+    clock = Clock()
+    token = creds.TokenFile(tmp_path / "data" / "token", clock=clock)
+    assert token.header() == "Bearer old"
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "token").write_text("new")
+    (tmp_path / "data-new").symlink_to("v2")
+    (tmp_path / "data-new").replace(tmp_path / "data")
+    clock.now += 1
+    assert token.header() == "Bearer new"
+
+
+def test_the_token_is_read_again_at_least_every_period(tmp_path: Path) -> None:
+    """Even when the file looks unchanged (same inode, size and mtime)."""
+    path = tmp_path / "token"
+    path.write_text("aaa")
+    stamp = path.stat().st_mtime_ns
+    clock = Clock()
+    token = creds.TokenFile(path, clock=clock)
+    assert token.token() == "aaa"
+    path.write_text("bbb")
+    os.utime(path, ns=(stamp, stamp))
+    clock.now += creds.TOKEN_PERIOD - 1
+    assert token.token() == "aaa"
+    clock.now += 1
+    assert token.token() == "bbb"
+
+
+def test_a_token_that_vanishes_keeps_the_last_one(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("kept")
+    token = creds.TokenFile(path, clock=Clock())
+    assert token.token() == "kept"
+    path.unlink()
+    assert token.token() == "kept"
+    with pytest.raises(FileNotFoundError):
+        creds.TokenFile(path).token()
