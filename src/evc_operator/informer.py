@@ -14,26 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from evc_operator import kube
 from evc_operator.claims import PvcView, pvc_view
-from evc_operator.users import PodSnapshot, PodView, pod_view
+from evc_operator.errors import Gone, describe
+from evc_operator.evc import Key
+from evc_operator.users import PodView, pod_view
+from evc_operator.workqueue import backoff
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
-Key = tuple[str, str]
-RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)
-# A proof-of-freshness watch lasts this long; the API server sends its bookmark about
-# 2 s before a watch's end (with 2 s or less, often none at all).
-BARRIER_WATCH_SECONDS = 3
+RETRY_CAP = 10.0  # seconds between attempts to list or watch, at most
 
 
 class Informer(Generic[V]):
     """One kind of object in one namespace: list, then watch; projections only."""
 
-    def __init__(self, api: Any, kind: str, namespace: str, project: Callable[[Any], V],
+    def __init__(self, api: kube.Api, kind: str, namespace: str,
+                 project: Callable[[Any], V],
                  changed: Callable[[str, V | None, V | None], None],
                  listed: Callable[[], None]) -> None:
         self.api = api
@@ -56,17 +56,17 @@ class Informer(Generic[V]):
                     version = await self._relist()
                 version = await self._watch(version)
                 failures = 0
-            except kube.Gone:
+            except Gone:
                 self.breaks += 1
                 version = None  # too old to resume from: list again
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 self.breaks += 1
-                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
+                delay = backoff(failures, cap=RETRY_CAP)
                 log.warning("Watching %s in %s failed (%s); again in %.0f s.", self.kind,
-                            self.namespace, kube.describe(error), delay)
+                            self.namespace, describe(error), delay)
                 await asyncio.sleep(delay)
 
     async def _relist(self) -> str:
@@ -129,11 +129,11 @@ class NamespacePods:
 class Watched:
     """Informers of pods and PVCs for every namespace that holds a claim.
 
-    `pods_changed(namespace, claims)` and `pvc_changed(key)` tell the reconciler what to
+    `pods_changed(namespace, claims)` and `pvc_changed(key)` tell the scheduler what to
     look at again; `namespace_synced(namespace)` when both lists of a namespace are in.
     """
 
-    def __init__(self, api: Any, *, pods_changed: Callable[[str, Iterable[str]], None],
+    def __init__(self, api: kube.Api, *, pods_changed: Callable[[str, Iterable[str]], None],
                  pvc_changed: Callable[[Key], None],
                  namespace_synced: Callable[[str], None]) -> None:
         self.api = api
@@ -177,56 +177,7 @@ class Watched:
     def all_synced(self) -> bool:
         return all(self.synced(namespace) for namespace in self._tasks)
 
-    async def current_pods(self, namespace: str) -> PodSnapshot:
-        """The namespace's pods as they are at some moment after this call began.
-
-        Before a deletion the operator must not decide on a view that lags (a stalled or
-        slow watch). A full list proves freshness but costs every pod of the namespace,
-        for every wave of deletions. Instead: a consistent read of the collection's
-        resourceVersion now (one object); if the informer has seen that far, its view is
-        current. Otherwise a short watch from where the informer stands: its events,
-        applied to a copy of the informer's view up to a bookmark or event at or past
-        that version, give the state as of then. Without such proof, the full list.
-
-        The snapshot stays `live` while the informer's watch runs on unbroken and has
-        itself applied every pod change up to the proof (with none, nothing is missing:
-        the rest comes through the same watch, in order). The reconciler may then prove
-        freshness a little ahead of a deadline and decide at the deadline on the snapshot
-        and the live view.
-        """
-        informer = self.pods.get(namespace)
-        if informer is None or not informer.synced:
-            return PodSnapshot(await kube.list_pod_views(self.api, namespace))
-        breaks = informer.breaks
-        target = await kube.collection_version(self.api, "pods", namespace)
-        # What the informer must have applied for its live view to hold everything up to
-        # `target`: the last pod change at or before it (bookmarks change nothing).
-        needed = min(informer.version, target)
-
-        def live() -> bool:
-            return informer.breaks == breaks and informer.version >= needed
-
-        if informer.version >= target:
-            return PodSnapshot(list(informer.items.values()), live)
-        items, start = dict(informer.items), informer.version
-        try:
-            async for kind, body in kube.watch(self.api, "pods", namespace, str(start),
-                                               seconds=BARRIER_WATCH_SECONDS):
-                version = int(body["metadata"]["resourceVersion"])
-                if kind == "DELETED":
-                    items.pop(body["metadata"]["name"], None)
-                elif kind != "BOOKMARK":
-                    items[body["metadata"]["name"]] = pod_view(body)
-                if kind != "BOOKMARK" and version <= target:
-                    needed = version
-                if version >= target:
-                    return PodSnapshot(list(items.values()), live)
-        except kube.Gone:
-            pass
-        log.info("No proof that the pods of %s are current; listing them all.", namespace)
-        return PodSnapshot(await kube.list_pod_views(self.api, namespace))
-
-    # --- what the reconciler reads (the shape of its `Lookup`s) -----------------------------
+    # --- what the reconcile reads (the shape of reconcile.PodIndex) -----------------------
 
     def pods_of_claim(self, key: Key) -> list[PodView]:
         pods = self.claims.get(key[0])
@@ -236,10 +187,9 @@ class Watched:
         informer = self.pods.get(namespace)
         return list(informer.items.values()) if informer else []
 
-    def pvc(self, key: Key) -> list[PvcView]:
+    def pvc(self, key: Key) -> PvcView | None:
         informer = self.pvcs.get(key[0])
-        found = informer.items.get(key[1]) if informer else None
-        return [found] if found else []
+        return informer.items.get(key[1]) if informer else None
 
     async def close(self) -> None:
         tasks = [task for started in self._tasks.values() for task in started]
@@ -248,17 +198,9 @@ class Watched:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class Lookup:
-    """A read function in the `get(key, default)` shape the reconciler reads indexes by."""
-
-    def __init__(self, read: Callable[[Any], list[Any]]) -> None:
-        self.read = read
-
-    def get(self, key: Any, default: Any = (), /) -> Any:
-        return self.read(key) or default
-
-
-def lookups(watched: Watched) -> Mapping[str, Lookup]:
-    return {"pods_by_claim": Lookup(watched.pods_of_claim),
-            "pods_by_namespace": Lookup(watched.pods_in),
-            "pvcs": Lookup(watched.pvc)}
+@kube.counted("list_pods")
+async def list_pods(api: kube.Api, namespace: str) -> list[PodView]:
+    """All pods of a namespace, read from the API server itself (not a cache), projected."""
+    views: list[PodView] = []
+    await kube.list_all(api, "pods", namespace, lambda item: views.append(pod_view(item)))
+    return views

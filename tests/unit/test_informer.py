@@ -1,14 +1,15 @@
-"""The operator's own informers of pods and PVCs, against a scripted API (no cluster)."""
+"""The operator's own informers of pods and PVCs, and the proof that one is current
+(freshness.prove_current), against a scripted API (no cluster)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from evc_operator import informer, kube
+from evc_operator import errors, freshness, informer, kube
 from evc_operator.users import PodView, pod_view
 
 
@@ -54,7 +55,7 @@ def run_informer(monkeypatch: pytest.MonkeyPatch, api: ScriptedApi, until: Calla
     monkeypatch.setattr(kube, "watch", api.watch)
     changes: list[tuple[str, bool, bool]] = []
     subject = informer.Informer(
-        None, "pods", "jobs", pod_view,
+        cast(Any, None), "pods", "jobs", pod_view,
         lambda name, old, new: changes.append((name, old is not None, new is not None)),
         lambda: None)
 
@@ -92,7 +93,7 @@ def test_watch_events_keep_the_projections_current(monkeypatch: pytest.MonkeyPat
 def test_a_relist_after_410_reports_pods_deleted_while_the_watch_was_away(
         monkeypatch: pytest.MonkeyPatch) -> None:
     api = ScriptedApi(lists=[[pod("ghost", "x"), pod("kept", "x")], [pod("kept", "x")]],
-                      watches=[[kube.Gone("too old")]])
+                      watches=[[errors.Gone("too old")]])
     subject, changes = run_informer(monkeypatch, api, lambda: api.calls.count("list pods") == 2)
     assert api.calls[:3] == ["list pods", "watch pods from 10", "list pods"]
     assert ("ghost", True, False) in changes
@@ -120,7 +121,8 @@ def test_watched_is_synced_once_pods_and_pvcs_are_listed(
     poked: list[tuple[str, list[str]]] = []
 
     async def scenario() -> informer.Watched:
-        watched = informer.Watched(None, pods_changed=lambda ns, c: poked.append((ns, list(c))),
+        watched = informer.Watched(cast(Any, None),
+                                   pods_changed=lambda ns, c: poked.append((ns, list(c))),
                                    pvc_changed=lambda key: None,
                                    namespace_synced=synced.append)
         assert watched.all_synced()  # nothing to watch yet
@@ -137,10 +139,9 @@ def test_watched_is_synced_once_pods_and_pvcs_are_listed(
     assert watched.synced("jobs")
     assert watched.all_synced()
     assert poked == [("jobs", ["x"])]
-    lookups = informer.lookups(watched)
-    assert [p.name for p in lookups["pods_by_claim"].get(("jobs", "x"), ())] == ["p"]
-    assert [p.name for p in lookups["pods_by_namespace"].get("jobs", ())] == ["p"]
-    assert lookups["pvcs"].get(("jobs", "x"), ()) == ()
+    assert [p.name for p in watched.pods_of_claim(("jobs", "x"))] == ["p"]
+    assert [p.name for p in watched.pods_in("jobs")] == ["p"]
+    assert watched.pvc(("jobs", "x")) is None
     assert api.calls.count("list pods") + api.calls.count("list persistentvolumeclaims") == 2
 
 
@@ -166,10 +167,11 @@ def _synced_watched(monkeypatch: pytest.MonkeyPatch, *, version: int, now: int,
 
     monkeypatch.setattr(kube, "collection_version", collection_version)
     monkeypatch.setattr(kube, "watch", watch)
-    monkeypatch.setattr(kube, "list_pod_views", list_pod_views)
-    watched = informer.Watched(None, pods_changed=lambda ns, c: None,
+    monkeypatch.setattr(freshness, "list_pods", list_pod_views)
+    watched = informer.Watched(cast(Any, None), pods_changed=lambda ns, c: None,
                                pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
-    held = informer.Informer(None, "pods", "jobs", pod_view, lambda *_: None, lambda: None)
+    held = informer.Informer(cast(Any, None), "pods", "jobs", pod_view, lambda *_: None,
+                             lambda: None)
     held.items = {"old": pod_view(pod("old", "x"))}
     held.version, held.synced = version, True
     watched.pods["jobs"] = held
@@ -178,7 +180,7 @@ def _synced_watched(monkeypatch: pytest.MonkeyPatch, *, version: int, now: int,
 
 def test_an_informer_that_has_seen_that_far_is_current(monkeypatch: pytest.MonkeyPatch) -> None:
     watched, calls = _synced_watched(monkeypatch, version=50, now=40, barrier=[])
-    snapshot = asyncio.run(watched.current_pods("jobs"))
+    snapshot = asyncio.run(freshness.prove_current(cast(Any, None), watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["old"]
     assert calls == ["version"]  # one consistent read of one object, nothing else
     assert snapshot.live()
@@ -194,7 +196,7 @@ def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(
         ("BOOKMARK", {"metadata": {"resourceVersion": "41"}}),
         ("ADDED", pod("too-late-to-matter", "x", version="42")),
     ])
-    snapshot = asyncio.run(watched.current_pods("jobs"))
+    snapshot = asyncio.run(freshness.prove_current(cast(Any, None), watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["newcomer"]
     assert calls == ["version", "watch from 30 for 3 s"]
     assert set(watched.pods["jobs"].items) == {"old"}  # the informer's own view is untouched
@@ -212,7 +214,7 @@ def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live(
     # whatever changes next reaches it through the same unbroken watch.
     watched, calls = _synced_watched(monkeypatch, version=30, now=40, barrier=[
         ("BOOKMARK", {"metadata": {"resourceVersion": "41"}})])
-    snapshot = asyncio.run(watched.current_pods("jobs"))
+    snapshot = asyncio.run(freshness.prove_current(cast(Any, None), watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["old"]
     assert calls == ["version", "watch from 30 for 3 s"]
     assert watched.pods["jobs"].version == 30
@@ -221,12 +223,12 @@ def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live(
 
 @pytest.mark.parametrize("barrier", [
     [("ADDED", pod("newcomer", "x", version="35"))],  # ended before reaching version 40
-    [kube.Gone("too old")],
+    [errors.Gone("too old")],
 ])
 def test_without_proof_of_freshness_the_namespace_is_listed(
         monkeypatch: pytest.MonkeyPatch, barrier: list[Any]) -> None:
     watched, calls = _synced_watched(monkeypatch, version=30, now=40, barrier=barrier)
-    snapshot = asyncio.run(watched.current_pods("jobs"))
+    snapshot = asyncio.run(freshness.prove_current(cast(Any, None), watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["listed"]
     assert calls[-1] == "full list"
     assert not snapshot.live()
