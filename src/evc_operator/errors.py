@@ -29,46 +29,40 @@ class _Known(ApiException):
 
     STATUS = 0
 
+    def __init_subclass__(cls, status: int) -> None:
+        cls.STATUS = status
+        _BY_STATUS[status] = cls
+
     def __init__(self, reason: str | None = None, *, body: bytes | str | None = None,
                  headers: Mapping[str, str] | None = None) -> None:
         super().__init__(self.STATUS, reason, body=body, headers=headers)
 
 
-class Unauthorized(_Known):
-    STATUS = 401
+_BY_STATUS: dict[int, type[_Known]] = {}
 
 
-class Forbidden(_Known):
+class Unauthorized(_Known, status=401):
+    """401: the credentials were not accepted."""
+
+
+class Forbidden(_Known, status=403):
     """403: the RBAC (or an admission rule) does not allow it."""
 
-    STATUS = 403
+
+class NotFound(_Known, status=404):
+    """404: there is no such object."""
 
 
-class NotFound(_Known):
-    STATUS = 404
-
-
-class Conflict(_Known):
+class Conflict(_Known, status=409):
     """409: it exists already, or a precondition (uid, resourceVersion) no longer holds."""
 
-    STATUS = 409
 
-
-class Gone(_Known):
+class Gone(_Known, status=410):
     """410: the resourceVersion to resume a watch from is too old; list again."""
 
-    STATUS = 410
 
-
-class Invalid(_Known):
+class Invalid(_Known, status=422):
     """422: the object or change is refused as invalid (e.g. a PVC that cannot grow)."""
-
-    STATUS = 422
-
-
-_BY_STATUS: dict[int, type[_Known]] = {
-    known.STATUS: known for known in (Unauthorized, Forbidden, NotFound, Conflict, Gone,
-                                      Invalid)}
 
 
 def api_error(status: int, reason: str | None, body: bytes | str | None = None,

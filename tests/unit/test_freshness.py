@@ -39,6 +39,11 @@ class FakeLister:
         self.release[number].set_result(None)
 
 
+def _fresh() -> tuple[FakeLister, Clock, FreshPods]:
+    lister, clock = FakeLister(), Clock()
+    return lister, clock, FreshPods(lister, clock)
+
+
 def _names(result: Any) -> list[str]:
     return [pod.name for pod in result.pods]
 
@@ -48,8 +53,7 @@ FIVE_SECONDS = datetime.timedelta(seconds=5)
 
 def test_requests_made_together_share_one_list() -> None:
     async def scenario() -> None:
-        lister = FakeLister()
-        fresh = FreshPods(lister, Clock())
+        lister, _, fresh = _fresh()
         waiting = [asyncio.create_task(fresh.get("jobs", T0)) for _ in range(5)]
         await settle()
         lister.finish(1)
@@ -62,9 +66,7 @@ def test_requests_made_together_share_one_list() -> None:
 
 def test_a_request_decided_after_a_list_began_gets_the_next_list() -> None:
     async def scenario() -> None:
-        lister = FakeLister()
-        clock = Clock()
-        fresh = FreshPods(lister, clock)
+        lister, clock, fresh = _fresh()
         first = asyncio.create_task(fresh.get("jobs", T0))
         await settle()
         assert lister.started == ["jobs"]  # list 1 in flight
@@ -90,10 +92,8 @@ def test_a_request_decided_after_a_list_began_gets_the_next_list() -> None:
 
 async def _proven_ahead(live: bool) -> tuple[FakeLister, Clock, FreshPods]:
     """A proof prefetched at T0 and finished (list 1), live or not."""
-    lister = FakeLister()
+    lister, clock, fresh = _fresh()
     lister.live = live
-    clock = Clock()
-    fresh = FreshPods(lister, clock)
     fresh.prefetch("jobs", not_before=T0)
     await settle()
     lister.finish(1)
@@ -147,9 +147,7 @@ def test_a_proof_made_ahead_serves_nobody_once_it_has_a_gap_or_is_too_old(
 
 def test_a_prefetch_older_than_asked_queues_a_new_list() -> None:
     async def scenario() -> None:
-        lister = FakeLister()
-        clock = Clock()
-        fresh = FreshPods(lister, clock)
+        lister, clock, fresh = _fresh()
         fresh.prefetch("jobs", not_before=T0)
         await settle()
         fresh.prefetch("jobs", not_before=clock.advance(1))  # list 1 began too early
@@ -171,8 +169,7 @@ def test_a_prefetch_older_than_asked_queues_a_new_list() -> None:
 
 def test_namespaces_are_listed_independently() -> None:
     async def scenario() -> None:
-        lister = FakeLister()
-        fresh = FreshPods(lister, Clock())
+        lister, _, fresh = _fresh()
         jobs = asyncio.create_task(fresh.get("jobs", T0))
         await settle()
         other = asyncio.create_task(fresh.get("other", T0))
@@ -189,10 +186,8 @@ def test_namespaces_are_listed_independently() -> None:
 
 def test_a_failed_list_fails_its_wave_only_and_a_cancelled_waiter_only_itself() -> None:
     async def scenario() -> None:
-        lister = FakeLister()
+        lister, clock, fresh = _fresh()
         lister.fail.add(1)
-        clock = Clock()
-        fresh = FreshPods(lister, clock)
         failing = [asyncio.create_task(fresh.get("jobs", T0)) for _ in range(2)]
         await settle()
         decided = clock.advance(1)
@@ -214,9 +209,7 @@ def test_a_failed_list_fails_its_wave_only_and_a_cancelled_waiter_only_itself() 
 
 def test_closing_cancels_lists_and_waiters() -> None:
     async def scenario() -> None:
-        lister = FakeLister()
-        clock = Clock()
-        fresh = FreshPods(lister, clock)
+        _, clock, fresh = _fresh()
         first = asyncio.create_task(fresh.get("jobs", T0))
         await settle()
         queued = asyncio.create_task(fresh.get("jobs", clock.advance(1)))
