@@ -90,8 +90,7 @@ class _Wave:
 
 class FreshPods:
     """Fresh views of a namespace's pods, shared between requests. The lister is
-    `informer.Watched.current_pods` (a proof that the informer is current, else a full
-    list) or, without informers, a full list from the API server.
+    `prove_current`: a proof that the informer is current, else a full list.
 
     A deletion decided at some moment needs a view that began no earlier, or one that
     began at most `max_age` before and is still `live` (the informer's watch ran on
@@ -242,7 +241,7 @@ async def prove_current(api: kube.Api, watched: Watched, namespace: str) -> PodS
 
     The snapshot stays `live` while the informer's watch runs on unbroken and has
     itself applied every pod change up to the proof (with none, nothing is missing:
-    the rest comes through the same watch, in order). The reconciler may then prove
+    the rest comes through the same watch, in order). The scheduler may then prove
     freshness a little ahead of a deadline and decide at the deadline on the snapshot
     and the live view.
     """

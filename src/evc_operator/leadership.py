@@ -1,7 +1,7 @@
 """One active replica at a time, by a coordination.k8s.io Lease.
 
 Every replica watches and indexes (a warm standby: taking over needs no
-re-listing); only the Lease holder writes, through the reconciler. A holder
+re-listing); only the Lease holder writes, through the scheduler. A holder
 that cannot renew in time steps down before its Lease can expire, and a standby
 takes over once the Lease has expired: one lease duration plus one retry
 period, at most, after a holder dies. Two holders at once are still harmless:
