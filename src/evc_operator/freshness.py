@@ -21,9 +21,8 @@ import datetime
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from evc_operator import kube
 from evc_operator.errors import Gone
-from evc_operator.informer import Watched, list_pods
+from evc_operator.informer import Watched
 from evc_operator.timestamps import utcnow
 from evc_operator.users import PodView, pod_view
 
@@ -228,7 +227,7 @@ class Freshness:
         self.pods.close()
 
 
-async def prove_current(api: kube.Api, watched: Watched, namespace: str) -> PodSnapshot:
+async def prove_current(watched: Watched, namespace: str) -> PodSnapshot:
     """The namespace's pods as they are at some moment after this call began.
 
     Before a deletion the operator must not decide on a view that lags (a stalled or
@@ -247,9 +246,9 @@ async def prove_current(api: kube.Api, watched: Watched, namespace: str) -> PodS
     """
     informer = watched.pods.get(namespace)
     if informer is None or not informer.synced:
-        return PodSnapshot(await list_pods(api, namespace))
+        return PodSnapshot(await watched.source.list_pods(namespace))
     breaks = informer.breaks
-    target = await kube.collection_version(api, "pods", namespace)
+    target = await watched.source.collection_version("pods", namespace)
     # What the informer must have applied for its live view to hold everything up to
     # `target`: the last pod change at or before it (bookmarks change nothing).
     needed = min(informer.version, target)
@@ -261,7 +260,7 @@ async def prove_current(api: kube.Api, watched: Watched, namespace: str) -> PodS
         return PodSnapshot(list(informer.items.values()), live)
     items, start = dict(informer.items), informer.version
     try:
-        async for kind, body in kube.watch(api, "pods", namespace, str(start),
+        async for kind, body in watched.source.watch("pods", namespace, str(start),
                                            seconds=BARRIER_WATCH_SECONDS):
             version = int(body["metadata"]["resourceVersion"])
             if kind == "DELETED":
@@ -275,4 +274,4 @@ async def prove_current(api: kube.Api, watched: Watched, namespace: str) -> PodS
     except Gone:
         pass
     log.info("No proof that the pods of %s are current; listing them all.", namespace)
-    return PodSnapshot(await list_pods(api, namespace))
+    return PodSnapshot(await watched.source.list_pods(namespace))

@@ -21,7 +21,7 @@ import kopf
 
 from evc_operator import kube, metrics
 from evc_operator.freshness import prove_current
-from evc_operator.informer import Watched
+from evc_operator.informer import KubeSource, Watched
 from evc_operator.leadership import Leadership, LeaseSettings
 from evc_operator.resources import CRD, CRD_NAME, EVC
 from evc_operator.scheduler import Scheduler
@@ -92,12 +92,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     kube.set_error_hook(metrics.count_api_error)
     memo.api = await kube.connect()
     # Pods and PVCs are not Kopf's: see informer.py for why.
-    memo.watched = watched = Watched(memo.api, pods_changed=_forward("poke_for_pod", memo),
+    memo.watched = watched = Watched(KubeSource(memo.api),
+                                     pods_changed=_forward("poke_for_pod", memo),
                                      pvc_changed=_forward("poke", memo),
                                      namespace_synced=_forward("namespace_synced", memo))
     memo.scheduler = scheduler = Scheduler(
         KubeClaimApi(memo.api), config, settings, watched,
-        functools.partial(prove_current, memo.api, watched))
+        functools.partial(prove_current, watched))
     memo.tasks = [asyncio.create_task(scheduler.run(), name="evc-scheduler"),
                   asyncio.create_task(scheduler.log_countdowns(), name="evc-countdowns")]
     if config.leader_election:

@@ -7,15 +7,16 @@ with the square of the number of pods. Here, per namespace and kind, one paged l
 one watch keep small projections (`PodView`, `PvcView`) and nothing else; only the
 namespaces that hold EVCs are read at all, since a pod can use a claim of its own
 namespace only. A relist (after 410 Gone) is compared with what was held, so objects
-deleted while the watch was away are noticed too.
+deleted while the watch was away are noticed too. What they read of the API server is a
+`Source` (the real one: `KubeSource`); unit tests pass a scripted one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Generic, Protocol, TypeVar
 
 from evc_operator import kube
 from evc_operator.claims import PvcView, pvc_view
@@ -29,14 +30,50 @@ V = TypeVar("V")
 RETRY_CAP = 10.0  # seconds between attempts to list or watch, at most
 
 
+class Source(Protocol):
+    """What the informers, and the proof that one is current, read of the API server."""
+
+    async def list_all(self, kind: str, namespace: str,
+                       each: Callable[[dict[str, Any]], None]) -> str: ...
+
+    def watch(self, kind: str, namespace: str, resource_version: str,
+              seconds: int = kube.WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        ...
+
+    async def collection_version(self, kind: str, namespace: str) -> int: ...
+
+    async def list_pods(self, namespace: str) -> list[PodView]: ...
+
+
+class KubeSource:
+    """`Source` on the real API server, through `kube`."""
+
+    def __init__(self, api: kube.Api) -> None:
+        self.api = api
+
+    async def list_all(self, kind: str, namespace: str,
+                       each: Callable[[dict[str, Any]], None]) -> str:
+        return await kube.list_all(self.api, kind, namespace, each)
+
+    def watch(self, kind: str, namespace: str, resource_version: str,
+              seconds: int = kube.WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        return kube.watch(self.api, kind, namespace, resource_version, seconds)
+
+    async def collection_version(self, kind: str, namespace: str) -> int:
+        return await kube.collection_version(self.api, kind, namespace)
+
+    async def list_pods(self, namespace: str) -> list[PodView]:
+        return await list_pods(self.api, namespace)
+
+
 class Informer(Generic[V]):
     """One kind of object in one namespace: list, then watch; projections only."""
 
-    def __init__(self, api: kube.Api, kind: str, namespace: str,
+    def __init__(self, source: Source, kind: str, namespace: str,
                  project: Callable[[Any], V],
                  changed: Callable[[str, V | None, V | None], None],
                  listed: Callable[[], None]) -> None:
-        self.api = api
+        self.source = source
         self.kind = kind
         self.namespace = namespace
         self.project = project
@@ -71,9 +108,9 @@ class Informer(Generic[V]):
 
     async def _relist(self) -> str:
         fresh: dict[str, V] = {}
-        version = await kube.list_all(self.api, self.kind, self.namespace,
-                                      lambda item: fresh.__setitem__(
-                                          item["metadata"]["name"], self.project(item)))
+        version = await self.source.list_all(self.kind, self.namespace,
+                                             lambda item: fresh.__setitem__(
+                                                 item["metadata"]["name"], self.project(item)))
         held, self.items = self.items, fresh
         self.version = int(version)
         for name in held.keys() - fresh.keys():
@@ -86,7 +123,7 @@ class Informer(Generic[V]):
         return version
 
     async def _watch(self, version: str) -> str:
-        async for kind, body in kube.watch(self.api, self.kind, self.namespace, version):
+        async for kind, body in self.source.watch(self.kind, self.namespace, version):
             version = body["metadata"]["resourceVersion"]
             if kind == "BOOKMARK":
                 self.version = int(version)
@@ -133,10 +170,10 @@ class Watched:
     look at again; `namespace_synced(namespace)` when both lists of a namespace are in.
     """
 
-    def __init__(self, api: kube.Api, *, pods_changed: Callable[[str, Iterable[str]], None],
+    def __init__(self, source: Source, *, pods_changed: Callable[[str, Iterable[str]], None],
                  pvc_changed: Callable[[Key], None],
                  namespace_synced: Callable[[str], None]) -> None:
-        self.api = api
+        self.source = source
         self.pods_changed = pods_changed
         self.pvc_changed = pvc_changed
         self.namespace_synced = namespace_synced
@@ -162,9 +199,9 @@ class Watched:
                 self.namespace_synced(namespace)
 
         self.claims[namespace] = pods
-        self.pods[namespace] = Informer(self.api, "pods", namespace, pod_view, pod_changed,
+        self.pods[namespace] = Informer(self.source, "pods", namespace, pod_view, pod_changed,
                                         listed)
-        self.pvcs[namespace] = Informer(self.api, "persistentvolumeclaims", namespace,
+        self.pvcs[namespace] = Informer(self.source, "persistentvolumeclaims", namespace,
                                         pvc_view, pvc_changed, listed)
         self._tasks[namespace] = [
             asyncio.create_task(self.pods[namespace].run(), name=f"pods in {namespace}"),
