@@ -34,9 +34,11 @@ LABEL org.opencontainers.image.title="evc-operator" \
       org.opencontainers.image.source="${SOURCE_URL}" \
       org.opencontainers.image.licenses="MIT"
 
+# METRICS_ADDRESS: /metrics and /readyz on all interfaces, for the kubelet and Prometheus.
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    METRICS_ADDRESS=0.0.0.0
 
 COPY --from=build /opt/venv /opt/venv
 

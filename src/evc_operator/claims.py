@@ -60,6 +60,7 @@ class PvcView:
     managed_labels: tuple[str, ...]
     storage: str
     deleting: bool
+    phase: str = "Pending"  # status.phase: Pending, Bound or Lost
 
 
 def pvc_view(body: Mapping[str, Any]) -> PvcView:
@@ -83,6 +84,7 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
         managed_labels=managed,
         storage=str(((spec.get("resources") or {}).get("requests") or {}).get("storage", "")),
         deleting=bool(metadata.get("deletionTimestamp")),
+        phase=str((body.get("status") or {}).get("phase") or "Pending"),
     )
 
 

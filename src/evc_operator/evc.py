@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +45,7 @@ class EvcView:
     claim: lifecycle.Claim
     selector: Mapping[str, Any] | None
     problems: tuple[str, ...]
+    reason: str | None = None  # status.reason: why the claim needs attention, if it does
     status_json: str = "{}"
     body_json: str = "{}"  # see `slim`
 
@@ -145,6 +147,7 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         claim=claim,
         selector=selector,
         problems=tuple(problems),
+        reason=sys.intern(str(status["reason"])) if status.get("reason") else None,
         # As text: orjson's bytes keep a 4 KiB buffer each, its text the exact length.
         status_json=orjson.dumps(status).decode(),
         body_json=slim(body),

@@ -13,9 +13,12 @@ import asyncio
 import functools
 import itertools
 import logging
+import os
+import socket
 import sys
+import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 
@@ -90,6 +93,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     # at 0.5 s (docs/benchmarks.md).
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     kube.set_error_hook(metrics.count_api_error)
+    kube.set_request_hook(metrics.count_api_request)
+    metrics.initialise(kube.OPERATIONS)
+    listening = _metrics_socket_or_exit(config)
     memo.api = await kube.connect()
     # Pods and PVCs are not Kopf's: see informer.py for why.
     memo.watched = watched = Watched(KubeSource(memo.api),
@@ -108,13 +114,43 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
             identity=config.identity, duration=config.lease_duration,
             retry=max(0.5, config.lease_duration / 5)), scheduler.set_active)
         memo.tasks.append(asyncio.create_task(memo.leadership.run(), name="evc-leadership"))
-    if config.metrics_port:
-        memo.metrics = await metrics.serve(scheduler, config.metrics_port)
-        logger.info("Metrics on :%d/metrics, readiness on :%d/readyz.",
-                    config.metrics_port, config.metrics_port)
+    if listening is not None:
+        memo.metrics = await metrics.serve(scheduler, listening,
+                                           per_claim=config.per_claim_metrics)
+        where = _url_host(config.metrics_address, config.metrics_port)
+        logger.info("Metrics on http://%s/metrics, readiness on http://%s/readyz%s.",
+                    where, where, ", series per claim" if config.per_claim_metrics else "")
     logger.info("Expiry period %ss, grace period %ss, countdown interval %ss%s.",
                 config.expiry_period, config.grace_period, config.countdown_interval,
                 ", DRY RUN: nothing will be deleted" if config.dry_run else "")
+
+
+def _url_host(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _metrics_socket_or_exit(config: Settings) -> socket.socket | None:
+    """The metrics port, taken before anything else starts: if another process holds it
+    (a second operator on one machine), one line and exit 1, not a traceback per retry."""
+    if not config.metrics_port:
+        return None
+    try:
+        return metrics.listen(config.metrics_address, config.metrics_port)
+    except OSError as error:
+        why = os.strerror(error.errno) if error.errno else str(error)
+        exit_now(f"cannot serve metrics on "
+                 f"{_url_host(config.metrics_address, config.metrics_port)}: {why}. Is "
+                 f"another operator running here? Set METRICS_PORT to a free port, or 0 "
+                 f"for no metrics.")
+
+
+def exit_now(message: str) -> NoReturn:
+    """Stop the operator with one line on stderr and exit status 1, from any handler or
+    task: for mistakes in its environment, which a traceback would only hide."""
+    # Kopf's tasks that had not begun are dropped on the way out: nothing to warn about.
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
+                            category=RuntimeWarning)
+    raise SystemExit(f"evc-operator: {message}")
 
 
 def _forward(method: str, memo: kopf.Memo) -> Any:

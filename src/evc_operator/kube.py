@@ -5,8 +5,8 @@ loop; a sync client there would stall every other handler. Functions return
 plain dicts (the API's own JSON) and raise typed errors (`NotFound`, `Conflict`,
 `Invalid`, `Forbidden`, `Gone`, ... all `ApiException`s); deciding what to do
 about either is the caller's business. Nothing here knows EVCs' rules, views or
-metrics: failed calls are reported to a hook (`set_error_hook`), projections are
-the informer's.
+metrics: every request and every failed call are reported to hooks
+(`set_request_hook`, `set_error_hook`), projections are the informer's.
 
 No generated client library: the operator uses a dozen endpoints, and importing
 one costs tens of MiB before any object exists (Kopf imports it too when it is
@@ -48,13 +48,22 @@ _Fn = TypeVar("_Fn", bound=Callable[..., Awaitable[Any]])
 
 
 ErrorHook = Callable[[str, int], None]  # (operation, HTTP status; 0: no answer)
+# (verb, resource, HTTP status; 0: no answer), verbs and resources as Kubernetes names them:
+# ("list", "pods", 200), ("patch", "ephemeralvolumeclaims/status", 409).
+RequestHook = Callable[[str, str, int], None]
 
 
 def _ignore(_operation: str, _status: int) -> None:
     pass
 
 
+def _ignore_request(_verb: str, _resource: str, _status: int) -> None:
+    pass
+
+
 _error_hook: ErrorHook = _ignore
+_request_hook: RequestHook = _ignore_request
+OPERATIONS: list[str] = []  # the operations whose failures the error hook hears of
 
 
 def set_error_hook(hook: ErrorHook) -> None:
@@ -63,8 +72,38 @@ def set_error_hook(hook: ErrorHook) -> None:
     _error_hook = hook
 
 
+def set_request_hook(hook: RequestHook) -> None:
+    """Have every request reported to `hook` once answered, or once it got no answer."""
+    global _request_hook
+    _request_hook = hook
+
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+
+
+def verb_and_resource(method: str, path: str,
+                      params: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """A request as the API server's audit names it: its verb and resource (with the
+    subresource, e.g. "ephemeralvolumeclaims/status")."""
+    parts = [part for part in path.split("?")[0].split("/") if part]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]  # after the group and version
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]  # a namespaced resource
+    resource = "/".join(rest[0:1] + rest[2:3])
+    named = len(rest) > 1
+    if method == "GET":
+        verb = "get" if named else "watch" if (params or {}).get("watch") == "true" else "list"
+    elif method == "DELETE":
+        verb = "delete" if named else "deletecollection"
+    else:
+        verb = _VERBS.get(method, method.lower())
+    return verb, resource
+
+
 def counted(operation: str) -> Callable[[_Fn], _Fn]:
     """Report failed calls to the error hook, by operation and status."""
+    OPERATIONS.append(operation)
+
     def decorate(fn: _Fn) -> _Fn:
         @functools.wraps(fn)
         async def call(*args: Any, **kwargs: Any) -> Any:
@@ -114,10 +153,19 @@ class Api:
         if body is not None:
             data = orjson.dumps(body)
             headers["Content-Type"] = content_type
-        async with self.session.request(
-                method, self.server + path, params=params, data=data, headers=headers,
-                timeout=timeouts) as response:
-            yield response
+        verb, resource = verb_and_resource(method, path, params)
+        answered = False
+        try:
+            async with self.session.request(
+                    method, self.server + path, params=params, data=data, headers=headers,
+                    timeout=timeouts) as response:
+                answered = True
+                _request_hook(verb, resource, response.status)
+                yield response
+        except (aiohttp.ClientError, TimeoutError):
+            if not answered:
+                _request_hook(verb, resource, 0)
+            raise
 
     async def call(self, method: str, path: str, *, body: Any = None,
                    content_type: str = JSON) -> Any:

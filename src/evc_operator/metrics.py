@@ -3,12 +3,21 @@
 Gauges that describe the claims (how many in each phase, when each is due) are
 computed from the scheduler's memory at scrape time: nothing is updated per
 event, and a scrape never calls the Kubernetes API.
+
+Following Prometheus' practice: process and Python metrics, a build-info gauge, no
+`_created` series, every labelled series the operator can enumerate exported at 0 from
+the start (so `rate()` and alerts see the first event), bounded cardinality (series per
+claim only with PER_CLAIM_METRICS=true), and the gauges that describe claims exported by
+the active replica only, so a `sum()` over replicas counts each claim once.
 """
 
 from __future__ import annotations
 
+import datetime
+import importlib.metadata
+import socket
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from aiohttp import web
@@ -16,15 +25,39 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    GCCollector,
     Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from evc_operator.lifecycle import Decision, Phase
+from evc_operator.lifecycle import Countdown, Decision, Phase
+from evc_operator.status import Reason
+from evc_operator.timestamps import utcnow
 
+# A `_created` series beside every counter is noise.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory...
+PlatformCollector(registry=REGISTRY)  # python_info
+GCCollector(registry=REGISTRY)  # python_gc_*
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+BUILD = Info("evc_build", "The operator's version (and Kopf's), as labels of a 1.",
+             registry=REGISTRY)
+BUILD.info({"version": _version("evc-operator"), "kopf_version": _version("kopf")})
 
 DELETIONS = Counter(
     "evc_deletions", "EphemeralVolumeClaims deleted by the operator, by reason "
@@ -36,6 +69,10 @@ DRY_RUN_DELETIONS = Counter(
 API_ERRORS = Counter(
     "evc_api_errors", "Failed calls to the Kubernetes API, by operation and HTTP status "
     "(0: no answer).", ["operation", "status"], registry=REGISTRY)
+API_REQUESTS = Counter(
+    "evc_api_requests", "Requests of the operator to the Kubernetes API (Kopf's watch of "
+    "EphemeralVolumeClaims aside), by verb, resource and HTTP status code (0: no answer).",
+    ["verb", "resource", "code"], registry=REGISTRY)
 RECONCILE_FAILURES = Counter(
     "evc_reconcile_failures", "Reconciliations that failed and were retried later.",
     registry=REGISTRY)
@@ -49,9 +86,29 @@ DELETION_LATENESS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=REGISTRY)
 
 
+# Failures that mean the environment is broken (no answer; the RBAC forbids it): every
+# operation's series of these exist from the start.
+KNOWN_FAILURES = ("0", "403")
+
+
+def initialise(operations: Iterable[str]) -> None:
+    """Export every labelled series the operator can enumerate, at 0, before any event."""
+    for reason in Countdown:
+        DELETIONS.labels(str(reason))
+        DRY_RUN_DELETIONS.labels(str(reason))
+    for operation in operations:
+        for status in KNOWN_FAILURES:
+            API_ERRORS.labels(operation, status)
+
+
 def count_api_error(operation: str, status: int) -> None:
     """The API layer's error hook (kube.set_error_hook)."""
     API_ERRORS.labels(operation, str(status)).inc()
+
+
+def count_api_request(verb: str, resource: str, code: int) -> None:
+    """The API layer's request hook (kube.set_request_hook)."""
+    API_REQUESTS.labels(verb, resource, str(code)).inc()
 
 
 class Observed(Protocol):
@@ -61,61 +118,105 @@ class Observed(Protocol):
 
     def phases(self) -> Iterable[Phase | None]: ...
 
+    def reasons(self) -> Iterable[str | None]: ...
+
     def countdowns(self) -> Iterable[tuple[tuple[str, str], Decision]]: ...
 
     def ready(self) -> bool: ...
 
 
 class ClaimsCollector(Collector):
-    """Claims by phase and their deadlines, read from the scheduler when scraped."""
+    """Claims by phase and reason, their countdowns, read from the scheduler when scraped.
 
-    def __init__(self, observed: Observed) -> None:
+    Gauges about the claims come from the active replica only (a standby holds the same
+    claims: a sum over replicas would count them twice); a standby exports them empty.
+    """
+
+    def __init__(self, observed: Observed, *, per_claim: bool = False,
+                 clock: Callable[[], datetime.datetime] = utcnow) -> None:
         self.observed = observed
+        self.per_claim = per_claim
+        self.clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        phases = GaugeMetricFamily("evc_claims", "EphemeralVolumeClaims known, by phase.",
-                                   labels=["phase"])
+        active = self.observed.active
         phases_held = list(self.observed.phases())
-        counted = Tally(str(phase or "Unknown") for phase in phases_held)
-        for phase in [*(str(p) for p in Phase), "Unknown"]:
-            phases.add_metric([phase], counted.get(phase, 0))
-        yield phases
-
-        deadlines = GaugeMetricFamily(
-            "evc_deletion_timestamp_seconds",
-            "When each claim with a running countdown will be deleted (Unix time).",
-            labels=["namespace", "name", "countdown"])
-        pending = list(self.observed.countdowns())
-        for (namespace, name), decision in pending:
-            if decision.deletes_at is not None and decision.countdown is not None:
-                deadlines.add_metric([namespace, name, str(decision.countdown)],
-                                     decision.deletes_at.timestamp())
-        yield deadlines
-
-        tracked = GaugeMetricFamily("evc_claims_tracked",
-                                    "EphemeralVolumeClaims the scheduler holds in memory.")
-        tracked.add_metric([], len(phases_held))
-        yield tracked
+        yield from self._claims(phases_held if active else None)
+        pending = list(self.observed.countdowns()) if active else []
         countdowns = GaugeMetricFamily(
             "evc_countdowns", "Claims whose countdown (expiry or grace) the scheduler holds: "
-            "after a restart, all of them again once it has resumed.")
-        countdowns.add_metric([], len(pending))
+            "after a restart, all of them again once it has resumed. Active replica only.")
+        overdue = GaugeMetricFamily(
+            "evc_claims_overdue", "Claims whose deadline has passed and which still exist "
+            "(deletions late, or paused by DRY_RUN). Active replica only.")
+        if active:
+            now = self.clock()
+            countdowns.add_metric([], len(pending))
+            overdue.add_metric([], sum(1 for _, decision in pending
+                                       if decision.deletes_at is not None
+                                       and decision.deletes_at <= now))
         yield countdowns
+        yield overdue
+        if self.per_claim:
+            yield self._deadlines(pending)
 
+        tracked = GaugeMetricFamily("evc_claims_tracked",
+                                    "EphemeralVolumeClaims this replica holds in memory.")
+        tracked.add_metric([], len(phases_held))
+        yield tracked
         leader = GaugeMetricFamily("evc_leader", "1 while this replica is the active one.")
-        leader.add_metric([], 1 if self.observed.active else 0)
+        leader.add_metric([], 1 if active else 0)
         yield leader
-
         ready = GaugeMetricFamily("evc_pod_view_complete",
                                   "1 once every namespace with claims has had its pods "
                                   "and PVCs listed.")
         ready.add_metric([], 1 if self.observed.ready() else 0)
         yield ready
 
+    def _claims(self, phases_held: list[Phase | None] | None) -> Iterator[GaugeMetricFamily]:
+        phases = GaugeMetricFamily(
+            "evc_claims", "EphemeralVolumeClaims, by phase (Unknown: no status yet; "
+            "Deleting: deletion begun, held by a finalizer). Active replica only.",
+            labels=["phase"])
+        reasons = GaugeMetricFamily(
+            "evc_claims_by_reason", "EphemeralVolumeClaims whose status.reason flags them: "
+            "PvcConflict, InvalidSpec, PvcUpdateRejected; deletion paused by Kept or DryRun "
+            "(InvalidSpec pauses it too). Active replica only.", labels=["reason"])
+        if phases_held is not None:
+            counted = Tally(str(phase or "Unknown") for phase in phases_held)
+            for phase in [*(str(p) for p in Phase), "Unknown"]:
+                phases.add_metric([phase], counted.get(phase, 0))
+            flagged = Tally(self.observed.reasons())
+            for reason in Reason:
+                reasons.add_metric([str(reason)], flagged.get(str(reason), 0))
+        yield phases
+        yield reasons
 
-async def serve(observed: Observed, port: int) -> web.AppRunner:
-    """Start /metrics and /readyz on `port`; the caller cleans the runner up."""
-    REGISTRY.register(ClaimsCollector(observed))
+    @staticmethod
+    def _deadlines(pending: list[tuple[tuple[str, str], Decision]]) -> GaugeMetricFamily:
+        deadlines = GaugeMetricFamily(
+            "evc_deletion_timestamp_seconds",
+            "When each claim with a running countdown will be deleted (Unix time); with "
+            "PER_CLAIM_METRICS=true only. Active replica only.",
+            labels=["namespace", "name", "countdown"])
+        for (namespace, name), decision in pending:
+            if decision.deletes_at is not None and decision.countdown is not None:
+                deadlines.add_metric([namespace, name, str(decision.countdown)],
+                                     decision.deletes_at.timestamp())
+        return deadlines
+
+
+def listen(address: str, port: int) -> socket.socket:
+    """The listening socket of /metrics and /readyz; OSError if the port is taken."""
+    return socket.create_server((address, port), reuse_port=False,
+                                family=socket.AF_INET6 if ":" in address else socket.AF_INET)
+
+
+async def serve(observed: Observed, listening: socket.socket, *,
+                per_claim: bool = False) -> web.AppRunner:
+    """Serve /metrics and /readyz on a socket from `listen`; the caller cleans the runner
+    up."""
+    REGISTRY.register(ClaimsCollector(observed, per_claim=per_claim))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY),
@@ -131,6 +232,5 @@ async def serve(observed: Observed, port: int) -> web.AppRunner:
     app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    # All interfaces: in a pod, Prometheus and the kubelet reach it from outside.
-    await web.TCPSite(runner, host="0.0.0.0", port=port).start()
+    await web.SockSite(runner, listening).start()
     return runner

@@ -205,7 +205,8 @@ class ClaimReconciler:
         if plan.step is PvcStep.PATCH and observed is not None:
             attempt = update_attempt(body, view.generation, observed)
             if claim.rejected == attempt:
-                return pvc_ready(PvcOutcome.REJECTED, view.name, previous)
+                return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
+                                 phase=observed.phase)
             try:
                 await self.api.patch_pvc(view.namespace, view.name, observed.uid,
                                          observed.resource_version, plan.patch)
@@ -215,14 +216,15 @@ class ClaimReconciler:
                 # (it changed meanwhile) and outages are retried.
                 claim.rejected = attempt
                 return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
-                                 detail=error_message(error))
+                                 detail=error_message(error), phase=observed.phase)
             if "spec" in plan.patch:
                 size = plan.patch["spec"]["resources"]["requests"]["storage"]
                 resized_from = observed.storage
             if "metadata" in plan.patch:
                 logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
         return pvc_ready(PvcOutcome.IN_PLACE, view.name, previous, size=size,
-                         resized_from=resized_from)
+                         resized_from=resized_from,
+                         phase=observed.phase if observed is not None else "Pending")
 
 
 async def _as_is(waiting: Awaitable[PodList | None]) -> PodList | None:

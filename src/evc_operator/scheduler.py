@@ -113,7 +113,15 @@ class Scheduler:
                 if record.countdown is not None]
 
     def phases(self) -> list[lifecycle.Phase | None]:
-        return [record.view.claim.recorded_phase for record in self.claims.records()]
+        """Each claim's recorded phase; Deleting once its deletion has begun (a finalizer
+        of someone else's holds it): the operator's own deletion is one write, after which
+        the claim is gone."""
+        return [lifecycle.Phase.DELETING if record.view.deleting
+                else record.view.claim.recorded_phase for record in self.claims.records()]
+
+    def reasons(self) -> list[str | None]:
+        """Each claim's status.reason (None: nothing to flag)."""
+        return [record.view.reason for record in self.claims.records()]
 
     def tell_countdowns(self) -> None:
         if self.active:  # else the leader tells the countdowns

@@ -7,6 +7,7 @@ and what would be accepted: a typo must never silently become a default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import socket
@@ -52,6 +53,10 @@ class Settings:
     dry_run: bool = False  # report what would be deleted; delete nothing
     lifecycle_events: bool = True  # Normal Events for transitions (Warnings always)
     metrics_port: int = 9090  # /metrics and /readyz; 0 turns them off
+    # Loopback: `make run` on a laptop serves nobody else. The image sets 0.0.0.0 (in a
+    # pod, Prometheus and the kubelet reach it from outside).
+    metrics_address: str = "127.0.0.1"
+    per_claim_metrics: bool = False  # series per claim (namespace, name): unbounded
     leader_election: bool = False  # several replicas: only the Lease holder acts
     lease_name: str = "evc-operator"
     lease_namespace: str = ""
@@ -70,6 +75,8 @@ class Settings:
             dry_run=_flag(environ, "DRY_RUN"),
             lifecycle_events=_flag(environ, "LIFECYCLE_EVENTS", default=True),
             metrics_port=_port(environ, "METRICS_PORT", defaults.metrics_port),
+            metrics_address=_address(environ, "METRICS_ADDRESS", defaults.metrics_address),
+            per_claim_metrics=_flag(environ, "PER_CLAIM_METRICS"),
             leader_election=_flag(environ, "LEADER_ELECTION"),
             lease_name=environ.get("LEASE_NAME", "").strip() or defaults.lease_name,
             lease_namespace=(environ.get("LEASE_NAMESPACE", "").strip()
@@ -121,3 +128,15 @@ def _port(environ: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) > 65535:
         raise SettingsError(f"{name}={raw!r} is invalid: use a port number, or 0 for none")
     return int(raw)
+
+
+def _address(environ: Mapping[str, str], name: str, default: str) -> str:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return str(ipaddress.ip_address(raw.strip("[]")))
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is invalid: use an IP address to listen on, "
+                            f"such as 127.0.0.1 (this machine only) or 0.0.0.0 (all "
+                            f"interfaces)") from None

@@ -43,13 +43,45 @@ def human_period(seconds: float) -> str:
     return "".join(parts)
 
 
+# The rule (lifecycle.py): a user pod counts until it Succeeded or Failed, or is gone.
+NO_ACTIVE_USERS = ("No active pod uses this claim: every pod that mounts it (or matches its "
+                   "selector) has Succeeded or Failed, or there is none. Pending, Running "
+                   "and terminating pods count as users.")
+
+
+class Reason(enum.StrEnum):
+    """status.reason (a column of `kubectl get evc`): why a claim needs attention, or why
+    its deletion is paused; absent when neither."""
+
+    PVC_CONFLICT = "PvcConflict"  # a PVC of its name that is not its own
+    INVALID_SPEC = "InvalidSpec"  # also pauses deletion
+    PVC_UPDATE_REJECTED = "PvcUpdateRejected"
+    KEPT = "Kept"  # the keep annotation pauses deletion
+    DRY_RUN = "DryRun"  # the operator runs with DRY_RUN: it deletes nothing
+
+
+_REASONS = {  # by (condition type, condition reason), in order of precedence
+    ("PvcReady", "PvcConflict"): Reason.PVC_CONFLICT,
+    ("SpecValid", "InvalidSpec"): Reason.INVALID_SPEC,
+    ("PvcReady", "PvcUpdateRejected"): Reason.PVC_UPDATE_REJECTED,
+    ("DeletionPaused", "KeepAnnotation"): Reason.KEPT,
+    ("DeletionPaused", "DryRun"): Reason.DRY_RUN,
+}
+
+
+def reason_of(conditions: Sequence[Condition]) -> Reason | None:
+    """The one word that makes a claim stand out in `kubectl get evc`, if any."""
+    said = {(c.type, c.reason) for c in conditions}  # each reason has one status
+    return next((reason for key, reason in _REASONS.items() if key in said), None)
+
+
 def lifecycle_conditions(decision: Decision, *, keep: bool, dry_run: bool,
                          problems: Sequence[str]) -> list[Condition]:
     conditions = [
         Condition("InUse", bool(decision.active_users),
                   "ActiveUsers" if decision.active_users else "NoActiveUsers",
                   f"Used by {', '.join(decision.listed_users)}." if decision.active_users
-                  else "No running pod uses this claim."),
+                  else NO_ACTIVE_USERS),
         Condition("SpecValid", not problems, "InvalidSpec" if problems else "Valid",
                   "; ".join(problems) if problems else "The spec is valid."),
     ]
@@ -86,8 +118,10 @@ def build_status(decision: Decision, conditions: Sequence[Condition], *, generat
             old.get("lastTransitionTime") else format_time(now),
             "observedGeneration": generation,
         })
+    reason = reason_of(conditions)
     return {
         "phase": str(decision.phase),
+        "reason": str(reason) if reason else None,
         "users": len(decision.active_users),
         "userNames": list(decision.listed_users),
         "unusedSince": format_time(decision.unused_since) if decision.unused_since else None,
@@ -117,10 +151,13 @@ def transition_events(decision: Decision, recorded_phase: Phase | None, *,
         return [Event("Normal", "InUse", f"Used by {', '.join(decision.listed_users)}.")]
     if decision.phase is Phase.IDLE:
         since = format_time(decision.unused_since) if decision.unused_since else "now"
+        if decision.deletes_at is None:  # kept, or its spec is invalid: no countdown
+            return [Event("Normal", "Idle", f"No pod uses it since {since}; its deletion "
+                                            f"is paused.")]
         return [Event("Normal", "Idle",
                       f"No pod uses it since {since}; grace period "
                       f"{human_period(grace_period)} started.{deletes and deletes + '.'}")]
-    if decision.phase is Phase.PENDING:
+    if decision.phase is Phase.PENDING and decision.deletes_at is not None:
         return [Event("Normal", "Expiring",
                       f"Not used by any pod yet; expiry period {human_period(expiry_period)}."
                       f"{deletes and deletes + ' unless a pod uses it.'}")]
@@ -170,25 +207,25 @@ class PvcOutcome(enum.StrEnum):
 
 
 def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
-              detail: str | None = None, size: str = "",
-              resized_from: str | None = None) -> tuple[Condition, list[Event]]:
+              detail: str | None = None, size: str = "", resized_from: str | None = None,
+              phase: str = "Pending") -> tuple[Condition, list[Event]]:
     """The PvcReady condition and the Events for an outcome. `detail`: the conflict's
     message, or the API server's reason for refusing an update (None: it was refused
     before, and said then); `size`: the size created or requested; `resized_from`: the
-    size before a resize."""
-    said = condition_field(previous, "PvcReady")
+    size before a resize; `phase`: the PVC's status.phase. PvcReady is True only while
+    the PVC is Bound."""
     said_reason = condition_field(previous, "PvcReady", field="reason")
-    said_message = condition_field(previous, "PvcReady", field="message") or ""
     if outcome is PvcOutcome.INVALID_SPEC:
         return Condition("PvcReady", False, "InvalidSpec",
                          "No PersistentVolumeClaim without a valid spec.size."), []
     if outcome is PvcOutcome.CREATED:
-        recreated = said is not None
+        recreated = condition_field(previous, "PvcReady") is not None
         reason = "PvcRecreated" if recreated else "PvcCreated"
         message = (f"Recreated PersistentVolumeClaim {name}: it was deleted while the claim "
                    f"still exists." if recreated else
                    f"Created PersistentVolumeClaim {name} of {size}.")
-        return Condition("PvcReady", True, reason, message), [Event("Normal", reason, message)]
+        return Condition("PvcReady", False, "Pending", f"{message} {_UNBOUND}"), [
+            Event("Normal", reason, message)]
     if outcome is PvcOutcome.CONFLICT:
         message = detail or ""
         events = ([] if said_reason == "PvcConflict" else
@@ -198,21 +235,40 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
         return Condition("PvcReady", False, "PvcDeleting",
                          f"PersistentVolumeClaim {name} is being deleted; it will be "
                          f"recreated once it is gone."), []
+    bound = phase == "Bound"
     if outcome is PvcOutcome.REJECTED:
         if detail is None:  # said when it was refused; do not hammer the API server
-            return Condition("PvcReady", True, "PvcUpdateRejected", said_message), []
+            return _as_said(Condition("PvcReady", bound, "PvcUpdateRejected", ""),
+                            previous), []
         message = f"PersistentVolumeClaim {name} refused the update: {detail}"
         events = ([] if said_reason == "PvcUpdateRejected" else
                   [Event("Warning", "PvcUpdateRejected", message)])
-        return Condition("PvcReady", True, "PvcUpdateRejected", message), events
-    if resized_from is not None:
-        return Condition("PvcReady", True, "PvcReady",
-                         f"PersistentVolumeClaim {name} is in place."), [
-            Event("Normal", "PvcResized", f"Requested {size} for PersistentVolumeClaim "
-                                          f"{name} (was {resized_from}).")]
-    if said == "True" and said_reason in ("PvcCreated", "PvcRecreated"):
-        # Still true as it was said when the PVC was made: rewording it would cost a
-        # status write per claim and tell nothing new.
-        return Condition("PvcReady", True, said_reason, said_message), []
-    return Condition("PvcReady", True, "PvcReady",
-                     f"PersistentVolumeClaim {name} is in place."), []
+        return Condition("PvcReady", bound, "PvcUpdateRejected", message), events
+    events = [] if resized_from is None else [
+        Event("Normal", "PvcResized", f"Requested {size} for PersistentVolumeClaim {name} "
+                                      f"(was {resized_from}).")]
+    if bound:
+        condition = Condition("PvcReady", True, "Bound",
+                              f"PersistentVolumeClaim {name} is bound to a volume.")
+    elif phase == "Lost":
+        condition = Condition("PvcReady", False, "Lost",
+                              f"PersistentVolumeClaim {name} lost its volume.")
+    else:
+        condition = Condition("PvcReady", False, "Pending",
+                              f"PersistentVolumeClaim {name} is in place. {_UNBOUND}")
+    return _as_said(condition, previous), events
+
+
+_UNBOUND = ("It is not bound to a volume yet (its StorageClass may wait for the first pod "
+            "that uses it).")
+
+
+def _as_said(condition: Condition, previous: Mapping[str, Any]) -> Condition:
+    """The condition with the message stored before, if its status and reason are the
+    same: rewording alone would cost a status write per claim and tell nothing new."""
+    said = "True" if condition.status else "False"
+    if (condition_field(previous, condition.type) == said
+            and condition_field(previous, condition.type, field="reason") == condition.reason):
+        message = condition_field(previous, condition.type, field="message")
+        return dataclasses.replace(condition, message=message or condition.message)
+    return condition

@@ -6,6 +6,8 @@ import json
 import urllib.error
 import urllib.request
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from controlplane.cluster import free_port
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import Kubectl, eventually
@@ -32,9 +34,18 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 def test_metrics_and_readiness(kubectl: Kubectl, operator: OperatorFactory) -> None:
     port = free_port()
     operator(kubectl.namespace, METRICS_PORT=str(port), EXPIRY_PERIOD="3",
-             GRACE_PERIOD="3", COUNTDOWN_INTERVAL="1")
+             GRACE_PERIOD="3", COUNTDOWN_INTERVAL="1", PER_CLAIM_METRICS="true")
     base = f"http://127.0.0.1:{port}"
     eventually(lambda: fetch(f"{base}/readyz")[0] == 200, what="ready with no claims at all")
+    families = {family.name: family for family in
+                text_string_to_metric_families(fetch(f"{base}/metrics")[1])}
+    assert families["process_resident_memory_bytes"].samples[0].value > 0
+    assert families["evc_build_info"].samples[0].labels["version"]
+    assert not [s.name for f in families.values() for s in f.samples
+                if s.name.endswith("_created")]
+    listed = [s for s in families["evc_api_requests"].samples
+              if (s.labels["verb"], s.labels["resource"]) == ("list", "pods")]
+    assert [s.labels["code"] for s in listed] == ["200"], listed  # its pods, once listed
 
     kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",

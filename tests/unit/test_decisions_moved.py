@@ -54,38 +54,56 @@ def test_an_invalid_spec_is_warned_of_once() -> None:
     assert spec_warnings([], {}) == []
 
 
-def _said(reason: str, message: str = "said before") -> dict[str, object]:
-    return {"conditions": [{"type": "PvcReady", "status": "True", "reason": reason,
+def _said(reason: str, message: str = "said before", status: str = "True",
+          ) -> dict[str, object]:
+    return {"conditions": [{"type": "PvcReady", "status": status, "reason": reason,
                             "message": message}]}
 
 
 def test_a_refused_update_is_warned_of_once_and_not_tried_again() -> None:
-    condition, events = pvc_ready(PvcOutcome.REJECTED, "scratch", {}, detail="cannot expand")
+    condition, events = pvc_ready(PvcOutcome.REJECTED, "scratch", {}, detail="cannot expand",
+                                  phase="Bound")
     assert (condition.reason, condition.status) == ("PvcUpdateRejected", True)
     assert condition.message == "PersistentVolumeClaim scratch refused the update: cannot expand"
     assert [event.reason for event in events] == ["PvcUpdateRejected"]
     _, again = pvc_ready(PvcOutcome.REJECTED, "scratch", _said("PvcUpdateRejected"),
                          detail="cannot expand")
     assert again == []
-    memo, none = pvc_ready(PvcOutcome.REJECTED, "scratch", _said("PvcUpdateRejected", "why"))
+    memo, none = pvc_ready(PvcOutcome.REJECTED, "scratch", _said("PvcUpdateRejected", "why"),
+                           phase="Bound")
     assert (memo.message, none) == ("why", [])
+    unbound, _ = pvc_ready(PvcOutcome.REJECTED, "scratch", {}, detail="cannot expand")
+    assert (unbound.reason, unbound.status) == ("PvcUpdateRejected", False)
     pvc = pvc_view({"metadata": {"name": "scratch", "resourceVersion": "5"}})
     evc = {"metadata": {"labels": {"b": "2", "a": "1"}}}
     assert update_attempt(evc, 3, pvc) == (3, (("a", "1"), ("b", "2")), "5")
 
 
-def test_the_pvc_condition_keeps_its_creation_wording_until_something_happens() -> None:
+def test_the_pvc_is_ready_only_once_bound() -> None:
     created, events = pvc_ready(PvcOutcome.CREATED, "scratch", {}, size="1Gi")
-    assert (created.reason, created.message) == (
-        "PvcCreated", "Created PersistentVolumeClaim scratch of 1Gi.")
+    assert (created.status, created.reason) == (False, "Pending")
+    assert created.message.startswith("Created PersistentVolumeClaim scratch of 1Gi. It is "
+                                      "not bound to a volume yet")
     assert [event.reason for event in events] == ["PvcCreated"]
-    recreated, _ = pvc_ready(PvcOutcome.CREATED, "scratch", _said("PvcReady"), size="1Gi")
-    assert recreated.reason == "PvcRecreated"
-    kept, none = pvc_ready(PvcOutcome.IN_PLACE, "scratch", _said("PvcCreated", "Created."))
-    assert (kept.reason, kept.message, none) == ("PvcCreated", "Created.", [])
-    resized, events = pvc_ready(PvcOutcome.IN_PLACE, "scratch", _said("PvcCreated"),
-                                size="2Gi", resized_from="1Gi")
-    assert resized.reason == "PvcReady"
+    _, events = pvc_ready(PvcOutcome.CREATED, "scratch", _said("Bound"), size="1Gi")
+    assert [event.reason for event in events] == ["PvcRecreated"]
+    for phase, status, reason in (("Pending", False, "Pending"), ("Bound", True, "Bound"),
+                                  ("Lost", False, "Lost")):
+        condition, none = pvc_ready(PvcOutcome.IN_PLACE, "scratch", {}, phase=phase)
+        assert (condition.status, condition.reason, none) == (status, reason, [])
+
+
+def test_the_pvc_condition_keeps_its_wording_while_its_status_and_reason_stay() -> None:
+    """Rewording alone would be a status write per claim that tells nothing new."""
+    waiting = _said("Pending", "Created.", status="False")
+    kept, none = pvc_ready(PvcOutcome.IN_PLACE, "scratch", waiting)
+    assert (kept.reason, kept.message, none) == ("Pending", "Created.", [])
+    bound, _ = pvc_ready(PvcOutcome.IN_PLACE, "scratch", waiting, phase="Bound")
+    assert (bound.status, bound.message) == (True, "PersistentVolumeClaim scratch is bound "
+                                                   "to a volume.")
+    resized, events = pvc_ready(PvcOutcome.IN_PLACE, "scratch", _said("Bound"),
+                                size="2Gi", resized_from="1Gi", phase="Bound")
+    assert resized.reason == "Bound"
     assert [event.message for event in events] == [
         "Requested 2Gi for PersistentVolumeClaim scratch (was 1Gi)."]
 

@@ -10,12 +10,14 @@ import asyncio
 import base64
 import datetime
 import json
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -251,3 +253,63 @@ def test_paths_quote_names() -> None:
     assert kube._leases("ops") == "/apis/coordination.k8s.io/v1/namespaces/ops/leases"
     with pytest.raises(KeyError):
         kube._collection("secrets", "ns")
+
+
+@pytest.mark.parametrize(("method", "path", "params", "expected"), [
+    ("GET", "/api/v1/namespaces/a/pods", {"limit": "500"}, ("list", "pods")),
+    ("GET", "/api/v1/namespaces/a/pods", {"watch": "true"}, ("watch", "pods")),
+    ("GET", "/api/v1/namespaces/a/persistentvolumeclaims/x", None,
+     ("get", "persistentvolumeclaims")),
+    ("POST", "/api/v1/namespaces/a/events", None, ("create", "events")),
+    ("PATCH", "/apis/zalando.org/v1/namespaces/a/ephemeralvolumeclaims/x/status", None,
+     ("patch", "ephemeralvolumeclaims/status")),
+    ("DELETE", "/apis/zalando.org/v1/namespaces/a/ephemeralvolumeclaims/x", None,
+     ("delete", "ephemeralvolumeclaims")),
+    ("PUT", "/apis/coordination.k8s.io/v1/namespaces/a/leases/l", None, ("update", "leases")),
+    ("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", None,
+     ("create", "selfsubjectaccessreviews")),
+    ("GET", "/api/v1/namespaces/a", None, ("get", "namespaces")),
+])
+def test_requests_are_named_by_verb_and_resource_as_the_api_server_names_them(
+        method: str, path: str, params: dict[str, str] | None,
+        expected: tuple[str, str]) -> None:
+    assert kube.verb_and_resource(method, path, params) == expected
+
+
+def test_every_request_is_reported_with_its_status_or_0_without_an_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On loopback: one answered request (404), one to a port where nobody listens."""
+    reported: list[tuple[str, str, int]] = []
+    monkeypatch.setattr(kube, "_request_hook", lambda *args: reported.append(args))
+
+    async def scenario() -> None:
+        async def not_found(_: web.Request) -> web.Response:
+            return web.json_response({"kind": "Status"}, status=404)
+
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/a/pods/{name}", not_found)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.SockSite(runner, socket.create_server(("127.0.0.1", 0)))
+        await site.start()
+        port = site._sock.getsockname()[1]
+        context = ssl.create_default_context()
+        try:
+            for server in (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{_closed_port()}"):
+                api = kube.Api(Credentials(server=server, ssl=context))
+                try:
+                    with pytest.raises((errors.NotFound, aiohttp.ClientError)):
+                        await api.call("GET", "/api/v1/namespaces/a/pods/x")
+                finally:
+                    await api.close()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    assert reported == [("get", "pods", 404), ("get", "pods", 0)]
+
+
+def _closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port: int = sock.getsockname()[1]
+    return port

@@ -8,6 +8,7 @@ what it refuses to do); the real API server is exercised by tests/integration.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 from typing import Any, cast
 
@@ -112,8 +113,8 @@ def test_the_pvc_showing_up_after_its_creation_costs_no_status_write() -> None:
     fake = FakeApi(fresh_pods=[])
     reconciler, _index = make(fake, indexed_pods=[pod_body("worker")])
     reconcile_now(reconciler, ("jobs", "scratch"))
-    said = {"type": "PvcReady", "status": "True", "reason": "PvcCreated",
-            "message": "Created PersistentVolumeClaim scratch of 1Gi."}
+    said = {"type": "PvcReady", "status": "False", "reason": "Pending",
+            "message": "Created PersistentVolumeClaim scratch of 1Gi. Not bound yet."}
     body = evc_body()
     body["metadata"]["resourceVersion"] = "20"
     body["status"] = {**view_of(reconciler, ("jobs", "scratch")).status, "conditions": [
@@ -230,3 +231,22 @@ def test_what_is_kept_of_an_evc_is_json_without_the_parts_no_decision_reads() ->
     assert kept["metadata"]["annotations"] == {"evc.zalando.org/keep": "true"}
     assert kept["spec"] == body["spec"]
     assert kept["metadata"]["uid"] == body["metadata"]["uid"]
+
+
+def test_pvc_ready_turns_true_once_the_pvc_is_bound_and_the_status_says_why() -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler, index = make(fake, indexed_pods=[pod_body("worker")])
+    reconcile_now(reconciler, ("jobs", "scratch"))
+
+    def pvc_ready() -> dict[str, Any]:
+        return next(c for c in view_of(reconciler, ("jobs", "scratch")).status["conditions"]
+                    if c["type"] == "PvcReady")
+
+    assert (pvc_ready()["status"], pvc_ready()["reason"]) == ("False", "Pending")
+    assert view_of(reconciler, ("jobs", "scratch")).status.get("reason") is None
+    index.pvcs[("jobs", "scratch")] = dataclasses.replace(index.pvcs[("jobs", "scratch")],
+                                                          phase="Bound")
+    fake.calls.clear()
+    reconcile_now(reconciler, ("jobs", "scratch"))
+    assert fake.calls == ["patch_status:InUse"]
+    assert (pvc_ready()["status"], pvc_ready()["reason"]) == ("True", "Bound")

@@ -48,7 +48,8 @@ def test_environment_overrides() -> None:
 
 @pytest.mark.parametrize(("name", "value"), [
     ("EXPIRY_PERIOD", "soon"), ("GRACE_PERIOD", "-1"), ("COUNTDOWN_INTERVAL", "0"),
-    ("COUNTDOWN_INTERVAL", "ten"),
+    ("COUNTDOWN_INTERVAL", "ten"), ("METRICS_ADDRESS", "everywhere"),
+    ("PER_CLAIM_METRICS", "some"),
 ])
 def test_invalid_environment_names_the_variable_and_value(name: str, value: str) -> None:
     with pytest.raises(SettingsError) as error:
@@ -83,3 +84,12 @@ def test_lifecycle_events_are_on_unless_turned_off() -> None:
     assert not Settings.from_environ({"LIFECYCLE_EVENTS": "false"}).lifecycle_events
     with pytest.raises(SettingsError, match="LIFECYCLE_EVENTS='sometimes'"):
         Settings.from_environ({"LIFECYCLE_EVENTS": "sometimes"})
+
+
+def test_metrics_listen_on_loopback_and_aggregate_by_default() -> None:
+    """`make run` on a laptop serves nobody else; per-claim series only when asked for."""
+    assert Settings.from_environ({}).metrics_address == "127.0.0.1"
+    assert not Settings.from_environ({}).per_claim_metrics
+    settings = Settings.from_environ({"METRICS_ADDRESS": "0.0.0.0", "PER_CLAIM_METRICS": "true"})
+    assert (settings.metrics_address, settings.per_claim_metrics) == ("0.0.0.0", True)
+    assert Settings.from_environ({"METRICS_ADDRESS": "[::]"}).metrics_address == "::"

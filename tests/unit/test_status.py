@@ -23,6 +23,7 @@ from evc_operator.status import (
     deletion_event,
     human_period,
     lifecycle_conditions,
+    reason_of,
     status_changed,
     transition_events,
 )
@@ -79,11 +80,13 @@ def by_type(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_status_of_a_pending_claim() -> None:
     status = status_for(pending())
     assert {key: value for key, value in status.items() if key != "conditions"} == {
-        "phase": "Pending", "users": 0, "userNames": [], "unusedSince": None,
+        "phase": "Pending", "reason": None, "users": 0, "userNames": [], "unusedSince": None,
         "deletesAt": "2026-01-01T00:00:30Z", "countdown": "expiry", "observedGeneration": 3}
     assert status["conditions"] == [
         {"type": "InUse", "status": "False", "reason": "NoActiveUsers",
-         "message": "No running pod uses this claim.",
+         "message": "No active pod uses this claim: every pod that mounts it (or matches "
+                    "its selector) has Succeeded or Failed, or there is none. Pending, "
+                    "Running and terminating pods count as users.",
          "lastTransitionTime": "2026-01-01T00:03:20Z", "observedGeneration": 3},
         {"type": "SpecValid", "status": "True", "reason": "Valid",
          "message": "The spec is valid.",
@@ -272,12 +275,11 @@ def test_becoming_idle_names_the_time_and_the_deadline() -> None:
         "Deletes at 2026-01-01T00:03:10Z.")]
 
 
-def test_kept_claims_announce_no_deadline() -> None:
+def test_kept_claims_announce_no_countdown() -> None:
+    """A kept claim never expires: no `Expiring`, no grace period said to start."""
     assert events(idle(keep=True), Phase.IN_USE) == [Event(
-        "Normal", "Idle",
-        "No pod uses it since 2026-01-01T00:01:40Z; grace period 1m30s started.")]
-    assert events(pending(keep=True), None) == [Event(
-        "Normal", "Expiring", "Not used by any pod yet; expiry period 30s.")]
+        "Normal", "Idle", "No pod uses it since 2026-01-01T00:01:40Z; its deletion is paused.")]
+    assert events(pending(keep=True), None) == []
 
 
 def test_the_deleting_phase_has_no_transition_event() -> None:
@@ -410,3 +412,30 @@ def test_deletion_paused_reason_priority(invalid: bool, keep: bool, dry_run: boo
     assert paused.reason == expected
     assert paused.status is (expected != "Active")
     assert paused.message
+
+
+@pytest.mark.parametrize(("invalid", "keep", "dry_run"),
+                         list(itertools.product([False, True], repeat=3)))
+def test_the_reason_column_names_why_deletion_is_paused(invalid: bool, keep: bool,
+                                                        dry_run: bool) -> None:
+    problems = ("spec.size is missing",) if invalid else ()
+    status = status_for(pending(keep=keep or invalid), keep=keep, dry_run=dry_run,
+                        problems=problems)
+    paused = by_type(status)["DeletionPaused"]["status"] == "True"
+    expected = ("InvalidSpec" if invalid else "Kept" if keep else "DryRun" if dry_run
+                else None)
+    assert status["reason"] == expected
+    assert (status["reason"] is not None) == paused
+
+
+@pytest.mark.parametrize(("pvc", "expected"), [
+    (Condition("PvcReady", False, "PvcConflict", "not ours"), "PvcConflict"),
+    (Condition("PvcReady", True, "PvcUpdateRejected", "no"), "PvcUpdateRejected"),
+    (Condition("PvcReady", False, "Pending", "waits"), None),
+    (Condition("PvcReady", True, "Bound", "bound"), None),
+])
+def test_the_reason_column_flags_pvc_problems_first(pvc: Condition,
+                                                   expected: str | None) -> None:
+    conditions = [*conditions_for(pending(), keep=True), pvc]
+    assert reason_of(conditions) == (expected or "Kept")
+    assert reason_of([*conditions_for(pending()), pvc]) == expected
