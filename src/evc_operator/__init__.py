@@ -17,6 +17,7 @@ Applying them:
 - `kube`: the only module that calls the API; `errors`: its typed errors;
   `credentials`: how it logs in.
 - `leadership`: the Lease. `metrics`: Prometheus and readiness.
+- `access`: the permissions it needs, checked up front; Kopf's forbidden retries told once.
 - `countdowns`: the countdown log. `memory`: freed memory back to the system.
 - `resources`: names of the API resources involved (the CRD lives in config/crd/).
 """

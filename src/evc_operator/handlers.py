@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 import kopf
 
-from evc_operator import kube, metrics
+from evc_operator import access, kube, metrics
 from evc_operator.freshness import prove_current
 from evc_operator.informer import KubeSource, Watched
 from evc_operator.leadership import Leadership, LeaseSettings
@@ -79,6 +79,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
                 **kwargs: Any) -> None:
     config = CONFIG
     logging.getLogger("kopf.objects").addFilter(_RoutineSuccessToDebug())
+    quiet = access.QuietForbidden()  # Kopf logs through loggers it is given: on handlers
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(quiet)
     # Decided once: Kopf's state, if it ever needs any, lives in annotations, never status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
@@ -97,6 +100,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     metrics.initialise(kube.OPERATIONS)
     listening = _metrics_socket_or_exit(config)
     memo.api = await kube.connect()
+    memo.crd = {}  # whether the CRD was deleted under us (crd_event)
+    memo.access = access.AccessCheck(memo.api)
+    memo.access.check(access.CLUSTER)
     # Pods and PVCs are not Kopf's: see informer.py for why.
     memo.watched = watched = Watched(KubeSource(memo.api),
                                      pods_changed=_forward("poke_for_pod", memo),
@@ -109,6 +115,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
                   asyncio.create_task(scheduler.log_countdowns(), name="evc-countdowns")]
     if config.leader_election:
         scheduler.set_active(False)
+        memo.access.check(access.LEASE, config.lease_namespace)
         memo.leadership = Leadership(memo.api, LeaseSettings(
             name=config.lease_name, namespace=config.lease_namespace,
             identity=config.identity, duration=config.lease_duration,
@@ -163,6 +170,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("tasks", []):
         task.cancel()
     await asyncio.gather(*memo.get("tasks", []), return_exceptions=True)
+    if memo.get("access") is not None:
+        memo.access.close()
     if memo.get("watched") is not None:
         await memo.watched.close()
     if memo.get("metrics") is not None:
@@ -179,14 +188,28 @@ def _scheduler(memo: kopf.Memo) -> Scheduler:
 
 
 @kopf.on.event(*CRD, field="metadata.name", value=CRD_NAME)
-async def crd_event(memo: kopf.Memo, **_: Any) -> None:
-    """The EVC CRD always exists: its first event tells that Kopf watches, even when
-    there is no claim yet (readiness)."""
-    _scheduler(memo)
+async def crd_event(type: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """The EVC CRD's first event tells that Kopf watches, even when there is no claim yet
+    (readiness). Deleted under a running operator, it took every claim with it: they are
+    forgotten, and the operator waits for it to come back (Kopf resumes by itself)."""
+    scheduler = _scheduler(memo)
+    crd = memo.crd  # shared: each object's memo is a shallow copy of the operator's
+    if type == "DELETED":
+        crd["gone"] = True
+        for key in scheduler.claims:
+            scheduler.forget(key)
+        logger.warning("The CustomResourceDefinition %s was deleted, and every "
+                       "EphemeralVolumeClaim with it: waiting for it to come back "
+                       "(kubectl apply -f crd.yaml).", CRD_NAME)
+    elif crd.get("gone"):
+        crd["gone"] = False
+        logger.info("The CustomResourceDefinition %s is back: serving claims again.",
+                    CRD_NAME)
 
 
 @kopf.on.event(*EVC)
 async def evc_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type != "DELETED":
+        memo.access.check(access.NAMESPACED, body.metadata.namespace or "")
         memo.watched.ensure(body.metadata.namespace or "")
     _scheduler(memo).observe_evc(type, body)

@@ -87,12 +87,13 @@ class Informer(Generic[V]):
     async def run(self) -> None:
         version: str | None = None
         failures = 0
+        told: str | None = None  # the failure logged last: the same again is DEBUG
         while True:
             try:
                 if version is None:
                     version = await self._relist()
                 version = await self._watch(version)
-                failures = 0
+                failures, told = 0, None
             except Gone:
                 self.breaks += 1
                 version = None  # too old to resume from: list again
@@ -102,8 +103,11 @@ class Informer(Generic[V]):
                 self.breaks += 1
                 failures += 1
                 delay = backoff(failures, cap=RETRY_CAP)
-                log.warning("Watching %s in %s failed (%s); again in %.0f s.", self.kind,
-                            self.namespace, describe(error), delay)
+                why = describe(error)
+                log.log(logging.DEBUG if why == told else logging.WARNING,
+                        "Watching %s in %s failed (%s); again in %.0f s.", self.kind,
+                        self.namespace, why, delay)
+                told = why
                 await asyncio.sleep(delay)
 
     async def _relist(self) -> str:

@@ -362,6 +362,20 @@ async def replace_lease(api: Api, lease: Mapping[str, Any],
     await api.call("PUT", _leases(metadata["namespace"], metadata["name"]), body=body)
 
 
+@counted("access_review")
+async def may(api: Api, verb: str, group: str, resource: str, subresource: str = "",
+              namespace: str = "") -> bool:
+    """Whether the API server allows us this (a SelfSubjectAccessReview, which every
+    authenticated user may create); namespace "" asks for all namespaces."""
+    attributes = {"verb": verb, "group": group, "resource": resource,
+                  "subresource": subresource, "namespace": namespace}
+    review = await api.call("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                            body={"apiVersion": "authorization.k8s.io/v1",
+                                  "kind": "SelfSubjectAccessReview",
+                                  "spec": {"resourceAttributes": attributes}})
+    return bool((review.get("status") or {}).get("allowed"))
+
+
 @counted("post_event")
 async def post_event(api: Api, namespace: str, name: str, uid: str, *, type: str,
                      reason: str, message: str, now: datetime.datetime) -> None:

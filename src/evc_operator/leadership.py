@@ -72,6 +72,7 @@ class Leadership:
         self.clock = clock
         self.active = False
         self._renewed_at: datetime.datetime | None = None
+        self._told_holder: str | None = None  # the other holder last logged
 
     async def run(self) -> None:
         try:
@@ -101,9 +102,21 @@ class Leadership:
             await kube.replace_lease(self.api, lease,
                                      claimed_spec(lease.get("spec") or {}, self.settings, now))
         else:
+            self._stand_by(str((lease.get("spec") or {}).get("holderIdentity")))
             return False
         self._renewed_at = now
+        self._told_holder = None
         return True
+
+    def _stand_by(self, holder: str) -> None:
+        """Say once that this replica stands by, and who leads; again if the leader
+        changes."""
+        if holder != self._told_holder:
+            self._told_holder = holder
+            log.info("Standing by: %s leads (Lease %s/%s); this replica (%s) watches and "
+                     "takes over if the leader stops renewing for %ss.", holder,
+                     self.settings.namespace, self.settings.name, self.settings.identity,
+                     f"{self.settings.duration:g}")
 
     def _set(self, held: bool) -> None:
         if held != self.active:

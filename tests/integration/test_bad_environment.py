@@ -181,6 +181,12 @@ def test_missing_pods_permission_is_reported_deletes_nothing_and_recovers(
         time.sleep(8)  # long past the claim's expiry period
         assert_running_without_traceback(process)
         assert "/9 failed" not in process.log_text()
+        log = process.log_text()
+        for verb in ("list", "watch"):  # one line each, naming what to apply
+            assert log.count(f"Missing permission: {verb} pods in namespace {namespace}; "
+                             f"apply the RBAC of config/rbac") == 1, log
+        assert "Missing permission: create" not in log  # the rest is granted
+        assert log.count("WARNING ] Watching pods in") == 1, log  # the retries: DEBUG
         unseen = kubectl.get("evc", "unseen")
         assert unseen is not None, "deleted while the operator could not see pods"
         assert "status" not in unseen  # nothing decided half-blind
@@ -198,3 +204,76 @@ def test_missing_pods_permission_is_reported_deletes_nothing_and_recovers(
         for name in (blind, sight):
             control_plane.kubectl("delete", "clusterrolebinding,clusterrole", name,
                                   "--ignore-not-found")
+
+
+def test_a_taken_metrics_port_is_one_line_and_exit_1(control_plane: ControlPlane,
+                                                    operator: OperatorFactory) -> None:
+    """A second operator on one machine: not a traceback per retry, forever."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        process = start(operator, control_plane, "default", METRICS_PORT=str(port))
+        process.process.wait(timeout=60)
+    log = process.log_text()
+    assert process.process.returncode == 1, log
+    assert "Traceback" not in log, log
+    assert (f"evc-operator: cannot serve metrics on 127.0.0.1:{port}: Address already in use."
+            f" Is another operator running here? Set METRICS_PORT to a free port, or 0 for "
+            f"no metrics.") in log
+    assert "Warning" not in log, log
+
+
+def test_the_crd_deleted_under_the_operator_is_waited_for(operator: OperatorFactory,
+                                                          tmp_path: Path) -> None:
+    plane = ControlPlane.start(tmp_path / "plane")
+    try:
+        plane.kubectl("apply", "-f", str(REPO / "crd.yaml"))
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                      "-f", str(REPO / "crd.yaml"))
+        kubectl = Kubectl(plane, "default")
+        process = start(operator, plane, "default", EXPIRY_PERIOD="1h")
+        kubectl("apply", "-f", "-", input=evc("before"))
+        due = json.loads(evc("due"))
+        due["spec"]["expiryPeriod"] = "8s"  # falls due while the CRD is gone
+        kubectl("apply", "-f", "-", input=json.dumps(due))
+        eventually(lambda: kubectl.get("pvc", "due"), timeout=30, what="served")
+
+        plane.kubectl("delete", "-f", str(REPO / "crd.yaml"), "--wait=true")
+        logged(process, "The CustomResourceDefinition ephemeralvolumeclaims.zalando.org was "
+                        "deleted, and every EphemeralVolumeClaim with it: waiting for it to "
+                        "come back (kubectl apply -f crd.yaml).")
+        time.sleep(10)  # past the deadline of "due"
+        assert_running_without_traceback(process)
+        assert process.log_text().count("was deleted, and every") == 1
+
+        plane.kubectl("apply", "-f", str(REPO / "crd.yaml"))
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                      "-f", str(REPO / "crd.yaml"))
+        kubectl("apply", "-f", "-", input=evc("after"))
+        eventually(lambda: kubectl.get("pvc", "after"), timeout=30,
+                   what="the claim served once the CRD is back")
+        logged(process, "is back: serving claims again.")
+        assert_running_without_traceback(process)
+        process.stop()
+    finally:
+        plane.stop()
+
+
+def test_no_rbac_at_all_is_one_line_per_missing_permission(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorFactory,
+        tmp_path: Path) -> None:
+    namespace = kubectl.namespace
+    kubectl("create", "serviceaccount", "evc-nobody")
+    config = control_plane.service_account_kubeconfig(namespace, "evc-nobody",
+                                                      tmp_path / "nobody.kubeconfig")
+    process = start(operator, control_plane, namespace, KUBECONFIG=str(config))
+    logged(process, "Missing permission: list customresourcedefinitions.apiextensions.k8s.io "
+                    "cluster-wide; apply the RBAC of config/rbac")
+    logged(process, "Forbidden: GET ")
+    time.sleep(25)  # Kopf retries every 10 s at most: two rounds at least
+    assert_running_without_traceback(process)
+    log = process.log_text()
+    told = [line for line in log.splitlines() if "] Forbidden: GET " in line]
+    assert told
+    assert len(told) == len({line.split("] ", 1)[1] for line in told}), told
+    assert not [line for line in log.splitlines()
+                if "APIForbiddenError" in line and "DEBUG" not in line], log

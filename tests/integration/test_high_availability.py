@@ -42,6 +42,9 @@ def test_standby_takes_over_within_15_seconds_and_deletes_once(
     time.sleep(2)
     assert "PvcCreated" not in second.log_text()  # the standby only watched
     assert leader_since(second) is None
+    standing_by = [line for line in second.log_text().splitlines() if "Standing by" in line]
+    assert len(standing_by) == 1, standing_by  # said once, not at every retry
+    assert f"replica-a leads (Lease {kubectl.namespace}/evc-operator)" in standing_by[0]
 
     killed = datetime.datetime.now()
     first.stop(signal.SIGKILL)

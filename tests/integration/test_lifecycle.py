@@ -368,3 +368,48 @@ def test_per_claim_periods_override_the_defaults(kubectl: Kubectl,
     eventually(lambda: gone(kubectl, "evc", "quick"), timeout=10, what="expiry after 3 s")
     slow_deadline = parse(status(kubectl, "slow")["deletesAt"])
     assert slow_deadline - now() > datetime.timedelta(minutes=55)
+
+
+def test_kubectl_get_makes_problems_stand_out_and_pvc_ready_means_bound(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorFactory) -> None:
+    namespace = kubectl.namespace
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "taken"},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "1Gi"}}}}))
+    volume = f"evc-static-{namespace}"  # binds the claim of its storage class, statically
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": volume, "hostPath": {"path": "/tmp/evc-static"}}}))
+    try:
+        operator(namespace, EXPIRY_PERIOD="1h", GRACE_PERIOD="1h", COUNTDOWN_INTERVAL="1")
+        kubectl("apply", "-f", "-", input=evc("taken"))
+        kubectl("apply", "-f", "-", input=evc("kept",
+                                               annotations={"evc.zalando.org/keep": "true"}))
+        kubectl("apply", "-f", "-", input=evc("plain"))
+        kubectl("apply", "-f", "-", input=evc("bound", storageClassName=volume))
+
+        def reasons() -> dict[str, str]:
+            """The REASON column as `kubectl get evc` prints it (blank when absent)."""
+            header, *rows = kubectl("get", "evc").splitlines()
+            assert header.split()[:5] == ["NAME", "SIZE", "PHASE", "REASON", "USERS"], header
+            start, end = header.index("REASON"), header.index("USERS")
+            return {row.split()[0]: row[start:end].strip() for row in rows}
+
+        eventually(lambda: reasons() == {"taken": "PvcConflict", "kept": "Kept", "plain": "",
+                                         "bound": ""}, timeout=30, what="the reason column")
+
+        def pvc_ready(name: str) -> tuple[str, str]:
+            condition: dict[str, str] = next(
+                (c for c in status(kubectl, name).get("conditions", [])
+                 if c["type"] == "PvcReady"), {})
+            return condition.get("status", ""), condition.get("reason", "")
+
+        assert pvc_ready("plain") == ("False", "Pending")  # no provisioner: never bound
+        eventually(lambda: pvc_ready("bound") == ("True", "Bound"), timeout=60,
+                   what="PvcReady=True once the PVC is Bound")
+        in_use = next(c for c in status(kubectl, "plain")["conditions"] if c["type"] == "InUse")
+        assert "Pending, Running and terminating pods count as users" in in_use["message"]
+    finally:
+        control_plane.kubectl("delete", "pv", volume, "--ignore-not-found", "--wait=false")

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evc_operator.settings import MAX_DURATION, parse_duration
+from evc_operator.status import Reason
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "config" / "crd" / "ephemeralvolumeclaims.yaml"
@@ -86,6 +87,7 @@ def test_printer_columns() -> None:
     assert columns == [
         ("SIZE", "string", ".spec.size"),
         ("PHASE", "string", ".status.phase"),
+        ("REASON", "string", ".status.reason"),
         ("USERS", "integer", ".status.users"),
         # Not `date`: kubectl prints a date in the future as <invalid>.
         ("DELETES-AT", "string", ".status.deletesAt"),
@@ -96,8 +98,9 @@ def test_printer_columns() -> None:
 def test_status_fields_are_exact() -> None:
     """A structural schema prunes what it does not declare: the operator's status must fit."""
     status = _schema()["properties"]["status"]["properties"]
-    assert set(status) == {"phase", "users", "userNames", "unusedSince", "deletesAt",
+    assert set(status) == {"phase", "reason", "users", "userNames", "unusedSince", "deletesAt",
                            "countdown", "observedGeneration", "conditions"}
+    assert status["reason"]["enum"] == [str(reason) for reason in Reason]
     assert status["phase"]["type"] == "string"
     assert status["phase"]["enum"] == ["Pending", "InUse", "Idle", "Deleting"]
     assert status["users"]["type"] == "integer"

@@ -1,0 +1,119 @@
+"""What the RBAC must allow, checked up front: one line per missing permission, naming
+the manifest to apply, instead of a 403 per retry.
+
+The permissions are those of config/rbac (tests/unit/test_access.py keeps the two the
+same). Cluster-wide ones are checked at start; those in a namespace when its first claim
+appears (a namespaced install grants them in one namespace only). Nothing here stops the
+operator: it keeps retrying and recovers, without a restart, once the RBAC is applied.
+Kopf's own retries of a forbidden request are told once per request (`QuietForbidden`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+
+from evc_operator import kube
+from evc_operator.errors import describe
+from evc_operator.resources import GROUP, PLURAL
+
+log = logging.getLogger(__name__)
+
+APPLY = ("apply the RBAC of config/rbac (all namespaces; the chart's by default) or "
+         "config/rbac-namespaced (one namespace)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Permission:
+    verb: str
+    group: str
+    resource: str
+    subresource: str = ""
+
+    def __str__(self) -> str:
+        name = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        return f"{self.verb} {name}" + (f".{self.group}" if self.group else "")
+
+
+def _each(group: str, resource: str, *verbs: str, subresource: str = "") -> list[Permission]:
+    return [Permission(verb, group, resource, subresource) for verb in verbs]
+
+
+# What Kopf needs to discover resources and namespaces: cluster-wide in every install.
+CLUSTER = [*_each("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch"),
+           *_each("", "namespaces", "list", "watch")]
+# What the operator does in a namespace with claims.
+NAMESPACED = [*_each(GROUP, PLURAL, "list", "watch", "delete"),
+              *_each(GROUP, PLURAL, "patch", subresource="status"),
+              *_each("", "persistentvolumeclaims", "get", "list", "watch", "create", "patch"),
+              *_each("", "pods", "list", "watch"),
+              *_each("", "events", "create")]
+LEASE = _each("coordination.k8s.io", "leases", "get", "create", "update")
+
+
+async def missing(api: kube.Api, permissions: list[Permission],
+                  namespace: str = "") -> list[Permission]:
+    """The permissions the API server does not grant us (in `namespace`; "": all)."""
+    allowed = await asyncio.gather(*(kube.may(api, p.verb, p.group, p.resource,
+                                              p.subresource, namespace) for p in permissions))
+    return [permission for permission, ok in zip(permissions, allowed, strict=True) if not ok]
+
+
+class AccessCheck:
+    """Checks once per scope, and logs one line per permission missing there."""
+
+    def __init__(self, api: kube.Api) -> None:
+        self.api = api
+        self.checked: set[tuple[str, frozenset[Permission]]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def check(self, permissions: list[Permission], namespace: str = "") -> None:
+        """Check in the background, once per namespace ("": the cluster)."""
+        key = (namespace, frozenset(permissions))
+        if key in self.checked:
+            return
+        self.checked.add(key)
+        task = asyncio.create_task(self._check(permissions, namespace))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _check(self, permissions: list[Permission], namespace: str) -> None:
+        try:
+            lacking = await missing(self.api, permissions, namespace)
+        except Exception as error:  # the API is down, say: its own retries will tell
+            log.debug("Could not check permissions: %s", describe(error))
+            return
+        where = f"in namespace {namespace}" if namespace else "cluster-wide"
+        for permission in lacking:
+            log.error("Missing permission: %s %s; %s.", permission, where, APPLY)
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+_KOPF_RETRY = re.compile(r"^Request attempt #\d+(?:/\d+)? failed; will retry: (?P<what>\S+ \S+)"
+                         r" -> APIForbiddenError\('(?P<message>(?:[^'\\]|\\.)*)'")
+
+
+class QuietForbidden(logging.Filter):
+    """Kopf logs each retry of a forbidden request with the API server's whole answer:
+    told once per request, in one line that says what to apply; the retries go to DEBUG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = _KOPF_RETRY.match(str(record.msg))
+        if match is None:
+            return True
+        if match["what"] in self.told:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        self.told.add(match["what"])
+        record.msg, record.args = "Forbidden: %s: %s; %s. Retrying until it is allowed.", (
+            match["what"], match["message"], APPLY)
+        return True

@@ -1,0 +1,63 @@
+"""The permissions checked at start are those the shipped RBAC grants; Kopf's retries of a
+forbidden request are told once."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import yaml
+
+from evc_operator import access
+from evc_operator.access import Permission
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def granted(*paths: str) -> set[Permission]:
+    permissions = set()
+    for path in paths:
+        for document in yaml.safe_load_all((REPO / path).read_text()):
+            for rule in (document or {}).get("rules") or ():
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        name, _, sub = resource.partition("/")
+                        permissions |= {Permission(verb, group, name, sub)
+                                        for verb in rule["verbs"]}
+    return permissions
+
+
+def test_the_checked_permissions_are_exactly_those_of_config_rbac() -> None:
+    assert set(access.CLUSTER + access.NAMESPACED) == granted("config/rbac/cluster_role.yaml")
+    assert set(access.LEASE) == granted("config/rbac/leader_election_role.yaml")
+    assert set(access.CLUSTER) == granted("config/rbac-namespaced/discovery_cluster_role.yaml")
+    assert set(access.NAMESPACED + access.LEASE) == granted("config/rbac-namespaced/role.yaml")
+
+
+def test_a_permission_reads_as_kubectl_auth_can_i_would_ask_it() -> None:
+    assert str(Permission("patch", "zalando.org", "ephemeralvolumeclaims", "status")) == (
+        "patch ephemeralvolumeclaims/status.zalando.org")
+    assert str(Permission("list", "", "pods")) == "list pods"
+
+
+def record(message: str) -> logging.LogRecord:
+    return logging.LogRecord("kopf.objects", logging.ERROR, __file__, 1, message, None, None)
+
+
+def test_kopfs_retries_of_a_forbidden_request_are_told_once_in_one_line() -> None:
+    quiet = access.QuietForbidden()
+    url = "GET https://127.0.0.1:6443/apis/zalando.org/v1/ephemeralvolumeclaims"
+    raw = (f"Request attempt #N failed; will retry: {url} -> APIForbiddenError("
+           f"'ephemeralvolumeclaims.zalando.org is forbidden: User \"x\" cannot list', "
+           f"{{'apiVersion': 'v1', 'kind': 'Status', 'code': 403}})")
+    first = record(raw.replace("N", "1"))
+    assert quiet.filter(first)
+    assert first.getMessage() == (
+        f"Forbidden: {url}: ephemeralvolumeclaims.zalando.org is forbidden: User \"x\" "
+        f"cannot list; {access.APPLY}. Retrying until it is allowed.")
+    again = record(raw.replace("N", "2"))
+    assert not quiet.filter(again)  # DEBUG, and the root logger is not at DEBUG
+    assert again.levelno == logging.DEBUG
+    other = record("Request attempt #1 failed; will retry: GET /x -> ClientConnectorError()")
+    assert quiet.filter(other)
+    assert other.getMessage().startswith("Request attempt #1")
