@@ -160,3 +160,17 @@ def test_the_echo_of_its_own_status_write_is_not_looked_at_again() -> None:
         reconciler.observe_evc("MODIFIED", body)
         assert reconciler.queue.waiting(key) is looked_at, version
         assert fakes.view_of(reconciler, key).resource_version == ("12" if looked_at else "11")
+
+
+def test_metrics_read_a_claim_being_deleted_as_deleting_and_each_reason() -> None:
+    """phase="Deleting" is real: a claim whose deletion began (someone's finalizer holds it)."""
+    reconciler, _ = fakes.make(fakes.FakeApi(fresh_pods=[]), indexed_pods=[])
+    assert reconciler.phases() == [lifecycle.Phase.PENDING]
+    assert reconciler.reasons() == [None]
+    body = fakes.evc_body()
+    body["metadata"].update(resourceVersion="30", deletionTimestamp="2026-01-01T00:01:00Z",
+                            finalizers=["example.com/hold"])
+    body["status"]["reason"] = "Kept"
+    reconciler.observe_evc("MODIFIED", body)
+    assert reconciler.phases() == [lifecycle.Phase.DELETING]
+    assert reconciler.reasons() == ["Kept"]
