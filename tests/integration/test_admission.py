@@ -342,5 +342,5 @@ def test_unknown_field_is_pruned_without_strict_validation(kubectl: Kubectl,
 def test_printer_columns(kubectl: Kubectl) -> None:
     create(kubectl, evc("cols", size="1Gi"))
     header, row = kubectl("get", "evc").splitlines()
-    assert header.split() == ["NAME", "SIZE", "PHASE", "USERS", "DELETES-AT", "AGE"]
+    assert header.split() == ["NAME", "SIZE", "PHASE", "REASON", "USERS", "DELETES-AT", "AGE"]
     assert row.split()[:2] == ["cols", "1Gi"]
