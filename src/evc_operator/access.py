@@ -62,16 +62,21 @@ async def missing(api: kube.Api, permissions: list[Permission],
 
 
 class AccessCheck:
-    """Checks once per scope, and logs one line per permission missing there."""
+    """Checks once per scope, and logs one line per permission missing there.
+
+    A namespace's permissions are asked cluster-wide first, once: granted there (an
+    install for all namespaces), no namespace costs a request more; only those missing
+    cluster-wide are asked again in each namespace (a namespaced install)."""
 
     def __init__(self, api: kube.Api) -> None:
         self.api = api
-        self.checked: set[tuple[str, frozenset[Permission]]] = set()
+        self.checked: set[tuple[str, int]] = set()
+        self.cluster_wide: dict[int, asyncio.Task[list[Permission]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     def check(self, permissions: list[Permission], namespace: str = "") -> None:
         """Check in the background, once per namespace ("": the cluster)."""
-        key = (namespace, frozenset(permissions))
+        key = (namespace, id(permissions))
         if key in self.checked:
             return
         self.checked.add(key)
@@ -80,9 +85,15 @@ class AccessCheck:
         task.add_done_callback(self.tasks.discard)
 
     async def _check(self, permissions: list[Permission], namespace: str) -> None:
+        if id(permissions) not in self.cluster_wide:
+            self.cluster_wide[id(permissions)] = asyncio.create_task(
+                missing(self.api, permissions))
         try:
-            lacking = await missing(self.api, permissions, namespace)
+            lacking = await asyncio.shield(self.cluster_wide[id(permissions)])
+            if namespace and lacking:
+                lacking = await missing(self.api, lacking, namespace)
         except Exception as error:  # the API is down, say: its own retries will tell
+            self.cluster_wide.pop(id(permissions), None)  # the next namespace asks again
             log.debug("Could not check permissions: %s", describe(error))
             return
         where = f"in namespace {namespace}" if namespace else "cluster-wide"
@@ -90,7 +101,7 @@ class AccessCheck:
             log.error("Missing permission: %s %s; %s.", permission, where, APPLY)
 
     def close(self) -> None:
-        for task in self.tasks:
+        for task in [*self.tasks, *self.cluster_wide.values()]:
             task.cancel()
 
 

@@ -51,7 +51,7 @@ def test_metrics_and_readiness(kubectl: Kubectl, operator: OperatorFactory) -> N
     eventually(lambda: sample(fetch(f"{base}/metrics")[1], "evc_claims", phase="Pending")
                == 1.0, what="one Pending claim in evc_claims")
     text = fetch(f"{base}/metrics")[1]
-    assert (sample(text, "evc_api_requests_total", verb="list", resource="pods", code="200")
+    assert (sample(text, "evc_api_requests_total", code="200", resource="pods", verb="list")
             or 0) >= 1  # the claim's namespace, listed
     assert sample(text, "evc_pod_view_complete") == 1.0
     assert 'evc_deletion_timestamp_seconds{countdown="expiry",name="measured"' in text

@@ -3,12 +3,15 @@ forbidden request are told once."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from typing import cast
 
+import pytest
 import yaml
 
-from evc_operator import access
+from evc_operator import access, kube
 from evc_operator.access import Permission
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,3 +64,32 @@ def test_kopfs_retries_of_a_forbidden_request_are_told_once_in_one_line() -> Non
     other = record("Request attempt #1 failed; will retry: GET /x -> ClientConnectorError()")
     assert quiet.filter(other)
     assert other.getMessage().startswith("Request attempt #1")
+
+
+def test_granted_cluster_wide_no_namespace_costs_a_request_more(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    asked: list[tuple[str, str, str]] = []
+
+    async def may(_api: object, verb: str, _group: str, resource: str, _sub: str = "",
+                  namespace: str = "") -> bool:
+        asked.append((verb, resource, namespace))
+        return resource != "pods" or namespace == "granted"  # a namespaced install
+
+    monkeypatch.setattr(kube, "may", may)
+
+    async def scenario() -> None:
+        check = access.AccessCheck(cast(kube.Api, None))
+        for namespace in ("granted", "other", "granted"):
+            check.check(access.NAMESPACED, namespace)
+        while check.tasks:
+            await asyncio.gather(*check.tasks)
+
+    with caplog.at_level(logging.ERROR, logger="evc_operator.access"):
+        asyncio.run(scenario())
+    assert len([a for a in asked if a[2] == ""]) == len(access.NAMESPACED)  # once
+    assert sorted(a for a in asked if a[2]) == [
+        ("list", "pods", "granted"), ("list", "pods", "other"),
+        ("watch", "pods", "granted"), ("watch", "pods", "other")]
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+        "Missing permission: list pods in namespace other",
+        "Missing permission: watch pods in namespace other"]
