@@ -42,6 +42,7 @@ cluster-down: venv  ## Stop the local control plane and remove its state.
 CHART := charts/evc-operator
 CHART_COPIES := $(CHART)/crds/ephemeralvolumeclaims.yaml \
 	$(CHART)/files/rbac/cluster_role.yaml $(CHART)/files/rbac/leader_election_role.yaml \
+	$(CHART)/files/rbac/users/evc_view.yaml $(CHART)/files/rbac/users/evc_edit.yaml \
 	$(CHART)/files/rbac-namespaced/role.yaml \
 	$(CHART)/files/rbac-namespaced/discovery_cluster_role.yaml
 

@@ -25,9 +25,10 @@ def render(plane: ControlPlane, overlay: str) -> list[dict[str, Any]]:
 
 
 def can_i(plane: ControlPlane, account: str, verb: str, resource: str,
-          namespace: str | None = None) -> bool:
+          namespace: str | None = None, *extra: str) -> bool:
     scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
-    result = plane.kubectl_result("auth", "can-i", verb, resource, f"--as={account}", *scope)
+    result = plane.kubectl_result("auth", "can-i", verb, resource, f"--as={account}", *scope,
+                                  *extra)
     return result.stdout.strip() == "yes"
 
 
@@ -151,3 +152,52 @@ def test_both_overlays_render(control_plane: ControlPlane) -> None:
     for overlay in ("default", "namespaced"):
         kinds = {doc["kind"] for doc in render(control_plane, overlay)}
         assert {"CustomResourceDefinition", "ServiceAccount", "Deployment"} <= kinds
+
+
+def test_the_lease_role_names_its_lease(control_plane: ControlPlane) -> None:
+    """Installed beside other components, it cannot take over their Leases; it can create
+    its own (`create` cannot be limited by name)."""
+    control_plane.kubectl("apply", "-k", str(REPO / "config" / "default"))
+    account = f"system:serviceaccount:{OPERATOR_NAMESPACE}:evc-operator"
+    leases = "leases.coordination.k8s.io"
+    for verb in ("get", "update"):
+        assert can_i(control_plane, account, verb, f"{leases}/evc-operator", OPERATOR_NAMESPACE)
+        assert not can_i(control_plane, account, verb, f"{leases}/kube-scheduler",
+                         OPERATOR_NAMESPACE)
+    assert can_i(control_plane, account, "create", leases, OPERATOR_NAMESPACE)
+    assert not can_i(control_plane, account, "delete", f"{leases}/evc-operator",
+                     OPERATOR_NAMESPACE)
+
+
+# What each built-in role may do with claims once evc-view and evc-edit aggregate into it:
+# (verb, subresource) -> allowed. Nobody but the operator writes the status.
+USER_RIGHTS = {
+    "view": {("list", ""): True, ("watch", ""): True, ("get", ""): True, ("create", ""): False,
+             ("patch", ""): False, ("delete", ""): False, ("patch", "status"): False},
+    "edit": {("list", ""): True, ("create", ""): True, ("update", ""): True,
+             ("patch", ""): True, ("delete", ""): True, ("deletecollection", ""): True,
+             ("patch", "status"): False, ("update", "status"): False},
+    "admin": {("list", ""): True, ("create", ""): True, ("delete", ""): True,
+              ("patch", "status"): False, ("update", "status"): False},
+}
+
+
+@pytest.mark.parametrize("role", USER_RIGHTS)
+def test_people_get_claims_through_the_built_in_roles(control_plane: ControlPlane,
+                                                      namespace: str, role: str) -> None:
+    control_plane.kubectl("apply", "-k", str(REPO / "config" / "default"))
+    person = f"{role}-person"
+    control_plane.kubectl("create", "rolebinding", person, f"--clusterrole={role}",
+                          f"--user={person}", "--namespace", namespace)
+
+    def rights() -> dict[tuple[str, str], bool]:
+        return {(verb, sub): can_i(control_plane, person, verb,
+                                   "ephemeralvolumeclaims.zalando.org", namespace,
+                                   *([f"--subresource={sub}"] if sub else []))
+                for verb, sub in USER_RIGHTS[role]}
+
+    # The controller-manager aggregates the rules into the built-in roles, soon after.
+    eventually(lambda: rights() == USER_RIGHTS[role], timeout=30,
+               what=f"{role} aggregating evc-view and evc-edit")
+    assert not can_i(control_plane, person, "list", "ephemeralvolumeclaims.zalando.org",
+                     "default")

@@ -23,6 +23,8 @@ COPIES = {
     "crds/ephemeralvolumeclaims.yaml": "config/crd/ephemeralvolumeclaims.yaml",
     "files/rbac/cluster_role.yaml": "config/rbac/cluster_role.yaml",
     "files/rbac/leader_election_role.yaml": "config/rbac/leader_election_role.yaml",
+    "files/rbac/users/evc_view.yaml": "config/rbac/users/evc_view.yaml",
+    "files/rbac/users/evc_edit.yaml": "config/rbac/users/evc_edit.yaml",
     "files/rbac-namespaced/role.yaml": "config/rbac-namespaced/role.yaml",
     "files/rbac-namespaced/discovery_cluster_role.yaml":
         "config/rbac-namespaced/discovery_cluster_role.yaml",
@@ -151,6 +153,7 @@ def test_default_values() -> None:
     assert values["metrics"] == {"enabled": True, "port": 9090, "service": {"enabled": False}}
     assert values["logFormat"] == "full"  # Kopf's own default
     assert values["serviceAccount"] == {"create": True, "name": "", "annotations": {}}
+    assert values["userRoles"] == {"create": True}
 
 
 def test_default_resources_are_those_of_config() -> None:
@@ -183,4 +186,4 @@ def test_the_readme_tables_every_value() -> None:
     tabled = re.findall(r"^\| `([^`]+)` \|", readme, re.M)
     # `resources` is one row: its keys are the Kubernetes ones.
     assert tabled == [key for key in keys if key not in ("image", "metrics", "metrics.service",
-                                                         "serviceAccount")]
+                                                         "serviceAccount", "userRoles")]
