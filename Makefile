@@ -9,25 +9,41 @@ CLUSTER_DIR := .cluster
 # Namespace to watch in `make run`; empty means all namespaces.
 NAMESPACE ?=
 
-.PHONY: help lock venv faults bench binaries cluster cluster-down run test lint typecheck unit integration manifests clean
+.PHONY: help lock hashes venv faults bench binaries cluster cluster-down run test lint typecheck unit integration manifests clean
 
 help:  ## List the commands.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml constraints.txt
+# Every download is checked against requirements/*.txt's hashes (`make hashes` writes them
+# from constraints.txt); the package itself is then built from here, fetching nothing.
+HASHED := requirements/build.txt requirements/dev.txt requirements/image.txt
+
+$(BIN)/.installed: pyproject.toml constraints.txt $(HASHED)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Python 3.11+ is needed (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements/build.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-index --no-build-isolation -e '.[dev]'
 	@touch $@
 
 venv: $(BIN)/.installed  ## Create .venv with the operator and its dev tools.
 
-lock: venv  ## Re-pin constraints.txt to the newest versions pyproject.toml allows.
-	$(BIN)/pip install --quiet --upgrade -e '.[dev]'
+lock: venv  ## Re-pin constraints.txt to the newest versions pyproject.toml allows, then hash.
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel -e '.[dev]'
 	{ echo "# Exact versions CI and images install (pip install -c constraints.txt); \`make lock\` re-pins."; \
-	  $(BIN)/pip freeze --exclude-editable | grep -v '^pip=='; } > constraints.txt
+	  $(BIN)/pip freeze --all --exclude-editable; } > constraints.txt
+	$(MAKE) hashes
+
+# pip-compile keeps to constraints.txt and records the hash of every file of each pinned
+# release (all platforms), for `pip install --require-hashes`.
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links --constraint constraints.txt
+
+hashes: venv  ## Write requirements/*.txt: constraints.txt's pins with their hashes.
+	$(PIP_COMPILE) --output-file requirements/build.txt requirements/build.in
+	$(PIP_COMPILE) --output-file requirements/image.txt pyproject.toml
+	$(PIP_COMPILE) --extra dev --output-file requirements/dev.txt pyproject.toml
 
 binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
 	$(BIN)/python -m controlplane build
