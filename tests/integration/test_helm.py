@@ -45,8 +45,10 @@ EVERYTHING = ("--set", "watchNamespaces={a},metrics.port=9100,metrics.service.en
                        "serviceAccount.name=custom,nodeSelector.disk=ssd,replicas=3,"
                        "lifecycleEvents=false",
               "--set-string", "podAnnotations.team=storage")
+MONITORED = ("--set", "metrics.podMonitor.enabled=true,prometheusRule.enabled=true,"
+                     "grafanaDashboard.enabled=true,podDisruptionBudget.enabled=true")
 VALUE_SETS = {"defaults": DEFAULTS, "namespaced": NAMESPACED, "quiet": QUIET, "image": IMAGE,
-              "everything": EVERYTHING}
+              "everything": EVERYTHING, "monitored": MONITORED}
 
 
 def config_file(path: str) -> Manifest:

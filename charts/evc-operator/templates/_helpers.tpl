@@ -111,3 +111,24 @@ Usage: include "evc-operator.rules" (list $ "files/rbac/cluster_role.yaml")
   name: {{ include "evc-operator.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
 {{- end }}
+
+{{/*
+The PromQL label matchers of this release's operator pods, as Prometheus labels their
+series when a ServiceMonitor or PodMonitor scrapes them (namespace and pod of the target).
+prometheusRule.selector replaces them (e.g. for another way of scraping).
+*/}}
+{{- define "evc-operator.metricSelector" -}}
+{{- .Values.prometheusRule.selector | default (printf "namespace=%q, pod=~%q" .Release.Namespace (printf "%s-[a-z0-9]+-[a-z0-9]+" (include "evc-operator.fullname" .))) }}
+{{- end }}
+
+{{/* The scrape settings shared by the ServiceMonitor and the PodMonitor endpoints. */}}
+{{- define "evc-operator.scrapeEndpoint" -}}
+port: metrics
+path: /metrics
+{{- with .interval }}
+interval: {{ . }}
+{{- end }}
+{{- with .scrapeTimeout }}
+scrapeTimeout: {{ . }}
+{{- end }}
+{{- end }}
