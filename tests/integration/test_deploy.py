@@ -14,6 +14,7 @@ import yaml
 from controlplane.cluster import ControlPlane
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import REPO, Kubectl, eventually
+from tests.overlays import effective_args, overlay
 
 FAST = {"EXPIRY_PERIOD": "4", "GRACE_PERIOD": "3", "COUNTDOWN_INTERVAL": "1"}
 OPERATOR_NAMESPACE = "evc-operator"
@@ -95,14 +96,16 @@ def test_cluster_role_runs_the_whole_lifecycle(control_plane: ControlPlane, kube
 def test_namespaced_role_runs_the_whole_lifecycle_in_its_namespace_only(
         control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorFactory,
         tmp_path: Path) -> None:
+    """config/namespaced overlaid with `namespace:` the test's namespace, as its comment
+    tells users to: its RBAC there, and its Deployment's own --namespace."""
     namespace = kubectl.namespace
-    documents = []
-    for doc in render(control_plane, "namespaced"):
-        if doc["kind"] in ("Namespace", "CustomResourceDefinition", "Deployment"):
-            continue  # the test namespace exists; the CRD too; no kubelet runs Deployments
-        text = json.dumps(doc).replace(f'"namespace": "{OPERATOR_NAMESPACE}"',
-                                       f'"namespace": "{namespace}"')
-        documents.append(json.loads(text))
+    rendered = overlay("namespaced", tmp_path / "overlay", namespace=namespace)
+    [deployment] = [doc for doc in rendered if doc["kind"] == "Deployment"]
+    [scope] = [arg for arg in effective_args(deployment) if arg.startswith("--namespace")]
+    assert scope == f"--namespace={namespace}"
+    # The test namespace exists, the CRD too, and no kubelet runs Deployments here.
+    documents = [doc for doc in rendered
+                 if doc["kind"] not in ("Namespace", "CustomResourceDefinition", "Deployment")]
     control_plane.kubectl("apply", "-f", "-",
                           input=json.dumps({"apiVersion": "v1", "kind": "List",
                                             "items": documents}))
@@ -114,7 +117,7 @@ def test_namespaced_role_runs_the_whole_lifecycle_in_its_namespace_only(
 
     config = control_plane.service_account_kubeconfig(namespace, "evc-operator",
                                                       tmp_path / "sa.kubeconfig")
-    process = operator(namespace, KUBECONFIG=str(config), **FAST)
+    process = operator(namespace, scope=scope, KUBECONFIG=str(config), **FAST)
     full_lifecycle(kubectl, "rbac-namespaced")
     assert_no_permission_errors(process.log_text())
 
@@ -149,8 +152,8 @@ def test_shipped_rules_are_least_privilege() -> None:
 
 
 def test_both_overlays_render(control_plane: ControlPlane) -> None:
-    for overlay in ("default", "namespaced"):
-        kinds = {doc["kind"] for doc in render(control_plane, overlay)}
+    for base in ("default", "namespaced"):
+        kinds = {doc["kind"] for doc in render(control_plane, base)}
         assert {"CustomResourceDefinition", "ServiceAccount", "Deployment"} <= kinds
 
 
