@@ -77,21 +77,34 @@ $(CHART)/files/%.yaml: config/%.yaml
 	@{ echo "# Generated from $< by 'make manifests'; edit that file."; cat $<; } > $@
 
 # The main job: the operator in the foreground, on the configured cluster or a local one.
-run: venv crd.yaml  ## Run the operator (starts a local control plane if no cluster is configured).
+# On a configured cluster it first says which one, and what it will change there; from a
+# terminal it asks before doing it (YES=1 does not ask).
+run: venv crd.yaml  ## Run the operator (starts a local control plane if no cluster is configured; YES=1: no question).
 	@set -e; \
+	if [ -n "$(NAMESPACE)" ]; then SCOPE="--namespace=$(NAMESPACE)"; WHERE="the namespace $(NAMESPACE)"; \
+	else SCOPE="--all-namespaces"; WHERE="every namespace"; fi; \
 	if [ -z "$$KUBECONFIG" ] && [ ! -f "$$HOME/.kube/config" ]; then \
 		echo "No cluster configured (KUBECONFIG unset, no ~/.kube/config): starting a local one."; \
 		$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml >/dev/null; \
 		export KUBECONFIG="$(CURDIR)/$(CLUSTER_DIR)/kubeconfig"; KUBECTL=bin/kubectl; \
 		HINT="export KUBECONFIG=$$KUBECONFIG; bin/kubectl apply -f evc.yaml"; \
+		echo "Cluster: $$($$KUBECTL config view --minify -o jsonpath='{.clusters[0].cluster.server}')"; \
 	else \
 		KUBECTL="$$(command -v kubectl || $(BIN)/python -m controlplane build | grep '/kubectl$$')"; \
 		HINT="kubectl apply -f evc.yaml"; \
+		echo "Cluster: $$($$KUBECTL config view --minify -o jsonpath='{.clusters[0].cluster.server}')"; \
+		echo "Context: $$($$KUBECTL config current-context) (kubeconfig: $${KUBECONFIG:-$$HOME/.kube/config})"; \
+		echo "This will:"; \
+		echo "  - apply crd.yaml: create or update the CustomResourceDefinition ephemeralvolumeclaims.zalando.org;"; \
+		echo "  - run the operator for $$WHERE ($$SCOPE) with this context's rights: it creates a PVC"; \
+		echo "    for each EphemeralVolumeClaim, and deletes claims (and so their PVCs) when they are due."; \
+		if [ -t 0 ] && [ -z "$(YES)" ]; then \
+			read -r -p "Go ahead? [y/N] " ANSWER; \
+			case "$$ANSWER" in [yY]|[yY][eE][sS]) ;; *) echo "Nothing done."; exit 1;; esac; \
+		fi; \
 	fi; \
-	echo "Cluster: $$($$KUBECTL config view --minify -o jsonpath='{.clusters[0].cluster.server}')"; \
 	$$KUBECTL apply -f crd.yaml; \
 	$$KUBECTL wait --for condition=established --timeout=60s crd/ephemeralvolumeclaims.zalando.org; \
-	if [ -n "$(NAMESPACE)" ]; then SCOPE="--namespace=$(NAMESPACE)"; else SCOPE="--all-namespaces"; fi; \
 	echo "Running the operator ($$SCOPE); stop it with Ctrl-C. In another terminal: $$HINT"; \
 	exec $(BIN)/kopf run $$SCOPE --verbose ephemeral.py
 
