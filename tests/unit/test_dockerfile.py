@@ -219,15 +219,16 @@ def test_hadolint_reports_nothing(tmp_path: Path) -> None:
 
 # --- The project's rules --------------------------------------------------------------
 
-def test_bases_are_the_same_official_slim_python_pinned_by_tag() -> None:
+def test_bases_are_the_same_official_slim_python_pinned_by_tag_and_digest() -> None:
     stages = read_stages()
     names = {stage.name for stage in stages if stage.name}
     bases = [stage.image for stage in stages if stage.image not in names]
     requires_python = SpecifierSet(PYPROJECT["project"]["requires-python"])
     for image in bases:
-        match = re.fullmatch(r"(?:docker\.io/)?(?:library/)?python:(\d+\.\d+)-slim(-\w+)?",
-                             image)
-        assert match, f"{image}: an official python:X.Y-slim[-release] tag (never latest)"
+        match = re.fullmatch(r"(?:docker\.io/)?(?:library/)?python:(\d+\.\d+)-slim(-\w+)?"
+                             r"@sha256:[0-9a-f]{64}", image)
+        assert match, (f"{image}: an official python:X.Y-slim[-release] tag (never latest), "
+                       "pulled by its @sha256: digest")
         assert Version(match.group(1)) in requires_python, image
     # The virtualenv is copied between stages: both must have the same interpreter.
     assert len(set(bases)) == 1, bases
@@ -284,21 +285,28 @@ def test_no_add_of_urls() -> None:
                     f"line {instruction.line}: ADD of a URL; download in a RUN, verified"
 
 
-def test_pip_installs_skip_the_cache_and_keep_to_the_constraints() -> None:
-    installs = 0
+def test_pip_installs_skip_the_cache_and_check_every_download_against_its_hash() -> None:
+    """Each pip install either downloads with --require-hashes from a copied
+    requirements/*.txt (build tools first), or downloads nothing (--no-index) and builds
+    with the build tools installed (--no-build-isolation)."""
+    installs: list[str] = []
     for stage in read_stages():
         copied = {word for i in stage.all("COPY") for word in i.flags_and_words()[1][:-1]}
         for instruction in stage.all("RUN"):
             for command in shell_commands(instruction):
                 if not (Path(command[0]).name.startswith("pip") and "install" in command):
                     continue
-                installs += 1
                 assert "--no-cache-dir" in command, f"line {instruction.line}: {command}"
                 joined = " ".join(command)
-                assert re.search(r"(-c|--constraint)[ =]constraints\.txt\b", joined), \
-                    f"line {instruction.line}: pip install without -c constraints.txt"
-                assert "constraints.txt" in copied, "constraints.txt is copied in this stage"
-    assert installs >= 1, "the package is installed with pip"
+                hashed = re.fullmatch(r".* --require-hashes -r (requirements/\w+\.txt)", joined)
+                if hashed:
+                    assert hashed.group(1) in copied, f"{hashed.group(1)} is not copied"
+                    installs.append(hashed.group(1))
+                else:
+                    assert {"--no-index", "--no-build-isolation"} <= set(command), \
+                        f"line {instruction.line}: pip install that may download unchecked"
+                    installs.append(command[-1])
+    assert installs == ["requirements/build.txt", "requirements/image.txt", "."], installs
 
 
 def test_runtime_environment_writes_nothing_and_finds_the_venv() -> None:
