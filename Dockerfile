@@ -34,9 +34,12 @@ LABEL org.opencontainers.image.title="evc-operator" \
       org.opencontainers.image.source="${SOURCE_URL}" \
       org.opencontainers.image.licenses="MIT"
 
+# USER names the numeric user, which has no /etc/passwd entry (nor has any uid a platform
+# may assign): Kopf's peering identity calls getpass.getuser(), which fails without either.
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    USER=evc-operator
 
 COPY --from=build /opt/venv /opt/venv
 

@@ -44,7 +44,7 @@ import tarfile
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -252,22 +252,38 @@ def ensure_image(repo: Path = REPO) -> Image:
         return built
 
 
-@contextmanager
-def container(image: Image) -> Iterator[Callable[[list[str]], subprocess.CompletedProcess[str]]]:
-    """A working container of the image (buildah, chroot isolation) and a function that
-    runs a command in it as the image's user, with its environment: to check the image
-    works. Making the container copies the image (vfs): about 10 s."""
-    buildah = Buildah(image_cache() / "storage")
-    name = buildah.output("from", "--pull=never", image.name)
+@dataclasses.dataclass(frozen=True)
+class Container:
+    """A working container of the image: commands run in it as the image's user, with its
+    environment, in the host's network (buildah run, chroot isolation)."""
 
-    def run(command: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(buildah.command("run", "--isolation=chroot", name, "--",
-                                              *command),
-                              capture_output=True, text=True, timeout=120, check=False)
+    buildah: Buildah
+    name: str
+
+    def argv(self, command: list[str], *, env: dict[str, str] | None = None,
+             volumes: dict[Path, str] | None = None) -> list[str]:
+        """The command line that runs `command` in it, with variables and read-only bind
+        mounts {host path: container path} added."""
+        options = [f"--env={key}={value}" for key, value in (env or {}).items()]
+        options += [f"--volume={host}:{inside}:ro" for host, inside in (volumes or {}).items()]
+        return self.buildah.command("run", "--isolation=chroot", *options, self.name, "--",
+                                    *command)
+
+    def run(self, command: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(command), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+
+@contextmanager
+def container(image: Image) -> Iterator[Container]:
+    """A working container of the image, removed afterwards: to check that the image
+    works. Making it copies the image (vfs storage): about 10 s."""
+    buildah = Buildah(image_cache() / "storage")
+    made = Container(buildah, buildah.output("from", "--pull=never", image.name))
     try:
-        yield run
+        yield made
     finally:
-        buildah.run("rm", name, check=False)
+        buildah.run("rm", made.name, check=False)
 
 
 def image_config(image: Image) -> dict[str, Any]:

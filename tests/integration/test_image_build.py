@@ -8,24 +8,31 @@ constraints.txt, the SBOM; and its entry point is run inside the image, as its u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import tarfile
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from controlplane.image import Image, container, ensure_image, image_config
-from tests.unit.test_dockerfile import image_command, image_venv, read_stages
+from controlplane.cluster import ControlPlane, free_port
+from controlplane.image import Container, Image, container, ensure_image, image_config
+from tests.integration.support import Kubectl, eventually
+from tests.integration.test_image_command import EVC, healthz_status, with_liveness_port
+from tests.unit.test_dockerfile import image_command, image_venv, liveness_url, read_stages
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT: dict[str, Any] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-Run = Callable[[list[str]], subprocess.CompletedProcess[str]]
 
 
 def constraints() -> dict[str, str]:
@@ -47,9 +54,9 @@ def image() -> Image:
 
 
 @pytest.fixture(scope="module")
-def in_image(image: Image) -> Iterator[Run]:
-    with container(image) as run:
-        yield run
+def in_image(image: Image) -> Iterator[Container]:
+    with container(image) as made:
+        yield made
 
 
 def blob(image: Image, digest: str) -> bytes:
@@ -107,11 +114,11 @@ def test_archive_is_a_valid_oci_layout_of_the_image(image: Image, tmp_path: Path
         assert len(blob(image, layer["digest"])) == layer["size"]
 
 
-def test_venv_holds_the_operator_at_the_constraints_versions(in_image: Run) -> None:
+def test_venv_holds_the_operator_at_the_constraints_versions(in_image: Container) -> None:
     venv = image_venv()
     script = ("import importlib.metadata as m, json; "
               "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")
-    result = in_image([f"{venv}/bin/python", "-c", script])
+    result = in_image.run([f"{venv}/bin/python", "-c", script])
     assert result.returncode == 0, result.stderr
     installed = {normal(name): version for name, version in json.loads(result.stdout).items()}
     assert installed.pop("evc-operator") == PROJECT["version"]
@@ -122,23 +129,23 @@ def test_venv_holds_the_operator_at_the_constraints_versions(in_image: Run) -> N
     assert {"kopf", "aiohttp", "pyyaml"} <= set(installed)
 
 
-def test_bytecode_is_compiled_so_a_read_only_root_works(in_image: Run) -> None:
+def test_bytecode_is_compiled_so_a_read_only_root_works(in_image: Container) -> None:
     script = ("import importlib.util, pathlib, evc_operator, kopf; missing = ["
               "str(p) for m in (evc_operator, kopf) "
               "for p in pathlib.Path(m.__file__).parent.rglob('*.py') "
               "if not pathlib.Path(importlib.util.cache_from_source(str(p))).is_file()]; "
               "print(len(missing), missing[:5])")
-    result = in_image(["python", "-c", script])
+    result = in_image.run(["python", "-c", script])
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("0 "), result.stdout
-    writable = in_image(["python", "-c", "import os; print(os.access('/opt/venv', os.W_OK))"])
+    writable = in_image.run(["python", "-c", "import os; print(os.access('/opt/venv', os.W_OK))"])
     assert writable.stdout.strip() == "False", "the operator's user could change its code"
 
 
-def test_entry_point_starts_in_the_image_as_its_user(in_image: Run) -> None:
-    user = in_image(["id", "-u"])
+def test_entry_point_starts_in_the_image_as_its_user(in_image: Container) -> None:
+    user = in_image.run(["id", "-u"])
     assert user.stdout.strip() == "65532", user
-    result = in_image([*image_command(), "--help"])
+    result = in_image.run([*image_command(), "--help"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Usage: evc-operator run "), result.stdout
     for option in ("--all-namespaces", "--liveness"):
@@ -167,3 +174,45 @@ def test_a_second_build_builds_nothing(image: Image) -> None:
     again = ensure_image()
     assert again == image
     assert (again.archive.stat().st_mtime_ns, again.sbom.stat().st_mtime_ns) == before
+
+
+def test_the_image_runs_the_operator_against_the_control_plane(
+        in_image: Container, control_plane: ControlPlane, namespace: str, kubectl: Kubectl,
+        tmp_path: Path) -> None:
+    """ENTRYPOINT + CMD in the image (only the liveness port made free, as in
+    test_image_command.py): it serves /healthz and creates the claim's PVC."""
+    port = free_port()
+    command = with_liveness_port(image_command(), port)
+    probe = f"http://127.0.0.1:{port}{urlsplit(liveness_url(command)).path}"
+    config = tmp_path / "config"
+    config.mkdir(mode=0o755)
+    shutil.copy(control_plane.kubeconfig, config / "kubeconfig")
+    (config / "kubeconfig").chmod(0o644)  # for the image's user; a test token only
+    argv = in_image.argv(command, env={"KUBECONFIG": "/run/evc/kubeconfig",
+                                       "METRICS_PORT": str(free_port())},
+                         volumes={config: "/run/evc"})
+    logfile = tmp_path / "evc-operator.log"
+    with logfile.open("ab") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        eventually(lambda: healthz_status(probe, process), timeout=90,
+                   what=f"HTTP 200 from {probe}")
+        kubectl("apply", "-f", "-", input=json.dumps({**EVC, "metadata": {"name": "in-image"}}))
+        pvc = eventually(lambda: kubectl.get("pvc", "in-image"), timeout=60,
+                         what="the claim's PVC")
+        assert pvc is not None
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n--- log ---\n{logfile.read_text(errors='replace')}"
+                             ) from error
+    finally:
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """buildah run and the operator under it: their own process group, TERM then KILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(30)

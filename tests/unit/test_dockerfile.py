@@ -307,6 +307,9 @@ def test_runtime_environment_writes_nothing_and_finds_the_venv() -> None:
     assert env.get("PYTHONDONTWRITEBYTECODE") == "1"
     assert env.get("PYTHONUNBUFFERED") == "1"
     assert env.get("PATH", "").startswith(f"{image_venv(stages)}/bin:"), env.get("PATH")
+    # The numeric user has no passwd entry; Kopf's getpass.getuser() needs a name (or
+    # POD_ID): tests/integration/test_image_build.py shows the start failing without it.
+    assert env.get("USER"), "USER names the numeric user"
 
 
 def test_oci_labels_match_the_package() -> None:
