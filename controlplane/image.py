@@ -17,7 +17,8 @@ the archive's path. Interface for other modules (the node, its registry, contain
     image.sbom      # Path: SPDX 2.3 JSON (Python and Debian packages in the image)
 
 The image is also in the builder's storage (the `storage/` folder of the cache, not the
-machine's default buildah storage), under `image.name`.
+machine's default buildah storage), under `image.name`; that storage is shared by work
+trees, so the name there is the last one built: load the archive, not the storage.
 
 Where: a folder per build under the cache (EVC_CACHE_DIR, else ~/.cache/evc-operator,
 as for the control plane's binaries), named by the version and a digest of every input
@@ -186,13 +187,19 @@ def _found(folder: Path, name: str) -> Image | None:
     return image if complete else None
 
 
-def _in_storage(buildah: Buildah, image: Image) -> None:
-    """Put the image back into the builder's storage if it was removed from there."""
+def _in_storage(buildah: Buildah, image: Image) -> str:
+    """The image's ID in the builder's storage, pulled back from its layout if it was
+    pruned there (the storage is shared: another work tree's build moves the name)."""
     manifest = json.loads(_blob(image.layout, image.digest))
-    result = buildah.run("inspect", "--type", "image", "--format", "{{.FromImageID}}",
-                         image.name, check=False)
-    if result.returncode != 0 or f"sha256:{result.stdout.strip()}" != manifest["config"]["digest"]:
-        buildah.run("pull", "--quiet", f"oci:{image.layout}:{image.name}")
+    image_id = str(manifest["config"]["digest"]).removeprefix("sha256:")
+    if buildah.run("inspect", "--type", "image", image_id, check=False).returncode != 0:
+        # buildah names a pulled layout after its path, which must read as an image name:
+        # a relative one does (the cache's absolute path has a `.cache` part, which not).
+        buildah.run("pull", "--quiet", f"oci:{image.layout.name}:{image.name}",
+                    cwd=image.layout.parent)
+        buildah.run("tag", image_id, image.name)
+        buildah.run("rmi", f"localhost/{image.layout.name}:latest")
+    return image_id
 
 
 def _prune(cache: Path, keep: Path) -> None:
@@ -279,7 +286,9 @@ def container(image: Image) -> Iterator[Container]:
     """A working container of the image, removed afterwards: to check that the image
     works. Making it copies the image (vfs storage): about 10 s."""
     buildah = Buildah(image_cache() / "storage")
-    made = Container(buildah, buildah.output("from", "--pull=never", image.name))
+    with _locked(image_cache() / ".image.lock"):  # no build prunes it meanwhile
+        image_id = _in_storage(buildah, image)
+        made = Container(buildah, buildah.output("from", "--pull=never", image_id))
     try:
         yield made
     finally:

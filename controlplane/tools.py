@@ -79,8 +79,9 @@ class Buildah:
         return ["buildah", "--root", str(self.storage / "root"),
                 "--runroot", str(self.storage / "run"), "--storage-driver", "vfs", *args]
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(self.command(*args), capture_output=True, text=True)
+    def run(self, *args: str, check: bool = True,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self.command(*args), capture_output=True, text=True, cwd=cwd)
         if check and result.returncode != 0:
             raise RuntimeError(f"buildah {' '.join(args)} failed:\n{result.stderr}")
         return result
