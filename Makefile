@@ -9,7 +9,7 @@ CLUSTER_DIR := .cluster
 # Namespace to watch in `make run`; empty means all namespaces.
 NAMESPACE ?=
 
-.PHONY: help lock hashes venv faults bench binaries cluster cluster-down run test lint typecheck unit integration manifests clean
+.PHONY: help lock hashes venv faults bench binaries image cluster cluster-down run test lint typecheck unit integration manifests clean
 
 help:  ## List the commands.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ hashes: venv  ## Write requirements/*.txt: constraints.txt's pins with their has
 
 binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
 	$(BIN)/python -m controlplane build
+
+# The Dockerfile, built with buildah (no Docker engine); as root. Installs buildah and
+# mmdebstrap from Debian if missing, makes the base image from Debian packages (it cannot be
+# pulled here), and caches all by content: see controlplane/image.py and docs/operations.md.
+image: venv  ## Build (once per content) the operator image: OCI archive, SBOM; prints the archive's path.
+	@$(BIN)/python -m controlplane.image
 
 cluster: venv crd.yaml  ## Start a local control plane in the background; prints the KUBECONFIG line.
 	@$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml

