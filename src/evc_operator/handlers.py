@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 
 from evc_operator import kube, metrics
+from evc_operator.credentials import ConfigError, connection_info
 from evc_operator.informer import Watched, lookups
 from evc_operator.leadership import Leadership, LeaseSettings
 from evc_operator.reconciler import Indexes, Reconciler
@@ -86,7 +88,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     # freed afterwards stays fragmented. Measured at 10,000 claims: 290 MiB at 5 s, 188 MiB
     # at 0.5 s (docs/benchmarks.md).
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
-    memo.api = await kube.connect()
+    memo.api = await _connect_or_exit(logger)
     # Pods and PVCs are not Kopf's: see informer.py for why.
     memo.watched = watched = Watched(memo.api, pods_changed=_forward("poke_for_pod", memo),
                                      pvc_changed=_forward("poke", memo),
@@ -110,6 +112,40 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     logger.info("Expiry period %ss, grace period %ss, countdown interval %ss%s.",
                 config.expiry_period, config.grace_period, config.countdown_interval,
                 ", DRY RUN: nothing will be deleted" if config.dry_run else "")
+
+
+async def _connect_or_exit(logger: kopf.Logger) -> kube.Api:
+    """Credentials that cannot be used stop the operator here, at start, with one line
+    that names the kubeconfig's context and user and what is wrong: never a fall-back
+    to anonymous and an endless stream of 403s."""
+    try:
+        api = await kube.connect()
+    except ConfigError as error:
+        _exit(logger, error)
+    try:
+        await api.credentials.check()
+    except ConfigError as error:
+        await api.close()
+        _exit(logger, error)
+    return api
+
+
+def _exit(logger: kopf.Logger, error: ConfigError) -> NoReturn:
+    logger.error("%s", error)
+    logging.shutdown()
+    os._exit(2)  # Kopf would retry a failed start-up handler, or print a traceback
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """Kopf's own connection uses the operator's credentials (credentials.py), not Kopf's
+    kubeconfig reader: exec plugins and token files work, and in a Pod the API server is
+    found without DNS. Kopf calls this again when the credentials expire or get a 401:
+    they are refreshed then."""
+    again = "kopf_authorization" in memo
+    info, memo.kopf_authorization = await connection_info(
+        memo.api.credentials, refresh=again, failed=memo.get("kopf_authorization"))
+    return info
 
 
 def _forward(method: str, memo: kopf.Memo) -> Any:

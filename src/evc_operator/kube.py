@@ -99,7 +99,7 @@ class Api:
         self.server = credentials.server
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT, ssl=credentials.ssl),
-            headers={"User-Agent": COMPONENT, "Accept": JSON, **credentials.headers},
+            headers={"User-Agent": COMPONENT, "Accept": JSON},
             proxy=credentials.proxy,
             trust_env=True,  # HTTPS_PROXY, NO_PROXY
             timeout=REQUEST_TIMEOUT,
@@ -115,18 +115,25 @@ class Api:
                       content_type: str = JSON,
                       timeouts: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
                       ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The raw response, whatever its status; the caller reads and checks it."""
+        """The raw response, whatever its status; the caller reads and checks it.
+        A 401 is retried once if the credentials can be refreshed (see auth.py)."""
         headers: dict[str, str] = {}
-        if self.credentials.token is not None:
-            headers["Authorization"] = self.credentials.token.header()
         data = None
         if body is not None:
             data = orjson.dumps(body)
             headers["Content-Type"] = content_type
-        async with self.session.request(
-                method, self.server + path, params=params, data=data, headers=headers,
-                timeout=timeouts) as response:
-            yield response
+        auth = self.credentials.auth
+        for retry in (True, False):
+            authorization = await auth.header()
+            if authorization is not None:
+                headers["Authorization"] = authorization
+            async with self.session.request(
+                    method, self.server + path, params=params, data=data, headers=headers,
+                    timeout=timeouts) as response:
+                if not (response.status == 401 and retry
+                        and await auth.refresh(authorization)):
+                    yield response
+                    return
 
     async def call(self, method: str, path: str, *, body: Any = None,
                    content_type: str = JSON) -> Any:
