@@ -87,7 +87,7 @@ class ExecPlugin:
         if not command:
             raise ConfigError("its exec plugin has no command")
         if os.sep in command and base is not None:  # relative to the kubeconfig's directory
-            command = os.path.join(base, command)
+            command = os.path.normpath(os.path.join(base, command))
         if spec.get("interactiveMode") == "Always":
             raise ConfigError("its exec plugin needs a terminal (interactiveMode: Always), "
                               "which an operator does not have")
