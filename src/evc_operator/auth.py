@@ -1,9 +1,9 @@
 """How the operator proves who it is: an Authorization header made fresh for each request,
 and the TLS context (CA, client certificate, the server's name) of every connection.
 
-Both of the operator's connections use these: its own API layer (kube.py) asks for the
-header before each request and calls `refresh` once after a 401; Kopf's connection gets
-them through the login handler (credentials.connection_info).
+Both of the operator's connections (its own API layer in kube.py, and Kopf's, through the
+login handler) are aiohttp sessions with the `authorizing` middleware: it sets the header
+on each request and, after a 401, refreshes the credentials and retries once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse
 
 TOKEN_PERIOD = 60.0  # re-read a token file at least this often (seconds), as client-go
 
@@ -61,6 +64,33 @@ class Credentials:
             await self.auth.header()
         except ConfigError as error:
             raise ConfigError(f"Cannot use {self.source}: {error}") from error
+
+
+def authorizing(auth: Authorization) -> ClientMiddlewareType:
+    """An aiohttp client middleware: a fresh Authorization on every request, and one
+    retry after a 401 if the credentials could be refreshed (a token file rewritten, an
+    exec plugin run again). A 401 that nothing fixes is returned to the caller."""
+    async def middleware(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        for retry in (True, False):
+            header = await auth.header()
+            if header is not None:
+                request.headers["Authorization"] = header
+            response = await handler(request)
+            if response.status != 401 or not retry or not await auth.refresh(header):
+                return response
+            response.release()
+        raise AssertionError("unreachable")
+    return middleware
+
+
+def session(credentials: Credentials, *, limit: int,
+            **options: Any) -> aiohttp.ClientSession:
+    """An aiohttp session to the API server that authenticates every request."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ssl=credentials.ssl),
+        middlewares=(authorizing(credentials.auth),), proxy=credentials.proxy,
+        trust_env=True,  # HTTPS_PROXY, NO_PROXY
+        **options)
 
 
 class Static:

@@ -6,27 +6,32 @@ Elsewhere: the kubeconfig's current context (kubeconfig.py). A configuration tha
 be used is a ConfigError with one clear message, never a silent fall-back to anonymous.
 
 The operator's API layer (kube.py) uses the Credentials directly; Kopf's connection gets
-the same ones, as a ConnectionInfo, from the login handler (`connection_info`).
+the same ones from the login handler (`kopf_login`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
+import asyncio
 import os
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
 import kopf
 
 from evc_operator import kubeconfig
-from evc_operator.auth import TOKEN_PERIOD, ConfigError, Credentials, TokenFile, tls_context
+from evc_operator.auth import (
+    TOKEN_PERIOD,
+    ConfigError,
+    Credentials,
+    TokenFile,
+    session,
+    tls_context,
+)
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
-__all__ = ["TOKEN_PERIOD", "ConfigError", "Credentials", "TokenFile", "connection_info",
-           "in_cluster", "load_credentials"]
+__all__ = ["TOKEN_PERIOD", "ConfigError", "Credentials", "TokenFile", "in_cluster",
+           "kopf_login", "load_credentials"]
 
 
 def in_cluster(environ: Mapping[str, str] | None = None,
@@ -69,35 +74,28 @@ def load_credentials() -> Credentials:
     return credentials
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class _Connection(kopf.ConnectionInfo):
-    """Kopf's connection info, whose TLS context is ours: the same CA, client certificate
-    (also one an exec plugin hands out later) and tls-server-name as our own connection."""
-    context: ssl.SSLContext | None = dataclasses.field(default=None, compare=False)
-
-    def as_ssl_context(self) -> ssl.SSLContext:
-        assert self.context is not None
-        return self.context
+KopfLogin = tuple[kopf.AiohttpSession, str | None]  # and the Authorization it began with
+RELOGIN_PAUSE = 1.0  # seconds: a 401 that keeps coming back is not retried in a busy loop
 
 
-async def connection_info(credentials: Credentials, *, refresh: bool = False,
-                          failed: str | None = None) -> tuple[kopf.ConnectionInfo, str | None]:
-    """What Kopf's login handler returns, and the Authorization in it.
+async def kopf_login(credentials: Credentials, previous: KopfLogin | None = None,
+                     ) -> KopfLogin:
+    """What Kopf's login handler returns: a session of its own with our credentials and
+    the same middleware as ours, so that Kopf never sees an expired token nor a 401 that
+    a refresh fixes (and never tears down its watches for one).
 
-    Kopf calls its login handlers again when the credentials it was given expire or get a
-    401: with `refresh`, `failed` (the Authorization it had) is refreshed (the plugin run
-    again, the token file re-read) unless our own connection already did so. Kopf
-    refuses a ConnectionInfo equal to one that failed: a 401 that nothing can fix stays
-    an error, never a loop.
+    Kopf logs in again only after a 401 that the refresh did not fix. Unless the
+    credentials have changed since, `previous` is returned, which Kopf refuses as failed
+    already: an error in the log, never a loop.
     """
     auth = credentials.auth
-    if refresh:
-        await auth.refresh(failed)
-    header = await auth.header()
-    scheme, _, token = (header or "").partition(" ")
-    expires: datetime.datetime | None = auth.expires()
-    return _Connection(
-        server=credentials.server, scheme=scheme or None, token=token or None,
-        default_namespace=credentials.namespace, proxy_url=credentials.proxy,
-        trust_env=True,  # HTTPS_PROXY and NO_PROXY, as our own connection
-        expiration=expires, context=credentials.ssl), header
+    if previous is not None:
+        await asyncio.sleep(RELOGIN_PAUSE)
+        began = previous[1]
+        await auth.refresh(began)
+        if await auth.header() == began:
+            return previous
+    return kopf.AiohttpSession(
+        server=credentials.server, default_namespace=credentials.namespace,
+        aiohttp_session=session(credentials, limit=0),  # Kopf's own pool: no limit
+    ), await auth.header()

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import kopf
 
 from evc_operator import kube, metrics
-from evc_operator.credentials import ConfigError, connection_info
+from evc_operator.credentials import ConfigError, kopf_login
 from evc_operator.informer import Watched, lookups
 from evc_operator.leadership import Leadership, LeaseSettings
 from evc_operator.reconciler import Indexes, Reconciler
@@ -136,15 +136,13 @@ def _exit(logger: kopf.Logger, error: ConfigError) -> NoReturn:
     os._exit(2)  # Kopf would retry a failed start-up handler, or print a traceback
 
 
-@kopf.on.login()
-async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+@kopf.on.login(backoff=5)  # a plugin that fails later: try again soon, and say why
+async def login(memo: kopf.Memo, **_: Any) -> kopf.AiohttpSession:
     """Kopf's own connection uses the operator's credentials (credentials.py), not Kopf's
     kubeconfig reader: exec plugins and token files work, and in a Pod the API server is
-    found without DNS. Kopf calls this again when the credentials expire or get a 401:
-    they are refreshed then."""
-    again = "kopf_authorization" in memo
-    info, memo.kopf_authorization = await connection_info(
-        memo.api.credentials, refresh=again, failed=memo.get("kopf_authorization"))
+    found without DNS."""
+    memo.kopf_login = await kopf_login(memo.api.credentials, memo.get("kopf_login"))
+    info: kopf.AiohttpSession = memo.kopf_login[0]
     return info
 
 

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from evc_operator.auth import session
 from evc_operator.credentials import ConfigError, Credentials, load_credentials
 from evc_operator.metrics import API_ERRORS
 from evc_operator.resources import API_VERSION, GROUP, KIND, PLURAL, VERSION
@@ -97,11 +98,9 @@ class Api:
     def __init__(self, credentials: Credentials) -> None:
         self.credentials = credentials
         self.server = credentials.server
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT, ssl=credentials.ssl),
+        self.session = session(  # sets a fresh Authorization, retries once after a 401
+            credentials, limit=CONNECTION_LIMIT,
             headers={"User-Agent": COMPONENT, "Accept": JSON},
-            proxy=credentials.proxy,
-            trust_env=True,  # HTTPS_PROXY, NO_PROXY
             timeout=REQUEST_TIMEOUT,
             read_bufsize=READ_BUFFER,
         )
@@ -115,25 +114,16 @@ class Api:
                       content_type: str = JSON,
                       timeouts: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
                       ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The raw response, whatever its status; the caller reads and checks it.
-        A 401 is retried once if the credentials can be refreshed (see auth.py)."""
+        """The raw response, whatever its status; the caller reads and checks it."""
         headers: dict[str, str] = {}
         data = None
         if body is not None:
             data = orjson.dumps(body)
             headers["Content-Type"] = content_type
-        auth = self.credentials.auth
-        for retry in (True, False):
-            authorization = await auth.header()
-            if authorization is not None:
-                headers["Authorization"] = authorization
-            async with self.session.request(
-                    method, self.server + path, params=params, data=data, headers=headers,
-                    timeout=timeouts) as response:
-                if not (response.status == 401 and retry
-                        and await auth.refresh(authorization)):
-                    yield response
-                    return
+        async with self.session.request(
+                method, self.server + path, params=params, data=data, headers=headers,
+                timeout=timeouts) as response:
+            yield response
 
     async def call(self, method: str, path: str, *, body: Any = None,
                    content_type: str = JSON) -> Any:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from evc_operator import auth, credentials, kubeconfig
@@ -143,51 +143,44 @@ def test_a_missing_plugin_stops_the_start_naming_context_user_and_hint(
         "'evc-absent-plugin' was not found: See the docs.")
 
 
-# Kopf's connection: the same credentials, as a ConnectionInfo.
+# Kopf's connection: the same credentials, in a session of its own.
 
-def test_kopf_gets_the_same_server_token_tls_proxy_and_namespace(tmp_path: Path) -> None:
+def test_kopf_gets_the_same_server_tls_proxy_and_namespace(tmp_path: Path) -> None:
     loaded = load(write(tmp_path / "config", context={"namespace": "team"}, cluster={
-        "server": "https://10.0.0.1", "proxy-url": "http://proxy:3128"},
-        user={"username": "admin", "password": "pw"}))
-    info, given = asyncio.run(credentials.connection_info(loaded))
-    assert info.server == "https://10.0.0.1"
-    assert info.as_http_headers() == {"Authorization": given}
-    assert given == "Basic YWRtaW46cHc="
-    assert info.as_ssl_context() is loaded.ssl
-    assert (info.proxy_url, info.default_namespace, info.expiration) == (
-        "http://proxy:3128", "team", None)
-
-
-def test_kopf_logging_in_again_refreshes_an_exec_credential(tmp_path: Path) -> None:
-    script = tmp_path / "plugin"
-    script.write_text(f"""#!{sys.executable}
-import json, pathlib
-calls = pathlib.Path({str(tmp_path / 'calls')!r})
-calls.write_text(calls.read_text() + "x" if calls.exists() else "x")
-print(json.dumps({{"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
-  "status": {{"token": f"token-{{len(calls.read_text())}}",
-             "expirationTimestamp": "2999-01-01T00:00:00Z"}}}}))
-""")
-    script.chmod(0o755)
-    loaded = load(write(tmp_path / "config", user={"exec": {
-        "apiVersion": "client.authentication.k8s.io/v1", "command": str(script)}}))
+        "server": "https://10.0.0.1", "proxy-url": "http://proxy:3128"}))
 
     async def scenario() -> None:
-        info, given = await credentials.connection_info(loaded)
-        assert (info.scheme, info.token, given) == ("Bearer", "token-1", "Bearer token-1")
-        assert info.expiration is not None
-        assert info.expiration.year == 2999
-        again, _ = await credentials.connection_info(loaded)  # e.g. at start, twice
-        assert again == info
-        # Kopf logs in again after a 401 (or the expiry) on what it was given:
-        fresh, given = await credentials.connection_info(loaded, refresh=True, failed=given)
-        assert (fresh.token, given) == ("token-2", "Bearer token-2")
-        assert fresh != info  # Kopf refuses a ConnectionInfo equal to one that failed
-        # ... unless our own connection has already refreshed it after its own 401:
-        await loaded.auth.refresh("Bearer token-2")
-        latest, _ = await credentials.connection_info(loaded, refresh=True,
-                                                      failed="Bearer token-2")
-        assert latest.token == "token-3"
-        assert (tmp_path / "calls").read_text() == "xxx"
+        info, began = await credentials.kopf_login(loaded)
+        assert began == "Bearer t"
+        try:
+            assert (info.server, info.default_namespace, info.expiration) == (
+                "https://10.0.0.1", "team", None)  # never expires: the session refreshes
+            connector = info.aiohttp_session.connector
+            assert isinstance(connector, aiohttp.TCPConnector)
+            assert connector._ssl is loaded.ssl
+            assert "Authorization" not in info.aiohttp_session.headers  # per request
+        finally:
+            await info.aiohttp_session.close()
+
+    asyncio.run(scenario())
+
+
+def test_kopf_logging_in_again_gets_a_new_session_only_if_something_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kopf logs in again after a 401 the session's own refresh did not fix: the same
+    answer again is refused by Kopf (an error, not a loop)."""
+    (tmp_path / "token").write_text("one")
+    loaded = load(write(tmp_path / "config", user={"tokenFile": "token"}))
+    monkeypatch.setattr(credentials, "RELOGIN_PAUSE", 0)
+
+    async def scenario() -> None:
+        first = await credentials.kopf_login(loaded)
+        assert await credentials.kopf_login(loaded, first) is first
+        (tmp_path / "token").write_text("second")
+        second = await credentials.kopf_login(loaded, first)
+        assert second[0] != first[0]
+        assert second[1] == "Bearer second"
+        for info, _ in (first, second):
+            await info.aiohttp_session.close()
 
     asyncio.run(scenario())
