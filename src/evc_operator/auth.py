@@ -71,16 +71,25 @@ def authorizing(auth: Authorization) -> ClientMiddlewareType:
     retry after a 401 if the credentials could be refreshed (a token file rewritten, an
     exec plugin run again). A 401 that nothing fixes is returned to the caller."""
     async def middleware(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        for retry in (True, False):
-            header = await auth.header()
-            if header is not None:
-                request.headers["Authorization"] = header
-            response = await handler(request)
-            if response.status != 401 or not retry or not await auth.refresh(header):
-                return response
-            response.release()
+        try:
+            for retry in (True, False):
+                header = await auth.header()
+                if header is not None:
+                    request.headers["Authorization"] = header
+                response = await handler(request)
+                if response.status != 401 or not retry or not await auth.refresh(header):
+                    return response
+                response.release()
+        except ConfigError as error:  # checked at start: it worked then, so retry later
+            raise CredentialsUnavailable(f"No credentials: {error}") from error
         raise AssertionError("unreachable")
     return middleware
+
+
+class CredentialsUnavailable(aiohttp.ClientConnectionError):
+    """Credentials that worked at start fail now (e.g. an exec plugin whose login session
+    expired): a request that cannot be made yet, retried and logged like an unreachable
+    API server by both connections, until the user logs in again."""
 
 
 def session(credentials: Credentials, *, limit: int,

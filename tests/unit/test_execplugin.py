@@ -11,11 +11,12 @@ import json
 import ssl
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
 import pytest
 
-from evc_operator.auth import ConfigError
+from evc_operator.auth import ConfigError, authorizing
 from evc_operator.execplugin import ExecError, ExecPlugin, parse
 from tests.unit.test_credentials import Pki, _handshake, _key_pem, _pem
 
@@ -194,3 +195,22 @@ def test_a_client_certificate_from_the_plugin_is_presented(tmp_path: Path) -> No
     assert asyncio.run(exec_plugin.header()) is None  # no token: the certificate it is
     peer = _handshake(context, pki, tmp_path)
     assert peer["subject"] == ((("commonName", "evc-user"),),)
+
+
+def test_a_plugin_failing_after_the_start_is_a_connection_error_to_retry(
+        tmp_path: Path) -> None:
+    """Kopf and the operator's own requests retry connection errors with a backoff, and
+    log each attempt: the plugin's error is that log line, until it works again."""
+    exec_plugin = make({"command": str(plugin(tmp_path, exit_code=1))})
+    sent: list[object] = []
+
+    async def handler(request: object) -> Any:
+        sent.append(request)
+
+    async def request() -> None:
+        await authorizing(exec_plugin)(cast(Any, object()), handler)
+
+    with pytest.raises(aiohttp.ClientConnectionError,
+                       match=r"No credentials: its exec plugin .* failed with exit code 1"):
+        asyncio.run(request())
+    assert sent == []
