@@ -13,13 +13,15 @@ import asyncio
 import functools
 import itertools
 import logging
+import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 
 from evc_operator import kube, metrics
+from evc_operator.credentials import ConfigError, kopf_login
 from evc_operator.freshness import prove_current
 from evc_operator.informer import KubeSource, Watched
 from evc_operator.leadership import Leadership, LeaseSettings
@@ -90,7 +92,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     # at 0.5 s (docs/benchmarks.md).
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     kube.set_error_hook(metrics.count_api_error)
-    memo.api = await kube.connect()
+    memo.api = await _connect_or_exit(logger)
     # Pods and PVCs are not Kopf's: see informer.py for why.
     memo.watched = watched = Watched(KubeSource(memo.api),
                                      pods_changed=_forward("poke_for_pod", memo),
@@ -115,6 +117,38 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     logger.info("Expiry period %ss, grace period %ss, countdown interval %ss%s.",
                 config.expiry_period, config.grace_period, config.countdown_interval,
                 ", DRY RUN: nothing will be deleted" if config.dry_run else "")
+
+
+async def _connect_or_exit(logger: kopf.Logger) -> kube.Api:
+    """Credentials that cannot be used stop the operator here, at start, with one line
+    that names the kubeconfig's context and user and what is wrong: never a fall-back
+    to anonymous and an endless stream of 403s."""
+    try:
+        api = await kube.connect()
+    except ConfigError as error:
+        _exit(logger, error)
+    try:
+        await api.credentials.check()
+    except ConfigError as error:
+        await api.close()
+        _exit(logger, error)
+    return api
+
+
+def _exit(logger: kopf.Logger, error: ConfigError) -> NoReturn:
+    logger.error("%s", error)
+    logging.shutdown()
+    os._exit(2)  # Kopf would retry a failed start-up handler, or print a traceback
+
+
+@kopf.on.login(backoff=5)  # a plugin that fails later: try again soon, and say why
+async def login(memo: kopf.Memo, **_: Any) -> kopf.AiohttpSession:
+    """Kopf's own connection uses the operator's credentials (credentials.py), not Kopf's
+    kubeconfig reader: exec plugins and token files work, and in a Pod the API server is
+    found without DNS."""
+    memo.kopf_login = await kopf_login(memo.api.credentials, memo.get("kopf_login"))
+    info: kopf.AiohttpSession = memo.kopf_login[0]
+    return info
 
 
 def _forward(method: str, memo: kopf.Memo) -> Any:
