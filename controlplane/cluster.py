@@ -38,6 +38,8 @@ CONTROLLERS = (
     "serviceaccount-controller",
     "job-controller",
     "ttl-after-finished-controller",
+    # Folds evc-view and evc-edit (config/rbac/users/) into the built-in view/edit/admin.
+    "clusterrole-aggregation-controller",
 )
 SERVICE_CIDR = "10.0.0.0/24"
 STATE_FILE = "controlplane.json"

@@ -16,13 +16,13 @@ import logging
 import os
 import socket
 import sys
-import warnings
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import kopf
 
 from evc_operator import access, kube, metrics
+from evc_operator.credentials import ConfigError, kopf_login
 from evc_operator.freshness import prove_current
 from evc_operator.informer import KubeSource, Watched
 from evc_operator.leadership import Leadership, LeaseSettings
@@ -98,8 +98,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     kube.set_error_hook(metrics.count_api_error)
     kube.set_request_hook(metrics.count_api_request)
     metrics.initialise(kube.OPERATIONS)
-    listening = _metrics_socket_or_exit(config)
-    memo.api = await kube.connect()
+    listening = _metrics_socket_or_exit(config, logger)
+    memo.api = await _connect_or_exit(logger)
     memo.crd = {}  # whether the CRD was deleted under us (crd_event)
     memo.access = access.AccessCheck(memo.api)
     memo.access.check(access.CLUSTER)
@@ -136,7 +136,7 @@ def _url_host(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def _metrics_socket_or_exit(config: Settings) -> socket.socket | None:
+def _metrics_socket_or_exit(config: Settings, logger: kopf.Logger) -> socket.socket | None:
     """The metrics port, taken before anything else starts: if another process holds it
     (a second operator on one machine), one line and exit 1, not a traceback per retry."""
     if not config.metrics_port:
@@ -145,19 +145,43 @@ def _metrics_socket_or_exit(config: Settings) -> socket.socket | None:
         return metrics.listen(config.metrics_address, config.metrics_port)
     except OSError as error:
         why = os.strerror(error.errno) if error.errno else str(error)
-        exit_now(f"cannot serve metrics on "
-                 f"{_url_host(config.metrics_address, config.metrics_port)}: {why}. Is "
-                 f"another operator running here? Set METRICS_PORT to a free port, or 0 "
-                 f"for no metrics.")
+        _exit(logger, f"cannot serve metrics on "
+                      f"{_url_host(config.metrics_address, config.metrics_port)}: {why}. "
+                      f"Is another operator running here? Set METRICS_PORT to a free port, "
+                      f"or 0 for no metrics.")
 
 
-def exit_now(message: str) -> NoReturn:
-    """Stop the operator with one line on stderr and exit status 1, from any handler or
-    task: for mistakes in its environment, which a traceback would only hide."""
-    # Kopf's tasks that had not begun are dropped on the way out: nothing to warn about.
-    warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
-                            category=RuntimeWarning)
-    raise SystemExit(f"evc-operator: {message}")
+async def _connect_or_exit(logger: kopf.Logger) -> kube.Api:
+    """Credentials that cannot be used stop the operator here, at start, with one line
+    that names the kubeconfig's context and user and what is wrong: never a fall-back
+    to anonymous and an endless stream of 403s."""
+    try:
+        api = await kube.connect()
+    except ConfigError as error:
+        _exit(logger, error)
+    try:
+        await api.credentials.check()
+    except ConfigError as error:
+        await api.close()
+        _exit(logger, error)
+    return api
+
+
+def _exit(logger: kopf.Logger, error: ConfigError | str) -> NoReturn:
+    """One line that says what is wrong in the operator's environment, and exit 2."""
+    logger.error("%s", error)
+    logging.shutdown()
+    os._exit(2)  # Kopf would retry a failed start-up handler, or print a traceback
+
+
+@kopf.on.login(backoff=5)  # a plugin that fails later: try again soon, and say why
+async def login(memo: kopf.Memo, **_: Any) -> kopf.AiohttpSession:
+    """Kopf's own connection uses the operator's credentials (credentials.py), not Kopf's
+    kubeconfig reader: exec plugins and token files work, and in a Pod the API server is
+    found without DNS."""
+    memo.kopf_login = await kopf_login(memo.api.credentials, memo.get("kopf_login"))
+    info: kopf.AiohttpSession = memo.kopf_login[0]
+    return info
 
 
 def _forward(method: str, memo: kopf.Memo) -> Any:

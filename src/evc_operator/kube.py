@@ -26,6 +26,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from evc_operator.auth import session
 from evc_operator.credentials import Credentials, load_credentials
 from evc_operator.errors import ApiException, NotFound, api_error
 from evc_operator.resources import API_VERSION, GROUP, KIND, PLURAL, VERSION
@@ -127,11 +128,9 @@ class Api:
     def __init__(self, credentials: Credentials) -> None:
         self.credentials = credentials
         self.server = credentials.server
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT, ssl=credentials.ssl),
-            headers={"User-Agent": COMPONENT, "Accept": JSON, **credentials.headers},
-            proxy=credentials.proxy,
-            trust_env=True,  # HTTPS_PROXY, NO_PROXY
+        self.session = session(  # sets a fresh Authorization, retries once after a 401
+            credentials, limit=CONNECTION_LIMIT,
+            headers={"User-Agent": COMPONENT, "Accept": JSON},
             timeout=REQUEST_TIMEOUT,
             read_bufsize=READ_BUFFER,
         )
@@ -147,8 +146,6 @@ class Api:
                       ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The raw response, whatever its status; the caller reads and checks it."""
         headers: dict[str, str] = {}
-        if self.credentials.token is not None:
-            headers["Authorization"] = self.credentials.token.header()
         data = None
         if body is not None:
             data = orjson.dumps(body)

@@ -149,14 +149,19 @@ class ClaimsCollector(Collector):
         overdue = GaugeMetricFamily(
             "evc_claims_overdue", "Claims whose deadline has passed and which still exist "
             "(deletions late, or paused by DRY_RUN). Active replica only.")
+        earliest = GaugeMetricFamily(
+            "evc_earliest_deletion_timestamp_seconds", "When the first of the running "
+            "countdowns ends (Unix time); absent without one. Active replica only.")
+        deadlines = [d.deletes_at for _, d in pending if d.deletes_at is not None]
         if active:
             now = self.clock()
             countdowns.add_metric([], len(pending))
-            overdue.add_metric([], sum(1 for _, decision in pending
-                                       if decision.deletes_at is not None
-                                       and decision.deletes_at <= now))
+            overdue.add_metric([], sum(1 for deadline in deadlines if deadline <= now))
+            if deadlines:
+                earliest.add_metric([], min(deadlines).timestamp())
         yield countdowns
         yield overdue
+        yield earliest
         if self.per_claim:
             yield self._deadlines(pending)
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from evc_operator import errors, kube, metrics
-from evc_operator.credentials import Credentials
+from evc_operator.auth import Credentials, Static
 from evc_operator.metrics import REGISTRY
 
 # Certificates: a CA, a server certificate for localhost and a client certificate.
@@ -229,13 +229,13 @@ def test_metrics_count_failed_calls_by_operation_and_status() -> None:
 
 def test_the_session_names_the_field_manager_and_caps_its_pool(pki: Pki) -> None:
     credentials = Credentials(server="https://localhost", ssl=ssl.create_default_context(),
-                              headers={"Authorization": "Bearer t"})
+                              auth=Static("Bearer t"))
 
     async def scenario() -> None:
         api = kube.Api(credentials)
         try:
             assert api.session.headers["User-Agent"] == "evc-operator"
-            assert api.session.headers["Authorization"] == "Bearer t"
+            assert "Authorization" not in api.session.headers  # made per request
             assert api.session.connector is not None
             assert api.session.connector.limit == 1000
             assert api.session.timeout.total == 60
@@ -296,7 +296,7 @@ def test_every_request_is_reported_with_its_status_or_0_without_an_answer(
         context = ssl.create_default_context()
         try:
             for server in (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{_closed_port()}"):
-                api = kube.Api(Credentials(server=server, ssl=context))
+                api = kube.Api(Credentials(server=server, ssl=context, auth=Static("Bearer t")))
                 try:
                     with pytest.raises((errors.NotFound, aiohttp.ClientError)):
                         await api.call("GET", "/api/v1/namespaces/a/pods/x")

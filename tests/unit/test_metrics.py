@@ -84,6 +84,7 @@ def test_a_scrape_at_start_follows_prometheus_practice() -> None:
             "evc_deletion_lateness_seconds": "histogram", "evc_claims": "gauge",
             "evc_claims_by_reason": "gauge", "evc_countdowns": "gauge",
             "evc_claims_overdue": "gauge", "evc_claims_tracked": "gauge",
+            "evc_earliest_deletion_timestamp_seconds": "gauge",
             "evc_leader": "gauge", "evc_pod_view_complete": "gauge"}.items() <= types.items()
     every = [sample for _, samples in families.values() for sample in samples]
     assert not [sample.name for sample in every if sample.name.endswith("_created")]
@@ -121,6 +122,8 @@ def test_series_per_claim_only_when_asked_for_and_overdue_claims_counted() -> No
     observed = Observed(held=[None, None], pending={("a", "due"): _countdown(T0),
                                                     ("b", "later"): _countdown(later)})
     assert scrape(observed)["evc_claims_overdue"][1][0].value == 1
+    assert scrape(observed)["evc_earliest_deletion_timestamp_seconds"][1][0].value == (
+        T0.timestamp())
     _, deadlines = scrape(observed, per_claim=True)["evc_deletion_timestamp_seconds"]
     assert {(s.labels["namespace"], s.labels["name"], s.labels["countdown"], s.value)
             for s in deadlines} == {("a", "due", "expiry", T0.timestamp()),
@@ -133,7 +136,8 @@ def test_a_standby_exports_no_claim_gauges_so_sums_over_replicas_count_each_clai
                         flagged=["Kept"], active=False)
     families = scrape(observed, per_claim=True)
     for name in ("evc_claims", "evc_claims_by_reason", "evc_countdowns",
-                 "evc_claims_overdue", "evc_deletion_timestamp_seconds"):
+                 "evc_claims_overdue", "evc_earliest_deletion_timestamp_seconds",
+                 "evc_deletion_timestamp_seconds"):
         assert families[name][1] == [], name
     assert families["evc_leader"][1][0].value == 0
     assert families["evc_claims_tracked"][1][0].value == 1  # this replica's memory
