@@ -100,7 +100,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     metrics.initialise(kube.OPERATIONS)
     listening = _metrics_socket_or_exit(config, logger)
     memo.api = await _connect_or_exit(logger)
-    memo.crd = {}  # whether the CRD was deleted under us (crd_event)
     memo.access = access.AccessCheck(memo.api)
     memo.access.check(access.CLUSTER)
     # Pods and PVCs are not Kopf's: see informer.py for why.
@@ -212,23 +211,17 @@ def _scheduler(memo: kopf.Memo) -> Scheduler:
 
 
 @kopf.on.event(*CRD, field="metadata.name", value=CRD_NAME)
-async def crd_event(type: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def crd_event(type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+                    **_: Any) -> None:
     """The EVC CRD's first event tells that Kopf watches, even when there is no claim yet
-    (readiness). Deleted under a running operator, it took every claim with it: they are
-    forgotten, and the operator waits for it to come back (Kopf resumes by itself)."""
-    scheduler = _scheduler(memo)
-    crd = memo.crd  # shared: each object's memo is a shallow copy of the operator's
-    if type == "DELETED":
-        crd["gone"] = True
-        for key in scheduler.claims:
-            scheduler.forget(key)
-        logger.warning("The CustomResourceDefinition %s was deleted, and every "
-                       "EphemeralVolumeClaim with it: waiting for it to come back "
-                       "(kubectl apply -f crd.yaml).", CRD_NAME)
-    elif crd.get("gone"):
-        crd["gone"] = False
-        logger.info("The CustomResourceDefinition %s is back: serving claims again.",
-                    CRD_NAME)
+    (readiness). Deleted under a running operator, it takes every claim with it, and
+    Kopf's watch of the claims would end the operator with a traceback (404) moments
+    later: stop first, with one line. Started again, the operator waits for the CRD."""
+    _scheduler(memo)
+    if type == "DELETED" or body.metadata.get("deletionTimestamp"):
+        _exit(logger, f"The CustomResourceDefinition {CRD_NAME} is being deleted, and every "
+                      f"EphemeralVolumeClaim with it: stopping. Apply crd.yaml again and "
+                      f"start the operator (a Deployment restarts it; it waits for the CRD).")
 
 
 @kopf.on.event(*EVC)
