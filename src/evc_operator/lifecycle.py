@@ -12,7 +12,8 @@ The rules, in one place:
 
 | phase    | when                                   | deletes at                   |
 |----------|----------------------------------------|------------------------------|
-| Pending  | never had an active user               | creation + expiry period     |
+| Pending  | never had an active user (a pod that   | creation + expiry period     |
+|          | ended before the claim existed is none)|                              |
 | InUse    | at least one active user               | never (no deadline)          |
 | Idle     | had users, none active now             | unused since + grace period  |
 | Deleting | the operator is deleting it            | (already due)                |
@@ -162,7 +163,15 @@ def _unused_since(claim: Claim, users: tuple[PodUse, ...],
         return max(recorded, claim.created)  # nothing ends before the claim began
     if claim.recorded_phase is Phase.IN_USE:
         return observed  # the last user ended since we last looked
-    if users:
+    if any(not _ended_before(user, claim.created) for user in users):
         # Never recorded as used, yet finished users exist: they came and went unseen.
         return observed
     return None
+
+
+def _ended_before(user: PodUse, created: datetime.datetime) -> bool:
+    """The user finished before the claim existed, so it never used it: it starts no grace.
+
+    Both timestamps are cut to the second; an end in an earlier second than the claim's
+    creation is surely before it. Without a reported end, it may have ended after."""
+    return user.ended is not None and user.ended < created
