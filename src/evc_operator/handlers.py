@@ -151,6 +151,10 @@ async def crd_event(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(*EVC)
 async def evc_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    namespace = body.metadata.namespace or ""
     if type != "DELETED":
-        memo.watched.ensure(body.metadata.namespace or "")
-    _scheduler(memo).observe_evc(type, body)
+        memo.watched.ensure(namespace)
+    scheduler = _scheduler(memo)
+    scheduler.observe_evc(type, body)
+    if type == "DELETED" and not scheduler.claims.holds(namespace):
+        memo.watched.release(namespace)  # its last claim is gone: stop watching it

@@ -207,6 +207,13 @@ LISTED_KINDS = frozenset({"pods", "persistentvolumeclaims"})
 
 
 def _collection(kind: str, namespace: str) -> str:
+    """A collection's path: `kind` is a core plural ("pods") or "group/version/plural"
+    ("batch/v1/jobs")."""
+    if "/" in kind:
+        group_version, plural = kind.rsplit("/", 1)
+        if group_version == "v1":
+            return _core(namespace, plural)
+        return f"/apis/{group_version}/namespaces/{_q(namespace)}/{plural}"
     if kind not in LISTED_KINDS:
         raise KeyError(kind)
     return _core(namespace, kind)

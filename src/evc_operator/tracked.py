@@ -7,6 +7,7 @@ while deciding on it. Forgetting a claim is dropping its record. The work queue'
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 from collections.abc import Iterator, Mapping
@@ -55,6 +56,7 @@ class Tracked:
         self.settings = settings
         self._claims: dict[Key, TrackedClaim] = {}
         self._with_selector: dict[str, set[str]] = {}
+        self._per_namespace: collections.Counter[str] = collections.Counter()
 
     def __contains__(self, key: object) -> bool:
         return key in self._claims
@@ -88,6 +90,7 @@ class Tracked:
         view = evc_view(body, self.settings)
         if held is None:
             self._claims[key] = TrackedClaim(view)
+            self._per_namespace[key[0]] += 1
         else:
             held.view = view
         names = self._with_selector.setdefault(key[0], set())
@@ -109,5 +112,13 @@ class Tracked:
             held.written = (view.uid, view.claim)
 
     def forget(self, key: Key) -> None:
-        self._claims.pop(key, None)
+        if self._claims.pop(key, None) is not None:
+            self._per_namespace[key[0]] -= 1
+            if not self._per_namespace[key[0]]:
+                del self._per_namespace[key[0]]
+                self._with_selector.pop(key[0], None)
         self._with_selector.get(key[0], set()).discard(key[1])
+
+    def holds(self, namespace: str) -> bool:
+        """Whether any tracked claim is in this namespace."""
+        return namespace in self._per_namespace

@@ -34,7 +34,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from evc_operator.users import PodView, parse_time
+from evc_operator.timestamps import parse_time
+from evc_operator.users import PodView
 
 # The kinds watched, by (API group/version, plural), and how each names its pod template.
 KINDS: Mapping[str, tuple[str, str]] = {
@@ -49,6 +50,12 @@ KINDS: Mapping[str, tuple[str, str]] = {
 _REPLICATED = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "ReplicationController"})
 _FINISHED = frozenset({"Complete", "Failed"})
 _NO_CLAIMS: frozenset[str] = frozenset()
+
+
+def collection(kind: str) -> str:
+    """How the API layer names a kind's collection: "group/version/plural"."""
+    api_version, plural = KINDS[kind]
+    return f"{api_version}/{plural}"
 
 
 def template_of(kind: str, spec: Mapping[str, Any]) -> Mapping[str, Any]:

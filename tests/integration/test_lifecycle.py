@@ -181,31 +181,6 @@ def test_selector_users_count(kubectl: Kubectl, operator: OperatorFactory) -> No
     eventually(lambda: phase_is(kubectl, "by-label", "Idle"), what="Idle once unlabelled")
 
 
-def test_job_retry_within_the_grace_period_keeps_the_claim(
-        kubectl: Kubectl, operator: OperatorFactory) -> None:
-    operator(kubectl.namespace, EXPIRY_PERIOD="4", GRACE_PERIOD="30", COUNTDOWN_INTERVAL="5")
-    kubectl("apply", "-f", "-", input=evc("job-scratch"))
-    kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "etl"},
-        "spec": {"backoffLimit": 3, "template": {"spec": {
-            "restartPolicy": "Never",
-            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "job-scratch"}}],
-            "containers": [{"name": "main", "image": "busybox"}]}}}}))
-
-    def job_pods() -> list[dict[str, Any]]:
-        listing = json.loads(kubectl("get", "pods", "-l", "job-name=etl", "-o", "json"))
-        items: list[dict[str, Any]] = listing["items"]
-        return items
-
-    first = eventually(job_pods, what="the Job's first pod")[0]["metadata"]["name"]
-    eventually(lambda: phase_is(kubectl, "job-scratch", "InUse"), what="InUse")
-    finish(kubectl, first, "Failed")
-    eventually(lambda: phase_is(kubectl, "job-scratch", "Idle"), what="Idle after failure")
-    eventually(lambda: len(job_pods()) == 2, timeout=40, what="the Job's replacement pod")
-    eventually(lambda: phase_is(kubectl, "job-scratch", "InUse"), what="InUse again")
-    assert "deletesAt" not in status(kubectl, "job-scratch")
-
-
 def test_a_terminating_pod_is_still_a_user(kubectl: Kubectl,
                                            operator: OperatorFactory) -> None:
     operator(kubectl.namespace, **FAST)
