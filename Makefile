@@ -9,7 +9,7 @@ CLUSTER_DIR := .cluster
 # Namespace to watch in `make run`; empty means all namespaces.
 NAMESPACE ?=
 
-.PHONY: help lock venv faults bench binaries cluster cluster-down run test lint typecheck unit integration manifests clean
+.PHONY: help lock venv faults bench binaries faketime cluster cluster-down run test lint typecheck unit integration manifests clean
 
 help:  ## List the commands.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,11 @@ lock: venv  ## Re-pin constraints.txt to the newest versions pyproject.toml allo
 
 binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
 	$(BIN)/python -m controlplane build
+
+# libfaketime (Debian's faketime): an integration test runs the operator with its clock off.
+faketime:  ## Install libfaketime if it is missing (apt-get).
+	@ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq faketime >/dev/null; }
 
 cluster: venv crd.yaml  ## Start a local control plane in the background; prints the KUBECONFIG line.
 	@$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml
@@ -87,7 +92,7 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-integration: venv binaries
+integration: venv binaries faketime
 	$(BIN)/pytest tests/integration
 
 SEED ?= 1
@@ -103,7 +108,7 @@ SOAK ?=
 bench: venv binaries crd.yaml  ## Benchmark on a local control plane (EVCS, PODS; SOAK=MINUTES for the soak); see docs/benchmarks.md.
 	$(BIN)/python -m bench --evcs $(EVCS) --pods $(PODS) $(if $(SOAK),--soak $(SOAK))
 
-test: venv lint typecheck binaries  ## Run the whole suite: lint, types, unit and integration tests.
+test: venv lint typecheck binaries faketime  ## Run the whole suite: lint, types, unit and integration tests.
 	$(BIN)/pytest
 
 clean: cluster-down  ## Remove the virtualenv, local cluster state and bin/.

@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import functools
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
@@ -61,6 +62,23 @@ def set_error_hook(hook: ErrorHook) -> None:
     """Have every failed call reported to `hook` (metrics count them)."""
     global _error_hook
     _error_hook = hook
+
+
+DateHook = Callable[[str | None, float, float], None]  # (Date header, sent, received)
+
+
+def _no_date(_date: str | None, _sent: float, _received: float) -> None:
+    pass
+
+
+_date_hook: DateHook = _no_date
+
+
+def set_date_hook(hook: DateHook) -> None:
+    """Have every response's `Date` header reported to `hook`, with the local monotonic
+    times the request was sent and its answer began (the server's clock is learnt so)."""
+    global _date_hook
+    _date_hook = hook
 
 
 def counted(operation: str) -> Callable[[_Fn], _Fn]:
@@ -114,9 +132,11 @@ class Api:
         if body is not None:
             data = orjson.dumps(body)
             headers["Content-Type"] = content_type
+        sent = time.monotonic()
         async with self.session.request(
                 method, self.server + path, params=params, data=data, headers=headers,
                 timeout=timeouts) as response:
+            _date_hook(response.headers.get("Date"), sent, time.monotonic())
             yield response
 
     async def call(self, method: str, path: str, *, body: Any = None,

@@ -12,8 +12,9 @@ The rules, in one place:
 
 | phase    | when                                   | deletes at                   |
 |----------|----------------------------------------|------------------------------|
-| Pending  | never had an active user (a pod that   | creation + expiry period     |
-|          | ended before the claim existed is none)|                              |
+| Pending  | never had an active user (a pod that   | creation + 1 s + expiry      |
+|          | ended before the claim existed is none)| (creation's second, rounded  |
+|          |                                        | up)                          |
 | InUse    | at least one active user               | never (no deadline)          |
 | Idle     | had users, none active now             | unused since + grace period  |
 | Deleting | the operator is deleting it            | (already due)                |
@@ -114,7 +115,9 @@ def decide(claim: Claim, users: Iterable[PodUse], now: datetime.datetime,
 
     unused_since = _unused_since(claim, users, now)
     if unused_since is None:
-        deletes_at = claim.created + _period(claim.expiry_period)
+        # creationTimestamp is cut to the second: the claim may have been created up to
+        # 1 s later than it says, so its expiry counts from the second rounded up.
+        deletes_at = claim.created + _ONE_SECOND + _period(claim.expiry_period)
         phase, countdown = Phase.PENDING, Countdown.EXPIRY
     else:
         deletes_at = unused_since + _period(claim.grace_period)

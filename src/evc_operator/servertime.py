@@ -26,9 +26,11 @@ from __future__ import annotations
 import collections
 import datetime
 import email.utils
+import logging
 import time
 from collections.abc import Callable
 
+log = logging.getLogger(__name__)
 # Samples older than this are forgotten: monotonic and server clocks drift apart by at
 # most some 100 ppm, 30 ms in 5 minutes.
 WINDOW = 300.0
@@ -60,8 +62,13 @@ class ServerClock:
         self._monotonic = monotonic
         self._wall = wall
         self._window = window
-        # (received, low, high) per sample, oldest first; low/high bound server - monotonic.
-        self._samples: collections.deque[tuple[float, float, float]] = collections.deque()
+        # The samples that can still bound the server's clock minus the monotonic one, as
+        # (received, bound), oldest first: lows falling (the front is the highest low),
+        # highs rising (the front is the lowest high). A sample whose low a newer one
+        # matches can never be the highest again (it expires first): it is dropped, so
+        # reading a bound costs nothing however many requests a window holds.
+        self._lows: collections.deque[tuple[float, float]] = collections.deque()
+        self._highs: collections.deque[tuple[float, float]] = collections.deque()
 
     def observe(self, date: float, sent: float, received: float) -> None:
         """A response stamped `date` (server seconds) was in flight from `sent` to
@@ -71,9 +78,14 @@ class ServerClock:
         low, high = date - received, date + 1.0 - sent
         # A sample that says the server is behind what older ones proved: its clock was
         # stepped back (or drifted). Older samples no longer hold; drop them.
-        self._samples = collections.deque(
-            sample for sample in self._samples if sample[1] < high)
-        self._samples.append((received, low, high))
+        while self._lows and self._lows[0][1] >= high:
+            self._lows.popleft()
+        while self._lows and self._lows[-1][1] <= low:
+            self._lows.pop()
+        self._lows.append((received, low))
+        while self._highs and self._highs[-1][1] >= high:
+            self._highs.pop()
+        self._highs.append((received, high))
         self._expire(received)
 
     def observe_header(self, value: str | None, sent: float, received: float) -> None:
@@ -82,23 +94,24 @@ class ServerClock:
             self.observe(date, sent, received)
 
     def _expire(self, now: float) -> None:
-        while len(self._samples) > 1 and self._samples[0][0] < now - self._window:
-            self._samples.popleft()
+        for samples in (self._lows, self._highs):
+            while len(samples) > 1 and samples[0][0] < now - self._window:
+                samples.popleft()
 
     @property
     def known(self) -> bool:
-        return bool(self._samples)
+        return bool(self._lows)
 
     def _low(self) -> float:
         self._expire(self._monotonic())
-        return max(low for _, low, _ in self._samples)
+        return self._lows[0][1]
 
     def _high(self) -> float:
-        return min(high for _, _, high in self._samples)
+        return self._highs[0][1]
 
     def now(self) -> datetime.datetime:
         """A time the server's clock has surely reached (its low bound)."""
-        if not self._samples:
+        if not self._lows:
             return datetime.datetime.fromtimestamp(self._wall(), datetime.UTC)
         return _EPOCH + datetime.timedelta(seconds=self._monotonic() + self._low())
 
@@ -109,8 +122,34 @@ class ServerClock:
     def skew(self) -> float | None:
         """The server's clock minus this process's wall clock, best estimate (seconds);
         None without samples. Positive: the server is ahead."""
-        if not self._samples:
+        if not self._lows:
             return None
         low, high = self._low(), self._high()
         middle = (low + high) / 2 if low <= high else low  # crossed bounds: drift; be late
         return middle + self._monotonic() - self._wall()
+
+
+class SkewWatch:
+    """Tells of a skew above `SKEW_WARNING`: a gauge always, a warning once per change (a
+    skew that moves by more than `SKEW_WARNING` since the last warning), not per response.
+    Deadlines are unaffected: they follow `ServerClock.now` whatever the skew."""
+
+    def __init__(self, clock: ServerClock, gauge: Callable[[float], None]) -> None:
+        self.clock = clock
+        self.gauge = gauge
+        self._warned: float | None = None  # the skew last warned of; None: within bounds
+
+    def check(self) -> None:
+        skew = self.clock.skew()
+        if skew is None:
+            return
+        self.gauge(skew)
+        if abs(skew) > SKEW_WARNING:
+            if self._warned is None or abs(skew - self._warned) > SKEW_WARNING:
+                self._warned = skew
+                log.warning("The API server's clock is %+.1f s off this process's; deadlines "
+                            "are kept on the server's clock.", skew)
+        elif self._warned is not None:
+            self._warned = None
+            log.info("The API server's clock is within %.0f s of this process's again.",
+                     SKEW_WARNING)

@@ -339,7 +339,7 @@ def test_per_claim_periods_override_the_defaults(kubectl: Kubectl,
     pending = eventually(lambda: status(kubectl, "quick").get("deletesAt") or "",
                          what="deadline")
     created = (kubectl.get("evc", "quick") or {})["metadata"]["creationTimestamp"]
-    assert parse(pending) - parse(created) == datetime.timedelta(seconds=3)
+    assert parse(pending) - parse(created) == datetime.timedelta(seconds=1 + 3)
     eventually(lambda: gone(kubectl, "evc", "quick"), timeout=10, what="expiry after 3 s")
     slow_deadline = parse(status(kubectl, "slow")["deletesAt"])
     assert slow_deadline - now() > datetime.timedelta(minutes=55)

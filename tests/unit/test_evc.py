@@ -262,7 +262,7 @@ def test_a_recorded_time_without_a_zone_is_a_problem() -> None:
 def test_a_valid_view_decides_normally() -> None:
     view = evc_view(make_evc(), SETTINGS)
     assert decide(view.claim, [], T0 + datetime.timedelta(seconds=5)).action is Action.NONE
-    assert decide(view.claim, [], T0 + datetime.timedelta(seconds=11)).action is Action.DELETE
+    assert decide(view.claim, [], T0 + datetime.timedelta(seconds=12)).action is Action.DELETE
 
 
 @pytest.mark.parametrize("spec", [

@@ -46,13 +46,15 @@ def test_never_used_claim_expires_from_creation() -> None:
     decision = decide(claim(), [], at(10))
     assert decision.phase is Phase.PENDING
     assert decision.countdown is Countdown.EXPIRY
-    assert decision.deletes_at == at(30)
-    assert decision.wake_at == at(30)
+    # creationTimestamp is cut to the second: expiry counts from the second rounded up.
+    assert decision.deletes_at == at(31)
+    assert decision.wake_at == at(31)
     assert decision.action is Action.NONE
+    assert decide(claim(), [], at(30.99)).action is Action.NONE
 
 
 def test_expired_claim_is_deleted() -> None:
-    decision = decide(claim(), [], at(30))
+    decision = decide(claim(), [], at(31))
     assert decision.action is Action.DELETE
     assert decision.phase is Phase.DELETING
 
@@ -121,7 +123,7 @@ def test_a_user_that_ended_before_the_claim_existed_starts_no_grace() -> None:
     decision = decide(claim(created=created), [old], at(101))
     assert decision.phase is Phase.PENDING
     assert decision.countdown is Countdown.EXPIRY
-    assert decision.deletes_at == created + datetime.timedelta(seconds=30)
+    assert decision.deletes_at == created + datetime.timedelta(seconds=1 + 30)
 
 
 @pytest.mark.parametrize("ended", [100, 100.9, 101, None])
@@ -156,7 +158,7 @@ def test_dry_run_reports_instead_of_deleting() -> None:
 
 
 def test_fractional_periods_round_up() -> None:
-    assert decide(claim(expiry_period=0.2), [], at(0)).deletes_at == at(1)
+    assert decide(claim(expiry_period=0.2), [], at(0)).deletes_at == at(1 + 1)
 
 
 def test_listed_users_are_capped() -> None:

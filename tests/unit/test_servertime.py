@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evc_operator.servertime import ServerClock, parse_date_header
+from evc_operator.servertime import ServerClock, SkewWatch, parse_date_header
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 START = 1_800_000_000.0  # the server's epoch seconds when the monotonic clock reads 0
@@ -116,3 +116,32 @@ def test_waiting_until_a_moment_counts_on_the_server_clock() -> None:
 ])
 def test_date_headers(header: str, seconds: float | None) -> None:
     assert parse_date_header(header) == seconds
+
+
+class _Skewed(ServerClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.value: float | None = None
+
+    def skew(self) -> float | None:
+        return self.value
+
+
+def test_a_skew_is_a_gauge_and_one_warning_per_change(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = _Skewed()
+    gauge: list[float] = []
+    watch = SkewWatch(clock, gauge.append)
+    watch.check()  # no sample yet: nothing to tell
+    for value in (0.3, 30.2, 30.4, 29.9, 30.1, 45.0, 0.2, -30.0, -30.5):
+        clock.value = value
+        watch.check()
+    assert gauge == [0.3, 30.2, 30.4, 29.9, 30.1, 45.0, 0.2, -30.0, -30.5]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "The API server's clock is +30.2 s off this process's; deadlines are kept on the "
+        "server's clock.",
+        "The API server's clock is +45.0 s off this process's; deadlines are kept on the "
+        "server's clock.",
+        "The API server's clock is -30.0 s off this process's; deadlines are kept on the "
+        "server's clock."]
