@@ -75,8 +75,9 @@ class ClaimReconciler:
         now = self.clock()
         trusted = lifecycle.trusted(view.claim, claim.ours())
         if trusted is not view.claim:
-            log.warning("%s/%s: its status was changed by someone else; keeping the facts "
-                        "this operator recorded.", view.namespace, view.name)
+            log.warning("%s/%s: its stored status is not what this operator decided last "
+                        "(a write that failed, or someone else's); keeping the later facts.",
+                        view.namespace, view.name)
         dry_run = self.settings.dry_run
         decision = lifecycle.decide(trusted, self._users(claim, view), now, dry_run=dry_run)
         if decision.action is Action.DELETE:
@@ -90,6 +91,7 @@ class ClaimReconciler:
         if decision.action is Action.DELETE:
             return await self._delete(view, decision, logger)
 
+        claim.decided(decision)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
                                                    dry_run=dry_run, problems=view.problems),
                       pvc_condition]

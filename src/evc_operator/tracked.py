@@ -27,11 +27,21 @@ class TrackedClaim:
     countdown: lifecycle.Decision | None = None
     seen_users: frozenset[str] = _NONE  # users this process has seen
     rejected: tuple[object, ...] | None = None  # the PVC update the API server refused
-    written: tuple[str, lifecycle.Claim] | None = None  # (uid, facts) we recorded last
+    # (uid, facts) this process decided last: recorded, or being recorded (a write that
+    # fails or is refused leaves them here, and later decisions build on them).
+    written: tuple[str, lifecycle.Claim] | None = None
     reported_dry_run: frozenset[datetime.datetime | None] = _NONE  # deadlines reported
 
+    def decided(self, decision: lifecycle.Decision) -> None:
+        """Keep what was just decided, before its status write: should that write fail
+        (429, a refusing admission policy, a timeout), the next decision rests on these
+        facts, never on the older ones still stored."""
+        self.written = (self.view.uid, dataclasses.replace(
+            self.view.claim, recorded_phase=decision.phase,
+            recorded_unused_since=decision.unused_since))
+
     def ours(self) -> lifecycle.Claim | None:
-        """The facts this process recorded last about this very EVC (same uid)."""
+        """The facts this process decided last about this very EVC (same uid)."""
         if self.written is None or self.written[0] != self.view.uid:
             return None
         return self.written[1]

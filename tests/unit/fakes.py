@@ -58,6 +58,7 @@ class FakeApi:
         self.calls: list[str] = []
         self.delete_error: Exception | None = None
         self.event_error: Exception | None = None
+        self.status_error: Exception | None = None  # every status write refused with it
 
     async def list_pods(self, namespace: str) -> PodSnapshot:
         self.calls.append("list_pods")
@@ -68,6 +69,8 @@ class FakeApi:
     async def patch_evc_status(self, namespace: str, name: str,
                                status: Mapping[str, Any]) -> dict[str, Any]:
         self.calls.append(f"patch_status:{status['phase']}")
+        if self.status_error is not None:
+            raise self.status_error
         body = evc_body()
         body["metadata"]["resourceVersion"] = "11"
         body["status"] = dict(status)
