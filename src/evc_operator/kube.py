@@ -202,13 +202,16 @@ async def read_pvc(api: Api, namespace: str, name: str) -> dict[str, Any] | None
 
 @counted("patch_pvc")
 async def patch_pvc(api: Api, namespace: str, name: str, uid: str,
-                    resource_version: str, patch: Mapping[str, Any]) -> None:
-    """Merge-patch our PVC, only if it is still the object (uid) and version we decided on."""
+                    resource_version: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge-patch our PVC, only if it is still the object (uid) and version we decided on;
+    returns the patched PVC."""
     body = dict(patch)
     body["metadata"] = {**(patch.get("metadata") or {}), "uid": uid,
                         "resourceVersion": resource_version}
-    await api.call("PATCH", _core(namespace, "persistentvolumeclaims", name), body=body,
-                   content_type=MERGE_PATCH)
+    patched: dict[str, Any] = await api.call(
+        "PATCH", _core(namespace, "persistentvolumeclaims", name), body=body,
+        content_type=MERGE_PATCH)
+    return patched
 
 
 @counted("patch_evc_status")

@@ -261,3 +261,23 @@ def test_a_refused_status_write_never_lets_a_later_decision_rest_on_older_facts(
     assert not any(call.startswith("delete") for call in fake.calls)
     assert view_of(reconciler, key).claim.recorded_unused_since == T0 + datetime.timedelta(
         seconds=60)
+
+
+def test_a_refused_resize_does_not_hold_the_labels_back() -> None:
+    body = evc_body()
+    body["metadata"]["labels"] = {"team": "data"}
+    body["spec"]["size"] = "2Gi"
+    body["metadata"]["annotations"] = {"evc.zalando.org/keep": "true"}
+    fake = FakeApi(fresh_pods=[])
+    fake.resize_error = errors.Forbidden("only dynamically provisioned pvc can be resized")
+    reconciler, _ = make(fake, [], body=body)
+    reconcile_now(reconciler, ("jobs", "scratch"))
+    # The labels go first, on the version decided on; the resize on the version they made.
+    assert fake.calls[:2] == ["patch_pvc:metadata@5", "patch_pvc:spec@6"]
+    written = view_of(reconciler, ("jobs", "scratch")).status
+    ready = next(c for c in written["conditions"] if c["type"] == "PvcReady")
+    assert ready["reason"] == "PvcUpdateRejected"
+    assert "only dynamically provisioned" in ready["message"]
+    fake.calls.clear()
+    reconcile_now(reconciler, ("jobs", "scratch"))  # the same PVC: the resize is not retried
+    assert "patch_pvc:spec@6" not in fake.calls
