@@ -5,24 +5,15 @@ The test process and the control plane share the machine's true clock."""
 from __future__ import annotations
 
 import datetime
-import glob
 import time
 
 import pytest
 
 from tests.integration.conftest import OperatorFactory
-from tests.integration.support import Kubectl, eventually
+from tests.integration.support import Kubectl, eventually, faked
 from tests.integration.test_lifecycle import evc, now, parse, status
 
 FAST = {"EXPIRY_PERIOD": "5", "GRACE_PERIOD": "5", "COUNTDOWN_INTERVAL": "1"}
-
-
-def faked(offset: str) -> dict[str, str]:
-    """The environment that runs a process with its wall clock `offset` (e.g. "+30s").
-    The monotonic clock is left alone: asyncio's timers keep their true pace."""
-    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
-    assert found, "libfaketime is missing: `make faketime` installs it"
-    return {"LD_PRELOAD": found[0], "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 @pytest.mark.parametrize("offset", ["+30s", "-30s"])

@@ -5,32 +5,12 @@ subresource for a while."""
 from __future__ import annotations
 
 import datetime
-import json
 import time
 
 from controlplane.cluster import ControlPlane
 from tests.integration.conftest import OperatorFactory
-from tests.integration.support import Kubectl, eventually
+from tests.integration.support import Kubectl, allow_status_writes, eventually, refuse_status_writes
 from tests.integration.test_lifecycle import evc, finish, now, phase_is, pod
-
-
-def refuse_status_writes(plane: ControlPlane, namespace: str) -> str:
-    """Refuse every update of an EVC's status in `namespace`; returns the binding's name
-    (deleting it lifts the refusal)."""
-    name = f"refuse-evc-status-{namespace}"
-    plane.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
-            "apiGroups": ["zalando.org"], "apiVersions": ["*"], "operations": ["UPDATE"],
-            "resources": ["ephemeralvolumeclaims/status"]}]},
-            "validations": [{"expression": "false", "message": "status writes refused"}]}}))
-    plane.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}}))
-    return name
 
 
 def test_a_user_whose_status_write_was_refused_still_gets_its_grace(
@@ -58,8 +38,7 @@ def test_a_user_whose_status_write_was_refused_still_gets_its_grace(
         time.sleep(3)
         assert kubectl.get("evc", "guarded") is not None, "deleted on the stored, older end"
     finally:
-        control_plane.kubectl("delete", "validatingadmissionpolicybinding", binding)
-        control_plane.kubectl("delete", "validatingadmissionpolicy", binding)
+        allow_status_writes(control_plane, binding)
     # Once writes go through again, the claim is recorded Idle since the later end, or,
     # if that moment has passed, deleted at once: either way not before it.
     eventually(lambda: kubectl.get("evc", "guarded") is None, timeout=60, what="deletion")
