@@ -80,6 +80,15 @@ def gone(kubectl: Kubectl, kind: str, name: str) -> bool:
     return kubectl.get(kind, name) is None
 
 
+def used_then_idle(kubectl: Kubectl, claim: str, user: str) -> None:
+    """Create a claim, have a pod use it and end: the claim is Idle."""
+    kubectl("apply", "-f", "-", input=evc(claim))
+    kubectl("apply", "-f", "-", input=pod(user, claim))
+    eventually(lambda: phase_is(kubectl, claim, "InUse"), what="InUse")
+    finish(kubectl, user)
+    eventually(lambda: phase_is(kubectl, claim, "Idle"), what="Idle")
+
+
 def test_seed_flow_pending_in_use_idle_deleted(kubectl: Kubectl,
                                                operator: OperatorFactory) -> None:
     operator(kubectl.namespace, **FAST)
@@ -202,11 +211,7 @@ def test_restart_mid_grace_keeps_the_original_deadline(
         kubectl: Kubectl, operator: OperatorFactory) -> None:
     first = operator(kubectl.namespace, EXPIRY_PERIOD="4", GRACE_PERIOD="12",
                      COUNTDOWN_INTERVAL="1")
-    kubectl("apply", "-f", "-", input=evc("survivor"))
-    kubectl("apply", "-f", "-", input=pod("worker", "survivor"))
-    eventually(lambda: phase_is(kubectl, "survivor", "InUse"), what="InUse")
-    finish(kubectl, "worker")
-    eventually(lambda: phase_is(kubectl, "survivor", "Idle"), what="Idle")
+    used_then_idle(kubectl, "survivor", "worker")
     idle = status(kubectl, "survivor")
     deadline = parse(idle["deletesAt"])
     first.stop(signal.SIGKILL)

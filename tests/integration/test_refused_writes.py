@@ -10,18 +10,14 @@ import time
 from controlplane.cluster import ControlPlane
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import Kubectl, allow_status_writes, eventually, refuse_status_writes
-from tests.integration.test_lifecycle import evc, finish, now, phase_is, pod
+from tests.integration.test_lifecycle import finish, now, phase_is, pod, used_then_idle
 
 
 def test_a_user_whose_status_write_was_refused_still_gets_its_grace(
         control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorFactory) -> None:
     process = operator(kubectl.namespace, EXPIRY_PERIOD="30", GRACE_PERIOD="6",
                        COUNTDOWN_INTERVAL="1")
-    kubectl("apply", "-f", "-", input=evc("guarded"))
-    kubectl("apply", "-f", "-", input=pod("first", "guarded"))
-    eventually(lambda: phase_is(kubectl, "guarded", "InUse"), what="InUse")
-    finish(kubectl, "first")
-    eventually(lambda: phase_is(kubectl, "guarded", "Idle"), what="Idle")
+    used_then_idle(kubectl, "guarded", "first")
     binding = refuse_status_writes(control_plane, kubectl.namespace)
     try:
         # The policy takes a moment to be enforced: until a write is refused, it is not.
