@@ -363,7 +363,8 @@ class Scenario:
             elif users:
                 continue  # a user never ended: it must not have been deleted (checked above)
             else:
-                deadline = claim.created + datetime.timedelta(seconds=claim.expiry)
+                # creationTimestamp is cut to the second: expiry counts from the next one.
+                deadline = claim.created + datetime.timedelta(seconds=1 + claim.expiry)
             if deleted_at is not None and deleted_at < deadline:
                 self.report.violations.append(
                     f"{claim.name} deleted {(deadline - deleted_at).total_seconds():.2f} s early")
