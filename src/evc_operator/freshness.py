@@ -243,10 +243,11 @@ async def prove_current(watched: Watched, namespace: str) -> PodSnapshot:
     of then. Without such proof, the full list of that kind.
 
     Workloads need the same proof: a Job created a moment before a deadline is a user at
-    the deadline, and its own watch may lag as a pod's may. resourceVersions are etcd
-    revisions, one sequence for every kind the API server stores, so the one version read
-    is a moment for every kind: each kind's informer is proven to have seen that far
-    (a quiet kind by the bookmark of a short watch), all at once.
+    the deadline, and its own watch may lag as a pod's may. Each kind is proven the same
+    way, all at once, each from a consistent read of its own collection (which also has
+    the API server's watch cache of that kind catch up, so a quiet kind's short watch
+    soon brings a bookmark that far); each proof holds as of a moment after this call
+    began, and so does the whole.
 
     The snapshot stays `live` while every informer's watch runs on unbroken and has
     itself applied every change up to the proof (with none, nothing is missing: the rest
@@ -261,9 +262,7 @@ async def prove_current(watched: Watched, namespace: str) -> PodSnapshot:
             views += await _list(watched, collection(kind), namespace,
                                  functools.partial(workload_view, kind))
         return PodSnapshot(views)
-    target = await watched.source.collection_version("pods", namespace)
-    proofs = await asyncio.gather(*(_prove(watched, informer, target)
-                                    for informer in informers))
+    proofs = await asyncio.gather(*(_prove(watched, informer) for informer in informers))
     lives = [proof.live for proof in proofs]
     return PodSnapshot([view for proof in proofs for view in proof.pods],
                        lambda: all(live() for live in lives))
@@ -279,9 +278,10 @@ async def _list(watched: Watched, kind: str, namespace: str,
     return views
 
 
-async def _prove(watched: Watched, informer: Informer[PodView], target: int) -> PodSnapshot:
-    """One informer's view as of `target` (or later), proven or listed."""
+async def _prove(watched: Watched, informer: Informer[PodView]) -> PodSnapshot:
+    """One informer's view as of a moment after this call began, proven or listed."""
     breaks = informer.breaks
+    target = await watched.source.collection_version(informer.kind, informer.namespace)
     # What the informer must have applied for its live view to hold everything up to
     # `target`: the last change at or before it (bookmarks change nothing).
     needed = min(informer.version, target)

@@ -63,12 +63,13 @@ class Extras:
         if pods:
             finish(self.random.choice(pods)["metadata"]["name"], "Failed")
 
-    def finish_jobs(self, finish: Callable[[str, str], None], give_up: float = 60) -> None:
-        """Fail every attempt until every Job has failed (after its one retry)."""
+    def finish_jobs(self, finish: Callable[[str, str], None], give_up: float = 90) -> None:
+        """Fail every attempt until every Job has failed (after its one retry). A Job
+        still running after `give_up` is an active user: the judge says its claim stays."""
         deadline = time.monotonic() + give_up
         while self.jobs and not all(self.job_ends().get(name) for name in self.jobs):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Jobs did not finish in {self.namespace}")
+                return
             for pod in self.job_pods():
                 finish(pod["metadata"]["name"], "Failed")
             time.sleep(0.5)

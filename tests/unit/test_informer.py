@@ -323,7 +323,7 @@ def test_a_job_its_lagging_watch_has_not_shown_yet_is_in_the_proof() -> None:
                                ("BOOKMARK", {"metadata": {"resourceVersion": "41"}})]]
     snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
     assert sorted(p.name for p in snapshot.pods) == ["Job/late", "old"]
-    assert calls == ["version", "watch from 30 for 3 s"]
+    assert calls == ["version", "version", "watch from 30 for 3 s"]  # one per kind
     assert not snapshot.live()  # until the Job informer itself has seen it
     jobs.version = 39
     assert snapshot.live()
