@@ -170,6 +170,7 @@ class Scenario:
             pod = Pod(f"stale-{len(self.pods)}", later[0].name, ended=True)
             self.extras.stale_pod(pod.name, pod.claim, self._end)
             self.pods.append(pod)
+            self.report.faults["stale-pod"] = 1
 
     def _create_claim(self, claim: Claim) -> None:
         created = json.loads(self.kubectl("create", "-o", "json", "-f", "-", input=json.dumps({
@@ -215,8 +216,10 @@ class Scenario:
         elif action == "job" and [c for c in self.claims if c.created is not None]:
             claim = self.random.choice([c for c in self.claims if c.created is not None])
             self.extras.create_job(claim.name)
-        elif action == "attempt":
-            self.extras.fail_an_attempt(self._end)
+            self.report.faults["job"] = self.report.faults.get("job", 0) + 1
+        elif action == "attempt" and self.extras.fail_an_attempt(self._end):
+            self.report.faults["job-attempt-failed"] = (
+                self.report.faults.get("job-attempt-failed", 0) + 1)
         elif action == "refuse":
             self._fault("status-refused", self.extras.refuse_writes)
         elif action == "kill":

@@ -58,10 +58,11 @@ class Extras:
         return [pod for pod in listing["items"]
                 if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
 
-    def fail_an_attempt(self, finish: Callable[[str, str], None]) -> None:
+    def fail_an_attempt(self, finish: Callable[[str, str], None]) -> bool:
         pods = self.job_pods()
         if pods:
             finish(self.random.choice(pods)["metadata"]["name"], "Failed")
+        return bool(pods)
 
     def finish_jobs(self, finish: Callable[[str, str], None], give_up: float = 90) -> None:
         """Fail every attempt until every Job has failed (after its one retry). A Job
