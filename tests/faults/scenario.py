@@ -26,7 +26,6 @@ import datetime
 import json
 import random
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -390,18 +389,3 @@ class Scenario:
                     allowed = ended + datetime.timedelta(seconds=RECOVERY)
                     changed = True
         return allowed
-
-
-def run_scenarios(plane: ControlPlane, seeds: range, workdir: Path) -> list[Report]:
-    reports = []
-    for seed in seeds:
-        report = Scenario(plane, seed, workdir).run()
-        print(report.line(), flush=True)
-        for violation in report.violations:
-            print(f"  VIOLATION: {violation}", flush=True)
-        reports.append(report)
-    return reports
-
-
-def kill_leftovers() -> None:
-    subprocess.run(["pkill", "-f", "ephemeral.py --namespace=faults-"], check=False)
