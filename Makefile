@@ -9,7 +9,7 @@ CLUSTER_DIR := .cluster
 # Namespace to watch in `make run`; empty means all namespaces.
 NAMESPACE ?=
 
-.PHONY: help lock hashes venv faults bench binaries image cluster cluster-down run test lint typecheck unit integration manifests clean
+.PHONY: help lock hashes venv faults bench binaries image faketime cluster cluster-down run test lint typecheck unit integration manifests clean
 
 help:  ## List the commands.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,11 @@ binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-ma
 # pulled here), and caches all by content: see controlplane/image.py and docs/operations.md.
 image: venv  ## Build (once per content) the operator image: OCI archive, SBOM; prints the archive's path.
 	@$(BIN)/python -m controlplane.image
+
+# libfaketime (Debian's faketime): an integration test runs the operator with its clock off.
+faketime:  ## Install libfaketime if it is missing (apt-get).
+	@ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq faketime >/dev/null; }
 
 cluster: venv crd.yaml  ## Start a local control plane in the background; prints the KUBECONFIG line.
 	@$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml
@@ -123,7 +128,7 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-integration: venv binaries
+integration: venv binaries faketime
 	$(BIN)/pytest tests/integration
 
 SEED ?= 1
@@ -139,7 +144,7 @@ SOAK ?=
 bench: venv binaries crd.yaml  ## Benchmark on a local control plane (EVCS, PODS; SOAK=MINUTES for the soak); see docs/benchmarks.md.
 	$(BIN)/python -m bench --evcs $(EVCS) --pods $(PODS) $(if $(SOAK),--soak $(SOAK))
 
-test: venv lint typecheck binaries  ## Run the whole suite: lint, types, unit and integration tests.
+test: venv lint typecheck binaries faketime  ## Run the whole suite: lint, types, unit and integration tests.
 	$(BIN)/pytest
 
 clean: cluster-down  ## Remove the virtualenv, local cluster state and bin/.

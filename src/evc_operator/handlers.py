@@ -28,6 +28,7 @@ from evc_operator.leadership import Leadership, LeaseSettings
 from evc_operator.resources import CRD, CRD_NAME, EVC
 from evc_operator.scheduler import Scheduler
 from evc_operator.seams import KubeClaimApi
+from evc_operator.servertime import ServerClock, SkewWatch
 from evc_operator.settings import Settings, SettingsError
 
 
@@ -92,6 +93,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     # at 0.5 s (docs/benchmarks.md).
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     kube.set_error_hook(metrics.count_api_error)
+    # Deadlines are compared with the API server's clock, learnt from its responses.
+    memo.clock = clock = ServerClock()
+    skew = SkewWatch(clock, metrics.CLOCK_SKEW.set)
+
+    def on_date(date: str | None, sent: float, received: float) -> None:
+        clock.observe_header(date, sent, received)
+        skew.check()
+
+    kube.set_date_hook(on_date)
     memo.api = await _connect_or_exit(logger)
     # Pods and PVCs are not Kopf's: see informer.py for why.
     memo.watched = watched = Watched(KubeSource(memo.api),
@@ -100,7 +110,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
                                      namespace_synced=_forward("namespace_synced", memo))
     memo.scheduler = scheduler = Scheduler(
         KubeClaimApi(memo.api), config, settings, watched,
-        functools.partial(prove_current, watched))
+        functools.partial(prove_current, watched), clock=clock.now)
     memo.tasks = [asyncio.create_task(scheduler.run(), name="evc-scheduler"),
                   asyncio.create_task(scheduler.log_countdowns(), name="evc-countdowns")]
     if config.leader_election:
@@ -185,6 +195,10 @@ async def crd_event(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(*EVC)
 async def evc_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    namespace = body.metadata.namespace or ""
     if type != "DELETED":
-        memo.watched.ensure(body.metadata.namespace or "")
-    _scheduler(memo).observe_evc(type, body)
+        memo.watched.ensure(namespace)
+    scheduler = _scheduler(memo)
+    scheduler.observe_evc(type, body)
+    if type == "DELETED" and not scheduler.claims.holds(namespace):
+        memo.watched.release(namespace)  # its last claim is gone: stop watching it

@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import functools
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
@@ -62,6 +63,23 @@ def set_error_hook(hook: ErrorHook) -> None:
     """Have every failed call reported to `hook` (metrics count them)."""
     global _error_hook
     _error_hook = hook
+
+
+DateHook = Callable[[str | None, float, float], None]  # (Date header, sent, received)
+
+
+def _no_date(_date: str | None, _sent: float, _received: float) -> None:
+    pass
+
+
+_date_hook: DateHook = _no_date
+
+
+def set_date_hook(hook: DateHook) -> None:
+    """Have every response's `Date` header reported to `hook`, with the local monotonic
+    times the request was sent and its answer began (the server's clock is learnt so)."""
+    global _date_hook
+    _date_hook = hook
 
 
 def counted(operation: str) -> Callable[[_Fn], _Fn]:
@@ -111,9 +129,11 @@ class Api:
         if body is not None:
             data = orjson.dumps(body)
             headers["Content-Type"] = content_type
+        sent = time.monotonic()
         async with self.session.request(
                 method, self.server + path, params=params, data=data, headers=headers,
                 timeout=timeouts) as response:
+            _date_hook(response.headers.get("Date"), sent, time.monotonic())
             yield response
 
     async def call(self, method: str, path: str, *, body: Any = None,
@@ -179,13 +199,16 @@ async def read_pvc(api: Api, namespace: str, name: str) -> dict[str, Any] | None
 
 @counted("patch_pvc")
 async def patch_pvc(api: Api, namespace: str, name: str, uid: str,
-                    resource_version: str, patch: Mapping[str, Any]) -> None:
-    """Merge-patch our PVC, only if it is still the object (uid) and version we decided on."""
+                    resource_version: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge-patch our PVC, only if it is still the object (uid) and version we decided on;
+    returns the patched PVC."""
     body = dict(patch)
     body["metadata"] = {**(patch.get("metadata") or {}), "uid": uid,
                         "resourceVersion": resource_version}
-    await api.call("PATCH", _core(namespace, "persistentvolumeclaims", name), body=body,
-                   content_type=MERGE_PATCH)
+    patched: dict[str, Any] = await api.call(
+        "PATCH", _core(namespace, "persistentvolumeclaims", name), body=body,
+        content_type=MERGE_PATCH)
+    return patched
 
 
 @counted("patch_evc_status")
@@ -204,6 +227,13 @@ LISTED_KINDS = frozenset({"pods", "persistentvolumeclaims"})
 
 
 def _collection(kind: str, namespace: str) -> str:
+    """A collection's path: `kind` is a core plural ("pods") or "group/version/plural"
+    ("batch/v1/jobs")."""
+    if "/" in kind:
+        group_version, plural = kind.rsplit("/", 1)
+        if group_version == "v1":
+            return _core(namespace, plural)
+        return f"/apis/{group_version}/namespaces/{_q(namespace)}/{plural}"
     if kind not in LISTED_KINDS:
         raise KeyError(kind)
     return _core(namespace, kind)

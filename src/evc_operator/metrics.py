@@ -16,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -47,6 +48,12 @@ REACTION = Histogram(
 DELETION_LATENESS = Histogram(
     "evc_deletion_lateness_seconds", "How long after its deadline a claim was deleted.",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=REGISTRY)
+
+
+CLOCK_SKEW = Gauge(
+    "evc_clock_skew_seconds", "The API server's clock minus this process's, as learnt from "
+    "the Date headers of its responses (deadlines follow the server's clock).",
+    registry=REGISTRY)
 
 
 def count_api_error(operation: str, status: int) -> None:

@@ -251,3 +251,12 @@ def test_paths_quote_names() -> None:
     assert kube._leases("ops") == "/apis/coordination.k8s.io/v1/namespaces/ops/leases"
     with pytest.raises(KeyError):
         kube._collection("secrets", "ns")
+
+
+def test_workload_collections_are_found_by_group_version_and_plural() -> None:
+    from evc_operator.workloads import KINDS, collection
+
+    paths = {kind: kube._collection(collection(kind), "ns") for kind in KINDS}
+    assert paths["Job"] == "/apis/batch/v1/namespaces/ns/jobs"
+    assert paths["Deployment"] == "/apis/apps/v1/namespaces/ns/deployments"
+    assert paths["ReplicationController"] == "/api/v1/namespaces/ns/replicationcontrollers"

@@ -80,7 +80,7 @@ def test_status_of_a_pending_claim() -> None:
     status = status_for(pending())
     assert {key: value for key, value in status.items() if key != "conditions"} == {
         "phase": "Pending", "users": 0, "userNames": [], "unusedSince": None,
-        "deletesAt": "2026-01-01T00:00:30Z", "countdown": "expiry", "observedGeneration": 3}
+        "deletesAt": "2026-01-01T00:00:31Z", "countdown": "expiry", "observedGeneration": 3}
     assert status["conditions"] == [
         {"type": "InUse", "status": "False", "reason": "NoActiveUsers",
          "message": "No running pod uses this claim.",
@@ -127,7 +127,7 @@ def test_status_of_a_kept_claim_has_no_deadline() -> None:
 def test_status_of_a_claim_being_deleted() -> None:
     status = status_for(pending(now=31))
     assert status["phase"] == "Deleting"
-    assert status["deletesAt"] == "2026-01-01T00:00:30Z"
+    assert status["deletesAt"] == "2026-01-01T00:00:31Z"
 
 
 def test_many_users_are_counted_but_only_ten_listed() -> None:
@@ -256,7 +256,7 @@ def test_becoming_pending_announces_the_expiry() -> None:
     assert events(pending(), None) == [Event(
         "Normal", "Expiring",
         "Not used by any pod yet; expiry period 30s. "
-        "Deletes at 2026-01-01T00:00:30Z unless a pod uses it.")]
+        "Deletes at 2026-01-01T00:00:31Z unless a pod uses it.")]
 
 
 def test_becoming_in_use_names_the_users() -> None:
@@ -303,7 +303,7 @@ def test_deleting_after_the_grace_period() -> None:
 
 
 def test_deleting_after_the_expiry_period() -> None:
-    decision = pending(now=30)
+    decision = pending(now=31)
     assert decision.action is Action.DELETE
     event = deletion_event(decision, expiry_period=EXPIRY, grace_period=GRACE, dry_run=False)
     assert event == Event("Normal", "Deleted",
@@ -312,7 +312,7 @@ def test_deleting_after_the_expiry_period() -> None:
 
 
 def test_dry_run_would_delete() -> None:
-    decision = pending(now=30)
+    decision = pending(now=31)
     event = deletion_event(decision, expiry_period=EXPIRY, grace_period=GRACE, dry_run=True)
     assert event == Event("Normal", "WouldDelete",
                           "DRY_RUN: would delete it now (never used within the expiry "
