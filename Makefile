@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 CLUSTER_DIR := .cluster
 # Namespace to watch in `make run`; empty means all namespaces.
 NAMESPACE ?=
+# NODE=0: `make cluster` and `make run` start a control plane only (no kubelet; no root needed).
+NODE ?= 1
+UP := $(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl \
+	--crd crd.yaml $(if $(filter 0,$(NODE)),--no-node)
 
 .PHONY: help lock venv faults bench binaries cluster cluster-down run test lint typecheck unit integration manifests clean
 
@@ -29,13 +33,13 @@ lock: venv  ## Re-pin constraints.txt to the newest versions pyproject.toml allo
 	{ echo "# Exact versions CI and images install (pip install -c constraints.txt); \`make lock\` re-pins."; \
 	  $(BIN)/pip freeze --exclude-editable | grep -v '^pip=='; } > constraints.txt
 
-binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
+binaries: venv  ## Build (once, cached) the control plane's and the node's binaries, kubectl, helm.
 	$(BIN)/python -m controlplane build
 
-cluster: venv crd.yaml  ## Start a local control plane in the background; prints the KUBECONFIG line.
-	@$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml
+cluster: venv crd.yaml  ## Start a local cluster with a real node (root; NODE=0: none); prints KUBECONFIG.
+	@$(UP)
 
-cluster-down: venv  ## Stop the local control plane and remove its state.
+cluster-down: venv  ## Stop the local cluster, remove its state and undo its changes to the host.
 	@$(BIN)/python -m controlplane down --dir $(CLUSTER_DIR)
 
 # The Helm chart's copies of config/: its CRD, and the RBAC files its templates read rules from.
@@ -60,13 +64,13 @@ $(CHART)/files/%.yaml: config/%.yaml
 	@{ echo "# Generated from $< by 'make manifests'; edit that file."; cat $<; } > $@
 
 # The main job: the operator in the foreground, on the configured cluster or a local one.
-run: venv crd.yaml  ## Run the operator (starts a local control plane if no cluster is configured).
+run: venv crd.yaml  ## Run the operator (starts a local cluster if none is configured).
 	@set -e; \
 	if [ -z "$$KUBECONFIG" ] && [ ! -f "$$HOME/.kube/config" ]; then \
 		echo "No cluster configured (KUBECONFIG unset, no ~/.kube/config): starting a local one."; \
-		$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml >/dev/null; \
+		$(UP) >/dev/null; \
 		export KUBECONFIG="$(CURDIR)/$(CLUSTER_DIR)/kubeconfig"; KUBECTL=bin/kubectl; \
-		HINT="export KUBECONFIG=$$KUBECONFIG; bin/kubectl apply -f evc.yaml"; \
+		HINT="export KUBECONFIG=$$KUBECONFIG; bin/kubectl apply -f evc.yaml -f pod.yaml"; \
 	else \
 		KUBECTL="$$(command -v kubectl || $(BIN)/python -m controlplane build | grep '/kubectl$$')"; \
 		HINT="kubectl apply -f evc.yaml"; \
