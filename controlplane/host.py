@@ -39,6 +39,7 @@ CONTAINER_LOGS_DIR = Path("/var/log/containers")  # fixed in the kubelet
 CNI_CACHE_DIR = Path("/var/lib/cni")  # libcni's default cache, used by containerd
 SHIM_SOCKETS_DIR = Path("/run/containerd")  # fixed in containerd's shims
 POD_CGROUP = "kubepods"
+MOUNTINFO = Path("/proc/self/mountinfo")
 # Kernel parameters the kubelet (and the bridge plugin) set; restored on the way down.
 SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
            "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/ip_forward")
@@ -84,7 +85,7 @@ def ensure_packages(log: Callable[[str], None]) -> None:
 def cgroup_mounts() -> list[Path]:
     """Mount points of every cgroup hierarchy (v1 controllers and v2)."""
     mounts = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    for line in MOUNTINFO.read_text().splitlines():
         fields = line.split(" - ")
         if len(fields) == 2 and fields[1].split()[0] in ("cgroup", "cgroup2"):
             mounts.append(Path(_unescape(line.split()[4])))
@@ -94,7 +95,7 @@ def cgroup_mounts() -> list[Path]:
 def mounts_under(*roots: Path) -> list[Path]:
     """Mount points at or under `roots`, deepest (latest) first."""
     found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    for line in MOUNTINFO.read_text().splitlines():
         point = Path(_unescape(line.split()[4]))
         if any(point == root or point.is_relative_to(root) for root in roots):
             found.append(point)
