@@ -38,6 +38,10 @@ HOSTPATH_DIR = Path("/tmp/hostpath_pv")
 CONTAINER_LOGS_DIR = Path("/var/log/containers")  # fixed in the kubelet
 CNI_CACHE_DIR = Path("/var/lib/cni")  # libcni's default cache, used by containerd
 SHIM_SOCKETS_DIR = Path("/run/containerd")  # fixed in containerd's shims
+# Where containerd's sockets and the kubelet's root folder (a bind mount of the cluster
+# folder's) are seen: both create Unix sockets, whose paths must be short (under 104
+# bytes), which a cluster folder deep in a checkout or a test's temporary folder may not be.
+RUN_DIR = Path("/run/evc-node")
 POD_CGROUP = "kubepods"
 MOUNTINFO = Path("/proc/self/mountinfo")
 # Kernel parameters the kubelet (and the bridge plugin) set; restored on the way down.

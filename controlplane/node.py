@@ -50,6 +50,7 @@ class Node:
     workdir: Path
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
     shim: str = ""  # the containerd shim binary, whose processes outlive containerd
+    commands: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -74,10 +75,11 @@ class Node:
         binaries = binaries or ensure_node_binaries()
         clean_up_leftovers()
         node = cls(workdir=plane.workdir, shim=str(binaries.containerd_shim))
+        shared = (host.CONTAINER_LOGS_DIR, host.CNI_CACHE_DIR, host.SHIM_SOCKETS_DIR,
+                  host.HOSTPATH_DIR)  # removed at the end only if the node made them
+        created = [str(path) for path in shared if not path.exists()]
         host.HostRecord(workdir=str(node.workdir), sysctls=host.read_sysctls(),
-                        created=[str(path) for path in (host.CONTAINER_LOGS_DIR,
-                                 host.CNI_CACHE_DIR, host.SHIM_SOCKETS_DIR, host.HOSTPATH_DIR)
-                                 if not path.exists()]).save(cache_root())
+                        created=[*created, str(host.RUN_DIR)]).save(cache_root())
         try:
             node._start(plane, binaries, detached, time.monotonic() + timeout, progress)
         except BaseException:
@@ -94,6 +96,8 @@ class Node:
         host.ip("addr", "add", f"{host.NODE_IP}/32", "dev", "lo")
         host.HOSTPATH_DIR.mkdir(exist_ok=True)
         _run_mount("--bind", str(self.hostpath_dir), str(host.HOSTPATH_DIR))
+        (host.RUN_DIR / "kubelet").mkdir(mode=0o700, parents=True, exist_ok=True)
+        _run_mount("--bind", str(self.root / "kubelet"), str(host.RUN_DIR / "kubelet"))
 
         write_images(self.root / "registry")
         registry_port = free_port()
@@ -103,7 +107,7 @@ class Node:
         self._wait(lambda: _listening(("127.0.0.1", registry_port)), deadline, "registry")
         self._write_registry_hosts(registry_port)
         self._write_cni_config()
-        socket_path = self.root / "containerd" / "containerd.sock"
+        socket_path = host.RUN_DIR / "containerd.sock"
         config = self.root / "containerd.toml"
         config.write_text(_containerd_config(self.root, socket_path, binaries))
         self._spawn("containerd", detached, [str(binaries.containerd), "--config", str(config)])
@@ -120,8 +124,8 @@ class Node:
             str(binaries.kubelet),
             f"--config={kubelet_config}",
             f"--kubeconfig={self.workdir / 'kubelet.kubeconfig'}",
-            f"--root-dir={self.root / 'kubelet'}",
-            f"--cert-dir={self.root / 'kubelet' / 'pki'}",
+            f"--root-dir={host.RUN_DIR / 'kubelet'}",
+            f"--cert-dir={host.RUN_DIR / 'kubelet' / 'pki'}",
             f"--hostname-override={NODE_NAME}",
             f"--node-ip={host.NODE_IP}",
             "--v=1",
@@ -133,8 +137,22 @@ class Node:
 
     def _spawn(self, name: str, detached: bool, command: list[str],
                env: dict[str, str] | None = None) -> None:
+        self.commands[name] = command
         self.pids[name] = spawn(command, self.logs / f"{name}.log", cwd=self.root,
                                 detached=detached, env=env)
+
+    # --- faults, for tests that prove the operator survives them ------------------------
+
+    def stop_component(self, name: str) -> None:
+        """Stop the kubelet or containerd abruptly (SIGKILL), as a crash would; running
+        containers go on (their shims outlive containerd)."""
+        pid = self.pids.pop(name, None)
+        if pid is not None:
+            terminate(pid, grace=0)
+
+    def start_component(self, name: str) -> None:
+        """Start a stopped component again, with the same flags (in this process only)."""
+        self._spawn(name, False, self.commands[name])
 
     def _wait(self, ready: Callable[[], bool], deadline: float, what: str) -> None:
         while not ready():
@@ -227,7 +245,7 @@ def undo_host_changes(workdir: Path) -> None:
     """Undo everything a node of `workdir` changed on the host (idempotent)."""
     record = host.HostRecord.load(cache_root())
     host.kill_pod_processes()
-    host.unmount_all(workdir, host.HOSTPATH_DIR)
+    host.unmount_all(host.RUN_DIR, workdir, host.HOSTPATH_DIR)
     host.remove_pod_cgroups()
     if host.has_node_address():
         host.ip("addr", "del", f"{host.NODE_IP}/32", "dev", "lo")
@@ -339,7 +357,7 @@ def _kubelet_config(root: Path, socket_path: Path) -> dict[str, object]:
         "resolvConf": "",
         "makeIPTablesUtilChains": False,
         "podLogsDir": str(root / "pod-logs"),
-        "volumePluginDir": str(root / "kubelet" / "volume-plugins"),
+        "volumePluginDir": str(host.RUN_DIR / "kubelet" / "volume-plugins"),
         "serializeImagePulls": False,
         "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
         "authorization": {"mode": "AlwaysAllow"},

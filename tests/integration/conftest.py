@@ -55,8 +55,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """A control plane with a real node: pods really run (one node per machine)."""
+def _cluster_and_node(
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, Node]]:
     plane = ControlPlane.start(tmp_path_factory.mktemp("cluster"), crds=[REPO / "crd.yaml"],
                                for_node=NODE_NAME)
     try:
@@ -64,9 +64,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     except BaseException:
         plane.stop()
         raise
-    yield plane
+    yield plane, node
     node.stop()
     plane.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(_cluster_and_node: tuple[ControlPlane, Node]) -> ControlPlane:
+    """A control plane with a real node: pods really run (one node per machine)."""
+    return _cluster_and_node[0]
+
+
+@pytest.fixture(scope="session")
+def node(_cluster_and_node: tuple[ControlPlane, Node]) -> Node:
+    """The `cluster`'s node, for tests that stop and start its kubelet or containerd."""
+    return _cluster_and_node[1]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from controlplane.cluster import ControlPlane
+from controlplane.node import Node
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import REPO, Kubectl, eventually
 
@@ -225,3 +226,26 @@ def test_completed_pod_that_still_exists(cluster: ControlPlane, node_namespace: 
     kubectl("delete", "pod", "finished")
     assert_everything_goes(kubectl, "finished", pv, data)
 
+
+
+@pytest.mark.parametrize("component", ["kubelet", "containerd"])
+def test_claim_survives_a_node_component_crash(cluster: ControlPlane, node: Node,
+                                               node_namespace: str,
+                                               node_operator: OperatorFactory,
+                                               component: str) -> None:
+    """While the kubelet (or containerd) is down for longer than the grace period, the
+    running pod's claim stays InUse; once it is back and the pod ends, the claim goes."""
+    kubectl, pv, data = new_claim(cluster, node_namespace, node_operator, "steady")
+    kubectl("apply", "-f", "-", input=pod("steady", "steady",
+                                          "sleep 12; echo done > /vol/out"))
+    eventually(lambda: pod_phase(kubectl, "steady") == "Running", timeout=60, what="Running")
+    eventually(lambda: evc_phase(kubectl, "steady") == "InUse", what="InUse")
+    node.stop_component(component)
+    try:
+        holds_for(kubectl, "steady", 2 * GRACE)
+    finally:
+        node.start_component(component)
+    eventually(lambda: pod_phase(kubectl, "steady") == "Succeeded", timeout=90, what="done")
+    assert (data / "out").read_text() == "done\n"
+    kubectl("delete", "pod", "steady")
+    assert_everything_goes(kubectl, "steady", pv, data)
