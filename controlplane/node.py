@@ -130,7 +130,6 @@ class Node:
             f"--node-ip={host.NODE_IP}",
             "--v=1",
         ])
-        self._save_state()
         self._wait(lambda: _ready_and_untainted(plane), deadline, "node Ready")
         plane.kubectl("apply", "-f", "-", input=json.dumps(STORAGE_CLASS))
         progress(f"node {NODE_NAME} Ready in {time.monotonic() - started:.1f} s")
@@ -140,6 +139,7 @@ class Node:
         self.commands[name] = command
         self.pids[name] = spawn(command, self.logs / f"{name}.log", cwd=self.root,
                                 detached=detached, env=env)
+        self._save_state()  # at once: a crash of this process must not hide a pid
 
     # --- faults, for tests that prove the operator survives them ------------------------
 

@@ -245,7 +245,10 @@ def test_claim_survives_a_node_component_crash(cluster: ControlPlane, node: Node
         holds_for(kubectl, "steady", 2 * GRACE)
     finally:
         node.start_component(component)
-    eventually(lambda: pod_phase(kubectl, "steady") == "Succeeded", timeout=90, what="done")
-    assert (data / "out").read_text() == "done\n"
+    # The container ended while its component was down; after a containerd restart the
+    # kubelet may no longer learn its exit code and report the pod Failed instead.
+    eventually(lambda: pod_phase(kubectl, "steady") in ("Succeeded", "Failed"), timeout=90,
+               what="the pod finished")
+    assert (data / "out").read_text() == "done\n"  # it did run to its end
     kubectl("delete", "pod", "steady")
     assert_everything_goes(kubectl, "steady", pv, data)
