@@ -7,9 +7,17 @@
 # for a Kubernetes livenessProbe (httpGet /healthz); there is no HEALTHCHECK on purpose.
 # tests/unit/test_dockerfile.py checks these rules (and runs hadolint);
 # tests/integration/test_image_command.py runs ENTRYPOINT + CMD against a real control plane.
+# `make image` builds it here without a Docker engine (buildah); see docs/operations.md.
+
+# The base is pulled by digest: the tag python:3.11-slim-bookworm as it was when pinned,
+# the same bytes on every build. To move to a newer one, resolve the tag's digest (e.g.
+# `docker buildx imagetools inspect python:3.11-slim-bookworm`) and replace it below.
+# Both stages start from PYTHON_BASE; `make image`, where the base cannot be pulled, passes
+# the plain tag of a base it made from Debian packages (docs/operations.md#image).
+ARG PYTHON_BASE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 # Build stage: install the package and its pinned dependencies into /opt/venv.
-FROM python:3.11-slim-bookworm AS build
+FROM ${PYTHON_BASE} AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -18,15 +26,21 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 
 WORKDIR /src
-COPY constraints.txt pyproject.toml README.md ./
+# Every file pip downloads is checked against its hash (requirements/*.txt, written by
+# `make hashes` from constraints.txt, the versions the tests ran with): first the pinned
+# pip, setuptools and wheel, then the operator's dependencies.
+COPY requirements/build.txt requirements/image.txt requirements/
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements/build.txt \
+    && /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements/image.txt
+COPY pyproject.toml README.md ./
 COPY src/ src/
-# Dependencies are held to constraints.txt, the versions the tests ran with. pip compiles
-# the bytecode here, so nothing needs to be written when the operator imports it.
-RUN /opt/venv/bin/pip install --no-cache-dir --constraint constraints.txt .
+# The package itself, built with the setuptools just installed and fetching nothing. pip
+# compiles the bytecode here, so nothing needs to be written when the operator imports it.
+RUN /opt/venv/bin/pip install --no-cache-dir --no-index --no-build-isolation .
 
 
 # Runtime stage: the same base, only the virtualenv copied over.
-FROM python:3.11-slim-bookworm
+FROM ${PYTHON_BASE}
 
 ARG SOURCE_URL=""
 LABEL org.opencontainers.image.title="evc-operator" \
@@ -34,9 +48,12 @@ LABEL org.opencontainers.image.title="evc-operator" \
       org.opencontainers.image.source="${SOURCE_URL}" \
       org.opencontainers.image.licenses="MIT"
 
+# USER names the numeric user, which has no /etc/passwd entry (nor has any uid a platform
+# may assign): Kopf's peering identity calls getpass.getuser(), which fails without either.
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    USER=evc-operator
 
 COPY --from=build /opt/venv /opt/venv
 

@@ -13,28 +13,50 @@ NODE ?= 1
 UP := $(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl \
 	--crd crd.yaml $(if $(filter 0,$(NODE)),--no-node)
 
-.PHONY: help lock venv faults bench binaries cluster cluster-down run test lint typecheck unit integration manifests clean
+.PHONY: help lock hashes venv faults bench binaries image cluster cluster-down run test lint typecheck unit integration manifests clean
 
 help:  ## List the commands.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml constraints.txt
+# Every download is checked against requirements/*.txt's hashes (`make hashes` writes them
+# from constraints.txt); the package itself is then built from here, fetching nothing.
+HASHED := requirements/build.txt requirements/dev.txt requirements/image.txt
+
+$(BIN)/.installed: pyproject.toml constraints.txt $(HASHED)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Python 3.11+ is needed (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements/build.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-index --no-build-isolation -e '.[dev]'
 	@touch $@
 
 venv: $(BIN)/.installed  ## Create .venv with the operator and its dev tools.
 
-lock: venv  ## Re-pin constraints.txt to the newest versions pyproject.toml allows.
-	$(BIN)/pip install --quiet --upgrade -e '.[dev]'
+lock: venv  ## Re-pin constraints.txt to the newest versions pyproject.toml allows, then hash.
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel -e '.[dev]'
 	{ echo "# Exact versions CI and images install (pip install -c constraints.txt); \`make lock\` re-pins."; \
-	  $(BIN)/pip freeze --exclude-editable | grep -v '^pip=='; } > constraints.txt
+	  $(BIN)/pip freeze --all --exclude-editable; } > constraints.txt
+	$(MAKE) hashes
+
+# pip-compile keeps to constraints.txt and records the hash of every file of each pinned
+# release (all platforms), for `pip install --require-hashes`.
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links --constraint constraints.txt
+
+hashes: venv  ## Write requirements/*.txt: constraints.txt's pins with their hashes.
+	$(PIP_COMPILE) --output-file requirements/build.txt requirements/build.in
+	$(PIP_COMPILE) --output-file requirements/image.txt pyproject.toml
+	$(PIP_COMPILE) --extra dev --output-file requirements/dev.txt pyproject.toml
 
 binaries: venv  ## Build (once, cached) the control plane's and the node's binaries, kubectl, helm.
 	$(BIN)/python -m controlplane build
+
+# The Dockerfile, built with buildah (no Docker engine); as root. Installs buildah and
+# mmdebstrap from Debian if missing, makes the base image from Debian packages (it cannot be
+# pulled here), and caches all by content: see controlplane/image.py and docs/operations.md.
+image: venv  ## Build (once per content) the operator image: OCI archive, SBOM; prints the archive's path.
+	@$(BIN)/python -m controlplane.image
 
 cluster: venv crd.yaml  ## Start a local cluster with a real node (root; NODE=0: none); prints KUBECONFIG.
 	@$(UP)
@@ -46,6 +68,7 @@ cluster-down: venv  ## Stop the local cluster, remove its state and undo its cha
 CHART := charts/evc-operator
 CHART_COPIES := $(CHART)/crds/ephemeralvolumeclaims.yaml \
 	$(CHART)/files/rbac/cluster_role.yaml $(CHART)/files/rbac/leader_election_role.yaml \
+	$(CHART)/files/rbac/users/evc_view.yaml $(CHART)/files/rbac/users/evc_edit.yaml \
 	$(CHART)/files/rbac-namespaced/role.yaml \
 	$(CHART)/files/rbac-namespaced/discovery_cluster_role.yaml
 
@@ -64,21 +87,34 @@ $(CHART)/files/%.yaml: config/%.yaml
 	@{ echo "# Generated from $< by 'make manifests'; edit that file."; cat $<; } > $@
 
 # The main job: the operator in the foreground, on the configured cluster or a local one.
-run: venv crd.yaml  ## Run the operator (starts a local cluster if none is configured).
+# On a configured cluster it first says which one, and what it will change there; from a
+# terminal it asks before doing it (YES=1 does not ask).
+run: venv crd.yaml  ## Run the operator (starts a local cluster if none is configured; YES=1: no question).
 	@set -e; \
+	if [ -n "$(NAMESPACE)" ]; then SCOPE="--namespace=$(NAMESPACE)"; WHERE="the namespace $(NAMESPACE)"; \
+	else SCOPE="--all-namespaces"; WHERE="every namespace"; fi; \
 	if [ -z "$$KUBECONFIG" ] && [ ! -f "$$HOME/.kube/config" ]; then \
 		echo "No cluster configured (KUBECONFIG unset, no ~/.kube/config): starting a local one."; \
 		$(UP) >/dev/null; \
 		export KUBECONFIG="$(CURDIR)/$(CLUSTER_DIR)/kubeconfig"; KUBECTL=bin/kubectl; \
 		HINT="export KUBECONFIG=$$KUBECONFIG; bin/kubectl apply -f evc.yaml -f pod.yaml"; \
+		echo "Cluster: $$($$KUBECTL config view --minify -o jsonpath='{.clusters[0].cluster.server}')"; \
 	else \
 		KUBECTL="$$(command -v kubectl || $(BIN)/python -m controlplane build | grep '/kubectl$$')"; \
 		HINT="kubectl apply -f evc.yaml"; \
+		echo "Cluster: $$($$KUBECTL config view --minify -o jsonpath='{.clusters[0].cluster.server}')"; \
+		echo "Context: $$($$KUBECTL config current-context) (kubeconfig: $${KUBECONFIG:-$$HOME/.kube/config})"; \
+		echo "This will:"; \
+		echo "  - apply crd.yaml: create or update the CustomResourceDefinition ephemeralvolumeclaims.zalando.org;"; \
+		echo "  - run the operator for $$WHERE ($$SCOPE) with this context's rights: it creates a PVC"; \
+		echo "    for each EphemeralVolumeClaim, and deletes claims (and so their PVCs) when they are due."; \
+		if [ -t 0 ] && [ -z "$(YES)" ]; then \
+			read -r -p "Go ahead? [y/N] " ANSWER; \
+			case "$$ANSWER" in [yY]|[yY][eE][sS]) ;; *) echo "Nothing done."; exit 1;; esac; \
+		fi; \
 	fi; \
-	echo "Cluster: $$($$KUBECTL config view --minify -o jsonpath='{.clusters[0].cluster.server}')"; \
 	$$KUBECTL apply -f crd.yaml; \
 	$$KUBECTL wait --for condition=established --timeout=60s crd/ephemeralvolumeclaims.zalando.org; \
-	if [ -n "$(NAMESPACE)" ]; then SCOPE="--namespace=$(NAMESPACE)"; else SCOPE="--all-namespaces"; fi; \
 	echo "Running the operator ($$SCOPE); stop it with Ctrl-C. In another terminal: $$HINT"; \
 	exec $(BIN)/kopf run $$SCOPE --verbose ephemeral.py
 

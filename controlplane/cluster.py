@@ -40,6 +40,8 @@ CONTROLLERS = (
     "serviceaccount-controller",
     "job-controller",
     "ttl-after-finished-controller",
+    # Folds evc-view and evc-edit (config/rbac/users/) into the built-in view/edit/admin.
+    "clusterrole-aggregation-controller",
 )
 # What a real node needs besides: the not-ready taint removed once the kubelet reports
 # Ready, the `kube-root-ca.crt` ConfigMap projected ServiceAccount volumes mount.

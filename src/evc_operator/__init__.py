@@ -1,8 +1,22 @@
-"""The EphemeralVolumeClaim operator.
+"""The EphemeralVolumeClaim operator. One concern per module:
 
+Pure decisions (no API, no clock):
+- `lifecycle`: phases, deadlines, and which recorded facts to trust.
+- `users`: which pods use a claim. `claims`: the PVC an EVC asks for.
+- `status`: status, conditions (PvcReady among them) and Events.
+- `evc`: reading an EVC. `settings`: configuration. `timestamps`: UTC time text.
+
+Applying them:
+- `handlers`: the Kopf handlers, thin; they wire the rest together.
+- `scheduler`: drives work queue -> per-claim reconcile -> outcome.
+- `workqueue`: dedupe, delays, retries with backoff, forgetting a key.
+- `reconcile`: one claim: read its facts, decide, apply, return an outcome.
+- `freshness`: when a view of a namespace's pods may be deleted on.
+- `tracked`: one record per tracked claim. `seams`: what a reconcile needs, as Protocols.
+- `informer`: the pods and PVCs of the namespaces with claims (list + watch).
+- `kube`: the only module that calls the API; `errors`: its typed errors;
+  `credentials`: how it logs in.
+- `leadership`: the Lease. `metrics`: Prometheus and readiness.
+- `countdowns`: the countdown log. `memory`: freed memory back to the system.
 - `resources`: names of the API resources involved (the CRD lives in config/crd/).
-- `settings`: the operator's configuration from the environment.
-- `claims`: the PersistentVolumeClaim an EVC asks for (pure).
-- `kube`: the one module that talks to the Kubernetes API.
-- `handlers`: the Kopf handlers, thin: read events, decide, apply through `kube`.
 """

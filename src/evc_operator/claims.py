@@ -129,12 +129,6 @@ def owner_reference(evc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def is_owned_by(pvc: Mapping[str, Any], evc_uid: str) -> bool:
-    """Whether the PVC's controlling owner is the EVC with this uid."""
-    references = (pvc.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == evc_uid and ref.get("controller") for ref in references)
-
-
 class PvcStep(enum.StrEnum):
     CREATE = "create"  # no PVC of that name
     PATCH = "patch"  # ours, but labels or size differ
@@ -183,3 +177,11 @@ def plan_pvc(evc: Mapping[str, Any], observed: PvcView | None) -> PvcPlan:
     if grow:
         patch["spec"] = {"resources": {"requests": {"storage": str(size)}}}
     return PvcPlan(PvcStep.PATCH, patch=patch) if patch else PvcPlan(PvcStep.NONE)
+
+
+def update_attempt(evc: Mapping[str, Any], generation: int,
+                   observed: PvcView) -> tuple[object, ...]:
+    """What a PVC update was tried on: the EVC's spec and labels, and the PVC's version.
+    An update the API server refused for good is not tried again on the same."""
+    labels = tuple(sorted((evc["metadata"].get("labels") or {}).items()))
+    return (generation, labels, observed.resource_version)

@@ -17,18 +17,22 @@ import orjson
 from evc_operator import lifecycle
 from evc_operator.claims import parse_quantity
 from evc_operator.settings import DURATION_HELP, MAX_DURATION, Settings, parse_duration
-from evc_operator.users import InvalidSelector, parse_time, validate_selector
+from evc_operator.timestamps import parse_time
+from evc_operator.users import InvalidSelector, validate_selector
 
 KEEP_ANNOTATION = "evc.zalando.org/keep"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+Key = tuple[str, str]  # (namespace, name)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EvcView:
-    """A small projection of an EVC: what decisions need.
+    """A small projection of an EVC: what decisions need, and the one copy of it kept.
 
-    Its status is kept as the JSON it came in and read when a decision needs it: ten
-    thousand claims' conditions as dicts of strings would be the largest thing the
-    operator holds, for a few reads each.
+    Its status is kept as the JSON it came in, and the rest of its body as slim JSON
+    (`slim`), each read when a decision needs it: ten thousand claims' bodies and
+    conditions as dicts of strings would be the largest thing the operator holds, for a
+    few reads each.
     """
 
     namespace: str
@@ -41,10 +45,21 @@ class EvcView:
     selector: Mapping[str, Any] | None
     problems: tuple[str, ...]
     status_json: str = "{}"
+    body_json: str = "{}"  # see `slim`
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> Key:
         return (self.namespace, self.name)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The body as kept (`slim`): what the PVC is made from."""
+        body: dict[str, Any] = orjson.loads(self.body_json)
+        return body
+
+    @property
+    def size_invalid(self) -> bool:
+        return any(problem.startswith("spec.size") for problem in self.problems)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -132,4 +147,21 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         problems=tuple(problems),
         # As text: orjson's bytes keep a 4 KiB buffer each, its text the exact length.
         status_json=orjson.dumps(status).decode(),
+        body_json=slim(body),
     )
+
+
+def slim(body: Mapping[str, Any]) -> str:
+    """What is kept of an EVC's body, as JSON: no managedFields, no status (its view holds
+    that), no copy of itself that `kubectl apply` leaves in an annotation. As JSON text
+    the bodies of ten thousand claims take a fifth of what dicts of strings would, and a
+    reconciliation reads one in microseconds."""
+    metadata = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
+    annotations = {key: value for key, value in (metadata.get("annotations") or {}).items()
+                   if key != LAST_APPLIED}
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
+    return orjson.dumps({key: value for key, value in body.items() if key != "status"} | {
+        "metadata": metadata}).decode()  # text: orjson's bytes keep a 4 KiB buffer each

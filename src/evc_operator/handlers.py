@@ -4,25 +4,30 @@ No handler here writes Kopf's own bookkeeping to objects: EVCs are handled
 level-based with `on.event` (no diff-base or progress annotations, no
 finalizer). Pods and PVCs are not Kopf's: the operator's own informers
 (`informer.py`) watch them in the namespaces that hold claims, and never patch
-them. All decisions are made by the reconciler, through the pure modules.
+them. All decisions are made by the per-claim reconcile, through the pure modules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
+import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 
 from evc_operator import kube, metrics
-from evc_operator.informer import Watched, lookups
+from evc_operator.credentials import ConfigError, kopf_login
+from evc_operator.freshness import prove_current
+from evc_operator.informer import KubeSource, Watched
 from evc_operator.leadership import Leadership, LeaseSettings
-from evc_operator.reconciler import Indexes, Reconciler
 from evc_operator.resources import CRD, CRD_NAME, EVC
+from evc_operator.scheduler import Scheduler
+from evc_operator.seams import KubeClaimApi
 from evc_operator.settings import Settings, SettingsError
 
 
@@ -86,25 +91,27 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     # freed afterwards stays fragmented. Measured at 10,000 claims: 290 MiB at 5 s, 188 MiB
     # at 0.5 s (docs/benchmarks.md).
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
-    memo.api = await kube.connect()
+    kube.set_error_hook(metrics.count_api_error)
+    memo.api = await _connect_or_exit(logger)
     # Pods and PVCs are not Kopf's: see informer.py for why.
-    memo.watched = watched = Watched(memo.api, pods_changed=_forward("poke_for_pod", memo),
+    memo.watched = watched = Watched(KubeSource(memo.api),
+                                     pods_changed=_forward("poke_for_pod", memo),
                                      pvc_changed=_forward("poke", memo),
                                      namespace_synced=_forward("namespace_synced", memo))
-    indexes = Indexes(**lookups(watched), synced=watched.synced,
-                      all_synced=watched.all_synced, current_pods=watched.current_pods)
-    memo.reconciler = reconciler = Reconciler(memo.api, config, settings, indexes)
-    memo.tasks = [asyncio.create_task(reconciler.run(), name="evc-scheduler"),
-                  asyncio.create_task(reconciler.log_countdowns(), name="evc-countdowns")]
+    memo.scheduler = scheduler = Scheduler(
+        KubeClaimApi(memo.api), config, settings, watched,
+        functools.partial(prove_current, watched))
+    memo.tasks = [asyncio.create_task(scheduler.run(), name="evc-scheduler"),
+                  asyncio.create_task(scheduler.log_countdowns(), name="evc-countdowns")]
     if config.leader_election:
-        reconciler.set_active(False)
+        scheduler.set_active(False)
         memo.leadership = Leadership(memo.api, LeaseSettings(
             name=config.lease_name, namespace=config.lease_namespace,
             identity=config.identity, duration=config.lease_duration,
-            retry=max(0.5, config.lease_duration / 5)), reconciler.set_active)
+            retry=max(0.5, config.lease_duration / 5)), scheduler.set_active)
         memo.tasks.append(asyncio.create_task(memo.leadership.run(), name="evc-leadership"))
     if config.metrics_port:
-        memo.metrics = await metrics.serve(reconciler, config.metrics_port)
+        memo.metrics = await metrics.serve(scheduler, config.metrics_port)
         logger.info("Metrics on :%d/metrics, readiness on :%d/readyz.",
                     config.metrics_port, config.metrics_port)
     logger.info("Expiry period %ss, grace period %ss, countdown interval %ss%s.",
@@ -112,9 +119,41 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
                 ", DRY RUN: nothing will be deleted" if config.dry_run else "")
 
 
+async def _connect_or_exit(logger: kopf.Logger) -> kube.Api:
+    """Credentials that cannot be used stop the operator here, at start, with one line
+    that names the kubeconfig's context and user and what is wrong: never a fall-back
+    to anonymous and an endless stream of 403s."""
+    try:
+        api = await kube.connect()
+    except ConfigError as error:
+        _exit(logger, error)
+    try:
+        await api.credentials.check()
+    except ConfigError as error:
+        await api.close()
+        _exit(logger, error)
+    return api
+
+
+def _exit(logger: kopf.Logger, error: ConfigError) -> NoReturn:
+    logger.error("%s", error)
+    logging.shutdown()
+    os._exit(2)  # Kopf would retry a failed start-up handler, or print a traceback
+
+
+@kopf.on.login(backoff=5)  # a plugin that fails later: try again soon, and say why
+async def login(memo: kopf.Memo, **_: Any) -> kopf.AiohttpSession:
+    """Kopf's own connection uses the operator's credentials (credentials.py), not Kopf's
+    kubeconfig reader: exec plugins and token files work, and in a Pod the API server is
+    found without DNS."""
+    memo.kopf_login = await kopf_login(memo.api.credentials, memo.get("kopf_login"))
+    info: kopf.AiohttpSession = memo.kopf_login[0]
+    return info
+
+
 def _forward(method: str, memo: kopf.Memo) -> Any:
-    """A callback to the reconciler's `method`, which exists only after the watcher."""
-    return lambda *args: getattr(memo.reconciler, method)(*args)
+    """A callback to the scheduler's `method`, which exists only after the watcher."""
+    return lambda *args: getattr(memo.scheduler, method)(*args)
 
 
 @kopf.on.cleanup()
@@ -131,21 +170,21 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await api.close()
 
 
-def _reconciler(memo: kopf.Memo) -> Reconciler:
-    reconciler: Reconciler = memo.reconciler
-    reconciler.pods_view_complete = True  # Kopf is watching: the rest is per namespace
-    return reconciler
+def _scheduler(memo: kopf.Memo) -> Scheduler:
+    scheduler: Scheduler = memo.scheduler
+    scheduler.pods_view_complete = True  # Kopf is watching: the rest is per namespace
+    return scheduler
 
 
 @kopf.on.event(*CRD, field="metadata.name", value=CRD_NAME)
 async def crd_event(memo: kopf.Memo, **_: Any) -> None:
     """The EVC CRD always exists: its first event tells that Kopf watches, even when
     there is no claim yet (readiness)."""
-    _reconciler(memo)
+    _scheduler(memo)
 
 
 @kopf.on.event(*EVC)
 async def evc_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type != "DELETED":
         memo.watched.ensure(body.metadata.namespace or "")
-    _reconciler(memo).observe_evc(type, body)
+    _scheduler(memo).observe_evc(type, body)

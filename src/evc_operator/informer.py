@@ -7,36 +7,73 @@ with the square of the number of pods. Here, per namespace and kind, one paged l
 one watch keep small projections (`PodView`, `PvcView`) and nothing else; only the
 namespaces that hold EVCs are read at all, since a pod can use a claim of its own
 namespace only. A relist (after 410 Gone) is compared with what was held, so objects
-deleted while the watch was away are noticed too.
+deleted while the watch was away are noticed too. What they read of the API server is a
+`Source` (the real one: `KubeSource`); unit tests pass a scripted one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Generic, Protocol, TypeVar
 
 from evc_operator import kube
 from evc_operator.claims import PvcView, pvc_view
-from evc_operator.users import PodSnapshot, PodView, pod_view
+from evc_operator.errors import Gone, describe
+from evc_operator.evc import Key
+from evc_operator.users import PodView, pod_view
+from evc_operator.workqueue import backoff
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
-Key = tuple[str, str]
-RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0)
-# A proof-of-freshness watch lasts this long; the API server sends its bookmark about
-# 2 s before a watch's end (with 2 s or less, often none at all).
-BARRIER_WATCH_SECONDS = 3
+RETRY_CAP = 10.0  # seconds between attempts to list or watch, at most
+
+
+class Source(Protocol):
+    """What the informers, and the proof that one is current, read of the API server."""
+
+    async def list_all(self, kind: str, namespace: str,
+                       each: Callable[[dict[str, Any]], None]) -> str: ...
+
+    def watch(self, kind: str, namespace: str, resource_version: str,
+              seconds: int = kube.WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        ...
+
+    async def collection_version(self, kind: str, namespace: str) -> int: ...
+
+    async def list_pods(self, namespace: str) -> list[PodView]: ...
+
+
+class KubeSource:
+    """`Source` on the real API server, through `kube`."""
+
+    def __init__(self, api: kube.Api) -> None:
+        self.api = api
+
+    async def list_all(self, kind: str, namespace: str,
+                       each: Callable[[dict[str, Any]], None]) -> str:
+        return await kube.list_all(self.api, kind, namespace, each)
+
+    def watch(self, kind: str, namespace: str, resource_version: str,
+              seconds: int = kube.WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        return kube.watch(self.api, kind, namespace, resource_version, seconds)
+
+    async def collection_version(self, kind: str, namespace: str) -> int:
+        return await kube.collection_version(self.api, kind, namespace)
+
+    async def list_pods(self, namespace: str) -> list[PodView]:
+        return await list_pods(self.api, namespace)
 
 
 class Informer(Generic[V]):
     """One kind of object in one namespace: list, then watch; projections only."""
 
-    def __init__(self, api: Any, kind: str, namespace: str, project: Callable[[Any], V],
+    def __init__(self, source: Source, kind: str, namespace: str,
+                 project: Callable[[Any], V],
                  changed: Callable[[str, V | None, V | None], None],
                  listed: Callable[[], None]) -> None:
-        self.api = api
+        self.source = source
         self.kind = kind
         self.namespace = namespace
         self.project = project
@@ -56,24 +93,24 @@ class Informer(Generic[V]):
                     version = await self._relist()
                 version = await self._watch(version)
                 failures = 0
-            except kube.Gone:
+            except Gone:
                 self.breaks += 1
                 version = None  # too old to resume from: list again
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 self.breaks += 1
-                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
+                delay = backoff(failures, cap=RETRY_CAP)
                 log.warning("Watching %s in %s failed (%s); again in %.0f s.", self.kind,
-                            self.namespace, kube.describe(error), delay)
+                            self.namespace, describe(error), delay)
                 await asyncio.sleep(delay)
 
     async def _relist(self) -> str:
         fresh: dict[str, V] = {}
-        version = await kube.list_all(self.api, self.kind, self.namespace,
-                                      lambda item: fresh.__setitem__(
-                                          item["metadata"]["name"], self.project(item)))
+        version = await self.source.list_all(self.kind, self.namespace,
+                                             lambda item: fresh.__setitem__(
+                                                 item["metadata"]["name"], self.project(item)))
         held, self.items = self.items, fresh
         self.version = int(version)
         for name in held.keys() - fresh.keys():
@@ -86,7 +123,7 @@ class Informer(Generic[V]):
         return version
 
     async def _watch(self, version: str) -> str:
-        async for kind, body in kube.watch(self.api, self.kind, self.namespace, version):
+        async for kind, body in self.source.watch(self.kind, self.namespace, version):
             version = body["metadata"]["resourceVersion"]
             if kind == "BOOKMARK":
                 self.version = int(version)
@@ -129,14 +166,14 @@ class NamespacePods:
 class Watched:
     """Informers of pods and PVCs for every namespace that holds a claim.
 
-    `pods_changed(namespace, claims)` and `pvc_changed(key)` tell the reconciler what to
+    `pods_changed(namespace, claims)` and `pvc_changed(key)` tell the scheduler what to
     look at again; `namespace_synced(namespace)` when both lists of a namespace are in.
     """
 
-    def __init__(self, api: Any, *, pods_changed: Callable[[str, Iterable[str]], None],
+    def __init__(self, source: Source, *, pods_changed: Callable[[str, Iterable[str]], None],
                  pvc_changed: Callable[[Key], None],
                  namespace_synced: Callable[[str], None]) -> None:
-        self.api = api
+        self.source = source
         self.pods_changed = pods_changed
         self.pvc_changed = pvc_changed
         self.namespace_synced = namespace_synced
@@ -162,9 +199,9 @@ class Watched:
                 self.namespace_synced(namespace)
 
         self.claims[namespace] = pods
-        self.pods[namespace] = Informer(self.api, "pods", namespace, pod_view, pod_changed,
+        self.pods[namespace] = Informer(self.source, "pods", namespace, pod_view, pod_changed,
                                         listed)
-        self.pvcs[namespace] = Informer(self.api, "persistentvolumeclaims", namespace,
+        self.pvcs[namespace] = Informer(self.source, "persistentvolumeclaims", namespace,
                                         pvc_view, pvc_changed, listed)
         self._tasks[namespace] = [
             asyncio.create_task(self.pods[namespace].run(), name=f"pods in {namespace}"),
@@ -177,56 +214,7 @@ class Watched:
     def all_synced(self) -> bool:
         return all(self.synced(namespace) for namespace in self._tasks)
 
-    async def current_pods(self, namespace: str) -> PodSnapshot:
-        """The namespace's pods as they are at some moment after this call began.
-
-        Before a deletion the operator must not decide on a view that lags (a stalled or
-        slow watch). A full list proves freshness but costs every pod of the namespace,
-        for every wave of deletions. Instead: a consistent read of the collection's
-        resourceVersion now (one object); if the informer has seen that far, its view is
-        current. Otherwise a short watch from where the informer stands: its events,
-        applied to a copy of the informer's view up to a bookmark or event at or past
-        that version, give the state as of then. Without such proof, the full list.
-
-        The snapshot stays `live` while the informer's watch runs on unbroken and has
-        itself applied every pod change up to the proof (with none, nothing is missing:
-        the rest comes through the same watch, in order). The reconciler may then prove
-        freshness a little ahead of a deadline and decide at the deadline on the snapshot
-        and the live view.
-        """
-        informer = self.pods.get(namespace)
-        if informer is None or not informer.synced:
-            return PodSnapshot(await kube.list_pod_views(self.api, namespace))
-        breaks = informer.breaks
-        target = await kube.collection_version(self.api, "pods", namespace)
-        # What the informer must have applied for its live view to hold everything up to
-        # `target`: the last pod change at or before it (bookmarks change nothing).
-        needed = min(informer.version, target)
-
-        def live() -> bool:
-            return informer.breaks == breaks and informer.version >= needed
-
-        if informer.version >= target:
-            return PodSnapshot(list(informer.items.values()), live)
-        items, start = dict(informer.items), informer.version
-        try:
-            async for kind, body in kube.watch(self.api, "pods", namespace, str(start),
-                                               seconds=BARRIER_WATCH_SECONDS):
-                version = int(body["metadata"]["resourceVersion"])
-                if kind == "DELETED":
-                    items.pop(body["metadata"]["name"], None)
-                elif kind != "BOOKMARK":
-                    items[body["metadata"]["name"]] = pod_view(body)
-                if kind != "BOOKMARK" and version <= target:
-                    needed = version
-                if version >= target:
-                    return PodSnapshot(list(items.values()), live)
-        except kube.Gone:
-            pass
-        log.info("No proof that the pods of %s are current; listing them all.", namespace)
-        return PodSnapshot(await kube.list_pod_views(self.api, namespace))
-
-    # --- what the reconciler reads (the shape of its `Lookup`s) -----------------------------
+    # --- what the reconcile reads (the shape of reconcile.PodIndex) -----------------------
 
     def pods_of_claim(self, key: Key) -> list[PodView]:
         pods = self.claims.get(key[0])
@@ -236,10 +224,9 @@ class Watched:
         informer = self.pods.get(namespace)
         return list(informer.items.values()) if informer else []
 
-    def pvc(self, key: Key) -> list[PvcView]:
+    def pvc(self, key: Key) -> PvcView | None:
         informer = self.pvcs.get(key[0])
-        found = informer.items.get(key[1]) if informer else None
-        return [found] if found else []
+        return informer.items.get(key[1]) if informer else None
 
     async def close(self) -> None:
         tasks = [task for started in self._tasks.values() for task in started]
@@ -248,17 +235,9 @@ class Watched:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class Lookup:
-    """A read function in the `get(key, default)` shape the reconciler reads indexes by."""
-
-    def __init__(self, read: Callable[[Any], list[Any]]) -> None:
-        self.read = read
-
-    def get(self, key: Any, default: Any = (), /) -> Any:
-        return self.read(key) or default
-
-
-def lookups(watched: Watched) -> Mapping[str, Lookup]:
-    return {"pods_by_claim": Lookup(watched.pods_of_claim),
-            "pods_by_namespace": Lookup(watched.pods_in),
-            "pvcs": Lookup(watched.pvc)}
+@kube.counted("list_pods")
+async def list_pods(api: kube.Api, namespace: str) -> list[PodView]:
+    """All pods of a namespace, read from the API server itself (not a cache), projected."""
+    views: list[PodView] = []
+    await kube.list_all(api, "pods", namespace, lambda item: views.append(pod_view(item)))
+    return views

@@ -2,9 +2,11 @@
 
 Everything here is async (plain aiohttp) because it runs inside Kopf's event
 loop; a sync client there would stall every other handler. Functions return
-plain dicts (the API's own JSON), or for pod lists only their projections, and
-raise ApiException on failure; deciding what to do about either is the caller's
-business.
+plain dicts (the API's own JSON) and raise typed errors (`NotFound`, `Conflict`,
+`Invalid`, `Forbidden`, `Gone`, ... all `ApiException`s); deciding what to do
+about either is the caller's business. Nothing here knows EVCs' rules, views or
+metrics: failed calls are reported to a hook (`set_error_hook`), projections are
+the informer's.
 
 No generated client library: the operator uses a dozen endpoints, and importing
 one costs tens of MiB before any object exists (Kopf imports it too when it is
@@ -16,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import json
-import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
@@ -26,11 +26,11 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from evc_operator.credentials import ConfigError, Credentials, load_credentials
-from evc_operator.metrics import API_ERRORS
+from evc_operator.auth import session
+from evc_operator.credentials import Credentials, load_credentials
+from evc_operator.errors import ApiException, NotFound, api_error
 from evc_operator.resources import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from evc_operator.status import Event
-from evc_operator.users import PodView, pod_view
+from evc_operator.timestamps import format_time
 
 JSON = "application/json"
 # Explicit: custom resources refuse strategic merge patch.
@@ -45,45 +45,37 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)  # every request but watches
 READ_BUFFER = 2**21
 
 
-log = logging.getLogger(__name__)
 _Fn = TypeVar("_Fn", bound=Callable[..., Awaitable[Any]])
 
-__all__ = ["Api", "ApiException", "ConfigError", "Gone", "connect"]
+
+ErrorHook = Callable[[str, int], None]  # (operation, HTTP status; 0: no answer)
 
 
-class ApiException(Exception):
-    """The API server answered with a status outside 2xx (or a watch with an ERROR)."""
-
-    def __init__(self, status: int | None = None, reason: str | None = None, *,
-                 body: bytes | str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
-        self.body = body
-        self.headers = headers
-
-    def __str__(self) -> str:
-        return f"({self.status}) {error_message(self)}"
+def _ignore(_operation: str, _status: int) -> None:
+    pass
 
 
-class Gone(Exception):
-    """410 Gone: the resourceVersion to resume from is too old; list again."""
+_error_hook: ErrorHook = _ignore
 
 
+def set_error_hook(hook: ErrorHook) -> None:
+    """Have every failed call reported to `hook` (metrics count them)."""
+    global _error_hook
+    _error_hook = hook
 
-def _counted(operation: str) -> Callable[[_Fn], _Fn]:
-    """Count failed calls in evc_api_errors{operation, status}."""
+
+def counted(operation: str) -> Callable[[_Fn], _Fn]:
+    """Report failed calls to the error hook, by operation and status."""
     def decorate(fn: _Fn) -> _Fn:
         @functools.wraps(fn)
         async def call(*args: Any, **kwargs: Any) -> Any:
             try:
                 return await fn(*args, **kwargs)
             except ApiException as error:
-                API_ERRORS.labels(operation, str(error.status)).inc()
+                _error_hook(operation, error.status or 0)
                 raise
             except (aiohttp.ClientError, TimeoutError):
-                API_ERRORS.labels(operation, "0").inc()
+                _error_hook(operation, 0)
                 raise
         return cast(_Fn, call)
     return decorate
@@ -97,11 +89,9 @@ class Api:
     def __init__(self, credentials: Credentials) -> None:
         self.credentials = credentials
         self.server = credentials.server
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT, ssl=credentials.ssl),
-            headers={"User-Agent": COMPONENT, "Accept": JSON, **credentials.headers},
-            proxy=credentials.proxy,
-            trust_env=True,  # HTTPS_PROXY, NO_PROXY
+        self.session = session(  # sets a fresh Authorization, retries once after a 401
+            credentials, limit=CONNECTION_LIMIT,
+            headers={"User-Agent": COMPONENT, "Accept": JSON},
             timeout=REQUEST_TIMEOUT,
             read_bufsize=READ_BUFFER,
         )
@@ -117,8 +107,6 @@ class Api:
                       ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The raw response, whatever its status; the caller reads and checks it."""
         headers: dict[str, str] = {}
-        if self.credentials.token is not None:
-            headers["Authorization"] = self.credentials.token.header()
         data = None
         if body is not None:
             data = orjson.dumps(body)
@@ -145,15 +133,7 @@ async def connect() -> Api:
 def _check(status: int, reason: str | None, data: bytes,
            headers: Mapping[str, str] | None = None) -> None:
     if not 200 <= status <= 299:
-        raise ApiException(status=status, reason=reason, body=data, headers=headers)
-
-
-def _raise_for(status: int, reason: str | None, data: bytes,
-               headers: Mapping[str, str] | None = None) -> None:
-    """For lists and watches: 410 is Gone (list again), any other non-2xx ApiException."""
-    if status == 410:
-        raise Gone(data[:200].decode("utf-8", errors="replace"))
-    _check(status, reason, data, headers)
+        raise api_error(status, reason, data, headers)
 
 
 def _q(name: str) -> str:
@@ -178,28 +158,26 @@ async def _read_or_none(api: Api, path: str) -> dict[str, Any] | None:
     """The object at `path`, or None if it does not exist (404)."""
     try:
         found: dict[str, Any] = await api.call("GET", path)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
+    except NotFound:
+        return None
     return found
 
 
-@_counted("create_pvc")
+@counted("create_pvc")
 async def create_pvc(api: Api, body: Mapping[str, Any]) -> dict[str, Any]:
-    """Create a PVC; raises ApiException 409 if one of that name exists (never touched)."""
+    """Create a PVC; raises Conflict if one of that name exists (never touched)."""
     created: dict[str, Any] = await api.call(
         "POST", _core(body["metadata"]["namespace"], "persistentvolumeclaims"),
         body=dict(body))
     return created
 
 
-@_counted("read_pvc")
+@counted("read_pvc")
 async def read_pvc(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
     return await _read_or_none(api, _core(namespace, "persistentvolumeclaims", name))
 
 
-@_counted("patch_pvc")
+@counted("patch_pvc")
 async def patch_pvc(api: Api, namespace: str, name: str, uid: str,
                     resource_version: str, patch: Mapping[str, Any]) -> None:
     """Merge-patch our PVC, only if it is still the object (uid) and version we decided on."""
@@ -210,17 +188,11 @@ async def patch_pvc(api: Api, namespace: str, name: str, uid: str,
                    content_type=MERGE_PATCH)
 
 
-@_counted("patch_evc_status")
+@counted("patch_evc_status")
 async def patch_evc_status(api: Api, namespace: str, name: str,
-                           status: Mapping[str, Any], *,
-                           resource_version: str | None = None) -> dict[str, Any]:
-    """Merge-patch the EVC's status subresource; None values remove fields.
-
-    With `resource_version`, the API server refuses (409) if the EVC changed since.
-    """
+                           status: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge-patch the EVC's status subresource; None values remove fields."""
     body: dict[str, Any] = {"status": dict(status)}
-    if resource_version:
-        body["metadata"] = {"resourceVersion": resource_version}
     patched: dict[str, Any] = await api.call(
         "PATCH", f"{_evc(namespace, name)}/status", body=body, content_type=MERGE_PATCH)
     return patched
@@ -229,12 +201,6 @@ async def patch_evc_status(api: Api, namespace: str, name: str,
 LIST_PAGE = 500  # objects per page of a list: bounds memory, not the list's consistency
 WATCH_SECONDS = 300  # the API server ends a watch after this; we resume where it ended
 LISTED_KINDS = frozenset({"pods", "persistentvolumeclaims"})
-
-
-def describe(error: BaseException) -> str:
-    if isinstance(error, ApiException):
-        return f"API error {error.status}: {error_message(error)}"
-    return f"{type(error).__name__}: {error}"
 
 
 def _collection(kind: str, namespace: str) -> str:
@@ -260,7 +226,7 @@ async def list_all(api: Api, kind: str, namespace: str,
             params["continue"] = token
         async with api.request("GET", path, params=params) as response:
             data = await response.read()
-            _raise_for(response.status, response.reason, data, response.headers)
+            _check(response.status, response.reason, data, response.headers)
         page = orjson.loads(data)
         for item in page.get("items") or ():
             each(item)
@@ -270,13 +236,13 @@ async def list_all(api: Api, kind: str, namespace: str,
             return str(metadata.get("resourceVersion") or "")
 
 
-@_counted("collection_version")
+@counted("collection_version")
 async def collection_version(api: Api, kind: str, namespace: str) -> int:
     """The resourceVersion of a collection now: a consistent read of at most one object."""
     async with api.request("GET", _collection(kind, namespace),
                            params={"limit": "1"}) as response:
         data = await response.read()
-        _raise_for(response.status, response.reason, data, response.headers)
+        _check(response.status, response.reason, data, response.headers)
     return int(orjson.loads(data)["metadata"]["resourceVersion"])
 
 
@@ -284,7 +250,7 @@ async def watch(api: Api, kind: str, namespace: str, resource_version: str,
                 seconds: int = WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """(event type, object) from `resource_version` on, until the API server ends the
     watch after `seconds`; bookmarks included (they only move the resourceVersion).
-    Raises Gone (410)."""
+    Raises Gone when `resource_version` is too old."""
     params = {"watch": "true", "resourceVersion": resource_version,
               "allowWatchBookmarks": "true", "timeoutSeconds": str(seconds)}
     async with api.request(
@@ -292,7 +258,7 @@ async def watch(api: Api, kind: str, namespace: str, resource_version: str,
             timeouts=aiohttp.ClientTimeout(sock_connect=10, sock_read=seconds + 60),
     ) as response:
         if response.status != 200:
-            _raise_for(response.status, response.reason, await response.read(),
+            _check(response.status, response.reason, await response.read(),
                        response.headers)
         async for line in response.content:
             if not line.strip():
@@ -300,26 +266,16 @@ async def watch(api: Api, kind: str, namespace: str, resource_version: str,
             event = orjson.loads(line)
             body = event.get("object") or {}
             if event.get("type") == "ERROR":
-                if body.get("code") == 410:
-                    raise Gone(body.get("message"))
-                raise ApiException(status=body.get("code") or 0, reason=body.get("message"))
+                raise api_error(body.get("code") or 0, body.get("message"))
             yield event["type"], body
 
 
-@_counted("list_pods")
-async def list_pod_views(api: Api, namespace: str) -> list[PodView]:
-    """All pods of a namespace, read from the API server itself (not a cache), as PodViews."""
-    views: list[PodView] = []
-    await list_all(api, "pods", namespace, lambda item: views.append(pod_view(item)))
-    return views
-
-
-@_counted("delete_evc")
+@counted("delete_evc")
 async def delete_evc(api: Api, namespace: str, name: str, uid: str,
                      resource_version: str) -> None:
     """Delete the EVC only if it is still exactly the object we decided about.
 
-    The preconditions make the API server refuse (409) if the EVC was replaced
+    The preconditions make the API server refuse (Conflict) if the EVC was replaced
     (uid) or changed in any way (resourceVersion) since. The PVC goes with it
     through its owner reference (garbage collector, in the background).
     """
@@ -329,24 +285,24 @@ async def delete_evc(api: Api, namespace: str, name: str, uid: str,
     })
 
 
-@_counted("read_lease")
+@counted("read_lease")
 async def read_lease(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
     return await _read_or_none(api, _leases(namespace, name))
 
 
-@_counted("create_lease")
+@counted("create_lease")
 async def create_lease(api: Api, namespace: str, name: str,
                        spec: Mapping[str, Any]) -> None:
-    """Create the Lease; 409 if another replica created it first."""
+    """Create the Lease; Conflict if another replica created it first."""
     body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}
     await api.call("POST", _leases(namespace), body=body)
 
 
-@_counted("replace_lease")
+@counted("replace_lease")
 async def replace_lease(api: Api, lease: Mapping[str, Any],
                         spec: Mapping[str, Any]) -> None:
-    """Replace the Lease's spec; 409 if anyone changed it since `lease` was read."""
+    """Replace the Lease's spec; Conflict if anyone changed it since `lease` was read."""
     metadata = lease["metadata"]
     body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": metadata["name"], "namespace": metadata["namespace"],
@@ -355,31 +311,18 @@ async def replace_lease(api: Api, lease: Mapping[str, Any],
     await api.call("PUT", _leases(metadata["namespace"], metadata["name"]), body=body)
 
 
-def error_message(error: ApiException) -> str:
-    """The API server's own explanation from an error response, else its reason."""
-    try:
-        message = json.loads(error.body or "{}").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or error.reason)
-
-
-async def post_event(api: Api, namespace: str, name: str, uid: str,
-                     event: Event, now: datetime.datetime) -> None:
-    """Post a Kubernetes Event about the EVC. Best effort: a lost Event loses no data."""
-    stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+@counted("post_event")
+async def post_event(api: Api, namespace: str, name: str, uid: str, *, type: str,
+                     reason: str, message: str, now: datetime.datetime) -> None:
+    """Post a Kubernetes Event about the EVC (type Normal or Warning)."""
+    stamp = format_time(now)
     body = {
         "metadata": {"generateName": f"{name}.", "namespace": namespace},
         "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": name,
                            "namespace": namespace, "uid": uid},
-        "type": event.type, "reason": event.reason, "message": event.message,
+        "type": type, "reason": reason, "message": message,
         "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
         "reportingInstance": socket.gethostname(),
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
     }
-    try:
-        await api.call("POST", _core(namespace, "events"), body=body)
-    except ApiException as error:
-        API_ERRORS.labels("post_event", str(error.status)).inc()
-        log.warning("Could not post Event %s on %s/%s: %s %s", event.reason, namespace, name,
-                    error.status, error.reason)
+    await api.call("POST", _core(namespace, "events"), body=body)

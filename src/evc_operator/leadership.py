@@ -1,7 +1,7 @@
 """One active replica at a time, by a coordination.k8s.io Lease.
 
 Every replica watches and indexes (a warm standby: taking over needs no
-re-listing); only the Lease holder writes, through the reconciler. A holder
+re-listing); only the Lease holder writes, through the scheduler. A holder
 that cannot renew in time steps down before its Lease can expire, and a standby
 takes over once the Lease has expired: one lease duration plus one retry
 period, at most, after a holder dies. Two holders at once are still harmless:
@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from evc_operator import kube
+from evc_operator.timestamps import format_time, parse_time, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,8 @@ class LeaseSettings:
     retry: float = 2.0  # how often to renew, or to try to take over
 
 
-def _stamp(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parse_time(text) if text else None
 
 
 def may_take(spec: Mapping[str, Any], identity: str, now: datetime.datetime) -> bool:
@@ -59,8 +54,8 @@ def claimed_spec(spec: Mapping[str, Any], settings: LeaseSettings,
     return {
         "holderIdentity": settings.identity,
         "leaseDurationSeconds": int(settings.duration),
-        "acquireTime": spec.get("acquireTime") if ours else _stamp(now),
-        "renewTime": _stamp(now),
+        "acquireTime": spec.get("acquireTime") if ours else format_time(now, micro=True),
+        "renewTime": format_time(now, micro=True),
         "leaseTransitions": transitions if ours else transitions + 1,
     }
 
@@ -68,10 +63,9 @@ def claimed_spec(spec: Mapping[str, Any], settings: LeaseSettings,
 class Leadership:
     """Keeps `active` true only while this replica holds the Lease."""
 
-    def __init__(self, api: Any, settings: LeaseSettings,
+    def __init__(self, api: kube.Api, settings: LeaseSettings,
                  on_change: Callable[[bool], None],
-                 clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
-                     datetime.UTC)) -> None:
+                 clock: Callable[[], datetime.datetime] = utcnow) -> None:
         self.api = api
         self.settings = settings
         self.on_change = on_change

@@ -166,3 +166,20 @@ def _unused_since(claim: Claim, users: tuple[PodUse, ...],
         # Never recorded as used, yet finished users exist: they came and went unseen.
         return observed
     return None
+
+
+def trusted(recorded: Claim, ours: Claim | None) -> Claim:
+    """The claim to decide on: its recorded facts, unless they differ from those this
+    process wrote last (`ours`) -- then the later of the two (when unsure, later), so a
+    status rewritten by someone else never makes a deadline earlier."""
+    if ours is None or (recorded.recorded_phase, recorded.recorded_unused_since) == (
+            ours.recorded_phase, ours.recorded_unused_since):
+        return recorded
+    if ours.recorded_phase is Phase.IN_USE or recorded.recorded_unused_since is None:
+        return dataclasses.replace(recorded, recorded_phase=ours.recorded_phase,
+                                   recorded_unused_since=ours.recorded_unused_since)
+    if ours.recorded_unused_since is not None:
+        later = max(ours.recorded_unused_since, recorded.recorded_unused_since)
+        return dataclasses.replace(recorded, recorded_phase=ours.recorded_phase,
+                                   recorded_unused_since=later)
+    return dataclasses.replace(recorded, recorded_phase=ours.recorded_phase)

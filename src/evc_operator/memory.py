@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import time
 from collections.abc import Callable
 
 _Trim = Callable[[int], int]
@@ -35,3 +36,29 @@ def release() -> bool:
         return False
     _TRIM(0)
     return True
+
+
+# After a burst of at least this many reconciliations, once all is quiet, the heap's free
+# pages go back to the system, at most every RELEASE_EVERY seconds.
+RELEASE_AFTER = 100
+RELEASE_EVERY = 30.0
+
+
+class AfterBursts:
+    """Releases memory once all is quiet after a burst of work."""
+
+    def __init__(self, release: Callable[[], bool] = release,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._release = release
+        self._clock = clock
+        self.since = 0  # units of work since memory was last released
+        self._released_at = -RELEASE_EVERY
+
+    def worked(self) -> None:
+        self.since += 1
+
+    def when_quiet(self, quiet: bool) -> None:
+        if (self.since >= RELEASE_AFTER and quiet
+                and self._clock() - self._released_at >= RELEASE_EVERY):
+            self._release()
+            self.since, self._released_at = 0, self._clock()

@@ -1,15 +1,15 @@
 """Prometheus metrics and the readiness endpoint, served from the operator's event loop.
 
 Gauges that describe the claims (how many in each phase, when each is due) are
-computed from the reconciler's memory at scrape time: nothing is updated per
+computed from the scheduler's memory at scrape time: nothing is updated per
 event, and a scrape never calls the Kubernetes API.
 """
 
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -22,10 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from evc_operator.lifecycle import Phase
-
-if TYPE_CHECKING:
-    from evc_operator.reconciler import Reconciler
+from evc_operator.lifecycle import Decision, Phase
 
 REGISTRY = CollectorRegistry()
 
@@ -52,17 +49,34 @@ DELETION_LATENESS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=REGISTRY)
 
 
-class ClaimsCollector(Collector):
-    """Claims by phase and their deadlines, read from the reconciler when scraped."""
+def count_api_error(operation: str, status: int) -> None:
+    """The API layer's error hook (kube.set_error_hook)."""
+    API_ERRORS.labels(operation, str(status)).inc()
 
-    def __init__(self, reconciler: Reconciler) -> None:
-        self.reconciler = reconciler
+
+class Observed(Protocol):
+    """What the scheduler tells about the claims it holds."""
+
+    active: bool
+
+    def phases(self) -> Iterable[Phase | None]: ...
+
+    def countdowns(self) -> Iterable[tuple[tuple[str, str], Decision]]: ...
+
+    def ready(self) -> bool: ...
+
+
+class ClaimsCollector(Collector):
+    """Claims by phase and their deadlines, read from the scheduler when scraped."""
+
+    def __init__(self, observed: Observed) -> None:
+        self.observed = observed
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         phases = GaugeMetricFamily("evc_claims", "EphemeralVolumeClaims known, by phase.",
                                    labels=["phase"])
-        counted = Tally(str(view.claim.recorded_phase or "Unknown")
-                        for view in self.reconciler.evcs.values())
+        phases_held = list(self.observed.phases())
+        counted = Tally(str(phase or "Unknown") for phase in phases_held)
         for phase in [*(str(p) for p in Phase), "Unknown"]:
             phases.add_metric([phase], counted.get(phase, 0))
         yield phases
@@ -71,7 +85,8 @@ class ClaimsCollector(Collector):
             "evc_deletion_timestamp_seconds",
             "When each claim with a running countdown will be deleted (Unix time).",
             labels=["namespace", "name", "countdown"])
-        for (namespace, name), decision in list(self.reconciler.countdowns.items()):
+        pending = list(self.observed.countdowns())
+        for (namespace, name), decision in pending:
             if decision.deletes_at is not None and decision.countdown is not None:
                 deadlines.add_metric([namespace, name, str(decision.countdown)],
                                      decision.deletes_at.timestamp())
@@ -79,35 +94,35 @@ class ClaimsCollector(Collector):
 
         tracked = GaugeMetricFamily("evc_claims_tracked",
                                     "EphemeralVolumeClaims the scheduler holds in memory.")
-        tracked.add_metric([], len(self.reconciler.evcs))
+        tracked.add_metric([], len(phases_held))
         yield tracked
         countdowns = GaugeMetricFamily(
             "evc_countdowns", "Claims whose countdown (expiry or grace) the scheduler holds: "
             "after a restart, all of them again once it has resumed.")
-        countdowns.add_metric([], len(self.reconciler.countdowns))
+        countdowns.add_metric([], len(pending))
         yield countdowns
 
         leader = GaugeMetricFamily("evc_leader", "1 while this replica is the active one.")
-        leader.add_metric([], 1 if self.reconciler.active else 0)
+        leader.add_metric([], 1 if self.observed.active else 0)
         yield leader
 
         ready = GaugeMetricFamily("evc_pod_view_complete",
                                   "1 once every namespace with claims has had its pods "
                                   "and PVCs listed.")
-        ready.add_metric([], 1 if self.reconciler.ready() else 0)
+        ready.add_metric([], 1 if self.observed.ready() else 0)
         yield ready
 
 
-async def serve(reconciler: Reconciler, port: int) -> web.AppRunner:
+async def serve(observed: Observed, port: int) -> web.AppRunner:
     """Start /metrics and /readyz on `port`; the caller cleans the runner up."""
-    REGISTRY.register(ClaimsCollector(reconciler))
+    REGISTRY.register(ClaimsCollector(observed))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def readyz(_: web.Request) -> web.Response:
-        if reconciler.ready():
+        if observed.ready():
             return web.Response(text="ok\n")
         return web.Response(status=503, text="waiting for the complete view of pods\n")
 

@@ -10,7 +10,5 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 # Selectors for Kopf's decorators, fully qualified: @kopf.on.event(*EVC).
 EVC = (GROUP, VERSION, PLURAL)
-PVC = ("v1", "persistentvolumeclaims")
-POD = ("v1", "pods")
 CRD = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 CRD_NAME = f"{PLURAL}.{GROUP}"

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evc_operator.lifecycle import Action, Countdown, Decision, Phase
+from evc_operator.timestamps import format_time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +32,6 @@ class Event:
     type: str  # Normal or Warning
     reason: str
     message: str
-
-
-def timestamp(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def human_period(seconds: float) -> str:
@@ -85,15 +83,15 @@ def build_status(decision: Decision, conditions: Sequence[Condition], *, generat
             "reason": condition.reason,
             "message": condition.message,
             "lastTransitionTime": old.get("lastTransitionTime") if unchanged and
-            old.get("lastTransitionTime") else timestamp(now),
+            old.get("lastTransitionTime") else format_time(now),
             "observedGeneration": generation,
         })
     return {
         "phase": str(decision.phase),
         "users": len(decision.active_users),
         "userNames": list(decision.listed_users),
-        "unusedSince": timestamp(decision.unused_since) if decision.unused_since else None,
-        "deletesAt": timestamp(decision.deletes_at) if decision.deletes_at else None,
+        "unusedSince": format_time(decision.unused_since) if decision.unused_since else None,
+        "deletesAt": format_time(decision.deletes_at) if decision.deletes_at else None,
         "countdown": str(decision.countdown) if decision.countdown else None,
         "observedGeneration": generation,
         "conditions": rendered,
@@ -114,11 +112,11 @@ def transition_events(decision: Decision, recorded_phase: Phase | None, *,
     """Events for a change of phase (none when the phase stays)."""
     if decision.phase is recorded_phase:
         return []
-    deletes = f" Deletes at {timestamp(decision.deletes_at)}" if decision.deletes_at else ""
+    deletes = f" Deletes at {format_time(decision.deletes_at)}" if decision.deletes_at else ""
     if decision.phase is Phase.IN_USE:
         return [Event("Normal", "InUse", f"Used by {', '.join(decision.listed_users)}.")]
     if decision.phase is Phase.IDLE:
-        since = timestamp(decision.unused_since) if decision.unused_since else "now"
+        since = format_time(decision.unused_since) if decision.unused_since else "now"
         return [Event("Normal", "Idle",
                       f"No pod uses it since {since}; grace period "
                       f"{human_period(grace_period)} started.{deletes and deletes + '.'}")]
@@ -132,7 +130,7 @@ def transition_events(decision: Decision, recorded_phase: Phase | None, *,
 def deletion_event(decision: Decision, *, expiry_period: float, grace_period: float,
                    dry_run: bool) -> Event:
     if decision.countdown is Countdown.GRACE and decision.unused_since:
-        why = (f"unused since {timestamp(decision.unused_since)}, "
+        why = (f"unused since {format_time(decision.unused_since)}, "
                f"longer than the grace period of {human_period(grace_period)}")
         reason = "GracePeriodElapsed"
     else:
@@ -141,3 +139,80 @@ def deletion_event(decision: Decision, *, expiry_period: float, grace_period: fl
     if dry_run or decision.action is Action.REPORT_DRY_RUN:
         return Event("Normal", "WouldDelete", f"DRY_RUN: would delete it now ({why}).")
     return Event("Normal", "Deleted", f"Deleting it ({reason}): {why}.")
+
+
+def condition_field(previous: Mapping[str, Any], kind: str,
+                    field: str = "status") -> str | None:
+    """A field of a condition in a stored status (None if absent)."""
+    for condition in previous.get("conditions") or ():
+        if condition.get("type") == kind:
+            value = condition.get(field)
+            return str(value) if value is not None else None
+    return None
+
+
+def spec_warnings(problems: Sequence[str], previous: Mapping[str, Any]) -> list[Event]:
+    """An InvalidSpec Warning when the spec turns invalid (not again while it stays so)."""
+    if problems and condition_field(previous, "SpecValid") != "False":
+        return [Event("Warning", "InvalidSpec", "; ".join(problems))]
+    return []
+
+
+class PvcOutcome(enum.StrEnum):
+    """What became of the PVC in one reconciliation."""
+
+    INVALID_SPEC = "invalid-spec"  # no PVC without a valid spec.size
+    CREATED = "created"
+    CONFLICT = "conflict"  # a PVC of that name that is not ours
+    DELETING = "deleting"  # ours, being deleted: recreated once gone
+    REJECTED = "rejected"  # the API server refused the update (now, or this same one before)
+    IN_PLACE = "in-place"  # ours, as it should be (after an update, if one was needed)
+
+
+def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
+              detail: str | None = None, size: str = "",
+              resized_from: str | None = None) -> tuple[Condition, list[Event]]:
+    """The PvcReady condition and the Events for an outcome. `detail`: the conflict's
+    message, or the API server's reason for refusing an update (None: it was refused
+    before, and said then); `size`: the size created or requested; `resized_from`: the
+    size before a resize."""
+    said = condition_field(previous, "PvcReady")
+    said_reason = condition_field(previous, "PvcReady", field="reason")
+    said_message = condition_field(previous, "PvcReady", field="message") or ""
+    if outcome is PvcOutcome.INVALID_SPEC:
+        return Condition("PvcReady", False, "InvalidSpec",
+                         "No PersistentVolumeClaim without a valid spec.size."), []
+    if outcome is PvcOutcome.CREATED:
+        recreated = said is not None
+        reason = "PvcRecreated" if recreated else "PvcCreated"
+        message = (f"Recreated PersistentVolumeClaim {name}: it was deleted while the claim "
+                   f"still exists." if recreated else
+                   f"Created PersistentVolumeClaim {name} of {size}.")
+        return Condition("PvcReady", True, reason, message), [Event("Normal", reason, message)]
+    if outcome is PvcOutcome.CONFLICT:
+        message = detail or ""
+        events = ([] if said_reason == "PvcConflict" else
+                  [Event("Warning", "PvcConflict", message)])
+        return Condition("PvcReady", False, "PvcConflict", message), events
+    if outcome is PvcOutcome.DELETING:
+        return Condition("PvcReady", False, "PvcDeleting",
+                         f"PersistentVolumeClaim {name} is being deleted; it will be "
+                         f"recreated once it is gone."), []
+    if outcome is PvcOutcome.REJECTED:
+        if detail is None:  # said when it was refused; do not hammer the API server
+            return Condition("PvcReady", True, "PvcUpdateRejected", said_message), []
+        message = f"PersistentVolumeClaim {name} refused the update: {detail}"
+        events = ([] if said_reason == "PvcUpdateRejected" else
+                  [Event("Warning", "PvcUpdateRejected", message)])
+        return Condition("PvcReady", True, "PvcUpdateRejected", message), events
+    if resized_from is not None:
+        return Condition("PvcReady", True, "PvcReady",
+                         f"PersistentVolumeClaim {name} is in place."), [
+            Event("Normal", "PvcResized", f"Requested {size} for PersistentVolumeClaim "
+                                          f"{name} (was {resized_from}).")]
+    if said == "True" and said_reason in ("PvcCreated", "PvcRecreated"):
+        # Still true as it was said when the PVC was made: rewording it would cost a
+        # status write per claim and tell nothing new.
+        return Condition("PvcReady", True, said_reason, said_message), []
+    return Condition("PvcReady", True, "PvcReady",
+                     f"PersistentVolumeClaim {name} is in place."), []

@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from evc_operator.lifecycle import PodUse
+from evc_operator.timestamps import parse_time
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 _NO_CLAIMS: frozenset[str] = frozenset()
@@ -37,31 +38,6 @@ class PodView:
     def use(self) -> PodUse:
         return PodUse(name=self.name, active=self.active, created=self.created,
                       ended=self.ended)
-
-
-def _never() -> bool:
-    return False
-
-
-@dataclasses.dataclass(frozen=True)
-class PodSnapshot:
-    """A namespace's pods as they were at one moment, read or proven from the API server.
-
-    `live()` says whether the informer's watch has run without a break since that moment
-    and has seen at least that far: then this snapshot and the live view, taken together,
-    leave no gap. A full list has no such continuation.
-    """
-
-    pods: Sequence[PodView]
-    live: Callable[[], bool] = _never
-
-
-def parse_time(text: str) -> datetime.datetime:
-    """An RFC 3339 timestamp; one without a time zone is refused (ValueError)."""
-    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp without a time zone: {text!r}")
-    return moment
 
 
 def pod_view(body: Mapping[str, Any]) -> PodView:

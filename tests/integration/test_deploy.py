@@ -14,6 +14,7 @@ import yaml
 from controlplane.cluster import ControlPlane
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import REPO, Kubectl, eventually
+from tests.overlays import effective_args, overlay
 
 FAST = {"EXPIRY_PERIOD": "4", "GRACE_PERIOD": "3", "COUNTDOWN_INTERVAL": "1"}
 OPERATOR_NAMESPACE = "evc-operator"
@@ -25,9 +26,10 @@ def render(plane: ControlPlane, overlay: str) -> list[dict[str, Any]]:
 
 
 def can_i(plane: ControlPlane, account: str, verb: str, resource: str,
-          namespace: str | None = None) -> bool:
+          namespace: str | None = None, *extra: str) -> bool:
     scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
-    result = plane.kubectl_result("auth", "can-i", verb, resource, f"--as={account}", *scope)
+    result = plane.kubectl_result("auth", "can-i", verb, resource, f"--as={account}", *scope,
+                                  *extra)
     return result.stdout.strip() == "yes"
 
 
@@ -94,14 +96,16 @@ def test_cluster_role_runs_the_whole_lifecycle(control_plane: ControlPlane, kube
 def test_namespaced_role_runs_the_whole_lifecycle_in_its_namespace_only(
         control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorFactory,
         tmp_path: Path) -> None:
+    """config/namespaced overlaid with `namespace:` the test's namespace, as its comment
+    tells users to: its RBAC there, and its Deployment's own --namespace."""
     namespace = kubectl.namespace
-    documents = []
-    for doc in render(control_plane, "namespaced"):
-        if doc["kind"] in ("Namespace", "CustomResourceDefinition", "Deployment"):
-            continue  # the test namespace exists; the CRD too; no kubelet runs Deployments
-        text = json.dumps(doc).replace(f'"namespace": "{OPERATOR_NAMESPACE}"',
-                                       f'"namespace": "{namespace}"')
-        documents.append(json.loads(text))
+    rendered = overlay("namespaced", tmp_path / "overlay", namespace=namespace)
+    [deployment] = [doc for doc in rendered if doc["kind"] == "Deployment"]
+    [scope] = [arg for arg in effective_args(deployment) if arg.startswith("--namespace")]
+    assert scope == f"--namespace={namespace}"
+    # The test namespace exists, the CRD too, and no kubelet runs Deployments here.
+    documents = [doc for doc in rendered
+                 if doc["kind"] not in ("Namespace", "CustomResourceDefinition", "Deployment")]
     control_plane.kubectl("apply", "-f", "-",
                           input=json.dumps({"apiVersion": "v1", "kind": "List",
                                             "items": documents}))
@@ -113,7 +117,7 @@ def test_namespaced_role_runs_the_whole_lifecycle_in_its_namespace_only(
 
     config = control_plane.service_account_kubeconfig(namespace, "evc-operator",
                                                       tmp_path / "sa.kubeconfig")
-    process = operator(namespace, KUBECONFIG=str(config), **FAST)
+    process = operator(namespace, scope=scope, KUBECONFIG=str(config), **FAST)
     full_lifecycle(kubectl, "rbac-namespaced")
     assert_no_permission_errors(process.log_text())
 
@@ -148,6 +152,55 @@ def test_shipped_rules_are_least_privilege() -> None:
 
 
 def test_both_overlays_render(control_plane: ControlPlane) -> None:
-    for overlay in ("default", "namespaced"):
-        kinds = {doc["kind"] for doc in render(control_plane, overlay)}
+    for base in ("default", "namespaced"):
+        kinds = {doc["kind"] for doc in render(control_plane, base)}
         assert {"CustomResourceDefinition", "ServiceAccount", "Deployment"} <= kinds
+
+
+def test_the_lease_role_names_its_lease(control_plane: ControlPlane) -> None:
+    """Installed beside other components, it cannot take over their Leases; it can create
+    its own (`create` cannot be limited by name)."""
+    control_plane.kubectl("apply", "-k", str(REPO / "config" / "default"))
+    account = f"system:serviceaccount:{OPERATOR_NAMESPACE}:evc-operator"
+    leases = "leases.coordination.k8s.io"
+    for verb in ("get", "update"):
+        assert can_i(control_plane, account, verb, f"{leases}/evc-operator", OPERATOR_NAMESPACE)
+        assert not can_i(control_plane, account, verb, f"{leases}/kube-scheduler",
+                         OPERATOR_NAMESPACE)
+    assert can_i(control_plane, account, "create", leases, OPERATOR_NAMESPACE)
+    assert not can_i(control_plane, account, "delete", f"{leases}/evc-operator",
+                     OPERATOR_NAMESPACE)
+
+
+# What each built-in role may do with claims once evc-view and evc-edit aggregate into it:
+# (verb, subresource) -> allowed. Nobody but the operator writes the status.
+USER_RIGHTS = {
+    "view": {("list", ""): True, ("watch", ""): True, ("get", ""): True, ("create", ""): False,
+             ("patch", ""): False, ("delete", ""): False, ("patch", "status"): False},
+    "edit": {("list", ""): True, ("create", ""): True, ("update", ""): True,
+             ("patch", ""): True, ("delete", ""): True, ("deletecollection", ""): True,
+             ("patch", "status"): False, ("update", "status"): False},
+    "admin": {("list", ""): True, ("create", ""): True, ("delete", ""): True,
+              ("patch", "status"): False, ("update", "status"): False},
+}
+
+
+@pytest.mark.parametrize("role", USER_RIGHTS)
+def test_people_get_claims_through_the_built_in_roles(control_plane: ControlPlane,
+                                                      namespace: str, role: str) -> None:
+    control_plane.kubectl("apply", "-k", str(REPO / "config" / "default"))
+    person = f"{role}-person"
+    control_plane.kubectl("create", "rolebinding", person, f"--clusterrole={role}",
+                          f"--user={person}", "--namespace", namespace)
+
+    def rights() -> dict[tuple[str, str], bool]:
+        return {(verb, sub): can_i(control_plane, person, verb,
+                                   "ephemeralvolumeclaims.zalando.org", namespace,
+                                   *([f"--subresource={sub}"] if sub else []))
+                for verb, sub in USER_RIGHTS[role]}
+
+    # The controller-manager aggregates the rules into the built-in roles, soon after.
+    eventually(lambda: rights() == USER_RIGHTS[role], timeout=30,
+               what=f"{role} aggregating evc-view and evc-edit")
+    assert not can_i(control_plane, person, "list", "ephemeralvolumeclaims.zalando.org",
+                     "default")

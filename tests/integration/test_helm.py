@@ -45,14 +45,24 @@ EVERYTHING = ("--set", "watchNamespaces={a},metrics.port=9100,metrics.service.en
                        "serviceAccount.name=custom,nodeSelector.disk=ssd,replicas=3,"
                        "lifecycleEvents=false",
               "--set-string", "podAnnotations.team=storage")
+MONITORED = ("--set", "metrics.podMonitor.enabled=true,prometheusRule.enabled=true,"
+                     "grafanaDashboard.enabled=true,podDisruptionBudget.enabled=true")
 VALUE_SETS = {"defaults": DEFAULTS, "namespaced": NAMESPACED, "quiet": QUIET, "image": IMAGE,
-              "everything": EVERYTHING}
+              "everything": EVERYTHING, "monitored": MONITORED}
 
 
 def config_file(path: str) -> Manifest:
     """The first document of a file in config/."""
     document: Manifest = next(yaml.safe_load_all((REPO / "config" / path).read_text()))
     return document
+
+
+def config_rules(path: str, lease: str) -> list[Manifest]:
+    """The rules of a file in config/, as the chart grants them: the Lease is the release's."""
+    rules: list[Manifest] = config_file(path)["rules"]
+    return [rule | {"resourceNames": [lease]}
+            if "resourceNames" in rule and "leases" in rule["resources"] else rule
+            for rule in rules]
 
 
 def helm_ok(plane: ControlPlane, home: Path, *args: str) -> str:
@@ -144,6 +154,8 @@ def test_defaults_render_the_operator_for_all_namespaces(control_plane: ControlP
         ("Role", "evc-evc-operator-leader-election", "ops"),
         ("RoleBinding", "evc-evc-operator-leader-election", "ops"),
         ("Deployment", "evc-evc-operator", "ops"),
+        ("ClusterRole", "evc-view", None),
+        ("ClusterRole", "evc-edit", None),
     }
     deployment = one(documents, "Deployment")
     assert deployment["spec"]["replicas"] == 2
@@ -185,6 +197,8 @@ def test_watch_namespaces_render_a_role_per_namespace(control_plane: ControlPlan
         ("ClusterRoleBinding", "evc-evc-operator-discovery", None),
         ("Role", "evc-evc-operator-leader-election", "ops"),
         ("RoleBinding", "evc-evc-operator-leader-election", "ops"),
+        ("ClusterRole", "evc-view", None),
+        ("ClusterRole", "evc-edit", None),
     }
     for doc in documents:
         if doc["kind"] in ("RoleBinding", "ClusterRoleBinding"):
@@ -242,15 +256,35 @@ def test_every_other_value(control_plane: ControlPlane, tmp_path: Path) -> None:
 
 
 def test_an_existing_service_account(control_plane: ControlPlane, tmp_path: Path) -> None:
-    documents = template(control_plane, tmp_path, "--set", "serviceAccount.create=false")
+    documents = template(control_plane, tmp_path, "--set",
+                         "serviceAccount.create=false,serviceAccount.name=robot")
     assert not [doc for doc in documents if doc["kind"] == "ServiceAccount"]
-    assert one(documents, "ClusterRoleBinding")["subjects"][0]["name"] == "default"
+    for binding in ("ClusterRoleBinding", "RoleBinding"):
+        assert one(documents, binding)["subjects"] == [
+            {"kind": "ServiceAccount", "name": "robot", "namespace": "ops"}]
+    assert one(documents, "Deployment")["spec"]["template"]["spec"][
+        "serviceAccountName"] == "robot"
+
+
+@pytest.mark.parametrize("values", [DEFAULTS, NAMESPACED], ids=["cluster", "namespaced"])
+def test_no_service_account_named_is_refused_not_bound_to_default(
+        control_plane: ControlPlane, tmp_path: Path, values: tuple[str, ...]) -> None:
+    """Binding the ClusterRole to "default" would give it to every pod that names no
+    ServiceAccount: rendering fails instead, and says what to set."""
+    for name in ((), ("--set", "serviceAccount.name=")):
+        result = helm(control_plane, tmp_path, "template", "evc", str(CHART), *values,
+                      "--set", "serviceAccount.create=false", *name)
+        assert result.returncode != 0, result.stdout
+        assert "serviceAccount.create=false needs serviceAccount.name" in result.stderr
+        assert "name: default" not in result.stdout
 
 
 def test_two_releases_share_no_object(control_plane: ControlPlane, tmp_path: Path) -> None:
+    """But the user roles, which concern the cluster-wide CRD: one release ships them."""
     for values in (DEFAULTS, NAMESPACED):
         first = template(control_plane, tmp_path, *values, release="one", namespace="ops")
-        second = template(control_plane, tmp_path, *values, release="two", namespace="ops")
+        second = template(control_plane, tmp_path, *values, "--set", "userRoles.create=false",
+                          release="two", namespace="ops")
         assert keys(first) & keys(second) == {("CustomResourceDefinition", CRD_NAME, None)}
         assert env(container(first))["LEASE_NAME"] != env(container(second))["LEASE_NAME"]
 
@@ -261,10 +295,15 @@ def test_two_releases_share_no_object(control_plane: ControlPlane, tmp_path: Pat
 def test_default_rbac_and_crd_are_those_of_config(control_plane: ControlPlane,
                                                   tmp_path: Path) -> None:
     documents = template(control_plane, tmp_path)
-    assert one(documents, "ClusterRole")["rules"] == config_file(
+    assert one(documents, "ClusterRole", "evc-evc-operator")["rules"] == config_file(
         "rbac/cluster_role.yaml")["rules"]
-    assert one(documents, "Role")["rules"] == config_file(
-        "rbac/leader_election_role.yaml")["rules"]
+    assert one(documents, "Role")["rules"] == config_rules(
+        "rbac/leader_election_role.yaml", "evc-evc-operator")
+    for role in ("view", "edit"):
+        shipped = config_file(f"rbac/users/evc_{role}.yaml")
+        rendered = one(documents, "ClusterRole", f"evc-{role}")
+        assert rendered["rules"] == shipped["rules"]
+        assert shipped["metadata"]["labels"].items() <= rendered["metadata"]["labels"].items()
     assert one(documents, "CustomResourceDefinition") == config_file(
         "crd/ephemeralvolumeclaims.yaml")
 
@@ -272,15 +311,15 @@ def test_default_rbac_and_crd_are_those_of_config(control_plane: ControlPlane,
 def test_namespaced_rbac_is_that_of_config(control_plane: ControlPlane,
                                            tmp_path: Path) -> None:
     documents = template(control_plane, tmp_path, *NAMESPACED)
-    role_rules = config_file("rbac-namespaced/role.yaml")["rules"]
+    role_rules = config_rules("rbac-namespaced/role.yaml", "evc-evc-operator")
     for namespace in ("a", "b"):
         [role] = [doc for doc in documents
                   if doc["kind"] == "Role" and doc["metadata"]["namespace"] == namespace]
         assert role["rules"] == role_rules
-    assert one(documents, "ClusterRole")["rules"] == config_file(
+    assert one(documents, "ClusterRole", "evc-evc-operator-discovery")["rules"] == config_file(
         "rbac-namespaced/discovery_cluster_role.yaml")["rules"]
-    assert one(documents, "Role", "evc-evc-operator-leader-election")["rules"] == config_file(
-        "rbac/leader_election_role.yaml")["rules"]
+    assert one(documents, "Role", "evc-evc-operator-leader-election")["rules"] == config_rules(
+        "rbac/leader_election_role.yaml", "evc-evc-operator")
 
 
 def config_keys(documents: list[Manifest]) -> set[tuple[str, str, str | None]]:
@@ -328,6 +367,11 @@ def test_the_deployment_is_that_of_config(control_plane: ControlPlane, tmp_path:
 # -- onto the control plane ----------------------------------------------------------------
 
 
+# config/default, applied by tests/integration/test_deploy.py, owns evc-view and evc-edit in
+# this cluster: a release that made them too would be refused (they are one per cluster).
+NO_USER_ROLES = ("--set", "userRoles.create=false")
+
+
 def release_name(namespace: str) -> str:
     return f"r-{namespace}"
 
@@ -370,7 +414,8 @@ def test_namespaced_install_and_uninstall(control_plane: ControlPlane, kubectl: 
                                           helm_home: Path, release: str) -> None:
     namespace = kubectl.namespace
     output = helm_ok(control_plane, helm_home, "install", release, str(CHART),
-                     "--namespace", namespace, "--set", f"watchNamespaces={{{namespace}}}")
+                     "--namespace", namespace, "--set", f"watchNamespaces={{{namespace}}}",
+                     *NO_USER_ROLES)
     assert f"It serves the namespaces: {namespace} (one Role each)." in output
     fullname = f"{release}-evc-operator"
     operator = installed_container(kubectl, fullname)
@@ -392,7 +437,10 @@ def test_namespaced_install_and_uninstall(control_plane: ControlPlane, kubectl: 
     assert can_i(control_plane, account, "list", "pods", namespace)
     assert can_i(control_plane, account, "delete", "ephemeralvolumeclaims.zalando.org",
                  namespace)
-    assert can_i(control_plane, account, "update", "leases.coordination.k8s.io", namespace)
+    assert can_i(control_plane, account, "update", f"leases.coordination.k8s.io/{fullname}",
+                 namespace)
+    assert not can_i(control_plane, account, "update", "leases.coordination.k8s.io/other",
+                     namespace)
     assert can_i(control_plane, account, "list", "namespaces")
     assert not can_i(control_plane, account, "list", "pods", "default")
     assert not can_i(control_plane, account, "get", "secrets", namespace)
@@ -416,7 +464,8 @@ def test_namespaced_install_and_uninstall(control_plane: ControlPlane, kubectl: 
 def test_cluster_wide_install_and_uninstall(control_plane: ControlPlane, kubectl: Kubectl,
                                             helm_home: Path, release: str) -> None:
     namespace = kubectl.namespace
-    helm_ok(control_plane, helm_home, "install", release, str(CHART), "--namespace", namespace)
+    helm_ok(control_plane, helm_home, "install", release, str(CHART), "--namespace", namespace,
+            *NO_USER_ROLES)
     fullname = f"{release}-evc-operator"
     operator = installed_container(kubectl, fullname)
     assert operator["args"] == ["--all-namespaces", LIVENESS, "--log-format=full"]
@@ -430,11 +479,19 @@ def test_cluster_wide_install_and_uninstall(control_plane: ControlPlane, kubectl
         {"kind": "ServiceAccount", "name": fullname, "namespace": namespace}]
     lease_role = kubectl.get("role", f"{fullname}-leader-election")
     assert lease_role is not None
-    assert lease_role["rules"] == config_file("rbac/leader_election_role.yaml")["rules"]
+    assert lease_role["rules"] == config_rules("rbac/leader_election_role.yaml", fullname)
     account = f"system:serviceaccount:{namespace}:{fullname}"
     assert can_i(control_plane, account, "list", "pods")
     assert can_i(control_plane, account, "watch", "ephemeralvolumeclaims.zalando.org")
     assert not can_i(control_plane, account, "update", "leases.coordination.k8s.io", "default")
+    # Its own Lease only: not another component's beside it.
+    assert can_i(control_plane, account, "get", f"leases.coordination.k8s.io/{fullname}",
+                 namespace)
+    assert can_i(control_plane, account, "update", f"leases.coordination.k8s.io/{fullname}",
+                 namespace)
+    assert not can_i(control_plane, account, "update",
+                     "leases.coordination.k8s.io/kube-scheduler", namespace)
+    assert can_i(control_plane, account, "create", "leases.coordination.k8s.io", namespace)
 
     helm_ok(control_plane, helm_home, "uninstall", release, "--namespace", namespace, "--wait")
     for kind in ("clusterrole", "clusterrolebinding"):
@@ -503,7 +560,7 @@ def test_the_charts_namespaced_rbac_runs_the_whole_lifecycle(
         tmp_path: Path) -> None:
     namespace = kubectl.namespace
     helm_ok(control_plane, helm_home, "install", release, str(CHART), "--namespace", namespace,
-            "--set", f"watchNamespaces={{{namespace}}}",
+            "--set", f"watchNamespaces={{{namespace}}}", *NO_USER_ROLES,
             "--set", "expiryPeriod=4,gracePeriod=3,countdownInterval=1")
     fullname = f"{release}-evc-operator"
     deployment = kubectl.get("deployment", fullname)

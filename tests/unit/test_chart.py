@@ -23,6 +23,8 @@ COPIES = {
     "crds/ephemeralvolumeclaims.yaml": "config/crd/ephemeralvolumeclaims.yaml",
     "files/rbac/cluster_role.yaml": "config/rbac/cluster_role.yaml",
     "files/rbac/leader_election_role.yaml": "config/rbac/leader_election_role.yaml",
+    "files/rbac/users/evc_view.yaml": "config/rbac/users/evc_view.yaml",
+    "files/rbac/users/evc_edit.yaml": "config/rbac/users/evc_edit.yaml",
     "files/rbac-namespaced/role.yaml": "config/rbac-namespaced/role.yaml",
     "files/rbac-namespaced/discovery_cluster_role.yaml":
         "config/rbac-namespaced/discovery_cluster_role.yaml",
@@ -107,8 +109,10 @@ def _documented_keys(text: str) -> tuple[list[str], list[str]]:
             indent = len(key["indent"])
             while parents and parents[-1][0] >= indent:
                 parents.pop()
-            # Keys inside a value the user replaces whole (resources) need no comment each.
-            inside_documented_value = any(name == "resources" for _, name in parents)
+            # Keys inside a value the user replaces whole (resources, a map of labels) need
+            # no comment each.
+            inside_documented_value = any(name in ("resources", "labels")
+                                          for _, name in parents)
             path = ".".join([name for _, name in parents] + [key["key"]])
             if not inside_documented_value:
                 keys.append(path)
@@ -148,9 +152,18 @@ def test_default_values() -> None:
         "30s", "30s", "10s")
     assert values["dryRun"] is False
     assert values["watchNamespaces"] == []
-    assert values["metrics"] == {"enabled": True, "port": 9090, "service": {"enabled": False}}
+    assert {key: values["metrics"][key] for key in ("enabled", "port", "service")} == {
+        "enabled": True, "port": 9090, "service": {"enabled": False}}
     assert values["logFormat"] == "full"  # Kopf's own default
     assert values["serviceAccount"] == {"create": True, "name": "", "annotations": {}}
+    assert values["userRoles"] == {"create": True}
+    # Everything that needs the Prometheus Operator or Grafana is off until asked for.
+    assert not values["metrics"]["serviceMonitor"]["enabled"]
+    assert not values["metrics"]["podMonitor"]["enabled"]
+    assert not values["prometheusRule"]["enabled"]
+    assert not values["grafanaDashboard"]["enabled"]
+    assert values["grafanaDashboard"]["labels"] == {"grafana_dashboard": "1"}
+    assert not values["podDisruptionBudget"]["enabled"]
 
 
 def test_default_resources_are_those_of_config() -> None:
@@ -165,6 +178,25 @@ def test_the_schema_covers_exactly_the_values() -> None:
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) - {"global"} == set(load(CHART / "values.yaml"))
     assert schema["properties"]["logFormat"]["enum"] == ["plain", "full", "json"]
+
+
+def _schema_nodes(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    nodes = [(path, schema)]
+    for name, child in schema.get("properties", {}).items():
+        nodes += _schema_nodes(child, f"{path}.{name}".lstrip("."))
+    return nodes
+
+
+def test_the_schema_describes_every_value() -> None:
+    """`helm show values` comments aside, the schema says what each value is, for editors
+    and for tools that read schemas."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    nodes = _schema_nodes(schema, "")[1:]
+    assert len(nodes) > 60
+    undescribed = [path for path, node in nodes if not node.get("description")]
+    assert undescribed == []
+    keys, _ = _documented_keys((CHART / "values.yaml").read_text())
+    assert {path for path, _ in nodes} - {"global"} == set(keys)
 
 
 def test_the_schema_duration_pattern_is_the_crds() -> None:
@@ -182,5 +214,7 @@ def test_the_readme_tables_every_value() -> None:
     readme = (CHART / "README.md").read_text()
     tabled = re.findall(r"^\| `([^`]+)` \|", readme, re.M)
     # `resources` is one row: its keys are the Kubernetes ones.
-    assert tabled == [key for key in keys if key not in ("image", "metrics", "metrics.service",
-                                                         "serviceAccount")]
+    parents = ("image", "metrics", "metrics.service", "metrics.serviceMonitor",
+               "metrics.podMonitor", "prometheusRule", "grafanaDashboard", "podDisruptionBudget",
+               "serviceAccount", "userRoles")
+    assert tabled == [key for key in keys if key not in parents]

@@ -13,7 +13,6 @@ from evc_operator.claims import (
     PvcStep,
     PvcView,
     desired_pvc,
-    is_owned_by,
     owner_reference,
     parse_quantity,
     plan_pvc,
@@ -44,8 +43,12 @@ def test_pvc_is_controlled_by_the_evc() -> None:
     assert pvc["metadata"]["ownerReferences"] == [{
         "apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim", "name": "scratch",
         "uid": "uid-1", "controller": True, "blockOwnerDeletion": True}]
-    assert is_owned_by(pvc, "uid-1")
-    assert not is_owned_by(pvc, "uid-2")
+    pvc["metadata"]["uid"] = "pvc-uid"
+    assert pvc_view(pvc).controllers == ("uid-1",)  # what "ours" is decided on
+    assert plan_pvc(make_evc(), pvc_view(pvc)).step is not PvcStep.CONFLICT
+    other = make_evc()
+    other["metadata"]["uid"] = "uid-2"
+    assert plan_pvc(other, pvc_view(pvc)).step is PvcStep.CONFLICT
 
 
 def test_integer_sizes_become_quantities() -> None:
@@ -71,8 +74,10 @@ def test_labels_are_copied_not_shared() -> None:
 
 def test_a_non_controller_reference_does_not_make_it_ours() -> None:
     reference = {**owner_reference(make_evc()), "controller": False}
-    assert not is_owned_by({"metadata": {"ownerReferences": [reference]}}, "uid-1")
-    assert not is_owned_by({"metadata": {}}, "uid-1")
+    for metadata in ({"ownerReferences": [reference]}, {}):
+        observed = pvc_view({"metadata": {"name": "scratch", **metadata}})
+        assert observed.controllers == ()
+        assert plan_pvc(make_evc(), observed).step is PvcStep.CONFLICT
 
 
 # --- parse_quantity ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ integration tests; nothing here stands in for an API server.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import json
@@ -14,7 +15,6 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -145,7 +145,11 @@ def _handshake(client: ssl.SSLContext, pki: Pki, tmp_path: Path) -> Any:
     return peer
 
 
-# Credentials from a kubeconfig (through Kopf's reader).
+# Credentials from a kubeconfig.
+
+def header(credentials: creds.Credentials) -> str | None:
+    return asyncio.run(credentials.auth.header())
+
 
 def test_kubeconfig_with_ca_data_and_a_token(no_cluster: Path, tmp_path: Path, pki: Pki,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,8 +160,7 @@ def test_kubeconfig_with_ca_data_and_a_token(no_cluster: Path, tmp_path: Path, p
     monkeypatch.setenv("KUBECONFIG", str(path))
     credentials = creds.load_credentials()
     assert credentials.server == "https://localhost:6443"
-    assert credentials.headers == {"Authorization": "Bearer secret-token"}
-    assert credentials.token is None
+    assert header(credentials) == "Bearer secret-token"
     assert credentials.ssl.verify_mode == ssl.CERT_REQUIRED
     assert credentials.ssl.check_hostname
     assert [cert["subject"] for cert in credentials.ssl.get_ca_certs()] == [
@@ -175,34 +178,41 @@ def test_kubeconfig_client_certificate_data_is_presented(no_cluster: Path, tmp_p
                         "client-key-data": _b64(_key_pem(pki.client_key))})
     monkeypatch.setenv("KUBECONFIG", str(path))
     credentials = creds.load_credentials()
-    assert credentials.headers == {}
+    assert header(credentials) is None
     peer = _handshake(credentials.ssl, pki, tmp_path)
     assert peer["subject"] == ((("commonName", "evc-user"),),)
 
 
-def test_kubeconfig_file_paths_insecure_and_basic_auth(pki: Pki, tmp_path: Path) -> None:
-    (tmp_path / "client.crt").write_bytes(_pem(pki.client))
-    (tmp_path / "client.key").write_bytes(_key_pem(pki.client_key))
-    info = kopf.ConnectionInfo(
-        server="https://localhost:6443", insecure=True, username="admin", password="pw",
-        certificate_path=str(tmp_path / "client.crt"),
-        private_key_path=str(tmp_path / "client.key"), proxy_url="http://proxy:3128")
-    credentials = creds.from_connection_info(info)
+def test_kubeconfig_relative_file_paths_insecure_basic_auth_and_proxy(
+        no_cluster: Path, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paths in a kubeconfig are relative to its own directory, not the working one."""
+    (tmp_path / "kube").mkdir()
+    (tmp_path / "kube" / "client.crt").write_bytes(_pem(pki.client))
+    (tmp_path / "kube" / "client.key").write_bytes(_key_pem(pki.client_key))
+    path = _kubeconfig(tmp_path / "kube" / "config",
+                       {"server": "https://localhost:6443", "insecure-skip-tls-verify": True,
+                        "proxy-url": "http://proxy:3128"},
+                       {"client-certificate": "client.crt", "client-key": "client.key",
+                        "username": "admin", "password": "pw"})
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    credentials = creds.load_credentials()
     assert credentials.ssl.verify_mode == ssl.CERT_NONE
     assert not credentials.ssl.check_hostname
-    assert credentials.headers == {
-        "Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+    assert header(credentials) == "Basic " + base64.b64encode(b"admin:pw").decode()
     assert credentials.proxy == "http://proxy:3128"
     peer = _handshake(credentials.ssl, pki, tmp_path)
     assert peer["subject"] == ((("commonName", "evc-user"),),)
 
 
-def test_kubeconfig_ca_file_path(pki: Pki, tmp_path: Path) -> None:
+def test_kubeconfig_ca_file_path(no_cluster: Path, pki: Pki, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "ca.crt").write_bytes(_pem(pki.ca))
-    info = kopf.ConnectionInfo(server="https://localhost", ca_path=str(tmp_path / "ca.crt"),
-                                    token="t")
-    credentials = creds.from_connection_info(info)
-    assert credentials.headers == {"Authorization": "Bearer t"}
+    path = _kubeconfig(tmp_path / "config",
+                       {"server": "https://localhost", "certificate-authority": "ca.crt"},
+                       {"token": "t"})
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    credentials = creds.load_credentials()
+    assert header(credentials) == "Bearer t"
     assert len(credentials.ssl.get_ca_certs()) == 1
 
 
@@ -241,9 +251,7 @@ def test_in_cluster_credentials(tmp_path: Path, pki: Pki) -> None:
         {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}, directory)
     assert credentials is not None
     assert credentials.server == "https://10.96.0.1:443"
-    assert credentials.token is not None
-    assert credentials.token.header() == "Bearer token-1"
-    assert credentials.headers == {}
+    assert header(credentials) == "Bearer token-1"
     assert len(credentials.ssl.get_ca_certs()) == 1
     ipv6 = creds.in_cluster(
         {"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"}, directory)
@@ -288,13 +296,13 @@ def test_a_rotated_token_is_read_at_once(tmp_path: Path) -> None:
     (tmp_path / "data").symlink_to("v1")
     clock = Clock()
     token = creds.TokenFile(tmp_path / "data" / "token", clock=clock)
-    assert token.header() == "Bearer old"
+    assert token.token() == "old"
     (tmp_path / "v2").mkdir()
     (tmp_path / "v2" / "token").write_text("new")
     (tmp_path / "data-new").symlink_to("v2")
     (tmp_path / "data-new").replace(tmp_path / "data")
     clock.now += 1
-    assert token.header() == "Bearer new"
+    assert token.token() == "new"
 
 
 def test_the_token_is_read_again_at_least_every_period(tmp_path: Path) -> None:

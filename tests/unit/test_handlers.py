@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 import kopf
 import pytest
 
 from evc_operator import handlers, kube
+from evc_operator.auth import Credentials, Static
 from evc_operator.settings import Settings
 
 
 class _Api:
+    credentials = Credentials(server="https://localhost", ssl=ssl.create_default_context(),
+                              auth=Static("Bearer t"))
+
     async def close(self) -> None:
         pass
 

@@ -1,4 +1,5 @@
-"""The operator's own informers of pods and PVCs, against a scripted API (no cluster)."""
+"""The operator's own informers of pods and PVCs, and the proof that one is current
+(freshness.prove_current), against a scripted API (no cluster)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from evc_operator import informer, kube
+from evc_operator import errors, freshness, informer
 from evc_operator.users import PodView, pod_view
 
 
@@ -21,8 +22,8 @@ def pod(name: str, claim: str | None = None, phase: str = "Running",
 
 
 class ScriptedApi:
-    """Lists return `lists` in turn; each watch yields the next script, then raises it
-    its last item if that is an exception (410 Gone, say), else ends."""
+    """An informer.Source: lists return `lists` in turn; each watch yields the next
+    script, then raises its last item if that is an exception (410 Gone, say), else ends."""
 
     def __init__(self, lists: list[list[dict[str, Any]]],
                  watches: list[list[Any]]) -> None:
@@ -30,16 +31,16 @@ class ScriptedApi:
         self.watches = watches
         self.calls: list[str] = []
 
-    async def list_all(self, _api: Any, kind: str, namespace: str,
+    async def list_all(self, kind: str, namespace: str,
                        each: Callable[[dict[str, Any]], None]) -> str:
         self.calls.append(f"list {kind}")
         for item in self.lists.pop(0) if self.lists else []:
             each(item)
         return "10"
 
-    async def watch(self, _api: Any, kind: str, namespace: str,
-                    version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        self.calls.append(f"watch {kind} from {version}")
+    async def watch(self, kind: str, namespace: str, resource_version: str,
+                    seconds: int = 300) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        self.calls.append(f"watch {kind} from {resource_version}")
         if not self.watches:
             await asyncio.Event().wait()  # nothing more happens
         for step in self.watches.pop(0):
@@ -47,14 +48,43 @@ class ScriptedApi:
                 raise step
             yield step
 
+    async def collection_version(self, kind: str, namespace: str) -> int:
+        raise AssertionError("informers do not ask for it")
 
-def run_informer(monkeypatch: pytest.MonkeyPatch, api: ScriptedApi, until: Callable[[], bool],
+    async def list_pods(self, namespace: str) -> list[PodView]:
+        raise AssertionError("informers list through list_all")
+
+
+class ProofApi(ScriptedApi):
+    """An informer.Source for proofs of freshness: the collection is at `now`, a watch
+    from the informer's version yields `barrier`, a full list one pod, "listed"."""
+
+    def __init__(self, now: int, barrier: list[Any]) -> None:
+        super().__init__(lists=[], watches=[barrier])
+        self.now = now
+
+    async def collection_version(self, kind: str, namespace: str) -> int:
+        self.calls.append("version")
+        return self.now
+
+    async def watch(self, kind: str, namespace: str, resource_version: str,
+                    seconds: int = 300) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        self.calls.append(f"watch from {resource_version} for {seconds} s")
+        for step in self.watches.pop(0):
+            if isinstance(step, BaseException):
+                raise step
+            yield step
+
+    async def list_pods(self, namespace: str) -> list[PodView]:
+        self.calls.append("full list")
+        return [pod_view(pod("listed", "x"))]
+
+
+def run_informer(api: ScriptedApi, until: Callable[[], bool],
                  ) -> tuple[informer.Informer[PodView], list[tuple[str, bool, bool]]]:
-    monkeypatch.setattr(kube, "list_all", api.list_all)
-    monkeypatch.setattr(kube, "watch", api.watch)
     changes: list[tuple[str, bool, bool]] = []
     subject = informer.Informer(
-        None, "pods", "jobs", pod_view,
+        api, "pods", "jobs", pod_view,
         lambda name, old, new: changes.append((name, old is not None, new is not None)),
         lambda: None)
 
@@ -71,7 +101,7 @@ def run_informer(monkeypatch: pytest.MonkeyPatch, api: ScriptedApi, until: Calla
     return subject, changes
 
 
-def test_watch_events_keep_the_projections_current(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watch_events_keep_the_projections_current() -> None:
     api = ScriptedApi(lists=[[pod("a", "x")]], watches=[[
         ("ADDED", pod("b", "x", version="11")),
         ("MODIFIED", pod("b", "x", version="12")),  # nothing the projection holds changed
@@ -79,7 +109,7 @@ def test_watch_events_keep_the_projections_current(monkeypatch: pytest.MonkeyPat
         ("MODIFIED", pod("a", "x", phase="Succeeded", version="14")),
         ("DELETED", pod("b", "x", version="15")),
     ]])
-    subject, changes = run_informer(monkeypatch, api, lambda: len(api.calls) >= 3)
+    subject, changes = run_informer(api, lambda: len(api.calls) >= 3)
     assert subject.synced
     assert changes == [("a", False, True), ("b", False, True), ("a", True, True),
                        ("b", True, False)]
@@ -89,11 +119,10 @@ def test_watch_events_keep_the_projections_current(monkeypatch: pytest.MonkeyPat
     assert subject.breaks == 0  # a watch the API server ended on time is no gap
 
 
-def test_a_relist_after_410_reports_pods_deleted_while_the_watch_was_away(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_relist_after_410_reports_pods_deleted_while_the_watch_was_away() -> None:
     api = ScriptedApi(lists=[[pod("ghost", "x"), pod("kept", "x")], [pod("kept", "x")]],
-                      watches=[[kube.Gone("too old")]])
-    subject, changes = run_informer(monkeypatch, api, lambda: api.calls.count("list pods") == 2)
+                      watches=[[errors.Gone("too old")]])
+    subject, changes = run_informer(api, lambda: api.calls.count("list pods") == 2)
     assert api.calls[:3] == ["list pods", "watch pods from 10", "list pods"]
     assert ("ghost", True, False) in changes
     assert set(subject.items) == {"kept"}
@@ -111,16 +140,14 @@ def test_namespace_pods_index_users_by_claim() -> None:
     assert pods.by_claim == {}
 
 
-def test_watched_is_synced_once_pods_and_pvcs_are_listed(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watched_is_synced_once_pods_and_pvcs_are_listed() -> None:
     api = ScriptedApi(lists=[[pod("p", "x")], []], watches=[])
-    monkeypatch.setattr(kube, "list_all", api.list_all)
-    monkeypatch.setattr(kube, "watch", api.watch)
     synced: list[str] = []
     poked: list[tuple[str, list[str]]] = []
 
     async def scenario() -> informer.Watched:
-        watched = informer.Watched(None, pods_changed=lambda ns, c: poked.append((ns, list(c))),
+        watched = informer.Watched(api,
+                                   pods_changed=lambda ns, c: poked.append((ns, list(c))),
                                    pvc_changed=lambda key: None,
                                    namespace_synced=synced.append)
         assert watched.all_synced()  # nothing to watch yet
@@ -137,48 +164,27 @@ def test_watched_is_synced_once_pods_and_pvcs_are_listed(
     assert watched.synced("jobs")
     assert watched.all_synced()
     assert poked == [("jobs", ["x"])]
-    lookups = informer.lookups(watched)
-    assert [p.name for p in lookups["pods_by_claim"].get(("jobs", "x"), ())] == ["p"]
-    assert [p.name for p in lookups["pods_by_namespace"].get("jobs", ())] == ["p"]
-    assert lookups["pvcs"].get(("jobs", "x"), ()) == ()
+    assert [p.name for p in watched.pods_of_claim(("jobs", "x"))] == ["p"]
+    assert [p.name for p in watched.pods_in("jobs")] == ["p"]
+    assert watched.pvc(("jobs", "x")) is None
     assert api.calls.count("list pods") + api.calls.count("list persistentvolumeclaims") == 2
 
 
-def _synced_watched(monkeypatch: pytest.MonkeyPatch, *, version: int, now: int,
+def _synced_watched(*, version: int, now: int,
                     barrier: list[Any]) -> tuple[informer.Watched, list[str]]:
-    calls: list[str] = []
-
-    async def collection_version(_api: Any, kind: str, namespace: str) -> int:
-        calls.append("version")
-        return now
-
-    async def watch(_api: Any, kind: str, namespace: str, start: str,
-                    seconds: int = 300) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        calls.append(f"watch from {start} for {seconds} s")
-        for step in barrier:
-            if isinstance(step, BaseException):
-                raise step
-            yield step
-
-    async def list_pod_views(_api: Any, namespace: str) -> list[PodView]:
-        calls.append("full list")
-        return [pod_view(pod("listed", "x"))]
-
-    monkeypatch.setattr(kube, "collection_version", collection_version)
-    monkeypatch.setattr(kube, "watch", watch)
-    monkeypatch.setattr(kube, "list_pod_views", list_pod_views)
-    watched = informer.Watched(None, pods_changed=lambda ns, c: None,
+    api = ProofApi(now, barrier)
+    watched = informer.Watched(api, pods_changed=lambda ns, c: None,
                                pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
-    held = informer.Informer(None, "pods", "jobs", pod_view, lambda *_: None, lambda: None)
+    held = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None, lambda: None)
     held.items = {"old": pod_view(pod("old", "x"))}
     held.version, held.synced = version, True
     watched.pods["jobs"] = held
-    return watched, calls
+    return watched, api.calls
 
 
-def test_an_informer_that_has_seen_that_far_is_current(monkeypatch: pytest.MonkeyPatch) -> None:
-    watched, calls = _synced_watched(monkeypatch, version=50, now=40, barrier=[])
-    snapshot = asyncio.run(watched.current_pods("jobs"))
+def test_an_informer_that_has_seen_that_far_is_current() -> None:
+    watched, calls = _synced_watched(version=50, now=40, barrier=[])
+    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["old"]
     assert calls == ["version"]  # one consistent read of one object, nothing else
     assert snapshot.live()
@@ -186,15 +192,14 @@ def test_an_informer_that_has_seen_that_far_is_current(monkeypatch: pytest.Monke
     assert not snapshot.live()
 
 
-def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    watched, calls = _synced_watched(monkeypatch, version=30, now=40, barrier=[
+def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch() -> None:
+    watched, calls = _synced_watched(version=30, now=40, barrier=[
         ("ADDED", pod("newcomer", "x", version="35")),
         ("DELETED", pod("old", "x", version="36")),
         ("BOOKMARK", {"metadata": {"resourceVersion": "41"}}),
         ("ADDED", pod("too-late-to-matter", "x", version="42")),
     ])
-    snapshot = asyncio.run(watched.current_pods("jobs"))
+    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["newcomer"]
     assert calls == ["version", "watch from 30 for 3 s"]
     assert set(watched.pods["jobs"].items) == {"old"}  # the informer's own view is untouched
@@ -206,13 +211,12 @@ def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(
     assert not snapshot.live()
 
 
-def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live() -> None:
     # No pod changed since the informer's version: it holds the truth as it is, and
     # whatever changes next reaches it through the same unbroken watch.
-    watched, calls = _synced_watched(monkeypatch, version=30, now=40, barrier=[
+    watched, calls = _synced_watched(version=30, now=40, barrier=[
         ("BOOKMARK", {"metadata": {"resourceVersion": "41"}})])
-    snapshot = asyncio.run(watched.current_pods("jobs"))
+    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["old"]
     assert calls == ["version", "watch from 30 for 3 s"]
     assert watched.pods["jobs"].version == 30
@@ -221,12 +225,11 @@ def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live(
 
 @pytest.mark.parametrize("barrier", [
     [("ADDED", pod("newcomer", "x", version="35"))],  # ended before reaching version 40
-    [kube.Gone("too old")],
+    [errors.Gone("too old")],
 ])
-def test_without_proof_of_freshness_the_namespace_is_listed(
-        monkeypatch: pytest.MonkeyPatch, barrier: list[Any]) -> None:
-    watched, calls = _synced_watched(monkeypatch, version=30, now=40, barrier=barrier)
-    snapshot = asyncio.run(watched.current_pods("jobs"))
+def test_without_proof_of_freshness_the_namespace_is_listed(barrier: list[Any]) -> None:
+    watched, calls = _synced_watched(version=30, now=40, barrier=barrier)
+    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["listed"]
     assert calls[-1] == "full list"
     assert not snapshot.live()

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from evc_operator import kube
-from evc_operator.credentials import Credentials
+from evc_operator import errors, kube, metrics
+from evc_operator.auth import Credentials, Static
 from evc_operator.metrics import REGISTRY
 
 # Certificates: a CA, a server certificate for localhost and a client certificate.
@@ -156,67 +156,84 @@ def _status(code: int, message: str) -> bytes:
 
 def test_a_non_2xx_answer_is_an_api_exception_with_the_servers_message() -> None:
     body = _status(422, 'PersistentVolumeClaim "x" is invalid: spec: Forbidden')
-    with pytest.raises(kube.ApiException) as caught:
+    with pytest.raises(errors.Invalid) as caught:
         kube._check(422, "Unprocessable Entity", body, {"Content-Type": "application/json"})
     error = caught.value
+    assert isinstance(error, errors.ApiException)
     assert (error.status, error.reason, error.body) == (422, "Unprocessable Entity", body)
     assert error.headers == {"Content-Type": "application/json"}
-    assert kube.error_message(error) == 'PersistentVolumeClaim "x" is invalid: spec: Forbidden'
-    assert kube.describe(error) == (
+    assert errors.error_message(error) == 'PersistentVolumeClaim "x" is invalid: spec: Forbidden'
+    assert errors.describe(error) == (
         'API error 422: PersistentVolumeClaim "x" is invalid: spec: Forbidden')
     assert str(error) == '(422) PersistentVolumeClaim "x" is invalid: spec: Forbidden'
     kube._check(201, "Created", b"{}")
 
 
 def test_an_answer_without_a_status_body_falls_back_to_the_reason() -> None:
-    with pytest.raises(kube.ApiException) as caught:
+    with pytest.raises(errors.ApiException) as caught:
         kube._check(502, "Bad Gateway", b"<html>proxy error</html>")
-    assert kube.error_message(caught.value) == "Bad Gateway"
-    error = kube.ApiException(status=503, reason="Service Unavailable")
+    assert errors.error_message(caught.value) == "Bad Gateway"
+    error = errors.ApiException(status=503, reason="Service Unavailable")
     assert (error.status, error.reason, error.body, error.headers) == (
         503, "Service Unavailable", None, None)
     assert str(error) == "(503) Service Unavailable"
 
 
-def test_lists_and_watches_turn_410_into_gone() -> None:
-    with pytest.raises(kube.Gone, match="too old"):
-        kube._raise_for(410, "Gone", _status(410, "too old resource version"))
-    with pytest.raises(kube.ApiException):
-        kube._raise_for(403, "Forbidden", _status(403, "forbidden"))
-    with pytest.raises(kube.ApiException):  # elsewhere 410 is just an error
-        kube._check(410, "Gone", b"")
-    kube._raise_for(200, "OK", b"{}")
+def test_each_refusal_is_raised_as_its_own_type() -> None:
+    for status, kind in ((401, errors.Unauthorized), (403, errors.Forbidden),
+                         (404, errors.NotFound), (409, errors.Conflict), (410, errors.Gone),
+                         (422, errors.Invalid)):
+        with pytest.raises(kind) as caught:
+            kube._check(status, "Refused", _status(status, "refused"))
+        assert caught.value.status == status
+        assert isinstance(caught.value, errors.ApiException)
+    with pytest.raises(errors.Gone, match="too old"):
+        kube._check(410, "Gone", _status(410, "too old resource version"))
+    with pytest.raises(errors.ApiException) as other:
+        kube._check(500, "Internal Server Error", b"")
+    assert type(other.value) is errors.ApiException
+    kube._check(200, "OK", b"{}")
 
 
-def test_failed_calls_are_counted_by_operation_and_status() -> None:
-    @kube._counted("test_op")
+def test_failed_calls_are_reported_to_the_hook_by_operation_and_status(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reported: list[tuple[str, int]] = []
+    monkeypatch.setattr(kube, "_error_hook", lambda *args: reported.append(args))
+
+    @kube.counted("test_op")
     async def refused() -> None:
-        raise kube.ApiException(status=409, reason="Conflict")
+        raise errors.Conflict("Conflict")
 
-    @kube._counted("test_op")
+    @kube.counted("test_op")
     async def unreachable() -> None:
         raise aiohttp.ClientConnectionError("refused")
 
+    for call in (refused, unreachable):
+        with pytest.raises((errors.ApiException, aiohttp.ClientError)):
+            asyncio.run(call())
+    assert reported == [("test_op", 409), ("test_op", 0)]
+
+
+def test_metrics_count_failed_calls_by_operation_and_status() -> None:
     def count(status: str) -> float:
         return REGISTRY.get_sample_value(
             "evc_api_errors_total", {"operation": "test_op", "status": status}) or 0.0
 
     before = count("409"), count("0")
-    for call in (refused, unreachable):
-        with pytest.raises((kube.ApiException, aiohttp.ClientError)):
-            asyncio.run(call())
+    metrics.count_api_error("test_op", 409)
+    metrics.count_api_error("test_op", 0)
     assert (count("409"), count("0")) == (before[0] + 1, before[1] + 1)
 
 
 def test_the_session_names_the_field_manager_and_caps_its_pool(pki: Pki) -> None:
     credentials = Credentials(server="https://localhost", ssl=ssl.create_default_context(),
-                              headers={"Authorization": "Bearer t"})
+                              auth=Static("Bearer t"))
 
     async def scenario() -> None:
         api = kube.Api(credentials)
         try:
             assert api.session.headers["User-Agent"] == "evc-operator"
-            assert api.session.headers["Authorization"] == "Bearer t"
+            assert "Authorization" not in api.session.headers  # made per request
             assert api.session.connector is not None
             assert api.session.connector.limit == 1000
             assert api.session.timeout.total == 60

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import kopf
-import pytest
-
 from evc_operator import memory
-from evc_operator import reconciler as reconciler_module
-from evc_operator.reconciler import Indexes, Reconciler
-from evc_operator.settings import Settings
 
 
 def _rss_mib() -> float:
@@ -33,27 +27,24 @@ def test_release_gives_back_what_a_burst_left_behind() -> None:
     assert len(kept) == 5_000
 
 
-def test_the_reconciler_releases_memory_once_quiet_after_a_burst(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memory_is_released_once_quiet_after_a_burst() -> None:
     released: list[bool] = []
 
     def release() -> bool:
         released.append(True)
         return True
 
-    monkeypatch.setattr(memory, "release", release)
-    reconciler = Reconciler(object(), Settings(), kopf.OperatorSettings(),
-                            Indexes(pods_by_claim={}, pods_by_namespace={}, pvcs={}))
-    reconciler._since_release = reconciler_module.RELEASE_AFTER - 1
-    reconciler._release_memory_when_quiet()
+    trim = memory.AfterBursts(release, clock=lambda: 1000.0)
+    for _ in range(memory.RELEASE_AFTER - 1):
+        trim.worked()
+    trim.when_quiet(True)
     assert released == []  # not after a burst yet
-    reconciler._since_release += 1
-    reconciler._running.add(("jobs", "busy"))
-    reconciler._release_memory_when_quiet()
+    trim.worked()
+    trim.when_quiet(False)
     assert released == []  # not while work is under way
-    reconciler._running.clear()
-    reconciler._release_memory_when_quiet()
+    trim.when_quiet(True)
     assert released == [True]
-    reconciler._since_release = reconciler_module.RELEASE_AFTER
-    reconciler._release_memory_when_quiet()
+    for _ in range(memory.RELEASE_AFTER):
+        trim.worked()
+    trim.when_quiet(True)
     assert released == [True]  # not again within RELEASE_EVERY

@@ -1,9 +1,10 @@
-"""Gauges computed from the reconciler's memory when scraped."""
+"""Gauges computed from the scheduler's memory when scraped."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import types
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -20,16 +21,29 @@ def _countdown(deletes_at: datetime.datetime) -> lifecycle.Decision:
                               action=lifecycle.Action.NONE, wake_at=deletes_at)
 
 
+@dataclasses.dataclass
+class Observed:
+    """What the collector reads (metrics.Observed), as plain data."""
+
+    held: list[lifecycle.Phase | None]
+    pending: dict[tuple[str, str], lifecycle.Decision]
+    active: bool = True
+    ready: Callable[[], bool] = lambda: True
+
+    def phases(self) -> list[lifecycle.Phase | None]:
+        return self.held
+
+    def countdowns(self) -> list[tuple[tuple[str, str], lifecycle.Decision]]:
+        return list(self.pending.items())
+
+
 def test_countdowns_and_tracked_claims_are_counted_at_scrape_time() -> None:
-    claim = types.SimpleNamespace(claim=types.SimpleNamespace(recorded_phase=None))
-    reconciler = types.SimpleNamespace(
-        evcs={("a", "one"): claim, ("a", "two"): claim, ("b", "three"): claim},
-        countdowns={("a", "one"): _countdown(T0), ("b", "three"): _countdown(T0)},
-        active=True, pods_view_complete=True, ready=lambda: True)
+    observed = Observed(held=[None, None, None],
+                        pending={("a", "one"): _countdown(T0), ("b", "three"): _countdown(T0)})
     registry = CollectorRegistry()
-    registry.register(ClaimsCollector(reconciler))  # type: ignore[arg-type]
+    registry.register(ClaimsCollector(observed))
     assert registry.get_sample_value("evc_countdowns") == 2
     assert registry.get_sample_value("evc_claims_tracked") == 3
-    reconciler.countdowns.clear()  # e.g. just restarted: nothing resumed yet
+    observed.pending.clear()  # e.g. just restarted: nothing resumed yet
     assert registry.get_sample_value("evc_countdowns") == 0
     assert b"# TYPE evc_countdowns gauge" in generate_latest(registry)

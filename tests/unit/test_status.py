@@ -24,9 +24,9 @@ from evc_operator.status import (
     human_period,
     lifecycle_conditions,
     status_changed,
-    timestamp,
     transition_events,
 )
+from evc_operator.timestamps import format_time as timestamp
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 EXPIRY, GRACE = 30.0, 90.0

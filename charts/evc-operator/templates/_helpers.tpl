@@ -40,11 +40,17 @@ app.kubernetes.io/name: {{ include "evc-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+The ServiceAccount the operator runs as and its Roles bind to. Never the namespace's
+"default" by accident: with serviceAccount.create=false a name must be given, since every
+pod of the namespace that names no ServiceAccount runs as "default", and would get the
+operator's rights.
+*/}}
 {{- define "evc-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "evc-operator.fullname" .) .Values.serviceAccount.name }}
 {{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- required "serviceAccount.create=false needs serviceAccount.name: the existing ServiceAccount to run as and bind the operator's Roles to (the chart never binds them to the namespace's \"default\" ServiceAccount by accident: every pod that names none runs as it)" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
 
@@ -61,12 +67,12 @@ Returned as a JSON list: include "evc-operator.watchNamespaces" . | fromJsonArra
 {{- end }}
 
 {{/*
-The rules of the first document of a file under files/, which `make manifests` copies from
-config/ (files/rbac/cluster_role.yaml is config/rbac/cluster_role.yaml, and so on): the
-chart grants exactly what the kustomize manifests grant. Fails if the file or its rules are
-missing. Usage: include "evc-operator.rules" (list $ "files/rbac/cluster_role.yaml")
+The first document of a file under files/, which `make manifests` copies from config/
+(files/rbac/cluster_role.yaml is config/rbac/cluster_role.yaml, and so on), as YAML.
+Fails if the file or its rules are missing.
+Usage: include "evc-operator.document" (list $ "files/rbac/cluster_role.yaml") | fromYaml
 */}}
-{{- define "evc-operator.rules" -}}
+{{- define "evc-operator.document" -}}
 {{- $root := index . 0 }}
 {{- $path := index . 1 }}
 {{- $text := $root.Files.Get $path }}
@@ -77,7 +83,26 @@ missing. Usage: include "evc-operator.rules" (list $ "files/rbac/cluster_role.ya
 {{- if or (hasKey $document "Error") (not $document.rules) }}
 {{- fail (printf "%s has no rules: %v" $path ($document.Error | default "empty")) }}
 {{- end }}
-{{- toYaml $document.rules }}
+{{- toYaml $document }}
+{{- end }}
+
+{{/*
+The rules of the first document of a file under files/: the chart grants exactly what the
+kustomize manifests grant. One difference: a rule naming the Lease (config/ names the
+operator's default Lease, evc-operator) names this release's Lease, <fullname>.
+Usage: include "evc-operator.rules" (list $ "files/rbac/cluster_role.yaml")
+*/}}
+{{- define "evc-operator.rules" -}}
+{{- $root := index . 0 }}
+{{- $document := include "evc-operator.document" . | fromYaml }}
+{{- $rules := list }}
+{{- range $document.rules }}
+{{- if and (hasKey . "resourceNames") (has "leases" .resources) }}
+{{- $_ := set . "resourceNames" (list (include "evc-operator.fullname" $root)) }}
+{{- end }}
+{{- $rules = append $rules . }}
+{{- end }}
+{{- toYaml $rules }}
 {{- end }}
 
 {{/* The ServiceAccount as an RBAC subject. */}}
@@ -85,4 +110,25 @@ missing. Usage: include "evc-operator.rules" (list $ "files/rbac/cluster_role.ya
 - kind: ServiceAccount
   name: {{ include "evc-operator.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
+{{- end }}
+
+{{/*
+The PromQL label matchers of this release's operator pods, as Prometheus labels their
+series when a ServiceMonitor or PodMonitor scrapes them (namespace and pod of the target).
+prometheusRule.selector replaces them (e.g. for another way of scraping).
+*/}}
+{{- define "evc-operator.metricSelector" -}}
+{{- .Values.prometheusRule.selector | default (printf "namespace=%q, pod=~%q" .Release.Namespace (printf "%s-[a-z0-9]+-[a-z0-9]+" (include "evc-operator.fullname" .))) }}
+{{- end }}
+
+{{/* The scrape settings shared by the ServiceMonitor and the PodMonitor endpoints. */}}
+{{- define "evc-operator.scrapeEndpoint" -}}
+port: metrics
+path: /metrics
+{{- with .interval }}
+interval: {{ . }}
+{{- end }}
+{{- with .scrapeTimeout }}
+scrapeTimeout: {{ . }}
+{{- end }}
 {{- end }}

@@ -1,0 +1,277 @@
+"""When a view of a namespace's pods is current enough to delete on: the rule, in one place.
+
+A claim is decided on the live index (informer.py) as events come. A deletion is final,
+and the index may lag (a stalled or slow watch), so before one:
+
+1. Kopf must have listed every EVC (`pods_view_complete`): until then a pod's claim may
+   be one the operator has not seen yet;
+2. the namespace's pods and PVCs must be listed (`may_decide`);
+3. the decision must rest on a view of the pods that began no earlier than the decision
+   (`FreshPods.get`), or one that began at most `PROOF_MAX_AGE` before and is still
+   `live` (the informer's watch ran on unbroken since: that view and the live index
+   leave no gap). Such a view is a full list, or a proof that the informer is current
+   (`prove_current`), started `PROOF_LEAD` ahead of a deadline (`prepare`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from evc_operator.errors import Gone
+from evc_operator.informer import Watched
+from evc_operator.timestamps import utcnow
+from evc_operator.users import PodView, pod_view
+
+log = logging.getLogger(__name__)
+# Proving that the pods of a namespace are current takes the API server a second or two:
+# it starts this long before a deadline, so the deletion need not wait for it.
+PROOF_LEAD = datetime.timedelta(seconds=3)
+# The oldest proof a deletion may rest on, and only while the informer's watch has run on
+# unbroken since it (the live view covers the time after). The proof a lead starts is
+# this old at most, with a second to spare for the deletion's own turn.
+PROOF_MAX_AGE = datetime.timedelta(seconds=5)
+PROOF_SLACK = datetime.timedelta(seconds=1)
+# A proof-of-freshness watch lasts this long; the API server sends its bookmark about
+# 2 s before a watch's end (with 2 s or less, often none at all).
+BARRIER_WATCH_SECONDS = 3
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class PodSnapshot:
+    """A namespace's pods as they were at one moment, read or proven from the API server.
+
+    `live()` says whether the informer's watch has run without a break since that moment
+    and has seen at least that far: then this snapshot and the live view, taken together,
+    leave no gap. A full list has no such continuation.
+    """
+
+    pods: Sequence[PodView]
+    live: Callable[[], bool] = _never
+
+
+@dataclasses.dataclass(frozen=True)
+class PodList:
+    """One fresh view of a namespace's pods, with those mounting each claim found once:
+    a wave of deletions would otherwise scan every pod once per claim."""
+
+    pods: tuple[PodView, ...]
+    by_claim: Mapping[str, tuple[PodView, ...]]
+    live: Callable[[], bool]  # see PodSnapshot
+
+    @classmethod
+    def of(cls, snapshot: PodSnapshot) -> PodList:
+        pods = tuple(snapshot.pods)
+        by_claim: dict[str, list[PodView]] = {}
+        for pod in pods:
+            for claim in pod.claims:
+                by_claim.setdefault(claim, []).append(pod)
+        return cls(pods, {claim: tuple(found) for claim, found in by_claim.items()},
+                   snapshot.live)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Wave:
+    started: datetime.datetime  # before the lister's first request
+    result: asyncio.Future[PodList]
+
+    def failed(self) -> bool:
+        return self.result.done() and (self.result.cancelled()
+                                       or self.result.exception() is not None)
+
+
+class FreshPods:
+    """Fresh views of a namespace's pods, shared between requests. The lister is
+    `prove_current`: a proof that the informer is current, else a full list.
+
+    A deletion decided at some moment needs a view that began no earlier, or one that
+    began at most `max_age` before and is still `live` (the informer's watch ran on
+    unbroken since, so that view and the live index together leave no gap). The second
+    kind is what `prefetch` prepares ahead of a deadline: the proof takes the API server
+    a second or two (it answers with a bookmark), and a deletion that waited for it at
+    its deadline would be that much late.
+
+    Lists of a namespace run one after another: a request that no view serves waits for
+    the next list, which starts when the one in flight ends and serves every request
+    made meanwhile. Many deletions due together then cost one list per wave, not one each.
+    """
+
+    def __init__(self, lister: Callable[[str], Awaitable[PodSnapshot]],
+                 clock: Callable[[], datetime.datetime] = utcnow) -> None:
+        self._lister = lister
+        self._clock = clock
+        self._latest: dict[str, _Wave] = {}  # started: in flight or done
+        self._done: dict[str, _Wave] = {}  # the last that succeeded
+        self._next: dict[str, asyncio.Future[PodList]] = {}  # not started: open to joiners
+        self._listing: dict[str, asyncio.Task[None]] = {}
+
+    def prefetch(self, namespace: str, not_before: datetime.datetime) -> None:
+        """Have a list of the namespace start as soon as it can, unless one that
+        started after `not_before` is in flight or done."""
+        wave = self._latest.get(namespace)
+        if wave is None or wave.failed() or wave.started < not_before:
+            self._upcoming(namespace)
+
+    async def get(self, namespace: str, decided_at: datetime.datetime,
+                  max_age: datetime.timedelta = datetime.timedelta(0)) -> PodList | None:
+        """A view to decide on, as of `decided_at` (see the class's rules); None when a
+        live proof that began before says the live index is current: then the index, not
+        that proof's older copy, is the view (a pod may have finished since the copy).
+
+        A finished list that serves is taken before one in flight: a proof begun for a
+        later deadline must not hold up the deletions due now.
+        """
+        for wave in (self._done.get(namespace), self._latest.get(namespace)):
+            if wave is None or wave.failed() or wave.started < decided_at - max_age:
+                continue
+            # One waiter cancelled (its claim forgotten, say) must not cancel the others'.
+            pods = await asyncio.shield(wave.result)
+            if wave.started >= decided_at:
+                return pods
+            if pods.live():
+                return None
+        wave = self._latest.get(namespace)
+        if wave is not None and not wave.failed() and wave.started >= decided_at:
+            return await asyncio.shield(wave.result)
+        return await asyncio.shield(self._upcoming(namespace))
+
+    def forget_older_than(self, moment: datetime.datetime) -> None:
+        """Drop views too old to serve anyone: they hold pods that may be long gone."""
+        for held in (self._latest, self._done):
+            for namespace, wave in list(held.items()):
+                if wave.result.done() and wave.started < moment:
+                    del held[namespace]
+
+    def _upcoming(self, namespace: str) -> asyncio.Future[PodList]:
+        wave = self._next.get(namespace)
+        if wave is None:
+            wave = self._next[namespace] = asyncio.get_running_loop().create_future()
+            # Retrieve a failure even if every waiter was cancelled: no stray warning.
+            wave.add_done_callback(lambda done: done.cancelled() or done.exception())
+            if namespace not in self._listing:
+                self._listing[namespace] = asyncio.create_task(self._list(namespace))
+        return wave
+
+    async def _list(self, namespace: str) -> None:
+        wave: asyncio.Future[PodList] | None = None
+        try:
+            # Taken out before listing: whoever asks from now on waits for the next list.
+            while (wave := self._next.pop(namespace, None)) is not None:
+                self._latest[namespace] = started = _Wave(self._clock(), wave)
+                try:
+                    pods = PodList.of(await self._lister(namespace))
+                except Exception as error:
+                    wave.set_exception(error)
+                else:
+                    wave.set_result(pods)
+                    self._done[namespace] = started
+        finally:
+            del self._listing[namespace]
+            for left in (wave, self._next.pop(namespace, None)):
+                if left is not None and not left.done():
+                    left.cancel()
+
+    def close(self) -> None:
+        """Stop listing: whoever still waits is cancelled (the operator is stopping)."""
+        for task in self._listing.values():
+            task.cancel()  # its own cleanup runs when it next resumes
+        for wave in self._next.values():
+            wave.cancel()
+        self._next.clear()
+        self._done.clear()
+
+
+Lister = Callable[[str], Awaitable[PodSnapshot]]
+
+
+class Freshness:
+    """The rules above, for the scheduler and the per-claim reconcile to ask."""
+
+    def __init__(self, synced: Callable[[str], bool], lister: Lister,
+                 clock: Callable[[], datetime.datetime] = utcnow) -> None:
+        self.synced = synced
+        self.pods = FreshPods(lister, clock)
+        self.pods_view_complete = False  # rule 1: set once Kopf has listed the EVCs
+
+    def may_decide(self, namespace: str) -> bool:
+        """Rule 2: whether the namespace's claims may be decided on at all."""
+        return self.synced(namespace)
+
+    async def for_deletion(self, namespace: str,
+                           decided_at: datetime.datetime) -> PodList | None:
+        """Rule 3: the view a deletion decided at `decided_at` must be checked against
+        (None: the live index, proven current)."""
+        return await self.pods.get(namespace, decided_at, PROOF_MAX_AGE)
+
+    @staticmethod
+    def proof_due(deletes_at: datetime.datetime) -> datetime.datetime:
+        """When to start proving the namespace current for a deletion at `deletes_at`."""
+        return deletes_at - PROOF_LEAD
+
+    def prepare(self, namespace: str, deletes_at: datetime.datetime) -> None:
+        """Start proving the namespace's pods current ahead of a deletion."""
+        if self.pods_view_complete and self.synced(namespace):
+            self.pods.prefetch(namespace, not_before=deletes_at - PROOF_MAX_AGE + PROOF_SLACK)
+
+    def forget_older_than(self, moment: datetime.datetime) -> None:
+        self.pods.forget_older_than(moment)
+
+    def close(self) -> None:
+        self.pods.close()
+
+
+async def prove_current(watched: Watched, namespace: str) -> PodSnapshot:
+    """The namespace's pods as they are at some moment after this call began.
+
+    Before a deletion the operator must not decide on a view that lags (a stalled or
+    slow watch). A full list proves freshness but costs every pod of the namespace,
+    for every wave of deletions. Instead: a consistent read of the collection's
+    resourceVersion now (one object); if the informer has seen that far, its view is
+    current. Otherwise a short watch from where the informer stands: its events,
+    applied to a copy of the informer's view up to a bookmark or event at or past
+    that version, give the state as of then. Without such proof, the full list.
+
+    The snapshot stays `live` while the informer's watch runs on unbroken and has
+    itself applied every pod change up to the proof (with none, nothing is missing:
+    the rest comes through the same watch, in order). The scheduler may then prove
+    freshness a little ahead of a deadline and decide at the deadline on the snapshot
+    and the live view.
+    """
+    informer = watched.pods.get(namespace)
+    if informer is None or not informer.synced:
+        return PodSnapshot(await watched.source.list_pods(namespace))
+    breaks = informer.breaks
+    target = await watched.source.collection_version("pods", namespace)
+    # What the informer must have applied for its live view to hold everything up to
+    # `target`: the last pod change at or before it (bookmarks change nothing).
+    needed = min(informer.version, target)
+
+    def live() -> bool:
+        return informer.breaks == breaks and informer.version >= needed
+
+    if informer.version >= target:
+        return PodSnapshot(list(informer.items.values()), live)
+    items, start = dict(informer.items), informer.version
+    try:
+        async for kind, body in watched.source.watch("pods", namespace, str(start),
+                                           seconds=BARRIER_WATCH_SECONDS):
+            version = int(body["metadata"]["resourceVersion"])
+            if kind == "DELETED":
+                items.pop(body["metadata"]["name"], None)
+            elif kind != "BOOKMARK":
+                items[body["metadata"]["name"]] = pod_view(body)
+            if kind != "BOOKMARK" and version <= target:
+                needed = version
+            if version >= target:
+                return PodSnapshot(list(items.values()), live)
+    except Gone:
+        pass
+    log.info("No proof that the pods of %s are current; listing them all.", namespace)
+    return PodSnapshot(await watched.source.list_pods(namespace))

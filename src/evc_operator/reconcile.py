@@ -1,0 +1,229 @@
+"""One claim, one reconciliation: read its facts, ask the pure core, apply the answer.
+
+`ClaimReconciler.reconcile` makes the PVC match the EVC (claims.py), decides the claim's
+phase and deadline (lifecycle.py), writes status and Events (status.py) or deletes the
+claim, and returns an `Outcome`: when to look again, the countdown that runs, or that the
+claim is gone. It keeps no schedule: the scheduler applies outcomes to its work queue.
+Whether a view is fresh enough to delete on is asked of `freshness`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any
+
+from evc_operator import lifecycle, metrics, status
+from evc_operator.claims import PvcStep, desired_pvc, plan_pvc, pvc_view, update_attempt
+from evc_operator.errors import Conflict, Forbidden, Invalid, NotFound, describe, error_message
+from evc_operator.evc import EvcView
+from evc_operator.freshness import Freshness, PodList
+from evc_operator.lifecycle import Action
+from evc_operator.seams import ClaimApi, PodIndex
+from evc_operator.settings import Settings
+from evc_operator.status import PvcOutcome, pvc_ready
+from evc_operator.tracked import TrackedClaim
+from evc_operator.users import PodView, users_of
+
+log = logging.getLogger(__name__)
+Logger = logging.LoggerAdapter[Any]
+# How long a due claim waits, while Kopf has not listed every EVC, before it is looked at again.
+NOT_LISTED_YET = datetime.timedelta(seconds=1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a reconciliation tells the scheduler."""
+
+    wake_at: datetime.datetime | None = None  # when to look again if nothing changes
+    countdown: lifecycle.Decision | None = None  # a pending deletion, with its deadline
+    decided: bool = True  # False: not decided this time (countdown as it was)
+    again: bool = False  # look again at once: the claim changed under us
+    gone: bool = False  # deleted, or found gone: forget it
+
+
+class ClaimReconciler:
+    def __init__(self, api: ClaimApi, index: PodIndex, freshness: Freshness,
+                 settings: Settings, clock: Callable[[], datetime.datetime],
+                 logger_for: Callable[[EvcView], Logger],
+                 remember: Callable[[Mapping[str, Any]], None], *,
+                 waiting: Callable[[Awaitable[PodList | None]],
+                                   Awaitable[PodList | None]] | None = None) -> None:
+        self.api = api
+        self.index = index
+        self.freshness = freshness
+        self.settings = settings
+        self.clock = clock
+        self.logger_for = logger_for
+        self.remember = remember  # our own write's result: the freshest view of an EVC
+        # How to wait for a fresh view of pods (the scheduler gives its slot back meanwhile).
+        self.waiting = waiting or _as_is
+
+    async def reconcile(self, claim: TrackedClaim) -> Outcome | None:
+        """Reconcile one claim; None when it was not looked at (gone, being deleted by
+        someone, or its namespace not listed yet: then it is looked at once it is)."""
+        view = claim.view
+        if view.deleting or not self.freshness.may_decide(view.namespace):
+            return None
+        logger = self.logger_for(view)
+        previous = view.status
+        pvc_condition, events = await self._sync_pvc(claim, view, previous, logger)
+
+        now = self.clock()
+        trusted = lifecycle.trusted(view.claim, claim.ours())
+        if trusted is not view.claim:
+            log.warning("%s/%s: its status was changed by someone else; keeping the facts "
+                        "this operator recorded.", view.namespace, view.name)
+        dry_run = self.settings.dry_run
+        decision = lifecycle.decide(trusted, self._users(claim, view), now, dry_run=dry_run)
+        if decision.action is Action.DELETE:
+            if not self.freshness.pods_view_complete:
+                return Outcome(wake_at=now + NOT_LISTED_YET, decided=False)
+            # The index may lag behind: ask the API server itself before anything final
+            # (or have it proven current: then `fresh` is None and the index decides).
+            fresh = await self.waiting(self.freshness.for_deletion(view.namespace, now))
+            decision = lifecycle.decide(trusted, self._users(claim, view, fresh), self.clock(),
+                                        dry_run=dry_run)
+        if decision.action is Action.DELETE:
+            return await self._delete(view, decision, logger)
+
+        conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
+                                                   dry_run=dry_run, problems=view.problems),
+                      pvc_condition]
+        new_status = status.build_status(decision, conditions, generation=view.generation,
+                                         previous=previous, now=now)
+        events += status.transition_events(decision, view.claim.recorded_phase,
+                                           expiry_period=view.claim.expiry_period,
+                                           grace_period=view.claim.grace_period)
+        events += status.spec_warnings(view.problems, previous)
+        # The status write and its Events go out together: one round trip of the slot
+        # instead of one after another. An Event never fails the reconciliation.
+        await asyncio.gather(self._write_status(view, new_status, previous),
+                             *(self.announce(view, event, logger) for event in events))
+
+        if (decision.action is Action.REPORT_DRY_RUN
+                and decision.deletes_at not in claim.reported_dry_run):
+            claim.reported_dry_run |= {decision.deletes_at}
+            metrics.DRY_RUN_DELETIONS.labels(str(decision.countdown)).inc()
+            await self.announce(view, status.deletion_event(
+                decision, expiry_period=view.claim.expiry_period,
+                grace_period=view.claim.grace_period, dry_run=True), logger)
+
+        pending = decision.deletes_at is not None and decision.action is Action.NONE
+        return Outcome(wake_at=decision.wake_at, countdown=decision if pending else None)
+
+    def _users(self, claim: TrackedClaim, view: EvcView,
+               fresh: PodList | None = None) -> list[lifecycle.PodUse]:
+        """Users from the index, or from a fresh view of the namespace's pods."""
+        mounting: Collection[PodView]
+        in_namespace: Collection[PodView]
+        if fresh is not None:
+            mounting, in_namespace = fresh.by_claim.get(view.name, ()), fresh.pods
+        else:
+            mounting = self.index.pods_of_claim(view.key)
+            in_namespace = self.index.pods_in(view.namespace) if view.selector else ()
+        seen = claim.seen_users
+        users = users_of(view.name, view.selector, mounting, in_namespace)
+        claim.seen_users = frozenset(user.name for user in users)
+        return [dataclasses.replace(user, known=user.name in seen) for user in users]
+
+    async def _write_status(self, view: EvcView, new_status: Mapping[str, Any],
+                            previous: Mapping[str, Any]) -> None:
+        if status.status_changed(new_status, previous):
+            self.remember(await self.api.patch_evc_status(view.namespace, view.name,
+                                                          new_status))
+
+    async def announce(self, view: EvcView, event: status.Event, logger: Logger) -> None:
+        """An Event on the EVC, and the same words in the log. Best effort: a lost Event
+        loses no data, and never stops the work it tells of.
+
+        With LIFECYCLE_EVENTS=false only Warnings become Events: at thousands of claims an
+        hour, five Normal Events per claim double the API writes, and status and the log
+        already say the same.
+        """
+        level = logging.WARNING if event.type == "Warning" else logging.INFO
+        logger.log(level, "%s: %s", event.reason, event.message)
+        if event.type == "Warning" or self.settings.lifecycle_events:
+            try:
+                await self.api.post_event(view.namespace, view.name, view.uid, event,
+                                          self.clock())
+            except Exception as error:
+                logger.warning("Could not post Event %s: %s", event.reason, describe(error))
+
+    async def _delete(self, view: EvcView, decision: lifecycle.Decision,
+                      logger: Logger) -> Outcome:
+        # Deleted only if it is still exactly the claim we decided on (uid and
+        # resourceVersion preconditions): if anything changed it meanwhile, the API server
+        # refuses (Conflict) and we decide again. One write: no "Deleting" status before it.
+        try:
+            await self.api.delete_evc(view.namespace, view.name, view.uid,
+                                      view.resource_version)
+        except NotFound:
+            return Outcome(gone=True)
+        except Conflict:
+            logger.info("The claim changed just before deletion; deciding again.")
+            return Outcome(decided=False, again=True)
+        metrics.DELETIONS.labels(str(decision.countdown)).inc()
+        if decision.deletes_at is not None:
+            lateness = (self.clock() - decision.deletes_at).total_seconds()
+            metrics.DELETION_LATENESS.observe(max(0.0, lateness))
+        await self.announce(view, status.deletion_event(
+            decision, expiry_period=view.claim.expiry_period,
+            grace_period=view.claim.grace_period, dry_run=False), logger)
+        return Outcome(gone=True)
+
+    async def _sync_pvc(self, claim: TrackedClaim, view: EvcView,
+                        previous: Mapping[str, Any], logger: Logger,
+                        ) -> tuple[status.Condition, list[status.Event]]:
+        """Make the PVC match the EVC, if it is ours; say how it stands."""
+        if view.size_invalid:
+            return pvc_ready(PvcOutcome.INVALID_SPEC, view.name, previous)
+        body = view.body
+        observed = self.index.pvc(view.key)
+        plan = plan_pvc(body, observed)
+        if plan.step is PvcStep.CREATE:
+            try:
+                await self.api.create_pvc(desired_pvc(body))
+            except Conflict:
+                # Our index had not seen it yet: read it, and never touch it if not ours.
+                existing = await self.api.read_pvc(view.namespace, view.name)
+                observed = pvc_view(existing) if existing else None
+                plan = plan_pvc(body, observed)
+                if plan.step is PvcStep.CREATE:
+                    raise  # there a moment ago and gone again: retry later
+            else:
+                return pvc_ready(PvcOutcome.CREATED, view.name, previous,
+                                 size=str(body["spec"]["size"]))
+        if plan.step is PvcStep.CONFLICT:
+            return pvc_ready(PvcOutcome.CONFLICT, view.name, previous, detail=plan.message)
+        if plan.step is PvcStep.WAIT:
+            return pvc_ready(PvcOutcome.DELETING, view.name, previous)
+        resized_from, size = None, ""
+        if plan.step is PvcStep.PATCH and observed is not None:
+            attempt = update_attempt(body, view.generation, observed)
+            if claim.rejected == attempt:
+                return pvc_ready(PvcOutcome.REJECTED, view.name, previous)
+            try:
+                await self.api.patch_pvc(view.namespace, view.name, observed.uid,
+                                         observed.resource_version, plan.patch)
+            except (Forbidden, Invalid) as error:
+                # Refused for good (e.g. its StorageClass cannot expand volumes): say so
+                # once, and do not try again until the EVC or the PVC changes. Conflicts
+                # (it changed meanwhile) and outages are retried.
+                claim.rejected = attempt
+                return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
+                                 detail=error_message(error))
+            if "spec" in plan.patch:
+                size = plan.patch["spec"]["resources"]["requests"]["storage"]
+                resized_from = observed.storage
+            if "metadata" in plan.patch:
+                logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
+        return pvc_ready(PvcOutcome.IN_PLACE, view.name, previous, size=size,
+                         resized_from=resized_from)
+
+
+async def _as_is(waiting: Awaitable[PodList | None]) -> PodList | None:
+    return await waiting

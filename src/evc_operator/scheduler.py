@@ -1,0 +1,226 @@
+"""One scheduler for all EVCs: drives work queue -> per-claim reconcile -> outcome.
+
+Kopf's per-object timers and daemons would put a finalizer on every EVC (and a task with
+a body per object); instead, one asyncio task takes keys from a work queue
+(workqueue.py), has each claim reconciled (reconcile.py), and puts the outcome back into
+the queue: when to look again, or a retry after a failure. Handlers only `observe_evc()`
+and `poke()`. The claims are tracked in tracked.py; freshness.py says when a deletion may
+rest on a view; the countdown log and memory release are small tasks of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from typing import Any, cast
+
+import kopf
+
+from evc_operator import countdowns, lifecycle, memory, metrics
+from evc_operator.errors import describe
+from evc_operator.evc import EvcView, Key
+from evc_operator.freshness import PROOF_MAX_AGE, Freshness, Lister, PodList
+from evc_operator.reconcile import ClaimReconciler, Outcome
+from evc_operator.resources import API_VERSION, KIND
+from evc_operator.seams import ClaimApi, PodIndex
+from evc_operator.settings import Settings
+from evc_operator.timestamps import utcnow
+from evc_operator.tracked import Tracked, TrackedClaim, key_of
+from evc_operator.workqueue import Timers, WorkQueue
+
+MAX_CONCURRENT = 16  # claims reconciled at once
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(self, api: ClaimApi, settings: Settings, kopf_settings: kopf.OperatorSettings,
+                 index: PodIndex, lister: Lister, *,
+                 clock: Callable[[], datetime.datetime] = utcnow) -> None:
+        self.settings = settings
+        self.kopf_settings = kopf_settings
+        self.index = index
+        self.clock = clock
+        self.claims = Tracked(settings)
+        self.queue: WorkQueue[Key] = WorkQueue(clock)
+        self.proofs: Timers[Key] = Timers()  # when to start proving pods fresh for a deletion
+        self.freshness = Freshness(index.synced, lister, clock)
+        self.memory = memory.AfterBursts()
+        self.active = True  # False while another replica holds the Lease: then only watch
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.reconciler = ClaimReconciler(api, index, self.freshness, settings, clock,
+                                          self.logger_for, self.claims.remember,
+                                          waiting=self._unslotted)
+
+    # --- what handlers call --------------------------------------------------------------
+
+    @property
+    def pods_view_complete(self) -> bool:
+        return self.freshness.pods_view_complete
+
+    @pods_view_complete.setter
+    def pods_view_complete(self, complete: bool) -> None:
+        self.freshness.pods_view_complete = complete
+
+    def observe_evc(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if event_type == "DELETED":
+            self.forget(key_of(body))
+        elif self.claims.observe(body):
+            self.poke(key_of(body))
+
+    def forget(self, key: Key) -> None:
+        self.claims.forget(key)
+        self.queue.forget(key)
+        self.proofs.pop(key)
+
+    def poke(self, key: Key) -> None:
+        if key in self.claims:
+            self.queue.add(key)
+
+    def set_active(self, active: bool) -> None:
+        """Leadership changed: a new leader looks at every claim again, at once."""
+        self.active = active
+        if active:
+            for key in self.claims:
+                self.poke(key)
+        self.queue.wake()
+
+    def namespace_synced(self, namespace: str) -> None:
+        """A namespace's pods and PVCs were (re)listed: look at its claims again."""
+        for key in self.claims:
+            if key[0] == namespace:
+                self.poke(key)
+
+    def ready(self) -> bool:
+        """Every claim known and every namespace with claims fully listed."""
+        return self.pods_view_complete and self.index.all_synced()
+
+    def poke_for_pod(self, namespace: str, claims: Iterable[str]) -> None:
+        """A pod changed: look again at the EVCs it mounts and those with a selector."""
+        for claim in claims:
+            self.poke((namespace, claim))
+        for name in self.claims.with_selector(namespace):
+            self.poke((namespace, name))
+
+    # --- what metrics and logs read ------------------------------------------------------
+
+    def countdowns(self) -> list[tuple[Key, lifecycle.Decision]]:
+        return [(record.view.key, record.countdown) for record in self.claims.records()
+                if record.countdown is not None]
+
+    def phases(self) -> list[lifecycle.Phase | None]:
+        return [record.view.claim.recorded_phase for record in self.claims.records()]
+
+    def tell_countdowns(self) -> None:
+        if self.active:  # else the leader tells the countdowns
+            countdowns.tell(self.countdowns(), self.clock(), self.logger_for_key)
+
+    async def log_countdowns(self) -> None:
+        await countdowns.log_every(self.settings.countdown_interval, self.tell_countdowns)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile what the queue hands out, wake at deadlines; runs until cancelled."""
+        try:
+            while True:
+                if not self.active:
+                    await self.queue.wait(timers=False)  # set_active() wakes us
+                    continue
+                self._prefetch(self.proofs.pop_due(self.clock()))
+                for key, added_at in self.queue.take():
+                    self._spawn(self._work(key, added_at))
+                self.memory.when_quiet(self.queue.idle())
+                await self.queue.wait(also=self.proofs.earliest())
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            self.freshness.close()
+
+    async def reconcile(self, key: Key) -> None:
+        """Reconcile one claim now and apply the outcome."""
+        claim = self.claims.get(key)
+        if claim is not None:
+            self._apply(key, claim, await self.reconciler.reconcile(claim))
+
+    def _apply(self, key: Key, claim: TrackedClaim, outcome: Outcome | None) -> None:
+        if outcome is None:
+            return
+        if outcome.gone:
+            self.forget(key)
+            return
+        if outcome.again:
+            self.poke(key)
+        if not outcome.decided:
+            if outcome.wake_at is not None:
+                self.queue.add_after(key, outcome.wake_at)
+            return
+        claim.countdown = outcome.countdown
+        if outcome.countdown is not None and outcome.countdown.deletes_at is not None:
+            self.proofs.set(key, self.freshness.proof_due(outcome.countdown.deletes_at))
+        else:
+            self.proofs.pop(key)
+        self.queue.add_after(key, outcome.wake_at)
+
+    def _prefetch(self, keys: Iterable[Key]) -> None:
+        """Start proving the pods of the namespaces where deletions are coming."""
+        if not self.pods_view_complete or self.settings.dry_run:
+            return
+        for key in keys:
+            claim = self.claims.get(key)
+            if claim is not None and claim.countdown is not None and (
+                    claim.countdown.deletes_at is not None):
+                self.freshness.prepare(key[0], claim.countdown.deletes_at)
+        self.freshness.forget_older_than(self.clock() - PROOF_MAX_AGE)
+
+    async def _work(self, key: Key, added_at: float | None) -> None:
+        self.memory.worked()
+        failed = False
+        try:
+            async with self._slots:
+                await self.reconcile(key)
+            if added_at is not None:
+                metrics.REACTION.observe(time.monotonic() - added_at)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            failed = True
+            metrics.RECONCILE_FAILURES.inc()
+            delay = self.queue.done(key, failed=True)
+            self.logger_for_key(key).warning("Reconciling failed (%s); retrying in %.0f s.",
+                                             describe(error), delay)
+        finally:
+            if not failed:
+                self.queue.done(key)
+
+    async def _unslotted(self, waiting: Awaitable[PodList | None]) -> PodList | None:
+        """Give the reconciliation's slot back while it waits for a fresh list: the claims
+        due in a namespace then wait together, for one list, instead of taking every slot
+        and leaving the list of the next wave to be shared by almost none."""
+        self._slots.release()
+        try:
+            return await waiting
+        finally:
+            await self._slots.acquire()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- logs ----------------------------------------------------------------------------
+
+    def logger_for(self, view: EvcView) -> logging.LoggerAdapter[Any]:
+        """A logger that names the claim (Kopf's k8s_ref), as Kopf's own logs do."""
+        body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {
+            "name": view.name, "namespace": view.namespace, "uid": view.uid}}
+        return kopf.LocalObjectLogger(body=kopf.Body(cast(Any, body)),
+                                      settings=self.kopf_settings)
+
+    def logger_for_key(self, key: Key) -> logging.LoggerAdapter[Any]:
+        claim = self.claims.get(key)
+        return self.logger_for(claim.view) if claim else logging.LoggerAdapter(log, {})

@@ -1,0 +1,23 @@
+"""Kubernetes timestamps: the clock, formatting and parsing, in one place (UTC, RFC 3339)."""
+
+from __future__ import annotations
+
+import datetime
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def format_time(moment: datetime.datetime, *, micro: bool = False) -> str:
+    """'2026-01-01T00:00:00Z'; with `micro`, the MicroTime form ('...00.000000Z')."""
+    return moment.astimezone(datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """An RFC 3339 timestamp; one without a time zone is refused (ValueError)."""
+    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp without a time zone: {text!r}")
+    return moment

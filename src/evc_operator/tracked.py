@@ -1,0 +1,113 @@
+"""The claims the operator tracks: one record per EVC, and the one copy of its body.
+
+A record holds the EVC's view (evc.py) and what this process learned about the claim
+while deciding on it. Forgetting a claim is dropping its record. The work queue's part
+(when to look again, failures) is the queue's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from evc_operator import lifecycle
+from evc_operator.evc import EvcView, Key, evc_view
+from evc_operator.settings import Settings
+
+_NONE: frozenset[Any] = frozenset()
+
+
+@dataclasses.dataclass(slots=True)
+class TrackedClaim:
+    view: EvcView
+    # A pending deletion (the decision with its deadline), for proofs, logs and metrics.
+    countdown: lifecycle.Decision | None = None
+    seen_users: frozenset[str] = _NONE  # users this process has seen
+    rejected: tuple[object, ...] | None = None  # the PVC update the API server refused
+    written: tuple[str, lifecycle.Claim] | None = None  # (uid, facts) we recorded last
+    reported_dry_run: frozenset[datetime.datetime | None] = _NONE  # deadlines reported
+
+    def ours(self) -> lifecycle.Claim | None:
+        """The facts this process recorded last about this very EVC (same uid)."""
+        if self.written is None or self.written[0] != self.view.uid:
+            return None
+        return self.written[1]
+
+
+def newer(candidate: str, current: str) -> bool:
+    """Whether a resourceVersion is newer than the one we hold (they are etcd revisions)."""
+    try:
+        return int(candidate) > int(current)
+    except ValueError:
+        return True
+
+
+def key_of(body: Mapping[str, Any]) -> Key:
+    return (body["metadata"].get("namespace") or "", body["metadata"]["name"])
+
+
+class Tracked:
+    """Every tracked claim by key, and per namespace the names of those with a selector."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._claims: dict[Key, TrackedClaim] = {}
+        self._with_selector: dict[str, set[str]] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._claims
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(list(self._claims))
+
+    def get(self, key: Key) -> TrackedClaim | None:
+        return self._claims.get(key)
+
+    def records(self) -> list[TrackedClaim]:
+        return list(self._claims.values())
+
+    def with_selector(self, namespace: str) -> list[str]:
+        return list(self._with_selector.get(namespace, ()))
+
+    def observe(self, body: Mapping[str, Any]) -> bool:
+        """Take in an EVC as watched; whether it tells anything new.
+
+        Older than, or the echo of, what our own write already told us is not new: at
+        100 claims a second, looking again at each write's echo doubled the work.
+        """
+        key = key_of(body)
+        held = self._claims.get(key)
+        if held and held.view.uid == body["metadata"].get("uid") and not newer(
+                body["metadata"].get("resourceVersion") or "", held.view.resource_version):
+            return False
+        view = evc_view(body, self.settings)
+        if held is None:
+            self._claims[key] = TrackedClaim(view)
+        else:
+            held.view = view
+        names = self._with_selector.setdefault(key[0], set())
+        if view.selector:
+            names.add(key[1])
+        else:
+            names.discard(key[1])
+        return True
+
+    def remember(self, body: Mapping[str, Any]) -> None:
+        """Our own write's result is the freshest view; do not wait for the watch.
+
+        The facts we wrote are kept too: a status that someone else rewrote afterwards
+        is not believed where it would make a deadline earlier.
+        """
+        held = self._claims.get(key_of(body))
+        if held is not None:
+            held.view = view = evc_view(body, self.settings)
+            held.written = (view.uid, view.claim)
+
+    def forget(self, key: Key) -> None:
+        self._claims.pop(key, None)
+        self._with_selector.get(key[0], set()).discard(key[1])

@@ -1,0 +1,161 @@
+"""Fakes of what the per-claim reconcile reads and calls (seams.ClaimApi, seams.PodIndex),
+and a scheduler built on them, for unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+
+from evc_operator import evc, informer, status
+from evc_operator.claims import PvcView, pvc_view
+from evc_operator.freshness import Lister, PodSnapshot
+from evc_operator.scheduler import Scheduler
+from evc_operator.settings import Settings
+from evc_operator.users import PodView, pod_view
+from tests.unit.support import T0
+
+Key = tuple[str, str]
+NOW = T0 + datetime.timedelta(seconds=100)  # long past the 30 s expiry
+
+
+def evc_body() -> dict[str, Any]:
+    return {
+        "apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+        "metadata": {"name": "scratch", "namespace": "jobs", "uid": "evc-uid",
+                     "resourceVersion": "10", "generation": 1,
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"size": "1Gi"},
+        "status": {"phase": "Pending", "conditions": [
+            {"type": "PvcReady", "status": "True", "reason": "PvcReady"}]},
+    }
+
+
+def pod_body(name: str, phase: str = "Running") -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "jobs",
+                         "creationTimestamp": "2026-01-01T00:00:50Z"},
+            "spec": {"volumes": [{"name": "v",
+                                  "persistentVolumeClaim": {"claimName": "scratch"}}]},
+            "status": {"phase": phase}}
+
+
+OWN_PVC = pvc_view({"metadata": {
+    "name": "scratch", "namespace": "jobs", "uid": "pvc-uid", "resourceVersion": "5",
+    "ownerReferences": [{"uid": "evc-uid", "controller": True}],
+    "annotations": {"evc.zalando.org/managed-labels": "[]"}},
+    "spec": {"resources": {"requests": {"storage": "1Gi"}}}})
+
+
+class FakeApi:
+    """Records what the reconcile asks of the API (seams.ClaimApi), and lists pods."""
+
+    def __init__(self, fresh_pods: list[dict[str, Any]] | Exception) -> None:
+        self.fresh_pods = fresh_pods
+        self.calls: list[str] = []
+        self.delete_error: Exception | None = None
+        self.event_error: Exception | None = None
+
+    async def list_pods(self, namespace: str) -> PodSnapshot:
+        self.calls.append("list_pods")
+        if isinstance(self.fresh_pods, Exception):
+            raise self.fresh_pods
+        return PodSnapshot([pod_view(pod) for pod in self.fresh_pods])
+
+    async def patch_evc_status(self, namespace: str, name: str,
+                               status: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append(f"patch_status:{status['phase']}")
+        body = evc_body()
+        body["metadata"]["resourceVersion"] = "11"
+        body["status"] = dict(status)
+        return body
+
+    async def delete_evc(self, namespace: str, name: str, uid: str,
+                         resource_version: str) -> None:
+        if self.delete_error is not None:
+            self.calls.append("delete:conflict")
+            raise self.delete_error
+        self.calls.append(f"delete:{uid}:{resource_version}")
+
+    async def post_event(self, namespace: str, name: str, uid: str, event: status.Event,
+                         now: datetime.datetime) -> None:
+        if self.event_error is not None:
+            self.calls.append("event refused")
+            raise self.event_error
+        self.calls.append(f"event:{event.reason}")
+
+    async def create_pvc(self, body: Mapping[str, Any]) -> object:
+        self.calls.append("create_pvc")
+        return body
+
+    async def read_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append("read_pvc")
+        return None
+
+    async def patch_pvc(self, namespace: str, name: str, uid: str, resource_version: str,
+                        patch: Mapping[str, Any]) -> None:
+        self.calls.append("patch_pvc")
+
+
+@dataclasses.dataclass
+class FakeIndex:
+    """The pod index (seams.PodIndex) as plain maps."""
+
+    by_claim: dict[Key, list[PodView]] = dataclasses.field(default_factory=dict)
+    in_namespace: dict[str, list[PodView]] = dataclasses.field(default_factory=dict)
+    pvcs: dict[Key, PvcView] = dataclasses.field(default_factory=dict)
+    listed: Callable[[str], bool] = lambda _namespace: True
+    watched: informer.Watched | None = None  # if set, the pods are the informers'
+
+    def pods_of_claim(self, key: Key) -> list[PodView]:
+        if self.watched is not None:
+            return self.watched.pods_of_claim(key)
+        return self.by_claim.get(key, [])
+
+    def pods_in(self, namespace: str) -> list[PodView]:
+        if self.watched is not None:
+            return self.watched.pods_in(namespace)
+        return self.in_namespace.get(namespace, [])
+
+    def pvc(self, key: Key) -> PvcView | None:
+        return self.pvcs.get(key)
+
+    def synced(self, namespace: str) -> bool:
+        return self.listed(namespace)
+
+    def all_synced(self) -> bool:
+        return True
+
+
+def make(fake: FakeApi, indexed_pods: list[dict[str, Any]], *, complete: bool = True,
+         settings: Settings | None = None, lister: Lister | None = None,
+         clock: Callable[[], datetime.datetime] = lambda: NOW,
+         watched: informer.Watched | None = None,
+         body: dict[str, Any] | None = None) -> tuple[Scheduler, FakeIndex]:
+    views = [pod_view(body) for body in indexed_pods]
+    index = FakeIndex(by_claim={("jobs", "scratch"): views}, in_namespace={"jobs": views},
+                      pvcs={("jobs", "scratch"): OWN_PVC}, watched=watched)
+    scheduler = Scheduler(fake, settings or Settings(), kopf.OperatorSettings(), index,
+                          lister or fake.list_pods, clock=clock)
+    scheduler.pods_view_complete = complete
+    scheduler.observe_evc(None, body or evc_body())
+    return scheduler, index
+
+
+def reconcile_now(scheduler: Scheduler, key: Key) -> None:
+    asyncio.run(scheduler.reconcile(key))
+
+
+def drain(scheduler: Scheduler) -> None:
+    """Empty the work queue, as if every claim waiting in it had been looked at."""
+    for key, _ in scheduler.queue.take():
+        scheduler.queue.done(key)
+
+
+def view_of(scheduler: Scheduler, key: Key) -> evc.EvcView:
+    claim = scheduler.claims.get(key)
+    assert claim is not None
+    return claim.view

@@ -1,0 +1,216 @@
+"""Exec credential plugins: what they are given, what is kept, when they run again.
+
+The plugins here are real executables (small scripts); no API server is involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import ssl
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import pytest
+
+from evc_operator.auth import ConfigError, authorizing
+from evc_operator.execplugin import ExecError, ExecPlugin, parse
+from tests.unit.test_credentials import Pki, _handshake, _key_pem, _pem
+
+V1 = "client.authentication.k8s.io/v1"
+V1BETA1 = "client.authentication.k8s.io/v1beta1"
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+
+def plugin(tmp_path: Path, *, version: str = V1, expiry: str | None = "2026-01-01T00:10:00Z",
+           exit_code: int = 0) -> Path:
+    """A plugin that prints token-N on its N-th call and records what it was given."""
+    script = tmp_path / "plugin"
+    status: dict[str, Any] = {"token": "TOKEN"}
+    if expiry:
+        status["expirationTimestamp"] = expiry
+    template = json.dumps({"apiVersion": version, "kind": "ExecCredential", "status": status})
+    script.write_text(f"""#!{sys.executable}
+import json, os, pathlib, sys
+here = pathlib.Path({str(tmp_path)!r})
+calls = here / "calls"
+count = len(calls.read_text()) + 1 if calls.exists() else 1
+calls.write_text("x" * count)
+(here / "given").write_text(json.dumps({{"args": sys.argv[1:], "env": os.environ.get("COLOR"),
+    "info": json.loads(os.environ["KUBERNETES_EXEC_INFO"]), "stdin": sys.stdin.read()}}))
+print({template!r}.replace("TOKEN", f"token-{{count}}"))
+print("a warning for the user", file=sys.stderr)
+sys.exit({exit_code})
+""")
+    script.chmod(0o755)
+    return script
+
+
+def calls(tmp_path: Path) -> int:
+    path = tmp_path / "calls"
+    return len(path.read_text()) if path.exists() else 0
+
+
+def make(spec: dict[str, Any], clock: Clock | None = None,
+         cluster: dict[str, Any] | None = None) -> ExecPlugin:
+    return ExecPlugin({"apiVersion": V1, **spec}, cluster=cluster,
+                      context=ssl.create_default_context(), clock=clock or Clock())
+
+
+def test_the_credential_is_kept_until_it_expires(tmp_path: Path) -> None:
+    clock = Clock()
+    exec_plugin = make({"command": str(plugin(tmp_path))}, clock)
+
+    async def scenario() -> None:
+        assert await exec_plugin.header() == "Bearer token-1"
+        assert exec_plugin.expires() == T0 + datetime.timedelta(minutes=10)
+        clock.now += datetime.timedelta(minutes=9, seconds=59)
+        assert await exec_plugin.header() == "Bearer token-1"
+        assert calls(tmp_path) == 1
+        clock.now += datetime.timedelta(seconds=1)  # expired
+        assert await exec_plugin.header() == "Bearer token-2"
+        assert calls(tmp_path) == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_401_runs_it_again_once_however_many_requests_saw_it(tmp_path: Path) -> None:
+    exec_plugin = make({"command": str(plugin(tmp_path, expiry=None))})
+
+    async def scenario() -> None:
+        failed = await exec_plugin.header()
+        assert failed == "Bearer token-1"
+        results = await asyncio.gather(*(exec_plugin.refresh(failed) for _ in range(5)))
+        assert results == [True] * 5
+        assert await exec_plugin.header() == "Bearer token-2"
+        assert calls(tmp_path) == 2
+        assert exec_plugin.expires() is None  # no expirationTimestamp: kept until a 401
+
+    asyncio.run(scenario())
+
+
+def test_it_gets_args_env_and_the_cluster_but_no_terminal(tmp_path: Path) -> None:
+    cluster = {"server": "https://10.0.0.1", "certificate-authority-data": "Q0E="}
+    spec = {"command": str(plugin(tmp_path)), "args": ["get-token", "--cluster", "x"],
+            "env": [{"name": "COLOR", "value": "blue"}], "provideClusterInfo": True}
+    asyncio.run(make(spec, cluster=cluster).header())
+    given = json.loads((tmp_path / "given").read_text())
+    assert given["args"] == ["get-token", "--cluster", "x"]
+    assert given["env"] == "blue"
+    assert given["stdin"] == ""
+    assert given["info"] == {"apiVersion": V1, "kind": "ExecCredential",
+                             "spec": {"interactive": False, "cluster": cluster}}
+    del spec["provideClusterInfo"]
+    asyncio.run(make(spec, cluster=cluster).header())
+    assert "cluster" not in json.loads((tmp_path / "given").read_text())["info"]["spec"]
+
+
+def test_v1beta1_is_understood(tmp_path: Path) -> None:
+    exec_plugin = ExecPlugin({"apiVersion": V1BETA1,
+                              "command": str(plugin(tmp_path, version=V1BETA1))},
+                             cluster=None, context=ssl.create_default_context())
+    assert asyncio.run(exec_plugin.header()) == "Bearer token-1"
+
+
+def test_a_missing_plugin_names_it_and_gives_its_install_hint_on_one_line() -> None:
+    exec_plugin = make({"command": "evc-no-such-plugin",
+                        "installHint": "Install it:\n  brew install evc-plugin\n"})
+    with pytest.raises(ExecError) as raised:
+        asyncio.run(exec_plugin.header())
+    assert str(raised.value) == ("its exec plugin 'evc-no-such-plugin' was not found: "
+                                 "Install it: brew install evc-plugin")
+
+
+def test_a_failing_plugin_says_its_exit_code_and_last_words(tmp_path: Path) -> None:
+    exec_plugin = make({"command": str(plugin(tmp_path, exit_code=4))})
+    with pytest.raises(ExecError, match=r"failed with exit code 4: a warning for the user$"):
+        asyncio.run(exec_plugin.header())
+
+
+def test_a_plugin_that_answers_in_another_version_is_refused(tmp_path: Path) -> None:
+    exec_plugin = make({"command": str(plugin(tmp_path, version=V1BETA1))})
+    with pytest.raises(ExecError, match=r"not 'client\.authentication\.k8s\.io/v1'"):
+        asyncio.run(exec_plugin.header())
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"apiVersion": "client.authentication.k8s.io/v1alpha1", "command": "x"}, "apiVersion"),
+    ({"command": ""}, "no command"),
+    ({"command": "x", "interactiveMode": "Always"}, "needs a terminal"),
+])
+def test_specs_that_cannot_work_are_refused_before_any_run(spec: dict[str, Any],
+                                                           message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make(spec)
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    (b"not json", "no JSON"),
+    (b'{"kind": "Other"}', "other than an ExecCredential"),
+    (json.dumps({"apiVersion": V1, "kind": "ExecCredential"}).encode(), "no status"),
+    (json.dumps({"apiVersion": V1, "kind": "ExecCredential", "status": {}}).encode(),
+     "neither a token nor"),
+    (json.dumps({"apiVersion": V1, "kind": "ExecCredential",
+                 "status": {"clientCertificateData": "x"}}).encode(), "neither a token"),
+    (json.dumps({"apiVersion": V1, "kind": "ExecCredential",
+                 "status": {"token": "t", "expirationTimestamp": "soon"}}).encode(),
+     "RFC 3339"),
+])
+def test_what_is_not_a_usable_exec_credential(output: bytes, message: str) -> None:
+    with pytest.raises(ExecError, match=message):
+        parse(output, V1)
+
+
+def test_an_exec_credential_with_a_timestamp() -> None:
+    credential = parse(json.dumps({"apiVersion": V1, "kind": "ExecCredential", "status": {
+        "token": "t", "expirationTimestamp": "2026-01-01T00:00:00Z"}}).encode(), V1)
+    assert credential.token == "t"
+    assert not credential.expired(T0 - datetime.timedelta(seconds=1))
+    assert credential.expired(T0)
+
+
+def test_a_client_certificate_from_the_plugin_is_presented(tmp_path: Path) -> None:
+    pki = Pki()
+    status = {"clientCertificateData": _pem(pki.client).decode(),
+              "clientKeyData": _key_pem(pki.client_key).decode()}
+    script = tmp_path / "cert-plugin"
+    script.write_text(f"#!{sys.executable}\nimport json\nprint(json.dumps("
+                      f"{{'apiVersion': {V1!r}, 'kind': 'ExecCredential', "
+                      f"'status': {status!r}}}))\n")
+    script.chmod(0o755)
+    context = ssl.create_default_context(cadata=_pem(pki.ca).decode())
+    exec_plugin = ExecPlugin({"apiVersion": V1, "command": str(script)}, cluster=None,
+                             context=context)
+    assert asyncio.run(exec_plugin.header()) is None  # no token: the certificate it is
+    peer = _handshake(context, pki, tmp_path)
+    assert peer["subject"] == ((("commonName", "evc-user"),),)
+
+
+def test_a_plugin_failing_after_the_start_is_a_connection_error_to_retry(
+        tmp_path: Path) -> None:
+    """Kopf and the operator's own requests retry connection errors with a backoff, and
+    log each attempt: the plugin's error is that log line, until it works again."""
+    exec_plugin = make({"command": str(plugin(tmp_path, exit_code=1))})
+    sent: list[object] = []
+
+    async def handler(request: object) -> Any:
+        sent.append(request)
+
+    async def request() -> None:
+        await authorizing(exec_plugin)(cast(Any, object()), handler)
+
+    with pytest.raises(aiohttp.ClientConnectionError,
+                       match=r"No credentials: its exec plugin .* failed with exit code 1"):
+        asyncio.run(request())
+    assert sent == []

@@ -1,0 +1,224 @@
+"""Fresh views of a namespace's pods: shared lists, proofs made ahead, and their limits."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+import pytest
+
+from evc_operator import errors
+from evc_operator.freshness import FreshPods, PodSnapshot
+from evc_operator.users import pod_view
+from tests.unit.support import T0, Clock, settle
+
+
+class FakeLister:
+    """Lists that finish only when the test says so; each returns the pods of its number,
+    as a snapshot that stays live while `live` holds."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.release: dict[int, asyncio.Future[None]] = {}
+        self.fail: set[int] = set()
+        self.live = False
+
+    async def __call__(self, namespace: str) -> PodSnapshot:
+        self.started.append(namespace)
+        number = len(self.started)
+        self.release[number] = asyncio.get_running_loop().create_future()
+        await self.release[number]
+        if number in self.fail:
+            raise errors.ApiException(status=503, reason="Service Unavailable")
+        return PodSnapshot([pod_view({"metadata": {
+            "name": f"list-{number}", "namespace": namespace,
+            "creationTimestamp": "2026-01-01T00:00:00Z"}})], live=lambda: self.live)
+
+    def finish(self, number: int) -> None:
+        self.release[number].set_result(None)
+
+
+def _fresh() -> tuple[FakeLister, Clock, FreshPods]:
+    lister, clock = FakeLister(), Clock()
+    return lister, clock, FreshPods(lister, clock)
+
+
+def _names(result: Any) -> list[str]:
+    return [pod.name for pod in result.pods]
+
+
+FIVE_SECONDS = datetime.timedelta(seconds=5)
+
+
+def test_requests_made_together_share_one_list() -> None:
+    async def scenario() -> None:
+        lister, _, fresh = _fresh()
+        waiting = [asyncio.create_task(fresh.get("jobs", T0)) for _ in range(5)]
+        await settle()
+        lister.finish(1)
+        results = await asyncio.gather(*waiting)
+        assert lister.started == ["jobs"]
+        assert all(_names(result) == ["list-1"] for result in results)
+
+    asyncio.run(scenario())
+
+
+def test_a_request_decided_after_a_list_began_gets_the_next_list() -> None:
+    async def scenario() -> None:
+        lister, clock, fresh = _fresh()
+        first = asyncio.create_task(fresh.get("jobs", T0))
+        await settle()
+        assert lister.started == ["jobs"]  # list 1 in flight
+        decided = clock.advance(1)
+        later = [asyncio.create_task(fresh.get("jobs", decided)) for _ in range(3)]
+        await settle()
+        assert lister.started == ["jobs"]  # they wait; no list of their own yet
+        lister.finish(1)
+        assert _names(await first) == ["list-1"]
+        await settle()
+        assert lister.started == ["jobs", "jobs"]  # one list for all three
+        assert not any(task.done() for task in later)  # not served by list 1
+        lister.finish(2)
+        assert all(_names(result) == ["list-2"] for result in await asyncio.gather(*later))
+        # Nothing in flight any more: the next request starts a list at once.
+        again = asyncio.create_task(fresh.get("jobs", clock.advance(1)))
+        await settle()
+        lister.finish(3)
+        assert _names(await again) == ["list-3"]
+
+    asyncio.run(scenario())
+
+
+async def _proven_ahead(live: bool) -> tuple[FakeLister, Clock, FreshPods]:
+    """A proof prefetched at T0 and finished (list 1), live or not."""
+    lister, clock, fresh = _fresh()
+    lister.live = live
+    fresh.prefetch("jobs", not_before=T0)
+    await settle()
+    lister.finish(1)
+    await settle()
+    return lister, clock, fresh
+
+
+def test_a_live_proof_made_ahead_serves_the_deletions_at_the_deadline() -> None:
+    async def scenario() -> None:
+        lister, clock, fresh = await _proven_ahead(True)
+        fresh.prefetch("jobs", not_before=T0)  # one young enough is there: no second
+        decided = clock.advance(3)
+        results = await asyncio.gather(*(fresh.get("jobs", decided, FIVE_SECONDS)
+                                         for _ in range(3)))
+        # The live index is proven current: it decides, not the proof's older copy.
+        assert results == [None, None, None]
+        assert lister.started == ["jobs"]
+
+    asyncio.run(scenario())
+
+
+def test_a_finished_proof_serves_while_one_for_a_later_deadline_is_in_flight() -> None:
+    async def scenario() -> None:
+        lister, clock, fresh = await _proven_ahead(True)
+        fresh.prefetch("jobs", not_before=clock.advance(2))  # for a later deadline
+        await settle()
+        assert lister.started == ["jobs", "jobs"]  # list 2 in flight
+        decision = asyncio.create_task(fresh.get("jobs", clock.advance(1), FIVE_SECONDS))
+        await settle()
+        assert decision.done()  # not held up by list 2
+        assert decision.result() is None  # list 1 proves the live index current
+        lister.finish(2)
+        await settle()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("live", "age"), [(False, 3), (True, 6)])
+def test_a_proof_made_ahead_serves_nobody_once_it_has_a_gap_or_is_too_old(
+        live: bool, age: float) -> None:
+    async def scenario() -> None:
+        lister, clock, fresh = await _proven_ahead(live)
+        decision = asyncio.create_task(fresh.get("jobs", clock.advance(age), FIVE_SECONDS))
+        await settle()
+        assert lister.started == ["jobs", "jobs"]  # a list begun after the decision
+        lister.finish(2)
+        assert _names(await decision) == ["list-2"]
+
+    asyncio.run(scenario())
+
+
+def test_a_prefetch_older_than_asked_queues_a_new_list() -> None:
+    async def scenario() -> None:
+        lister, clock, fresh = _fresh()
+        fresh.prefetch("jobs", not_before=T0)
+        await settle()
+        fresh.prefetch("jobs", not_before=clock.advance(1))  # list 1 began too early
+        await settle()
+        assert lister.started == ["jobs"]  # lists of a namespace run one at a time
+        lister.finish(1)
+        await settle()
+        assert lister.started == ["jobs", "jobs"]
+        lister.finish(2)
+        await settle()
+        fresh.forget_older_than(clock.advance(10))
+        fresh.prefetch("jobs", not_before=T0)  # nothing held any more: a list again
+        await settle()
+        assert lister.started == ["jobs", "jobs", "jobs"]
+        fresh.close()
+
+    asyncio.run(scenario())
+
+
+def test_namespaces_are_listed_independently() -> None:
+    async def scenario() -> None:
+        lister, _, fresh = _fresh()
+        jobs = asyncio.create_task(fresh.get("jobs", T0))
+        await settle()
+        other = asyncio.create_task(fresh.get("other", T0))
+        await settle()
+        assert lister.started == ["jobs", "other"]
+        lister.finish(2)
+        assert _names(await other) == ["list-2"]
+        assert not jobs.done()
+        lister.finish(1)
+        assert _names(await jobs) == ["list-1"]
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_list_fails_its_wave_only_and_a_cancelled_waiter_only_itself() -> None:
+    async def scenario() -> None:
+        lister, clock, fresh = _fresh()
+        lister.fail.add(1)
+        failing = [asyncio.create_task(fresh.get("jobs", T0)) for _ in range(2)]
+        await settle()
+        decided = clock.advance(1)
+        later = [asyncio.create_task(fresh.get("jobs", decided)) for _ in range(2)]
+        await settle()
+        later[0].cancel()
+        lister.finish(1)
+        for task in failing:
+            with pytest.raises(errors.ApiException):
+                await task
+        await settle()
+        lister.finish(2)
+        assert _names(await later[1]) == ["list-2"]
+        assert later[0].cancelled()
+        assert lister.started == ["jobs", "jobs"]
+
+    asyncio.run(scenario())
+
+
+def test_closing_cancels_lists_and_waiters() -> None:
+    async def scenario() -> None:
+        _, clock, fresh = _fresh()
+        first = asyncio.create_task(fresh.get("jobs", T0))
+        await settle()
+        queued = asyncio.create_task(fresh.get("jobs", clock.advance(1)))
+        await settle()
+        fresh.close()
+        await settle()
+        assert first.cancelled()
+        assert queued.cancelled()
+
+    asyncio.run(scenario())
+
+

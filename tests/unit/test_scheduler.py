@@ -1,0 +1,162 @@
+"""The scheduler: work queue -> reconcile -> outcome, deadlines, proofs made ahead of
+deletions, and the countdown log, with the fakes of tests/unit/fakes.py."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+
+import pytest
+
+from evc_operator import countdowns, lifecycle
+from evc_operator.freshness import PodSnapshot
+from evc_operator.timestamps import format_time
+from tests.unit import fakes
+from tests.unit.support import T0, Clock, settle
+
+
+def test_a_claim_in_a_namespace_not_yet_listed_waits() -> None:
+    fake = fakes.FakeApi(fresh_pods=[])
+    reconciler, index = fakes.make(fake, indexed_pods=[])
+    listed = False
+    index.listed = lambda namespace: listed
+    fakes.drain(reconciler)
+    fakes.reconcile_now(reconciler, ("jobs", "scratch"))
+    assert fake.calls == []  # no PVC, no status, no deletion on a partial view
+    listed = True
+    reconciler.namespace_synced("jobs")
+    assert reconciler.queue.waiting(("jobs", "scratch"))
+    fakes.reconcile_now(reconciler, ("jobs", "scratch"))
+    assert fake.calls
+
+
+def test_the_scheduler_wakes_at_the_earliest_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [T0]
+    reconciler, _ = fakes.make(fakes.FakeApi(fresh_pods=[]), [], clock=lambda: clock[0])
+    reconciler.forget(("jobs", "scratch"))
+    reconciled: list[tuple[str, str]] = []
+
+    async def reconcile(key: tuple[str, str]) -> None:
+        reconciled.append(key)
+
+    monkeypatch.setattr(reconciler, "reconcile", reconcile)
+    for name in ("late", "soon"):
+        body = fakes.evc_body()
+        body["metadata"]["name"] = name
+        reconciler.observe_evc(None, body)
+    fakes.drain(reconciler)  # only the deadlines should bring them up
+    reconciler.queue.add_after(("jobs", "late"), T0 + datetime.timedelta(seconds=0.5))
+    reconciler.queue.add_after(("jobs", "soon"), T0 + datetime.timedelta(seconds=0.05))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(reconciler.run())
+        await asyncio.sleep(0.01)
+        assert reconciled == []
+        clock[0] = T0 + datetime.timedelta(seconds=0.1)
+        await asyncio.sleep(0.1)  # its timer, computed at T0, ran out meanwhile
+        assert reconciled == [("jobs", "soon")]
+        clock[0] = T0 + datetime.timedelta(seconds=1)
+        await asyncio.sleep(0.5)
+        assert reconciled == [("jobs", "soon"), ("jobs", "late")]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+
+def test_simultaneous_deletions_in_a_namespace_cost_one_list() -> None:
+    fake = fakes.FakeApi(fresh_pods=[])
+    reconciler, index = fakes.make(fake, indexed_pods=[])
+    for name in ("other-1", "other-2"):
+        body = fakes.evc_body()
+        body["metadata"]["name"] = name
+        body["metadata"]["uid"] = f"{name}-uid"
+        reconciler.observe_evc(None, body)
+        index.pvcs[("jobs", name)] = dataclasses.replace(
+            fakes.OWN_PVC, name=name, controllers=(f"{name}-uid",))
+
+    async def scenario() -> None:
+        await asyncio.gather(*(reconciler.reconcile(("jobs", name))
+                               for name in ("scratch", "other-1", "other-2")))
+
+    asyncio.run(scenario())
+    assert fake.calls.count("list_pods") == 1
+    assert len([call for call in fake.calls if call.startswith("delete")]) == 3
+
+
+def test_a_coming_deletion_proves_its_namespace_fresh_ahead_of_its_deadline() -> None:
+    fake = fakes.FakeApi(fresh_pods=[])
+    clock = Clock()
+    proofs: list[datetime.datetime] = []
+
+    async def current_pods(namespace: str) -> PodSnapshot:
+        proofs.append(clock.now)
+        return PodSnapshot([], live=lambda: True)
+
+    reconciler, _ = fakes.make(fake, [], lister=current_pods, clock=clock)
+    key = ("jobs", "scratch")
+    deadline = T0 + datetime.timedelta(seconds=30)  # never used: the 30 s expiry
+
+    async def scenario() -> None:
+        clock.advance(10)
+        await reconciler.reconcile(key)
+        assert reconciler.proofs.get(key) == deadline - datetime.timedelta(seconds=3)
+        reconciler._prefetch(reconciler.proofs.pop_due(clock.advance(16)))
+        await settle()
+        assert proofs == []  # not yet
+        reconciler._prefetch(reconciler.proofs.pop_due(clock.advance(1)))
+        await settle()
+        assert proofs == [deadline - datetime.timedelta(seconds=3)]
+        clock.now = deadline
+        await reconciler.reconcile(key)
+
+    asyncio.run(scenario())
+    assert proofs == [deadline - datetime.timedelta(seconds=3)]  # none at the deadline
+    assert "delete:evc-uid:11" in fake.calls
+
+
+def test_countdowns_are_logged_nearest_first_and_the_rest_summed_up(
+        caplog: pytest.LogCaptureFixture) -> None:
+    fake = fakes.FakeApi(fresh_pods=[])
+    reconciler, _index = fakes.make(fake, indexed_pods=[])
+    template = lifecycle.decide(fakes.view_of(reconciler, ("jobs", "scratch")).claim, [], T0,
+                                dry_run=False)
+    assert template.deletes_at is not None
+    for number in range(countdowns.COUNTDOWN_LOG_LINES + 7):
+        body = fakes.evc_body()
+        body["metadata"]["name"] = f"claim-{number:03}"
+        reconciler.observe_evc(None, body)
+        claim = reconciler.claims.get(("jobs", body["metadata"]["name"]))
+        assert claim is not None
+        claim.countdown = dataclasses.replace(
+            template, deletes_at=fakes.NOW + datetime.timedelta(seconds=1000 - number))
+
+    with caplog.at_level(logging.INFO):
+        reconciler.tell_countdowns()
+    lines = [r.getMessage() for r in caplog.records if "countdown:" in r.getMessage()]
+    assert len(lines) == countdowns.COUNTDOWN_LOG_LINES
+    # The nearest deadlines are those of the claims numbered last.
+    told = {r.__dict__["k8s_ref"]["name"] for r in caplog.records
+            if "countdown:" in r.getMessage()}
+    assert told == {f"claim-{number:03}" for number in range(7, 57)}
+    summary = [r.getMessage() for r in caplog.records if "more countdowns" in r.getMessage()]
+    assert summary[0] == ("7 more countdowns run; the last of them deletes at "
+                          f"{format_time(fakes.NOW + datetime.timedelta(seconds=1000))}.")
+
+
+def test_the_echo_of_its_own_status_write_is_not_looked_at_again() -> None:
+    fake = fakes.FakeApi(fresh_pods=[])
+    reconciler, _index = fakes.make(fake, indexed_pods=[fakes.pod_body("worker")])
+    key = ("jobs", "scratch")
+    fakes.drain(reconciler)
+    fakes.reconcile_now(reconciler, key)
+    assert "patch_status:InUse" in fake.calls  # the patch answered resourceVersion 11
+    for version, looked_at in (("10", False), ("11", False), ("12", True)):
+        body = fakes.evc_body()
+        body["metadata"]["resourceVersion"] = version
+        reconciler.observe_evc("MODIFIED", body)
+        assert reconciler.queue.waiting(key) is looked_at, version
+        assert fakes.view_of(reconciler, key).resource_version == ("12" if looked_at else "11")
