@@ -252,3 +252,28 @@ def test_claim_survives_a_node_component_crash(cluster: ControlPlane, node: Node
     assert (data / "out").read_text() == "done\n"  # it did run to its end
     kubectl("delete", "pod", "steady")
     assert_everything_goes(kubectl, "steady", pv, data)
+
+
+def job_finished(kubectl: Kubectl, name: str) -> bool:
+    body = kubectl.get("job", name) or {}
+    return any(c["type"] in ("Failed", "Complete") and c["status"] == "True"
+               for c in body.get("status", {}).get("conditions") or [])
+
+
+def test_failing_job_keeps_its_claim_until_it_has_finished(
+        cluster: ControlPlane, node_namespace: str, node_operator: OperatorFactory) -> None:
+    """The Job controller retries a really failing container, with back-off pauses in
+    which no pod runs; the claim stays until the Job has finished, then the grace runs."""
+    kubectl, pv, data = new_claim(cluster, node_namespace, node_operator, "retried")
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "flaky"},
+        "spec": {"backoffLimit": 2, "template": {"spec": pod_spec(
+            "retried", "echo attempt >> /vol/attempts; exit 1")}}}))
+    deadline = time.monotonic() + 120
+    while not job_finished(kubectl, "flaky"):
+        assert kubectl.get("evc", "retried") is not None, "claim deleted while its Job runs"
+        assert time.monotonic() < deadline, "the Job did not finish"
+        time.sleep(0.5)
+    assert (data / "attempts").read_text().count("attempt") == 3
+    kubectl("delete", "job", "flaky", "--cascade=foreground")
+    assert_everything_goes(kubectl, "retried", pv, data)
