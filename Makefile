@@ -8,8 +8,12 @@ BIN := $(VENV)/bin
 CLUSTER_DIR := .cluster
 # Namespace to watch in `make run`; empty means all namespaces.
 NAMESPACE ?=
+# NODE=0: `make cluster` and `make run` start a control plane only (no kubelet; no root needed).
+NODE ?= 1
+UP := $(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl \
+	--crd crd.yaml $(if $(filter 0,$(NODE)),--no-node)
 
-.PHONY: help lock hashes venv faults bench binaries image cluster cluster-down run test lint typecheck unit integration manifests clean
+.PHONY: help lock hashes venv faults bench binaries image faketime cluster cluster-down run test lint typecheck unit integration manifests clean
 
 help:  ## List the commands.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,7 +49,7 @@ hashes: venv  ## Write requirements/*.txt: constraints.txt's pins with their has
 	$(PIP_COMPILE) --output-file requirements/image.txt pyproject.toml
 	$(PIP_COMPILE) --extra dev --output-file requirements/dev.txt pyproject.toml
 
-binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
+binaries: venv  ## Build (once, cached) the control plane's and the node's binaries, kubectl, helm.
 	$(BIN)/python -m controlplane build
 
 # The Dockerfile, built with buildah (no Docker engine); as root. Installs buildah and
@@ -54,10 +58,15 @@ binaries: venv  ## Build (once, cached) etcd, kube-apiserver, kube-controller-ma
 image: venv  ## Build (once per content) the operator image: OCI archive, SBOM; prints the archive's path.
 	@$(BIN)/python -m controlplane.image
 
-cluster: venv crd.yaml  ## Start a local control plane in the background; prints the KUBECONFIG line.
-	@$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml
+# libfaketime (Debian's faketime): an integration test runs the operator with its clock off.
+faketime:  ## Install libfaketime if it is missing (apt-get).
+	@ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq faketime >/dev/null; }
 
-cluster-down: venv  ## Stop the local control plane and remove its state.
+cluster: venv crd.yaml  ## Start a local cluster with a real node (root; NODE=0: none); prints KUBECONFIG.
+	@$(UP)
+
+cluster-down: venv  ## Stop the local cluster, remove its state and undo its changes to the host.
 	@$(BIN)/python -m controlplane down --dir $(CLUSTER_DIR)
 
 # The Helm chart's copies of config/: its CRD, and the RBAC files its templates read rules from.
@@ -85,15 +94,15 @@ $(CHART)/files/%.yaml: config/%.yaml
 # The main job: the operator in the foreground, on the configured cluster or a local one.
 # On a configured cluster it first says which one, and what it will change there; from a
 # terminal it asks before doing it (YES=1 does not ask).
-run: venv crd.yaml  ## Run the operator (starts a local control plane if no cluster is configured; YES=1: no question).
+run: venv crd.yaml  ## Run the operator (starts a local cluster if none is configured; YES=1: no question).
 	@set -e; \
 	if [ -n "$(NAMESPACE)" ]; then SCOPE="--namespace=$(NAMESPACE)"; WHERE="the namespace $(NAMESPACE)"; \
 	else SCOPE="--all-namespaces"; WHERE="every namespace"; fi; \
 	if [ -z "$$KUBECONFIG" ] && [ ! -f "$$HOME/.kube/config" ]; then \
 		echo "No cluster configured (KUBECONFIG unset, no ~/.kube/config): starting a local one."; \
-		$(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl --crd crd.yaml >/dev/null; \
+		$(UP) >/dev/null; \
 		export KUBECONFIG="$(CURDIR)/$(CLUSTER_DIR)/kubeconfig"; KUBECTL=bin/kubectl; \
-		HINT="export KUBECONFIG=$$KUBECONFIG; bin/kubectl apply -f evc.yaml"; \
+		HINT="export KUBECONFIG=$$KUBECONFIG; bin/kubectl apply -f evc.yaml -f pod.yaml"; \
 		echo "Cluster: $$($$KUBECTL config view --minify -o jsonpath='{.clusters[0].cluster.server}')"; \
 	else \
 		KUBECTL="$$(command -v kubectl || $(BIN)/python -m controlplane build | grep '/kubectl$$')"; \
@@ -123,7 +132,7 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-integration: venv binaries
+integration: venv binaries faketime
 	$(BIN)/pytest tests/integration
 
 SEED ?= 1
@@ -139,7 +148,7 @@ SOAK ?=
 bench: venv binaries crd.yaml  ## Benchmark on a local control plane (EVCS, PODS; SOAK=MINUTES for the soak); see docs/benchmarks.md.
 	$(BIN)/python -m bench --evcs $(EVCS) --pods $(PODS) $(if $(SOAK),--soak $(SOAK))
 
-test: venv lint typecheck binaries  ## Run the whole suite: lint, types, unit and integration tests.
+test: venv lint typecheck binaries faketime  ## Run the whole suite: lint, types, unit and integration tests.
 	$(BIN)/pytest
 
 clean: cluster-down  ## Remove the virtualenv, local cluster state and bin/.

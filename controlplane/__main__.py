@@ -1,4 +1,4 @@
-"""Command line: build the binaries, start or stop a local control plane, re-pin versions."""
+"""Command line: build the binaries, start or stop a local cluster, re-pin versions."""
 
 from __future__ import annotations
 
@@ -7,25 +7,38 @@ import shutil
 import sys
 from pathlib import Path
 
-from controlplane.binaries import COMPONENTS, ensure_binaries
+from controlplane.binaries import COMPONENTS, ensure_binaries, ensure_node_binaries
 from controlplane.cluster import ControlPlane, ControlPlaneError
+from controlplane.host import NodeError, preflight
+from controlplane.node import NODE_NAME, Node, undo_host_changes_of
 
 
-def _up(workdir: Path, kubectl_link: Path | None, crds: list[Path]) -> int:
+def _up(workdir: Path, kubectl_link: Path | None, crds: list[Path], with_node: bool) -> int:
     running = ControlPlane.load(workdir)
-    if running and running.is_running():
-        print(f"control plane already running at {running.server}", file=sys.stderr)
+    node = Node.load(workdir)
+    if running and running.is_running() and (node is None or node.is_running()):
+        print(f"cluster already running at {running.server}", file=sys.stderr)
         plane = running
     else:
-        if running:
-            running.stop()  # leftovers of a crashed run
-        binaries = ensure_binaries()
+        _down(workdir, quiet=True)  # leftovers of a crashed run
         try:
-            plane = ControlPlane.start(workdir, binaries=binaries, detached=True, crds=crds)
-        except ControlPlaneError as error:
-            print(f"control plane failed to start: {error}", file=sys.stderr)
+            if with_node:
+                preflight()  # before minutes of building: say at once if a node cannot run
+            binaries = ensure_binaries()
+            node_binaries = ensure_node_binaries() if with_node else None
+            plane = ControlPlane.start(workdir, binaries=binaries, detached=True, crds=crds,
+                                       for_node=NODE_NAME if with_node else None)
+            if node_binaries:
+                try:
+                    Node.start(plane, binaries=node_binaries, detached=True)
+                except BaseException:
+                    plane.stop()
+                    raise
+        except (ControlPlaneError, NodeError) as error:
+            print(f"cluster failed to start: {error}", file=sys.stderr)
             return 1
-        print(f"control plane ready at {plane.server} (logs in {plane.logs})", file=sys.stderr)
+        what = f"cluster with node {NODE_NAME}" if with_node else "control plane (no node)"
+        print(f"{what} ready at {plane.server} (logs in {plane.logs})", file=sys.stderr)
     if kubectl_link and plane.kubectl_path:
         kubectl_link.parent.mkdir(parents=True, exist_ok=True)
         kubectl_link.unlink(missing_ok=True)
@@ -34,14 +47,21 @@ def _up(workdir: Path, kubectl_link: Path | None, crds: list[Path]) -> int:
     return 0
 
 
-def _down(workdir: Path) -> int:
+def _down(workdir: Path, quiet: bool = False) -> int:
+    node = Node.load(workdir)
+    if node is not None:
+        node.stop()  # also unmounts what the kubelet mounted in the folder
+    else:
+        undo_host_changes_of(workdir)
     plane = ControlPlane.load(workdir)
     if plane is None:
-        print("no control plane running", file=sys.stderr)
+        if not quiet:
+            print("no control plane running", file=sys.stderr)
         return 0
     plane.stop()
     shutil.rmtree(plane.workdir, ignore_errors=True)
-    print(f"control plane at {plane.server} stopped, {workdir} removed", file=sys.stderr)
+    if not quiet:
+        print(f"cluster at {plane.server} stopped, {workdir} removed", file=sys.stderr)
     return 0
 
 
@@ -54,21 +74,24 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--kubectl-link", type=Path, help="where to link the built kubectl")
     up.add_argument("--crd", type=Path, action="append", default=[],
                     help="CRD manifest to install before the controllers start (repeatable)")
+    up.add_argument("--no-node", dest="node", action="store_false",
+                    help="a control plane only: no kubelet, scheduler or container runtime")
     down = commands.add_parser("down", help="stop a control plane started with 'up'")
     down.add_argument("--dir", type=Path, default=Path(".cluster"), help="state folder")
     pin = commands.add_parser("pin", help="regenerate a wrapper go.mod for another version")
     pin.add_argument("component", choices=[component.name for component in COMPONENTS])
     pin.add_argument("version",
-                     help="e.g. v1.37.2 for kubernetes, v3.6.16 for etcd, v4.3.1 for helm")
+                     help="e.g. v1.37.2 for kubernetes, v3.6.16 for etcd, v4.3.1 for helm, "
+                          "v2.4.2 for containerd")
     args = parser.parse_args(argv)
 
     if args.command == "build":
-        binaries = ensure_binaries()
-        for path in vars(binaries).values():
-            print(path)
+        for found in (ensure_binaries(), ensure_node_binaries()):
+            for path in vars(found).values():
+                print(path)
         return 0
     if args.command == "up":
-        return _up(args.dir, args.kubectl_link, args.crd)
+        return _up(args.dir, args.kubectl_link, args.crd, args.node)
     if args.command == "down":
         return _down(args.dir)
     from controlplane.pin import pin as pin_version

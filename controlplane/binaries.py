@@ -34,6 +34,7 @@ class Component:
     module: str  # the main module whose version is pinned in the wrapper's go.mod
     packages: tuple[str, ...]
     binaries: tuple[str, ...]  # the built files' names, in the order of `packages`
+    tags: str = "selinux,notest"
 
     @property
     def wrapper(self) -> Path:
@@ -58,6 +59,9 @@ class Component:
             # release Makefile stamps the same variables. The git commit is not known here.
             package = f"{self.module}/internal/version"
             return f"-s -w -X {package}.version={self.version()} -X {package}.gitTreeState=clean"
+        if self.module.startswith("github.com/containerd/"):
+            # What `containerd --version` and the CRI version call report.
+            return f"-s -w -X {self.module}/version.Version={self.version()}"
         if self.module != "k8s.io/kubernetes":
             return "-s -w"
         version = self.version()
@@ -76,9 +80,12 @@ KUBERNETES = Component(
     packages=(
         "k8s.io/kubernetes/cmd/kube-apiserver",
         "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "k8s.io/kubernetes/cmd/kube-scheduler",
+        "k8s.io/kubernetes/cmd/kubelet",
         "k8s.io/kubernetes/cmd/kubectl",
     ),
-    binaries=("kube-apiserver", "kube-controller-manager", "kubectl"),
+    binaries=("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+              "kubectl"),
 )
 ETCD = Component(
     name="etcd",
@@ -92,7 +99,18 @@ HELM = Component(
     packages=("helm.sh/helm/v4/cmd/helm",),
     binaries=("helm",),
 )
-COMPONENTS = (ETCD, KUBERNETES, HELM)
+# containerd 2.x, not Debian's 1.6: kubelet 1.37 warns that 1.6 does not implement the CRI
+# RuntimeConfig call (it falls back to its own cgroupDriver setting, a fallback Kubernetes
+# 1.38 is expected to drop); 2.x reports the cgroup driver itself.
+CONTAINERD = Component(
+    name="containerd",
+    module="github.com/containerd/containerd/v2",
+    packages=("github.com/containerd/containerd/v2/cmd/containerd",
+              "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"),
+    binaries=("containerd", "containerd-shim-runc-v2"),
+    tags="no_btrfs,no_devmapper,no_zfs",
+)
+COMPONENTS = (ETCD, KUBERNETES, HELM, CONTAINERD)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +120,16 @@ class Binaries:
     kube_controller_manager: Path
     kubectl: Path
     helm: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeBinaries:
+    """What a node runs besides the control plane (runc and CNI come from the host)."""
+
+    kubelet: Path
+    kube_scheduler: Path
+    containerd: Path
+    containerd_shim: Path
 
 
 def cache_root() -> Path:
@@ -154,7 +182,7 @@ def build(component: Component) -> Path:
         # after its package folder (which is why those binaries keep their own names).
         output = (str(staging / component.binaries[0]) if len(component.packages) == 1
                   else f"{staging}/")
-        command = ["go", "build", "-trimpath", "-tags", "selinux,notest",
+        command = ["go", "build", "-trimpath", "-tags", component.tags,
                    "-ldflags", component.ldflags(), "-o", output, *component.packages]
         output_log = staging / "build.log"
         with output_log.open("w") as sink:
@@ -191,4 +219,15 @@ def ensure_binaries() -> Binaries:
         kube_controller_manager=kubernetes_dir / "kube-controller-manager",
         kubectl=kubernetes_dir / "kubectl",
         helm=helm_dir / "helm",
+    )
+
+
+def ensure_node_binaries() -> NodeBinaries:
+    kubernetes_dir = build(KUBERNETES)
+    containerd_dir = build(CONTAINERD)
+    return NodeBinaries(
+        kubelet=kubernetes_dir / "kubelet",
+        kube_scheduler=kubernetes_dir / "kube-scheduler",
+        containerd=containerd_dir / "containerd",
+        containerd_shim=containerd_dir / "containerd-shim-runc-v2",
     )

@@ -1,8 +1,9 @@
 """Start and stop a real Kubernetes control plane on loopback.
 
 etcd -> kube-apiserver -> kube-controller-manager, each a child process with
-its own log file, all on free ports, all state in one folder. There is no
+its own log file, all on free ports, all state in one folder. Alone, it has no
 kubelet and no scheduler: pods stay Pending unless a test patches their status.
+Started `for_node`, it is ready for `controlplane.node` to add both.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import dataclasses
 import json
 import os
 import secrets
-import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -27,6 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from controlplane.binaries import Binaries, ensure_binaries
+from controlplane.processes import alive, free_port, spawn, terminate
+
+__all__ = ["ControlPlane", "ControlPlaneError", "free_port"]
 
 # The controllers whose behaviour the operator relies on (or tests exercise).
 CONTROLLERS = (
@@ -41,19 +43,19 @@ CONTROLLERS = (
     # Folds evc-view and evc-edit (config/rbac/users/) into the built-in view/edit/admin.
     "clusterrole-aggregation-controller",
 )
+# What a real node needs besides: the not-ready taint removed once the kubelet reports
+# Ready, the `kube-root-ca.crt` ConfigMap projected ServiceAccount volumes mount.
+NODE_CONTROLLERS = ("node-lifecycle-controller", "root-ca-certificate-publisher-controller")
+NODE_USERS = {  # identities the node's components use; the kubelet's is its node's
+    "kube-scheduler": 'system:kube-scheduler,scheduler-uid',
+    "kubelet": 'system:node:{node},kubelet-uid,"system:nodes,system:masters"',
+}
 SERVICE_CIDR = "10.0.0.0/24"
 STATE_FILE = "controlplane.json"
 
 
 class ControlPlaneError(RuntimeError):
     """The control plane did not start; the message carries the component logs."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclasses.dataclass
@@ -89,7 +91,8 @@ class ControlPlane:
     @classmethod
     def start(cls, workdir: Path, *, binaries: Binaries | None = None, timeout: float = 120.0,
               detached: bool = False, crds: Sequence[Path] = (),
-              audit: bool = False, audit_users: Sequence[str] = ()) -> ControlPlane:
+              audit: bool = False, audit_users: Sequence[str] = (),
+              for_node: str | None = None) -> ControlPlane:
         """Start all components and wait until the cluster can run pods.
 
         `detached` lets the processes outlive this Python process (`make cluster`);
@@ -99,7 +102,9 @@ class ControlPlane:
         would otherwise be ignored for that long. `audit` makes the API server log every
         request's metadata to `logs/audit.log`: an independent record of who did what, when;
         `audit_users` limits that record to requests by these users (a benchmark's load
-        generator would otherwise write most of it).
+        generator would otherwise write most of it). `for_node` names a node to be added
+        with `controlplane.node.Node.start`: the controllers a node needs run, and the
+        scheduler and the kubelet get kubeconfigs in `workdir`.
         """
         binaries = binaries or ensure_binaries()
         workdir = workdir.resolve()
@@ -109,14 +114,15 @@ class ControlPlane:
                     kubectl_path=binaries.kubectl)
         try:
             plane._start(binaries, timeout=timeout, detached=detached, crds=crds, audit=audit,
-                         audit_users=audit_users)
+                         audit_users=audit_users, node=for_node)
         except BaseException:
             plane.stop()
             raise
         return plane
 
     def _start(self, binaries: Binaries, *, timeout: float, detached: bool,
-               crds: Sequence[Path], audit: bool, audit_users: Sequence[str] = ()) -> None:
+               crds: Sequence[Path], audit: bool, audit_users: Sequence[str] = (),
+               node: str | None = None) -> None:
         deadline = time.monotonic() + timeout
         etcd_client, etcd_peer = free_port(), free_port()
         self.etcd_port = etcd_client
@@ -137,9 +143,12 @@ class ControlPlane:
         pki = self.workdir / "pki"
         self._write_service_account_keys(pki)
         controller_token = secrets.token_hex(16)
+        node_tokens = {user: secrets.token_hex(16) for user in (NODE_USERS if node else ())}
         (pki / "tokens.csv").write_text(
             f'{self.admin_token},admin,admin-uid,"system:masters"\n'
             f'{controller_token},kube-controller-manager,kcm-uid,"system:masters"\n'
+            + "".join(f"{token},{NODE_USERS[user].format(node=node)}\n"
+                      for user, token in node_tokens.items())
         )
         self._spawn("kube-apiserver", detached, [
             str(binaries.kube_apiserver),
@@ -159,9 +168,13 @@ class ControlPlane:
             "--allow-privileged=true",
             "--profiling=false",
             *self._audit_flags(pki, audit, audit_users),
+            # Reach the kubelet (logs, exec) at its node IP, not by a host name from DNS.
+            *(["--kubelet-preferred-address-types=InternalIP"] if node else []),
         ])
         self._wait(f"{self.server}/readyz", deadline, "kube-apiserver")
         self._write_kubeconfig(self.kubeconfig, "admin", self.admin_token)
+        for user, token in node_tokens.items():
+            self._write_kubeconfig(self.workdir / f"{user}.kubeconfig", user, token)
         for crd in crds:
             self.kubectl("apply", "-f", str(crd))
         for crd in crds:
@@ -176,14 +189,16 @@ class ControlPlane:
             "--leader-elect=false",
             "--use-service-account-credentials=false",
             "--secure-port=0",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={','.join(CONTROLLERS + (NODE_CONTROLLERS if node else ()))}",
+            # Dynamic host-path volumes for a default StorageClass (a one-node cluster).
+            *(["--enable-hostpath-provisioner=true"] if node else []),
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--root-ca-file={self.ca_file}",
             f"--service-account-private-key-file={pki / 'sa.key'}",
         ])
         # Pods are admitted only once their namespace's default ServiceAccount exists.
         while not self._default_service_account_exists():
-            self._check_alive()
+            self._checkalive()
             if time.monotonic() > deadline:
                 raise ControlPlaneError(
                     "the 'default' ServiceAccount never appeared\n" + self.log_tails())
@@ -195,7 +210,7 @@ class ControlPlane:
         for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
             pid = self.pids.pop(name, None)
             if pid is not None:
-                _terminate(pid)
+                terminate(pid)
         state = self.workdir / STATE_FILE
         state.unlink(missing_ok=True)
 
@@ -218,22 +233,14 @@ class ControlPlane:
                    kubectl_path=Path(kubectl) if kubectl else None)
 
     def is_running(self) -> bool:
-        return bool(self.pids) and all(_alive(pid) for pid in self.pids.values())
+        return bool(self.pids) and all(alive(pid) for pid in self.pids.values())
 
     # --- helpers ---------------------------------------------------------------------------
 
     def _spawn(self, name: str, detached: bool, command: Sequence[str]) -> None:
         self.commands[name] = list(command)
-        logfile = (self.logs / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            command, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=self.workdir,
-            preexec_fn=None if detached else _die_with_parent,
-        )
-        logfile.close()
-        self.pids[name] = process.pid
-        # The child is reaped by stop() through its pid; Popen must not warn about it.
-        process.returncode = 0
+        self.pids[name] = spawn(command, self.logs / f"{name}.log", cwd=self.workdir,
+                                detached=detached)
 
     # --- faults, for tests that prove the operator survives them ------------------------
 
@@ -241,7 +248,7 @@ class ControlPlane:
         """Stop kube-apiserver abruptly: every watch breaks, every request fails."""
         pid = self.pids.pop("kube-apiserver", None)
         if pid is not None:
-            _terminate(pid, grace=0.5)
+            terminate(pid, grace=0.5)
 
     def start_apiserver(self, timeout: float = 60.0) -> None:
         """Start kube-apiserver again, on the same port, with the same flags."""
@@ -278,9 +285,9 @@ class ControlPlane:
         return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
                 "--audit-log-mode=blocking"]
 
-    def _check_alive(self) -> None:
+    def _checkalive(self) -> None:
         for name, pid in self.pids.items():
-            if not _alive(pid):
+            if not alive(pid):
                 raise ControlPlaneError(f"{name} exited during start-up\n" + self.log_tails())
 
     def _wait(self, url: str, deadline: float, component: str) -> None:
@@ -288,7 +295,7 @@ class ControlPlane:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # readiness only; the cert may not exist yet
         while True:
-            self._check_alive()
+            self._checkalive()
             try:
                 with urllib.request.urlopen(url, timeout=2, context=context) as response:
                     if response.status == 200:
@@ -385,47 +392,3 @@ def _post_json(url: str, body: dict[str, object]) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=10) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill the child when the process that started it dies."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        finished = 0  # not our child (a detached cluster): ask the kernel instead
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        # A zombie we cannot reap still answers kill(0); its /proc status says otherwise.
-        try:
-            return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-        except FileNotFoundError:
-            return False
-    return finished == 0
-
-
-def _terminate(pid: int, grace: float = 10.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    while _alive(pid):
-        time.sleep(0.05)

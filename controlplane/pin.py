@@ -13,7 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from controlplane.binaries import ETCD, HELM, KUBERNETES, Component, go_environment
+from controlplane.binaries import CONTAINERD, ETCD, HELM, KUBERNETES, Component, go_environment
 
 STAGING = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/src/", re.M)
 
@@ -32,8 +32,8 @@ def kubernetes_gomod(version: str) -> str:
     tools = "\n".join(f"\t{package}" for package in KUBERNETES.packages)
     replaces = "\n".join(f"\t{name} => {name} {staging_version}" for name in staging)
     return (
-        "// Wrapper module: builds kube-apiserver, kube-controller-manager and kubectl\n"
-        "// from k8s.io/kubernetes for the project's local control plane.\n"
+        "// Wrapper module: builds kube-apiserver, kube-controller-manager, kube-scheduler,\n"
+        "// kubelet and kubectl from k8s.io/kubernetes for the project's local cluster.\n"
         f"// Regenerate with: python -m controlplane pin kubernetes {version}\n"
         "module evc-operator/controlplane/kubernetes\n\n"
         "go 1.26.0\n\n"
@@ -74,7 +74,22 @@ def helm_gomod(version: str) -> str:
     )
 
 
-GOMODS = {KUBERNETES.name: kubernetes_gomod, ETCD.name: etcd_gomod, HELM.name: helm_gomod}
+def containerd_gomod(version: str) -> str:
+    tools = "\n".join(f"\t{package}" for package in CONTAINERD.packages)
+    return (
+        "// Wrapper module: builds containerd and its runc shim for the project's local node.\n"
+        "// It is kept apart from the Kubernetes wrapper so containerd's dependency versions\n"
+        "// never move the versions Kubernetes is built with.\n"
+        f"// Regenerate with: python -m controlplane pin containerd {version}\n"
+        "module evc-operator/controlplane/containerd\n\n"
+        "go 1.26.0\n\n"
+        f"tool (\n{tools}\n)\n\n"
+        f"require {CONTAINERD.module} {version}\n"
+    )
+
+
+GOMODS = {KUBERNETES.name: kubernetes_gomod, ETCD.name: etcd_gomod, HELM.name: helm_gomod,
+          CONTAINERD.name: containerd_gomod}
 
 
 def pin(component: Component, version: str) -> None:

@@ -18,6 +18,7 @@ import re
 from evc_operator import kube
 from evc_operator.errors import describe
 from evc_operator.resources import GROUP, PLURAL
+from evc_operator.workloads import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ NAMESPACED = [*_each(GROUP, PLURAL, "list", "watch", "delete"),
               *_each(GROUP, PLURAL, "patch", subresource="status"),
               *_each("", "persistentvolumeclaims", "get", "list", "watch", "create", "patch"),
               *_each("", "pods", "list", "watch"),
+              *(permission for api_version, plural in KINDS.values()  # workloads as users
+                for permission in _each(api_version.rpartition("/")[0], plural,
+                                        "list", "watch")),
               *_each("", "events", "create")]
 LEASE = _each("coordination.k8s.io", "leases", "get", "create", "update")
 

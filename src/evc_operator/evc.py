@@ -82,12 +82,18 @@ def _period(spec: Mapping[str, Any], field: str, default: float,
     try:
         if isinstance(raw, bool):
             raise ValueError(raw)
-        seconds = float(raw) if isinstance(raw, int | float) else parse_duration(str(raw))
-        if not 0 <= seconds <= MAX_DURATION:
+        seconds = (float(raw) if isinstance(raw, int | float)
+                   else parse_duration(str(raw), maximum=sys.float_info.max))
+        if not 0 <= seconds <= sys.float_info.max:  # also rejects NaN and infinity
             raise ValueError(raw)
     except ValueError:
         problems.append(f"spec.{field}={raw!r} is not a valid period: use {DURATION_HELP}")
         return default
+    if seconds > MAX_DURATION:
+        # Stored before the CRD capped it: the later way, never the default (sooner).
+        problems.append(f"spec.{field}={raw!r} is longer than the maximum of 100 years "
+                        "(36500d); it counts as 100 years")
+        return MAX_DURATION
     return seconds
 
 

@@ -18,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from evc_operator.errors import Gone
-from evc_operator.informer import Watched
+from evc_operator.informer import Informer, Watched
 from evc_operator.timestamps import utcnow
-from evc_operator.users import PodView, pod_view
+from evc_operator.users import PodView
+from evc_operator.workloads import KINDS, collection, workload_view
 
 log = logging.getLogger(__name__)
 # Proving that the pods of a namespace are current takes the API server a second or two:
@@ -228,29 +231,59 @@ class Freshness:
 
 
 async def prove_current(watched: Watched, namespace: str) -> PodSnapshot:
-    """The namespace's pods as they are at some moment after this call began.
+    """The namespace's users (pods and workloads) as they are at some moment after this
+    call began.
 
     Before a deletion the operator must not decide on a view that lags (a stalled or
     slow watch). A full list proves freshness but costs every pod of the namespace,
-    for every wave of deletions. Instead: a consistent read of the collection's
-    resourceVersion now (one object); if the informer has seen that far, its view is
-    current. Otherwise a short watch from where the informer stands: its events,
-    applied to a copy of the informer's view up to a bookmark or event at or past
-    that version, give the state as of then. Without such proof, the full list.
+    for every wave of deletions. Instead: a consistent read of the pods' resourceVersion
+    now (one object); if an informer has seen that far, its view is current. Otherwise a
+    short watch from where the informer stands: its events, applied to a copy of the
+    informer's view up to a bookmark or event at or past that version, give the state as
+    of then. Without such proof, the full list of that kind.
 
-    The snapshot stays `live` while the informer's watch runs on unbroken and has
-    itself applied every pod change up to the proof (with none, nothing is missing:
-    the rest comes through the same watch, in order). The scheduler may then prove
-    freshness a little ahead of a deadline and decide at the deadline on the snapshot
-    and the live view.
+    Workloads need the same proof: a Job created a moment before a deadline is a user at
+    the deadline, and its own watch may lag as a pod's may. Each kind is proven the same
+    way, all at once, each from a consistent read of its own collection (which also has
+    the API server's watch cache of that kind catch up, so a quiet kind's short watch
+    soon brings a bookmark that far); each proof holds as of a moment after this call
+    began, and so does the whole.
+
+    The snapshot stays `live` while every informer's watch runs on unbroken and has
+    itself applied every change up to the proof (with none, nothing is missing: the rest
+    comes through the same watch, in order). The scheduler may then prove freshness a
+    little ahead of a deadline and decide at the deadline on the snapshot and the live
+    view.
     """
-    informer = watched.pods.get(namespace)
-    if informer is None or not informer.synced:
-        return PodSnapshot(await watched.source.list_pods(namespace))
+    informers = watched.users(namespace)
+    if not informers or not all(informer.synced for informer in informers):
+        views = await watched.source.list_pods(namespace)
+        for kind in KINDS:
+            views += await _list(watched, collection(kind), namespace,
+                                 functools.partial(workload_view, kind))
+        return PodSnapshot(views)
+    proofs = await asyncio.gather(*(_prove(watched, informer) for informer in informers))
+    lives = [proof.live for proof in proofs]
+    return PodSnapshot([view for proof in proofs for view in proof.pods],
+                       lambda: all(live() for live in lives))
+
+
+async def _list(watched: Watched, kind: str, namespace: str,
+                project: Callable[[Any], PodView]) -> list[PodView]:
+    """One kind of users of a namespace, read from the API server itself."""
+    if kind == "pods":
+        return await watched.source.list_pods(namespace)
+    views: list[PodView] = []
+    await watched.source.list_all(kind, namespace, lambda item: views.append(project(item)))
+    return views
+
+
+async def _prove(watched: Watched, informer: Informer[PodView]) -> PodSnapshot:
+    """One informer's view as of a moment after this call began, proven or listed."""
     breaks = informer.breaks
-    target = await watched.source.collection_version("pods", namespace)
+    target = await watched.source.collection_version(informer.kind, informer.namespace)
     # What the informer must have applied for its live view to hold everything up to
-    # `target`: the last pod change at or before it (bookmarks change nothing).
+    # `target`: the last change at or before it (bookmarks change nothing).
     needed = min(informer.version, target)
 
     def live() -> bool:
@@ -260,18 +293,21 @@ async def prove_current(watched: Watched, namespace: str) -> PodSnapshot:
         return PodSnapshot(list(informer.items.values()), live)
     items, start = dict(informer.items), informer.version
     try:
-        async for kind, body in watched.source.watch("pods", namespace, str(start),
-                                           seconds=BARRIER_WATCH_SECONDS):
+        async for kind, body in watched.source.watch(informer.kind, informer.namespace,
+                                                     str(start),
+                                                     seconds=BARRIER_WATCH_SECONDS):
             version = int(body["metadata"]["resourceVersion"])
             if kind == "DELETED":
                 items.pop(body["metadata"]["name"], None)
             elif kind != "BOOKMARK":
-                items[body["metadata"]["name"]] = pod_view(body)
+                items[body["metadata"]["name"]] = informer.project(body)
             if kind != "BOOKMARK" and version <= target:
                 needed = version
             if version >= target:
                 return PodSnapshot(list(items.values()), live)
     except Gone:
         pass
-    log.info("No proof that the pods of %s are current; listing them all.", namespace)
-    return PodSnapshot(await watched.source.list_pods(namespace))
+    log.info("No proof that the %s of %s are current; listing them all.", informer.kind,
+             informer.namespace)
+    return PodSnapshot(await _list(watched, informer.kind, informer.namespace,
+                                   informer.project))

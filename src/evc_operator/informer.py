@@ -1,4 +1,5 @@
-"""Pods and PVCs of the namespaces that have claims, kept current by our own list+watch.
+"""Users (pods and workloads) and PVCs of the namespaces that have claims, kept current by
+our own list+watch.
 
 Kopf's indexes were the first design; at scale they cost too much (docs/benchmarks.md):
 every object passes through Kopf's per-object machinery, and while the operator starts,
@@ -9,11 +10,17 @@ namespaces that hold EVCs are read at all, since a pod can use a claim of its ow
 namespace only. A relist (after 410 Gone) is compared with what was held, so objects
 deleted while the watch was away are noticed too. What they read of the API server is a
 `Source` (the real one: `KubeSource`); unit tests pass a scripted one.
+
+Workloads (workloads.KINDS: Jobs, CronJobs, Deployments, ...) are users too: each kind has
+an informer per namespace, and keeps the workload's `PodView` projection (named
+`Kind/name`) beside the pods', in the same index, so a claim's users are found the same way.
+When the last claim of a namespace is gone, or the namespace is, its informers stop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
@@ -23,6 +30,7 @@ from evc_operator.claims import PvcView, pvc_view
 from evc_operator.errors import Gone, describe
 from evc_operator.evc import Key
 from evc_operator.users import PodView, pod_view
+from evc_operator.workloads import KINDS, collection, workload_view
 from evc_operator.workqueue import backoff
 
 log = logging.getLogger(__name__)
@@ -168,10 +176,11 @@ class NamespacePods:
 
 
 class Watched:
-    """Informers of pods and PVCs for every namespace that holds a claim.
+    """Informers of users (pods, workloads) and PVCs for every namespace with a claim.
 
     `pods_changed(namespace, claims)` and `pvc_changed(key)` tell the scheduler what to
-    look at again; `namespace_synced(namespace)` when both lists of a namespace are in.
+    look at again (a workload's change comes as a pod's); `namespace_synced(namespace)`
+    when every list of a namespace is in.
     """
 
     def __init__(self, source: Source, *, pods_changed: Callable[[str, Iterable[str]], None],
@@ -182,18 +191,19 @@ class Watched:
         self.pvc_changed = pvc_changed
         self.namespace_synced = namespace_synced
         self.pods: dict[str, Informer[PodView]] = {}
+        self.workloads: dict[str, list[Informer[PodView]]] = {}
         self.claims: dict[str, NamespacePods] = {}
         self.pvcs: dict[str, Informer[PvcView]] = {}
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
 
     def ensure(self, namespace: str) -> None:
-        """Start watching a namespace's pods and PVCs (once)."""
+        """Start watching a namespace's users and PVCs (once)."""
         if namespace in self._tasks:
             return
-        pods = NamespacePods()
+        users = NamespacePods()
 
-        def pod_changed(name: str, old: PodView | None, new: PodView | None) -> None:
-            self.pods_changed(namespace, pods.update(name, old, new))
+        def user_changed(name: str, old: PodView | None, new: PodView | None) -> None:
+            self.pods_changed(namespace, users.update(name, old, new))
 
         def pvc_changed(name: str, _old: PvcView | None, _new: PvcView | None) -> None:
             self.pvc_changed((namespace, name))
@@ -202,18 +212,40 @@ class Watched:
             if self.synced(namespace):
                 self.namespace_synced(namespace)
 
-        self.claims[namespace] = pods
-        self.pods[namespace] = Informer(self.source, "pods", namespace, pod_view, pod_changed,
-                                        listed)
+        self.claims[namespace] = users
+        self.pods[namespace] = Informer(self.source, "pods", namespace, pod_view,
+                                        user_changed, listed)
+        self.workloads[namespace] = [
+            Informer(self.source, collection(kind), namespace,
+                     functools.partial(workload_view, kind), user_changed, listed)
+            for kind in KINDS]
         self.pvcs[namespace] = Informer(self.source, "persistentvolumeclaims", namespace,
                                         pvc_view, pvc_changed, listed)
-        self._tasks[namespace] = [
-            asyncio.create_task(self.pods[namespace].run(), name=f"pods in {namespace}"),
-            asyncio.create_task(self.pvcs[namespace].run(), name=f"pvcs in {namespace}")]
+        runs = [(informer.kind, informer.run()) for informer in self.users(namespace)]
+        runs.append(("persistentvolumeclaims", self.pvcs[namespace].run()))
+        self._tasks[namespace] = [asyncio.create_task(run, name=f"{kind} in {namespace}")
+                                  for kind, run in runs]
+
+    def release(self, namespace: str) -> None:
+        """Stop watching a namespace (its last claim is gone, or the namespace is)."""
+        for task in self._tasks.pop(namespace, ()):
+            task.cancel()
+        self.pods.pop(namespace, None)
+        self.workloads.pop(namespace, None)
+        self.claims.pop(namespace, None)
+        self.pvcs.pop(namespace, None)
+
+    def watching(self) -> list[str]:
+        return list(self._tasks)
+
+    def users(self, namespace: str) -> list[Informer[PodView]]:
+        """The informers of a namespace's users: its pods' first, then each workload kind's."""
+        pods = self.pods.get(namespace)
+        return [pods, *self.workloads.get(namespace, ())] if pods else []
 
     def synced(self, namespace: str) -> bool:
-        pods, pvcs = self.pods.get(namespace), self.pvcs.get(namespace)
-        return bool(pods and pods.synced and pvcs and pvcs.synced)
+        pvcs, users = self.pvcs.get(namespace), self.users(namespace)
+        return bool(pvcs and pvcs.synced and users and all(user.synced for user in users))
 
     def all_synced(self) -> bool:
         return all(self.synced(namespace) for namespace in self._tasks)
@@ -225,8 +257,8 @@ class Watched:
         return list(pods.by_claim.get(key[1], {}).values()) if pods else []
 
     def pods_in(self, namespace: str) -> list[PodView]:
-        informer = self.pods.get(namespace)
-        return list(informer.items.values()) if informer else []
+        """Every user-shaped view of a namespace: its pods and its workloads."""
+        return [view for informer in self.users(namespace) for view in informer.items.values()]
 
     def pvc(self, key: Key) -> PvcView | None:
         informer = self.pvcs.get(key[0])

@@ -5,8 +5,8 @@ loop; a sync client there would stall every other handler. Functions return
 plain dicts (the API's own JSON) and raise typed errors (`NotFound`, `Conflict`,
 `Invalid`, `Forbidden`, `Gone`, ... all `ApiException`s); deciding what to do
 about either is the caller's business. Nothing here knows EVCs' rules, views or
-metrics: every request and every failed call are reported to hooks
-(`set_request_hook`, `set_error_hook`), projections are the informer's.
+metrics: every request, every failed call and every response's Date header are
+reported to the hooks of apihooks.py, projections are the informer's.
 
 No generated client library: the operator uses a dozen endpoints, and importing
 one costs tens of MiB before any object exists (Kopf imports it too when it is
@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import functools
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
@@ -26,6 +27,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from evc_operator import apihooks
 from evc_operator.auth import session
 from evc_operator.credentials import Credentials, load_credentials
 from evc_operator.errors import ApiException, NotFound, api_error
@@ -48,57 +50,7 @@ READ_BUFFER = 2**21
 _Fn = TypeVar("_Fn", bound=Callable[..., Awaitable[Any]])
 
 
-ErrorHook = Callable[[str, int], None]  # (operation, HTTP status; 0: no answer)
-# (verb, resource, HTTP status; 0: no answer), verbs and resources as Kubernetes names them:
-# ("list", "pods", 200), ("patch", "ephemeralvolumeclaims/status", 409).
-RequestHook = Callable[[str, str, int], None]
-
-
-def _ignore(_operation: str, _status: int) -> None:
-    pass
-
-
-def _ignore_request(_verb: str, _resource: str, _status: int) -> None:
-    pass
-
-
-_error_hook: ErrorHook = _ignore
-_request_hook: RequestHook = _ignore_request
 OPERATIONS: list[str] = []  # the operations whose failures the error hook hears of
-
-
-def set_error_hook(hook: ErrorHook) -> None:
-    """Have every failed call reported to `hook` (metrics count them)."""
-    global _error_hook
-    _error_hook = hook
-
-
-def set_request_hook(hook: RequestHook) -> None:
-    """Have every request reported to `hook` once answered, or once it got no answer."""
-    global _request_hook
-    _request_hook = hook
-
-
-_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
-
-
-def verb_and_resource(method: str, path: str,
-                      params: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """A request as the API server's audit names it: its verb and resource (with the
-    subresource, e.g. "ephemeralvolumeclaims/status")."""
-    parts = [part for part in path.split("?")[0].split("/") if part]
-    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]  # after the group and version
-    if rest[:1] == ["namespaces"] and len(rest) > 2:
-        rest = rest[2:]  # a namespaced resource
-    resource = "/".join(rest[0:1] + rest[2:3])
-    named = len(rest) > 1
-    if method == "GET":
-        verb = "get" if named else "watch" if (params or {}).get("watch") == "true" else "list"
-    elif method == "DELETE":
-        verb = "delete" if named else "deletecollection"
-    else:
-        verb = _VERBS.get(method, method.lower())
-    return verb, resource
 
 
 def counted(operation: str) -> Callable[[_Fn], _Fn]:
@@ -111,10 +63,10 @@ def counted(operation: str) -> Callable[[_Fn], _Fn]:
             try:
                 return await fn(*args, **kwargs)
             except ApiException as error:
-                _error_hook(operation, error.status or 0)
+                apihooks.error_hook(operation, error.status or 0)
                 raise
             except (aiohttp.ClientError, TimeoutError):
-                _error_hook(operation, 0)
+                apihooks.error_hook(operation, 0)
                 raise
         return cast(_Fn, call)
     return decorate
@@ -150,18 +102,20 @@ class Api:
         if body is not None:
             data = orjson.dumps(body)
             headers["Content-Type"] = content_type
-        verb, resource = verb_and_resource(method, path, params)
+        verb, resource = apihooks.verb_and_resource(method, path, params)
         answered = False
+        sent = time.monotonic()
         try:
             async with self.session.request(
                     method, self.server + path, params=params, data=data, headers=headers,
                     timeout=timeouts) as response:
                 answered = True
-                _request_hook(verb, resource, response.status)
+                apihooks.request_hook(verb, resource, response.status)
+                apihooks.date_hook(response.headers.get("Date"), sent, time.monotonic())
                 yield response
         except (aiohttp.ClientError, TimeoutError):
             if not answered:
-                _request_hook(verb, resource, 0)
+                apihooks.request_hook(verb, resource, 0)
             raise
 
     async def call(self, method: str, path: str, *, body: Any = None,
@@ -227,13 +181,16 @@ async def read_pvc(api: Api, namespace: str, name: str) -> dict[str, Any] | None
 
 @counted("patch_pvc")
 async def patch_pvc(api: Api, namespace: str, name: str, uid: str,
-                    resource_version: str, patch: Mapping[str, Any]) -> None:
-    """Merge-patch our PVC, only if it is still the object (uid) and version we decided on."""
+                    resource_version: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge-patch our PVC, only if it is still the object (uid) and version we decided on;
+    returns the patched PVC."""
     body = dict(patch)
     body["metadata"] = {**(patch.get("metadata") or {}), "uid": uid,
                         "resourceVersion": resource_version}
-    await api.call("PATCH", _core(namespace, "persistentvolumeclaims", name), body=body,
-                   content_type=MERGE_PATCH)
+    patched: dict[str, Any] = await api.call(
+        "PATCH", _core(namespace, "persistentvolumeclaims", name), body=body,
+        content_type=MERGE_PATCH)
+    return patched
 
 
 @counted("patch_evc_status")
@@ -252,6 +209,13 @@ LISTED_KINDS = frozenset({"pods", "persistentvolumeclaims"})
 
 
 def _collection(kind: str, namespace: str) -> str:
+    """A collection's path: `kind` is a core plural ("pods") or "group/version/plural"
+    ("batch/v1/jobs")."""
+    if "/" in kind:
+        group_version, plural = kind.rsplit("/", 1)
+        if group_version == "v1":
+            return _core(namespace, plural)
+        return f"/apis/{group_version}/namespaces/{_q(namespace)}/{plural}"
     if kind not in LISTED_KINDS:
         raise KeyError(kind)
     return _core(namespace, kind)

@@ -12,7 +12,9 @@ The rules, in one place:
 
 | phase    | when                                   | deletes at                   |
 |----------|----------------------------------------|------------------------------|
-| Pending  | never had an active user               | creation + expiry period     |
+| Pending  | never had an active user (a pod that   | creation + 1 s + expiry      |
+|          | ended before the claim existed is none)| (creation's second, rounded  |
+|          |                                        | up)                          |
 | InUse    | at least one active user               | never (no deadline)          |
 | Idle     | had users, none active now             | unused since + grace period  |
 | Deleting | the operator is deleting it            | (already due)                |
@@ -113,7 +115,9 @@ def decide(claim: Claim, users: Iterable[PodUse], now: datetime.datetime,
 
     unused_since = _unused_since(claim, users, now)
     if unused_since is None:
-        deletes_at = claim.created + _period(claim.expiry_period)
+        # creationTimestamp is cut to the second: the claim may have been created up to
+        # 1 s later than it says, so its expiry counts from the second rounded up.
+        deletes_at = claim.created + _ONE_SECOND + _period(claim.expiry_period)
         phase, countdown = Phase.PENDING, Countdown.EXPIRY
     else:
         deletes_at = unused_since + _period(claim.grace_period)
@@ -162,10 +166,18 @@ def _unused_since(claim: Claim, users: tuple[PodUse, ...],
         return max(recorded, claim.created)  # nothing ends before the claim began
     if claim.recorded_phase is Phase.IN_USE:
         return observed  # the last user ended since we last looked
-    if users:
+    if any(not _ended_before(user, claim.created) for user in users):
         # Never recorded as used, yet finished users exist: they came and went unseen.
         return observed
     return None
+
+
+def _ended_before(user: PodUse, created: datetime.datetime) -> bool:
+    """The user finished before the claim existed, so it never used it: it starts no grace.
+
+    Both timestamps are cut to the second; an end in an earlier second than the claim's
+    creation is surely before it. Without a reported end, it may have ended after."""
+    return user.ended is not None and user.ended < created
 
 
 def trusted(recorded: Claim, ours: Claim | None) -> Claim:

@@ -25,6 +25,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     Info,
@@ -86,6 +87,13 @@ DELETION_LATENESS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=REGISTRY)
 
 
+# Each replica's own (its clock is its own): exported by standbys too, 0 until learnt.
+CLOCK_SKEW = Gauge(
+    "evc_clock_skew_seconds", "The API server's clock minus this process's, as learnt from "
+    "the Date headers of its responses (deadlines follow the server's clock).",
+    registry=REGISTRY)
+
+
 # Failures that mean the environment is broken (no answer; the RBAC forbids it): every
 # operation's series of these exist from the start.
 KNOWN_FAILURES = ("0", "403")
@@ -102,12 +110,12 @@ def initialise(operations: Iterable[str]) -> None:
 
 
 def count_api_error(operation: str, status: int) -> None:
-    """The API layer's error hook (kube.set_error_hook)."""
+    """The API layer's error hook (apihooks.set_error_hook)."""
     API_ERRORS.labels(operation, str(status)).inc()
 
 
 def count_api_request(verb: str, resource: str, code: int) -> None:
-    """The API layer's request hook (kube.set_request_hook)."""
+    """The API layer's request hook (apihooks.set_request_hook)."""
     API_REQUESTS.labels(verb, resource, str(code)).inc()
 
 

@@ -75,8 +75,9 @@ class ClaimReconciler:
         now = self.clock()
         trusted = lifecycle.trusted(view.claim, claim.ours())
         if trusted is not view.claim:
-            log.warning("%s/%s: its status was changed by someone else; keeping the facts "
-                        "this operator recorded.", view.namespace, view.name)
+            log.warning("%s/%s: its stored status is not what this operator decided last "
+                        "(a write that failed, or someone else's); keeping the later facts.",
+                        view.namespace, view.name)
         dry_run = self.settings.dry_run
         decision = lifecycle.decide(trusted, self._users(claim, view), now, dry_run=dry_run)
         if decision.action is Action.DELETE:
@@ -90,6 +91,7 @@ class ClaimReconciler:
         if decision.action is Action.DELETE:
             return await self._delete(view, decision, logger)
 
+        claim.decided(decision)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
                                                    dry_run=dry_run, problems=view.problems),
                       pvc_condition]
@@ -203,25 +205,31 @@ class ClaimReconciler:
             return pvc_ready(PvcOutcome.DELETING, view.name, previous)
         resized_from, size = None, ""
         if plan.step is PvcStep.PATCH and observed is not None:
+            # Labels and size go in two patches: a resize the StorageClass refuses must
+            # not hold the labels back. Each, refused for good (e.g. a StorageClass that
+            # cannot expand volumes), is said once and not tried again until the EVC or
+            # the PVC changes; conflicts (it changed meanwhile) and outages are retried.
             attempt = update_attempt(body, view.generation, observed)
-            if claim.rejected == attempt:
-                return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
-                                 phase=observed.phase)
-            try:
-                await self.api.patch_pvc(view.namespace, view.name, observed.uid,
-                                         observed.resource_version, plan.patch)
-            except (Forbidden, Invalid) as error:
-                # Refused for good (e.g. its StorageClass cannot expand volumes): say so
-                # once, and do not try again until the EVC or the PVC changes. Conflicts
-                # (it changed meanwhile) and outages are retried.
-                claim.rejected = attempt
-                return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
-                                 detail=error_message(error), phase=observed.phase)
+            version = observed.resource_version
+            for part in ("metadata", "spec"):
+                if part not in plan.patch:
+                    continue
+                if claim.rejected == (part, *attempt):
+                    return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
+                                     phase=observed.phase)
+                try:
+                    version = await self.api.patch_pvc(view.namespace, view.name,
+                                                       observed.uid, version,
+                                                       {part: plan.patch[part]})
+                except (Forbidden, Invalid) as error:
+                    claim.rejected = (part, *attempt)
+                    return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
+                                     detail=error_message(error), phase=observed.phase)
+                if part == "metadata":
+                    logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
             if "spec" in plan.patch:
                 size = plan.patch["spec"]["resources"]["requests"]["storage"]
                 resized_from = observed.storage
-            if "metadata" in plan.patch:
-                logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
         return pvc_ready(PvcOutcome.IN_PLACE, view.name, previous, size=size,
                          resized_from=resized_from,
                          phase=observed.phase if observed is not None else "Pending")

@@ -25,7 +25,9 @@ class ClaimApi(Protocol):
     async def read_pvc(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def patch_pvc(self, namespace: str, name: str, uid: str, resource_version: str,
-                        patch: Mapping[str, Any]) -> None: ...
+                        patch: Mapping[str, Any]) -> str:
+        """Returns the patched PVC's resourceVersion."""
+        ...
 
     async def patch_evc_status(self, namespace: str, name: str,
                                status: Mapping[str, Any]) -> dict[str, Any]: ...
@@ -64,8 +66,9 @@ class KubeClaimApi:
         return await kube.read_pvc(self.api, namespace, name)
 
     async def patch_pvc(self, namespace: str, name: str, uid: str, resource_version: str,
-                        patch: Mapping[str, Any]) -> None:
-        await kube.patch_pvc(self.api, namespace, name, uid, resource_version, patch)
+                        patch: Mapping[str, Any]) -> str:
+        patched = await kube.patch_pvc(self.api, namespace, name, uid, resource_version, patch)
+        return str(patched["metadata"]["resourceVersion"])
 
     async def patch_evc_status(self, namespace: str, name: str,
                                status: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,8 +24,9 @@ class SettingsError(ValueError):
     """An environment variable holds a value the operator cannot use."""
 
 
-def parse_duration(text: str) -> float:
-    """Seconds from '30', '2.5', '90s', '15m', '1h30m', '1d'. Raises ValueError."""
+def parse_duration(text: str, maximum: float = MAX_DURATION) -> float:
+    """Seconds from '30', '2.5', '90s', '15m', '1h30m', '1d', at most `maximum`.
+    Raises ValueError."""
     text = text.strip()
     if not text:
         raise ValueError("empty duration")
@@ -40,7 +41,7 @@ def parse_duration(text: str) -> float:
             position = match.end()
         if position != len(text) or position == 0:
             raise ValueError(f"not a duration: {text!r}") from None
-    if not 0 <= seconds <= MAX_DURATION:  # also rejects NaN
+    if not 0 <= seconds <= maximum:  # also rejects NaN
         raise ValueError(f"not a duration between 0 and 100 years: {text!r}")
     return seconds
 

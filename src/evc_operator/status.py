@@ -43,10 +43,13 @@ def human_period(seconds: float) -> str:
     return "".join(parts)
 
 
-# The rule (lifecycle.py): a user pod counts until it Succeeded or Failed, or is gone.
-NO_ACTIVE_USERS = ("No active pod uses this claim: every pod that mounts it (or matches its "
-                   "selector) has Succeeded or Failed, or there is none. Pending, Running "
-                   "and terminating pods count as users.")
+# The rule (lifecycle.py, workloads.py): a user pod counts until it Succeeded or Failed,
+# or is gone; a workload while it may still create pods.
+NO_ACTIVE_USERS = ("No active pod or workload uses this claim: every pod that mounts it (or "
+                   "matches its selector) has Succeeded or Failed, or there is none, and no "
+                   "workload that names it may create pods. Pending, Running and terminating "
+                   "pods count as users, and so do unfinished Jobs, CronJobs, DaemonSets and "
+                   "workloads with replicas.")
 
 
 class Reason(enum.StrEnum):

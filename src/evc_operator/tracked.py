@@ -7,6 +7,7 @@ while deciding on it. Forgetting a claim is dropping its record. The work queue'
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 from collections.abc import Iterator, Mapping
@@ -26,11 +27,21 @@ class TrackedClaim:
     countdown: lifecycle.Decision | None = None
     seen_users: frozenset[str] = _NONE  # users this process has seen
     rejected: tuple[object, ...] | None = None  # the PVC update the API server refused
-    written: tuple[str, lifecycle.Claim] | None = None  # (uid, facts) we recorded last
+    # (uid, facts) this process decided last: recorded, or being recorded (a write that
+    # fails or is refused leaves them here, and later decisions build on them).
+    written: tuple[str, lifecycle.Claim] | None = None
     reported_dry_run: frozenset[datetime.datetime | None] = _NONE  # deadlines reported
 
+    def decided(self, decision: lifecycle.Decision) -> None:
+        """Keep what was just decided, before its status write: should that write fail
+        (429, a refusing admission policy, a timeout), the next decision rests on these
+        facts, never on the older ones still stored."""
+        self.written = (self.view.uid, dataclasses.replace(
+            self.view.claim, recorded_phase=decision.phase,
+            recorded_unused_since=decision.unused_since))
+
     def ours(self) -> lifecycle.Claim | None:
-        """The facts this process recorded last about this very EVC (same uid)."""
+        """The facts this process decided last about this very EVC (same uid)."""
         if self.written is None or self.written[0] != self.view.uid:
             return None
         return self.written[1]
@@ -55,6 +66,7 @@ class Tracked:
         self.settings = settings
         self._claims: dict[Key, TrackedClaim] = {}
         self._with_selector: dict[str, set[str]] = {}
+        self._per_namespace: collections.Counter[str] = collections.Counter()
 
     def __contains__(self, key: object) -> bool:
         return key in self._claims
@@ -88,6 +100,7 @@ class Tracked:
         view = evc_view(body, self.settings)
         if held is None:
             self._claims[key] = TrackedClaim(view)
+            self._per_namespace[key[0]] += 1
         else:
             held.view = view
         names = self._with_selector.setdefault(key[0], set())
@@ -109,5 +122,13 @@ class Tracked:
             held.written = (view.uid, view.claim)
 
     def forget(self, key: Key) -> None:
-        self._claims.pop(key, None)
+        if self._claims.pop(key, None) is not None:
+            self._per_namespace[key[0]] -= 1
+            if not self._per_namespace[key[0]]:
+                del self._per_namespace[key[0]]
+                self._with_selector.pop(key[0], None)
         self._with_selector.get(key[0], set()).discard(key[1])
+
+    def holds(self, namespace: str) -> bool:
+        """Whether any tracked claim is in this namespace."""
+        return namespace in self._per_namespace

@@ -68,7 +68,7 @@ def _finished_at(status: Mapping[str, Any]) -> datetime.datetime | None:
                   *(status.get("containerStatuses") or ())]
     try:
         ends = [parse_time(c["state"]["terminated"]["finishedAt"]) for c in containers]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):  # AttributeError: null
         return None
     return max(ends, default=None)
 

@@ -12,9 +12,20 @@ import time
 from pathlib import Path
 
 from controlplane.cluster import ControlPlane
-from tests.faults.scenario import run_scenarios
+from tests.faults.scenario import Report, Scenario
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def run_scenarios(plane: ControlPlane, seeds: range, workdir: Path) -> list[Report]:
+    reports = []
+    for seed in seeds:
+        report = Scenario(plane, seed, workdir).run()
+        print(report.line(), flush=True)
+        for violation in report.violations:
+            print(f"  VIOLATION: {violation}", flush=True)
+        reports.append(report)
+    return reports
 
 
 def main() -> int:

@@ -14,6 +14,9 @@ mounts which claim. From them it rebuilds every claim's true deadline and checks
 - always by its deadline plus a small bound, extended by any outage that overlapped it;
 - no PVC the operator did not create is ever written by it;
 - no claim lives without its PVC (outside outages and the first seconds of its life).
+
+Jobs whose attempts fail, pods that ended before their claim existed, status writes
+refused for a while and the operator's clock off by 30 s are driven by `workloads.Extras`.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ import datetime
 import json
 import random
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from controlplane.cluster import ControlPlane
+from tests.faults.workloads import Extras
 from tests.integration.support import OperatorProcess
 
 UTC = datetime.UTC
@@ -96,6 +99,9 @@ class Scenario:
         self.operator: OperatorProcess | None = None
         self.restarts = 0
         self.unsettled_until = now()
+        self.extras = Extras(plane, self.namespace, self.random, self.kubectl)
+        if self.extras.offset:
+            self.report.faults[f"clock{self.extras.offset}"] = 1
 
     # --- driving ---------------------------------------------------------------------------
 
@@ -103,7 +109,8 @@ class Scenario:
         return self.plane.kubectl("--namespace", self.namespace, *args, input=input)
 
     def start_operator(self) -> None:
-        env = {"EXPIRY_PERIOD": "3", "GRACE_PERIOD": "3", "COUNTDOWN_INTERVAL": "5"}
+        env = {"EXPIRY_PERIOD": "3", "GRACE_PERIOD": "3", "COUNTDOWN_INTERVAL": "5",
+               **self.extras.operator_env()}
         logfile = self.workdir / f"{self.namespace}-operator-{self.restarts}.log"
         self.operator = OperatorProcess(self.plane, self.namespace, logfile, env)
         self.operator.wait_ready()
@@ -122,6 +129,7 @@ class Scenario:
                 self._check_pvcs()
             for pod in self._active_pods():
                 self._finish(pod)
+            self.extras.finish_jobs(self._end)
             self._wait_for_deletions()
         finally:
             if self.operator is not None:
@@ -156,6 +164,12 @@ class Scenario:
         # Some claims exist before any pod, some are created later (pods may come first).
         for claim in self.claims[: self.random.randint(1, count)]:
             self._create_claim(claim)
+        later = [c for c in self.claims if c.created is None]
+        if later and self.random.random() < 0.5:  # a finished pod older than its claim
+            pod = Pod(f"stale-{len(self.pods)}", later[0].name, ended=True)
+            self.extras.stale_pod(pod.name, pod.claim, self._end)
+            self.pods.append(pod)
+            self.report.faults["stale-pod"] = 1
 
     def _create_claim(self, claim: Claim) -> None:
         created = json.loads(self.kubectl("create", "-o", "json", "-f", "-", input=json.dumps({
@@ -172,8 +186,8 @@ class Scenario:
     def _step(self) -> None:
         action = self.random.choices(
             ["pod", "finish", "delete", "claim", "touch", "sleep", "kill", "apiserver",
-             "compact"],
-            weights=[6, 4, 2, 2, 2, 4, 1.2, 0.8, 0.6])[0]
+             "compact", "job", "attempt", "refuse"],
+            weights=[6, 4, 2, 2, 2, 4, 1.2, 0.8, 0.6, 1.5, 2, 0.6])[0]
         if action == "pod":
             claim = self.random.choice(self.claims)
             pod = Pod(f"user-{len(self.pods)}", claim.name)
@@ -198,6 +212,15 @@ class Scenario:
             claim = self.random.choice([c for c in self.claims if c.created is not None])
             self.plane.kubectl_result("--namespace", self.namespace, "label", "--overwrite",
                                       "evc", claim.name, f"touched={self.random.randint(0, 9)}")
+        elif action == "job" and [c for c in self.claims if c.created is not None]:
+            claim = self.random.choice([c for c in self.claims if c.created is not None])
+            self.extras.create_job(claim.name)
+            self.report.faults["job"] = self.report.faults.get("job", 0) + 1
+        elif action == "attempt" and self.extras.fail_an_attempt(self._end):
+            self.report.faults["job-attempt-failed"] = (
+                self.report.faults.get("job-attempt-failed", 0) + 1)
+        elif action == "refuse":
+            self._fault("status-refused", self.extras.refuse_writes)
         elif action == "kill":
             self._fault("operator-killed", self._kill_operator)
         elif action == "apiserver":
@@ -208,15 +231,18 @@ class Scenario:
             time.sleep(self.random.uniform(0.2, 2.0))
 
     def _finish(self, pod: Pod) -> None:
-        phase = self.random.choice(["Succeeded", "Failed"])
+        self._end(pod.name, self.random.choice(["Succeeded", "Failed"]))
+        pod.ended = True
+
+    def _end(self, name: str, phase: str) -> None:
+        """What a kubelet reports when the pod's only container ends."""
         finished = now().strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.kubectl("patch", "pod", pod.name, "--subresource=status", "--type=merge",
+        self.kubectl("patch", "pod", name, "--subresource=status", "--type=merge",
                      "-p", json.dumps({"status": {"phase": phase, "containerStatuses": [{
                          "name": "main", "image": "busybox", "imageID": "", "ready": False,
                          "restartCount": 0, "state": {"terminated": {
                              "exitCode": 0 if phase == "Succeeded" else 1,
                              "finishedAt": finished, "startedAt": finished}}}]}}))
-        pod.ended = True
 
     def _fault(self, kind: str, inject: Any) -> None:
         began = now()
@@ -295,6 +321,8 @@ class Scenario:
                 ended.setdefault(name, when)  # the first end counts
                 if verb == "delete":
                     gone[name] = when
+            elif resource == "jobs" and verb == "create" and not ref.get("subresource"):
+                created[f"Job/{name}"] = when
             elif resource == "ephemeralvolumeclaims" and verb == "create":
                 claim_created[name] = when
             elif resource == "ephemeralvolumeclaims" and verb == "delete" and by_operator:
@@ -303,6 +331,11 @@ class Scenario:
                   and verb in ("update", "patch", "delete")):
                 operator_pvc_writes.append(name)
         finished = now()
+        for name, end in self.extras.job_ends().items():  # a Job: a user until it finished
+            if end is not None:
+                ended[f"Job/{name}"] = end
+        pods = [*self.pods, *(Pod(f"Job/{job}", claim) for job, claim in self.extras.jobs.items()),
+                *(Pod(name, claim) for name, claim in self.extras.job_pod_claims().items())]
         self.report.deletions = len(deleted_claims)
         for claim in self.claims:
             if claim.conflict and claim.name in operator_pvc_writes:
@@ -315,9 +348,11 @@ class Scenario:
             # A pod deleted before the claim existed never used it; one that had merely
             # finished still exists and counts from the claim's start (as if it ended then).
             born = claim_created.get(claim.name, claim.created)
-            users = [p for p in self.pods if p.claim == claim.name
+            # One that ended in an earlier second than the claim's creation never used it.
+            users = [p for p in pods if p.claim == claim.name
                      and p.name in created and created[p.name] < moment
-                     and not (p.name in gone and gone[p.name] < born)]
+                     and not (p.name in gone and gone[p.name] < born)
+                     and not (p.name in ended and ended[p.name] < born.replace(microsecond=0))]
             for pod in users:
                 end = ended.get(pod.name)
                 if deleted_at is not None and (end is None or end > deleted_at):
@@ -330,7 +365,8 @@ class Scenario:
             elif users:
                 continue  # a user never ended: it must not have been deleted (checked above)
             else:
-                deadline = claim.created + datetime.timedelta(seconds=claim.expiry)
+                # creationTimestamp is cut to the second: expiry counts from the next one.
+                deadline = claim.created + datetime.timedelta(seconds=1 + claim.expiry)
             if deleted_at is not None and deleted_at < deadline:
                 self.report.violations.append(
                     f"{claim.name} deleted {(deadline - deleted_at).total_seconds():.2f} s early")
@@ -353,18 +389,3 @@ class Scenario:
                     allowed = ended + datetime.timedelta(seconds=RECOVERY)
                     changed = True
         return allowed
-
-
-def run_scenarios(plane: ControlPlane, seeds: range, workdir: Path) -> list[Report]:
-    reports = []
-    for seed in seeds:
-        report = Scenario(plane, seed, workdir).run()
-        print(report.line(), flush=True)
-        for violation in report.violations:
-            print(f"  VIOLATION: {violation}", flush=True)
-        reports.append(report)
-    return reports
-
-
-def kill_leftovers() -> None:
-    subprocess.run(["pkill", "-f", "ephemeral.py --namespace=faults-"], check=False)

@@ -1,6 +1,9 @@
 """Fixtures for tests on the real control plane: one per session, a namespace per test.
 
-The control plane is never skipped: if it cannot start, every test here errors.
+`control_plane` has no node (tests set pod phases themselves: fast and deterministic);
+`cluster` is a second control plane with a real node (kubelet, containerd), for tests
+whose subject is what a kubelet does. Neither is ever skipped: if one cannot start,
+every test that needs it errors, with the reason.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.cluster import ControlPlane
+from controlplane.node import NODE_NAME, Node
 from tests.integration.support import REPO, Kubectl, OperatorProcess, eventually
 
 
@@ -31,10 +35,11 @@ def pytest_runtest_makereport(
     if not report.failed:
         return report
     funcargs = getattr(item, "funcargs", {})
-    plane = funcargs.get("control_plane")
-    if isinstance(plane, ControlPlane):
-        report.sections.append(("control plane logs", plane.log_tails()))
-    operators = funcargs.get("operator")
+    for fixture in ("control_plane", "cluster"):
+        plane = funcargs.get(fixture)
+        if isinstance(plane, ControlPlane):
+            report.sections.append((f"{fixture} logs", plane.log_tails()))
+    operators = funcargs.get("operator") or funcargs.get("node_operator")
     if isinstance(operators, OperatorFactory):
         for process in operators.started:
             report.sections.append((f"operator log ({process.namespace})", process.log_text()))
@@ -49,14 +54,50 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     plane.stop()
 
 
+@pytest.fixture(scope="session")
+def _cluster_and_node(
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, Node]]:
+    plane = ControlPlane.start(tmp_path_factory.mktemp("cluster"), crds=[REPO / "crd.yaml"],
+                               for_node=NODE_NAME)
+    try:
+        node = Node.start(plane)
+    except BaseException:
+        plane.stop()
+        raise
+    yield plane, node
+    node.stop()
+    plane.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(_cluster_and_node: tuple[ControlPlane, Node]) -> ControlPlane:
+    """A control plane with a real node: pods really run (one node per machine)."""
+    return _cluster_and_node[0]
+
+
+@pytest.fixture(scope="session")
+def node(_cluster_and_node: tuple[ControlPlane, Node]) -> Node:
+    """The `cluster`'s node, for tests that stop and start its kubelet or containerd."""
+    return _cluster_and_node[1]
+
+
 @pytest.fixture
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    yield from _namespace(control_plane)
+
+
+@pytest.fixture
+def node_namespace(cluster: ControlPlane) -> Iterator[str]:
+    yield from _namespace(cluster)
+
+
+def _namespace(plane: ControlPlane) -> Iterator[str]:
     name = f"test-{secrets.token_hex(4)}"
-    control_plane.kubectl("create", "namespace", name)
-    eventually(lambda: _service_account_exists(control_plane, name),
+    plane.kubectl("create", "namespace", name)
+    eventually(lambda: _service_account_exists(plane, name),
                timeout=30, what=f"default ServiceAccount in {name}")
     yield name
-    control_plane.kubectl("delete", "namespace", name, "--wait=false")
+    plane.kubectl("delete", "namespace", name, "--wait=false")
 
 
 def _service_account_exists(plane: ControlPlane, namespace: str) -> bool:
@@ -89,7 +130,16 @@ class OperatorFactory:
 
 @pytest.fixture
 def operator(control_plane: ControlPlane, tmp_path: Path) -> Iterator[OperatorFactory]:
-    factory = OperatorFactory(control_plane, tmp_path)
+    yield from _operators(control_plane, tmp_path)
+
+
+@pytest.fixture
+def node_operator(cluster: ControlPlane, tmp_path: Path) -> Iterator[OperatorFactory]:
+    yield from _operators(cluster, tmp_path)
+
+
+def _operators(plane: ControlPlane, tmp_path: Path) -> Iterator[OperatorFactory]:
+    factory = OperatorFactory(plane, tmp_path)
     yield factory
     for process in factory.started:
         process.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import signal
 import subprocess
@@ -107,3 +108,36 @@ def eventually(check: Callable[[], T], *, timeout: float = 30, interval: float =
             raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
                                  f"last value: {value!r}")
         time.sleep(interval)
+
+
+def refuse_status_writes(plane: ControlPlane, namespace: str) -> str:
+    """Refuse every update of an EVC's status in `namespace`; returns the binding's name
+    (deleting it lifts the refusal)."""
+    name = f"refuse-evc-status-{namespace}"
+    plane.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
+            "apiGroups": ["zalando.org"], "apiVersions": ["*"], "operations": ["UPDATE"],
+            "resources": ["ephemeralvolumeclaims/status"]}]},
+            "validations": [{"expression": "false", "message": "status writes refused"}]}}))
+    plane.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}}))
+    return name
+
+
+def allow_status_writes(plane: ControlPlane, name: str) -> None:
+    """Lift what `refuse_status_writes` put in place."""
+    plane.kubectl("delete", "validatingadmissionpolicybinding", name)
+    plane.kubectl("delete", "validatingadmissionpolicy", name)
+
+
+def faked(offset: str) -> dict[str, str]:
+    """The environment that runs a process with its wall clock `offset` (e.g. "+30s").
+    The monotonic clock is left alone: asyncio's timers keep their true pace."""
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    assert found, "libfaketime is missing: `make faketime` installs it"
+    return {"LD_PRELOAD": found[0], "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}

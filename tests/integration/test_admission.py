@@ -220,7 +220,19 @@ def test_negative_duration_integer(kubectl: Kubectl, field: str) -> None:
     assert_not_created(kubectl, "period")
 
 
-@pytest.mark.parametrize("value", [90, 0, "90s", "1h30m", "2.5", "1d", "500ms"])
+@pytest.mark.parametrize("field", ["expiryPeriod", "gracePeriod"])
+@pytest.mark.parametrize("value", [3153600001, "4000000000", "36501d", "36500d1ms",
+                                   "1000000h", "3153600000.5"])
+def test_a_period_above_the_maximum(kubectl: Kubectl, field: str, value: int | str) -> None:
+    result = apply(kubectl, evc("period", size="1Gi", **{field: value}))
+    assert_rejected(result, f"spec.{field}",
+                    f'spec.{field} "{value}" is too long: the maximum is 100 years '
+                    "(36500d, or 3153600000 seconds)")
+    assert_not_created(kubectl, "period")
+
+
+@pytest.mark.parametrize("value", [90, 0, "90s", "1h30m", "2.5", "1d", "500ms",
+                                   3153600000, "36500d", "3153600000", "876000h"])
 def test_good_durations_are_accepted(kubectl: Kubectl, value: int | str) -> None:
     stored = create(kubectl, evc("period", size="1Gi", expiryPeriod=value, gracePeriod=value))
     assert stored["spec"]["expiryPeriod"] == value

@@ -120,7 +120,7 @@ def test_a_conflict_never_stalls_other_claims(kubectl: Kubectl,
     assert body is not None
     deletes_at = parse(body["status"]["deletesAt"])
     assert deletes_at == parse(body["metadata"]["creationTimestamp"]) + datetime.timedelta(
-        seconds=4)
+        seconds=1 + 4)
     eventually(lambda: kubectl.get("evc", "normal") is None, timeout=15,
                what="the normal claim's deletion")
     assert now() - deletes_at < datetime.timedelta(seconds=3), "deleted late"

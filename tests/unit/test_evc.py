@@ -9,11 +9,12 @@ import pytest
 
 from evc_operator.evc import KEEP_ANNOTATION, evc_view, keeps
 from evc_operator.lifecycle import Action, Phase, decide
-from evc_operator.settings import Settings
+from evc_operator.settings import MAX_DURATION, Settings
 
 SETTINGS = Settings(expiry_period=11.0, grace_period=22.0)
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 PERIOD_FIELDS = ("expiryPeriod", "gracePeriod")
+PERIOD_ATTRIBUTES = {"expiryPeriod": "expiry_period", "gracePeriod": "grace_period"}
 
 
 def make_evc(spec: dict[str, Any] | None = None, *, status: dict[str, Any] | None = None,
@@ -115,6 +116,16 @@ def test_an_invalid_period_is_a_problem_and_the_default_is_used(field: str,
     expected = {"expiryPeriod": 11.0, "gracePeriod": 22.0}
     assert view.claim.expiry_period == expected["expiryPeriod"]
     assert view.claim.grace_period == expected["gracePeriod"]
+
+
+@pytest.mark.parametrize("field", PERIOD_FIELDS)
+@pytest.mark.parametrize("value", [4000000000, "4000000000", "36501d", "1000000h"])
+def test_a_period_above_the_maximum_counts_as_the_maximum(field: str, value: object) -> None:
+    """Stored before admission capped it: never the (shorter) default, and said plainly."""
+    view = evc_view(make_evc({field: value}), SETTINGS)
+    assert view.problems == (f"spec.{field}={value!r} is longer than the maximum of 100 "
+                             "years (36500d); it counts as 100 years",)
+    assert getattr(view.claim, PERIOD_ATTRIBUTES[field]) == MAX_DURATION
 
 
 def test_both_invalid_periods_are_reported() -> None:
@@ -251,7 +262,7 @@ def test_a_recorded_time_without_a_zone_is_a_problem() -> None:
 def test_a_valid_view_decides_normally() -> None:
     view = evc_view(make_evc(), SETTINGS)
     assert decide(view.claim, [], T0 + datetime.timedelta(seconds=5)).action is Action.NONE
-    assert decide(view.claim, [], T0 + datetime.timedelta(seconds=11)).action is Action.DELETE
+    assert decide(view.claim, [], T0 + datetime.timedelta(seconds=12)).action is Action.DELETE
 
 
 @pytest.mark.parametrize("spec", [

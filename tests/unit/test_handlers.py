@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
 
-from evc_operator import handlers, kube
+from evc_operator import access, handlers, kube
 from evc_operator.auth import Credentials, Static
 from evc_operator.settings import Settings
+from tests.unit.fakes import FakeApi, evc_body, make
 
 
 class _Api:
@@ -46,3 +47,43 @@ def test_start_pages_kopfs_initial_lists_and_lets_idle_workers_go(
     # Pods and PVCs are read by the operator's own informers, never through Kopf.
     assert [handler for handler in kopf.get_default_registry()._indexing.get_all_handlers()
             ] == []
+
+
+class _Watched:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def ensure(self, namespace: str) -> None:
+        self.calls.append(f"ensure {namespace}")
+
+    def release(self, namespace: str) -> None:
+        self.calls.append(f"release {namespace}")
+
+
+class _Access:
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+
+    def check(self, permissions: list[access.Permission], namespace: str = "") -> None:
+        assert permissions is access.NAMESPACED
+        self.checked.append(namespace)
+
+
+def test_a_namespace_is_released_when_its_last_claim_is_deleted() -> None:
+    scheduler, _ = make(FakeApi([]), [])
+    memo = kopf.Memo()
+    watched = _Watched()
+    memo.scheduler, memo.watched, memo.access = scheduler, watched, _Access()
+    other = evc_body()
+    other["metadata"]["name"] = "second"
+    event: Any = handlers.evc_event
+
+    async def scenario() -> None:
+        await event(type="ADDED", body=kopf.Body(cast(Any, other)), memo=memo)
+        await event(type="DELETED", body=kopf.Body(cast(Any, evc_body())), memo=memo)
+        assert watched.calls == ["ensure jobs"]  # "second" still lives there
+        await event(type="DELETED", body=kopf.Body(cast(Any, other)), memo=memo)
+
+    asyncio.run(scenario())
+    assert watched.calls == ["ensure jobs", "release jobs"]
+    assert memo.access.checked == ["jobs"]  # its permissions, asked as its claim came

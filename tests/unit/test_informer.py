@@ -11,6 +11,7 @@ import pytest
 
 from evc_operator import errors, freshness, informer
 from evc_operator.users import PodView, pod_view
+from evc_operator.workloads import workload_view
 
 
 def pod(name: str, claim: str | None = None, phase: str = "Running",
@@ -232,4 +233,99 @@ def test_without_proof_of_freshness_the_namespace_is_listed(barrier: list[Any]) 
     snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["listed"]
     assert calls[-1] == "full list"
+    assert not snapshot.live()
+
+
+def job(name: str, claim: str, version: str = "1", finished: bool = False) -> dict[str, Any]:
+    conditions = [{"type": "Complete", "status": "True",
+                   "lastTransitionTime": "2026-01-01T00:01:00Z"}] if finished else []
+    volumes = [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]
+    return {"metadata": {"name": name, "namespace": "jobs", "resourceVersion": version,
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"template": {"spec": {"volumes": volumes}}},
+            "status": {"conditions": conditions}}
+
+
+class KindsApi(ScriptedApi):
+    """Lists by kind: `by_kind[kind]` (else nothing); watches never end."""
+
+    def __init__(self, by_kind: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__(lists=[], watches=[])
+        self.by_kind = by_kind
+
+    async def list_all(self, kind: str, namespace: str,
+                       each: Callable[[dict[str, Any]], None]) -> str:
+        self.calls.append(f"list {kind}")
+        for item in self.by_kind.get(kind, []):
+            each(item)
+        return "10"
+
+
+def test_workloads_of_every_kind_are_watched_and_index_beside_pods() -> None:
+    api = KindsApi({"pods": [pod("p", "x")], "batch/v1/jobs": [job("j", "x")]})
+    poked: list[tuple[str, list[str]]] = []
+
+    async def scenario() -> informer.Watched:
+        watched = informer.Watched(api,
+                                   pods_changed=lambda ns, c: poked.append((ns, list(c))),
+                                   pvc_changed=lambda key: None,
+                                   namespace_synced=lambda ns: None)
+        watched.ensure("jobs")
+        for _ in range(100):
+            await asyncio.sleep(0.001)
+        assert watched.synced("jobs")
+        return watched
+
+    watched = asyncio.run(scenario())
+    listed = {call.removeprefix("list ") for call in api.calls if call.startswith("list ")}
+    assert listed == {"pods", "persistentvolumeclaims", "batch/v1/jobs", "batch/v1/cronjobs",
+                      "apps/v1/deployments", "apps/v1/replicasets", "apps/v1/statefulsets",
+                      "apps/v1/daemonsets", "v1/replicationcontrollers"}
+    assert sorted(p.name for p in watched.pods_of_claim(("jobs", "x"))) == ["Job/j", "p"]
+    assert sorted(p.name for p in watched.pods_in("jobs")) == ["Job/j", "p"]
+    assert ("jobs", ["x"]) in poked  # the Job's arrival pokes the claim it names
+
+
+def test_a_released_namespace_is_no_longer_watched() -> None:
+    api = KindsApi({"pods": [pod("p", "x")]})
+
+    async def scenario() -> tuple[informer.Watched, list[asyncio.Task[Any]]]:
+        watched = informer.Watched(api, pods_changed=lambda ns, c: None,
+                                   pvc_changed=lambda key: None,
+                                   namespace_synced=lambda ns: None)
+        watched.ensure("jobs")
+        await asyncio.sleep(0.01)
+        tasks = [task for task in asyncio.all_tasks() if task.get_name().endswith(" in jobs")]
+        watched.release("jobs")
+        await asyncio.sleep(0.01)
+        return watched, tasks
+
+    watched, tasks = asyncio.run(scenario())
+    assert len(tasks) == 9
+    assert all(task.cancelled() for task in tasks)
+    assert watched.watching() == []
+    assert watched.pods_in("jobs") == []
+    assert not watched.pods
+    assert not watched.pvcs
+    assert not watched.workloads
+    assert watched.all_synced()  # nothing left to wait for
+
+
+def test_a_job_its_lagging_watch_has_not_shown_yet_is_in_the_proof() -> None:
+    watched, calls = _synced_watched(version=50, now=40, barrier=[])
+    jobs = informer.Informer(watched.source, "batch/v1/jobs", "jobs",
+                             lambda body: workload_view("Job", body), lambda *_: None,
+                             lambda: None)
+    jobs.version, jobs.synced = 30, True  # its watch lags behind the pods'
+    watched.workloads["jobs"] = [jobs]
+    assert isinstance(watched.source, ProofApi)
+    watched.source.watches = [[("ADDED", job("late", "x", version="39")),
+                               ("BOOKMARK", {"metadata": {"resourceVersion": "41"}})]]
+    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
+    assert sorted(p.name for p in snapshot.pods) == ["Job/late", "old"]
+    assert calls == ["version", "version", "watch from 30 for 3 s"]  # one per kind
+    assert not snapshot.live()  # until the Job informer itself has seen it
+    jobs.version = 39
+    assert snapshot.live()
+    jobs.breaks += 1
     assert not snapshot.live()

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from evc_operator import errors, kube, metrics
+from evc_operator import apihooks, errors, kube, metrics
 from evc_operator.auth import Credentials, Static
 from evc_operator.metrics import REGISTRY
 
@@ -200,7 +200,7 @@ def test_each_refusal_is_raised_as_its_own_type() -> None:
 def test_failed_calls_are_reported_to_the_hook_by_operation_and_status(
         monkeypatch: pytest.MonkeyPatch) -> None:
     reported: list[tuple[str, int]] = []
-    monkeypatch.setattr(kube, "_error_hook", lambda *args: reported.append(args))
+    monkeypatch.setattr(apihooks, "error_hook", lambda *args: reported.append(args))
 
     @kube.counted("test_op")
     async def refused() -> None:
@@ -273,14 +273,17 @@ def test_paths_quote_names() -> None:
 def test_requests_are_named_by_verb_and_resource_as_the_api_server_names_them(
         method: str, path: str, params: dict[str, str] | None,
         expected: tuple[str, str]) -> None:
-    assert kube.verb_and_resource(method, path, params) == expected
+    assert apihooks.verb_and_resource(method, path, params) == expected
 
 
 def test_every_request_is_reported_with_its_status_or_0_without_an_answer(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """On loopback: one answered request (404), one to a port where nobody listens."""
+    """On loopback: one answered request (404), one to a port where nobody listens. The
+    answered one's Date header reaches the date hook too, between its send and receipt."""
     reported: list[tuple[str, str, int]] = []
-    monkeypatch.setattr(kube, "_request_hook", lambda *args: reported.append(args))
+    dates: list[tuple[str | None, float, float]] = []
+    monkeypatch.setattr(apihooks, "request_hook", lambda *args: reported.append(args))
+    monkeypatch.setattr(apihooks, "date_hook", lambda *args: dates.append(args))
 
     async def scenario() -> None:
         async def not_found(_: web.Request) -> web.Response:
@@ -307,9 +310,19 @@ def test_every_request_is_reported_with_its_status_or_0_without_an_answer(
 
     asyncio.run(scenario())
     assert reported == [("get", "pods", 404), ("get", "pods", 0)]
+    assert [date is not None and sent <= received for date, sent, received in dates] == [True]
 
 
 def _closed_port() -> int:
     with socket.create_server(("127.0.0.1", 0)) as sock:
         port: int = sock.getsockname()[1]
     return port
+
+
+def test_workload_collections_are_found_by_group_version_and_plural() -> None:
+    from evc_operator.workloads import KINDS, collection
+
+    paths = {kind: kube._collection(collection(kind), "ns") for kind in KINDS}
+    assert paths["Job"] == "/apis/batch/v1/namespaces/ns/jobs"
+    assert paths["Deployment"] == "/apis/apps/v1/namespaces/ns/deployments"
+    assert paths["ReplicationController"] == "/api/v1/namespaces/ns/replicationcontrollers"

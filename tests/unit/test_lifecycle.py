@@ -46,13 +46,15 @@ def test_never_used_claim_expires_from_creation() -> None:
     decision = decide(claim(), [], at(10))
     assert decision.phase is Phase.PENDING
     assert decision.countdown is Countdown.EXPIRY
-    assert decision.deletes_at == at(30)
-    assert decision.wake_at == at(30)
+    # creationTimestamp is cut to the second: expiry counts from the second rounded up.
+    assert decision.deletes_at == at(31)
+    assert decision.wake_at == at(31)
     assert decision.action is Action.NONE
+    assert decide(claim(), [], at(30.99)).action is Action.NONE
 
 
 def test_expired_claim_is_deleted() -> None:
-    decision = decide(claim(), [], at(30))
+    decision = decide(claim(), [], at(31))
     assert decision.action is Action.DELETE
     assert decision.phase is Phase.DELETING
 
@@ -114,6 +116,27 @@ def test_finished_users_of_a_never_used_claim_count_as_use() -> None:
     assert decision.unused_since == at(10)
 
 
+def test_a_user_that_ended_before_the_claim_existed_starts_no_grace() -> None:
+    """A reused name, or a selector matching old pods: their end is not this claim's use."""
+    created = at(100)
+    old = PodUse(name="old", active=False, created=at(0), ended=at(99))
+    decision = decide(claim(created=created), [old], at(101))
+    assert decision.phase is Phase.PENDING
+    assert decision.countdown is Countdown.EXPIRY
+    assert decision.deletes_at == created + datetime.timedelta(seconds=1 + 30)
+
+
+@pytest.mark.parametrize("ended", [100, 100.9, 101, None])
+def test_a_user_that_may_have_ended_after_creation_counts(ended: float | None) -> None:
+    """Timestamps are cut to the second: an end in the claim's own second may be after it;
+    a pod with no reported end may have ended any time."""
+    user = PodUse(name="late", active=False, created=at(0),
+                  ended=None if ended is None else at(math.floor(ended)))
+    decision = decide(claim(created=at(100)), [user], at(105))
+    assert decision.phase is Phase.IDLE
+    assert decision.unused_since == at(105)
+
+
 def test_deleting_recorded_without_unused_since_resumes_as_pending() -> None:
     decision = decide(claim(recorded_phase=Phase.DELETING), [], at(10))
     assert decision.phase is Phase.PENDING
@@ -135,7 +158,7 @@ def test_dry_run_reports_instead_of_deleting() -> None:
 
 
 def test_fractional_periods_round_up() -> None:
-    assert decide(claim(expiry_period=0.2), [], at(0)).deletes_at == at(1)
+    assert decide(claim(expiry_period=0.2), [], at(0)).deletes_at == at(1 + 1)
 
 
 def test_listed_users_are_capped() -> None:

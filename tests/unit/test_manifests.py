@@ -166,9 +166,12 @@ def test_period_pattern_and_rule_agree() -> None:
     """The CEL rule repeats the pattern (to say what is wrong); they must not drift."""
     spec = _schema()["properties"]["spec"]["properties"]
     for period in ("expiryPeriod", "gracePeriod"):
-        [rule] = spec[period]["x-kubernetes-validations"]
+        form, maximum = spec[period]["x-kubernetes-validations"]
         cel_literal = DURATION_PATTERN.replace("\\", "\\\\")
-        assert f"self.matches('{cel_literal}')" in rule["rule"]
+        assert f"self.matches('{cel_literal}')" in form["rule"]
+        # The maximum's rule leaves a malformed value to the first rule's message.
+        assert f"!self.matches('{cel_literal}')" in maximum["rule"]
+        assert f"{MAX_DURATION:.0f}" in maximum["rule"]
 
 
 @pytest.mark.parametrize("text", ["0", "30", "2.5", "90s", "15m", "1h30m", "1d", "500ms",

@@ -250,3 +250,54 @@ def test_pvc_ready_turns_true_once_the_pvc_is_bound_and_the_status_says_why() ->
     reconcile_now(reconciler, ("jobs", "scratch"))
     assert fake.calls == ["patch_status:InUse"]
     assert (pvc_ready()["status"], pvc_ready()["reason"]) == ("True", "Bound")
+
+
+def test_a_refused_status_write_never_lets_a_later_decision_rest_on_older_facts() -> None:
+    # Idle since 00:00:10 (30 s grace). A new user comes; the write that records it is
+    # refused (a policy on the status subresource, say). The user ends at 00:01:00: the
+    # grace counts from then, not from the stored 00:00:10 -- that would delete at once.
+    body = evc_body()
+    body["status"] = {"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"}
+    clock = Clock()
+    clock.now = T0 + datetime.timedelta(seconds=20)
+    fake = FakeApi(fresh_pods=[])
+    fake.status_error = errors.Invalid("denied by ValidatingAdmissionPolicy")
+    reconciler, index = make(fake, [pod_body("newcomer")], clock=clock, body=body)
+    key = ("jobs", "scratch")
+    with pytest.raises(errors.Invalid):
+        reconcile_now(reconciler, key)
+    assert fake.calls[0] == "patch_status:InUse"
+    ended = pod_view(pod_body("newcomer", "Succeeded"))
+    index.by_claim[key], index.in_namespace["jobs"] = [ended], [ended]
+    fake.fresh_pods = [pod_body("newcomer", "Succeeded")]
+    clock.now = T0 + datetime.timedelta(seconds=60)
+    with pytest.raises(errors.Invalid):
+        reconcile_now(reconciler, key)
+    assert not any(call.startswith("delete") for call in fake.calls)
+    assert "patch_status:Idle" in fake.calls
+    fake.status_error = None  # the policy is lifted: the later facts are recorded
+    clock.now = T0 + datetime.timedelta(seconds=70)
+    reconcile_now(reconciler, key)
+    assert not any(call.startswith("delete") for call in fake.calls)
+    assert view_of(reconciler, key).claim.recorded_unused_since == T0 + datetime.timedelta(
+        seconds=60)
+
+
+def test_a_refused_resize_does_not_hold_the_labels_back() -> None:
+    body = evc_body()
+    body["metadata"]["labels"] = {"team": "data"}
+    body["spec"]["size"] = "2Gi"
+    body["metadata"]["annotations"] = {"evc.zalando.org/keep": "true"}
+    fake = FakeApi(fresh_pods=[])
+    fake.resize_error = errors.Forbidden("only dynamically provisioned pvc can be resized")
+    reconciler, _ = make(fake, [], body=body)
+    reconcile_now(reconciler, ("jobs", "scratch"))
+    # The labels go first, on the version decided on; the resize on the version they made.
+    assert fake.calls[:2] == ["patch_pvc:metadata@5", "patch_pvc:spec@6"]
+    written = view_of(reconciler, ("jobs", "scratch")).status
+    ready = next(c for c in written["conditions"] if c["type"] == "PvcReady")
+    assert ready["reason"] == "PvcUpdateRejected"
+    assert "only dynamically provisioned" in ready["message"]
+    fake.calls.clear()
+    reconcile_now(reconciler, ("jobs", "scratch"))  # the same PVC: the resize is not retried
+    assert "patch_pvc:spec@6" not in fake.calls

@@ -98,13 +98,13 @@ def test_a_coming_deletion_proves_its_namespace_fresh_ahead_of_its_deadline() ->
 
     reconciler, _ = fakes.make(fake, [], lister=current_pods, clock=clock)
     key = ("jobs", "scratch")
-    deadline = T0 + datetime.timedelta(seconds=30)  # never used: the 30 s expiry
+    deadline = T0 + datetime.timedelta(seconds=1 + 30)  # never used: the 30 s expiry
 
     async def scenario() -> None:
         clock.advance(10)
         await reconciler.reconcile(key)
         assert reconciler.proofs.get(key) == deadline - datetime.timedelta(seconds=3)
-        reconciler._prefetch(reconciler.proofs.pop_due(clock.advance(16)))
+        reconciler._prefetch(reconciler.proofs.pop_due(clock.advance(17)))
         await settle()
         assert proofs == []  # not yet
         reconciler._prefetch(reconciler.proofs.pop_due(clock.advance(1)))

@@ -81,12 +81,14 @@ def test_status_of_a_pending_claim() -> None:
     status = status_for(pending())
     assert {key: value for key, value in status.items() if key != "conditions"} == {
         "phase": "Pending", "reason": None, "users": 0, "userNames": [], "unusedSince": None,
-        "deletesAt": "2026-01-01T00:00:30Z", "countdown": "expiry", "observedGeneration": 3}
+        "deletesAt": "2026-01-01T00:00:31Z", "countdown": "expiry", "observedGeneration": 3}
     assert status["conditions"] == [
         {"type": "InUse", "status": "False", "reason": "NoActiveUsers",
-         "message": "No active pod uses this claim: every pod that mounts it (or matches "
-                    "its selector) has Succeeded or Failed, or there is none. Pending, "
-                    "Running and terminating pods count as users.",
+         "message": "No active pod or workload uses this claim: every pod that mounts it "
+                    "(or matches its selector) has Succeeded or Failed, or there is none, "
+                    "and no workload that names it may create pods. Pending, Running and "
+                    "terminating pods count as users, and so do unfinished Jobs, CronJobs, "
+                    "DaemonSets and workloads with replicas.",
          "lastTransitionTime": "2026-01-01T00:03:20Z", "observedGeneration": 3},
         {"type": "SpecValid", "status": "True", "reason": "Valid",
          "message": "The spec is valid.",
@@ -130,7 +132,7 @@ def test_status_of_a_kept_claim_has_no_deadline() -> None:
 def test_status_of_a_claim_being_deleted() -> None:
     status = status_for(pending(now=31))
     assert status["phase"] == "Deleting"
-    assert status["deletesAt"] == "2026-01-01T00:00:30Z"
+    assert status["deletesAt"] == "2026-01-01T00:00:31Z"
 
 
 def test_many_users_are_counted_but_only_ten_listed() -> None:
@@ -259,7 +261,7 @@ def test_becoming_pending_announces_the_expiry() -> None:
     assert events(pending(), None) == [Event(
         "Normal", "Expiring",
         "Not used by any pod yet; expiry period 30s. "
-        "Deletes at 2026-01-01T00:00:30Z unless a pod uses it.")]
+        "Deletes at 2026-01-01T00:00:31Z unless a pod uses it.")]
 
 
 def test_becoming_in_use_names_the_users() -> None:
@@ -305,7 +307,7 @@ def test_deleting_after_the_grace_period() -> None:
 
 
 def test_deleting_after_the_expiry_period() -> None:
-    decision = pending(now=30)
+    decision = pending(now=31)
     assert decision.action is Action.DELETE
     event = deletion_event(decision, expiry_period=EXPIRY, grace_period=GRACE, dry_run=False)
     assert event == Event("Normal", "Deleted",
@@ -314,7 +316,7 @@ def test_deleting_after_the_expiry_period() -> None:
 
 
 def test_dry_run_would_delete() -> None:
-    decision = pending(now=30)
+    decision = pending(now=31)
     event = deletion_event(decision, expiry_period=EXPIRY, grace_period=GRACE, dry_run=True)
     assert event == Event("Normal", "WouldDelete",
                           "DRY_RUN: would delete it now (never used within the expiry "

@@ -87,6 +87,19 @@ def test_a_terminating_pod_is_active_until_it_finishes() -> None:
     assert pod_view(finished).active is False
 
 
+def test_a_container_that_never_started_has_no_end_time() -> None:
+    """What a real kubelet writes when a pod stuck on an image pull is deleted: the
+    container is `terminated` with `finishedAt: null`. The end is unknown, not an error
+    (it broke the whole namespace's pod watch, so its claims stayed InUse for ever)."""
+    body = make_pod(phase="Failed", deletionTimestamp="2026-01-01T13:00:00Z")
+    body["status"]["containerStatuses"] = [{"name": "main", "state": {"terminated": {
+        "exitCode": 137, "finishedAt": None, "startedAt": None,
+        "reason": "ContainerStatusUnknown"}}}]
+    pod = pod_view(body)
+    assert pod.active is False
+    assert pod.ended is None
+
+
 def test_pod_view_reads_identity_labels_and_creation_time() -> None:
     pod = pod_view(make_pod("worker-1", labels={"team": "data", "app": "etl"}))
     assert pod.name == "worker-1"

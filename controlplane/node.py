@@ -1,0 +1,371 @@
+"""A real node for a local control plane: containerd, runc, CNI, kube-scheduler, kubelet.
+
+The node's images come from a registry of its own on loopback (`controlplane.registry`),
+which containerd uses for every registry name, so nothing is pulled from outside.
+Volumes come from the in-tree host-path provisioner through a default StorageClass.
+There is one node per machine: it owns `/kubepods`, the bridge and the node address
+(`controlplane.host` lists every change to the host and how `stop` undoes it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from controlplane import host
+from controlplane.binaries import NodeBinaries, cache_root, ensure_node_binaries, log
+from controlplane.cluster import ControlPlane
+from controlplane.host import NodeError
+from controlplane.images import SANDBOX_IMAGE, write_images
+from controlplane.processes import alive, free_port, spawn, terminate
+
+NODE_NAME = "evc-node"
+STATE_FILE = "node.json"
+REGISTRIES = ("_default", "docker.io", "registry.k8s.io")  # `_default`: any other name
+STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+    "metadata": {"name": "standard",
+                 "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete",
+    "volumeBindingMode": "Immediate",
+}
+# Stopped in this order; the registry last, as containerd may still be pulling.
+COMPONENTS = ("kubelet", "kube-scheduler", "containerd", "registry")
+
+__all__ = ["NODE_NAME", "Node", "NodeError", "undo_host_changes_of"]
+
+
+@dataclasses.dataclass
+class Node:
+    """The node of the control plane whose state lives in `workdir`."""
+
+    workdir: Path
+    pids: dict[str, int] = dataclasses.field(default_factory=dict)
+    shim: str = ""  # the containerd shim binary, whose processes outlive containerd
+    commands: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return self.workdir / "node"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def hostpath_dir(self) -> Path:
+        return self.root / "volumes"
+
+    @classmethod
+    def start(cls, plane: ControlPlane, *, binaries: NodeBinaries | None = None,
+              detached: bool = False, timeout: float = 120.0,
+              progress: Callable[[str], None] = log) -> Node:
+        """Start a node for `plane` (started `for_node=NODE_NAME`); wait until it is
+        Ready and untainted, with a default StorageClass."""
+        host.preflight()
+        host.ensure_packages(progress)
+        binaries = binaries or ensure_node_binaries()
+        clean_up_leftovers()
+        node = cls(workdir=plane.workdir, shim=str(binaries.containerd_shim))
+        shared = (host.CONTAINER_LOGS_DIR, host.CNI_CACHE_DIR, host.SHIM_SOCKETS_DIR,
+                  host.HOSTPATH_DIR)  # removed at the end only if the node made them
+        created = [str(path) for path in shared if not path.exists()]
+        host.HostRecord(workdir=str(node.workdir), sysctls=host.read_sysctls(),
+                        created=[*created, str(host.RUN_DIR)]).save(cache_root())
+        try:
+            node._start(plane, binaries, detached, time.monotonic() + timeout, progress)
+        except BaseException:
+            node.stop()
+            raise
+        return node
+
+    def _start(self, plane: ControlPlane, binaries: NodeBinaries, detached: bool,
+               deadline: float, progress: Callable[[str], None]) -> None:
+        started = time.monotonic()
+        for sub in ("registry", "cni", "certs.d", "containerd", "kubelet", "pod-logs"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.hostpath_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        host.ip("addr", "add", f"{host.NODE_IP}/32", "dev", "lo")
+        host.HOSTPATH_DIR.mkdir(exist_ok=True)
+        _run_mount("--bind", str(self.hostpath_dir), str(host.HOSTPATH_DIR))
+        (host.RUN_DIR / "kubelet").mkdir(mode=0o700, parents=True, exist_ok=True)
+        _run_mount("--bind", str(self.root / "kubelet"), str(host.RUN_DIR / "kubelet"))
+
+        write_images(self.root / "registry")
+        registry_port = free_port()
+        self._spawn("registry", detached, [sys.executable, "-m", "controlplane.registry",
+                                           str(self.root / "registry"), str(registry_port)],
+                    env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+        self._wait(lambda: _listening(("127.0.0.1", registry_port)), deadline, "registry")
+        self._write_registry_hosts(registry_port)
+        self._write_cni_config()
+        socket_path = host.RUN_DIR / "containerd.sock"
+        config = self.root / "containerd.toml"
+        config.write_text(_containerd_config(self.root, socket_path, binaries))
+        self._spawn("containerd", detached, [str(binaries.containerd), "--config", str(config)])
+        self._wait(lambda: _listening(socket_path), deadline, "containerd")
+
+        self._spawn("kube-scheduler", detached, [
+            str(binaries.kube_scheduler),
+            f"--kubeconfig={self.workdir / 'kube-scheduler.kubeconfig'}",
+            "--leader-elect=false", "--secure-port=0",
+        ])
+        kubelet_config = self.root / "kubelet.json"
+        kubelet_config.write_text(json.dumps(_kubelet_config(self.root, socket_path), indent=2))
+        self._spawn("kubelet", detached, [
+            str(binaries.kubelet),
+            f"--config={kubelet_config}",
+            f"--kubeconfig={self.workdir / 'kubelet.kubeconfig'}",
+            f"--root-dir={host.RUN_DIR / 'kubelet'}",
+            f"--cert-dir={host.RUN_DIR / 'kubelet' / 'pki'}",
+            f"--hostname-override={NODE_NAME}",
+            f"--node-ip={host.NODE_IP}",
+            "--v=1",
+        ])
+        self._wait(lambda: _ready_and_untainted(plane), deadline, "node Ready")
+        plane.kubectl("apply", "-f", "-", input=json.dumps(STORAGE_CLASS))
+        progress(f"node {NODE_NAME} Ready in {time.monotonic() - started:.1f} s")
+
+    def _spawn(self, name: str, detached: bool, command: list[str],
+               env: dict[str, str] | None = None) -> None:
+        self.commands[name] = command
+        self.pids[name] = spawn(command, self.logs / f"{name}.log", cwd=self.root,
+                                detached=detached, env=env)
+        self._save_state()  # at once: a crash of this process must not hide a pid
+
+    # --- faults, for tests that prove the operator survives them ------------------------
+
+    def stop_component(self, name: str) -> None:
+        """Stop the kubelet or containerd abruptly (SIGKILL), as a crash would; running
+        containers go on (their shims outlive containerd)."""
+        pid = self.pids.pop(name, None)
+        if pid is not None:
+            terminate(pid, grace=0)
+
+    def start_component(self, name: str) -> None:
+        """Start a stopped component again, with the same flags (in this process only)."""
+        self._spawn(name, False, self.commands[name])
+
+    def _wait(self, ready: Callable[[], bool], deadline: float, what: str) -> None:
+        while not ready():
+            for name, pid in self.pids.items():
+                if not alive(pid):
+                    raise NodeError(f"{name} exited while waiting for {what}\n"
+                                    + _tail(self.logs / f"{name}.log"))
+            if time.monotonic() > deadline:
+                raise NodeError(f"timed out waiting for {what}\n"
+                                + "\n".join(_tail(self.logs / f"{name}.log")
+                                            for name in self.pids))
+            time.sleep(0.2)
+
+    def _write_registry_hosts(self, port: int) -> None:
+        server = f"http://127.0.0.1:{port}"
+        for name in REGISTRIES:
+            folder = self.root / "certs.d" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "hosts.toml").write_text(
+                f'server = "{server}"\n\n[host."{server}"]\n  capabilities = ["pull", "resolve"]\n')
+
+    def _write_cni_config(self) -> None:
+        (self.root / "cni" / "10-evc.conflist").write_text(json.dumps({
+            "cniVersion": "1.0.0", "name": host.CNI_NETWORK,
+            "plugins": [
+                {"type": "bridge", "bridge": host.BRIDGE, "isGateway": True, "ipMasq": False,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": host.POD_SUBNET}]],
+                          "dataDir": str(self.root / "ipam")}},
+            ],
+        }, indent=2))
+
+    # --- stop, and undo what the node did to the host ------------------------------------
+
+    def stop(self) -> None:
+        for name in COMPONENTS:
+            pid = self.pids.pop(name, None)
+            if pid is not None:
+                if name == "containerd":
+                    _stop_containers(self.shim)
+                terminate(pid)
+        _stop_containers(self.shim)
+        undo_host_changes(self.workdir)
+        (self.workdir / STATE_FILE).unlink(missing_ok=True)
+
+    def _save_state(self) -> None:
+        state = {"pids": self.pids, "shim": self.shim}
+        (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, workdir: Path) -> Node | None:
+        path = workdir.resolve() / STATE_FILE
+        if not path.exists():
+            return None
+        state = json.loads(path.read_text())
+        return cls(workdir=workdir.resolve(), pids=dict(state["pids"]), shim=state["shim"])
+
+    def is_running(self) -> bool:
+        return bool(self.pids) and all(alive(pid) for pid in self.pids.values())
+
+
+def clean_up_leftovers() -> None:
+    """Refuse to start beside a running node; undo what a crashed one left behind."""
+    record = host.HostRecord.load(cache_root())
+    if record is None:
+        if host.has_node_address():
+            raise NodeError(f"{host.NODE_IP} is already on `lo`, but no node of this project "
+                            f"recorded it: another node runs here? Remove it with "
+                            f"`ip addr del {host.NODE_IP}/32 dev lo` if not.")
+        return
+    previous = Node.load(Path(record.workdir))
+    if previous is not None and previous.is_running():
+        raise NodeError(f"a node is already running on this machine (state in "
+                        f"{record.workdir}); there can be only one: stop it first with "
+                        f"`python -m controlplane down --dir {record.workdir}` "
+                        f"(`make cluster-down` in its checkout)")
+    if previous is not None:
+        previous.stop()
+    else:
+        undo_host_changes(Path(record.workdir))
+
+
+def undo_host_changes_of(workdir: Path) -> None:
+    """Undo what a node of `workdir` left on the host, if this machine's node was its."""
+    record = host.HostRecord.load(cache_root())
+    if record is not None and Path(record.workdir) == workdir.resolve():
+        undo_host_changes(workdir.resolve())
+
+
+def undo_host_changes(workdir: Path) -> None:
+    """Undo everything a node of `workdir` changed on the host (idempotent)."""
+    record = host.HostRecord.load(cache_root())
+    host.kill_pod_processes()
+    host.unmount_all(host.RUN_DIR, workdir, host.HOSTPATH_DIR)
+    host.remove_pod_cgroups()
+    if host.has_node_address():
+        host.ip("addr", "del", f"{host.NODE_IP}/32", "dev", "lo")
+    host.ip("link", "delete", host.BRIDGE, check=False)
+    host.remove_container_log_links(workdir)
+    host.remove_cni_cache()
+    if record is not None and Path(record.workdir) == workdir:
+        host.restore_sysctls(record.sysctls)
+        host.remove_created(record.created)
+        host.HostRecord.path(cache_root()).unlink(missing_ok=True)
+
+
+def _stop_containers(shim: str) -> None:
+    host.kill_pod_processes()
+    if shim:
+        host.kill_processes_of([Path(shim)])
+
+
+def _run_mount(*args: str) -> None:
+    result = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise NodeError(f"`mount {' '.join(args)}` failed: {result.stderr.strip()}")
+
+
+def _listening(address: Path | tuple[str, int]) -> bool:
+    family = socket.AF_UNIX if isinstance(address, Path) else socket.AF_INET
+    with socket.socket(family) as sock, contextlib.suppress(OSError):
+        sock.connect(str(address) if isinstance(address, Path) else address)
+        return True
+    return False
+
+
+def _ready_and_untainted(plane: ControlPlane) -> bool:
+    result = plane.kubectl_result("get", "node", NODE_NAME, "-o", "json")
+    if result.returncode != 0:
+        return False
+    node = json.loads(result.stdout)
+    ready = any(c["type"] == "Ready" and c["status"] == "True"
+                for c in node.get("status", {}).get("conditions", []))
+    return ready and not node.get("spec", {}).get("taints")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+    return "\n".join([f"----- {path.name} -----", *text])
+
+
+def _containerd_config(root: Path, socket_path: Path, binaries: NodeBinaries) -> str:
+    runtime = "plugins.'io.containerd.cri.v1.runtime'"
+    images = "plugins.'io.containerd.cri.v1.images'"
+    return f"""version = 4
+root = "{root / 'containerd' / 'root'}"
+state = "{root / 'containerd' / 'state'}"
+# Plug-ins that would write outside the node's folder, and are not needed.
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
+                    "io.containerd.internal.v1.tracing"]
+
+[plugins.'io.containerd.server.v1.grpc']
+  address = "{socket_path}"
+
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = "{socket_path}.ttrpc"
+
+[{runtime}]
+  # A pod sandbox's root lacks CAP_SYS_RESOURCE here: without this, runc cannot set a
+  # negative oom_score_adj and every sandbox fails ("can't get final child's PID").
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  enable_selinux = false
+
+[{runtime}.containerd]
+  default_runtime_name = "runc"
+
+[{runtime}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+  runtime_path = "{binaries.containerd_shim}"
+
+[{runtime}.containerd.runtimes.runc.options]
+  BinaryName = "{host.PACKAGES['runc']}"
+  SystemdCgroup = false
+  Root = "{root / 'runc'}"
+
+[{runtime}.cni]
+  bin_dirs = ["{host.CNI_BIN_DIR}"]
+  conf_dir = "{root / 'cni'}"
+  use_internal_loopback = true  # no loopback plug-in, no cache files of its own
+
+[{images}.pinned_images]
+  sandbox = "{SANDBOX_IMAGE}"
+
+[{images}.registry]
+  config_path = "{root / 'certs.d'}"
+"""
+
+
+def _kubelet_config(root: Path, socket_path: Path) -> dict[str, object]:
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": host.NODE_IP,
+        "port": free_port(),
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": free_port(),
+        "containerRuntimeEndpoint": f"unix://{socket_path}",
+        "cgroupDriver": "cgroupfs",
+        "failSwapOn": False,
+        "failCgroupV1": False,  # cgroup v1 is deprecated: a warning, not a stop
+        "resolvConf": "",
+        "makeIPTablesUtilChains": False,
+        "podLogsDir": str(root / "pod-logs"),
+        "volumePluginDir": str(host.RUN_DIR / "kubelet" / "volume-plugins"),
+        "serializeImagePulls": False,
+        "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
+        "authorization": {"mode": "AlwaysAllow"},
+        # A test machine's disk may be nearly full: never evict, never collect images.
+        "evictionHard": {"memory.available": "1Mi", "nodefs.available": "0%",
+                         "nodefs.inodesFree": "0%", "imagefs.available": "0%"},
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "shutdownGracePeriod": "0s",
+        "nodeStatusReportFrequency": "10s",
+    }

@@ -1,0 +1,114 @@
+"""Workloads as users: a claim stays while a workload may still start pods that use it.
+
+The seed keeps a claim until its users are deleted or finished "and not going to be
+restarted". For batch work the pod is not the whole story: a Job retries a failed pod
+after a backoff, a CronJob starts a new Job on schedule, a Deployment scaled to zero comes
+back. Between two pods no pod uses the claim, yet the next one will. So a workload whose
+pod template names the claim (`claimName`, or labels the claim's `spec.selector`
+matches) counts as a user while it may still create pods:
+
+| kind                                   | a user while                                    |
+|----------------------------------------|-------------------------------------------------|
+| Job                                    | not finished: no `Complete` or `Failed`         |
+|                                        | condition (a suspended Job included: it resumes)|
+| CronJob                                | it exists (a suspended one too: resuming it     |
+|                                        | runs the next Job, which needs the claim)       |
+| Deployment, ReplicaSet, StatefulSet,   | its desired replicas are above zero             |
+| ReplicationController                  | (replicas unset means 1)                        |
+| DaemonSet                              | it exists                                       |
+
+When a workload stops being a user, the grace counts from when it stopped: a Job's
+finishing condition's time when the Job controller reports it, else the moment the
+operator sees the change (the later way). A deleted workload is simply gone, like a
+deleted pod. Its pods still count on their own, as pods.
+
+A workload is projected into the same small view as a pod (`PodView`), named
+`Kind/name` so status and `kubectl get evc` name it beside pods; nothing else of its
+body is kept.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from evc_operator.timestamps import parse_time
+from evc_operator.users import PodView
+
+# The kinds watched, by (API group/version, plural), and how each names its pod template.
+KINDS: Mapping[str, tuple[str, str]] = {
+    "Job": ("batch/v1", "jobs"),
+    "CronJob": ("batch/v1", "cronjobs"),
+    "Deployment": ("apps/v1", "deployments"),
+    "ReplicaSet": ("apps/v1", "replicasets"),
+    "StatefulSet": ("apps/v1", "statefulsets"),
+    "DaemonSet": ("apps/v1", "daemonsets"),
+    "ReplicationController": ("v1", "replicationcontrollers"),
+}
+_REPLICATED = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "ReplicationController"})
+_FINISHED = frozenset({"Complete", "Failed"})
+_NO_CLAIMS: frozenset[str] = frozenset()
+
+
+def collection(kind: str) -> str:
+    """How the API layer names a kind's collection: "group/version/plural"."""
+    api_version, plural = KINDS[kind]
+    return f"{api_version}/{plural}"
+
+
+def template_of(kind: str, spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The pod template of a workload's spec ({} when it has none)."""
+    if kind == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    return spec.get("template") or {}
+
+
+def _finished(status: Mapping[str, Any]) -> tuple[bool, datetime.datetime | None]:
+    """Whether a Job has finished, and when its controller said so (None: unknown)."""
+    for condition in status.get("conditions") or ():
+        if condition.get("type") in _FINISHED and condition.get("status") == "True":
+            stamp = condition.get("lastTransitionTime")
+            try:
+                return True, parse_time(stamp) if stamp else None
+            except ValueError:
+                return True, None
+    return False, None
+
+
+def may_create_pods(kind: str, body: Mapping[str, Any]) -> tuple[bool, datetime.datetime | None]:
+    """Whether the workload may still create pods; if not, when it stopped, if known."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    if kind == "Job":
+        finished, at = _finished(status)
+        return not finished, at
+    if kind in _REPLICATED:
+        replicas = spec.get("replicas")
+        return (1 if replicas is None else replicas) > 0, None
+    return True, None  # CronJob, DaemonSet
+
+
+def workload_view(kind: str, body: Mapping[str, Any]) -> PodView:
+    """A workload as a user-shaped view: name `Kind/name`, active while it may create pods,
+    the claims its template mounts and the labels its template gives pods."""
+    metadata = body.get("metadata") or {}
+    template = template_of(kind, body.get("spec") or {})
+    template_spec = template.get("spec") or {}
+    claims = frozenset(
+        volume["persistentVolumeClaim"]["claimName"]
+        for volume in template_spec.get("volumes") or ()
+        if (volume.get("persistentVolumeClaim") or {}).get("claimName")
+    )
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    active, stopped = may_create_pods(kind, body)
+    return PodView(
+        name=f"{kind}/{metadata['name']}",
+        namespace=sys.intern(metadata.get("namespace") or ""),
+        active=active,
+        created=parse_time(metadata["creationTimestamp"]),
+        claims=claims or _NO_CLAIMS,
+        labels=tuple(sorted((sys.intern(key), sys.intern(value))
+                            for key, value in labels.items())),
+        ended=None if active else stopped,
+    )
