@@ -82,8 +82,11 @@ def test_a_deployment_scaled_to_zero_and_back_keeps_its_claim(
                                        "restartPolicy": "Always"}}}}))
     eventually(lambda: status(kubectl, "web-cache").get("userNames") == ["Deployment/web"],
                what="the Deployment uses it")
-    listing = kubectl("get", "evc", "web-cache").splitlines()
-    columns = dict(zip(listing[0].split(), listing[1].split(), strict=False))
+    header, row = kubectl("get", "evc", "web-cache").splitlines()
+    # By the header's positions: a blank column (REASON, absent) splits to nothing.
+    starts = [header.index(name) for name in header.split()]
+    columns = {header[start:].split()[0]: row[start:end].strip()
+               for start, end in zip(starts, [*starts[1:], None], strict=True)}
     assert (columns["PHASE"], columns["USERS"]) == ("InUse", "1")
     time.sleep(5)  # past the expiry period: in use
     kubectl("scale", "deployment", "web", "--replicas=0")
