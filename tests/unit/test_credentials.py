@@ -8,82 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import json
 import os
 import ssl
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from evc_operator import credentials as creds
-
-# Certificates: a CA, a server certificate for localhost and a client certificate.
-
-_NOW = datetime.datetime.now(datetime.UTC)
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
-                 issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False,
-                 usage: x509.ObjectIdentifier | None = None) -> x509.Certificate:
-    builder = (x509.CertificateBuilder().subject_name(_name(subject))
-               .issuer_name(_name(issuer)).public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(_NOW - datetime.timedelta(hours=1))
-               .not_valid_after(_NOW + datetime.timedelta(hours=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ca:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True,
-            content_commitment=False, key_encipherment=False, data_encipherment=False,
-            key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        builder = builder.add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    else:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False)
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-class Pki:
-    def __init__(self) -> None:
-        self.ca_key = ec.generate_private_key(ec.SECP256R1())
-        self.ca = _certificate("test-ca", self.ca_key, "test-ca", self.ca_key, ca=True)
-        self.server_key = ec.generate_private_key(ec.SECP256R1())
-        self.server = _certificate("localhost", self.server_key, "test-ca", self.ca_key,
-                                   usage=ExtendedKeyUsageOID.SERVER_AUTH)
-        self.client_key = ec.generate_private_key(ec.SECP256R1())
-        self.client = _certificate("evc-user", self.client_key, "test-ca", self.ca_key,
-                                   usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki()
+from tests.unit.pki import Pki, handshake, key_pem, pem
 
 
 def _b64(data: bytes) -> str:
@@ -113,38 +46,6 @@ def _kubeconfig(path: Path, cluster: dict[str, object], user: dict[str, object])
     return path
 
 
-def _handshake(client: ssl.SSLContext, pki: Pki, tmp_path: Path) -> Any:
-    """A TLS handshake in memory against a server that requires a client certificate
-    from the test CA; returns the client certificate the server saw."""
-    (tmp_path / "server.crt").write_bytes(_pem(pki.server))
-    (tmp_path / "server.key").write_bytes(_key_pem(pki.server_key))
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
-    server.load_verify_locations(cadata=_pem(pki.ca).decode())
-    server.verify_mode = ssl.CERT_REQUIRED
-    pipes = [ssl.MemoryBIO() for _ in range(4)]
-    client_end = client.wrap_bio(pipes[0], pipes[1], server_hostname="localhost")
-    server_end = server.wrap_bio(pipes[2], pipes[3], server_side=True)
-    done: set[str] = set()
-    for _ in range(10):
-        for name, end in (("client", client_end), ("server", server_end)):
-            if name in done:
-                continue
-            try:
-                end.do_handshake()
-                done.add(name)
-            except ssl.SSLWantReadError:
-                pass
-        pipes[2].write(pipes[1].read())
-        pipes[0].write(pipes[3].read())
-        if done == {"client", "server"}:
-            break
-    assert done == {"client", "server"}
-    peer = server_end.getpeercert()
-    assert peer
-    return peer
-
-
 # Credentials from a kubeconfig.
 
 def header(credentials: creds.Credentials) -> str | None:
@@ -155,7 +56,7 @@ def test_kubeconfig_with_ca_data_and_a_token(no_cluster: Path, tmp_path: Path, p
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     path = _kubeconfig(tmp_path / "config",
                        {"server": "https://localhost:6443/",
-                        "certificate-authority-data": _b64(_pem(pki.ca))},
+                        "certificate-authority-data": _b64(pem(pki.ca))},
                        {"token": "secret-token"})
     monkeypatch.setenv("KUBECONFIG", str(path))
     credentials = creds.load_credentials()
@@ -173,13 +74,13 @@ def test_kubeconfig_client_certificate_data_is_presented(no_cluster: Path, tmp_p
                                                          ) -> None:
     path = _kubeconfig(tmp_path / "config",
                        {"server": "https://localhost:6443",
-                        "certificate-authority-data": _b64(_pem(pki.ca))},
-                       {"client-certificate-data": _b64(_pem(pki.client)),
-                        "client-key-data": _b64(_key_pem(pki.client_key))})
+                        "certificate-authority-data": _b64(pem(pki.ca))},
+                       {"client-certificate-data": _b64(pem(pki.client)),
+                        "client-key-data": _b64(key_pem(pki.client_key))})
     monkeypatch.setenv("KUBECONFIG", str(path))
     credentials = creds.load_credentials()
     assert header(credentials) is None
-    peer = _handshake(credentials.ssl, pki, tmp_path)
+    peer = handshake(credentials.ssl, pki, tmp_path)
     assert peer["subject"] == ((("commonName", "evc-user"),),)
 
 
@@ -187,8 +88,8 @@ def test_kubeconfig_relative_file_paths_insecure_basic_auth_and_proxy(
         no_cluster: Path, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Paths in a kubeconfig are relative to its own directory, not the working one."""
     (tmp_path / "kube").mkdir()
-    (tmp_path / "kube" / "client.crt").write_bytes(_pem(pki.client))
-    (tmp_path / "kube" / "client.key").write_bytes(_key_pem(pki.client_key))
+    (tmp_path / "kube" / "client.crt").write_bytes(pem(pki.client))
+    (tmp_path / "kube" / "client.key").write_bytes(key_pem(pki.client_key))
     path = _kubeconfig(tmp_path / "kube" / "config",
                        {"server": "https://localhost:6443", "insecure-skip-tls-verify": True,
                         "proxy-url": "http://proxy:3128"},
@@ -200,13 +101,13 @@ def test_kubeconfig_relative_file_paths_insecure_basic_auth_and_proxy(
     assert not credentials.ssl.check_hostname
     assert header(credentials) == "Basic " + base64.b64encode(b"admin:pw").decode()
     assert credentials.proxy == "http://proxy:3128"
-    peer = _handshake(credentials.ssl, pki, tmp_path)
+    peer = handshake(credentials.ssl, pki, tmp_path)
     assert peer["subject"] == ((("commonName", "evc-user"),),)
 
 
 def test_kubeconfig_ca_file_path(no_cluster: Path, pki: Pki, tmp_path: Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "ca.crt").write_bytes(_pem(pki.ca))
+    (tmp_path / "ca.crt").write_bytes(pem(pki.ca))
     path = _kubeconfig(tmp_path / "config",
                        {"server": "https://localhost", "certificate-authority": "ca.crt"},
                        {"token": "t"})
@@ -223,8 +124,8 @@ def test_a_broken_kubeconfig_is_a_clear_error(no_cluster: Path, tmp_path: Path, 
         creds.load_credentials()
     path = _kubeconfig(tmp_path / "config",
                        {"server": "https://localhost",
-                        "certificate-authority-data": _b64(_pem(pki.ca))},
-                       {"client-certificate-data": _b64(_pem(pki.client)),
+                        "certificate-authority-data": _b64(pem(pki.ca))},
+                       {"client-certificate-data": _b64(pem(pki.client)),
                         "client-key-data": _b64(b"not a key")})
     monkeypatch.setenv("KUBECONFIG", str(path))
     with pytest.raises(creds.ConfigError, match="Cannot use the kubeconfig"):
@@ -241,7 +142,7 @@ def test_no_cluster_and_no_kubeconfig_is_a_clear_error(no_cluster: Path) -> None
 def _service_account(directory: Path, pki: Pki, token: str = "token-1") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "token").write_text(token + "\n")
-    (directory / "ca.crt").write_bytes(_pem(pki.ca))
+    (directory / "ca.crt").write_bytes(pem(pki.ca))
     return directory
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from evc_operator.auth import ConfigError, authorizing
 from evc_operator.execplugin import ExecError, ExecPlugin, parse
-from tests.unit.test_credentials import Pki, _handshake, _key_pem, _pem
+from tests.unit.pki import Pki, handshake, key_pem, pem
 
 V1 = "client.authentication.k8s.io/v1"
 V1BETA1 = "client.authentication.k8s.io/v1beta1"
@@ -182,18 +182,18 @@ def test_an_exec_credential_with_a_timestamp() -> None:
 
 def test_a_client_certificate_from_the_plugin_is_presented(tmp_path: Path) -> None:
     pki = Pki()
-    status = {"clientCertificateData": _pem(pki.client).decode(),
-              "clientKeyData": _key_pem(pki.client_key).decode()}
+    status = {"clientCertificateData": pem(pki.client).decode(),
+              "clientKeyData": key_pem(pki.client_key).decode()}
     script = tmp_path / "cert-plugin"
     script.write_text(f"#!{sys.executable}\nimport json\nprint(json.dumps("
                       f"{{'apiVersion': {V1!r}, 'kind': 'ExecCredential', "
                       f"'status': {status!r}}}))\n")
     script.chmod(0o755)
-    context = ssl.create_default_context(cadata=_pem(pki.ca).decode())
+    context = ssl.create_default_context(cadata=pem(pki.ca).decode())
     exec_plugin = ExecPlugin({"apiVersion": V1, "command": str(script)}, cluster=None,
                              context=context)
     assert asyncio.run(exec_plugin.header()) is None  # no token: the certificate it is
-    peer = _handshake(context, pki, tmp_path)
+    peer = handshake(context, pki, tmp_path)
     assert peer["subject"] == ((("commonName", "evc-user"),),)
 
 

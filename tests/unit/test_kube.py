@@ -7,147 +7,18 @@ integration tests; nothing here stands in for an API server.
 from __future__ import annotations
 
 import asyncio
-import base64
-import datetime
 import json
 import socket
 import ssl
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from evc_operator import apihooks, errors, kube, metrics
 from evc_operator.auth import Credentials, Static
 from evc_operator.metrics import REGISTRY
-
-# Certificates: a CA, a server certificate for localhost and a client certificate.
-
-_NOW = datetime.datetime.now(datetime.UTC)
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
-                 issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False,
-                 usage: x509.ObjectIdentifier | None = None) -> x509.Certificate:
-    builder = (x509.CertificateBuilder().subject_name(_name(subject))
-               .issuer_name(_name(issuer)).public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(_NOW - datetime.timedelta(hours=1))
-               .not_valid_after(_NOW + datetime.timedelta(hours=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ca:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True,
-            content_commitment=False, key_encipherment=False, data_encipherment=False,
-            key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        builder = builder.add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    else:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False)
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-class Pki:
-    def __init__(self) -> None:
-        self.ca_key = ec.generate_private_key(ec.SECP256R1())
-        self.ca = _certificate("test-ca", self.ca_key, "test-ca", self.ca_key, ca=True)
-        self.server_key = ec.generate_private_key(ec.SECP256R1())
-        self.server = _certificate("localhost", self.server_key, "test-ca", self.ca_key,
-                                   usage=ExtendedKeyUsageOID.SERVER_AUTH)
-        self.client_key = ec.generate_private_key(ec.SECP256R1())
-        self.client = _certificate("evc-user", self.client_key, "test-ca", self.ca_key,
-                                   usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-@pytest.fixture
-def no_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Neither in a cluster nor any kubeconfig: HOME is an empty directory."""
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
-    monkeypatch.delenv("KUBECONFIG", raising=False)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    return home
-
-
-def _kubeconfig(path: Path, cluster: dict[str, object], user: dict[str, object]) -> Path:
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "u", "user": user}],
-        "contexts": [{"name": "test", "context": {"cluster": "c", "user": "u"}},
-                     {"name": "other", "context": {"cluster": "c", "user": "nobody"}}],
-    }))
-    return path
-
-
-def _handshake(client: ssl.SSLContext, pki: Pki, tmp_path: Path) -> Any:
-    """A TLS handshake in memory against a server that requires a client certificate
-    from the test CA; returns the client certificate the server saw."""
-    (tmp_path / "server.crt").write_bytes(_pem(pki.server))
-    (tmp_path / "server.key").write_bytes(_key_pem(pki.server_key))
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
-    server.load_verify_locations(cadata=_pem(pki.ca).decode())
-    server.verify_mode = ssl.CERT_REQUIRED
-    pipes = [ssl.MemoryBIO() for _ in range(4)]
-    client_end = client.wrap_bio(pipes[0], pipes[1], server_hostname="localhost")
-    server_end = server.wrap_bio(pipes[2], pipes[3], server_side=True)
-    done: set[str] = set()
-    for _ in range(10):
-        for name, end in (("client", client_end), ("server", server_end)):
-            if name in done:
-                continue
-            try:
-                end.do_handshake()
-                done.add(name)
-            except ssl.SSLWantReadError:
-                pass
-        pipes[2].write(pipes[1].read())
-        pipes[0].write(pipes[3].read())
-        if done == {"client", "server"}:
-            break
-    assert done == {"client", "server"}
-    peer = server_end.getpeercert()
-    assert peer
-    return peer
-
+from tests.unit.pki import Pki
 
 # Errors.
 
