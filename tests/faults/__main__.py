@@ -47,7 +47,8 @@ def main() -> int:
             faults[kind] = faults.get(kind, 0) + count
     print(f"{len(reports)} scenarios (seeds {args.seed}..{args.seed + args.count - 1}), "
           f"{sum(r.claims for r in reports)} claims, {sum(r.pods for r in reports)} pods, "
-          f"{sum(r.deletions for r in reports)} deletions, faults {faults}, "
+          f"{sum(r.deletions for r in reports)} deletions, "
+          f"{sum(r.latecomers for r in reports)} latecomers, faults {faults}, "
           f"{violations} violations, {time.monotonic() - started:.0f} s; logs in {workdir}")
     return 1 if violations else 0
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.cluster import ControlPlane
+from tests.faults.deadlines import Use, settle
 from tests.faults.workloads import Extras
 from tests.integration.support import OperatorProcess
 
@@ -75,6 +76,7 @@ class Report:
     pods: int = 0
     faults: dict[str, int] = dataclasses.field(default_factory=dict)
     deletions: int = 0
+    latecomers: int = 0  # users created after their claim was due: counted, not judged
     violations: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
 
@@ -82,7 +84,9 @@ class Report:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
         verdict = "ok" if not self.violations else f"{len(self.violations)} VIOLATIONS"
         return (f"seed {self.seed}: {self.claims} claims, {self.pods} pods, "
-                f"{self.deletions} deleted, faults: {faults}; {self.seconds:.0f} s; {verdict}")
+                f"{self.deletions} deleted, faults: {faults}; "
+                + (f"{self.latecomers} latecomers; " if self.latecomers else "")
+                + f"{self.seconds:.0f} s; {verdict}")
 
 
 class Scenario:
@@ -349,24 +353,26 @@ class Scenario:
             # finished still exists and counts from the claim's start (as if it ended then).
             born = claim_created.get(claim.name, claim.created)
             # One that ended in an earlier second than the claim's creation never used it.
-            users = [p for p in pods if p.claim == claim.name
-                     and p.name in created and created[p.name] < moment
-                     and not (p.name in gone and gone[p.name] < born)
-                     and not (p.name in ended and ended[p.name] < born.replace(microsecond=0))]
-            for pod in users:
-                end = ended.get(pod.name)
-                if deleted_at is not None and (end is None or end > deleted_at):
+            candidates = [p for p in pods if p.claim == claim.name
+                          and p.name in created and created[p.name] < moment
+                          and not (p.name in gone and gone[p.name] < born)
+                          and not (p.name in ended
+                                   and ended[p.name] < born.replace(microsecond=0))]
+            uses = [Use(p.name, created[p.name],
+                        max(ended[p.name], born) if p.name in ended else None)
+                    for p in candidates]
+            # creationTimestamp is cut to the second: expiry counts from the next one.
+            verdict = settle(claim.created + datetime.timedelta(seconds=1 + claim.expiry), uses,
+                             datetime.timedelta(seconds=claim.grace))
+            self.report.latecomers += len(verdict.latecomers)
+            for use in verdict.users:
+                if deleted_at is not None and (use.ended is None or use.ended > deleted_at):
                     self.report.violations.append(
                         f"{claim.name} deleted at {deleted_at:%H:%M:%S.%f} "
-                        f"while {pod.name} was active")
-            ends = [max(ended[p.name], born) for p in users if p.name in ended]
-            if users and len(ends) == len(users):
-                deadline = max(ends) + datetime.timedelta(seconds=claim.grace)
-            elif users:
+                        f"while {use.name} was active")
+            deadline = verdict.deadline
+            if deadline is None:
                 continue  # a user never ended: it must not have been deleted (checked above)
-            else:
-                # creationTimestamp is cut to the second: expiry counts from the next one.
-                deadline = claim.created + datetime.timedelta(seconds=1 + claim.expiry)
             if deleted_at is not None and deleted_at < deadline:
                 self.report.violations.append(
                     f"{claim.name} deleted {(deadline - deleted_at).total_seconds():.2f} s early")
