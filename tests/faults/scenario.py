@@ -98,6 +98,7 @@ class Scenario:
         self.workdir = workdir
         self.claims: list[Claim] = []
         self.pods: list[Pod] = []
+        self.reported_ends: dict[str, datetime.datetime] = {}  # finishedAt as reported
         self.outages: list[tuple[datetime.datetime, datetime.datetime]] = []
         self.report = Report(seed=seed, namespace=self.namespace)
         self.operator: OperatorProcess | None = None
@@ -241,6 +242,7 @@ class Scenario:
     def _end(self, name: str, phase: str) -> None:
         """What a kubelet reports when the pod's only container ends."""
         finished = now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.reported_ends.setdefault(name, parse(finished))
         self.kubectl("patch", "pod", name, "--subresource=status", "--type=merge",
                      "-p", json.dumps({"status": {"phase": phase, "containerStatuses": [{
                          "name": "main", "image": "busybox", "imageID": "", "ready": False,
@@ -352,12 +354,13 @@ class Scenario:
             # A pod deleted before the claim existed never used it; one that had merely
             # finished still exists and counts from the claim's start (as if it ended then).
             born = claim_created.get(claim.name, claim.created)
-            # One that ended in an earlier second than the claim's creation never used it.
+            # One whose container ended (its reported finishedAt, what the operator reads) in
+            # an earlier second than the claim's creation never used it.
             candidates = [p for p in pods if p.claim == claim.name
                           and p.name in created and created[p.name] < moment
                           and not (p.name in gone and gone[p.name] < born)
-                          and not (p.name in ended
-                                   and ended[p.name] < born.replace(microsecond=0))]
+                          and not (p.name in self.reported_ends
+                                   and self.reported_ends[p.name] < born.replace(microsecond=0))]
             uses = [Use(p.name, created[p.name],
                         max(ended[p.name], born) if p.name in ended else None)
                     for p in candidates]
