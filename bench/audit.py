@@ -12,6 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
@@ -75,3 +76,23 @@ def tally(found: Iterable[Request]) -> dict[str, int]:
 
 def between(found: Iterable[Request], start: float, end: float) -> list[Request]:
     return [request for request in found if start <= request.at < end]
+
+
+def cost(found: list[Request], claims: int, idle_start: float,
+         idle_end: float) -> dict[str, Any]:
+    """A run's API cost: `found` are the operator's requests during the run, `claims` how
+    many claims it served, and nothing changed between `idle_start` and `idle_end`."""
+    writes = [request for request in found if request.write]
+    idle_writes = [request for request in between(found, idle_start, idle_end)
+                   if request.write]
+    return {
+        "requests": len(found),
+        "requests_per_claim": round(len(found) / claims, 2),
+        "writes": len(writes),
+        "writes_per_claim_lifetime": round(len(writes) / claims, 2),
+        "writes_per_claim_by_kind": {label: round(count / claims, 2)
+                                     for label, count in tally(writes).items()},
+        "requests_by_verb": tally(found),
+        "idle_writes_per_minute": round(len(idle_writes) * 60 / (idle_end - idle_start), 2),
+        "failed": sum(1 for request in found if request.code >= 400),
+    }
