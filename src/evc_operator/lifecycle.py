@@ -13,8 +13,8 @@ The rules, in one place:
 | phase    | when                                   | deletes at                   |
 |----------|----------------------------------------|------------------------------|
 | Pending  | never had an active user (a pod that   | creation + 1 s + expiry      |
-|          | ended before the claim existed is none)| (creation's second, rounded  |
-|          |                                        | up)                          |
+|          | ended before the claim existed is none,| (creation's second, rounded  |
+|          | nor a workload at zero since before)   | up)                          |
 | InUse    | at least one active user               | never (no deadline)          |
 | Idle     | had users, none active now             | unused since + grace period  |
 | Deleting | the operator is deleting it            | (already due)                |

@@ -120,3 +120,25 @@ def test_a_deleted_workload_starts_the_grace_then(kubectl: Kubectl,
         microsecond=0)
     went = deleted_when_gone(kubectl, "nightly-scratch")
     assert went >= deleted + datetime.timedelta(seconds=4)
+
+
+def test_a_deployment_at_zero_before_its_claim_existed_leaves_it_on_expiry(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    """At zero replicas since before the claim: never a use of it. The claim keeps its
+    expiry (8 s), not the shorter grace (2 s) from the moment the operator saw it."""
+    operator(kubectl.namespace, EXPIRY_PERIOD="8", GRACE_PERIOD="2", COUNTDOWN_INTERVAL="1")
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "idle"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "worker"}},
+                 "template": {**template("idle-cache"),
+                              "spec": {**template("idle-cache")["spec"],
+                                       "restartPolicy": "Always"}}}}))
+    kubectl("scale", "deployment", "idle", "--replicas=0")  # changed since: generation 2
+    time.sleep(1.1)  # its last write in an earlier second than the claim's creation
+    kubectl("apply", "-f", "-", input=evc("idle-cache"))
+    created = parse((kubectl.get("evc", "idle-cache") or {})["metadata"]["creationTimestamp"])
+    eventually(lambda: status(kubectl, "idle-cache").get("countdown") == "expiry",
+               what="the expiry countdown")
+    assert phase_is(kubectl, "idle-cache", "Pending")
+    went = deleted_when_gone(kubectl, "idle-cache")
+    assert went >= created + datetime.timedelta(seconds=8)
