@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.audit import CONTROLLER_MANAGER
 from bench.operator import USER
 from bench.scenario import Run, Scale
 from controlplane.binaries import COMPONENTS
@@ -144,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"Starting a control plane (files in {workdir})", flush=True)
     plane = ControlPlane.start(workdir / "cluster", crds=[REPO / "crd.yaml"], audit=True,
-                               audit_users=[USER], controller_args=controller_args(arguments))
+                               audit_users=[USER, *([CONTROLLER_MANAGER] if arguments.jobs
+                                                    else [])],
+                               controller_args=controller_args(arguments))
     started = datetime.datetime.now(datetime.UTC)
     try:
         result = asyncio.run(_measure(plane, workdir, arguments))

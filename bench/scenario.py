@@ -252,6 +252,10 @@ class Run:
             "peak_rss_mib": _mib(max(u.peak_rss for _, u in self.sampler.samples)),
         }
         self.result["api"] = self._api_cost(began, ended, idle_start, idle_end)
+        if scale.jobs:
+            self.result["controller_manager"] = audit.per_job(audit.between(
+                audit.read(self.plane.audit_log, audit.CONTROLLER_MANAGER), began, ended),
+                scale.evcs, busy_start, busy_end)
         self.result["step_seconds"] = self.timings
         return self.result
 

@@ -125,3 +125,17 @@ def test_api_cost_per_claim_and_while_idle() -> None:
     assert cost["idle_writes_per_minute"] == 0  # the window ends before the patch
     assert cost["failed"] == 1
     assert audit.cost(found, claims=2, idle_start=0, idle_end=60)["idle_writes_per_minute"] == 2
+
+
+def test_controller_manager_requests_per_job_and_per_second() -> None:
+    found = [audit.Request(verb="create", resource="pods", code=201, at=10.1),
+             audit.Request(verb="update", resource="jobs/status", code=200, at=10.9),
+             audit.Request(verb="patch", resource="pods", code=200, at=12.5),
+             audit.Request(verb="update", resource="jobs/status", code=200, at=13.0)]
+    cost = audit.per_job(found, jobs=2, busy_start=12, busy_end=14)
+    assert cost["requests_per_job"] == 2.0
+    assert cost["requests_per_job_by_kind"] == {"update jobs/status": 1.0,
+                                                "create pods": 0.5, "patch pods": 0.5}
+    assert cost["per_second_while_finishing"] == 1.0
+    assert cost["busiest_second"] == 2  # two in the second from 10 s
+    assert audit.busiest_second([]) == 0
