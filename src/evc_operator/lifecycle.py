@@ -143,7 +143,8 @@ def _maybe_used_after(user: PodUse, moment: datetime.datetime) -> bool:
     if user.known:
         return False  # we saw it ourselves: its end is in the record already
     if user.ended is not None:
-        return user.ended > moment
+        # Reported ends are cut to the second: one in the recorded second may be after it.
+        return user.ended >= moment
     # No reported end: was it created after? creationTimestamp is cut to the second, and
     # the recorded end rounded up, so a pod stamped in the second before may be newer.
     return user.created >= moment - _ONE_SECOND

@@ -110,6 +110,14 @@ def test_a_reported_end_settles_whether_an_unseen_pod_was_used_after() -> None:
     assert decide(recorded, after, at(150)).unused_since == at(150)
 
 
+def test_a_reported_end_in_the_recorded_second_may_be_after_it() -> None:
+    """finishedAt is cut to the second: a pod that ended at 100.4, unseen, reports 100,
+    later than the recorded end (100). Kept at 100, the deadline would be 0.4 s early."""
+    recorded = claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100))
+    user = PodUse("p", active=False, created=at(99), ended=at(100))
+    assert decide(recorded, [user], at(150)).unused_since == at(150)
+
+
 def test_finished_users_of_a_never_used_claim_count_as_use() -> None:
     decision = decide(claim(), [pod("early", active=False)], at(10))
     assert decision.phase is Phase.IDLE
@@ -231,7 +239,8 @@ class World:
         # As the API server does, creation timestamps are cut to whole seconds; a
         # kubelet reports when a pod's containers finished, unless it is gone.
         users = [PodUse(p.name, p.ended is None, at(math.floor(p.created)), known=p.known,
-                        ended=at(p.ended) if p.ended is not None and p.reported else None)
+                        ended=at(math.floor(p.ended)) if p.ended is not None and p.reported
+                        else None)
                  for p in self.existing()]
         for p in self.existing():
             p.seen = p.known = True
