@@ -144,9 +144,12 @@ faults: venv binaries  ## Run COUNT (200) randomized fault scenarios from SEED (
 EVCS ?= 1000
 PODS ?= 10000
 SOAK ?=
+# JOBS=1: each claim's user is a Job, whose controller creates the pod.
+JOBS ?=
 
-bench: venv binaries crd.yaml  ## Benchmark on a local control plane (EVCS, PODS; SOAK=MINUTES for the soak); see docs/benchmarks.md.
-	$(BIN)/python -m bench --evcs $(EVCS) --pods $(PODS) $(if $(SOAK),--soak $(SOAK))
+bench: venv binaries crd.yaml  ## Benchmark on a local control plane (EVCS, PODS; JOBS=1: Job users; SOAK=MINUTES for the soak); see docs/benchmarks.md.
+	$(BIN)/python -m bench --evcs $(EVCS) --pods $(PODS) $(if $(SOAK),--soak $(SOAK)) \
+		$(if $(filter 1,$(JOBS)),--jobs)
 
 test: venv lint typecheck binaries faketime  ## Run the whole suite: lint, types, unit and integration tests.
 	$(BIN)/pytest

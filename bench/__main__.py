@@ -2,6 +2,7 @@
 
     python -m bench                          # default scale, under 15 minutes on 2 cores
     python -m bench --evcs 10000 --pods 50000
+    python -m bench --jobs                   # each claim's user is a Job
     python -m bench --soak 30                # 30 minutes of churn, memory sampled
     python -m bench --soak 30 --trace-memory # the same, and which allocations grew
 """
@@ -21,12 +22,31 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.audit import CONTROLLER_MANAGER
 from bench.operator import USER
 from bench.scenario import Run, Scale
 from controlplane.binaries import COMPONENTS
 from controlplane.cluster import ControlPlane
 
 REPO = Path(__file__).resolve().parent.parent
+# kube-controller-manager's client allows 20 requests per second (burst 30) by default.
+# A Job costs its controller about 8 requests (its pod, Events, status updates, the pod's
+# tracking finalizer removed): at 100 Jobs a second, the default would be the bottleneck.
+JOBS_CONTROLLER_QPS = 1000.0
+JOBS_CONCURRENT_SYNCS = 20  # Job syncs at once (default 5)
+
+
+def controller_args(arguments: argparse.Namespace) -> list[str]:
+    """kube-controller-manager's flags for this run: with --jobs, room for the Job
+    controller (the bench's control plane only; docs/benchmarks.md)."""
+    qps = arguments.controller_qps
+    if qps is None and arguments.jobs:
+        qps = JOBS_CONTROLLER_QPS
+    flags = [] if qps is None else [f"--kube-api-qps={qps:g}",
+                                    f"--kube-api-burst={max(int(qps * 2), 1)}"]
+    if arguments.jobs:
+        flags.append(f"--concurrent-job-syncs={JOBS_CONCURRENT_SYNCS}")
+    return flags
 
 
 def machine() -> dict[str, Any]:
@@ -71,6 +91,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         "in which the restart is timed (%(default)s)")
     parser.add_argument("--operator-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the operator, e.g. LIFECYCLE_EVENTS=false")
+    parser.add_argument("--jobs", action="store_true",
+                        help="each claim's user is a Job (completions 1, backoffLimit 0) "
+                        "whose controller creates the pod; also times the Job floor")
+    parser.add_argument("--controller-qps", type=float, metavar="QPS",
+                        help="kube-controller-manager's client QPS (burst twice that); "
+                        f"default: Kubernetes' 20, or {JOBS_CONTROLLER_QPS:g} with --jobs")
     parser.add_argument("--soak", type=float, metavar="MINUTES",
                         help="run continuous churn for MINUTES instead, sampling memory")
     parser.add_argument("--churn", type=float, default=5.0,
@@ -86,6 +112,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     arguments = parser.parse_args(argv)
     if any("=" not in setting for setting in arguments.operator_env):
         parser.error("--operator-env takes NAME=VALUE")
+    if arguments.jobs and arguments.soak is not None:
+        parser.error("--jobs is not a soak option")
     if arguments.pods < arguments.evcs:
         parser.error("--pods counts all pods, one per claim included: it must be >= --evcs")
     return arguments
@@ -101,7 +129,7 @@ async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Names
                           trace_memory=arguments.trace_memory).run()
     scale = Scale(evcs=arguments.evcs, pods=arguments.pods, namespaces=arguments.namespaces,
                   rate=arguments.rate, idle_seconds=arguments.idle,
-                  headroom=arguments.headroom,
+                  headroom=arguments.headroom, jobs=arguments.jobs,
                   operator_env=tuple((name, value) for name, _, value in
                                      (setting.partition("=") for setting in
                                       arguments.operator_env)))
@@ -117,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"Starting a control plane (files in {workdir})", flush=True)
     plane = ControlPlane.start(workdir / "cluster", crds=[REPO / "crd.yaml"], audit=True,
-                               audit_users=[USER])
+                               audit_users=[USER, *([CONTROLLER_MANAGER] if arguments.jobs
+                                                    else [])],
+                               controller_args=controller_args(arguments))
     started = datetime.datetime.now(datetime.UTC)
     try:
         result = asyncio.run(_measure(plane, workdir, arguments))

@@ -2,7 +2,8 @@
 
 Pods are never scheduled (the project's control plane has no scheduler or
 kubelet): the harness plays the kubelet by patching pod status, which is all the
-operator reads. Unrelated pods look like a cluster's ordinary workloads.
+operator reads. Unrelated pods look like a cluster's ordinary workloads. With
+`--jobs`, each claim's user is a Job whose controller creates the pod.
 """
 
 from __future__ import annotations
@@ -45,6 +46,19 @@ def user_pod(name: str, claim: str) -> dict[str, Any]:
     """A batch pod that mounts the EVC `claim` by name, as the seed's pod.yaml does."""
     return _pod(name, "user", [{"name": "scratch",
                                 "persistentVolumeClaim": {"claimName": claim}}])
+
+
+def user_job(name: str, claim: str) -> dict[str, Any]:
+    """A batch Job of one pod, not retried, whose pod template mounts the EVC `claim`.
+
+    The Job controller creates its pod (named `name-<random>`); the harness then plays
+    the kubelet for that pod as for a bare one."""
+    pod = user_pod(name, claim)
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "labels": {ROLE: "user"}},
+            "spec": {"completions": 1, "parallelism": 1, "backoffLimit": 0,
+                     "template": {"metadata": {"labels": pod["metadata"]["labels"]},
+                                  "spec": pod["spec"]}}}
 
 
 def unrelated_pod(name: str) -> dict[str, Any]:

@@ -92,7 +92,8 @@ class ControlPlane:
     def start(cls, workdir: Path, *, binaries: Binaries | None = None, timeout: float = 120.0,
               detached: bool = False, crds: Sequence[Path] = (),
               audit: bool = False, audit_users: Sequence[str] = (),
-              for_node: str | None = None) -> ControlPlane:
+              for_node: str | None = None,
+              controller_args: Sequence[str] = ()) -> ControlPlane:
         """Start all components and wait until the cluster can run pods.
 
         `detached` lets the processes outlive this Python process (`make cluster`);
@@ -104,7 +105,8 @@ class ControlPlane:
         `audit_users` limits that record to requests by these users (a benchmark's load
         generator would otherwise write most of it). `for_node` names a node to be added
         with `controlplane.node.Node.start`: the controllers a node needs run, and the
-        scheduler and the kubelet get kubeconfigs in `workdir`.
+        scheduler and the kubelet get kubeconfigs in `workdir`. `controller_args` are more
+        flags for kube-controller-manager (a benchmark raises its client's rate limits).
         """
         binaries = binaries or ensure_binaries()
         workdir = workdir.resolve()
@@ -114,7 +116,8 @@ class ControlPlane:
                     kubectl_path=binaries.kubectl)
         try:
             plane._start(binaries, timeout=timeout, detached=detached, crds=crds, audit=audit,
-                         audit_users=audit_users, node=for_node)
+                         audit_users=audit_users, node=for_node,
+                         controller_args=controller_args)
         except BaseException:
             plane.stop()
             raise
@@ -122,7 +125,7 @@ class ControlPlane:
 
     def _start(self, binaries: Binaries, *, timeout: float, detached: bool,
                crds: Sequence[Path], audit: bool, audit_users: Sequence[str] = (),
-               node: str | None = None) -> None:
+               node: str | None = None, controller_args: Sequence[str] = ()) -> None:
         deadline = time.monotonic() + timeout
         etcd_client, etcd_peer = free_port(), free_port()
         self.etcd_port = etcd_client
@@ -195,6 +198,7 @@ class ControlPlane:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--root-ca-file={self.ca_file}",
             f"--service-account-private-key-file={pki / 'sa.key'}",
+            *controller_args,
         ])
         # Pods are admitted only once their namespace's default ServiceAccount exists.
         while not self._default_service_account_exists():

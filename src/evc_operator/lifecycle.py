@@ -13,8 +13,8 @@ The rules, in one place:
 | phase    | when                                   | deletes at                   |
 |----------|----------------------------------------|------------------------------|
 | Pending  | never had an active user (a pod that   | creation + 1 s + expiry      |
-|          | ended before the claim existed is none)| (creation's second, rounded  |
-|          |                                        | up)                          |
+|          | ended before the claim existed is none,| (creation's second, rounded  |
+|          | nor a workload at zero since before)   | up)                          |
 | InUse    | at least one active user               | never (no deadline)          |
 | Idle     | had users, none active now             | unused since + grace period  |
 | Deleting | the operator is deleting it            | (already due)                |
@@ -143,7 +143,8 @@ def _maybe_used_after(user: PodUse, moment: datetime.datetime) -> bool:
     if user.known:
         return False  # we saw it ourselves: its end is in the record already
     if user.ended is not None:
-        return user.ended > moment
+        # Reported ends are cut to the second: one in the recorded second may be after it.
+        return user.ended >= moment
     # No reported end: was it created after? creationTimestamp is cut to the second, and
     # the recorded end rounded up, so a pod stamped in the second before may be newer.
     return user.created >= moment - _ONE_SECOND
