@@ -105,28 +105,27 @@ class FreshPods:
 
     A deletion needs a view that began no earlier than a given moment (its deadline):
     every consistent read it rests on was made after that moment. `prefetch` starts one
-    at the deadline, before the claims due then are decided, so they share it.
-
-    Lists of a namespace run one after another: a request that no view serves waits for
-    the next list, which starts when the one in flight ends and serves every request
-    made meanwhile. Many deletions due together then cost one list per wave, not one each.
+    at the deadline, before the claims due then are decided, so they share it. A request
+    that no view serves starts one at once, which every request made meanwhile shares:
+    a view in flight that began too early serves it nothing, so it does not wait for it
+    (with deadlines every second in a namespace, waiting for it would make each
+    deletion wait for two proofs).
     """
 
     def __init__(self, lister: Callable[[str], Awaitable[PodSnapshot]],
                  clock: Callable[[], datetime.datetime] = utcnow) -> None:
         self._lister = lister
         self._clock = clock
-        self._latest: dict[str, _Wave] = {}  # started: in flight or done
-        self._done: dict[str, _Wave] = {}  # the last that succeeded
-        self._next: dict[str, asyncio.Future[PodList]] = {}  # not started: open to joiners
-        self._listing: dict[str, asyncio.Task[None]] = {}
+        self._latest: dict[str, _Wave] = {}  # the last started: in flight or done
+        self._done: dict[str, _Wave] = {}  # the latest started of those that succeeded
+        self._listing: set[asyncio.Task[None]] = set()
 
     def prefetch(self, namespace: str, not_before: datetime.datetime) -> None:
-        """Have a list of the namespace start as soon as it can, unless one that
-        started after `not_before` is in flight or done."""
+        """Have a view of the namespace start now, unless one that started no earlier
+        than `not_before` is in flight or done."""
         wave = self._latest.get(namespace)
         if wave is None or wave.failed() or wave.started < not_before:
-            self._upcoming(namespace)
+            self._start(namespace)
 
     async def get(self, namespace: str, since: datetime.datetime) -> PodList | None:
         """A view that began no earlier than `since`; None when it is a proof whose
@@ -136,12 +135,12 @@ class FreshPods:
         A finished view that serves is taken before one in flight.
         """
         for wave in (self._done.get(namespace), self._latest.get(namespace)):
-            if wave is None or wave.failed() or wave.started < since:
-                continue
-            # One waiter cancelled (its claim forgotten, say) must not cancel the others'.
-            pods = await asyncio.shield(wave.result)
-            return None if pods.live() else pods
-        pods = await asyncio.shield(self._upcoming(namespace))
+            if wave is not None and not wave.failed() and wave.started >= since:
+                break
+        else:
+            wave = self._start(namespace)
+        # One waiter cancelled (its claim forgotten, say) must not cancel the others'.
+        pods = await asyncio.shield(wave.result)
         return None if pods.live() else pods
 
     def forget_older_than(self, moment: datetime.datetime) -> None:
@@ -151,42 +150,36 @@ class FreshPods:
                 if wave.result.done() and wave.started < moment:
                     del held[namespace]
 
-    def _upcoming(self, namespace: str) -> asyncio.Future[PodList]:
-        wave = self._next.get(namespace)
-        if wave is None:
-            wave = self._next[namespace] = asyncio.get_running_loop().create_future()
-            # Retrieve a failure even if every waiter was cancelled: no stray warning.
-            wave.add_done_callback(lambda done: done.cancelled() or done.exception())
-            if namespace not in self._listing:
-                self._listing[namespace] = asyncio.create_task(self._list(namespace))
+    def _start(self, namespace: str) -> _Wave:
+        wave = _Wave(self._clock(), asyncio.get_running_loop().create_future())
+        self._latest[namespace] = wave
+        # Retrieve a failure even if every waiter was cancelled: no stray warning.
+        wave.result.add_done_callback(lambda done: done.cancelled() or done.exception())
+        task = asyncio.create_task(self._list(namespace, wave))
+        self._listing.add(task)
+        task.add_done_callback(functools.partial(self._listed, wave))
         return wave
 
-    async def _list(self, namespace: str) -> None:
-        wave: asyncio.Future[PodList] | None = None
+    async def _list(self, namespace: str, wave: _Wave) -> None:
         try:
-            # Taken out before listing: whoever asks from now on waits for the next list.
-            while (wave := self._next.pop(namespace, None)) is not None:
-                self._latest[namespace] = started = _Wave(self._clock(), wave)
-                try:
-                    pods = PodList.of(await self._lister(namespace))
-                except Exception as error:
-                    wave.set_exception(error)
-                else:
-                    wave.set_result(pods)
-                    self._done[namespace] = started
-        finally:
-            del self._listing[namespace]
-            for left in (wave, self._next.pop(namespace, None)):
-                if left is not None and not left.done():
-                    left.cancel()
+            pods = PodList.of(await self._lister(namespace))
+        except Exception as error:
+            wave.result.set_exception(error)
+        else:
+            wave.result.set_result(pods)
+            done = self._done.get(namespace)
+            if done is None or done.started <= wave.started:
+                self._done[namespace] = wave
+
+    def _listed(self, wave: _Wave, task: asyncio.Task[None]) -> None:
+        self._listing.discard(task)
+        if not wave.result.done():  # cancelled, even before it began
+            wave.result.cancel()
 
     def close(self) -> None:
         """Stop listing: whoever still waits is cancelled (the operator is stopping)."""
-        for task in self._listing.values():
-            task.cancel()  # its own cleanup runs when it next resumes
-        for wave in self._next.values():
-            wave.cancel()
-        self._next.clear()
+        for task in self._listing:
+            task.cancel()  # its wave is cancelled when it ends
         self._done.clear()
 
 

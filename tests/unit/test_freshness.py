@@ -61,28 +61,26 @@ def test_requests_made_together_share_one_list() -> None:
     asyncio.run(scenario())
 
 
-def test_a_request_decided_after_a_list_began_gets_the_next_list() -> None:
+def test_a_request_that_a_list_in_flight_cannot_serve_starts_its_own_at_once() -> None:
+    # The list in flight began before the deadline asked about: it serves nothing that
+    # waits for it, and the next deadline's claims must not wait for two lists.
     async def scenario() -> None:
         lister, clock, fresh = _fresh()
         first = asyncio.create_task(fresh.get("jobs", T0))
         await settle()
         assert lister.started == ["jobs"]  # list 1 in flight
-        decided = clock.advance(1)
-        later = [asyncio.create_task(fresh.get("jobs", decided)) for _ in range(3)]
+        due = clock.advance(1)
+        later = [asyncio.create_task(fresh.get("jobs", due)) for _ in range(3)]
         await settle()
-        assert lister.started == ["jobs"]  # they wait; no list of their own yet
-        lister.finish(1)
-        assert _names(await first) == ["list-1"]
-        await settle()
-        assert lister.started == ["jobs", "jobs"]  # one list for all three
-        assert not any(task.done() for task in later)  # not served by list 1
+        assert lister.started == ["jobs", "jobs"]  # one more list, for all three, now
         lister.finish(2)
         assert all(_names(result) == ["list-2"] for result in await asyncio.gather(*later))
-        # Nothing in flight any more: the next request starts a list at once.
-        again = asyncio.create_task(fresh.get("jobs", clock.advance(1)))
-        await settle()
-        lister.finish(3)
-        assert _names(await again) == ["list-3"]
+        assert not first.done()
+        lister.finish(1)
+        assert _names(await first) == ["list-1"]
+        # List 2 is still the latest done although list 1 ended after it.
+        assert _names(await fresh.get("jobs", due)) == ["list-2"]
+        assert lister.started == ["jobs", "jobs"]
 
     asyncio.run(scenario())
 
@@ -147,17 +145,18 @@ def test_a_proof_begun_before_the_deadline_serves_no_deletion_however_live(
     asyncio.run(scenario())
 
 
-def test_a_prefetch_older_than_asked_queues_a_new_list() -> None:
+def test_a_prefetch_starts_a_list_unless_one_begun_late_enough_is_there() -> None:
     async def scenario() -> None:
         lister, clock, fresh = _fresh()
         fresh.prefetch("jobs", not_before=T0)
         await settle()
+        fresh.prefetch("jobs", not_before=T0)  # list 1 serves that deadline
+        await settle()
+        assert lister.started == ["jobs"]
         fresh.prefetch("jobs", not_before=clock.advance(1))  # list 1 began too early
         await settle()
-        assert lister.started == ["jobs"]  # lists of a namespace run one at a time
-        lister.finish(1)
-        await settle()
         assert lister.started == ["jobs", "jobs"]
+        lister.finish(1)
         lister.finish(2)
         await settle()
         fresh.forget_older_than(clock.advance(10))
