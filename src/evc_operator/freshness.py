@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 # the scheduler forgets them.
 PROOF_MAX_AGE = datetime.timedelta(seconds=5)
 # A kind whose informer holds fewer objects than this is listed outright to prove it
-# current: one small request, as cheap as the consistent read, and no bookmark to wait for.
-LIST_OUTRIGHT = 50
+# current: one request, no bookmark to wait for. Measured on the project's control plane
+# (2 cores, heavily shared): a list of 200 pods took 0.3 s (median), the bookmark 1.3 to
+# 2.6 s; 500 pods, 0.8 s. Beyond this the operator's parsing cost grows with every wave.
+LIST_OUTRIGHT = 200
 # A proof-of-freshness watch lasts this long; the API server sends its bookmark about
 # 2 s before a watch's end (with 2 s or less, often none at all).
 BARRIER_WATCH_SECONDS = 3
