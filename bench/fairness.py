@@ -42,7 +42,7 @@ from bench import stats, workload
 from bench.__main__ import _portable, machine
 from bench.client import MERGE_PATCH, Api
 from bench.observe import EVCS, PODS, ClaimWatch, Key, PodWatch, until
-from bench.operator import Operator, install_identity
+from bench.operator import Operator, install_identity, wind_down
 from controlplane.cluster import ControlPlane
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,19 +114,15 @@ class Fairness:
         await asyncio.gather(*pending)
 
     async def run(self) -> dict[str, Any]:
-        try:
-            return await self._run()
-        finally:
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            if self.operator is not None:
-                self.operator.stop()
-            await self.api.close()
-
-    async def _run(self) -> dict[str, Any]:
-        load, api = self.load, self.api
+        """Every round, then everything it started stopped."""
         kubeconfig = install_identity(self.plane, self.workdir / "operator.kubeconfig")
+        try:
+            return await self._rounds(kubeconfig)
+        finally:
+            await wind_down(self.tasks, self.operator, self.api)
+
+    async def _rounds(self, kubeconfig: Path) -> dict[str, Any]:
+        load, api = self.load, self.api
         for name in (QUIET, NOISY):
             await api.request("POST", "/api/v1/namespaces", workload.namespace(name))
         self.operator = operator = Operator(kubeconfig, self.workdir / "operator.log", env={
