@@ -7,11 +7,13 @@ how long each takes. The limit here is AIMD, as TCP's congestion window:
 
 - it grows by one per `limit` answers (about one per round of work) while work is waiting
   for a slot and the API server answers as fast as it usually does;
-- it shrinks by a factor when the API server says it is overloaded (429, 5xx, no answer in
-  time), or when its recent latency rises past `tolerance` times its usual latency (the
-  slow average: a cluster that grows busier slowly moves the baseline with it, while a
-  jump caused by our own extra requests does not), at most once per round;
-- it stays between `minimum` and `maximum`.
+- it shrinks by a factor, at most once per round, when the API server says it is
+  overloaded (429, 5xx, no answer in time), down to `minimum`; or when its recent latency
+  rises past `tolerance` times its usual latency (the slow average: a cluster that grows
+  busier slowly moves the baseline with it, a jump caused by our own extra requests does
+  not), but latency alone never takes it below `initial`, the fixed number of before: a
+  busy API server is no reason to serve fewer claims than that, only an overloaded one;
+- it stays at most `maximum`.
 
 `Measured` wraps a reconciliation's API (seams.ClaimApi) and reports each call's latency;
 the clock is injected, so tests need no real time. The limit is only a number and a
@@ -111,24 +113,25 @@ class AdaptiveLimit:
     def observe(self, seconds: float, *, overload: bool = False) -> None:
         """One API call's answer came after `seconds` (or said it was `overload`ed)."""
         if overload:
-            self._decrease()
+            self._decrease(self.bounds.minimum)
             return
         self.recent = seconds if self.recent is None else self.recent + FAST * (
             seconds - self.recent)
         self.usual = seconds if self.usual is None else self.usual + SLOW * (
             seconds - self.usual)
         if self.recent > self.bounds.tolerance * self.usual:
-            self._decrease()
+            self._decrease(self.bounds.initial)
             return
         self._calm = max(0, self._calm - 1)
         if self.backlogged and self.in_flight >= int(self.limit):
             self._set(self.limit + 1 / self.limit)
 
-    def _decrease(self) -> None:
+    def _decrease(self, floor: int) -> None:
         if self._calm:
             self._calm -= 1
             return
-        self._set(self.limit * self.bounds.decrease)
+        if self.limit > floor:
+            self._set(max(float(floor), self.limit * self.bounds.decrease))
         self._calm = int(self.limit)  # one round of answers before the next decrease
 
     def _set(self, limit: float) -> None:

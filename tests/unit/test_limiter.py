@@ -58,14 +58,24 @@ def test_an_overloaded_server_shrinks_it_once_per_round_not_at_every_answer() ->
     assert limit.limit < 16 * 0.7
 
 
-def test_a_jump_in_latency_shrinks_it_and_a_slow_drift_does_not() -> None:
+def test_a_jump_in_latency_shrinks_it_but_not_below_where_it_started() -> None:
     jump = AdaptiveLimit(BOUNDS)
-    for _ in range(100):
+    for _ in range(1000):
+        busy(jump)
         jump.observe(0.05)
-    for _ in range(5):
-        jump.observe(0.5)  # ten times slower at once: our own requests pile up
-    assert jump.limit < 16
+    grown = jump.limit
+    assert grown > 30
+    jumps = [0.5, 5.0, 50.0, 500.0]  # ten times slower at once, again and again
+    for latency in jumps:
+        for _ in range(int(jump.limit) + 1):
+            jump.observe(latency)
+    assert jump.limit == BOUNDS.initial  # busy is not overloaded: never fewer than before
+    for _ in range(100):
+        jump.observe(5.0, overload=True)
+    assert jump.limit == BOUNDS.minimum  # 429s, 5xx, timeouts: the server asks for less
 
+
+def test_a_slow_drift_in_latency_does_not_hold_it_back() -> None:
     drift = AdaptiveLimit(BOUNDS)
     latency = 0.05
     for _ in range(2000):
@@ -80,12 +90,17 @@ def test_a_jump_in_latency_shrinks_it_and_a_slow_drift_does_not() -> None:
                           st.booleans()), max_size=300))
 def test_the_limit_stays_in_its_bounds_whatever_the_answers(
         answers: list[tuple[float, bool, bool]]) -> None:
+    """Between minimum and maximum; and never below where it started until the API server
+    answered that it is overloaded."""
     limit = AdaptiveLimit(BOUNDS)
+    refused = False
     for seconds, overload, waiting in answers:
         if waiting:
             busy(limit)
         limit.observe(seconds, overload=overload)
+        refused |= overload
         assert BOUNDS.minimum <= limit.limit <= BOUNDS.maximum
+        assert refused or limit.limit >= BOUNDS.initial
         assert limit.free() >= 0
 
 
