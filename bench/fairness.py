@@ -263,6 +263,10 @@ class Fairness:
             await asyncio.gather(*(edit(pod, {TIER: NOISY}) for pod in range(half)))
 
 
+async def _measure(plane: ControlPlane, workdir: Path, load: Load) -> dict[str, Any]:
+    return await Fairness(plane, workdir, load).run()  # its client needs the running loop
+
+
 def _selecting(name: str) -> dict[str, Any]:
     body = workload.evc(name)
     body["spec"]["selector"] = {"matchLabels": {TIER: NOISY}}
@@ -332,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     plane = ControlPlane.start(workdir / "cluster", crds=[REPO / "crd.yaml"])
     started = datetime.datetime.now(datetime.UTC)
     try:
-        result = asyncio.run(Fairness(plane, workdir, load).run())
+        result = asyncio.run(_measure(plane, workdir, load))
     finally:
         plane.stop()
     document = {"command": "python -m bench.fairness " + shlex.join(_portable(given)),
