@@ -31,7 +31,7 @@ from typing import Any
 from bench import audit, stats, workload
 from bench.client import MERGE_PATCH, Api, ApiError
 from bench.observe import EVCS, JOBS, PODS, ClaimWatch, JobWatch, Key, PodWatch, until
-from bench.operator import USER, Operator, Usage, install_identity
+from bench.operator import USER, Operator, Usage, install_identity, wind_down
 from controlplane.cluster import ControlPlane
 
 SETTLE_SECONDS = 5.0  # after the last claim shows InUse, before the idle window opens
@@ -141,12 +141,7 @@ class Run:
         try:
             return await self._run()
         finally:
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            if self.operator is not None:
-                self.operator.stop()
-            await self.api.close()
+            await wind_down(self.tasks, self.operator, self.api)
 
     async def _run(self) -> dict[str, Any]:
         scale, api = self.scale, self.api

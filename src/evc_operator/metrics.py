@@ -77,6 +77,9 @@ API_REQUESTS = Counter(
 RECONCILE_FAILURES = Counter(
     "evc_reconcile_failures", "Reconciliations that failed and were retried later.",
     registry=REGISTRY)
+RECONCILE_LIMIT = Gauge(
+    "evc_reconcile_limit", "How many claims may be reconciled at once now: adapted to the "
+    "API server's latency and overload answers (limiter.py).", registry=REGISTRY)
 REACTION = Histogram(
     "evc_reaction_seconds", "From noticing a change (or a deadline) to having acted on it: "
     "status written, PVC created or claim deleted.",

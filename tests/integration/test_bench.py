@@ -56,3 +56,24 @@ def test_a_small_benchmark_run_with_a_job_per_claim(tmp_path: Path) -> None:
     assert result["job_floor_ms"]["p50"] >= 1000
     assert result["reaction_over_job_floor_ms"]["count"] == EVCS
     assert "watch jobs" in result["api"]["requests_by_verb"]
+
+
+def test_a_small_fairness_run_measures_every_round(tmp_path: Path) -> None:
+    from bench import fairness
+    out = tmp_path / "fairness.json"
+    assert fairness.main(["--quiet", "3", "--pace", "5", "--noisy", "8", "--noisy-pods", "4",
+                          "--edits", "4", "--settle", "1", "--workdir", str(tmp_path / "run"),
+                          "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["result"]
+    assert list(result["rounds"]) == ["alone", "touch", "flip", "alone-after"]
+    for name, measured in result["rounds"].items():
+        for measure in ("provisioning_ms", "reaction_ms", "bare_watch_ms"):
+            assert measured[measure]["count"] == 3, (name, measure)
+    assert result["rounds"]["touch"]["noisy_edits_per_second"] > 0
+    # Edits of a label no selector reads change no claim's users: nothing to reconcile
+    # in the noisy namespace, only the quiet claims' own work.
+    assert result["rounds"]["touch"]["reconciliations"] <= result["rounds"]["alone"][
+        "reconciliations"] + 15
+    assert result["rounds"]["flip"]["reconciliations"] > result["rounds"]["alone"][
+        "reconciliations"]
+    assert set(result["ratios"]) == {"touch", "flip", "alone-after"}

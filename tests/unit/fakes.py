@@ -14,6 +14,7 @@ import kopf
 from evc_operator import evc, informer, status
 from evc_operator.claims import PvcView, pvc_view
 from evc_operator.freshness import Lister, PodSnapshot
+from evc_operator.limiter import DEFAULT_BOUNDS, Bounds
 from evc_operator.scheduler import Scheduler
 from evc_operator.settings import Settings
 from evc_operator.users import PodView, pod_view
@@ -141,12 +142,13 @@ def make(fake: FakeApi, indexed_pods: list[dict[str, Any]], *, complete: bool = 
          settings: Settings | None = None, lister: Lister | None = None,
          clock: Callable[[], datetime.datetime] = lambda: NOW,
          watched: informer.Watched | None = None,
-         body: dict[str, Any] | None = None) -> tuple[Scheduler, FakeIndex]:
+         body: dict[str, Any] | None = None,
+         bounds: Bounds = DEFAULT_BOUNDS) -> tuple[Scheduler, FakeIndex]:
     views = [pod_view(body) for body in indexed_pods]
     index = FakeIndex(by_claim={("jobs", "scratch"): views}, in_namespace={"jobs": views},
                       pvcs={("jobs", "scratch"): OWN_PVC}, watched=watched)
     scheduler = Scheduler(fake, settings or Settings(), kopf.OperatorSettings(), index,
-                          lister or fake.list_pods, clock=clock)
+                          lister or fake.list_pods, clock=clock, bounds=bounds)
     scheduler.pods_view_complete = complete
     scheduler.observe_evc(None, body or evc_body())
     return scheduler, index

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import audit, report, stats, traced, workload
+from bench import audit, fairness, report, stats, traced, workload
 from bench.__main__ import controller_args, parse
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
@@ -139,3 +139,20 @@ def test_controller_manager_requests_per_job_and_per_second() -> None:
     assert cost["per_second_while_finishing"] == 1.0
     assert cost["busiest_second"] == 2  # two in the second from 10 s
     assert audit.busiest_second([]) == 0
+def test_fairness_ratios_are_of_the_same_run_and_none_without_a_base() -> None:
+    alone = {"provisioning_ms": {"p50": 100.0, "p99": 200.0},
+             "reaction_ms": {"p50": 50.0, "p99": None}}
+    noisy = {"provisioning_ms": {"p50": 150.0, "p99": 700.0},
+             "reaction_ms": {"p50": 75.0, "p99": 90.0}}
+    assert fairness.ratios(alone, noisy) == {
+        "provisioning_p50": 1.5, "provisioning_p99": 3.5, "reaction_p50": 1.5,
+        "reaction_p99": None}
+
+
+def test_fairness_options_name_the_rounds_and_refuse_unknown_noise(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert fairness.parse(["--noise", "flip"]).noise == ("flip",)
+    assert fairness.parse([]).noise == ("touch", "flip")
+    with pytest.raises(SystemExit):
+        fairness.parse(["--noise", "loud"])
+    assert "touch and flip" in capsys.readouterr().err

@@ -148,7 +148,7 @@ def test_watched_is_synced_once_pods_and_pvcs_are_listed() -> None:
 
     async def scenario() -> informer.Watched:
         watched = informer.Watched(api,
-                                   pods_changed=lambda ns, c: poked.append((ns, list(c))),
+                                   pods_changed=lambda ns, c, _: poked.append((ns, list(c))),
                                    pvc_changed=lambda key: None,
                                    namespace_synced=synced.append)
         assert watched.all_synced()  # nothing to watch yet
@@ -180,7 +180,7 @@ def by_watch(monkeypatch: pytest.MonkeyPatch) -> None:
 def _synced_watched(*, version: int, now: int,
                     barrier: list[Any]) -> tuple[informer.Watched, list[str]]:
     api = ProofApi(now, barrier)
-    watched = informer.Watched(api, pods_changed=lambda ns, c: None,
+    watched = informer.Watched(api, pods_changed=lambda ns, c, _: None,
                                pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
     held = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None, lambda: None)
     held.items = {"old": pod_view(pod("old", "x"))}
@@ -284,7 +284,7 @@ def test_workloads_of_every_kind_are_watched_and_index_beside_pods() -> None:
 
     async def scenario() -> informer.Watched:
         watched = informer.Watched(api,
-                                   pods_changed=lambda ns, c: poked.append((ns, list(c))),
+                                   pods_changed=lambda ns, c, _: poked.append((ns, list(c))),
                                    pvc_changed=lambda key: None,
                                    namespace_synced=lambda ns: None)
         watched.ensure("jobs")
@@ -307,7 +307,7 @@ def test_a_released_namespace_is_no_longer_watched() -> None:
     api = KindsApi({"pods": [pod("p", "x")]})
 
     async def scenario() -> tuple[informer.Watched, list[asyncio.Task[Any]]]:
-        watched = informer.Watched(api, pods_changed=lambda ns, c: None,
+        watched = informer.Watched(api, pods_changed=lambda ns, c, _: None,
                                    pvc_changed=lambda key: None,
                                    namespace_synced=lambda ns: None)
         watched.ensure("jobs")
