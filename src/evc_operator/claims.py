@@ -61,6 +61,9 @@ class PvcView:
     storage: str
     deleting: bool
     phase: str = "Pending"  # status.phase: Pending, Bound or Lost
+    # The spec fields a claim may ask for, as stored (`spec_fields`): to tell when the API
+    # server dropped or changed one.
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 def pvc_view(body: Mapping[str, Any]) -> PvcView:
@@ -85,7 +88,40 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
         storage=str(((spec.get("resources") or {}).get("requests") or {}).get("storage", "")),
         deleting=bool(metadata.get("deletionTimestamp")),
         phase=str((body.get("status") or {}).get("phase") or "Pending"),
+        fields=spec_fields(spec),
     )
+
+
+# The PVC's spec fields an EVC may set (besides its size, which the operator grows).
+ASKED_FIELDS = ("accessModes", "storageClassName", "volumeMode", "dataSourceRef")
+
+
+def spec_fields(spec: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The fields of a PVC spec that an EVC may ask for, flattened to (path, value); empty
+    values count as unset."""
+    found: list[tuple[str, str]] = []
+    for field in ASKED_FIELDS:
+        value = spec.get(field)
+        if isinstance(value, Mapping):
+            found += [(f"{field}.{key}", str(item)) for key, item in sorted(value.items())
+                      if item not in (None, "")]
+        elif isinstance(value, list):
+            found.append((field, ",".join(str(item) for item in value)))
+        elif value not in (None, ""):
+            found.append((field, str(value)))
+    return tuple(found)
+
+
+def not_as_asked(evc: Mapping[str, Any], observed: PvcView) -> list[str]:
+    """What the claim asks for that its PVC does not have: each field the API server
+    dropped (e.g. a cross-namespace dataSourceRef without the CrossNamespaceVolumeDataSource
+    feature gate) or changed (a mutating admission webhook). Fields the API server added
+    (defaults) are not differences."""
+    stored = dict(observed.fields)
+    return [f"spec.{path} (asked {value!r}, got "
+            f"{repr(stored[path]) if path in stored else 'none'})"
+            for path, value in spec_fields(desired_pvc(evc)["spec"])
+            if stored.get(path) != value]
 
 
 def desired_pvc(evc: Mapping[str, Any]) -> dict[str, Any]:

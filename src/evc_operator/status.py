@@ -61,10 +61,14 @@ class Reason(enum.StrEnum):
     PVC_UPDATE_REJECTED = "PvcUpdateRejected"
     KEPT = "Kept"  # the keep annotation pauses deletion
     DRY_RUN = "DryRun"  # the operator runs with DRY_RUN: it deletes nothing
+    PVC_REFUSED = "PvcRefused"  # the API server refused to create its PVC
+    PVC_SPEC_MISMATCH = "PvcSpecMismatch"  # its PVC lacks a field the claim asked for
 
 
 _REASONS = {  # by (condition type, condition reason), in order of precedence
     ("PvcReady", "PvcConflict"): Reason.PVC_CONFLICT,
+    ("PvcReady", "PvcRefused"): Reason.PVC_REFUSED,
+    ("PvcReady", "PvcSpecMismatch"): Reason.PVC_SPEC_MISMATCH,
     ("SpecValid", "InvalidSpec"): Reason.INVALID_SPEC,
     ("PvcReady", "PvcUpdateRejected"): Reason.PVC_UPDATE_REJECTED,
     ("DeletionPaused", "KeepAnnotation"): Reason.KEPT,
@@ -204,6 +208,8 @@ class PvcOutcome(enum.StrEnum):
     INVALID_SPEC = "invalid-spec"  # no PVC without a valid spec.size
     CREATED = "created"
     CONFLICT = "conflict"  # a PVC of that name that is not ours
+    REFUSED = "refused"  # the API server refused to create it (quota, admission, invalid)
+    NOT_AS_ASKED = "not-as-asked"  # ours, without a field the claim asked for
     DELETING = "deleting"  # ours, being deleted: recreated once gone
     REJECTED = "rejected"  # the API server refused the update (now, or this same one before)
     IN_PLACE = "in-place"  # ours, as it should be (after an update, if one was needed)
@@ -213,16 +219,17 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
               detail: str | None = None, size: str = "", resized_from: str | None = None,
               phase: str = "Pending") -> tuple[Condition, list[Event]]:
     """The PvcReady condition and the Events for an outcome. `detail`: the conflict's
-    message, or the API server's reason for refusing an update (None: it was refused
-    before, and said then); `size`: the size created or requested; `resized_from`: the
-    size before a resize; `phase`: the PVC's status.phase. PvcReady is True only while
-    the PVC is Bound."""
+    message, the API server's reason for refusing the PVC or an update (None: it was
+    refused before, and said then), or the fields it dropped; `size`: the size created or
+    requested; `resized_from`: the size before a resize; `phase`: the PVC's status.phase.
+    PvcReady is True only while the PVC is Bound."""
     said_reason = condition_field(previous, "PvcReady", field="reason")
     if outcome is PvcOutcome.INVALID_SPEC:
         return Condition("PvcReady", False, "InvalidSpec",
                          "No PersistentVolumeClaim without a valid spec.size."), []
     if outcome is PvcOutcome.CREATED:
-        recreated = condition_field(previous, "PvcReady") is not None
+        # Had it one before? Not if it was refused, or could not be asked for.
+        recreated = said_reason not in (None, "PvcRefused", "InvalidSpec")
         reason = "PvcRecreated" if recreated else "PvcCreated"
         message = (f"Recreated PersistentVolumeClaim {name}: it was deleted while the claim "
                    f"still exists." if recreated else
@@ -230,10 +237,18 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
         return Condition("PvcReady", False, "Pending", f"{message} {_UNBOUND}"), [
             Event("Normal", reason, message)]
     if outcome is PvcOutcome.CONFLICT:
-        message = detail or ""
-        events = ([] if said_reason == "PvcConflict" else
-                  [Event("Warning", "PvcConflict", message)])
-        return Condition("PvcReady", False, "PvcConflict", message), events
+        return _warning("PvcConflict", detail or "", said_reason)
+    if outcome is PvcOutcome.REFUSED:
+        refused = (detail or "").rstrip(".")
+        return _warning("PvcRefused", f"The API server refused to create PersistentVolumeClaim "
+                                      f"{name}: {refused}. Retried with backoff; the claim's "
+                                      f"own countdown runs as usual.", said_reason)
+    if outcome is PvcOutcome.NOT_AS_ASKED:
+        return _warning("PvcSpecMismatch", f"PersistentVolumeClaim {name} is not what the "
+                                           f"claim asked for: the API server dropped or "
+                                           f"changed {detail}. Its volume is not the one "
+                                           f"described (e.g. empty instead of restored from "
+                                           f"a data source).", said_reason)
     if outcome is PvcOutcome.DELETING:
         return Condition("PvcReady", False, "PvcDeleting",
                          f"PersistentVolumeClaim {name} is being deleted; it will be "
@@ -260,6 +275,14 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
         condition = Condition("PvcReady", False, "Pending",
                               f"PersistentVolumeClaim {name} is in place. {_UNBOUND}")
     return _as_said(condition, previous), events
+
+
+def _warning(reason: str, message: str,
+             said_reason: str | None) -> tuple[Condition, list[Event]]:
+    """PvcReady=False for a problem, with a Warning Event when it is new (not again at each
+    retry while it stays)."""
+    events = [] if said_reason == reason else [Event("Warning", reason, message)]
+    return Condition("PvcReady", False, reason, message), events
 
 
 _UNBOUND = ("It is not bound to a volume yet (its StorageClass may wait for the first pod "

@@ -169,7 +169,8 @@ def test_pvc_view_projects_identity_labels_and_size() -> None:
     assert view == PvcView(name="scratch", namespace="jobs", uid="pvc-uid",
                            resource_version="42", controllers=(),
                            labels=(("app", "etl"), ("team", "data")),
-                           managed_labels=("team",), storage="1Gi", deleting=False)
+                           managed_labels=("team",), storage="1Gi", deleting=False,
+                           fields=(("accessModes", "ReadWriteOnce"),))
 
 
 def test_pvc_view_of_the_desired_pvc() -> None:
