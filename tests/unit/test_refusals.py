@@ -60,7 +60,9 @@ def test_a_refused_pvc_is_said_in_status_and_a_warning_once_and_retried_with_bac
 
     retries = []
     for _ in range(7):
-        retries.append((scheduler.queue.later.get(KEY) - clock.now).total_seconds())
+        retry_at = scheduler.queue.later.get(KEY)
+        assert retry_at is not None
+        retries.append((retry_at - clock.now).total_seconds())
         fake.calls.clear()
         reconcile_now(scheduler, KEY)
         assert fake.calls[0] == "create_pvc"
