@@ -21,6 +21,7 @@ DEFAULT_ACCESS_MODES = ("ReadWriteOnce",)
 # Which labels the operator put on the PVC, so that labels removed from the EVC are
 # removed from the PVC too, while labels others put there stay.
 MANAGED_LABELS_ANNOTATION = "evc.zalando.org/managed-labels"
+MAX_MANAGED_ANNOTATION = 65536  # far above the keys of the largest labels a claim may copy
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
 _SUFFIX: dict[str, decimal.Decimal | int] = {
@@ -56,7 +57,7 @@ class PvcView:
     uid: str
     resource_version: str
     controllers: tuple[str, ...]  # uids of controlling owners
-    labels: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]  # those it manages (managed_labels) only
     managed_labels: tuple[str, ...]
     storage: str
     deleting: bool
@@ -69,13 +70,19 @@ class PvcView:
 def pvc_view(body: Mapping[str, Any]) -> PvcView:
     metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
     annotations = metadata.get("annotations") or {}
-    try:
-        listed = json.loads(annotations.get(MANAGED_LABELS_ANNOTATION, "[]"))
+    text = annotations.get(MANAGED_LABELS_ANNOTATION, "[]")
+    try:  # longer than any list the operator writes: not its own
+        listed = json.loads(text) if len(text) <= MAX_MANAGED_ANNOTATION else []
     except (ValueError, TypeError):
         listed = []
     # Anything but a list of strings manages nothing: never remove labels on a guess.
     valid = isinstance(listed, list) and all(isinstance(key, str) for key in listed)
     managed = tuple(listed) if valid else ()
+    # Only the labels the operator manages are held: planning reads no other (a label the
+    # claim adds is set whatever the PVC had), and a PVC's labels, ours or not, can be
+    # anyone's, of any size.
+    labels = metadata.get("labels") or {}
+    held = sorted((key, labels[key]) for key in set(managed) if key in labels)
     return PvcView(
         name=metadata["name"],
         namespace=metadata.get("namespace") or "",
@@ -83,7 +90,7 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
         resource_version=metadata.get("resourceVersion", ""),
         controllers=tuple(ref["uid"] for ref in metadata.get("ownerReferences") or ()
                           if ref.get("controller")),
-        labels=tuple(sorted((metadata.get("labels") or {}).items())),
+        labels=tuple(held),
         managed_labels=managed,
         storage=str(((spec.get("resources") or {}).get("requests") or {}).get("storage", "")),
         deleting=bool(metadata.get("deletionTimestamp")),

@@ -205,6 +205,9 @@ class ClaimReconciler:
         """Make the PVC match the EVC, if it is ours; say how it stands."""
         if view.size_invalid:
             return pvc_ready(PvcOutcome.INVALID_SPEC, view.name, previous)
+        if view.labels_too_large:  # not kept: the PVC cannot be made to match
+            return pvc_ready(PvcOutcome.LABELS_TOO_LARGE, view.name, previous,
+                             detail=str(view.labels_too_large))
         body = view.body
         observed = self.index.pvc(view.key)
         plan = plan_pvc(body, observed)

@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from evc_operator.evc import MAX_LABEL_BYTES
 from evc_operator.lifecycle import Action, Countdown, Decision, Phase
 from evc_operator.timestamps import format_time
 
@@ -63,12 +64,14 @@ class Reason(enum.StrEnum):
     DRY_RUN = "DryRun"  # the operator runs with DRY_RUN: it deletes nothing
     PVC_REFUSED = "PvcRefused"  # the API server refused to create its PVC
     PVC_SPEC_MISMATCH = "PvcSpecMismatch"  # its PVC lacks a field the claim asked for
+    LABELS_TOO_LARGE = "LabelsTooLarge"  # too many labels to copy: no PVC made or updated
 
 
 _REASONS = {  # by (condition type, condition reason), in order of precedence
     ("PvcReady", "PvcConflict"): Reason.PVC_CONFLICT,
     ("PvcReady", "PvcRefused"): Reason.PVC_REFUSED,
     ("PvcReady", "PvcSpecMismatch"): Reason.PVC_SPEC_MISMATCH,
+    ("PvcReady", "LabelsTooLarge"): Reason.LABELS_TOO_LARGE,
     ("SpecValid", "InvalidSpec"): Reason.INVALID_SPEC,
     ("PvcReady", "PvcUpdateRejected"): Reason.PVC_UPDATE_REJECTED,
     ("DeletionPaused", "KeepAnnotation"): Reason.KEPT,
@@ -210,6 +213,7 @@ class PvcOutcome(enum.StrEnum):
     CONFLICT = "conflict"  # a PVC of that name that is not ours
     REFUSED = "refused"  # the API server refused to create it (quota, admission, invalid)
     NOT_AS_ASKED = "not-as-asked"  # ours, without a field the claim asked for
+    LABELS_TOO_LARGE = "labels-too-large"  # none made or updated: labels too large to copy
     DELETING = "deleting"  # ours, being deleted: recreated once gone
     REJECTED = "rejected"  # the API server refused the update (now, or this same one before)
     IN_PLACE = "in-place"  # ours, as it should be (after an update, if one was needed)
@@ -249,6 +253,13 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
                                            f"changed {detail}. Its volume is not the one "
                                            f"described (e.g. empty instead of restored from "
                                            f"a data source).", said_reason)
+    if outcome is PvcOutcome.LABELS_TOO_LARGE:
+        return _warning("LabelsTooLarge", f"The claim's labels take {detail} bytes (keys and "
+                                          f"values), more than the {MAX_LABEL_BYTES} this "
+                                          f"operator copies to a PersistentVolumeClaim: no "
+                                          f"PersistentVolumeClaim {name} is created or "
+                                          f"updated until they are fewer. Its countdown runs "
+                                          f"as usual.", said_reason)
     if outcome is PvcOutcome.DELETING:
         return Condition("PvcReady", False, "PvcDeleting",
                          f"PersistentVolumeClaim {name} is being deleted; it will be "
