@@ -84,13 +84,13 @@ def error_message(error: ApiException) -> str:
 
 
 def refusal(error: ApiException) -> str:
-    """The API server's reason and message, as a person reads them: `Forbidden: exceeded
-    quota: ...`."""
+    """The API server's reason and message, as a person reads them (`Forbidden: exceeded
+    quota: ...`), without a final full stop."""
     try:
         reason = json.loads(error.body or "{}").get("reason")
     except (ValueError, AttributeError):
         reason = None
-    return f"{reason or error.reason or error.status}: {error_message(error)}"
+    return f"{reason or error.reason or error.status}: {error_message(error).rstrip('.')}"
 
 
 def describe(error: BaseException) -> str:

@@ -219,6 +219,29 @@ class PvcOutcome(enum.StrEnum):
     IN_PLACE = "in-place"  # ours, as it should be (after an update, if one was needed)
 
 
+# Outcomes that need someone's attention: PvcReady=False with the reason, and a Warning
+# Event when it is new (not again at each retry while it stays). {detail}: the conflict,
+# the API server's refusal, the fields missing, or the size of the labels.
+_WARNINGS = {
+    PvcOutcome.CONFLICT: ("PvcConflict", "{detail}"),
+    PvcOutcome.REFUSED: ("PvcRefused", "The API server refused to create PersistentVolumeClaim "
+                                       "{name}: {detail}. Retried with backoff; the claim's "
+                                       "own countdown runs as usual."),
+    PvcOutcome.NOT_AS_ASKED: ("PvcSpecMismatch", "PersistentVolumeClaim {name} is not what "
+                                                 "the claim asked for: the API server dropped "
+                                                 "or changed {detail}. Its volume is not the "
+                                                 "one described (e.g. empty instead of "
+                                                 "restored from a data source)."),
+    PvcOutcome.LABELS_TOO_LARGE: ("LabelsTooLarge", "The claim's labels take {detail} bytes "
+                                                    "(keys and values), more than the {limit} "
+                                                    "this operator copies to a "
+                                                    "PersistentVolumeClaim: no "
+                                                    "PersistentVolumeClaim {name} is created "
+                                                    "or updated until they are fewer. Its "
+                                                    "countdown runs as usual."),
+}
+
+
 def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
               detail: str | None = None, size: str = "", resized_from: str | None = None,
               phase: str = "Pending") -> tuple[Condition, list[Event]]:
@@ -240,26 +263,11 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
                    f"Created PersistentVolumeClaim {name} of {size}.")
         return Condition("PvcReady", False, "Pending", f"{message} {_UNBOUND}"), [
             Event("Normal", reason, message)]
-    if outcome is PvcOutcome.CONFLICT:
-        return _warning("PvcConflict", detail or "", said_reason)
-    if outcome is PvcOutcome.REFUSED:
-        refused = (detail or "").rstrip(".")
-        return _warning("PvcRefused", f"The API server refused to create PersistentVolumeClaim "
-                                      f"{name}: {refused}. Retried with backoff; the claim's "
-                                      f"own countdown runs as usual.", said_reason)
-    if outcome is PvcOutcome.NOT_AS_ASKED:
-        return _warning("PvcSpecMismatch", f"PersistentVolumeClaim {name} is not what the "
-                                           f"claim asked for: the API server dropped or "
-                                           f"changed {detail}. Its volume is not the one "
-                                           f"described (e.g. empty instead of restored from "
-                                           f"a data source).", said_reason)
-    if outcome is PvcOutcome.LABELS_TOO_LARGE:
-        return _warning("LabelsTooLarge", f"The claim's labels take {detail} bytes (keys and "
-                                          f"values), more than the {MAX_LABEL_BYTES} this "
-                                          f"operator copies to a PersistentVolumeClaim: no "
-                                          f"PersistentVolumeClaim {name} is created or "
-                                          f"updated until they are fewer. Its countdown runs "
-                                          f"as usual.", said_reason)
+    if outcome in _WARNINGS:
+        reason, template = _WARNINGS[outcome]
+        message = template.format(name=name, detail=detail or "", limit=MAX_LABEL_BYTES)
+        events = [] if said_reason == reason else [Event("Warning", reason, message)]
+        return Condition("PvcReady", False, reason, message), events
     if outcome is PvcOutcome.DELETING:
         return Condition("PvcReady", False, "PvcDeleting",
                          f"PersistentVolumeClaim {name} is being deleted; it will be "
@@ -286,14 +294,6 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
         condition = Condition("PvcReady", False, "Pending",
                               f"PersistentVolumeClaim {name} is in place. {_UNBOUND}")
     return _as_said(condition, previous), events
-
-
-def _warning(reason: str, message: str,
-             said_reason: str | None) -> tuple[Condition, list[Event]]:
-    """PvcReady=False for a problem, with a Warning Event when it is new (not again at each
-    retry while it stays)."""
-    events = [] if said_reason == reason else [Event("Warning", reason, message)]
-    return Condition("PvcReady", False, reason, message), events
 
 
 _UNBOUND = ("It is not bound to a volume yet (its StorageClass may wait for the first pod "
