@@ -125,11 +125,19 @@ def not_as_asked(evc: Mapping[str, Any], observed: PvcView) -> list[str]:
     feature gate) or changed (a mutating admission webhook). Fields the API server added
     (defaults) are not differences."""
     stored = dict(observed.fields)
-    return [f"spec.{path} (asked {value!r}, got "
-            f"{repr(stored[path]) if path in stored else 'none'})"
-            for path, value in spec_fields(desired_pvc(evc)["spec"])
-            if stored.get(path) != value]
-
+    asked = spec_fields(desired_pvc(evc)["spec"])
+    missing: list[str] = []
+    for field in ASKED_FIELDS:
+        paths = [(path, value) for path, value in asked
+                 if path == field or path.startswith(f"{field}.")]
+        if paths and not any(path in stored for path, _ in paths) and len(paths) > 1:
+            whole = ", ".join(f"{path[len(field) + 1:]}={value}" for path, value in paths)
+            missing.append(f"spec.{field} (asked {whole}; got none)")  # dropped whole
+            continue
+        missing += [f"spec.{path} (asked {value!r}, got "
+                    f"{repr(stored[path]) if path in stored else 'none'})"
+                    for path, value in paths if stored.get(path) != value]
+    return missing
 
 def desired_pvc(evc: Mapping[str, Any]) -> dict[str, Any]:
     """The PVC for this EVC: same name, namespace and labels, owned by the EVC.

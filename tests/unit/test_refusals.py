@@ -139,7 +139,5 @@ def test_not_as_asked_compares_only_what_the_claim_asked_for() -> None:
     del changed["spec"]["dataSourceRef"]
     assert not_as_asked(body, pvc_view(changed)) == [
         "spec.storageClassName (asked 'fast', got 'slow')",
-        "spec.dataSourceRef.apiGroup (asked 'snapshot.storage.k8s.io', got none)",
-        "spec.dataSourceRef.kind (asked 'VolumeSnapshot', got none)",
-        "spec.dataSourceRef.name (asked 'nightly', got none)",
-        "spec.dataSourceRef.namespace (asked 'backups', got none)"]
+        "spec.dataSourceRef (asked apiGroup=snapshot.storage.k8s.io, kind=VolumeSnapshot, "
+        "name=nightly, namespace=backups; got none)"]
