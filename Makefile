@@ -69,13 +69,15 @@ cluster: venv crd.yaml  ## Start a local cluster with a real node (root; NODE=0:
 cluster-down: venv  ## Stop the local cluster, remove its state and undo its changes to the host.
 	@$(BIN)/python -m controlplane down --dir $(CLUSTER_DIR)
 
-# The Helm chart's copies of config/: its CRD, and the RBAC files its templates read rules from.
+# The Helm chart's copies of config/: its CRD, the RBAC files its templates read rules from,
+# and the admission policy.
 CHART := charts/evc-operator
 CHART_COPIES := $(CHART)/crds/ephemeralvolumeclaims.yaml \
 	$(CHART)/files/rbac/cluster_role.yaml $(CHART)/files/rbac/leader_election_role.yaml \
 	$(CHART)/files/rbac/users/evc_view.yaml $(CHART)/files/rbac/users/evc_edit.yaml \
 	$(CHART)/files/rbac-namespaced/role.yaml \
-	$(CHART)/files/rbac-namespaced/discovery_cluster_role.yaml
+	$(CHART)/files/rbac-namespaced/discovery_cluster_role.yaml \
+	$(CHART)/files/admission/label_size_policy.yaml
 
 manifests: crd.yaml $(CHART_COPIES)  ## Regenerate crd.yaml and the Helm chart's copies from config/.
 

@@ -42,6 +42,9 @@ CONTROLLERS = (
     "ttl-after-finished-controller",
     # Folds evc-view and evc-edit (config/rbac/users/) into the built-in view/edit/admin.
     "clusterrole-aggregation-controller",
+    # Computes a ResourceQuota's usage: without it the API server refuses every object the
+    # quota counts ("status unknown for quota"), not only those that exceed it.
+    "resourcequota-controller",
 )
 # What a real node needs besides: the not-ready taint removed once the kubelet reports
 # Ready, the `kube-root-ca.crt` ConfigMap projected ServiceAccount volumes mount.

@@ -22,7 +22,11 @@ from evc_operator.timestamps import parse_time
 from evc_operator.users import InvalidSelector, validate_selector
 
 KEEP_ANNOTATION = "evc.zalando.org/keep"
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# The most a claim's labels may take (keys and values, in bytes) to be copied to its PVC.
+# A claim's metadata is its author's to fill, the operator's memory everyone's: larger
+# labels are not kept, and no PVC is created or updated for such a claim (the policy in
+# config/admission refuses it at admission, with the same limit).
+MAX_LABEL_BYTES = 8192
 Key = tuple[str, str]  # (namespace, name)
 
 
@@ -46,6 +50,7 @@ class EvcView:
     selector: Mapping[str, Any] | None
     problems: tuple[str, ...]
     reason: str | None = None  # status.reason: why the claim needs attention, if it does
+    labels_too_large: int = 0  # the size of its labels, if above MAX_LABEL_BYTES (not kept)
     status_json: str = "{}"
     body_json: str = "{}"  # see `slim`
 
@@ -67,6 +72,10 @@ class EvcView:
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = orjson.loads(self.status_json)
         return status
+
+
+def label_bytes(labels: Mapping[str, str]) -> int:
+    return sum(len(key.encode()) + len(str(value).encode()) for key, value in labels.items())
 
 
 def keeps(annotations: Mapping[str, str]) -> bool:
@@ -134,6 +143,7 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
     expiry_period = _period(spec, "expiryPeriod", settings.expiry_period, problems)
     grace_period = _period(spec, "gracePeriod", settings.grace_period, problems)
     recorded_unused_since = _recorded_time(status, "unusedSince", problems)
+    labels_size = label_bytes(metadata.get("labels") or {})
     claim = lifecycle.Claim(
         created=parse_time(metadata["creationTimestamp"]),
         expiry_period=expiry_period,
@@ -154,6 +164,7 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         selector=selector,
         problems=tuple(problems),
         reason=sys.intern(str(status["reason"])) if status.get("reason") else None,
+        labels_too_large=labels_size if labels_size > MAX_LABEL_BYTES else 0,
         # As text: orjson's bytes keep a 4 KiB buffer each, its text the exact length.
         status_json=orjson.dumps(status).decode(),
         body_json=slim(body),
@@ -161,16 +172,14 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
 
 
 def slim(body: Mapping[str, Any]) -> str:
-    """What is kept of an EVC's body, as JSON: no managedFields, no status (its view holds
-    that), no copy of itself that `kubectl apply` leaves in an annotation. As JSON text
-    the bodies of ten thousand claims take a fifth of what dicts of strings would, and a
-    reconciliation reads one in microseconds."""
-    metadata = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
-    annotations = {key: value for key, value in (metadata.get("annotations") or {}).items()
-                   if key != LAST_APPLIED}
-    if annotations:
-        metadata["annotations"] = annotations
-    else:
-        metadata.pop("annotations", None)
+    """What is kept of an EVC's body, as JSON: what its PVC is made from. No status (its
+    view holds that), no managedFields, no annotations (the keep annotation is read into
+    the view; the rest, up to 256 KiB, no decision reads), and labels only up to
+    MAX_LABEL_BYTES. As JSON text the bodies of ten thousand claims take a fifth of what
+    dicts of strings would, and a reconciliation reads one in microseconds."""
+    metadata = {key: value for key, value in body["metadata"].items()
+                if key not in ("managedFields", "annotations")}
+    if label_bytes(metadata.get("labels") or {}) > MAX_LABEL_BYTES:
+        metadata.pop("labels")
     return orjson.dumps({key: value for key, value in body.items() if key != "status"} | {
         "metadata": metadata}).decode()  # text: orjson's bytes keep a 4 KiB buffer each

@@ -156,6 +156,8 @@ def test_defaults_render_the_operator_for_all_namespaces(control_plane: ControlP
         ("Deployment", "evc-evc-operator", "ops"),
         ("ClusterRole", "evc-view", None),
         ("ClusterRole", "evc-edit", None),
+        ("ValidatingAdmissionPolicy", "evc-label-size", None),
+        ("ValidatingAdmissionPolicyBinding", "evc-label-size", None),
     }
     deployment = one(documents, "Deployment")
     assert deployment["spec"]["replicas"] == 2
@@ -280,11 +282,13 @@ def test_no_service_account_named_is_refused_not_bound_to_default(
 
 
 def test_two_releases_share_no_object(control_plane: ControlPlane, tmp_path: Path) -> None:
-    """But the user roles, which concern the cluster-wide CRD: one release ships them."""
+    """But the user roles and the label-size policy, which concern the cluster-wide CRD: one
+    release ships them."""
     for values in (DEFAULTS, NAMESPACED):
         first = template(control_plane, tmp_path, *values, release="one", namespace="ops")
         second = template(control_plane, tmp_path, *values, "--set", "userRoles.create=false",
-                          release="two", namespace="ops")
+                          "--set", "admissionPolicy.create=false", release="two",
+                          namespace="ops")
         assert keys(first) & keys(second) == {("CustomResourceDefinition", CRD_NAME, None)}
         assert env(container(first))["LEASE_NAME"] != env(container(second))["LEASE_NAME"]
 
@@ -367,9 +371,10 @@ def test_the_deployment_is_that_of_config(control_plane: ControlPlane, tmp_path:
 # -- onto the control plane ----------------------------------------------------------------
 
 
-# config/default, applied by tests/integration/test_deploy.py, owns evc-view and evc-edit in
-# this cluster: a release that made them too would be refused (they are one per cluster).
-NO_USER_ROLES = ("--set", "userRoles.create=false")
+# config/default, applied by tests/integration/test_deploy.py, owns evc-view, evc-edit and
+# the label-size policy in this cluster: a release that made them too would be refused
+# (they are one per cluster).
+NO_USER_ROLES = ("--set", "userRoles.create=false", "--set", "admissionPolicy.create=false")
 
 
 def release_name(namespace: str) -> str:

@@ -4,6 +4,7 @@ and a scheduler built on them, for unit tests."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import datetime
 from collections.abc import Callable, Mapping
@@ -48,7 +49,7 @@ OWN_PVC = pvc_view({"metadata": {
     "name": "scratch", "namespace": "jobs", "uid": "pvc-uid", "resourceVersion": "5",
     "ownerReferences": [{"uid": "evc-uid", "controller": True}],
     "annotations": {"evc.zalando.org/managed-labels": "[]"}},
-    "spec": {"resources": {"requests": {"storage": "1Gi"}}}})
+    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
 
 
 class FakeApi:
@@ -61,6 +62,10 @@ class FakeApi:
         self.event_error: Exception | None = None
         self.status_error: Exception | None = None  # every status write refused with it
         self.resize_error: Exception | None = None  # every resize refused with it
+        self.body: dict[str, Any] | None = None  # the EVC a status write returns
+        self.create_error: Exception | None = None  # every PVC creation refused with it
+        # What the API server keeps of a PVC it creates (as sent, by default).
+        self.stored: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
 
     async def list_pods(self, namespace: str) -> PodSnapshot:
         self.calls.append("list_pods")
@@ -73,7 +78,7 @@ class FakeApi:
         self.calls.append(f"patch_status:{status['phase']}")
         if self.status_error is not None:
             raise self.status_error
-        body = evc_body()
+        body = copy.deepcopy(self.body) if self.body is not None else evc_body()
         body["metadata"]["resourceVersion"] = "11"
         body["status"] = dict(status)
         return body
@@ -92,9 +97,11 @@ class FakeApi:
             raise self.event_error
         self.calls.append(f"event:{event.reason}")
 
-    async def create_pvc(self, body: Mapping[str, Any]) -> object:
+    async def create_pvc(self, body: Mapping[str, Any]) -> dict[str, Any]:
         self.calls.append("create_pvc")
-        return body
+        if self.create_error is not None:
+            raise self.create_error
+        return self.stored(body)
 
     async def read_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls.append("read_pvc")
