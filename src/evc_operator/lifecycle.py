@@ -194,7 +194,9 @@ def trusted(recorded: Claim, ours: Claim | None) -> Claim:
         later = max(ours.recorded_unused_since, recorded.recorded_unused_since)
         return dataclasses.replace(recorded, recorded_phase=ours.recorded_phase,
                                    recorded_unused_since=later)
-    return dataclasses.replace(recorded, recorded_phase=ours.recorded_phase)
+    # Ours has no end of use: a recorded one is someone else's, and would only be earlier.
+    return dataclasses.replace(recorded, recorded_phase=ours.recorded_phase,
+                               recorded_unused_since=None)
 
 
 def believed(claim: Claim, *, verified: bool, now: datetime.datetime) -> Claim:
