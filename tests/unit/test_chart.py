@@ -28,6 +28,7 @@ COPIES = {
     "files/rbac-namespaced/role.yaml": "config/rbac-namespaced/role.yaml",
     "files/rbac-namespaced/discovery_cluster_role.yaml":
         "config/rbac-namespaced/discovery_cluster_role.yaml",
+    "files/signing-key/role.yaml": "config/signing-key/role.yaml",
 }
 
 

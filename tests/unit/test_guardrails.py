@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 
 from evc_operator import signingkey
 from evc_operator.credentials import ConfigError
@@ -18,6 +19,7 @@ from tests.unit.fakes import FakeApi, evc_body, make, reconcile_now
 from tests.unit.support import T0
 from tests.unit.test_evc import make_evc
 
+REPO = Path(__file__).resolve().parents[2]
 LIMITS = Settings.from_environ({"MIN_PERIOD": "1m", "MAX_PERIOD": "7d",
                                 "EXPIRY_PERIOD": "1m", "GRACE_PERIOD": "1m"})
 
@@ -109,3 +111,17 @@ def test_in_a_cluster_the_key_is_the_operators_namespace_secret() -> None:
     assert (settings.signing_key_namespace, settings.signing_key_secret) == (
         "evc-operator", "evc-operator-signing-key")
     assert Settings.from_environ({}).signing_key_namespace == ""  # a file, outside one
+
+
+def test_the_only_secret_the_operator_may_touch_is_its_signing_key() -> None:
+    """Least privilege: get and patch (to fill it once), by name; never list, never other
+    Secrets, in no other manifest."""
+    rules = []
+    for path in sorted((REPO / "config").rglob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            for rule in (document or {}).get("rules") or ():
+                if "secrets" in rule.get("resources", ()):
+                    rules.append((path.relative_to(REPO).as_posix(), rule))
+    assert rules == [("config/signing-key/role.yaml", {
+        "apiGroups": [""], "resources": ["secrets"],
+        "resourceNames": ["evc-operator-signing-key"], "verbs": ["get", "patch"]})]
