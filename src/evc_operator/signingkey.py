@@ -40,13 +40,19 @@ def default_file() -> Path:
 def file_key(path: Path) -> bytes:
     """The key in `path`, made (0600, in a 0700 directory) if there is none yet."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
+    if not path.exists():
+        # Written aside, then linked into place: a second operator starting at the same
+        # moment sees either no file or a whole key, and the first link wins.
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as file:
             file.write(secrets.token_hex(KEY_BYTES) + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     text = path.read_text().strip()
     try:
         key = bytes.fromhex(text)

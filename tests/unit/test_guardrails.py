@@ -97,6 +97,7 @@ def test_a_key_file_is_made_once_private_and_then_reused(tmp_path: Path) -> None
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert signingkey.file_key(path) == key
+    assert [entry.name for entry in path.parent.iterdir()] == ["signing-key"]  # no drafts
 
 
 def test_a_key_file_without_a_key_stops_the_operator(tmp_path: Path) -> None:
