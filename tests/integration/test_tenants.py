@@ -72,6 +72,10 @@ def created_at(kubectl: Kubectl, name: str) -> datetime.datetime:
     return parse(body["metadata"]["creationTimestamp"])
 
 
+def limit_warnings(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
+    return [event for event in kubectl.events(name) if event["reason"] == "PeriodLimited"]
+
+
 def write_status(kubectl: Kubectl, who: str, name: str, status: dict[str, Any]) -> None:
     result = as_tenant(kubectl, who, "patch", "evc", name, "--subresource=status",
                        "--type=merge", "-p", json.dumps({"status": status}))
@@ -155,8 +159,10 @@ def test_a_claim_editor_cannot_go_below_the_floor_or_above_the_ceiling(
         assert counts in condition["message"]
         assert parse(status(kubectl, name)["deletesAt"]) == created_at(
             kubectl, name) + datetime.timedelta(seconds=seconds)
-        warnings = [e for e in kubectl.events(name) if e["reason"] == "PeriodLimited"]
-        assert [e["type"] for e in warnings] == ["Warning"]
+        eventually(functools.partial(limit_warnings, kubectl, name), what="the Warning")
+    time.sleep(1)
+    for name in ("short", "long"):  # once each
+        assert [event["type"] for event in limit_warnings(kubectl, name)] == ["Warning"]
     # The editor shortens it again: still the floor.
     assert allowed(kubectl, who, "patch", "evc", "short", "--type=merge", "-p",
                    json.dumps({"spec": {"expiryPeriod": "1s"}}))
