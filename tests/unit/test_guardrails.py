@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime
 import stat
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
 
-from evc_operator import signingkey
+from evc_operator import kube, signingkey
 from evc_operator.credentials import ConfigError
+from evc_operator.errors import Conflict
 from evc_operator.evc import evc_view
 from evc_operator.lifecycle import Claim, decide
 from evc_operator.settings import MAX_DURATION, Settings, SettingsError
@@ -126,3 +130,53 @@ def test_the_only_secret_the_operator_may_touch_is_its_signing_key() -> None:
     assert rules == [("config/signing-key/role.yaml", {
         "apiGroups": [""], "resources": ["secrets"],
         "resourceNames": ["evc-operator-signing-key"], "verbs": ["get", "patch"]})]
+
+
+class FakeSecrets:
+    """kube.read_secret / kube.patch_secret over one Secret; `race` fills it first once."""
+
+    def __init__(self, data: dict[str, str] | None, race: str | None = None) -> None:
+        self.body = None if data is None else {"metadata": {"resourceVersion": "1"},
+                                               "data": data}
+        self.race = race
+        self.patches = 0
+
+    async def read(self, api: object, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.body
+
+    async def patch(self, api: object, namespace: str, name: str, version: str,
+                    data: dict[str, str]) -> None:
+        assert self.body is not None
+        self.patches += 1
+        if self.race is not None:  # another replica filled it meanwhile
+            self.body = {"metadata": {"resourceVersion": "2"}, "data": {"key": self.race}}
+            self.race = None
+            raise Conflict("the object has been modified")
+        assert version == self.body["metadata"]["resourceVersion"]
+        self.body = {"metadata": {"resourceVersion": "2"}, "data": dict(data)}
+
+
+def load_from(fake: FakeSecrets, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    monkeypatch.setattr(kube, "read_secret", fake.read)
+    monkeypatch.setattr(kube, "patch_secret", fake.patch)
+    return asyncio.run(signingkey.secret_key(cast(Any, None), "ops", "evc-key"))
+
+
+def test_an_empty_secret_is_filled_once_and_then_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeSecrets({})
+    key = load_from(fake, monkeypatch)
+    assert len(key) == signingkey.KEY_BYTES
+    assert base64.b64decode(fake.body["data"]["key"]) == key  # type: ignore[index]
+    assert load_from(fake, monkeypatch) == key
+    assert fake.patches == 1
+
+
+def test_replicas_starting_at_once_agree_on_one_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    theirs = base64.b64encode(b"t" * 32).decode()
+    assert load_from(FakeSecrets({}, race=theirs), monkeypatch) == b"t" * 32
+
+
+def test_a_missing_secret_stops_the_operator_with_its_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"the Secret ops/evc-key .* does not exist"):
+        load_from(FakeSecrets(None), monkeypatch)
