@@ -77,7 +77,8 @@ CHART_COPIES := $(CHART)/crds/ephemeralvolumeclaims.yaml \
 	$(CHART)/files/rbac/users/evc_view.yaml $(CHART)/files/rbac/users/evc_edit.yaml \
 	$(CHART)/files/rbac-namespaced/role.yaml \
 	$(CHART)/files/rbac-namespaced/discovery_cluster_role.yaml \
-	$(CHART)/files/admission/label_size_policy.yaml
+	$(CHART)/files/admission/label_size_policy.yaml \
+	$(CHART)/files/signing-key/role.yaml
 
 manifests: crd.yaml $(CHART_COPIES)  ## Regenerate crd.yaml and the Helm chart's copies from config/.
 

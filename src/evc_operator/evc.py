@@ -18,6 +18,7 @@ import orjson
 from evc_operator import lifecycle
 from evc_operator.claims import parse_quantity
 from evc_operator.settings import DURATION_HELP, MAX_DURATION, Settings, parse_duration
+from evc_operator.status import human_period
 from evc_operator.timestamps import parse_time
 from evc_operator.users import InvalidSelector, validate_selector
 
@@ -51,6 +52,7 @@ class EvcView:
     problems: tuple[str, ...]
     reason: str | None = None  # status.reason: why the claim needs attention, if it does
     labels_too_large: int = 0  # the size of its labels, if above MAX_LABEL_BYTES (not kept)
+    limited: tuple[str, ...] = ()  # periods of its spec brought within MIN/MAX_PERIOD
     status_json: str = "{}"
     body_json: str = "{}"  # see `slim`
 
@@ -72,6 +74,11 @@ class EvcView:
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = orjson.loads(self.status_json)
         return status
+
+    @property
+    def stored_seal(self) -> str | None:
+        seal = self.status.get("seal")
+        return seal if isinstance(seal, str) else None
 
 
 def label_bytes(labels: Mapping[str, str]) -> int:
@@ -103,6 +110,25 @@ def _period(spec: Mapping[str, Any], field: str, default: float,
         problems.append(f"spec.{field}={raw!r} is longer than the maximum of 100 years "
                         "(36500d); it counts as 100 years")
         return MAX_DURATION
+    return seconds
+
+
+def _within_limits(spec: Mapping[str, Any], field: str, seconds: float, settings: Settings,
+                   limited: list[str]) -> float:
+    """A period of the claim's own spec, brought within the cluster's MIN_PERIOD and
+    MAX_PERIOD (the defaults lie within them already)."""
+    if spec.get(field) is None:
+        return seconds
+    if seconds < settings.min_period:
+        limited.append(f"spec.{field} {human_period(seconds)} is shorter than the cluster's "
+                       f"minimum, {human_period(settings.min_period)}: it counts as "
+                       f"{human_period(settings.min_period)}")
+        return settings.min_period
+    if seconds > settings.max_period:
+        limited.append(f"spec.{field} {human_period(seconds)} is longer than the cluster's "
+                       f"maximum, {human_period(settings.max_period)}: it counts as "
+                       f"{human_period(settings.max_period)}")
+        return settings.max_period
     return seconds
 
 
@@ -140,8 +166,11 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         recorded_phase: lifecycle.Phase | None = lifecycle.Phase(status["phase"])
     except (KeyError, ValueError):
         recorded_phase = None
-    expiry_period = _period(spec, "expiryPeriod", settings.expiry_period, problems)
-    grace_period = _period(spec, "gracePeriod", settings.grace_period, problems)
+    limited: list[str] = []
+    expiry_period = _within_limits(spec, "expiryPeriod", _period(
+        spec, "expiryPeriod", settings.expiry_period, problems), settings, limited)
+    grace_period = _within_limits(spec, "gracePeriod", _period(
+        spec, "gracePeriod", settings.grace_period, problems), settings, limited)
     recorded_unused_since = _recorded_time(status, "unusedSince", problems)
     labels_size = label_bytes(metadata.get("labels") or {})
     claim = lifecycle.Claim(
@@ -165,6 +194,7 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         problems=tuple(problems),
         reason=sys.intern(str(status["reason"])) if status.get("reason") else None,
         labels_too_large=labels_size if labels_size > MAX_LABEL_BYTES else 0,
+        limited=tuple(limited),
         # As text: orjson's bytes keep a 4 KiB buffer each, its text the exact length.
         status_json=orjson.dumps(status).decode(),
         body_json=slim(body),

@@ -352,3 +352,19 @@ async def post_event(api: Api, namespace: str, name: str, uid: str, *, type: str
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
     }
     await api.call("POST", _core(namespace, "events"), body=body)
+
+
+@counted("read_secret")
+async def read_secret(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
+    """The Secret (only the signing key's: RBAC names it), or None if it does not exist."""
+    return await _read_or_none(api, _core(namespace, "secrets", name))
+
+
+@counted("patch_secret")
+async def patch_secret(api: Api, namespace: str, name: str, resource_version: str,
+                       data: Mapping[str, str]) -> None:
+    """Merge `data` into the Secret, only if nobody changed it since `resource_version`
+    (Conflict otherwise: another replica filled it first)."""
+    await api.call("PATCH", _core(namespace, "secrets", name), content_type=MERGE_PATCH,
+                   body={"metadata": {"resourceVersion": resource_version},
+                         "data": dict(data)})

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
-from evc_operator import lifecycle, metrics, status
+from evc_operator import lifecycle, metrics, seal, status
 from evc_operator.claims import (
     PvcStep,
     PvcView,
@@ -88,14 +88,11 @@ class ClaimReconciler:
             return None
         logger = self.logger_for(view)
         previous = view.status
+        had_pvc = self._has_own_pvc(view)
         pvc_condition, events = await self._sync_pvc(claim, view, previous, logger)
 
         now = self.clock()
-        trusted = lifecycle.trusted(view.claim, claim.ours())
-        if trusted is not view.claim:
-            log.warning("%s/%s: its stored status is not what this operator decided last "
-                        "(a write that failed, or someone else's); keeping the later facts.",
-                        view.namespace, view.name)
+        trusted = self._trusted(claim, view, had_pvc, now)
         dry_run = self.settings.dry_run
         decision = lifecycle.decide(trusted, self._users(claim, view), now, dry_run=dry_run)
         if decision.action is Action.DELETE:
@@ -111,14 +108,18 @@ class ClaimReconciler:
 
         claim.decided(decision)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
-                                                   dry_run=dry_run, problems=view.problems),
+                                                   dry_run=dry_run, problems=view.problems,
+                                                   limited=view.limited),
                       pvc_condition]
-        new_status = status.build_status(decision, conditions, generation=view.generation,
-                                         previous=previous, now=now)
+        new_status = status.build_status(
+            decision, conditions, generation=view.generation, previous=previous, now=now,
+            seal=seal.seal(self.settings.signing_key, view.uid, str(decision.phase),
+                           decision.unused_since))
         events += status.transition_events(decision, view.claim.recorded_phase,
                                            expiry_period=view.claim.expiry_period,
                                            grace_period=view.claim.grace_period)
         events += status.spec_warnings(view.problems, previous)
+        events += status.limit_warnings(view.limited, previous)
         # The status write and its Events go out together: one round trip of the slot
         # instead of one after another. An Event never fails the reconciliation.
         await asyncio.gather(self._write_status(view, new_status, previous),
@@ -138,6 +139,37 @@ class ClaimReconciler:
             retry = now + datetime.timedelta(seconds=backoff(claim.refusals))
             wake_at = retry if wake_at is None else min(wake_at, retry)
         return Outcome(wake_at=wake_at, countdown=decision if pending else None)
+
+    def _has_own_pvc(self, view: EvcView) -> bool:
+        pvc = self.index.pvc(view.key)
+        return pvc is not None and view.uid in pvc.controllers
+
+    def _trusted(self, claim: TrackedClaim, view: EvcView, had_pvc: bool,
+                 now: datetime.datetime) -> lifecycle.Claim:
+        """The facts to decide on. Those this process decided itself, if any (against a
+        status rewritten since: the later of the two). Otherwise those stored, if sealed
+        by the operator (a restart, a new leader: the countdown resumes exactly), or if
+        the claim is new (no facts, no PVC of its own yet); else the later way."""
+        ours = claim.ours()
+        recorded = view.claim
+        if ours is None:
+            new = recorded.recorded_phase is None and not had_pvc
+            verified = new or seal.verify(self.settings.signing_key, view.uid,
+                                          recorded.recorded_phase,
+                                          recorded.recorded_unused_since, view.stored_seal)
+            recorded = lifecycle.believed(recorded, verified=verified, now=now)
+            if not verified:
+                log.warning("%s/%s: its stored status is not sealed by this operator "
+                            "(written by someone else, by an older version, or under "
+                            "another key); its deadline counts the later way.",
+                            view.namespace, view.name)
+            return recorded
+        trusted = lifecycle.trusted(recorded, ours)
+        if trusted is not recorded:
+            log.warning("%s/%s: its stored status is not what this operator decided last "
+                        "(a write that failed, or someone else's); keeping the later facts.",
+                        view.namespace, view.name)
+        return trusted
 
     def _users(self, claim: TrackedClaim, view: EvcView,
                fresh: PodList | None = None) -> list[lifecycle.PodUse]:

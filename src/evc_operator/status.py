@@ -86,7 +86,8 @@ def reason_of(conditions: Sequence[Condition]) -> Reason | None:
 
 
 def lifecycle_conditions(decision: Decision, *, keep: bool, dry_run: bool,
-                         problems: Sequence[str]) -> list[Condition]:
+                         problems: Sequence[str], limited: Sequence[str] = ()
+                         ) -> list[Condition]:
     conditions = [
         Condition("InUse", bool(decision.active_users),
                   "ActiveUsers" if decision.active_users else "NoActiveUsers",
@@ -107,12 +108,19 @@ def lifecycle_conditions(decision: Decision, *, keep: bool, dry_run: bool,
     else:
         paused = Condition("DeletionPaused", False, "Active", "Deletes when due.")
     conditions.append(paused)
+    if limited:  # present only while a period of the spec is outside MIN/MAX_PERIOD
+        conditions.append(Condition(LIMITED, True, "ClusterLimit", "; ".join(limited) + "."))
     return conditions
 
 
+LIMITED = "PeriodLimited"
+
+
 def build_status(decision: Decision, conditions: Sequence[Condition], *, generation: int,
-                 previous: Mapping[str, Any], now: datetime.datetime) -> dict[str, Any]:
-    """The complete status to store; fields that no longer apply are set to None."""
+                 previous: Mapping[str, Any], now: datetime.datetime,
+                 seal: str | None = None) -> dict[str, Any]:
+    """The complete status to store; fields that no longer apply are set to None. `seal`:
+    the operator's seal on the phase and unusedSince (seal.py)."""
     before = {c.get("type"): c for c in previous.get("conditions") or ()}
     rendered = []
     for condition in conditions:
@@ -139,6 +147,7 @@ def build_status(decision: Decision, conditions: Sequence[Condition], *, generat
         "countdown": str(decision.countdown) if decision.countdown else None,
         "observedGeneration": generation,
         "conditions": rendered,
+        "seal": seal,
     }
 
 
@@ -202,6 +211,14 @@ def spec_warnings(problems: Sequence[str], previous: Mapping[str, Any]) -> list[
     """An InvalidSpec Warning when the spec turns invalid (not again while it stays so)."""
     if problems and condition_field(previous, "SpecValid") != "False":
         return [Event("Warning", "InvalidSpec", "; ".join(problems))]
+    return []
+
+
+def limit_warnings(limited: Sequence[str], previous: Mapping[str, Any]) -> list[Event]:
+    """A PeriodLimited Warning when a period of the spec first falls outside the cluster's
+    limits (not again while it stays so)."""
+    if limited and condition_field(previous, LIMITED) != "True":
+        return [Event("Warning", LIMITED, "; ".join(limited) + ".")]
     return []
 
 

@@ -12,12 +12,13 @@ from typing import Any
 
 import kopf
 
-from evc_operator import evc, informer, status
+from evc_operator import evc, informer, seal, status
 from evc_operator.claims import PvcView, pvc_view
 from evc_operator.freshness import Lister, PodSnapshot
 from evc_operator.limiter import DEFAULT_BOUNDS, Bounds
 from evc_operator.scheduler import Scheduler
 from evc_operator.settings import Settings
+from evc_operator.timestamps import parse_time
 from evc_operator.users import PodView, pod_view
 from tests.unit.support import T0
 
@@ -32,9 +33,16 @@ def evc_body() -> dict[str, Any]:
                      "resourceVersion": "10", "generation": 1,
                      "creationTimestamp": "2026-01-01T00:00:00Z"},
         "spec": {"size": "1Gi"},
-        "status": {"phase": "Pending", "conditions": [
-            {"type": "PvcReady", "status": "True", "reason": "PvcReady"}]},
+        "status": sealed({"phase": "Pending", "conditions": [
+            {"type": "PvcReady", "status": "True", "reason": "PvcReady"}]}),
     }
+
+
+def sealed(status: dict[str, Any], uid: str = "evc-uid") -> dict[str, Any]:
+    """`status` as the operator writes it: with its seal (the default Settings' key)."""
+    since = status.get("unusedSince")
+    return {**status, "seal": seal.seal(b"", uid, status.get("phase"),
+                                        parse_time(since) if since else None)}
 
 
 def pod_body(name: str, phase: str = "Running") -> dict[str, Any]:

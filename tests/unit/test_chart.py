@@ -29,6 +29,7 @@ COPIES = {
     "files/rbac-namespaced/discovery_cluster_role.yaml":
         "config/rbac-namespaced/discovery_cluster_role.yaml",
     "files/admission/label_size_policy.yaml": "config/admission/label_size_policy.yaml",
+    "files/signing-key/role.yaml": "config/signing-key/role.yaml",
 }
 
 

@@ -100,7 +100,7 @@ def test_status_fields_are_exact() -> None:
     """A structural schema prunes what it does not declare: the operator's status must fit."""
     status = _schema()["properties"]["status"]["properties"]
     assert set(status) == {"phase", "reason", "users", "userNames", "unusedSince", "deletesAt",
-                           "countdown", "observedGeneration", "conditions"}
+                           "countdown", "observedGeneration", "conditions", "seal"}
     assert status["reason"]["enum"] == [str(reason) for reason in Reason]
     assert status["phase"]["type"] == "string"
     assert status["phase"]["enum"] == ["Pending", "InUse", "Idle", "Deleting"]

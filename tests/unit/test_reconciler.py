@@ -27,6 +27,7 @@ from tests.unit.fakes import (
     make,
     pod_body,
     reconcile_now,
+    sealed,
     view_of,
 )
 from tests.unit.support import T0, Clock, settle
@@ -195,7 +196,7 @@ def test_a_pod_that_finished_after_the_proof_counts_as_finished() -> None:
         return PodSnapshot([pod_view(pod_body("worker", "Running"))], live=lambda: True)
 
     body = evc_body()
-    body["status"] = {"phase": "Idle", "unusedSince": "2026-01-01T00:00:55Z"}
+    body["status"] = sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:55Z"})
     reconciler, _ = make(fake, [pod_body("worker", "Succeeded")], lister=current_pods,
                          clock=clock, body=body)
 
@@ -287,7 +288,7 @@ def test_a_refused_status_write_never_lets_a_later_decision_rest_on_older_facts(
     # refused (a policy on the status subresource, say). The user ends at 00:01:00: the
     # grace counts from then, not from the stored 00:00:10 -- that would delete at once.
     body = evc_body()
-    body["status"] = {"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"}
+    body["status"] = sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"})
     clock = Clock()
     clock.now = T0 + datetime.timedelta(seconds=20)
     fake = FakeApi(fresh_pods=[])

@@ -74,6 +74,7 @@ def test_simultaneous_deletions_in_a_namespace_cost_one_list() -> None:
         body = fakes.evc_body()
         body["metadata"]["name"] = name
         body["metadata"]["uid"] = f"{name}-uid"
+        body["status"] = fakes.sealed(body["status"], uid=f"{name}-uid")
         reconciler.observe_evc(None, body)
         index.pvcs[("jobs", name)] = dataclasses.replace(
             fakes.OWN_PVC, name=name, controllers=(f"{name}-uid",))

@@ -81,7 +81,8 @@ def test_status_of_a_pending_claim() -> None:
     status = status_for(pending())
     assert {key: value for key, value in status.items() if key != "conditions"} == {
         "phase": "Pending", "reason": None, "users": 0, "userNames": [], "unusedSince": None,
-        "deletesAt": "2026-01-01T00:00:31Z", "countdown": "expiry", "observedGeneration": 3}
+        "deletesAt": "2026-01-01T00:00:31Z", "countdown": "expiry", "observedGeneration": 3,
+        "seal": None}
     assert status["conditions"] == [
         {"type": "InUse", "status": "False", "reason": "NoActiveUsers",
          "message": "No active pod or workload uses this claim: every pod that mounts it "
