@@ -164,7 +164,7 @@ class Measured:
         self.limit.observe(self.clock() - start)
         return result
 
-    async def create_pvc(self, body: Mapping[str, Any]) -> object:
+    async def create_pvc(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._timed(self.api.create_pvc(body))
 
     async def read_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:

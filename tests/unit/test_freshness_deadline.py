@@ -101,7 +101,7 @@ def _project(kind: str) -> Callable[[Any], PodView]:
 
 def _watched(api: ModelApi) -> informer.Watched:
     """Informers listed at T0, synced, their watches unbroken from then on."""
-    watched = informer.Watched(api, pods_changed=lambda ns, c: None,
+    watched = informer.Watched(api, pods_changed=lambda ns, c, change: None,
                                pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
     users = []
     for kind in ("pods", *(collection(name) for name in KINDS)):

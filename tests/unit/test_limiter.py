@@ -164,7 +164,7 @@ class SlowApi:
             raise self.error
         return {}
 
-    async def create_pvc(self, body: Any) -> object:
+    async def create_pvc(self, body: Any) -> Any:
         return await self._answer()
 
     async def read_pvc(self, namespace: str, name: str) -> Any:
