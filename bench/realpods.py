@@ -17,19 +17,18 @@ container: busybox from the node's own registry, mounting the claim at `/vol`, s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from bench import stats, workload
-from bench.client import Api, ApiError
+from bench.client import Api
 from bench.observe import EVCS, PODS, ClaimWatch, Key, until
 from bench.operator import Operator, install_identity
+from bench.scenario import Run, Scale
 from controlplane.cluster import ControlPlane
 
-NAMESPACE = "bench-real"
 GRACE_SECONDS = 10
 
 
@@ -56,65 +55,23 @@ def _ms(values: list[float]) -> dict[str, Any]:
             for key, value in stats.summary(values).items()}
 
 
-class RealPods:
+class RealPods(Run):
+    """`Run`'s harness (its namespaces, steps and checks) with real pods."""
+
     def __init__(self, plane: ControlPlane, workdir: Path, *, evcs: int, rate: float,
                  pod_seconds: float) -> None:
-        self.plane = plane
-        self.workdir = workdir
-        self.evcs, self.rate, self.pod_seconds = evcs, rate, pod_seconds
-        self.api = Api(plane.server, plane.admin_token, str(plane.ca_file), in_flight=8)
-        self.claims: list[Key] = [(NAMESPACE, f"claim-{i:05d}") for i in range(evcs)]
-        self.tasks: list[asyncio.Task[None]] = []
-        self.timings: dict[str, float] = {}
-        self.operator: Operator | None = None
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        self.tasks.append(asyncio.create_task(work))
-
-    def _check(self) -> None:
-        if self.operator is not None and not self.operator.alive():
-            raise RuntimeError("the operator exited; see its log in the work folder")
-        for task in self.tasks:
-            if task.done() and task.exception() is not None:
-                raise RuntimeError(f"a watch failed: {task.exception()}")
-
-    async def _step(self, name: str, work: Coroutine[Any, Any, Any]) -> None:
-        print(f"- {name}", flush=True)
-        start = time.monotonic()
-        await work
-        self.timings[name] = round(time.monotonic() - start, 1)
-        print(f"  done in {self.timings[name]} s", flush=True)
-
-    async def run(self) -> dict[str, Any]:
-        try:
-            return await self._run()
-        finally:
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            if self.operator is not None:
-                self.operator.stop()
-            await self.api.close()
-
-    async def _namespace(self) -> None:
-        with contextlib.suppress(ApiError):
-            await self.api.request("POST", "/api/v1/namespaces", workload.namespace(NAMESPACE))
-        for _ in range(240):  # pods are admitted once the default ServiceAccount exists
-            with contextlib.suppress(ApiError):
-                await self.api.request("GET", f"/api/v1/namespaces/{NAMESPACE}/"
-                                       "serviceaccounts/default", retries=0)
-                return
-            await asyncio.sleep(0.5)
-        raise TimeoutError("no default ServiceAccount")
+        super().__init__(plane, workdir, Scale(evcs=evcs, pods=evcs, namespaces=1, rate=rate,
+                                               in_flight=8))
+        self.pod_seconds = pod_seconds
 
     async def _run(self) -> dict[str, Any]:
-        api, total = self.api, self.evcs
+        api, total = self.api, self.scale.evcs
         kubeconfig = install_identity(self.plane, self.workdir / "operator.kubeconfig")
-        await self._step("namespace", self._namespace())
+        await self._step("namespace", self._make_namespaces)
         operator = self.operator = Operator(kubeconfig, self.workdir / "operator-1.log", env={
             "GRACE_PERIOD": str(GRACE_SECONDS), "EXPIRY_PERIOD": "3600"})
-        await self._step("operator start-up", until(lambda: int(operator.ready()), 1, "ready",
-                                                    limit=600, check=self._check))
+        await self._step("operator start-up", lambda: until(
+            lambda: int(operator.ready()), 1, "ready", limit=600, check=self._check_operator))
         claims, pods = ClaimWatch(), PodPhases()
         self._background(claims.run(api, await api.resource_version(EVCS)))
         self._background(pods.run(api, await api.resource_version(PODS)))
@@ -122,7 +79,7 @@ class RealPods:
         async def create_claim(key: Key) -> None:
             await api.request("POST", f"/apis/zalando.org/v1/namespaces/{key[0]}/"
                               f"ephemeralvolumeclaims", workload.evc(key[1], "10Mi"))
-        await self._step(f"{total} claims (PVC created, Pending)", self._all(
+        await self._step(f"{total} claims (PVC created, Pending)", lambda: self._all(
             api.each(self.claims, create_claim), lambda: claims.count("Pending")))
 
         created: dict[Key, float] = {}
@@ -130,17 +87,18 @@ class RealPods:
         async def start_users() -> None:
             start = time.monotonic()
             for number, (namespace, claim) in enumerate(self.claims):
-                await asyncio.sleep(max(0.0, start + number / self.rate - time.monotonic()))
+                await asyncio.sleep(max(0.0, start + number / self.scale.rate - time.monotonic()))
                 name = claim.replace("claim-", "user-")
                 created[(namespace, name)] = time.time()
                 await api.request("POST", f"/api/v1/namespaces/{namespace}/pods",
                                   workload.real_user_pod(name, claim, self.pod_seconds))
-        await self._step(f"{total} real user pods, {self.rate:g}/s, each {self.pod_seconds:g} s "
-                         f"(claims InUse, then Idle)",
-                         self._all(start_users(), lambda: claims.count("Idle"), limit=1800))
-        await self._step("claims deleted at their deadlines", until(
+        await self._step(f"{total} real user pods, {self.scale.rate:g}/s, each "
+                         f"{self.pod_seconds:g} s (claims InUse, then Idle)",
+                         lambda: self._all(start_users(), lambda: claims.count("Idle"),
+                                           limit=1800))
+        await self._step("claims deleted at their deadlines", lambda: until(
             lambda: len(claims.deleted), total, "claims deleted", limit=GRACE_SECONDS + 600,
-            check=self._check))
+            check=self._check_operator))
         users = {key: (key[0], key[1].replace("claim-", "user-")) for key in self.claims}
         reaction = [claims.phases[key]["Idle"] - pods.seen[user]["Succeeded"]
                     for key, user in users.items()
@@ -164,7 +122,7 @@ class RealPods:
     async def _all(self, work: Coroutine[Any, Any, Any], count: Any,
                    limit: float = 900) -> None:
         await work
-        await until(count, self.evcs, "claims", limit=limit, check=self._check)
+        await until(count, self.scale.evcs, "claims", limit=limit, check=self._check_operator)
 
 
 def table(result: dict[str, Any]) -> str:

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from controlplane.cluster import ControlPlane
-from controlplane.node import NODE_NAME, Node
+from controlplane.node import Node
 from tests.faults.realnode import RealNodeScenario
 from tests.faults.scenario import Scenario
+from tests.integration.support import cluster_with_node
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = range(int(os.environ.get("EVC_FAULT_SEED", "1")),
@@ -37,16 +38,8 @@ def audited_node(tmp_path_factory: pytest.TempPathFactory
     """A cluster with a real node of its own, stopped at the end of this module (one node
     per machine: `pytest` collects tests/faults before tests/integration, whose node is
     started later). Never skipped: if the node cannot start, the test errors."""
-    plane = ControlPlane.start(tmp_path_factory.mktemp("faults-node"),
-                               crds=[REPO / "crd.yaml"], audit=True, for_node=NODE_NAME)
-    try:
-        node = Node.start(plane)
-    except BaseException:
-        plane.stop()
-        raise
-    yield plane, node
-    node.stop()
-    plane.stop()
+    with cluster_with_node(tmp_path_factory.mktemp("faults-node"), audit=True) as started:
+        yield started
 
 
 @pytest.mark.parametrize("seed", SEEDS)
