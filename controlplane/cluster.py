@@ -101,7 +101,7 @@ class ControlPlane:
         reads API discovery only every 30 s, so owner references to custom resources
         would otherwise be ignored for that long. `audit` makes the API server log every
         request's metadata to `logs/audit.log`: an independent record of who did what, when
-        (with a node, also the bodies of the kubelet's pod status writes);
+        (with a node, also the bodies of pod status writes: the kubelet's reports);
         `audit_users` limits that record to requests by these users (a benchmark's load
         generator would otherwise write most of it). `for_node` names a node to be added
         with `controlplane.node.Node.start`: the controllers a node needs run, and the
@@ -275,8 +275,8 @@ class ControlPlane:
         logged: dict[str, object] = {"level": "Metadata"}
         if users:
             logged = {"level": "Metadata", "users": list(users)}
-        # With a node, the kubelet's pod status writes keep their bodies: when pods ended.
-        kubelet = [{"level": "RequestResponse", "users": [f"system:node:{node}"],
+        # With a node, pod status writes (the kubelet's) keep their bodies: when pods ended.
+        kubelet = [{"level": "RequestResponse",
                     "resources": [{"group": "", "resources": ["pods/status"]}]}] if node else []
         policy = pki / "audit-policy.json"
         policy.write_text(json.dumps({
