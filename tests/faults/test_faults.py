@@ -51,6 +51,7 @@ def test_invariants_hold_under_faults(audited_plane: ControlPlane, seed: int,
     assert not report.violations, "\n".join([report.line(), *report.violations])
 
 
+@pytest.mark.timeout(600)  # the cluster and node start, and real pods end on their own
 @pytest.mark.parametrize("seed", REAL_SEEDS)
 def test_invariants_hold_under_faults_on_a_real_node(
         audited_node: tuple[ControlPlane, Node], seed: int, tmp_path: Path) -> None:
