@@ -81,8 +81,10 @@ class Scenario:
         audit_offset = self.plane.audit_log.stat().st_size
         self.plane.kubectl("create", "namespace", self.namespace)
         self._wait_for_service_account()
+        began = now()
         self._plan_claims()
         self.start_operator()
+        self._outage(began)  # no operator yet: claims made before it was up wait for it
         try:
             for _ in range(steps):
                 self._step()
@@ -211,10 +213,13 @@ class Scenario:
     def _fault(self, kind: str, inject: Any) -> None:
         began = now()
         inject()
+        self._outage(began)
+        self.report.faults[kind] = self.report.faults.get(kind, 0) + 1
+
+    def _outage(self, began: datetime.datetime) -> None:
         ended = now()
         self.outages.append((began, ended))
         self.unsettled_until = ended + datetime.timedelta(seconds=SETTLE)
-        self.report.faults[kind] = self.report.faults.get(kind, 0) + 1
 
     def _kill_operator(self) -> None:
         assert self.operator is not None
