@@ -140,8 +140,9 @@ integration: venv binaries faketime
 
 SEED ?= 1
 COUNT ?= 200
-faults: venv binaries  ## Run COUNT (200) randomized fault scenarios from SEED (1); see docs/reliability.md.
-	$(BIN)/python -m tests.faults --seed $(SEED) --count $(COUNT)
+REAL ?=
+faults: venv binaries  ## Run COUNT (200) randomized fault scenarios from SEED (1); REAL=1 on a real node (root); see docs/reliability.md.
+	$(BIN)/python -m tests.faults --seed $(SEED) --count $(COUNT) $(if $(REAL),--real-node)
 
 # Benchmark scale; docs/benchmarks.md has the large run (EVCS=10000 PODS=50000) and the soak.
 EVCS ?= 1000

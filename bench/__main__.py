@@ -5,6 +5,9 @@
     python -m bench --jobs                   # each claim's user is a Job
     python -m bench --soak 30                # 30 minutes of churn, memory sampled
     python -m bench --soak 30 --trace-memory # the same, and which allocations grew
+    python -m bench --real-node --evcs 200   # users are real pods on a real node (root)
+
+Except with --real-node, pods are simulated: the harness writes their status.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import realpods, report
 from bench.audit import CONTROLLER_MANAGER
 from bench.operator import USER
 from bench.scenario import Run, Scale
 from controlplane.binaries import COMPONENTS
 from controlplane.cluster import ControlPlane
+from controlplane.node import NODE_NAME, Node
 
 REPO = Path(__file__).resolve().parent.parent
 # kube-controller-manager's client allows 20 requests per second (burst 30) by default.
@@ -105,8 +109,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="soak: run the operator under tracemalloc and report which "
                         "allocation sites grew after warm-up (its RSS is then not the "
                         "operator's own)")
+    parser.add_argument("--real-node", action="store_true",
+                        help="a small run on a real node (as root, one node per machine): "
+                        "each claim's user is a real pod that sleeps --pod-seconds; uses "
+                        "--evcs and --rate only")
+    parser.add_argument("--pod-seconds", type=float, default=5.0,
+                        help="--real-node: how long each user pod runs (%(default)s)")
     parser.add_argument("--out", type=Path, help="JSON results (default: "
-                        "bench/results/latest.json, or latest-soak.json)")
+                        "bench/results/latest.json, latest-soak.json or "
+                        "latest-real-node.json)")
     parser.add_argument("--workdir", type=Path,
                         help="keep the control plane's and operator's files here")
     arguments = parser.parse_args(argv)
@@ -121,6 +132,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Namespace,
                    ) -> dict[str, Any]:
+    if arguments.real_node:
+        return await realpods.RealPods(plane, workdir, evcs=arguments.evcs,
+                                       rate=arguments.rate,
+                                       pod_seconds=arguments.pod_seconds).run()
     if arguments.soak is not None:
         from bench.soak import Soak
         return await Soak(plane, workdir, minutes=arguments.soak, churn=arguments.churn,
@@ -138,20 +153,25 @@ async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Names
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse(sys.argv[1:] if argv is None else argv)
-    soak = arguments.soak is not None
+    soak, real = arguments.soak is not None, arguments.real_node
     out = arguments.out or REPO / "bench" / "results" / (
-        "latest-soak.json" if soak else "latest.json")
+        "latest-soak.json" if soak else "latest-real-node.json" if real else "latest.json")
     workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="evc-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"Starting a control plane (files in {workdir})", flush=True)
     plane = ControlPlane.start(workdir / "cluster", crds=[REPO / "crd.yaml"], audit=True,
                                audit_users=[USER, *([CONTROLLER_MANAGER] if arguments.jobs
                                                     else [])],
-                               controller_args=controller_args(arguments))
+                               controller_args=controller_args(arguments),
+                               for_node=NODE_NAME if real else None)
     started = datetime.datetime.now(datetime.UTC)
+    node: Node | None = None
     try:
+        node = Node.start(plane) if real else None
         result = asyncio.run(_measure(plane, workdir, arguments))
     finally:
+        if node is not None:
+            node.stop()
         plane.stop()
     document = {
         "command": "python -m bench " + shlex.join(_portable(sys.argv[1:] if argv is None
@@ -162,12 +182,13 @@ def main(argv: list[str] | None = None) -> int:
                       if key not in ("workdir", "out")},
         "result": result,
     }
-    if not soak:
+    if not soak and not real:
         document["meets_targets"] = report.verdicts(result)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2) + "\n")
     print()
-    print(report.soak_table(result) if soak else report.table(result))
+    print(report.soak_table(result) if soak else realpods.table(result) if real
+          else report.table(result))
     print(f"\nResults: {out}")
     return 0
 

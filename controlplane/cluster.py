@@ -104,7 +104,8 @@ class ControlPlane:
         `crds` are installed before the controller-manager starts: its garbage collector
         reads API discovery only every 30 s, so owner references to custom resources
         would otherwise be ignored for that long. `audit` makes the API server log every
-        request's metadata to `logs/audit.log`: an independent record of who did what, when;
+        request's metadata to `logs/audit.log`: an independent record of who did what, when
+        (with a node, also the bodies of pod status writes: the kubelet's reports);
         `audit_users` limits that record to requests by these users (a benchmark's load
         generator would otherwise write most of it). `for_node` names a node to be added
         with `controlplane.node.Node.start`: the controllers a node needs run, and the
@@ -173,7 +174,7 @@ class ControlPlane:
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--profiling=false",
-            *self._audit_flags(pki, audit, audit_users),
+            *self._audit_flags(pki, audit, audit_users, node),
             # Reach the kubelet (logs, exec) at its node IP, not by a host name from DNS.
             *(["--kubelet-preferred-address-types=InternalIP"] if node else []),
         ])
@@ -274,12 +275,16 @@ class ControlPlane:
     def audit_log(self) -> Path:
         return self.logs / "audit.log"
 
-    def _audit_flags(self, pki: Path, audit: bool, users: Sequence[str]) -> list[str]:
+    def _audit_flags(self, pki: Path, audit: bool, users: Sequence[str],
+                     node: str | None) -> list[str]:
         if not audit:
             return []
         logged: dict[str, object] = {"level": "Metadata"}
         if users:
             logged = {"level": "Metadata", "users": list(users)}
+        # With a node, pod status writes (the kubelet's) keep their bodies: when pods ended.
+        kubelet = [{"level": "RequestResponse",
+                    "resources": [{"group": "", "resources": ["pods/status"]}]}] if node else []
         policy = pki / "audit-policy.json"
         policy.write_text(json.dumps({
             "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
@@ -288,7 +293,7 @@ class ControlPlane:
                                                              "/healthz*"]},
                       {"level": "None", "resources": [{"group": "coordination.k8s.io",
                                                         "resources": ["leases"]}]},
-                      logged, {"level": "None"}]}))
+                      *kubelet, logged, {"level": "None"}]}))
         return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
                 "--audit-log-mode=blocking"]
 

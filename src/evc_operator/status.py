@@ -35,15 +35,6 @@ class Event:
     message: str
 
 
-def human_period(seconds: float) -> str:
-    seconds = math.ceil(seconds)  # time left: never shown shorter than it is
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
-             f"{secs}s" if secs or not (hours or minutes) else ""]
-    return "".join(parts)
-
-
 # The rule (lifecycle.py, workloads.py): a user pod counts until it Succeeded or Failed,
 # or is gone; a workload while it may still create pods.
 NO_ACTIVE_USERS = ("No active pod or workload uses this claim: every pod that mounts it (or "
