@@ -18,8 +18,7 @@ import orjson
 from evc_operator import lifecycle
 from evc_operator.claims import parse_quantity
 from evc_operator.settings import DURATION_HELP, MAX_DURATION, Settings, parse_duration
-from evc_operator.timestamps import human_period
-from evc_operator.timestamps import parse_time
+from evc_operator.timestamps import human_period, parse_time
 from evc_operator.users import InvalidSelector, validate_selector
 
 KEEP_ANNOTATION = "evc.zalando.org/keep"

@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evc_operator.evc import MAX_LABEL_BYTES
 from evc_operator.lifecycle import Action, Countdown, Decision, Phase
-from evc_operator.timestamps import format_time
+from evc_operator.timestamps import format_time, human_period
 
 
 @dataclasses.dataclass(frozen=True)

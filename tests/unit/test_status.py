@@ -21,13 +21,13 @@ from evc_operator.status import (
     Event,
     build_status,
     deletion_event,
-    human_period,
     lifecycle_conditions,
     reason_of,
     status_changed,
     transition_events,
 )
 from evc_operator.timestamps import format_time as timestamp
+from evc_operator.timestamps import human_period
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 EXPIRY, GRACE = 30.0, 90.0
