@@ -162,7 +162,7 @@ class ControlPlane:
             str(binaries.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
             f"--secure-port={self.api_port}",
-            *self._address_flags(node),
+            *_address_flags(node),
             f"--cert-dir={pki}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc",
@@ -271,16 +271,6 @@ class ControlPlane:
     @property
     def audit_log(self) -> Path:
         return self.logs / "audit.log"
-
-    @staticmethod
-    def _address_flags(node: str | None) -> list[str]:
-        if not node:  # loopback only: no pod could use the `kubernetes` Service's endpoints
-            return ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-                    "--endpoint-reconciler-type=none"]
-        # Pods reach it through the `kubernetes` Service (kube-proxy on the node) at the
-        # node's address, which the apiserver writes as the Service's endpoints; clients
-        # on the machine keep 127.0.0.1. Every address, as hack/local-up-cluster.sh does.
-        return ["--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}"]
 
     def _audit_flags(self, pki: Path, audit: bool, users: Sequence[str]) -> list[str]:
         if not audit:
@@ -398,3 +388,13 @@ def _post_json(url: str, body: dict[str, object]) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=10) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
+
+
+def _address_flags(node: str | None) -> list[str]:
+    if not node:  # loopback only: no pod could use the `kubernetes` Service's endpoints
+        return ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none"]
+    # Pods reach it through the `kubernetes` Service (kube-proxy on the node) at the node's
+    # address, which the API server writes as the Service's endpoints; clients on the
+    # machine keep 127.0.0.1. Every address, as hack/local-up-cluster.sh does.
+    return ["--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}"]
