@@ -138,8 +138,15 @@ def run_claim_through(kubectl: Kubectl, name: str, *, grace: str = "3s") -> None
     kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-user"},
         "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                 # Fit for the `restricted` Pod Security level of the operator's own
+                 # namespace (config/manager/namespace.yaml), where the namespaced
+                 # overlay's claims live.
+                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                     "seccompProfile": {"type": "RuntimeDefault"}},
                  "containers": [{"name": "main", "image": "busybox",
-                                 "command": ["sh", "-c", "echo data > /vol/f; sleep 3"],
+                                 "command": ["sh", "-c", "ls /vol; sleep 3"],
+                                 "securityContext": {"allowPrivilegeEscalation": False,
+                                                     "capabilities": {"drop": ["ALL"]}},
                                  "volumeMounts": [{"name": "v", "mountPath": "/vol"}]}],
                  "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": name}}]}}))
     wait_deleted(kubectl, name, timeout=90)
