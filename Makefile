@@ -55,8 +55,10 @@ binaries: venv  ## Build (once, cached) the control plane's and the node's binar
 # The Dockerfile, built with buildah (no Docker engine); as root. Installs buildah and
 # mmdebstrap from Debian if missing, makes the base image from Debian packages (it cannot be
 # pulled here), and caches all by content: see controlplane/image.py and docs/operations.md.
-image: venv  ## Build (once per content) the operator image: OCI archive, SBOM; prints the archive's path.
-	@$(BIN)/python -m controlplane.image
+# With `make cluster` running, its node's registry then serves it as the chart and
+# manifests name it (evc-operator:0.1.0).
+image: venv  ## Build (once per content) the operator image (OCI archive, SBOM), load it into the running cluster's node.
+	@$(BIN)/python -m controlplane image --dir $(CLUSTER_DIR)
 
 # libfaketime (Debian's faketime): an integration test runs the operator with its clock off.
 faketime:  ## Install libfaketime if it is missing (apt-get).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import ipaddress
 import json
 import os
 import secrets
@@ -22,10 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from controlplane.binaries import Binaries, ensure_binaries
+from controlplane.host import NODE_IP
+from controlplane.pki import write_service_account_keys, write_serving_certificate
 from controlplane.processes import alive, free_port, spawn, terminate
 
 __all__ = ["ControlPlane", "ControlPlaneError", "free_port"]
@@ -47,13 +47,19 @@ CONTROLLERS = (
     "resourcequota-controller",
 )
 # What a real node needs besides: the not-ready taint removed once the kubelet reports
-# Ready, the `kube-root-ca.crt` ConfigMap projected ServiceAccount volumes mount.
-NODE_CONTROLLERS = ("node-lifecycle-controller", "root-ca-certificate-publisher-controller")
+# Ready, the `kube-root-ca.crt` ConfigMap projected ServiceAccount volumes mount, and
+# Deployments (the operator's own) that make pods. Without a node no pod would run, and
+# tests there set the status of the workloads they make themselves.
+NODE_CONTROLLERS = ("node-lifecycle-controller", "root-ca-certificate-publisher-controller",
+                    "deployment-controller", "replicaset-controller")
 NODE_USERS = {  # identities the node's components use; the kubelet's is its node's
     "kube-scheduler": 'system:kube-scheduler,scheduler-uid',
     "kubelet": 'system:node:{node},kubelet-uid,"system:nodes,system:masters"',
+    "kube-proxy": "system:kube-proxy,kube-proxy-uid",  # bound to system:node-proxier
 }
 SERVICE_CIDR = "10.0.0.0/24"
+# The `kubernetes` Service's cluster IP: the range's first address.
+SERVICE_IP = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
 STATE_FILE = "controlplane.json"
 
 
@@ -148,7 +154,9 @@ class ControlPlane:
         self._wait(f"http://127.0.0.1:{etcd_client}/health", deadline, "etcd")
 
         pki = self.workdir / "pki"
-        self._write_service_account_keys(pki)
+        write_service_account_keys(pki)
+        if node:  # pods reach it by the Service's IP, which leads to the node's address
+            write_serving_certificate(pki, ["127.0.0.1", NODE_IP, SERVICE_IP])
         controller_token = secrets.token_hex(16)
         node_tokens = {user: secrets.token_hex(16) for user in (NODE_USERS if node else ())}
         (pki / "tokens.csv").write_text(
@@ -160,11 +168,8 @@ class ControlPlane:
         self._spawn("kube-apiserver", detached, [
             str(binaries.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
             f"--secure-port={self.api_port}",
-            # The 'kubernetes' Service endpoints cannot point at loopback: do not manage them.
-            "--endpoint-reconciler-type=none",
+            *_address_flags(node),
             f"--cert-dir={pki}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc",
@@ -357,15 +362,6 @@ class ControlPlane:
         path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
         path.chmod(0o600)
 
-    @staticmethod
-    def _write_service_account_keys(pki: Path) -> None:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        (pki / "sa.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption()))
-        (pki / "sa.pub").write_bytes(key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-
     def log_tails(self, lines: int = 40) -> str:
         """The last lines of every component's log, for failure reports."""
         parts = []
@@ -404,3 +400,13 @@ def _post_json(url: str, body: dict[str, object]) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=10) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
+
+
+def _address_flags(node: str | None) -> list[str]:
+    if not node:  # loopback only: no pod could use the `kubernetes` Service's endpoints
+        return ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none"]
+    # Pods reach it through the `kubernetes` Service (kube-proxy on the node) at the node's
+    # address, which the API server writes as the Service's endpoints; clients on the
+    # machine keep 127.0.0.1. Every address, as hack/local-up-cluster.sh does.
+    return ["--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}"]
