@@ -230,7 +230,8 @@ def test_quiet_values_render_a_single_dry_run_without_metrics(control_plane: Con
     assert env(operator) == {
         "EXPIRY_PERIOD": "30s", "GRACE_PERIOD": "30s", "COUNTDOWN_INTERVAL": "10s",
         "DRY_RUN": "true", "LIFECYCLE_EVENTS": "true", "METRICS_PORT": "0",
-        "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "false", "SIGNING_KEY_NAMESPACE": FROM_NAMESPACE,
+        "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "false",
+        "SIGNING_KEY_NAMESPACE": FROM_NAMESPACE,
         **SIGNING_KEY_ENV}
     assert "readinessProbe" not in operator
     assert "livenessProbe" in operator
@@ -258,7 +259,8 @@ def test_every_other_value(control_plane: ControlPlane, tmp_path: Path) -> None:
     assert {name: value for name, value in env(operator).items() if isinstance(value, str)} == {
         "EXPIRY_PERIOD": "15m", "GRACE_PERIOD": "90", "COUNTDOWN_INTERVAL": "2.5",
         "DRY_RUN": "false", "LIFECYCLE_EVENTS": "false", "METRICS_PORT": "9100",
-        "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "true", "LEASE_NAME": "evc-evc-operator", **SIGNING_KEY_ENV}
+        "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "true", "LEASE_NAME": "evc-evc-operator",
+        **SIGNING_KEY_ENV}
     assert {(p["name"], p["containerPort"]) for p in operator["ports"]} == {
         ("health", 8080), ("metrics", 9100)}
     assert pod["metadata"]["annotations"] == {
