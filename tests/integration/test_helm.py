@@ -367,7 +367,11 @@ def test_release_evc_operator_makes_the_objects_of_config(control_plane: Control
     # The chart grants the Lease with its own Role whenever leaderElection is on, so that
     # it works when the operator's namespace is not one it serves; config/namespaced's Role
     # grants it in the one namespace it serves.
-    assert keys(chart) == config_keys(render(control_plane, "namespaced")) | lease
+    # The chart ships the label-size admission policy (admissionPolicy.create); the
+    # namespaced overlay leaves it to config/admission, applied once per cluster.
+    policy = {("ValidatingAdmissionPolicy", "evc-label-size", None),
+              ("ValidatingAdmissionPolicyBinding", "evc-label-size", None)}
+    assert keys(chart) == config_keys(render(control_plane, "namespaced")) | lease | policy
 
 
 def test_the_deployment_is_that_of_config(control_plane: ControlPlane, tmp_path: Path) -> None:
@@ -386,7 +390,7 @@ def test_the_deployment_is_that_of_config(control_plane: ControlPlane, tmp_path:
     [config_container] = config_pod["spec"]["containers"]
     assert chart_container.pop("imagePullPolicy") == "IfNotPresent"
     assert chart_container["args"].pop() == "--log-format=full"
-    assert chart_container["env"].pop(11) == {"name": "LEASE_NAME", "value": "evc-operator"}
+    assert chart_container["env"].pop(12) == {"name": "LEASE_NAME", "value": "evc-operator"}
     assert chart_container == config_container
 
 
