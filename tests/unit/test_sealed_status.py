@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from evc_operator import seal
 from evc_operator.lifecycle import Claim, Phase, PodUse, believed, decide
+from evc_operator.scheduler import Scheduler
 from evc_operator.timestamps import format_time
 from tests.unit.fakes import NOW, FakeApi, evc_body, make, reconcile_now, sealed
 from tests.unit.support import T0
@@ -97,14 +98,34 @@ def test_a_seal_binds_the_key_the_claim_and_both_facts() -> None:
 
 # Through the reconciler, as it runs after a start: nothing decided by this process yet.
 
-def test_after_a_start_a_forged_idle_status_does_not_delete() -> None:
+KEY_OF_CLAIM = ("jobs", "scratch")
+
+
+def after_a_start(status: dict[str, object] | None, *,
+                  own_pvc: bool = True) -> tuple[Scheduler, FakeApi]:
+    """The claim with this stored status (None: none at all), reconciled once by a process
+    that has decided nothing yet; its own PVC indexed unless `own_pvc` is false."""
     body = evc_body()
-    body["status"] = {"phase": "Idle", "unusedSince": "2000-01-01T00:00:00Z"}
+    if status is None:
+        del body["status"]
+    else:
+        body["status"] = status
     fake = FakeApi(fresh_pods=[])
-    reconciler, _ = make(fake, [], body=body)
-    reconcile_now(reconciler, ("jobs", "scratch"))
-    assert not any(call.startswith("delete") for call in fake.calls)
-    claim = reconciler.claims.get(("jobs", "scratch"))
+    reconciler, index = make(fake, [], body=body)
+    if not own_pvc:
+        del index.pvcs[KEY_OF_CLAIM]
+    reconcile_now(reconciler, KEY_OF_CLAIM)
+    return reconciler, fake
+
+
+def deleted(fake: FakeApi) -> bool:
+    return any(call.startswith("delete") for call in fake.calls)
+
+
+def test_after_a_start_a_forged_idle_status_does_not_delete() -> None:
+    reconciler, fake = after_a_start({"phase": "Idle", "unusedSince": "2000-01-01T00:00:00Z"})
+    assert not deleted(fake)
+    claim = reconciler.claims.get(KEY_OF_CLAIM)
     assert claim is not None
     assert claim.countdown is not None
     assert claim.countdown.deletes_at == NOW + datetime.timedelta(seconds=30)
@@ -115,40 +136,22 @@ def test_after_a_start_a_forged_idle_status_does_not_delete() -> None:
 
 
 def test_after_a_start_a_sealed_idle_status_resumes_exactly() -> None:
-    body = evc_body()
-    body["status"] = sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"})
-    fake = FakeApi(fresh_pods=[])
-    reconciler, _ = make(fake, [], body=body)
-    reconcile_now(reconciler, ("jobs", "scratch"))
+    _, fake = after_a_start(sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"}))
     assert "delete:evc-uid:10" in fake.calls  # 00:00:10 + 30 s grace is long past
 
 
 def test_a_seal_from_another_claim_is_not_believed() -> None:
-    body = evc_body()
-    body["status"] = sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"},
-                            uid="another-claim")
-    fake = FakeApi(fresh_pods=[])
-    reconciler, _ = make(fake, [], body=body)
-    reconcile_now(reconciler, ("jobs", "scratch"))
-    assert not any(call.startswith("delete") for call in fake.calls)
+    _, fake = after_a_start(sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"},
+                                   uid="another-claim"))
+    assert not deleted(fake)
 
 
 def test_a_cleared_status_of_a_claim_with_its_pvc_counts_the_later_way() -> None:
-    body = evc_body()
-    del body["status"]
-    fake = FakeApi(fresh_pods=[])
-    reconciler, _ = make(fake, [], body=body)  # its own PVC exists: it is not new
-    reconcile_now(reconciler, ("jobs", "scratch"))
-    assert not any(call.startswith("delete") for call in fake.calls)
+    _, fake = after_a_start(None)  # its own PVC exists: it is not new
+    assert not deleted(fake)
 
 
 def test_a_new_claim_without_status_or_pvc_expires_from_its_creation() -> None:
-    body = evc_body()
-    del body["status"]
-    fake = FakeApi(fresh_pods=[])
-    reconciler, index = make(fake, [], body=body)
-    del index.pvcs[("jobs", "scratch")]
-    reconcile_now(reconciler, ("jobs", "scratch"))
+    _, fake = after_a_start(None, own_pvc=False)
     assert fake.calls[0] == "create_pvc"
     assert "delete:evc-uid:10" in fake.calls  # created at T0, 30 s expiry: due at NOW
-
