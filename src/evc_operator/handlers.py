@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 import kopf
 
-from evc_operator import access, apihooks, kube, metrics, signingkey
+from evc_operator import access, apihooks, kube, memory, metrics, signingkey
 from evc_operator.credentials import ConfigError, kopf_login
 from evc_operator.freshness import prove_current
 from evc_operator.informer import KubeSource, Watched
@@ -80,6 +80,7 @@ class _RetryUntilItAnswers:
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
                 **kwargs: Any) -> None:
     config = CONFIG
+    memory.map_large_blocks()  # before the first connection: see memory.py
     logging.getLogger("kopf.objects").addFilter(_RoutineSuccessToDebug())
     quiet = access.QuietForbidden()  # Kopf logs through loggers it is given: on handlers
     for handler in logging.getLogger().handlers:

@@ -40,8 +40,16 @@ MERGE_PATCH = "application/merge-patch+json"
 # The API server names the field manager of our writes after the User-Agent.
 COMPONENT = "evc-operator"
 
-# Each namespace with claims holds two watches open: a cap that never starves requests.
-CONNECTION_LIMIT = 1000
+# Requests and watches have a pool each. Requests share at most this many connections
+# (HTTP/1.1: one request at a time on each), however many reconciliations are in flight:
+# every TLS connection holds about 300 KiB (asyncio's 256 KiB read buffer and OpenSSL's),
+# and a burst of 10,000 claims opened about 300 of them where this many serve as fast
+# (docs/benchmarks.md). More requests than this wait for a free connection, and the
+# adaptive limit of reconciliations (limiter.py) sees that wait as latency.
+REQUEST_CONNECTIONS = 64
+# Each watch holds its connection for minutes: each namespace with claims holds one per
+# kind of user and one for PVCs open, and freshness proofs add short ones.
+WATCH_CONNECTIONS = 1000
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)  # every request but watches
 # Watch events carry whole objects, one per line, and etcd allows 1.5 MiB per object.
 READ_BUFFER = 2**21
@@ -75,13 +83,18 @@ def counted(operation: str) -> Callable[[_Fn], _Fn]:
 # The client.
 
 class Api:
-    """One API server, its credentials, and one connection pool to it."""
+    """One API server, its credentials, and two connection pools to it: one for
+    requests, one for watches (a watch holds its connection for minutes)."""
 
     def __init__(self, credentials: Credentials) -> None:
         self.credentials = credentials
         self.server = credentials.server
-        self.session = session(  # sets a fresh Authorization, retries once after a 401
-            credentials, limit=CONNECTION_LIMIT,
+        self.session = self._pool(REQUEST_CONNECTIONS)
+        self.watches = self._pool(WATCH_CONNECTIONS)
+
+    def _pool(self, limit: int) -> aiohttp.ClientSession:
+        return session(  # sets a fresh Authorization, retries once after a 401
+            self.credentials, limit=limit,
             headers={"User-Agent": COMPONENT, "Accept": JSON},
             timeout=REQUEST_TIMEOUT,
             read_bufsize=READ_BUFFER,
@@ -89,14 +102,17 @@ class Api:
 
     async def close(self) -> None:
         await self.session.close()
+        await self.watches.close()
 
     @contextlib.asynccontextmanager
     async def request(self, method: str, path: str, *,
                       params: Mapping[str, str] | None = None, body: Any = None,
                       content_type: str = JSON,
                       timeouts: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
+                      watch: bool = False,
                       ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The raw response, whatever its status; the caller reads and checks it."""
+        """The raw response, whatever its status; the caller reads and checks it. A
+        `watch` goes through the pool of watches."""
         headers: dict[str, str] = {}
         data = None
         if body is not None:
@@ -106,7 +122,7 @@ class Api:
         answered = False
         sent = time.monotonic()
         try:
-            async with self.session.request(
+            async with (self.watches if watch else self.session).request(
                     method, self.server + path, params=params, data=data, headers=headers,
                     timeout=timeouts) as response:
                 answered = True
@@ -268,6 +284,7 @@ async def watch(api: Api, kind: str, namespace: str, resource_version: str,
     async with api.request(
             "GET", _collection(kind, namespace), params=params,
             timeouts=aiohttp.ClientTimeout(sock_connect=10, sock_read=seconds + 60),
+            watch=True,
     ) as response:
         if response.status != 200:
             _check(response.status, response.reason, await response.read(),

@@ -4,6 +4,13 @@ A burst (thousands of claims provisioned, deleted or resumed at once) allocates 
 many response bodies. glibc keeps the freed pages in its heap, and the operator's resident
 memory stays at the burst's high-water mark. `malloc_trim(0)` returns every free page to
 the system, in milliseconds. Elsewhere (another C library) this does nothing.
+
+Large blocks are a second case (`map_large_blocks`): glibc maps a block of 128 KiB or
+more on its own, but raises that threshold to the size of the first such block freed, so
+later ones come from the heap, between small blocks that live on. Each TLS connection
+holds a 256 KiB read buffer (asyncio's): after a burst had opened about 300 connections,
+the heap kept their buffers when the connections closed. With the threshold fixed, each
+goes back to the system when its connection closes.
 """
 
 from __future__ import annotations
@@ -28,6 +35,20 @@ def _malloc_trim() -> _Trim | None:
 
 
 _TRIM = _malloc_trim()
+M_MMAP_THRESHOLD = -3  # mallopt's parameter, from glibc's malloc.h
+LARGE_BLOCK = 128 * 1024  # glibc's initial threshold
+
+
+def map_large_blocks(threshold: int = LARGE_BLOCK) -> bool:
+    """Keep glibc mapping blocks of `threshold` bytes or more on their own (returned to
+    the system when freed); False where that is not possible."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
 
 
 def release() -> bool:
