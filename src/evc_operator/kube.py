@@ -41,12 +41,12 @@ MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "evc-operator"
 
 # Requests and watches have a pool each. Requests share at most this many connections
-# (HTTP/1.1: one request at a time on each), however many reconciliations are in flight:
-# every TLS connection holds about 300 KiB (asyncio's 256 KiB read buffer and OpenSSL's),
-# and a burst of 10,000 claims opened about 300 of them where this many serve as fast
-# (docs/benchmarks.md). More requests than this wait for a free connection, and the
-# adaptive limit of reconciliations (limiter.py) sees that wait as latency.
-REQUEST_CONNECTIONS = 64
+# (HTTP/1.1: one request at a time on each): as many as the adaptive limit lets
+# reconciliations be in flight (limiter.py), so that limit, not the pool, sets the pace;
+# Events and reads wait for a free connection instead of opening more. Every TLS
+# connection holds about 300 KiB (asyncio's 256 KiB read buffer and OpenSSL's). At 64,
+# a burst of 10,000 claims took twice as long to serve (docs/benchmarks.md).
+REQUEST_CONNECTIONS = 256
 # Each watch holds its connection for minutes: each namespace with claims holds one per
 # kind of user and one for PVCs open, and freshness proofs add short ones.
 WATCH_CONNECTIONS = 1000

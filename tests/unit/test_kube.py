@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from evc_operator import apihooks, errors, kube, metrics
+from evc_operator import apihooks, errors, kube, limiter, metrics
 from evc_operator.auth import Credentials, Static
 from evc_operator.metrics import REGISTRY
 from tests.unit.pki import Pki
@@ -108,7 +108,9 @@ def test_the_session_names_the_field_manager_and_caps_its_pool(pki: Pki) -> None
             assert api.session.headers["User-Agent"] == "evc-operator"
             assert "Authorization" not in api.session.headers  # made per request
             assert api.session.connector is not None
-            assert api.session.connector.limit == kube.REQUEST_CONNECTIONS == 64
+            # As many as reconciliations may be in flight: the limiter sets the pace.
+            assert api.session.connector.limit == kube.REQUEST_CONNECTIONS == (
+                limiter.DEFAULT_BOUNDS.maximum)
             assert api.session.timeout.total == 60
             # Watches hold their connections for minutes: a pool of their own.
             assert api.watches.headers["User-Agent"] == "evc-operator"
