@@ -23,15 +23,23 @@ from collections.abc import Callable
 _Trim = Callable[[int], int]
 
 
-def _malloc_trim() -> _Trim | None:
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def _malloc_trim() -> _Trim | None:
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim
+    return trim  # type: ignore[no-any-return]
 
 
 _TRIM = _malloc_trim()
@@ -42,9 +50,8 @@ LARGE_BLOCK = 128 * 1024  # glibc's initial threshold
 def map_large_blocks(threshold: int = LARGE_BLOCK) -> bool:
     """Keep glibc mapping blocks of `threshold` bytes or more on their own (returned to
     the system when freed); False where that is not possible."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

@@ -7,9 +7,11 @@ integration tests; nothing here stands in for an API server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import ssl
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -169,26 +171,32 @@ def test_every_request_is_reported_with_its_status_or_0_without_an_answer(
 
         app = web.Application()
         app.router.add_get("/api/v1/namespaces/a/pods/{name}", not_found)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.SockSite(runner, socket.create_server(("127.0.0.1", 0)))
-        await site.start()
-        port = site._sock.getsockname()[1]
         context = ssl.create_default_context()
-        try:
-            for server in (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{_closed_port()}"):
+        async with _serving(app) as url:
+            for server in (url, f"http://127.0.0.1:{_closed_port()}"):
                 api = kube.Api(Credentials(server=server, ssl=context, auth=Static("Bearer t")))
                 try:
                     with pytest.raises((errors.NotFound, aiohttp.ClientError)):
                         await api.call("GET", "/api/v1/namespaces/a/pods/x")
                 finally:
                     await api.close()
-        finally:
-            await runner.cleanup()
 
     asyncio.run(scenario())
     assert reported == [("get", "pods", 404), ("get", "pods", 0)]
     assert [date is not None and sent <= received for date, sent, received in dates] == [True]
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: web.Application) -> AsyncIterator[str]:
+    """`app` served on a free loopback port, by its URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.SockSite(runner, socket.create_server(("127.0.0.1", 0)))
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._sock.getsockname()[1]}"
+    finally:
+        await runner.cleanup()
 
 
 def _closed_port() -> int:
@@ -234,27 +242,24 @@ def test_a_watch_is_served_while_every_request_connection_is_busy(
         app = web.Application()
         app.router.add_get("/api/v1/namespaces/a/pods/{name}", slow)
         app.router.add_get("/api/v1/namespaces/a/pods", pods)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.SockSite(runner, socket.create_server(("127.0.0.1", 0)))
-        await site.start()
-        port = site._sock.getsockname()[1]
-        api = kube.Api(Credentials(server=f"http://127.0.0.1:{port}",
-                                   ssl=ssl.create_default_context(), auth=Static("Bearer t")))
-        try:
-            calls = [asyncio.create_task(api.call("GET", f"/api/v1/namespaces/a/pods/{name}"))
-                     for name in ("one", "two", "three")]
-            await two_started.wait()
-            events = [event async for event in kube.watch(api, "pods", "a", "1", seconds=5)]
-            assert [(kind, body["metadata"]["name"]) for kind, body in events] == [
-                ("ADDED", "p")]
-            assert len(started) == 2  # the third waits for a connection
-            release.set()
-            answers = await asyncio.gather(*calls)
-            assert sorted(answer["metadata"]["name"] for answer in answers) == [
-                "one", "three", "two"]
-        finally:
-            await api.close()
-            await runner.cleanup()
+        async with _serving(app) as url:
+            api = kube.Api(Credentials(server=url, ssl=ssl.create_default_context(),
+                                       auth=Static("Bearer t")))
+            try:
+                calls = [asyncio.create_task(api.call(
+                    "GET", f"/api/v1/namespaces/a/pods/{name}"))
+                    for name in ("one", "two", "three")]
+                await two_started.wait()
+                events = [event async for event in kube.watch(api, "pods", "a", "1",
+                                                              seconds=5)]
+                assert [(kind, body["metadata"]["name"]) for kind, body in events] == [
+                    ("ADDED", "p")]
+                assert len(started) == 2  # the third waits for a connection
+                release.set()
+                answers = await asyncio.gather(*calls)
+                assert sorted(answer["metadata"]["name"] for answer in answers) == [
+                    "one", "three", "two"]
+            finally:
+                await api.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -54,13 +54,8 @@ def test_memory_is_released_once_quiet_after_a_burst() -> None:
 
 _LARGE_BLOCKS = """
 import sys
-from pathlib import Path
 from evc_operator import memory
-
-def rss_mib():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+from tests.unit.test_memory import _rss_mib as rss_mib
 
 if sys.argv[1] == "mapped":
     assert memory.map_large_blocks()
@@ -80,7 +75,8 @@ print(before - rss_mib())
 
 def _given_back_mib(mode: str) -> float:
     out = subprocess.run([sys.executable, "-c", _LARGE_BLOCKS, mode], check=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True,
+                         cwd=Path(__file__).parents[2]).stdout  # where `tests` imports
     return float(out)
 
 
