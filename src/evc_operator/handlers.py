@@ -81,6 +81,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
                 **kwargs: Any) -> None:
     config = CONFIG
     memory.map_large_blocks()  # before the first connection: see memory.py
+    memory.small_tls_buffers()
     logging.getLogger("kopf.objects").addFilter(_RoutineSuccessToDebug())
     quiet = access.QuietForbidden()  # Kopf logs through loggers it is given: on handlers
     for handler in logging.getLogger().handlers:

@@ -11,10 +11,18 @@ later ones come from the heap, between small blocks that live on. Each TLS conne
 holds a 256 KiB read buffer (asyncio's): after a burst had opened about 300 connections,
 the heap kept their buffers when the connections closed. With the threshold fixed, each
 goes back to the system when its connection closes.
+
+Those buffers are the third (`small_tls_buffers`): asyncio gives every TLS connection a
+256 KiB buffer to read into, filled with zeros when the connection opens and so resident
+all its life. A TLS record carries at most 16 KiB, so 32 KiB reads as much per call as
+the socket has ready in all but the largest list pages, and holding 256 connections costs
+8 MiB of them instead of 64 MiB. `SSLProtocol.max_size` is the class attribute asyncio
+reads when it makes a connection; there is no other way to set it.
 """
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import ctypes
 import ctypes.util
 import time
@@ -56,6 +64,14 @@ def map_large_blocks(threshold: int = LARGE_BLOCK) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, threshold))
+
+
+TLS_READ_BUFFER = 32 * 1024
+
+
+def small_tls_buffers(size: int = TLS_READ_BUFFER) -> None:
+    """Connections made from now on read TLS through a buffer of `size` bytes, not 256 KiB."""
+    asyncio.sslproto.SSLProtocol.max_size = size
 
 
 def release() -> bool:
