@@ -8,13 +8,21 @@ so a latecomer created between that proof and the DELETE can find the claim gone
 would have, had the deletion been on time; a latecomer the operator sees keeps the claim).
 Latecomers are therefore counted, not judged; every user that came before the deadline is
 judged, and moves the deadline as the lifecycle says.
+
+How late a deletion may be is judged against `latest`: a latecomer that comes while the
+operator may still be on its way to the deletion (before the deadline's allowed lag, which
+outages lengthen) and that the operator sees keeps the claim as any user does, so the
+claim's deadline may move to that latecomer's end. Seen on the real node: a claim due
+during an API server outage, a pod for it created as the server came back, and the claim
+kept until that pod had ended; a pod deleted while the operator was down, whose end the
+operator learnt on restart (later than it was), and a Job created in between.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,3 +62,17 @@ def settle(expires: datetime.datetime, uses: Iterable[Use],
         else:
             latecomers.append(use)
     return Verdict(_deadline(expires, users, grace), tuple(users), tuple(latecomers))
+
+
+def latest(expires: datetime.datetime, uses: Iterable[Use], grace: datetime.timedelta,
+           allowed: Callable[[datetime.datetime], datetime.datetime]
+           ) -> datetime.datetime | None:
+    """The latest deadline the operator may keep the claim to: as `settle`, except that a
+    use created before the deadline so far *plus its allowed lag* (`allowed`) counts as a
+    user. None: one of those never ended."""
+    users: list[Use] = []
+    for use in sorted(uses, key=lambda use: use.created):
+        deadline = _deadline(expires, users, grace)
+        if deadline is None or use.created <= allowed(deadline):
+            users.append(use)
+    return _deadline(expires, users, grace)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.faults.deadlines import Use, settle
+from tests.faults.deadlines import Use, latest, settle
 
 UTC = datetime.UTC
 OPERATOR_AGENT = "evc-operator"
@@ -162,8 +162,9 @@ class Judge:
                         max(ended[p.name], born) if p.name in ended else None)
                     for p in candidates]
             # creationTimestamp is cut to the second: expiry counts from the next one.
-            verdict = settle(claim.created + datetime.timedelta(seconds=1 + claim.expiry), uses,
-                             datetime.timedelta(seconds=claim.grace))
+            expires = claim.created + datetime.timedelta(seconds=1 + claim.expiry)
+            grace = datetime.timedelta(seconds=claim.grace)
+            verdict = settle(expires, uses, grace)
             self.report.latecomers += len(verdict.latecomers)
             for use in verdict.users:
                 if deleted_at is not None and (use.ended is None or use.ended > deleted_at):
@@ -176,6 +177,10 @@ class Judge:
             if deleted_at is not None and deleted_at < deadline:
                 self.report.violations.append(
                     f"{claim.name} deleted {(deadline - deleted_at).total_seconds():.2f} s early")
+            # Late only past the latest deadline a latecomer it may have seen could set.
+            deadline = latest(expires, uses, grace, self._allowed)
+            if deadline is None:
+                continue
             allowed = self._allowed(deadline)
             if (deleted_at or finished) > allowed:
                 late = ((deleted_at or finished) - deadline).total_seconds()

@@ -1,11 +1,13 @@
 """The fault observer's deadline rule (tests/faults/deadlines.py): users before the deadline
-move it; latecomers, created after the claim was due, are counted and do not."""
+move it; latecomers, created after the claim was due, are counted and do not; lateness is
+judged past the latest deadline a latecomer the operator may have seen could set."""
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 
-from tests.faults.deadlines import Use, settle
+from tests.faults.deadlines import Use, latest, settle
 
 T0 = datetime.datetime(2026, 12, 3, 15, 0, 0, tzinfo=datetime.UTC)
 GRACE = datetime.timedelta(seconds=4)
@@ -52,3 +54,27 @@ def test_a_user_that_never_ended_leaves_no_deadline_and_takes_every_later_pod() 
 def test_a_pod_created_exactly_at_the_deadline_still_counts() -> None:
     verdict = settle(at(5), [Use("edge", at(5), at(6))], GRACE)
     assert verdict.deadline == at(10)
+
+
+def lag(seconds: float) -> Callable[[datetime.datetime], datetime.datetime]:
+    return lambda deadline: deadline + datetime.timedelta(seconds=seconds)
+
+
+def test_a_latecomer_within_the_allowed_lag_may_keep_the_claim_to_its_end() -> None:
+    # Seen on the real node: due at 5 s in an API server outage (allowed until 15 s); a pod
+    # created at 8 s as the server came back, ended at 22 s. Kept until 26 s: not late.
+    uses = [Use("seen", at(8), at(22))]
+    assert settle(at(5), uses, GRACE).deadline == at(5)
+    assert latest(at(5), uses, GRACE, lag(10)) == at(26)
+
+
+def test_a_latecomer_after_the_allowed_lag_moves_nothing() -> None:
+    uses = [Use("too-late", at(16), at(22))]
+    assert latest(at(5), uses, GRACE, lag(10)) == at(5)
+
+
+def test_latecomers_within_the_lag_chain_and_one_that_never_ended_leaves_no_deadline() -> None:
+    uses = [Use("a", at(4), at(10)), Use("b", at(16), at(20)), Use("c", at(26), None)]
+    assert settle(at(5), uses, GRACE).deadline == at(14)
+    assert latest(at(5), uses, GRACE, lag(3)) is None  # b by 17 s, then c by 27 s
+    assert latest(at(5), uses, GRACE, lag(1)) == at(14)  # b after 15 s: nothing moves

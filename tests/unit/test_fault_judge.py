@@ -28,12 +28,15 @@ def entry(second: float, verb: str, resource: str, name: str, *, agent: str = "k
 
 
 def judge(tmp_path: Path, entries: list[dict[str, Any]], *, kubelet: bool,
-          grace: int = 2) -> Report:
+          grace: int = 2, expiry: int = 60,
+          outages: tuple[tuple[float, float], ...] = ()) -> Report:
     log = tmp_path / "audit.log"
     log.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
     report = Report(seed=1, namespace=NS)
-    claim = Claim("claim-0", expiry=60, grace=grace, created=T0)
-    Judge(log, NS, [claim], [Pod("user-0", "claim-0")], {}, [], report,
+    claim = Claim("claim-0", expiry=expiry, grace=grace, created=T0)
+    down = [(T0 + datetime.timedelta(seconds=began), T0 + datetime.timedelta(seconds=ended))
+            for began, ended in outages]
+    Judge(log, NS, [claim], [Pod("user-0", "claim-0")], {}, down, report,
           kubelet=kubelet).run(0)
     return report
 
@@ -81,3 +84,25 @@ def test_on_a_real_node_a_status_write_that_is_not_terminal_ends_nothing(
                entry(5, "delete", "ephemeralvolumeclaims", "claim-0", agent="evc-operator/1")]
     report = judge(tmp_path, entries, kubelet=True)
     assert any("while user-0 was active" in v for v in report.violations), report.violations
+
+
+def test_a_latecomer_that_came_while_the_deletion_was_owed_may_keep_its_claim(
+        tmp_path: Path) -> None:
+    # Seed 4 on the real node: a claim due at 3 s (expiry 2 s) while the API server was
+    # down (0.2 to 8 s: the deletion was allowed until 18 s); a pod for it created at 8.5 s
+    # as the server came back ran until 22.6 s; the operator, which saw it, deleted the
+    # claim a grace (4 s) later. Not late; much later than that still is.
+    def run(deleted_at: float) -> list[str]:
+        entries = [entry(0, "create", "ephemeralvolumeclaims", "claim-0"),
+                   entry(8.5, "create", "pods", "user-0"),
+                   entry(10, "patch", "pods", "user-0", agent="kubelet/v1.37.2",
+                         subresource="status", phase="Running"),
+                   entry(22.6, "patch", "pods", "user-0", agent="kubelet/v1.37.2",
+                         subresource="status", phase="Failed"),
+                   entry(deleted_at, "delete", "ephemeralvolumeclaims", "claim-0",
+                         agent="evc-operator/1")]
+        return judge(tmp_path, entries, kubelet=True, grace=4, expiry=2,
+                     outages=((0.2, 8),)).violations
+
+    assert run(27.0) == []
+    assert any("after its deadline" in v for v in run(40.0))
