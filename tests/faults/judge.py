@@ -121,8 +121,8 @@ class Judge:
             when = parse(entry["stageTimestamp"])
             resource, name = ref.get("resource"), ref.get("name", "")
             by_operator = entry.get("userAgent", "").startswith(OPERATOR_AGENT)
-            if resource == "pods" and verb == "create":
-                created[name] = when
+            if resource == "pods" and verb == "create" and not ref.get("subresource"):
+                created[name] = when  # not its binding to a node, which may come much later
             elif resource == "pods":
                 self._pod_entry(entry, name, when, ended, gone)
             elif resource == "jobs" and verb == "create" and not ref.get("subresource"):

@@ -106,3 +106,23 @@ def test_a_latecomer_that_came_while_the_deletion_was_owed_may_keep_its_claim(
 
     assert run(27.0) == []
     assert any("after its deadline" in v for v in run(40.0))
+
+
+def test_a_pod_is_created_when_it_is_created_not_when_it_is_bound(tmp_path: Path) -> None:
+    # Seed 9 on the real node: a pod for the claim created at 27.5 s, within the grace of
+    # the user before it (ended at 29.8 s), bound to the node only at 81.2 s (the scheduler
+    # was behind after two API server restarts), ended at 85.9 s. Its binding is a create
+    # of the pod's `binding` subresource: read as its creation, it made the pod a
+    # latecomer and the deletion a grace after its end look 56 s late.
+    entries = [entry(0, "create", "ephemeralvolumeclaims", "claim-0"),
+               entry(27.5, "create", "pods", "user-0"),
+               entry(81.2, "create", "pods", "user-0", agent="kube-scheduler/v1.37.2",
+                     subresource="binding"),
+               entry(82, "patch", "pods", "user-0", agent="kubelet/v1.37.2",
+                     subresource="status", phase="Running"),
+               entry(85.9, "patch", "pods", "user-0", agent="kubelet/v1.37.2",
+                     subresource="status", phase="Failed"),
+               entry(89.2, "delete", "ephemeralvolumeclaims", "claim-0", agent="evc-operator/1")]
+    report = judge(tmp_path, entries, kubelet=True, grace=3, expiry=30)
+    assert report.violations == []
+    assert report.latecomers == 0
