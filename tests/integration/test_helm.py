@@ -166,7 +166,7 @@ def test_defaults_render_the_operator_for_all_namespaces(control_plane: ControlP
     assert env(operator) == {
         "EXPIRY_PERIOD": "30s", "GRACE_PERIOD": "30s", "COUNTDOWN_INTERVAL": "10s",
         "DRY_RUN": "false", "LIFECYCLE_EVENTS": "true", "METRICS_PORT": "9090",
-        "LEADER_ELECTION": "true", "LEASE_NAME": "evc-evc-operator",
+        "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "true", "LEASE_NAME": "evc-evc-operator",
         "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
         "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
     assert operator["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
@@ -216,7 +216,7 @@ def test_quiet_values_render_a_single_dry_run_without_metrics(control_plane: Con
     assert env(operator) == {
         "EXPIRY_PERIOD": "30s", "GRACE_PERIOD": "30s", "COUNTDOWN_INTERVAL": "10s",
         "DRY_RUN": "true", "LIFECYCLE_EVENTS": "true", "METRICS_PORT": "0",
-        "LEADER_ELECTION": "false"}
+        "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "false"}
     assert "readinessProbe" not in operator
     assert "livenessProbe" in operator
     assert [port["name"] for port in operator["ports"]] == ["health"]
@@ -241,7 +241,7 @@ def test_every_other_value(control_plane: ControlPlane, tmp_path: Path) -> None:
     assert {name: value for name, value in env(operator).items() if isinstance(value, str)} == {
         "EXPIRY_PERIOD": "15m", "GRACE_PERIOD": "90", "COUNTDOWN_INTERVAL": "2.5",
         "DRY_RUN": "false", "LIFECYCLE_EVENTS": "false", "METRICS_PORT": "9100",
-        "LEADER_ELECTION": "true", "LEASE_NAME": "evc-evc-operator"}
+        "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "true", "LEASE_NAME": "evc-evc-operator"}
     assert {(p["name"], p["containerPort"]) for p in operator["ports"]} == {
         ("health", 8080), ("metrics", 9100)}
     assert pod["metadata"]["annotations"] == {
@@ -360,7 +360,7 @@ def test_the_deployment_is_that_of_config(control_plane: ControlPlane, tmp_path:
     [config_container] = config_pod["spec"]["containers"]
     assert chart_container.pop("imagePullPolicy") == "IfNotPresent"
     assert chart_container["args"].pop() == "--log-format=full"
-    assert chart_container["env"].pop(7) == {"name": "LEASE_NAME", "value": "evc-operator"}
+    assert chart_container["env"].pop(8) == {"name": "LEASE_NAME", "value": "evc-operator"}
     assert chart_container == config_container
 
 

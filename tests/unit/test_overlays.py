@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.overlays import Manifest, effective_args, expand, overlay
+from tests.overlays import Manifest, container_environment, effective_args, expand, overlay
 
 
 def deployment(documents: list[Manifest]) -> Manifest:
@@ -66,3 +66,13 @@ def test_a_second_namespace_takes_a_name_prefix_for_its_cluster_wide_objects(
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": account, "namespace": "team-b"}]
     assert "--namespace=team-b" in effective_args(operator)
+
+
+@pytest.mark.parametrize("base", ["default", "namespaced"])
+def test_the_pod_serves_metrics_on_every_interface(tmp_path: Path, base: str) -> None:
+    """The operator's own default is loopback (for `make run`); in a pod the kubelet's
+    readiness probe and Prometheus come from outside, so the manifests say 0.0.0.0 (the
+    image does too, but the manifests must not depend on which image runs)."""
+    environment = container_environment(deployment(overlay(base, tmp_path / base)), "pod-0")
+    assert environment["METRICS_ADDRESS"] == "0.0.0.0"
+    assert environment["METRICS_PORT"] == "9090"
