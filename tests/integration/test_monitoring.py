@@ -103,10 +103,12 @@ def test_the_alerts(control_plane: ControlPlane, tmp_path: Path) -> None:
     alerts = rules(documents)
     assert set(alerts) == {"EvcOperatorNoLeader", "EvcOperatorSeveralLeaders",
                            "EvcPodViewIncomplete", "EvcDeletionOverdue", "EvcDeletionsLate",
-                           "EvcApiErrors", "EvcReconcileFailures"}
+                           "EvcApiErrors", "EvcReconcileFailures", "EvcClaimsStuck"}
     selector = 'namespace="ops", pod=~"evc-evc-operator-[a-z0-9]+-[a-z0-9]+"'
     for name, alert in alerts.items():
-        assert f"{{{selector}}}" in alert["expr"], name
+        matchers = re.findall(r"\bevc_[a-z_]+\{([^}]*)\}", alert["expr"])
+        assert matchers, name
+        assert all(found.startswith(selector) for found in matchers), name
         assert alert["labels"]["severity"] in ("critical", "warning"), name
         assert alert["annotations"]["summary"], name
         assert alert["annotations"]["description"], name
@@ -118,10 +120,13 @@ def test_the_alerts(control_plane: ControlPlane, tmp_path: Path) -> None:
     assert "evc_leader" in alerts["EvcDeletionOverdue"]["expr"], "the leader's view only"
     # Prometheus' own template syntax reaches Prometheus untouched by Helm.
     assert "{{ $labels.pod }}" in alerts["EvcPodViewIncomplete"]["annotations"]["summary"]
+    stuck = alerts["EvcClaimsStuck"]
+    assert 'reason=~"PvcConflict|InvalidSpec|PvcUpdateRejected"' in stuck["expr"]
+    assert (stuck["for"], stuck["labels"]["severity"]) == ("30m", "warning")
 
     custom = rules(template(control_plane, tmp_path, *MONITORING, "--set",
                             'prometheusRule.selector=job="evc"'))
-    assert all('{job="evc"}' in alert["expr"] for alert in custom.values())
+    assert all(re.search(r'\{job="evc"[,}]', alert["expr"]) for alert in custom.values())
 
 
 def queries(documents: list[Manifest]) -> dict[str, str]:
