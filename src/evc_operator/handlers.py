@@ -147,7 +147,7 @@ def _url_host(address: str, port: int) -> str:
 
 def _metrics_socket_or_exit(config: Settings, logger: kopf.Logger) -> socket.socket | None:
     """The metrics port, taken before anything else starts: if another process holds it
-    (a second operator on one machine), one line and exit 1, not a traceback per retry."""
+    (a second operator on one machine), one line and exit 2, not a traceback per retry."""
     if not config.metrics_port:
         return None
     try:
