@@ -126,6 +126,11 @@ class Demo:
                     self.events.append(f"{leader} (the leader) killed at "
                                        f"{datetime.datetime.now(datetime.UTC):%H:%M:%S} UTC")
             time.sleep(max(0.0, WAVE_SECONDS - (time.monotonic() - began)))
+        if self.events:
+            took_over = any(op.alive() and op.gauge("evc_leader") == 1
+                            for op in replicas.values())
+            self.events.append("its standby took over" if took_over
+                               else "NO replica led at the end")
 
     def _query(self, prometheus: Prometheus) -> dict[str, list[svg.Drawn]]:
         variables = {"namespace": NAMESPACE, "__rate_interval": f"{4 * SCRAPE_SECONDS}s"}
@@ -151,17 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         plane.stop()
     title, panels = dashboard.load()
     caption = [
-        "Rendered by `python -m monitoring` (monitoring/) from "
-        "charts/evc-operator/dashboards/evc-operator.json. NOT a Grafana screenshot: "
-        "Grafana's layout and look are imitated.",
-        f"Each panel shows its own queries as evaluated by Prometheus "
-        f"{demo.prometheus_version} on the /metrics of two operator replicas (leader "
-        f"election), scraped every {SCRAPE_SECONDS} s",
-        f"during a {arguments.minutes:g}-minute run on the project's control plane: "
-        f"{demo.claims} claims in waves every {WAVE_SECONDS} s (EXPIRY_PERIOD 30s, "
-        f"GRACE_PERIOD 20s), one in three used by a pod for {USE_SECONDS} s, one in "
-        "conflict with a PVC it did not create, one kept;",
-        *(f"{event}, the standby took over." for event in demo.events),
+        "Rendered by `make dashboard-picture` (monitoring/) from "
+        "charts/evc-operator/dashboards/evc-operator.json: NOT a Grafana screenshot "
+        "(Grafana's look is imitated).",
+        f"Each panel: its own queries, evaluated by Prometheus {demo.prometheus_version} on "
+        f"the /metrics of two operator replicas (leader election) scraped every "
+        f"{SCRAPE_SECONDS} s, during a {arguments.minutes:g}-minute run",
+        f"on the project's control plane (no node: pods stay Pending): {demo.claims} claims "
+        f"in waves every {WAVE_SECONDS} s (EXPIRY_PERIOD 30s, GRACE_PERIOD 20s), one in "
+        f"three used by a pod for {USE_SECONDS} s,",
+        "one claim in conflict with a PVC it did not create, one kept "
+        "(evc.zalando.org/keep: \"true\")."
+        + (f" Then {'; '.join(demo.events)}." if demo.events else ""),
     ]
     arguments.out.write_text(svg.render(title, panels, demo.results, demo.start, demo.end,
                                         caption, step=SCRAPE_SECONDS))
