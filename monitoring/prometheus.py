@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -16,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from controlplane.binaries import ensure_prometheus
-from controlplane.processes import free_port
+from controlplane.processes import alive, free_port, spawn, terminate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,18 +44,16 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "prometheus.log"
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [str(ensure_prometheus()), f"--config.file={workdir / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.pid = spawn([str(ensure_prometheus()), f"--config.file={workdir / 'prometheus.yml'}",
+                          f"--storage.tsdb.path={workdir / 'data'}",
+                          f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                         self.log, cwd=workdir, detached=False)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if not alive(self.pid):
                 raise RuntimeError(f"prometheus exited:\n{self.log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2):
@@ -83,10 +80,4 @@ class Prometheus:
             return str(json.loads(r.read())["data"]["version"])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.pid, grace=30)
