@@ -55,8 +55,10 @@ binaries: venv  ## Build (once, cached) the control plane's and the node's binar
 # The Dockerfile, built with buildah (no Docker engine); as root. Installs buildah and
 # mmdebstrap from Debian if missing, makes the base image from Debian packages (it cannot be
 # pulled here), and caches all by content: see controlplane/image.py and docs/operations.md.
-image: venv  ## Build (once per content) the operator image: OCI archive, SBOM; prints the archive's path.
-	@$(BIN)/python -m controlplane.image
+# With `make cluster` running, its node's registry then serves it as the chart and
+# manifests name it (evc-operator:0.1.0).
+image: venv  ## Build (once per content) the operator image (OCI archive, SBOM), load it into the running cluster's node.
+	@$(BIN)/python -m controlplane image --dir $(CLUSTER_DIR)
 
 # libfaketime (Debian's faketime): an integration test runs the operator with its clock off.
 faketime:  ## Install libfaketime if it is missing (apt-get).
@@ -69,13 +71,16 @@ cluster: venv crd.yaml  ## Start a local cluster with a real node (root; NODE=0:
 cluster-down: venv  ## Stop the local cluster, remove its state and undo its changes to the host.
 	@$(BIN)/python -m controlplane down --dir $(CLUSTER_DIR)
 
-# The Helm chart's copies of config/: its CRD, and the RBAC files its templates read rules from.
+# The Helm chart's copies of config/: its CRD, the RBAC files its templates read rules from,
+# and the admission policy.
 CHART := charts/evc-operator
 CHART_COPIES := $(CHART)/crds/ephemeralvolumeclaims.yaml \
 	$(CHART)/files/rbac/cluster_role.yaml $(CHART)/files/rbac/leader_election_role.yaml \
 	$(CHART)/files/rbac/users/evc_view.yaml $(CHART)/files/rbac/users/evc_edit.yaml \
 	$(CHART)/files/rbac-namespaced/role.yaml \
-	$(CHART)/files/rbac-namespaced/discovery_cluster_role.yaml
+	$(CHART)/files/rbac-namespaced/discovery_cluster_role.yaml \
+	$(CHART)/files/admission/label_size_policy.yaml \
+	$(CHART)/files/signing-key/role.yaml
 
 manifests: crd.yaml $(CHART_COPIES)  ## Regenerate crd.yaml and the Helm chart's copies from config/.
 
@@ -142,16 +147,20 @@ dashboard-picture: venv binaries crd.yaml  ## Redraw docs/dashboard.svg from a 4
 
 SEED ?= 1
 COUNT ?= 200
-faults: venv binaries  ## Run COUNT (200) randomized fault scenarios from SEED (1); see docs/reliability.md.
-	$(BIN)/python -m tests.faults --seed $(SEED) --count $(COUNT)
+REAL ?=
+faults: venv binaries  ## Run COUNT (200) randomized fault scenarios from SEED (1); REAL=1 on a real node (root); see docs/reliability.md.
+	$(BIN)/python -m tests.faults --seed $(SEED) --count $(COUNT) $(if $(REAL),--real-node)
 
 # Benchmark scale; docs/benchmarks.md has the large run (EVCS=10000 PODS=50000) and the soak.
 EVCS ?= 1000
 PODS ?= 10000
 SOAK ?=
+# JOBS=1: each claim's user is a Job, whose controller creates the pod.
+JOBS ?=
 
-bench: venv binaries crd.yaml  ## Benchmark on a local control plane (EVCS, PODS; SOAK=MINUTES for the soak); see docs/benchmarks.md.
-	$(BIN)/python -m bench --evcs $(EVCS) --pods $(PODS) $(if $(SOAK),--soak $(SOAK))
+bench: venv binaries crd.yaml  ## Benchmark on a local control plane (EVCS, PODS; JOBS=1: Job users; SOAK=MINUTES for the soak); see docs/benchmarks.md.
+	$(BIN)/python -m bench --evcs $(EVCS) --pods $(PODS) $(if $(SOAK),--soak $(SOAK)) \
+		$(if $(filter 1,$(JOBS)),--jobs)
 
 test: venv lint typecheck binaries faketime  ## Run the whole suite: lint, types, unit and integration tests.
 	$(BIN)/pytest

@@ -2,8 +2,12 @@
 
     python -m bench                          # default scale, under 15 minutes on 2 cores
     python -m bench --evcs 10000 --pods 50000
+    python -m bench --jobs                   # each claim's user is a Job
     python -m bench --soak 30                # 30 minutes of churn, memory sampled
     python -m bench --soak 30 --trace-memory # the same, and which allocations grew
+    python -m bench --real-node --evcs 200   # users are real pods on a real node (root)
+
+Except with --real-node, pods are simulated: the harness writes their status.
 """
 
 from __future__ import annotations
@@ -20,13 +24,33 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import realpods, report
+from bench.audit import CONTROLLER_MANAGER
 from bench.operator import USER
 from bench.scenario import Run, Scale
 from controlplane.binaries import COMPONENTS
 from controlplane.cluster import ControlPlane
+from controlplane.node import NODE_NAME, Node
 
 REPO = Path(__file__).resolve().parent.parent
+# kube-controller-manager's client allows 20 requests per second (burst 30) by default.
+# A Job costs its controller about 8 requests (its pod, Events, status updates, the pod's
+# tracking finalizer removed): at 100 Jobs a second, the default would be the bottleneck.
+JOBS_CONTROLLER_QPS = 1000.0
+JOBS_CONCURRENT_SYNCS = 20  # Job syncs at once (default 5)
+
+
+def controller_args(arguments: argparse.Namespace) -> list[str]:
+    """kube-controller-manager's flags for this run: with --jobs, room for the Job
+    controller (the bench's control plane only; docs/benchmarks.md)."""
+    qps = arguments.controller_qps
+    if qps is None and arguments.jobs:
+        qps = JOBS_CONTROLLER_QPS
+    flags = [] if qps is None else [f"--kube-api-qps={qps:g}",
+                                    f"--kube-api-burst={max(int(qps * 2), 1)}"]
+    if arguments.jobs:
+        flags.append(f"--concurrent-job-syncs={JOBS_CONCURRENT_SYNCS}")
+    return flags
 
 
 def machine() -> dict[str, Any]:
@@ -71,6 +95,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         "in which the restart is timed (%(default)s)")
     parser.add_argument("--operator-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the operator, e.g. LIFECYCLE_EVENTS=false")
+    parser.add_argument("--jobs", action="store_true",
+                        help="each claim's user is a Job (completions 1, backoffLimit 0) "
+                        "whose controller creates the pod; also times the Job floor")
+    parser.add_argument("--controller-qps", type=float, metavar="QPS",
+                        help="kube-controller-manager's client QPS (burst twice that); "
+                        f"default: Kubernetes' 20, or {JOBS_CONTROLLER_QPS:g} with --jobs")
     parser.add_argument("--soak", type=float, metavar="MINUTES",
                         help="run continuous churn for MINUTES instead, sampling memory")
     parser.add_argument("--churn", type=float, default=5.0,
@@ -79,13 +109,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="soak: run the operator under tracemalloc and report which "
                         "allocation sites grew after warm-up (its RSS is then not the "
                         "operator's own)")
+    parser.add_argument("--real-node", action="store_true",
+                        help="a small run on a real node (as root, one node per machine): "
+                        "each claim's user is a real pod that sleeps --pod-seconds; uses "
+                        "--evcs and --rate only")
+    parser.add_argument("--pod-seconds", type=float, default=5.0,
+                        help="--real-node: how long each user pod runs (%(default)s)")
     parser.add_argument("--out", type=Path, help="JSON results (default: "
-                        "bench/results/latest.json, or latest-soak.json)")
+                        "bench/results/latest.json, latest-soak.json or "
+                        "latest-real-node.json)")
     parser.add_argument("--workdir", type=Path,
                         help="keep the control plane's and operator's files here")
     arguments = parser.parse_args(argv)
     if any("=" not in setting for setting in arguments.operator_env):
         parser.error("--operator-env takes NAME=VALUE")
+    if arguments.jobs and arguments.soak is not None:
+        parser.error("--jobs is not a soak option")
     if arguments.pods < arguments.evcs:
         parser.error("--pods counts all pods, one per claim included: it must be >= --evcs")
     return arguments
@@ -93,6 +132,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Namespace,
                    ) -> dict[str, Any]:
+    if arguments.real_node:
+        return await realpods.RealPods(plane, workdir, evcs=arguments.evcs,
+                                       rate=arguments.rate,
+                                       pod_seconds=arguments.pod_seconds).run()
     if arguments.soak is not None:
         from bench.soak import Soak
         return await Soak(plane, workdir, minutes=arguments.soak, churn=arguments.churn,
@@ -101,7 +144,7 @@ async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Names
                           trace_memory=arguments.trace_memory).run()
     scale = Scale(evcs=arguments.evcs, pods=arguments.pods, namespaces=arguments.namespaces,
                   rate=arguments.rate, idle_seconds=arguments.idle,
-                  headroom=arguments.headroom,
+                  headroom=arguments.headroom, jobs=arguments.jobs,
                   operator_env=tuple((name, value) for name, _, value in
                                      (setting.partition("=") for setting in
                                       arguments.operator_env)))
@@ -110,18 +153,25 @@ async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Names
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse(sys.argv[1:] if argv is None else argv)
-    soak = arguments.soak is not None
+    soak, real = arguments.soak is not None, arguments.real_node
     out = arguments.out or REPO / "bench" / "results" / (
-        "latest-soak.json" if soak else "latest.json")
+        "latest-soak.json" if soak else "latest-real-node.json" if real else "latest.json")
     workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="evc-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"Starting a control plane (files in {workdir})", flush=True)
     plane = ControlPlane.start(workdir / "cluster", crds=[REPO / "crd.yaml"], audit=True,
-                               audit_users=[USER])
+                               audit_users=[USER, *([CONTROLLER_MANAGER] if arguments.jobs
+                                                    else [])],
+                               controller_args=controller_args(arguments),
+                               for_node=NODE_NAME if real else None)
     started = datetime.datetime.now(datetime.UTC)
+    node: Node | None = None
     try:
+        node = Node.start(plane) if real else None
         result = asyncio.run(_measure(plane, workdir, arguments))
     finally:
+        if node is not None:
+            node.stop()
         plane.stop()
     document = {
         "command": "python -m bench " + shlex.join(_portable(sys.argv[1:] if argv is None
@@ -132,12 +182,13 @@ def main(argv: list[str] | None = None) -> int:
                       if key not in ("workdir", "out")},
         "result": result,
     }
-    if not soak:
+    if not soak and not real:
         document["meets_targets"] = report.verdicts(result)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2) + "\n")
     print()
-    print(report.soak_table(result) if soak else report.table(result))
+    print(report.soak_table(result) if soak else realpods.table(result) if real
+          else report.table(result))
     print(f"\nResults: {out}")
     return 0
 

@@ -12,7 +12,9 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
+CONTROLLER_MANAGER = "kube-controller-manager"  # its user in controlplane's tokens
 WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
@@ -75,3 +77,41 @@ def tally(found: Iterable[Request]) -> dict[str, int]:
 
 def between(found: Iterable[Request], start: float, end: float) -> list[Request]:
     return [request for request in found if start <= request.at < end]
+
+
+def cost(found: list[Request], claims: int, idle_start: float,
+         idle_end: float) -> dict[str, Any]:
+    """A run's API cost: `found` are the operator's requests during the run, `claims` how
+    many claims it served, and nothing changed between `idle_start` and `idle_end`."""
+    writes = [request for request in found if request.write]
+    idle_writes = [request for request in between(found, idle_start, idle_end)
+                   if request.write]
+    return {
+        "requests": len(found),
+        "requests_per_claim": round(len(found) / claims, 2),
+        "writes": len(writes),
+        "writes_per_claim_lifetime": round(len(writes) / claims, 2),
+        "writes_per_claim_by_kind": {label: round(count / claims, 2)
+                                     for label, count in tally(writes).items()},
+        "requests_by_verb": tally(found),
+        "idle_writes_per_minute": round(len(idle_writes) * 60 / (idle_end - idle_start), 2),
+        "failed": sum(1 for request in found if request.code >= 400),
+    }
+
+
+def busiest_second(found: Iterable[Request]) -> int:
+    """The most requests the API server received in one second (of the clock)."""
+    return max(Counter(int(request.at) for request in found).values(), default=0)
+
+
+def per_job(found: list[Request], jobs: int, busy_start: float,
+            busy_end: float) -> dict[str, Any]:
+    """kube-controller-manager's requests in a run with `jobs` Jobs (all its controllers
+    share one client and its rate limit), per Job, and how many a second while the Jobs'
+    pods finished (from `busy_start` to `busy_end`)."""
+    busy = between(found, busy_start, busy_end)
+    return {"requests_per_job": round(len(found) / jobs, 2),
+            "requests_per_job_by_kind": {label: round(count / jobs, 2)
+                                         for label, count in tally(found).items()},
+            "per_second_while_finishing": round(len(busy) / (busy_end - busy_start), 1),
+            "busiest_second": busiest_second(found)}

@@ -19,6 +19,8 @@ from bench.client import Api
 Key = tuple[str, str]
 EVCS = "/apis/zalando.org/v1/ephemeralvolumeclaims"
 PODS = "/api/v1/pods"
+JOBS = "/apis/batch/v1/jobs"
+JOB_NAME = "batch.kubernetes.io/job-name"  # the label the Job controller gives its pods
 
 
 def _key(obj: dict[str, Any]) -> Key:
@@ -36,10 +38,15 @@ class ClaimWatch:
         self.phases: dict[Key, dict[str, float]] = {}
         self.deletes_at: dict[Key, float] = {}
         self.deleted: dict[Key, float] = {}
+        self.users: dict[Key, int] = {}  # the active users its status counts, last seen
         self.events = 0
 
     def count(self, phase: str) -> int:
         return sum(1 for seen in self.phases.values() if phase in seen)
+
+    def counting(self, users: int) -> int:
+        """Claims whose status last counted at least `users` active users."""
+        return sum(1 for count in self.users.values() if count >= users)
 
     async def run(self, api: Api, resource_version: str) -> None:
         async for event in api.watch(EVCS, resource_version):
@@ -52,6 +59,7 @@ class ClaimWatch:
                 continue
             status = obj.get("status") or {}
             phase = status.get("phase")
+            self.users[key] = int(status.get("users") or 0)
             if not phase:
                 continue
             deadline = status.get("deletesAt")
@@ -63,16 +71,35 @@ class ClaimWatch:
 
 
 class PodWatch:
-    """When each pod was first seen Succeeded: the bare watch, the floor."""
+    """When each pod was first seen Succeeded: the bare watch, the floor. And the pod
+    each Job made, by the Job's key."""
 
     def __init__(self) -> None:
         self.succeeded: dict[Key, float] = {}
+        self.of_job: dict[Key, str] = {}
 
     async def run(self, api: Api, resource_version: str) -> None:
         async for event in api.watch(PODS, resource_version):
             obj = event["object"]
+            job = (obj["metadata"].get("labels") or {}).get(JOB_NAME)
+            if job:
+                self.of_job.setdefault((_key(obj)[0], job), obj["metadata"]["name"])
             if (obj.get("status") or {}).get("phase") == "Succeeded":
                 self.succeeded.setdefault(_key(obj), time.time())
+
+
+class JobWatch:
+    """When each Job was first seen Complete: the floor of a claim whose user is a Job."""
+
+    def __init__(self) -> None:
+        self.complete: dict[Key, float] = {}
+
+    async def run(self, api: Api, resource_version: str) -> None:
+        async for event in api.watch(JOBS, resource_version):
+            obj = event["object"]
+            if any(c.get("type") == "Complete" and c.get("status") == "True"
+                   for c in (obj.get("status") or {}).get("conditions") or ()):
+                self.complete.setdefault(_key(obj), time.time())
 
 
 async def until(done: Callable[[], int], total: int, what: str, *, limit: float,

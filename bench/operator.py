@@ -6,6 +6,7 @@ so the API server's audit log can tell its requests from the harness's.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bench.client import Api
 from controlplane.cluster import ControlPlane, free_port
 
 NAMESPACE = "evc-operator"
@@ -106,3 +108,15 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+async def wind_down(tasks: list[asyncio.Task[None]], operator: Operator | None,
+                    api: Api) -> None:
+    """The end of a run: its background tasks cancelled, its operator stopped, its client
+    closed."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if operator is not None:
+        operator.stop()
+    await api.close()

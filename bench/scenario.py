@@ -4,10 +4,12 @@ Steps (each timed, with progress on the terminal):
  1. unrelated pods spread over the namespaces (the rest of a cluster);
  2. the operator starts (it reads pods only of namespaces that hold claims: none yet);
  3. the claims are created (the operator creates their PVCs), then one pod for each,
-    which the harness marks Running: every claim in use;
+    which the harness marks Running: every claim in use (with `jobs`, one Job for
+    each, whose pod the Job controller creates: the claim has two users);
  4. nothing changes for a while: idle footprint and API writes;
  5. the pods finish one by one at a steady rate: reaction latency against the
-    harness's own bare watch of pods (the floor), and the footprint under load;
+    harness's own bare watch of pods (the floor; with `jobs`, also its watch of the
+    Jobs turning Complete), and the footprint under load;
  6. the operator is killed and started again: time until every countdown resumed;
  7. the claims are deleted at their deadlines: lateness.
 The operator's API requests are read from the audit log, by its ServiceAccount.
@@ -28,11 +30,16 @@ from typing import Any
 
 from bench import audit, stats, workload
 from bench.client import MERGE_PATCH, Api, ApiError
-from bench.observe import EVCS, PODS, ClaimWatch, Key, PodWatch, until
-from bench.operator import USER, Operator, Usage, install_identity
+from bench.observe import EVCS, JOBS, PODS, ClaimWatch, JobWatch, Key, PodWatch, until
+from bench.operator import USER, Operator, Usage, install_identity, wind_down
 from controlplane.cluster import ControlPlane
 
 SETTLE_SECONDS = 5.0  # after the last claim shows InUse, before the idle window opens
+
+
+# The Job controller's pace at marking Jobs Complete, measured (docs/benchmarks.md: 10,000
+# Jobs in 457 s with its client at 1000 QPS), rounded down: with Jobs, users end this fast.
+JOBS_COMPLETED_PER_SECOND = 20.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +54,14 @@ class Scale:
     # in there, so that no countdown ends while no operator runs.
     headroom: float = 90.0
     operator_env: tuple[tuple[str, str], ...] = ()  # more settings for the operator
+    jobs: bool = False  # each claim's user is a Job (its controller makes the pod)
 
     @property
     def grace_period(self) -> int:
-        """Long enough that no deadline passes before the restart has been timed."""
-        return math.ceil(self.evcs / self.rate + self.headroom)
+        """Long enough that no deadline passes before the restart has been timed: users end
+        at `rate`, or with Jobs at the Job controller's pace if that is slower."""
+        pace = min(self.rate, JOBS_COMPLETED_PER_SECOND) if self.jobs else self.rate
+        return math.ceil(self.evcs / pace + self.headroom)
 
 
 class Sampler:
@@ -78,6 +88,15 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
+def _summary_ms(values: list[float]) -> dict[str, Any]:
+    return {k: _ms(v) if k != "count" else v for k, v in stats.summary(values).items()}
+
+
+def user_name(key: Key) -> str:
+    """The name of a claim's user: its pod, or with `--jobs` its Job."""
+    return key[1].replace("claim-", "user-")
+
+
 class Run:
     def __init__(self, plane: ControlPlane, workdir: Path, scale: Scale) -> None:
         self.plane = plane
@@ -93,6 +112,8 @@ class Run:
         self.tasks: list[asyncio.Task[None]] = []
         self.operator: Operator | None = None
         self.sampler = Sampler()
+        self.pods = PodWatch()
+        self.user_pods: dict[Key, str] = {}  # each claim's user pod, by name
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(asyncio.create_task(work))
@@ -127,12 +148,7 @@ class Run:
         try:
             return await self._run()
         finally:
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            if self.operator is not None:
-                self.operator.stop()
-            await self.api.close()
+            await wind_down(self.tasks, self.operator, self.api)
 
     async def _run(self) -> dict[str, Any]:
         scale, api = self.scale, self.api
@@ -164,24 +180,28 @@ class Run:
             await until(lambda: claims.count("Pending"), scale.evcs, "claims Pending",
                         limit=1800, check=self._check_operator)
         await self._step(f"{scale.evcs} claims (PVC created, Pending)", claims_pending)
-        self.result["provisioning_ms"] = {k: _ms(v) if k != "count" else v for k, v in
-                                          stats.summary([claims.phases[key]["Pending"] - at
-                                                         for key, at in created.items()]).items()}
+        self.result["provisioning_ms"] = _summary_ms([claims.phases[key]["Pending"] - at
+                                                      for key, at in created.items()])
 
         started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
 
         async def start_user(key: Key) -> None:
-            name = key[1].replace("claim-", "user-")
+            name = self.user_pods[key] = user_name(key)
             await api.request("POST", f"/api/v1/namespaces/{key[0]}/pods",
                               workload.user_pod(name, key[1]))
-            await api.request("PATCH", f"/api/v1/namespaces/{key[0]}/pods/{name}/status",
-                              workload.running(started), content_type=MERGE_PATCH)
+            await self._run_pod(key, started)
 
         async def claims_in_use() -> None:
-            await api.each(self.claims, start_user)
-            await until(lambda: claims.count("InUse"), scale.evcs, "claims InUse",
-                        limit=1800, check=self._check_operator)
-        await self._step(f"{scale.evcs} user pods running (claims InUse)", claims_in_use)
+            if scale.jobs:  # the claim has two users: the Job and its pod
+                await self._start_jobs(started)
+                await until(lambda: claims.counting(2), scale.evcs, "claims InUse by 2",
+                            limit=1800, check=self._check_operator)
+            else:
+                await api.each(self.claims, start_user)
+                await until(lambda: claims.count("InUse"), scale.evcs, "claims InUse",
+                            limit=1800, check=self._check_operator)
+        users = "Jobs and their pods" if scale.jobs else "pods"
+        await self._step(f"{scale.evcs} user {users} running (claims InUse)", claims_in_use)
 
         # Nothing changes now: the operator should be silent and small. Its last claims'
         # Events follow their status writes: the window opens once those have landed.
@@ -191,45 +211,47 @@ class Run:
                          lambda: asyncio.sleep(scale.idle_seconds))
         idle_end, idle_after = time.time(), operator.usage()
 
-        pods = PodWatch()
-        self._background(pods.run(api, await api.resource_version(PODS)))
+        pods, jobs = self.pods, JobWatch()
+        if not scale.jobs:  # with Jobs, it has watched since before the Jobs were made
+            self._background(pods.run(api, await api.resource_version(PODS)))
+        else:
+            self._background(jobs.run(api, await api.resource_version(JOBS)))
         sent: dict[Key, float] = {}
         busy_start, busy_usage = time.time(), operator.usage()
         await self._step(f"{scale.evcs} user pods finish, {scale.rate:g}/s (claims Idle)",
                          lambda: self._finish_users(sent, claims))
         busy_end, busy_after = time.time(), operator.usage()
 
-        reaction = [claims.phases[key]["Idle"] - at for key, at in sent.items()]
-        finished = {(k[0], k[1].replace("claim-", "user-")): at for k, at in sent.items()}
-        floor = [pods.succeeded[key] - at for key, at in finished.items()
-                 if key in pods.succeeded]
-        r99, f99 = stats.percentile(reaction, 99), stats.percentile(floor, 99)
-        self.result["reaction_ms"] = {k: _ms(v) if k != "count" else v
-                                      for k, v in stats.summary(reaction).items()}
-        self.result["bare_watch_ms"] = {k: _ms(v) if k != "count" else v
-                                        for k, v in stats.summary(floor).items()}
-        self.result["reaction_ratio_p99"] = (round(r99 / f99, 2) if r99 and f99 else None)
+        self._reaction(sent, claims, jobs)
 
         # A restart with every countdown running: nothing may be lost or reset.
+        killed_at = time.time()
         operator.stop(signal.SIGKILL)
         waiting = sum(1 for key in self.claims if key not in claims.deleted)
+        deleted_before = len(claims.deleted)
         restarted = self._start_operator(kubeconfig, 2)
 
         def resumed() -> int:
+            """Countdowns resumed, and those that ended meanwhile (none should)."""
             value = restarted.gauge("evc_countdowns")
-            return int(value or 0) if restarted.ready() else 0
+            ended = len(claims.deleted) - deleted_before
+            return (int(value or 0) if restarted.ready() else 0) + ended
         resume = await self._step("operator killed and started again (countdowns resumed)",
                                   lambda: until(resumed, waiting, "countdowns resumed",
                                                 limit=600, check=self._check_operator))
-        self.result["resume"] = {"seconds": round(resume, 1), "countdowns": waiting}
+        resumed_at = time.time()
+        self.result["resume"] = {"seconds": round(resume, 1), "countdowns": waiting,
+                                 # Should be 0: deadlines that fell with no operator.
+                                 "deadlines_while_down": sum(
+                                     1 for at in claims.deletes_at.values()
+                                     if killed_at <= at < resumed_at)}
 
         await self._step("claims deleted at their deadlines", lambda: until(
             lambda: len(claims.deleted), scale.evcs, "claims deleted",
             limit=scale.grace_period + 600, check=self._check_operator))
         lateness = [claims.deleted[key] - claims.deletes_at[key] for key in self.claims
                     if key in claims.deletes_at]
-        self.result["deletion_lateness_ms"] = {k: _ms(v) if k != "count" else v
-                                               for k, v in stats.summary(lateness).items()}
+        self.result["deletion_lateness_ms"] = _summary_ms(lateness)
         wrong = [key for key in self.claims if "Idle" not in claims.phases.get(key, {})]
         self.result["deleted_before_idle"] = len(wrong)
         ended = time.time()
@@ -241,6 +263,10 @@ class Run:
             "peak_rss_mib": _mib(max(u.peak_rss for _, u in self.sampler.samples)),
         }
         self.result["api"] = self._api_cost(began, ended, idle_start, idle_end)
+        if scale.jobs:
+            self.result["controller_manager"] = audit.per_job(audit.between(
+                audit.read(self.plane.audit_log, audit.CONTROLLER_MANAGER), began, ended),
+                scale.evcs, busy_start, busy_end)
         self.result["step_seconds"] = self.timings
         return self.result
 
@@ -281,13 +307,63 @@ class Run:
                 print(f"  {plural}: {done}/{total} ({last - start:.0f} s)", flush=True)
         await self.api.each(objects, create)
 
+    async def _run_pod(self, key: Key, started: datetime.datetime) -> None:
+        await self.api.request(
+            "PATCH", f"/api/v1/namespaces/{key[0]}/pods/{self.user_pods[key]}/status",
+            workload.running(started), content_type=MERGE_PATCH)
+
+    async def _start_jobs(self, started: datetime.datetime) -> None:
+        """A Job for each claim; once the Job controller has made its pod, the pod runs.
+        Also measures how fast the Job controller makes pods (its client is rate-limited:
+        docs/benchmarks.md)."""
+        self._background(self.pods.run(self.api, await self.api.resource_version(PODS)))
+        begun = time.monotonic()
+
+        async def create(key: Key) -> None:
+            await self.api.request("POST", f"/apis/batch/v1/namespaces/{key[0]}/jobs",
+                                   workload.user_job(user_name(key), key[1]))
+        await self.api.each(self.claims, create)
+        await until(lambda: len(self.pods.of_job), len(self.claims), "Job pods created",
+                    limit=3600, check=self._check_operator)
+        seconds = time.monotonic() - begun
+        self.result["job_pods_created"] = {
+            "seconds": round(seconds, 1),
+            "per_second": round(len(self.claims) / max(seconds, 1e-9), 1)}
+        for key in self.claims:
+            self.user_pods[key] = self.pods.of_job[(key[0], user_name(key))]
+        await self.api.each(self.claims, lambda key: self._run_pod(key, started))
+
+    def _reaction(self, sent: dict[Key, float], claims: ClaimWatch, jobs: JobWatch) -> None:
+        """Reaction (pod PATCH to claim Idle), against the floors: the bare watch (pod
+        PATCH to pod Succeeded) and, with Jobs, the Job floor (pod PATCH to Job Complete):
+        what is left over the Job floor is the operator's own share."""
+        reaction = [claims.phases[key]["Idle"] - at for key, at in sent.items()]
+        floor = [self.pods.succeeded[pod] - at for pod, at in
+                 (((k[0], self.user_pods[k]), at) for k, at in sent.items())
+                 if pod in self.pods.succeeded]
+        r99, f99 = stats.percentile(reaction, 99), stats.percentile(floor, 99)
+        self.result["reaction_ms"] = _summary_ms(reaction)
+        self.result["bare_watch_ms"] = _summary_ms(floor)
+        self.result["reaction_ratio_p99"] = (round(r99 / f99, 2) if r99 and f99 else None)
+        if not self.scale.jobs:
+            return
+        complete = {key: jobs.complete[(key[0], user_name(key))] for key in sent
+                    if (key[0], user_name(key)) in jobs.complete}
+        job_floor = [complete[key] - at for key, at in sent.items() if key in complete]
+        j99 = stats.percentile(job_floor, 99)
+        self.result["job_floor_ms"] = _summary_ms(job_floor)
+        self.result["reaction_over_job_floor_ms"] = _summary_ms(
+            [claims.phases[key]["Idle"] - complete[key] for key in sent if key in complete])
+        self.result["reaction_ratio_job_floor_p99"] = (round(r99 / j99, 2)
+                                                       if r99 and j99 else None)
+
     async def _finish_users(self, sent: dict[Key, float], claims: ClaimWatch) -> None:
         """Each user pod turns Succeeded, evenly paced; waits until every claim is Idle."""
         start = time.monotonic()
         pending: set[asyncio.Task[None]] = set()
 
         async def finish(key: Key) -> None:
-            name = key[1].replace("claim-", "user-")
+            name = self.user_pods[key]
             now = datetime.datetime.now(datetime.UTC)
             sent[key] = time.time()
             await self.api.request(
@@ -304,7 +380,7 @@ class Run:
             task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)
         await until(lambda: claims.count("Idle"), self.scale.evcs, "claims Idle",
-                    limit=600, check=self._check_operator)
+                    limit=self.scale.grace_period + 600, check=self._check_operator)
 
     @staticmethod
     def _footprint(before: Usage, after: Usage, start: float, end: float) -> dict[str, float]:
@@ -316,18 +392,4 @@ class Run:
     def _api_cost(self, began: float, ended: float, idle_start: float,
                   idle_end: float) -> dict[str, Any]:
         found = audit.between(audit.read(self.plane.audit_log, USER), began, ended)
-        writes = [request for request in found if request.write]
-        idle_writes = [request for request in audit.between(found, idle_start, idle_end)
-                       if request.write]
-        evcs = self.scale.evcs
-        return {
-            "requests": len(found),
-            "writes": len(writes),
-            "writes_per_claim_lifetime": round(len(writes) / evcs, 2),
-            "writes_per_claim_by_kind": {label: round(count / evcs, 2)
-                                         for label, count in audit.tally(writes).items()},
-            "requests_by_verb": audit.tally(found),
-            "idle_writes_per_minute": round(len(idle_writes) * 60 / (idle_end - idle_start), 2),
-            "failed": sum(1 for request in found if request.code >= 400),
-        }
-
+        return audit.cost(found, self.scale.evcs, idle_start, idle_end)

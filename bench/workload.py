@@ -1,8 +1,10 @@
 """The objects a benchmark creates. Pure: dicts, no API calls.
 
-Pods are never scheduled (the project's control plane has no scheduler or
+In the simulated run pods are never scheduled (its control plane has no scheduler or
 kubelet): the harness plays the kubelet by patching pod status, which is all the
-operator reads. Unrelated pods look like a cluster's ordinary workloads.
+operator reads. Unrelated pods look like a cluster's ordinary workloads. With
+`--jobs`, each claim's user is a Job whose controller creates the pod. With
+`--real-node`, `real_user_pod` really runs on the node.
 """
 
 from __future__ import annotations
@@ -45,6 +47,35 @@ def user_pod(name: str, claim: str) -> dict[str, Any]:
     """A batch pod that mounts the EVC `claim` by name, as the seed's pod.yaml does."""
     return _pod(name, "user", [{"name": "scratch",
                                 "persistentVolumeClaim": {"claimName": claim}}])
+
+
+def user_job(name: str, claim: str) -> dict[str, Any]:
+    """A batch Job of one pod, not retried, whose pod template mounts the EVC `claim`.
+
+    The Job controller creates its pod (named `name-<random>`); the harness then plays
+    the kubelet for that pod as for a bare one."""
+    pod = user_pod(name, claim)
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "labels": {ROLE: "user"}},
+            "spec": {"completions": 1, "parallelism": 1, "backoffLimit": 0,
+                     "template": {"metadata": {"labels": pod["metadata"]["labels"]},
+                                  "spec": pod["spec"]}}}
+
+
+def real_user_pod(name: str, claim: str, seconds: float) -> dict[str, Any]:
+    """A real batch container (busybox from the node's registry) that mounts the claim,
+    sleeps `seconds` and exits 0."""
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {ROLE: "user"}},
+        "spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                            "command": ["sleep", f"{seconds:g}"],
+                            "volumeMounts": [{"name": "scratch", "mountPath": "/vol"}]}],
+            "volumes": [{"name": "scratch", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+    }
 
 
 def unrelated_pod(name: str) -> dict[str, Any]:

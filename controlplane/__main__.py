@@ -1,4 +1,5 @@
-"""Command line: build the binaries, start or stop a local cluster, re-pin versions."""
+"""Command line: build the binaries, start or stop a local cluster, build the operator's
+image and load it into the cluster's node, re-pin versions."""
 
 from __future__ import annotations
 
@@ -45,10 +46,12 @@ def _up(workdir: Path, kubectl_link: Path | None, crds: list[Path], with_node: b
             return 1
         what = f"cluster with node {NODE_NAME}" if with_node else "control plane (no node)"
         print(f"{what} ready at {plane.server} (logs in {plane.logs})", file=sys.stderr)
-    if kubectl_link and plane.kubectl_path:
+    if kubectl_link and plane.kubectl_path:  # and helm beside it
         kubectl_link.parent.mkdir(parents=True, exist_ok=True)
-        kubectl_link.unlink(missing_ok=True)
-        kubectl_link.symlink_to(plane.kubectl_path)
+        for link, target in ((kubectl_link, plane.kubectl_path),
+                             (kubectl_link.with_name("helm"), ensure_binaries().helm)):
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
     print(f"export KUBECONFIG={plane.kubeconfig}")
     return 0
 
@@ -71,19 +74,40 @@ def _down(workdir: Path, quiet: bool = False) -> int:
     return 0
 
 
+def _image(workdir: Path) -> int:
+    """Build (or find) the operator's image; if a node runs in `workdir`, its registry
+    serves it from then on under the image's name, which the chart and manifests use."""
+    from controlplane.image import ensure_image
+
+    image = ensure_image()
+    node = Node.load(workdir)
+    if node is not None and node.is_running():
+        repository = node.publish_image(image.name, image.layout, image.digest)
+        print(f"{image.name} loaded into the node in {workdir} (its registry serves "
+              f"{repository})", file=sys.stderr)
+    else:
+        print(f"no node runs in {workdir}: the image is not loaded anywhere", file=sys.stderr)
+    print(image.archive)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m controlplane", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("build", help="build (or find cached) control plane binaries")
     up = commands.add_parser("up", help="start a control plane in the background")
     up.add_argument("--dir", type=Path, default=Path(".cluster"), help="state folder")
-    up.add_argument("--kubectl-link", type=Path, help="where to link the built kubectl")
+    up.add_argument("--kubectl-link", type=Path,
+                    help="where to link the built kubectl (and helm beside it)")
     up.add_argument("--crd", type=Path, action="append", default=[],
                     help="CRD manifest to install before the controllers start (repeatable)")
     up.add_argument("--no-node", dest="node", action="store_false",
                     help="a control plane only: no kubelet, scheduler or container runtime")
     down = commands.add_parser("down", help="stop a control plane started with 'up'")
     down.add_argument("--dir", type=Path, default=Path(".cluster"), help="state folder")
+    image = commands.add_parser("image", help="build the operator's image; load it into "
+                                              "the node started with 'up' if it runs")
+    image.add_argument("--dir", type=Path, default=Path(".cluster"), help="state folder")
     pin = commands.add_parser("pin", help="regenerate a wrapper go.mod for another version")
     pin.add_argument("component", choices=[component.name for component in COMPONENTS])
     pin.add_argument("version",
@@ -103,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return _up(args.dir, args.kubectl_link, args.crd, args.node)
     if args.command == "down":
         return _down(args.dir)
+    if args.command == "image":
+        return _image(args.dir)
     from controlplane.pin import pin as pin_version
 
     component = next(c for c in COMPONENTS if c.name == args.component)

@@ -90,12 +90,13 @@ KUBERNETES = Component(
     packages=(
         "k8s.io/kubernetes/cmd/kube-apiserver",
         "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "k8s.io/kubernetes/cmd/kube-proxy",
         "k8s.io/kubernetes/cmd/kube-scheduler",
         "k8s.io/kubernetes/cmd/kubelet",
         "k8s.io/kubernetes/cmd/kubectl",
     ),
-    binaries=("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
-              "kubectl"),
+    binaries=("kube-apiserver", "kube-controller-manager", "kube-proxy", "kube-scheduler",
+              "kubelet", "kubectl"),
 )
 ETCD = Component(
     name="etcd",
@@ -149,6 +150,7 @@ class NodeBinaries:
 
     kubelet: Path
     kube_scheduler: Path
+    kube_proxy: Path
     containerd: Path
     containerd_shim: Path
 
@@ -257,6 +259,7 @@ def ensure_node_binaries() -> NodeBinaries:
     return NodeBinaries(
         kubelet=kubernetes_dir / "kubelet",
         kube_scheduler=kubernetes_dir / "kube-scheduler",
+        kube_proxy=kubernetes_dir / "kube-proxy",
         containerd=containerd_dir / "containerd",
         containerd_shim=containerd_dir / "containerd-shim-runc-v2",
     )

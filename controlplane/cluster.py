@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import ipaddress
 import json
 import os
 import secrets
@@ -22,10 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from controlplane.binaries import Binaries, ensure_binaries
+from controlplane.host import NODE_IP
+from controlplane.pki import write_service_account_keys, write_serving_certificate
 from controlplane.processes import alive, free_port, spawn, terminate
 
 __all__ = ["ControlPlane", "ControlPlaneError", "free_port"]
@@ -42,15 +42,24 @@ CONTROLLERS = (
     "ttl-after-finished-controller",
     # Folds evc-view and evc-edit (config/rbac/users/) into the built-in view/edit/admin.
     "clusterrole-aggregation-controller",
+    # Computes a ResourceQuota's usage: without it the API server refuses every object the
+    # quota counts ("status unknown for quota"), not only those that exceed it.
+    "resourcequota-controller",
 )
 # What a real node needs besides: the not-ready taint removed once the kubelet reports
-# Ready, the `kube-root-ca.crt` ConfigMap projected ServiceAccount volumes mount.
-NODE_CONTROLLERS = ("node-lifecycle-controller", "root-ca-certificate-publisher-controller")
+# Ready, the `kube-root-ca.crt` ConfigMap projected ServiceAccount volumes mount, and
+# Deployments (the operator's own) that make pods. Without a node no pod would run, and
+# tests there set the status of the workloads they make themselves.
+NODE_CONTROLLERS = ("node-lifecycle-controller", "root-ca-certificate-publisher-controller",
+                    "deployment-controller", "replicaset-controller")
 NODE_USERS = {  # identities the node's components use; the kubelet's is its node's
     "kube-scheduler": 'system:kube-scheduler,scheduler-uid',
     "kubelet": 'system:node:{node},kubelet-uid,"system:nodes,system:masters"',
+    "kube-proxy": "system:kube-proxy,kube-proxy-uid",  # bound to system:node-proxier
 }
 SERVICE_CIDR = "10.0.0.0/24"
+# The `kubernetes` Service's cluster IP: the range's first address.
+SERVICE_IP = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
 STATE_FILE = "controlplane.json"
 
 
@@ -92,7 +101,8 @@ class ControlPlane:
     def start(cls, workdir: Path, *, binaries: Binaries | None = None, timeout: float = 120.0,
               detached: bool = False, crds: Sequence[Path] = (),
               audit: bool = False, audit_users: Sequence[str] = (),
-              for_node: str | None = None) -> ControlPlane:
+              for_node: str | None = None,
+              controller_args: Sequence[str] = ()) -> ControlPlane:
         """Start all components and wait until the cluster can run pods.
 
         `detached` lets the processes outlive this Python process (`make cluster`);
@@ -100,11 +110,13 @@ class ControlPlane:
         `crds` are installed before the controller-manager starts: its garbage collector
         reads API discovery only every 30 s, so owner references to custom resources
         would otherwise be ignored for that long. `audit` makes the API server log every
-        request's metadata to `logs/audit.log`: an independent record of who did what, when;
+        request's metadata to `logs/audit.log`: an independent record of who did what, when
+        (with a node, also the bodies of pod status writes: the kubelet's reports);
         `audit_users` limits that record to requests by these users (a benchmark's load
         generator would otherwise write most of it). `for_node` names a node to be added
         with `controlplane.node.Node.start`: the controllers a node needs run, and the
-        scheduler and the kubelet get kubeconfigs in `workdir`.
+        scheduler and the kubelet get kubeconfigs in `workdir`. `controller_args` are more
+        flags for kube-controller-manager (a benchmark raises its client's rate limits).
         """
         binaries = binaries or ensure_binaries()
         workdir = workdir.resolve()
@@ -114,7 +126,8 @@ class ControlPlane:
                     kubectl_path=binaries.kubectl)
         try:
             plane._start(binaries, timeout=timeout, detached=detached, crds=crds, audit=audit,
-                         audit_users=audit_users, node=for_node)
+                         audit_users=audit_users, node=for_node,
+                         controller_args=controller_args)
         except BaseException:
             plane.stop()
             raise
@@ -122,7 +135,7 @@ class ControlPlane:
 
     def _start(self, binaries: Binaries, *, timeout: float, detached: bool,
                crds: Sequence[Path], audit: bool, audit_users: Sequence[str] = (),
-               node: str | None = None) -> None:
+               node: str | None = None, controller_args: Sequence[str] = ()) -> None:
         deadline = time.monotonic() + timeout
         etcd_client, etcd_peer = free_port(), free_port()
         self.etcd_port = etcd_client
@@ -141,7 +154,9 @@ class ControlPlane:
         self._wait(f"http://127.0.0.1:{etcd_client}/health", deadline, "etcd")
 
         pki = self.workdir / "pki"
-        self._write_service_account_keys(pki)
+        write_service_account_keys(pki)
+        if node:  # pods reach it by the Service's IP, which leads to the node's address
+            write_serving_certificate(pki, ["127.0.0.1", NODE_IP, SERVICE_IP])
         controller_token = secrets.token_hex(16)
         node_tokens = {user: secrets.token_hex(16) for user in (NODE_USERS if node else ())}
         (pki / "tokens.csv").write_text(
@@ -153,11 +168,8 @@ class ControlPlane:
         self._spawn("kube-apiserver", detached, [
             str(binaries.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
             f"--secure-port={self.api_port}",
-            # The 'kubernetes' Service endpoints cannot point at loopback: do not manage them.
-            "--endpoint-reconciler-type=none",
+            *_address_flags(node),
             f"--cert-dir={pki}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc",
@@ -167,7 +179,7 @@ class ControlPlane:
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--profiling=false",
-            *self._audit_flags(pki, audit, audit_users),
+            *self._audit_flags(pki, audit, audit_users, node),
             # Reach the kubelet (logs, exec) at its node IP, not by a host name from DNS.
             *(["--kubelet-preferred-address-types=InternalIP"] if node else []),
         ])
@@ -195,6 +207,7 @@ class ControlPlane:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--root-ca-file={self.ca_file}",
             f"--service-account-private-key-file={pki / 'sa.key'}",
+            *controller_args,
         ])
         # Pods are admitted only once their namespace's default ServiceAccount exists.
         while not self._default_service_account_exists():
@@ -267,12 +280,16 @@ class ControlPlane:
     def audit_log(self) -> Path:
         return self.logs / "audit.log"
 
-    def _audit_flags(self, pki: Path, audit: bool, users: Sequence[str]) -> list[str]:
+    def _audit_flags(self, pki: Path, audit: bool, users: Sequence[str],
+                     node: str | None) -> list[str]:
         if not audit:
             return []
         logged: dict[str, object] = {"level": "Metadata"}
         if users:
             logged = {"level": "Metadata", "users": list(users)}
+        # With a node, pod status writes (the kubelet's) keep their bodies: when pods ended.
+        kubelet = [{"level": "RequestResponse",
+                    "resources": [{"group": "", "resources": ["pods/status"]}]}] if node else []
         policy = pki / "audit-policy.json"
         policy.write_text(json.dumps({
             "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
@@ -281,7 +298,7 @@ class ControlPlane:
                                                              "/healthz*"]},
                       {"level": "None", "resources": [{"group": "coordination.k8s.io",
                                                         "resources": ["leases"]}]},
-                      logged, {"level": "None"}]}))
+                      *kubelet, logged, {"level": "None"}]}))
         return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
                 "--audit-log-mode=blocking"]
 
@@ -345,15 +362,6 @@ class ControlPlane:
         path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
         path.chmod(0o600)
 
-    @staticmethod
-    def _write_service_account_keys(pki: Path) -> None:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        (pki / "sa.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption()))
-        (pki / "sa.pub").write_bytes(key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-
     def log_tails(self, lines: int = 40) -> str:
         """The last lines of every component's log, for failure reports."""
         parts = []
@@ -392,3 +400,13 @@ def _post_json(url: str, body: dict[str, object]) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=10) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
+
+
+def _address_flags(node: str | None) -> list[str]:
+    if not node:  # loopback only: no pod could use the `kubernetes` Service's endpoints
+        return ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none"]
+    # Pods reach it through the `kubernetes` Service (kube-proxy on the node) at the node's
+    # address, which the API server writes as the Service's endpoints; clients on the
+    # machine keep 127.0.0.1. Every address, as hack/local-up-cluster.sh does.
+    return ["--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}"]

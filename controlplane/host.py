@@ -24,6 +24,7 @@ PACKAGES = {
     "runc": Path("/usr/sbin/runc"),
     "containernetworking-plugins": Path("/usr/lib/cni/bridge"),
     "busybox-static": Path("/bin/busybox"),
+    "nftables": Path("/usr/sbin/nft"),  # kube-proxy's nftables mode runs `nft`
 }
 CNI_BIN_DIR = Path("/usr/lib/cni")
 # The node's address: on `lo` (the kubelet refuses a loopback one), from TEST-NET-1,
@@ -223,6 +224,15 @@ class HostRecord:
     def save(self, cache: Path) -> None:
         cache.mkdir(parents=True, exist_ok=True)
         self.path(cache).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+
+
+def remove_proxy_tables() -> None:
+    """Delete kube-proxy's nftables tables (all it writes, in nftables mode), if any."""
+    if not PACKAGES["nftables"].exists():
+        return
+    for family in ("ip", "ip6"):
+        subprocess.run([str(PACKAGES["nftables"]), "delete", "table", family, "kube-proxy"],
+                       capture_output=True, check=False)
 
 
 def remove_container_log_links(workdir: Path) -> None:

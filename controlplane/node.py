@@ -1,7 +1,10 @@
-"""A real node for a local control plane: containerd, runc, CNI, kube-scheduler, kubelet.
+"""A real node for a local control plane: containerd, runc, CNI, kube-scheduler, kubelet,
+kube-proxy.
 
 The node's images come from a registry of its own on loopback (`controlplane.registry`),
-which containerd uses for every registry name, so nothing is pulled from outside.
+which containerd uses for every registry name, so nothing is pulled from outside;
+`publish_image` adds one (the operator's) while it runs. Pods reach the API server through
+the `kubernetes` Service (`controlplane.proxy`).
 Volumes come from the in-tree host-path provisioner through a default StorageClass.
 There is one node per machine: it owns `/kubepods`, the bridge and the node address
 (`controlplane.host` lists every change to the host and how `stop` undoes it).
@@ -20,9 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from controlplane import host
+from controlplane import host, proxy, registry
 from controlplane.binaries import NodeBinaries, cache_root, ensure_node_binaries, log
-from controlplane.cluster import ControlPlane
+from controlplane.cluster import SERVICE_IP, ControlPlane
 from controlplane.host import NodeError
 from controlplane.images import SANDBOX_IMAGE, write_images
 from controlplane.processes import alive, free_port, spawn, terminate
@@ -38,7 +41,7 @@ STORAGE_CLASS = {
     "volumeBindingMode": "Immediate",
 }
 # Stopped in this order; the registry last, as containerd may still be pulling.
-COMPONENTS = ("kubelet", "kube-scheduler", "containerd", "registry")
+COMPONENTS = ("kubelet", "kube-proxy", "kube-scheduler", "containerd", "registry")
 
 __all__ = ["NODE_NAME", "Node", "NodeError", "undo_host_changes_of"]
 
@@ -130,9 +133,23 @@ class Node:
             f"--node-ip={host.NODE_IP}",
             "--v=1",
         ])
+        proxy_config = self.root / "kube-proxy.json"
+        proxy_config.write_text(json.dumps(proxy.configuration(
+            self.workdir / "kube-proxy.kubeconfig", NODE_NAME, free_port(), free_port()),
+            indent=2))
+        self._spawn("kube-proxy", detached,
+                    [str(binaries.kube_proxy), f"--config={proxy_config}", "--v=1"])
         self._wait(lambda: _ready_and_untainted(plane), deadline, "node Ready")
         plane.kubectl("apply", "-f", "-", input=json.dumps(STORAGE_CLASS))
+        self._wait(lambda: proxy.routes_service(SERVICE_IP), deadline,
+                   "kube-proxy's rules for the `kubernetes` Service")
         progress(f"node {NODE_NAME} Ready in {time.monotonic() - started:.1f} s")
+
+    def publish_image(self, name: str, layout: Path, manifest: str) -> str:
+        """Let the node pull the image `manifest` of the OCI layout `layout` as `name`
+        (e.g. the operator's, as the chart and manifests name it) from its registry;
+        return the repository it is served as."""
+        return registry.publish(self.root / "registry", name, layout, manifest)
 
     def _spawn(self, name: str, detached: bool, command: list[str],
                env: dict[str, str] | None = None) -> None:
@@ -178,7 +195,9 @@ class Node:
         (self.root / "cni" / "10-evc.conflist").write_text(json.dumps({
             "cniVersion": "1.0.0", "name": host.CNI_NETWORK,
             "plugins": [
-                {"type": "bridge", "bridge": host.BRIDGE, "isGateway": True, "ipMasq": False,
+                # The bridge is the pods' default route: Service IPs are not on it.
+                {"type": "bridge", "bridge": host.BRIDGE, "isDefaultGateway": True,
+                 "ipMasq": False,
                  "ipam": {"type": "host-local", "ranges": [[{"subnet": host.POD_SUBNET}]],
                           "dataDir": str(self.root / "ipam")}},
             ],
@@ -250,6 +269,7 @@ def undo_host_changes(workdir: Path) -> None:
     if host.has_node_address():
         host.ip("addr", "del", f"{host.NODE_IP}/32", "dev", "lo")
     host.ip("link", "delete", host.BRIDGE, check=False)
+    host.remove_proxy_tables()
     host.remove_container_log_links(workdir)
     host.remove_cni_cache()
     if record is not None and Path(record.workdir) == workdir:

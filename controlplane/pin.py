@@ -40,8 +40,9 @@ def kubernetes_gomod(version: str) -> str:
     tools = "\n".join(f"\t{package}" for package in KUBERNETES.packages)
     replaces = "\n".join(f"\t{name} => {name} {staging_version}" for name in staging)
     return (
-        "// Wrapper module: builds kube-apiserver, kube-controller-manager, kube-scheduler,\n"
-        "// kubelet and kubectl from k8s.io/kubernetes for the project's local cluster.\n"
+        "// Wrapper module: builds kube-apiserver, kube-controller-manager, kube-proxy,\n"
+        "// kube-scheduler, kubelet and kubectl from k8s.io/kubernetes for the project's\n"
+        "// local cluster.\n"
         f"// Regenerate with: python -m controlplane pin kubernetes {version}\n"
         "module evc-operator/controlplane/kubernetes\n\n"
         "go 1.26.0\n\n"

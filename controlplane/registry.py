@@ -5,13 +5,18 @@ manifests by tag or digest, and blobs by digest. Every tag of a known repository
 the same image (`busybox`, `busybox:latest` and `busybox:1.36` all run the local
 busybox); an unknown repository answers 404, so an image "that cannot be pulled" is
 simply one with another name. Run it with `python -m controlplane.registry ROOT PORT`.
+`publish` adds an image (an OCI layout, e.g. the operator's) while it runs: a pull of it
+right after finds it (`repositories.json` is read again whenever it changed).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import sys
+import tempfile
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,7 +46,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, "NAME_UNKNOWN", body=body)
             return
         name, kind, reference = match.group("name", "kind", "reference")
-        manifest = self.server.repositories.get(name)
+        manifest = self.server.repositories().get(name)
         if kind == "manifests":
             if manifest is None or (DIGEST.match(reference) and reference != manifest):
                 self._error(HTTPStatus.NOT_FOUND, "MANIFEST_UNKNOWN", body=body)
@@ -86,8 +91,58 @@ class _Registry(ThreadingHTTPServer):
     def __init__(self, root: Path, port: int) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.root = root
-        self.repositories: dict[str, str] = json.loads(
-            (root / "repositories.json").read_text())
+        self._read: tuple[tuple[int, int], dict[str, str]] = ((-1, -1), {})
+
+    def repositories(self) -> dict[str, str]:
+        """Repository name -> manifest digest, as `repositories.json` says now."""
+        path = self.root / "repositories.json"
+        status = path.stat()
+        changed = (status.st_ino, status.st_mtime_ns)
+        if changed != self._read[0]:
+            self._read = (changed, dict(json.loads(path.read_text())))
+        return self._read[1]
+
+
+def repository_of(name: str) -> str:
+    """The repository a runtime pulling `name` asks its registry for, as containerd
+    normalises names: "evc-operator:0.1.0" and "docker.io/library/evc-operator:0.1.0"
+    -> "library/evc-operator"; "registry.k8s.io/pause:3.10" -> "pause"."""
+    path = name.split("@", 1)[0]
+    host, slash, rest = path.partition("/")
+    if not (slash and ("." in host or ":" in host or host == "localhost")):
+        host, rest = "docker.io", path
+    folder, _, last = rest.rpartition("/")
+    repository = f"{folder}/{last.split(':', 1)[0]}" if folder else last.split(":", 1)[0]
+    if host == "docker.io" and "/" not in repository:
+        repository = f"library/{repository}"
+    return repository
+
+
+def publish(root: Path, name: str, layout: Path, manifest: str) -> str:
+    """Serve the image `manifest` (a digest) of the OCI layout `layout` from the registry
+    whose content is in `root`, under the repository of `name`; return that repository.
+
+    Blobs are hard-linked where the file system allows it, else copied; the repository
+    list is replaced in one rename, so a registry reading it never sees half of it."""
+    for blob in sorted((layout / "blobs").rglob("*")):
+        if not blob.is_file():
+            continue
+        target = root / "blobs" / blob.relative_to(layout / "blobs")
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(blob, target)
+        except OSError:
+            shutil.copyfile(blob, target)
+    repository = repository_of(name)
+    listing = root / "repositories.json"
+    repositories = dict(json.loads(listing.read_text())) if listing.exists() else {}
+    repositories[repository] = manifest
+    with tempfile.NamedTemporaryFile("w", dir=root, delete=False, suffix=".json") as staged:
+        json.dump(repositories, staged, indent=2)
+    os.replace(staged.name, listing)
+    return repository
 
 
 def main(argv: list[str]) -> int:

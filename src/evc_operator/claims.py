@@ -21,6 +21,7 @@ DEFAULT_ACCESS_MODES = ("ReadWriteOnce",)
 # Which labels the operator put on the PVC, so that labels removed from the EVC are
 # removed from the PVC too, while labels others put there stay.
 MANAGED_LABELS_ANNOTATION = "evc.zalando.org/managed-labels"
+MAX_MANAGED_ANNOTATION = 65536  # far above the keys of the largest labels a claim may copy
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
 _SUFFIX: dict[str, decimal.Decimal | int] = {
@@ -56,23 +57,32 @@ class PvcView:
     uid: str
     resource_version: str
     controllers: tuple[str, ...]  # uids of controlling owners
-    labels: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]  # those it manages (managed_labels) only
     managed_labels: tuple[str, ...]
     storage: str
     deleting: bool
     phase: str = "Pending"  # status.phase: Pending, Bound or Lost
+    # The spec fields a claim may ask for, as stored (`spec_fields`): to tell when the API
+    # server dropped or changed one.
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 def pvc_view(body: Mapping[str, Any]) -> PvcView:
     metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
     annotations = metadata.get("annotations") or {}
-    try:
-        listed = json.loads(annotations.get(MANAGED_LABELS_ANNOTATION, "[]"))
+    text = annotations.get(MANAGED_LABELS_ANNOTATION, "[]")
+    try:  # longer than any list the operator writes: not its own
+        listed = json.loads(text) if len(text) <= MAX_MANAGED_ANNOTATION else []
     except (ValueError, TypeError):
         listed = []
     # Anything but a list of strings manages nothing: never remove labels on a guess.
     valid = isinstance(listed, list) and all(isinstance(key, str) for key in listed)
     managed = tuple(listed) if valid else ()
+    # Only the labels the operator manages are held: planning reads no other (a label the
+    # claim adds is set whatever the PVC had), and a PVC's labels, ours or not, can be
+    # anyone's, of any size.
+    labels = metadata.get("labels") or {}
+    held = sorted((key, labels[key]) for key in set(managed) if key in labels)
     return PvcView(
         name=metadata["name"],
         namespace=metadata.get("namespace") or "",
@@ -80,13 +90,54 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
         resource_version=metadata.get("resourceVersion", ""),
         controllers=tuple(ref["uid"] for ref in metadata.get("ownerReferences") or ()
                           if ref.get("controller")),
-        labels=tuple(sorted((metadata.get("labels") or {}).items())),
+        labels=tuple(held),
         managed_labels=managed,
         storage=str(((spec.get("resources") or {}).get("requests") or {}).get("storage", "")),
         deleting=bool(metadata.get("deletionTimestamp")),
         phase=str((body.get("status") or {}).get("phase") or "Pending"),
+        fields=spec_fields(spec),
     )
 
+
+# The PVC's spec fields an EVC may set (besides its size, which the operator grows).
+ASKED_FIELDS = ("accessModes", "storageClassName", "volumeMode", "dataSourceRef")
+
+
+def spec_fields(spec: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The fields of a PVC spec that an EVC may ask for, flattened to (path, value); empty
+    values count as unset."""
+    found: list[tuple[str, str]] = []
+    for field in ASKED_FIELDS:
+        value = spec.get(field)
+        if isinstance(value, Mapping):
+            found += [(f"{field}.{key}", str(item)) for key, item in sorted(value.items())
+                      if item not in (None, "")]
+        elif isinstance(value, list):
+            found.append((field, ",".join(str(item) for item in value)))
+        elif value not in (None, ""):
+            found.append((field, str(value)))
+    return tuple(found)
+
+
+def not_as_asked(evc: Mapping[str, Any], observed: PvcView) -> list[str]:
+    """What the claim asks for that its PVC does not have: each field the API server
+    dropped (e.g. a cross-namespace dataSourceRef without the CrossNamespaceVolumeDataSource
+    feature gate) or changed (a mutating admission webhook). Fields the API server added
+    (defaults) are not differences."""
+    stored = dict(observed.fields)
+    asked = spec_fields(desired_pvc(evc)["spec"])
+    missing: list[str] = []
+    for field in ASKED_FIELDS:
+        paths = [(path, value) for path, value in asked
+                 if path == field or path.startswith(f"{field}.")]
+        if paths and not any(path in stored for path, _ in paths) and len(paths) > 1:
+            whole = ", ".join(f"{path[len(field) + 1:]}={value}" for path, value in paths)
+            missing.append(f"spec.{field} (asked {whole}; got none)")  # dropped whole
+            continue
+        missing += [f"spec.{path} (asked {value!r}, got "
+                    f"{repr(stored[path]) if path in stored else 'none'})"
+                    for path, value in paths if stored.get(path) != value]
+    return missing
 
 def desired_pvc(evc: Mapping[str, Any]) -> dict[str, Any]:
     """The PVC for this EVC: same name, namespace and labels, owned by the EVC.

@@ -16,8 +16,7 @@ from typing import Any
 
 from evc_operator.evc import Key
 from evc_operator.lifecycle import Countdown, Decision
-from evc_operator.status import human_period
-from evc_operator.timestamps import format_time
+from evc_operator.timestamps import format_time, human_period
 
 COUNTDOWN_LOG_LINES = 50
 

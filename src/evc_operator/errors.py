@@ -83,6 +83,16 @@ def error_message(error: ApiException) -> str:
     return str(message or error.reason)
 
 
+def refusal(error: ApiException) -> str:
+    """The API server's reason and message, as a person reads them (`Forbidden: exceeded
+    quota: ...`), without a final full stop."""
+    try:
+        reason = json.loads(error.body or "{}").get("reason")
+    except (ValueError, AttributeError):
+        reason = None
+    return f"{reason or error.reason or error.status}: {error_message(error).rstrip('.')}"
+
+
 def describe(error: BaseException) -> str:
     """One line about a failed call, for logs."""
     if isinstance(error, ApiException):

@@ -18,11 +18,15 @@ import orjson
 from evc_operator import lifecycle
 from evc_operator.claims import parse_quantity
 from evc_operator.settings import DURATION_HELP, MAX_DURATION, Settings, parse_duration
-from evc_operator.timestamps import parse_time
+from evc_operator.timestamps import human_period, parse_time
 from evc_operator.users import InvalidSelector, validate_selector
 
 KEEP_ANNOTATION = "evc.zalando.org/keep"
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# The most a claim's labels may take (keys and values, in bytes) to be copied to its PVC.
+# A claim's metadata is its author's to fill, the operator's memory everyone's: larger
+# labels are not kept, and no PVC is created or updated for such a claim (the policy in
+# config/admission refuses it at admission, with the same limit).
+MAX_LABEL_BYTES = 8192
 Key = tuple[str, str]  # (namespace, name)
 
 
@@ -46,6 +50,8 @@ class EvcView:
     selector: Mapping[str, Any] | None
     problems: tuple[str, ...]
     reason: str | None = None  # status.reason: why the claim needs attention, if it does
+    labels_too_large: int = 0  # the size of its labels, if above MAX_LABEL_BYTES (not kept)
+    limited: tuple[str, ...] = ()  # periods of its spec brought within MIN/MAX_PERIOD
     status_json: str = "{}"
     body_json: str = "{}"  # see `slim`
 
@@ -67,6 +73,15 @@ class EvcView:
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = orjson.loads(self.status_json)
         return status
+
+    @property
+    def stored_seal(self) -> str | None:
+        seal = self.status.get("seal")
+        return seal if isinstance(seal, str) else None
+
+
+def label_bytes(labels: Mapping[str, str]) -> int:
+    return sum(len(key.encode()) + len(str(value).encode()) for key, value in labels.items())
 
 
 def keeps(annotations: Mapping[str, str]) -> bool:
@@ -94,6 +109,25 @@ def _period(spec: Mapping[str, Any], field: str, default: float,
         problems.append(f"spec.{field}={raw!r} is longer than the maximum of 100 years "
                         "(36500d); it counts as 100 years")
         return MAX_DURATION
+    return seconds
+
+
+def _within_limits(spec: Mapping[str, Any], field: str, seconds: float, settings: Settings,
+                   limited: list[str]) -> float:
+    """A period of the claim's own spec, brought within the cluster's MIN_PERIOD and
+    MAX_PERIOD (the defaults lie within them already)."""
+    if spec.get(field) is None:
+        return seconds
+    if seconds < settings.min_period:
+        limited.append(f"spec.{field} {human_period(seconds)} is shorter than the cluster's "
+                       f"minimum, {human_period(settings.min_period)}: it counts as "
+                       f"{human_period(settings.min_period)}")
+        return settings.min_period
+    if seconds > settings.max_period:
+        limited.append(f"spec.{field} {human_period(seconds)} is longer than the cluster's "
+                       f"maximum, {human_period(settings.max_period)}: it counts as "
+                       f"{human_period(settings.max_period)}")
+        return settings.max_period
     return seconds
 
 
@@ -131,9 +165,13 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         recorded_phase: lifecycle.Phase | None = lifecycle.Phase(status["phase"])
     except (KeyError, ValueError):
         recorded_phase = None
-    expiry_period = _period(spec, "expiryPeriod", settings.expiry_period, problems)
-    grace_period = _period(spec, "gracePeriod", settings.grace_period, problems)
+    limited: list[str] = []
+    expiry_period = _within_limits(spec, "expiryPeriod", _period(
+        spec, "expiryPeriod", settings.expiry_period, problems), settings, limited)
+    grace_period = _within_limits(spec, "gracePeriod", _period(
+        spec, "gracePeriod", settings.grace_period, problems), settings, limited)
     recorded_unused_since = _recorded_time(status, "unusedSince", problems)
+    labels_size = label_bytes(metadata.get("labels") or {})
     claim = lifecycle.Claim(
         created=parse_time(metadata["creationTimestamp"]),
         expiry_period=expiry_period,
@@ -154,6 +192,8 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         selector=selector,
         problems=tuple(problems),
         reason=sys.intern(str(status["reason"])) if status.get("reason") else None,
+        labels_too_large=labels_size if labels_size > MAX_LABEL_BYTES else 0,
+        limited=tuple(limited),
         # As text: orjson's bytes keep a 4 KiB buffer each, its text the exact length.
         status_json=orjson.dumps(status).decode(),
         body_json=slim(body),
@@ -161,16 +201,14 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
 
 
 def slim(body: Mapping[str, Any]) -> str:
-    """What is kept of an EVC's body, as JSON: no managedFields, no status (its view holds
-    that), no copy of itself that `kubectl apply` leaves in an annotation. As JSON text
-    the bodies of ten thousand claims take a fifth of what dicts of strings would, and a
-    reconciliation reads one in microseconds."""
-    metadata = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
-    annotations = {key: value for key, value in (metadata.get("annotations") or {}).items()
-                   if key != LAST_APPLIED}
-    if annotations:
-        metadata["annotations"] = annotations
-    else:
-        metadata.pop("annotations", None)
+    """What is kept of an EVC's body, as JSON: what its PVC is made from. No status (its
+    view holds that), no managedFields, no annotations (the keep annotation is read into
+    the view; the rest, up to 256 KiB, no decision reads), and labels only up to
+    MAX_LABEL_BYTES. As JSON text the bodies of ten thousand claims take a fifth of what
+    dicts of strings would, and a reconciliation reads one in microseconds."""
+    metadata = {key: value for key, value in body["metadata"].items()
+                if key not in ("managedFields", "annotations")}
+    if label_bytes(metadata.get("labels") or {}) > MAX_LABEL_BYTES:
+        metadata.pop("labels")
     return orjson.dumps({key: value for key, value in body.items() if key != "status"} | {
         "metadata": metadata}).decode()  # text: orjson's bytes keep a 4 KiB buffer each

@@ -10,6 +10,7 @@ them. All decisions are made by the per-claim reconcile, through the pure module
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import logging
@@ -21,7 +22,7 @@ from typing import Any, NoReturn
 
 import kopf
 
-from evc_operator import access, apihooks, kube, metrics
+from evc_operator import access, apihooks, kube, memory, metrics, signingkey
 from evc_operator.credentials import ConfigError, kopf_login
 from evc_operator.freshness import prove_current
 from evc_operator.informer import KubeSource, Watched
@@ -79,6 +80,8 @@ class _RetryUntilItAnswers:
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
                 **kwargs: Any) -> None:
     config = CONFIG
+    memory.map_large_blocks()  # before the first connection: see memory.py
+    memory.small_tls_buffers()
     logging.getLogger("kopf.objects").addFilter(_RoutineSuccessToDebug())
     quiet = access.QuietForbidden()  # Kopf logs through loggers it is given: on handlers
     for handler in logging.getLogger().handlers:
@@ -112,6 +115,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     memo.api = await _connect_or_exit(logger)
     memo.access = access.AccessCheck(memo.api)
     memo.access.check(access.CLUSTER)
+    config = await _with_signing_key(memo.api, config, logger)
     # Pods and PVCs are not Kopf's: see informer.py for why.
     memo.watched = watched = Watched(KubeSource(memo.api),
                                      pods_changed=_forward("poke_for_pod", memo),
@@ -139,6 +143,18 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     logger.info("Expiry period %ss, grace period %ss, countdown interval %ss%s.",
                 config.expiry_period, config.grace_period, config.countdown_interval,
                 ", DRY RUN: nothing will be deleted" if config.dry_run else "")
+
+
+async def _with_signing_key(api: kube.Api, config: Settings,
+                            logger: kopf.Logger) -> Settings:
+    """The settings with the key that seals claims' status; none to be had stops the
+    operator with one line (it would believe no record, and could resume no countdown)."""
+    try:
+        key, source = await signingkey.load(api, config)
+    except (ConfigError, OSError) as error:
+        _exit(logger, f"No key to seal claims' status with: {error}")
+    logger.info("Claims' status is sealed with the key in the %s.", source)
+    return dataclasses.replace(config, signing_key=key)
 
 
 def _url_host(address: str, port: int) -> str:

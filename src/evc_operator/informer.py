@@ -178,12 +178,15 @@ class NamespacePods:
 class Watched:
     """Informers of users (pods, workloads) and PVCs for every namespace with a claim.
 
-    `pods_changed(namespace, claims)` and `pvc_changed(key)` tell the scheduler what to
-    look at again (a workload's change comes as a pod's); `namespace_synced(namespace)`
+    `pods_changed(namespace, claims, views)` (the claims it mounted or mounts, and the
+    pod before and after) and `pvc_changed(key)` tell the scheduler what to look at again
+    (a workload's change comes as a pod's); `namespace_synced(namespace)`
     when every list of a namespace is in.
     """
 
-    def __init__(self, source: Source, *, pods_changed: Callable[[str, Iterable[str]], None],
+    def __init__(self, source: Source, *,
+                 pods_changed: Callable[[str, Iterable[str],
+                                         tuple[PodView | None, PodView | None]], None],
                  pvc_changed: Callable[[Key], None],
                  namespace_synced: Callable[[str], None]) -> None:
         self.source = source
@@ -203,7 +206,7 @@ class Watched:
         users = NamespacePods()
 
         def user_changed(name: str, old: PodView | None, new: PodView | None) -> None:
-            self.pods_changed(namespace, users.update(name, old, new))
+            self.pods_changed(namespace, users.update(name, old, new), (old, new))
 
         def pvc_changed(name: str, _old: PvcView | None, _new: PvcView | None) -> None:
             self.pvc_changed((namespace, name))

@@ -40,8 +40,16 @@ MERGE_PATCH = "application/merge-patch+json"
 # The API server names the field manager of our writes after the User-Agent.
 COMPONENT = "evc-operator"
 
-# Each namespace with claims holds two watches open: a cap that never starves requests.
-CONNECTION_LIMIT = 1000
+# Requests and watches have a pool each. Requests share at most this many connections
+# (HTTP/1.1: one request at a time on each): as many as the adaptive limit lets
+# reconciliations be in flight (limiter.py), so that limit, not the pool, sets the pace;
+# Events and reads wait for a free connection instead of opening more. Every TLS
+# connection holds about 300 KiB (asyncio's 256 KiB read buffer and OpenSSL's). At 64,
+# a burst of 10,000 claims took twice as long to serve (docs/benchmarks.md).
+REQUEST_CONNECTIONS = 256
+# Each watch holds its connection for minutes: each namespace with claims holds one per
+# kind of user and one for PVCs open, and freshness proofs add short ones.
+WATCH_CONNECTIONS = 1000
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)  # every request but watches
 # Watch events carry whole objects, one per line, and etcd allows 1.5 MiB per object.
 READ_BUFFER = 2**21
@@ -75,13 +83,18 @@ def counted(operation: str) -> Callable[[_Fn], _Fn]:
 # The client.
 
 class Api:
-    """One API server, its credentials, and one connection pool to it."""
+    """One API server, its credentials, and two connection pools to it: one for
+    requests, one for watches (a watch holds its connection for minutes)."""
 
     def __init__(self, credentials: Credentials) -> None:
         self.credentials = credentials
         self.server = credentials.server
-        self.session = session(  # sets a fresh Authorization, retries once after a 401
-            credentials, limit=CONNECTION_LIMIT,
+        self.session = self._pool(REQUEST_CONNECTIONS)
+        self.watches = self._pool(WATCH_CONNECTIONS)
+
+    def _pool(self, limit: int) -> aiohttp.ClientSession:
+        return session(  # sets a fresh Authorization, retries once after a 401
+            self.credentials, limit=limit,
             headers={"User-Agent": COMPONENT, "Accept": JSON},
             timeout=REQUEST_TIMEOUT,
             read_bufsize=READ_BUFFER,
@@ -89,14 +102,17 @@ class Api:
 
     async def close(self) -> None:
         await self.session.close()
+        await self.watches.close()
 
     @contextlib.asynccontextmanager
     async def request(self, method: str, path: str, *,
                       params: Mapping[str, str] | None = None, body: Any = None,
                       content_type: str = JSON,
                       timeouts: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
+                      watch: bool = False,
                       ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The raw response, whatever its status; the caller reads and checks it."""
+        """The raw response, whatever its status; the caller reads and checks it. A
+        `watch` goes through the pool of watches."""
         headers: dict[str, str] = {}
         data = None
         if body is not None:
@@ -106,7 +122,7 @@ class Api:
         answered = False
         sent = time.monotonic()
         try:
-            async with self.session.request(
+            async with (self.watches if watch else self.session).request(
                     method, self.server + path, params=params, data=data, headers=headers,
                     timeout=timeouts) as response:
                 answered = True
@@ -268,6 +284,7 @@ async def watch(api: Api, kind: str, namespace: str, resource_version: str,
     async with api.request(
             "GET", _collection(kind, namespace), params=params,
             timeouts=aiohttp.ClientTimeout(sock_connect=10, sock_read=seconds + 60),
+            watch=True,
     ) as response:
         if response.status != 200:
             _check(response.status, response.reason, await response.read(),
@@ -352,3 +369,19 @@ async def post_event(api: Api, namespace: str, name: str, uid: str, *, type: str
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
     }
     await api.call("POST", _core(namespace, "events"), body=body)
+
+
+@counted("read_secret")
+async def read_secret(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
+    """The Secret (only the signing key's: RBAC names it), or None if it does not exist."""
+    return await _read_or_none(api, _core(namespace, "secrets", name))
+
+
+@counted("patch_secret")
+async def patch_secret(api: Api, namespace: str, name: str, resource_version: str,
+                       data: Mapping[str, str]) -> None:
+    """Merge `data` into the Secret, only if nobody changed it since `resource_version`
+    (Conflict otherwise: another replica filled it first)."""
+    await api.call("PATCH", _core(namespace, "secrets", name), content_type=MERGE_PATCH,
+                   body={"metadata": {"resourceVersion": resource_version},
+                         "data": dict(data)})

@@ -13,8 +13,8 @@ The rules, in one place:
 | phase    | when                                   | deletes at                   |
 |----------|----------------------------------------|------------------------------|
 | Pending  | never had an active user (a pod that   | creation + 1 s + expiry      |
-|          | ended before the claim existed is none)| (creation's second, rounded  |
-|          |                                        | up)                          |
+|          | ended before the claim existed is none,| (creation's second, rounded  |
+|          | nor a workload at zero since before)   | up)                          |
 | InUse    | at least one active user               | never (no deadline)          |
 | Idle     | had users, none active now             | unused since + grace period  |
 | Deleting | the operator is deleting it            | (already due)                |
@@ -143,7 +143,8 @@ def _maybe_used_after(user: PodUse, moment: datetime.datetime) -> bool:
     if user.known:
         return False  # we saw it ourselves: its end is in the record already
     if user.ended is not None:
-        return user.ended > moment
+        # Reported ends are cut to the second: one in the recorded second may be after it.
+        return user.ended >= moment
     # No reported end: was it created after? creationTimestamp is cut to the second, and
     # the recorded end rounded up, so a pod stamped in the second before may be newer.
     return user.created >= moment - _ONE_SECOND
@@ -194,4 +195,26 @@ def trusted(recorded: Claim, ours: Claim | None) -> Claim:
         later = max(ours.recorded_unused_since, recorded.recorded_unused_since)
         return dataclasses.replace(recorded, recorded_phase=ours.recorded_phase,
                                    recorded_unused_since=later)
-    return dataclasses.replace(recorded, recorded_phase=ours.recorded_phase)
+    # Ours has no end of use: a recorded one is someone else's, and would only be earlier.
+    return dataclasses.replace(recorded, recorded_phase=ours.recorded_phase,
+                               recorded_unused_since=None)
+
+
+def believed(claim: Claim, *, verified: bool, now: datetime.datetime) -> Claim:
+    """The claim to decide on when this process has no facts of its own about it (after a
+    start or a change of leader): its recorded facts if they are verified as the
+    operator's (sealed by it, or a new claim that has none yet), else the later way.
+
+    An unverified record says nothing: the claim may never have been used (its expiry
+    counts from creation) or its last user may have ended unseen at any moment up to now
+    (its grace counts from now). It is taken as whichever ends later, so that no record
+    written by someone else can make a deadline earlier than the true one.
+    """
+    if verified:
+        return claim
+    never_used = claim.created + _ONE_SECOND + _period(claim.expiry_period)
+    used_until_now = ceil_to_second(now) + _period(claim.grace_period)
+    if never_used >= used_until_now:
+        return dataclasses.replace(claim, recorded_phase=None, recorded_unused_since=None)
+    # Recorded as in use: with no active user now, its grace counts from now.
+    return dataclasses.replace(claim, recorded_phase=Phase.IN_USE, recorded_unused_since=None)

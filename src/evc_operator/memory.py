@@ -4,10 +4,25 @@ A burst (thousands of claims provisioned, deleted or resumed at once) allocates 
 many response bodies. glibc keeps the freed pages in its heap, and the operator's resident
 memory stays at the burst's high-water mark. `malloc_trim(0)` returns every free page to
 the system, in milliseconds. Elsewhere (another C library) this does nothing.
+
+Large blocks are a second case (`map_large_blocks`): glibc maps a block of 128 KiB or
+more on its own, but raises that threshold to the size of the first such block freed, so
+later ones come from the heap, between small blocks that live on. Each TLS connection
+holds a 256 KiB read buffer (asyncio's): after a burst had opened about 300 connections,
+the heap kept their buffers when the connections closed. With the threshold fixed, each
+goes back to the system when its connection closes.
+
+Those buffers are the third (`small_tls_buffers`): asyncio gives every TLS connection a
+256 KiB buffer to read into, filled with zeros when the connection opens and so resident
+all its life. A TLS record carries at most 16 KiB, so 32 KiB reads as much per call as
+the socket has ready in all but the largest list pages, and holding 256 connections costs
+8 MiB of them instead of 64 MiB. `SSLProtocol.max_size` is the class attribute asyncio
+reads when it makes a connection; there is no other way to set it.
 """
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import ctypes
 import ctypes.util
 import time
@@ -16,18 +31,47 @@ from collections.abc import Callable
 _Trim = Callable[[int], int]
 
 
-def _malloc_trim() -> _Trim | None:
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def _malloc_trim() -> _Trim | None:
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim
+    return trim  # type: ignore[no-any-return]
 
 
 _TRIM = _malloc_trim()
+M_MMAP_THRESHOLD = -3  # mallopt's parameter, from glibc's malloc.h
+LARGE_BLOCK = 128 * 1024  # glibc's initial threshold
+
+
+def map_large_blocks(threshold: int = LARGE_BLOCK) -> bool:
+    """Keep glibc mapping blocks of `threshold` bytes or more on their own (returned to
+    the system when freed); False where that is not possible."""
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
+
+
+TLS_READ_BUFFER = 32 * 1024
+
+
+def small_tls_buffers(size: int = TLS_READ_BUFFER) -> None:
+    """Connections made from now on read TLS through a buffer of `size` bytes, not 256 KiB."""
+    asyncio.sslproto.SSLProtocol.max_size = size
 
 
 def release() -> bool:

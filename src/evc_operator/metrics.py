@@ -77,6 +77,9 @@ API_REQUESTS = Counter(
 RECONCILE_FAILURES = Counter(
     "evc_reconcile_failures", "Reconciliations that failed and were retried later.",
     registry=REGISTRY)
+RECONCILE_LIMIT = Gauge(
+    "evc_reconcile_limit", "How many claims may be reconciled at once now: adapted to the "
+    "API server's latency and overload answers (limiter.py).", registry=REGISTRY)
 REACTION = Histogram(
     "evc_reaction_seconds", "From noticing a change (or a deadline) to having acted on it: "
     "status written, PVC created or claim deleted.",
@@ -193,8 +196,9 @@ class ClaimsCollector(Collector):
             labels=["phase"])
         reasons = GaugeMetricFamily(
             "evc_claims_by_reason", "EphemeralVolumeClaims whose status.reason flags them: "
-            "PvcConflict, InvalidSpec, PvcUpdateRejected; deletion paused by Kept or DryRun "
-            "(InvalidSpec pauses it too). Active replica only.", labels=["reason"])
+            "PvcConflict, InvalidSpec, PvcUpdateRejected, PvcRefused, PvcSpecMismatch; "
+            "deletion paused by Kept or DryRun (InvalidSpec pauses it too). Active replica "
+            "only.", labels=["reason"])
         if phases_held is not None:
             counted = Tally(str(phase or "Unknown") for phase in phases_held)
             for phase in [*(str(p) for p in Phase), "Unknown"]:

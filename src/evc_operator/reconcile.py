@@ -16,9 +16,26 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
-from evc_operator import lifecycle, metrics, status
-from evc_operator.claims import PvcStep, desired_pvc, plan_pvc, pvc_view, update_attempt
-from evc_operator.errors import Conflict, Forbidden, Invalid, NotFound, describe, error_message
+from evc_operator import lifecycle, metrics, seal, status
+from evc_operator.claims import (
+    PvcStep,
+    PvcView,
+    desired_pvc,
+    not_as_asked,
+    plan_pvc,
+    pvc_view,
+    update_attempt,
+)
+from evc_operator.errors import (
+    ApiException,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    describe,
+    error_message,
+    refusal,
+)
 from evc_operator.evc import EvcView
 from evc_operator.freshness import Freshness, PodList
 from evc_operator.lifecycle import Action
@@ -27,6 +44,7 @@ from evc_operator.settings import Settings
 from evc_operator.status import PvcOutcome, pvc_ready
 from evc_operator.tracked import TrackedClaim
 from evc_operator.users import PodView, users_of
+from evc_operator.workqueue import backoff
 
 log = logging.getLogger(__name__)
 Logger = logging.LoggerAdapter[Any]
@@ -70,14 +88,11 @@ class ClaimReconciler:
             return None
         logger = self.logger_for(view)
         previous = view.status
+        had_pvc = self._has_own_pvc(view)
         pvc_condition, events = await self._sync_pvc(claim, view, previous, logger)
 
         now = self.clock()
-        trusted = lifecycle.trusted(view.claim, claim.ours())
-        if trusted is not view.claim:
-            log.warning("%s/%s: its stored status is not what this operator decided last "
-                        "(a write that failed, or someone else's); keeping the later facts.",
-                        view.namespace, view.name)
+        trusted = self._trusted(claim, view, had_pvc, now)
         dry_run = self.settings.dry_run
         decision = lifecycle.decide(trusted, self._users(claim, view), now, dry_run=dry_run)
         if decision.action is Action.DELETE:
@@ -93,14 +108,18 @@ class ClaimReconciler:
 
         claim.decided(decision)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
-                                                   dry_run=dry_run, problems=view.problems),
+                                                   dry_run=dry_run, problems=view.problems,
+                                                   limited=view.limited),
                       pvc_condition]
-        new_status = status.build_status(decision, conditions, generation=view.generation,
-                                         previous=previous, now=now)
+        new_status = status.build_status(
+            decision, conditions, generation=view.generation, previous=previous, now=now,
+            seal=seal.seal(self.settings.signing_key, view.uid, str(decision.phase),
+                           decision.unused_since))
         events += status.transition_events(decision, view.claim.recorded_phase,
                                            expiry_period=view.claim.expiry_period,
                                            grace_period=view.claim.grace_period)
         events += status.spec_warnings(view.problems, previous)
+        events += status.limit_warnings(view.limited, previous)
         # The status write and its Events go out together: one round trip of the slot
         # instead of one after another. An Event never fails the reconciliation.
         await asyncio.gather(self._write_status(view, new_status, previous),
@@ -115,7 +134,42 @@ class ClaimReconciler:
                 grace_period=view.claim.grace_period, dry_run=True), logger)
 
         pending = decision.deletes_at is not None and decision.action is Action.NONE
-        return Outcome(wake_at=decision.wake_at, countdown=decision if pending else None)
+        wake_at = decision.wake_at
+        if claim.refusals:  # its PVC was refused: try again, later each time
+            retry = now + datetime.timedelta(seconds=backoff(claim.refusals))
+            wake_at = retry if wake_at is None else min(wake_at, retry)
+        return Outcome(wake_at=wake_at, countdown=decision if pending else None)
+
+    def _has_own_pvc(self, view: EvcView) -> bool:
+        pvc = self.index.pvc(view.key)
+        return pvc is not None and view.uid in pvc.controllers
+
+    def _trusted(self, claim: TrackedClaim, view: EvcView, had_pvc: bool,
+                 now: datetime.datetime) -> lifecycle.Claim:
+        """The facts to decide on. Those this process decided itself, if any (against a
+        status rewritten since: the later of the two). Otherwise those stored, if sealed
+        by the operator (a restart, a new leader: the countdown resumes exactly), or if
+        the claim is new (no facts, no PVC of its own yet); else the later way."""
+        ours = claim.ours()
+        recorded = view.claim
+        if ours is None:
+            new = recorded.recorded_phase is None and not had_pvc
+            verified = new or seal.verify(self.settings.signing_key, view.uid,
+                                          recorded.recorded_phase,
+                                          recorded.recorded_unused_since, view.stored_seal)
+            recorded = lifecycle.believed(recorded, verified=verified, now=now)
+            if not verified:
+                log.warning("%s/%s: its stored status is not sealed by this operator "
+                            "(written by someone else, by an older version, or under "
+                            "another key); its deadline counts the later way.",
+                            view.namespace, view.name)
+            return recorded
+        trusted = lifecycle.trusted(recorded, ours)
+        if trusted is not recorded:
+            log.warning("%s/%s: its stored status is not what this operator decided last "
+                        "(a write that failed, or someone else's); keeping the later facts.",
+                        view.namespace, view.name)
+        return trusted
 
     def _users(self, claim: TrackedClaim, view: EvcView,
                fresh: PodList | None = None) -> list[lifecycle.PodUse]:
@@ -183,12 +237,15 @@ class ClaimReconciler:
         """Make the PVC match the EVC, if it is ours; say how it stands."""
         if view.size_invalid:
             return pvc_ready(PvcOutcome.INVALID_SPEC, view.name, previous)
+        if view.labels_too_large:  # not kept: the PVC cannot be made to match
+            return pvc_ready(PvcOutcome.LABELS_TOO_LARGE, view.name, previous,
+                             detail=str(view.labels_too_large))
         body = view.body
         observed = self.index.pvc(view.key)
         plan = plan_pvc(body, observed)
         if plan.step is PvcStep.CREATE:
             try:
-                await self.api.create_pvc(desired_pvc(body))
+                created = await self.api.create_pvc(desired_pvc(body))
             except Conflict:
                 # Our index had not seen it yet: read it, and never touch it if not ours.
                 existing = await self.api.read_pvc(view.namespace, view.name)
@@ -196,9 +253,20 @@ class ClaimReconciler:
                 plan = plan_pvc(body, observed)
                 if plan.step is PvcStep.CREATE:
                     raise  # there a moment ago and gone again: retry later
+            except ApiException as error:
+                # Refused (quota, an admission policy or webhook, a LimitRange, invalid):
+                # said in the status, retried with backoff; the countdown runs meanwhile.
+                claim.refusals += 1
+                logger.debug("Creating PersistentVolumeClaim %s refused (%s).", view.name,
+                             describe(error))
+                return pvc_ready(PvcOutcome.REFUSED, view.name, previous,
+                                 detail=refusal(error))
             else:
-                return pvc_ready(PvcOutcome.CREATED, view.name, previous,
-                                 size=str(body["spec"]["size"]))
+                claim.refusals = 0
+                condition, events = pvc_ready(PvcOutcome.CREATED, view.name, previous,
+                                              size=str(body["spec"]["size"]))
+                return self._as_asked(body, pvc_view(created), previous, condition, events)
+        claim.refusals = 0
         if plan.step is PvcStep.CONFLICT:
             return pvc_ready(PvcOutcome.CONFLICT, view.name, previous, detail=plan.message)
         if plan.step is PvcStep.WAIT:
@@ -230,9 +298,22 @@ class ClaimReconciler:
             if "spec" in plan.patch:
                 size = plan.patch["spec"]["resources"]["requests"]["storage"]
                 resized_from = observed.storage
-        return pvc_ready(PvcOutcome.IN_PLACE, view.name, previous, size=size,
-                         resized_from=resized_from,
-                         phase=observed.phase if observed is not None else "Pending")
+        condition, events = pvc_ready(PvcOutcome.IN_PLACE, view.name, previous, size=size,
+                                      resized_from=resized_from,
+                                      phase=observed.phase if observed is not None else "Pending")
+        return self._as_asked(body, observed, previous, condition, events)
+
+    @staticmethod
+    def _as_asked(body: Mapping[str, Any], observed: PvcView | None,
+                  previous: Mapping[str, Any], condition: status.Condition,
+                  events: list[status.Event]) -> tuple[status.Condition, list[status.Event]]:
+        """The condition, unless the PVC lacks a field the claim asked for: then that."""
+        missing = not_as_asked(body, observed) if observed is not None else []
+        if not missing:
+            return condition, events
+        mismatch, warnings = pvc_ready(PvcOutcome.NOT_AS_ASKED, body["metadata"]["name"],
+                                       previous, detail="; ".join(missing))
+        return mismatch, events + warnings
 
 
 async def _as_is(waiting: Awaitable[PodList | None]) -> PodList | None:

@@ -23,15 +23,15 @@ from evc_operator import countdowns, lifecycle, memory, metrics
 from evc_operator.errors import describe
 from evc_operator.evc import EvcView, Key
 from evc_operator.freshness import PROOF_MAX_AGE, Freshness, Lister, PodList
+from evc_operator.limiter import DEFAULT_BOUNDS, AdaptiveLimit, Bounds, Measured
 from evc_operator.reconcile import ClaimReconciler, Outcome
 from evc_operator.resources import API_VERSION, KIND
 from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.settings import Settings
 from evc_operator.timestamps import utcnow
 from evc_operator.tracked import Tracked, TrackedClaim, key_of
+from evc_operator.users import InvalidSelector, PodView, matches
 from evc_operator.workqueue import Timers, WorkQueue
-
-MAX_CONCURRENT = 16  # claims reconciled at once
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +39,23 @@ log = logging.getLogger(__name__)
 class Scheduler:
     def __init__(self, api: ClaimApi, settings: Settings, kopf_settings: kopf.OperatorSettings,
                  index: PodIndex, lister: Lister, *,
-                 clock: Callable[[], datetime.datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime.datetime] = utcnow,
+                 bounds: Bounds = DEFAULT_BOUNDS) -> None:
         self.settings = settings
         self.kopf_settings = kopf_settings
         self.index = index
         self.clock = clock
         self.claims = Tracked(settings)
-        self.queue: WorkQueue[Key] = WorkQueue(clock)
+        self.queue: WorkQueue[Key] = WorkQueue(clock, fair_by=_namespace)  # fair by namespace
         self.proofs: Timers[Key] = Timers()  # when to start proving pods fresh for a deletion
         self.freshness = Freshness(index.synced, lister, clock)
         self.memory = memory.AfterBursts()
         self.active = True  # False while another replica holds the Lease: then only watch
-        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        # Claims reconciled at once: as many as the API server's latency allows.
+        self.limit = AdaptiveLimit(bounds, report=metrics.RECONCILE_LIMIT.set)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.reconciler = ClaimReconciler(api, index, self.freshness, settings, clock,
-                                          self.logger_for, self.claims.remember,
+        self.reconciler = ClaimReconciler(Measured(api, self.limit), index, self.freshness,
+                                          settings, clock, self.logger_for, self.claims.remember,
                                           waiting=self._unslotted)
 
     # --- what handlers call --------------------------------------------------------------
@@ -99,12 +101,20 @@ class Scheduler:
         """Every claim known and every namespace with claims fully listed."""
         return self.pods_view_complete and self.index.all_synced()
 
-    def poke_for_pod(self, namespace: str, claims: Iterable[str]) -> None:
-        """A pod changed: look again at the EVCs it mounts and those with a selector."""
+    def poke_for_pod(self, namespace: str, claims: Iterable[str],
+                     change: tuple[PodView | None, PodView | None] | None = None) -> None:
+        """A pod changed: look again at the EVCs it mounts, and at those with a selector
+        for which it became or stopped being a user, or stayed one and changed how (phase,
+        end). `change`: the pod before and after; None (not known): every claim with a
+        selector. A label edit that changes no claim's users costs no reconciliation: with
+        400 claims with selectors, each edit of a pod used to re-decide all 400."""
         for claim in claims:
             self.poke((namespace, claim))
+        sees = _users_may_change(change)
         for name in self.claims.with_selector(namespace):
-            self.poke((namespace, name))
+            record = self.claims.get((namespace, name))
+            if record is not None and sees(record.view.selector):
+                self.poke((namespace, name))
 
     # --- what metrics and logs read ------------------------------------------------------
 
@@ -140,8 +150,10 @@ class Scheduler:
                     await self.queue.wait(timers=False)  # set_active() wakes us
                     continue
                 self._prefetch(self.proofs.pop_due(self.clock()))
-                for key, added_at in self.queue.take():
+                for key, added_at in self.queue.take(self.limit.free()):
+                    self.limit.take()
                     self._spawn(self._work(key, added_at))
+                self.limit.backlogged = self.queue.pending() > 0
                 self.memory.when_quiet(self.queue.idle())
                 await self.queue.wait(also=self.proofs.earliest())
         finally:
@@ -189,8 +201,7 @@ class Scheduler:
         self.memory.worked()
         failed = False
         try:
-            async with self._slots:
-                await self.reconcile(key)
+            await self.reconcile(key)
             if added_at is not None:
                 metrics.REACTION.observe(time.monotonic() - added_at)
         except asyncio.CancelledError:
@@ -202,6 +213,7 @@ class Scheduler:
             self.logger_for_key(key).warning("Reconciling failed (%s); retrying in %.0f s.",
                                              describe(error), delay)
         finally:
+            self.limit.release()
             if not failed:
                 self.queue.done(key)
 
@@ -209,11 +221,12 @@ class Scheduler:
         """Give the reconciliation's slot back while it waits for a fresh list: the claims
         due in a namespace then wait together, for one list, instead of taking every slot
         and leaving the list of the next wave to be shared by almost none."""
-        self._slots.release()
+        self.limit.release()
+        self.queue.wake()  # its slot may serve another claim meanwhile
         try:
             return await waiting
         finally:
-            await self._slots.acquire()
+            await self.limit.acquire()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -232,3 +245,30 @@ class Scheduler:
     def logger_for_key(self, key: Key) -> logging.LoggerAdapter[Any]:
         claim = self.claims.get(key)
         return self.logger_for(claim.view) if claim else logging.LoggerAdapter(log, {})
+
+
+def _namespace(key: Key) -> str:
+    return key[0]
+
+
+def _users_may_change(change: tuple[PodView | None, PodView | None] | None,
+                      ) -> Callable[[Mapping[str, Any] | None], bool]:
+    """For a pod's change (before, after; None: not known), whether the users a selector
+    finds may differ now: the pod matches it before or after but not both, or both and
+    its use (phase, end) changed."""
+    if change is None:
+        return lambda _selector: True
+    before, after = change
+    labels = [None if view is None else dict(view.labels) for view in change]
+    same_use = before is not None and after is not None and before.use() == after.use()
+
+    def sees(selector: Mapping[str, Any] | None) -> bool:
+        if not selector:
+            return True  # not known here (tracked.py lists only claims with one)
+        try:
+            was, now = (each is not None and matches(selector, each) for each in labels)
+        except InvalidSelector:
+            return True  # cannot tell: look again (evc.py drops invalid selectors anyway)
+        return was != now or (was and not same_use)
+
+    return sees

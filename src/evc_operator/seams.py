@@ -20,7 +20,9 @@ from evc_operator.users import PodView
 class ClaimApi(Protocol):
     """The writes (and the one read) of a reconciliation; errors as in `errors`."""
 
-    async def create_pvc(self, body: Mapping[str, Any]) -> object: ...
+    async def create_pvc(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Returns the PVC as stored."""
+        ...
 
     async def read_pvc(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
@@ -59,7 +61,7 @@ class KubeClaimApi:
     def __init__(self, api: kube.Api) -> None:
         self.api = api
 
-    async def create_pvc(self, body: Mapping[str, Any]) -> object:
+    async def create_pvc(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return await kube.create_pvc(self.api, body)
 
     async def read_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:

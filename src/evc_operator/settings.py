@@ -63,6 +63,17 @@ class Settings:
     lease_namespace: str = ""
     lease_duration: float = 10.0
     identity: str = dataclasses.field(default="", compare=False)  # this process, not config
+    # Admin guardrails: no claim's own spec.expiryPeriod or spec.gracePeriod counts as
+    # shorter than MIN_PERIOD or longer than MAX_PERIOD (evc.py says so in its status).
+    min_period: float = 0.0
+    max_period: float = MAX_DURATION
+    # The key that seals the facts a deadline rests on (seal.py, signingkey.py): a Secret
+    # in SIGNING_KEY_NAMESPACE (default: POD_NAMESPACE, the operator's own) when that is
+    # known, else a file of the user who runs the operator. Loaded at start.
+    signing_key_secret: str = "evc-operator-signing-key"
+    signing_key_namespace: str = ""
+    signing_key_file: str = ""
+    signing_key: bytes = dataclasses.field(default=b"", compare=False, repr=False)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -86,11 +97,32 @@ class Settings:
                                      positive=True),
             identity=(environ.get("POD_NAME", "").strip()
                       or f"{socket.gethostname()}-{os.getpid()}"),
+            min_period=_duration(environ, "MIN_PERIOD", defaults.min_period),
+            max_period=_duration(environ, "MAX_PERIOD", defaults.max_period),
+            signing_key_secret=(environ.get("SIGNING_KEY_SECRET", "").strip()
+                                or defaults.signing_key_secret),
+            signing_key_namespace=(environ.get("SIGNING_KEY_NAMESPACE", "").strip()
+                                   or environ.get("POD_NAMESPACE", "").strip()),
+            signing_key_file=environ.get("SIGNING_KEY_FILE", "").strip(),
         )
+        _check_limits(settings)
         if settings.leader_election and not settings.lease_namespace:
             raise SettingsError("LEADER_ELECTION=true needs LEASE_NAMESPACE (or POD_NAMESPACE): "
                                 "the namespace of the Lease that elects the active replica")
         return settings
+
+
+def _check_limits(settings: Settings) -> None:
+    """The floor is below the ceiling, and the default periods lie between them."""
+    if settings.min_period > settings.max_period:
+        raise SettingsError(f"MIN_PERIOD ({settings.min_period:g} s) is longer than "
+                            f"MAX_PERIOD ({settings.max_period:g} s)")
+    for name, value in (("EXPIRY_PERIOD", settings.expiry_period),
+                        ("GRACE_PERIOD", settings.grace_period)):
+        if not settings.min_period <= value <= settings.max_period:
+            raise SettingsError(f"{name} ({value:g} s) is outside MIN_PERIOD "
+                                f"({settings.min_period:g} s) .. MAX_PERIOD "
+                                f"({settings.max_period:g} s)")
 
 
 def _duration(environ: Mapping[str, str], name: str, default: float,

@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from evc_operator.evc import MAX_LABEL_BYTES
 from evc_operator.lifecycle import Action, Countdown, Decision, Phase
-from evc_operator.timestamps import format_time
+from evc_operator.timestamps import format_time, human_period
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,15 +32,6 @@ class Event:
     type: str  # Normal or Warning
     reason: str
     message: str
-
-
-def human_period(seconds: float) -> str:
-    seconds = math.ceil(seconds)  # time left: never shown shorter than it is
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
-             f"{secs}s" if secs or not (hours or minutes) else ""]
-    return "".join(parts)
 
 
 # The rule (lifecycle.py, workloads.py): a user pod counts until it Succeeded or Failed,
@@ -61,10 +52,16 @@ class Reason(enum.StrEnum):
     PVC_UPDATE_REJECTED = "PvcUpdateRejected"
     KEPT = "Kept"  # the keep annotation pauses deletion
     DRY_RUN = "DryRun"  # the operator runs with DRY_RUN: it deletes nothing
+    PVC_REFUSED = "PvcRefused"  # the API server refused to create its PVC
+    PVC_SPEC_MISMATCH = "PvcSpecMismatch"  # its PVC lacks a field the claim asked for
+    LABELS_TOO_LARGE = "LabelsTooLarge"  # too many labels to copy: no PVC made or updated
 
 
 _REASONS = {  # by (condition type, condition reason), in order of precedence
     ("PvcReady", "PvcConflict"): Reason.PVC_CONFLICT,
+    ("PvcReady", "PvcRefused"): Reason.PVC_REFUSED,
+    ("PvcReady", "PvcSpecMismatch"): Reason.PVC_SPEC_MISMATCH,
+    ("PvcReady", "LabelsTooLarge"): Reason.LABELS_TOO_LARGE,
     ("SpecValid", "InvalidSpec"): Reason.INVALID_SPEC,
     ("PvcReady", "PvcUpdateRejected"): Reason.PVC_UPDATE_REJECTED,
     ("DeletionPaused", "KeepAnnotation"): Reason.KEPT,
@@ -79,7 +76,8 @@ def reason_of(conditions: Sequence[Condition]) -> Reason | None:
 
 
 def lifecycle_conditions(decision: Decision, *, keep: bool, dry_run: bool,
-                         problems: Sequence[str]) -> list[Condition]:
+                         problems: Sequence[str], limited: Sequence[str] = ()
+                         ) -> list[Condition]:
     conditions = [
         Condition("InUse", bool(decision.active_users),
                   "ActiveUsers" if decision.active_users else "NoActiveUsers",
@@ -100,12 +98,19 @@ def lifecycle_conditions(decision: Decision, *, keep: bool, dry_run: bool,
     else:
         paused = Condition("DeletionPaused", False, "Active", "Deletes when due.")
     conditions.append(paused)
+    if limited:  # present only while a period of the spec is outside MIN/MAX_PERIOD
+        conditions.append(Condition(LIMITED, True, "ClusterLimit", "; ".join(limited) + "."))
     return conditions
 
 
+LIMITED = "PeriodLimited"
+
+
 def build_status(decision: Decision, conditions: Sequence[Condition], *, generation: int,
-                 previous: Mapping[str, Any], now: datetime.datetime) -> dict[str, Any]:
-    """The complete status to store; fields that no longer apply are set to None."""
+                 previous: Mapping[str, Any], now: datetime.datetime,
+                 seal: str | None = None) -> dict[str, Any]:
+    """The complete status to store; fields that no longer apply are set to None. `seal`:
+    the operator's seal on the phase and unusedSince (seal.py)."""
     before = {c.get("type"): c for c in previous.get("conditions") or ()}
     rendered = []
     for condition in conditions:
@@ -132,6 +137,7 @@ def build_status(decision: Decision, conditions: Sequence[Condition], *, generat
         "countdown": str(decision.countdown) if decision.countdown else None,
         "observedGeneration": generation,
         "conditions": rendered,
+        "seal": seal,
     }
 
 
@@ -198,42 +204,77 @@ def spec_warnings(problems: Sequence[str], previous: Mapping[str, Any]) -> list[
     return []
 
 
+def limit_warnings(limited: Sequence[str], previous: Mapping[str, Any]) -> list[Event]:
+    """A PeriodLimited Warning when a period of the spec first falls outside the cluster's
+    limits (not again while it stays so)."""
+    if limited and condition_field(previous, LIMITED) != "True":
+        return [Event("Warning", LIMITED, "; ".join(limited) + ".")]
+    return []
+
+
 class PvcOutcome(enum.StrEnum):
     """What became of the PVC in one reconciliation."""
 
     INVALID_SPEC = "invalid-spec"  # no PVC without a valid spec.size
     CREATED = "created"
     CONFLICT = "conflict"  # a PVC of that name that is not ours
+    REFUSED = "refused"  # the API server refused to create it (quota, admission, invalid)
+    NOT_AS_ASKED = "not-as-asked"  # ours, without a field the claim asked for
+    LABELS_TOO_LARGE = "labels-too-large"  # none made or updated: labels too large to copy
     DELETING = "deleting"  # ours, being deleted: recreated once gone
     REJECTED = "rejected"  # the API server refused the update (now, or this same one before)
     IN_PLACE = "in-place"  # ours, as it should be (after an update, if one was needed)
+
+
+# Outcomes that need someone's attention: PvcReady=False with the reason, and a Warning
+# Event when it is new (not again at each retry while it stays). {detail}: the conflict,
+# the API server's refusal, the fields missing, or the size of the labels.
+_WARNINGS = {
+    PvcOutcome.CONFLICT: ("PvcConflict", "{detail}"),
+    PvcOutcome.REFUSED: ("PvcRefused", "The API server refused to create PersistentVolumeClaim "
+                                       "{name}: {detail}. Retried with backoff; the claim's "
+                                       "own countdown runs as usual."),
+    PvcOutcome.NOT_AS_ASKED: ("PvcSpecMismatch", "PersistentVolumeClaim {name} is not what "
+                                                 "the claim asked for: the API server dropped "
+                                                 "or changed {detail}. Its volume is not the "
+                                                 "one described (e.g. empty instead of "
+                                                 "restored from a data source)."),
+    PvcOutcome.LABELS_TOO_LARGE: ("LabelsTooLarge", "The claim's labels take {detail} bytes "
+                                                    "(keys and values), more than the {limit} "
+                                                    "this operator copies to a "
+                                                    "PersistentVolumeClaim: no "
+                                                    "PersistentVolumeClaim {name} is created "
+                                                    "or updated until they are fewer. Its "
+                                                    "countdown runs as usual."),
+}
 
 
 def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
               detail: str | None = None, size: str = "", resized_from: str | None = None,
               phase: str = "Pending") -> tuple[Condition, list[Event]]:
     """The PvcReady condition and the Events for an outcome. `detail`: the conflict's
-    message, or the API server's reason for refusing an update (None: it was refused
-    before, and said then); `size`: the size created or requested; `resized_from`: the
-    size before a resize; `phase`: the PVC's status.phase. PvcReady is True only while
-    the PVC is Bound."""
+    message, the API server's reason for refusing the PVC or an update (None: it was
+    refused before, and said then), or the fields it dropped; `size`: the size created or
+    requested; `resized_from`: the size before a resize; `phase`: the PVC's status.phase.
+    PvcReady is True only while the PVC is Bound."""
     said_reason = condition_field(previous, "PvcReady", field="reason")
     if outcome is PvcOutcome.INVALID_SPEC:
         return Condition("PvcReady", False, "InvalidSpec",
                          "No PersistentVolumeClaim without a valid spec.size."), []
     if outcome is PvcOutcome.CREATED:
-        recreated = condition_field(previous, "PvcReady") is not None
+        # Had it one before? Not if it was refused, or could not be asked for.
+        recreated = said_reason not in (None, "PvcRefused", "InvalidSpec")
         reason = "PvcRecreated" if recreated else "PvcCreated"
         message = (f"Recreated PersistentVolumeClaim {name}: it was deleted while the claim "
                    f"still exists." if recreated else
                    f"Created PersistentVolumeClaim {name} of {size}.")
         return Condition("PvcReady", False, "Pending", f"{message} {_UNBOUND}"), [
             Event("Normal", reason, message)]
-    if outcome is PvcOutcome.CONFLICT:
-        message = detail or ""
-        events = ([] if said_reason == "PvcConflict" else
-                  [Event("Warning", "PvcConflict", message)])
-        return Condition("PvcReady", False, "PvcConflict", message), events
+    if outcome in _WARNINGS:
+        reason, template = _WARNINGS[outcome]
+        message = template.format(name=name, detail=detail or "", limit=MAX_LABEL_BYTES)
+        events = [] if said_reason == reason else [Event("Warning", reason, message)]
+        return Condition("PvcReady", False, reason, message), events
     if outcome is PvcOutcome.DELETING:
         return Condition("PvcReady", False, "PvcDeleting",
                          f"PersistentVolumeClaim {name} is being deleted; it will be "

@@ -1,8 +1,10 @@
-"""Kubernetes timestamps: the clock, formatting and parsing, in one place (UTC, RFC 3339)."""
+"""Kubernetes timestamps: the clock, formatting and parsing, in one place (UTC, RFC 3339);
+and periods as people read them (1h30m)."""
 
 from __future__ import annotations
 
 import datetime
+import math
 
 
 def utcnow() -> datetime.datetime:
@@ -21,3 +23,12 @@ def parse_time(text: str) -> datetime.datetime:
     if moment.tzinfo is None:
         raise ValueError(f"timestamp without a time zone: {text!r}")
     return moment
+
+
+def human_period(seconds: float) -> str:
+    seconds = math.ceil(seconds)  # time left: never shown shorter than it is
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
+             f"{secs}s" if secs or not (hours or minutes) else ""]
+    return "".join(parts)

@@ -27,6 +27,7 @@ class TrackedClaim:
     countdown: lifecycle.Decision | None = None
     seen_users: frozenset[str] = _NONE  # users this process has seen
     rejected: tuple[object, ...] | None = None  # the PVC update the API server refused
+    refusals: int = 0  # creations of its PVC refused in a row
     # (uid, facts) this process decided last: recorded, or being recorded (a write that
     # fails or is refused leaves them here, and later decisions build on them).
     written: tuple[str, lifecycle.Claim] | None = None

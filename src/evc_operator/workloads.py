@@ -22,6 +22,14 @@ finishing condition's time when the Job controller reports it, else the moment t
 operator sees the change (the later way). A deleted workload is simply gone, like a
 deleted pod. Its pods still count on their own, as pods.
 
+A workload that has not been an active user since the claim was created is no use of it
+(as a pod that ended before the claim existed): a replicated workload at zero replicas
+has been at zero since the last write of its spec or metadata, or since always if its
+spec never changed (`metadata.generation` 1). A write is known from `managedFields`, to
+the second; the latest of them is never earlier than the scale-down, so a claim created
+in a later second was never used by it and keeps its expiry countdown. Without that
+record, it may have been active after the claim's creation: it counts, as before.
+
 A workload is projected into the same small view as a pod (`PodView`), named
 `Kind/name` so status and `kubectl get evc` name it beside pods; nothing else of its
 body is kept.
@@ -50,6 +58,8 @@ KINDS: Mapping[str, tuple[str, str]] = {
 _REPLICATED = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "ReplicationController"})
 _FINISHED = frozenset({"Complete", "Failed"})
 _NO_CLAIMS: frozenset[str] = frozenset()
+# "Inactive since before anything": a workload whose desired replicas were always zero.
+_NEVER_ACTIVE = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
 def collection(kind: str) -> str:
@@ -77,15 +87,31 @@ def _finished(status: Mapping[str, Any]) -> tuple[bool, datetime.datetime | None
     return False, None
 
 
+def _zero_since(metadata: Mapping[str, Any]) -> datetime.datetime | None:
+    """Since when, at the latest, a workload now at zero replicas has been at zero: always
+    if its spec never changed, else its last write but of its status; None if unknown."""
+    if metadata.get("generation") == 1:
+        return _NEVER_ACTIVE
+    try:
+        writes = [parse_time(entry["time"]) for entry in metadata.get("managedFields") or ()
+                  if entry.get("subresource") != "status" and entry.get("time")]
+    except (TypeError, ValueError):
+        return None
+    return max(writes, default=None)
+
+
 def may_create_pods(kind: str, body: Mapping[str, Any]) -> tuple[bool, datetime.datetime | None]:
-    """Whether the workload may still create pods; if not, when it stopped, if known."""
+    """Whether the workload may still create pods; if not, since when not (at the latest),
+    if known."""
     spec, status = body.get("spec") or {}, body.get("status") or {}
     if kind == "Job":
         finished, at = _finished(status)
         return not finished, at
     if kind in _REPLICATED:
         replicas = spec.get("replicas")
-        return (1 if replicas is None else replicas) > 0, None
+        if (1 if replicas is None else replicas) > 0:
+            return True, None
+        return False, _zero_since(body.get("metadata") or {})
     return True, None  # CronJob, DaemonSet
 
 

@@ -3,14 +3,16 @@
 A key added while it waits is there once (dedupe); a key added while it is being worked
 on waits until that work is done (never two workers on one key); `add_after` brings a
 key back at a moment (a deadline, a retry); `done` with a failure brings it back after a
-growing delay (`backoff`); `forget` drops whatever the queue holds of a key. The queue
-decides nothing about claims: the scheduler takes keys, has them reconciled, and tells
-the queue the outcome.
+growing delay (`backoff`); `forget` drops whatever the queue holds of a key. Keys ready
+are handed out fairly across groups (namespaces): one group's churn does not hold back
+another's keys. The queue decides nothing about claims: the scheduler takes keys, has
+them reconciled, and tells the queue the outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import heapq
@@ -84,22 +86,53 @@ class Timers(Generic[K]):
         return due
 
 
-class WorkQueue(Generic[K]):
-    """Keys to work on now, keys to come back to later, and the failures of each."""
+def _one_line(_key: object) -> Hashable:
+    return None
 
-    def __init__(self, clock: Callable[[], datetime.datetime] = utcnow) -> None:
+
+class WorkQueue(Generic[K]):
+    """Keys to work on now, keys to come back to later, and the failures of each.
+
+    Keys ready now wait in lines, one per group (`fair_by`: the scheduler's is the
+    namespace), and `take` serves the lines in turn, one key from each: a namespace with
+    hundreds of keys ready makes a key of another namespace wait for at most one key of
+    each namespace with work, not for all of its own. A key added while it is being worked
+    on joins its line again when that work is done.
+    """
+
+    def __init__(self, clock: Callable[[], datetime.datetime] = utcnow, *,
+                 fair_by: Callable[[K], Hashable] = _one_line) -> None:
         self.clock = clock
         self.later: Timers[K] = Timers()
-        self._ready: set[K] = set()
+        self._group = fair_by
+        self._dirty: set[K] = set()  # added and not handed out since
         self._working: set[K] = set()
+        # Per group, keys in the order they became ready. Entries of keys forgotten (or
+        # handed out through an older entry) are skipped when they come up.
+        self._lines: dict[Hashable, collections.deque[K]] = {}
+        self._turns: collections.deque[Hashable] = collections.deque()  # groups with a line
+        self._ready = 0  # keys added, not being worked on: what `take` could hand out
         self._added_at: dict[K, float] = {}  # first unhandled add (monotonic): reaction time
         self._failures: dict[K, int] = {}
         self._wakeup = asyncio.Event()
 
     def add(self, key: K) -> None:
-        self._ready.add(key)
         self._added_at.setdefault(key, time.monotonic())
         self._wakeup.set()
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._working:
+            self._line_up(key)
+
+    def _line_up(self, key: K) -> None:
+        self._ready += 1
+        group = self._group(key)
+        line = self._lines.get(group)
+        if line is None:
+            line = self._lines[group] = collections.deque()
+            self._turns.append(group)
+        line.append(key)
 
     def add_after(self, key: K, when: datetime.datetime | None) -> None:
         """Come back to the key at `when` (instead of any moment set before); None: only
@@ -111,29 +144,54 @@ class WorkQueue(Generic[K]):
 
     def forget(self, key: K) -> None:
         """Drop all the queue holds of the key (work under way finishes on its own)."""
-        self._ready.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            if key not in self._working:
+                self._ready -= 1
         self._added_at.pop(key, None)
         self._failures.pop(key, None)
         self.later.pop(key)
 
     def waiting(self, key: K) -> bool:
-        return key in self._ready
+        return key in self._dirty
 
-    def take(self) -> list[tuple[K, float | None]]:
-        """The keys ready (or due) and not being worked on, each with the moment it was
-        first added or came due (monotonic); they are now being worked on."""
+    def pending(self) -> int:
+        """How many keys `take` could hand out now (keys being worked on aside)."""
+        return self._ready
+
+    def take(self, limit: int | None = None) -> list[tuple[K, float | None]]:
+        """Keys ready (or due) and not being worked on, at most `limit`, one from each
+        group in turn, each with the moment it was first added or came due (monotonic);
+        they are now being worked on."""
         for key in self.later.pop_due(self.clock()):
             self.add(key)
-        taken = [key for key in self._ready if key not in self._working]
-        self._ready.difference_update(taken)
-        self._working.update(taken)
         self._wakeup.clear()
+        taken: list[K] = []
+        turns = self._turns
+        while turns and (limit is None or len(taken) < limit):
+            group = turns.popleft()
+            line = self._lines[group]
+            while line:
+                key = line.popleft()
+                if key in self._dirty and key not in self._working:
+                    self._dirty.discard(key)
+                    self._working.add(key)
+                    taken.append(key)
+                    break
+            if line:
+                turns.append(group)
+            else:
+                del self._lines[group]
+        self._ready -= len(taken)
         return [(key, self._added_at.pop(key, None)) for key in taken]
 
     def done(self, key: K, *, failed: bool = False) -> float | None:
         """The work on a key ended; after a failure, returns the delay until it is retried
         (sooner if it was due sooner anyway)."""
-        self._working.discard(key)
+        if key in self._working:
+            self._working.discard(key)
+            if key in self._dirty:
+                self._line_up(key)  # added again while it was worked on
         self._wakeup.set()
         if not failed:
             self._failures.pop(key, None)
@@ -145,7 +203,7 @@ class WorkQueue(Generic[K]):
         return delay
 
     def idle(self) -> bool:
-        return not self._ready and not self._working
+        return not self._dirty and not self._working
 
     def wake(self) -> None:
         self._wakeup.set()

@@ -7,7 +7,7 @@ watches resume into 410 Gone, and other clients writing to the same claims.
 
 The observer is not the operator: it is the API server's own audit log (who did what,
 to which object, when, as the server saw it) plus the driver's record of which pod
-mounts which claim. From them it rebuilds every claim's true deadline and checks:
+mounts which claim. From them `judge.Judge` rebuilds every claim's true deadline and checks:
 
 - a claim is never deleted while a pod that uses it is active;
 - never before its deadline;
@@ -16,76 +16,36 @@ mounts which claim. From them it rebuilds every claim's true deadline and checks
 - no claim lives without its PVC (outside outages and the first seconds of its life).
 
 Jobs whose attempts fail, pods that ended before their claim existed, status writes
-refused for a while and the operator's clock off by 30 s are driven by `workloads.Extras`.
+refused for a while and the operator's clock off by 30 s are driven by `workloads.Extras`;
+`realnode.RealNodeScenario` runs the same on a real node (real containers, kubelet and
+containerd restarts).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from controlplane.cluster import ControlPlane
+from tests.faults.judge import BOUND, RECOVERY, Claim, Judge, Pod, Report, now, parse
 from tests.faults.workloads import Extras
 from tests.integration.support import OperatorProcess
 
-UTC = datetime.UTC
-OPERATOR_AGENT = "evc-operator"
-BOUND = 3.0  # seconds a deletion may lag its deadline when nothing fails
-RECOVERY = 10.0  # after an outage: the operator restarts or reconnects, relists, decides
 SETTLE = 6.0  # a claim younger than this, or just after an outage, may lack its PVC yet
 
 
-def now() -> datetime.datetime:
-    return datetime.datetime.now(UTC)
-
-
-def parse(stamp: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
-@dataclasses.dataclass
-class Claim:
-    name: str
-    expiry: int
-    grace: int
-    conflict: bool = False  # its name is taken by a PVC that someone else made
-    created: datetime.datetime | None = None  # its creationTimestamp
-
-
-@dataclasses.dataclass
-class Pod:
-    name: str
-    claim: str
-    ended: bool = False
-    deleted: bool = False
-
-
-@dataclasses.dataclass
-class Report:
-    seed: int
-    namespace: str
-    claims: int = 0
-    pods: int = 0
-    faults: dict[str, int] = dataclasses.field(default_factory=dict)
-    deletions: int = 0
-    violations: list[str] = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
-
-    def line(self) -> str:
-        faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
-        verdict = "ok" if not self.violations else f"{len(self.violations)} VIOLATIONS"
-        return (f"seed {self.seed}: {self.claims} claims, {self.pods} pods, "
-                f"{self.deletions} deleted, faults: {faults}; {self.seconds:.0f} s; {verdict}")
-
-
 class Scenario:
+    # What a step does, and how often: pod, finish and delete are the users' lives.
+    ACTIONS: ClassVar[dict[str, float]] = {
+        "pod": 6, "finish": 4, "delete": 2, "claim": 2, "touch": 2, "sleep": 4, "kill": 1.2,
+        "apiserver": 0.8, "compact": 0.6, "job": 1.5, "attempt": 2, "refuse": 0.6}
+    KUBELET = False  # pods never run: the driver writes their status, as a kubelet would
+
     def __init__(self, plane: ControlPlane, seed: int, workdir: Path) -> None:
         self.plane = plane
         self.seed = seed
@@ -95,11 +55,12 @@ class Scenario:
         self.claims: list[Claim] = []
         self.pods: list[Pod] = []
         self.outages: list[tuple[datetime.datetime, datetime.datetime]] = []
+        self.reported_ends: dict[str, datetime.datetime] = {}  # finishedAt as reported
         self.report = Report(seed=seed, namespace=self.namespace)
         self.operator: OperatorProcess | None = None
         self.restarts = 0
         self.unsettled_until = now()
-        self.extras = Extras(plane, self.namespace, self.random, self.kubectl)
+        self.extras = Extras(plane, self.namespace, self.random, self.kubectl, self.pod_spec)
         if self.extras.offset:
             self.report.faults[f"clock{self.extras.offset}"] = 1
 
@@ -121,15 +82,15 @@ class Scenario:
         audit_offset = self.plane.audit_log.stat().st_size
         self.plane.kubectl("create", "namespace", self.namespace)
         self._wait_for_service_account()
+        began = now()
         self._plan_claims()
         self.start_operator()
+        self._outage(began)  # no operator yet: claims made before it was up wait for it
         try:
             for _ in range(steps):
                 self._step()
                 self._check_pvcs()
-            for pod in self._active_pods():
-                self._finish(pod)
-            self.extras.finish_jobs(self._end)
+            self._end_all()
             self._wait_for_deletions()
         finally:
             if self.operator is not None:
@@ -184,19 +145,20 @@ class Scenario:
         return [p for p in self.pods if not p.ended and not p.deleted]
 
     def _step(self) -> None:
-        action = self.random.choices(
-            ["pod", "finish", "delete", "claim", "touch", "sleep", "kill", "apiserver",
-             "compact", "job", "attempt", "refuse"],
-            weights=[6, 4, 2, 2, 2, 4, 1.2, 0.8, 0.6, 1.5, 2, 0.6])[0]
+        self._act(self.random.choices(list(self.ACTIONS), weights=list(self.ACTIONS.values()))[0])
+
+    def pod_spec(self, claim: str) -> dict[str, Any]:
+        """A user pod's spec (no kubelet here: nothing runs it)."""
+        return {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}
+
+    def _act(self, action: str) -> None:
         if action == "pod":
             claim = self.random.choice(self.claims)
             pod = Pod(f"user-{len(self.pods)}", claim.name)
             self.kubectl("apply", "-f", "-", input=json.dumps({
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod.name},
-                "spec": {"restartPolicy": "Never",
-                         "containers": [{"name": "main", "image": "busybox"}],
-                         "volumes": [{"name": "v", "persistentVolumeClaim": {
-                             "claimName": claim.name}}]}}))
+                "spec": self.pod_spec(claim.name)}))
             self.pods.append(pod)
             self.report.pods += 1
         elif action == "finish" and self._active_pods():
@@ -230,6 +192,11 @@ class Scenario:
         else:
             time.sleep(self.random.uniform(0.2, 2.0))
 
+    def _end_all(self) -> None:
+        for pod in self._active_pods():
+            self._finish(pod)
+        self.extras.finish_jobs(self._end)
+
     def _finish(self, pod: Pod) -> None:
         self._end(pod.name, self.random.choice(["Succeeded", "Failed"]))
         pod.ended = True
@@ -237,6 +204,7 @@ class Scenario:
     def _end(self, name: str, phase: str) -> None:
         """What a kubelet reports when the pod's only container ends."""
         finished = now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.reported_ends.setdefault(name, parse(finished))
         self.kubectl("patch", "pod", name, "--subresource=status", "--type=merge",
                      "-p", json.dumps({"status": {"phase": phase, "containerStatuses": [{
                          "name": "main", "image": "busybox", "imageID": "", "ready": False,
@@ -247,10 +215,13 @@ class Scenario:
     def _fault(self, kind: str, inject: Any) -> None:
         began = now()
         inject()
+        self._outage(began)
+        self.report.faults[kind] = self.report.faults.get(kind, 0) + 1
+
+    def _outage(self, began: datetime.datetime) -> None:
         ended = now()
         self.outages.append((began, ended))
         self.unsettled_until = ended + datetime.timedelta(seconds=SETTLE)
-        self.report.faults[kind] = self.report.faults.get(kind, 0) + 1
 
     def _kill_operator(self) -> None:
         assert self.operator is not None
@@ -290,102 +261,11 @@ class Scenario:
                 self.report.violations.append(
                     f"{evc['metadata']['name']} lived {age:.1f} s without its PVC")
 
-    # --- judging ---------------------------------------------------------------------------
-
-    def _audit(self, offset: int) -> Iterator[dict[str, Any]]:
-        with self.plane.audit_log.open() as log:
-            log.seek(offset)
-            for line in log:
-                if f'"namespace":"{self.namespace}"' not in line:
-                    continue
-                entry: dict[str, Any] = json.loads(line)
-                code = (entry.get("responseStatus") or {}).get("code", 0)
-                if entry.get("stage") == "ResponseComplete" and 200 <= code < 300:
-                    yield entry
-
     def _judge(self, offset: int) -> None:
-        created: dict[str, datetime.datetime] = {}
-        ended: dict[str, datetime.datetime] = {}
-        gone: dict[str, datetime.datetime] = {}
-        claim_created: dict[str, datetime.datetime] = {}
-        deleted_claims: dict[str, datetime.datetime] = {}
-        operator_pvc_writes: list[str] = []
-        for entry in self._audit(offset):
-            ref, verb = entry.get("objectRef") or {}, entry["verb"]
-            when = parse(entry["stageTimestamp"])
-            resource, name = ref.get("resource"), ref.get("name", "")
-            by_operator = entry.get("userAgent", "").startswith(OPERATOR_AGENT)
-            if resource == "pods" and verb == "create":
-                created[name] = when
-            elif resource == "pods" and (verb == "delete" or ref.get("subresource") == "status"):
-                ended.setdefault(name, when)  # the first end counts
-                if verb == "delete":
-                    gone[name] = when
-            elif resource == "jobs" and verb == "create" and not ref.get("subresource"):
-                created[f"Job/{name}"] = when
-            elif resource == "ephemeralvolumeclaims" and verb == "create":
-                claim_created[name] = when
-            elif resource == "ephemeralvolumeclaims" and verb == "delete" and by_operator:
-                deleted_claims[name] = when
-            elif (resource == "persistentvolumeclaims" and by_operator
-                  and verb in ("update", "patch", "delete")):
-                operator_pvc_writes.append(name)
-        finished = now()
-        for name, end in self.extras.job_ends().items():  # a Job: a user until it finished
-            if end is not None:
-                ended[f"Job/{name}"] = end
-        pods = [*self.pods, *(Pod(f"Job/{job}", claim) for job, claim in self.extras.jobs.items()),
+        jobs = self.extras.jobs
+        pods = [*self.pods, *(Pod(f"Job/{job}", claim) for job, claim in jobs.items()),
                 *(Pod(name, claim) for name, claim in self.extras.job_pod_claims().items())]
-        self.report.deletions = len(deleted_claims)
-        for claim in self.claims:
-            if claim.conflict and claim.name in operator_pvc_writes:
-                self.report.violations.append(f"{claim.name}: the operator wrote to a PVC "
-                                              f"it did not create")
-            if claim.created is None:
-                continue
-            deleted_at = deleted_claims.get(claim.name)
-            moment = deleted_at or finished
-            # A pod deleted before the claim existed never used it; one that had merely
-            # finished still exists and counts from the claim's start (as if it ended then).
-            born = claim_created.get(claim.name, claim.created)
-            # One that ended in an earlier second than the claim's creation never used it.
-            users = [p for p in pods if p.claim == claim.name
-                     and p.name in created and created[p.name] < moment
-                     and not (p.name in gone and gone[p.name] < born)
-                     and not (p.name in ended and ended[p.name] < born.replace(microsecond=0))]
-            for pod in users:
-                end = ended.get(pod.name)
-                if deleted_at is not None and (end is None or end > deleted_at):
-                    self.report.violations.append(
-                        f"{claim.name} deleted at {deleted_at:%H:%M:%S.%f} "
-                        f"while {pod.name} was active")
-            ends = [max(ended[p.name], born) for p in users if p.name in ended]
-            if users and len(ends) == len(users):
-                deadline = max(ends) + datetime.timedelta(seconds=claim.grace)
-            elif users:
-                continue  # a user never ended: it must not have been deleted (checked above)
-            else:
-                # creationTimestamp is cut to the second: expiry counts from the next one.
-                deadline = claim.created + datetime.timedelta(seconds=1 + claim.expiry)
-            if deleted_at is not None and deleted_at < deadline:
-                self.report.violations.append(
-                    f"{claim.name} deleted {(deadline - deleted_at).total_seconds():.2f} s early")
-            allowed = self._allowed(deadline)
-            if (deleted_at or finished) > allowed:
-                late = ((deleted_at or finished) - deadline).total_seconds()
-                self.report.violations.append(
-                    f"{claim.name} {'deleted' if deleted_at else 'still there'} {late:.1f} s after "
-                    f"its deadline (allowed {(allowed - deadline).total_seconds():.1f} s)")
-
-    def _allowed(self, deadline: datetime.datetime) -> datetime.datetime:
-        """The deadline plus the bound, pushed past any outage that overlapped it."""
-        allowed = deadline + datetime.timedelta(seconds=BOUND)
-        changed = True
-        while changed:
-            changed = False
-            for began, ended in self.outages:
-                if began <= allowed and ended + datetime.timedelta(seconds=RECOVERY) > allowed \
-                        and ended >= deadline - datetime.timedelta(seconds=RECOVERY):
-                    allowed = ended + datetime.timedelta(seconds=RECOVERY)
-                    changed = True
-        return allowed
+        ends = {f"Job/{name}": end for name, end in self.extras.job_ends().items()
+                if end is not None}
+        Judge(self.plane.audit_log, self.namespace, self.claims, pods, ends, self.outages,
+              self.report, kubelet=self.KUBELET, reported_ends=self.reported_ends).run(offset)

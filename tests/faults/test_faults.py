@@ -1,4 +1,5 @@
-"""A bounded number of fault scenarios for every test run (`make faults` runs 200)."""
+"""A bounded number of fault scenarios for every test run (`make faults` runs 200), and
+one on a real node (`python -m tests.faults --real-node` runs more)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ from pathlib import Path
 import pytest
 
 from controlplane.cluster import ControlPlane
+from controlplane.node import Node
+from tests.faults.realnode import RealNodeScenario
 from tests.faults.scenario import Scenario
+from tests.integration.support import cluster_with_node
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = range(int(os.environ.get("EVC_FAULT_SEED", "1")),
               int(os.environ.get("EVC_FAULT_SEED", "1")) + int(os.environ.get("EVC_FAULTS", "3")))
+REAL_SEEDS = range(int(os.environ.get("EVC_REAL_FAULT_SEED", "1")),
+                   int(os.environ.get("EVC_REAL_FAULT_SEED", "1"))
+                   + int(os.environ.get("EVC_REAL_FAULTS", "1")))
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +32,32 @@ def audited_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     plane.stop()
 
 
+@pytest.fixture(scope="module")
+def audited_node(tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[tuple[ControlPlane, Node]]:
+    """A cluster with a real node of its own, stopped at the end of this module (one node
+    per machine: `pytest` collects tests/faults before tests/integration, whose node is
+    started later). Never skipped: if the node cannot start, the test errors."""
+    with cluster_with_node(tmp_path_factory.mktemp("faults-node"), audit=True) as started:
+        yield started
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_invariants_hold_under_faults(audited_plane: ControlPlane, seed: int,
                                       tmp_path: Path) -> None:
     report = Scenario(audited_plane, seed, tmp_path).run()
     print(report.line())
     assert report.claims > 0
+    assert not report.violations, "\n".join([report.line(), *report.violations])
+
+
+@pytest.mark.timeout(600)  # the cluster and node start, and real pods end on their own
+@pytest.mark.parametrize("seed", REAL_SEEDS)
+def test_invariants_hold_under_faults_on_a_real_node(
+        audited_node: tuple[ControlPlane, Node], seed: int, tmp_path: Path) -> None:
+    plane, node = audited_node
+    report = RealNodeScenario(plane, node, seed, tmp_path).run()
+    print(report.line())
+    assert report.claims > 0
+    assert report.pods > 0  # real containers ran
     assert not report.violations, "\n".join([report.line(), *report.violations])

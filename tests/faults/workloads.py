@@ -27,11 +27,13 @@ def parse(stamp: str) -> datetime.datetime:
 
 class Extras:
     def __init__(self, plane: ControlPlane, namespace: str, rng: random.Random,
-                 kubectl: Callable[..., str]) -> None:
+                 kubectl: Callable[..., str],
+                 pod_spec: Callable[[str], dict[str, Any]]) -> None:
         self.plane = plane
         self.namespace = namespace
         self.random = rng
         self.kubectl = kubectl
+        self.pod_spec = pod_spec  # a user pod's spec, for a claim
         self.jobs: dict[str, str] = {}  # Job name -> the claim its template mounts
         self.offset = rng.choice([None, None, "+30s", "-30s"])  # the operator's clock
 
@@ -44,10 +46,7 @@ class Extras:
         name = f"job-{len(self.jobs)}"
         self.kubectl("apply", "-f", "-", input=json.dumps({
             "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {"backoffLimit": 1, "template": {"spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": "main", "image": "busybox"}],
-                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}}}))
+            "spec": {"backoffLimit": 1, "template": {"spec": self.pod_spec(claim)}}}))
         self.jobs[name] = claim
 
     def job_pods(self) -> list[dict[str, Any]]:
@@ -79,9 +78,7 @@ class Extras:
         """A pod that mounts a claim not created yet, and ends before it is (by a second)."""
         self.kubectl("apply", "-f", "-", input=json.dumps({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"restartPolicy": "Never",
-                     "containers": [{"name": "main", "image": "busybox"}],
-                     "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}))
+            "spec": self.pod_spec(claim)}))
         finish(name, "Succeeded")
         time.sleep(1.1)  # its end is in an earlier second than the claim's creation
 

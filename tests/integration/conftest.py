@@ -16,8 +16,14 @@ from pathlib import Path
 import pytest
 
 from controlplane.cluster import ControlPlane
-from controlplane.node import NODE_NAME, Node
-from tests.integration.support import REPO, Kubectl, OperatorProcess, eventually
+from controlplane.node import Node
+from tests.integration.support import (
+    REPO,
+    Kubectl,
+    OperatorProcess,
+    cluster_with_node,
+    eventually,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,16 +63,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 @pytest.fixture(scope="session")
 def _cluster_and_node(
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, Node]]:
-    plane = ControlPlane.start(tmp_path_factory.mktemp("cluster"), crds=[REPO / "crd.yaml"],
-                               for_node=NODE_NAME)
-    try:
-        node = Node.start(plane)
-    except BaseException:
-        plane.stop()
-        raise
-    yield plane, node
-    node.stop()
-    plane.stop()
+    with cluster_with_node(tmp_path_factory.mktemp("cluster")) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

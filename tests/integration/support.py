@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from controlplane.cluster import ControlPlane
+from controlplane.node import NODE_NAME, Node
 
 REPO = Path(__file__).resolve().parents[2]
 KOPF = Path(sys.executable).parent / "kopf"
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def cluster_with_node(workdir: Path, *, audit: bool = False
+                      ) -> Iterator[tuple[ControlPlane, Node]]:
+    """A control plane and its real node (one per machine), both stopped at the end."""
+    plane = ControlPlane.start(workdir, crds=[REPO / "crd.yaml"], audit=audit,
+                               for_node=NODE_NAME)
+    try:
+        node = Node.start(plane)
+    except BaseException:
+        plane.stop()
+        raise
+    try:
+        yield plane, node
+    finally:
+        node.stop()
+        plane.stop()
 
 
 class Kubectl:

@@ -88,9 +88,11 @@ def test_cluster_role_runs_the_whole_lifecycle(control_plane: ControlPlane, kube
     config = control_plane.service_account_kubeconfig(OPERATOR_NAMESPACE, "evc-operator",
                                                       tmp_path / "sa.kubeconfig")
     process = operator(kubectl.namespace, scope="--all-namespaces", KUBECONFIG=str(config),
-                       **FAST)
+                       SIGNING_KEY_NAMESPACE=OPERATOR_NAMESPACE, **FAST)
     full_lifecycle(kubectl, "rbac-cluster")
     assert_no_permission_errors(process.log_text())
+    assert (f"sealed with the key in the Secret {OPERATOR_NAMESPACE}/evc-operator-signing-key"
+            in process.log_text())
 
 
 def test_namespaced_role_runs_the_whole_lifecycle_in_its_namespace_only(
@@ -117,9 +119,15 @@ def test_namespaced_role_runs_the_whole_lifecycle_in_its_namespace_only(
 
     config = control_plane.service_account_kubeconfig(namespace, "evc-operator",
                                                       tmp_path / "sa.kubeconfig")
-    process = operator(namespace, scope=scope, KUBECONFIG=str(config), **FAST)
+    process = operator(namespace, scope=scope, KUBECONFIG=str(config),
+                       SIGNING_KEY_NAMESPACE=namespace, **FAST)
     full_lifecycle(kubectl, "rbac-namespaced")
     assert_no_permission_errors(process.log_text())
+    secret = kubectl.get("secret", "evc-operator-signing-key")
+    assert secret is not None
+    assert secret["data"]["key"]  # filled by the operator, which may touch no other Secret
+    assert not can_i(control_plane, account, "get", "secrets/other", namespace)
+    assert not can_i(control_plane, account, "list", "secrets", namespace)
 
 
 @pytest.mark.parametrize(("verb", "resource"), [

@@ -61,8 +61,18 @@ def config_rules(path: str, lease: str) -> list[Manifest]:
     """The rules of a file in config/, as the chart grants them: the Lease is the release's."""
     rules: list[Manifest] = config_file(path)["rules"]
     return [rule | {"resourceNames": [lease]}
-            if "resourceNames" in rule and "leases" in rule["resources"] else rule
+            if "resourceNames" in rule and "leases" in rule["resources"] else
+            rule | {"resourceNames": [f"{lease}-signing-key"]}
+            if "resourceNames" in rule and "secrets" in rule["resources"] else rule
             for rule in rules]
+
+
+SIGNING_KEY = {("Secret", "evc-evc-operator-signing-key", "ops"),
+               ("Role", "evc-evc-operator-signing-key", "ops"),
+               ("RoleBinding", "evc-evc-operator-signing-key", "ops")}
+SIGNING_KEY_ENV = {"MIN_PERIOD": "0s", "MAX_PERIOD": "36500d",
+                   "SIGNING_KEY_SECRET": "evc-evc-operator-signing-key"}
+FROM_NAMESPACE = {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 
 def helm_ok(plane: ControlPlane, home: Path, *args: str) -> str:
@@ -156,7 +166,9 @@ def test_defaults_render_the_operator_for_all_namespaces(control_plane: ControlP
         ("Deployment", "evc-evc-operator", "ops"),
         ("ClusterRole", "evc-view", None),
         ("ClusterRole", "evc-edit", None),
-    }
+        ("ValidatingAdmissionPolicy", "evc-label-size", None),
+        ("ValidatingAdmissionPolicyBinding", "evc-label-size", None),
+    } | SIGNING_KEY
     deployment = one(documents, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     operator = container(documents)
@@ -168,13 +180,15 @@ def test_defaults_render_the_operator_for_all_namespaces(control_plane: ControlP
         "DRY_RUN": "false", "LIFECYCLE_EVENTS": "true", "METRICS_PORT": "9090",
         "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "true", "LEASE_NAME": "evc-evc-operator",
         "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
-        "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+        "POD_NAMESPACE": FROM_NAMESPACE, "SIGNING_KEY_NAMESPACE": FROM_NAMESPACE,
+        **SIGNING_KEY_ENV}
     assert operator["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {(p["name"], p["containerPort"]) for p in operator["ports"]} == {
         ("health", 8080), ("metrics", 9090)}
-    for binding in ("ClusterRoleBinding", "RoleBinding"):
-        assert one(documents, binding)["subjects"] == [
+    for binding in (doc for doc in documents
+                    if doc["kind"] in ("ClusterRoleBinding", "RoleBinding")):
+        assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "evc-evc-operator", "namespace": "ops"}]
     pod = deployment["spec"]["template"]
     assert pod["spec"]["serviceAccountName"] == "evc-evc-operator"
@@ -199,7 +213,7 @@ def test_watch_namespaces_render_a_role_per_namespace(control_plane: ControlPlan
         ("RoleBinding", "evc-evc-operator-leader-election", "ops"),
         ("ClusterRole", "evc-view", None),
         ("ClusterRole", "evc-edit", None),
-    }
+    } | {key for key in SIGNING_KEY if key[0] != "Secret"}
     for doc in documents:
         if doc["kind"] in ("RoleBinding", "ClusterRoleBinding"):
             assert doc["subjects"] == [
@@ -216,12 +230,16 @@ def test_quiet_values_render_a_single_dry_run_without_metrics(control_plane: Con
     assert env(operator) == {
         "EXPIRY_PERIOD": "30s", "GRACE_PERIOD": "30s", "COUNTDOWN_INTERVAL": "10s",
         "DRY_RUN": "true", "LIFECYCLE_EVENTS": "true", "METRICS_PORT": "0",
-        "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "false"}
+        "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "false",
+        "SIGNING_KEY_NAMESPACE": FROM_NAMESPACE,
+        **SIGNING_KEY_ENV}
     assert "readinessProbe" not in operator
     assert "livenessProbe" in operator
     assert [port["name"] for port in operator["ports"]] == ["health"]
     assert "annotations" not in one(documents, "Deployment")["spec"]["template"]["metadata"]
-    assert not [doc for doc in documents if doc["kind"] in ("Role", "RoleBinding")]
+    # No Lease without leader election: the signing key's Role only.
+    assert {key for key in keys(documents) if key[0] in ("Role", "RoleBinding")} == {
+        key for key in SIGNING_KEY if key[0] != "Secret"}
     assert not [doc for doc in documents if doc["kind"] == "Service"]
 
 
@@ -241,7 +259,8 @@ def test_every_other_value(control_plane: ControlPlane, tmp_path: Path) -> None:
     assert {name: value for name, value in env(operator).items() if isinstance(value, str)} == {
         "EXPIRY_PERIOD": "15m", "GRACE_PERIOD": "90", "COUNTDOWN_INTERVAL": "2.5",
         "DRY_RUN": "false", "LIFECYCLE_EVENTS": "false", "METRICS_PORT": "9100",
-        "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "true", "LEASE_NAME": "evc-evc-operator"}
+        "METRICS_ADDRESS": "0.0.0.0", "LEADER_ELECTION": "true", "LEASE_NAME": "evc-evc-operator",
+        **SIGNING_KEY_ENV}
     assert {(p["name"], p["containerPort"]) for p in operator["ports"]} == {
         ("health", 8080), ("metrics", 9100)}
     assert pod["metadata"]["annotations"] == {
@@ -259,8 +278,9 @@ def test_an_existing_service_account(control_plane: ControlPlane, tmp_path: Path
     documents = template(control_plane, tmp_path, "--set",
                          "serviceAccount.create=false,serviceAccount.name=robot")
     assert not [doc for doc in documents if doc["kind"] == "ServiceAccount"]
-    for binding in ("ClusterRoleBinding", "RoleBinding"):
-        assert one(documents, binding)["subjects"] == [
+    for binding in (doc for doc in documents
+                    if doc["kind"] in ("ClusterRoleBinding", "RoleBinding")):
+        assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "robot", "namespace": "ops"}]
     assert one(documents, "Deployment")["spec"]["template"]["spec"][
         "serviceAccountName"] == "robot"
@@ -280,11 +300,13 @@ def test_no_service_account_named_is_refused_not_bound_to_default(
 
 
 def test_two_releases_share_no_object(control_plane: ControlPlane, tmp_path: Path) -> None:
-    """But the user roles, which concern the cluster-wide CRD: one release ships them."""
+    """But the user roles and the label-size policy, which concern the cluster-wide CRD: one
+    release ships them."""
     for values in (DEFAULTS, NAMESPACED):
         first = template(control_plane, tmp_path, *values, release="one", namespace="ops")
         second = template(control_plane, tmp_path, *values, "--set", "userRoles.create=false",
-                          release="two", namespace="ops")
+                          "--set", "admissionPolicy.create=false", release="two",
+                          namespace="ops")
         assert keys(first) & keys(second) == {("CustomResourceDefinition", CRD_NAME, None)}
         assert env(container(first))["LEASE_NAME"] != env(container(second))["LEASE_NAME"]
 
@@ -297,8 +319,12 @@ def test_default_rbac_and_crd_are_those_of_config(control_plane: ControlPlane,
     documents = template(control_plane, tmp_path)
     assert one(documents, "ClusterRole", "evc-evc-operator")["rules"] == config_file(
         "rbac/cluster_role.yaml")["rules"]
-    assert one(documents, "Role")["rules"] == config_rules(
+    assert one(documents, "Role", "evc-evc-operator-leader-election")["rules"] == config_rules(
         "rbac/leader_election_role.yaml", "evc-evc-operator")
+    assert one(documents, "Role", "evc-evc-operator-signing-key")["rules"] == config_rules(
+        "signing-key/role.yaml", "evc-evc-operator") == [{
+            "apiGroups": [""], "resources": ["secrets"],
+            "resourceNames": ["evc-evc-operator-signing-key"], "verbs": ["get", "patch"]}]
     for role in ("view", "edit"):
         shipped = config_file(f"rbac/users/evc_{role}.yaml")
         rendered = one(documents, "ClusterRole", f"evc-{role}")
@@ -341,7 +367,11 @@ def test_release_evc_operator_makes_the_objects_of_config(control_plane: Control
     # The chart grants the Lease with its own Role whenever leaderElection is on, so that
     # it works when the operator's namespace is not one it serves; config/namespaced's Role
     # grants it in the one namespace it serves.
-    assert keys(chart) == config_keys(render(control_plane, "namespaced")) | lease
+    # The chart ships the label-size admission policy (admissionPolicy.create); the
+    # namespaced overlay leaves it to config/admission, applied once per cluster.
+    policy = {("ValidatingAdmissionPolicy", "evc-label-size", None),
+              ("ValidatingAdmissionPolicyBinding", "evc-label-size", None)}
+    assert keys(chart) == config_keys(render(control_plane, "namespaced")) | lease | policy
 
 
 def test_the_deployment_is_that_of_config(control_plane: ControlPlane, tmp_path: Path) -> None:
@@ -360,16 +390,17 @@ def test_the_deployment_is_that_of_config(control_plane: ControlPlane, tmp_path:
     [config_container] = config_pod["spec"]["containers"]
     assert chart_container.pop("imagePullPolicy") == "IfNotPresent"
     assert chart_container["args"].pop() == "--log-format=full"
-    assert chart_container["env"].pop(8) == {"name": "LEASE_NAME", "value": "evc-operator"}
+    assert chart_container["env"].pop(12) == {"name": "LEASE_NAME", "value": "evc-operator"}
     assert chart_container == config_container
 
 
 # -- onto the control plane ----------------------------------------------------------------
 
 
-# config/default, applied by tests/integration/test_deploy.py, owns evc-view and evc-edit in
-# this cluster: a release that made them too would be refused (they are one per cluster).
-NO_USER_ROLES = ("--set", "userRoles.create=false")
+# config/default, applied by tests/integration/test_deploy.py, owns evc-view, evc-edit and
+# the label-size policy in this cluster: a release that made them too would be refused
+# (they are one per cluster).
+NO_USER_ROLES = ("--set", "userRoles.create=false", "--set", "admissionPolicy.create=false")
 
 
 def release_name(namespace: str) -> str:

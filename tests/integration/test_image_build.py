@@ -188,8 +188,11 @@ def test_the_image_runs_the_operator_against_the_control_plane(
     config.mkdir(mode=0o755)
     shutil.copy(control_plane.kubeconfig, config / "kubeconfig")
     (config / "kubeconfig").chmod(0o644)  # for the image's user; a test token only
+    # Outside a cluster the sealing key is a file (signingkey.py): the image's user has no
+    # home, so it goes where that user may write, as a user running the image would say.
     argv = in_image.argv(command, env={"KUBECONFIG": "/run/evc/kubeconfig",
-                                       "METRICS_PORT": str(free_port())},
+                                       "METRICS_PORT": str(free_port()),
+                                       "SIGNING_KEY_FILE": "/tmp/evc-operator/signing-key"},
                          volumes={config: "/run/evc"})
     logfile = tmp_path / "evc-operator.log"
     with logfile.open("ab") as log:

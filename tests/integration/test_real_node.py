@@ -168,9 +168,15 @@ def test_running_pod_that_ignores_term_holds_its_claim_until_gone(
     # along, and so the claim InUse. Then the kubelet reports Failed (exit 137) and removes
     # the object about a second later: a finished pod is no longer an active user (the
     # operator's rule), but its claim is never deleted while the object exists.
-    while (body := kubectl.get("pod", "stubborn")) is not None:
+    # The claim is read before the pod: a pod's phase never goes back to Running, so a pod
+    # Running after its claim was read Idle was Running when it was read (read the other
+    # way round, the kubelet may finish the pod between the two reads).
+    while True:
+        claim_phase = evc_phase(kubectl, "stubborn")
+        if (body := kubectl.get("pod", "stubborn")) is None:
+            break
         if body["status"].get("phase") == "Running":
-            assert evc_phase(kubectl, "stubborn") == "InUse"
+            assert claim_phase == "InUse"
             last_running = time.monotonic()
         assert kubectl.get("evc", "stubborn") is not None
         time.sleep(0.5)

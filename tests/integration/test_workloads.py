@@ -25,6 +25,15 @@ def template(claim: str) -> dict[str, Any]:
         "containers": [{"name": "main", "image": "busybox"}]}}
 
 
+def deployment(name: str, claim: str) -> str:
+    """A Deployment of one replica whose template mounts `claim`."""
+    return json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "worker"}},
+                 "template": {**template(claim), "spec": {**template(claim)["spec"],
+                                                          "restartPolicy": "Always"}}}})
+
+
 def deleted_when_gone(kubectl: Kubectl, name: str, timeout: float = 30) -> datetime.datetime:
     """Wait for the claim to go; return when it went (at most 0.1 s after)."""
     deadline = time.monotonic() + timeout
@@ -74,12 +83,7 @@ def test_a_deployment_scaled_to_zero_and_back_keeps_its_claim(
         kubectl: Kubectl, operator: OperatorFactory) -> None:
     operator(kubectl.namespace, EXPIRY_PERIOD="4", GRACE_PERIOD="8", COUNTDOWN_INTERVAL="1")
     kubectl("apply", "-f", "-", input=evc("web-cache"))
-    kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "worker"}},
-                 "template": {**template("web-cache"),
-                              "spec": {**template("web-cache")["spec"],
-                                       "restartPolicy": "Always"}}}}))
+    kubectl("apply", "-f", "-", input=deployment("web", "web-cache"))
     eventually(lambda: status(kubectl, "web-cache").get("userNames") == ["Deployment/web"],
                what="the Deployment uses it")
     header, row = kubectl("get", "evc", "web-cache").splitlines()
@@ -120,3 +124,20 @@ def test_a_deleted_workload_starts_the_grace_then(kubectl: Kubectl,
         microsecond=0)
     went = deleted_when_gone(kubectl, "nightly-scratch")
     assert went >= deleted + datetime.timedelta(seconds=4)
+
+
+def test_a_deployment_at_zero_before_its_claim_existed_leaves_it_on_expiry(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    """At zero replicas since before the claim: never a use of it. The claim keeps its
+    expiry (8 s), not the shorter grace (2 s) from the moment the operator saw it."""
+    operator(kubectl.namespace, EXPIRY_PERIOD="8", GRACE_PERIOD="2", COUNTDOWN_INTERVAL="1")
+    kubectl("apply", "-f", "-", input=deployment("idle", "idle-cache"))
+    kubectl("scale", "deployment", "idle", "--replicas=0")  # changed since: generation 2
+    time.sleep(1.1)  # its last write in an earlier second than the claim's creation
+    kubectl("apply", "-f", "-", input=evc("idle-cache"))
+    created = parse((kubectl.get("evc", "idle-cache") or {})["metadata"]["creationTimestamp"])
+    eventually(lambda: status(kubectl, "idle-cache").get("countdown") == "expiry",
+               what="the expiry countdown")
+    assert phase_is(kubectl, "idle-cache", "Pending")
+    went = deleted_when_gone(kubectl, "idle-cache")
+    assert went >= created + datetime.timedelta(seconds=8)

@@ -4,6 +4,7 @@ and a scheduler built on them, for unit tests."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import datetime
 from collections.abc import Callable, Mapping
@@ -11,11 +12,13 @@ from typing import Any
 
 import kopf
 
-from evc_operator import evc, informer, status
+from evc_operator import evc, informer, seal, status
 from evc_operator.claims import PvcView, pvc_view
 from evc_operator.freshness import Lister, PodSnapshot
+from evc_operator.limiter import DEFAULT_BOUNDS, Bounds
 from evc_operator.scheduler import Scheduler
 from evc_operator.settings import Settings
+from evc_operator.timestamps import parse_time
 from evc_operator.users import PodView, pod_view
 from tests.unit.support import T0
 
@@ -30,9 +33,16 @@ def evc_body() -> dict[str, Any]:
                      "resourceVersion": "10", "generation": 1,
                      "creationTimestamp": "2026-01-01T00:00:00Z"},
         "spec": {"size": "1Gi"},
-        "status": {"phase": "Pending", "conditions": [
-            {"type": "PvcReady", "status": "True", "reason": "PvcReady"}]},
+        "status": sealed({"phase": "Pending", "conditions": [
+            {"type": "PvcReady", "status": "True", "reason": "PvcReady"}]}),
     }
+
+
+def sealed(status: dict[str, Any], uid: str = "evc-uid") -> dict[str, Any]:
+    """`status` as the operator writes it: with its seal (the default Settings' key)."""
+    since = status.get("unusedSince")
+    return {**status, "seal": seal.seal(b"", uid, status.get("phase"),
+                                        parse_time(since) if since else None)}
 
 
 def pod_body(name: str, phase: str = "Running") -> dict[str, Any]:
@@ -47,7 +57,7 @@ OWN_PVC = pvc_view({"metadata": {
     "name": "scratch", "namespace": "jobs", "uid": "pvc-uid", "resourceVersion": "5",
     "ownerReferences": [{"uid": "evc-uid", "controller": True}],
     "annotations": {"evc.zalando.org/managed-labels": "[]"}},
-    "spec": {"resources": {"requests": {"storage": "1Gi"}}}})
+    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
 
 
 class FakeApi:
@@ -60,6 +70,10 @@ class FakeApi:
         self.event_error: Exception | None = None
         self.status_error: Exception | None = None  # every status write refused with it
         self.resize_error: Exception | None = None  # every resize refused with it
+        self.body: dict[str, Any] | None = None  # the EVC a status write returns
+        self.create_error: Exception | None = None  # every PVC creation refused with it
+        # What the API server keeps of a PVC it creates (as sent, by default).
+        self.stored: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
 
     async def list_pods(self, namespace: str) -> PodSnapshot:
         self.calls.append("list_pods")
@@ -72,7 +86,7 @@ class FakeApi:
         self.calls.append(f"patch_status:{status['phase']}")
         if self.status_error is not None:
             raise self.status_error
-        body = evc_body()
+        body = copy.deepcopy(self.body) if self.body is not None else evc_body()
         body["metadata"]["resourceVersion"] = "11"
         body["status"] = dict(status)
         return body
@@ -91,9 +105,11 @@ class FakeApi:
             raise self.event_error
         self.calls.append(f"event:{event.reason}")
 
-    async def create_pvc(self, body: Mapping[str, Any]) -> object:
+    async def create_pvc(self, body: Mapping[str, Any]) -> dict[str, Any]:
         self.calls.append("create_pvc")
-        return body
+        if self.create_error is not None:
+            raise self.create_error
+        return self.stored(body)
 
     async def read_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls.append("read_pvc")
@@ -141,12 +157,13 @@ def make(fake: FakeApi, indexed_pods: list[dict[str, Any]], *, complete: bool = 
          settings: Settings | None = None, lister: Lister | None = None,
          clock: Callable[[], datetime.datetime] = lambda: NOW,
          watched: informer.Watched | None = None,
-         body: dict[str, Any] | None = None) -> tuple[Scheduler, FakeIndex]:
+         body: dict[str, Any] | None = None,
+         bounds: Bounds = DEFAULT_BOUNDS) -> tuple[Scheduler, FakeIndex]:
     views = [pod_view(body) for body in indexed_pods]
     index = FakeIndex(by_claim={("jobs", "scratch"): views}, in_namespace={"jobs": views},
                       pvcs={("jobs", "scratch"): OWN_PVC}, watched=watched)
     scheduler = Scheduler(fake, settings or Settings(), kopf.OperatorSettings(), index,
-                          lister or fake.list_pods, clock=clock)
+                          lister or fake.list_pods, clock=clock, bounds=bounds)
     scheduler.pods_view_complete = complete
     scheduler.observe_evc(None, body or evc_body())
     return scheduler, index

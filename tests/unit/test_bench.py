@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import audit, report, stats, traced
+from bench import audit, fairness, report, stats, traced, workload
+from bench.__main__ import controller_args, parse
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
 
@@ -88,3 +89,70 @@ def test_traced_growth_names_the_site_that_grew(tmp_path: Path) -> None:
     assert top["where"][0].startswith("test_bench.py:")
     table = report.soak_table({"memory_growth_traced": growth})
     assert "test_bench.py:" in table
+
+
+def test_a_job_user_is_one_pod_not_retried_that_mounts_its_claim() -> None:
+    job = workload.user_job("user-00001", "claim-00001")
+    spec = job["spec"]
+    assert (job["kind"], spec["completions"], spec["backoffLimit"]) == ("Job", 1, 0)
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]] == ["claim-00001"]
+
+
+def test_only_a_job_run_raises_the_controller_managers_client_limits() -> None:
+    assert controller_args(parse([])) == []
+    assert controller_args(parse(["--jobs"])) == [
+        "--kube-api-qps=1000", "--kube-api-burst=2000", "--concurrent-job-syncs=20"]
+    assert controller_args(parse(["--jobs", "--controller-qps", "20"]))[:2] == [
+        "--kube-api-qps=20", "--kube-api-burst=40"]
+    with pytest.raises(SystemExit):
+        parse(["--jobs", "--soak", "1"])
+
+
+def test_api_cost_per_claim_and_while_idle() -> None:
+    def request(verb: str, resource: str, at: float, code: int = 200) -> audit.Request:
+        return audit.Request(verb=verb, resource=resource, code=code, at=at)
+    found = [request("list", "pods", 0), request("create", "persistentvolumeclaims", 1),
+             request("create", "persistentvolumeclaims", 2),
+             request("patch", "ephemeralvolumeclaims/status", 65, code=409),
+             request("watch", "jobs", 70)]
+    cost = audit.cost(found, claims=2, idle_start=5, idle_end=65)
+    assert cost["requests_per_claim"] == 2.5
+    assert cost["writes_per_claim_lifetime"] == 1.5
+    assert cost["writes_per_claim_by_kind"] == {"create persistentvolumeclaims": 1.0,
+                                                "patch ephemeralvolumeclaims/status": 0.5}
+    assert cost["idle_writes_per_minute"] == 0  # the window ends before the patch
+    assert cost["failed"] == 1
+    assert audit.cost(found, claims=2, idle_start=0, idle_end=60)["idle_writes_per_minute"] == 2
+
+
+def test_controller_manager_requests_per_job_and_per_second() -> None:
+    found = [audit.Request(verb="create", resource="pods", code=201, at=10.1),
+             audit.Request(verb="update", resource="jobs/status", code=200, at=10.9),
+             audit.Request(verb="patch", resource="pods", code=200, at=12.5),
+             audit.Request(verb="update", resource="jobs/status", code=200, at=13.0)]
+    cost = audit.per_job(found, jobs=2, busy_start=12, busy_end=14)
+    assert cost["requests_per_job"] == 2.0
+    assert cost["requests_per_job_by_kind"] == {"update jobs/status": 1.0,
+                                                "create pods": 0.5, "patch pods": 0.5}
+    assert cost["per_second_while_finishing"] == 1.0
+    assert cost["busiest_second"] == 2  # two in the second from 10 s
+    assert audit.busiest_second([]) == 0
+def test_fairness_ratios_are_of_the_same_run_and_none_without_a_base() -> None:
+    alone = {"provisioning_ms": {"p50": 100.0, "p99": 200.0},
+             "reaction_ms": {"p50": 50.0, "p99": None}}
+    noisy = {"provisioning_ms": {"p50": 150.0, "p99": 700.0},
+             "reaction_ms": {"p50": 75.0, "p99": 90.0}}
+    assert fairness.ratios(alone, noisy) == {
+        "provisioning_p50": 1.5, "provisioning_p99": 3.5, "reaction_p50": 1.5,
+        "reaction_p99": None}
+
+
+def test_fairness_options_name_the_rounds_and_refuse_unknown_noise(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert fairness.parse(["--noise", "flip"]).noise == ("flip",)
+    assert fairness.parse([]).noise == ("touch", "flip")
+    with pytest.raises(SystemExit):
+        fairness.parse(["--noise", "loud"])
+    assert "touch and flip" in capsys.readouterr().err

@@ -28,6 +28,8 @@ COPIES = {
     "files/rbac-namespaced/role.yaml": "config/rbac-namespaced/role.yaml",
     "files/rbac-namespaced/discovery_cluster_role.yaml":
         "config/rbac-namespaced/discovery_cluster_role.yaml",
+    "files/admission/label_size_policy.yaml": "config/admission/label_size_policy.yaml",
+    "files/signing-key/role.yaml": "config/signing-key/role.yaml",
 }
 
 
@@ -216,5 +218,5 @@ def test_the_readme_tables_every_value() -> None:
     # `resources` is one row: its keys are the Kubernetes ones.
     parents = ("image", "metrics", "metrics.service", "metrics.serviceMonitor",
                "metrics.podMonitor", "prometheusRule", "grafanaDashboard", "podDisruptionBudget",
-               "serviceAccount", "userRoles")
+               "serviceAccount", "userRoles", "admissionPolicy")
     assert tabled == [key for key in keys if key not in parents]

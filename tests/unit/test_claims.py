@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from evc_operator.claims import (
     MANAGED_LABELS_ANNOTATION,
+    PvcPlan,
     PvcStep,
     PvcView,
     desired_pvc,
@@ -168,8 +169,17 @@ def test_pvc_view_projects_identity_labels_and_size() -> None:
                              annotations={MANAGED_LABELS_ANNOTATION: '["team"]'}))
     assert view == PvcView(name="scratch", namespace="jobs", uid="pvc-uid",
                            resource_version="42", controllers=(),
-                           labels=(("app", "etl"), ("team", "data")),
-                           managed_labels=("team",), storage="1Gi", deleting=False)
+                           labels=(("team", "data"),),  # only those it manages
+                           managed_labels=("team",), storage="1Gi", deleting=False,
+                           fields=(("accessModes", "ReadWriteOnce"),))
+
+
+def test_a_pvcs_labels_that_are_not_managed_and_a_huge_annotation_are_not_held() -> None:
+    labels = {f"label-{i:04d}": "v" * 63 for i in range(2000)}  # anyone's, of any size
+    assert pvc_view(make_pvc(labels=labels)).labels == ()
+    forged = json.dumps(sorted(labels) * 3)
+    view = pvc_view(make_pvc(labels=labels, annotations={MANAGED_LABELS_ANNOTATION: forged}))
+    assert (view.labels, view.managed_labels) == ((), ())
 
 
 def test_pvc_view_of_the_desired_pvc() -> None:
@@ -402,6 +412,32 @@ def test_applying_the_label_patch_syncs_only_what_is_ours(
     annotation = metadata.get("annotations", {}).get(MANAGED_LABELS_ANNOTATION)
     now_managed = sorted(managed) if annotation is None else json.loads(annotation)
     assert now_managed == sorted(evc_labels)
+
+
+def _applied(labels: dict[str, str], plan: PvcPlan) -> dict[str, str]:
+    result = dict(labels)
+    for key, value in plan.patch.get("metadata", {}).get("labels", {}).items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
+@given(evc_labels=LABEL_MAPS, pvc_labels=LABEL_MAPS,
+       managed=st.lists(LABEL_KEYS, unique=True, max_size=5))
+def test_holding_only_the_managed_labels_plans_the_same_result(
+        evc_labels: dict[str, str], pvc_labels: dict[str, str], managed: list[str]) -> None:
+    body = make_pvc(labels=pvc_labels, annotations={
+        MANAGED_LABELS_ANNOTATION: json.dumps(managed)}, ownerReferences=[
+        {"uid": "uid-1", "controller": True}])
+    projected = plan_pvc(evc_with(evc_labels), pvc_view(body))
+    whole = plan_pvc(evc_with(evc_labels), observed(pvc_labels, managed=tuple(managed)))
+    assert _applied(pvc_labels, projected) == _applied(pvc_labels, whole)
+    assert (projected.patch.get("metadata", {}).get("annotations")
+            == whole.patch.get("metadata", {}).get("annotations"))
+    if not whole.patch:  # in sync: nothing to do either way
+        assert not projected.patch
 
 
 @given(evc_labels=LABEL_MAPS, pvc_labels=LABEL_MAPS,

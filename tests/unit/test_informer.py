@@ -148,7 +148,7 @@ def test_watched_is_synced_once_pods_and_pvcs_are_listed() -> None:
 
     async def scenario() -> informer.Watched:
         watched = informer.Watched(api,
-                                   pods_changed=lambda ns, c: poked.append((ns, list(c))),
+                                   pods_changed=lambda ns, c, _: poked.append((ns, list(c))),
                                    pvc_changed=lambda key: None,
                                    namespace_synced=synced.append)
         assert watched.all_synced()  # nothing to watch yet
@@ -171,10 +171,16 @@ def test_watched_is_synced_once_pods_and_pvcs_are_listed() -> None:
     assert api.calls.count("list pods") + api.calls.count("list persistentvolumeclaims") == 2
 
 
+@pytest.fixture
+def by_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prove even a small kind by the consistent read and watch, not by listing it."""
+    monkeypatch.setattr(freshness, "LIST_OUTRIGHT", 0)
+
+
 def _synced_watched(*, version: int, now: int,
                     barrier: list[Any]) -> tuple[informer.Watched, list[str]]:
     api = ProofApi(now, barrier)
-    watched = informer.Watched(api, pods_changed=lambda ns, c: None,
+    watched = informer.Watched(api, pods_changed=lambda ns, c, _: None,
                                pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
     held = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None, lambda: None)
     held.items = {"old": pod_view(pod("old", "x"))}
@@ -183,7 +189,7 @@ def _synced_watched(*, version: int, now: int,
     return watched, api.calls
 
 
-def test_an_informer_that_has_seen_that_far_is_current() -> None:
+def test_an_informer_that_has_seen_that_far_is_current(by_watch: None) -> None:
     watched, calls = _synced_watched(version=50, now=40, barrier=[])
     snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["old"]
@@ -193,7 +199,7 @@ def test_an_informer_that_has_seen_that_far_is_current() -> None:
     assert not snapshot.live()
 
 
-def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch() -> None:
+def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(by_watch: None) -> None:
     watched, calls = _synced_watched(version=30, now=40, barrier=[
         ("ADDED", pod("newcomer", "x", version="35")),
         ("DELETED", pod("old", "x", version="36")),
@@ -212,7 +218,8 @@ def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch() -> None:
     assert not snapshot.live()
 
 
-def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live() -> None:
+def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live(
+        by_watch: None) -> None:
     # No pod changed since the informer's version: it holds the truth as it is, and
     # whatever changes next reaches it through the same unbroken watch.
     watched, calls = _synced_watched(version=30, now=40, barrier=[
@@ -228,12 +235,22 @@ def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live()
     [("ADDED", pod("newcomer", "x", version="35"))],  # ended before reaching version 40
     [errors.Gone("too old")],
 ])
-def test_without_proof_of_freshness_the_namespace_is_listed(barrier: list[Any]) -> None:
+def test_without_proof_of_freshness_the_namespace_is_listed(barrier: list[Any],
+                                                            by_watch: None) -> None:
     watched, calls = _synced_watched(version=30, now=40, barrier=barrier)
     snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["listed"]
     assert calls[-1] == "full list"
     assert not snapshot.live()
+
+
+def test_a_kind_with_few_objects_is_listed_outright() -> None:
+    # One request, as cheap as the consistent read, and no bookmark to wait for.
+    watched, calls = _synced_watched(version=30, now=40, barrier=[])
+    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
+    assert [p.name for p in snapshot.pods] == ["listed"]
+    assert calls == ["full list"]
+    assert not snapshot.live()  # a list is the view itself: the index does not decide
 
 
 def job(name: str, claim: str, version: str = "1", finished: bool = False) -> dict[str, Any]:
@@ -267,7 +284,7 @@ def test_workloads_of_every_kind_are_watched_and_index_beside_pods() -> None:
 
     async def scenario() -> informer.Watched:
         watched = informer.Watched(api,
-                                   pods_changed=lambda ns, c: poked.append((ns, list(c))),
+                                   pods_changed=lambda ns, c, _: poked.append((ns, list(c))),
                                    pvc_changed=lambda key: None,
                                    namespace_synced=lambda ns: None)
         watched.ensure("jobs")
@@ -290,7 +307,7 @@ def test_a_released_namespace_is_no_longer_watched() -> None:
     api = KindsApi({"pods": [pod("p", "x")]})
 
     async def scenario() -> tuple[informer.Watched, list[asyncio.Task[Any]]]:
-        watched = informer.Watched(api, pods_changed=lambda ns, c: None,
+        watched = informer.Watched(api, pods_changed=lambda ns, c, _: None,
                                    pvc_changed=lambda key: None,
                                    namespace_synced=lambda ns: None)
         watched.ensure("jobs")
@@ -311,7 +328,7 @@ def test_a_released_namespace_is_no_longer_watched() -> None:
     assert watched.all_synced()  # nothing left to wait for
 
 
-def test_a_job_its_lagging_watch_has_not_shown_yet_is_in_the_proof() -> None:
+def test_a_job_its_lagging_watch_has_not_shown_yet_is_in_the_proof(by_watch: None) -> None:
     watched, calls = _synced_watched(version=50, now=40, barrier=[])
     jobs = informer.Informer(watched.source, "batch/v1/jobs", "jobs",
                              lambda body: workload_view("Job", body), lambda *_: None,

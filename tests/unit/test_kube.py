@@ -7,15 +7,17 @@ integration tests; nothing here stands in for an API server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import ssl
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from evc_operator import apihooks, errors, kube, metrics
+from evc_operator import apihooks, errors, kube, limiter, metrics
 from evc_operator.auth import Credentials, Static
 from evc_operator.metrics import REGISTRY
 from tests.unit.pki import Pki
@@ -108,11 +110,18 @@ def test_the_session_names_the_field_manager_and_caps_its_pool(pki: Pki) -> None
             assert api.session.headers["User-Agent"] == "evc-operator"
             assert "Authorization" not in api.session.headers  # made per request
             assert api.session.connector is not None
-            assert api.session.connector.limit == 1000
+            # As many as reconciliations may be in flight: the limiter sets the pace.
+            assert api.session.connector.limit == kube.REQUEST_CONNECTIONS == (
+                limiter.DEFAULT_BOUNDS.maximum)
             assert api.session.timeout.total == 60
+            # Watches hold their connections for minutes: a pool of their own.
+            assert api.watches.headers["User-Agent"] == "evc-operator"
+            assert api.watches.connector is not None
+            assert api.watches.connector.limit == kube.WATCH_CONNECTIONS == 1000
         finally:
             await api.close()
         assert api.session.closed
+        assert api.watches.closed
 
     asyncio.run(scenario())
 
@@ -162,26 +171,32 @@ def test_every_request_is_reported_with_its_status_or_0_without_an_answer(
 
         app = web.Application()
         app.router.add_get("/api/v1/namespaces/a/pods/{name}", not_found)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.SockSite(runner, socket.create_server(("127.0.0.1", 0)))
-        await site.start()
-        port = site._sock.getsockname()[1]
         context = ssl.create_default_context()
-        try:
-            for server in (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{_closed_port()}"):
+        async with _serving(app) as url:
+            for server in (url, f"http://127.0.0.1:{_closed_port()}"):
                 api = kube.Api(Credentials(server=server, ssl=context, auth=Static("Bearer t")))
                 try:
                     with pytest.raises((errors.NotFound, aiohttp.ClientError)):
                         await api.call("GET", "/api/v1/namespaces/a/pods/x")
                 finally:
                     await api.close()
-        finally:
-            await runner.cleanup()
 
     asyncio.run(scenario())
     assert reported == [("get", "pods", 404), ("get", "pods", 0)]
     assert [date is not None and sent <= received for date, sent, received in dates] == [True]
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: web.Application) -> AsyncIterator[str]:
+    """`app` served on a free loopback port, by its URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.SockSite(runner, socket.create_server(("127.0.0.1", 0)))
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._sock.getsockname()[1]}"
+    finally:
+        await runner.cleanup()
 
 
 def _closed_port() -> int:
@@ -197,3 +212,54 @@ def test_workload_collections_are_found_by_group_version_and_plural() -> None:
     assert paths["Job"] == "/apis/batch/v1/namespaces/ns/jobs"
     assert paths["Deployment"] == "/apis/apps/v1/namespaces/ns/deployments"
     assert paths["ReplicationController"] == "/api/v1/namespaces/ns/replicationcontrollers"
+
+
+def test_a_watch_is_served_while_every_request_connection_is_busy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests share a bounded pool; watches have their own: with every request
+    connection waiting for an answer, a watch still starts, and one more request waits."""
+    monkeypatch.setattr(kube, "REQUEST_CONNECTIONS", 2)
+
+    async def scenario() -> None:
+        release, two_started = asyncio.Event(), asyncio.Event()
+        started: list[str] = []
+
+        async def slow(request: web.Request) -> web.Response:
+            started.append(request.match_info["name"])
+            if len(started) == 2:
+                two_started.set()
+            await release.wait()
+            return web.json_response({"metadata": {"name": request.match_info["name"]}})
+
+        async def pods(request: web.Request) -> web.StreamResponse:
+            assert request.query["watch"] == "true"
+            response = web.StreamResponse()
+            await response.prepare(request)
+            await response.write(json.dumps({"type": "ADDED", "object": {
+                "metadata": {"name": "p", "resourceVersion": "2"}}}).encode() + b"\n")
+            return response
+
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/a/pods/{name}", slow)
+        app.router.add_get("/api/v1/namespaces/a/pods", pods)
+        async with _serving(app) as url:
+            api = kube.Api(Credentials(server=url, ssl=ssl.create_default_context(),
+                                       auth=Static("Bearer t")))
+            try:
+                calls = [asyncio.create_task(api.call(
+                    "GET", f"/api/v1/namespaces/a/pods/{name}"))
+                    for name in ("one", "two", "three")]
+                await two_started.wait()
+                events = [event async for event in kube.watch(api, "pods", "a", "1",
+                                                              seconds=5)]
+                assert [(kind, body["metadata"]["name"]) for kind, body in events] == [
+                    ("ADDED", "p")]
+                assert len(started) == 2  # the third waits for a connection
+                release.set()
+                answers = await asyncio.gather(*calls)
+                assert sorted(answer["metadata"]["name"] for answer in answers) == [
+                    "one", "three", "two"]
+            finally:
+                await api.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

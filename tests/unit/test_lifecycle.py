@@ -1,8 +1,9 @@
 """The lifecycle decisions: table tests, and random histories checked against invariants.
 
-The property test plays a world (pods created, finishing, deleted; the clock
-moving; the operator stopping and restarting with only what it recorded in
-status) against `decide`, and checks with its own bookkeeping that a claim is
+The property test plays a world (pods created, finishing, deleted; a workload at
+zero replicas since before the claim, scaled up and down; the clock moving; the
+operator stopping and restarting with only what it recorded in status) against
+`decide`, and checks with its own bookkeeping that a claim is
 never deleted while used, never before its deadline, and always by it.
 """
 
@@ -25,6 +26,7 @@ from evc_operator.lifecycle import (
     ceil_to_second,
     decide,
 )
+from evc_operator.workloads import workload_view
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -108,6 +110,14 @@ def test_a_reported_end_settles_whether_an_unseen_pod_was_used_after() -> None:
     assert decide(recorded, before, at(150)).unused_since == at(100)
     after = [dataclasses.replace(pod("p", active=False, created=50), ended=at(120))]
     assert decide(recorded, after, at(150)).unused_since == at(150)
+
+
+def test_a_reported_end_in_the_recorded_second_may_be_after_it() -> None:
+    """finishedAt is cut to the second: a pod that ended at 100.4, unseen, reports 100,
+    later than the recorded end (100). Kept at 100, the deadline would be 0.4 s early."""
+    recorded = claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100))
+    user = PodUse("p", active=False, created=at(99), ended=at(100))
+    assert decide(recorded, [user], at(150)).unused_since == at(150)
 
 
 def test_finished_users_of_a_never_used_claim_count_as_use() -> None:
@@ -195,11 +205,47 @@ class WorldPod:
 
 
 @dataclasses.dataclass
+class WorldWorkload:
+    """A Deployment whose template mounts the claim, at zero replicas since before the
+    claim existed (created at zero, or scaled down since), scaled up and down later."""
+
+    generation: int  # 1: its spec never changed
+    last_write: float  # when its spec last changed (the claim was created at 0)
+    ups: list[list[float | None]] = dataclasses.field(default_factory=list)  # [up, down]
+    known: bool = False
+
+    def active_at(self, t: float) -> bool:
+        return any(up is not None and up <= t and (down is None or t < down)
+                   for up, down in self.ups)
+
+    def scale(self, t: float) -> None:
+        if self.ups and self.ups[-1][1] is None:
+            self.ups[-1][1] = t
+        else:
+            self.ups.append([t, None])
+        self.generation, self.last_write = self.generation + 1, t
+
+    def use(self) -> PodUse:
+        """What the operator makes of it: the real projection of its body, whose
+        managedFields time is cut to the second as the API server's."""
+        stamp = (T0 + datetime.timedelta(seconds=math.floor(self.last_write))).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
+        body = {"metadata": {"name": "w", "namespace": "ns",
+                             "creationTimestamp": "2025-12-31T23:59:50Z",
+                             "generation": self.generation,
+                             "managedFields": [{"manager": "m", "time": stamp}]},
+                "spec": {"replicas": int(self.active_at(self.last_write)), "template": {
+                    "spec": {"volumes": [{"persistentVolumeClaim": {"claimName": "c"}}]}}}}
+        return dataclasses.replace(workload_view("Deployment", body).use(), known=self.known)
+
+
+@dataclasses.dataclass
 class World:
     expiry: int
     grace: int
     t: float = 0.0
     pods: list[WorldPod] = dataclasses.field(default_factory=list)
+    workload: WorldWorkload | None = None
     running: bool = True
     stopped_at: float = 0.0
     downtime: float = 0.0  # total time the operator was stopped
@@ -221,6 +267,9 @@ class World:
         """The latest deadline anyone could know of, from the visible history."""
         ends = [min(x for x in (p.ended, p.deleted, self.t) if x is not None)
                 for p in self.pods if self.visible(p)]
+        if self.workload is not None:  # it exists: its uses leave a trace, its last write
+            ends += [self.t if down is None else min(down, self.t)
+                     for _, down in self.workload.ups]
         if not ends:
             return float(self.expiry)
         return max(ends) + self.grace
@@ -231,16 +280,21 @@ class World:
         # As the API server does, creation timestamps are cut to whole seconds; a
         # kubelet reports when a pod's containers finished, unless it is gone.
         users = [PodUse(p.name, p.ended is None, at(math.floor(p.created)), known=p.known,
-                        ended=at(p.ended) if p.ended is not None and p.reported else None)
+                        ended=at(math.floor(p.ended)) if p.ended is not None and p.reported
+                        else None)
                  for p in self.existing()]
         for p in self.existing():
             p.seen = p.known = True
+        if self.workload is not None:
+            users.append(self.workload.use())
+            self.workload.known = True
         current = Claim(created=T0, expiry_period=self.expiry, grace_period=self.grace,
                         recorded_phase=self.recorded_phase,
                         recorded_unused_since=self.recorded_unused_since)
         decision = decide(current, users, at(self.t))
         if decision.action is Action.DELETE:
             assert not any(p.active_at(self.t) for p in self.pods), "deleted while in use"
+            assert not (self.workload and self.workload.active_at(self.t)), "in use"
             # Times reach the operator as datetimes, to the microsecond: the model's float
             # sums (7.000000000000002 + 3) are compared at that resolution.
             assert self.t >= self.true_deadline() - 1e-6, "deleted before the deadline"
@@ -256,6 +310,8 @@ class World:
         self.restarts += 1
         for p in self.pods:
             p.known = False
+        if self.workload is not None:
+            self.workload.known = False
 
     def advance(self, seconds: float) -> None:
         target = self.t + seconds
@@ -275,15 +331,20 @@ STEPS = st.one_of(
     st.tuples(st.just("advance-fraction"), st.integers(1, 999)),
     st.tuples(st.just("stop"), st.just(0)),
     st.tuples(st.just("start"), st.just(0)),
+    st.tuples(st.just("scale"), st.just(0)),
 )
+# None, or a workload at zero since before the claim: created so, or scaled down since.
+WORKLOADS = st.sampled_from([None, (1, -10.0), (2, -2.5)])
 
 
 @settings(max_examples=3000, deadline=None)
 @given(expiry=st.integers(0, 60), grace=st.integers(0, 60),
-       steps=st.lists(STEPS, max_size=40))
+       steps=st.lists(STEPS, max_size=40), workload=WORKLOADS)
 def test_random_histories_keep_the_invariants(expiry: int, grace: int,
-                                              steps: list[tuple[str, int]]) -> None:
-    world = World(expiry=expiry, grace=grace)
+                                              steps: list[tuple[str, int]],
+                                              workload: tuple[int, float] | None) -> None:
+    world = World(expiry=expiry, grace=grace,
+                  workload=WorldWorkload(*workload) if workload else None)
     world.reconcile()
     for kind, arg in steps:
         if world.deleted_at is not None:
@@ -308,6 +369,8 @@ def test_random_histories_keep_the_invariants(expiry: int, grace: int,
             world.running, world.stopped_at = False, world.t
         elif kind == "start" and not world.running:
             world.restart()
+        elif kind == "scale" and world.workload is not None:
+            world.workload.scale(world.t)
         world.reconcile()
 
     # Then nothing happens any more: the operator must delete by the deadline, late by at
@@ -320,6 +383,8 @@ def test_random_histories_keep_the_invariants(expiry: int, grace: int,
     for p in world.existing():
         if p.ended is None:
             p.ended = world.t
+    if world.workload is not None and world.workload.active_at(world.t):
+        world.workload.scale(world.t)
     world.reconcile()
     deadline = world.true_deadline()
     slack = world.downtime + 1 + (grace if world.restarts else 0)

@@ -12,6 +12,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from evc_operator.evc import MAX_LABEL_BYTES
 from evc_operator.settings import MAX_DURATION, parse_duration
 from evc_operator.status import Reason
 
@@ -99,7 +100,7 @@ def test_status_fields_are_exact() -> None:
     """A structural schema prunes what it does not declare: the operator's status must fit."""
     status = _schema()["properties"]["status"]["properties"]
     assert set(status) == {"phase", "reason", "users", "userNames", "unusedSince", "deletesAt",
-                           "countdown", "observedGeneration", "conditions"}
+                           "countdown", "observedGeneration", "conditions", "seal"}
     assert status["reason"]["enum"] == [str(reason) for reason in Reason]
     assert status["phase"]["type"] == "string"
     assert status["phase"]["enum"] == ["Pending", "InUse", "Idle", "Deleting"]
@@ -207,3 +208,19 @@ def test_what_admission_accepts_the_operator_parses(text: str) -> None:
             parse_duration(text)
     else:
         assert parse_duration(text) == pytest.approx(parse_seconds(text))
+
+
+def test_the_label_size_policy_refuses_what_the_operator_would_not_copy() -> None:
+    """config/admission's limit is the operator's own (evc.MAX_LABEL_BYTES), in the rule and
+    in its message; it matches claims, not their status, and the default overlay ships it."""
+    policy, binding = yaml.safe_load_all(
+        (REPO / "config" / "admission" / "label_size_policy.yaml").read_text())
+    [rule] = policy["spec"]["validations"]
+    assert f"variables.labelBytes <= {MAX_LABEL_BYTES} ||" in rule["expression"]
+    assert f"more than the {MAX_LABEL_BYTES} the operator copies" in rule["messageExpression"]
+    [match] = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert match["resources"] == ["ephemeralvolumeclaims"]
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"],
+                               "validationActions": ["Deny"]}
+    assert "../admission" in load(REPO / "config" / "default" / "kustomization.yaml")[
+        "resources"]

@@ -80,7 +80,8 @@ def test_a_scrape_at_start_follows_prometheus_practice() -> None:
             "process_open_fds": "gauge", "python_info": "gauge", "evc_build_info": "gauge",
             "evc_deletions": "counter", "evc_dry_run_deletions": "counter",
             "evc_api_errors": "counter", "evc_api_requests": "counter",
-            "evc_reconcile_failures": "counter", "evc_reaction_seconds": "histogram",
+            "evc_reconcile_failures": "counter", "evc_reconcile_limit": "gauge",
+            "evc_reaction_seconds": "histogram",
             "evc_deletion_lateness_seconds": "histogram", "evc_claims": "gauge",
             "evc_claims_by_reason": "gauge", "evc_countdowns": "gauge",
             "evc_claims_overdue": "gauge", "evc_claims_tracked": "gauge",
@@ -109,12 +110,13 @@ def test_a_scrape_at_start_follows_prometheus_practice() -> None:
 
 def test_claims_are_counted_by_phase_and_reason() -> None:
     observed = Observed(held=[lifecycle.Phase.PENDING, lifecycle.Phase.DELETING, None],
-                        pending={}, flagged=["PvcConflict", None, "Kept"])
+                        pending={}, flagged=["PvcConflict", None, "Kept", "PvcRefused"])
     families = scrape(observed)
     assert values(families["evc_claims"][1], "phase") == {
         "Pending": 1, "InUse": 0, "Idle": 0, "Deleting": 1, "Unknown": 1}
     assert values(families["evc_claims_by_reason"][1], "reason") == {
-        "PvcConflict": 1, "InvalidSpec": 0, "PvcUpdateRejected": 0, "Kept": 1, "DryRun": 0}
+        "PvcConflict": 1, "InvalidSpec": 0, "PvcUpdateRejected": 0, "Kept": 1, "DryRun": 0,
+        "PvcRefused": 1, "PvcSpecMismatch": 0, "LabelsTooLarge": 0}
 
 
 def test_series_per_claim_only_when_asked_for_and_overdue_claims_counted() -> None:

@@ -27,6 +27,7 @@ from tests.unit.fakes import (
     make,
     pod_body,
     reconcile_now,
+    sealed,
     view_of,
 )
 from tests.unit.support import T0, Clock, settle
@@ -195,7 +196,7 @@ def test_a_pod_that_finished_after_the_proof_counts_as_finished() -> None:
         return PodSnapshot([pod_view(pod_body("worker", "Running"))], live=lambda: True)
 
     body = evc_body()
-    body["status"] = {"phase": "Idle", "unusedSince": "2026-01-01T00:00:55Z"}
+    body["status"] = sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:55Z"})
     reconciler, _ = make(fake, [pod_body("worker", "Succeeded")], lister=current_pods,
                          clock=clock, body=body)
 
@@ -225,12 +226,42 @@ def test_what_is_kept_of_an_evc_is_json_without_the_parts_no_decision_reads() ->
     body["metadata"]["annotations"] = {
         "kubectl.kubernetes.io/last-applied-configuration": '{"a copy": "of the claim"}',
         "evc.zalando.org/keep": "true"}
+    body["metadata"]["labels"] = {"team": "data"}
     kept = orjson.loads(evc.slim(body))
     assert "status" not in kept
     assert "managedFields" not in kept["metadata"]
-    assert kept["metadata"]["annotations"] == {"evc.zalando.org/keep": "true"}
+    assert "annotations" not in kept["metadata"]  # the keep annotation is in the view
+    assert evc.evc_view(body, Settings()).claim.keep
     assert kept["spec"] == body["spec"]
     assert kept["metadata"]["uid"] == body["metadata"]["uid"]
+    assert kept["metadata"]["labels"] == {"team": "data"}
+
+
+def test_labels_too_large_to_copy_are_not_kept_and_no_pvc_is_made_for_them() -> None:
+    body = evc_body()
+    del body["status"]
+    body["metadata"]["labels"] = {f"label-{i:04d}": "v" * 63 for i in range(200)}  # 14 KB
+    view = evc.evc_view(body, Settings())
+    assert view.labels_too_large == 200 * (10 + 63)
+    assert len(view.body_json) < 1000
+    fake = FakeApi(fresh_pods=[])
+    fake.body = body
+    reconciler, index = make(fake, [pod_body("worker")], body=body)
+    index.pvcs.clear()
+    reconcile_now(reconciler, ("jobs", "scratch"))
+    assert "create_pvc" not in fake.calls
+    assert "event:LabelsTooLarge" in fake.calls
+    written = view_of(reconciler, ("jobs", "scratch")).status
+    ready = next(c for c in written["conditions"] if c["type"] == "PvcReady")
+    assert (ready["status"], ready["reason"]) == ("False", "LabelsTooLarge")
+    assert ready["message"].startswith("The claim's labels take 14600 bytes (keys and values), "
+                                       "more than the 8192 this operator copies")
+    assert written["reason"] == "LabelsTooLarge"
+    body["metadata"]["labels"] = {"team": "data"}  # fewer now: its PVC is made
+    body["metadata"]["resourceVersion"] = "12"
+    reconciler.observe_evc("MODIFIED", body)
+    reconcile_now(reconciler, ("jobs", "scratch"))
+    assert "create_pvc" in fake.calls
 
 
 def test_pvc_ready_turns_true_once_the_pvc_is_bound_and_the_status_says_why() -> None:
@@ -257,7 +288,7 @@ def test_a_refused_status_write_never_lets_a_later_decision_rest_on_older_facts(
     # refused (a policy on the status subresource, say). The user ends at 00:01:00: the
     # grace counts from then, not from the stored 00:00:10 -- that would delete at once.
     body = evc_body()
-    body["status"] = {"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"}
+    body["status"] = sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"})
     clock = Clock()
     clock.now = T0 + datetime.timedelta(seconds=20)
     fake = FakeApi(fresh_pods=[])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.images import OCI_MANIFEST
-from controlplane.registry import _Registry
+from controlplane.registry import _Registry, publish, repository_of
 
 
 def _blob(root: Path, data: bytes) -> str:
@@ -74,3 +74,39 @@ def test_anything_else_cannot_be_pulled(registry: tuple[str, dict[str, str]]) ->
         status, _, body = _get(base + path)
         assert status == 404, path
         assert json.loads(body)["errors"], path
+
+
+def test_an_image_published_while_it_runs_can_be_pulled_at_once(
+        registry: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """`make image` beside a running node: the operator's OCI layout joins the registry."""
+    base, digests = registry
+    layout = tmp_path / "layout"
+    layer = _blob(layout, b"operator layer")
+    manifest = _blob(layout, json.dumps({"layers": [{"digest": layer}]}).encode())
+    assert _get(f"{base}/v2/library/evc-operator/manifests/0.1.0")[0] == 404
+
+    repository = publish(tmp_path, "docker.io/library/evc-operator:0.1.0", layout, manifest)
+
+    assert repository == "library/evc-operator"
+    status, headers, _ = _get(f"{base}/v2/library/evc-operator/manifests/0.1.0")
+    assert (status, headers["Docker-Content-Digest"]) == (200, manifest)
+    assert _get(f"{base}/v2/library/evc-operator/blobs/{layer}")[2] == b"operator layer"
+    # What was there stays, and publishing again (a rebuilt image) moves only the name.
+    assert _get(f"{base}/v2/library/busybox/manifests/latest")[0] == 200
+    rebuilt = _blob(layout, json.dumps({"layers": [{"digest": digests["layer"]}]}).encode())
+    publish(tmp_path, "evc-operator:0.1.0", layout, rebuilt)
+    status, headers, _ = _get(f"{base}/v2/library/evc-operator/manifests/0.1.0")
+    assert (status, headers["Docker-Content-Digest"]) == (200, rebuilt)
+
+
+@pytest.mark.parametrize(("name", "repository"), [
+    ("evc-operator:0.1.0", "library/evc-operator"),
+    ("docker.io/library/evc-operator:0.1.0", "library/evc-operator"),
+    ("busybox", "library/busybox"),
+    ("team/app:1", "team/app"),
+    ("registry.k8s.io/pause:3.10", "pause"),
+    ("localhost:5000/a/b:1", "a/b"),
+    ("quay.io/x/y@sha256:" + "a" * 64, "x/y"),
+])
+def test_names_map_to_the_repository_containerd_asks_for(name: str, repository: str) -> None:
+    assert repository_of(name) == repository

@@ -21,13 +21,13 @@ from evc_operator.status import (
     Event,
     build_status,
     deletion_event,
-    human_period,
     lifecycle_conditions,
     reason_of,
     status_changed,
     transition_events,
 )
 from evc_operator.timestamps import format_time as timestamp
+from evc_operator.timestamps import human_period
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 EXPIRY, GRACE = 30.0, 90.0
@@ -81,7 +81,8 @@ def test_status_of_a_pending_claim() -> None:
     status = status_for(pending())
     assert {key: value for key, value in status.items() if key != "conditions"} == {
         "phase": "Pending", "reason": None, "users": 0, "userNames": [], "unusedSince": None,
-        "deletesAt": "2026-01-01T00:00:31Z", "countdown": "expiry", "observedGeneration": 3}
+        "deletesAt": "2026-01-01T00:00:31Z", "countdown": "expiry", "observedGeneration": 3,
+        "seal": None}
     assert status["conditions"] == [
         {"type": "InUse", "status": "False", "reason": "NoActiveUsers",
          "message": "No active pod or workload uses this claim: every pod that mounts it "

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from evc_operator.lifecycle import Phase, decide
+from evc_operator.lifecycle import Countdown, Phase, decide
 from evc_operator.users import users_of
 from evc_operator.workloads import KINDS, may_create_pods, workload_view
 from tests.unit.test_lifecycle import at, claim
@@ -96,3 +96,64 @@ def test_a_workload_matches_a_claims_selector_by_its_template_labels() -> None:
     assert [u.name for u in users_of("scratch", {"matchLabels": {"app": "etl"}}, [], [job])] \
         == ["Job/w"]
     assert users_of("scratch", {"matchLabels": {"app": "web"}}, [], [job]) == []
+
+
+def at_zero(*, generation: int, writes: dict[str, str] | None = None,
+            created: str = CREATED) -> dict[str, Any]:
+    """A Deployment at zero replicas; `writes` are its managedFields' times by subresource
+    ("" for the object itself)."""
+    body = workload("Deployment", spec={"replicas": 0})
+    body["metadata"].update(generation=generation, creationTimestamp=created, managedFields=[
+        {"manager": "m", "operation": "Update", "time": stamp,
+         **({"subresource": sub} if sub else {})} for sub, stamp in (writes or {}).items()])
+    return body
+
+
+def decided(body: dict[str, Any], claim_created: float, now: float,
+            **recorded: Any) -> Any:
+    use = users_of("scratch", None, [workload_view("Deployment", body)], [])
+    return decide(claim(created=at(claim_created), **recorded), use, at(now))
+
+
+def test_a_workload_at_zero_since_before_its_claim_existed_starts_no_grace() -> None:
+    """Scaled to zero (00:00:50) before the claim was created (00:01:40): it never used
+    the claim, which keeps its expiry countdown (30 s) instead of the grace (60 s).
+    Its status written since says nothing about its replicas."""
+    body = at_zero(generation=4, writes={"": "2026-01-01T00:00:10Z",
+                                         "scale": "2026-01-01T00:00:50Z",
+                                         "status": "2026-01-01T00:01:50Z"})
+    assert may_create_pods("Deployment", body) == (
+        False, datetime.datetime(2026, 1, 1, 0, 0, 50, tzinfo=datetime.UTC))
+    decision = decided(body, claim_created=100, now=101)
+    assert (decision.phase, decision.countdown) == (Phase.PENDING, Countdown.EXPIRY)
+    assert decision.deletes_at == at(100 + 1 + 30)
+
+
+def test_a_workload_created_at_zero_and_never_changed_is_no_use_even_if_newer() -> None:
+    body = at_zero(generation=1, created="2026-01-01T00:03:00Z",
+                   writes={"": "2026-01-01T00:03:00Z"})
+    decision = decided(body, claim_created=100, now=200, expiry_period=300)
+    assert (decision.phase, decision.countdown) == (Phase.PENDING, Countdown.EXPIRY)
+    recorded = decided(body, claim_created=0, now=200, recorded_phase=Phase.IDLE,
+                       recorded_unused_since=at(150))
+    assert recorded.unused_since == at(150)  # no unseen use after the recorded end
+
+
+@pytest.mark.parametrize("writes", [
+    {"scale": "2026-01-01T00:01:40Z"},  # in the claim's own second: may be after it
+    {"": "2026-01-01T00:01:45Z"},  # written after the claim existed: may have run
+    {},  # no record of its writes: it may have run
+])
+def test_a_workload_that_may_have_been_active_after_the_claim_counts(
+        writes: dict[str, str]) -> None:
+    decision = decided(at_zero(generation=3, writes=writes), claim_created=100, now=105)
+    assert (decision.phase, decision.unused_since) == (Phase.IDLE, at(105))
+
+
+def test_a_scale_down_after_the_recorded_end_moves_the_clock_later() -> None:
+    """After a restart: scaled down (00:02:30) after the recorded end (00:02:00), unseen,
+    so it may have used the claim meanwhile: the grace counts from now."""
+    body = at_zero(generation=3, writes={"scale": "2026-01-01T00:02:30Z"})
+    decision = decided(body, claim_created=0, now=200, recorded_phase=Phase.IDLE,
+                       recorded_unused_since=at(120))
+    assert decision.unused_since == at(200)

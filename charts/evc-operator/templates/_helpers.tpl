@@ -100,6 +100,9 @@ Usage: include "evc-operator.rules" (list $ "files/rbac/cluster_role.yaml")
 {{- if and (hasKey . "resourceNames") (has "leases" .resources) }}
 {{- $_ := set . "resourceNames" (list (include "evc-operator.fullname" $root)) }}
 {{- end }}
+{{- if and (hasKey . "resourceNames") (has "secrets" .resources) }}
+{{- $_ := set . "resourceNames" (list (printf "%s-signing-key" (include "evc-operator.fullname" $root))) }}
+{{- end }}
 {{- $rules = append $rules . }}
 {{- end }}
 {{- toYaml $rules }}

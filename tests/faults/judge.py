@@ -1,0 +1,207 @@
+"""The observer of the fault scenarios: the API server's audit log, not the operator.
+
+From the audit log (who did what, to which object, when, as the server saw it) and the
+driver's record of which pod mounts which claim, `Judge` rebuilds every claim's true
+deadline and reports each broken invariant (see `tests.faults.scenario` and
+docs/reliability.md). When a pod ended comes from its status writes: the driver's own
+(no node: any status write ends it) or, on a real node, the kubelet's write that made
+it `Succeeded` or `Failed` (its body is in the audit log); its removal ends it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.faults.deadlines import Use, latest, settle
+
+UTC = datetime.UTC
+OPERATOR_AGENT = "evc-operator"
+BOUND = 3.0  # seconds a deletion may lag its deadline when nothing fails
+RECOVERY = 10.0  # after an outage: the operator restarts or reconnects, relists, decides
+TERMINAL = ("Succeeded", "Failed")
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(UTC)
+
+
+def parse(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+@dataclasses.dataclass
+class Claim:
+    name: str
+    expiry: int
+    grace: int
+    conflict: bool = False  # its name is taken by a PVC that someone else made
+    created: datetime.datetime | None = None  # its creationTimestamp
+
+
+@dataclasses.dataclass
+class Pod:
+    name: str
+    claim: str
+    ended: bool = False
+    deleted: bool = False
+
+
+@dataclasses.dataclass
+class Report:
+    seed: int
+    namespace: str
+    claims: int = 0
+    pods: int = 0
+    faults: dict[str, int] = dataclasses.field(default_factory=dict)
+    deletions: int = 0
+    latecomers: int = 0  # users created after their claim was due: counted, not judged
+    violations: list[str] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
+        verdict = "ok" if not self.violations else f"{len(self.violations)} VIOLATIONS"
+        return (f"seed {self.seed}: {self.claims} claims, {self.pods} pods, "
+                f"{self.deletions} deleted, faults: {faults}; "
+                + (f"{self.latecomers} latecomers; " if self.latecomers else "")
+                + f"{self.seconds:.0f} s; {verdict}")
+
+
+@dataclasses.dataclass
+class Judge:
+    audit_log: Path
+    namespace: str
+    claims: list[Claim]
+    pods: list[Pod]  # every user: pods, and Jobs as `Job/<name>`
+    job_ends: dict[str, datetime.datetime]  # `Job/<name>`: when it finished
+    outages: list[tuple[datetime.datetime, datetime.datetime]]
+    report: Report
+    kubelet: bool = False  # pods really run: the kubelet reports their ends
+    # Simulated pods: the finishedAt the driver reported (what the operator reads).
+    reported_ends: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
+
+    def _audit(self, offset: int) -> Iterator[dict[str, Any]]:
+        with self.audit_log.open() as log:
+            log.seek(offset)
+            for line in log:
+                if f'"namespace":"{self.namespace}"' not in line:
+                    continue
+                entry: dict[str, Any] = json.loads(line)
+                code = (entry.get("responseStatus") or {}).get("code", 0)
+                if entry.get("stage") == "ResponseComplete" and 200 <= code < 300:
+                    yield entry
+
+    def _pod_entry(self, entry: dict[str, Any], name: str, when: datetime.datetime,
+                   ended: dict[str, datetime.datetime],
+                   gone: dict[str, datetime.datetime]) -> None:
+        if entry["verb"] == "delete":  # the last delete removes it (a graceful one marks it)
+            gone[name] = when
+            if not self.kubelet:
+                ended.setdefault(name, when)
+        elif entry["objectRef"].get("subresource") == "status":
+            phase = ((entry.get("responseObject") or {}).get("status") or {}).get("phase")
+            if not self.kubelet or phase in TERMINAL:
+                ended.setdefault(name, when)  # the first end counts
+
+    def run(self, offset: int) -> None:
+        """Judge the audit log's entries from `offset` on."""
+        created: dict[str, datetime.datetime] = {}
+        ended: dict[str, datetime.datetime] = {}
+        gone: dict[str, datetime.datetime] = {}
+        claim_created: dict[str, datetime.datetime] = {}
+        deleted_claims: dict[str, datetime.datetime] = {}
+        operator_pvc_writes: list[str] = []
+        for entry in self._audit(offset):
+            ref, verb = entry.get("objectRef") or {}, entry["verb"]
+            when = parse(entry["stageTimestamp"])
+            resource, name = ref.get("resource"), ref.get("name", "")
+            by_operator = entry.get("userAgent", "").startswith(OPERATOR_AGENT)
+            if resource == "pods" and verb == "create":
+                created[name] = when
+            elif resource == "pods":
+                self._pod_entry(entry, name, when, ended, gone)
+            elif resource == "jobs" and verb == "create" and not ref.get("subresource"):
+                created[f"Job/{name}"] = when
+            elif resource == "ephemeralvolumeclaims" and verb == "create":
+                claim_created[name] = when
+            elif resource == "ephemeralvolumeclaims" and verb == "delete" and by_operator:
+                deleted_claims[name] = when
+            elif (resource == "persistentvolumeclaims" and by_operator
+                  and verb in ("update", "patch", "delete")):
+                operator_pvc_writes.append(name)
+        for name, at in gone.items():  # its removal ends a pod, if nothing did before
+            ended[name] = min(ended.get(name, at), at)
+        finished = now()
+        ended.update(self.job_ends)  # a Job: a user until it finished
+        pods = self.pods
+        self.report.deletions = len(deleted_claims)
+        for claim in self.claims:
+            if claim.conflict and claim.name in operator_pvc_writes:
+                self.report.violations.append(f"{claim.name}: the operator wrote to a PVC "
+                                              f"it did not create")
+            if claim.created is None:
+                continue
+            deleted_at = deleted_claims.get(claim.name)
+            moment = deleted_at or finished
+            # A pod deleted before the claim existed never used it; one that had merely
+            # finished still exists and counts from the claim's start (as if it ended then).
+            born = claim_created.get(claim.name, claim.created)
+            # One whose container ended (its reported finishedAt, as the operator reads it;
+            # else its first end in the audit log) in an earlier second than the claim's
+            # creation never used it.
+            candidates = [p for p in pods if p.claim == claim.name
+                          and p.name in created and created[p.name] < moment
+                          and not (p.name in gone and gone[p.name] < born)
+                          and not self._ended_before(p.name, ended, born)]
+            uses = [Use(p.name, created[p.name],
+                        max(ended[p.name], born) if p.name in ended else None)
+                    for p in candidates]
+            # creationTimestamp is cut to the second: expiry counts from the next one.
+            expires = claim.created + datetime.timedelta(seconds=1 + claim.expiry)
+            grace = datetime.timedelta(seconds=claim.grace)
+            verdict = settle(expires, uses, grace)
+            self.report.latecomers += len(verdict.latecomers)
+            for use in verdict.users:
+                if deleted_at is not None and (use.ended is None or use.ended > deleted_at):
+                    self.report.violations.append(
+                        f"{claim.name} deleted at {deleted_at:%H:%M:%S.%f} "
+                        f"while {use.name} was active")
+            deadline = verdict.deadline
+            if deadline is None:
+                continue  # a user never ended: it must not have been deleted (checked above)
+            if deleted_at is not None and deleted_at < deadline:
+                self.report.violations.append(
+                    f"{claim.name} deleted {(deadline - deleted_at).total_seconds():.2f} s early")
+            # Late only past the latest deadline a latecomer it may have seen could set.
+            deadline = latest(expires, uses, grace, self._allowed)
+            if deadline is None:
+                continue
+            allowed = self._allowed(deadline)
+            if (deleted_at or finished) > allowed:
+                late = ((deleted_at or finished) - deadline).total_seconds()
+                self.report.violations.append(
+                    f"{claim.name} {'deleted' if deleted_at else 'still there'} {late:.1f} s after "
+                    f"its deadline (allowed {(allowed - deadline).total_seconds():.1f} s)")
+
+    def _ended_before(self, name: str, ended: dict[str, datetime.datetime],
+                      born: datetime.datetime) -> bool:
+        end = self.reported_ends.get(name, ended.get(name))
+        return end is not None and end < born.replace(microsecond=0)
+
+    def _allowed(self, deadline: datetime.datetime) -> datetime.datetime:
+        """The deadline plus the bound, pushed past any outage that overlapped it."""
+        allowed = deadline + datetime.timedelta(seconds=BOUND)
+        changed = True
+        while changed:
+            changed = False
+            for began, ended in self.outages:
+                if began <= allowed and ended + datetime.timedelta(seconds=RECOVERY) > allowed \
+                        and ended >= deadline - datetime.timedelta(seconds=RECOVERY):
+                    allowed = ended + datetime.timedelta(seconds=RECOVERY)
+                    changed = True
+        return allowed

@@ -1,0 +1,108 @@
+"""The fault scenarios' judge (tests/faults/judge.py) on audit logs written here: when a
+pod ended, with and without a kubelet. The checker is checked."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.faults.judge import Claim, Judge, Pod, Report
+
+NS = "faults-1"
+T0 = datetime.datetime(2026, 12, 3, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def entry(second: float, verb: str, resource: str, name: str, *, agent: str = "kubectl",
+          subresource: str = "", phase: str | None = None) -> dict[str, Any]:
+    stamp = (T0 + datetime.timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ref = {"resource": resource, "namespace": NS, "name": name}
+    line: dict[str, Any] = {"stage": "ResponseComplete", "verb": verb, "userAgent": agent,
+                            "stageTimestamp": stamp, "responseStatus": {"code": 200},
+                            "objectRef": {**ref, **({"subresource": subresource}
+                                                    if subresource else {})}}
+    if phase:
+        line["responseObject"] = {"status": {"phase": phase}}
+    return line
+
+
+def judge(tmp_path: Path, entries: list[dict[str, Any]], *, kubelet: bool,
+          grace: int = 2, expiry: int = 60,
+          outages: tuple[tuple[float, float], ...] = ()) -> Report:
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
+    report = Report(seed=1, namespace=NS)
+    claim = Claim("claim-0", expiry=expiry, grace=grace, created=T0)
+    down = [(T0 + datetime.timedelta(seconds=began), T0 + datetime.timedelta(seconds=ended))
+            for began, ended in outages]
+    Judge(log, NS, [claim], [Pod("user-0", "claim-0")], {}, down, report,
+          kubelet=kubelet).run(0)
+    return report
+
+
+def graceful_delete_then_kubelet(deleted_claim_at: float) -> list[dict[str, Any]]:
+    """A running pod deleted at 5 s; its container is killed and reported Failed at 8 s,
+    then the kubelet removes it; the operator deletes the claim at `deleted_claim_at`."""
+    return [
+        entry(0, "create", "ephemeralvolumeclaims", "claim-0"),
+        entry(0.5, "create", "pods", "user-0"),
+        entry(2, "patch", "pods", "user-0", agent="kubelet/v1.37.2", subresource="status",
+              phase="Running"),
+        entry(5, "delete", "pods", "user-0"),
+        entry(8, "patch", "pods", "user-0", agent="kubelet/v1.37.2", subresource="status",
+              phase="Failed"),
+        entry(8.5, "delete", "pods", "user-0", agent="kubelet/v1.37.2"),
+        entry(deleted_claim_at, "delete", "ephemeralvolumeclaims", "claim-0",
+              agent="evc-operator/1"),
+    ]
+
+
+def test_on_a_real_node_a_gracefully_deleted_pod_is_active_until_the_kubelet_ends_it(
+        tmp_path: Path) -> None:
+    early = judge(tmp_path, graceful_delete_then_kubelet(7.5), kubelet=True)
+    assert any("while user-0 was active" in v for v in early.violations), early.violations
+    in_grace = judge(tmp_path, graceful_delete_then_kubelet(9), kubelet=True)
+    assert any("early" in v for v in in_grace.violations), in_grace.violations
+    on_time = judge(tmp_path, graceful_delete_then_kubelet(10.2), kubelet=True)
+    assert on_time.violations == []
+
+
+def test_without_a_kubelet_any_status_write_or_delete_ends_a_pod(tmp_path: Path) -> None:
+    # The same log read as the simulated mode reads it: the first status write (2 s) ends
+    # the pod, so a deletion at 4.5 s is on time there.
+    report = judge(tmp_path, graceful_delete_then_kubelet(4.5), kubelet=False)
+    assert report.violations == []
+
+
+def test_on_a_real_node_a_status_write_that_is_not_terminal_ends_nothing(
+        tmp_path: Path) -> None:
+    entries = [entry(0, "create", "ephemeralvolumeclaims", "claim-0"),
+               entry(0.5, "create", "pods", "user-0"),
+               entry(2, "patch", "pods", "user-0", agent="kubelet/v1.37.2",
+                     subresource="status", phase="Running"),
+               entry(5, "delete", "ephemeralvolumeclaims", "claim-0", agent="evc-operator/1")]
+    report = judge(tmp_path, entries, kubelet=True)
+    assert any("while user-0 was active" in v for v in report.violations), report.violations
+
+
+def test_a_latecomer_that_came_while_the_deletion_was_owed_may_keep_its_claim(
+        tmp_path: Path) -> None:
+    # Seed 4 on the real node: a claim due at 3 s (expiry 2 s) while the API server was
+    # down (0.2 to 8 s: the deletion was allowed until 18 s); a pod for it created at 8.5 s
+    # as the server came back ran until 22.6 s; the operator, which saw it, deleted the
+    # claim a grace (4 s) later. Not late; much later than that still is.
+    def run(deleted_at: float) -> list[str]:
+        entries = [entry(0, "create", "ephemeralvolumeclaims", "claim-0"),
+                   entry(8.5, "create", "pods", "user-0"),
+                   entry(10, "patch", "pods", "user-0", agent="kubelet/v1.37.2",
+                         subresource="status", phase="Running"),
+                   entry(22.6, "patch", "pods", "user-0", agent="kubelet/v1.37.2",
+                         subresource="status", phase="Failed"),
+                   entry(deleted_at, "delete", "ephemeralvolumeclaims", "claim-0",
+                         agent="evc-operator/1")]
+        return judge(tmp_path, entries, kubelet=True, grace=4, expiry=2,
+                     outages=((0.2, 8),)).violations
+
+    assert run(27.0) == []
+    assert any("after its deadline" in v for v in run(40.0))

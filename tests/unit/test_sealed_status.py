@@ -1,0 +1,157 @@
+"""A status someone else wrote never makes a deletion earlier (issue 18).
+
+The facts a deadline rests on (phase, unusedSince) are believed after a restart only if
+the operator sealed them (seal.py); otherwise `lifecycle.believed` takes them the later
+way. Checked on the pure core (every forged record against every genuine one) and through
+the reconciler as it runs after a start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evc_operator import seal
+from evc_operator.lifecycle import Claim, Phase, PodUse, believed, decide
+from evc_operator.scheduler import Scheduler
+from evc_operator.timestamps import format_time
+from tests.unit.fakes import NOW, FakeApi, evc_body, make, reconcile_now, sealed
+from tests.unit.support import T0
+
+KEY = b"k" * 32
+SECONDS = st.integers(0, 400)
+
+
+def at(seconds: float) -> datetime.datetime:
+    return T0 + datetime.timedelta(seconds=seconds)
+
+
+def record(phase: Phase | None, since: float | None) -> dict[str, object]:
+    return {"phase": phase, "since": None if since is None else at(since)}
+
+
+PHASES = st.sampled_from([None, *Phase])
+USERS = st.lists(st.builds(
+    PodUse, name=st.sampled_from(["a", "b", "c"]), active=st.booleans(),
+    created=SECONDS.map(at), ended=st.one_of(st.none(), SECONDS.map(at))), max_size=3)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(expiry=SECONDS, grace=SECONDS, now=SECONDS, users=USERS,
+       forged_phase=PHASES, forged_since=st.one_of(st.none(), st.integers(-10**6, 10**6)),
+       true_phase=PHASES, true_since=st.one_of(st.none(), SECONDS))
+def test_an_unverified_record_never_moves_a_deadline_earlier(
+        expiry: int, grace: int, now: int, users: list[PodUse], forged_phase: Phase | None,
+        forged_since: int | None, true_phase: Phase | None, true_since: int | None) -> None:
+    """Whatever the operator truly recorded (any phase, any end of use up to now), a
+    forged record, not verified, gives a deadline no earlier than the true record would:
+    after a restart, the users are as observed, none of them seen before."""
+    base = Claim(created=T0, expiry_period=expiry, grace_period=grace)
+    true_since = None if true_since is None else min(true_since, now)
+    genuine = dataclasses.replace(base, recorded_phase=true_phase,
+                                  recorded_unused_since=None if true_since is None
+                                  else at(true_since))
+    forged = dataclasses.replace(base, recorded_phase=forged_phase,
+                                 recorded_unused_since=None if forged_since is None
+                                 else at(forged_since))
+    truth = decide(genuine, users, at(now))
+    taken = decide(believed(forged, verified=False, now=at(now)), users, at(now))
+    if truth.deletes_at is None:  # in use, or kept: no deadline either way
+        assert taken.deletes_at is None
+    else:
+        assert taken.deletes_at is not None
+        assert taken.deletes_at >= truth.deletes_at
+
+
+@given(phase=PHASES, since=st.one_of(st.none(), SECONDS), now=SECONDS)
+def test_a_verified_record_is_taken_as_it_is(phase: Phase | None, since: int | None,
+                                             now: int) -> None:
+    claim = Claim(created=T0, expiry_period=30, grace_period=60, recorded_phase=phase,
+                  recorded_unused_since=None if since is None else at(since))
+    assert believed(claim, verified=True, now=at(now)) is claim
+
+
+def test_an_unverified_record_counts_the_later_of_expiry_and_grace_from_now() -> None:
+    forged = Claim(created=T0, expiry_period=600, grace_period=30,
+                   recorded_phase=Phase.IDLE, recorded_unused_since=at(-10**6))
+    # Never used: 601 s from creation is later than now + 30 s.
+    assert decide(believed(forged, verified=False, now=at(100)), [], at(100)).deletes_at \
+        == at(601)
+    # Now + 30 s is later: as if its last user had just ended.
+    decision = decide(believed(forged, verified=False, now=at(590.5)), [], at(590.5))
+    assert (decision.phase, decision.deletes_at) == (Phase.IDLE, at(621))
+
+
+def test_a_seal_binds_the_key_the_claim_and_both_facts() -> None:
+    stored = seal.seal(KEY, "uid-1", "Idle", at(10))
+    assert seal.verify(KEY, "uid-1", "Idle", at(10), stored)
+    assert not seal.verify(b"x" * 32, "uid-1", "Idle", at(10), stored)
+    assert not seal.verify(KEY, "uid-2", "Idle", at(10), stored)  # copied from another claim
+    assert not seal.verify(KEY, "uid-1", "Pending", at(10), stored)
+    assert not seal.verify(KEY, "uid-1", "Idle", at(9), stored)
+    assert not seal.verify(KEY, "uid-1", "Idle", at(10), None)
+    assert not seal.verify(KEY, "uid-1", "Idle", at(10), "v1:" + "0" * 64)
+
+
+# Through the reconciler, as it runs after a start: nothing decided by this process yet.
+
+KEY_OF_CLAIM = ("jobs", "scratch")
+
+
+def after_a_start(status: dict[str, object] | None, *,
+                  own_pvc: bool = True) -> tuple[Scheduler, FakeApi]:
+    """The claim with this stored status (None: none at all), reconciled once by a process
+    that has decided nothing yet; its own PVC indexed unless `own_pvc` is false."""
+    body = evc_body()
+    if status is None:
+        del body["status"]
+    else:
+        body["status"] = status
+    fake = FakeApi(fresh_pods=[])
+    reconciler, index = make(fake, [], body=body)
+    if not own_pvc:
+        del index.pvcs[KEY_OF_CLAIM]
+    reconcile_now(reconciler, KEY_OF_CLAIM)
+    return reconciler, fake
+
+
+def deleted(fake: FakeApi) -> bool:
+    return any(call.startswith("delete") for call in fake.calls)
+
+
+def test_after_a_start_a_forged_idle_status_does_not_delete() -> None:
+    reconciler, fake = after_a_start({"phase": "Idle", "unusedSince": "2000-01-01T00:00:00Z"})
+    assert not deleted(fake)
+    claim = reconciler.claims.get(KEY_OF_CLAIM)
+    assert claim is not None
+    assert claim.countdown is not None
+    assert claim.countdown.deletes_at == NOW + datetime.timedelta(seconds=30)
+    # The facts written back are sealed: the next start resumes them exactly.
+    written = claim.view.status
+    assert written["unusedSince"] == format_time(NOW)
+    assert seal.verify(b"", "evc-uid", "Idle", NOW, written["seal"])
+
+
+def test_after_a_start_a_sealed_idle_status_resumes_exactly() -> None:
+    _, fake = after_a_start(sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"}))
+    assert "delete:evc-uid:10" in fake.calls  # 00:00:10 + 30 s grace is long past
+
+
+def test_a_seal_from_another_claim_is_not_believed() -> None:
+    _, fake = after_a_start(sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"},
+                                   uid="another-claim"))
+    assert not deleted(fake)
+
+
+def test_a_cleared_status_of_a_claim_with_its_pvc_counts_the_later_way() -> None:
+    _, fake = after_a_start(None)  # its own PVC exists: it is not new
+    assert not deleted(fake)
+
+
+def test_a_new_claim_without_status_or_pvc_expires_from_its_creation() -> None:
+    _, fake = after_a_start(None, own_pvc=False)
+    assert fake.calls[0] == "create_pvc"
+    assert "delete:evc-uid:10" in fake.calls  # created at T0, 30 s expiry: due at NOW
