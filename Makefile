@@ -13,7 +13,7 @@ NODE ?= 1
 UP := $(BIN)/python -m controlplane up --dir $(CLUSTER_DIR) --kubectl-link bin/kubectl \
 	--crd crd.yaml $(if $(filter 0,$(NODE)),--no-node)
 
-.PHONY: help lock hashes venv faults bench binaries image faketime cluster cluster-down run test lint typecheck unit integration manifests clean
+.PHONY: help lock hashes venv faults bench binaries image faketime cluster cluster-down run test lint typecheck unit integration manifests dashboard-picture clean
 
 help:  ## List the commands.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ hashes: venv  ## Write requirements/*.txt: constraints.txt's pins with their has
 	$(PIP_COMPILE) --output-file requirements/image.txt pyproject.toml
 	$(PIP_COMPILE) --extra dev --output-file requirements/dev.txt pyproject.toml
 
-binaries: venv  ## Build (once, cached) the control plane's and the node's binaries, kubectl, helm.
+binaries: venv  ## Build (once, cached) the control plane's and the node's binaries, kubectl, helm, promtool.
 	$(BIN)/python -m controlplane build
 
 # The Dockerfile, built with buildah (no Docker engine); as root. Installs buildah and
@@ -129,16 +129,21 @@ run: venv crd.yaml  ## Run the operator (starts a local cluster if none is confi
 	exec $(BIN)/kopf run $$SCOPE --verbose ephemeral.py
 
 lint: venv
-	$(BIN)/ruff check src controlplane tests bench ephemeral.py
+	$(BIN)/ruff check src controlplane tests bench monitoring ephemeral.py
 
 typecheck: venv
-	$(BIN)/mypy --strict src/evc_operator controlplane tests bench ephemeral.py
+	$(BIN)/mypy --strict src/evc_operator controlplane tests bench monitoring ephemeral.py
 
 unit: venv
 	$(BIN)/pytest tests/unit
 
 integration: venv binaries faketime
 	$(BIN)/pytest tests/integration
+
+# docs/dashboard.svg: the chart's dashboard drawn from a few minutes of the operator's real
+# metrics, scraped by Prometheus on a local control plane (no node, no root); see monitoring/.
+dashboard-picture: venv binaries crd.yaml  ## Redraw docs/dashboard.svg from a 4-minute run (no Grafana needed).
+	$(BIN)/python -m monitoring --out docs/dashboard.svg
 
 SEED ?= 1
 COUNT ?= 200

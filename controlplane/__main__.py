@@ -8,7 +8,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from controlplane.binaries import COMPONENTS, ensure_binaries, ensure_node_binaries
+from controlplane.binaries import (
+    COMPONENTS,
+    PROMETHEUS,
+    build,
+    ensure_binaries,
+    ensure_node_binaries,
+)
 from controlplane.cluster import ControlPlane, ControlPlaneError
 from controlplane.host import NodeError, preflight
 from controlplane.node import NODE_NAME, Node, undo_host_changes_of
@@ -106,13 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     pin.add_argument("component", choices=[component.name for component in COMPONENTS])
     pin.add_argument("version",
                      help="e.g. v1.37.2 for kubernetes, v3.6.16 for etcd, v4.3.1 for helm, "
-                          "v2.4.2 for containerd")
+                          "v2.4.2 for containerd, v0.316.0 for prometheus")
     args = parser.parse_args(argv)
 
     if args.command == "build":
         for found in (ensure_binaries(), ensure_node_binaries()):
             for path in vars(found).values():
                 print(path)
+        prometheus = build(PROMETHEUS)
+        for name in PROMETHEUS.binaries:
+            print(prometheus / name)
         return 0
     if args.command == "up":
         return _up(args.dir, args.kubectl_link, args.crd, args.node)

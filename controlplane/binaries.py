@@ -59,6 +59,10 @@ class Component:
             # release Makefile stamps the same variables. The git commit is not known here.
             package = f"{self.module}/internal/version"
             return f"-s -w -X {package}.version={self.version()} -X {package}.gitTreeState=clean"
+        if self.module == "github.com/prometheus/prometheus":
+            # What `promtool --version` and `prometheus --version` say.
+            release = prometheus_release(self.version())
+            return f"-s -w -X github.com/prometheus/common/version.Version={release}"
         if self.module.startswith("github.com/containerd/"):
             # What `containerd --version` and the CRI version call report.
             return f"-s -w -X {self.module}/version.Version={self.version()}"
@@ -72,6 +76,12 @@ class Component:
         for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
             flags += [f"-X {package}.{key}={value}" for key, value in stamps.items()]
         return " ".join(flags)
+
+
+def prometheus_release(version: str) -> str:
+    """Prometheus 3's release of a version of its Go module: v0.316.0 is 3.16.0."""
+    _, minor, patch = version.lstrip("v").split(".")
+    return f"{int(minor) // 100}.{int(minor) % 100}.{patch}"
 
 
 KUBERNETES = Component(
@@ -111,7 +121,18 @@ CONTAINERD = Component(
     binaries=("containerd", "containerd-shim-runc-v2"),
     tags="no_btrfs,no_devmapper,no_zfs",
 )
-COMPONENTS = (ETCD, KUBERNETES, HELM, CONTAINERD)
+# promtool checks and unit-tests the chart's alerting rules; the server evaluates the
+# dashboard's queries on real scrapes for its picture (python -m monitoring). No service
+# discovery but static, file and HTTP targets (remove_all_sd): the cloud SDKs stay out.
+PROMETHEUS = Component(
+    name="prometheus",
+    module="github.com/prometheus/prometheus",
+    packages=("github.com/prometheus/prometheus/cmd/promtool",
+              "github.com/prometheus/prometheus/cmd/prometheus"),
+    binaries=("promtool", "prometheus"),
+    tags="remove_all_sd",
+)
+COMPONENTS = (ETCD, KUBERNETES, HELM, CONTAINERD, PROMETHEUS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +243,14 @@ def ensure_binaries() -> Binaries:
         kubectl=kubernetes_dir / "kubectl",
         helm=helm_dir / "helm",
     )
+
+
+def ensure_promtool() -> Path:
+    return build(PROMETHEUS) / "promtool"
+
+
+def ensure_prometheus() -> Path:
+    return build(PROMETHEUS) / "prometheus"
 
 
 def ensure_node_binaries() -> NodeBinaries:

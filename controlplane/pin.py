@@ -13,7 +13,15 @@ import re
 import subprocess
 from pathlib import Path
 
-from controlplane.binaries import CONTAINERD, ETCD, HELM, KUBERNETES, Component, go_environment
+from controlplane.binaries import (
+    CONTAINERD,
+    ETCD,
+    HELM,
+    KUBERNETES,
+    PROMETHEUS,
+    Component,
+    go_environment,
+)
 
 STAGING = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/src/", re.M)
 
@@ -89,8 +97,22 @@ def containerd_gomod(version: str) -> str:
     )
 
 
+def prometheus_gomod(version: str) -> str:
+    tools = "\n".join(f"\t{package}" for package in sorted(PROMETHEUS.packages))  # as tidy
+    return (
+        "// Wrapper module: builds promtool and prometheus, for the chart's alerting rules\n"
+        "// and the dashboard's picture. Kept apart from the other wrappers so Prometheus'\n"
+        "// dependency versions never move theirs. Module v0.316.0 is Prometheus 3.16.0.\n"
+        f"// Regenerate with: python -m controlplane pin prometheus {version}\n"
+        "module evc-operator/controlplane/prometheus\n\n"
+        "go 1.26.7\n\n"
+        f"tool (\n{tools}\n)\n\n"
+        f"require {PROMETHEUS.module} {version}\n"
+    )
+
+
 GOMODS = {KUBERNETES.name: kubernetes_gomod, ETCD.name: etcd_gomod, HELM.name: helm_gomod,
-          CONTAINERD.name: containerd_gomod}
+          CONTAINERD.name: containerd_gomod, PROMETHEUS.name: prometheus_gomod}
 
 
 def pin(component: Component, version: str) -> None:

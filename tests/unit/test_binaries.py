@@ -1,4 +1,5 @@
-"""The helm wrapper module: its go.mod's pin drives the build's stamp and cache folder."""
+"""The helm and prometheus wrapper modules: each go.mod's pin drives the build's stamp and
+cache folder."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from controlplane import binaries
-from controlplane.binaries import COMPONENTS, HELM
-from controlplane.pin import helm_gomod
+from controlplane.binaries import COMPONENTS, HELM, PROMETHEUS, prometheus_release
+from controlplane.pin import helm_gomod, prometheus_gomod
 
 
 def _pinned(gomod: str, module: str) -> str:
@@ -63,3 +64,19 @@ def test_pin_template_names_its_regenerate_command() -> None:
     assert text.endswith("require helm.sh/helm/v4 v4.9.9\n")
     with pytest.raises(ValueError, match=re.escape("helm.sh/helm/v4")):
         helm_gomod("v3.22.0")
+
+
+def test_prometheus_is_pinned_and_stamped_with_its_release() -> None:
+    """Module v0.X.Y of github.com/prometheus/prometheus is Prometheus 3.X'.Y (v0.316.0:
+    3.16.0); the build says so in `promtool --version`, without the cloud discoveries."""
+    gomod = (PROMETHEUS.wrapper / "go.mod").read_text()
+    version = _pinned(gomod, "github.com/prometheus/prometheus")
+    assert PROMETHEUS.version() == version
+    assert prometheus_gomod(version).split("\nrequire")[0] in gomod
+    assert (f"github.com/prometheus/common/version.Version={prometheus_release(version)}"
+            in PROMETHEUS.ldflags())
+    assert prometheus_release("v0.316.0") == "3.16.0"
+    assert prometheus_release("v0.300.1") == "3.0.1"
+    assert PROMETHEUS in COMPONENTS
+    assert PROMETHEUS.binaries == ("promtool", "prometheus")
+    assert "remove_all_sd" in PROMETHEUS.tags.split(",")
