@@ -49,18 +49,27 @@ def _deadline(expires: datetime.datetime, users: Sequence[Use],
     return max(end for end in ends if end is not None) + grace
 
 
+def _split(expires: datetime.datetime, uses: Iterable[Use], grace: datetime.timedelta,
+           allowed: Callable[[datetime.datetime], datetime.datetime]
+           ) -> tuple[list[Use], list[Use]]:
+    """Uses in order of creation: users (created by `allowed` of the deadline those before
+    them set), and the others."""
+    users: list[Use] = []
+    others: list[Use] = []
+    for use in sorted(uses, key=lambda use: use.created):
+        deadline = _deadline(expires, users, grace)
+        if deadline is None or use.created <= allowed(deadline):
+            users.append(use)
+        else:
+            others.append(use)
+    return users, others
+
+
 def settle(expires: datetime.datetime, uses: Iterable[Use],
            grace: datetime.timedelta) -> Verdict:
     """Take the uses in order of creation; each one created by the deadline its
     predecessors set is a user and may move that deadline, the others are latecomers."""
-    users: list[Use] = []
-    latecomers: list[Use] = []
-    for use in sorted(uses, key=lambda use: use.created):
-        deadline = _deadline(expires, users, grace)
-        if deadline is None or use.created <= deadline:
-            users.append(use)
-        else:
-            latecomers.append(use)
+    users, latecomers = _split(expires, uses, grace, lambda deadline: deadline)
     return Verdict(_deadline(expires, users, grace), tuple(users), tuple(latecomers))
 
 
@@ -70,9 +79,5 @@ def latest(expires: datetime.datetime, uses: Iterable[Use], grace: datetime.time
     """The latest deadline the operator may keep the claim to: as `settle`, except that a
     use created before the deadline so far *plus its allowed lag* (`allowed`) counts as a
     user. None: one of those never ended."""
-    users: list[Use] = []
-    for use in sorted(uses, key=lambda use: use.created):
-        deadline = _deadline(expires, users, grace)
-        if deadline is None or use.created <= allowed(deadline):
-            users.append(use)
+    users, _ = _split(expires, uses, grace, allowed)
     return _deadline(expires, users, grace)
