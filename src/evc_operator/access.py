@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import re
 
@@ -32,10 +33,12 @@ class Permission:
     group: str
     resource: str
     subresource: str = ""
+    name: str = ""  # one object (RBAC's resourceNames); "": any
 
     def __str__(self) -> str:
-        name = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
-        return f"{self.verb} {name}" + (f".{self.group}" if self.group else "")
+        kind = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        return (f"{self.verb} {kind}" + (f".{self.group}" if self.group else "")
+                + (f" named {self.name}" if self.name else ""))
 
 
 def _each(group: str, resource: str, *verbs: str, subresource: str = "") -> list[Permission]:
@@ -54,14 +57,23 @@ NAMESPACED = [*_each(GROUP, PLURAL, "list", "watch", "delete"),
                 for permission in _each(api_version.rpartition("/")[0], plural,
                                         "list", "watch")),
               *_each("", "events", "create")]
-LEASE = _each("coordination.k8s.io", "leases", "get", "create", "update")
+
+
+@functools.cache
+def lease(name: str) -> list[Permission]:
+    """Leader election: get and update the one Lease (the shipped Role names it), create
+    any (RBAC cannot limit `create` by name). One list per name: checked once."""
+    return [*(Permission(verb, "coordination.k8s.io", "leases", name=name)
+              for verb in ("get", "update")),
+            Permission("create", "coordination.k8s.io", "leases")]
 
 
 async def missing(api: kube.Api, permissions: list[Permission],
                   namespace: str = "") -> list[Permission]:
     """The permissions the API server does not grant us (in `namespace`; "": all)."""
     allowed = await asyncio.gather(*(kube.may(api, p.verb, p.group, p.resource,
-                                              p.subresource, namespace) for p in permissions))
+                                              p.subresource, namespace, p.name)
+                                     for p in permissions))
     return [permission for permission, ok in zip(permissions, allowed, strict=True) if not ok]
 
 

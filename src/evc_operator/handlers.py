@@ -128,7 +128,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
                   asyncio.create_task(scheduler.log_countdowns(), name="evc-countdowns")]
     if config.leader_election:
         scheduler.set_active(False)
-        memo.access.check(access.LEASE, config.lease_namespace)
+        memo.access.check(access.lease(config.lease_name), config.lease_namespace)
         memo.leadership = Leadership(memo.api, LeaseSettings(
             name=config.lease_name, namespace=config.lease_namespace,
             identity=config.identity, duration=config.lease_duration,

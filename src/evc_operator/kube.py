@@ -342,11 +342,12 @@ async def replace_lease(api: Api, lease: Mapping[str, Any],
 
 @counted("access_review")
 async def may(api: Api, verb: str, group: str, resource: str, subresource: str = "",
-              namespace: str = "") -> bool:
+              namespace: str = "", name: str = "") -> bool:
     """Whether the API server allows us this (a SelfSubjectAccessReview, which every
-    authenticated user may create); namespace "" asks for all namespaces."""
+    authenticated user may create); namespace "" asks for all namespaces, name "" for
+    any object of the kind."""
     attributes = {"verb": verb, "group": group, "resource": resource,
-                  "subresource": subresource, "namespace": namespace}
+                  "subresource": subresource, "namespace": namespace, "name": name}
     review = await api.call("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
                             body={"apiVersion": "authorization.k8s.io/v1",
                                   "kind": "SelfSubjectAccessReview",

@@ -57,6 +57,7 @@ def full_lifecycle(kubectl: Kubectl, name: str) -> None:
 def assert_no_permission_errors(log: str) -> None:
     # A refusal reads "403 Forbidden" or APIForbiddenError; a bare "403" may be a timestamp.
     assert "Forbidden" not in log, f"the operator hit a permission error:\n{log}"
+    assert "Missing permission" not in log, f"the access check found one missing:\n{log}"
 
 
 def test_kustomize_default_applies_everything(control_plane: ControlPlane) -> None:

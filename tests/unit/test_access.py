@@ -25,22 +25,26 @@ def granted(*paths: str) -> set[Permission]:
                 for group in rule["apiGroups"]:
                     for resource in rule["resources"]:
                         name, _, sub = resource.partition("/")
-                        permissions |= {Permission(verb, group, name, sub)
-                                        for verb in rule["verbs"]}
+                        permissions |= {Permission(verb, group, name, sub, one)
+                                        for verb in rule["verbs"]
+                                        for one in rule.get("resourceNames") or [""]}
     return permissions
 
 
 def test_the_checked_permissions_are_exactly_those_of_config_rbac() -> None:
     assert set(access.CLUSTER + access.NAMESPACED) == granted("config/rbac/cluster_role.yaml")
-    assert set(access.LEASE) == granted("config/rbac/leader_election_role.yaml")
+    assert set(access.lease("evc-operator")) == granted(
+        "config/rbac/leader_election_role.yaml")
     assert set(access.CLUSTER) == granted("config/rbac-namespaced/discovery_cluster_role.yaml")
-    assert set(access.NAMESPACED + access.LEASE) == granted("config/rbac-namespaced/role.yaml")
+    assert set(access.NAMESPACED + access.lease("evc-operator")) == granted(
+        "config/rbac-namespaced/role.yaml")
 
 
 def test_a_permission_reads_as_kubectl_auth_can_i_would_ask_it() -> None:
     assert str(Permission("patch", "zalando.org", "ephemeralvolumeclaims", "status")) == (
         "patch ephemeralvolumeclaims/status.zalando.org")
     assert str(Permission("list", "", "pods")) == "list pods"
+    assert str(access.lease("x")[0]) == "get leases.coordination.k8s.io named x"
 
 
 def record(message: str) -> logging.LogRecord:
@@ -71,7 +75,7 @@ def test_granted_cluster_wide_no_namespace_costs_a_request_more(
     asked: list[tuple[str, str, str]] = []
 
     async def may(_api: object, verb: str, _group: str, resource: str, _sub: str = "",
-                  namespace: str = "") -> bool:
+                  namespace: str = "", _name: str = "") -> bool:
         asked.append((verb, resource, namespace))
         return resource != "pods" or namespace == "granted"  # a namespaced install
 
