@@ -29,8 +29,9 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def install_identity(plane: ControlPlane, kubeconfig: Path) -> Path:
-    """The operator's ServiceAccount and shipped RBAC, and a kubeconfig with its token."""
-    for part in ("serviceaccount", "rbac"):
+    """The operator's ServiceAccount, shipped RBAC and signing key's Secret (read when
+    POD_NAMESPACE is set, as with leader election), and a kubeconfig with its token."""
+    for part in ("serviceaccount", "rbac", "signing-key"):
         rendered = plane.kubectl("kustomize", str(REPO / "config" / part))
         if part == "serviceaccount":
             plane.kubectl("create", "namespace", NAMESPACE)
