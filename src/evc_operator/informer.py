@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
 from evc_operator import kube
@@ -80,8 +80,10 @@ class Informer(Generic[V]):
     def __init__(self, source: Source, kind: str, namespace: str,
                  project: Callable[[Any], V],
                  changed: Callable[[str, V | None, V | None], None],
-                 listed: Callable[[], None]) -> None:
+                 listed: Callable[[], None], *,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.source = source
+        self.sleep = sleep  # between failed attempts (tests pass one that does not wait)
         self.kind = kind
         self.namespace = namespace
         self.project = project
@@ -91,12 +93,14 @@ class Informer(Generic[V]):
         self.version = 0  # the resourceVersion `items` are current to
         self.synced = False
         self.breaks = 0  # watches that failed (not those the API server ended on time)
+        self.progressed = False  # listed, or an event came, since the last failure
 
     async def run(self) -> None:
         version: str | None = None
         failures = 0
         told: str | None = None  # the failure logged last: the same again is DEBUG
         while True:
+            self.progressed = False
             try:
                 if version is None:
                     version = await self._relist()
@@ -109,6 +113,8 @@ class Informer(Generic[V]):
                 raise
             except Exception as error:
                 self.breaks += 1
+                if self.progressed:  # it worked since the last failure: a new spell, which
+                    failures, told = 0, None  # starts again at the shortest wait
                 failures += 1
                 delay = backoff(failures, cap=RETRY_CAP)
                 why = describe(error)
@@ -116,7 +122,7 @@ class Informer(Generic[V]):
                         "Watching %s in %s failed (%s); again in %.0f s.", self.kind,
                         self.namespace, why, delay)
                 told = why
-                await asyncio.sleep(delay)
+                await self.sleep(delay)
 
     async def _relist(self) -> str:
         fresh: dict[str, V] = {}
@@ -131,12 +137,14 @@ class Informer(Generic[V]):
             if held.get(name) != view:
                 self.changed(name, held.get(name), view)
         self.synced = True
+        self.progressed = True
         self.listed()
         return version
 
     async def _watch(self, version: str) -> str:
         async for kind, body in self.source.watch(self.kind, self.namespace, version):
             version = body["metadata"]["resourceVersion"]
+            self.progressed = True
             if kind == "BOOKMARK":
                 self.version = int(version)
                 continue

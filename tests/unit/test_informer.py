@@ -130,6 +130,52 @@ def test_a_relist_after_410_reports_pods_deleted_while_the_watch_was_away() -> N
     assert subject.breaks == 1  # proofs of freshness from before the 410 no longer hold
 
 
+class FlakyApi(ScriptedApi):
+    """Lists fail `failing` times (the API server unreachable), then work."""
+
+    def __init__(self, failing: int, lists: list[list[dict[str, Any]]],
+                 watches: list[list[Any]]) -> None:
+        super().__init__(lists, watches)
+        self.failing = failing
+
+    async def list_all(self, kind: str, namespace: str,
+                       each: Callable[[dict[str, Any]], None]) -> str:
+        if self.failing:
+            self.failing -= 1
+            self.calls.append(f"list {kind} failed")
+            raise OSError("Connect call failed")
+        return await super().list_all(kind, namespace, each)
+
+
+def test_after_a_watch_that_worked_a_break_is_retried_at_the_shortest_wait() -> None:
+    """A watch that broke after it had worked waits 1 s, not the wait that the failures
+    before it had grown to (10 s, during which pods that end are not seen)."""
+    api = FlakyApi(3, lists=[[pod("a", "x")]], watches=[[
+        ("MODIFIED", pod("a", "x", phase="Succeeded", version="11")),
+        OSError("Response payload is not completed")]])
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    subject = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None,
+                                lambda: None, sleep=sleep)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(subject.run())
+        for _ in range(200):
+            if api.calls.count("watch pods from 10") == 2:
+                break
+            await asyncio.sleep(0.001)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert waits == [1, 2, 5, 1]  # the fourth: a new spell, after the list and an event
+    assert api.calls.count("list pods") == 1  # the watch resumed; nothing listed again
+
+
 def test_namespace_pods_index_users_by_claim() -> None:
     pods = informer.NamespacePods()
     first = pod_view(pod("p", "x"))
