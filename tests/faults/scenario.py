@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from controlplane.cluster import ControlPlane
+from controlplane.processes import free_port
 from tests.faults.judge import BOUND, RECOVERY, Claim, Judge, Pod, Report, now, parse
 from tests.faults.workloads import Extras
 from tests.integration.support import OperatorProcess
@@ -72,9 +73,15 @@ class Scenario:
     def start_operator(self) -> None:
         env = {"EXPIRY_PERIOD": "3", "GRACE_PERIOD": "3", "COUNTDOWN_INTERVAL": "5",
                **self.extras.operator_env()}
+        # Steps go on once its view is complete (/readyz), as a readiness probe would have
+        # it: a pod created and deleted before then leaves no trace it could see
+        # (docs/lifecycle.md), so the outage lasts until then.
+        port = free_port()
         logfile = self.workdir / f"{self.namespace}-operator-{self.restarts}.log"
-        self.operator = OperatorProcess(self.plane, self.namespace, logfile, env)
+        self.operator = OperatorProcess(self.plane, self.namespace, logfile,
+                                        {**env, "METRICS_PORT": str(port)})
         self.operator.wait_ready()
+        self.operator.wait_view_complete(port)
         self.restarts += 1
 
     def run(self, steps: int = 18) -> Report:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,6 +105,23 @@ class OperatorProcess:
             return "Starting the watch-stream for ephemeralvolumeclaims" in self.log_text()
 
         eventually(started, timeout=timeout, what="operator start-up")
+
+    def wait_view_complete(self, port: int, timeout: float = 60) -> None:
+        """Ready as a readiness probe sees it: /readyz on METRICS_PORT `port` answers 200
+        once every claim is known and the pods of every namespace with claims are listed.
+        Until then a pod created and deleted leaves nothing the operator could see."""
+        def complete() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"operator exited with {self.process.returncode}:\n"
+                                     + self.log_text())
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz",
+                                            timeout=2) as answer:
+                    return bool(answer.status == 200)
+            except OSError:  # not listening yet, or 503 (HTTPError is an OSError)
+                return False
+
+        eventually(complete, timeout=timeout, interval=0.1, what="the operator's /readyz")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
