@@ -52,6 +52,10 @@ class EvcView:
     reason: str | None = None  # status.reason: why the claim needs attention, if it does
     labels_too_large: int = 0  # the size of its labels, if above MAX_LABEL_BYTES (not kept)
     limited: tuple[str, ...] = ()  # periods of its spec brought within MIN/MAX_PERIOD
+    # When its status was last written, as the API server stamped it (managedFields, to the
+    # second); None without such a stamp. Tells a record put back from one written when
+    # sealed (seal.py).
+    status_written: datetime.datetime | None = None
     status_json: str = "{}"
     body_json: str = "{}"  # see `slim`
 
@@ -143,6 +147,21 @@ def _recorded_time(status: Mapping[str, Any], field: str,
         return None
 
 
+def status_written(metadata: Mapping[str, Any]) -> datetime.datetime | None:
+    """The latest time a status write was stamped with in `managedFields`, by any manager:
+    the API server sets it, and a write to the status subresource cannot."""
+    latest: datetime.datetime | None = None
+    for entry in metadata.get("managedFields") or ():
+        if not isinstance(entry, Mapping) or entry.get("subresource") != "status":
+            continue
+        try:
+            moment = parse_time(str(entry.get("time")))
+        except ValueError:
+            continue
+        latest = moment if latest is None else max(latest, moment)
+    return latest
+
+
 def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
     metadata = body.get("metadata") or {}
     spec = body.get("spec") or {}
@@ -194,6 +213,7 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         reason=sys.intern(str(status["reason"])) if status.get("reason") else None,
         labels_too_large=labels_size if labels_size > MAX_LABEL_BYTES else 0,
         limited=tuple(limited),
+        status_written=status_written(metadata),
         # As text: orjson's bytes keep a 4 KiB buffer each, its text the exact length.
         status_json=orjson.dumps(status).decode(),
         body_json=slim(body),

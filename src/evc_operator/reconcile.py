@@ -111,10 +111,11 @@ class ClaimReconciler:
                                                    dry_run=dry_run, problems=view.problems,
                                                    limited=view.limited),
                       pvc_condition]
+        facts = (str(decision.phase), decision.unused_since)
         new_status = status.build_status(
             decision, conditions, generation=view.generation, previous=previous, now=now,
-            seal=seal.seal(self.settings.signing_key, view.uid, str(decision.phase),
-                           decision.unused_since))
+            seal=seal.seal(self.settings.signing_key, view.uid, *facts, now))
+        write = self._sealing(claim, view, facts, new_status, now)
         events += status.transition_events(decision, view.claim.recorded_phase,
                                            expiry_period=view.claim.expiry_period,
                                            grace_period=view.claim.grace_period)
@@ -122,7 +123,7 @@ class ClaimReconciler:
         events += status.limit_warnings(view.limited, previous)
         # The status write and its Events go out together: one round trip of the slot
         # instead of one after another. An Event never fails the reconciliation.
-        await asyncio.gather(self._write_status(view, new_status, previous),
+        await asyncio.gather(self._write_status(view, new_status, write),
                              *(self.announce(view, event, logger) for event in events))
 
         if (decision.action is Action.REPORT_DRY_RUN
@@ -135,6 +136,9 @@ class ClaimReconciler:
 
         pending = decision.deletes_at is not None and decision.action is Action.NONE
         wake_at = decision.wake_at
+        if claim.confirm_after is not None:
+            wake_at = claim.confirm_after if wake_at is None else min(wake_at,
+                                                                      claim.confirm_after)
         if claim.refusals:  # its PVC was refused: try again, later each time
             retry = now + datetime.timedelta(seconds=backoff(claim.refusals))
             wake_at = retry if wake_at is None else min(wake_at, retry)
@@ -157,13 +161,22 @@ class ClaimReconciler:
             verified = new or seal.verify(self.settings.signing_key, view.uid,
                                           recorded.recorded_phase,
                                           recorded.recorded_unused_since, view.stored_seal)
-            recorded = lifecycle.believed(recorded, verified=verified, now=now)
-            if not verified:
+            if verified and not new and not seal.written_in_time(view.stored_seal,
+                                                                 view.status_written):
+                # The operator's record, but written later than it was sealed: an older
+                # record put back, perhaps while the claim was in use. Not believed.
+                verified = False
+                log.warning("%s/%s: its stored status was sealed by this operator at %s but "
+                            "written at %s (a record put back by someone, or a write that "
+                            "took that long); its deadline counts the later way.",
+                            view.namespace, view.name, seal.sealed_at(view.stored_seal),
+                            view.status_written)
+            elif not verified:
                 log.warning("%s/%s: its stored status is not sealed by this operator "
                             "(written by someone else, by an older version, or under "
                             "another key); its deadline counts the later way.",
                             view.namespace, view.name)
-            return recorded
+            return lifecycle.believed(recorded, verified=verified, now=now)
         trusted = lifecycle.trusted(recorded, ours)
         if trusted is not recorded:
             log.warning("%s/%s: its stored status is not what this operator decided last "
@@ -186,9 +199,35 @@ class ClaimReconciler:
         claim.seen_users = frozenset(user.name for user in users)
         return [dataclasses.replace(user, known=user.name in seen) for user in users]
 
+    def _sealing(self, claim: TrackedClaim, view: EvcView,
+                 facts: tuple[str | None, datetime.datetime | None],
+                 new_status: Mapping[str, Any], now: datetime.datetime) -> bool:
+        """Whether to write `new_status`, sealed at `now`: if anything in it changes, if
+        the stored seal does not hold for its facts, or if a record is due to be written
+        once more (seal.confirm_after: so that no record it superseded, put back, is
+        believed after a restart)."""
+        key, previous = self.settings.signing_key, view.status
+        stored = previous.get("seal")
+        recorded = (view.claim.recorded_phase and str(view.claim.recorded_phase),
+                    view.claim.recorded_unused_since)
+        holds = seal.verify(key, view.uid, *recorded, stored)
+        due = claim.confirm_after is not None and now >= claim.confirm_after
+        if not (status.status_changed(new_status, previous) or due
+                or not seal.verify(key, view.uid, *facts, stored)):
+            return False
+        if due:
+            claim.confirm_after = None
+        sealed = [moment for moment in (claim.sealed_at, holds and seal.sealed_at(stored))
+                  if isinstance(moment, datetime.datetime)]
+        again = seal.confirm_after(recorded, facts, max(sealed, default=None), now)
+        if again is not None:
+            claim.confirm_after = max(again, claim.confirm_after or again)
+        claim.sealed_at = now
+        return True
+
     async def _write_status(self, view: EvcView, new_status: Mapping[str, Any],
-                            previous: Mapping[str, Any]) -> None:
-        if status.status_changed(new_status, previous):
+                            write: bool) -> None:
+        if write:
             self.remember(await self.api.patch_evc_status(view.namespace, view.name,
                                                           new_status))
 

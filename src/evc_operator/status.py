@@ -142,8 +142,10 @@ def build_status(decision: Decision, conditions: Sequence[Condition], *, generat
 
 
 def status_changed(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
-    """Whether writing `new` would change anything (None means absent)."""
-    return any(_normal(new.get(key)) != _normal(old.get(key)) for key in new)
+    """Whether writing `new` would change anything (None means absent) but its seal, which
+    carries the moment it was made: whether the stored seal still holds is seal.verify's."""
+    return any(_normal(new.get(key)) != _normal(old.get(key)) for key in new
+               if key != "seal")
 
 
 def _normal(value: Any) -> Any:

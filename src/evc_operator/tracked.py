@@ -32,6 +32,9 @@ class TrackedClaim:
     # fails or is refused leaves them here, and later decisions build on them).
     written: tuple[str, lifecycle.Claim] | None = None
     reported_dry_run: frozenset[datetime.datetime | None] = _NONE  # deadlines reported
+    sealed_at: datetime.datetime | None = None  # when this process last sealed its status
+    # When its record is to be written once more (seal.confirm_after), if it is.
+    confirm_after: datetime.datetime | None = None
 
     def decided(self, decision: lifecycle.Decision) -> None:
         """Keep what was just decided, before its status write: should that write fail

@@ -135,6 +135,63 @@ def test_a_status_writer_cannot_make_a_deletion_earlier_across_a_restart(
     assert kubectl.get("evc", "was-used") is not None
 
 
+def test_a_genuine_status_put_back_is_not_believed_as_it_was(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    """The operator's own earlier record of the claim (`Pending`, sealed), saved by a status
+    writer and put back while no operator runs, after the claim was used: believed, the
+    claim would go at its expiry. The API server stamps the time of the write in
+    managedFields, which the writer cannot set (tried here too): the record is taken as
+    true only up to that write, and the hour of grace counts from then."""
+    who = tenant(kubectl, "replayer", rules=STATUS_WRITER)
+    periods = {"EXPIRY_PERIOD": "30", "GRACE_PERIOD": "3", "COUNTDOWN_INTERVAL": "1"}
+    first = operator(kubectl.namespace, **periods)
+    kubectl("apply", "-f", "-", input=evc("replayed", expiryPeriod="20s", gracePeriod="1h"))
+    def sealed_status() -> dict[str, Any]:
+        found = status(kubectl, "replayed")
+        return found if found.get("seal") else {}
+
+    saved = eventually(sealed_status, what="a sealed Pending status")
+    assert saved["phase"] == "Pending"
+    time.sleep(5)  # the use comes later than the seal's spacing: no second write of it
+    kubectl("apply", "-f", "-", input=pod("user", "replayed"))
+    eventually(lambda: phase_is(kubectl, "replayed", "InUse"), what="InUse")
+    finish(kubectl, "user")
+    eventually(lambda: phase_is(kubectl, "replayed", "Idle"), what="Idle")
+    kubectl("delete", "pod", "user")  # its use is now known from the status alone
+    first.stop(signal.SIGKILL)
+
+    def with_stamps() -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(kubectl("get", "evc", "replayed", "-o", "json",
+                                                   "--show-managed-fields"))
+        return found
+
+    put_back = now()
+    body = with_stamps()
+    forged_stamps = [dict(entry, time=saved["seal"].split(":", 1)[1].rsplit(":", 1)[0][:19]
+                          + "Z") for entry in body["metadata"]["managedFields"]]
+    exactly = {key: None for key in body["status"]} | saved  # fields added since: removed
+    result = as_tenant(kubectl, who, "patch", "evc", "replayed", "--subresource=status",
+                       "--type=merge", "-p", json.dumps({
+                           "metadata": {"managedFields": forged_stamps}, "status": exactly}))
+    assert result.returncode == 0, result.stderr
+    stored = with_stamps()
+    assert stored["status"] == saved
+    stamps = [parse(entry["time"]) for entry in stored["metadata"]["managedFields"]
+              if entry.get("subresource") == "status"]
+    assert max(stamps) >= put_back - datetime.timedelta(seconds=1)  # not the forged ones
+
+    restarted = operator(kubectl.namespace, **periods)
+    eventually(lambda: status(kubectl, "replayed").get("seal") != saved["seal"],
+               what="the record put back replaced")
+    assert parse(status(kubectl, "replayed")["deletesAt"]) >= (
+        put_back + datetime.timedelta(hours=1) - datetime.timedelta(seconds=1))
+    assert "a record put back by someone" in restarted.log_text()
+    expiry = created_at(kubectl, "replayed") + datetime.timedelta(seconds=21)
+    while now() < expiry + datetime.timedelta(seconds=5):
+        assert kubectl.get("evc", "replayed") is not None, "deleted at the replayed expiry"
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def user_roles(control_plane: ControlPlane) -> None:
     """The shipped evc-view and evc-edit ClusterRoles (config/rbac/users)."""

@@ -38,11 +38,13 @@ def evc_body() -> dict[str, Any]:
     }
 
 
-def sealed(status: dict[str, Any], uid: str = "evc-uid") -> dict[str, Any]:
-    """`status` as the operator writes it: with its seal (the default Settings' key)."""
+def sealed(status: dict[str, Any], uid: str = "evc-uid",
+           at: datetime.datetime = T0) -> dict[str, Any]:
+    """`status` as the operator writes it: with its seal (the default Settings' key), made
+    `at` then."""
     since = status.get("unusedSince")
     return {**status, "seal": seal.seal(b"", uid, status.get("phase"),
-                                        parse_time(since) if since else None)}
+                                        parse_time(since) if since else None, at)}
 
 
 def pod_body(name: str, phase: str = "Running") -> dict[str, Any]:

@@ -18,7 +18,7 @@ from evc_operator import seal
 from evc_operator.lifecycle import Claim, Phase, PodUse, believed, decide
 from evc_operator.scheduler import Scheduler
 from evc_operator.timestamps import format_time
-from tests.unit.fakes import NOW, FakeApi, evc_body, make, reconcile_now, sealed
+from tests.unit.fakes import NOW, FakeApi, evc_body, make, pod_body, reconcile_now, sealed
 from tests.unit.support import T0
 
 KEY = b"k" * 32
@@ -85,15 +85,84 @@ def test_an_unverified_record_counts_the_later_of_expiry_and_grace_from_now() ->
     assert (decision.phase, decision.deletes_at) == (Phase.IDLE, at(621))
 
 
-def test_a_seal_binds_the_key_the_claim_and_both_facts() -> None:
-    stored = seal.seal(KEY, "uid-1", "Idle", at(10))
+def test_a_seal_binds_the_key_the_claim_both_facts_and_its_moment() -> None:
+    stored = seal.seal(KEY, "uid-1", "Idle", at(10), at(12))
+    assert seal.sealed_at(stored) == at(12)
     assert seal.verify(KEY, "uid-1", "Idle", at(10), stored)
     assert not seal.verify(b"x" * 32, "uid-1", "Idle", at(10), stored)
     assert not seal.verify(KEY, "uid-2", "Idle", at(10), stored)  # copied from another claim
     assert not seal.verify(KEY, "uid-1", "Pending", at(10), stored)
     assert not seal.verify(KEY, "uid-1", "Idle", at(9), stored)
     assert not seal.verify(KEY, "uid-1", "Idle", at(10), None)
-    assert not seal.verify(KEY, "uid-1", "Idle", at(10), "v1:" + "0" * 64)
+    assert not seal.verify(KEY, "uid-1", "Idle", at(10), "v1:" + "0" * 64)  # older version
+    later = stored.replace(format_time(at(12), micro=True), format_time(at(99), micro=True))
+    assert seal.sealed_at(later) == at(99)
+    assert not seal.verify(KEY, "uid-1", "Idle", at(10), later)
+
+
+def test_a_record_is_in_time_only_if_written_within_the_tolerance_of_its_seal() -> None:
+    stored = seal.seal(KEY, "uid-1", "Pending", None, at(10.5))
+    assert seal.written_in_time(stored, at(10))  # the stamp is cut to the second
+    assert seal.written_in_time(stored, at(10.5) + seal.TOLERANCE)
+    assert not seal.written_in_time(stored, at(11) + seal.TOLERANCE)
+    assert seal.written_in_time(stored, None)  # no stamp: managedFields reset by an editor
+    assert not seal.written_in_time("v1:" + "0" * 64, at(10))
+
+
+FACTS = st.sampled_from([("Pending", None), ("InUse", None), ("Idle", at(5)), ("Idle", at(9))])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(writes=st.lists(st.tuples(st.floats(0, 12), FACTS, st.floats(0, 0.999)),
+                       min_size=2, max_size=8),
+       after=st.floats(0.001, 30))
+def test_no_superseded_record_put_back_after_the_operators_writes_is_in_time(
+        writes: list[tuple[float, tuple[str, datetime.datetime | None], float]],
+        after: float) -> None:
+    """The operator writes records (facts changing at any pace; each lands within a second
+    of its sealing) and, as `seal.confirm_after` asks, writes one once more. Any record it
+    superseded that would make a deadline earlier (not one in use, not the same facts as
+    the last), put back after all its writes, is written too late to be believed."""
+    records: list[tuple[tuple[str, datetime.datetime | None], float, float]] = []
+    moment, confirm, last = 0.0, None, None
+
+    def write(facts: tuple[str, datetime.datetime | None], sealed: float,
+              latency: float) -> None:
+        nonlocal confirm, last
+        previous = records[-1][0] if records else None
+        if previous is not None:
+            again = seal.confirm_after(previous, facts, last, at(sealed))
+            if again is not None:
+                confirm = max(again, confirm or again)
+        records.append((facts, sealed, sealed + latency))
+        last = at(sealed)
+
+    for gap, facts, latency in writes:
+        moment += gap
+        if confirm is not None and confirm <= at(moment):
+            due, confirm = (confirm - T0).total_seconds(), None
+            write(records[-1][0], due, latency)
+        if not records or records[-1][0] != facts:
+            write(facts, moment, latency)
+    if confirm is not None:
+        write(records[-1][0], (confirm - T0).total_seconds(), 0.5)
+    final, _, landed = records[-1]
+    put_back = at(landed + after).replace(microsecond=0)  # the stamp, cut to the second
+    for facts, sealed_then, _ in records[:-1]:
+        if facts != final and facts[0] != "InUse":
+            stored = seal.seal(KEY, "uid", *facts, at(sealed_then))
+            assert not seal.written_in_time(stored, put_back), (facts, sealed_then, put_back)
+
+
+def test_a_record_superseded_soon_after_its_seal_is_written_once_more_later() -> None:
+    pending, in_use = ("Pending", None), ("InUse", None)
+    assert seal.confirm_after(pending, in_use, at(10), at(11)) == at(10) + seal.SPACING
+    assert seal.confirm_after(pending, in_use, at(10), at(10) + seal.SPACING) is None
+    assert seal.confirm_after(("Idle", at(5)), ("Idle", at(9)), at(10), at(11)) is not None
+    # Put back, a record in use counts from when it is read: later, never earlier.
+    assert seal.confirm_after(in_use, ("Idle", at(9)), at(10), at(11)) is None
+    assert seal.confirm_after(pending, pending, at(10), at(11)) is None  # same facts
+    assert seal.confirm_after(pending, in_use, None, at(11)) is None  # nothing sealed before
 
 
 # Through the reconciler, as it runs after a start: nothing decided by this process yet.
@@ -101,15 +170,21 @@ def test_a_seal_binds_the_key_the_claim_and_both_facts() -> None:
 KEY_OF_CLAIM = ("jobs", "scratch")
 
 
-def after_a_start(status: dict[str, object] | None, *,
-                  own_pvc: bool = True) -> tuple[Scheduler, FakeApi]:
+def after_a_start(status: dict[str, object] | None, *, own_pvc: bool = True,
+                  written: datetime.datetime | None = None) -> tuple[Scheduler, FakeApi]:
     """The claim with this stored status (None: none at all), reconciled once by a process
-    that has decided nothing yet; its own PVC indexed unless `own_pvc` is false."""
+    that has decided nothing yet; its own PVC indexed unless `own_pvc` is false; its
+    status last written at `written` as managedFields stamp it (None: no stamp)."""
     body = evc_body()
     if status is None:
         del body["status"]
     else:
         body["status"] = status
+    if written is not None:
+        body["metadata"]["managedFields"] = [
+            {"manager": "kubectl", "operation": "Update", "time": "2025-12-31T00:00:00Z"},
+            {"manager": "evc", "operation": "Update", "subresource": "status",
+             "time": format_time(written)}]
     fake = FakeApi(fresh_pods=[])
     reconciler, index = make(fake, [], body=body)
     if not own_pvc:
@@ -155,3 +230,49 @@ def test_a_new_claim_without_status_or_pvc_expires_from_its_creation() -> None:
     _, fake = after_a_start(None, own_pvc=False)
     assert fake.calls[0] == "create_pvc"
     assert "delete:evc-uid:10" in fake.calls  # created at T0, 30 s expiry: due at NOW
+
+
+def test_after_a_start_a_genuine_record_written_in_time_resumes_exactly() -> None:
+    stored = sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"}, at=at(11))
+    _, fake = after_a_start(stored, written=at(13))
+    assert "delete:evc-uid:10" in fake.calls  # 00:00:10 + 30 s grace is long past
+
+
+def test_after_a_start_a_genuine_record_written_later_counts_the_later_way() -> None:
+    """Sealed at 00:00:11 but written at 00:01:00 (put back, perhaps while the claim was in
+    use): not believed. As if used until now (00:01:40): 30 s of grace from then."""
+    stored = sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"}, at=at(11))
+    reconciler, fake = after_a_start(stored, written=at(60))
+    assert not deleted(fake)
+    claim = reconciler.claims.get(KEY_OF_CLAIM)
+    assert claim is not None
+    assert claim.countdown is not None
+    assert claim.countdown.deletes_at == NOW + datetime.timedelta(seconds=30)
+    assert claim.view.status["unusedSince"] == format_time(NOW)  # sealed again, as is
+
+
+def test_a_use_recorded_soon_after_the_last_seal_is_written_once_more() -> None:
+    """Pending sealed at NOW - 1 s, then a user: InUse is written at once, and again once
+    `SPACING` has passed since that seal, so that the Pending record, put back after that,
+    is written too late to be believed."""
+    body = evc_body()
+    body["status"] = sealed(body["status"], at=NOW - datetime.timedelta(seconds=1))
+    clock = [NOW]
+    fake = FakeApi(fresh_pods=[])
+    reconciler, _ = make(fake, [pod_body("user")], body=body, clock=lambda: clock[0])
+    reconcile_now(reconciler, KEY_OF_CLAIM)
+    assert fake.calls.count("patch_status:InUse") == 1
+    claim = reconciler.claims.get(KEY_OF_CLAIM)
+    assert claim is not None
+    due = NOW - datetime.timedelta(seconds=1) + seal.SPACING
+    assert claim.confirm_after == due
+    clock[0] = due - datetime.timedelta(seconds=0.5)
+    reconcile_now(reconciler, KEY_OF_CLAIM)
+    assert fake.calls.count("patch_status:InUse") == 1  # not yet
+    clock[0] = due
+    reconcile_now(reconciler, KEY_OF_CLAIM)
+    assert fake.calls.count("patch_status:InUse") == 2
+    assert seal.sealed_at(claim.view.stored_seal) == due
+    clock[0] = due + datetime.timedelta(seconds=10)
+    reconcile_now(reconciler, KEY_OF_CLAIM)
+    assert fake.calls.count("patch_status:InUse") == 2  # nothing more to confirm
