@@ -15,15 +15,18 @@ import functools
 import itertools
 import logging
 import os
+import re
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
+import aiohttp
 import kopf
 
 from evc_operator import access, apihooks, kube, memory, metrics, signingkey
 from evc_operator.credentials import ConfigError, kopf_login
+from evc_operator.errors import ApiException, describe
 from evc_operator.freshness import prove_current
 from evc_operator.informer import KubeSource, Watched
 from evc_operator.leadership import Leadership, LeaseSettings
@@ -44,7 +47,8 @@ def _settings_or_exit() -> Settings:
 
 
 CONFIG = _settings_or_exit()
-LIST_CHUNK = 500  # objects per page of Kopf's initial lists
+LIST_CHUNK = 500  # objects per page of Kopf's initial lists, where not streamed
+STREAMING_LISTS = (1, 34)  # the first Kubernetes version whose streaming lists are GA
 WORKER_IDLE_SECONDS = 0.5  # how long Kopf keeps an object's worker after its last event
 
 
@@ -113,6 +117,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
 
     apihooks.set_date_hook(on_date)
     memo.api = await _connect_or_exit(logger)
+    settings.watching.initial_streaming = await _streams_lists(memo.api, logger)
     memo.access = access.AccessCheck(memo.api)
     memo.access.check(access.CLUSTER)
     config = await _with_signing_key(memo.api, config, logger)
@@ -143,6 +148,35 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     logger.info("Expiry period %ss, grace period %ss, countdown interval %ss%s.",
                 config.expiry_period, config.grace_period, config.countdown_interval,
                 ", DRY RUN: nothing will be deleted" if config.dry_run else "")
+
+
+async def _streams_lists(api: kube.Api, logger: kopf.Logger) -> bool:
+    """Whether Kopf should list claims as a stream (`sendInitialEvents`: a watch that
+    begins with every object) rather than in pages: where the API server serves them
+    (Kubernetes 1.34 and later). A page is refused with 410 Gone once etcd compacted the
+    revision the list began at, and Kopf ends the operator on that; a stream has no
+    pages, and parses one claim at a time."""
+    try:
+        version = await kube.read_version(api)
+    except (ApiException, aiohttp.ClientError, TimeoutError) as error:
+        logger.warning("Could not read the API server's version (%s): claims are listed "
+                       "in pages.", describe(error))
+        return False
+    streams = streams_lists(version)
+    logger.debug("API server %s: claims are listed %s.", version.get("gitVersion"),
+                 "as a stream" if streams else "in pages")
+    return streams
+
+
+def streams_lists(version: Mapping[str, Any]) -> bool:
+    """Whether an API server of this `/version` serves streaming lists (1.34 and later;
+    a minor version such as "34+" counts as 34)."""
+    minor = re.match(r"\d+", str(version.get("minor") or ""))
+    try:
+        major = int(str(version.get("major")))
+    except ValueError:
+        return False
+    return minor is not None and (major, int(minor[0])) >= STREAMING_LISTS
 
 
 async def _with_signing_key(api: kube.Api, config: Settings,

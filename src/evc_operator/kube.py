@@ -372,6 +372,13 @@ async def post_event(api: Api, namespace: str, name: str, uid: str, *, type: str
     await api.call("POST", _core(namespace, "events"), body=body)
 
 
+@counted("read_version")
+async def read_version(api: Api) -> dict[str, Any]:
+    """The API server's `/version` (anyone may read it)."""
+    found: dict[str, Any] = await api.call("GET", "/version")
+    return found
+
+
 @counted("read_secret")
 async def read_secret(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
     """The Secret (only the signing key's: RBAC names it), or None if it does not exist."""

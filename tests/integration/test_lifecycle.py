@@ -6,6 +6,7 @@ There is no kubelet: a pod's phase is set by patching its status, as a kubelet w
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import signal
 import time
@@ -239,6 +240,39 @@ def test_overdue_claims_found_at_start_are_deleted(kubectl: Kubectl,
     assert kubectl.get("evc", "overdue") is not None
     operator(kubectl.namespace, **FAST)
     eventually(lambda: gone(kubectl, "evc", "overdue"), timeout=10, what="prompt deletion")
+
+
+def claim_lists(kubectl: Kubectl) -> float:
+    """How many namespaced lists of EVCs the API server has answered, by its own count."""
+    total = 0.0
+    for line in kubectl("get", "--raw", "/metrics", namespaced=False).splitlines():
+        if (line.startswith("apiserver_request_total{") and 'verb="LIST"' in line
+                and 'resource="ephemeralvolumeclaims"' in line and 'subresource=""' in line
+                and 'scope="namespace"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_claims_are_listed_as_a_stream_so_no_page_can_be_gone(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    """Kopf ends the operator when a page of its initial list is refused with 410 Gone
+    (etcd compacted the list's revision while it was read in pages). On an API server
+    that serves streaming lists, claims come as one watch that begins with every claim:
+    no list request, so no page to lose; the claims are all known, and one found overdue
+    is deleted at once."""
+    first = operator(kubectl.namespace, **FAST)
+    for name in ("streamed-a", "streamed-b"):
+        kubectl("apply", "-f", "-", input=evc(name))
+    eventually(lambda: all(phase_is(kubectl, name, "Pending")
+                           for name in ("streamed-a", "streamed-b")), what="Pending")
+    first.stop(signal.SIGKILL)
+    time.sleep(5)  # their expiry passes while no operator runs
+    lists = claim_lists(kubectl)
+    operator(kubectl.namespace, **FAST)
+    for name in ("streamed-a", "streamed-b"):
+        eventually(functools.partial(gone, kubectl, "evc", name), timeout=10,
+                   what=f"{name} deleted")
+    assert claim_lists(kubectl) == lists, "claims were listed in pages"
 
 
 def test_labels_sync_one_way_and_leave_others_alone(kubectl: Kubectl,

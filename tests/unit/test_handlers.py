@@ -29,7 +29,11 @@ def test_start_pages_kopfs_initial_lists_and_lets_idle_workers_go(
     async def connect() -> _Api:
         return _Api()
 
+    async def read_version(_api: object) -> dict[str, str]:
+        return {"major": "1", "minor": "37", "gitVersion": "v1.37.2"}
+
     monkeypatch.setattr(kube, "connect", connect)
+    monkeypatch.setattr(kube, "read_version", read_version)
     monkeypatch.setattr(handlers, "CONFIG", Settings(metrics_port=0))
     settings = kopf.OperatorSettings()
     memo = kopf.Memo()
@@ -43,6 +47,7 @@ def test_start_pages_kopfs_initial_lists_and_lets_idle_workers_go(
 
     asyncio.run(scenario())
     assert settings.watching.chunk_size == handlers.LIST_CHUNK
+    assert settings.watching.initial_streaming  # claims listed as a stream: no pages
     assert settings.queueing.idle_timeout == handlers.WORKER_IDLE_SECONDS < 5.0
     # Pods and PVCs are read by the operator's own informers, never through Kopf.
     assert [handler for handler in kopf.get_default_registry()._indexing.get_all_handlers()
@@ -87,3 +92,17 @@ def test_a_namespace_is_released_when_its_last_claim_is_deleted() -> None:
     asyncio.run(scenario())
     assert watched.calls == ["ensure jobs", "release jobs"]
     assert memo.access.checked == ["jobs"]  # its permissions, asked as its claim came
+
+
+@pytest.mark.parametrize(("version", "streams"), [
+    ({"major": "1", "minor": "37", "gitVersion": "v1.37.2"}, True),
+    ({"major": "1", "minor": "34"}, True),
+    ({"major": "1", "minor": "34+"}, True),  # as some providers spell it
+    ({"major": "1", "minor": "33"}, False),
+    ({"major": "2", "minor": "0"}, True),
+    ({"major": "", "minor": ""}, False),
+    ({}, False),
+])
+def test_claims_are_listed_as_a_stream_where_the_api_server_serves_one(
+        version: dict[str, str], streams: bool) -> None:
+    assert handlers.streams_lists(version) is streams
