@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from evc_operator import lifecycle, metrics, seal, status
+from evc_operator.budget import UsersBudget
 from evc_operator.claims import (
     PvcStep,
     PvcView,
@@ -69,7 +70,8 @@ class ClaimReconciler:
                  logger_for: Callable[[EvcView], Logger],
                  remember: Callable[[Mapping[str, Any]], None], *,
                  waiting: Callable[[Awaitable[PodList | None]],
-                                   Awaitable[PodList | None]] | None = None) -> None:
+                                   Awaitable[PodList | None]] | None = None,
+                 budget: UsersBudget | None = None) -> None:
         self.api = api
         self.index = index
         self.freshness = freshness
@@ -77,6 +79,7 @@ class ClaimReconciler:
         self.clock = clock
         self.logger_for = logger_for
         self.remember = remember  # our own write's result: the freshest view of an EVC
+        self.budget = budget or UsersBudget()
         # How to wait for a fresh view of pods (the scheduler gives its slot back meanwhile).
         self.waiting = waiting or _as_is
 
@@ -115,7 +118,8 @@ class ClaimReconciler:
         new_status = status.build_status(
             decision, conditions, generation=view.generation, previous=previous, now=now,
             seal=seal.seal(self.settings.signing_key, view.uid, *facts, now))
-        write = self._sealing(claim, view, facts, new_status, now)
+        budgeted = self._budgeted(claim, view, new_status, now)
+        write = budgeted is None and self._sealing(claim, view, facts, new_status, now)
         events += status.transition_events(decision, view.claim.recorded_phase,
                                            expiry_period=view.claim.expiry_period,
                                            grace_period=view.claim.grace_period)
@@ -136,9 +140,9 @@ class ClaimReconciler:
 
         pending = decision.deletes_at is not None and decision.action is Action.NONE
         wake_at = decision.wake_at
-        if claim.confirm_after is not None:
-            wake_at = claim.confirm_after if wake_at is None else min(wake_at,
-                                                                      claim.confirm_after)
+        for later in (claim.confirm_after, budgeted):
+            if later is not None:
+                wake_at = later if wake_at is None else min(wake_at, later)
         if claim.refusals:  # its PVC was refused: try again, later each time
             retry = now + datetime.timedelta(seconds=backoff(claim.refusals))
             wake_at = retry if wake_at is None else min(wake_at, retry)
@@ -198,6 +202,22 @@ class ClaimReconciler:
         users = users_of(view.name, view.selector, mounting, in_namespace)
         claim.seen_users = frozenset(user.name for user in users)
         return [dataclasses.replace(user, known=user.name in seen) for user in users]
+
+    def _budgeted(self, claim: TrackedClaim, view: EvcView, new_status: Mapping[str, Any],
+                  now: datetime.datetime) -> datetime.datetime | None:
+        """When a status write that only says who the users are may go, if not now: its
+        namespace's budget for those is spent (budget.py). Any other write goes now."""
+        previous = view.status
+        if not (status.status_changed(new_status, previous)
+                and status.only_users_changed(new_status, previous)):
+            claim.write_after = None
+            return None
+        if claim.write_after is None:
+            claim.write_after = self.budget.reserve(view.namespace, now)
+        if claim.write_after > now:
+            return claim.write_after
+        claim.write_after = None
+        return None
 
     def _sealing(self, claim: TrackedClaim, view: EvcView,
                  facts: tuple[str | None, datetime.datetime | None],

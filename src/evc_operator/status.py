@@ -148,6 +148,20 @@ def status_changed(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
                if key != "seal")
 
 
+def only_users_changed(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    """Whether writing `new` would change only who the users are (their number and names,
+    the `InUse` condition's message): no phase, end of use, deadline or condition status
+    (budget.py)."""
+    def rest(status: Mapping[str, Any]) -> dict[str, Any]:
+        conditions = [{**c, "message": None} if c.get("type") == "InUse" else c
+                      for c in status.get("conditions") or ()]
+        return {key: _normal(value) for key, value in status.items()
+                if key not in ("users", "userNames", "seal", "conditions")} | {
+            "conditions": conditions}
+    return rest({**old, **{key: None for key in new if key not in old}}) == rest(
+        {**new, **{key: None for key in old if key not in new}})
+
+
 def _normal(value: Any) -> Any:
     return None if value in (None, [], {}) else value
 

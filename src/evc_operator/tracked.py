@@ -35,6 +35,8 @@ class TrackedClaim:
     sealed_at: datetime.datetime | None = None  # when this process last sealed its status
     # When its record is to be written once more (seal.confirm_after), if it is.
     confirm_after: datetime.datetime | None = None
+    # When a status write that only says who the users are may go (budget.py), if waiting.
+    write_after: datetime.datetime | None = None
 
     def decided(self, decision: lifecycle.Decision) -> None:
         """Keep what was just decided, before its status write: should that write fail

@@ -1,0 +1,62 @@
+"""A namespace's budget for status writes that only say who the users are (budget.py), and
+the reconciler that keeps to it: churn in one namespace's pods does not become thousands
+of status writes a second that slow the API server for every other namespace."""
+
+from __future__ import annotations
+
+import datetime
+
+from evc_operator.budget import UsersBudget
+from evc_operator.users import pod_view
+from tests.unit.fakes import NOW, FakeApi, make, pod_body, reconcile_now
+
+SECOND = datetime.timedelta(seconds=1)
+KEY = ("jobs", "scratch")
+
+
+def test_a_burst_goes_at_once_then_writes_are_spaced_in_order() -> None:
+    budget = UsersBudget(rate=2, burst=3)
+    assert [budget.reserve("noisy", NOW) for _ in range(5)] == [
+        NOW, NOW, NOW, NOW + SECOND / 2, NOW + SECOND]
+    assert budget.reserve("quiet", NOW) == NOW  # another namespace has its own budget
+    # Once the reserved moments have passed, the burst is there again.
+    later = NOW + 10 * SECOND
+    assert [budget.reserve("noisy", later) for _ in range(3)] == [later] * 3
+
+
+def test_a_change_of_users_alone_waits_for_the_budget_and_a_change_of_phase_does_not() -> None:
+    clock = [NOW]
+    fake = FakeApi(fresh_pods=[])
+    scheduler, index = make(fake, [pod_body("a")], clock=lambda: clock[0])
+    scheduler.reconciler.budget = UsersBudget(rate=1, burst=1)
+    reconcile_now(scheduler, KEY)
+    assert fake.calls.count("patch_status:InUse") == 1  # a change of phase: never budgeted
+
+    def users(*names: str, phase: str = "Running") -> None:
+        index.by_claim[KEY] = [pod_view(pod_body(name, phase)) for name in names]
+        index.in_namespace["jobs"] = index.by_claim[KEY]
+
+    clock[0] = NOW + 10 * SECOND
+    users("a", "b")
+    reconcile_now(scheduler, KEY)
+    assert fake.calls.count("patch_status:InUse") == 2  # the burst
+    users("a", "b", "c")
+    reconcile_now(scheduler, KEY)
+    assert fake.calls.count("patch_status:InUse") == 2  # waits: the budget is spent
+    record = scheduler.claims.get(KEY)
+    assert record is not None
+    assert record.write_after == clock[0] + SECOND
+    reconcile_now(scheduler, KEY)  # looked at again meanwhile: still its reserved moment
+    assert record.write_after == clock[0] + SECOND
+    clock[0] += SECOND
+    reconcile_now(scheduler, KEY)
+    assert fake.calls.count("patch_status:InUse") == 3
+    assert record.view.status["users"] == 3
+    # Reserved again for a further change, then the users end: Idle is written at once.
+    users("a", "b")
+    reconcile_now(scheduler, KEY)
+    assert record.write_after is not None
+    users("a", "b", phase="Succeeded")
+    reconcile_now(scheduler, KEY)
+    assert "patch_status:Idle" in fake.calls
+    assert record.write_after is None
