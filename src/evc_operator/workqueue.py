@@ -205,6 +205,10 @@ class WorkQueue(Generic[K]):
     def idle(self) -> bool:
         return not self._dirty and not self._working
 
+    def busy(self, key: K) -> bool:
+        """Whether the key is being worked on (handed out, not done yet)."""
+        return key in self._working
+
     def wake(self) -> None:
         self._wakeup.set()
 

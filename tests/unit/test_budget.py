@@ -7,8 +7,9 @@ from __future__ import annotations
 import datetime
 
 from evc_operator.budget import UsersBudget
+from evc_operator.scheduler import USERS_COALESCE
 from evc_operator.users import pod_view
-from tests.unit.fakes import NOW, FakeApi, make, pod_body, reconcile_now
+from tests.unit.fakes import NOW, FakeApi, drain, make, pod_body, reconcile_now
 
 SECOND = datetime.timedelta(seconds=1)
 KEY = ("jobs", "scratch")
@@ -60,3 +61,26 @@ def test_a_change_of_users_alone_waits_for_the_budget_and_a_change_of_phase_does
     reconcile_now(scheduler, KEY)
     assert "patch_status:Idle" in fake.calls
     assert record.write_after is None
+
+
+def test_a_claim_waiting_for_its_budget_is_decided_again_soon_not_at_every_pod_change() -> None:
+    clock = [NOW]
+    scheduler, _ = make(FakeApi(fresh_pods=[]), [pod_body("a")], clock=lambda: clock[0])
+    drain(scheduler)
+    record = scheduler.claims.get(KEY)
+    assert record is not None
+    scheduler.poke_for_pod("jobs", ["scratch"])
+    assert scheduler.queue.waiting(KEY)  # nothing waits for the budget: at once
+    drain(scheduler)
+    record.write_after = NOW + 30 * SECOND
+    scheduler.queue.add_after(KEY, record.write_after)
+    for _ in range(12):  # a dozen pod edits
+        scheduler.poke_for_pod("jobs", ["scratch"])
+    assert not scheduler.queue.waiting(KEY)
+    assert scheduler.queue.later.get(KEY) == NOW + USERS_COALESCE
+    # Being worked on, its outcome would replace the timer: looked at again after it.
+    scheduler.queue.add(KEY)
+    assert [key for key, _ in scheduler.queue.take()] == [KEY]
+    assert scheduler.queue.busy(KEY)
+    scheduler.poke_for_pod("jobs", ["scratch"])
+    assert scheduler.queue.waiting(KEY)
