@@ -78,6 +78,17 @@ def _portable(argv: list[str]) -> list[str]:
     return kept
 
 
+def _paces(text: str) -> tuple[float, ...]:
+    try:
+        paces = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: paces per second, e.g. 50,100,200") \
+            from None
+    if not paces or any(pace <= 0 for pace in paces) or list(paces) != sorted(paces):
+        raise argparse.ArgumentTypeError(f"{text!r}: positive paces, slowest first")
+    return paces
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,6 +99,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--namespaces", type=int, default=defaults.namespaces)
     parser.add_argument("--rate", type=float, default=defaults.rate,
                         help="user pods finishing per second (%(default)s)")
+    parser.add_argument("--steps", type=_paces, default=(), metavar="RATE,RATE,...",
+                        help="user pods finish in stages of these paces (e.g. "
+                        "50,100,200,400), each once the claims of the one before are Idle: "
+                        "reports the highest pace whose reaction p99 is within 2x the bare "
+                        "watch's (capacity); instead of --rate")
     parser.add_argument("--idle", type=float, default=defaults.idle_seconds,
                         help="seconds of measured idleness (%(default)s)")
     parser.add_argument("--headroom", type=float, default=defaults.headroom,
@@ -125,6 +141,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error("--operator-env takes NAME=VALUE")
     if arguments.jobs and arguments.soak is not None:
         parser.error("--jobs is not a soak option")
+    if arguments.steps and arguments.jobs:
+        parser.error("--steps paces pods the harness finishes itself: not with --jobs")
     if arguments.pods < arguments.evcs:
         parser.error("--pods counts all pods, one per claim included: it must be >= --evcs")
     return arguments
@@ -145,6 +163,7 @@ async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Names
     scale = Scale(evcs=arguments.evcs, pods=arguments.pods, namespaces=arguments.namespaces,
                   rate=arguments.rate, idle_seconds=arguments.idle,
                   headroom=arguments.headroom, jobs=arguments.jobs,
+                  steps=arguments.steps,
                   operator_env=tuple((name, value) for name, _, value in
                                      (setting.partition("=") for setting in
                                       arguments.operator_env)))

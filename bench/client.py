@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -78,6 +79,21 @@ class Api:
 
         await asyncio.gather(*(worker() for _ in range(self.in_flight)))
         return done
+
+    async def create_all(self, objects: list[tuple[str, dict[str, Any]]], plural: str) -> None:
+        """Create each (namespace, body) as a core `plural`, with progress every 10 s."""
+        total, done = len(objects), 0
+        start = last = time.monotonic()
+
+        async def create(item: tuple[str, dict[str, Any]]) -> None:
+            nonlocal done, last
+            namespace, body = item
+            await self.request("POST", f"/api/v1/namespaces/{namespace}/{plural}", body)
+            done += 1
+            if time.monotonic() - last >= 10:
+                last = time.monotonic()
+                print(f"  {plural}: {done}/{total} ({last - start:.0f} s)", flush=True)
+        await self.each(objects, create)
 
     async def resource_version(self, path: str) -> str:
         """The current resourceVersion of a collection (a consistent read of one item)."""

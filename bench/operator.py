@@ -7,6 +7,7 @@ so the API server's audit log can tell its requests from the harness's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -121,3 +122,19 @@ async def wind_down(tasks: list[asyncio.Task[None]], operator: Operator | None,
     if operator is not None:
         operator.stop()
     await api.close()
+
+
+class Sampler:
+    """The operator's RSS and CPU, every second, while it runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, Usage]] = []
+
+    async def run(self, operator: Operator) -> None:
+        while operator.alive():
+            with contextlib.suppress(OSError):
+                self.samples.append((time.time(), operator.usage()))
+            await asyncio.sleep(1.0)
+
+    def peak_rss(self, start: float, end: float) -> int:
+        return max((u.rss for t, u in self.samples if start <= t <= end), default=0)

@@ -22,12 +22,25 @@ def _within(limit: float) -> Callable[[Any], bool]:
     return lambda value: value is not None and value <= limit
 
 
+def _at_least(limit: float) -> Callable[[Any], bool]:
+    return lambda value: value is not None and value >= limit
+
+
+def _capacity_share(result: dict[str, Any]) -> float | None:
+    """The operator's capacity over the pace a bare client writes status at."""
+    found = _get("capacity_per_second")(result)
+    bare = _get("bare_client", "status_patches", "per_second")(result)
+    return round(found / bare, 2) if found and bare else None
+
+
 ROWS: list[Row] = [
     ("reaction p50 (ms)", _get("reaction_ms", "p50"), "", None),
     ("reaction p99 (ms)", _get("reaction_ms", "p99"), "<= 1000", _within(1000)),
     ("bare watch p50 (ms)", _get("bare_watch_ms", "p50"), "", None),
     ("bare watch p99 (ms)", _get("bare_watch_ms", "p99"), "", None),
-    ("reaction / bare watch, p99", _get("reaction_ratio_p99"), "<= 3", _within(3)),
+    ("reaction / bare watch, p99", _get("reaction_ratio_p99"), "<= 2", _within(2)),
+    ("capacity, --steps (pods/s)", _get("capacity_per_second"), "", None),
+    ("capacity / bare status patches/s", _capacity_share, ">= 0.5", _at_least(0.5)),
     ("Job floor p50 (ms), --jobs", _get("job_floor_ms", "p50"), "", None),
     ("Job floor p99 (ms), --jobs", _get("job_floor_ms", "p99"), "", None),
     ("reaction - Job floor p50 (ms)", _get("reaction_over_job_floor_ms", "p50"), "", None),
@@ -45,18 +58,23 @@ ROWS: list[Row] = [
      _within(1000)),
     ("deletion lateness max (ms)", _get("deletion_lateness_ms", "max"), "", None),
     ("claims deleted before Idle", _get("deleted_before_idle"), "0", _within(0)),
-    ("RSS peak (MiB)", _get("footprint", "peak_rss_mib"), "<= 200", _within(200)),
-    ("RSS idle (MiB)", _get("footprint", "idle", "rss_mib"), "<= 200", _within(200)),
+    ("RSS peak (MiB)", _get("footprint", "peak_rss_mib"), "<= 120", _within(120)),
+    ("RSS idle (MiB)", _get("footprint", "idle", "rss_mib"), "<= 120", _within(120)),
     ("CPU idle (%)", _get("footprint", "idle", "cpu_percent"), "", None),
-    ("RSS busy (MiB)", _get("footprint", "busy", "rss_mib"), "<= 200", _within(200)),
+    ("RSS busy (MiB)", _get("footprint", "busy", "rss_mib"), "<= 120", _within(120)),
     ("CPU busy (%)", _get("footprint", "busy", "cpu_percent"), "", None),
     ("API writes per minute, idle", _get("api", "idle_writes_per_minute"), "0", _within(0)),
-    ("API writes per claim lifetime", _get("api", "writes_per_claim_lifetime"), "<= 5",
-     _within(5)),
+    ("API writes per claim lifetime", _get("api", "writes_per_claim_lifetime"), "<= 10",
+     _within(10)),
     ("API requests per claim (all)", _get("api", "requests_per_claim"), "", None),
     ("resume all countdowns (s)", _get("resume", "seconds"), "<= 30", _within(30)),
     ("start-up, before any claim (s)", _get("startup", "seconds"), "", None),
     ("provisioning p99 (ms)", _get("provisioning_ms", "p99"), "", None),
+    ("burst: claims Pending (s)", _get("burst", "seconds"), "", None),
+    ("burst: bare client's PVCs (s)", _get("burst", "bare_seconds"), "", None),
+    ("burst / bare client", _get("burst", "ratio"), "<= 2", _within(2)),
+    ("bare client status patches/s", _get("bare_client", "status_patches", "per_second"),
+     "", None),
 ]
 
 

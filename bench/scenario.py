@@ -2,16 +2,18 @@
 
 Steps (each timed, with progress on the terminal):
  1. unrelated pods spread over the namespaces (the rest of a cluster);
- 2. the operator starts (it reads pods only of namespaces that hold claims: none yet);
- 3. the claims are created (the operator creates their PVCs), then one pod for each,
-    which the harness marks Running: every claim in use (with `jobs`, one Job for
-    each, whose pod the Job controller creates: the claim has two users);
- 4. nothing changes for a while: idle footprint and API writes;
- 5. the pods finish one by one at a steady rate: reaction latency against the
-    harness's own bare watch of pods (the floor; with `jobs`, also its watch of the
-    Jobs turning Complete), and the footprint under load;
- 6. the operator is killed and started again: time until every countdown resumed;
- 7. the claims are deleted at their deadlines: lateness.
+ 2. a bare client's PVC creations and status patches: the machine's speed (capacity.py);
+ 3. the operator starts (it reads pods only of namespaces that hold claims: none yet);
+ 4. the claims are created at once (the operator creates their PVCs: the burst, against
+    the bare client's), then one pod for each, which the harness marks Running: every
+    claim in use (with `jobs`, one Job for each, whose pod the Job controller creates:
+    the claim has two users);
+ 5. nothing changes for a while: idle footprint and API writes;
+ 6. the pods finish one by one at a steady rate, or in `steps` of rising pace:
+    reaction latency against the harness's own bare watch of pods (the floor; with
+    `jobs`, also its watch of the Jobs turning Complete), and the footprint under load;
+ 7. the operator is killed and started again: time until every countdown resumed;
+ 8. the claims are deleted at their deadlines: lateness.
 The operator's API requests are read from the audit log, by its ServiceAccount.
 """
 
@@ -28,13 +30,16 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bench import audit, stats, workload
+from bench import audit, capacity, stats, workload
 from bench.client import MERGE_PATCH, Api, ApiError
 from bench.observe import EVCS, JOBS, PODS, ClaimWatch, JobWatch, Key, PodWatch, until
-from bench.operator import USER, Operator, Usage, install_identity, wind_down
+from bench.operator import USER, Operator, Sampler, Usage, install_identity, wind_down
 from controlplane.cluster import ControlPlane
 
-SETTLE_SECONDS = 5.0  # after the last claim shows InUse, before the idle window opens
+# After the last claim shows InUse, before the idle window opens: its Events, and the
+# second write of a record that replaced one sealed under 6 s before (seal.SPACING), land.
+SETTLE_SECONDS = 12.0
+BARE_PATCHES = 5000  # status patches of unrelated pods, to time a bare client's writes
 
 
 # The Job controller's pace at marking Jobs Complete, measured (docs/benchmarks.md: 10,000
@@ -55,29 +60,18 @@ class Scale:
     headroom: float = 90.0
     operator_env: tuple[tuple[str, str], ...] = ()  # more settings for the operator
     jobs: bool = False  # each claim's user is a Job (its controller makes the pod)
+    # Paces the user pods finish at, in stages (capacity.py); empty: all at `rate`.
+    steps: tuple[float, ...] = ()
 
     @property
     def grace_period(self) -> int:
         """Long enough that no deadline passes before the restart has been timed: users end
-        at `rate`, or with Jobs at the Job controller's pace if that is slower."""
+        at `rate` (or through the `steps`, each waiting for the one before to be seen),
+        or with Jobs at the Job controller's pace if that is slower."""
         pace = min(self.rate, JOBS_COMPLETED_PER_SECOND) if self.jobs else self.rate
-        return math.ceil(self.evcs / pace + self.headroom)
-
-
-class Sampler:
-    """The operator's RSS and CPU, every second, while it runs."""
-
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, Usage]] = []
-
-    async def run(self, operator: Operator) -> None:
-        while operator.alive():
-            with contextlib.suppress(OSError):
-                self.samples.append((time.time(), operator.usage()))
-            await asyncio.sleep(1.0)
-
-    def peak_rss(self, start: float, end: float) -> int:
-        return max((u.rss for t, u in self.samples if start <= t <= end), default=0)
+        steps = () if self.jobs else self.steps
+        return math.ceil(capacity.finishing_seconds(self.evcs, pace, steps)
+                         + 60 * len(steps) + self.headroom)
 
 
 def _mib(size: int) -> float:
@@ -114,6 +108,7 @@ class Run:
         self.sampler = Sampler()
         self.pods = PodWatch()
         self.user_pods: dict[Key, str] = {}  # each claim's user pod, by name
+        self.stage_of: dict[Key, float] = {}  # the pace its user pod finished at
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(asyncio.create_task(work))
@@ -132,7 +127,7 @@ class Run:
         value = await work()
         self.timings[name] = round(time.monotonic() - start, 1)
         print(f"  done in {self.timings[name]} s", flush=True)
-        return value
+        return value if value is not None else time.monotonic() - start
 
     def _start_operator(self, kubeconfig: Path, number: int) -> Operator:
         operator = Operator(kubeconfig, self.workdir / f"operator-{number}.log", env={
@@ -155,9 +150,19 @@ class Run:
         kubeconfig = install_identity(self.plane, self.workdir / "operator.kubeconfig")
         await self._step("namespaces", self._make_namespaces)
         unrelated = scale.pods - scale.evcs
-        await self._step(f"{unrelated} unrelated pods", lambda: self._create(
+        await self._step(f"{unrelated} unrelated pods", lambda: self.api.create_all(
             [(self.namespaces[i % scale.namespaces], workload.unrelated_pod(f"other-{i:05d}"))
              for i in range(unrelated)], "pods"))
+
+        # The machine's own speed, before the operator runs: what a bare client gets.
+        patched = [(self.namespaces[i % scale.namespaces], f"other-{i:05d}")
+                   for i in range(min(unrelated, BARE_PATCHES))]
+        self.result["bare_client"] = {
+            "pvc_creates": await self._step(f"bare client: {scale.evcs} PVCs at once",
+                                            lambda: capacity.bare_creates(api, scale.evcs)),
+            "status_patches": await self._step(
+                f"bare client: {len(patched)} status patches",
+                lambda: capacity.bare_status_patches(api, patched))}
 
         operator = self._start_operator(kubeconfig, 1)
         began = time.time()
@@ -179,7 +184,10 @@ class Run:
             await api.each(self.claims, create_claim)
             await until(lambda: claims.count("Pending"), scale.evcs, "claims Pending",
                         limit=1800, check=self._check_operator)
-        await self._step(f"{scale.evcs} claims (PVC created, Pending)", claims_pending)
+        burst = await self._step(f"{scale.evcs} claims (PVC created, Pending)", claims_pending)
+        bare = self.result["bare_client"]["pvc_creates"]["seconds"]
+        self.result["burst"] = {"seconds": round(burst, 1), "bare_seconds": bare,
+                                "ratio": round(burst / bare, 2) if bare else None}
         self.result["provisioning_ms"] = _summary_ms([claims.phases[key]["Pending"] - at
                                                       for key, at in created.items()])
 
@@ -218,7 +226,8 @@ class Run:
             self._background(jobs.run(api, await api.resource_version(JOBS)))
         sent: dict[Key, float] = {}
         busy_start, busy_usage = time.time(), operator.usage()
-        await self._step(f"{scale.evcs} user pods finish, {scale.rate:g}/s (claims Idle)",
+        pace = "/".join(f"{rate:g}" for rate in scale.steps) or f"{scale.rate:g}"
+        await self._step(f"{scale.evcs} user pods finish, {pace}/s (claims Idle)",
                          lambda: self._finish_users(sent, claims))
         busy_end, busy_after = time.time(), operator.usage()
 
@@ -292,21 +301,6 @@ class Run:
                 raise TimeoutError("default ServiceAccounts were not created")
             await asyncio.sleep(0.5)
 
-    async def _create(self, objects: list[tuple[str, dict[str, Any]]], plural: str) -> None:
-        total = len(objects)
-        start = last = time.monotonic()
-        done = 0
-
-        async def create(item: tuple[str, dict[str, Any]]) -> None:
-            nonlocal done, last
-            namespace, body = item
-            await self.api.request("POST", f"/api/v1/namespaces/{namespace}/{plural}", body)
-            done += 1
-            if time.monotonic() - last >= 10:
-                last = time.monotonic()
-                print(f"  {plural}: {done}/{total} ({last - start:.0f} s)", flush=True)
-        await self.api.each(objects, create)
-
     async def _run_pod(self, key: Key, started: datetime.datetime) -> None:
         await self.api.request(
             "PATCH", f"/api/v1/namespaces/{key[0]}/pods/{self.user_pods[key]}/status",
@@ -345,6 +339,13 @@ class Run:
         self.result["reaction_ms"] = _summary_ms(reaction)
         self.result["bare_watch_ms"] = _summary_ms(floor)
         self.result["reaction_ratio_p99"] = (round(r99 / f99, 2) if r99 and f99 else None)
+        if self.scale.steps:
+            self.result["stages"] = stages = capacity.by_stage(
+                {key: claims.phases[key]["Idle"] - at for key, at in sent.items()},
+                {key: self.pods.succeeded[(key[0], self.user_pods[key])] - at
+                 for key, at in sent.items()
+                 if (key[0], self.user_pods[key]) in self.pods.succeeded}, self.stage_of)
+            self.result["capacity_per_second"] = capacity.capacity(stages)
         if not self.scale.jobs:
             return
         complete = {key: jobs.complete[(key[0], user_name(key))] for key in sent
@@ -359,7 +360,6 @@ class Run:
 
     async def _finish_users(self, sent: dict[Key, float], claims: ClaimWatch) -> None:
         """Each user pod turns Succeeded, evenly paced; waits until every claim is Idle."""
-        start = time.monotonic()
         pending: set[asyncio.Task[None]] = set()
 
         async def finish(key: Key) -> None:
@@ -371,14 +371,25 @@ class Run:
                 workload.succeeded(now - datetime.timedelta(seconds=5), now),
                 content_type=MERGE_PATCH)
 
-        for number, key in enumerate(self.claims):
-            delay = start + number / self.scale.rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(finish(key))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        await asyncio.gather(*pending)
+        plan = (capacity.stages(len(self.claims), self.scale.steps) if self.scale.steps
+                else [(self.scale.rate, len(self.claims))])
+        keys, done = iter(self.claims), 0
+        for pace, count in plan:
+            start = time.monotonic()
+            for number in range(count):
+                key = next(keys)
+                self.stage_of[key] = pace
+                delay = start + number / pace - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(finish(key))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            await asyncio.gather(*pending)
+            done += count
+            if len(plan) > 1:  # each stage starts once the one before is seen through
+                await until(lambda: claims.count("Idle"), done, "claims Idle",
+                            limit=600, check=self._check_operator)
         await until(lambda: claims.count("Idle"), self.scale.evcs, "claims Idle",
                     limit=self.scale.grace_period + 600, check=self._check_operator)
 

@@ -49,7 +49,7 @@ class Soak(Run):
         api = self.api
         kubeconfig = install_identity(self.plane, self.workdir / "operator.kubeconfig")
         await self._step("namespaces", self._make_namespaces)
-        await self._step(f"{self.scale.pods} unrelated pods", lambda: self._create(
+        await self._step(f"{self.scale.pods} unrelated pods", lambda: self.api.create_all(
             [(self.namespaces[i % len(self.namespaces)],
               workload.unrelated_pod(f"other-{i:05d}")) for i in range(self.scale.pods)],
             "pods"))

@@ -78,6 +78,14 @@ def real_user_pod(name: str, claim: str, seconds: float) -> dict[str, Any]:
     }
 
 
+def bare_pvc(name: str) -> dict[str, Any]:
+    """A PVC as the operator makes one for a claim, made by the harness itself."""
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "labels": {ROLE: "bare"}},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Gi"}}}}
+
+
 def unrelated_pod(name: str) -> dict[str, Any]:
     """A pod that has nothing to do with any EVC (most pods of a real cluster)."""
     return _pod(name, "unrelated", [{"name": "cache", "emptyDir": {}}])

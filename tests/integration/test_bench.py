@@ -44,6 +44,25 @@ def run(tmp_path: Path, *more: str) -> dict[str, Any]:
 def test_a_small_benchmark_run_measures_everything(tmp_path: Path) -> None:
     result = run(tmp_path)["result"]
     assert "job_floor_ms" not in result
+    # The machine's own speed, and the burst held against it.
+    bare = result["bare_client"]
+    assert bare["pvc_creates"]["count"] == EVCS
+    assert bare["status_patches"]["count"] == 60 - EVCS  # every unrelated pod, once
+    assert bare["status_patches"]["per_second"] > 0
+    assert result["burst"]["ratio"] > 0
+    assert "stages" not in result
+
+
+def test_a_small_benchmark_run_in_stages_finds_a_capacity(tmp_path: Path) -> None:
+    """The users finish in stages of rising pace; each stage has its own reaction against
+    its own bare watch, and the capacity is one of the paces (or none, if the slowest
+    already missed)."""
+    result = run(tmp_path, "--steps", "3,6,12")["result"]
+    stages = result["stages"]
+    assert [stage["per_second"] for stage in stages] == [3, 6, 12]
+    assert [stage["reaction_ms"]["count"] for stage in stages] == [4, 4, 4]
+    assert all(stage["bare_watch_ms"]["count"] == 4 for stage in stages)
+    assert result["capacity_per_second"] in (None, 3, 6, 12)
 
 
 def test_a_small_benchmark_run_with_a_job_per_claim(tmp_path: Path) -> None:

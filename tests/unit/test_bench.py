@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import audit, fairness, report, stats, traced, workload
+from bench import audit, capacity, fairness, report, stats, traced, workload
 from bench.__main__ import controller_args, parse
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
@@ -156,3 +156,26 @@ def test_fairness_options_name_the_rounds_and_refuse_unknown_noise(
     with pytest.raises(SystemExit):
         fairness.parse(["--noise", "loud"])
     assert "touch and flip" in capsys.readouterr().err
+
+
+def test_stages_share_the_pods_and_capacity_is_the_last_pace_within_the_ratio() -> None:
+    assert capacity.stages(10, [50, 100, 200]) == [(50, 4), (100, 3), (200, 3)]
+    assert capacity.finishing_seconds(10, 5, []) == 2
+    assert capacity.finishing_seconds(400, 5, [100, 200]) == 3
+    keys = {("ns", f"c{n}"): pace for n, pace in enumerate([50, 50, 100, 100, 200, 200])}
+    reaction = {key: 0.010 if pace < 200 else 0.050 for key, pace in keys.items()}
+    floor = dict.fromkeys(keys, 0.010)
+    stages = capacity.by_stage(reaction, floor, keys)
+    assert [stage["ratio_p99"] for stage in stages] == [1.0, 1.0, 5.0]
+    assert capacity.capacity(stages) == 100
+    # A slower pace that missed makes the faster ones not count.
+    assert capacity.capacity([{"per_second": 50, "ratio_p99": 3.0},
+                              {"per_second": 100, "ratio_p99": 1.0}]) is None
+
+
+def test_report_holds_the_run_to_the_capacity_and_burst_goals() -> None:
+    result = {"capacity_per_second": 100.0, "burst": {"ratio": 2.5},
+              "bare_client": {"status_patches": {"per_second": 400.0}}}
+    verdicts = report.verdicts(result)
+    assert verdicts["capacity / bare status patches/s"] is False  # 0.25, the goal 0.5
+    assert verdicts["burst / bare client"] is False
