@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from evc_operator import auth
 from evc_operator import credentials as creds
 from tests.unit.pki import Pki, handshake, key_pem, pem
 
@@ -231,3 +232,20 @@ def test_a_token_that_vanishes_keeps_the_last_one(tmp_path: Path) -> None:
     assert token.token() == "kept"
     with pytest.raises(FileNotFoundError):
         creds.TokenFile(path).token()
+
+
+def test_the_environments_proxy_is_read_once_for_the_api_server(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY and NO_PROXY are honoured, read when the session is made: aiohttp's
+    trust_env read them, and ~/.netrc, again for every request."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert auth.environment_proxy("https://10.0.0.1:6443") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert auth.environment_proxy("https://10.0.0.1:6443") == "http://proxy:3128"
+    assert auth.environment_proxy("http://10.0.0.1:8080") is None  # HTTP_PROXY: none
+    monkeypatch.setenv("NO_PROXY", "10.0.0.1,.cluster.local")
+    assert auth.environment_proxy("https://10.0.0.1:6443") is None
+    assert auth.environment_proxy("https://api.cluster.local") is None
+    assert auth.environment_proxy("https://example.org") == "http://proxy:3128"
