@@ -118,8 +118,9 @@ class ClaimReconciler:
         new_status = status.build_status(
             decision, conditions, generation=view.generation, previous=previous, now=now,
             seal=seal.seal(self.settings.signing_key, view.uid, *facts, now))
-        budgeted = self._budgeted(claim, view, new_status, now)
-        write = budgeted is None and self._sealing(claim, view, facts, new_status, now)
+        changed = status.status_changed(new_status, previous)
+        budgeted = self._budgeted(claim, view, new_status, previous, changed, now)
+        write = budgeted is None and self._sealing(claim, view, facts, previous, changed, now)
         events += status.transition_events(decision, view.claim.recorded_phase,
                                            expiry_period=view.claim.expiry_period,
                                            grace_period=view.claim.grace_period)
@@ -204,12 +205,11 @@ class ClaimReconciler:
         return [dataclasses.replace(user, known=user.name in seen) for user in users]
 
     def _budgeted(self, claim: TrackedClaim, view: EvcView, new_status: Mapping[str, Any],
+                  previous: Mapping[str, Any], changed: bool,
                   now: datetime.datetime) -> datetime.datetime | None:
         """When a status write that only says who the users are may go, if not now: its
         namespace's budget for those is spent (budget.py). Any other write goes now."""
-        previous = view.status
-        if not (status.status_changed(new_status, previous)
-                and status.only_users_changed(new_status, previous)):
+        if not (changed and status.only_users_changed(new_status, previous)):
             claim.write_after = None
             return None
         if claim.write_after is None:
@@ -221,20 +221,18 @@ class ClaimReconciler:
 
     def _sealing(self, claim: TrackedClaim, view: EvcView,
                  facts: tuple[str | None, datetime.datetime | None],
-                 new_status: Mapping[str, Any], now: datetime.datetime) -> bool:
+                 previous: Mapping[str, Any], changed: bool, now: datetime.datetime) -> bool:
         """Whether to write `new_status`, sealed at `now`: if anything in it changes, if
         the stored seal does not hold for its facts, or if a record is due to be written
         once more (seal.confirm_after: so that no record it superseded, put back, is
         believed after a restart)."""
-        key, previous = self.settings.signing_key, view.status
-        stored = previous.get("seal")
+        key, stored = self.settings.signing_key, previous.get("seal")
+        due = claim.confirm_after is not None and now >= claim.confirm_after
+        if not (changed or due or not seal.verify(key, view.uid, *facts, stored)):
+            return False
         recorded = (view.claim.recorded_phase and str(view.claim.recorded_phase),
                     view.claim.recorded_unused_since)
         holds = seal.verify(key, view.uid, *recorded, stored)
-        due = claim.confirm_after is not None and now >= claim.confirm_after
-        if not (status.status_changed(new_status, previous) or due
-                or not seal.verify(key, view.uid, *facts, stored)):
-            return False
         if due:
             claim.confirm_after = None
         sealed = [moment for moment in (claim.sealed_at, holds and seal.sealed_at(stored))
