@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import aiohttp
 import kopf
 
 from evc_operator import kubeconfig
@@ -79,10 +80,11 @@ RELOGIN_PAUSE = 1.0  # seconds: a 401 that keeps coming back is not retried in a
 
 
 async def kopf_login(credentials: Credentials, previous: KopfLogin | None = None,
-                     ) -> KopfLogin:
+                     trace: aiohttp.TraceConfig | None = None) -> KopfLogin:
     """What Kopf's login handler returns: a session of its own with our credentials and
     the same middleware as ours, so that Kopf never sees an expired token nor a 401 that
-    a refresh fixes (and never tears down its watches for one).
+    a refresh fixes (and never tears down its watches for one). `trace` observes Kopf's
+    requests (served.py).
 
     Kopf logs in again only after a 401 that the refresh did not fix. Unless the
     credentials have changed since, `previous` is returned, which Kopf refuses as failed
@@ -97,5 +99,6 @@ async def kopf_login(credentials: Credentials, previous: KopfLogin | None = None
             return previous
     return kopf.AiohttpSession(
         server=credentials.server, default_namespace=credentials.namespace,
-        aiohttp_session=session(credentials, limit=0),  # Kopf's own pool: no limit
+        aiohttp_session=session(credentials, limit=0,  # Kopf's own pool: no limit
+                                trace_configs=[trace] if trace is not None else None),
     ), await auth.header()

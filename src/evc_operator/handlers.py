@@ -24,13 +24,13 @@ from typing import Any, NoReturn
 import aiohttp
 import kopf
 
-from evc_operator import access, apihooks, kube, memory, metrics, signingkey
+from evc_operator import access, apihooks, kube, memory, metrics, served, signingkey
 from evc_operator.credentials import ConfigError, kopf_login
 from evc_operator.errors import ApiException, describe
 from evc_operator.freshness import prove_current
 from evc_operator.informer import KubeSource, Watched
 from evc_operator.leadership import Leadership, LeaseSettings
-from evc_operator.resources import CRD, CRD_NAME, EVC
+from evc_operator.resources import API_VERSION, CRD, CRD_NAME, EVC, PLURAL
 from evc_operator.scheduler import Scheduler
 from evc_operator.seams import KubeClaimApi
 from evc_operator.servertime import ServerClock, SkewWatch
@@ -117,6 +117,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
 
     apihooks.set_date_hook(on_date)
     memo.api = await _connect_or_exit(logger)
+    memo.claims_watch = served.ClaimsWatch(  # before Kopf logs in: it traces Kopf's requests
+        functools.partial(kube.serves, memo.api, API_VERSION, PLURAL))
     settings.watching.initial_streaming = await _streams_lists(memo.api, logger)
     memo.access = access.AccessCheck(memo.api)
     memo.access.check(access.CLUSTER)
@@ -238,7 +240,8 @@ async def login(memo: kopf.Memo, **_: Any) -> kopf.AiohttpSession:
     """Kopf's own connection uses the operator's credentials (credentials.py), not Kopf's
     kubeconfig reader: exec plugins and token files work, and in a Pod the API server is
     found without DNS."""
-    memo.kopf_login = await kopf_login(memo.api.credentials, memo.get("kopf_login"))
+    memo.kopf_login = await kopf_login(memo.api.credentials, memo.get("kopf_login"),
+                                       memo.claims_watch.trace())
     info: kopf.AiohttpSession = memo.kopf_login[0]
     return info
 
@@ -253,6 +256,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("tasks", []):
         task.cancel()
     await asyncio.gather(*memo.get("tasks", []), return_exceptions=True)
+    if memo.get("claims_watch") is not None:
+        await memo.claims_watch.close()
     if memo.get("access") is not None:
         memo.access.close()
     if memo.get("watched") is not None:
@@ -276,12 +281,14 @@ async def crd_event(type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Lo
     """The EVC CRD's first event tells that Kopf watches, even when there is no claim yet
     (readiness). Deleted under a running operator, it takes every claim with it, and
     Kopf's watch of the claims would end the operator with a traceback (404) moments
-    later: stop first, with one line. Started again, the operator waits for the CRD."""
+    later: stop first, with one line. Started again, the operator waits for the CRD.
+    Applied after the start, it is expected to be watched soon (served.py)."""
     _scheduler(memo)
     if type == "DELETED" or body.metadata.get("deletionTimestamp"):
         _exit(logger, f"The CustomResourceDefinition {CRD_NAME} is being deleted, and every "
                       f"EphemeralVolumeClaim with it: stopping. Apply crd.yaml again and "
                       f"start the operator (a Deployment restarts it; it waits for the CRD).")
+    memo.claims_watch.crd_seen(type, body, logger)
 
 
 @kopf.on.event(*EVC)

@@ -379,6 +379,14 @@ async def read_version(api: Api) -> dict[str, Any]:
     return found
 
 
+@counted("read_discovery")
+async def serves(api: Api, group_version: str, plural: str) -> bool:
+    """Whether the API server's discovery lists `plural` in `group_version` (e.g.
+    "zalando.org/v1", "ephemeralvolumeclaims"): whether it serves that resource now."""
+    found = await _read_or_none(api, f"/apis/{group_version}")
+    return any(resource.get("name") == plural for resource in (found or {}).get("resources", []))
+
+
 @counted("read_secret")
 async def read_secret(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
     """The Secret (only the signing key's: RBAC names it), or None if it does not exist."""

@@ -145,6 +145,34 @@ def test_missing_crd_is_reported_and_served_once_created(operator: OperatorFacto
         plane.stop()
 
 
+def test_claims_served_after_the_operator_started_are_watched(
+        operator: OperatorFactory, tmp_path: Path) -> None:
+    """The CRD established while the operator runs, its `v1` not served: said, and
+    waited for. Then served: the claims are watched, by Kopf's rescan at the CRD's change
+    or, when discovery lagged that change, by the operator starting again (served.py)."""
+    plane = ControlPlane.start(tmp_path / "bare")  # no CRD
+    try:
+        process = start(operator, plane, "default", EXPIRY_PERIOD="1h")
+        logged(process, "Unresolved resources cannot be served")
+        crd = yaml.safe_load((REPO / "crd.yaml").read_text())
+        crd["spec"]["versions"][0]["served"] = False
+        plane.kubectl("apply", "-f", "-", input=json.dumps(crd))
+        logged(process, "the API server does not serve zalando.org/v1 EphemeralVolumeClaims: "
+                        "they are served once it does.")
+        assert "starts again" not in process.log_text()
+
+        plane.kubectl("apply", "-f", str(REPO / "crd.yaml"))  # v1 served
+        kubectl = Kubectl(plane, "default")
+        kubectl("apply", "-f", "-", input=evc("late"))
+        eventually(lambda: kubectl.get("pvc", "late"), timeout=45,
+                   what="the claim served once its version is")
+        assert process.log_text().count("Claims' status is sealed") <= 2  # one restart
+        assert_running_without_traceback(process)
+        process.stop()
+    finally:
+        plane.stop()
+
+
 def cluster_role_binding(name: str, role: str, namespace: str, account: str) -> dict[str, Any]:
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": name},
