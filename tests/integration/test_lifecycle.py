@@ -10,10 +10,12 @@ import functools
 import json
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from controlplane.cluster import ControlPlane
 from tests.integration.conftest import OperatorFactory
+from tests.integration.goneproxy import GoneProxy
 from tests.integration.support import REPO, Kubectl, eventually
 
 FAST = {"EXPIRY_PERIOD": "4", "GRACE_PERIOD": "4", "COUNTDOWN_INTERVAL": "1"}
@@ -273,6 +275,27 @@ def test_claims_are_listed_as_a_stream_so_no_page_can_be_gone(
         eventually(functools.partial(gone, kubectl, "evc", name), timeout=10,
                    what=f"{name} deleted")
     assert claim_lists(kubectl) == lists, "claims were listed in pages"
+
+
+def test_a_410_during_the_initial_list_of_claims_is_survived(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorFactory,
+        tmp_path: Path) -> None:
+    """The claims' initial list (a stream) cut with 410 Gone after its first claim, as
+    the API server cuts one whose revision was compacted: the operator lists again, and
+    serves every claim; it does not exit."""
+    names = ("gone-a", "gone-b", "gone-c")
+    for name in names:
+        kubectl("apply", "-f", "-", input=evc(name))
+    with GoneProxy(control_plane).running() as proxy:
+        config = proxy.kubeconfig(tmp_path / "proxy.kubeconfig", control_plane.admin_token)
+        process = operator(kubectl.namespace, KUBECONFIG=str(config), EXPIRY_PERIOD="1h")
+        for name in names:
+            eventually(functools.partial(phase_is, kubectl, name, "Pending"),
+                       what=f"{name} Pending")
+        assert proxy.cut == 1, "no initial list was cut"
+        assert proxy.claim_streams >= 2, "the claims were not listed again"
+        assert process.process.poll() is None, process.log_text()
+        assert "Traceback" not in process.log_text()
 
 
 def test_labels_sync_one_way_and_leave_others_alone(kubectl: Kubectl,
