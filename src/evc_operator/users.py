@@ -21,6 +21,50 @@ TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 _NO_CLAIMS: frozenset[str] = frozenset()
 
 
+Labels = tuple[tuple[str, str], ...]
+_NO_LABELS: Labels = ()
+# Pods of one workload carry the same labels: each set is stored once, in this table
+# (key and value are the same tuple). Sets no pod holds any more are dropped whenever the
+# table has doubled since it was last swept.
+_LABEL_SETS: dict[Labels, Labels] = {}
+_SWEEP_FROM = 1024
+
+
+def _references_when_unheld() -> int:
+    """What `sys.getrefcount` says, in `_sweep`'s loop, of a set only the table holds
+    (the interpreter's own count differs between versions: measured, not assumed)."""
+    table: dict[Labels, Labels] = {}
+    pairs = (("", str(id(table))),)
+    table[pairs] = pairs
+    del pairs
+    return max([sys.getrefcount(value) for _key, value in table.items()])
+
+
+_UNHELD = _references_when_unheld()
+_sweep_at = _SWEEP_FROM
+
+
+def _sweep() -> None:
+    global _sweep_at
+    for key in [key for key, value in _LABEL_SETS.items()
+                if sys.getrefcount(value) <= _UNHELD]:
+        del _LABEL_SETS[key]
+    _sweep_at = max(_SWEEP_FROM, 2 * len(_LABEL_SETS))
+
+
+def label_set(labels: Mapping[str, str]) -> Labels:
+    """`labels` as a sorted tuple of pairs, the same object for the same labels while any
+    pod holds it: at 50,000 pods, their own tuples took 8 MiB (docs/benchmarks.md)."""
+    if not labels:
+        return _NO_LABELS
+    pairs = tuple(sorted((sys.intern(key), sys.intern(value))
+                         for key, value in labels.items()))
+    found = _LABEL_SETS.setdefault(pairs, pairs)
+    if len(_LABEL_SETS) >= _sweep_at:
+        _sweep()
+    return found
+
+
 class InvalidSelector(ValueError):
     """spec.selector cannot be evaluated; the message says why."""
 
@@ -32,7 +76,7 @@ class PodView:
     active: bool
     created: datetime.datetime
     claims: frozenset[str]
-    labels: tuple[tuple[str, str], ...]
+    labels: Labels
     ended: datetime.datetime | None = None  # when its last container finished, if known
 
     def use(self) -> PodUse:
@@ -49,15 +93,14 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
     )
     status = body.get("status") or {}
     active = status.get("phase") not in TERMINAL_PHASES
-    # Tens of thousands are held: strings that repeat from pod to pod are stored once.
+    # Tens of thousands are held: what repeats from pod to pod is stored once.
     return PodView(
         name=metadata["name"],
         namespace=sys.intern(metadata.get("namespace") or ""),
         active=active,
         created=parse_time(metadata["creationTimestamp"]),
         claims=claims or _NO_CLAIMS,
-        labels=tuple(sorted((sys.intern(key), sys.intern(value))
-                            for key, value in (metadata.get("labels") or {}).items())),
+        labels=label_set(metadata.get("labels") or {}),
         ended=None if active else _finished_at(status),
     )
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from evc_operator import users
 from evc_operator.lifecycle import PodUse
 from evc_operator.users import (
     InvalidSelector,
@@ -378,3 +379,23 @@ def test_users_are_exactly_the_mounting_and_matching_pods_once_each(
     if selector:
         expected |= {pod.name for pod in views if reference_matches(selector, dict(pod.labels))}
     assert set(found) == expected
+
+
+def test_pods_with_the_same_labels_share_one_label_set() -> None:
+    one = view("one", labels={"app": "etl", "tier": "batch"})
+    two = view("two", labels={"tier": "batch", "app": "etl"})
+    other = view("other", labels={"app": "etl"})
+    assert one.labels == (("app", "etl"), ("tier", "batch"))
+    assert one.labels is two.labels
+    assert other.labels == (("app", "etl"),)
+    assert view("bare").labels == ()
+
+
+def test_label_sets_no_pod_holds_are_swept_and_held_ones_kept() -> None:
+    held = [view(f"held-{i}", labels={"held": str(i)}) for i in range(3)]
+    for number in range(5000):  # sets that no pod holds once made: the table sweeps them
+        users.label_set({"gone": str(number)})
+    assert len(users._LABEL_SETS) < 3000
+    assert all(users._LABEL_SETS.get(pod.labels) is pod.labels for pod in held)
+    again = view("again", labels={"held": "1"})
+    assert again.labels is held[1].labels
