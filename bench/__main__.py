@@ -27,7 +27,8 @@ from typing import Any
 from bench import realpods, report
 from bench.audit import CONTROLLER_MANAGER
 from bench.operator import USER
-from bench.scenario import Run, Scale
+from bench.scale import Scale
+from bench.scenario import Run
 from controlplane.binaries import COMPONENTS
 from controlplane.cluster import ControlPlane
 from controlplane.node import NODE_NAME, Node

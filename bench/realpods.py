@@ -26,7 +26,8 @@ from bench import stats, workload
 from bench.client import Api
 from bench.observe import EVCS, PODS, ClaimWatch, Key, until
 from bench.operator import Operator, install_identity
-from bench.scenario import Run, Scale
+from bench.scale import Scale
+from bench.scenario import Run
 from controlplane.cluster import ControlPlane
 
 GRACE_SECONDS = 10

@@ -73,6 +73,11 @@ ROWS: list[Row] = [
     ("burst: claims Pending (s)", _get("burst", "seconds"), "", None),
     ("burst: bare client's PVCs (s)", _get("burst", "bare_seconds"), "", None),
     ("burst / bare client", _get("burst", "ratio"), "<= 2", _within(2)),
+    ("burst: API server CPU (s)", _get("burst", "cost", "cpu_seconds", "kube-apiserver"),
+     "", None),
+    ("burst: operator CPU (s)", _get("burst", "cost", "cpu_seconds", "operator"), "", None),
+    ("bare client's PVCs: API server CPU (s)",
+     _get("bare_client", "pvc_creates", "cost", "cpu_seconds", "kube-apiserver"), "", None),
     ("bare client status patches/s", _get("bare_client", "status_patches", "per_second"),
      "", None),
 ]

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime
-import math
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -32,46 +30,16 @@ from typing import Any
 
 from bench import audit, capacity, stats, workload
 from bench.client import MERGE_PATCH, Api, ApiError
+from bench.cost import Cost
 from bench.observe import EVCS, JOBS, PODS, ClaimWatch, JobWatch, Key, PodWatch, until
 from bench.operator import USER, Operator, Sampler, Usage, install_identity, wind_down
+from bench.scale import Scale
 from controlplane.cluster import ControlPlane
 
 # After the last claim shows InUse, before the idle window opens: its Events, and the
 # second write of a record that replaced one sealed under 6 s before (seal.SPACING), land.
 SETTLE_SECONDS = 12.0
 BARE_PATCHES = 5000  # status patches of unrelated pods, to time a bare client's writes
-
-
-# The Job controller's pace at marking Jobs Complete, measured (docs/benchmarks.md: 10,000
-# Jobs in 457 s with its client at 1000 QPS), rounded down: with Jobs, users end this fast.
-JOBS_COMPLETED_PER_SECOND = 20.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Scale:
-    evcs: int = 1000
-    pods: int = 10000  # all pods, including one user pod per claim
-    namespaces: int = 10
-    rate: float = 50.0  # pods finishing per second in step 5
-    idle_seconds: float = 60.0
-    in_flight: int = 32  # the harness's concurrent requests
-    # Seconds between the last pod finishing and the first deadline: the restart is timed
-    # in there, so that no countdown ends while no operator runs.
-    headroom: float = 90.0
-    operator_env: tuple[tuple[str, str], ...] = ()  # more settings for the operator
-    jobs: bool = False  # each claim's user is a Job (its controller makes the pod)
-    # Paces the user pods finish at, in stages (capacity.py); empty: all at `rate`.
-    steps: tuple[float, ...] = ()
-
-    @property
-    def grace_period(self) -> int:
-        """Long enough that no deadline passes before the restart has been timed: users end
-        at `rate` (or through the `steps`, each waiting for the one before to be seen),
-        or with Jobs at the Job controller's pace if that is slower."""
-        pace = min(self.rate, JOBS_COMPLETED_PER_SECOND) if self.jobs else self.rate
-        steps = () if self.jobs else self.steps
-        return math.ceil(capacity.finishing_seconds(self.evcs, pace, steps)
-                         + 60 * len(steps) + self.headroom)
 
 
 def _mib(size: int) -> float:
@@ -157,9 +125,12 @@ class Run:
         # The machine's own speed, before the operator runs: what a bare client gets.
         patched = [(self.namespaces[i % scale.namespaces], f"other-{i:05d}")
                    for i in range(min(unrelated, BARE_PATCHES))]
+        bare_cost = Cost(self.plane)
+        await bare_cost.begin()
+        creates = await self._step(f"bare client: {scale.evcs} PVCs at once",
+                                   lambda: capacity.bare_creates(api, scale.evcs))
         self.result["bare_client"] = {
-            "pvc_creates": await self._step(f"bare client: {scale.evcs} PVCs at once",
-                                            lambda: capacity.bare_creates(api, scale.evcs)),
+            "pvc_creates": creates | {"cost": await bare_cost.end()},
             "status_patches": await self._step(
                 f"bare client: {len(patched)} status patches",
                 lambda: capacity.bare_status_patches(api, patched))}
@@ -184,10 +155,13 @@ class Run:
             await api.each(self.claims, create_claim)
             await until(lambda: claims.count("Pending"), scale.evcs, "claims Pending",
                         limit=1800, check=self._check_operator)
+        burst_cost = Cost(self.plane, operator.pid)
+        await burst_cost.begin()
         burst = await self._step(f"{scale.evcs} claims (PVC created, Pending)", claims_pending)
         bare = self.result["bare_client"]["pvc_creates"]["seconds"]
         self.result["burst"] = {"seconds": round(burst, 1), "bare_seconds": bare,
-                                "ratio": round(burst / bare, 2) if bare else None}
+                                "ratio": round(burst / bare, 2) if bare else None,
+                                "cost": await burst_cost.end()}
         self.result["provisioning_ms"] = _summary_ms([claims.phases[key]["Pending"] - at
                                                       for key, at in created.items()])
 

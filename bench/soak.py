@@ -22,7 +22,8 @@ from bench import stats, traced, workload
 from bench.client import MERGE_PATCH, ApiError
 from bench.observe import EVCS, ClaimWatch, until
 from bench.operator import Operator, install_identity
-from bench.scenario import Run, Scale
+from bench.scale import Scale
+from bench.scenario import Run
 from controlplane.cluster import ControlPlane
 
 SAMPLE_EVERY = 10.0

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from bench import audit, capacity, fairness, report, stats, traced, workload
+from bench import audit, capacity, cost, fairness, report, stats, traced, workload
 from bench.__main__ import controller_args, parse
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
@@ -179,3 +180,43 @@ def test_report_holds_the_run_to_the_capacity_and_burst_goals() -> None:
     verdicts = report.verdicts(result)
     assert verdicts["capacity / bare status patches/s"] is False  # 0.25, the goal 0.5
     assert verdicts["burst / bare client"] is False
+
+
+def test_requests_are_summed_by_verb_and_resource_and_only_growth_is_kept() -> None:
+    before = cost.requests_by_kind(
+        'apiserver_request_total{code="201",component="apiserver",resource="events",'
+        'scope="namespace",subresource="",verb="POST",version="v1"} 5\n'
+        '# HELP something else\n')
+    after = cost.requests_by_kind(
+        'apiserver_request_total{code="201",component="apiserver",resource="events",'
+        'scope="namespace",subresource="",verb="POST",version="v1"} 25\n'
+        'apiserver_request_total{code="409",component="apiserver",resource="events",'
+        'scope="namespace",subresource="",verb="POST",version="v1"} 7\n'
+        'apiserver_request_total{code="200",component="apiserver",'
+        'resource="ephemeralvolumeclaims",scope="namespace",subresource="status",'
+        'verb="PATCH",version="v1"} 40\n'
+        'apiserver_request_total{code="200",component="apiserver",path="/metrics",'
+        'verb="GET"} 3\n')
+    assert after == {"POST events": 32.0, "PATCH ephemeralvolumeclaims/status": 40.0,
+                     "GET /metrics": 3.0}
+    assert cost.difference(before, after, digits=0, least=10) == {
+        "PATCH ephemeralvolumeclaims/status": 40.0, "POST events": 27.0}
+
+
+def test_cpu_is_read_for_the_control_plane_the_operator_and_the_harness(
+        tmp_path: Path) -> None:
+    def process(pid: int, command: str, user: int, system: int) -> None:
+        folder = tmp_path / str(pid)
+        folder.mkdir()
+        (folder / "comm").write_text(command + "\n")
+        fields = ["S"] + ["0"] * 10 + [str(user), str(system)] + ["0"] * 5
+        (folder / "stat").write_text(f"{pid} ({command}) " + " ".join(fields))
+
+    process(10, "kube-apiserver", 300, 100)
+    process(11, "python3", 50, 50)  # the operator, by its pid
+    process(12, "bash", 999, 999)  # anything else is left out
+    process(os.getpid(), "python3", 10, 0)
+    (tmp_path / "self").mkdir()
+    found = cost.cpu_by_process(11, proc=tmp_path)
+    assert found == {"kube-apiserver": 400 / cost.TICKS, "operator": 100 / cost.TICKS,
+                     "harness": 10 / cost.TICKS}

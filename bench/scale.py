@@ -1,0 +1,40 @@
+"""How big a benchmark run is: claims, pods, namespaces, paces, and the grace period that
+follows from them."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from bench import capacity
+
+# The Job controller's pace at marking Jobs Complete, measured (docs/benchmarks.md: 10,000
+# Jobs in 457 s with its client at 1000 QPS), rounded down: with Jobs, users end this fast.
+JOBS_COMPLETED_PER_SECOND = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    evcs: int = 1000
+    pods: int = 10000  # all pods, including one user pod per claim
+    namespaces: int = 10
+    rate: float = 50.0  # pods finishing per second in step 5
+    idle_seconds: float = 60.0
+    in_flight: int = 32  # the harness's concurrent requests
+    # Seconds between the last pod finishing and the first deadline: the restart is timed
+    # in there, so that no countdown ends while no operator runs.
+    headroom: float = 90.0
+    operator_env: tuple[tuple[str, str], ...] = ()  # more settings for the operator
+    jobs: bool = False  # each claim's user is a Job (its controller makes the pod)
+    # Paces the user pods finish at, in stages (capacity.py); empty: all at `rate`.
+    steps: tuple[float, ...] = ()
+
+    @property
+    def grace_period(self) -> int:
+        """Long enough that no deadline passes before the restart has been timed: users end
+        at `rate` (or through the `steps`, each waiting for the one before to be seen),
+        or with Jobs at the Job controller's pace if that is slower."""
+        pace = min(self.rate, JOBS_COMPLETED_PER_SECOND) if self.jobs else self.rate
+        steps = () if self.jobs else self.steps
+        return math.ceil(capacity.finishing_seconds(self.evcs, pace, steps)
+                         + 60 * len(steps) + self.headroom)
