@@ -156,7 +156,12 @@ def _unused_since(claim: Claim, users: tuple[PodUse, ...],
 
     Only called when no user is active now.
     """
-    observed = ceil_to_second(now)
+    # Past the reported end of every user seen live, too: ends are cut to the second, and
+    # `now` is the server's clock taken the early way, so ceil(now) can fall in a user's
+    # last second. Recorded there, a restart could not tell that user from one used after
+    # the record (_maybe_used_after), and would count from the restart instead.
+    observed = max([ceil_to_second(now), *(user.ended + _ONE_SECOND for user in users
+                                           if user.known and user.ended is not None)])
     recorded = claim.recorded_unused_since
     if claim.recorded_phase in (Phase.IDLE, Phase.DELETING) and recorded is not None:
         # A recorded end is kept (restarts never reset a countdown), unless a finished

@@ -398,3 +398,17 @@ def test_random_histories_keep_the_invariants(expiry: int, grace: int,
 def test_recorded_unused_since_before_creation_is_not_trusted(phase: Phase) -> None:
     recorded = claim(recorded_phase=phase, recorded_unused_since=at(-1000))
     assert decide(recorded, [], at(1)).unused_since == T0
+
+
+def test_an_end_seen_live_is_recorded_past_its_second_so_a_restart_keeps_the_deadline() -> None:
+    """The server's clock, taken the early way, can still read the second a user's
+    reported end (cut to the second) falls in. Recorded there, a restart could not tell
+    that user from one used after the record, and counted the grace from the restart (a
+    CI run of test_restart_mid_grace_keeps_the_original_deadline: 4 s later)."""
+    seen = PodUse(name="worker", active=False, created=at(1), known=True, ended=at(22))
+    first = decide(claim(recorded_phase=Phase.IN_USE), [seen], at(22))
+    assert first.phase is Phase.IDLE
+    assert first.unused_since == at(23)  # the end's second has surely passed
+    recorded = claim(recorded_phase=first.phase, recorded_unused_since=first.unused_since)
+    restarted = decide(recorded, [dataclasses.replace(seen, known=False)], at(26))
+    assert restarted.deletes_at == first.deletes_at
