@@ -32,12 +32,12 @@ from typing import Any
 import aiohttp
 
 from evc_operator.errors import ApiException, describe
-from evc_operator.resources import API_VERSION, CRD_NAME
+from evc_operator.resources import API_VERSION, CRD_NAME, GROUP, PLURAL
 
 WAIT = 10.0  # seconds from the CRD's change to Kopf's first request for claims
 RESTARTS = 3  # restarts in a row at most
 RESTARTED = "EVC_RESTARTED_FOR_CRD"  # in the environment: restarts so far, in a row
-_CLAIMS = re.compile(r"^/apis/zalando\.org/[^/]+/(namespaces/[^/]+/)?ephemeralvolumeclaims$")
+_CLAIMS = re.compile(rf"^/apis/{re.escape(GROUP)}/[^/]+/(namespaces/[^/]+/)?{PLURAL}$")
 
 Restart = Callable[[int], None]
 Served = Callable[[], Awaitable[bool]]
