@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.operator import cpu_seconds
 from controlplane.cluster import ControlPlane
 
-TICKS = os.sysconf("SC_CLK_TCK")
 # The control plane's processes by their command name (the kernel keeps 15 characters).
 COMPONENTS = ("kube-apiserver", "etcd", "kube-controller", "kube-scheduler")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -36,14 +36,14 @@ def cpu_by_process(operator: int | None, proc: Path = Path("/proc")) -> dict[str
             continue
         try:
             command = (entry / "comm").read_text().strip()
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            stat = (entry / "stat").read_text()
         except OSError:  # gone meanwhile
             continue
         pid = int(entry.name)
         name = ("operator" if pid == operator else "harness" if pid == harness
                 else command if command in COMPONENTS else None)
         if name is not None:
-            found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+            found[name] = found.get(name, 0.0) + cpu_seconds(stat)
     return found
 
 

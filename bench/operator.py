@@ -40,6 +40,12 @@ def install_identity(plane: ControlPlane, kubeconfig: Path) -> Path:
     return plane.service_account_kubeconfig(NAMESPACE, ACCOUNT, kubeconfig, duration="48h")
 
 
+def cpu_seconds(stat: str) -> float:
+    """User plus system CPU seconds from the text of a process's /proc/PID/stat."""
+    fields = stat.rsplit(")", 1)[1].split()  # after the command, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 @dataclasses.dataclass(frozen=True)
 class Usage:
     rss: int  # bytes
@@ -73,9 +79,8 @@ class Operator:
     def usage(self) -> Usage:
         status = Path(f"/proc/{self.pid}/status").read_text()
         fields = {line.split(":")[0]: line.split()[1:] for line in status.splitlines()}
-        stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return Usage(rss=int(fields["VmRSS"][0]) * 1024, peak_rss=int(fields["VmHWM"][0]) * 1024,
-                     cpu=(int(stat[11]) + int(stat[12])) / TICKS)
+                     cpu=cpu_seconds(Path(f"/proc/{self.pid}/stat").read_text()))
 
     def metrics(self) -> dict[str, float]:
         """Its own /metrics, unlabelled and summed over labels: {name: value}."""

@@ -11,6 +11,7 @@ import pytest
 
 from bench import audit, capacity, cost, fairness, report, stats, traced, workload
 from bench.__main__ import controller_args, parse
+from bench.operator import TICKS
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
 
@@ -218,5 +219,5 @@ def test_cpu_is_read_for_the_control_plane_the_operator_and_the_harness(
     process(os.getpid(), "python3", 10, 0)
     (tmp_path / "self").mkdir()
     found = cost.cpu_by_process(11, proc=tmp_path)
-    assert found == {"kube-apiserver": 400 / cost.TICKS, "operator": 100 / cost.TICKS,
-                     "harness": 10 / cost.TICKS}
+    assert found == {"kube-apiserver": 400 / TICKS, "operator": 100 / TICKS,
+                     "harness": 10 / TICKS}
