@@ -90,10 +90,43 @@ class Informer(Generic[V]):
         self.changed = changed
         self.listed = listed  # after every complete list
         self.items: dict[str, V] = {}
-        self.version = 0  # the resourceVersion `items` are current to
+        self._version = 0
+        self._reaching: list[tuple[int, asyncio.Future[None]]] = []  # see `reached`
         self.synced = False
         self.breaks = 0  # watches that failed (not those the API server ended on time)
         self.progressed = False  # listed, or an event came, since the last failure
+
+    @property
+    def version(self) -> int:
+        """The resourceVersion `items` are current to: every change up to it is applied
+        (set only after `items` hold it)."""
+        return self._version
+
+    @version.setter
+    def version(self, version: int) -> None:
+        self._version = version
+        if self._reaching:
+            waiting = []
+            for target, future in self._reaching:
+                if future.done():
+                    continue
+                if version >= target:
+                    future.set_result(None)
+                else:
+                    waiting.append((target, future))
+            self._reaching = waiting
+
+    def reached(self, version: int) -> asyncio.Future[None]:
+        """Done once `items` are current to `version` or later: this informer's own
+        events, a bookmark or a list have brought it that far. Cancel it to stop waiting."""
+        future = asyncio.get_running_loop().create_future()
+        if self._version >= version:
+            future.set_result(None)
+        else:  # those given up on go now, not at the next change of a quiet namespace
+            self._reaching = [(target, waiting) for target, waiting in self._reaching
+                              if not waiting.done()]
+            self._reaching.append((version, future))
+        return future
 
     async def run(self) -> None:
         version: str | None = None

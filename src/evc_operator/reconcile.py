@@ -103,7 +103,9 @@ class ClaimReconciler:
                 return Outcome(wake_at=now + NOT_LISTED_YET, decided=False)
             # The index may lag behind: ask the API server itself before anything final
             # (or have it proven current: then `fresh` is None and the index decides).
-            fresh = await self.waiting(self.freshness.for_deletion(view.namespace, now))
+            assert decision.deletes_at is not None  # a deletion is due at its deadline
+            fresh = await self.waiting(self.freshness.for_deletion(view.namespace,
+                                                                   decision.deletes_at))
             decision = lifecycle.decide(trusted, self._users(claim, view, fresh), self.clock(),
                                         dry_run=dry_run)
         if decision.action is Action.DELETE:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from evc_operator import errors
-from evc_operator.freshness import FreshPods, PodSnapshot
+from evc_operator.freshness import Freshness, FreshPods, PodSnapshot
 from evc_operator.users import pod_view
 from tests.unit.support import T0, Clock, settle
 
@@ -223,3 +223,28 @@ def test_closing_cancels_lists_and_waiters() -> None:
     asyncio.run(scenario())
 
 
+
+
+def test_a_deletion_decided_late_is_served_by_the_proof_begun_at_its_own_deadline() -> None:
+    # A backlog delays the decision past the next whole second: the proof begun at the
+    # claim's deadline still serves it; it does not wait for a later one.
+    async def scenario() -> None:
+        lister, clock, fresh = _fresh()
+        proofs = Freshness(lambda namespace: True, lister, clock)
+        proofs.pods = fresh
+        proofs.pods_view_complete = True
+        proofs.prepare("jobs", T0)
+        await settle()
+        lister.finish(1)
+        clock.advance(1.5)
+        assert _names(await proofs.for_deletion("jobs", T0)) == ["list-1"]
+        assert lister.started == ["jobs"]
+        # A deletion due later than the proof began is not served by it.
+        due = T0 + datetime.timedelta(seconds=1)
+        later = asyncio.create_task(proofs.for_deletion("jobs", due))
+        await settle()
+        assert lister.started == ["jobs", "jobs"]
+        lister.finish(2)
+        assert _names(await later) == ["list-2"]
+
+    asyncio.run(scenario())

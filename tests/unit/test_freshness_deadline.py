@@ -152,7 +152,7 @@ async def _users_at_decision(changes: list[Change], decided_at: datetime.datetim
         if step == 0:
             fresh.prepare("jobs", DEADLINE)
         elif step == 2:
-            view = await fresh.for_deletion("jobs", clock.now)
+            view = await fresh.for_deletion("jobs", DEADLINE)
             break
         await settle()
     fresh.close()

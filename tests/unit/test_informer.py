@@ -392,3 +392,71 @@ def test_a_job_its_lagging_watch_has_not_shown_yet_is_in_the_proof(by_watch: Non
     assert snapshot.live()
     jobs.breaks += 1
     assert not snapshot.live()
+
+
+class StalledBarrierApi(ProofApi):
+    """A proof's own watch that brings nothing (a quiet moment of the API server's
+    bookmark timer): only the informer's own watch can prove it current."""
+
+    async def watch(self, kind: str, namespace: str, resource_version: str,
+                    seconds: int = 300) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        self.calls.append(f"watch from {resource_version} for {seconds} s")
+        await asyncio.Event().wait()
+        yield "BOOKMARK", {}  # never reached
+
+
+def test_a_lagging_informer_whose_own_watch_catches_up_first_proves_itself(
+        by_watch: None) -> None:
+    api = StalledBarrierApi(40, [])
+    watched = informer.Watched(api, pods_changed=lambda ns, c, _: None,
+                               pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
+    held = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None, lambda: None)
+    held.items = {"old": pod_view(pod("old", "x"))}
+    held.version, held.synced = 30, True
+    watched.pods["jobs"] = held
+
+    async def scenario() -> freshness.PodSnapshot:
+        proving = asyncio.create_task(freshness.prove_current(watched, "jobs"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not proving.done()
+        held.items["newcomer"] = pod_view(pod("newcomer", "x", version="39"))
+        held.version = 39  # not yet as far as the consistent read
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not proving.done()
+        held.items["later"] = pod_view(pod("later", "x", version="42"))
+        held.version = 42  # its next change, past the read: every change to 40 is in
+        snapshot = await asyncio.wait_for(proving, 1)
+        assert [task for task in asyncio.all_tasks()
+                if task is not asyncio.current_task()] == []  # the proof's watch is gone
+        return snapshot
+
+    snapshot = asyncio.run(scenario())
+    assert sorted(p.name for p in snapshot.pods) == ["later", "newcomer", "old"]
+    assert api.calls == ["version", "watch from 30 for 3 s"]
+    assert snapshot.live()
+    held.breaks += 1
+    assert not snapshot.live()
+
+
+def test_an_informer_says_when_it_has_reached_a_version() -> None:
+    async def scenario() -> None:
+        held = informer.Informer(ScriptedApi([], []), "pods", "jobs", pod_view,
+                                 lambda *_: None, lambda: None)
+        held.version = 10
+        assert held.reached(10).done()
+        given_up = held.reached(12)
+        given_up.cancel()
+        waiting = held.reached(15)
+        # Those given up on go when another waits (a quiet namespace may not change).
+        assert [target for target, _ in held._reaching] == [15]
+        held.reached(20).cancel()
+        held.version = 14
+        assert not waiting.done()
+        assert [target for target, _ in held._reaching] == [15]
+        held.version = 15
+        assert waiting.done()
+        assert held._reaching == []
+
+    asyncio.run(scenario())

@@ -211,6 +211,34 @@ def test_a_pod_that_finished_after_the_proof_counts_as_finished() -> None:
     assert not any(call.startswith("patch_status:InUse") for call in fake.calls)
 
 
+def test_a_deletion_decided_late_rests_on_the_proof_begun_at_its_deadline() -> None:
+    # Decided 1.5 s after the deadline (a backlog): the proof begun at the deadline holds
+    # every change up to it. Waiting for a later proof would only make the deletion later.
+    fake = FakeApi(fresh_pods=[])
+    clock = Clock()
+    clock.now = T0 + datetime.timedelta(seconds=85)  # the deadline: 00:00:55 + 30 s grace
+    listed: list[datetime.datetime] = []
+
+    async def current_pods(namespace: str) -> PodSnapshot:
+        listed.append(clock.now)
+        return PodSnapshot([pod_view(pod_body("worker", "Succeeded"))])
+
+    body = evc_body()
+    body["status"] = sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:55Z"})
+    reconciler, _ = make(fake, [pod_body("worker", "Succeeded")], lister=current_pods,
+                         clock=clock, body=body)
+
+    async def scenario() -> None:
+        reconciler.freshness.prepare("jobs", clock.now)
+        await settle()
+        clock.advance(1.5)
+        await reconciler.reconcile(("jobs", "scratch"))
+
+    asyncio.run(scenario())
+    assert "delete:evc-uid:10" in fake.calls
+    assert listed == [T0 + datetime.timedelta(seconds=85)]  # one proof: the deadline's
+
+
 def test_an_event_that_cannot_be_posted_never_fails_the_work_it_tells_of() -> None:
     fake = FakeApi(fresh_pods=[])
     reconciler, _index = make(fake, indexed_pods=[pod_body("worker")])
