@@ -5,6 +5,7 @@
     python -m bench --jobs                   # each claim's user is a Job
     python -m bench --soak 30                # 30 minutes of churn, memory sampled
     python -m bench --soak 30 --trace-memory # the same, and which allocations grew
+    python -m bench --trace-memory           # where the operator's memory is held when idle
     python -m bench --real-node --evcs 200   # users are real pods on a real node (root)
 
 Except with --real-node, pods are simulated: the harness writes their status.
@@ -123,9 +124,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--churn", type=float, default=5.0,
                         help="soak: claims created per second (%(default)s)")
     parser.add_argument("--trace-memory", action="store_true",
-                        help="soak: run the operator under tracemalloc and report which "
-                        "allocation sites grew after warm-up (its RSS is then not the "
-                        "operator's own)")
+                        help="run the operator under tracemalloc: with --soak, report "
+                        "which allocation sites grew after warm-up; else where its memory "
+                        "is held at the end of the idle window (its RSS and timings are "
+                        "then not the operator's own)")
     parser.add_argument("--real-node", action="store_true",
                         help="a small run on a real node (as root, one node per machine): "
                         "each claim's user is a real pod that sleeps --pod-seconds; uses "
@@ -164,7 +166,7 @@ async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Names
     scale = Scale(evcs=arguments.evcs, pods=arguments.pods, namespaces=arguments.namespaces,
                   rate=arguments.rate, idle_seconds=arguments.idle,
                   headroom=arguments.headroom, jobs=arguments.jobs,
-                  steps=arguments.steps,
+                  steps=arguments.steps, trace_memory=arguments.trace_memory,
                   operator_env=tuple((name, value) for name, _, value in
                                      (setting.partition("=") for setting in
                                       arguments.operator_env)))

@@ -102,6 +102,13 @@ def table(result: dict[str, Any]) -> str:
     if api.get("requests_by_verb"):
         lines.append("all operator requests in the run:")
         lines += [f"  {label:40} {count}" for label, count in api["requests_by_verb"].items()]
+    traced = result.get("memory_traced")
+    if traced:
+        lines.append(f"held at the end of the idle window, traced (MiB): {traced['traced_mib']}"
+                     " (--trace-memory: timings and RSS of this run are not the operator's)")
+        lines += [f"  {name:40} {mib}" for name, mib in traced["by_package_mib"].items()]
+        lines += [f"  {site['kib']:>9} KiB {site['blocks']:>8} blocks  {site['where']}"
+                  for site in traced["sites"][:15]]
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bench import audit, capacity, stats, workload
+from bench import audit, capacity, stats, traced, workload
 from bench.client import MERGE_PATCH, Api, ApiError
 from bench.cost import Cost
 from bench.observe import EVCS, JOBS, PODS, ClaimWatch, JobWatch, Key, PodWatch, until
@@ -98,14 +98,21 @@ class Run:
         return value if value is not None else time.monotonic() - start
 
     def _start_operator(self, kubeconfig: Path, number: int) -> Operator:
+        traced_here = self.scale.trace_memory and number == 1
         operator = Operator(kubeconfig, self.workdir / f"operator-{number}.log", env={
             "GRACE_PERIOD": str(self.scale.grace_period),
             "EXPIRY_PERIOD": "3600",  # no claim expires while the pods are being made
             **dict(self.scale.operator_env),
-        })
+            **({"BENCH_SNAPSHOTS": str(self._snapshots())} if traced_here else {}),
+        }, module="bench.traced" if traced_here else "evc_operator")
         self.operator = operator
         self._background(self.sampler.run(operator))
         return operator
+
+    def _snapshots(self) -> Path:
+        folder = self.workdir / "snapshots"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     async def run(self) -> dict[str, Any]:
         try:
@@ -192,6 +199,9 @@ class Run:
         await self._step(f"idle for {scale.idle_seconds:.0f} s",
                          lambda: asyncio.sleep(scale.idle_seconds))
         idle_end, idle_after = time.time(), operator.usage()
+        if scale.trace_memory:
+            self.result["memory_traced"] = traced.breakdown(
+                await traced.take(operator, self._snapshots()))
 
         pods, jobs = self.pods, JobWatch()
         if not scale.jobs:  # with Jobs, it has watched since before the Jobs were made

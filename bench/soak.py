@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import os
 import random
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -123,17 +121,8 @@ class Soak(Run):
         await asyncio.gather(*lives)
 
     async def _snapshot(self) -> None:
-        """Have the traced operator write a snapshot, and wait until it has."""
-        folder, operator = self.snapshots, self.operator
-        if folder is None or operator is None:
-            return
-        count = len(list(folder.glob("*.snapshot")))
-        os.kill(operator.pid, signal.SIGUSR2)
-        await until(lambda: len(list(folder.glob("*.snapshot"))), count + 1,
-                    "snapshot begun", limit=300)
-        # The operator's main thread writes it: the operator answers again once it is done.
-        await until(lambda: int(operator.gauge("evc_claims_tracked") is not None), 1,
-                    "snapshot written", limit=300)
+        if self.snapshots is not None and self.operator is not None:
+            await traced.take(self.operator, self.snapshots)
 
     async def _life(self, number: int) -> None:
         """One claim's life: created, maybe used by a pod that finishes and goes away."""

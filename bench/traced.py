@@ -1,18 +1,26 @@
 """`python -m bench.traced [evc-operator options]`: the operator with tracemalloc on.
 
-For the soak's memory diagnosis only (tracing slows the operator and doubles what it
-allocates, so its RSS is not the operator's): on SIGUSR2 it writes a tracemalloc
-snapshot to the next numbered file in $BENCH_SNAPSHOTS. `growth()` compares two.
+For memory diagnosis only (`python -m bench --trace-memory`; tracing slows the operator
+and doubles what it allocates, so its RSS and timings are not the operator's): on SIGUSR2
+it writes a tracemalloc snapshot to the next numbered file in $BENCH_SNAPSHOTS (`take`).
+`growth()` compares two (the soak), `breakdown()` says where one's memory is held (the
+main run, at the end of its idle window).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import tracemalloc
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from bench.observe import until
+
+if TYPE_CHECKING:
+    from bench.operator import Operator
 
 FRAMES = 12  # deep enough to see through the event loop to our code or Kopf's
 
@@ -21,6 +29,61 @@ def _dump(_signal: int, _frame: FrameType | None) -> None:
     folder = Path(os.environ["BENCH_SNAPSHOTS"])
     number = len(list(folder.glob("*.snapshot")))
     tracemalloc.take_snapshot().dump(str(folder / f"{number:02d}.snapshot"))
+
+
+async def take(operator: Operator, folder: Path) -> Path:
+    """Have the traced operator write a snapshot into `folder`, wait until it has, and
+    return its path."""
+    count = len(_taken(folder))
+    os.kill(operator.pid, signal.SIGUSR2)
+    await until(lambda: len(_taken(folder)), count + 1, "snapshot begun", limit=300)
+    # The operator's main thread writes it: the operator answers again once it is done.
+    await until(lambda: int(operator.gauge("evc_claims_tracked") is not None), 1,
+                "snapshot written", limit=300)
+    return _taken(folder)[-1]
+
+
+def _taken(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.snapshot"))
+
+
+# Where a block is charged: the innermost frame that is not one of these generic helpers
+# of the standard library (they allocate for whoever calls them). A C extension has no
+# frame: what orjson parses is charged to the line that called it.
+GENERIC = ("/copy.py", "/json/", "/functools.py", "/dataclasses.py", "/typing.py",
+           "/collections/", "/enum.py", "/re/", "/abc.py", "/weakref.py", "/contextlib.py",
+           "/_weakrefset.py", "<frozen abc>")
+
+
+def _owner(traceback: tracemalloc.Traceback) -> str:
+    frames = list(reversed(traceback))  # a Traceback lists the oldest frame first
+    for frame in frames:
+        if not any(generic in frame.filename for generic in GENERIC):
+            return f"{_short(frame.filename)}:{frame.lineno}"
+    return f"{_short(frames[0].filename)}:{frames[0].lineno}" if frames else "?"
+
+
+def breakdown(path: Path, top: int = 30) -> dict[str, Any]:
+    """Where the snapshot's memory is held: the total, by package, and the `top` sites,
+    each the line that allocated it (`_owner`)."""
+    snapshot = tracemalloc.Snapshot.load(str(path)).filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)])
+    sites: collections.Counter[str] = collections.Counter()
+    blocks: collections.Counter[str] = collections.Counter()
+    for trace in snapshot.traces:
+        owner = _owner(trace.traceback)
+        sites[owner] += trace.size
+        blocks[owner] += 1
+    packages: collections.Counter[str] = collections.Counter()
+    for site, size in sites.items():
+        packages[site.split("/", 1)[0] if "/" in site else site.split(":", 1)[0]] += size
+    return {
+        "traced_mib": round(sum(sites.values()) / 2**20, 1),
+        "by_package_mib": {name: round(size / 2**20, 1)
+                           for name, size in packages.most_common(12)},
+        "sites": [{"kib": round(size / 1024), "blocks": blocks[site], "where": site}
+                  for site, size in sites.most_common(top)],
+    }
 
 
 def growth(before: Path, after: Path, top: int = 15) -> list[dict[str, Any]]:
