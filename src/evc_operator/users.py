@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from evc_operator.lifecycle import PodUse
-from evc_operator.timestamps import parse_time
+from evc_operator.timestamps import shared_time
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
-_NO_CLAIMS: frozenset[str] = frozenset()
+_NO_CLAIMS: tuple[str, ...] = ()
 
 
 Labels = tuple[tuple[str, str], ...]
@@ -75,7 +75,7 @@ class PodView:
     namespace: str
     active: bool
     created: datetime.datetime
-    claims: frozenset[str]
+    claims: tuple[str, ...]  # sorted, each once (a tuple: a third of a frozenset's size)
     labels: Labels
     ended: datetime.datetime | None = None  # when its last container finished, if known
 
@@ -86,11 +86,7 @@ class PodView:
 
 def pod_view(body: Mapping[str, Any]) -> PodView:
     metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
-    claims = frozenset(
-        volume["persistentVolumeClaim"]["claimName"]
-        for volume in spec.get("volumes") or ()
-        if (volume.get("persistentVolumeClaim") or {}).get("claimName")
-    )
+    claims = mounted_claims(spec)
     status = body.get("status") or {}
     active = status.get("phase") not in TERMINAL_PHASES
     # Tens of thousands are held: what repeats from pod to pod is stored once.
@@ -98,11 +94,20 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         name=metadata["name"],
         namespace=sys.intern(metadata.get("namespace") or ""),
         active=active,
-        created=parse_time(metadata["creationTimestamp"]),
-        claims=claims or _NO_CLAIMS,
+        created=shared_time(metadata["creationTimestamp"]),
+        claims=claims,
         labels=label_set(metadata.get("labels") or {}),
         ended=None if active else _finished_at(status),
     )
+
+
+def mounted_claims(pod_spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The claims a pod spec mounts by name, sorted, each once."""
+    return tuple(sorted({
+        volume["persistentVolumeClaim"]["claimName"]
+        for volume in pod_spec.get("volumes") or ()
+        if (volume.get("persistentVolumeClaim") or {}).get("claimName")
+    })) or _NO_CLAIMS
 
 
 def _finished_at(status: Mapping[str, Any]) -> datetime.datetime | None:
@@ -110,7 +115,7 @@ def _finished_at(status: Mapping[str, Any]) -> datetime.datetime | None:
     containers = [*(status.get("initContainerStatuses") or ()),
                   *(status.get("containerStatuses") or ())]
     try:
-        ends = [parse_time(c["state"]["terminated"]["finishedAt"]) for c in containers]
+        ends = [shared_time(c["state"]["terminated"]["finishedAt"]) for c in containers]
     except (KeyError, TypeError, ValueError, AttributeError):  # AttributeError: null
         return None
     return max(ends, default=None)

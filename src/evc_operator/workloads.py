@@ -42,8 +42,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from evc_operator.timestamps import parse_time
-from evc_operator.users import PodView
+from evc_operator.timestamps import parse_time, shared_time
+from evc_operator.users import PodView, label_set, mounted_claims
 
 # The kinds watched, by (API group/version, plural), and how each names its pod template.
 KINDS: Mapping[str, tuple[str, str]] = {
@@ -57,7 +57,6 @@ KINDS: Mapping[str, tuple[str, str]] = {
 }
 _REPLICATED = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "ReplicationController"})
 _FINISHED = frozenset({"Complete", "Failed"})
-_NO_CLAIMS: frozenset[str] = frozenset()
 # "Inactive since before anything": a workload whose desired replicas were always zero.
 _NEVER_ACTIVE = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
@@ -121,20 +120,14 @@ def workload_view(kind: str, body: Mapping[str, Any]) -> PodView:
     metadata = body.get("metadata") or {}
     template = template_of(kind, body.get("spec") or {})
     template_spec = template.get("spec") or {}
-    claims = frozenset(
-        volume["persistentVolumeClaim"]["claimName"]
-        for volume in template_spec.get("volumes") or ()
-        if (volume.get("persistentVolumeClaim") or {}).get("claimName")
-    )
     labels = (template.get("metadata") or {}).get("labels") or {}
     active, stopped = may_create_pods(kind, body)
     return PodView(
         name=f"{kind}/{metadata['name']}",
         namespace=sys.intern(metadata.get("namespace") or ""),
         active=active,
-        created=parse_time(metadata["creationTimestamp"]),
-        claims=claims or _NO_CLAIMS,
-        labels=tuple(sorted((sys.intern(key), sys.intern(value))
-                            for key, value in labels.items())),
+        created=shared_time(metadata["creationTimestamp"]),
+        claims=mounted_claims(template_spec),
+        labels=label_set(labels),
         ended=None if active else stopped,
     )

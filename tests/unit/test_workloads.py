@@ -43,7 +43,7 @@ def condition(kind: str, status: str = "True",
 def test_every_kind_names_the_claims_and_labels_of_its_template(kind: str) -> None:
     view = workload_view(kind, workload(kind, app="etl"))
     assert view.name == f"{kind}/w"
-    assert view.claims == frozenset({"scratch"})
+    assert view.claims == ("scratch",)
     assert dict(view.labels) == {"app": "etl"}
     assert view.active  # by default each may create pods
 
