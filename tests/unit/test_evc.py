@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from evc_operator.evc import KEEP_ANNOTATION, evc_view, keeps
@@ -298,12 +299,13 @@ def test_a_period_too_long_for_a_deadline_does_not_break_decide(field: str,
     assert decision.action is Action.NONE
 
 
-def test_the_status_is_kept_as_json_and_read_back_whole() -> None:
+def test_the_status_is_kept_packed_and_read_back_whole() -> None:
     status = {"phase": "Idle", "unusedSince": "2026-01-01T00:01:00Z", "conditions": [
         {"type": "PvcReady", "status": "True", "reason": "PvcCreated",
          "lastTransitionTime": "2026-01-01T00:00:01Z", "observedGeneration": 2}]}
     view = evc_view(make_evc(status=status), SETTINGS)
-    assert isinstance(view.status_json, str)
+    assert isinstance(view.status_packed, bytes)
+    assert len(view.status_packed) < len(orjson.dumps(status)) / 2
     assert view.status == status
     view.status["phase"] = "changed by a reader"
     assert view.status == status  # every read is a fresh copy
