@@ -12,6 +12,7 @@ import decimal
 import enum
 import json
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +49,7 @@ def parse_quantity(value: object) -> decimal.Decimal:
     return number
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class PvcView:
     """A small projection of an observed PVC."""
 
@@ -85,16 +86,18 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
     held = sorted((key, labels[key]) for key in set(managed) if key in labels)
     return PvcView(
         name=metadata["name"],
-        namespace=metadata.get("namespace") or "",
+        namespace=sys.intern(metadata.get("namespace") or ""),
         uid=metadata.get("uid", ""),
         resource_version=metadata.get("resourceVersion", ""),
         controllers=tuple(ref["uid"] for ref in metadata.get("ownerReferences") or ()
                           if ref.get("controller")),
         labels=tuple(held),
         managed_labels=managed,
-        storage=str(((spec.get("resources") or {}).get("requests") or {}).get("storage", "")),
+        # Values most PVCs share (a size, a phase) are stored once: ten thousand are held.
+        storage=sys.intern(str(((spec.get("resources") or {}).get("requests") or {})
+                               .get("storage", ""))),
         deleting=bool(metadata.get("deletionTimestamp")),
-        phase=str((body.get("status") or {}).get("phase") or "Pending"),
+        phase=sys.intern(str((body.get("status") or {}).get("phase") or "Pending")),
         fields=spec_fields(spec),
     )
 
@@ -110,12 +113,12 @@ def spec_fields(spec: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     for field in ASKED_FIELDS:
         value = spec.get(field)
         if isinstance(value, Mapping):
-            found += [(f"{field}.{key}", str(item)) for key, item in sorted(value.items())
-                      if item not in (None, "")]
+            found += [(sys.intern(f"{field}.{key}"), sys.intern(str(item)))
+                      for key, item in sorted(value.items()) if item not in (None, "")]
         elif isinstance(value, list):
-            found.append((field, ",".join(str(item) for item in value)))
+            found.append((field, sys.intern(",".join(str(item) for item in value))))
         elif value not in (None, ""):
-            found.append((field, str(value)))
+            found.append((field, sys.intern(str(value))))
     return tuple(found)
 
 

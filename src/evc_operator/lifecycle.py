@@ -56,7 +56,7 @@ class Action(enum.StrEnum):
     REPORT_DRY_RUN = "report-dry-run"  # due, but DRY_RUN is set: say so, delete nothing
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class PodUse:
     """A pod that uses the claim (mounts it or matches its selector), as observed."""
 
@@ -79,7 +79,7 @@ class Claim:
     recorded_unused_since: datetime.datetime | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
     phase: Phase
     active_users: tuple[str, ...]
