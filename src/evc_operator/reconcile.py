@@ -201,9 +201,11 @@ class ClaimReconciler:
         else:
             mounting = self.index.pods_of_claim(view.key)
             in_namespace = self.index.pods_in(view.namespace) if view.selector else ()
-        seen = claim.seen_users
+        # Kept as a sorted tuple (most claims have a user or two, and a frozenset takes 216
+        # bytes however few), looked up in a set (a selector may match thousands).
+        seen = frozenset(claim.seen_users)
         users = users_of(view.name, view.selector, mounting, in_namespace)
-        claim.seen_users = frozenset(user.name for user in users)
+        claim.seen_users = tuple(sorted({user.name for user in users}))
         return [dataclasses.replace(user, known=user.name in seen) for user in users]
 
     def _budgeted(self, claim: TrackedClaim, view: EvcView, new_status: Mapping[str, Any],

@@ -25,7 +25,7 @@ class TrackedClaim:
     view: EvcView
     # A pending deletion (the decision with its deadline), for proofs, logs and metrics.
     countdown: lifecycle.Decision | None = None
-    seen_users: frozenset[str] = _NONE  # users this process has seen
+    seen_users: tuple[str, ...] = ()  # users this process has seen, sorted
     rejected: tuple[object, ...] | None = None  # the PVC update the API server refused
     refusals: int = 0  # creations of its PVC refused in a row
     # (uid, facts) this process decided last: recorded, or being recorded (a write that

@@ -182,7 +182,7 @@ def test_the_informer_lookups_serve_mounting_pods_and_a_selector_claim() -> None
     assert fake.calls[0] == "patch_status:InUse"
     claim = reconciler.claims.get(("jobs", "scratch"))
     assert claim is not None
-    assert claim.seen_users == {"worker", "labelled"}
+    assert claim.seen_users == ("labelled", "worker")
 
 
 def test_a_pod_that_finished_after_the_proof_counts_as_finished() -> None:
