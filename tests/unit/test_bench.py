@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tracemalloc
@@ -90,6 +91,29 @@ def test_traced_growth_names_the_site_that_grew(tmp_path: Path) -> None:
     assert top["blocks"] >= 2000
     assert top["where"][0].startswith("test_bench.py:")
     table = report.soak_table({"memory_growth_traced": growth})
+    assert "test_bench.py:" in table
+
+
+def _deep_copy(value: dict[str, list[int]]) -> dict[str, list[int]]:
+    return copy.deepcopy(value)  # a generic helper of the standard library allocates
+
+
+def test_traced_breakdown_charges_what_is_held_to_the_line_that_asked_for_it(
+        tmp_path: Path) -> None:
+    tracemalloc.start(traced.FRAMES)
+    try:
+        held = [_deep_copy({"numbers": list(range(50))}) for _ in range(3000)]
+        tracemalloc.take_snapshot().dump(str(tmp_path / "00.snapshot"))
+    finally:
+        tracemalloc.stop()
+    found = traced.breakdown(tmp_path / "00.snapshot")
+    assert held
+    top = found["sites"][0]
+    # Charged to this file's line, not to copy.py's, which did the allocating.
+    assert top["where"].startswith("test_bench.py:")
+    assert top["kib"] >= 1000
+    assert found["traced_mib"] >= top["kib"] / 1024
+    table = report.table({"memory_traced": found})
     assert "test_bench.py:" in table
 
 
