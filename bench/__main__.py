@@ -6,6 +6,7 @@
     python -m bench --soak 30                # 30 minutes of churn, memory sampled
     python -m bench --soak 30 --trace-memory # the same, and which allocations grew
     python -m bench --trace-memory           # where the operator's memory is held when idle
+    python -m bench --profile-apiserver 30   # where the API server's CPU goes in the burst
     python -m bench --real-node --evcs 200   # users are real pods on a real node (root)
 
 Except with --real-node, pods are simulated: the harness writes their status.
@@ -25,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import realpods, report
+from bench import apiprofile, realpods, report
 from bench.audit import CONTROLLER_MANAGER
 from bench.operator import USER
 from bench.scale import Scale
@@ -128,6 +129,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         "which allocation sites grew after warm-up; else where its memory "
                         "is held at the end of the idle window (its RSS and timings are "
                         "then not the operator's own)")
+    parser.add_argument("--profile-apiserver", type=int, default=0, metavar="SECONDS",
+                        help="record kube-apiserver's CPU profile for SECONDS from the "
+                        "burst's start (the run's control plane serves /debug/pprof); "
+                        "summarised with 'go tool pprof' when Go is on the PATH")
     parser.add_argument("--real-node", action="store_true",
                         help="a small run on a real node (as root, one node per machine): "
                         "each claim's user is a real pod that sleeps --pod-seconds; uses "
@@ -167,6 +172,7 @@ async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Names
                   rate=arguments.rate, idle_seconds=arguments.idle,
                   headroom=arguments.headroom, jobs=arguments.jobs,
                   steps=arguments.steps, trace_memory=arguments.trace_memory,
+                  profile_seconds=arguments.profile_apiserver,
                   operator_env=tuple((name, value) for name, _, value in
                                      (setting.partition("=") for setting in
                                       arguments.operator_env)))
@@ -185,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                                audit_users=[USER, *([CONTROLLER_MANAGER] if arguments.jobs
                                                     else [])],
                                controller_args=controller_args(arguments),
+                               apiserver_args=[apiprofile.FLAG] if arguments.profile_apiserver
+                               else [],
                                for_node=NODE_NAME if real else None)
     started = datetime.datetime.now(datetime.UTC)
     node: Node | None = None

@@ -102,6 +102,12 @@ def table(result: dict[str, Any]) -> str:
     if api.get("requests_by_verb"):
         lines.append("all operator requests in the run:")
         lines += [f"  {label:40} {count}" for label, count in api["requests_by_verb"].items()]
+    profile = (result.get("burst") or {}).get("apiserver_profile") or {}
+    if profile.get("functions"):
+        lines.append(f"kube-apiserver in the burst: {profile['samples_seconds']} s of CPU "
+                     f"sampled; by share, below each function (%):")
+        lines += [f"  {row['cumulative_percent']:>6}  {row['function'][:90]}"
+                  for row in profile["functions"][:15]]
     traced = result.get("memory_traced")
     if traced:
         lines.append(f"held at the end of the idle window, traced (MiB): {traced['traced_mib']}"

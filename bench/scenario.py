@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bench import audit, capacity, stats, traced, workload
+from bench import apiprofile, audit, capacity, stats, traced, workload
 from bench.client import MERGE_PATCH, Api, ApiError
 from bench.cost import Cost
 from bench.observe import EVCS, JOBS, PODS, ClaimWatch, JobWatch, Key, PodWatch, until
@@ -164,11 +164,17 @@ class Run:
                         limit=1800, check=self._check_operator)
         burst_cost = Cost(self.plane, operator.pid)
         await burst_cost.begin()
+        profiled = asyncio.create_task(apiprofile.record(
+            api, scale.profile_seconds, self.workdir / "apiserver-burst.pprof")
+        ) if scale.profile_seconds else None
         burst = await self._step(f"{scale.evcs} claims (PVC created, Pending)", claims_pending)
         bare = self.result["bare_client"]["pvc_creates"]["seconds"]
         self.result["burst"] = {"seconds": round(burst, 1), "bare_seconds": bare,
                                 "ratio": round(burst / bare, 2) if bare else None,
                                 "cost": await burst_cost.end()}
+        if profiled is not None:
+            self.result["burst"]["apiserver_profile"] = await asyncio.to_thread(
+                apiprofile.summary, await profiled)
         self.result["provisioning_ms"] = _summary_ms([claims.phases[key]["Pending"] - at
                                                       for key, at in created.items()])
 

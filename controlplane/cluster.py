@@ -102,7 +102,8 @@ class ControlPlane:
               detached: bool = False, crds: Sequence[Path] = (),
               audit: bool = False, audit_users: Sequence[str] = (),
               for_node: str | None = None,
-              controller_args: Sequence[str] = ()) -> ControlPlane:
+              controller_args: Sequence[str] = (),
+              apiserver_args: Sequence[str] = ()) -> ControlPlane:
         """Start all components and wait until the cluster can run pods.
 
         `detached` lets the processes outlive this Python process (`make cluster`);
@@ -116,7 +117,8 @@ class ControlPlane:
         generator would otherwise write most of it). `for_node` names a node to be added
         with `controlplane.node.Node.start`: the controllers a node needs run, and the
         scheduler and the kubelet get kubeconfigs in `workdir`. `controller_args` are more
-        flags for kube-controller-manager (a benchmark raises its client's rate limits).
+        flags for kube-controller-manager (a benchmark raises its client's rate limits),
+        `apiserver_args` for kube-apiserver, after its own (a benchmark turns profiling on).
         """
         binaries = binaries or ensure_binaries()
         workdir = workdir.resolve()
@@ -127,7 +129,7 @@ class ControlPlane:
         try:
             plane._start(binaries, timeout=timeout, detached=detached, crds=crds, audit=audit,
                          audit_users=audit_users, node=for_node,
-                         controller_args=controller_args)
+                         controller_args=controller_args, apiserver_args=apiserver_args)
         except BaseException:
             plane.stop()
             raise
@@ -135,7 +137,8 @@ class ControlPlane:
 
     def _start(self, binaries: Binaries, *, timeout: float, detached: bool,
                crds: Sequence[Path], audit: bool, audit_users: Sequence[str] = (),
-               node: str | None = None, controller_args: Sequence[str] = ()) -> None:
+               node: str | None = None, controller_args: Sequence[str] = (),
+               apiserver_args: Sequence[str] = ()) -> None:
         deadline = time.monotonic() + timeout
         etcd_client, etcd_peer = free_port(), free_port()
         self.etcd_port = etcd_client
@@ -182,6 +185,7 @@ class ControlPlane:
             *self._audit_flags(pki, audit, audit_users, node),
             # Reach the kubelet (logs, exec) at its node IP, not by a host name from DNS.
             *(["--kubelet-preferred-address-types=InternalIP"] if node else []),
+            *apiserver_args,
         ])
         self._wait(f"{self.server}/readyz", deadline, "kube-apiserver")
         self._write_kubeconfig(self.kubeconfig, "admin", self.admin_token)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import audit, capacity, cost, fairness, report, stats, traced, workload
+from bench import apiprofile, audit, capacity, cost, fairness, report, stats, traced, workload
 from bench.__main__ import controller_args, parse
 from bench.operator import TICKS
 
@@ -115,6 +115,34 @@ def test_traced_breakdown_charges_what_is_held_to_the_line_that_asked_for_it(
     assert found["traced_mib"] >= top["kib"] / 1024
     table = report.table({"memory_traced": found})
     assert "test_bench.py:" in table
+
+
+PPROF_TOP = """File: kube-apiserver
+Type: cpu
+Duration: 20.07s, Total samples = 24.20s (120.58%)
+      flat  flat%   sum%        cum   cum%
+         0     0%     0%      9.85s 40.70%  k8s.io/apiserver/pkg/endpoints/handlers.finishRequest
+     0.13s  0.54% 41.86%      4.58s 18.93%  runtime.mallocgc
+     0.92s  3.80%  9.05%      2.44s 10.08%  runtime.tryDeferToSpanScan
+     0.01s 0.041%  8.18%      1.91s  7.89%  k8s.io/apiextensions-apiserver/pkg/apiserver.ServeHTTP
+"""
+
+
+def test_the_api_servers_profile_keeps_its_samples_and_kubernetes_own_functions() -> None:
+    found = apiprofile.parse_top(PPROF_TOP, top=2)
+    assert found["samples_seconds"] == 24.2
+    assert found["functions"] == [
+        {"function": "k8s.io/apiserver/pkg/endpoints/handlers.finishRequest",
+         "self_percent": 0.0, "cumulative_percent": 40.7},
+        {"function": "runtime.mallocgc", "self_percent": 0.54, "cumulative_percent": 18.93},
+    ]  # the collector's helpers are not kept; the first `top` rows only
+    table = report.table({"burst": {"apiserver_profile": found}})
+    assert "40.7  k8s.io/apiserver" in table
+
+
+def test_profiling_is_asked_of_the_api_server_only_when_a_run_profiles_it() -> None:
+    assert parse(["--profile-apiserver", "30"]).profile_apiserver == 30
+    assert parse([]).profile_apiserver == 0
 
 
 def test_a_job_user_is_one_pod_not_retried_that_mounts_its_claim() -> None:
