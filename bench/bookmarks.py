@@ -45,9 +45,7 @@ async def _bookmark_after(api: Api, since: str, seconds: int) -> float | None:
     watch of the quiet namespace from `since` brings a bookmark at or past it; None if
     the watch ends first."""
     began = time.monotonic()
-    listed = await api.request("GET", f"/api/v1/namespaces/{QUIET}/pods",
-                               params={"limit": "1"})
-    target = int(listed["metadata"]["resourceVersion"])
+    target = int(await api.resource_version(f"/api/v1/namespaces/{QUIET}/pods"))
     params = {"watch": "true", "resourceVersion": since, "allowWatchBookmarks": "true",
               "timeoutSeconds": str(seconds)}
     async with api.session.get(api.server + f"/api/v1/namespaces/{QUIET}/pods",
@@ -83,9 +81,8 @@ async def _measure(plane: ControlPlane, pods: int, trials: int,
             "POST", f"/api/v1/namespaces/{QUIET}/pods",
             {"metadata": {"name": f"pod-{number}"},
              "spec": {"containers": [{"name": "main", "image": "busybox"}]}}))
-        listed = await api.request("GET", f"/api/v1/namespaces/{QUIET}/pods",
-                                   params={"limit": "1"})
-        since = listed["metadata"]["resourceVersion"]  # where an informer would stand
+        # Where an informer would stand.
+        since = await api.resource_version(f"/api/v1/namespaces/{QUIET}/pods")
         churn = asyncio.create_task(noise())
         result: dict[str, Any] = {}
         for seconds in timeouts:
