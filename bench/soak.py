@@ -37,7 +37,7 @@ class Soak(Run):
         self.churn = churn
         self.warmup = min(300.0, minutes * 60 / 6)
         # With tracemalloc: snapshots after warm-up and at the end of the churn, compared.
-        self.snapshots = workdir / "snapshots" if trace_memory else None
+        self.snapshots = self._snapshots() if trace_memory else None
         self.random = random.Random(1)
         self.created = 0
         self.pods_created = 0
@@ -54,7 +54,6 @@ class Soak(Run):
             "pods"))
         env = {"GRACE_PERIOD": str(GRACE), "EXPIRY_PERIOD": str(EXPIRY)}
         if self.snapshots:
-            self.snapshots.mkdir(parents=True, exist_ok=True)
             env["BENCH_SNAPSHOTS"] = str(self.snapshots)
         operator = Operator(kubeconfig, self.workdir / "operator-soak.log", env=env,
                             module="bench.traced" if self.snapshots else "evc_operator")
@@ -77,7 +76,7 @@ class Soak(Run):
         warm_per_hour = [(t / 3600, mib) for t, mib in warm]
         growth = None
         if self.snapshots:
-            taken = sorted(self.snapshots.glob("*.snapshot"))
+            taken = traced.taken(self.snapshots)
             growth = traced.growth(taken[0], taken[-1]) if len(taken) >= 2 else None
         return {
             "minutes": self.minutes, "claims_created": self.created,

@@ -34,16 +34,17 @@ def _dump(_signal: int, _frame: FrameType | None) -> None:
 async def take(operator: Operator, folder: Path) -> Path:
     """Have the traced operator write a snapshot into `folder`, wait until it has, and
     return its path."""
-    count = len(_taken(folder))
+    count = len(taken(folder))
     os.kill(operator.pid, signal.SIGUSR2)
-    await until(lambda: len(_taken(folder)), count + 1, "snapshot begun", limit=300)
+    await until(lambda: len(taken(folder)), count + 1, "snapshot begun", limit=300)
     # The operator's main thread writes it: the operator answers again once it is done.
     await until(lambda: int(operator.gauge("evc_claims_tracked") is not None), 1,
                 "snapshot written", limit=300)
-    return _taken(folder)[-1]
+    return taken(folder)[-1]
 
 
-def _taken(folder: Path) -> list[Path]:
+def taken(folder: Path) -> list[Path]:
+    """The snapshots written into `folder` so far, oldest first."""
     return sorted(folder.glob("*.snapshot"))
 
 
