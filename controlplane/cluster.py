@@ -25,6 +25,7 @@ from typing import Any
 
 from controlplane.binaries import Binaries, ensure_binaries
 from controlplane.host import NODE_IP
+from controlplane.kubectl import checked, wait_established
 from controlplane.pki import write_service_account_keys, write_serving_certificate
 from controlplane.processes import alive, free_port, spawn, terminate
 
@@ -194,7 +195,7 @@ class ControlPlane:
         for crd in crds:
             self.kubectl("apply", "-f", str(crd))
         for crd in crds:
-            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd))
+            self.established("-f", str(crd))
 
         controller_kubeconfig = self.workdir / "kube-controller-manager.kubeconfig"
         self._write_kubeconfig(controller_kubeconfig, "kube-controller-manager",
@@ -384,12 +385,12 @@ class ControlPlane:
                               capture_output=True, env=self.environ())
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
-        """Run kubectl as the admin; raise with its stderr when it fails."""
-        result = self.kubectl_result(*args, input=input)
-        if result.returncode != 0:
-            raise subprocess.CalledProcessError(result.returncode, result.args,
-                                                result.stdout, result.stderr)
-        return result.stdout
+        """Run kubectl as the admin; raise KubectlError, with its stderr, when it fails."""
+        return checked(self.kubectl_result(*args, input=input))
+
+    def established(self, *what: str, timeout: float = 120.0) -> None:
+        """Wait until the CRDs named (or `-f FILE`) are Established; see kubectl.py."""
+        wait_established(self.kubectl_result, what, timeout)
 
     def environ(self) -> dict[str, str]:
         """Environment for a client (kubectl, the operator) talking to this cluster."""

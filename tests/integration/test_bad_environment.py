@@ -133,8 +133,7 @@ def test_missing_crd_is_reported_and_served_once_created(operator: OperatorFacto
         assert_running_without_traceback(process)
 
         plane.kubectl("apply", "-f", str(REPO / "crd.yaml"))
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                      "-f", str(REPO / "crd.yaml"))
+        plane.established("-f", str(REPO / "crd.yaml"))
         kubectl = Kubectl(plane, "default")
         kubectl("apply", "-f", "-", input=evc("late"))
         eventually(lambda: kubectl.get("pvc", "late"), timeout=30,
@@ -256,8 +255,7 @@ def test_the_crd_deleted_under_the_operator_stops_it_with_one_line(
     plane = ControlPlane.start(tmp_path / "plane")
     try:
         plane.kubectl("apply", "-f", str(REPO / "crd.yaml"))
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                      "-f", str(REPO / "crd.yaml"))
+        plane.established("-f", str(REPO / "crd.yaml"))
         kubectl = Kubectl(plane, "default")
         process = start(operator, plane, "default", EXPIRY_PERIOD="1h")
         kubectl("apply", "-f", "-", input=evc("before"))

@@ -215,8 +215,7 @@ def test_invalid_specs_that_got_past_admission_pause_deletion(
         crd["spec"]["versions"][0]["schema"] = {"openAPIV3Schema": {
             "type": "object", "properties": {"spec": lax, "status": lax}}}
         plane.kubectl("apply", "-f", "-", input=json.dumps(crd))
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                      "crd/ephemeralvolumeclaims.zalando.org")
+        plane.established("crd/ephemeralvolumeclaims.zalando.org")
         kubectl = Kubectl(plane, "default")
         reported = {
             "bad-period": (evc("bad-period", expiryPeriod="soon"),

@@ -31,9 +31,8 @@ Manifest = dict[str, Any]
 @pytest.fixture(scope="module")
 def prometheus_operator_crds(control_plane: ControlPlane) -> None:
     control_plane.kubectl("apply", "--server-side", "-f", str(CRDS))
-    for kind in ("servicemonitors", "podmonitors", "prometheusrules"):
-        control_plane.kubectl("wait", "--for=condition=established", "--timeout=60s",
-                              f"crd/{kind}.monitoring.coreos.com")
+    control_plane.established(*(f"crd/{kind}.monitoring.coreos.com"
+                                for kind in ("servicemonitors", "podmonitors", "prometheusrules")))
 
 
 def dry_run(plane: ControlPlane, documents: list[Manifest]) -> list[str]:
