@@ -74,7 +74,9 @@ class GoneProxy:
         self._stop = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._forward)
-        runner = web.AppRunner(app)
+        # Watches still open when the test ends are cut within a second, so the proxy's
+        # thread ends in running()'s join, not up to a minute into the next test.
+        runner = web.AppRunner(app, shutdown_timeout=1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
