@@ -129,6 +129,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         "which allocation sites grew after warm-up; else where its memory "
                         "is held at the end of the idle window (its RSS and timings are "
                         "then not the operator's own)")
+    parser.add_argument("--account-memory", action="store_true",
+                        help="have the operator account for its resident memory at the "
+                        "end of the idle window: by kind of mapping, in pymalloc's arenas "
+                        "and in glibc's heap (bench/accounted.py; costs nothing else)")
     parser.add_argument("--profile-apiserver", type=int, default=0, metavar="SECONDS",
                         help="record kube-apiserver's CPU profile for SECONDS from the "
                         "burst's start (the run's control plane serves /debug/pprof); "
@@ -151,6 +155,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error("--jobs is not a soak option")
     if arguments.steps and arguments.jobs:
         parser.error("--steps paces pods the harness finishes itself: not with --jobs")
+    if arguments.account_memory and (arguments.trace_memory or arguments.soak is not None
+                                     or arguments.real_node):
+        parser.error("--account-memory is for the main run, without --trace-memory (tracing "
+                     "adds its own memory to the account)")
     if arguments.pods < arguments.evcs:
         parser.error("--pods counts all pods, one per claim included: it must be >= --evcs")
     return arguments
@@ -172,6 +180,7 @@ async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Names
                   rate=arguments.rate, idle_seconds=arguments.idle,
                   headroom=arguments.headroom, jobs=arguments.jobs,
                   steps=arguments.steps, trace_memory=arguments.trace_memory,
+                  account_memory=arguments.account_memory,
                   profile_seconds=arguments.profile_apiserver,
                   operator_env=tuple((name, value) for name, _, value in
                                      (setting.partition("=") for setting in

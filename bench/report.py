@@ -115,7 +115,26 @@ def table(result: dict[str, Any]) -> str:
         lines += [f"  {name:40} {mib}" for name, mib in traced["by_package_mib"].items()]
         lines += [f"  {site['kib']:>9} KiB {site['blocks']:>8} blocks  {site['where']}"
                   for site in traced["sites"][:15]]
+    lines += account_lines(result.get("memory_account"))
     return "\n".join(lines)
+
+
+def account_lines(account: dict[str, Any] | None) -> list[str]:
+    """Where the resident memory is held at the end of the idle window (--account-memory)."""
+    if not account:
+        return []
+    maps, arenas = account["smaps_mib"], account["pymalloc_mib"]
+    lines = [f"resident at the end of the idle window: {account['rss_mib']} MiB "
+             "(--account-memory), by kind of mapping (MiB):",
+             *(f"  {kind:40} {mib}" for kind, mib in maps.items()),
+             f"pymalloc's arenas: {arenas['arenas']} MiB: objects {arenas['objects']}, "
+             f"free in pools in use {arenas['free_blocks']}, empty pools "
+             f"{arenas['free_pools']}, overhead {arenas['overhead']}"]
+    heap = account.get("glibc_mib")
+    if heap:
+        lines.append(f"glibc's allocator: heap {heap['heap']} MiB (in use {heap['in_use']}, "
+                     f"free {heap['free']}), blocks mapped on their own {heap['mapped']}")
+    return lines
 
 
 def soak_table(result: dict[str, Any]) -> str:

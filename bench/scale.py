@@ -31,6 +31,9 @@ class Scale:
     # The first operator under tracemalloc (bench/traced.py): where its memory is held at
     # the end of the idle window. Its timings and RSS are then not the operator's own.
     trace_memory: bool = False
+    # The first operator accounts for its resident memory (bench/accounted.py) at the end
+    # of the idle window: the kernel's, pymalloc's and glibc's view. Costs nothing else.
+    account_memory: bool = False
     # Seconds of kube-apiserver's CPU profile to record from the burst's start (0: none).
     profile_seconds: int = 0
 

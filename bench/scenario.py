@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bench import apiprofile, audit, capacity, stats, traced, workload
+from bench import accounted, apiprofile, audit, capacity, stats, traced, workload
 from bench.client import MERGE_PATCH, Api, ApiError
 from bench.cost import Cost
 from bench.observe import EVCS, JOBS, PODS, ClaimWatch, JobWatch, Key, PodWatch, until
@@ -99,12 +99,15 @@ class Run:
 
     def _start_operator(self, kubeconfig: Path, number: int) -> Operator:
         traced_here = self.scale.trace_memory and number == 1
+        accounted_here = self.scale.account_memory and number == 1
         operator = Operator(kubeconfig, self.workdir / f"operator-{number}.log", env={
             "GRACE_PERIOD": str(self.scale.grace_period),
             "EXPIRY_PERIOD": "3600",  # no claim expires while the pods are being made
             **dict(self.scale.operator_env),
             **({"BENCH_SNAPSHOTS": str(self._snapshots())} if traced_here else {}),
-        }, module="bench.traced" if traced_here else "evc_operator")
+            **({"BENCH_ACCOUNTS": str(self._snapshots())} if accounted_here else {}),
+        }, module="bench.traced" if traced_here
+            else "bench.accounted" if accounted_here else "evc_operator")
         self.operator = operator
         self._background(self.sampler.run(operator))
         return operator
@@ -208,6 +211,10 @@ class Run:
         if scale.trace_memory:
             self.result["memory_traced"] = traced.breakdown(
                 await traced.take(operator, self._snapshots()))
+        if scale.account_memory:
+            self.result["memory_account"] = {
+                "rss_mib": round(operator.usage().rss / 2**20, 1),
+                **await accounted.take(operator, self._snapshots())}
 
         pods, jobs = self.pods, JobWatch()
         if not scale.jobs:  # with Jobs, it has watched since before the Jobs were made

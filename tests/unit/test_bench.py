@@ -10,7 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from bench import apiprofile, audit, capacity, cost, fairness, report, stats, traced, workload
+from bench import (
+    accounted,
+    apiprofile,
+    audit,
+    capacity,
+    cost,
+    fairness,
+    report,
+    stats,
+    traced,
+    workload,
+)
 from bench.__main__ import controller_args, parse
 from bench.operator import TICKS
 
@@ -115,6 +126,43 @@ def test_traced_breakdown_charges_what_is_held_to_the_line_that_asked_for_it(
     assert found["traced_mib"] >= top["kib"] / 1024
     table = report.table({"memory_traced": found})
     assert "test_bench.py:" in table
+
+
+def test_the_memory_account_of_this_process_adds_up() -> None:
+    held = [bytes(100) for _ in range(20000)]  # about 2.6 MiB of small objects
+    account = accounted.account()
+    arenas, maps = account["pymalloc_mib"], account["smaps_mib"]
+    assert held
+    assert arenas["objects"] >= 2.5
+    assert arenas["arenas"] >= arenas["objects"] + arenas["free_blocks"] + arenas["free_pools"]
+    rss = int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+    assert abs(sum(maps.values()) - rss) < 0.05 * rss  # the mappings' sum is the RSS
+    assert maps["file"] > 0
+    assert maps["anonymous"] + maps["heap"] > arenas["objects"]
+    heap = account["glibc_mib"]
+    assert heap is not None
+    assert heap["heap"] >= heap["in_use"]
+    table = report.table({"memory_account": {"rss_mib": rss, **account}})
+    assert "pymalloc's arenas:" in table
+    assert "glibc's allocator: heap" in table
+
+
+def test_smaps_are_summed_by_kind_of_mapping() -> None:
+    text = "\n".join([
+        "55d0c0000000-55d0c0100000 r-xp 00000000 08:01 1234 /usr/bin/python3.11", "Rss: 2048 kB",
+        "55d0c1000000-55d0c2000000 rw-p 00000000 00:00 0 [heap]", "Rss: 1024 kB",
+        "7f0000000000-7f0000100000 rw-p 00000000 00:00 0", "Rss: 512 kB",
+        "Pss: 512 kB",
+        "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]", "Rss: 132 kB",
+        "7ffd00100000-7ffd00102000 r-xp 00000000 00:00 0 [vdso]", "Rss: 8 kB"])
+    assert accounted.smaps(text) == {"file": 2.0, "heap": 1.0, "stack": 0.1,
+                                     "anonymous": 0.5, "other": 0.0}
+
+
+def test_the_account_may_only_be_asked_of_an_untraced_main_run() -> None:
+    assert parse(["--account-memory"]).account_memory
+    with pytest.raises(SystemExit):
+        parse(["--account-memory", "--trace-memory"])
 
 
 PPROF_TOP = """File: kube-apiserver
