@@ -8,7 +8,6 @@ Started `for_node`, it is ready for `controlplane.node` to add both.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import ipaddress
 import json
@@ -24,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.binaries import Binaries, ensure_binaries
-from controlplane.host import NODE_IP
-from controlplane.kubectl import checked, wait_established
+from controlplane.host import NODE_IP, address_flags
+from controlplane.kubectl import checked, wait_established, write_kubeconfig
 from controlplane.pki import write_service_account_keys, write_serving_certificate
 from controlplane.processes import alive, free_port, spawn, terminate
 
@@ -173,7 +172,7 @@ class ControlPlane:
             str(binaries.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
             f"--secure-port={self.api_port}",
-            *_address_flags(node),
+            *address_flags(node),
             f"--cert-dir={pki}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc",
@@ -354,18 +353,7 @@ class ControlPlane:
         return path
 
     def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
-        ca = base64.b64encode(self.ca_file.read_bytes()).decode()
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {
-                "server": self.server, "certificate-authority-data": ca}}],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
-            "current-context": "local",
-        }
-        path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
-        path.chmod(0o600)
+        write_kubeconfig(path, self.server, self.ca_file, user, token)
 
     def log_tails(self, lines: int = 40) -> str:
         """The last lines of every component's log, for failure reports."""
@@ -405,13 +393,3 @@ def _post_json(url: str, body: dict[str, object]) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=10) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
-
-
-def _address_flags(node: str | None) -> list[str]:
-    if not node:  # loopback only: no pod could use the `kubernetes` Service's endpoints
-        return ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-                "--endpoint-reconciler-type=none"]
-    # Pods reach it through the `kubernetes` Service (kube-proxy on the node) at the node's
-    # address, which the API server writes as the Service's endpoints; clients on the
-    # machine keep 127.0.0.1. Every address, as hack/local-up-cluster.sh does.
-    return ["--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}"]

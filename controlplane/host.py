@@ -264,3 +264,14 @@ def remove_created(folders: list[str]) -> None:
                 path.rmdir()
         elif path.is_dir() and not mounts_under(path):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def address_flags(node: str | None) -> list[str]:
+    """kube-apiserver's address flags: loopback only without a node, else reachable by pods."""
+    if not node:  # loopback only: no pod could use the `kubernetes` Service's endpoints
+        return ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none"]
+    # Pods reach it through the `kubernetes` Service (kube-proxy on the node) at the node's
+    # address, which the API server writes as the Service's endpoints; clients on the
+    # machine keep 127.0.0.1. Every address, as hack/local-up-cluster.sh does.
+    return ["--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}"]

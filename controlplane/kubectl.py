@@ -1,5 +1,5 @@
-"""kubectl as a cluster's admin: failures that carry what kubectl said, and waiting for
-CustomResourceDefinitions to be served.
+"""Clients of a local cluster: kubeconfigs, kubectl's failures that carry what kubectl
+said, and waiting for CustomResourceDefinitions to be served.
 
 `kubectl wait --for=condition=Established` is one list and one watch: a watch the API
 server closes early, or one refused connection, ends it with exit status 1 and nothing in
@@ -10,10 +10,12 @@ answered last.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -69,3 +71,20 @@ def wait_established(run: Run, what: Sequence[str], timeout: float,
             raise NotEstablished(
                 f"{' '.join(what)}: not Established within {timeout:.0f} s ({last})")
         time.sleep(interval)
+
+
+def write_kubeconfig(path: Path, server: str, ca_file: Path, user: str, token: str) -> None:
+    """A kubeconfig at `path` (mode 0600) for `server`, trusting `ca_file`, as `user`
+    by bearer `token`."""
+    ca = base64.b64encode(ca_file.read_bytes()).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": server, "certificate-authority-data": ca}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+        "current-context": "local",
+    }
+    path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+    path.chmod(0o600)
