@@ -174,12 +174,20 @@ class Scheduler:
                     self.limit.take()
                     self._spawn(self._work(key, added_at))
                 self.limit.backlogged = self.queue.pending() > 0
-                self.memory.when_quiet(self.queue.idle())
-                await self.queue.wait(also=self.proofs.earliest())
+                await self.queue.wait(also=self._earliest(
+                    self.proofs.earliest(), self.memory.when_quiet(self.queue.idle())))
         finally:
             for task in self._tasks:
                 task.cancel()
             self.freshness.close()
+
+    def _earliest(self, proof: datetime.datetime | None,
+                  release_in: float | None) -> datetime.datetime | None:
+        """When the loop must turn without news: the next proof, or the memory's release."""
+        moments = [moment for moment in (proof, None if release_in is None else
+                                         self.clock() + datetime.timedelta(seconds=release_in))
+                   if moment is not None]
+        return min(moments, default=None)
 
     async def reconcile(self, key: Key) -> None:
         """Reconcile one claim now and apply the outcome."""

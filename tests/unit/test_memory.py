@@ -52,6 +52,40 @@ def test_memory_is_released_once_quiet_after_a_burst() -> None:
     assert released == [True]  # not again within RELEASE_EVERY
 
 
+def test_the_end_of_a_burst_is_released_even_soon_after_a_lulls_release() -> None:
+    """A lull early in a burst releases; the burst's end, less than RELEASE_EVERY later,
+    must be released too, once the quiet has lasted, and the scheduler is told when to
+    ask again: nothing else would wake it."""
+    released: list[float] = []
+    now = [1000.0]
+
+    def release() -> bool:
+        released.append(now[0])
+        return True
+
+    trim = memory.AfterBursts(release, clock=lambda: now[0])
+    for _ in range(memory.RELEASE_AFTER):
+        trim.worked()
+    assert trim.when_quiet(True) is None
+    assert released == [1000.0]  # the lull
+    now[0] += 5
+    for _ in range(memory.RELEASE_AFTER):  # the rest of the burst
+        trim.worked()
+    assert trim.when_quiet(False) is None  # work under way: asked again when it ends
+    now[0] += 5
+    again = trim.when_quiet(True)  # the burst's end, 10 s after the last release
+    assert again == memory.QUIET_SECONDS
+    assert released == [1000.0]
+    now[0] += 1
+    trim.worked()  # not quiet after all
+    assert trim.when_quiet(True) == memory.QUIET_SECONDS
+    now[0] += memory.QUIET_SECONDS
+    assert trim.when_quiet(True) is None
+    assert released == [1000.0, 1013.0]
+    assert trim.when_quiet(True) is None  # nothing more to release
+    assert released == [1000.0, 1013.0]
+
+
 _LARGE_BLOCKS = """
 import sys
 from evc_operator import memory
