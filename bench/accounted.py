@@ -62,7 +62,8 @@ def smaps(text: str) -> dict[str, float]:
 
 def pymalloc(text: str) -> dict[str, float]:
     """pymalloc's arenas, in MiB, from `sys._debugmallocstats()`'s report: `arenas` (all
-    allocated), `objects` (in allocated blocks), `free_blocks` (free in pools in use),
+    allocated), `arenas_highwater` (the most ever allocated at once), `objects` (in
+    allocated blocks), `free_blocks` (free in pools in use),
     `free_pools` (pools with nothing in them) and `overhead` (headers, rounding, alignment)."""
     stats: dict[str, int] = {}
     for line in text.splitlines():
@@ -71,8 +72,11 @@ def pymalloc(text: str) -> dict[str, float]:
             stats[match["name"]] = int(match["value"].replace(",", ""))
     pools = next((value for name, value in stats.items() if "unused pools" in name), 0)
     overhead = sum(value for name, value in stats.items() if name.startswith("# bytes lost"))
+    arena = next((value // count for name, value in stats.items()
+                  if name.endswith("bytes/arena") and (count := int(name.split()[0]))), 0)
     return {
         "arenas": round(stats.get("Total", 0) / MIB, 1),
+        "arenas_highwater": round(stats.get("# arenas highwater mark", 0) * arena / MIB, 1),
         "objects": round(stats.get("# bytes in allocated blocks", 0) / MIB, 1),
         "free_blocks": round(stats.get("# bytes in available blocks", 0) / MIB, 1),
         "free_pools": round(pools / MIB, 1),
@@ -116,10 +120,28 @@ def _debugmallocstats() -> str:
         return sink.read().decode(errors="replace")
 
 
-def account() -> dict[str, Any]:
-    """This process's resident memory, by where it is held (see the module's docstring)."""
-    return {"smaps_mib": smaps(Path("/proc/self/smaps").read_text()),
-            "pymalloc_mib": pymalloc(_debugmallocstats()), "glibc_mib": glibc()}
+def _malloc_trim() -> bool:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+    return True
+
+
+def account(trim: bool = True) -> dict[str, Any]:
+    """This process's resident memory, by where it is held (see the module's docstring);
+    with `trim`, also after `malloc_trim(0)`: what the operator's own release after a
+    burst (src/evc_operator/memory.py) would give back at this moment."""
+    held: dict[str, Any] = {"smaps_mib": smaps(Path("/proc/self/smaps").read_text()),
+                            "pymalloc_mib": pymalloc(_debugmallocstats()),
+                            "glibc_mib": glibc()}
+    if trim and _malloc_trim():
+        held["after_trim"] = {"smaps_mib": smaps(Path("/proc/self/smaps").read_text()),
+                              "glibc_mib": glibc()}
+    return held
 
 
 def _write(_signal: int, _frame: FrameType | None) -> None:

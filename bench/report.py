@@ -127,13 +127,19 @@ def account_lines(account: dict[str, Any] | None) -> list[str]:
     lines = [f"resident at the end of the idle window: {account['rss_mib']} MiB "
              "(--account-memory), by kind of mapping (MiB):",
              *(f"  {kind:40} {mib}" for kind, mib in maps.items()),
-             f"pymalloc's arenas: {arenas['arenas']} MiB: objects {arenas['objects']}, "
+             f"pymalloc's arenas: {arenas['arenas']} MiB (at most "
+             f"{arenas.get('arenas_highwater')}): objects {arenas['objects']}, "
              f"free in pools in use {arenas['free_blocks']}, empty pools "
              f"{arenas['free_pools']}, overhead {arenas['overhead']}"]
     heap = account.get("glibc_mib")
     if heap:
         lines.append(f"glibc's allocator: heap {heap['heap']} MiB (in use {heap['in_use']}, "
                      f"free {heap['free']}), blocks mapped on their own {heap['mapped']}")
+    trimmed = account.get("after_trim")
+    if trimmed:
+        maps = trimmed["smaps_mib"]
+        lines.append(f"after malloc_trim(0) then: resident {round(sum(maps.values()), 1)} MiB "
+                     f"(heap {maps['heap']}, anonymous {maps['anonymous']})")
     return lines
 
 

@@ -135,6 +135,7 @@ def test_the_memory_account_of_this_process_adds_up() -> None:
     assert held
     assert arenas["objects"] >= 2.5
     assert arenas["arenas"] >= arenas["objects"] + arenas["free_blocks"] + arenas["free_pools"]
+    assert arenas["arenas_highwater"] >= arenas["arenas"]
     rss = int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
     assert abs(sum(maps.values()) - rss) < 0.05 * rss  # the mappings' sum is the RSS
     assert maps["file"] > 0
@@ -142,9 +143,12 @@ def test_the_memory_account_of_this_process_adds_up() -> None:
     heap = account["glibc_mib"]
     assert heap is not None
     assert heap["heap"] >= heap["in_use"]
+    trimmed = account["after_trim"]["smaps_mib"]
+    assert trimmed["heap"] <= maps["heap"] + 1  # a trim gives memory back, never takes more
     table = report.table({"memory_account": {"rss_mib": rss, **account}})
     assert "pymalloc's arenas:" in table
     assert "glibc's allocator: heap" in table
+    assert "after malloc_trim(0) then: resident" in table
 
 
 def test_smaps_are_summed_by_kind_of_mapping() -> None:
