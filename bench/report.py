@@ -94,6 +94,10 @@ def table(result: dict[str, Any]) -> str:
         mark = "" if check is None else ("yes" if check(value) else "NO")
         shown = "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
         lines.append(f"{name:34} {shown:>12}  {target:>8}  {mark}")
+    by_step = (result.get("footprint") or {}).get("rss_by_step_mib") or {}
+    if by_step:
+        lines.append("RSS, highest sampled in each step (MiB):")
+        lines += [f"  {step[:60]:60} {mib}" for step, mib in by_step.items()]
     api = result.get("api") or {}
     if api.get("writes_per_claim_by_kind"):
         lines.append("writes per claim lifetime, by kind:")

@@ -42,6 +42,18 @@ SETTLE_SECONDS = 12.0
 BARE_PATCHES = 5000  # status patches of unrelated pods, to time a bare client's writes
 
 
+def rss_by_step(samples: list[tuple[float, Usage]], began: list[tuple[float, str]],
+                ) -> dict[str, float]:
+    """The highest RSS sampled during each step (from its start to the next one's), in MiB:
+    where the peak comes from."""
+    highest: dict[str, int] = {}
+    for moment, usage in samples:
+        step = next((name for start, name in reversed(began) if start <= moment), None)
+        if step is not None:
+            highest[step] = max(highest.get(step, 0), usage.rss)
+    return {step: _mib(rss) for step, rss in highest.items()}
+
+
 def _mib(size: int) -> float:
     return round(size / 2**20, 1)
 
@@ -71,6 +83,7 @@ class Run:
                                   for i in range(scale.evcs)]
         self.result: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
+        self.steps_began: list[tuple[float, str]] = []  # (wall time, step), in order
         self.tasks: list[asyncio.Task[None]] = []
         self.operator: Operator | None = None
         self.sampler = Sampler()
@@ -91,6 +104,7 @@ class Run:
 
     async def _step(self, name: str, work: Callable[[], Awaitable[Any]]) -> Any:
         print(f"- {name}", flush=True)
+        self.steps_began.append((time.time(), name))
         start = time.monotonic()
         value = await work()
         self.timings[name] = round(time.monotonic() - start, 1)
@@ -267,6 +281,7 @@ class Run:
             "idle": self._footprint(idle_usage, idle_after, idle_start, idle_end),
             "busy": self._footprint(busy_usage, busy_after, busy_start, busy_end),
             "peak_rss_mib": _mib(max(u.peak_rss for _, u in self.sampler.samples)),
+            "rss_by_step_mib": rss_by_step(self.sampler.samples, self.steps_began),
         }
         self.result["api"] = self._api_cost(began, ended, idle_start, idle_end)
         if scale.jobs:

@@ -23,7 +23,8 @@ from bench import (
     workload,
 )
 from bench.__main__ import controller_args, parse
-from bench.operator import TICKS
+from bench.operator import TICKS, Usage
+from bench.scenario import rss_by_step
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
 
@@ -149,6 +150,20 @@ def test_the_memory_account_of_this_process_adds_up() -> None:
     assert "pymalloc's arenas:" in table
     assert "glibc's allocator: heap" in table
     assert "after malloc_trim(0) then: resident" in table
+
+
+def test_the_peak_is_charged_to_the_step_it_was_sampled_in() -> None:
+    def usage(mib: int) -> Usage:
+        return Usage(rss=mib * 2**20, peak_rss=mib * 2**20, cpu=0.0)
+
+    samples = [(5.0, usage(50)), (10.0, usage(90)), (11.0, usage(120)), (20.0, usage(100)),
+               (31.0, usage(80))]
+    began = [(10.0, "burst"), (20.0, "idle"), (30.0, "restart")]
+    found = rss_by_step(samples, began)
+    assert found == {"burst": 120.0, "idle": 100.0, "restart": 80.0}  # before any: none
+    table = report.table({"footprint": {"rss_by_step_mib": found}})
+    assert "burst" in table
+    assert "120.0" in table
 
 
 def test_smaps_are_summed_by_kind_of_mapping() -> None:
