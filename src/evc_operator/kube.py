@@ -219,7 +219,7 @@ async def patch_evc_status(api: Api, namespace: str, name: str,
     return patched
 
 
-LIST_PAGE = 500  # objects per page of a list: bounds memory, not the list's consistency
+LIST_PAGE = 100  # objects per page of a list: bounds memory, not the list's consistency
 WATCH_SECONDS = 300  # the API server ends a watch after this; we resume where it ended
 LISTED_KINDS = frozenset({"pods", "persistentvolumeclaims"})
 

@@ -25,8 +25,11 @@ from __future__ import annotations
 import asyncio.sslproto
 import ctypes
 import ctypes.util
+import logging
 import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 _Trim = Callable[[int], int]
 
@@ -84,11 +87,15 @@ def release() -> bool:
 
 # After a burst of at least this many reconciliations, once all is quiet, the heap's free
 # pages go back to the system: at once if the last release was RELEASE_EVERY seconds ago or
-# more, else once the quiet has lasted QUIET_SECONDS. A burst's work drains the queue for
-# moments all along; its true end is the first quiet that lasts.
+# more, and again once the quiet has lasted QUIET_SECONDS. A burst's work drains the queue
+# for moments all along; its true end is the first quiet that lasts. And the burst is not
+# all freed when its work ends: the request pool's connections (up to 256, each with
+# OpenSSL's state and a read buffer in the heap) close once idle for aiohttp's keep-alive
+# of 15 s, at its cleanup, which runs every 15 s: by 30 s of quiet they are closed.
 RELEASE_AFTER = 100
 RELEASE_EVERY = 30.0
-QUIET_SECONDS = 2.0
+QUIET_SECONDS = 35.0
+SLOW_RELEASE = 0.1  # seconds: a release that takes longer is logged at INFO
 
 
 class AfterBursts:
@@ -100,6 +107,8 @@ class AfterBursts:
     and the 30 s between releases then passed over the burst's end: with nothing more to
     wake the loop, what the rest of the burst left stayed resident (at 10,000 claims,
     22 MiB of glibc's heap, free but never given back: docs/benchmarks.md).
+    A burst's idle connections close later still (QUIET_SECONDS): a release right after
+    its last reconciliation would leave their memory resident.
     """
 
     def __init__(self, release: Callable[[], bool] = release,
@@ -126,7 +135,12 @@ class AfterBursts:
         if self._quiet_since is None:
             self._quiet_since = now
         if now - self._released_at >= RELEASE_EVERY or now - self._quiet_since >= QUIET_SECONDS:
+            began = time.perf_counter()
             self._release()
+            took = time.perf_counter() - began
+            log.log(logging.INFO if took >= SLOW_RELEASE else logging.DEBUG,
+                    "Gave the memory freed after %s reconciliations back in %.0f ms.",
+                    self.since, took * 1000)
             self.since, self._released_at, self._quiet_since = 0, now, None
             return None
         return self._quiet_since + QUIET_SECONDS - now

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
+
+import aiohttp
 
 from evc_operator import memory
 
@@ -81,13 +84,28 @@ def test_the_end_of_a_burst_is_released_even_soon_after_a_lulls_release() -> Non
     assert trim.when_quiet(True) == memory.QUIET_SECONDS
     now[0] += memory.QUIET_SECONDS
     assert trim.when_quiet(True) is None
-    assert released == [1000.0, 1013.0]
+    ended = 1011.0 + memory.QUIET_SECONDS
+    assert released == [1000.0, ended]
     assert trim.when_quiet(True) is None  # nothing more to release
-    assert released == [1000.0, 1013.0]
+    assert released == [1000.0, ended]
+
+
+def test_the_release_waits_until_the_bursts_idle_connections_are_closed() -> None:
+    """aiohttp closes a pooled connection idle for its keep-alive at a cleanup that runs
+    that often: a burst's connections are all closed after twice the keep-alive."""
+    loop = asyncio.new_event_loop()
+    try:
+        keepalive = aiohttp.TCPConnector(loop=loop)._keepalive_timeout
+    finally:
+        loop.close()
+    assert keepalive is not None
+    assert 2 * keepalive < memory.QUIET_SECONDS
 
 
 _LARGE_BLOCKS = """
 import sys
+import aiohttp
+
 from evc_operator import memory
 from tests.unit.test_memory import _rss_mib as rss_mib
 
@@ -127,6 +145,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from controlplane import pki
+import aiohttp
+
 from evc_operator import memory
 from tests.unit.test_memory import _rss_mib as rss_mib
 
