@@ -104,8 +104,6 @@ def test_the_release_waits_until_the_bursts_idle_connections_are_closed() -> Non
 
 _LARGE_BLOCKS = """
 import sys
-import aiohttp
-
 from evc_operator import memory
 from tests.unit.test_memory import _rss_mib as rss_mib
 
@@ -145,8 +143,6 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from controlplane import pki
-import aiohttp
-
 from evc_operator import memory
 from tests.unit.test_memory import _rss_mib as rss_mib
 
