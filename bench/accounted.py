@@ -32,6 +32,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from bench.observe import until
+from evc_operator import memory
 
 if TYPE_CHECKING:
     from bench.operator import Operator
@@ -120,25 +121,14 @@ def _debugmallocstats() -> str:
         return sink.read().decode(errors="replace")
 
 
-def _malloc_trim() -> bool:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim(0)
-    return True
-
-
 def account(trim: bool = True) -> dict[str, Any]:
     """This process's resident memory, by where it is held (see the module's docstring);
-    with `trim`, also after `malloc_trim(0)`: what the operator's own release after a
-    burst (src/evc_operator/memory.py) would give back at this moment."""
+    with `trim`, also after the operator's own release after a burst (`memory.release`,
+    a `malloc_trim(0)`): what it would give back at this moment."""
     held: dict[str, Any] = {"smaps_mib": smaps(Path("/proc/self/smaps").read_text()),
                             "pymalloc_mib": pymalloc(_debugmallocstats()),
                             "glibc_mib": glibc()}
-    if trim and _malloc_trim():
+    if trim and memory.release():
         held["after_trim"] = {"smaps_mib": smaps(Path("/proc/self/smaps").read_text()),
                               "glibc_mib": glibc()}
     return held

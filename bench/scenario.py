@@ -227,7 +227,7 @@ class Run:
                 await traced.take(operator, self._snapshots()))
         if scale.account_memory:
             self.result["memory_account"] = {
-                "rss_mib": round(operator.usage().rss / 2**20, 1),
+                "rss_mib": _mib(operator.usage().rss),
                 **await accounted.take(operator, self._snapshots())}
 
         pods, jobs = self.pods, JobWatch()
