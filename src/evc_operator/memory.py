@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio.sslproto
 import ctypes
-import ctypes.util
 import logging
 import time
 from collections.abc import Callable
@@ -35,8 +34,10 @@ _Trim = Callable[[int], int]
 
 
 def _libc() -> ctypes.CDLL | None:
+    """glibc, by its soname (elsewhere, e.g. musl: None, and nothing is trimmed). Not
+    ctypes.util.find_library: that runs ldconfig in a subprocess, at every import."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return ctypes.CDLL("libc.so.6")
     except OSError:
         return None
 

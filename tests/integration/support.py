@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,29 +83,62 @@ class OperatorProcess:
                  env: dict[str, str], scope: str | None = None) -> None:
         self.namespace = namespace
         self.logfile = logfile
-        environ = plane.environ()
-        environ["METRICS_PORT"] = "0"  # several operators in one session: no fixed port
-        environ.update(env)
-        with logfile.open("ab") as log:
-            self.process = subprocess.Popen(
-                [str(KOPF), "run", scope or f"--namespace={namespace}", "--verbose",
-                 "ephemeral.py"],
-                cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        self.environ = plane.environ()
+        self.environ["METRICS_PORT"] = "0"  # several operators in one session: no fixed port
+        self.environ["PYTHONFAULTHANDLER"] = "1"  # SIGABRT: every thread's stack to the log
+        self.environ.update(env)
+        self.command = [str(KOPF), "run", scope or f"--namespace={namespace}", "--verbose",
+                        "ephemeral.py"]
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self.logfile.open("ab") as log:
+            return subprocess.Popen(self.command, cwd=REPO, env=self.environ, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def log_text(self) -> str:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
 
     def wait_ready(self, timeout: float = 60) -> None:
-        """Ready once Kopf has started watching; fail early if the process died."""
+        """Ready once Kopf has started watching; fail early if the process died.
+
+        An operator that does not start in time is aborted with SIGABRT: Python's
+        faulthandler then writes where each of its threads was to the log, which the
+        failure shows. One that had not even reached Kopf's first line ("Starting Kopf")
+        was stuck before any of the operator's own work (interpreter, imports, Kopf's
+        host lookup): that is the machine, not the subject of any test here, so it is
+        started once more, with a warning that carries the stacks."""
+        try:
+            self._wait_started(timeout)
+        except _Stuck as stuck:
+            if stuck.reached_kopf:
+                raise AssertionError(str(stuck)) from None
+            warnings.warn(f"operator start-up retried: {stuck}", stacklevel=2)
+            self.process = self._spawn()
+            try:
+                self._wait_started(timeout)
+            except _Stuck as again:
+                raise AssertionError(str(again)) from None
+
+    def _wait_started(self, timeout: float) -> None:
         def started() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(f"operator exited with {self.process.returncode}:\n"
                                      + self.log_text())
             return "Starting the watch-stream for ephemeralvolumeclaims" in self.log_text()
 
-        eventually(started, timeout=timeout, what="operator start-up")
+        begun = len(self.log_text())
+        try:
+            eventually(started, timeout=timeout, what="operator start-up")
+        except AssertionError as error:
+            if self.process.poll() is not None:
+                raise
+            self.process.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
+            text = self.log_text()[begun:]
+            raise _Stuck(f"{error}\nthe operator, aborted (where it was is at the end):\n"
+                         f"{text}", reached_kopf="Starting Kopf" in text) from None
 
     def wait_view_complete(self, port: int, timeout: float = 60) -> None:
         """Ready as a readiness probe sees it: /readyz on METRICS_PORT `port` answers 200
@@ -132,6 +166,14 @@ class OperatorProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+class _Stuck(Exception):
+    """The operator did not start in time (and was aborted to show where it was)."""
+
+    def __init__(self, message: str, *, reached_kopf: bool) -> None:
+        super().__init__(message)
+        self.reached_kopf = reached_kopf
 
 
 def eventually(check: Callable[[], T], *, timeout: float = 30, interval: float = 0.2,
