@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import kopf
 import pytest
+from kopf._core.reactor.inventory import ResourceMemories
 
 from evc_operator import access, handlers, kube
 from evc_operator.auth import Credentials, Static
@@ -38,17 +39,25 @@ def test_start_pages_kopfs_initial_lists_and_lets_idle_workers_go(
     settings = kopf.OperatorSettings()
     memo = kopf.Memo()
 
+    kept: list[int] = []
+
     async def scenario() -> None:
         # Kopf's decorators type handlers as Kopf calls them, with every keyword.
         start: Any = handlers.start
         stop: Any = handlers.stop
         await start(settings=settings, memo=memo, logger=logging.getLogger("test"))
+        memories = ResourceMemories()
+        await memories.recall(cast(Any, evc_body()))
+        kept.append(len(list(memories.iter_all_memories())))
         await stop(memo=memo)
+        await memories.recall(cast(Any, evc_body()))
+        kept.append(len(list(memories.iter_all_memories())))
 
     asyncio.run(scenario())
     assert settings.watching.chunk_size == handlers.LIST_CHUNK
     assert settings.watching.initial_streaming  # claims listed as a stream: no pages
     assert settings.queueing.idle_timeout == handlers.WORKER_IDLE_SECONDS < 5.0
+    assert kept == [0, 1]  # Kopf keeps no memory per claim while running (kopfmemory.py)
     # Pods and PVCs are read by the operator's own informers, never through Kopf.
     assert [handler for handler in kopf.get_default_registry()._indexing.get_all_handlers()
             ] == []
