@@ -43,10 +43,11 @@ COMPONENT = "evc-operator"
 # Requests and watches have a pool each. Requests share at most this many connections
 # (HTTP/1.1: one request at a time on each): as many as the adaptive limit lets
 # reconciliations be in flight (limiter.py), so that limit, not the pool, sets the pace;
-# Events and reads wait for a free connection instead of opening more. Every TLS
-# connection holds about 300 KiB (asyncio's 256 KiB read buffer and OpenSSL's). At 64,
-# a burst of 10,000 claims took twice as long to serve (docs/benchmarks.md).
-REQUEST_CONNECTIONS = 256
+# Events and reads wait for a free connection instead of opening more. Each open TLS
+# connection holds about 75 KiB (asyncio's read buffer, OpenSSL's state, aiohttp's): at
+# 10,000 claims, 128 rather than 256 took the burst's peak RSS from 125 to 116 MiB, as
+# fast (docs/benchmarks.md; the bare client saturates the API server with 32).
+REQUEST_CONNECTIONS = 128
 # Each watch holds its connection for minutes: each namespace with claims holds one per
 # kind of user and one for PVCs open, and freshness proofs add short ones.
 WATCH_CONNECTIONS = 1000

@@ -13,7 +13,8 @@ how long each takes. The limit here is AIMD, as TCP's congestion window:
   busier slowly moves the baseline with it, a jump caused by our own extra requests does
   not), but latency alone never takes it below `initial`, the fixed number of before: a
   busy API server is no reason to serve fewer claims than that, only an overloaded one;
-- it stays at most `maximum`.
+- it stays at most `maximum`, as many as the pool of connections for requests
+  (kube.REQUEST_CONNECTIONS: each in flight holds one, and its memory).
 
 `Measured` wraps a reconciliation's API (seams.ClaimApi) and reports each call's latency;
 the clock is injected, so tests need no real time. The limit is only a number and a
@@ -49,7 +50,7 @@ def overloaded(error: BaseException) -> bool:
 class Bounds:
     initial: int = 16
     minimum: int = 4
-    maximum: int = 256
+    maximum: int = 128
     tolerance: float = 2.0  # recent latency over usual latency that counts as overload
     decrease: float = 0.7  # the factor of a decrease
 

@@ -90,7 +90,7 @@ def release() -> bool:
 # pages go back to the system: at once if the last release was RELEASE_EVERY seconds ago or
 # more, and again once the quiet has lasted QUIET_SECONDS. A burst's work drains the queue
 # for moments all along; its true end is the first quiet that lasts. And the burst is not
-# all freed when its work ends: the request pool's connections (up to 256, each with
+# all freed when its work ends: the request pool's connections (up to 128, each with
 # OpenSSL's state and a read buffer in the heap) close once idle for aiohttp's keep-alive
 # of 15 s, at its cleanup, which runs every 15 s: by 30 s of quiet they are closed.
 RELEASE_AFTER = 100
