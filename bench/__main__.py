@@ -131,8 +131,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         "then not the operator's own)")
     parser.add_argument("--account-memory", action="store_true",
                         help="have the operator account for its resident memory at the "
-                        "end of the idle window: by kind of mapping, in pymalloc's arenas "
-                        "and in glibc's heap (bench/accounted.py; costs nothing else)")
+                        "end of the idle window, and the restarted one once it has deleted "
+                        "every claim: by kind of mapping, in pymalloc's arenas and in "
+                        "glibc's heap (bench/accounted.py; costs nothing else)")
     parser.add_argument("--profile-apiserver", type=int, default=0, metavar="SECONDS",
                         help="record kube-apiserver's CPU profile for SECONDS from the "
                         "burst's start (the run's control plane serves /debug/pprof); "

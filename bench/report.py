@@ -120,15 +120,18 @@ def table(result: dict[str, Any]) -> str:
         lines += [f"  {site['kib']:>9} KiB {site['blocks']:>8} blocks  {site['where']}"
                   for site in traced["sites"][:15]]
     lines += account_lines(result.get("memory_account"))
+    lines += account_lines(result.get("memory_account_deleted"),
+                           when="once the restarted operator has deleted every claim")
     return "\n".join(lines)
 
 
-def account_lines(account: dict[str, Any] | None) -> list[str]:
-    """Where the resident memory is held at the end of the idle window (--account-memory)."""
+def account_lines(account: dict[str, Any] | None,
+                  when: str = "at the end of the idle window") -> list[str]:
+    """Where the resident memory is held, `when` (--account-memory)."""
     if not account:
         return []
     maps, arenas = account["smaps_mib"], account["pymalloc_mib"]
-    lines = [f"resident at the end of the idle window: {account['rss_mib']} MiB "
+    lines = [f"resident {when}: {account['rss_mib']} MiB "
              "(--account-memory), by kind of mapping (MiB):",
              *(f"  {kind:40} {mib}" for kind, mib in maps.items()),
              f"pymalloc's arenas: {arenas['arenas']} MiB (at most "

@@ -113,7 +113,7 @@ class Run:
 
     def _start_operator(self, kubeconfig: Path, number: int) -> Operator:
         traced_here = self.scale.trace_memory and number == 1
-        accounted_here = self.scale.account_memory and number == 1
+        accounted_here = self.scale.account_memory
         operator = Operator(kubeconfig, self.workdir / f"operator-{number}.log", env={
             "GRACE_PERIOD": str(self.scale.grace_period),
             "EXPIRY_PERIOD": "3600",  # no claim expires while the pods are being made
@@ -275,6 +275,10 @@ class Run:
         wrong = [key for key in self.claims if "Idle" not in claims.phases.get(key, {})]
         self.result["deleted_before_idle"] = len(wrong)
         ended = time.time()
+        if scale.account_memory:  # the restarted operator's, where its peak is
+            self.result["memory_account_deleted"] = {
+                "rss_mib": _mib(restarted.usage().rss),
+                **await accounted.take(restarted, self._snapshots())}
         restarted.stop()
 
         self.result["footprint"] = {

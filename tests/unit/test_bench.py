@@ -154,8 +154,10 @@ def test_the_memory_account_of_this_process_adds_up() -> None:
     # Read after the trim, as the RSS: the mappings' sum is the RSS.
     assert abs(sum(trimmed.values()) - rss) < 0.05 * rss
     assert trimmed["heap"] < maps["heap"] - 50  # the trim gave the burst's pages back
-    table = report.table({"memory_account": {"rss_mib": rss, **account}})
-    assert "pymalloc's arenas:" in table
+    table = report.table({"memory_account": {"rss_mib": rss, **account},
+                          "memory_account_deleted": {"rss_mib": rss, **account}})
+    assert table.count("pymalloc's arenas:") == 2
+    assert "resident once the restarted operator has deleted every claim: " in table
     assert "glibc's allocator: heap" in table
     assert "after malloc_trim(0) then: resident" in table
 
