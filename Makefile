@@ -124,7 +124,10 @@ run: venv crd.yaml  ## Run the operator (starts a local cluster if none is confi
 		fi; \
 	fi; \
 	$$KUBECTL apply -f crd.yaml; \
-	$$KUBECTL wait --for condition=established --timeout=60s crd/ephemeralvolumeclaims.zalando.org; \
+	for TRY in 1 2 3; do \
+		$$KUBECTL wait --for condition=established --timeout=60s crd/ephemeralvolumeclaims.zalando.org && break; \
+		if [ $$TRY = 3 ]; then exit 1; fi; sleep 1; \
+	done; \
 	echo "Running the operator ($$SCOPE); stop it with Ctrl-C. In another terminal: $$HINT"; \
 	exec $(BIN)/kopf run $$SCOPE --verbose ephemeral.py
 
