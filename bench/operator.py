@@ -143,3 +143,19 @@ class Sampler:
 
     def peak_rss(self, start: float, end: float) -> int:
         return max((u.rss for t, u in self.samples if start <= t <= end), default=0)
+
+
+def rss_by_step(samples: list[tuple[float, Usage]], began: list[tuple[float, str]],
+                ) -> dict[str, float]:
+    """The highest RSS sampled during each step (from its start to the next one's), in MiB:
+    where the peak comes from."""
+    highest: dict[str, int] = {}
+    for moment, usage in samples:
+        step = next((name for start, name in reversed(began) if start <= moment), None)
+        if step is not None:
+            highest[step] = max(highest.get(step, 0), usage.rss)
+    return {step: mib(rss) for step, rss in highest.items()}
+
+
+def mib(size: int) -> float:
+    return round(size / 2**20, 1)

@@ -31,8 +31,27 @@ from typing import Any
 from bench import accounted, apiprofile, audit, capacity, stats, traced, workload
 from bench.client import MERGE_PATCH, Api, ApiError
 from bench.cost import Cost
-from bench.observe import EVCS, JOBS, PODS, ClaimWatch, JobWatch, Key, PodWatch, until
-from bench.operator import USER, Operator, Sampler, Usage, install_identity, wind_down
+from bench.observe import (
+    EVCS,
+    JOBS,
+    PODS,
+    ClaimWatch,
+    JobWatch,
+    Key,
+    PodWatch,
+    reseals,
+    until,
+)
+from bench.operator import (
+    USER,
+    Operator,
+    Sampler,
+    Usage,
+    install_identity,
+    mib,
+    rss_by_step,
+    wind_down,
+)
 from bench.scale import Scale
 from controlplane.cluster import ControlPlane
 
@@ -40,22 +59,6 @@ from controlplane.cluster import ControlPlane
 # second write of a record that replaced one sealed under 6 s before (seal.SPACING), land.
 SETTLE_SECONDS = 12.0
 BARE_PATCHES = 5000  # status patches of unrelated pods, to time a bare client's writes
-
-
-def rss_by_step(samples: list[tuple[float, Usage]], began: list[tuple[float, str]],
-                ) -> dict[str, float]:
-    """The highest RSS sampled during each step (from its start to the next one's), in MiB:
-    where the peak comes from."""
-    highest: dict[str, int] = {}
-    for moment, usage in samples:
-        step = next((name for start, name in reversed(began) if start <= moment), None)
-        if step is not None:
-            highest[step] = max(highest.get(step, 0), usage.rss)
-    return {step: _mib(rss) for step, rss in highest.items()}
-
-
-def _mib(size: int) -> float:
-    return round(size / 2**20, 1)
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -164,7 +167,7 @@ class Run:
         startup = await self._step("operator start-up", lambda: until(
             lambda: int(operator.ready()), 1, "ready", limit=600, check=self._check_operator))
         self.result["startup"] = {"seconds": round(startup, 1),
-                                  "peak_rss_mib": _mib(operator.usage().peak_rss)}
+                                  "peak_rss_mib": mib(operator.usage().peak_rss)}
 
         claims = ClaimWatch()
         self._background(claims.run(api, await api.resource_version(EVCS)))
@@ -227,7 +230,7 @@ class Run:
                 await traced.take(operator, self._snapshots()))
         if scale.account_memory:
             self.result["memory_account"] = {
-                "rss_mib": _mib(operator.usage().rss),
+                "rss_mib": mib(operator.usage().rss),
                 **await accounted.take(operator, self._snapshots())}
 
         pods, jobs = self.pods, JobWatch()
@@ -243,6 +246,7 @@ class Run:
         busy_end, busy_after = time.time(), operator.usage()
 
         self._reaction(sent, claims, jobs)
+        self.result["reseals"] = reseals(claims.phases)
 
         # A restart with every countdown running: nothing may be lost or reset.
         killed_at = time.time()
@@ -277,14 +281,14 @@ class Run:
         ended = time.time()
         if scale.account_memory:  # the restarted operator's, where its peak is
             self.result["memory_account_deleted"] = {
-                "rss_mib": _mib(restarted.usage().rss),
+                "rss_mib": mib(restarted.usage().rss),
                 **await accounted.take(restarted, self._snapshots())}
         restarted.stop()
 
         self.result["footprint"] = {
             "idle": self._footprint(idle_usage, idle_after, idle_start, idle_end),
             "busy": self._footprint(busy_usage, busy_after, busy_start, busy_end),
-            "peak_rss_mib": _mib(max(u.peak_rss for _, u in self.sampler.samples)),
+            "peak_rss_mib": mib(max(u.peak_rss for _, u in self.sampler.samples)),
             "rss_by_step_mib": rss_by_step(self.sampler.samples, self.steps_began),
         }
         self.result["api"] = self._api_cost(began, ended, idle_start, idle_end)
@@ -412,7 +416,7 @@ class Run:
     @staticmethod
     def _footprint(before: Usage, after: Usage, start: float, end: float) -> dict[str, float]:
         seconds = max(end - start, 1e-9)
-        return {"seconds": round(seconds, 1), "rss_mib": _mib(after.rss),
+        return {"seconds": round(seconds, 1), "rss_mib": mib(after.rss),
                 "cpu_seconds": round(after.cpu - before.cpu, 2),
                 "cpu_percent": round(100 * (after.cpu - before.cpu) / seconds, 1)}
 

@@ -23,8 +23,9 @@ from bench import (
     workload,
 )
 from bench.__main__ import controller_args, parse
-from bench.operator import TICKS, Usage
-from bench.scenario import rss_by_step
+from bench.observe import Key, reseals
+from bench.operator import TICKS, Usage, rss_by_step
+from evc_operator.seal import SPACING
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
 
@@ -350,3 +351,18 @@ def test_cpu_is_read_for_the_control_plane_the_operator_and_the_harness(
     found = cost.cpu_by_process(11, proc=tmp_path)
     assert found == {"kube-apiserver": 400 / TICKS, "operator": 100 / TICKS,
                      "harness": 10 / TICKS}
+
+
+def test_reseals_count_the_claims_in_use_within_the_seals_spacing_of_pending() -> None:
+    spacing = SPACING.total_seconds()
+    phases: dict[Key, dict[str, float]] = {
+        ("ns", "soon"): {"Pending": 100.0, "InUse": 100.0 + spacing - 0.5},
+        ("ns", "later"): {"Pending": 100.0, "InUse": 100.0 + spacing + 0.5},
+        ("ns", "unused"): {"Pending": 100.0},
+        ("ns", "idle"): {"Pending": 100.0, "InUse": 200.0, "Idle": 201.0},
+    }
+    assert reseals(phases) == {"within_seconds": spacing, "claims": 1, "per_claim": 0.25}
+    assert reseals({})["per_claim"] is None
+    row = next(line for line in report.table({"reseals": reseals(phases)}).splitlines()
+               if line.startswith("status written once more (seal), per claim"))
+    assert row.split()[-1] == "0.25"
