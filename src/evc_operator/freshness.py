@@ -74,24 +74,34 @@ class PodSnapshot:
     live: Callable[[], bool] = _never
 
 
-@dataclasses.dataclass(frozen=True)
 class PodList:
     """One fresh view of a namespace's pods, with those mounting each claim found once:
-    a wave of deletions would otherwise scan every pod once per claim."""
+    a wave of deletions would otherwise scan every pod once per claim.
 
-    pods: tuple[PodView, ...]
-    by_claim: Mapping[str, tuple[PodView, ...]]
-    live: Callable[[], bool]  # see PodSnapshot
+    Both are built when first asked, and most views never are: a proof whose informers
+    are still live serves through the live index (`FreshPods.get`). Built for every wave
+    of deletions in every namespace, and held for PROOF_MAX_AGE, they were what a
+    restarted operator's deletions at 10,000 claims held most (docs/benchmarks.md)."""
+
+    def __init__(self, snapshot: PodSnapshot) -> None:
+        self._snapshot = snapshot
+        self.live = snapshot.live  # see PodSnapshot
 
     @classmethod
     def of(cls, snapshot: PodSnapshot) -> PodList:
-        pods = tuple(snapshot.pods)
-        by_claim: dict[str, list[PodView]] = {}
-        for pod in pods:
+        return cls(snapshot)
+
+    @functools.cached_property
+    def pods(self) -> tuple[PodView, ...]:
+        return tuple(self._snapshot.pods)
+
+    @functools.cached_property
+    def by_claim(self) -> Mapping[str, tuple[PodView, ...]]:
+        found: dict[str, list[PodView]] = {}
+        for pod in self.pods:
             for claim in pod.claims:
-                by_claim.setdefault(claim, []).append(pod)
-        return cls(pods, {claim: tuple(found) for claim, found in by_claim.items()},
-                   snapshot.live)
+                found.setdefault(claim, []).append(pod)
+        return {claim: tuple(users) for claim, users in found.items()}
 
 
 @dataclasses.dataclass(frozen=True)

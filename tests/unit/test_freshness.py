@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from evc_operator import errors
-from evc_operator.freshness import Freshness, FreshPods, PodSnapshot
+from evc_operator.freshness import Freshness, FreshPods, PodList, PodSnapshot
 from evc_operator.users import pod_view
+from tests.unit.fakes import pod_body
 from tests.unit.support import T0, Clock, settle
 
 
@@ -248,3 +249,24 @@ def test_a_deletion_decided_late_is_served_by_the_proof_begun_at_its_own_deadlin
         assert _names(await later) == ["list-2"]
 
     asyncio.run(scenario())
+
+
+class _CountedPods(list[Any]):
+    """A snapshot's pods that count how often they are read whole."""
+
+    reads = 0
+
+    def __iter__(self) -> Any:
+        type(self).reads += 1
+        return super().__iter__()
+
+
+def test_a_views_pods_by_claim_are_built_only_when_asked_and_once() -> None:
+    pods = _CountedPods([pod_view(pod_body(name)) for name in ("a", "b")])
+    view = PodList.of(PodSnapshot(pods, live=lambda: True))
+    assert _CountedPods.reads == 0  # a proof still live is served by the live index
+    assert view.live()
+    assert [pod.name for pod in view.by_claim["scratch"]] == ["a", "b"]
+    assert [pod.name for pod in view.pods] == ["a", "b"]
+    assert view.by_claim.get("other", ()) == ()
+    assert _CountedPods.reads == 1
