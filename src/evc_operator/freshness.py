@@ -79,9 +79,10 @@ class PodList:
     a wave of deletions would otherwise scan every pod once per claim.
 
     Both are built when first asked, and most views never are: a proof whose informers
-    are still live serves through the live index (`FreshPods.get`). Built for every wave
-    of deletions in every namespace, and held for PROOF_MAX_AGE, they were what a
-    restarted operator's deletions at 10,000 claims held most (docs/benchmarks.md)."""
+    are still live serves through the live index (`FreshPods.get`), so a wave of
+    deletions in a namespace of 5,000 pods no longer indexes them all each second. (It
+    was thought to be the restarted operator's peak of memory at 10,000 claims; measured,
+    it was not: docs/benchmarks.md.)"""
 
     def __init__(self, snapshot: PodSnapshot) -> None:
         self._snapshot = snapshot
