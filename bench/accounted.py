@@ -20,7 +20,6 @@ it costs nothing until asked, so the run's timings and RSS stay the operator's o
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import re
@@ -95,10 +94,8 @@ def glibc() -> dict[str, float] | None:
     """glibc's allocator, in MiB (`mallinfo2`, every arena): `heap` (taken from the system
     for small and medium blocks), `in_use` and `free` of it, and `mapped` (blocks mapped
     on their own); None under another C library."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallinfo2 = libc.mallinfo2
-    except (OSError, AttributeError):
+    mallinfo2 = getattr(memory.LIBC, "mallinfo2", None)
+    if mallinfo2 is None:
         return None
     mallinfo2.restype = _MallInfo2
     info = mallinfo2()

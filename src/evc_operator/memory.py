@@ -42,11 +42,11 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-_LIBC = _libc()
+LIBC = _libc()  # loaded once; bench/accounted.py reads mallinfo2 through it too
 
 
 def _malloc_trim() -> _Trim | None:
-    trim = getattr(_LIBC, "malloc_trim", None)
+    trim = getattr(LIBC, "malloc_trim", None)
     if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
@@ -62,7 +62,7 @@ LARGE_BLOCK = 128 * 1024  # glibc's initial threshold
 def map_large_blocks(threshold: int = LARGE_BLOCK) -> bool:
     """Keep glibc mapping blocks of `threshold` bytes or more on their own (returned to
     the system when freed); False where that is not possible."""
-    mallopt = getattr(_LIBC, "mallopt", None)
+    mallopt = getattr(LIBC, "mallopt", None)
     if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
