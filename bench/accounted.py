@@ -12,7 +12,9 @@ process of 155 MiB. The rest is in three places no Python object names:
   what was freed stays in it until `malloc_trim` (src/evc_operator/memory.py).
 
 On SIGUSR1 the operator writes an account of all three into the next numbered
-`NN.account.json` in $BENCH_ACCOUNTS: the kernel's (`/proc/self/smaps`, by kind of
+`NN.account.json` in $BENCH_ACCOUNTS (on SIGUSR2 the same, without the trim that shows
+what a release would give back: the account of a moment before a measured step must not
+change what that step measures): the kernel's (`/proc/self/smaps`, by kind of
 mapping), pymalloc's (`sys._debugmallocstats`) and glibc's (`mallinfo2`). Unlike tracing
 it costs nothing until asked, so the run's timings and RSS stay the operator's own.
 """
@@ -131,11 +133,11 @@ def account(trim: bool = True) -> dict[str, Any]:
     return held
 
 
-def _write(_signal: int, _frame: FrameType | None) -> None:
+def _write(signal_number: int, _frame: FrameType | None) -> None:
     folder = Path(os.environ["BENCH_ACCOUNTS"])
     number = len(taken(folder))
     partial = folder / f"{number:02d}.account.part"
-    partial.write_text(json.dumps(account()))
+    partial.write_text(json.dumps(account(trim=signal_number == signal.SIGUSR1)))
     partial.rename(folder / f"{number:02d}.account.json")  # whole, or not there
 
 
@@ -144,10 +146,11 @@ def taken(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.account.json"))
 
 
-async def take(operator: Operator, folder: Path) -> dict[str, Any]:
-    """Have the operator write an account into `folder`; return it once written."""
+async def take(operator: Operator, folder: Path, trim: bool = True) -> dict[str, Any]:
+    """Have the operator write an account into `folder` (with `trim`, also what a release
+    would give back, which it then has given back); return it once written."""
     count = len(taken(folder))
-    os.kill(operator.pid, signal.SIGUSR1)
+    os.kill(operator.pid, signal.SIGUSR1 if trim else signal.SIGUSR2)
     await until(lambda: len(taken(folder)), count + 1, "memory account written", limit=60)
     written: dict[str, Any] = json.loads(taken(folder)[-1].read_text())
     return written
@@ -155,6 +158,7 @@ async def take(operator: Operator, folder: Path) -> dict[str, Any]:
 
 def main() -> None:
     signal.signal(signal.SIGUSR1, _write)
+    signal.signal(signal.SIGUSR2, _write)
     from evc_operator.__main__ import main as operator_main
     operator_main()
 

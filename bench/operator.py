@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.client import Api
@@ -46,11 +47,22 @@ def cpu_seconds(stat: str) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def sockets(pid: int) -> int:
+    """How many sockets the process holds open (0 if it is gone)."""
+    count = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                count += os.readlink(entry.path).startswith("socket:")
+    return count
+
+
 @dataclasses.dataclass(frozen=True)
 class Usage:
     rss: int  # bytes
     peak_rss: int  # bytes, the process's high-water mark
     cpu: float  # seconds, user + system, since it started
+    sockets: int = 0  # open at the moment (connections to the API server, the metrics port)
 
 
 class Operator:
@@ -80,7 +92,8 @@ class Operator:
         status = Path(f"/proc/{self.pid}/status").read_text()
         fields = {line.split(":")[0]: line.split()[1:] for line in status.splitlines()}
         return Usage(rss=int(fields["VmRSS"][0]) * 1024, peak_rss=int(fields["VmHWM"][0]) * 1024,
-                     cpu=cpu_seconds(Path(f"/proc/{self.pid}/stat").read_text()))
+                     cpu=cpu_seconds(Path(f"/proc/{self.pid}/stat").read_text()),
+                     sockets=sockets(self.pid))
 
     def metrics(self) -> dict[str, float]:
         """Its own /metrics, unlabelled and summed over labels: {name: value}."""
@@ -145,16 +158,39 @@ class Sampler:
         return max((u.rss for t, u in self.samples if start <= t <= end), default=0)
 
 
-def rss_by_step(samples: list[tuple[float, Usage]], began: list[tuple[float, str]],
-                ) -> dict[str, float]:
-    """The highest RSS sampled during each step (from its start to the next one's), in MiB:
-    where the peak comes from."""
-    highest: dict[str, int] = {}
+def by_step(samples: list[tuple[float, Usage]], began: list[tuple[float, str]],
+            read: Callable[[Usage], float]) -> dict[str, float]:
+    """The highest `read` of the samples taken during each step (from its start to the next
+    one's): where a peak comes from."""
+    highest: dict[str, float] = {}
     for moment, usage in samples:
         step = next((name for start, name in reversed(began) if start <= moment), None)
         if step is not None:
-            highest[step] = max(highest.get(step, 0), usage.rss)
-    return {step: mib(rss) for step, rss in highest.items()}
+            highest[step] = max(highest.get(step, read(usage)), read(usage))
+    return highest
+
+
+def rss_by_step(samples: list[tuple[float, Usage]], began: list[tuple[float, str]],
+                ) -> dict[str, float]:
+    """The highest RSS sampled during each step, in MiB."""
+    return {step: mib(int(rss)) for step, rss in
+            by_step(samples, began, lambda usage: usage.rss).items()}
+
+
+def sockets_by_step(samples: list[tuple[float, Usage]], began: list[tuple[float, str]],
+                    ) -> dict[str, int]:
+    """The most sockets the operator held open at a sample in each step: its connections,
+    whose buffers and TLS state are part of the RSS (docs/benchmarks.md)."""
+    return {step: int(count) for step, count in
+            by_step(samples, began, lambda usage: usage.sockets).items()}
+
+
+def footprint(before: Usage, after: Usage, start: float, end: float) -> dict[str, float]:
+    """RSS at the end of a window, and the CPU spent in it."""
+    seconds = max(end - start, 1e-9)
+    return {"seconds": round(seconds, 1), "rss_mib": mib(after.rss),
+            "cpu_seconds": round(after.cpu - before.cpu, 2),
+            "cpu_percent": round(100 * (after.cpu - before.cpu) / seconds, 1)}
 
 
 def mib(size: int) -> float:

@@ -99,6 +99,10 @@ def table(result: dict[str, Any]) -> str:
     if by_step:
         lines.append("RSS, highest sampled in each step (MiB):")
         lines += [f"  {step[:60]:60} {mib}" for step, mib in by_step.items()]
+    sockets = (result.get("footprint") or {}).get("sockets_by_step") or {}
+    if sockets:
+        lines.append("sockets the operator held open, most sampled in each step:")
+        lines += [f"  {step[:60]:60} {count}" for step, count in sockets.items()]
     api = result.get("api") or {}
     if api.get("writes_per_claim_by_kind"):
         lines.append("writes per claim lifetime, by kind:")
@@ -121,6 +125,8 @@ def table(result: dict[str, Any]) -> str:
         lines += [f"  {site['kib']:>9} KiB {site['blocks']:>8} blocks  {site['where']}"
                   for site in traced["sites"][:15]]
     lines += account_lines(result.get("memory_account"))
+    lines += account_lines(result.get("memory_account_resumed"),
+                           when="once the restarted operator has resumed, before it deletes")
     lines += account_lines(result.get("memory_account_deleted"),
                            when="once the restarted operator has deleted every claim")
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bench import accounted, apiprofile, audit, capacity, stats, traced, workload
+from bench import accounted, apiprofile, audit, capacity, reaction, traced, workload
 from bench.client import MERGE_PATCH, Api, ApiError
 from bench.cost import Cost
 from bench.observe import (
@@ -46,12 +46,14 @@ from bench.operator import (
     USER,
     Operator,
     Sampler,
-    Usage,
+    footprint,
     install_identity,
     mib,
     rss_by_step,
+    sockets_by_step,
     wind_down,
 )
+from bench.reaction import summary_ms
 from bench.scale import Scale
 from controlplane.cluster import ControlPlane
 
@@ -59,14 +61,6 @@ from controlplane.cluster import ControlPlane
 # second write of a record that replaced one sealed under 6 s before (seal.SPACING), land.
 SETTLE_SECONDS = 12.0
 BARE_PATCHES = 5000  # status patches of unrelated pods, to time a bare client's writes
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
-
-
-def _summary_ms(values: list[float]) -> dict[str, Any]:
-    return {k: _ms(v) if k != "count" else v for k, v in stats.summary(values).items()}
 
 
 def user_name(key: Key) -> str:
@@ -195,7 +189,7 @@ class Run:
         if profiled is not None:
             self.result["burst"]["apiserver_profile"] = await asyncio.to_thread(
                 apiprofile.summary, await profiled)
-        self.result["provisioning_ms"] = _summary_ms([claims.phases[key]["Pending"] - at
+        self.result["provisioning_ms"] = summary_ms([claims.phases[key]["Pending"] - at
                                                       for key, at in created.items()])
 
         started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
@@ -264,6 +258,10 @@ class Run:
                                   lambda: until(resumed, waiting, "countdowns resumed",
                                                 limit=600, check=self._check_operator))
         resumed_at = time.time()
+        if scale.account_memory:  # before its deletions: untrimmed, not to change them
+            self.result["memory_account_resumed"] = {
+                "rss_mib": mib(restarted.usage().rss),
+                **await accounted.take(restarted, self._snapshots(), trim=False)}
         self.result["resume"] = {"seconds": round(resume, 1), "countdowns": waiting,
                                  # Should be 0: deadlines that fell with no operator.
                                  "deadlines_while_down": sum(
@@ -275,7 +273,7 @@ class Run:
             limit=scale.grace_period + 600, check=self._check_operator))
         lateness = [claims.deleted[key] - claims.deletes_at[key] for key in self.claims
                     if key in claims.deletes_at]
-        self.result["deletion_lateness_ms"] = _summary_ms(lateness)
+        self.result["deletion_lateness_ms"] = summary_ms(lateness)
         wrong = [key for key in self.claims if "Idle" not in claims.phases.get(key, {})]
         self.result["deleted_before_idle"] = len(wrong)
         ended = time.time()
@@ -286,10 +284,11 @@ class Run:
         restarted.stop()
 
         self.result["footprint"] = {
-            "idle": self._footprint(idle_usage, idle_after, idle_start, idle_end),
-            "busy": self._footprint(busy_usage, busy_after, busy_start, busy_end),
+            "idle": footprint(idle_usage, idle_after, idle_start, idle_end),
+            "busy": footprint(busy_usage, busy_after, busy_start, busy_end),
             "peak_rss_mib": mib(max(u.peak_rss for _, u in self.sampler.samples)),
             "rss_by_step_mib": rss_by_step(self.sampler.samples, self.steps_began),
+            "sockets_by_step": sockets_by_step(self.sampler.samples, self.steps_began),
         }
         self.result["api"] = self._api_cost(began, ended, idle_start, idle_end)
         if scale.jobs:
@@ -348,35 +347,15 @@ class Run:
         await self.api.each(self.claims, lambda key: self._run_pod(key, started))
 
     def _reaction(self, sent: dict[Key, float], claims: ClaimWatch, jobs: JobWatch) -> None:
-        """Reaction (pod PATCH to claim Idle), against the floors: the bare watch (pod
-        PATCH to pod Succeeded) and, with Jobs, the Job floor (pod PATCH to Job Complete):
-        what is left over the Job floor is the operator's own share."""
-        reaction = [claims.phases[key]["Idle"] - at for key, at in sent.items()]
-        floor = [self.pods.succeeded[pod] - at for pod, at in
-                 (((k[0], self.user_pods[k]), at) for k, at in sent.items())
-                 if pod in self.pods.succeeded]
-        r99, f99 = stats.percentile(reaction, 99), stats.percentile(floor, 99)
-        self.result["reaction_ms"] = _summary_ms(reaction)
-        self.result["bare_watch_ms"] = _summary_ms(floor)
-        self.result["reaction_ratio_p99"] = (round(r99 / f99, 2) if r99 and f99 else None)
-        if self.scale.steps:
-            self.result["stages"] = stages = capacity.by_stage(
-                {key: claims.phases[key]["Idle"] - at for key, at in sent.items()},
-                {key: self.pods.succeeded[(key[0], self.user_pods[key])] - at
-                 for key, at in sent.items()
-                 if (key[0], self.user_pods[key]) in self.pods.succeeded}, self.stage_of)
-            self.result["capacity_per_second"] = capacity.capacity(stages)
-        if not self.scale.jobs:
-            return
-        complete = {key: jobs.complete[(key[0], user_name(key))] for key in sent
-                    if (key[0], user_name(key)) in jobs.complete}
-        job_floor = [complete[key] - at for key, at in sent.items() if key in complete]
-        j99 = stats.percentile(job_floor, 99)
-        self.result["job_floor_ms"] = _summary_ms(job_floor)
-        self.result["reaction_over_job_floor_ms"] = _summary_ms(
-            [claims.phases[key]["Idle"] - complete[key] for key in sent if key in complete])
-        self.result["reaction_ratio_job_floor_p99"] = (round(r99 / j99, 2)
-                                                       if r99 and j99 else None)
+        """Reaction against its floors (reaction.py), from what the harness's watches saw."""
+        pods = {key: (key[0], self.user_pods[key]) for key in sent}
+        self.result.update(reaction.reaction(
+            sent, {key: claims.phases[key]["Idle"] for key in sent},
+            {key: self.pods.succeeded[pod] for key, pod in pods.items()
+             if pod in self.pods.succeeded},
+            self.stage_of if self.scale.steps else None,
+            {key: jobs.complete[(key[0], user_name(key))] for key in sent
+             if (key[0], user_name(key)) in jobs.complete} if self.scale.jobs else None))
 
     async def _finish_users(self, sent: dict[Key, float], claims: ClaimWatch) -> None:
         """Each user pod turns Succeeded, evenly paced; waits until every claim is Idle."""
@@ -412,13 +391,6 @@ class Run:
                             limit=600, check=self._check_operator)
         await until(lambda: claims.count("Idle"), self.scale.evcs, "claims Idle",
                     limit=self.scale.grace_period + 600, check=self._check_operator)
-
-    @staticmethod
-    def _footprint(before: Usage, after: Usage, start: float, end: float) -> dict[str, float]:
-        seconds = max(end - start, 1e-9)
-        return {"seconds": round(seconds, 1), "rss_mib": mib(after.rss),
-                "cpu_seconds": round(after.cpu - before.cpu, 2),
-                "cpu_percent": round(100 * (after.cpu - before.cpu) / seconds, 1)}
 
     def _api_cost(self, began: float, ended: float, idle_start: float,
                   idle_end: float) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from bench import (
     capacity,
     cost,
     fairness,
+    reaction,
     report,
     stats,
     traced,
@@ -24,7 +25,7 @@ from bench import (
 )
 from bench.__main__ import controller_args, parse
 from bench.observe import Key, reseals
-from bench.operator import TICKS, Usage, rss_by_step
+from bench.operator import TICKS, Usage, rss_by_step, sockets, sockets_by_step
 from evc_operator.seal import SPACING
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
@@ -163,6 +164,34 @@ def test_the_memory_account_of_this_process_adds_up() -> None:
     assert "after malloc_trim(0) then: resident" in table
 
 
+def test_an_untrimmed_account_leaves_the_heap_as_it_was() -> None:
+    burst = [bytearray(4000) for _ in range(20000)]
+    kept = burst[::10]
+    del burst
+    account = accounted.account(trim=False)
+    assert kept
+    assert "after_trim" not in account
+    heap = accounted.glibc()
+    assert heap is not None
+    assert heap["free"] >= 50  # still there: nothing was given back
+    table = report.table({"memory_account_resumed": {"rss_mib": 1.0, **account}})
+    assert "resident once the restarted operator has resumed, before it deletes: " in table
+    assert "after malloc_trim(0)" not in table
+
+
+def test_the_sockets_of_a_process_are_counted() -> None:
+    import socket
+    before = sockets(os.getpid())
+    pair = socket.socketpair()
+    try:
+        assert sockets(os.getpid()) == before + 2
+    finally:
+        for end in pair:
+            end.close()
+    assert sockets(os.getpid()) == before
+    assert sockets(2**22 + 7) == 0  # no such process
+
+
 def test_the_peak_is_charged_to_the_step_it_was_sampled_in() -> None:
     def usage(mib: int) -> Usage:
         return Usage(rss=mib * 2**20, peak_rss=mib * 2**20, cpu=0.0)
@@ -175,6 +204,42 @@ def test_the_peak_is_charged_to_the_step_it_was_sampled_in() -> None:
     table = report.table({"footprint": {"rss_by_step_mib": found}})
     assert "burst" in table
     assert "120.0" in table
+
+
+def test_the_most_sockets_are_charged_to_the_step_they_were_sampled_in() -> None:
+    def usage(count: int) -> Usage:
+        return Usage(rss=0, peak_rss=0, cpu=0.0, sockets=count)
+
+    samples = [(5.0, usage(300)), (10.0, usage(40)), (11.0, usage(140)), (20.0, usage(0)),
+               (31.0, usage(60))]
+    found = sockets_by_step(samples, [(10.0, "burst"), (20.0, "idle"), (30.0, "restart")])
+    assert found == {"burst": 140, "idle": 0, "restart": 60}
+    table = report.table({"footprint": {"sockets_by_step": found}})
+    assert "sockets the operator held open" in table
+    assert "140" in table
+
+
+def test_reaction_is_held_against_the_floors_of_the_same_claims() -> None:
+    keys: list[Key] = [("ns", f"claim-{i}") for i in range(100)]
+    sent = {key: 100.0 for key in keys}
+    idle = {key: 100.5 for key in keys}
+    succeeded = {key: 100.25 for key in keys[:99]}  # one pod's Succeeded never seen
+    complete = {key: 100.4 for key in keys}
+    found = reaction.reaction(sent, idle, succeeded, complete=complete)
+    assert found["reaction_ms"]["p99"] == 500.0
+    assert found["bare_watch_ms"]["count"] == 99
+    assert found["reaction_ratio_p99"] == 2.0
+    assert found["reaction_ratio_job_floor_p99"] == 1.25
+    assert found["reaction_over_job_floor_ms"]["p50"] == 100.0
+    assert "stages" not in found
+    plain = reaction.reaction(sent, idle, {})
+    assert plain["reaction_ratio_p99"] is None  # no floor: no ratio
+    assert "job_floor_ms" not in plain
+    staged = reaction.reaction(sent, idle, succeeded, stage_of={key: 50.0 for key in keys})
+    assert staged["capacity_per_second"] == 50.0  # 2x the floor: within "at most 2x"
+    slower = reaction.reaction(sent, {key: 100.6 for key in keys}, succeeded,
+                               stage_of={key: 50.0 for key in keys})
+    assert slower["capacity_per_second"] is None  # 2.4x
 
 
 def test_smaps_are_summed_by_kind_of_mapping() -> None:
