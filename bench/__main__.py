@@ -127,8 +127,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--trace-memory", action="store_true",
                         help="run the operator under tracemalloc: with --soak, report "
                         "which allocation sites grew after warm-up; else where its memory "
-                        "is held at the end of the idle window (its RSS and timings are "
-                        "then not the operator's own)")
+                        "is held at the end of the idle window, and the restarted one's once "
+                        "it has resumed (its RSS and timings are then not the operator's own)")
     parser.add_argument("--account-memory", action="store_true",
                         help="have the operator account for its resident memory at the "
                         "end of the idle window, and the restarted one once it has deleted "

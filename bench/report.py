@@ -117,19 +117,27 @@ def table(result: dict[str, Any]) -> str:
                      f"sampled; by share, below each function (%):")
         lines += [f"  {row['cumulative_percent']:>6}  {row['function'][:90]}"
                   for row in profile["functions"][:15]]
-    traced = result.get("memory_traced")
-    if traced:
-        lines.append(f"held at the end of the idle window, traced (MiB): {traced['traced_mib']}"
-                     " (--trace-memory: timings and RSS of this run are not the operator's)")
-        lines += [f"  {name:40} {mib}" for name, mib in traced["by_package_mib"].items()]
-        lines += [f"  {site['kib']:>9} KiB {site['blocks']:>8} blocks  {site['where']}"
-                  for site in traced["sites"][:15]]
+    lines += traced_lines(result.get("memory_traced"))
+    lines += traced_lines(result.get("memory_traced_resumed"),
+                          when="once the restarted operator has resumed")
     lines += account_lines(result.get("memory_account"))
     lines += account_lines(result.get("memory_account_resumed"),
                            when="once the restarted operator has resumed, before it deletes")
     lines += account_lines(result.get("memory_account_deleted"),
                            when="once the restarted operator has deleted every claim")
     return "\n".join(lines)
+
+
+def traced_lines(traced: dict[str, Any] | None,
+                 when: str = "at the end of the idle window") -> list[str]:
+    """Which Python objects are held, `when` (--trace-memory)."""
+    if not traced:
+        return []
+    return [f"held {when}, traced (MiB): {traced['traced_mib']}"
+            " (--trace-memory: timings and RSS of this run are not the operator's)",
+            *(f"  {name:40} {mib}" for name, mib in traced["by_package_mib"].items()),
+            *(f"  {site['kib']:>9} KiB {site['blocks']:>8} blocks  {site['where']}"
+              for site in traced["sites"][:15])]
 
 
 def account_lines(account: dict[str, Any] | None,

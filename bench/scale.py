@@ -28,8 +28,9 @@ class Scale:
     jobs: bool = False  # each claim's user is a Job (its controller makes the pod)
     # Paces the user pods finish at, in stages (capacity.py); empty: all at `rate`.
     steps: tuple[float, ...] = ()
-    # The first operator under tracemalloc (bench/traced.py): where its memory is held at
-    # the end of the idle window. Its timings and RSS are then not the operator's own.
+    # Both operators under tracemalloc (bench/traced.py): where the first one's memory is
+    # held at the end of the idle window, and the restarted one's once it has resumed.
+    # Their timings and RSS are then not the operator's own.
     trace_memory: bool = False
     # The first operator accounts for its resident memory (bench/accounted.py) at the end
     # of the idle window: the kernel's, pymalloc's and glibc's view. Costs nothing else.

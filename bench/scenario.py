@@ -109,7 +109,7 @@ class Run:
         return value if value is not None else time.monotonic() - start
 
     def _start_operator(self, kubeconfig: Path, number: int) -> Operator:
-        traced_here = self.scale.trace_memory and number == 1
+        traced_here = self.scale.trace_memory
         accounted_here = self.scale.account_memory
         operator = Operator(kubeconfig, self.workdir / f"operator-{number}.log", env={
             "GRACE_PERIOD": str(self.scale.grace_period),
@@ -258,6 +258,9 @@ class Run:
                                   lambda: until(resumed, waiting, "countdowns resumed",
                                                 limit=600, check=self._check_operator))
         resumed_at = time.time()
+        if scale.trace_memory:
+            self.result["memory_traced_resumed"] = traced.breakdown(
+                await traced.take(restarted, self._snapshots()))
         if scale.account_memory:  # before its deletions: untrimmed, not to change them
             self.result["memory_account_resumed"] = {
                 "rss_mib": mib(restarted.usage().rss),

@@ -127,8 +127,9 @@ def test_traced_breakdown_charges_what_is_held_to_the_line_that_asked_for_it(
     assert top["where"].startswith("test_bench.py:")
     assert top["kib"] >= 1000
     assert found["traced_mib"] >= top["kib"] / 1024
-    table = report.table({"memory_traced": found})
-    assert "test_bench.py:" in table
+    table = report.table({"memory_traced": found, "memory_traced_resumed": found})
+    assert table.count(f"blocks  {top['where']}") == 2  # once in each
+    assert "held once the restarted operator has resumed, traced (MiB)" in table
 
 
 def test_the_memory_account_of_this_process_adds_up() -> None:
