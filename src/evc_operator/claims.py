@@ -23,6 +23,11 @@ DEFAULT_ACCESS_MODES = ("ReadWriteOnce",)
 # removed from the PVC too, while labels others put there stay.
 MANAGED_LABELS_ANNOTATION = "evc.zalando.org/managed-labels"
 MAX_MANAGED_ANNOTATION = 65536  # far above the keys of the largest labels a claim may copy
+# The most a claim's labels may take (keys and values, in bytes) to be copied to its PVC.
+# A claim's metadata is its author's to fill, the operator's memory everyone's: larger
+# labels are not kept, and no PVC is created or updated for such a claim (the policy in
+# config/admission refuses it at admission, with the same limit).
+MAX_LABEL_BYTES = 8192
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
 _SUFFIX: dict[str, decimal.Decimal | int] = {

@@ -14,36 +14,40 @@ from collections.abc import Mapping
 from typing import Any
 
 from evc_operator import lifecycle
-from evc_operator.claims import parse_quantity
+from evc_operator.claims import MAX_LABEL_BYTES, parse_quantity
 from evc_operator.packing import Packer
 from evc_operator.settings import DURATION_HELP, MAX_DURATION, Settings, parse_duration
+from evc_operator.status import NO_ACTIVE_USERS
 from evc_operator.timestamps import human_period, parse_time
 from evc_operator.users import InvalidSelector, validate_selector
 
 KEEP_ANNOTATION = "evc.zalando.org/keep"
-# The most a claim's labels may take (keys and values, in bytes) to be copied to its PVC.
-# A claim's metadata is its author's to fill, the operator's memory everyone's: larger
-# labels are not kept, and no PVC is created or updated for such a claim (the policy in
-# config/admission refuses it at admission, with the same limit).
-MAX_LABEL_BYTES = 8192
 Key = tuple[str, str]  # (namespace, name)
 _TIME = "2026-01-01T00:00:00Z"
 # What statuses and kept bodies usually say (packing.py): the keys, and the text of the
-# conditions of a claim in use. Only how small they pack depends on it.
-_STATUS = Packer({
+# conditions of a claim in use and of one that is not (Pending or Idle: its countdown
+# runs). Only how small they pack depends on it: at 10,000 claims counting down, the
+# second cost 2 MiB while it was missing (docs/benchmarks.md).
+_CONDITIONS = [
+    {"type": "SpecValid", "status": "True", "reason": "Valid",
+     "message": "The spec is valid.", "lastTransitionTime": _TIME, "observedGeneration": 1},
+    {"type": "DeletionPaused", "status": "False", "reason": "Active",
+     "message": "Deletes when due.", "lastTransitionTime": _TIME, "observedGeneration": 1},
+    {"type": "PvcReady", "status": "False", "reason": "Pending",
+     "message": "PersistentVolumeClaim  is in place. It is not bound to a volume yet "
+                "(its StorageClass may wait for the first pod that uses it).",
+     "lastTransitionTime": _TIME, "observedGeneration": 1}]
+_STATUS = Packer({"variants": [{
+    "phase": "Idle", "reason": None, "users": 0, "userNames": [], "unusedSince": _TIME,
+    "deletesAt": _TIME, "countdown": "grace", "observedGeneration": 1, "conditions": [
+        {"type": "InUse", "status": "False", "reason": "NoActiveUsers",
+         "message": NO_ACTIVE_USERS, "lastTransitionTime": _TIME, "observedGeneration": 1},
+        *_CONDITIONS], "seal": "v2:"}, {
     "phase": "InUse", "reason": None, "users": 1, "userNames": [], "unusedSince": None,
     "deletesAt": None, "countdown": None, "observedGeneration": 1, "conditions": [
         {"type": "InUse", "status": "True", "reason": "ActiveUsers", "message": "Used by ",
          "lastTransitionTime": _TIME, "observedGeneration": 1},
-        {"type": "SpecValid", "status": "True", "reason": "Valid",
-         "message": "The spec is valid.", "lastTransitionTime": _TIME, "observedGeneration": 1},
-        {"type": "DeletionPaused", "status": "False", "reason": "Active",
-         "message": "Deletes when due.", "lastTransitionTime": _TIME, "observedGeneration": 1},
-        {"type": "PvcReady", "status": "False", "reason": "Pending",
-         "message": "PersistentVolumeClaim  is in place. It is not bound to a volume yet "
-                    "(its StorageClass may wait for the first pod that uses it).",
-         "lastTransitionTime": _TIME, "observedGeneration": 1}],
-    "seal": "v2:"})
+        *_CONDITIONS], "seal": "v2:"}]})
 _BODY = Packer({
     "apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim", "metadata": {
         "name": "", "namespace": "", "uid": "", "resourceVersion": "", "generation": 1,

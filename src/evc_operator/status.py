@@ -14,7 +14,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evc_operator.evc import MAX_LABEL_BYTES
+from evc_operator.claims import MAX_LABEL_BYTES
 from evc_operator.lifecycle import Action, Countdown, Decision, Phase
 from evc_operator.timestamps import format_time, human_period
 

@@ -9,8 +9,10 @@ import orjson
 import pytest
 
 from evc_operator.evc import KEEP_ANNOTATION, evc_view, keeps
-from evc_operator.lifecycle import Action, Phase, decide
+from evc_operator.lifecycle import Action, Countdown, Decision, Phase, decide
+from evc_operator.seal import seal
 from evc_operator.settings import MAX_DURATION, Settings
+from evc_operator.status import Condition, build_status, lifecycle_conditions
 
 SETTINGS = Settings(expiry_period=11.0, grace_period=22.0)
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -309,3 +311,27 @@ def test_the_status_is_kept_packed_and_read_back_whole() -> None:
     assert view.status == status
     view.status["phase"] = "changed by a reader"
     assert view.status == status  # every read is a fresh copy
+
+
+@pytest.mark.parametrize("decision", [
+    Decision(Phase.IN_USE, ("user-00012",), None, None, None, Action.NONE, None),
+    Decision(Phase.IDLE, (), T0, T0 + datetime.timedelta(seconds=30), Countdown.GRACE,
+             Action.NONE, T0 + datetime.timedelta(seconds=30)),
+    Decision(Phase.PENDING, (), None, T0 + datetime.timedelta(hours=1), Countdown.EXPIRY,
+             Action.NONE, T0 + datetime.timedelta(hours=1)),
+], ids=["in use", "idle", "pending"])
+def test_the_status_the_operator_writes_packs_small_in_every_phase(decision: Decision) -> None:
+    # A restarted operator holds 10,000 claims counting down: their statuses, as the
+    # operator writes them, must pack as small as those of claims in use (the pack's
+    # sample holds the text of both: without the second, these were 359 bytes).
+    conditions = [*lifecycle_conditions(decision, keep=False, dry_run=False, problems=()),
+                  Condition("PvcReady", False, "Pending",
+                            "PersistentVolumeClaim claim-00012 is in place. It is not bound "
+                            "to a volume yet (its StorageClass may wait for the first pod "
+                            "that uses it).")]
+    status = build_status(decision, conditions, generation=1, previous={}, now=T0,
+                          seal=seal(b"k" * 32, "0b8f3c1e-5d4a-4e7b-9c2d-1f6a8b3e5d70",
+                                    str(decision.phase), decision.unused_since, T0))
+    view = evc_view(make_evc(status=status), SETTINGS)
+    assert view.status == status
+    assert len(view.status_packed) <= 180
