@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evc_operator.evc import MAX_LABEL_BYTES
+from evc_operator.claims import MAX_LABEL_BYTES
 from evc_operator.settings import MAX_DURATION, parse_duration
 from evc_operator.status import Reason
 
@@ -211,7 +211,7 @@ def test_what_admission_accepts_the_operator_parses(text: str) -> None:
 
 
 def test_the_label_size_policy_refuses_what_the_operator_would_not_copy() -> None:
-    """config/admission's limit is the operator's own (evc.MAX_LABEL_BYTES), in the rule and
+    """config/admission's limit is the operator's own (claims.MAX_LABEL_BYTES), in the rule and
     in its message; it matches claims, not their status, and the default overlay ships it."""
     policy, binding = yaml.safe_load_all(
         (REPO / "config" / "admission" / "label_size_policy.yaml").read_text())
