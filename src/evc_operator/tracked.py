@@ -42,9 +42,13 @@ class TrackedClaim:
         """Keep what was just decided, before its status write: should that write fail
         (429, a refusing admission policy, a timeout), the next decision rests on these
         facts, never on the older ones still stored."""
-        self.written = (self.view.uid, dataclasses.replace(
-            self.view.claim, recorded_phase=decision.phase,
-            recorded_unused_since=decision.unused_since))
+        claim = self.view.claim
+        if (claim.recorded_phase, claim.recorded_unused_since) != (decision.phase,
+                                                                   decision.unused_since):
+            claim = dataclasses.replace(claim, recorded_phase=decision.phase,
+                                        recorded_unused_since=decision.unused_since)
+        # The same facts as stored (a restart's resume: 10,000 of them) share the view's.
+        self.written = (self.view.uid, claim)
 
     def ours(self) -> lifecycle.Claim | None:
         """The facts this process decided last about this very EVC (same uid)."""
