@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.client import Api
 from controlplane.cluster import ControlPlane, free_port
@@ -183,6 +184,25 @@ def sockets_by_step(samples: list[tuple[float, Usage]], began: list[tuple[float,
     whose buffers and TLS state are part of the RSS (docs/benchmarks.md)."""
     return {step: int(count) for step, count in
             by_step(samples, began, lambda usage: usage.sockets).items()}
+
+
+def timeline(samples: list[tuple[float, Usage]], began: list[tuple[float, str]],
+             ) -> list[tuple[float, float, int]]:
+    """Every sample as (seconds since the first step began, RSS in MiB, sockets): when the
+    memory grew and when it was given back, beside the steps' starts."""
+    start = began[0][0] if began else 0.0
+    return [(round(moment - start, 1), mib(usage.rss), usage.sockets)
+            for moment, usage in samples]
+
+
+def by_steps(samples: list[tuple[float, Usage]], began: list[tuple[float, str]],
+             ) -> dict[str, Any]:
+    """The footprint's part read from the samples: the highest RSS and sockets of each
+    step, when each step began, and the whole timeline."""
+    return {"rss_by_step_mib": rss_by_step(samples, began),
+            "sockets_by_step": sockets_by_step(samples, began),
+            "steps_began_s": {name: round(moment - began[0][0], 1) for moment, name in began},
+            "timeline": timeline(samples, began)}
 
 
 def footprint(before: Usage, after: Usage, start: float, end: float) -> dict[str, float]:

@@ -46,11 +46,10 @@ from bench.operator import (
     USER,
     Operator,
     Sampler,
+    by_steps,
     footprint,
     install_identity,
     mib,
-    rss_by_step,
-    sockets_by_step,
     wind_down,
 )
 from bench.reaction import summary_ms
@@ -290,8 +289,7 @@ class Run:
             "idle": footprint(idle_usage, idle_after, idle_start, idle_end),
             "busy": footprint(busy_usage, busy_after, busy_start, busy_end),
             "peak_rss_mib": mib(max(u.peak_rss for _, u in self.sampler.samples)),
-            "rss_by_step_mib": rss_by_step(self.sampler.samples, self.steps_began),
-            "sockets_by_step": sockets_by_step(self.sampler.samples, self.steps_began),
+            **by_steps(self.sampler.samples, self.steps_began),
         }
         self.result["api"] = self._api_cost(began, ended, idle_start, idle_end)
         if scale.jobs:

@@ -25,7 +25,7 @@ from bench import (
 )
 from bench.__main__ import controller_args, parse
 from bench.observe import Key, reseals
-from bench.operator import TICKS, Usage, rss_by_step, sockets, sockets_by_step
+from bench.operator import TICKS, Usage, by_steps, rss_by_step, sockets, sockets_by_step
 from evc_operator.seal import SPACING
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
@@ -218,6 +218,16 @@ def test_the_most_sockets_are_charged_to_the_step_they_were_sampled_in() -> None
     table = report.table({"footprint": {"sockets_by_step": found}})
     assert "sockets the operator held open" in table
     assert "140" in table
+
+
+def test_the_timeline_keeps_every_sample_from_the_first_steps_start() -> None:
+    samples = [(100.0, Usage(rss=50 * 2**20, peak_rss=0, cpu=0.0, sockets=3)),
+               (101.5, Usage(rss=60 * 2**20, peak_rss=0, cpu=0.0, sockets=130))]
+    found = by_steps(samples, [(100.0, "start-up"), (101.0, "burst")])
+    assert found["timeline"] == [(0.0, 50.0, 3), (1.5, 60.0, 130)]
+    assert found["steps_began_s"] == {"start-up": 0.0, "burst": 1.0}
+    assert found["rss_by_step_mib"] == {"start-up": 50.0, "burst": 60.0}
+    assert found["sockets_by_step"] == {"start-up": 3, "burst": 130}
 
 
 def test_reaction_is_held_against_the_floors_of_the_same_claims() -> None:
