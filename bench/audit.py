@@ -16,6 +16,11 @@ from typing import Any
 
 CONTROLLER_MANAGER = "kube-controller-manager"  # its user in controlplane's tokens
 WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+# Questions asked by a `create` that stores nothing (the API server answers in the response
+# and keeps no object): the operator's RBAC check at start. Requests, not writes.
+REVIEWS = frozenset({"selfsubjectaccessreviews", "selfsubjectrulesreviews",
+                     "subjectaccessreviews", "localsubjectaccessreviews", "tokenreviews",
+                     "selfsubjectreviews"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +32,8 @@ class Request:
 
     @property
     def write(self) -> bool:
-        return self.verb in WRITES
+        """Whether it writes an object (a review asks, and stores nothing)."""
+        return self.verb in WRITES and self.resource not in REVIEWS
 
     @property
     def label(self) -> str:

@@ -66,14 +66,17 @@ def test_audit_counts_each_request_of_the_user_once() -> None:
         _entry("3", "create", "persistentvolumeclaims"),
         _entry("4", "create", "pods", user="admin"),  # the harness: not counted
         '{"auditID": "5", "verb": "cre',  # cut short by a stopped API server
+        _entry("6", "create", "selfsubjectaccessreviews"),  # asks; stores nothing
     ]
     found = list(audit.requests(lines, USER))
     assert [request.label for request in found] == [
-        "watch pods", "patch ephemeralvolumeclaims/status", "create persistentvolumeclaims"]
-    assert [request.write for request in found] == [False, True, True]
+        "watch pods", "patch ephemeralvolumeclaims/status", "create persistentvolumeclaims",
+        "create selfsubjectaccessreviews"]
+    assert [request.write for request in found] == [False, True, True, False]
     assert found[0].at == pytest.approx(1795687200.25)
     assert audit.tally(found) == {"watch pods": 1, "patch ephemeralvolumeclaims/status": 1,
-                                  "create persistentvolumeclaims": 1}
+                                  "create persistentvolumeclaims": 1,
+                                  "create selfsubjectaccessreviews": 1}
     assert audit.between(found, 0, found[0].at) == []
 
 
