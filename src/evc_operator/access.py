@@ -49,7 +49,7 @@ def _each(group: str, resource: str, *verbs: str, subresource: str = "") -> list
 CLUSTER = [*_each("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch"),
            *_each("", "namespaces", "list", "watch")]
 # What the operator does in a namespace with claims.
-NAMESPACED = [*_each(GROUP, PLURAL, "list", "watch", "delete"),
+NAMESPACED = [*_each(GROUP, PLURAL, "get", "list", "watch", "delete"),
               *_each(GROUP, PLURAL, "patch", subresource="status"),
               *_each("", "persistentvolumeclaims", "get", "list", "watch", "create", "patch"),
               *_each("", "pods", "list", "watch"),

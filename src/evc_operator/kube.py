@@ -210,6 +210,12 @@ async def patch_pvc(api: Api, namespace: str, name: str, uid: str,
     return patched
 
 
+@counted("read_evc")
+async def read_evc(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
+    """The EVC as stored now (a read of the latest state, not of a cache); None if gone."""
+    return await _read_or_none(api, _evc(namespace, name))
+
+
 @counted("patch_evc_status")
 async def patch_evc_status(api: Api, namespace: str, name: str,
                            status: Mapping[str, Any]) -> dict[str, Any]:

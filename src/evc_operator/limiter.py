@@ -171,6 +171,9 @@ class Measured:
     async def read_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._timed(self.api.read_pvc(namespace, name))
 
+    async def read_evc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._timed(self.api.read_evc(namespace, name))
+
     async def patch_pvc(self, namespace: str, name: str, uid: str, resource_version: str,
                         patch: Mapping[str, Any]) -> str:
         return await self._timed(self.api.patch_pvc(namespace, name, uid, resource_version,

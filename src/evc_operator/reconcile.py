@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
-from evc_operator import lifecycle, metrics, seal, status
+from evc_operator import confirm, lifecycle, metrics, seal, status
 from evc_operator.budget import UsersBudget
 from evc_operator.claims import (
     PvcStep,
@@ -122,7 +122,15 @@ class ClaimReconciler:
             seal=seal.seal(self.settings.signing_key, view.uid, *facts, now))
         changed = status.status_changed(new_status, previous)
         budgeted = self._budgeted(claim, view, new_status, previous, changed, now)
-        write = budgeted is None and self._sealing(claim, view, facts, previous, changed, now)
+        if confirm.due(claim, self.settings.signing_key, facts, previous.get("seal"),
+                       changed, now):  # the second write of a record made a read
+            claim.confirm_after = None
+            write = not await confirm.still_as_written(self.api, view, self.remember)
+            if write:
+                claim.sealed_at = now
+        else:
+            write = budgeted is None and self._sealing(claim, view, facts, previous, changed,
+                                                       now)
         events += status.transition_events(decision, view.claim.recorded_phase,
                                            expiry_period=view.claim.expiry_period,
                                            grace_period=view.claim.grace_period)

@@ -39,8 +39,9 @@ VERSION = "v2"
 # and this process's view of the server's clock (servertime.py), which is never ahead. A
 # genuine write slower than that is believed no more than a forged one.
 TOLERANCE = datetime.timedelta(seconds=5)
-# A record superseded sooner than this after its sealing is confirmed by a second write:
-# the managedFields stamp is cut to the second, so one second more than the tolerance.
+# A record superseded sooner than this after its sealing is confirmed once it has passed
+# (confirm.py: read back, and written once more unless it stands as written): the
+# managedFields stamp is cut to the second, so one second more than the tolerance.
 SPACING = TOLERANCE + datetime.timedelta(seconds=1)
 
 
@@ -96,8 +97,9 @@ def confirm_after(previous: tuple[str | None, datetime.datetime | None],
                   new: tuple[str | None, datetime.datetime | None],
                   last_sealed: datetime.datetime | None,
                   now: datetime.datetime) -> datetime.datetime | None:
-    """When to write a record once more, after writing `new` (phase, unusedSince) at `now`
-    over `previous`, the last record sealed at `last_sealed`; None: no need.
+    """When to confirm a record (confirm.py: read it back, write it once more unless it
+    stands), after writing `new` (phase, unusedSince) at `now` over `previous`, the last
+    record sealed at `last_sealed`; None: no need.
 
     Needed when the record it supersedes, put back, would make the deadline earlier and
     could still pass `written_in_time`: sealed less than `SPACING` ago. A record in use,

@@ -18,7 +18,7 @@ from evc_operator.users import PodView
 
 
 class ClaimApi(Protocol):
-    """The writes (and the one read) of a reconciliation; errors as in `errors`."""
+    """The writes (and the two reads) of a reconciliation; errors as in `errors`."""
 
     async def create_pvc(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Returns the PVC as stored."""
@@ -29,6 +29,10 @@ class ClaimApi(Protocol):
     async def patch_pvc(self, namespace: str, name: str, uid: str, resource_version: str,
                         patch: Mapping[str, Any]) -> str:
         """Returns the patched PVC's resourceVersion."""
+        ...
+
+    async def read_evc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The EVC as stored now (None: gone): whether a record is still as written."""
         ...
 
     async def patch_evc_status(self, namespace: str, name: str,
@@ -71,6 +75,9 @@ class KubeClaimApi:
                         patch: Mapping[str, Any]) -> str:
         patched = await kube.patch_pvc(self.api, namespace, name, uid, resource_version, patch)
         return str(patched["metadata"]["resourceVersion"])
+
+    async def read_evc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await kube.read_evc(self.api, namespace, name)
 
     async def patch_evc_status(self, namespace: str, name: str,
                                status: Mapping[str, Any]) -> dict[str, Any]:

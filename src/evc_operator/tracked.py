@@ -33,7 +33,7 @@ class TrackedClaim:
     written: tuple[str, lifecycle.Claim] | None = None
     reported_dry_run: frozenset[datetime.datetime | None] = _NONE  # deadlines reported
     sealed_at: datetime.datetime | None = None  # when this process last sealed its status
-    # When its record is to be written once more (seal.confirm_after), if it is.
+    # When its record is to be confirmed (seal.confirm_after, confirm.py), if it is.
     confirm_after: datetime.datetime | None = None
     # When a status write that only says who the users are may go (budget.py), if waiting.
     write_after: datetime.datetime | None = None

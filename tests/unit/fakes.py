@@ -73,6 +73,8 @@ class FakeApi:
         self.status_error: Exception | None = None  # every status write refused with it
         self.resize_error: Exception | None = None  # every resize refused with it
         self.body: dict[str, Any] | None = None  # the EVC a status write returns
+        self.evc: dict[str, Any] | None = None  # the EVC as stored since the last status write
+        self.read_error: Exception | None = None  # every read of the EVC fails with it
         self.create_error: Exception | None = None  # every PVC creation refused with it
         # What the API server keeps of a PVC it creates (as sent, by default).
         self.stored: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
@@ -91,7 +93,14 @@ class FakeApi:
         body = copy.deepcopy(self.body) if self.body is not None else evc_body()
         body["metadata"]["resourceVersion"] = "11"
         body["status"] = dict(status)
+        self.evc = copy.deepcopy(body)
         return body
+
+    async def read_evc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append("read_evc")
+        if self.read_error is not None:
+            raise self.read_error
+        return copy.deepcopy(self.evc if self.evc is not None else self.body or evc_body())
 
     async def delete_evc(self, namespace: str, name: str, uid: str,
                          resource_version: str) -> None:

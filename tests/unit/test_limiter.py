@@ -170,6 +170,9 @@ class SlowApi:
     async def read_pvc(self, namespace: str, name: str) -> Any:
         return await self._answer()
 
+    async def read_evc(self, namespace: str, name: str) -> Any:
+        return await self._answer()
+
     async def patch_pvc(self, *args: Any) -> str:
         await self._answer()
         return "1"

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evc_operator import seal
+from evc_operator.errors import ApiException
 from evc_operator.lifecycle import Claim, Phase, PodUse, believed, decide
 from evc_operator.scheduler import Scheduler
 from evc_operator.timestamps import format_time
@@ -251,14 +252,13 @@ def test_after_a_start_a_genuine_record_written_later_counts_the_later_way() -> 
     assert claim.view.status["unusedSince"] == format_time(NOW)  # sealed again, as is
 
 
-def test_a_use_recorded_soon_after_the_last_seal_is_written_once_more() -> None:
-    """Pending sealed at NOW - 1 s, then a user: InUse is written at once, and again once
-    `SPACING` has passed since that seal, so that the Pending record, put back after that,
-    is written too late to be believed."""
+def _a_use_soon_after_pending(fake: FakeApi) -> tuple[Scheduler, list[datetime.datetime],
+                                                       datetime.datetime]:
+    """Pending sealed at NOW - 1 s, then a user: InUse is written at once, and its
+    confirmation is due once `SPACING` has passed since that seal."""
     body = evc_body()
     body["status"] = sealed(body["status"], at=NOW - datetime.timedelta(seconds=1))
     clock = [NOW]
-    fake = FakeApi(fresh_pods=[])
     reconciler, _ = make(fake, [pod_body("user")], body=body, clock=lambda: clock[0])
     reconcile_now(reconciler, KEY_OF_CLAIM)
     assert fake.calls.count("patch_status:InUse") == 1
@@ -269,10 +269,57 @@ def test_a_use_recorded_soon_after_the_last_seal_is_written_once_more() -> None:
     clock[0] = due - datetime.timedelta(seconds=0.5)
     reconcile_now(reconciler, KEY_OF_CLAIM)
     assert fake.calls.count("patch_status:InUse") == 1  # not yet
+    assert "read_evc" not in fake.calls
+    return reconciler, clock, due
+
+
+def test_a_use_recorded_soon_after_the_last_seal_is_confirmed_by_a_read() -> None:
+    """Once `SPACING` has passed since the Pending seal, the API server still holds the
+    InUse record as written: a Pending record put back from then on is written too late to
+    be believed, so the record is read, not written again."""
+    fake = FakeApi(fresh_pods=[])
+    reconciler, clock, due = _a_use_soon_after_pending(fake)
     clock[0] = due
     reconcile_now(reconciler, KEY_OF_CLAIM)
-    assert fake.calls.count("patch_status:InUse") == 2
-    assert seal.sealed_at(claim.view.stored_seal) == due
+    assert fake.calls.count("read_evc") == 1
+    assert fake.calls.count("patch_status:InUse") == 1
+    claim = reconciler.claims.get(KEY_OF_CLAIM)
+    assert claim is not None
+    assert claim.confirm_after is None
     clock[0] = due + datetime.timedelta(seconds=10)
     reconcile_now(reconciler, KEY_OF_CLAIM)
-    assert fake.calls.count("patch_status:InUse") == 2  # nothing more to confirm
+    assert fake.calls.count("read_evc") == 1  # nothing more to confirm
+    assert fake.calls.count("patch_status:InUse") == 1
+
+
+def test_a_use_recorded_soon_after_the_last_seal_is_written_once_more_if_put_back() -> None:
+    """Someone put the Pending record back before the moment (it would still be believed):
+    the InUse record is written once more, sealed at the moment, and nothing is due after."""
+    fake = FakeApi(fresh_pods=[])
+    reconciler, clock, due = _a_use_soon_after_pending(fake)
+    assert fake.evc is not None
+    fake.evc["status"] = sealed(evc_body()["status"], at=NOW - datetime.timedelta(seconds=1))
+    clock[0] = due
+    reconcile_now(reconciler, KEY_OF_CLAIM)
+    assert fake.calls.count("read_evc") == 1
+    assert fake.calls.count("patch_status:InUse") == 2
+    claim = reconciler.claims.get(KEY_OF_CLAIM)
+    assert claim is not None
+    assert seal.sealed_at(claim.view.stored_seal) == due
+    assert claim.confirm_after is None
+    clock[0] = due + datetime.timedelta(seconds=10)
+    reconcile_now(reconciler, KEY_OF_CLAIM)
+    assert fake.calls.count("patch_status:InUse") == 2
+
+
+def test_a_record_that_cannot_be_read_back_is_written_once_more() -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler, clock, due = _a_use_soon_after_pending(fake)
+    fake.read_error = ApiException(503, "Service Unavailable")
+    clock[0] = due
+    reconcile_now(reconciler, KEY_OF_CLAIM)
+    assert fake.calls.count("read_evc") == 1
+    assert fake.calls.count("patch_status:InUse") == 2
+    claim = reconciler.claims.get(KEY_OF_CLAIM)
+    assert claim is not None
+    assert seal.sealed_at(claim.view.stored_seal) == due
