@@ -122,10 +122,10 @@ async def until(done: Callable[[], int], total: int, what: str, *, limit: float,
 
 
 def reseals(phases: Mapping[Key, Mapping[str, float]]) -> dict[str, Any]:
-    """Claims seen `InUse` less than seal.SPACING after `Pending`: the operator writes
-    each of those records once more when SPACING has passed (docs/lifecycle.md), one
-    status patch a claim above the three phases, by design. Seen by the harness's watch,
-    so about."""
+    """Claims seen `InUse` less than seal.SPACING after `Pending`: the operator confirms
+    each of those records when SPACING has passed (docs/lifecycle.md), by reading the claim
+    back (`get ephemeralvolumeclaims` in the audit; before `confirm.py`, a second status
+    patch). Seen by the harness's watch, so about."""
     within = SPACING.total_seconds()
     claims = sum(1 for seen in phases.values()
                  if "Pending" in seen and "InUse" in seen

@@ -66,7 +66,7 @@ ROWS: list[Row] = [
     ("API writes per minute, idle", _get("api", "idle_writes_per_minute"), "0", _within(0)),
     ("API writes per claim lifetime", _get("api", "writes_per_claim_lifetime"), "<= 10",
      _within(10)),
-    ("status written once more (seal), per claim", _get("reseals", "per_claim"), "", None),
+    ("records confirmed (seal), per claim", _get("reseals", "per_claim"), "", None),
     ("API requests per claim (all)", _get("api", "requests_per_claim"), "", None),
     ("resume all countdowns (s)", _get("resume", "seconds"), "<= 30", _within(30)),
     ("start-up, before any claim (s)", _get("startup", "seconds"), "", None),

@@ -443,5 +443,5 @@ def test_reseals_count_the_claims_in_use_within_the_seals_spacing_of_pending() -
     assert reseals(phases) == {"within_seconds": spacing, "claims": 1, "per_claim": 0.25}
     assert reseals({})["per_claim"] is None
     row = next(line for line in report.table({"reseals": reseals(phases)}).splitlines()
-               if line.startswith("status written once more (seal), per claim"))
+               if line.startswith("records confirmed (seal), per claim"))
     assert row.split()[-1] == "0.25"
