@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Callable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -292,13 +294,25 @@ def test_a_use_recorded_soon_after_the_last_seal_is_confirmed_by_a_read() -> Non
     assert fake.calls.count("patch_status:InUse") == 1
 
 
-def test_a_use_recorded_soon_after_the_last_seal_is_written_once_more_if_put_back() -> None:
-    """Someone put the Pending record back before the moment (it would still be believed):
-    the InUse record is written once more, sealed at the moment, and nothing is due after."""
-    fake = FakeApi(fresh_pods=[])
-    reconciler, clock, due = _a_use_soon_after_pending(fake)
+def _put_back(fake: FakeApi) -> None:
     assert fake.evc is not None
     fake.evc["status"] = sealed(evc_body()["status"], at=NOW - datetime.timedelta(seconds=1))
+
+
+def _read_fails(fake: FakeApi) -> None:
+    fake.read_error = ApiException(503, "Service Unavailable")
+
+
+@pytest.mark.parametrize("meanwhile", [_put_back, _read_fails],
+                         ids=["the Pending record put back", "the read fails"])
+def test_a_record_not_seen_to_stand_is_written_once_more(
+        meanwhile: Callable[[FakeApi], None]) -> None:
+    """Someone put the Pending record back before the moment (it would still be believed),
+    or the read cannot tell: the InUse record is written once more, sealed at the moment,
+    and nothing is due after."""
+    fake = FakeApi(fresh_pods=[])
+    reconciler, clock, due = _a_use_soon_after_pending(fake)
+    meanwhile(fake)
     clock[0] = due
     reconcile_now(reconciler, KEY_OF_CLAIM)
     assert fake.calls.count("read_evc") == 1
@@ -310,16 +324,3 @@ def test_a_use_recorded_soon_after_the_last_seal_is_written_once_more_if_put_bac
     clock[0] = due + datetime.timedelta(seconds=10)
     reconcile_now(reconciler, KEY_OF_CLAIM)
     assert fake.calls.count("patch_status:InUse") == 2
-
-
-def test_a_record_that_cannot_be_read_back_is_written_once_more() -> None:
-    fake = FakeApi(fresh_pods=[])
-    reconciler, clock, due = _a_use_soon_after_pending(fake)
-    fake.read_error = ApiException(503, "Service Unavailable")
-    clock[0] = due
-    reconcile_now(reconciler, KEY_OF_CLAIM)
-    assert fake.calls.count("read_evc") == 1
-    assert fake.calls.count("patch_status:InUse") == 2
-    claim = reconciler.claims.get(KEY_OF_CLAIM)
-    assert claim is not None
-    assert seal.sealed_at(claim.view.stored_seal) == due
