@@ -111,7 +111,8 @@ class AfterBursts:
     wake the loop, what the rest of the burst left stayed resident (at 10,000 claims,
     22 MiB of glibc's heap, free but never given back: docs/benchmarks.md).
     A burst's idle connections close later still (QUIET_SECONDS): a release right after
-    its last reconciliation would leave their memory resident.
+    its last reconciliation would leave their memory resident. So a release in a lull
+    leaves the end of that quiet owed one more, however little work follows it.
     """
 
     def __init__(self, release: Callable[[], bool] = release,
@@ -121,6 +122,7 @@ class AfterBursts:
         self.since = 0  # units of work since memory was last released
         self._released_at = -RELEASE_EVERY
         self._quiet_since: float | None = None
+        self._owed = False  # released in a lull: the end of the quiet is owed a release
 
     def worked(self) -> None:
         self.since += 1
@@ -132,18 +134,24 @@ class AfterBursts:
         if not quiet:
             self._quiet_since = None
             return None
-        if self.since < RELEASE_AFTER:
+        if self.since < RELEASE_AFTER and not self._owed:
             return None
         now = self._clock()
         if self._quiet_since is None:
             self._quiet_since = now
-        if now - self._released_at >= RELEASE_EVERY or now - self._quiet_since >= QUIET_SECONDS:
-            began = time.perf_counter()
-            self._release()
-            took = time.perf_counter() - began
-            log.log(logging.INFO if took >= SLOW_RELEASE else logging.DEBUG,
-                    "Gave the memory freed after %s reconciliations back in %.0f ms.",
-                    self.since, took * 1000)
-            self.since, self._released_at, self._quiet_since = 0, now, None
-            return None
-        return self._quiet_since + QUIET_SECONDS - now
+        quiet_for = now - self._quiet_since
+        lull = self.since >= RELEASE_AFTER and now - self._released_at >= RELEASE_EVERY
+        if not (lull or quiet_for >= QUIET_SECONDS):
+            return self._quiet_since + QUIET_SECONDS - now
+        began = time.perf_counter()
+        self._release()
+        took = time.perf_counter() - began
+        log.log(logging.INFO if took >= SLOW_RELEASE else logging.DEBUG,
+                "Gave the memory freed after %s reconciliations back in %.0f ms.",
+                self.since, took * 1000)
+        self.since, self._released_at = 0, now
+        self._owed = quiet_for < QUIET_SECONDS
+        if self._owed:  # the quiet's end, when the burst's connections have closed
+            return self._quiet_since + QUIET_SECONDS - now
+        self._quiet_since = None
+        return None

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from evc_operator import memory
 
@@ -69,7 +70,7 @@ def test_the_end_of_a_burst_is_released_even_soon_after_a_lulls_release() -> Non
     trim = memory.AfterBursts(release, clock=lambda: now[0])
     for _ in range(memory.RELEASE_AFTER):
         trim.worked()
-    assert trim.when_quiet(True) is None
+    assert trim.when_quiet(True) == memory.QUIET_SECONDS  # the quiet's end is owed
     assert released == [1000.0]  # the lull
     now[0] += 5
     for _ in range(memory.RELEASE_AFTER):  # the rest of the burst
@@ -88,6 +89,37 @@ def test_the_end_of_a_burst_is_released_even_soon_after_a_lulls_release() -> Non
     assert released == [1000.0, ended]
     assert trim.when_quiet(True) is None  # nothing more to release
     assert released == [1000.0, ended]
+
+
+@pytest.mark.parametrize("after_the_lull", [0, memory.RELEASE_AFTER - 1])
+def test_a_lulls_release_leaves_the_end_of_the_quiet_owed_however_little_follows(
+        after_the_lull: int) -> None:
+    """A release in a lull, then less work than a burst (or none) before all is quiet: the
+    connections that work used close up to 30 s later, so the end of the quiet is still
+    released, once, and the scheduler is told when."""
+    released: list[float] = []
+    now = [1000.0]
+
+    def release() -> bool:
+        released.append(now[0])
+        return True
+
+    trim = memory.AfterBursts(release, clock=lambda: now[0])
+    for _ in range(memory.RELEASE_AFTER):
+        trim.worked()
+    trim.when_quiet(True)
+    assert released == [1000.0]  # the lull
+    now[0] += 2
+    for _ in range(after_the_lull):
+        trim.worked()
+    began = now[0] if after_the_lull else 1000.0  # the quiet begins again after work
+    assert trim.when_quiet(True) == pytest.approx(began + memory.QUIET_SECONDS - now[0])
+    now[0] = began + memory.QUIET_SECONDS
+    assert trim.when_quiet(True) is None
+    assert released == [1000.0, began + memory.QUIET_SECONDS]
+    now[0] += memory.QUIET_SECONDS
+    assert trim.when_quiet(True) is None
+    assert released == [1000.0, began + memory.QUIET_SECONDS]  # owed once, not forever
 
 
 def test_the_release_waits_until_the_bursts_idle_connections_are_closed() -> None:
@@ -141,6 +173,7 @@ _TLS_CONNECTIONS = """
 import asyncio, socket, ssl, sys, tempfile
 from pathlib import Path
 import aiohttp
+import pytest
 from aiohttp import web
 from controlplane import pki
 from evc_operator import memory
