@@ -47,11 +47,12 @@ def due(claim: TrackedClaim, key: bytes, facts: tuple[str | None, datetime.datet
             and seal.verify(key, claim.view.uid, *facts, stored_seal))
 
 
-async def still_as_written(api: ClaimApi, view: EvcView,
+async def still_as_written(api: ClaimApi, view: EvcView, stored_seal: object,
                            remember: Callable[[Mapping[str, Any]], None]) -> bool:
-    """Whether the API server holds the record in `view` now (True also if the claim is
-    gone or is another claim of that name: it has no record of this one's to confirm).
-    False if someone wrote the status since, or if this cannot be told: then write it."""
+    """Whether the API server holds the record in `view`, sealed `stored_seal`, now (True
+    also if the claim is gone or is another claim of that name: it has no record of this
+    one's to confirm). False if someone wrote the status since, or if this cannot be told:
+    then write it."""
     try:
         body = await api.read_evc(view.namespace, view.name)
     except Exception as error:  # any failure: confirm the way that needs no read
@@ -60,7 +61,7 @@ async def still_as_written(api: ClaimApi, view: EvcView,
         return False
     if body is None or (body.get("metadata") or {}).get("uid") != view.uid:
         return True
-    if (body.get("status") or {}).get("seal") != view.stored_seal:
+    if (body.get("status") or {}).get("seal") != stored_seal:
         return False
     remember(body)  # the freshest view of it
     return True

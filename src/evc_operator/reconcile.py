@@ -122,10 +122,12 @@ class ClaimReconciler:
             seal=seal.seal(self.settings.signing_key, view.uid, *facts, now))
         changed = status.status_changed(new_status, previous)
         budgeted = self._budgeted(claim, view, new_status, previous, changed, now)
-        if confirm.due(claim, self.settings.signing_key, facts, previous.get("seal"),
-                       changed, now):  # the second write of a record made a read
+        stored_seal = previous.get("seal")
+        if confirm.due(claim, self.settings.signing_key, facts, stored_seal, changed,
+                       now):  # the second write of a record made a read
             claim.confirm_after = None
-            write = not await confirm.still_as_written(self.api, view, self.remember)
+            write = not await confirm.still_as_written(self.api, view, stored_seal,
+                                                       self.remember)
             if write:
                 claim.sealed_at = now
         else:
