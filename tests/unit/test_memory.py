@@ -56,10 +56,9 @@ def test_memory_is_released_once_quiet_after_a_burst() -> None:
     assert released == [True]  # not again within RELEASE_EVERY
 
 
-def test_the_end_of_a_burst_is_released_even_soon_after_a_lulls_release() -> None:
-    """A lull early in a burst releases; the burst's end, less than RELEASE_EVERY later,
-    must be released too, once the quiet has lasted, and the scheduler is told when to
-    ask again: nothing else would wake it."""
+def _after_a_burst() -> tuple[memory.AfterBursts, list[float], list[float]]:
+    """An AfterBursts on a clock the test moves (`now[0]`, from 1000 s), that records when
+    it released, told of a burst's work."""
     released: list[float] = []
     now = [1000.0]
 
@@ -70,6 +69,14 @@ def test_the_end_of_a_burst_is_released_even_soon_after_a_lulls_release() -> Non
     trim = memory.AfterBursts(release, clock=lambda: now[0])
     for _ in range(memory.RELEASE_AFTER):
         trim.worked()
+    return trim, released, now
+
+
+def test_the_end_of_a_burst_is_released_even_soon_after_a_lulls_release() -> None:
+    """A lull early in a burst releases; the burst's end, less than RELEASE_EVERY later,
+    must be released too, once the quiet has lasted, and the scheduler is told when to
+    ask again: nothing else would wake it."""
+    trim, released, now = _after_a_burst()
     assert trim.when_quiet(True) == memory.QUIET_SECONDS  # the quiet's end is owed
     assert released == [1000.0]  # the lull
     now[0] += 5
@@ -97,16 +104,7 @@ def test_a_lulls_release_leaves_the_end_of_the_quiet_owed_however_little_follows
     """A release in a lull, then less work than a burst (or none) before all is quiet: the
     connections that work used close up to 30 s later, so the end of the quiet is still
     released, once, and the scheduler is told when."""
-    released: list[float] = []
-    now = [1000.0]
-
-    def release() -> bool:
-        released.append(now[0])
-        return True
-
-    trim = memory.AfterBursts(release, clock=lambda: now[0])
-    for _ in range(memory.RELEASE_AFTER):
-        trim.worked()
+    trim, released, now = _after_a_burst()
     trim.when_quiet(True)
     assert released == [1000.0]  # the lull
     now[0] += 2
