@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from controlplane.cluster import ControlPlane
+from evc_operator import seal
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import REPO, Kubectl, eventually
 from tests.integration.test_lifecycle import evc, finish, gone, now, parse, phase_is, pod, status
@@ -192,6 +193,27 @@ def test_a_genuine_status_put_back_is_not_believed_as_it_was(
     while now() < expiry + datetime.timedelta(seconds=5):
         assert kubectl.get("evc", "replayed") is not None, "deleted at the replayed expiry"
         time.sleep(0.5)
+
+
+def test_a_use_soon_after_the_seal_is_confirmed_by_a_read_not_a_second_write(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    """`Pending` sealed, then a user within seal.SPACING (6 s): once those seconds have
+    passed, the InUse record must be seen to stand. The operator reads the claim back and,
+    finding its own record, writes nothing more: the claim's resourceVersion and seal stay
+    as the InUse write left them (before `confirm.py`, a second status write came here)."""
+    operator(kubectl.namespace, COUNTDOWN_INTERVAL="1")
+    kubectl("apply", "-f", "-", input=evc("confirmed"))
+    eventually(lambda: phase_is(kubectl, "confirmed", "Pending") and bool(
+        status(kubectl, "confirmed").get("seal")), what="a sealed Pending status")
+    kubectl("apply", "-f", "-", input=pod("user", "confirmed"))
+    eventually(lambda: phase_is(kubectl, "confirmed", "InUse"), what="InUse")
+    written = kubectl.get("evc", "confirmed")
+    assert written is not None
+    time.sleep(float(seal.SPACING.total_seconds()) + 3)  # past the moment, and the read
+    body = kubectl.get("evc", "confirmed")
+    assert body is not None
+    assert body["status"]["seal"] == written["status"]["seal"]
+    assert body["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"]
 
 
 @pytest.fixture
