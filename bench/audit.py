@@ -6,6 +6,7 @@ requests the operator's metrics could not see (Kopf's watches and lists).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime
 import json
@@ -29,6 +30,10 @@ class Request:
     resource: str  # "pods", "ephemeralvolumeclaims/status", or a non-resource path
     code: int
     at: float  # Unix time the API server received it
+    namespace: str = ""
+    name: str = ""
+    done: float = 0.0  # Unix time of the logged stage: answered (a watch: its start)
+    probe: bool = False  # a read of at most one object (`limit=1`): a consistent read
 
     @property
     def write(self) -> bool:
@@ -59,9 +64,14 @@ def requests(lines: Iterable[str], user: str) -> Iterator[Request]:
         resource = ref.get("resource") or entry.get("requestURI", "?").split("?")[0]
         if ref.get("subresource"):
             resource += "/" + ref["subresource"]
+        received = _seconds(entry["requestReceivedTimestamp"])
         yield Request(verb=entry["verb"], resource=resource,
                       code=int((entry.get("responseStatus") or {}).get("code") or 0),
-                      at=_seconds(entry["requestReceivedTimestamp"]))
+                      at=received, namespace=ref.get("namespace") or "",
+                      name=ref.get("name") or "",
+                      done=_seconds(entry["stageTimestamp"]) if entry.get("stageTimestamp")
+                      else received,
+                      probe="limit=1&" in entry.get("requestURI", "") + "&")
 
 
 def read(path: Path, user: str) -> list[Request]:
@@ -121,3 +131,35 @@ def per_job(found: list[Request], jobs: int, busy_start: float,
                                          for label, count in tally(found).items()},
             "per_second_while_finishing": round(len(busy) / (busy_end - busy_start), 1),
             "busiest_second": busiest_second(found)}
+
+
+def deletion_split(found: list[Request], deletes_at: dict[tuple[str, str], float],
+                   seen: dict[tuple[str, str], float]) -> dict[str, list[float]]:
+    """Where each claim's deletion lateness went, in seconds, by the API server's clock
+    of the operator's requests: from the deadline to the consistent read of the pods
+    that began its proof (the last one in its namespace before its delete), from there
+    to its delete, the delete's answer, and from the answer to the harness seeing it
+    gone (`seen`). `deletes_at`: each claim's deadline, by (namespace, name)."""
+    reads: dict[str, list[float]] = {}
+    for request in found:
+        if request.probe and request.verb == "list" and request.resource == "pods":
+            reads.setdefault(request.namespace, []).append(request.at)
+    for times in reads.values():
+        times.sort()
+    split: dict[str, list[float]] = {"proof_began": [], "proof_to_delete": [],
+                                     "delete_answered": [], "seen_after_answer": []}
+    for request in found:
+        key = (request.namespace, request.name)
+        if (request.verb != "delete" or request.resource != "ephemeralvolumeclaims"
+                or key not in deletes_at or request.code >= 400):
+            continue
+        times = reads.get(request.namespace, [])
+        before = bisect.bisect_right(times, request.at)
+        if before:
+            began = times[before - 1]
+            split["proof_began"].append(began - deletes_at[key])
+            split["proof_to_delete"].append(request.at - began)
+        split["delete_answered"].append(request.done - request.at)
+        if key in seen:
+            split["seen_after_answer"].append(seen[key] - request.done)
+    return split

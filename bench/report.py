@@ -18,6 +18,14 @@ def _get(*path: str) -> Callable[[dict[str, Any]], Any]:
     return read
 
 
+def _pair(*path: str) -> Callable[[dict[str, Any]], Any]:
+    """"p50 / p99" of a summary, or None."""
+    def read(result: dict[str, Any]) -> Any:
+        found = _get(*path)(result)
+        return f"{found['p50']} / {found['p99']}" if found and found.get("count") else None
+    return read
+
+
 def _within(limit: float) -> Callable[[Any], bool]:
     return lambda value: value is not None and value <= limit
 
@@ -57,6 +65,11 @@ ROWS: list[Row] = [
     ("deletion lateness p99 (ms)", _get("deletion_lateness_ms", "p99"), "<= 1000",
      _within(1000)),
     ("deletion lateness max (ms)", _get("deletion_lateness_ms", "max"), "", None),
+    *((f"lateness: {label} p50 / p99 (ms)", _pair("deletion_split_ms", key), "", None)
+      for key, label in (("proof_began", "deadline to proof's read"),
+                         ("proof_to_delete", "proof's read to delete"),
+                         ("delete_answered", "delete answered"),
+                         ("seen_after_answer", "answer to harness"))),
     ("claims deleted before Idle", _get("deleted_before_idle"), "0", _within(0)),
     ("RSS peak (MiB)", _get("footprint", "peak_rss_mib"), "<= 120", _within(120)),
     ("RSS idle (MiB)", _get("footprint", "idle", "rss_mib"), "<= 120", _within(120)),

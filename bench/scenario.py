@@ -291,7 +291,7 @@ class Run:
             "peak_rss_mib": mib(max(u.peak_rss for _, u in self.sampler.samples)),
             **by_steps(self.sampler.samples, self.steps_began),
         }
-        self.result["api"] = self._api_cost(began, ended, idle_start, idle_end)
+        self.result["api"] = self._api_cost(began, ended, idle_start, idle_end, claims)
         if scale.jobs:
             self.result["controller_manager"] = audit.per_job(audit.between(
                 audit.read(self.plane.audit_log, audit.CONTROLLER_MANAGER), began, ended),
@@ -307,12 +307,10 @@ class Run:
         async def accounts() -> int:
             found = 0
             for name in self.namespaces:
-                try:
+                with contextlib.suppress(ApiError):
                     await self.api.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/"
                                            "default", retries=0)
                     found += 1
-                except ApiError:
-                    pass
             return found
         # Pods are admitted only once their namespace's default ServiceAccount exists.
         deadline = time.monotonic() + 120
@@ -393,7 +391,9 @@ class Run:
         await until(lambda: claims.count("Idle"), self.scale.evcs, "claims Idle",
                     limit=self.scale.grace_period + 600, check=self._check_operator)
 
-    def _api_cost(self, began: float, ended: float, idle_start: float,
-                  idle_end: float) -> dict[str, Any]:
+    def _api_cost(self, began: float, ended: float, idle_start: float, idle_end: float,
+                  claims: ClaimWatch) -> dict[str, Any]:
         found = audit.between(audit.read(self.plane.audit_log, USER), began, ended)
+        split = audit.deletion_split(found, claims.deletes_at, claims.deleted)
+        self.result["deletion_split_ms"] = {k: summary_ms(v) for k, v in split.items()}
         return audit.cost(found, self.scale.evcs, idle_start, idle_end)

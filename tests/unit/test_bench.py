@@ -80,6 +80,34 @@ def test_audit_counts_each_request_of_the_user_once() -> None:
     assert audit.between(found, 0, found[0].at) == []
 
 
+def test_deletion_split_times_each_part_from_the_audit_log() -> None:
+    lines = [json.dumps({"auditID": str(n), "verb": verb, "user": {"username": USER},
+                         "objectRef": {"resource": resource, "namespace": "a",
+                                       "name": name},
+                         "requestURI": uri, "responseStatus": {"code": code},
+                         "requestReceivedTimestamp": f"2026-11-26T10:00:{at}Z",
+                         "stageTimestamp": f"2026-11-26T10:00:{done}Z"})
+             for n, (verb, resource, name, uri, code, at, done) in enumerate([
+                 ("list", "pods", "", "/api/v1/namespaces/a/pods?limit=1", 200,
+                  "10.100000", "10.120000"),  # the proof of the deadline at 10 s
+                 ("list", "pods", "", "/api/v1/namespaces/a/pods", 200,
+                  "10.500000", "10.900000"),  # a full list: no proof's read
+                 ("delete", "ephemeralvolumeclaims", "x", "", 200,
+                  "11.000000", "11.050000"),
+                 ("delete", "ephemeralvolumeclaims", "y", "", 409,  # refused: not a deletion
+                  "11.100000", "11.110000"),
+                 ("list", "pods", "", "/api/v1/namespaces/a/pods?limit=1", 200,
+                  "12.000000", "12.010000")])]  # a later proof: not x's
+    deadline = audit._seconds("2026-11-26T10:00:10Z")
+    split = audit.deletion_split(list(audit.requests(lines, USER)),
+                                 {("a", "x"): deadline, ("a", "y"): deadline},
+                                 {("a", "x"): deadline + 1.25})
+    assert {part: [round(value, 3) for value in values]
+            for part, values in split.items()} == {
+        "proof_began": [0.1], "proof_to_delete": [0.9], "delete_answered": [0.05],
+        "seen_after_answer": [0.2]}
+
+
 def test_report_marks_missed_targets() -> None:
     result = {"reaction_ms": {"p99": 1500.0}, "reaction_ratio_p99": 2.0,
               "api": {"idle_writes_per_minute": 0.0, "writes_per_claim_lifetime": 5.0}}
