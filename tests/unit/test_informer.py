@@ -299,6 +299,30 @@ def test_a_kind_with_few_objects_is_listed_outright() -> None:
     assert not snapshot.live()  # a list is the view itself: the index does not decide
 
 
+def test_a_kind_listed_outright_that_its_informer_holds_alike_leaves_the_index_live(
+) -> None:
+    # The list proves the view current; the informer holds the same, so the live index
+    # (which also holds whatever changes next) decides, and the list is not indexed again.
+    watched, calls = _synced_watched(version=30, now=40, barrier=[])
+    held = watched.pods["jobs"]
+    held.items = {"listed": pod_view(pod("listed", "x"))}
+    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
+    assert calls == ["full list"]
+    assert [p.name for p in snapshot.pods] == ["listed"]
+    assert snapshot.live()
+    held.breaks += 1  # its watch failed since: the live view may have a gap
+    assert not snapshot.live()
+
+
+def test_a_kind_listed_outright_that_its_informer_holds_otherwise_is_decided_on_the_list(
+) -> None:
+    # The pod was created a moment ago and its event has not reached the informer yet:
+    # the list decides.
+    watched, _calls = _synced_watched(version=30, now=40, barrier=[])
+    watched.pods["jobs"].items = {}
+    assert not asyncio.run(freshness.prove_current(watched, "jobs")).live()
+
+
 def job(name: str, claim: str, version: str = "1", finished: bool = False) -> dict[str, Any]:
     conditions = [{"type": "Complete", "status": "True",
                    "lastTransitionTime": "2026-01-01T00:01:00Z"}] if finished else []
