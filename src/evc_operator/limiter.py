@@ -65,7 +65,7 @@ class AdaptiveLimit:
         self.bounds = bounds
         self.limit = float(bounds.initial)
         self.in_flight = 0
-        self.backlogged = False  # whether work waited for a slot (told by the scheduler)
+        self.backlogged = False  # whether queued work waited for a slot (the scheduler's)
         self.recent: float | None = None  # fast average of latencies (seconds)
         self.usual: float | None = None  # slow average: the baseline
         self._calm = 0  # answers to observe before another decrease
@@ -124,8 +124,14 @@ class AdaptiveLimit:
             self._decrease(self.bounds.initial)
             return
         self._calm = max(0, self._calm - 1)
-        if self.backlogged and self.in_flight >= int(self.limit):
+        if self.waiting() and self.in_flight >= int(self.limit):
             self._set(self.limit + 1 / self.limit)
+
+    def waiting(self) -> bool:
+        """Whether work waits for a slot: new work in the queue (`backlogged`), or a
+        reconciliation in line to get its slot back (after a freshness proof, say: a
+        wave of deletions waits there, not in the queue)."""
+        return self.backlogged or bool(self._waiters)
 
     def _decrease(self, floor: int) -> None:
         if self._calm:

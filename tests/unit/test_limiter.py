@@ -46,6 +46,27 @@ def test_without_work_waiting_the_limit_stays_where_it_is() -> None:
     assert limit.limit == 16
 
 
+def test_the_limit_grows_while_reconciliations_wait_in_line_for_their_slots() -> None:
+    # A wave of deletions: each claim gave its slot back while its namespace was proven
+    # current, and waits in line for one again; the queue itself is empty.
+    async def scenario() -> float:
+        limit = AdaptiveLimit(BOUNDS)
+        while limit.free():
+            limit.take()
+        waiting = [asyncio.create_task(limit.acquire()) for _ in range(8)]
+        await settle()
+        assert not limit.backlogged
+        for _ in range(3 * BOUNDS.initial):  # three rounds of answers at a steady pace
+            limit.observe(0.05)
+        await settle()
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        return limit.limit
+
+    assert asyncio.run(scenario()) >= BOUNDS.initial + 2
+
+
 def test_an_overloaded_server_shrinks_it_once_per_round_not_at_every_answer() -> None:
     limit = AdaptiveLimit(BOUNDS)
     limit.observe(0.05, overload=True)
