@@ -137,9 +137,10 @@ def deletion_split(found: list[Request], deletes_at: dict[tuple[str, str], float
                    seen: dict[tuple[str, str], float]) -> dict[str, list[float]]:
     """Where each claim's deletion lateness went, in seconds, by the API server's clock
     of the operator's requests: from the deadline to the consistent read of the pods
-    that began its proof (the last one in its namespace before its delete), from there
-    to its delete, the delete's answer, and from the answer to the harness seeing it
-    gone (`seen`). `deletes_at`: each claim's deadline, by (namespace, name)."""
+    that began its proof (the first in its namespace at or after the deadline: the
+    proof of that second), from there to its delete, the delete's answer, and from the
+    answer to the harness seeing it gone (`seen`). `deletes_at`: each claim's deadline,
+    by (namespace, name)."""
     reads: dict[str, list[float]] = {}
     for request in found:
         if request.probe and request.verb == "list" and request.resource == "pods":
@@ -154,9 +155,9 @@ def deletion_split(found: list[Request], deletes_at: dict[tuple[str, str], float
                 or key not in deletes_at or request.code >= 400):
             continue
         times = reads.get(request.namespace, [])
-        before = bisect.bisect_right(times, request.at)
-        if before:
-            began = times[before - 1]
+        first = bisect.bisect_left(times, deletes_at[key])
+        if first < len(times) and times[first] <= request.at:
+            began = times[first]
             split["proof_began"].append(began - deletes_at[key])
             split["proof_to_delete"].append(request.at - began)
         split["delete_answered"].append(request.done - request.at)

@@ -92,6 +92,8 @@ def test_deletion_split_times_each_part_from_the_audit_log() -> None:
                   "10.100000", "10.120000"),  # the proof of the deadline at 10 s
                  ("list", "pods", "", "/api/v1/namespaces/a/pods", 200,
                   "10.500000", "10.900000"),  # a full list: no proof's read
+                 ("list", "pods", "", "/api/v1/namespaces/a/pods?limit=1", 200,
+                  "10.950000", "10.960000"),  # a later proof's read: not x's
                  ("delete", "ephemeralvolumeclaims", "x", "", 200,
                   "11.000000", "11.050000"),
                  ("delete", "ephemeralvolumeclaims", "y", "", 409,  # refused: not a deletion
