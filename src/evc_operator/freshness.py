@@ -160,6 +160,12 @@ class FreshPods:
         pods = await asyncio.shield(wave.result)
         return None if pods.live() else pods
 
+    def ready(self, namespace: str, since: datetime.datetime) -> bool:
+        """Whether a view that serves `since` is made already: `get` answers at once."""
+        wave = self._done.get(namespace)
+        return (wave is not None and wave.started >= since and wave.result.done()
+                and not wave.failed())
+
     def forget_older_than(self, moment: datetime.datetime) -> None:
         """Drop views too old to serve anyone: they hold pods that may be long gone."""
         for held in (self._latest, self._done):
@@ -223,6 +229,10 @@ class Freshness:
         however long after it the deletion is decided (a backlog must not make it wait
         for a later proof than its own)."""
         return await self.pods.get(namespace, deadline)
+
+    def ready(self, namespace: str, deadline: datetime.datetime) -> bool:
+        """Whether `for_deletion` has its view made already (it will not wait)."""
+        return self.pods.ready(namespace, deadline)
 
     @staticmethod
     def proof_due(deletes_at: datetime.datetime) -> datetime.datetime:

@@ -15,7 +15,7 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from evc_operator import errors, evc, informer, status
+from evc_operator import errors, evc, informer, lifecycle, status
 from evc_operator.freshness import PodSnapshot
 from evc_operator.settings import Settings
 from evc_operator.users import pod_view
@@ -40,6 +40,37 @@ def test_due_claim_is_rechecked_then_deleted_with_preconditions() -> None:
     # One write: the delete itself, only if the claim is still the version decided on.
     assert fake.calls == ["list_pods", "delete:evc-uid:10", "event:Deleted"]
     assert ("jobs", "scratch") not in reconciler.claims
+
+
+def test_a_deletion_whose_view_is_made_already_keeps_its_slot() -> None:
+    # In a wave, the claims decided after their namespace's proof came in would give their
+    # slot back and wait in line behind the whole wave again, for a view made already.
+    fake = FakeApi(fresh_pods=[])
+    scheduler, _index = make(fake, indexed_pods=[])
+    gave_back: list[str] = []
+    unslotted = scheduler.reconciler.waiting
+
+    async def waiting(view: Any) -> Any:
+        gave_back.append("slot")
+        return await unslotted(view)
+
+    scheduler.reconciler.waiting = waiting
+    claim = scheduler.claims.get(("jobs", "scratch"))
+    assert claim is not None
+
+    async def scenario() -> None:
+        deadline = lifecycle.decide(claim.view.claim, [], NOW).deletes_at
+        assert deadline is not None
+        scheduler.freshness.prepare("jobs", deadline)  # the proof begun at the deadline
+        await settle()
+        assert scheduler.freshness.ready("jobs", deadline)
+        await scheduler.limit.acquire()  # the reconciliation's own slot
+        await scheduler.reconcile(("jobs", "scratch"))
+        scheduler.limit.release()
+
+    asyncio.run(scenario())
+    assert gave_back == []
+    assert fake.calls == ["list_pods", "delete:evc-uid:10", "event:Deleted"]
 
 
 def test_a_user_that_only_the_fresh_read_sees_stops_the_deletion() -> None:
