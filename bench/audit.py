@@ -164,3 +164,37 @@ def deletion_split(found: list[Request], deletes_at: dict[tuple[str, str], float
         if key in seen:
             split["seen_after_answer"].append(seen[key] - request.done)
     return split
+
+
+def reaction_split(found: list[Request], sent: dict[tuple[str, str], float],
+                   phases: dict[tuple[str, str], dict[str, float]]) -> dict[str, list[float]]:
+    """Where each claim's reaction went, in seconds: from the harness ending its user
+    (`sent`) until the API server received the operator's next status write of the claim
+    (its `Idle`: the pod's change on its way to the operator, and the operator's work),
+    the write's answer, and from the answer until the harness's watch saw the claim
+    `Idle` (`phases`)."""
+    writes: dict[tuple[str, str], list[Request]] = {}
+    for request in found:
+        if request.verb == "patch" and request.resource == "ephemeralvolumeclaims/status":
+            writes.setdefault((request.namespace, request.name), []).append(request)
+    split: dict[str, list[float]] = {"to_write": [], "write_answered": [],
+                                     "seen_after_answer": []}
+    for key, at in sent.items():
+        after = [write for write in writes.get(key, ()) if write.at >= at]
+        if not after:
+            continue
+        write = min(after, key=lambda each: each.at)
+        split["to_write"].append(write.at - at)
+        split["write_answered"].append(write.done - write.at)
+        if "Idle" in phases.get(key, {}):
+            split["seen_after_answer"].append(phases[key]["Idle"] - write.done)
+    return split
+
+
+def splits(found: list[Request], sent: dict[tuple[str, str], float],
+           phases: dict[tuple[str, str], dict[str, float]],
+           deletes_at: dict[tuple[str, str], float],
+           deleted: dict[tuple[str, str], float]) -> dict[str, dict[str, list[float]]]:
+    """A run's reaction and deletion lateness, each split as above."""
+    return {"reaction_split_ms": reaction_split(found, sent, phases),
+            "deletion_split_ms": deletion_split(found, deletes_at, deleted)}

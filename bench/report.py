@@ -47,6 +47,10 @@ ROWS: list[Row] = [
     ("bare watch p50 (ms)", _get("bare_watch_ms", "p50"), "", None),
     ("bare watch p99 (ms)", _get("bare_watch_ms", "p99"), "", None),
     ("reaction / bare watch, p99", _get("reaction_ratio_p99"), "<= 2", _within(2)),
+    *((f"reaction: {label} p50 / p99 (ms)", _pair("reaction_split_ms", key), "", None)
+      for key, label in (("to_write", "user ended to status write"),
+                         ("write_answered", "status write answered"),
+                         ("seen_after_answer", "answer to harness"))),
     ("capacity, --steps (pods/s)", _get("capacity_per_second"), "", None),
     ("capacity / bare status patches/s", _capacity_share, ">= 0.5", _at_least(0.5)),
     ("Job floor p50 (ms), --jobs", _get("job_floor_ms", "p50"), "", None),

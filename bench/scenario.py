@@ -86,6 +86,7 @@ class Run:
         self.pods = PodWatch()
         self.user_pods: dict[Key, str] = {}  # each claim's user pod, by name
         self.stage_of: dict[Key, float] = {}  # the pace its user pod finished at
+        self.sent: dict[Key, float] = {}  # when the harness ended each claim's user
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(asyncio.create_task(work))
@@ -231,14 +232,13 @@ class Run:
             self._background(pods.run(api, await api.resource_version(PODS)))
         else:
             self._background(jobs.run(api, await api.resource_version(JOBS)))
-        sent: dict[Key, float] = {}
         busy_start, busy_usage = time.time(), operator.usage()
         pace = "/".join(f"{rate:g}" for rate in scale.steps) or f"{scale.rate:g}"
         await self._step(f"{scale.evcs} user pods finish, {pace}/s (claims Idle)",
-                         lambda: self._finish_users(sent, claims))
+                         lambda: self._finish_users(self.sent, claims))
         busy_end, busy_after = time.time(), operator.usage()
 
-        self._reaction(sent, claims, jobs)
+        self._reaction(self.sent, claims, jobs)
         self.result["reseals"] = reseals(claims.phases)
 
         # A restart with every countdown running: nothing may be lost or reset.
@@ -394,6 +394,7 @@ class Run:
     def _api_cost(self, began: float, ended: float, idle_start: float, idle_end: float,
                   claims: ClaimWatch) -> dict[str, Any]:
         found = audit.between(audit.read(self.plane.audit_log, USER), began, ended)
-        split = audit.deletion_split(found, claims.deletes_at, claims.deleted)
-        self.result["deletion_split_ms"] = {k: summary_ms(v) for k, v in split.items()}
+        for name, split in audit.splits(found, self.sent, claims.phases, claims.deletes_at,
+                                        claims.deleted).items():
+            self.result[name] = {k: summary_ms(v) for k, v in split.items()}
         return audit.cost(found, self.scale.evcs, idle_start, idle_end)

@@ -110,6 +110,25 @@ def test_deletion_split_times_each_part_from_the_audit_log() -> None:
         "seen_after_answer": [0.2]}
 
 
+def test_reaction_split_times_the_operators_next_status_write() -> None:
+    lines = [json.dumps({"auditID": str(n), "verb": "patch", "user": {"username": USER},
+                         "objectRef": {"resource": "ephemeralvolumeclaims", "namespace": "a",
+                                       "name": "x", "subresource": "status"},
+                         "responseStatus": {"code": 200},
+                         "requestReceivedTimestamp": f"2026-11-26T10:00:{at}Z",
+                         "stageTimestamp": f"2026-11-26T10:00:{done}Z"})
+             for n, (at, done) in enumerate([("05.000000", "05.010000"),  # its InUse
+                                             ("10.300000", "10.340000"),  # its Idle
+                                             ("12.000000", "12.010000")])]  # later
+    ended = audit._seconds("2026-11-26T10:00:10Z")
+    split = audit.splits(list(audit.requests(lines, USER)), {("a", "x"): ended},
+                         {("a", "x"): {"Idle": ended + 0.4}}, {}, {})
+    assert {part: [round(value, 3) for value in values]
+            for part, values in split["reaction_split_ms"].items()} == {
+        "to_write": [0.3], "write_answered": [0.04], "seen_after_answer": [0.06]}
+    assert split["deletion_split_ms"]["delete_answered"] == []
+
+
 def test_report_marks_missed_targets() -> None:
     result = {"reaction_ms": {"p99": 1500.0}, "reaction_ratio_p99": 2.0,
               "api": {"idle_writes_per_minute": 0.0, "writes_per_claim_lifetime": 5.0}}
