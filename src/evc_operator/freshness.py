@@ -115,6 +115,10 @@ class _Wave:
         return self.result.done() and (self.result.cancelled()
                                        or self.result.exception() is not None)
 
+    def serves(self, since: datetime.datetime) -> bool:
+        """Whether it can serve a view asked of no earlier than `since` (done or not)."""
+        return not self.failed() and self.started >= since
+
 
 class FreshPods:
     """Fresh views of a namespace's pods, shared between requests. The lister is
@@ -141,7 +145,7 @@ class FreshPods:
         """Have a view of the namespace start now, unless one that started no earlier
         than `not_before` is in flight or done."""
         wave = self._latest.get(namespace)
-        if wave is None or wave.failed() or wave.started < not_before:
+        if wave is None or not wave.serves(not_before):
             self._start(namespace)
 
     async def get(self, namespace: str, since: datetime.datetime) -> PodList | None:
@@ -152,7 +156,7 @@ class FreshPods:
         A finished view that serves is taken before one in flight.
         """
         for wave in (self._done.get(namespace), self._latest.get(namespace)):
-            if wave is not None and not wave.failed() and wave.started >= since:
+            if wave is not None and wave.serves(since):
                 break
         else:
             wave = self._start(namespace)
@@ -163,8 +167,7 @@ class FreshPods:
     def ready(self, namespace: str, since: datetime.datetime) -> bool:
         """Whether a view that serves `since` is made already: `get` answers at once."""
         wave = self._done.get(namespace)
-        return (wave is not None and wave.started >= since and wave.result.done()
-                and not wave.failed())
+        return wave is not None and wave.serves(since) and wave.result.done()
 
     def forget_older_than(self, moment: datetime.datetime) -> None:
         """Drop views too old to serve anyone: they hold pods that may be long gone."""
