@@ -104,11 +104,11 @@ class ClaimReconciler:
             # The index may lag behind: ask the API server itself before anything final
             # (or have it proven current: then `fresh` is None and the index decides).
             assert decision.deletes_at is not None  # a deletion is due at its deadline
-            view_of_users = self.freshness.for_deletion(view.namespace, decision.deletes_at)
-            if self.freshness.ready(view.namespace, decision.deletes_at):
-                fresh = await view_of_users  # made already: the slot is kept, no line again
-            else:
-                fresh = await self.waiting(view_of_users)
+            # A view made already keeps the slot (given back, it would queue again).
+            waiting = (_as_is if self.freshness.ready(view.namespace, decision.deletes_at)
+                       else self.waiting)
+            fresh = await waiting(self.freshness.for_deletion(view.namespace,
+                                                              decision.deletes_at))
             decision = lifecycle.decide(trusted, self._users(claim, view, fresh), self.clock(),
                                         dry_run=dry_run)
         if decision.action is Action.DELETE:
