@@ -80,6 +80,9 @@ RECONCILE_FAILURES = Counter(
 RECONCILE_LIMIT = Gauge(
     "evc_reconcile_limit", "How many claims may be reconciled at once now: adapted to the "
     "API server's latency and overload answers (limiter.py).", registry=REGISTRY)
+EVENTS_WAITING = Gauge(
+    "evc_events_waiting", "Events announced and not posted yet: they give way to claims "
+    "waiting for a slot (outbox.py).", registry=REGISTRY)
 REACTION = Histogram(
     "evc_reaction_seconds", "From noticing a change (or a deadline) to having acted on it: "
     "status written, PVC created or claim deleted.",

@@ -40,6 +40,7 @@ from evc_operator.errors import (
 from evc_operator.evc import EvcView
 from evc_operator.freshness import Freshness, PodList
 from evc_operator.lifecycle import Action
+from evc_operator.outbox import Pending
 from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.settings import Settings
 from evc_operator.status import PvcOutcome, pvc_ready
@@ -71,7 +72,8 @@ class ClaimReconciler:
                  remember: Callable[[Mapping[str, Any]], None], *,
                  waiting: Callable[[Awaitable[PodList | None]],
                                    Awaitable[PodList | None]] | None = None,
-                 budget: UsersBudget | None = None) -> None:
+                 budget: UsersBudget | None = None,
+                 defer: Callable[[Pending], bool] | None = None) -> None:
         self.api = api
         self.index = index
         self.freshness = freshness
@@ -82,6 +84,8 @@ class ClaimReconciler:
         self.budget = budget or UsersBudget()
         # How to wait for a fresh view of pods (the scheduler gives its slot back meanwhile).
         self.waiting = waiting or _as_is
+        # Whether an Event is left to post later (outbox.py: while claims wait for slots).
+        self.defer = defer or _never
 
     async def reconcile(self, claim: TrackedClaim) -> Outcome | None:
         """Reconcile one claim; None when it was not looked at (gone, being deleted by
@@ -141,8 +145,8 @@ class ClaimReconciler:
                                            grace_period=view.claim.grace_period)
         events += status.spec_warnings(view.problems, previous)
         events += status.limit_warnings(view.limited, previous)
-        # The status write and its Events go out together: one round trip of the slot
-        # instead of one after another. An Event never fails the reconciliation.
+        # The status write and its Events go out together (unless they wait: outbox.py),
+        # not one after another. An Event never fails the reconciliation.
         await asyncio.gather(self._write_status(view, new_status, write),
                              *(self.announce(view, event, logger) for event in events))
 
@@ -267,21 +271,23 @@ class ClaimReconciler:
                                                           new_status))
 
     async def announce(self, view: EvcView, event: status.Event, logger: Logger) -> None:
-        """An Event on the EVC, and the same words in the log. Best effort: a lost Event
-        loses no data, and never stops the work it tells of.
-
-        With LIFECYCLE_EVENTS=false only Warnings become Events: at thousands of claims an
-        hour, five Normal Events per claim double the API writes, and status and the log
-        already say the same.
-        """
+        """An Event on the EVC (now, or by the scheduler once no claim waits for a slot:
+        outbox.py), and the same words in the log at once. Best effort: a lost Event loses
+        no data, and never stops the work it tells of. With LIFECYCLE_EVENTS=false only
+        Warnings become Events (five Normal ones a claim double the API writes)."""
         level = logging.WARNING if event.type == "Warning" else logging.INFO
         logger.log(level, "%s: %s", event.reason, event.message)
         if event.type == "Warning" or self.settings.lifecycle_events:
-            try:
-                await self.api.post_event(view.namespace, view.name, view.uid, event,
-                                          self.clock())
-            except Exception as error:
-                logger.warning("Could not post Event %s: %s", event.reason, describe(error))
+            pending = Pending(view.namespace, view.name, view.uid, event, self.clock())
+            if not self.defer(pending):
+                await self.post(pending, logger)
+
+    async def post(self, pending: Pending, logger: Logger) -> None:
+        try:
+            await self.api.post_event(pending.namespace, pending.name, pending.uid,
+                                      pending.event, pending.at)
+        except Exception as error:
+            logger.warning("Could not post Event %s: %s", pending.event.reason, describe(error))
 
     async def _delete(self, view: EvcView, decision: lifecycle.Decision,
                       logger: Logger) -> Outcome:
@@ -392,3 +398,7 @@ class ClaimReconciler:
 
 async def _as_is(waiting: Awaitable[PodList | None]) -> PodList | None:
     return await waiting
+
+
+def _never(_pending: Pending) -> bool:
+    return False

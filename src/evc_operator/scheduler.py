@@ -24,6 +24,7 @@ from evc_operator.errors import describe
 from evc_operator.evc import EvcView, Key
 from evc_operator.freshness import PROOF_MAX_AGE, Freshness, Lister, PodList
 from evc_operator.limiter import DEFAULT_BOUNDS, AdaptiveLimit, Bounds, Measured
+from evc_operator.outbox import Outbox, Pending
 from evc_operator.reconcile import ClaimReconciler, Outcome
 from evc_operator.resources import API_VERSION, KIND
 from evc_operator.seams import ClaimApi, PodIndex
@@ -57,9 +58,10 @@ class Scheduler:
         # Claims reconciled at once: as many as the API server's latency allows.
         self.limit = AdaptiveLimit(bounds, report=metrics.RECONCILE_LIMIT.set)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.outbox = Outbox()  # Events that give way to claims waiting for a slot
         self.reconciler = ClaimReconciler(Measured(api, self.limit), index, self.freshness,
                                           settings, clock, self.logger_for, self.claims.remember,
-                                          waiting=self._unslotted)
+                                          waiting=self._unslotted, defer=self._defer)
 
     # --- what handlers call --------------------------------------------------------------
 
@@ -92,6 +94,8 @@ class Scheduler:
         if active:
             for key in self.claims:
                 self.poke(key)
+        else:
+            self._drop_events("another replica leads now")
         self.queue.wake()
 
     def namespace_synced(self, namespace: str) -> None:
@@ -174,12 +178,18 @@ class Scheduler:
                     self.limit.take()
                     self._spawn(self._work(key, added_at))
                 self.limit.backlogged = self.queue.pending() > 0
+                if not self.limit.waiting():  # the slots no claim waits for
+                    for pending in self.outbox.take(self.limit.free()):
+                        self.limit.take()
+                        self._spawn(self._post(pending))
+                metrics.EVENTS_WAITING.set(len(self.outbox))
                 await self.queue.wait(also=self._earliest(
                     self.proofs.earliest(), self.memory.when_quiet(self.queue.idle())))
         finally:
             for task in self._tasks:
                 task.cancel()
             self.freshness.close()
+            self._drop_events("the operator stops")
 
     def _earliest(self, proof: datetime.datetime | None,
                   release_in: float | None) -> datetime.datetime | None:
@@ -244,6 +254,29 @@ class Scheduler:
             self.limit.release()
             if not failed:
                 self.queue.done(key)
+
+    def _defer(self, pending: Pending) -> bool:
+        """Whether an Event waits in the outbox: only while claims wait for a slot (at the
+        loop's last turn, or in line to get theirs back)."""
+        if not self.limit.waiting():
+            return False
+        if not self.outbox.offer(pending):
+            return False
+        self.queue.wake()
+        return True
+
+    async def _post(self, pending: Pending) -> None:
+        try:
+            await self.reconciler.post(pending, self.logger_for_key(
+                (pending.namespace, pending.name)))
+        finally:
+            self.limit.release()
+            self.queue.wake()  # the next Event waiting may take the slot
+
+    def _drop_events(self, why: str) -> None:
+        dropped = self.outbox.drop()
+        if dropped:
+            log.warning("%d Events not posted: %s (the log has them).", dropped, why)
 
     async def _unslotted(self, waiting: Awaitable[PodList | None]) -> PodList | None:
         """Give the reconciliation's slot back while it waits for a fresh list: the claims

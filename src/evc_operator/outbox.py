@@ -1,0 +1,67 @@
+"""Events that wait while claims wait: an Event's POST gives way to a claim's reconciliation.
+
+A reconciliation writes the claim's status and posts its Events together, and holds its
+slot (limiter.py) until both are answered. While claims wait for slots (a backlog: the API
+server slow for a few seconds, a wave of users ending), every claim then also waited for
+the others' Events: half of the operator's requests as 10,000 users ended at 100 a second,
+and the claims' reaction waited for them at the tail (docs/benchmarks.md).
+
+So while claims wait for a slot, a reconciliation leaves its Events here and ends with its
+status write; the scheduler posts them, oldest first, with the slots no claim waits for.
+Status is what users, tools and the operator itself read; an Event posted a moment later
+loses nothing (it carries the moment it tells of, and the log has said it already). With
+no backlog nothing waits here: an Event goes out with its status write, as before.
+
+Bounded: beyond `CAPACITY` Events an Event is posted at once by its reconciliation again,
+so a long backlog cannot grow the operator's memory (an Event waiting here holds about
+300 bytes). Events still waiting when the operator stops, or stops leading, are not
+posted: the log has them. Pure: the scheduler hands out the slots.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+
+from evc_operator.status import Event
+
+CAPACITY = 1000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pending:
+    """An Event to post on a claim, as its reconciliation made it."""
+
+    namespace: str
+    name: str
+    uid: str
+    event: Event
+    at: datetime.datetime  # when it happened: the Event's own time, however late it goes
+
+
+class Outbox:
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        self.capacity = capacity
+        self._waiting: collections.deque[Pending] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def offer(self, pending: Pending) -> bool:
+        """Keep the Event to post later; False when full (then post it now)."""
+        if len(self._waiting) >= self.capacity:
+            return False
+        self._waiting.append(pending)
+        return True
+
+    def take(self, limit: int) -> list[Pending]:
+        """Up to `limit` Events to post now, oldest first."""
+        return [self._waiting.popleft() for _ in range(min(limit, len(self._waiting)))]
+
+    def drop(self) -> int:
+        """Forget every Event waiting (the operator stops, or another replica leads);
+        returns how many."""
+        dropped = len(self._waiting)
+        self._waiting.clear()
+        return dropped

@@ -1,0 +1,116 @@
+"""Events give way to claims waiting for a slot (outbox.py), and only then."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import Any
+
+import pytest
+
+from evc_operator import status
+from evc_operator.limiter import Bounds
+from evc_operator.outbox import Outbox, Pending
+from tests.unit import fakes
+from tests.unit.support import settle
+
+AT = datetime.datetime(2026, 12, 5, 12, 0, tzinfo=datetime.UTC)
+ONE_SLOT = Bounds(initial=1, minimum=1, maximum=1)
+
+
+def _pending(reason: str) -> Pending:
+    return Pending("jobs", "scratch", "evc-uid", status.Event("Normal", reason, "said"), AT)
+
+
+def _claim(name: str) -> dict[str, Any]:
+    body = fakes.evc_body()
+    body["metadata"].update(name=name, uid=f"uid-{name}")
+    return body
+
+
+def test_the_outbox_hands_out_the_oldest_first_and_holds_no_more_than_its_capacity() -> None:
+    outbox = Outbox(capacity=2)
+    assert outbox.offer(_pending("First"))
+    assert outbox.offer(_pending("Second"))
+    assert not outbox.offer(_pending("Third"))  # full: its reconciliation posts it
+    assert [pending.event.reason for pending in outbox.take(1)] == ["First"]
+    assert outbox.offer(_pending("Third"))
+    assert [pending.event.reason for pending in outbox.take(5)] == ["Second", "Third"]
+    assert outbox.take(5) == []
+    assert outbox.offer(_pending("Fourth"))
+    assert outbox.drop() == 1
+    assert len(outbox) == 0
+
+
+def _run(bounds: Bounds, claims: list[str], announcing: str,
+         monkeypatch: pytest.MonkeyPatch, capacity: int = 10) -> tuple[list[str], Any]:
+    """Claims reconciled by the scheduler's loop; `announcing`'s reconciliation announces
+    an Event. Returns what happened, in order (reconciliations, and Events posted)."""
+    fake = fakes.FakeApi(fresh_pods=[])
+    scheduler, _ = fakes.make(fake, [], bounds=bounds)
+    scheduler.outbox.capacity = capacity
+    fakes.drain(scheduler)
+    happened: list[str] = []
+    logger = logging.LoggerAdapter(logging.getLogger("test"))
+
+    async def reconcile(key: tuple[str, str]) -> None:
+        happened.append(f"reconcile {key[1]}")
+        if key[1] == announcing:
+            await scheduler.reconciler.announce(fakes.view_of(scheduler, key),
+                                                status.Event("Normal", "Idle", "said"), logger)
+        await asyncio.sleep(0)
+
+    real_post = scheduler.reconciler.post
+
+    async def post(pending: Pending, logger: Any) -> None:
+        happened.append(f"post {pending.event.reason} of {pending.name}")
+        await real_post(pending, logger)
+
+    monkeypatch.setattr(scheduler, "reconcile", reconcile)
+    monkeypatch.setattr(scheduler.reconciler, "post", post)
+    for name in claims:
+        scheduler.observe_evc(None, _claim(name))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(scheduler.run())
+        await settle()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    return happened, (scheduler, fake)
+
+
+def test_while_a_claim_waits_for_a_slot_an_event_waits_for_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    happened, (scheduler, fake) = _run(ONE_SLOT, ["first", "second"], "first", monkeypatch)
+    # Posted with its status write, the Event would have held the only slot while the
+    # second claim waited: now the second claim goes first, and the Event after.
+    assert happened == ["reconcile first", "reconcile second", "post Idle of first"]
+    assert fake.calls == ["event:Idle"]  # posted, once, with its own name
+    assert len(scheduler.outbox) == 0
+
+
+def test_with_no_claim_waiting_an_event_goes_out_with_its_reconciliation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    happened, (_, fake) = _run(ONE_SLOT, ["first"], "first", monkeypatch)
+    assert happened == ["reconcile first", "post Idle of first"]
+    assert fake.calls == ["event:Idle"]
+
+
+def test_a_full_outbox_has_the_reconciliation_post_its_event_itself(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    happened, _ = _run(ONE_SLOT, ["first", "second"], "first", monkeypatch, capacity=0)
+    assert happened == ["reconcile first", "post Idle of first", "reconcile second"]
+
+
+def test_events_waiting_are_dropped_when_another_replica_leads(
+        caplog: pytest.LogCaptureFixture) -> None:
+    scheduler, _ = fakes.make(fakes.FakeApi(fresh_pods=[]), [], bounds=ONE_SLOT)
+    scheduler.limit.backlogged = True  # claims wait: an Event announced now waits too
+    assert scheduler._defer(_pending("Idle"))
+    assert len(scheduler.outbox) == 1
+    scheduler.set_active(False)
+    assert len(scheduler.outbox) == 0
+    assert "1 Events not posted: another replica leads now" in caplog.text
