@@ -86,7 +86,7 @@ EVENTS_WAITING = Gauge(
 REACTION = Histogram(
     "evc_reaction_seconds", "From noticing a change (or a deadline) to having acted on it: "
     "status written, PVC created or claim deleted.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 5, 10, 30),
     registry=REGISTRY)
 DELETION_LATENESS = Histogram(
     "evc_deletion_lateness_seconds", "How long after its deadline a claim was deleted.",

@@ -6,8 +6,9 @@ server slow for a few seconds, a wave of users ending), every claim then also wa
 the others' Events: half of the operator's requests as 10,000 users ended at 100 a second,
 and the claims' reaction waited for them at the tail (docs/benchmarks.md).
 
-So while claims wait for a slot, a reconciliation leaves its Events here and ends with its
-status write; the scheduler posts them, oldest first, with the slots no claim waits for.
+So while claims wait for a slot, a reconciliation leaves its Normal Events here and ends
+with its status write; the scheduler posts them, oldest first, with the slots no claim
+waits for. Warnings (bad input, a refusal) are never left here: they go out at once.
 Status is what users, tools and the operator itself read; an Event posted a moment later
 loses nothing (it carries the moment it tells of, and the log has said it already). With
 no backlog nothing waits here: an Event goes out with its status write, as before.

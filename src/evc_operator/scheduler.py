@@ -256,9 +256,10 @@ class Scheduler:
                 self.queue.done(key)
 
     def _defer(self, pending: Pending) -> bool:
-        """Whether an Event waits in the outbox: only while claims wait for a slot (at the
-        loop's last turn, or in line to get theirs back)."""
-        if not self.limit.waiting():
+        """Whether an Event waits in the outbox: a Normal one, while claims wait for a slot
+        (at the loop's last turn, or in line to get theirs back). A Warning goes out at
+        once: it tells of bad input or a refusal, and a crash must not lose it."""
+        if pending.event.type == "Warning" or not self.limit.waiting():
             return False
         if not self.outbox.offer(pending):
             return False

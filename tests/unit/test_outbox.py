@@ -114,3 +114,12 @@ def test_events_waiting_are_dropped_when_another_replica_leads(
     scheduler.set_active(False)
     assert len(scheduler.outbox) == 0
     assert "1 Events not posted: another replica leads now" in caplog.text
+
+
+def test_a_warning_never_waits_in_the_outbox() -> None:
+    scheduler, _ = fakes.make(fakes.FakeApi(fresh_pods=[]), [], bounds=ONE_SLOT)
+    scheduler.limit.backlogged = True
+    warning = Pending("jobs", "scratch", "evc-uid",
+                      status.Event("Warning", "PvcConflict", "not ours"), AT)
+    assert not scheduler._defer(warning)  # its reconciliation posts it, at once
+    assert len(scheduler.outbox) == 0
