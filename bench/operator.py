@@ -108,6 +108,11 @@ class Operator:
                 values[base] = values.get(base, 0.0) + float(value)
         return values
 
+    def histogram(self, name: str) -> dict[float, float]:
+        """A histogram of its own /metrics (`buckets`)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            return buckets(r.read().decode(), name)
+
     def gauge(self, name: str) -> float | None:
         try:
             return self.metrics().get(name)
@@ -215,3 +220,15 @@ def footprint(before: Usage, after: Usage, start: float, end: float) -> dict[str
 
 def mib(size: int) -> float:
     return round(size / 2**20, 1)
+
+
+def buckets(text: str, name: str) -> dict[float, float]:
+    """A histogram's cumulative counts by upper bound (`le`) in a Prometheus text
+    exposition, summed over its other labels."""
+    counts: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            labels, value = line.rsplit(" ", 1)
+            bound = float(labels.split('le="', 1)[1].split('"', 1)[0])
+            counts[bound] = counts.get(bound, 0.0) + float(value)
+    return counts

@@ -55,3 +55,14 @@ def reaction(sent: dict[Key, float], idle: dict[Key, float], succeeded: dict[Key
             [idle[key] - complete[key] for key in sent if key in complete])
         result["reaction_ratio_job_floor_p99"] = _ratio(r99, stats.percentile(job_floor, 99))
     return result
+
+
+def own_share(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """The operator's own share of the reaction, from its `evc_reaction_seconds` read
+    before and after the users ended: from its noticing a change (a claim put in its work
+    queue) until it had acted (status written), slots waited for included; the pod's way
+    to the operator is not in it. Percentiles interpolated within the buckets."""
+    counts = {bound: count - before.get(bound, 0.0) for bound, count in after.items()}
+    return {"count": int(max(counts.values(), default=0)),
+            **{name: _ms(stats.bucket_percentile(counts, q))
+               for name, q in (("p50", 50), ("p90", 90), ("p99", 99))}}

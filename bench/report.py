@@ -51,6 +51,8 @@ ROWS: list[Row] = [
       for key, label in (("to_write", "user ended to status write"),
                          ("write_answered", "status write answered"),
                          ("seen_after_answer", "answer to harness"))),
+    ("reaction: operator's own, queued to written p50 / p99 (ms)",
+     _pair("reaction_operator_ms"), "", None),
     ("capacity, --steps (pods/s)", _get("capacity_per_second"), "", None),
     ("capacity / bare status patches/s", _capacity_share, ">= 0.5", _at_least(0.5)),
     ("Job floor p50 (ms), --jobs", _get("job_floor_ms", "p50"), "", None),

@@ -10,8 +10,8 @@ Steps (each timed, with progress on the terminal):
     the claim has two users);
  5. nothing changes for a while: idle footprint and API writes;
  6. the pods finish one by one at a steady rate, or in `steps` of rising pace:
-    reaction latency against the harness's own bare watch of pods (the floor; with
-    `jobs`, also its watch of the Jobs turning Complete), and the footprint under load;
+    reaction against the harness's own bare watch of pods (the floor; with `jobs`, also
+    its watch of the Jobs turning Complete), the operator's own share, and the footprint;
  7. the operator is killed and started again: time until every countdown resumed;
  8. the claims are deleted at their deadlines: lateness.
 The operator's API requests are read from the audit log, by its ServiceAccount.
@@ -233,10 +233,13 @@ class Run:
         else:
             self._background(jobs.run(api, await api.resource_version(JOBS)))
         busy_start, busy_usage = time.time(), operator.usage()
+        acted = operator.histogram("evc_reaction_seconds")  # the operator's own share
         pace = "/".join(f"{rate:g}" for rate in scale.steps) or f"{scale.rate:g}"
         await self._step(f"{scale.evcs} user pods finish, {pace}/s (claims Idle)",
                          lambda: self._finish_users(self.sent, claims))
         busy_end, busy_after = time.time(), operator.usage()
+        self.result["reaction_operator_ms"] = reaction.own_share(
+            acted, operator.histogram("evc_reaction_seconds"))
 
         self._reaction(self.sent, claims, jobs)
         self.result["reseals"] = reseals(claims.phases)
@@ -326,8 +329,7 @@ class Run:
 
     async def _start_jobs(self, started: datetime.datetime) -> None:
         """A Job for each claim; once the Job controller has made its pod, the pod runs.
-        Also measures how fast the Job controller makes pods (its client is rate-limited:
-        docs/benchmarks.md)."""
+        Also times the Job controller's making of pods (rate-limited: docs/benchmarks.md)."""
         self._background(self.pods.run(self.api, await self.api.resource_version(PODS)))
         begun = time.monotonic()
 
@@ -338,9 +340,8 @@ class Run:
         await until(lambda: len(self.pods.of_job), len(self.claims), "Job pods created",
                     limit=3600, check=self._check_operator)
         seconds = time.monotonic() - begun
-        self.result["job_pods_created"] = {
-            "seconds": round(seconds, 1),
-            "per_second": round(len(self.claims) / max(seconds, 1e-9), 1)}
+        self.result["job_pods_created"] = {"seconds": round(seconds, 1), "per_second": round(
+            len(self.claims) / max(seconds, 1e-9), 1)}
         for key in self.claims:
             self.user_pods[key] = self.pods.of_job[(key[0], user_name(key))]
         await self.api.each(self.claims, lambda key: self._run_pod(key, started))

@@ -25,7 +25,15 @@ from bench import (
 )
 from bench.__main__ import controller_args, parse
 from bench.observe import Key, reseals
-from bench.operator import TICKS, Usage, by_steps, rss_by_step, sockets, sockets_by_step
+from bench.operator import (
+    TICKS,
+    Usage,
+    buckets,
+    by_steps,
+    rss_by_step,
+    sockets,
+    sockets_by_step,
+)
 from evc_operator.seal import SPACING
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
@@ -494,3 +502,35 @@ def test_reseals_count_the_claims_in_use_within_the_seals_spacing_of_pending() -
     row = next(line for line in report.table({"reseals": reseals(phases)}).splitlines()
                if line.startswith("records confirmed (seal), per claim"))
     assert row.split()[-1] == "0.25"
+
+
+EXPOSITION = """# HELP evc_reaction_seconds From noticing a change to having acted on it.
+# TYPE evc_reaction_seconds histogram
+evc_reaction_seconds_bucket{le="0.1"} 50.0
+evc_reaction_seconds_bucket{le="1.0"} 90.0
+evc_reaction_seconds_bucket{le="2.0"} 100.0
+evc_reaction_seconds_bucket{le="+Inf"} 100.0
+evc_reaction_seconds_count 100.0
+evc_reaction_seconds_sum 41.0
+evc_reaction_seconds_created 1.7e9
+"""
+
+
+def test_the_operators_own_share_of_the_reaction_is_read_from_its_histogram() -> None:
+    before = {0.1: 10.0, 1.0: 10.0, 2.0: 10.0, float("inf"): 10.0}  # before the users ended
+    after = buckets(EXPOSITION, "evc_reaction_seconds")
+    assert after == {0.1: 50.0, 1.0: 90.0, 2.0: 100.0, float("inf"): 100.0}
+    own = reaction.own_share(before, after)
+    # 90 observations meanwhile: 40 within 0.1 s, 40 more within 1 s, 10 within 2 s.
+    assert own["count"] == 90
+    assert own["p50"] == pytest.approx(100 + 900 * (45 - 40) / 40)  # ms, in (0.1, 1]
+    assert own["p99"] == pytest.approx(1000 + 1000 * (89.1 - 80) / 10)  # in (1, 2]
+    row = next(line for line in report.table({"reaction_operator_ms": own}).splitlines()
+               if line.startswith("reaction: operator's own"))
+    assert f"{own['p50']} / {own['p99']}" in row
+
+
+def test_a_percentile_past_the_last_bound_is_that_bound_and_none_without_observations() -> None:
+    assert stats.bucket_percentile({1.0: 5.0, float("inf"): 10.0}, 99) == 1.0
+    assert stats.bucket_percentile({1.0: 0.0, float("inf"): 0.0}, 50) is None
+    assert stats.bucket_percentile({}, 50) is None
