@@ -264,6 +264,8 @@ def _forward(method: str, memo: kopf.Memo) -> Any:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     kopfmemory.uninstall()
+    if memo.get("scheduler") is not None:
+        await memo.scheduler.flush_events()
     for task in memo.get("tasks", []):
         task.cancel()
     await asyncio.gather(*memo.get("tasks", []), return_exceptions=True)

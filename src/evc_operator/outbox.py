@@ -15,8 +15,9 @@ no backlog nothing waits here: an Event goes out with its status write, as befor
 
 Bounded: beyond `CAPACITY` Events an Event is posted at once by its reconciliation again,
 so a long backlog cannot grow the operator's memory (an Event waiting here holds about
-300 bytes). Events still waiting when the operator stops, or stops leading, are not
-posted: the log has them. Pure: the scheduler hands out the slots.
+300 bytes). Events still waiting when the operator stops are posted on its way out, for
+up to 5 s (scheduler.FLUSH_SECONDS); if it is killed, or stops leading, they are not
+posted, and the log has them. Pure: the scheduler hands out the slots.
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 # How soon a claim whose users-only status write waits for its budget is decided again
 # after a pod change (an end of its last user is seen within this, and written at once).
 USERS_COALESCE = datetime.timedelta(seconds=2)
+# How long a stopping operator goes on posting the Events that waited (outbox.py).
+FLUSH_SECONDS = 5.0
 
 
 class Scheduler:
@@ -273,6 +275,26 @@ class Scheduler:
         finally:
             self.limit.release()
             self.queue.wake()  # the next Event waiting may take the slot
+
+    async def flush_events(self, seconds: float = FLUSH_SECONDS) -> None:
+        """The operator stops: post the Events still waiting, for at most `seconds`
+        (a leader only: one that lost the Lease dropped them already)."""
+        waiting = self.outbox.take(len(self.outbox)) if self.active else []
+        if not waiting:
+            return
+        slots = asyncio.Semaphore(max(1, int(self.limit.limit)))
+
+        async def post(pending: Pending) -> None:
+            async with slots:
+                await self.reconciler.post(pending, self.logger_for_key(
+                    (pending.namespace, pending.name)))
+        posts = [asyncio.ensure_future(post(pending)) for pending in waiting]
+        _, late = await asyncio.wait(posts, timeout=seconds)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("%d Events not posted: the operator stops (the log has them).",
+                        len(late))
 
     def _drop_events(self, why: str) -> None:
         dropped = self.outbox.drop()

@@ -123,3 +123,19 @@ def test_a_warning_never_waits_in_the_outbox() -> None:
                       status.Event("Warning", "PvcConflict", "not ours"), AT)
     assert not scheduler._defer(warning)  # its reconciliation posts it, at once
     assert len(scheduler.outbox) == 0
+
+
+def test_a_stopping_leader_posts_the_events_that_waited_and_a_follower_none() -> None:
+    fake = fakes.FakeApi(fresh_pods=[])
+    scheduler, _ = fakes.make(fake, [], bounds=ONE_SLOT)
+    scheduler.limit.backlogged = True
+    for reason in ("Idle", "Deleted"):
+        assert scheduler._defer(_pending(reason))
+    asyncio.run(scheduler.flush_events(seconds=5))
+    assert fake.calls == ["event:Idle", "event:Deleted"]
+    assert len(scheduler.outbox) == 0
+
+    scheduler.outbox.offer(_pending("Expiring"))
+    scheduler.active = False  # another replica leads: it is not this one's to post
+    asyncio.run(scheduler.flush_events(seconds=5))
+    assert fake.calls == ["event:Idle", "event:Deleted"]
