@@ -96,10 +96,15 @@ class Operator:
                      cpu=cpu_seconds(Path(f"/proc/{self.pid}/stat").read_text()),
                      sockets=sockets(self.pid))
 
+    def _scrape(self) -> str:
+        """The text of its own /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            text: str = r.read().decode()
+        return text
+
     def metrics(self) -> dict[str, float]:
         """Its own /metrics, unlabelled and summed over labels: {name: value}."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
-            text = r.read().decode()
+        text = self._scrape()
         values: dict[str, float] = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
@@ -110,8 +115,7 @@ class Operator:
 
     def histogram(self, name: str) -> dict[float, float]:
         """A histogram of its own /metrics (`buckets`)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
-            return buckets(r.read().decode(), name)
+        return buckets(self._scrape(), name)
 
     def gauge(self, name: str) -> float | None:
         try:

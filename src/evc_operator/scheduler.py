@@ -268,10 +268,13 @@ class Scheduler:
         self.queue.wake()
         return True
 
+    async def _post_now(self, pending: Pending) -> None:
+        await self.reconciler.post(pending, self.logger_for_key(
+            (pending.namespace, pending.name)))
+
     async def _post(self, pending: Pending) -> None:
         try:
-            await self.reconciler.post(pending, self.logger_for_key(
-                (pending.namespace, pending.name)))
+            await self._post_now(pending)
         finally:
             self.limit.release()
             self.queue.wake()  # the next Event waiting may take the slot
@@ -286,8 +289,7 @@ class Scheduler:
 
         async def post(pending: Pending) -> None:
             async with slots:
-                await self.reconciler.post(pending, self.logger_for_key(
-                    (pending.namespace, pending.name)))
+                await self._post_now(pending)
         posts = [asyncio.ensure_future(post(pending)) for pending in waiting]
         _, late = await asyncio.wait(posts, timeout=seconds)
         for task in late:
