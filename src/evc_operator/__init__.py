@@ -19,5 +19,6 @@ Applying them:
 - `leadership`: the Lease. `metrics`: Prometheus and readiness.
 - `access`: the permissions it needs, checked up front; Kopf's forbidden retries told once.
 - `countdowns`: the countdown log. `memory`: freed memory back to the system.
+  `collector`: Python's garbage collector, kept from stalling the loop.
 - `resources`: names of the API resources involved (the CRD lives in config/crd/).
 """

@@ -27,6 +27,7 @@ import kopf
 from evc_operator import (
     access,
     apihooks,
+    collector,
     kopfmemory,
     kube,
     memory,
@@ -116,6 +117,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     apihooks.set_error_hook(metrics.count_api_error)
     apihooks.set_request_hook(metrics.count_api_request)
     metrics.initialise(kube.OPERATIONS)
+    collector.install(metrics.observe_gc_pause)  # young objects die young: see there
     listening = _metrics_socket_or_exit(config, logger)
     # Deadlines are compared with the API server's clock, learnt from its responses.
     memo.clock = clock = ServerClock()
@@ -264,6 +266,7 @@ def _forward(method: str, memo: kopf.Memo) -> Any:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     kopfmemory.uninstall()
+    collector.uninstall()
     if memo.get("scheduler") is not None:
         await memo.scheduler.flush_events()
     for task in memo.get("tasks", []):

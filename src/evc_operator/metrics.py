@@ -91,6 +91,11 @@ REACTION = Histogram(
 DELETION_LATENESS = Histogram(
     "evc_deletion_lateness_seconds", "How long after its deadline a claim was deleted.",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=REGISTRY)
+GC_PAUSE = Histogram(
+    "evc_gc_pause_seconds", "How long each pass of Python's garbage collector stopped the "
+    "operator (and its event loop), by generation: 2 is a full pass.", ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=REGISTRY)
+GENERATIONS = ("0", "1", "2")
 
 
 # Each replica's own (its clock is its own): exported by standbys too, 0 until learnt.
@@ -113,11 +118,18 @@ def initialise(operations: Iterable[str]) -> None:
     for operation in operations:
         for status in KNOWN_FAILURES:
             API_ERRORS.labels(operation, status)
+    for generation in GENERATIONS:
+        GC_PAUSE.labels(generation)
 
 
 def count_api_error(operation: str, status: int) -> None:
     """The API layer's error hook (apihooks.set_error_hook)."""
     API_ERRORS.labels(operation, str(status)).inc()
+
+
+def observe_gc_pause(generation: int, seconds: float) -> None:
+    """The collector's pause hook (collector.install)."""
+    GC_PAUSE.labels(str(generation)).observe(seconds)
 
 
 def count_api_request(verb: str, resource: str, code: int) -> None:
