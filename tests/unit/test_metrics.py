@@ -81,7 +81,7 @@ def test_a_scrape_at_start_follows_prometheus_practice() -> None:
             "evc_deletions": "counter", "evc_dry_run_deletions": "counter",
             "evc_api_errors": "counter", "evc_api_requests": "counter",
             "evc_reconcile_failures": "counter", "evc_reconcile_limit": "gauge",
-            "evc_reaction_seconds": "histogram",
+            "evc_reaction_seconds": "histogram", "evc_gc_pause_seconds": "histogram",
             "evc_deletion_lateness_seconds": "histogram", "evc_claims": "gauge",
             "evc_claims_by_reason": "gauge", "evc_countdowns": "gauge",
             "evc_claims_overdue": "gauge", "evc_claims_tracked": "gauge",
@@ -106,6 +106,8 @@ def test_a_scrape_at_start_follows_prometheus_practice() -> None:
     assert values(families["evc_claims_by_reason"][1], "reason") == {
         str(reason): 0 for reason in Reason}
     assert "evc_deletion_timestamp_seconds" not in families  # per claim: off by default
+    assert {s.labels["generation"] for s in families["evc_gc_pause_seconds"][1]
+            if s.name == "evc_gc_pause_seconds_count"} == {"0", "1", "2"}
 
 
 def test_claims_are_counted_by_phase_and_reason() -> None:
