@@ -16,26 +16,48 @@ leave the count, so only what lives on, or is cyclic garbage, makes the next pas
 The cost is at most `YOUNG` objects of cyclic garbage held a while longer. The older
 thresholds stay CPython's.
 
-Every pass's pause is told to `observe(generation, seconds)` (the operator's metric
-`evc_gc_pause_seconds`).
+Every pass's pause is counted in `Pauses` (the operator's `evc_gc_pause_seconds`). A
+pass can begin at any allocation, in code that holds a lock; so counting it takes none
+(a Prometheus metric's own lock, held by a scrape that allocates, would never be
+released: the operator would hang).
 """
 
 from __future__ import annotations
 
+import bisect
 import gc
 import time
 from collections.abc import Callable
 from typing import Any
 
 YOUNG = 20_000  # net new objects that make a young pass (CPython: 700)
-
-Observe = Callable[[int, float], None]
+GENERATIONS = 3
+BOUNDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)  # seconds, upper bounds
 
 _installed: list[Callable[[str, dict[str, Any]], None]] = []
 
 
-def install(observe: Observe) -> None:
-    """Set the young threshold, and time every pass (again: the last `observe` only)."""
+class Pauses:
+    """Each generation's pauses as a histogram, counted without a lock."""
+
+    def __init__(self) -> None:
+        self._counts = [[0] * (len(BOUNDS) + 1) for _ in range(GENERATIONS)]  # +Inf last
+        self._sums = [0.0] * GENERATIONS
+
+    def observe(self, generation: int, seconds: float) -> None:
+        self._counts[generation][bisect.bisect_left(BOUNDS, seconds)] += 1
+        self._sums[generation] += seconds
+
+    def histogram(self, generation: int) -> tuple[list[tuple[str, int]], float]:
+        """Cumulative (upper bound, count) pairs, "+Inf" last, and the sum of pauses."""
+        counts = list(self._counts[generation])
+        bounds = [*(repr(bound) for bound in BOUNDS), "+Inf"]
+        cumulative = [sum(counts[:index + 1]) for index in range(len(counts))]
+        return list(zip(bounds, cumulative, strict=True)), self._sums[generation]
+
+
+def install(pauses: Pauses) -> None:
+    """Set the young threshold, and count every pass in `pauses` (again: those only)."""
     uninstall()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG, middle, oldest)
@@ -45,14 +67,14 @@ def install(observe: Observe) -> None:
         if phase == "start":
             began[0] = time.perf_counter()
         else:
-            observe(int(info["generation"]), time.perf_counter() - began[0])
+            pauses.observe(int(info["generation"]), time.perf_counter() - began[0])
 
     gc.callbacks.append(timed)
     _installed.append(timed)
 
 
 def uninstall() -> None:
-    """Stop timing passes (the thresholds stay)."""
+    """Stop counting passes (the thresholds stay)."""
     while _installed:
         callback = _installed.pop()
         if callback in gc.callbacks:

@@ -117,7 +117,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     apihooks.set_error_hook(metrics.count_api_error)
     apihooks.set_request_hook(metrics.count_api_request)
     metrics.initialise(kube.OPERATIONS)
-    collector.install(metrics.observe_gc_pause)  # young objects die young: see there
+    collector.install(metrics.GC_PAUSES)  # young objects die young: see there
     listening = _metrics_socket_or_exit(config, logger)
     # Deadlines are compared with the API server's clock, learnt from its responses.
     memo.clock = clock = ServerClock()

@@ -34,9 +34,10 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from evc_operator import collector
 from evc_operator.lifecycle import Countdown, Decision, Phase
 from evc_operator.status import Reason
 from evc_operator.timestamps import utcnow
@@ -91,11 +92,7 @@ REACTION = Histogram(
 DELETION_LATENESS = Histogram(
     "evc_deletion_lateness_seconds", "How long after its deadline a claim was deleted.",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=REGISTRY)
-GC_PAUSE = Histogram(
-    "evc_gc_pause_seconds", "How long each pass of Python's garbage collector stopped the "
-    "operator (and its event loop), by generation: 2 is a full pass.", ["generation"],
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=REGISTRY)
-GENERATIONS = ("0", "1", "2")
+GC_PAUSES = collector.Pauses()  # counted by the collector's hook, read when scraped
 
 
 # Each replica's own (its clock is its own): exported by standbys too, 0 until learnt.
@@ -118,18 +115,11 @@ def initialise(operations: Iterable[str]) -> None:
     for operation in operations:
         for status in KNOWN_FAILURES:
             API_ERRORS.labels(operation, status)
-    for generation in GENERATIONS:
-        GC_PAUSE.labels(generation)
 
 
 def count_api_error(operation: str, status: int) -> None:
     """The API layer's error hook (apihooks.set_error_hook)."""
     API_ERRORS.labels(operation, str(status)).inc()
-
-
-def observe_gc_pause(generation: int, seconds: float) -> None:
-    """The collector's pause hook (collector.install)."""
-    GC_PAUSE.labels(str(generation)).observe(seconds)
 
 
 def count_api_request(verb: str, resource: str, code: int) -> None:
@@ -149,6 +139,28 @@ class Observed(Protocol):
     def countdowns(self) -> Iterable[tuple[tuple[str, str], Decision]]: ...
 
     def ready(self) -> bool: ...
+
+
+class GcPausesCollector(Collector):
+    """`evc_gc_pause_seconds`: the garbage collector's pauses, by generation, read from
+    `collector.Pauses` when scraped (a Histogram's lock could be held by the scrape that
+    a pass interrupts)."""
+
+    def __init__(self, pauses: collector.Pauses) -> None:
+        self.pauses = pauses
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "evc_gc_pause_seconds", "How long each pass of Python's garbage collector "
+            "stopped the operator (and its event loop), by generation: 2 is a full pass.",
+            labels=["generation"])
+        for generation in range(collector.GENERATIONS):
+            buckets, total = self.pauses.histogram(generation)
+            family.add_metric([str(generation)], buckets, total)
+        yield family
+
+
+REGISTRY.register(GcPausesCollector(GC_PAUSES))
 
 
 class ClaimsCollector(Collector):
