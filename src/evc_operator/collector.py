@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 YOUNG = 20_000  # net new objects that make a young pass (CPython: 700)
 GENERATIONS = 3
 BOUNDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)  # seconds, upper bounds
+_BUCKETS = (*(repr(bound) for bound in BOUNDS), "+Inf")  # as Prometheus names them
 
 _installed: list[Callable[[str, dict[str, Any]], None]] = []
 
@@ -50,10 +52,8 @@ class Pauses:
 
     def histogram(self, generation: int) -> tuple[list[tuple[str, int]], float]:
         """Cumulative (upper bound, count) pairs, "+Inf" last, and the sum of pauses."""
-        counts = list(self._counts[generation])
-        bounds = [*(repr(bound) for bound in BOUNDS), "+Inf"]
-        cumulative = [sum(counts[:index + 1]) for index in range(len(counts))]
-        return list(zip(bounds, cumulative, strict=True)), self._sums[generation]
+        cumulative = itertools.accumulate(list(self._counts[generation]))
+        return list(zip(_BUCKETS, cumulative, strict=True)), self._sums[generation]
 
 
 def install(pauses: Pauses) -> None:
