@@ -13,11 +13,16 @@ Status is what users, tools and the operator itself read; an Event posted a mome
 loses nothing (it carries the moment it tells of, and the log has said it already). With
 no backlog nothing waits here: an Event goes out with its status write, as before.
 
-Bounded: beyond `CAPACITY` Events an Event is posted at once by its reconciliation again,
-so a long backlog cannot grow the operator's memory (an Event waiting here holds about
-300 bytes). Events still waiting when the operator stops are posted on its way out, for
-up to 5 s (scheduler.FLUSH_SECONDS); if it is killed, or stops leading, they are not
-posted, and the log has them. Pure: the scheduler hands out the slots.
+Bounded in time and in number. An Event does not wait for the whole backlog: once the
+oldest has waited `MAX_WAIT`, the next reconciliation that would leave one here posts the
+oldest instead, in its slot, and leaves its own at the end; so while claims keep waiting,
+Events go out in order about `MAX_WAIT` late (they waited as long as the backlog lasted,
+up to 40 s in a burst of 4,000 claims with room for them all: docs/benchmarks.md). And
+beyond `CAPACITY` Events an Event is posted at once by its reconciliation again, so a long
+backlog cannot grow the operator's memory (an Event waiting here holds about 300 bytes).
+Events still waiting when the operator stops are posted on its way out, for up to 5 s
+(scheduler.FLUSH_SECONDS); if it is killed, or stops leading, they are not posted, and
+the log has them. Pure: the scheduler hands out the slots.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import datetime
 from evc_operator.status import Event
 
 CAPACITY = 1000
+MAX_WAIT = datetime.timedelta(seconds=1)  # by the Events' own times (the server's clock)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,19 +49,27 @@ class Pending:
 
 
 class Outbox:
-    def __init__(self, capacity: int = CAPACITY) -> None:
+    def __init__(self, capacity: int = CAPACITY,
+                 max_wait: datetime.timedelta = MAX_WAIT) -> None:
         self.capacity = capacity
+        self.max_wait = max_wait
         self._waiting: collections.deque[Pending] = collections.deque()
 
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def offer(self, pending: Pending) -> bool:
-        """Keep the Event to post later; False when full (then post it now)."""
+    def offer(self, pending: Pending) -> Pending | None:
+        """Keep `pending` to post later; returns what to post now instead, if anything:
+        the oldest Event waiting, once it has waited `max_wait` by `pending`'s time
+        (`pending` takes a place at the end), or `pending` itself when there is no room."""
+        if self._waiting and pending.at - self._waiting[0].at >= self.max_wait:
+            oldest = self._waiting.popleft()
+            self._waiting.append(pending)
+            return oldest
         if len(self._waiting) >= self.capacity:
-            return False
+            return pending
         self._waiting.append(pending)
-        return True
+        return None
 
     def take(self, limit: int) -> list[Pending]:
         """Up to `limit` Events to post now, oldest first."""

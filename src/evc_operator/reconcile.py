@@ -73,7 +73,7 @@ class ClaimReconciler:
                  waiting: Callable[[Awaitable[PodList | None]],
                                    Awaitable[PodList | None]] | None = None,
                  budget: UsersBudget | None = None,
-                 defer: Callable[[Pending], bool] | None = None) -> None:
+                 defer: Callable[[Pending], Awaitable[bool]] | None = None) -> None:
         self.api = api
         self.index = index
         self.freshness = freshness
@@ -279,7 +279,7 @@ class ClaimReconciler:
         logger.log(level, "%s: %s", event.reason, event.message)
         if event.type == "Warning" or self.settings.lifecycle_events:
             pending = Pending(view.namespace, view.name, view.uid, event, self.clock())
-            if not self.defer(pending):
+            if not await self.defer(pending):
                 await self.post(pending, logger)
 
     async def post(self, pending: Pending, logger: Logger) -> None:
@@ -400,5 +400,5 @@ async def _as_is(waiting: Awaitable[PodList | None]) -> PodList | None:
     return await waiting
 
 
-def _never(_pending: Pending) -> bool:
+async def _never(_pending: Pending) -> bool:
     return False

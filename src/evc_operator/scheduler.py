@@ -257,15 +257,19 @@ class Scheduler:
             if not failed:
                 self.queue.done(key)
 
-    def _defer(self, pending: Pending) -> bool:
+    async def _defer(self, pending: Pending) -> bool:
         """Whether an Event waits in the outbox: a Normal one, while claims wait for a slot
         (at the loop's last turn, or in line to get theirs back). A Warning goes out at
-        once: it tells of bad input or a refusal, and a crash must not lose it."""
+        once: it tells of bad input or a refusal, and a crash must not lose it. When the
+        oldest waiting is overdue, this reconciliation posts it in its place."""
         if pending.event.type == "Warning" or not self.limit.waiting():
             return False
-        if not self.outbox.offer(pending):
-            return False
+        instead = self.outbox.offer(pending)
+        if instead is pending:
+            return False  # no room: its reconciliation posts it
         self.queue.wake()
+        if instead is not None:
+            await self._post_now(instead)
         return True
 
     async def _post_now(self, pending: Pending) -> None:

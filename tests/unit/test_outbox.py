@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from evc_operator import status
+from evc_operator import outbox, status
 from evc_operator.limiter import Bounds
 from evc_operator.outbox import Outbox, Pending
 from tests.unit import fakes
@@ -19,8 +19,10 @@ AT = datetime.datetime(2026, 12, 5, 12, 0, tzinfo=datetime.UTC)
 ONE_SLOT = Bounds(initial=1, minimum=1, maximum=1)
 
 
-def _pending(reason: str) -> Pending:
-    return Pending("jobs", "scratch", "evc-uid", status.Event("Normal", reason, "said"), AT)
+def _pending(reason: str, after: float = 0.0) -> Pending:
+    """An Event announced `after` seconds past AT."""
+    return Pending("jobs", "scratch", "evc-uid", status.Event("Normal", reason, "said"),
+                   AT + datetime.timedelta(seconds=after))
 
 
 def _claim(name: str) -> dict[str, Any]:
@@ -29,18 +31,39 @@ def _claim(name: str) -> dict[str, Any]:
     return body
 
 
+def _reasons(pendings: list[Pending]) -> list[str]:
+    return [pending.event.reason for pending in pendings]
+
+
 def test_the_outbox_hands_out_the_oldest_first_and_holds_no_more_than_its_capacity() -> None:
     outbox = Outbox(capacity=2)
-    assert outbox.offer(_pending("First"))
-    assert outbox.offer(_pending("Second"))
-    assert not outbox.offer(_pending("Third"))  # full: its reconciliation posts it
-    assert [pending.event.reason for pending in outbox.take(1)] == ["First"]
-    assert outbox.offer(_pending("Third"))
-    assert [pending.event.reason for pending in outbox.take(5)] == ["Second", "Third"]
+    assert outbox.offer(_pending("First")) is None
+    assert outbox.offer(_pending("Second")) is None
+    third = _pending("Third")
+    assert outbox.offer(third) is third  # full: its reconciliation posts it
+    assert _reasons(outbox.take(1)) == ["First"]
+    assert outbox.offer(third) is None
+    assert _reasons(outbox.take(5)) == ["Second", "Third"]
     assert outbox.take(5) == []
-    assert outbox.offer(_pending("Fourth"))
+    assert outbox.offer(_pending("Fourth")) is None
     assert outbox.drop() == 1
     assert len(outbox) == 0
+
+
+def test_an_event_that_waited_max_wait_is_handed_out_by_the_next_one_offered() -> None:
+    box = Outbox(capacity=4, max_wait=datetime.timedelta(seconds=1))
+    assert box.offer(_pending("First")) is None
+    assert box.offer(_pending("Second", after=0.5)) is None
+    assert box.offer(_pending("Third", after=0.99)) is None  # the oldest not overdue yet
+    # A second after the first: the first goes out now, the new one takes a place at the
+    # end (even in a full outbox), and the order stays that of the Events.
+    overdue = box.offer(_pending("Fourth", after=1.0))
+    assert overdue is not None
+    assert overdue.event.reason == "First"
+    assert box.offer(_pending("Fifth", after=1.2)) is None  # Second waited 0.7 s only
+    sixth = _pending("Sixth", after=1.3)
+    assert box.offer(sixth) is sixth  # full, and none overdue: posted at once
+    assert _reasons(box.take(5)) == ["Second", "Third", "Fourth", "Fifth"]
 
 
 def _run(bounds: Bounds, claims: list[str], announcing: str,
@@ -109,7 +132,7 @@ def test_events_waiting_are_dropped_when_another_replica_leads(
         caplog: pytest.LogCaptureFixture) -> None:
     scheduler, _ = fakes.make(fakes.FakeApi(fresh_pods=[]), [], bounds=ONE_SLOT)
     scheduler.limit.backlogged = True  # claims wait: an Event announced now waits too
-    assert scheduler._defer(_pending("Idle"))
+    assert asyncio.run(scheduler._defer(_pending("Idle")))
     assert len(scheduler.outbox) == 1
     scheduler.set_active(False)
     assert len(scheduler.outbox) == 0
@@ -121,7 +144,7 @@ def test_a_warning_never_waits_in_the_outbox() -> None:
     scheduler.limit.backlogged = True
     warning = Pending("jobs", "scratch", "evc-uid",
                       status.Event("Warning", "PvcConflict", "not ours"), AT)
-    assert not scheduler._defer(warning)  # its reconciliation posts it, at once
+    assert not asyncio.run(scheduler._defer(warning))  # its reconciliation posts it, at once
     assert len(scheduler.outbox) == 0
 
 
@@ -130,7 +153,7 @@ def test_a_stopping_leader_posts_the_events_that_waited_and_a_follower_none() ->
     scheduler, _ = fakes.make(fake, [], bounds=ONE_SLOT)
     scheduler.limit.backlogged = True
     for reason in ("Idle", "Deleted"):
-        assert scheduler._defer(_pending(reason))
+        assert asyncio.run(scheduler._defer(_pending(reason)))
     asyncio.run(scheduler.flush_events(seconds=5))
     assert fake.calls == ["event:Idle", "event:Deleted"]
     assert len(scheduler.outbox) == 0
@@ -139,3 +162,18 @@ def test_a_stopping_leader_posts_the_events_that_waited_and_a_follower_none() ->
     scheduler.active = False  # another replica leads: it is not this one's to post
     asyncio.run(scheduler.flush_events(seconds=5))
     assert fake.calls == ["event:Idle", "event:Deleted"]
+
+
+def test_while_claims_keep_waiting_an_overdue_event_is_posted_in_the_place_of_a_new_one(
+) -> None:
+    fake = fakes.FakeApi(fresh_pods=[])
+    scheduler, _ = fakes.make(fake, [], bounds=ONE_SLOT)
+    scheduler.limit.backlogged = True  # claims wait, and go on waiting
+    assert asyncio.run(scheduler._defer(_pending("Expiring")))
+    assert asyncio.run(scheduler._defer(_pending("InUse", after=0.5)))
+    assert fake.calls == []  # nothing overdue yet: both wait
+    # The outbox's oldest has waited its MAX_WAIT: the reconciliation that leaves the next
+    # Event posts that one, and the order of the Events is kept.
+    assert asyncio.run(scheduler._defer(_pending("Idle", after=outbox.MAX_WAIT.total_seconds())))
+    assert fake.calls == ["event:Expiring"]
+    assert _reasons(scheduler.outbox.take(5)) == ["InUse", "Idle"]
