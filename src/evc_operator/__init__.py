@@ -11,6 +11,7 @@ Applying them:
 - `scheduler`: drives work queue -> per-claim reconcile -> outcome.
 - `workqueue`: dedupe, delays, retries with backoff, forgetting a key.
 - `reconcile`: one claim: read its facts, decide, apply, return an outcome.
+- `pvcsync`: a claim's PVC made to match it (never one not the operator's).
 - `freshness`: when a view of a namespace's pods may be deleted on.
 - `tracked`: one record per tracked claim. `seams`: what a reconcile needs, as Protocols.
 - `informer`: the pods and PVCs of the namespaces with claims (list + watch).

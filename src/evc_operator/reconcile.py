@@ -1,6 +1,6 @@
 """One claim, one reconciliation: read its facts, ask the pure core, apply the answer.
 
-`ClaimReconciler.reconcile` makes the PVC match the EVC (claims.py), decides the claim's
+`ClaimReconciler.reconcile` makes the PVC match the EVC (pvcsync.py), decides the claim's
 phase and deadline (lifecycle.py), writes status and Events (status.py) or deletes the
 claim, and returns an `Outcome`: when to look again, the countdown that runs, or that the
 claim is gone. It keeps no schedule: the scheduler applies outcomes to its work queue.
@@ -18,32 +18,14 @@ from typing import Any
 
 from evc_operator import confirm, lifecycle, metrics, seal, status
 from evc_operator.budget import UsersBudget
-from evc_operator.claims import (
-    PvcStep,
-    PvcView,
-    desired_pvc,
-    not_as_asked,
-    plan_pvc,
-    pvc_view,
-    update_attempt,
-)
-from evc_operator.errors import (
-    ApiException,
-    Conflict,
-    Forbidden,
-    Invalid,
-    NotFound,
-    describe,
-    error_message,
-    refusal,
-)
+from evc_operator.errors import Conflict, NotFound, describe
 from evc_operator.evc import EvcView
 from evc_operator.freshness import Freshness, PodList
 from evc_operator.lifecycle import Action
 from evc_operator.outbox import Pending
+from evc_operator.pvcsync import PvcSync
 from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.settings import Settings
-from evc_operator.status import PvcOutcome, pvc_ready
 from evc_operator.tracked import TrackedClaim
 from evc_operator.users import PodView, users_of
 from evc_operator.workqueue import backoff
@@ -76,6 +58,7 @@ class ClaimReconciler:
                  defer: Callable[[Pending], Awaitable[bool]] | None = None) -> None:
         self.api = api
         self.index = index
+        self.pvcs = PvcSync(api, index)
         self.freshness = freshness
         self.settings = settings
         self.clock = clock
@@ -96,7 +79,7 @@ class ClaimReconciler:
         logger = self.logger_for(view)
         previous = view.status
         had_pvc = self._has_own_pvc(view)
-        pvc_condition, events = await self._sync_pvc(claim, view, previous, logger)
+        pvc_condition, events = await self.pvcs.sync(claim, view, previous, logger)
 
         now = self.clock()
         trusted = self._trusted(claim, view, had_pvc, now)
@@ -310,90 +293,6 @@ class ClaimReconciler:
             decision, expiry_period=view.claim.expiry_period,
             grace_period=view.claim.grace_period, dry_run=False), logger)
         return Outcome(gone=True)
-
-    async def _sync_pvc(self, claim: TrackedClaim, view: EvcView,
-                        previous: Mapping[str, Any], logger: Logger,
-                        ) -> tuple[status.Condition, list[status.Event]]:
-        """Make the PVC match the EVC, if it is ours; say how it stands."""
-        if view.size_invalid:
-            return pvc_ready(PvcOutcome.INVALID_SPEC, view.name, previous)
-        if view.labels_too_large:  # not kept: the PVC cannot be made to match
-            return pvc_ready(PvcOutcome.LABELS_TOO_LARGE, view.name, previous,
-                             detail=str(view.labels_too_large))
-        body = view.body
-        observed = self.index.pvc(view.key)
-        plan = plan_pvc(body, observed)
-        if plan.step is PvcStep.CREATE:
-            try:
-                created = await self.api.create_pvc(desired_pvc(body))
-            except Conflict:
-                # Our index had not seen it yet: read it, and never touch it if not ours.
-                existing = await self.api.read_pvc(view.namespace, view.name)
-                observed = pvc_view(existing) if existing else None
-                plan = plan_pvc(body, observed)
-                if plan.step is PvcStep.CREATE:
-                    raise  # there a moment ago and gone again: retry later
-            except ApiException as error:
-                # Refused (quota, an admission policy or webhook, a LimitRange, invalid):
-                # said in the status, retried with backoff; the countdown runs meanwhile.
-                claim.refusals += 1
-                logger.debug("Creating PersistentVolumeClaim %s refused (%s).", view.name,
-                             describe(error))
-                return pvc_ready(PvcOutcome.REFUSED, view.name, previous,
-                                 detail=refusal(error))
-            else:
-                claim.refusals = 0
-                condition, events = pvc_ready(PvcOutcome.CREATED, view.name, previous,
-                                              size=str(body["spec"]["size"]))
-                return self._as_asked(body, pvc_view(created), previous, condition, events)
-        claim.refusals = 0
-        if plan.step is PvcStep.CONFLICT:
-            return pvc_ready(PvcOutcome.CONFLICT, view.name, previous, detail=plan.message)
-        if plan.step is PvcStep.WAIT:
-            return pvc_ready(PvcOutcome.DELETING, view.name, previous)
-        resized_from, size = None, ""
-        if plan.step is PvcStep.PATCH and observed is not None:
-            # Labels and size go in two patches: a resize the StorageClass refuses must
-            # not hold the labels back. Each, refused for good (e.g. a StorageClass that
-            # cannot expand volumes), is said once and not tried again until the EVC or
-            # the PVC changes; conflicts (it changed meanwhile) and outages are retried.
-            attempt = update_attempt(body, view.generation, observed)
-            version = observed.resource_version
-            for part in ("metadata", "spec"):
-                if part not in plan.patch:
-                    continue
-                if claim.rejected == (part, *attempt):
-                    return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
-                                     phase=observed.phase)
-                try:
-                    version = await self.api.patch_pvc(view.namespace, view.name,
-                                                       observed.uid, version,
-                                                       {part: plan.patch[part]})
-                except (Forbidden, Invalid) as error:
-                    claim.rejected = (part, *attempt)
-                    return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
-                                     detail=error_message(error), phase=observed.phase)
-                if part == "metadata":
-                    logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
-            if "spec" in plan.patch:
-                size = plan.patch["spec"]["resources"]["requests"]["storage"]
-                resized_from = observed.storage
-        condition, events = pvc_ready(PvcOutcome.IN_PLACE, view.name, previous, size=size,
-                                      resized_from=resized_from,
-                                      phase=observed.phase if observed is not None else "Pending")
-        return self._as_asked(body, observed, previous, condition, events)
-
-    @staticmethod
-    def _as_asked(body: Mapping[str, Any], observed: PvcView | None,
-                  previous: Mapping[str, Any], condition: status.Condition,
-                  events: list[status.Event]) -> tuple[status.Condition, list[status.Event]]:
-        """The condition, unless the PVC lacks a field the claim asked for: then that."""
-        missing = not_as_asked(body, observed) if observed is not None else []
-        if not missing:
-            return condition, events
-        mismatch, warnings = pvc_ready(PvcOutcome.NOT_AS_ASKED, body["metadata"]["name"],
-                                       previous, detail="; ".join(missing))
-        return mismatch, events + warnings
 
 
 async def _as_is(waiting: Awaitable[PodList | None]) -> PodList | None:

@@ -1,0 +1,132 @@
+"""A claim's PVC made to match the EVC: created, or its labels and size patched; never one
+that is not the operator's.
+
+`PvcSync.sync` acts on the plan of `claims.plan_pvc` (pure: create, patch, wait for a PVC
+being deleted, or a conflict with a PVC of someone else's) and says how the PVC stands: the
+`PvcReady` condition and its Events (status.pvc_ready). A refusal (quota, an admission
+policy or webhook, a LimitRange, invalid) is said in the status and counted on the claim
+(`refusals`) for the reconciliation's backoff; a patch refused for good is said once and
+not tried again until the EVC or the PVC changes (`rejected`). A PVC created or patched
+that lacks a field the claim asked for (a webhook that changed it) is said too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from evc_operator import status
+from evc_operator.claims import (
+    PvcStep,
+    PvcView,
+    desired_pvc,
+    not_as_asked,
+    plan_pvc,
+    pvc_view,
+    update_attempt,
+)
+from evc_operator.errors import (
+    ApiException,
+    Conflict,
+    Forbidden,
+    Invalid,
+    describe,
+    error_message,
+    refusal,
+)
+from evc_operator.evc import EvcView
+from evc_operator.seams import ClaimApi, PodIndex
+from evc_operator.status import PvcOutcome, pvc_ready
+from evc_operator.tracked import TrackedClaim
+
+Logger = logging.LoggerAdapter[Any]
+
+
+class PvcSync:
+    def __init__(self, api: ClaimApi, index: PodIndex) -> None:
+        self.api = api
+        self.index = index
+
+    async def sync(self, claim: TrackedClaim, view: EvcView, previous: Mapping[str, Any],
+                   logger: Logger) -> tuple[status.Condition, list[status.Event]]:
+        """Make the PVC match the EVC, if it is ours; say how it stands."""
+        if view.size_invalid:
+            return pvc_ready(PvcOutcome.INVALID_SPEC, view.name, previous)
+        if view.labels_too_large:  # not kept: the PVC cannot be made to match
+            return pvc_ready(PvcOutcome.LABELS_TOO_LARGE, view.name, previous,
+                             detail=str(view.labels_too_large))
+        body = view.body
+        observed = self.index.pvc(view.key)
+        plan = plan_pvc(body, observed)
+        if plan.step is PvcStep.CREATE:
+            try:
+                created = await self.api.create_pvc(desired_pvc(body))
+            except Conflict:
+                # Our index had not seen it yet: read it, and never touch it if not ours.
+                existing = await self.api.read_pvc(view.namespace, view.name)
+                observed = pvc_view(existing) if existing else None
+                plan = plan_pvc(body, observed)
+                if plan.step is PvcStep.CREATE:
+                    raise  # there a moment ago and gone again: retry later
+            except ApiException as error:
+                # Refused (quota, an admission policy or webhook, a LimitRange, invalid):
+                # said in the status, retried with backoff; the countdown runs meanwhile.
+                claim.refusals += 1
+                logger.debug("Creating PersistentVolumeClaim %s refused (%s).", view.name,
+                             describe(error))
+                return pvc_ready(PvcOutcome.REFUSED, view.name, previous,
+                                 detail=refusal(error))
+            else:
+                claim.refusals = 0
+                condition, events = pvc_ready(PvcOutcome.CREATED, view.name, previous,
+                                              size=str(body["spec"]["size"]))
+                return _as_asked(body, pvc_view(created), previous, condition, events)
+        claim.refusals = 0
+        if plan.step is PvcStep.CONFLICT:
+            return pvc_ready(PvcOutcome.CONFLICT, view.name, previous, detail=plan.message)
+        if plan.step is PvcStep.WAIT:
+            return pvc_ready(PvcOutcome.DELETING, view.name, previous)
+        resized_from, size = None, ""
+        if plan.step is PvcStep.PATCH and observed is not None:
+            # Labels and size go in two patches: a resize the StorageClass refuses must
+            # not hold the labels back. Each, refused for good (e.g. a StorageClass that
+            # cannot expand volumes), is said once and not tried again until the EVC or
+            # the PVC changes; conflicts (it changed meanwhile) and outages are retried.
+            attempt = update_attempt(body, view.generation, observed)
+            version = observed.resource_version
+            for part in ("metadata", "spec"):
+                if part not in plan.patch:
+                    continue
+                if claim.rejected == (part, *attempt):
+                    return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
+                                     phase=observed.phase)
+                try:
+                    version = await self.api.patch_pvc(view.namespace, view.name,
+                                                       observed.uid, version,
+                                                       {part: plan.patch[part]})
+                except (Forbidden, Invalid) as error:
+                    claim.rejected = (part, *attempt)
+                    return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
+                                     detail=error_message(error), phase=observed.phase)
+                if part == "metadata":
+                    logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
+            if "spec" in plan.patch:
+                size = plan.patch["spec"]["resources"]["requests"]["storage"]
+                resized_from = observed.storage
+        condition, events = pvc_ready(PvcOutcome.IN_PLACE, view.name, previous, size=size,
+                                      resized_from=resized_from,
+                                      phase=observed.phase if observed is not None else "Pending")
+        return _as_asked(body, observed, previous, condition, events)
+
+
+def _as_asked(body: Mapping[str, Any], observed: PvcView | None,
+              previous: Mapping[str, Any], condition: status.Condition,
+              events: list[status.Event]) -> tuple[status.Condition, list[status.Event]]:
+    """The condition, unless the PVC lacks a field the claim asked for: then that."""
+    missing = not_as_asked(body, observed) if observed is not None else []
+    if not missing:
+        return condition, events
+    mismatch, warnings = pvc_ready(PvcOutcome.NOT_AS_ASKED, body["metadata"]["name"],
+                                   previous, detail="; ".join(missing))
+    return mismatch, events + warnings
