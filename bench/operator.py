@@ -117,6 +117,21 @@ class Operator:
         """A histogram of its own /metrics (`buckets`)."""
         return buckets(self._scrape(), name)
 
+    def requests_to(self, resource: str) -> float:
+        """Its requests to `resource` so far, every verb and answer (evc_api_requests)."""
+        return requests_to(self._scrape(), resource)
+
+    async def events_posted(self, seconds: float = 30.0) -> None:
+        """Until it has posted its Events (none waiting, none more for a second), for at
+        most `seconds`: a window of writes per claim then holds every claim's Events."""
+        posted = -1.0
+        for _ in range(int(seconds)):
+            waiting, now = self.gauge("evc_events_waiting"), self.requests_to("events")
+            if waiting == 0 and now == posted:
+                return
+            posted = now
+            await asyncio.sleep(1)
+
     def gauge(self, name: str) -> float | None:
         try:
             return self.metrics().get(name)
@@ -236,3 +251,10 @@ def buckets(text: str, name: str) -> dict[float, float]:
             bound = float(labels.split('le="', 1)[1].split('"', 1)[0])
             counts[bound] = counts.get(bound, 0.0) + float(value)
     return counts
+
+
+def requests_to(text: str, resource: str) -> float:
+    """The `evc_api_requests` counted for `resource` in a Prometheus text exposition."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("evc_api_requests_total{")
+               and f'resource="{resource}"' in line)

@@ -281,6 +281,7 @@ class Run:
         self.result["deletion_lateness_ms"] = summary_ms(lateness)
         wrong = [key for key in self.claims if "Idle" not in claims.phases.get(key, {})]
         self.result["deleted_before_idle"] = len(wrong)
+        await restarted.events_posted()  # the last deletions' Events come just after them
         ended = time.time()
         if scale.account_memory:  # the restarted operator's, where its peak is
             self.result["memory_account_deleted"] = {

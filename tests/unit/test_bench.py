@@ -30,6 +30,7 @@ from bench.operator import (
     Usage,
     buckets,
     by_steps,
+    requests_to,
     rss_by_step,
     sockets,
     sockets_by_step,
@@ -534,3 +535,14 @@ def test_a_percentile_past_the_last_bound_is_that_bound_and_none_without_observa
     assert stats.bucket_percentile({1.0: 5.0, float("inf"): 10.0}, 99) == 1.0
     assert stats.bucket_percentile({1.0: 0.0, float("inf"): 0.0}, 50) is None
     assert stats.bucket_percentile({}, 50) is None
+
+
+def test_the_operators_requests_to_a_resource_are_summed_over_verbs_and_answers() -> None:
+    text = ('# TYPE evc_api_requests_total counter\n'
+            'evc_api_requests_total{code="201",resource="events",verb="POST"} 7.0\n'
+            'evc_api_requests_total{code="500",resource="events",verb="POST"} 1.0\n'
+            'evc_api_requests_total{code="201",resource="persistentvolumeclaims",verb="POST"} 3.0\n'
+            'evc_api_requests_created{code="201",resource="events",verb="POST"} 1.7e9\n')
+    assert requests_to(text, "events") == 8.0
+    assert requests_to(text, "persistentvolumeclaims") == 3.0
+    assert requests_to(text, "pods") == 0.0
