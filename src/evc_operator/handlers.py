@@ -2,7 +2,8 @@
 
 No handler here writes Kopf's own bookkeeping to objects: EVCs are handled
 level-based with `on.event` (no diff-base or progress annotations, no
-finalizer). Pods and PVCs are not Kopf's: the operator's own informers
+finalizer), and their events go from Kopf's watch stream straight to
+`claim_event` (kopffeed.py). Pods and PVCs are not Kopf's: the operator's own informers
 (`informer.py`) watch them in the namespaces that hold claims, and never patch
 them. All decisions are made by the per-claim reconcile, through the pure modules.
 """
@@ -28,6 +29,7 @@ from evc_operator import (
     access,
     apihooks,
     collector,
+    kopffeed,
     kopfmemory,
     kube,
     memory,
@@ -40,7 +42,7 @@ from evc_operator.errors import ApiException, describe
 from evc_operator.freshness import prove_current
 from evc_operator.informer import KubeSource, Watched
 from evc_operator.leadership import Leadership, LeaseSettings
-from evc_operator.resources import API_VERSION, CRD, CRD_NAME, EVC, PLURAL
+from evc_operator.resources import API_VERSION, CRD, CRD_NAME, EVC, GROUP, PLURAL
 from evc_operator.scheduler import Scheduler
 from evc_operator.seams import KubeClaimApi
 from evc_operator.servertime import ServerClock, SkewWatch
@@ -114,6 +116,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     # at 0.5 s (docs/benchmarks.md).
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     kopfmemory.install(kopf.get_default_registry())  # nothing kept per claim: see there
+    kopffeed.install(GROUP, PLURAL, functools.partial(claim_event, memo))  # see there
     apihooks.set_error_hook(metrics.count_api_error)
     apihooks.set_request_hook(metrics.count_api_request)
     metrics.initialise(kube.OPERATIONS)
@@ -265,6 +268,7 @@ def _forward(method: str, memo: kopf.Memo) -> Any:
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    kopffeed.uninstall()
     kopfmemory.uninstall()
     collector.uninstall()
     if memo.get("scheduler") is not None:
@@ -309,7 +313,14 @@ async def crd_event(type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Lo
 
 @kopf.on.event(*EVC)
 async def evc_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    namespace = body.metadata.namespace or ""
+    """Kopf's way in for claims' events, where the direct one is not installed
+    (kopffeed.py): it registers the claims' watch with Kopf all the same."""
+    claim_event(memo, type, body)
+
+
+def claim_event(memo: kopf.Memo, type: str | None, body: Mapping[str, Any]) -> None:
+    """One event of a claim (type None: listed), straight from the watch (kopffeed.py)."""
+    namespace = body["metadata"].get("namespace") or ""
     if type != "DELETED":
         memo.access.check(access.NAMESPACED, namespace)
         memo.watched.ensure(namespace)

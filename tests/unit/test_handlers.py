@@ -9,9 +9,10 @@ from typing import Any, cast
 
 import kopf
 import pytest
+from kopf._core.reactor import queueing
 from kopf._core.reactor.inventory import ResourceMemories
 
-from evc_operator import access, handlers, kube
+from evc_operator import access, handlers, kopffeed, kube
 from evc_operator.auth import Credentials, Static
 from evc_operator.settings import Settings
 from tests.unit.fakes import FakeApi, evc_body, make
@@ -40,16 +41,19 @@ def test_start_pages_kopfs_initial_lists_and_lets_idle_workers_go(
     memo = kopf.Memo()
 
     kept: list[int] = []
+    fed_directly: list[bool] = []
 
     async def scenario() -> None:
         # Kopf's decorators type handlers as Kopf calls them, with every keyword.
         start: Any = handlers.start
         stop: Any = handlers.stop
         await start(settings=settings, memo=memo, logger=logging.getLogger("test"))
+        fed_directly.append(queueing.watcher is not kopffeed._KOPFS)
         memories = ResourceMemories()
         await memories.recall(cast(Any, evc_body()))
         kept.append(len(list(memories.iter_all_memories())))
         await stop(memo=memo)
+        fed_directly.append(queueing.watcher is not kopffeed._KOPFS)
         await memories.recall(cast(Any, evc_body()))
         kept.append(len(list(memories.iter_all_memories())))
 
@@ -58,6 +62,7 @@ def test_start_pages_kopfs_initial_lists_and_lets_idle_workers_go(
     assert settings.watching.initial_streaming  # claims listed as a stream: no pages
     assert settings.queueing.idle_timeout == handlers.WORKER_IDLE_SECONDS < 5.0
     assert kept == [0, 1]  # Kopf keeps no memory per claim while running (kopfmemory.py)
+    assert fed_directly == [True, False]  # claims' events skip Kopf's workers (kopffeed.py)
     # Pods and PVCs are read by the operator's own informers, never through Kopf.
     assert [handler for handler in kopf.get_default_registry()._indexing.get_all_handlers()
             ] == []

@@ -1,0 +1,86 @@
+"""Claims' watch events straight to the operator, not through Kopf's per-object machinery.
+
+Kopf still decides which namespaces are served (`--namespace`, its globs,
+`--all-namespaces`), lists the claims (as a stream where the API server serves one: no
+exit on 410 Gone), watches them, and starts again after a broken watch: its
+`watching.infinite_watch`, unchanged, with its requests traced for readiness (served.py).
+What Kopf does next with each event, the operator does not need: a worker task and a queue
+per object, a batching window, the object's memory, a diff-base built from a deep copy of
+the object, causes detected, and the handler called with a dozen keyword arguments; for
+every event of every claim, the echoes of the operator's own status writes among them.
+The operator's one handler of claims is `on.event` (handlers.py): level-based, no state,
+no retries, no patch. So each raw event of the claims' resource is handed to one function
+(`Feed`), in the order of the watch stream; the events of every other resource (the CRD,
+namespaces) still go Kopf's own way. What it saved: docs/benchmarks.md.
+
+Kopf's private API (`kopf._core.reactor.queueing.watcher`, as Kopf 1.45 has it): `install`
+checks the parameters relied on, and a Kopf without them keeps its own path, with a
+warning (the operator works either way, only slower). An exception raised by `Feed` is
+logged with the claim it was about, and the stream goes on, as Kopf does for a failed
+`on.event` handler.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kopf._cogs.clients import watching
+from kopf._core.reactor import queueing
+
+log = logging.getLogger(__name__)
+
+Feed = Callable[[str | None, Mapping[str, Any]], None]  # (type, or None when listed; object)
+_KOPFS = queueing.watcher
+_RELIED_ON = {"namespace", "settings", "resource", "operator_paused", "operator_indexed",
+              "resource_indexed"}
+
+
+def install(group: str, plural: str, feed: Feed) -> bool:
+    """Hand the events of `plural`.`group` to `feed`; False (with a warning) where this
+    Kopf's watcher is not the one this was written for."""
+    if not _RELIED_ON.issubset(inspect.signature(_KOPFS).parameters):
+        log.warning("Claims' events go through Kopf's per-object handling: this Kopf's "
+                    "watcher is not the one the operator was written for.")
+        return False
+
+    @functools.wraps(_KOPFS)
+    async def watcher(**kwargs: Any) -> None:
+        resource = kwargs["resource"]
+        if resource.group == group and resource.plural == plural:
+            await stream(feed, **kwargs)
+        else:
+            await _KOPFS(**kwargs)
+
+    queueing.watcher = watcher
+    return True
+
+
+def uninstall() -> None:
+    queueing.watcher = _KOPFS
+
+
+async def stream(feed: Feed, *, namespace: Any, settings: Any, resource: Any,
+                 operator_paused: Any = None, operator_indexed: Any = None,
+                 resource_indexed: Any = None, **_: Any) -> None:
+    """What Kopf's watcher does with the stream, but each event handed to `feed` at once."""
+    async for raw_event in watching.infinite_watch(
+            settings=settings, resource=resource, namespace=namespace,
+            operator_paused=operator_paused):
+        if raw_event is watching.Bookmark.LISTED:
+            if operator_indexed is not None and resource_indexed is not None:
+                await operator_indexed.drop_toggle(resource_indexed)
+            continue
+        if isinstance(raw_event, watching.Bookmark) or raw_event.get("type") == "BOOKMARK":
+            continue
+        body = raw_event["object"]
+        try:
+            feed(raw_event["type"], body)
+        except Exception:
+            metadata = body.get("metadata") or {}
+            log.exception("Handling the %s event of claim %s/%s failed.",
+                          raw_event["type"] or "listed", metadata.get("namespace"),
+                          metadata.get("name"))

@@ -1,0 +1,133 @@
+"""Claims' events go from Kopf's watch stream straight to the operator (kopffeed.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, cast
+
+import pytest
+from kopf._cogs.clients import watching
+from kopf._cogs.structs import references
+from kopf._core.reactor import queueing
+
+from evc_operator import kopffeed
+from evc_operator.resources import GROUP, PLURAL
+
+CLAIMS = references.Resource(GROUP, "v1", PLURAL, namespaced=True)
+CRDS = references.Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions",
+                           namespaced=False)
+
+
+def _claim(name: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": "jobs", "name": name, "uid": f"uid-{name}"}}
+
+
+class _Toggles:
+    """Kopf's readiness toggles (aiotoggles.ToggleSet), as far as the watcher uses them."""
+
+    def __init__(self) -> None:
+        self.dropped: list[object] = []
+
+    async def drop_toggle(self, toggle: object) -> None:
+        self.dropped.append(toggle)
+
+
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[str | None, str]],
+                                                         list[Any]]:
+    """The feed installed over a stream of scripted events and a recording Kopf watcher:
+    (what the feed was handed, the resources Kopf's own watcher was called for)."""
+    fed: list[tuple[str | None, str]] = []
+    kopfs: list[Any] = []
+    script: list[Any] = [
+        {"type": None, "object": _claim("listed")},  # the initial list
+        watching.Bookmark.LISTED,
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}},
+        {"type": "MODIFIED", "object": _claim("listed")},
+        {"type": "ADDED", "object": _claim("broken")},
+        {"type": "DELETED", "object": _claim("listed")},
+    ]
+
+    async def infinite_watch(**kwargs: Any) -> AsyncIterator[Any]:
+        assert kwargs["resource"] is CLAIMS
+        for event in script:
+            yield event
+
+    async def kopfs_watcher(*, namespace: Any, settings: Any, resource: Any, processor: Any,
+                            operator_paused: Any = None, operator_indexed: Any = None,
+                            resource_indexed: Any = None) -> None:
+        kopfs.append(resource)
+
+    def feed(event_type: str | None, body: Mapping[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        fed.append((event_type, name))
+        if name == "broken":
+            raise ValueError("a bug of the operator's")
+
+    monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
+    monkeypatch.setattr(kopffeed, "_KOPFS", kopfs_watcher)
+    monkeypatch.setattr(queueing, "watcher", queueing.watcher)  # put back afterwards
+    assert kopffeed.install(GROUP, PLURAL, feed)
+    return fed, kopfs
+
+
+def _watch(resource: references.Resource, toggles: _Toggles | None = None) -> None:
+    """Kopf's call of its watcher (orchestration.py), with what these tests look at."""
+    watcher: Any = queueing.watcher
+    asyncio.run(watcher(namespace="jobs", settings=object(), resource=resource,
+                        processor=lambda **_: None, operator_paused=None,
+                        operator_indexed=toggles, resource_indexed="claims@jobs"))
+
+
+def test_each_claim_event_is_handed_to_the_feed_in_the_streams_order(
+        installed: tuple[list[tuple[str | None, str]], list[Any]]) -> None:
+    fed, kopfs = installed
+    toggles = _Toggles()
+    _watch(CLAIMS, toggles)
+    # Listed objects come with no type; Kopf's marks and the API server's bookmarks are
+    # not events of a claim. No worker per object: every event, in order.
+    assert fed == [(None, "listed"), ("MODIFIED", "listed"), ("ADDED", "broken"),
+                   ("DELETED", "listed")]
+    assert toggles.dropped == ["claims@jobs"]  # the end of the list still tells readiness
+    assert kopfs == []
+
+
+def test_a_failing_event_is_logged_with_its_claim_and_the_stream_goes_on(
+        installed: tuple[list[tuple[str | None, str]], list[Any]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    fed, _ = installed
+    with caplog.at_level(logging.ERROR, logger=kopffeed.__name__):
+        _watch(CLAIMS)
+    assert "Handling the ADDED event of claim jobs/broken failed." in caplog.text
+    assert "a bug of the operator's" in caplog.text  # with its traceback
+    assert fed[-1] == ("DELETED", "listed")  # the events after it were handled
+
+
+def test_other_resources_go_kopfs_own_way(
+        installed: tuple[list[tuple[str | None, str]], list[Any]]) -> None:
+    fed, kopfs = installed
+    _watch(CRDS)
+    assert kopfs == [CRDS]
+    assert fed == []
+
+
+def test_a_kopf_whose_watcher_differs_keeps_its_own_path(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    async def other_watcher(*, resource: Any, processor: Any) -> None:
+        pass
+
+    monkeypatch.setattr(kopffeed, "_KOPFS", other_watcher)
+    monkeypatch.setattr(queueing, "watcher", other_watcher)
+    assert not kopffeed.install(GROUP, PLURAL, lambda _type, _body: None)
+    assert queueing.watcher is cast(Any, other_watcher)
+    assert "go through Kopf's per-object handling" in caplog.text
+
+
+def test_uninstall_puts_kopfs_watcher_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queueing, "watcher", kopffeed._KOPFS)
+    assert kopffeed.install(GROUP, PLURAL, lambda _type, _body: None)
+    assert queueing.watcher is not kopffeed._KOPFS
+    kopffeed.uninstall()
+    assert queueing.watcher is kopffeed._KOPFS
