@@ -7,7 +7,8 @@ Pure decisions (no API, no clock):
 - `evc`: reading an EVC. `settings`: configuration. `timestamps`: UTC time text.
 
 Applying them:
-- `handlers`: the Kopf handlers, thin; they wire the rest together.
+- `handlers`: the Kopf handlers, thin; they wire the rest together. `kopffeed`: claims'
+  events from Kopf's watch straight to them. `kopfmemory`: no Kopf memory per claim.
 - `scheduler`: drives work queue -> per-claim reconcile -> outcome.
 - `workqueue`: dedupe, delays, retries with backoff, forgetting a key.
 - `reconcile`: one claim: read its facts, decide, apply, return an outcome.
