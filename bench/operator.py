@@ -104,29 +104,19 @@ class Operator:
 
     def metrics(self) -> dict[str, float]:
         """Its own /metrics, unlabelled and summed over labels: {name: value}."""
-        text = self._scrape()
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                base = name.split("{", 1)[0]
-                values[base] = values.get(base, 0.0) + float(value)
-        return values
+        return summed(self._scrape())
 
     def histogram(self, name: str) -> dict[float, float]:
         """A histogram of its own /metrics (`buckets`)."""
         return buckets(self._scrape(), name)
-
-    def requests_to(self, resource: str) -> float:
-        """Its requests to `resource` so far, every verb and answer (evc_api_requests)."""
-        return requests_to(self._scrape(), resource)
 
     async def events_posted(self, seconds: float = 30.0) -> None:
         """Until it has posted its Events (none waiting, none more for a second), for at
         most `seconds`: a window of writes per claim then holds every claim's Events."""
         posted = -1.0
         for _ in range(int(seconds)):
-            waiting, now = self.gauge("evc_events_waiting"), self.requests_to("events")
+            text = self._scrape()  # one scrape for both: they must be of the same moment
+            waiting, now = summed(text).get("evc_events_waiting"), requests_to(text, "events")
             if waiting == 0 and now == posted:
                 return
             posted = now
@@ -239,6 +229,17 @@ def footprint(before: Usage, after: Usage, start: float, end: float) -> dict[str
 
 def mib(size: int) -> float:
     return round(size / 2**20, 1)
+
+
+def summed(text: str) -> dict[str, float]:
+    """A Prometheus text exposition's values by metric name, summed over labels."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            base = name.split("{", 1)[0]
+            values[base] = values.get(base, 0.0) + float(value)
+    return values
 
 
 def buckets(text: str, name: str) -> dict[float, float]:
