@@ -17,9 +17,9 @@ Bounded in time and in number. An Event does not wait for the whole backlog: onc
 oldest has waited `MAX_WAIT` (5 s), the next reconciliation that would leave one here
 posts the oldest instead, in its slot, and leaves its own at the end; so while claims keep
 waiting, Events go out in order about `MAX_WAIT` late (they waited as long as the backlog
-lasted, up to 40 s in a burst of 4,000 claims with room for them all). A second was too
-short: the backlogs of the API server's slow seconds outlast it, and Events posted in them
-held slots that claims waited for (docs/benchmarks.md). And
+lasted, up to 40 s in a burst of 4,000 claims with room for them all). Not a second: the
+backlogs of the API server's slow seconds outlast it, and in the one run with 1 s the
+reaction's tail was the day's longest (docs/benchmarks.md). And
 beyond `CAPACITY` Events an Event is posted at once by its reconciliation again, so a long
 backlog cannot grow the operator's memory (an Event waiting here holds about 300 bytes).
 Events still waiting when the operator stops are posted on its way out, for up to 5 s
