@@ -14,6 +14,8 @@ Applying them:
 - `reconcile`: one claim: read its facts, decide, apply, return an outcome.
 - `pvcsync`: a claim's PVC made to match it (never one not the operator's).
 - `freshness`: when a view of a namespace's pods may be deleted on.
+- `proof`: how a namespace's users are proven current (a consistent read, then the informer
+  or a short watch); `barrier`: those short watches, opened a second ahead of deadlines.
 - `tracked`: one record per tracked claim. `seams`: what a reconcile needs, as Protocols.
 - `informer`: the pods and PVCs of the namespaces with claims (list + watch).
 - `kube`: the only module that calls the API; `errors`: its typed errors;

@@ -39,9 +39,9 @@ from evc_operator import (
 )
 from evc_operator.credentials import ConfigError, kopf_login
 from evc_operator.errors import ApiException, describe
-from evc_operator.freshness import prove_current
 from evc_operator.informer import KubeSource, Watched
 from evc_operator.leadership import Leadership, LeaseSettings
+from evc_operator.proof import Prover
 from evc_operator.resources import API_VERSION, CRD, CRD_NAME, EVC, GROUP, PLURAL
 from evc_operator.scheduler import Scheduler
 from evc_operator.seams import KubeClaimApi
@@ -143,9 +143,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
                                      pods_changed=_forward("poke_for_pod", memo),
                                      pvc_changed=_forward("poke", memo),
                                      namespace_synced=_forward("namespace_synced", memo))
+    memo.prover = prover = Prover(watched)
     memo.scheduler = scheduler = Scheduler(
-        KubeClaimApi(memo.api), config, settings, watched,
-        functools.partial(prove_current, watched), clock=clock.now)
+        KubeClaimApi(memo.api), config, settings, watched, prover, clock=clock.now,
+        ahead=prover.anticipate)
     memo.tasks = [asyncio.create_task(scheduler.run(), name="evc-scheduler"),
                   asyncio.create_task(scheduler.log_countdowns(), name="evc-countdowns")]
     if config.leader_election:
@@ -280,6 +281,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await memo.claims_watch.close()
     if memo.get("access") is not None:
         memo.access.close()
+    if memo.get("prover") is not None:
+        await memo.prover.close()
     if memo.get("watched") is not None:
         await memo.watched.close()
     if memo.get("metrics") is not None:

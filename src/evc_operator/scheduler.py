@@ -46,15 +46,17 @@ class Scheduler:
     def __init__(self, api: ClaimApi, settings: Settings, kopf_settings: kopf.OperatorSettings,
                  index: PodIndex, lister: Lister, *,
                  clock: Callable[[], datetime.datetime] = utcnow,
-                 bounds: Bounds = DEFAULT_BOUNDS) -> None:
+                 bounds: Bounds = DEFAULT_BOUNDS,
+                 ahead: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.kopf_settings = kopf_settings
         self.index = index
         self.clock = clock
         self.claims = Tracked(settings)
         self.queue: WorkQueue[Key] = WorkQueue(clock, fair_by=_namespace)  # fair by namespace
-        self.proofs: Timers[Key] = Timers()  # when to start proving pods fresh for a deletion
-        self.freshness = Freshness(index.synced, lister, clock)
+        # When to open the proof's short watches for a deletion, then to start proving.
+        self.proofs: Timers[Key] = Timers()
+        self.freshness = Freshness(index.synced, lister, clock, ahead)
         self.memory = memory.AfterBursts()
         self.active = True  # False while another replica holds the Lease: then only watch
         # Claims reconciled at once: as many as the API server's latency allows.
@@ -221,21 +223,30 @@ class Scheduler:
             return
         claim.countdown = outcome.countdown
         if outcome.countdown is not None and outcome.countdown.deletes_at is not None:
-            self.proofs.set(key, self.freshness.proof_due(outcome.countdown.deletes_at))
+            self.proofs.set(key, self.freshness.anticipation_due(outcome.countdown.deletes_at))
         else:
             self.proofs.pop(key)
         self.queue.add_after(key, outcome.wake_at)
 
     def _prefetch(self, keys: Iterable[Key]) -> None:
-        """Start proving the pods of the namespaces where deletions are coming."""
+        """Start proving the pods of the namespaces where deletions are due, and a second
+        before, open the short watches those proofs will wait on (barrier.py)."""
         if not self.pods_view_complete or self.settings.dry_run:
             return
+        now = self.clock()
         for key in keys:
             claim = self.claims.get(key)
-            if claim is not None and claim.countdown is not None and (
-                    claim.countdown.deletes_at is not None):
-                self.freshness.prepare(key[0], claim.countdown.deletes_at)
-        self.freshness.forget_older_than(self.clock() - PROOF_MAX_AGE)
+            if claim is None or claim.countdown is None:
+                continue
+            deletes_at = claim.countdown.deletes_at
+            if deletes_at is None:
+                continue
+            if now < self.freshness.proof_due(deletes_at):
+                self.freshness.anticipate(key[0])
+                self.proofs.set(key, self.freshness.proof_due(deletes_at))
+            else:
+                self.freshness.prepare(key[0], deletes_at)
+        self.freshness.forget_older_than(now - PROOF_MAX_AGE)
 
     async def _work(self, key: Key, added_at: float | None) -> None:
         self.memory.worked()

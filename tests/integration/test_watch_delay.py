@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from controlplane.cluster import ControlPlane
-from evc_operator import freshness, kube
+from evc_operator import kube, proof
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import Kubectl, eventually
 from tests.integration.test_lifecycle import evc, now, parse, phase_is, pod, status
@@ -123,7 +123,7 @@ def delaying_proxy(control_plane: ControlPlane) -> Iterator[DelayingProxy]:
 
 
 # Few pods are proven by a list, many by the consistent read and a watch.
-@pytest.mark.parametrize("others", [0, freshness.LIST_OUTRIGHT + 10])
+@pytest.mark.parametrize("others", [0, proof.LIST_OUTRIGHT + 10])
 def test_a_pod_created_just_before_the_deadline_keeps_its_claim_while_watches_lag(
         control_plane: ControlPlane, delaying_proxy: DelayingProxy, namespace: str,
         kubectl: Kubectl, operator: OperatorFactory, tmp_path: Path, others: int) -> None:

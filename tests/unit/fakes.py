@@ -169,12 +169,13 @@ def make(fake: FakeApi, indexed_pods: list[dict[str, Any]], *, complete: bool = 
          clock: Callable[[], datetime.datetime] = lambda: NOW,
          watched: informer.Watched | None = None,
          body: dict[str, Any] | None = None,
-         bounds: Bounds = DEFAULT_BOUNDS) -> tuple[Scheduler, FakeIndex]:
+         bounds: Bounds = DEFAULT_BOUNDS,
+         ahead: Callable[[str], None] | None = None) -> tuple[Scheduler, FakeIndex]:
     views = [pod_view(body) for body in indexed_pods]
     index = FakeIndex(by_claim={("jobs", "scratch"): views}, in_namespace={"jobs": views},
                       pvcs={("jobs", "scratch"): OWN_PVC}, watched=watched)
     scheduler = Scheduler(fake, settings or Settings(), kopf.OperatorSettings(), index,
-                          lister or fake.list_pods, clock=clock, bounds=bounds)
+                          lister or fake.list_pods, clock=clock, bounds=bounds, ahead=ahead)
     scheduler.pods_view_complete = complete
     scheduler.observe_evc(None, body or evc_body())
     return scheduler, index

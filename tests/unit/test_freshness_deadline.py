@@ -19,14 +19,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evc_operator import freshness, informer
+from evc_operator import freshness, informer, proof
 from evc_operator.users import PodView, pod_view
 from evc_operator.workloads import KINDS, collection, workload_view
 from tests.unit.support import T0, Clock, settle
 
 DEADLINE = T0 + datetime.timedelta(seconds=60)
 JOBS = collection("Job")
-MANY = freshness.LIST_OUTRIGHT + 10  # pods proven by the consistent read and a watch
+MANY = proof.LIST_OUTRIGHT + 10  # pods proven by the consistent read and a watch
 
 
 def _rv(moment: datetime.datetime) -> int:
@@ -56,17 +56,38 @@ class Change:
 
 class ModelApi:
     """An informer.Source: what is committed by the clock's time is what the API server
-    serves; a watch replays the changes after its resourceVersion, then a bookmark."""
+    serves; a watch replays the changes after its resourceVersion, then a bookmark,
+    `bookmark_after` seconds (of the test's clock) after it was opened, both as the
+    watch cache has them, `cache_lag` seconds behind."""
 
     def __init__(self, clock: Clock, changes: list[Change],
-                 held: dict[str, list[dict[str, Any]]]) -> None:
+                 held: dict[str, list[dict[str, Any]]], bookmark_after: float = 0,
+                 cache_lag: float = 0) -> None:
         self.clock = clock
         self.changes = sorted(changes, key=lambda change: change.at)
         self.held = held  # what each kind held at T0
+        self.bookmark_after = datetime.timedelta(seconds=bookmark_after)
+        self.cache_lag = datetime.timedelta(seconds=cache_lag)
+        self._sleeping: list[tuple[datetime.datetime, asyncio.Future[None]]] = []
 
-    def _committed(self, kind: str) -> list[Change]:
+    def tick(self) -> None:
+        """The test's clock moved on: the watches whose moment came go on."""
+        for moment, sleeping in self._sleeping:
+            if moment <= self.clock() and not sleeping.done():
+                sleeping.set_result(None)
+        self._sleeping = [(moment, sleeping) for moment, sleeping in self._sleeping
+                          if not sleeping.done()]
+
+    async def _until(self, moment: datetime.datetime) -> None:
+        while self.clock() < moment:
+            sleeping = asyncio.get_running_loop().create_future()
+            self._sleeping.append((moment, sleeping))
+            await sleeping
+
+    def _committed(self, kind: str, lag: datetime.timedelta = datetime.timedelta(0),
+                   ) -> list[Change]:
         return [change for change in self.changes
-                if change.kind == kind and change.at <= self.clock()]
+                if change.kind == kind and change.at <= self.clock() - lag]
 
     def state(self, kind: str) -> list[dict[str, Any]]:
         return [*self.held.get(kind, []),
@@ -80,10 +101,13 @@ class ModelApi:
 
     async def watch(self, kind: str, namespace: str, resource_version: str,
                     seconds: int = 300) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        for change in self._committed(kind):
+        await self._until(self.clock() + self.bookmark_after)
+        # What the watch cache has seen: it may lag behind the consistent reads.
+        for change in self._committed(kind, self.cache_lag):
             if _rv(change.at) > int(resource_version):
                 yield "ADDED", change.body
-        yield "BOOKMARK", {"metadata": {"resourceVersion": str(_rv(self.clock()))}}
+        seen = max(_rv(self.clock() - self.cache_lag), int(resource_version))
+        yield "BOOKMARK", {"metadata": {"resourceVersion": str(seen)}}
 
     async def collection_version(self, kind: str, namespace: str) -> int:
         return _rv(self.clock())
@@ -128,15 +152,17 @@ def _deliver(watched: informer.Watched, changes: list[Change], now: datetime.dat
 
 
 async def _users_at_decision(changes: list[Change], decided_at: datetime.datetime,
-                             bulk: int) -> set[str]:
+                             bulk: int, *, ahead: float = 0, bookmark_after: float = 0,
+                             cache_lag: float = 0) -> set[str]:
     """Run the scheduler's calls in time order; the names of the claim's users in the
-    view the deletion decided at `decided_at` would be checked against."""
+    view the deletion decided at `decided_at` would be checked against. With `ahead`,
+    the short watches are opened that long before the deadline (barrier.py)."""
     clock = Clock()
     held = {"pods": [_body("pods", f"other-{n}", "y", T0) for n in range(bulk)]}
-    api = ModelApi(clock, changes, held)
+    api = ModelApi(clock, changes, held, bookmark_after, cache_lag)
     watched = _watched(api)
-    fresh = freshness.Freshness(watched.synced, functools.partial(
-        freshness.prove_current, watched), clock)
+    prover = proof.Prover(watched, clock=lambda: (clock.now - T0).total_seconds())
+    fresh = freshness.Freshness(watched.synced, prover, clock, prover.anticipate)
     fresh.pods_view_complete = True
     # PVCs are not in play: the namespace counts as listed.
     watched.pvcs["jobs"] = informer.Informer(api, "persistentvolumeclaims", "jobs",
@@ -145,17 +171,31 @@ async def _users_at_decision(changes: list[Change], decided_at: datetime.datetim
     steps = sorted([(fresh.proof_due(DEADLINE), 0), (decided_at, 2),
                     *((change.at, 1) for change in changes),
                     *((change.delivered, 1) for change in changes)])
+    if ahead:
+        steps = sorted([*steps, (DEADLINE - datetime.timedelta(seconds=ahead), 3)])
     view: freshness.PodList | None = None
     for moment, step in steps:
         clock.now = max(clock.now, moment)
         _deliver(watched, changes, clock.now)
+        api.tick()
         if step == 0:
             fresh.prepare("jobs", DEADLINE)
+        elif step == 3:
+            fresh.anticipate("jobs")
         elif step == 2:
-            view = await fresh.for_deletion("jobs", DEADLINE)
+            deciding = asyncio.ensure_future(fresh.for_deletion("jobs", DEADLINE))
+            for _ in range(1000):  # time goes on while the view is proven
+                await settle()
+                if deciding.done():
+                    break
+                clock.advance(0.01)
+                _deliver(watched, changes, clock.now)
+                api.tick()
+            view = await deciding
             break
         await settle()
     fresh.close()
+    await prover.close()
     if view is not None:
         return {user.name for user in view.by_claim.get("x", ())}
     return {user.name for user in watched.pods_in("jobs") if "x" in user.claims}
@@ -188,15 +228,30 @@ def test_in_a_namespace_of_many_pods_too() -> None:
     assert users == {"newcomer"}
 
 
-@settings(max_examples=150, deadline=None)
+def test_a_watch_opened_ahead_whose_bookmark_comes_after_the_read_proves_it() -> None:
+    # The short watch opened a second ahead brings the newcomer (created after it was
+    # opened, before the deadline) with its bookmark; the informer's watch lags still.
+    change = _created("pods", before=0.3, delay=5.0)
+    users = asyncio.run(_users_at_decision([change], DEADLINE, bulk=MANY, ahead=1.0,
+                                           bookmark_after=1.5))
+    assert users == {"newcomer"}
+
+
+@settings(max_examples=200, deadline=None)
 @given(kind=st.sampled_from(["pods", JOBS]),
        before=st.floats(min_value=0, max_value=6),
        delay=st.floats(min_value=0, max_value=3),
        decided_after=st.floats(min_value=0, max_value=0.999),
-       bulk=st.sampled_from([0, MANY]))
+       bulk=st.sampled_from([0, MANY]),
+       ahead=st.sampled_from([0, 0.5, 1.0, 1.5]),
+       bookmark_after=st.floats(min_value=0, max_value=2.5),
+       cache_lag=st.sampled_from([0, 0.2, 1.0]))
 def test_no_deletion_is_decided_without_a_user_created_by_the_deadline(
-        kind: str, before: float, delay: float, decided_after: float, bulk: int) -> None:
+        kind: str, before: float, delay: float, decided_after: float, bulk: int,
+        ahead: float, bookmark_after: float, cache_lag: float) -> None:
     change = _created(kind, before, delay)
     decided_at = DEADLINE + datetime.timedelta(seconds=decided_after)
-    users = asyncio.run(_users_at_decision([change], decided_at, bulk))
+    users = asyncio.run(_users_at_decision([change], decided_at, bulk, ahead=ahead,
+                                           bookmark_after=bookmark_after,
+                                           cache_lag=cache_lag))
     assert _user_name(kind) in users

@@ -1,5 +1,5 @@
 """The operator's own informers of pods and PVCs, and the proof that one is current
-(freshness.prove_current), against a scripted API (no cluster)."""
+(proof.prove_current), against a scripted API (no cluster)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from evc_operator import errors, freshness, informer
+from evc_operator import errors, freshness, informer, proof
 from evc_operator.users import PodView, pod_view
 from evc_operator.workloads import workload_view
 
@@ -220,7 +220,7 @@ def test_watched_is_synced_once_pods_and_pvcs_are_listed() -> None:
 @pytest.fixture
 def by_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Prove even a small kind by the consistent read and watch, not by listing it."""
-    monkeypatch.setattr(freshness, "LIST_OUTRIGHT", 0)
+    monkeypatch.setattr(proof, "LIST_OUTRIGHT", 0)
 
 
 def _synced_watched(*, version: int, now: int,
@@ -237,7 +237,7 @@ def _synced_watched(*, version: int, now: int,
 
 def test_an_informer_that_has_seen_that_far_is_current(by_watch: None) -> None:
     watched, calls = _synced_watched(version=50, now=40, barrier=[])
-    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
+    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["old"]
     assert calls == ["version"]  # one consistent read of one object, nothing else
     assert snapshot.live()
@@ -252,7 +252,7 @@ def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(by_watch: Non
         ("BOOKMARK", {"metadata": {"resourceVersion": "41"}}),
         ("ADDED", pod("too-late-to-matter", "x", version="42")),
     ])
-    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
+    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["newcomer"]
     assert calls == ["version", "watch from 30 for 3 s"]
     assert set(watched.pods["jobs"].items) == {"old"}  # the informer's own view is untouched
@@ -270,7 +270,7 @@ def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live(
     # whatever changes next reaches it through the same unbroken watch.
     watched, calls = _synced_watched(version=30, now=40, barrier=[
         ("BOOKMARK", {"metadata": {"resourceVersion": "41"}})])
-    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
+    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["old"]
     assert calls == ["version", "watch from 30 for 3 s"]
     assert watched.pods["jobs"].version == 30
@@ -284,7 +284,7 @@ def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live(
 def test_without_proof_of_freshness_the_namespace_is_listed(barrier: list[Any],
                                                             by_watch: None) -> None:
     watched, calls = _synced_watched(version=30, now=40, barrier=barrier)
-    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
+    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["listed"]
     assert calls[-1] == "full list"
     assert not snapshot.live()
@@ -293,7 +293,7 @@ def test_without_proof_of_freshness_the_namespace_is_listed(barrier: list[Any],
 def test_a_kind_with_few_objects_is_listed_outright() -> None:
     # One request, as cheap as the consistent read, and no bookmark to wait for.
     watched, calls = _synced_watched(version=30, now=40, barrier=[])
-    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
+    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["listed"]
     assert calls == ["full list"]
     assert not snapshot.live()  # a list is the view itself: the index does not decide
@@ -306,7 +306,7 @@ def test_a_kind_listed_outright_that_its_informer_holds_alike_leaves_the_index_l
     watched, calls = _synced_watched(version=30, now=40, barrier=[])
     held = watched.pods["jobs"]
     held.items = {"listed": pod_view(pod("listed", "x"))}
-    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
+    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
     assert calls == ["full list"]
     assert [p.name for p in snapshot.pods] == ["listed"]
     assert snapshot.live()
@@ -320,7 +320,7 @@ def test_a_kind_listed_outright_that_its_informer_holds_otherwise_is_decided_on_
     # the list decides.
     watched, _calls = _synced_watched(version=30, now=40, barrier=[])
     watched.pods["jobs"].items = {}
-    assert not asyncio.run(freshness.prove_current(watched, "jobs")).live()
+    assert not asyncio.run(proof.prove_current(watched, "jobs")).live()
 
 
 def job(name: str, claim: str, version: str = "1", finished: bool = False) -> dict[str, Any]:
@@ -408,7 +408,7 @@ def test_a_job_its_lagging_watch_has_not_shown_yet_is_in_the_proof(by_watch: Non
     assert isinstance(watched.source, ProofApi)
     watched.source.watches = [[("ADDED", job("late", "x", version="39")),
                                ("BOOKMARK", {"metadata": {"resourceVersion": "41"}})]]
-    snapshot = asyncio.run(freshness.prove_current(watched, "jobs"))
+    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
     assert sorted(p.name for p in snapshot.pods) == ["Job/late", "old"]
     assert calls == ["version", "version", "watch from 30 for 3 s"]  # one per kind
     assert not snapshot.live()  # until the Job informer itself has seen it
@@ -440,7 +440,7 @@ def test_a_lagging_informer_whose_own_watch_catches_up_first_proves_itself(
     watched.pods["jobs"] = held
 
     async def scenario() -> freshness.PodSnapshot:
-        proving = asyncio.create_task(freshness.prove_current(watched, "jobs"))
+        proving = asyncio.create_task(proof.prove_current(watched, "jobs"))
         for _ in range(5):
             await asyncio.sleep(0)
         assert not proving.done()

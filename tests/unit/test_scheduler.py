@@ -99,15 +99,25 @@ def test_a_coming_deletion_proves_its_namespace_fresh_at_its_deadline() -> None:
         proofs.append(clock.now)
         return PodSnapshot([], live=lambda: True)
 
-    reconciler, _ = fakes.make(fake, [], lister=current_pods, clock=clock)
+    anticipated: list[tuple[str, datetime.datetime]] = []
+    reconciler, _ = fakes.make(fake, [], lister=current_pods, clock=clock,
+                               ahead=lambda namespace: anticipated.append((namespace,
+                                                                           clock.now)))
     key = ("jobs", "scratch")
     deadline = T0 + datetime.timedelta(seconds=1 + 30)  # never used: the 30 s expiry
+    second = datetime.timedelta(seconds=1)
 
     async def scenario() -> None:
         clock.advance(10)
         await reconciler.reconcile(key)
+        # A second ahead, only the short watches a proof waits on are opened.
+        assert reconciler.proofs.get(key) == deadline - second
+        reconciler._prefetch(reconciler.proofs.pop_due(clock.advance(20)))
+        await settle()
+        assert anticipated == [("jobs", deadline - second)]
+        assert proofs == []  # not yet
         assert reconciler.proofs.get(key) == deadline
-        reconciler._prefetch(reconciler.proofs.pop_due(clock.advance(20.5)))
+        reconciler._prefetch(reconciler.proofs.pop_due(clock.advance(0.5)))
         await settle()
         assert proofs == []  # not yet
         reconciler._prefetch(reconciler.proofs.pop_due(clock.advance(0.5)))
@@ -118,6 +128,7 @@ def test_a_coming_deletion_proves_its_namespace_fresh_at_its_deadline() -> None:
 
     asyncio.run(scenario())
     assert proofs == [deadline]  # the one begun at the deadline serves the deletion
+    assert anticipated == [("jobs", deadline - second)]
     assert "delete:evc-uid:11" in fake.calls
 
 
