@@ -48,22 +48,11 @@ QUIET, NOISE = "quiet", "noise"
 async def _bookmark_after(api: Api, since: str, seconds: int) -> float | None:
     """Seconds from just before a consistent read of the pods' resourceVersion until a
     watch of the quiet namespace from `since` brings a bookmark at or past it; None if
-    the watch ends first."""
+    the watch ends first (a short watch gets one bookmark at most)."""
     began = time.monotonic()
     target = int(await api.resource_version(f"/api/v1/namespaces/{QUIET}/pods"))
-    params = {"watch": "true", "resourceVersion": since, "allowWatchBookmarks": "true",
-              "timeoutSeconds": str(seconds)}
-    async with api.session.get(api.server + f"/api/v1/namespaces/{QUIET}/pods",
-                               params=params,
-                               timeout=aiohttp.ClientTimeout(total=seconds + 30)) as response:
-        response.raise_for_status()
-        async for line in response.content:
-            event = json.loads(line) if line.strip() else {}
-            version = int(event.get("object", {}).get("metadata", {})
-                          .get("resourceVersion") or 0)
-            if event.get("type") == "BOOKMARK" and version >= target:
-                return time.monotonic() - began
-    return None
+    found = await _first_bookmark(api, since, seconds)
+    return found[0] - began if found is not None and found[1] >= target else None
 
 
 async def _first_bookmark(api: Api, since: str, seconds: int) -> tuple[float, int] | None:
