@@ -34,7 +34,8 @@ import bisect
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 from evc_operator.errors import Gone, describe
 from evc_operator.informer import Informer, Source
@@ -70,7 +71,11 @@ class Barrier:
         self._seen = informer.version  # every change up to this is applied
         self._waiting: list[tuple[int, asyncio.Future[Proven | None]]] = []
         self._ended = False
-        self.task = asyncio.create_task(self._run(source, informer, seconds))
+        # From the copy's version, taken now: the task starts later, and the informer may
+        # have applied a change by then that the copy lacks.
+        stream = source.watch(informer.kind, informer.namespace, str(self._seen),
+                              seconds=seconds)
+        self.task = asyncio.create_task(self._run(stream, informer.kind, informer.namespace))
 
     @property
     def ended(self) -> bool:
@@ -80,40 +85,35 @@ class Barrier:
         """The view as of `target` or later once the watch has seen that far; None if it
         ended short of it (timed out, 410 Gone, failed). Cancel it to stop waiting."""
         future: asyncio.Future[Proven | None] = asyncio.get_running_loop().create_future()
-        if self._seen >= target:
-            future.set_result(self._proven(target))
-        elif self._ended:
-            future.set_result(None)
-        else:
-            self._waiting.append((target, future))
+        self._waiting.append((target, future))
+        self._wake()  # answered at once if it has seen that far, or ended
         return future
 
     def _proven(self, target: int) -> Proven:
         before = bisect.bisect_right(self._changes, target)
         return Proven(list(self._items.values()), self._changes[before - 1] if before else None)
 
-    async def _run(self, source: Source, informer: Informer[PodView], seconds: int) -> None:
-        stream = source.watch(informer.kind, informer.namespace, str(informer.version),
-                              seconds=seconds)
+    async def _run(self, stream: AsyncIterator[tuple[str, dict[str, Any]]], kind: str,
+                   namespace: str) -> None:
         try:
-            async for kind, body in stream:
+            async for event, body in stream:
                 version = int(body["metadata"]["resourceVersion"])
-                if kind != "BOOKMARK":
+                if event != "BOOKMARK":
                     name = body["metadata"]["name"]
-                    if kind == "DELETED":
+                    if event == "DELETED":
                         self._items.pop(name, None)
                     else:
                         self._items[name] = self._project(body)
                     self._changes.append(version)
                 self._seen = max(self._seen, version)
                 self._wake()
-                if kind == "BOOKMARK":
+                if event == "BOOKMARK":
                     break  # a watch gets one bookmark: nothing more will prove anything
         except Gone:
             pass  # too old to resume from: whoever waits lists instead
         except Exception as error:
-            log.debug("A proof's watch of the %s of %s failed: %s.", informer.kind,
-                      informer.namespace, describe(error))
+            log.debug("A proof's watch of the %s of %s failed: %s.", kind, namespace,
+                      describe(error))
         finally:
             self._ended = True
             self._wake()

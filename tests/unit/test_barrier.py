@@ -88,6 +88,27 @@ def test_a_barrier_proves_a_version_asked_after_it_opened_with_the_changes_it_sa
     asyncio.run(scenario())
 
 
+def test_a_barrier_watches_from_the_version_of_its_copy_whatever_the_informer_applies_next(
+        ) -> None:
+    # The watch starts when its task first runs; the informer may apply a change before:
+    # that change is not in the copy, so the watch must bring it (from the copy's version).
+    async def scenario() -> None:
+        api = FedApi()
+        subject = held(api)
+        opened = barrier.Barrier(api, subject)
+        subject.items["newcomer"] = pod_view(pod("newcomer", "x", version="35"))
+        subject.version = 35
+        await settle()
+        assert api.opened == ["from 30 for 3 s"]
+        api.watches[0].put_nowait(("ADDED", pod("newcomer", "x", version="35")))
+        api.watches[0].put_nowait(bookmark(41))
+        proven = await opened.reached(40)
+        assert proven is not None
+        assert sorted(view.name for view in proven.items) == ["newcomer", "old"]
+
+    asyncio.run(scenario())
+
+
 def test_a_bookmark_short_of_the_version_proves_nothing_and_ends_the_barrier() -> None:
     async def scenario() -> None:
         api = FedApi()
