@@ -61,7 +61,8 @@ def own_share(before: dict[float, float], after: dict[float, float]) -> dict[str
     """The operator's own share of the reaction, from its `evc_reaction_seconds` read
     before and after the users ended: from its noticing a change (a claim put in its work
     queue) until it had acted (status written), slots waited for included; the pod's way
-    to the operator is not in it. Percentiles interpolated within the buckets."""
+    to the operator is not in it. Percentiles interpolated within the buckets. (Any of
+    its histograms between two reads: `before` empty for all it observed.)"""
     counts = {bound: count - before.get(bound, 0.0) for bound, count in after.items()}
     return {"count": int(max(counts.values(), default=0)),
             **{name: _ms(stats.bucket_percentile(counts, q))

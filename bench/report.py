@@ -76,6 +76,8 @@ ROWS: list[Row] = [
                          ("proof_to_delete", "proof's read to delete"),
                          ("delete_answered", "delete answered"),
                          ("seen_after_answer", "answer to harness"))),
+    *((f"lateness: operator's {label} p50 / p99 (ms)", _pair("deletion_operator_ms", key),
+       "", None) for key, label in (("proof", "proof"), ("slot_wait", "slot after proof"))),
     ("claims deleted before Idle", _get("deleted_before_idle"), "0", _within(0)),
     ("RSS peak (MiB)", _get("footprint", "peak_rss_mib"), "<= 120", _within(120)),
     ("RSS idle (MiB)", _get("footprint", "idle", "rss_mib"), "<= 120", _within(120)),

@@ -279,6 +279,9 @@ class Run:
         lateness = [claims.deleted[key] - claims.deletes_at[key] for key in self.claims
                     if key in claims.deletes_at]
         self.result["deletion_lateness_ms"] = summary_ms(lateness)
+        self.result["deletion_operator_ms"] = {  # the restarted operator made every deletion
+            part: reaction.own_share({}, restarted.histogram(name)) for part, name in (
+                ("proof", "evc_proof_seconds"), ("slot_wait", "evc_deletion_slot_wait_seconds"))}
         wrong = [key for key in self.claims if "Idle" not in claims.phases.get(key, {})]
         self.result["deleted_before_idle"] = len(wrong)
         await restarted.events_posted()  # the last deletions' Events come just after them

@@ -30,8 +30,10 @@ import asyncio
 import dataclasses
 import datetime
 import functools
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from evc_operator import metrics
 from evc_operator.timestamps import utcnow
 from evc_operator.users import PodView
 
@@ -171,11 +173,13 @@ class FreshPods:
         return wave
 
     async def _list(self, namespace: str, wave: _Wave) -> None:
+        began = time.monotonic()
         try:
             pods = PodList.of(await self._lister(namespace))
         except Exception as error:
             wave.result.set_exception(error)
         else:
+            metrics.PROOF.observe(time.monotonic() - began)
             wave.result.set_result(pods)
             done = self._done.get(namespace)
             if done is None or done.started <= wave.started:

@@ -92,6 +92,16 @@ REACTION = Histogram(
 DELETION_LATENESS = Histogram(
     "evc_deletion_lateness_seconds", "How long after its deadline a claim was deleted.",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=REGISTRY)
+# Where a deletion's lateness goes, in the operator: its namespace's proof, then its slot.
+_PARTS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 30)
+PROOF = Histogram(
+    "evc_proof_seconds", "How long proving a namespace's users current took, for the "
+    "deletions due there (proof.py: a consistent read, then a watch reaching that far, or "
+    "a full list).", buckets=_PARTS, registry=REGISTRY)
+DELETION_SLOT_WAIT = Histogram(
+    "evc_deletion_slot_wait_seconds", "How long a deletion, its namespace proven current, "
+    "waited for a slot to be reconciled again (limiter.py).", buckets=_PARTS,
+    registry=REGISTRY)
 GC_PAUSES = collector.Pauses()  # counted by the collector's hook, read when scraped
 
 

@@ -327,7 +327,9 @@ class Scheduler:
         try:
             return await waiting
         finally:
+            began = time.monotonic()
             await self.limit.acquire()
+            metrics.DELETION_SLOT_WAIT.observe(time.monotonic() - began)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

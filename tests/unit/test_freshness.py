@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from evc_operator import errors
+from evc_operator import errors, metrics
 from evc_operator.freshness import Freshness, FreshPods, PodList, PodSnapshot
 from evc_operator.users import pod_view
 from tests.unit.fakes import pod_body
@@ -270,3 +270,27 @@ def test_a_views_pods_by_claim_are_built_only_when_asked_and_once() -> None:
     assert [pod.name for pod in view.pods] == ["a", "b"]
     assert view.by_claim.get("other", ()) == ()
     assert pods.reads == 1
+
+
+def _proofs_counted() -> float:
+    return metrics.REGISTRY.get_sample_value("evc_proof_seconds_count") or 0.0
+
+
+def test_each_proof_made_is_counted_in_its_histogram_and_a_failed_one_is_not() -> None:
+    async def scenario() -> None:
+        lister, clock, fresh = _fresh()
+        lister.fail.add(1)
+        before = _proofs_counted()
+        failing = asyncio.create_task(fresh.get("jobs", T0))
+        await settle()
+        lister.finish(1)
+        with pytest.raises(errors.ApiException):
+            await failing
+        assert _proofs_counted() == before
+        made = asyncio.create_task(fresh.get("jobs", clock.advance(1)))
+        await settle()
+        lister.finish(2)
+        await made
+        assert _proofs_counted() == before + 1
+
+    asyncio.run(scenario())

@@ -15,8 +15,9 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from evc_operator import errors, evc, informer, lifecycle, status
+from evc_operator import errors, evc, informer, lifecycle, metrics, status
 from evc_operator.freshness import PodSnapshot
+from evc_operator.limiter import Bounds
 from evc_operator.settings import Settings
 from evc_operator.users import pod_view
 from tests.unit.fakes import (
@@ -391,3 +392,32 @@ def test_a_refused_resize_does_not_hold_the_labels_back() -> None:
     fake.calls.clear()
     reconcile_now(reconciler, ("jobs", "scratch"))  # the same PVC: the resize is not retried
     assert "patch_pvc:spec@6" not in fake.calls
+
+
+def test_a_deletion_that_gave_its_slot_back_counts_its_wait_to_get_one_again() -> None:
+    fake = FakeApi(fresh_pods=[])
+    scheduler, _index = make(fake, indexed_pods=[], bounds=Bounds(initial=4, minimum=4))
+
+    def waited() -> float:
+        return metrics.REGISTRY.get_sample_value(
+            "evc_deletion_slot_wait_seconds_count") or 0.0
+
+    async def scenario() -> None:
+        before = waited()
+        for _ in range(4):  # every slot: this reconciliation's own and three others'
+            await scheduler.limit.acquire()
+        proof: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        deleting = asyncio.ensure_future(scheduler.reconciler.waiting(proof))
+        await settle()
+        assert scheduler.limit.in_flight == 3  # its slot given back while it is proven
+        await scheduler.limit.acquire()  # another claim takes it meanwhile
+        proof.set_result(None)
+        await settle()
+        assert not deleting.done()
+        assert waited() == before
+        scheduler.limit.release()
+        await deleting
+        assert scheduler.limit.in_flight == 4
+        assert waited() == before + 1
+
+    asyncio.run(scenario())
