@@ -16,13 +16,6 @@ how long each takes. The limit here is AIMD, as TCP's congestion window:
 - it stays at most `maximum`, as many as the pool of connections for requests
   (kube.REQUEST_CONNECTIONS: each in flight holds one, and its memory).
 
-A reconciliation that gave its slot back while it waited (a deletion, while its namespace
-is proven current) takes one back at once, past the limit, while fewer than `maximum` are
-in flight (`take_back`): it held one before, and the claims due in a second all come back
-together when their proof ends. In line for slots under the limit, the last of such a
-wave waited 0.7 s at p99 for the rest (10,000 claims: docs/benchmarks.md); past it, the
-wave's deletes go out at once, and new work waits until fewer than the limit are in flight.
-
 `Measured` wraps a reconciliation's API (seams.ClaimApi) and reports each call's latency;
 the clock is injected, so tests need no real time. The limit is only a number and a
 count of slots: the scheduler asks how many are free and hands them out.
@@ -76,9 +69,7 @@ class AdaptiveLimit:
         self.recent: float | None = None  # fast average of latencies (seconds)
         self.usual: float | None = None  # slow average: the baseline
         self._calm = 0  # answers to observe before another decrease
-        # In line for a slot: each with how many may be in flight for it to be let in.
-        self._waiters: collections.deque[tuple[asyncio.Future[None], Callable[[], int]]] = (
-            collections.deque())
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._report = report
         report(int(self.limit))
 
@@ -96,40 +87,24 @@ class AdaptiveLimit:
         self._admit()
 
     async def acquire(self) -> None:
-        """A slot under the limit, waiting in line for one if none is free."""
-        await self._wait(self._ceiling)
-
-    async def take_back(self) -> None:
-        """A slot for a reconciliation that gave its own back meanwhile: at once, past
-        the limit, while fewer than `maximum` are in flight; else in line."""
-        await self._wait(self._most)
-
-    def _ceiling(self) -> int:
-        return int(self.limit)
-
-    def _most(self) -> int:
-        return self.bounds.maximum
-
-    async def _wait(self, ceiling: Callable[[], int]) -> None:
-        if not self._waiters and self.in_flight < ceiling():
+        """A slot, waiting in line for one if none is free."""
+        if self.free():
             self.take()
             return
         waiter = asyncio.get_running_loop().create_future()
-        entry = (waiter, ceiling)
-        self._waiters.append(entry)
+        self._waiters.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a slot just as it was cancelled: give it back
             else:
-                self._waiters.remove(entry)
+                self._waiters.remove(waiter)
             raise
 
     def _admit(self) -> None:
-        """Let in those in line, in order, while the first one's ceiling allows."""
-        while self._waiters and self.in_flight < self._waiters[0][1]():
-            waiter, _ = self._waiters.popleft()
+        while self._waiters and self.in_flight < int(self.limit):
+            waiter = self._waiters.popleft()
             if not waiter.done():
                 self.in_flight += 1
                 waiter.set_result(None)

@@ -321,15 +321,14 @@ class Scheduler:
     async def _unslotted(self, waiting: Awaitable[PodList | None]) -> PodList | None:
         """Give the reconciliation's slot back while it waits for a fresh list: the claims
         due in a namespace then wait together, for one list, instead of taking every slot
-        and leaving the list of the next wave to be shared by almost none. Proven, it
-        takes one back at once, past the limit (limiter.py: `take_back`)."""
+        and leaving the list of the next wave to be shared by almost none."""
         self.limit.release()
         self.queue.wake()  # its slot may serve another claim meanwhile
         try:
             return await waiting
         finally:
             began = time.monotonic()
-            await self.limit.take_back()
+            await self.limit.acquire()
             metrics.DELETION_SLOT_WAIT.observe(time.monotonic() - began)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -241,37 +241,3 @@ def test_each_call_of_a_reconciliation_tells_its_latency_and_overload() -> None:
         assert limit.limit > shrunk
 
     asyncio.run(scenario())
-
-
-def test_a_slot_taken_back_goes_past_the_limit_up_to_the_maximum_then_waits_in_line() -> None:
-    async def scenario() -> None:
-        limit = AdaptiveLimit(Bounds(initial=2, minimum=2, maximum=4))
-        busy(limit)
-        await asyncio.wait_for(limit.take_back(), timeout=5)  # past the limit of 2
-        await asyncio.wait_for(limit.take_back(), timeout=5)
-        assert limit.in_flight == 4
-        assert limit.free() == 0
-        order: list[str] = []
-
-        async def back(name: str, taking: Any) -> None:
-            await taking()
-            order.append(name)
-
-        first = asyncio.create_task(back("taken back", limit.take_back))
-        second = asyncio.create_task(back("new", limit.acquire))
-        await settle()
-        assert order == []  # the maximum in flight: in line
-        limit.release()
-        await settle()
-        assert order == ["taken back"]  # 3 in flight: below the maximum, not the limit
-        for _ in range(2):
-            limit.release()
-        await settle()
-        assert order == ["taken back"]  # 2 in flight: the limit
-        limit.release()
-        await settle()
-        assert order == ["taken back", "new"]  # 1 in flight: below the limit
-        assert limit.in_flight == 2
-        await asyncio.gather(first, second)
-
-    asyncio.run(scenario())

@@ -394,11 +394,9 @@ def test_a_refused_resize_does_not_hold_the_labels_back() -> None:
     assert "patch_pvc:spec@6" not in fake.calls
 
 
-def test_a_deletion_proven_takes_a_slot_back_past_the_limit_and_counts_any_wait() -> None:
+def test_a_deletion_that_gave_its_slot_back_counts_its_wait_to_get_one_again() -> None:
     fake = FakeApi(fresh_pods=[])
-    scheduler, _index = make(fake, indexed_pods=[],
-                             bounds=Bounds(initial=2, minimum=2, maximum=4))
-    limit = scheduler.limit
+    scheduler, _index = make(fake, indexed_pods=[], bounds=Bounds(initial=4, minimum=4))
 
     def waited() -> float:
         return metrics.REGISTRY.get_sample_value(
@@ -406,31 +404,20 @@ def test_a_deletion_proven_takes_a_slot_back_past_the_limit_and_counts_any_wait(
 
     async def scenario() -> None:
         before = waited()
-        await limit.acquire()  # this reconciliation's own slot
-        await limit.acquire()  # and another's: the limit, 2, reached
+        for _ in range(4):  # every slot: this reconciliation's own and three others'
+            await scheduler.limit.acquire()
         proof: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         deleting = asyncio.ensure_future(scheduler.reconciler.waiting(proof))
         await settle()
-        assert limit.in_flight == 1  # its slot given back while it is proven
-        await limit.acquire()  # another claim takes it meanwhile
-        proof.set_result(None)
-        # Proven: a slot at once, past the limit (below the maximum).
-        await asyncio.wait_for(deleting, timeout=5)
-        assert limit.in_flight == 3
-        assert limit.free() == 0  # new work waits meanwhile
-        assert waited() == before + 1
-        limit.take()  # the next deletion's own: the maximum, 4, in flight
-        proof = asyncio.get_running_loop().create_future()
-        deleting = asyncio.ensure_future(scheduler.reconciler.waiting(proof))
-        await settle()
-        limit.take()  # taken again meanwhile: 4 in flight
+        assert scheduler.limit.in_flight == 3  # its slot given back while it is proven
+        await scheduler.limit.acquire()  # another claim takes it meanwhile
         proof.set_result(None)
         await settle()
-        assert not deleting.done()  # in line: the pool of connections is all in use
-        assert waited() == before + 1
-        limit.release()
+        assert not deleting.done()
+        assert waited() == before
+        scheduler.limit.release()
         await deleting
-        assert limit.in_flight == 4
-        assert waited() == before + 2
+        assert scheduler.limit.in_flight == 4
+        assert waited() == before + 1
 
     asyncio.run(scenario())
