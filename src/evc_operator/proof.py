@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 LIST_OUTRIGHT = 200
 
 
+def listed_outright(informer: Informer[PodView]) -> bool:
+    """Whether a kind is proven by a list of it rather than by a watch's bookmark."""
+    return len(informer.items) < LIST_OUTRIGHT
+
+
 class Prover:
     """`prove_current` with short watches shared between proofs and opened ahead of
     deadlines (the scheduler's lister, and its `anticipate`)."""
@@ -47,7 +52,7 @@ class Prover:
     def anticipate(self, namespace: str) -> None:
         """Open short watches for the kinds of the namespace a bookmark will prove."""
         self.barriers.anticipate(informer for informer in self.watched.users(namespace)
-                                 if informer.synced and len(informer.items) >= LIST_OUTRIGHT)
+                                 if informer.synced and not listed_outright(informer))
 
     async def close(self) -> None:
         await self.barriers.close()
@@ -119,7 +124,7 @@ async def _prove(watched: Watched, informer: Informer[PodView],
                  barriers: Barriers) -> PodSnapshot:
     """One informer's view as of a moment after this call began, proven or listed."""
     breaks = informer.breaks
-    if len(informer.items) < LIST_OUTRIGHT:
+    if listed_outright(informer):
         listed = await _list(watched, informer.kind, informer.namespace, informer.project)
         if not _holds(informer, listed):
             return PodSnapshot(listed)  # the list is the view: the index lags or differs
