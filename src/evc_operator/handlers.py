@@ -34,6 +34,7 @@ from evc_operator import (
     kube,
     memory,
     metrics,
+    openfiles,
     served,
     signingkey,
 )
@@ -98,6 +99,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     config = CONFIG
     memory.map_large_blocks()  # before the first connection: see memory.py
     memory.small_tls_buffers()
+    openfiles.raise_soft_limit()  # a connection per watch: nine a namespace
     logging.getLogger("kopf.objects").addFilter(_RoutineSuccessToDebug())
     quiet = access.QuietForbidden()  # Kopf logs through loggers it is given: on handlers
     for handler in logging.getLogger().handlers:

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from evc_operator import apihooks, errors, kube, limiter, metrics
+from evc_operator import apihooks, errors, kube, limiter, metrics, openfiles
 from evc_operator.auth import Credentials, Static
 from evc_operator.metrics import REGISTRY
 from tests.unit.pki import Pki
@@ -100,7 +100,7 @@ def test_metrics_count_failed_calls_by_operation_and_status() -> None:
     assert (count("409"), count("0")) == (before[0] + 1, before[1] + 1)
 
 
-def test_the_session_names_the_field_manager_and_caps_its_pool(pki: Pki) -> None:
+def test_the_session_names_the_field_manager_and_caps_requests_not_watches(pki: Pki) -> None:
     credentials = Credentials(server="https://localhost", ssl=ssl.create_default_context(),
                               auth=Static("Bearer t"))
 
@@ -114,10 +114,11 @@ def test_the_session_names_the_field_manager_and_caps_its_pool(pki: Pki) -> None
             assert api.session.connector.limit == kube.REQUEST_CONNECTIONS == (
                 limiter.DEFAULT_BOUNDS.maximum)
             assert api.session.timeout.total == 60
-            # Watches hold their connections for minutes: a pool of their own.
+            # Watches hold their connections for minutes: a pool of their own, uncapped
+            # (one past a cap would wait, unsaid, for another watch to end).
             assert api.watches.headers["User-Agent"] == "evc-operator"
             assert api.watches.connector is not None
-            assert api.watches.connector.limit == kube.WATCH_CONNECTIONS == 1000
+            assert api.watches.connector.limit == kube.WATCH_CONNECTIONS == 0
         finally:
             await api.close()
         assert api.session.closed
@@ -263,3 +264,43 @@ def test_a_watch_is_served_while_every_request_connection_is_busy(
                 await api.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_watches_past_a_thousand_are_all_served_at_once() -> None:
+    """Each watch holds a connection for minutes, nine a namespace with claims: with a cap
+    on the watches' pool (it was 1,000), the ones past it waited, unsaid, for another
+    to end, and their namespaces' views went stale."""
+    openfiles.raise_soft_limit()  # two descriptors a watch here: the client's, the server's
+    watches = 1_010
+
+    async def scenario() -> None:
+        all_open, started = asyncio.Event(), [0]
+
+        async def pods(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse()
+            await response.prepare(request)
+            started[0] += 1
+            if started[0] == watches:
+                all_open.set()
+            await all_open.wait()  # every watch is held open until all have started
+            await response.write(json.dumps({"type": "ADDED", "object": {
+                "metadata": {"name": "p", "resourceVersion": "2"}}}).encode() + b"\n")
+            return response
+
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/{namespace}/pods", pods)
+        async with _serving(app) as url:
+            api = kube.Api(Credentials(server=url, ssl=ssl.create_default_context(),
+                                       auth=Static("Bearer t")))
+
+            async def one(number: int) -> int:
+                return len([event async for event in kube.watch(
+                    api, "pods", f"ns-{number // 9}", "1", seconds=60)])
+            try:
+                counts = await asyncio.wait_for(
+                    asyncio.gather(*(one(number) for number in range(watches))), timeout=60)
+            finally:
+                await api.close()
+        assert counts == [1] * watches
+
+    asyncio.run(scenario())
