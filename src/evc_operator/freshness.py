@@ -12,7 +12,10 @@ and the index may lag (a stalled or slow watch), so before one:
    after the deadline had passed: one that began at the deadline or later, however late
    the decision itself comes (a backlog does not make it wait for a later view). With such a
    proof the live index decides if it is still `live` (it has itself applied every
-   change the proof saw, with its watch unbroken since), else the proof's own copy.
+   change the proof saw, with its watch unbroken since), else the proof's own copy; and
+   a claim kept by that copy (a user the index lacks yet) is decided on it until the
+   informers have come as far (`PodSnapshot.behind`), not on an index that would take
+   the user back.
 
 A proof begun before the deadline is not enough, however live its informer's watch: an
 unbroken watch brings every later change *eventually*, but a pod created a moment before
@@ -55,10 +58,16 @@ class PodSnapshot:
     `live()` says whether the informer's watch has run without a break since that moment
     and has seen at least that far: then this snapshot and the live view, taken together,
     leave no gap. A full list has no such continuation.
+
+    `behind()` says whether an informer has still not applied every change this snapshot
+    holds (its watch lags, or it relists after a break): until it has, the snapshot is
+    the later view of the two, and a claim decided on it goes on being decided on it
+    (reconcile.py), not on an index that would take back what the snapshot showed.
     """
 
     pods: Sequence[PodView]
     live: Callable[[], bool] = _never
+    behind: Callable[[], bool] = _never
 
 
 class PodList:
@@ -74,6 +83,7 @@ class PodList:
     def __init__(self, snapshot: PodSnapshot) -> None:
         self._snapshot = snapshot
         self.live = snapshot.live  # see PodSnapshot
+        self.behind = snapshot.behind
 
     @classmethod
     def of(cls, snapshot: PodSnapshot) -> PodList:

@@ -50,7 +50,7 @@ class Source(Protocol):
 
     async def collection_version(self, kind: str, namespace: str) -> int: ...
 
-    async def list_pods(self, namespace: str) -> list[PodView]: ...
+    async def list_pods(self, namespace: str) -> tuple[list[PodView], int]: ...
 
 
 class KubeSource:
@@ -70,7 +70,7 @@ class KubeSource:
     async def collection_version(self, kind: str, namespace: str) -> int:
         return await kube.collection_version(self.api, kind, namespace)
 
-    async def list_pods(self, namespace: str) -> list[PodView]:
+    async def list_pods(self, namespace: str) -> tuple[list[PodView], int]:
         return await list_pods(self.api, namespace)
 
 
@@ -316,8 +316,10 @@ class Watched:
 
 
 @kube.counted("list_pods")
-async def list_pods(api: kube.Api, namespace: str) -> list[PodView]:
-    """All pods of a namespace, read from the API server itself (not a cache), projected."""
+async def list_pods(api: kube.Api, namespace: str) -> tuple[list[PodView], int]:
+    """All pods of a namespace, read from the API server itself (not a cache), projected,
+    and the resourceVersion the list is current to."""
     views: list[PodView] = []
-    await kube.list_all(api, "pods", namespace, lambda item: views.append(pod_view(item)))
-    return views
+    version = await kube.list_all(api, "pods", namespace,
+                                  lambda item: views.append(pod_view(item)))
+    return views, int(version or 0)

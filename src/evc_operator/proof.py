@@ -92,10 +92,11 @@ async def prove_current(watched: Watched, namespace: str,
     """
     informers = watched.users(namespace)
     if not informers or not all(informer.synced for informer in informers):
-        views = await watched.source.list_pods(namespace)
+        views, _ = await watched.source.list_pods(namespace)
         for kind in KINDS:
-            views += await _list(watched, collection(kind), namespace,
-                                 functools.partial(workload_view, kind))
+            listed, _ = await _list(watched, collection(kind), namespace,
+                                    functools.partial(workload_view, kind))
+            views += listed
         return PodSnapshot(views)
     own = barriers is None  # its short watches end with it
     held = Barriers(watched.source) if barriers is None else barriers
@@ -106,18 +107,33 @@ async def prove_current(watched: Watched, namespace: str,
         if own:
             await held.close()
     lives = [proof.live for proof in proofs]
+    behinds = [proof.behind for proof in proofs]
     return PodSnapshot([view for proof in proofs for view in proof.pods],
-                       lambda: all(live() for live in lives))
+                       lambda: all(live() for live in lives),
+                       lambda: any(behind() for behind in behinds))
 
 
 async def _list(watched: Watched, kind: str, namespace: str,
-                project: Callable[[Any], PodView]) -> list[PodView]:
-    """One kind of users of a namespace, read from the API server itself."""
+                project: Callable[[Any], PodView]) -> tuple[list[PodView], int]:
+    """One kind of users of a namespace, read from the API server itself, and the
+    resourceVersion the list is current to."""
     if kind == "pods":
         return await watched.source.list_pods(namespace)
     views: list[PodView] = []
-    await watched.source.list_all(kind, namespace, lambda item: views.append(project(item)))
-    return views
+    version = await watched.source.list_all(kind, namespace,
+                                            lambda item: views.append(project(item)))
+    return views, int(version or 0)
+
+
+def _listed(informer: Informer[PodView], listed: Sequence[PodView], version: int,
+            live: Callable[[], bool] = lambda: False) -> PodSnapshot:
+    """A kind's snapshot made by a list current to `version`: behind (its informer lags
+    it) while the informer has not come that far and does not hold what was listed.
+    Once it holds it, or has applied a change past it (or relisted), it is not."""
+    def behind() -> bool:
+        return informer.version < version and not _holds(informer, listed)
+
+    return PodSnapshot(listed, live, behind)
 
 
 async def _prove(watched: Watched, informer: Informer[PodView],
@@ -125,12 +141,14 @@ async def _prove(watched: Watched, informer: Informer[PodView],
     """One informer's view as of a moment after this call began, proven or listed."""
     breaks = informer.breaks
     if listed_outright(informer):
-        listed = await _list(watched, informer.kind, informer.namespace, informer.project)
+        listed, version = await _list(watched, informer.kind, informer.namespace,
+                                      informer.project)
         if not _holds(informer, listed):
-            return PodSnapshot(listed)  # the list is the view: the index lags or differs
+            # The list is the view: the index lags or differs.
+            return _listed(informer, listed, version)
         # The informer holds what the list says, as of a moment after the list's own
         # read (or later): with its watch unbroken, the live index holds it all too.
-        return PodSnapshot(listed, lambda: informer.breaks == breaks)
+        return _listed(informer, listed, version, lambda: informer.breaks == breaks)
     target = await watched.source.collection_version(informer.kind, informer.namespace)
     # What the informer must have applied for its live view to hold everything up to
     # `target`: the last change at or before it (bookmarks change nothing).
@@ -139,17 +157,20 @@ async def _prove(watched: Watched, informer: Informer[PodView],
     def live() -> bool:
         return informer.breaks == breaks and informer.version >= needed
 
+    def behind() -> bool:  # a relist after a break brings it past `needed` too
+        return informer.version < needed
+
     if informer.version >= target:
-        return PodSnapshot(list(informer.items.values()), live)
+        return PodSnapshot(list(informer.items.values()), live, behind)
     proven = await _first_proof(informer, target, barriers)
     if proven is not None:
         if proven.last is not None:
             needed = proven.last
-        return PodSnapshot(proven.items, live)
+        return PodSnapshot(proven.items, live, behind)
     log.info("No proof that the %s of %s are current; listing them all.", informer.kind,
              informer.namespace)
-    return PodSnapshot(await _list(watched, informer.kind, informer.namespace,
-                                   informer.project))
+    return _listed(informer, *await _list(watched, informer.kind, informer.namespace,
+                                          informer.project))
 
 
 async def _first_proof(informer: Informer[PodView], target: int,

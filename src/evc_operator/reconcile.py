@@ -84,7 +84,8 @@ class ClaimReconciler:
         now = self.clock()
         trusted = self._trusted(claim, view, had_pvc, now)
         dry_run = self.settings.dry_run
-        decision = lifecycle.decide(trusted, self._users(claim, view), now, dry_run=dry_run)
+        decision = lifecycle.decide(trusted, self._users(claim, view, self._ahead(claim)),
+                                    now, dry_run=dry_run)
         if decision.action is Action.DELETE:
             if not self.freshness.pods_view_complete:
                 return Outcome(wake_at=now + NOT_LISTED_YET, decided=False)
@@ -98,6 +99,7 @@ class ClaimReconciler:
                                                               decision.deletes_at))
             decision = lifecycle.decide(trusted, self._users(claim, view, fresh), self.clock(),
                                         dry_run=dry_run)
+            claim.ahead = fresh if fresh is not None and fresh.behind() else None
         if decision.action is Action.DELETE:
             return await self._delete(view, decision, logger)
 
@@ -190,6 +192,18 @@ class ClaimReconciler:
                         "(a write that failed, or someone else's); keeping the later facts.",
                         view.namespace, view.name)
         return trusted
+
+    @staticmethod
+    def _ahead(claim: TrackedClaim) -> PodList | None:
+        """The proof's view the claim was last decided on, if the informers still lag
+        behind it. Decided on the lagging index instead, a user the proof saw (a pod
+        created a moment before the deadline, its watch event not in yet) would vanish
+        again: the claim, just written InUse, written Idle with a new countdown, and InUse
+        once more when the informer catches up. The proof's view is the later one; it
+        is kept until every informer has come as far, then the index decides again."""
+        if claim.ahead is not None and not claim.ahead.behind():
+            claim.ahead = None
+        return claim.ahead
 
     def _users(self, claim: TrackedClaim, view: EvcView,
                fresh: PodList | None = None) -> list[lifecycle.PodUse]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from evc_operator import lifecycle
 from evc_operator.evc import EvcView, Key, evc_view
+from evc_operator.freshness import PodList
 from evc_operator.settings import Settings
 
 _NONE: frozenset[Any] = frozenset()
@@ -37,6 +38,9 @@ class TrackedClaim:
     confirm_after: datetime.datetime | None = None
     # When a status write that only says who the users are may go (budget.py), if waiting.
     write_after: datetime.datetime | None = None
+    # The proof's view it was last decided on, while the informers lag behind it
+    # (freshness.PodSnapshot.behind): until they catch up, it is decided on that view.
+    ahead: PodList | None = None
 
     def decided(self, decision: lifecycle.Decision) -> None:
         """Keep what was just decided, before its status write: should that write fail

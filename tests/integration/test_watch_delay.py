@@ -21,7 +21,15 @@ from controlplane.cluster import ControlPlane
 from evc_operator import kube, proof
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import Kubectl, eventually
-from tests.integration.test_lifecycle import evc, now, parse, phase_is, pod, status
+from tests.integration.test_lifecycle import (
+    evc,
+    now,
+    parse,
+    phase_is,
+    pod,
+    reasons,
+    status,
+)
 
 DELAY = 2.5  # seconds the informers' watch events are held back
 DROPPED = {"host", "content-length", "transfer-encoding", "connection", "content-encoding",
@@ -146,3 +154,11 @@ def test_a_pod_created_just_before_the_deadline_keeps_its_claim_while_watches_la
     eventually(lambda: phase_is(kubectl, "late", "InUse"), timeout=30,
                what="the claim in use (status() fails at once if it was deleted)")
     assert json.loads(kubectl("get", "evc", "late", "-o", "json"))["status"]["users"] == 1
+    # Nor does it go back to Idle (a new countdown, an Idle Event) when it is decided again
+    # while the informer still lacks the pod the proof saw: a change to the claim (its watch
+    # is not held back) has it reconciled at once. Past the delay, the informer has caught up.
+    kubectl("annotate", "evc", "late", "example.com/touched=yes")
+    assert (now() - created).total_seconds() < DELAY, "too late to test a lagging informer"
+    time.sleep(DELAY + 1)
+    assert phase_is(kubectl, "late", "InUse")
+    assert "Idle" not in reasons(kubectl, "late")

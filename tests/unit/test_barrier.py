@@ -40,8 +40,8 @@ class FedApi:
     async def collection_version(self, kind: str, namespace: str) -> int:
         return self.now
 
-    async def list_pods(self, namespace: str) -> list[PodView]:
-        return [pod_view(pod("listed", "x"))]
+    async def list_pods(self, namespace: str) -> tuple[list[PodView], int]:
+        return [pod_view(pod("listed", "x"))], self.now
 
 
 def bookmark(version: int) -> tuple[str, dict[str, Any]]:

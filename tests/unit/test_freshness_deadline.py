@@ -112,8 +112,8 @@ class ModelApi:
     async def collection_version(self, kind: str, namespace: str) -> int:
         return _rv(self.clock())
 
-    async def list_pods(self, namespace: str) -> list[PodView]:
-        return [pod_view(item) for item in self.state("pods")]
+    async def list_pods(self, namespace: str) -> tuple[list[PodView], int]:
+        return [pod_view(item) for item in self.state("pods")], _rv(self.clock())
 
 
 def _project(kind: str) -> Callable[[Any], PodView]:

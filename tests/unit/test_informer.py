@@ -52,7 +52,7 @@ class ScriptedApi:
     async def collection_version(self, kind: str, namespace: str) -> int:
         raise AssertionError("informers do not ask for it")
 
-    async def list_pods(self, namespace: str) -> list[PodView]:
+    async def list_pods(self, namespace: str) -> tuple[list[PodView], int]:
         raise AssertionError("informers list through list_all")
 
 
@@ -76,9 +76,9 @@ class ProofApi(ScriptedApi):
                 raise step
             yield step
 
-    async def list_pods(self, namespace: str) -> list[PodView]:
+    async def list_pods(self, namespace: str) -> tuple[list[PodView], int]:
         self.calls.append("full list")
-        return [pod_view(pod("listed", "x"))]
+        return [pod_view(pod("listed", "x"))], self.now
 
 
 def run_informer(api: ScriptedApi, until: Callable[[], bool],
@@ -241,6 +241,7 @@ def test_an_informer_that_has_seen_that_far_is_current(by_watch: None) -> None:
     assert [p.name for p in snapshot.pods] == ["old"]
     assert calls == ["version"]  # one consistent read of one object, nothing else
     assert snapshot.live()
+    assert not snapshot.behind()  # nothing in it that the informer lacks
     watched.pods["jobs"].breaks += 1  # its watch failed since: the live view has a gap
     assert not snapshot.live()
 
@@ -297,6 +298,21 @@ def test_a_kind_with_few_objects_is_listed_outright() -> None:
     assert [p.name for p in snapshot.pods] == ["listed"]
     assert calls == ["full list"]
     assert not snapshot.live()  # a list is the view itself: the index does not decide
+
+
+def test_a_list_its_informer_lacks_is_ahead_until_the_informer_catches_up() -> None:
+    watched, _ = _synced_watched(version=30, now=40, barrier=[])
+    held = watched.pods["jobs"]
+    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
+    assert snapshot.behind()  # the informer has "old", not yet "listed"
+    held.version = 35  # a change before the list's read: still short of it
+    assert snapshot.behind()
+    held.items = {"listed": pod_view(pod("listed", "x"))}
+    held.version = 38  # it holds what was listed: nothing left to catch up
+    assert not snapshot.behind()
+    held.items = {}  # "listed" deleted after the list's read: the informer is the later
+    held.version = 41
+    assert not snapshot.behind()
 
 
 def test_a_kind_listed_outright_that_its_informer_holds_alike_leaves_the_index_live(
@@ -412,10 +428,16 @@ def test_a_job_its_lagging_watch_has_not_shown_yet_is_in_the_proof(by_watch: Non
     assert sorted(p.name for p in snapshot.pods) == ["Job/late", "old"]
     assert calls == ["version", "version", "watch from 30 for 3 s"]  # one per kind
     assert not snapshot.live()  # until the Job informer itself has seen it
+    assert snapshot.behind()  # meanwhile the proof's view is the later one
+    jobs.breaks += 1  # and while it relists after a break
+    assert snapshot.behind()
+    jobs.breaks -= 1
     jobs.version = 39
     assert snapshot.live()
+    assert not snapshot.behind()
     jobs.breaks += 1
     assert not snapshot.live()
+    assert not snapshot.behind()  # a gap since, but it holds all the proof did
 
 
 class StalledBarrierApi(ProofApi):

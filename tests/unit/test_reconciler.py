@@ -82,6 +82,36 @@ def test_a_user_that_only_the_fresh_read_sees_stops_the_deletion() -> None:
     assert "patch_status:InUse" in fake.calls
 
 
+def test_a_user_only_the_proof_saw_is_not_taken_back_while_the_informer_lags() -> None:
+    # At the deadline the proof sees a pod created a moment before, whose watch event has
+    # not reached the informer: InUse. Decided again before the informer catches up (the
+    # echo of that very status write, say), the claim must not go back to Idle with a new
+    # countdown and an Idle Event on an index that lacks the pod.
+    fake = FakeApi(fresh_pods=[])
+    lagging = [True]
+
+    async def current_pods(namespace: str) -> PodSnapshot:
+        return PodSnapshot([pod_view(pod_body("newcomer"))], behind=lambda: lagging[0])
+
+    reconciler, index = make(fake, indexed_pods=[], lister=current_pods)
+    key = ("jobs", "scratch")
+    reconcile_now(reconciler, key)
+    assert fake.calls == ["patch_status:InUse", "event:InUse"]
+    fake.calls.clear()
+    reconcile_now(reconciler, key)
+    assert fake.calls == []  # still InUse: nothing to write, nothing to tell
+    # Once the informer has come as far as the proof, the index decides again: here it
+    # has seen the pod come and finish.
+    lagging[0] = False
+    index.by_claim[key] = index.in_namespace["jobs"] = [
+        pod_view(pod_body("newcomer", "Succeeded"))]
+    reconcile_now(reconciler, key)
+    assert fake.calls == ["patch_status:Idle", "event:Idle"]
+    claim = reconciler.claims.get(key)
+    assert claim is not None
+    assert claim.ahead is None  # the proof's view is let go
+
+
 def test_an_unreachable_api_server_stops_the_deletion() -> None:
     fake = FakeApi(fresh_pods=errors.ApiException(status=503, reason="Service Unavailable"))
     reconciler, _index = make(fake, indexed_pods=[])
