@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 from controlplane.cluster import ControlPlane, free_port
+from evc_operator import openfiles
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import REPO, Kubectl, OperatorProcess, eventually
 
@@ -292,3 +294,32 @@ def test_no_rbac_at_all_is_one_line_per_missing_permission(
     assert len(told) == len({line.split("] ", 1)[1] for line in told}), told
     assert not [line for line in log.splitlines()
                 if "APIForbiddenError" in line and "DEBUG" not in line], log
+
+
+def _open_files(pid: int) -> tuple[str, str]:
+    """A process's soft and hard limits of open files, as the kernel holds them."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return soft, hard
+    raise AssertionError(f"no open-files limit for process {pid}")
+
+
+def test_a_low_soft_limit_of_open_files_is_raised_to_the_hard_one(
+        control_plane: ControlPlane, operator: OperatorFactory, namespace: str) -> None:
+    """Nine watches a namespace, one connection each: under a soft limit of 1,024 (many
+    shells' and services' default) every new one failed past about the 110th namespace.
+    The operator raises its own soft limit to the hard one at start, as Go programs do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = 1024 if hard == resource.RLIM_INFINITY else min(1024, hard // 2)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:  # the operator inherits the low soft limit from this process
+        process = start(operator, control_plane, namespace)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    wanted = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    raised = str(openfiles.NR_OPEN) if hard == resource.RLIM_INFINITY else str(hard)
+    process.wait_ready()  # raised in the start-up handler, before any watch
+    assert _open_files(process.process.pid) == (raised, wanted)
+    assert f"Open files: soft limit raised from {low} to {raised}" in process.log_text()
+    assert_running_without_traceback(process)
