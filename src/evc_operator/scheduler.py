@@ -324,12 +324,16 @@ class Scheduler:
         and leaving the list of the next wave to be shared by almost none."""
         self.limit.release()
         self.queue.wake()  # its slot may serve another claim meanwhile
+        proven = False
         try:
-            return await waiting
+            view = await waiting
+            proven = True
+            return view
         finally:
             began = time.monotonic()
             await self.limit.acquire()
-            metrics.DELETION_SLOT_WAIT.observe(time.monotonic() - began)
+            if proven:  # a failed proof ends the deletion: its wait is no deletion's
+                metrics.DELETION_SLOT_WAIT.observe(time.monotonic() - began)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -449,5 +449,12 @@ def test_a_deletion_that_gave_its_slot_back_counts_its_wait_to_get_one_again() -
         await deleting
         assert scheduler.limit.in_flight == 4
         assert waited() == before + 1
+        # A proof that fails ends the deletion: it takes its slot back, uncounted.
+        failing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failing.set_exception(errors.ApiException(status=503, reason="Unavailable"))
+        with pytest.raises(errors.ApiException):
+            await scheduler.reconciler.waiting(failing)
+        assert scheduler.limit.in_flight == 4
+        assert waited() == before + 1
 
     asyncio.run(scenario())
