@@ -185,6 +185,8 @@ class ClaimReconciler:
                             "(written by someone else, by an older version, or under "
                             "another key); its deadline counts the later way.",
                             view.namespace, view.name)
+            elif not new:
+                _adopt(claim, view.stored_seal, now)
             return lifecycle.believed(recorded, verified=verified, now=now)
         trusted = lifecycle.trusted(recorded, ours)
         if trusted is not recorded:
@@ -307,6 +309,21 @@ class ClaimReconciler:
             decision, expiry_period=view.claim.expiry_period,
             grace_period=view.claim.grace_period, dry_run=False), logger)
         return Outcome(gone=True)
+
+
+def _adopt(claim: TrackedClaim, stored_seal: str | None, now: datetime.datetime) -> None:
+    """A record the operator sealed less than `seal.SPACING` ago, found by a process that
+    has decided nothing about the claim yet (after a restart, or a change of leader): its
+    writer may have owed it a confirmation (confirm.py: it superseded a record sealed
+    moments before, which put back would still be believed) and can no longer give it.
+    This process cannot tell what it superseded, so it confirms any such record as its
+    writer would have: a read once `SPACING` has passed since its seal (later than the
+    writer's moment, which only counted from the record before), and a write only if
+    it no longer stands. At most one read a claim, and only for records that young."""
+    sealed = seal.sealed_at(stored_seal)
+    if sealed is not None and now < sealed + seal.SPACING:
+        claim.sealed_at = sealed
+        claim.confirm_after = sealed + seal.SPACING
 
 
 async def _as_is(waiting: Awaitable[PodList | None]) -> PodList | None:

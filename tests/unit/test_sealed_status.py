@@ -324,3 +324,44 @@ def test_a_record_not_seen_to_stand_is_written_once_more(
     clock[0] = due + datetime.timedelta(seconds=10)
     reconcile_now(reconciler, KEY_OF_CLAIM)
     assert fake.calls.count("patch_status:InUse") == 2
+
+
+def test_a_record_sealed_moments_before_a_start_is_confirmed_as_its_writer_would_have() -> None:
+    """The process that sealed the InUse record (over a Pending one sealed moments before)
+    stopped before its confirmation was due: a leader that died, or this one before a
+    restart. The process after it cannot tell what the record superseded, so it confirms
+    the young record itself once `SPACING` has passed since its seal: a Pending record
+    put back before then would still be believed after yet another start."""
+    fake = FakeApi(fresh_pods=[])
+    first, _ = make(fake, [pod_body("user")])
+    reconcile_now(first, KEY_OF_CLAIM)  # sealed InUse at NOW
+    assert fake.calls.count("patch_status:InUse") == 1
+    assert fake.evc is not None
+    clock = [NOW + datetime.timedelta(seconds=2)]  # another process, 2 s later
+    fake.calls.clear()
+    second, _ = make(fake, [pod_body("user")], body=fake.evc, clock=lambda: clock[0])
+    reconcile_now(second, KEY_OF_CLAIM)
+    assert fake.calls == []  # the record stands as it is: nothing written
+    claim = second.claims.get(KEY_OF_CLAIM)
+    assert claim is not None
+    due = NOW + seal.SPACING
+    assert claim.confirm_after == due
+    clock[0] = due
+    reconcile_now(second, KEY_OF_CLAIM)
+    assert fake.calls == ["read_evc"]  # still as written: read, not written again
+    assert claim.confirm_after is None
+
+
+def test_a_record_sealed_long_before_a_start_needs_no_confirmation() -> None:
+    fake = FakeApi(fresh_pods=[])
+    first, _ = make(fake, [pod_body("user")])
+    reconcile_now(first, KEY_OF_CLAIM)
+    assert fake.evc is not None
+    fake.calls.clear()
+    later = NOW + seal.SPACING
+    second, _ = make(fake, [pod_body("user")], body=fake.evc, clock=lambda: later)
+    reconcile_now(second, KEY_OF_CLAIM)
+    claim = second.claims.get(KEY_OF_CLAIM)
+    assert claim is not None
+    assert claim.confirm_after is None
+    assert fake.calls == []
