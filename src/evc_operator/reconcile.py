@@ -312,18 +312,13 @@ class ClaimReconciler:
 
 
 def _adopt(claim: TrackedClaim, stored_seal: str | None, now: datetime.datetime) -> None:
-    """A record the operator sealed less than `seal.SPACING` ago, found by a process that
-    has decided nothing about the claim yet (after a restart, or a change of leader): its
-    writer may have owed it a confirmation (confirm.py: it superseded a record sealed
-    moments before, which put back would still be believed) and can no longer give it.
-    This process cannot tell what it superseded, so it confirms any such record as its
-    writer would have: a read once `SPACING` has passed since its seal (later than the
-    writer's moment, which only counted from the record before), and a write only if
-    it no longer stands. At most one read a claim, and only for records that young."""
-    sealed = seal.sealed_at(stored_seal)
-    if sealed is not None and now < sealed + seal.SPACING:
-        claim.sealed_at = sealed
-        claim.confirm_after = sealed + seal.SPACING
+    """A record of the operator's found by a process that has decided nothing about the
+    claim yet: confirmed as its writer would have, if it is young (`seal.confirm_found`:
+    one read, a write only if it no longer stands)."""
+    due = seal.confirm_found(seal.sealed_at(stored_seal), now)
+    if due is not None:
+        claim.sealed_at = seal.sealed_at(stored_seal)
+        claim.confirm_after = due
 
 
 async def _as_is(waiting: Awaitable[PodList | None]) -> PodList | None:

@@ -108,3 +108,17 @@ def confirm_after(previous: tuple[str | None, datetime.datetime | None],
         return None
     due = last_sealed + SPACING
     return due if now < due else None
+
+
+def confirm_found(sealed: datetime.datetime | None,
+                  now: datetime.datetime) -> datetime.datetime | None:
+    """When a process that finds a record of the operator's, sealed at `sealed`, without
+    having written it (after a start, or a change of leader) is to confirm it; None: no
+    need. Its writer may have owed a confirmation (`confirm_after`) that it can no longer
+    make, and what the record superseded is not known: so any record sealed less than
+    `SPACING` ago is confirmed once `SPACING` has passed since its seal (later than the
+    writer's moment, which counted from the record before, and as good)."""
+    if sealed is None:
+        return None
+    due = sealed + SPACING
+    return due if now < due else None

@@ -116,18 +116,25 @@ FACTS = st.sampled_from([("Pending", None), ("InUse", None), ("Idle", at(5)), ("
 
 
 @settings(max_examples=2000, deadline=None)
-@given(writes=st.lists(st.tuples(st.floats(0, 12), FACTS, st.floats(0, 0.999)),
+@given(writes=st.lists(st.tuples(st.floats(0, 12), FACTS, st.floats(0, 0.999),
+                                 st.booleans()),
                        min_size=2, max_size=8),
        after=st.floats(0.001, 30))
 def test_no_superseded_record_put_back_after_the_operators_writes_is_in_time(
-        writes: list[tuple[float, tuple[str, datetime.datetime | None], float]],
+        writes: list[tuple[float, tuple[str, datetime.datetime | None], float, bool]],
         after: float) -> None:
     """The operator writes records (facts changing at any pace; each lands within a second
-    of its sealing) and, as `seal.confirm_after` asks, writes one once more. Any record it
-    superseded that would make a deadline earlier (not one in use, not the same facts as
-    the last), put back after all its writes, is written too late to be believed."""
+    of its sealing) and, as `seal.confirm_after` asks, writes one once more. It may stop
+    before any step (a restart, a change of leader): the process after it knows no
+    confirmation due, only the record it finds, and confirms it as `seal.confirm_found`
+    says (it stops at once: a confirmation due meanwhile is lost). Any record superseded
+    that would make a deadline earlier (not one in use, not the same facts as the last),
+    put back after all the writes and after the last process found the record it found,
+    is written too late to be believed. (One put back before a process that stopped
+    could read it back, and found by the next: nothing tells it from a genuine record;
+    while that process runs, the facts it decided last stand: `lifecycle.trusted`.)"""
     records: list[tuple[tuple[str, datetime.datetime | None], float, float]] = []
-    moment, confirm, last = 0.0, None, None
+    moment, confirm, last, found = 0.0, None, None, 0.0
 
     def write(facts: tuple[str, datetime.datetime | None], sealed: float,
               latency: float) -> None:
@@ -140,8 +147,10 @@ def test_no_superseded_record_put_back_after_the_operators_writes_is_in_time(
         records.append((facts, sealed, sealed + latency))
         last = at(sealed)
 
-    for gap, facts, latency in writes:
+    for gap, facts, latency, restarted in writes:
         moment += gap
+        if restarted and records:  # what the process knew is gone; the record is not
+            confirm, found = seal.confirm_found(at(records[-1][1]), at(moment)), moment
         if confirm is not None and confirm <= at(moment):
             due, confirm = (confirm - T0).total_seconds(), None
             write(records[-1][0], due, latency)
@@ -150,7 +159,8 @@ def test_no_superseded_record_put_back_after_the_operators_writes_is_in_time(
     if confirm is not None:
         write(records[-1][0], (confirm - T0).total_seconds(), 0.5)
     final, _, landed = records[-1]
-    put_back = at(landed + after).replace(microsecond=0)  # the stamp, cut to the second
+    # The stamp, cut to the second.
+    put_back = at(max(landed, found) + after).replace(microsecond=0)
     for facts, sealed_then, _ in records[:-1]:
         if facts != final and facts[0] != "InUse":
             stored = seal.seal(KEY, "uid", *facts, at(sealed_then))
