@@ -315,9 +315,10 @@ def _adopt(claim: TrackedClaim, stored_seal: str | None, now: datetime.datetime)
     """A record of the operator's found by a process that has decided nothing about the
     claim yet: confirmed as its writer would have, if it is young (`seal.confirm_found`:
     one read, a write only if it no longer stands)."""
-    due = seal.confirm_found(seal.sealed_at(stored_seal), now)
+    sealed = seal.sealed_at(stored_seal)
+    due = seal.confirm_found(sealed, now)
     if due is not None:
-        claim.sealed_at = seal.sealed_at(stored_seal)
+        claim.sealed_at = sealed
         claim.confirm_after = due
 
 

@@ -104,10 +104,9 @@ def confirm_after(previous: tuple[str | None, datetime.datetime | None],
     Needed when the record it supersedes, put back, would make the deadline earlier and
     could still pass `written_in_time`: sealed less than `SPACING` ago. A record in use,
     put back, makes no deadline earlier (its grace counts from when it is read)."""
-    if last_sealed is None or previous == new or previous[0] == "InUse":
+    if previous == new or previous[0] == "InUse":
         return None
-    due = last_sealed + SPACING
-    return due if now < due else None
+    return confirm_found(last_sealed, now)
 
 
 def confirm_found(sealed: datetime.datetime | None,
