@@ -47,7 +47,8 @@ PROOF_MAX_AGE = datetime.timedelta(seconds=5)
 ANTICIPATION = datetime.timedelta(seconds=1)
 
 
-def _never() -> bool:
+def never() -> bool:
+    """Not live, not behind: a snapshot with no informer to go on from."""
     return False
 
 
@@ -66,8 +67,8 @@ class PodSnapshot:
     """
 
     pods: Sequence[PodView]
-    live: Callable[[], bool] = _never
-    behind: Callable[[], bool] = _never
+    live: Callable[[], bool] = never
+    behind: Callable[[], bool] = never
 
 
 class PodList:

@@ -25,7 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
-from evc_operator import kube
+from evc_operator import kube, listwatch
 from evc_operator.claims import PvcView, pvc_view
 from evc_operator.errors import Gone, describe
 from evc_operator.evc import Key
@@ -45,7 +45,7 @@ class Source(Protocol):
                        each: Callable[[dict[str, Any]], None]) -> str: ...
 
     def watch(self, kind: str, namespace: str, resource_version: str,
-              seconds: int = kube.WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+              seconds: int = listwatch.WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         ...
 
     async def collection_version(self, kind: str, namespace: str) -> int: ...
@@ -61,14 +61,14 @@ class KubeSource:
 
     async def list_all(self, kind: str, namespace: str,
                        each: Callable[[dict[str, Any]], None]) -> str:
-        return await kube.list_all(self.api, kind, namespace, each)
+        return await listwatch.list_all(self.api, kind, namespace, each)
 
     def watch(self, kind: str, namespace: str, resource_version: str,
-              seconds: int = kube.WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        return kube.watch(self.api, kind, namespace, resource_version, seconds)
+              seconds: int = listwatch.WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        return listwatch.watch(self.api, kind, namespace, resource_version, seconds)
 
     async def collection_version(self, kind: str, namespace: str) -> int:
-        return await kube.collection_version(self.api, kind, namespace)
+        return await listwatch.collection_version(self.api, kind, namespace)
 
     async def list_pods(self, namespace: str) -> tuple[list[PodView], int]:
         return await list_pods(self.api, namespace)
@@ -320,6 +320,6 @@ async def list_pods(api: kube.Api, namespace: str) -> tuple[list[PodView], int]:
     """All pods of a namespace, read from the API server itself (not a cache), projected,
     and the resourceVersion the list is current to."""
     views: list[PodView] = []
-    version = await kube.list_all(api, "pods", namespace,
+    version = await listwatch.list_all(api, "pods", namespace,
                                   lambda item: views.append(pod_view(item)))
     return views, int(version or 0)

@@ -1,4 +1,4 @@
-"""The one module that talks to the Kubernetes API on the operator's behalf.
+"""The client that talks to the Kubernetes API on the operator's behalf, and its verbs.
 
 Everything here is async (plain aiohttp) because it runs inside Kopf's event
 loop; a sync client there would stall every other handler. Functions return
@@ -7,6 +7,8 @@ plain dicts (the API's own JSON) and raise typed errors (`NotFound`, `Conflict`,
 about either is the caller's business. Nothing here knows EVCs' rules, views or
 metrics: every request, every failed call and every response's Date header are
 reported to the hooks of apihooks.py, projections are the informer's.
+
+Lists and watches of collections, on the same client, are listwatch.py's.
 
 No generated client library: the operator uses a dozen endpoints, and importing
 one costs tens of MiB before any object exists (Kopf imports it too when it is
@@ -141,7 +143,7 @@ class Api:
         """The response's JSON; raises ApiException unless it is 2xx."""
         async with self.request(method, path, body=body, content_type=content_type) as response:
             data = await response.read()
-            _check(response.status, response.reason, data, response.headers)
+            check(response.status, response.reason, data, response.headers)
         return orjson.loads(data) if data else None
 
 
@@ -150,28 +152,28 @@ async def connect() -> Api:
     return Api(load_credentials())
 
 
-def _check(status: int, reason: str | None, data: bytes,
+def check(status: int, reason: str | None, data: bytes,
            headers: Mapping[str, str] | None = None) -> None:
     if not 200 <= status <= 299:
         raise api_error(status, reason, data, headers)
 
 
-def _q(name: str) -> str:
+def quoted(name: str) -> str:
     return quote(name, safe="")
 
 
-def _core(namespace: str, plural: str, name: str | None = None) -> str:
-    path = f"/api/v1/namespaces/{_q(namespace)}/{plural}"
-    return f"{path}/{_q(name)}" if name is not None else path
+def core_path(namespace: str, plural: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{quoted(namespace)}/{plural}"
+    return f"{path}/{quoted(name)}" if name is not None else path
 
 
 def _leases(namespace: str, name: str | None = None) -> str:
-    path = f"/apis/coordination.k8s.io/v1/namespaces/{_q(namespace)}/leases"
-    return f"{path}/{_q(name)}" if name is not None else path
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{quoted(namespace)}/leases"
+    return f"{path}/{quoted(name)}" if name is not None else path
 
 
 def _evc(namespace: str, name: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{_q(namespace)}/{PLURAL}/{_q(name)}"
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{quoted(namespace)}/{PLURAL}/{quoted(name)}"
 
 
 async def _read_or_none(api: Api, path: str) -> dict[str, Any] | None:
@@ -187,14 +189,14 @@ async def _read_or_none(api: Api, path: str) -> dict[str, Any] | None:
 async def create_pvc(api: Api, body: Mapping[str, Any]) -> dict[str, Any]:
     """Create a PVC; raises Conflict if one of that name exists (never touched)."""
     created: dict[str, Any] = await api.call(
-        "POST", _core(body["metadata"]["namespace"], "persistentvolumeclaims"),
+        "POST", core_path(body["metadata"]["namespace"], "persistentvolumeclaims"),
         body=dict(body))
     return created
 
 
 @counted("read_pvc")
 async def read_pvc(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
-    return await _read_or_none(api, _core(namespace, "persistentvolumeclaims", name))
+    return await _read_or_none(api, core_path(namespace, "persistentvolumeclaims", name))
 
 
 @counted("patch_pvc")
@@ -206,7 +208,7 @@ async def patch_pvc(api: Api, namespace: str, name: str, uid: str,
     body["metadata"] = {**(patch.get("metadata") or {}), "uid": uid,
                         "resourceVersion": resource_version}
     patched: dict[str, Any] = await api.call(
-        "PATCH", _core(namespace, "persistentvolumeclaims", name), body=body,
+        "PATCH", core_path(namespace, "persistentvolumeclaims", name), body=body,
         content_type=MERGE_PATCH)
     return patched
 
@@ -225,86 +227,6 @@ async def patch_evc_status(api: Api, namespace: str, name: str,
     patched: dict[str, Any] = await api.call(
         "PATCH", f"{_evc(namespace, name)}/status", body=body, content_type=MERGE_PATCH)
     return patched
-
-
-LIST_PAGE = 100  # objects per page of a list: bounds memory, not the list's consistency
-WATCH_SECONDS = 300  # the API server ends a watch after this; we resume where it ended
-LISTED_KINDS = frozenset({"pods", "persistentvolumeclaims"})
-
-
-def _collection(kind: str, namespace: str) -> str:
-    """A collection's path: `kind` is a core plural ("pods") or "group/version/plural"
-    ("batch/v1/jobs")."""
-    if "/" in kind:
-        group_version, plural = kind.rsplit("/", 1)
-        if group_version == "v1":
-            return _core(namespace, plural)
-        return f"/apis/{group_version}/namespaces/{_q(namespace)}/{plural}"
-    if kind not in LISTED_KINDS:
-        raise KeyError(kind)
-    return _core(namespace, kind)
-
-
-async def list_all(api: Api, kind: str, namespace: str,
-                   each: Callable[[dict[str, Any]], None]) -> str:
-    """Pass every object of a kind in a namespace to `each`, page by page; returns the
-    list's resourceVersion (where a watch resumes).
-
-    No resourceVersion: the first page is a consistent read of the latest state, and the
-    pages after it come from the same snapshot, so the whole list is as fresh as the moment
-    it began. Pages are parsed from raw JSON and dropped once `each` has seen them.
-    """
-    path = _collection(kind, namespace)
-    token: str | None = None
-    while True:
-        params = {"limit": str(LIST_PAGE)}
-        if token:
-            params["continue"] = token
-        async with api.request("GET", path, params=params) as response:
-            data = await response.read()
-            _check(response.status, response.reason, data, response.headers)
-        page = orjson.loads(data)
-        for item in page.get("items") or ():
-            each(item)
-        metadata = page.get("metadata") or {}
-        token = metadata.get("continue")
-        if not token:
-            return str(metadata.get("resourceVersion") or "")
-
-
-@counted("collection_version")
-async def collection_version(api: Api, kind: str, namespace: str) -> int:
-    """The resourceVersion of a collection now: a consistent read of at most one object."""
-    async with api.request("GET", _collection(kind, namespace),
-                           params={"limit": "1"}) as response:
-        data = await response.read()
-        _check(response.status, response.reason, data, response.headers)
-    return int(orjson.loads(data)["metadata"]["resourceVersion"])
-
-
-async def watch(api: Api, kind: str, namespace: str, resource_version: str,
-                seconds: int = WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """(event type, object) from `resource_version` on, until the API server ends the
-    watch after `seconds`; bookmarks included (they only move the resourceVersion).
-    Raises Gone when `resource_version` is too old."""
-    params = {"watch": "true", "resourceVersion": resource_version,
-              "allowWatchBookmarks": "true", "timeoutSeconds": str(seconds)}
-    async with api.request(
-            "GET", _collection(kind, namespace), params=params,
-            timeouts=aiohttp.ClientTimeout(sock_connect=10, sock_read=seconds + 60),
-            watch=True,
-    ) as response:
-        if response.status != 200:
-            _check(response.status, response.reason, await response.read(),
-                       response.headers)
-        async for line in response.content:
-            if not line.strip():
-                continue
-            event = orjson.loads(line)
-            body = event.get("object") or {}
-            if event.get("type") == "ERROR":
-                raise api_error(body.get("code") or 0, body.get("message"))
-            yield event["type"], body
 
 
 @counted("delete_evc")
@@ -377,7 +299,7 @@ async def post_event(api: Api, namespace: str, name: str, uid: str, *, type: str
         "reportingInstance": socket.gethostname(),
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
     }
-    await api.call("POST", _core(namespace, "events"), body=body)
+    await api.call("POST", core_path(namespace, "events"), body=body)
 
 
 @counted("read_version")
@@ -398,7 +320,7 @@ async def serves(api: Api, group_version: str, plural: str) -> bool:
 @counted("read_secret")
 async def read_secret(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
     """The Secret (only the signing key's: RBAC names it), or None if it does not exist."""
-    return await _read_or_none(api, _core(namespace, "secrets", name))
+    return await _read_or_none(api, core_path(namespace, "secrets", name))
 
 
 @counted("patch_secret")
@@ -406,6 +328,6 @@ async def patch_secret(api: Api, namespace: str, name: str, resource_version: st
                        data: Mapping[str, str]) -> None:
     """Merge `data` into the Secret, only if nobody changed it since `resource_version`
     (Conflict otherwise: another replica filled it first)."""
-    await api.call("PATCH", _core(namespace, "secrets", name), content_type=MERGE_PATCH,
+    await api.call("PATCH", core_path(namespace, "secrets", name), content_type=MERGE_PATCH,
                    body={"metadata": {"resourceVersion": resource_version},
                          "data": dict(data)})

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from evc_operator.barrier import Barriers, Proven
-from evc_operator.freshness import PodSnapshot
+from evc_operator.freshness import PodSnapshot, never
 from evc_operator.informer import Informer, Watched
 from evc_operator.users import PodView
 from evc_operator.workloads import KINDS, collection, workload_view
@@ -126,7 +126,7 @@ async def _list(watched: Watched, kind: str, namespace: str,
 
 
 def _listed(informer: Informer[PodView], listed: Sequence[PodView], version: int,
-            live: Callable[[], bool] = lambda: False) -> PodSnapshot:
+            live: Callable[[], bool] = never) -> PodSnapshot:
     """A kind's snapshot made by a list current to `version`: behind (its informer lags
     it) while the informer has not come that far and does not hold what was listed.
     Once it holds it, or has applied a change past it (or relisted), it is not."""

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from controlplane.cluster import ControlPlane
-from evc_operator import kube, proof
+from evc_operator import listwatch, proof
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import Kubectl, eventually
 from tests.integration.test_lifecycle import (
@@ -51,7 +51,7 @@ class DelayingProxy:
 
     def _delayed(self, request: web.Request) -> bool:
         return (request.query.get("watch") == "true"
-                and request.query.get("timeoutSeconds") == str(kube.WATCH_SECONDS)
+                and request.query.get("timeoutSeconds") == str(listwatch.WATCH_SECONDS)
                 and "ephemeralvolumeclaims" not in request.path)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

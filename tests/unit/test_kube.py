@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from evc_operator import apihooks, errors, kube, limiter, metrics, openfiles
+from evc_operator import apihooks, errors, kube, limiter, listwatch, metrics, openfiles
 from evc_operator.auth import Credentials, Static
 from evc_operator.metrics import REGISTRY
 from tests.unit.pki import Pki
@@ -32,7 +32,7 @@ def _status(code: int, message: str) -> bytes:
 def test_a_non_2xx_answer_is_an_api_exception_with_the_servers_message() -> None:
     body = _status(422, 'PersistentVolumeClaim "x" is invalid: spec: Forbidden')
     with pytest.raises(errors.Invalid) as caught:
-        kube._check(422, "Unprocessable Entity", body, {"Content-Type": "application/json"})
+        kube.check(422, "Unprocessable Entity", body, {"Content-Type": "application/json"})
     error = caught.value
     assert isinstance(error, errors.ApiException)
     assert (error.status, error.reason, error.body) == (422, "Unprocessable Entity", body)
@@ -41,12 +41,12 @@ def test_a_non_2xx_answer_is_an_api_exception_with_the_servers_message() -> None
     assert errors.describe(error) == (
         'API error 422: PersistentVolumeClaim "x" is invalid: spec: Forbidden')
     assert str(error) == '(422) PersistentVolumeClaim "x" is invalid: spec: Forbidden'
-    kube._check(201, "Created", b"{}")
+    kube.check(201, "Created", b"{}")
 
 
 def test_an_answer_without_a_status_body_falls_back_to_the_reason() -> None:
     with pytest.raises(errors.ApiException) as caught:
-        kube._check(502, "Bad Gateway", b"<html>proxy error</html>")
+        kube.check(502, "Bad Gateway", b"<html>proxy error</html>")
     assert errors.error_message(caught.value) == "Bad Gateway"
     error = errors.ApiException(status=503, reason="Service Unavailable")
     assert (error.status, error.reason, error.body, error.headers) == (
@@ -59,15 +59,15 @@ def test_each_refusal_is_raised_as_its_own_type() -> None:
                          (404, errors.NotFound), (409, errors.Conflict), (410, errors.Gone),
                          (422, errors.Invalid)):
         with pytest.raises(kind) as caught:
-            kube._check(status, "Refused", _status(status, "refused"))
+            kube.check(status, "Refused", _status(status, "refused"))
         assert caught.value.status == status
         assert isinstance(caught.value, errors.ApiException)
     with pytest.raises(errors.Gone, match="too old"):
-        kube._check(410, "Gone", _status(410, "too old resource version"))
+        kube.check(410, "Gone", _status(410, "too old resource version"))
     with pytest.raises(errors.ApiException) as other:
-        kube._check(500, "Internal Server Error", b"")
+        kube.check(500, "Internal Server Error", b"")
     assert type(other.value) is errors.ApiException
-    kube._check(200, "OK", b"{}")
+    kube.check(200, "OK", b"{}")
 
 
 def test_failed_calls_are_reported_to_the_hook_by_operation_and_status(
@@ -128,12 +128,12 @@ def test_the_session_names_the_field_manager_and_caps_requests_not_watches(pki: 
 
 
 def test_paths_quote_names() -> None:
-    assert kube._core("ns", "persistentvolumeclaims", "a/b") == (
+    assert kube.core_path("ns", "persistentvolumeclaims", "a/b") == (
         "/api/v1/namespaces/ns/persistentvolumeclaims/a%2Fb")
     assert kube._evc("ns", "c") == "/apis/zalando.org/v1/namespaces/ns/ephemeralvolumeclaims/c"
     assert kube._leases("ops") == "/apis/coordination.k8s.io/v1/namespaces/ops/leases"
     with pytest.raises(KeyError):
-        kube._collection("secrets", "ns")
+        listwatch.collection_path("secrets", "ns")
 
 
 @pytest.mark.parametrize(("method", "path", "params", "expected"), [
@@ -209,7 +209,7 @@ def _closed_port() -> int:
 def test_workload_collections_are_found_by_group_version_and_plural() -> None:
     from evc_operator.workloads import KINDS, collection
 
-    paths = {kind: kube._collection(collection(kind), "ns") for kind in KINDS}
+    paths = {kind: listwatch.collection_path(collection(kind), "ns") for kind in KINDS}
     assert paths["Job"] == "/apis/batch/v1/namespaces/ns/jobs"
     assert paths["Deployment"] == "/apis/apps/v1/namespaces/ns/deployments"
     assert paths["ReplicationController"] == "/api/v1/namespaces/ns/replicationcontrollers"
@@ -251,7 +251,7 @@ def test_a_watch_is_served_while_every_request_connection_is_busy(
                     "GET", f"/api/v1/namespaces/a/pods/{name}"))
                     for name in ("one", "two", "three")]
                 await two_started.wait()
-                events = [event async for event in kube.watch(api, "pods", "a", "1",
+                events = [event async for event in listwatch.watch(api, "pods", "a", "1",
                                                               seconds=5)]
                 assert [(kind, body["metadata"]["name"]) for kind, body in events] == [
                     ("ADDED", "p")]
@@ -294,7 +294,7 @@ def test_watches_past_a_thousand_are_all_served_at_once() -> None:
                                        auth=Static("Bearer t")))
 
             async def one(number: int) -> int:
-                return len([event async for event in kube.watch(
+                return len([event async for event in listwatch.watch(
                     api, "pods", f"ns-{number // 9}", "1", seconds=60)])
             try:
                 counts = await asyncio.wait_for(

@@ -1,0 +1,96 @@
+"""Collections of the API server: paged lists, a collection's resourceVersion, watches.
+
+What the informers (informer.py) and the proofs of freshness (proof.py) read, through
+the same client as every other request (kube.py: its pool of watches for the watches).
+Objects come as the API's own JSON dicts; projecting them is the caller's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from evc_operator.errors import api_error
+from evc_operator.kube import Api, check, core_path, counted, quoted
+
+LIST_PAGE = 100  # objects per page of a list: bounds memory, not the list's consistency
+WATCH_SECONDS = 300  # the API server ends a watch after this; we resume where it ended
+LISTED_KINDS = frozenset({"pods", "persistentvolumeclaims"})
+
+
+def collection_path(kind: str, namespace: str) -> str:
+    """A collection's path: `kind` is a core plural ("pods") or "group/version/plural"
+    ("batch/v1/jobs")."""
+    if "/" in kind:
+        group_version, plural = kind.rsplit("/", 1)
+        if group_version == "v1":
+            return core_path(namespace, plural)
+        return f"/apis/{group_version}/namespaces/{quoted(namespace)}/{plural}"
+    if kind not in LISTED_KINDS:
+        raise KeyError(kind)
+    return core_path(namespace, kind)
+
+
+async def list_all(api: Api, kind: str, namespace: str,
+                   each: Callable[[dict[str, Any]], None]) -> str:
+    """Pass every object of a kind in a namespace to `each`, page by page; returns the
+    list's resourceVersion (where a watch resumes).
+
+    No resourceVersion: the first page is a consistent read of the latest state, and the
+    pages after it come from the same snapshot, so the whole list is as fresh as the moment
+    it began. Pages are parsed from raw JSON and dropped once `each` has seen them.
+    """
+    path = collection_path(kind, namespace)
+    token: str | None = None
+    while True:
+        params = {"limit": str(LIST_PAGE)}
+        if token:
+            params["continue"] = token
+        async with api.request("GET", path, params=params) as response:
+            data = await response.read()
+            check(response.status, response.reason, data, response.headers)
+        page = orjson.loads(data)
+        for item in page.get("items") or ():
+            each(item)
+        metadata = page.get("metadata") or {}
+        token = metadata.get("continue")
+        if not token:
+            return str(metadata.get("resourceVersion") or "")
+
+
+@counted("collection_version")
+async def collection_version(api: Api, kind: str, namespace: str) -> int:
+    """The resourceVersion of a collection now: a consistent read of at most one object."""
+    async with api.request("GET", collection_path(kind, namespace),
+                           params={"limit": "1"}) as response:
+        data = await response.read()
+        check(response.status, response.reason, data, response.headers)
+    return int(orjson.loads(data)["metadata"]["resourceVersion"])
+
+
+async def watch(api: Api, kind: str, namespace: str, resource_version: str,
+                seconds: int = WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """(event type, object) from `resource_version` on, until the API server ends the
+    watch after `seconds`; bookmarks included (they only move the resourceVersion).
+    Raises Gone when `resource_version` is too old."""
+    params = {"watch": "true", "resourceVersion": resource_version,
+              "allowWatchBookmarks": "true", "timeoutSeconds": str(seconds)}
+    async with api.request(
+            "GET", collection_path(kind, namespace), params=params,
+            timeouts=aiohttp.ClientTimeout(sock_connect=10, sock_read=seconds + 60),
+            watch=True,
+    ) as response:
+        if response.status != 200:
+            check(response.status, response.reason, await response.read(),
+                       response.headers)
+        async for line in response.content:
+            if not line.strip():
+                continue
+            event = orjson.loads(line)
+            body = event.get("object") or {}
+            if event.get("type") == "ERROR":
+                raise api_error(body.get("code") or 0, body.get("message"))
+            yield event["type"], body
