@@ -167,9 +167,17 @@ class Node:
         if pid is not None:
             terminate(pid, grace=0)
 
-    def start_component(self, name: str) -> None:
-        """Start a stopped component again, with the same flags (in this process only)."""
+    def start_component(self, name: str, timeout: float = 60) -> None:
+        """Start a stopped component again, with the same flags (in this process only).
+
+        containerd is waited for until its socket answers, as at the node's start: a
+        kubelet started before then exits at once ("validate CRI v1 runtime API ...
+        connection refused"), and with no systemd here to start it again, the node
+        would stay NotReady, its pods unscheduled, until someone did."""
         self._spawn(name, False, self.commands[name])
+        if name == "containerd":
+            self._wait(lambda: _listening(host.RUN_DIR / "containerd.sock"),
+                       time.monotonic() + timeout, "containerd")
 
     def _wait(self, ready: Callable[[], bool], deadline: float, what: str) -> None:
         while not ready():

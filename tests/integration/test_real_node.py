@@ -240,7 +240,9 @@ def test_claim_survives_a_node_component_crash(cluster: ControlPlane, node: Node
                                                node_operator: OperatorFactory,
                                                component: str) -> None:
     """While the kubelet (or containerd) is down for longer than the grace period, the
-    running pod's claim stays InUse; once it is back and the pod ends, the claim goes."""
+    running pod's claim stays InUse; once it is back and the pod ends, the claim goes.
+    After containerd, the kubelet is killed and started again the moment containerd is:
+    the node must come back whole (`Node.start_component` waits for containerd)."""
     kubectl, pv, data = new_claim(cluster, node_namespace, node_operator, "steady")
     kubectl("apply", "-f", "-", input=pod("steady", "steady",
                                           "sleep 12; echo done > /vol/out"))
@@ -251,6 +253,11 @@ def test_claim_survives_a_node_component_crash(cluster: ControlPlane, node: Node
         holds_for(kubectl, "steady", 2 * GRACE)
     finally:
         node.start_component(component)
+    if component == "containerd":
+        # The kubelet crashes too, the moment containerd is back (the real-node fault
+        # scenarios do this): it must find containerd answering, or it exits at start.
+        node.stop_component("kubelet")
+        node.start_component("kubelet")
     # The container ended while its component was down; after a containerd restart the
     # kubelet may no longer learn its exit code and report the pod Failed instead.
     eventually(lambda: pod_phase(kubectl, "steady") in ("Succeeded", "Failed"), timeout=90,
