@@ -110,7 +110,7 @@ class Node:
         self._wait(lambda: _listening(("127.0.0.1", registry_port)), deadline, "registry")
         self._write_registry_hosts(registry_port)
         self._write_cni_config()
-        socket_path = host.RUN_DIR / "containerd.sock"
+        socket_path = _containerd_socket()
         config = self.root / "containerd.toml"
         config.write_text(_containerd_config(self.root, socket_path, binaries))
         self._spawn("containerd", detached, [str(binaries.containerd), "--config", str(config)])
@@ -176,7 +176,7 @@ class Node:
         would stay NotReady, its pods unscheduled, until someone did."""
         self._spawn(name, False, self.commands[name])
         if name == "containerd":
-            self._wait(lambda: _listening(host.RUN_DIR / "containerd.sock"),
+            self._wait(lambda: _listening(_containerd_socket()),
                        time.monotonic() + timeout, "containerd")
 
     def _wait(self, ready: Callable[[], bool], deadline: float, what: str) -> None:
@@ -296,6 +296,12 @@ def _run_mount(*args: str) -> None:
     result = subprocess.run(["mount", *args], capture_output=True, text=True)
     if result.returncode != 0:
         raise NodeError(f"`mount {' '.join(args)}` failed: {result.stderr.strip()}")
+
+
+def _containerd_socket() -> Path:
+    """Where containerd answers (the kubelet's CRI endpoint); read at each call, as
+    tests move `host.RUN_DIR`."""
+    return host.RUN_DIR / "containerd.sock"
 
 
 def _listening(address: Path | tuple[str, int]) -> bool:

@@ -321,5 +321,5 @@ async def list_pods(api: kube.Api, namespace: str) -> tuple[list[PodView], int]:
     and the resourceVersion the list is current to."""
     views: list[PodView] = []
     version = await listwatch.list_all(api, "pods", namespace,
-                                  lambda item: views.append(pod_view(item)))
+                                       lambda item: views.append(pod_view(item)))
     return views, int(version or 0)

@@ -153,7 +153,7 @@ async def connect() -> Api:
 
 
 def check(status: int, reason: str | None, data: bytes,
-           headers: Mapping[str, str] | None = None) -> None:
+          headers: Mapping[str, str] | None = None) -> None:
     if not 200 <= status <= 299:
         raise api_error(status, reason, data, headers)
 

@@ -85,7 +85,7 @@ async def watch(api: Api, kind: str, namespace: str, resource_version: str,
     ) as response:
         if response.status != 200:
             check(response.status, response.reason, await response.read(),
-                       response.headers)
+                  response.headers)
         async for line in response.content:
             if not line.strip():
                 continue

@@ -252,7 +252,7 @@ def test_a_watch_is_served_while_every_request_connection_is_busy(
                     for name in ("one", "two", "three")]
                 await two_started.wait()
                 events = [event async for event in listwatch.watch(api, "pods", "a", "1",
-                                                              seconds=5)]
+                                                                   seconds=5)]
                 assert [(kind, body["metadata"]["name"]) for kind, body in events] == [
                     ("ADDED", "p")]
                 assert len(started) == 2  # the third waits for a connection

@@ -21,7 +21,7 @@ def test_containerd_started_again_is_waited_for_until_its_socket_answers(
     Here a stand-in takes a second to listen."""
     monkeypatch.setattr(host, "RUN_DIR", tmp_path / "run")
     host.RUN_DIR.mkdir()
-    socket_path = host.RUN_DIR / "containerd.sock"
+    socket_path = node._containerd_socket()
     component = node.Node(workdir=tmp_path)
     component.root.mkdir()
     component.logs.mkdir()
