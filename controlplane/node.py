@@ -19,16 +19,18 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from controlplane import host, proxy, registry
+from controlplane import host, nodeconfig, proxy, registry
 from controlplane.binaries import NodeBinaries, cache_root, ensure_node_binaries, log
 from controlplane.cluster import SERVICE_IP, ControlPlane
 from controlplane.host import NodeError
-from controlplane.images import SANDBOX_IMAGE, write_images
+from controlplane.images import write_images
 from controlplane.processes import alive, free_port, spawn, terminate
+from controlplane.supervisor import Supervisor
 
 NODE_NAME = "evc-node"
 STATE_FILE = "node.json"
@@ -54,6 +56,12 @@ class Node:
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
     shim: str = ""  # the containerd shim binary, whose processes outlive containerd
     commands: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    environments: dict[str, dict[str, str] | None] = dataclasses.field(default_factory=dict)
+    # Held while `pids` changes, once a supervisor keeps the components running.
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False,
+                                             compare=False)
+    supervisor: Supervisor | None = dataclasses.field(default=None, repr=False,
+                                                       compare=False)
 
     @property
     def root(self) -> Path:
@@ -72,7 +80,9 @@ class Node:
               detached: bool = False, timeout: float = 120.0,
               progress: Callable[[str], None] = log) -> Node:
         """Start a node for `plane` (started `for_node=NODE_NAME`); wait until it is
-        Ready and untainted, with a default StorageClass."""
+        Ready and untainted, with a default StorageClass. Unless `detached`, a component
+        that exits on its own is started again for as long as the node runs
+        (`controlplane.supervisor`), as systemd would on a node in production."""
         host.preflight()
         host.ensure_packages(progress)
         binaries = binaries or ensure_node_binaries()
@@ -85,6 +95,8 @@ class Node:
                         created=[*created, str(host.RUN_DIR)]).save(cache_root())
         try:
             node._start(plane, binaries, detached, time.monotonic() + timeout, progress)
+            if not detached:
+                node.supervise(progress=progress)
         except BaseException:
             node.stop()
             raise
@@ -112,7 +124,7 @@ class Node:
         self._write_cni_config()
         socket_path = _containerd_socket()
         config = self.root / "containerd.toml"
-        config.write_text(_containerd_config(self.root, socket_path, binaries))
+        config.write_text(nodeconfig.containerd_config(self.root, socket_path, binaries))
         self._spawn("containerd", detached, [str(binaries.containerd), "--config", str(config)])
         self._wait(lambda: _listening(socket_path), deadline, "containerd")
 
@@ -122,7 +134,8 @@ class Node:
             "--leader-elect=false", "--secure-port=0",
         ])
         kubelet_config = self.root / "kubelet.json"
-        kubelet_config.write_text(json.dumps(_kubelet_config(self.root, socket_path), indent=2))
+        kubelet_config.write_text(json.dumps(nodeconfig.kubelet_config(self.root, socket_path),
+                                             indent=2))
         self._spawn("kubelet", detached, [
             str(binaries.kubelet),
             f"--config={kubelet_config}",
@@ -154,35 +167,51 @@ class Node:
     def _spawn(self, name: str, detached: bool, command: list[str],
                env: dict[str, str] | None = None) -> None:
         self.commands[name] = command
+        self.environments[name] = env
         self.pids[name] = spawn(command, self.logs / f"{name}.log", cwd=self.root,
                                 detached=detached, env=env)
         self._save_state()  # at once: a crash of this process must not hide a pid
+
+    def supervise(self, progress: Callable[[str], None] = log) -> None:
+        """From now on, start again a component that exits on its own (in this process,
+        until `stop`)."""
+        self.supervisor = Supervisor(self, report=progress)
+        self.supervisor.start()
+
+    def respawn(self, name: str) -> None:
+        """Start `name` again with its command and environment (the lock held)."""
+        with self.logs.joinpath(f"{name}.log").open("a") as sink:
+            sink.write(f"----- {name} exited on its own: started again -----\n")
+        self._spawn(name, False, self.commands[name], self.environments.get(name))
 
     # --- faults, for tests that prove the operator survives them ------------------------
 
     def stop_component(self, name: str) -> None:
         """Stop the kubelet or containerd abruptly (SIGKILL), as a crash would; running
-        containers go on (their shims outlive containerd)."""
-        pid = self.pids.pop(name, None)
-        if pid is not None:
-            terminate(pid, grace=0)
+        containers go on (their shims outlive containerd). It stays down (the supervisor
+        leaves it) until `start_component`."""
+        with self.lock:
+            pid = self.pids.pop(name, None)
+            if pid is not None:
+                terminate(pid, grace=0)
 
     def start_component(self, name: str, timeout: float = 60) -> None:
         """Start a stopped component again, with the same flags (in this process only).
 
         containerd is waited for until its socket answers, as at the node's start: a
         kubelet started before then exits at once ("validate CRI v1 runtime API ...
-        connection refused"), and with no systemd here to start it again, the node
-        would stay NotReady, its pods unscheduled, until someone did."""
-        self._spawn(name, False, self.commands[name])
+        connection refused"). The supervisor starts such a kubelet again, but the node is
+        whole sooner when the next step finds containerd answering."""
+        with self.lock:
+            self._spawn(name, False, self.commands[name], self.environments.get(name))
         if name == "containerd":
             self._wait(lambda: _listening(_containerd_socket()),
                        time.monotonic() + timeout, "containerd")
 
     def _wait(self, ready: Callable[[], bool], deadline: float, what: str) -> None:
         while not ready():
-            for name, pid in self.pids.items():
-                if not alive(pid):
+            for name, pid in ({} if self.supervisor else dict(self.pids)).items():
+                if not alive(pid):  # a supervised component is started again instead
                     raise NodeError(f"{name} exited while waiting for {what}\n"
                                     + _tail(self.logs / f"{name}.log"))
             if time.monotonic() > deadline:
@@ -214,6 +243,8 @@ class Node:
     # --- stop, and undo what the node did to the host ------------------------------------
 
     def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
         for name in COMPONENTS:
             pid = self.pids.pop(name, None)
             if pid is not None:
@@ -325,81 +356,3 @@ def _ready_and_untainted(plane: ControlPlane) -> bool:
 def _tail(path: Path, lines: int = 30) -> str:
     text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
     return "\n".join([f"----- {path.name} -----", *text])
-
-
-def _containerd_config(root: Path, socket_path: Path, binaries: NodeBinaries) -> str:
-    runtime = "plugins.'io.containerd.cri.v1.runtime'"
-    images = "plugins.'io.containerd.cri.v1.images'"
-    return f"""version = 4
-root = "{root / 'containerd' / 'root'}"
-state = "{root / 'containerd' / 'state'}"
-# Plug-ins that would write outside the node's folder, and are not needed.
-disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
-                    "io.containerd.internal.v1.tracing"]
-
-[plugins.'io.containerd.server.v1.grpc']
-  address = "{socket_path}"
-
-[plugins.'io.containerd.server.v1.ttrpc']
-  address = "{socket_path}.ttrpc"
-
-[{runtime}]
-  # A pod sandbox's root lacks CAP_SYS_RESOURCE here: without this, runc cannot set a
-  # negative oom_score_adj and every sandbox fails ("can't get final child's PID").
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  enable_selinux = false
-
-[{runtime}.containerd]
-  default_runtime_name = "runc"
-
-[{runtime}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-  runtime_path = "{binaries.containerd_shim}"
-
-[{runtime}.containerd.runtimes.runc.options]
-  BinaryName = "{host.PACKAGES['runc']}"
-  SystemdCgroup = false
-  Root = "{root / 'runc'}"
-
-[{runtime}.cni]
-  bin_dirs = ["{host.CNI_BIN_DIR}"]
-  conf_dir = "{root / 'cni'}"
-  use_internal_loopback = true  # no loopback plug-in, no cache files of its own
-
-[{images}.pinned_images]
-  sandbox = "{SANDBOX_IMAGE}"
-
-[{images}.registry]
-  config_path = "{root / 'certs.d'}"
-"""
-
-
-def _kubelet_config(root: Path, socket_path: Path) -> dict[str, object]:
-    return {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "address": host.NODE_IP,
-        "port": free_port(),
-        "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": free_port(),
-        "containerRuntimeEndpoint": f"unix://{socket_path}",
-        "cgroupDriver": "cgroupfs",
-        "failSwapOn": False,
-        "failCgroupV1": False,  # cgroup v1 is deprecated: a warning, not a stop
-        "resolvConf": "",
-        "makeIPTablesUtilChains": False,
-        "podLogsDir": str(root / "pod-logs"),
-        "volumePluginDir": str(host.RUN_DIR / "kubelet" / "volume-plugins"),
-        "serializeImagePulls": False,
-        "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
-        "authorization": {"mode": "AlwaysAllow"},
-        # A test machine's disk may be nearly full: never evict, never collect images.
-        "evictionHard": {"memory.available": "1Mi", "nodefs.available": "0%",
-                         "nodefs.inodesFree": "0%", "imagefs.available": "0%"},
-        "imageGCHighThresholdPercent": 100,
-        "imageGCLowThresholdPercent": 99,
-        "shutdownGracePeriod": "0s",
-        "nodeStatusReportFrequency": "10s",
-    }

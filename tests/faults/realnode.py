@@ -10,7 +10,9 @@ from the audit log, where the kubelet's status writes keep their bodies.
 Beside the faults of `Scenario` (operator SIGKILL, API server restarts, expired watches,
 refused status writes, the operator's clock off), the kubelet and containerd are killed
 (SIGKILL) and started again after 0-3 s. Those do not count as the operator's outages:
-its deletions must keep their bound through them.
+its deletions must keep their bound through them. A component that exits on its own (a
+kubelet whose start finds containerd killed) is started again by the node's supervisor,
+as systemd would, and counted (`kubelet-exited`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, ClassVar
 
 from controlplane.cluster import ControlPlane
 from controlplane.node import Node
+from tests.faults.judge import Report
 from tests.faults.scenario import Scenario
 
 ENDED = ("Succeeded", "Failed")
@@ -63,6 +66,19 @@ class RealNodeScenario(Scenario):
                 self.report.faults.get(f"{action}-restarted", 0) + 1)
         else:
             super()._act(action)
+
+    def run(self, steps: int = 18) -> Report:
+        """The scenario; its report also counts the components that exited on their own
+        and that the node's supervisor started again (a kubelet whose start found no
+        containerd answering exits)."""
+        before = dict(self.node.supervisor.restarts) if self.node.supervisor else {}
+        try:
+            return super().run(steps)
+        finally:
+            after = self.node.supervisor.restarts if self.node.supervisor else {}
+            for name, count in after.items():
+                if count > before.get(name, 0):
+                    self.report.faults[f"{name}-exited"] = count - before.get(name, 0)
 
     def _end(self, name: str, phase: str) -> None:
         """Nothing: the pod's container ends on its own, and the kubelet says so."""

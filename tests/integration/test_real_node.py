@@ -241,23 +241,26 @@ def test_claim_survives_a_node_component_crash(cluster: ControlPlane, node: Node
                                                component: str) -> None:
     """While the kubelet (or containerd) is down for longer than the grace period, the
     running pod's claim stays InUse; once it is back and the pod ends, the claim goes.
-    After containerd, the kubelet is killed and started again the moment containerd is:
-    the node must come back whole (`Node.start_component` waits for containerd)."""
+    While containerd is down, the kubelet crashes too and is started again: it exits at
+    once (no container runtime answers), and the node's supervisor starts it again until
+    it stays, as systemd would; the node must come back whole once containerd does."""
     kubectl, pv, data = new_claim(cluster, node_namespace, node_operator, "steady")
     kubectl("apply", "-f", "-", input=pod("steady", "steady",
                                           "sleep 12; echo done > /vol/out"))
     eventually(lambda: pod_phase(kubectl, "steady") == "Running", timeout=60, what="Running")
     eventually(lambda: evc_phase(kubectl, "steady") == "InUse", what="InUse")
+    assert node.supervisor is not None
+    restarts = node.supervisor.restarts.get("kubelet", 0)
     node.stop_component(component)
     try:
+        if component == "containerd":
+            node.stop_component("kubelet")
+            node.start_component("kubelet")
         holds_for(kubectl, "steady", 2 * GRACE)
     finally:
         node.start_component(component)
     if component == "containerd":
-        # The kubelet crashes too, the moment containerd is back (the real-node fault
-        # scenarios do this): it must find containerd answering, or it exits at start.
-        node.stop_component("kubelet")
-        node.start_component("kubelet")
+        assert node.supervisor.restarts.get("kubelet", 0) > restarts
     # The container ended while its component was down; after a containerd restart the
     # kubelet may no longer learn its exit code and report the pod Failed instead.
     eventually(lambda: pod_phase(kubectl, "steady") in ("Succeeded", "Failed"), timeout=90,

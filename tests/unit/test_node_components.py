@@ -3,13 +3,17 @@ crashes) is up before the next step runs. Real processes, no cluster."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from controlplane import host, node
-from controlplane.processes import terminate
+from controlplane import host, node, supervisor
+from controlplane.processes import alive, terminate
 
 
 def test_containerd_started_again_is_waited_for_until_its_socket_answers(
@@ -22,9 +26,7 @@ def test_containerd_started_again_is_waited_for_until_its_socket_answers(
     monkeypatch.setattr(host, "RUN_DIR", tmp_path / "run")
     host.RUN_DIR.mkdir()
     socket_path = node._containerd_socket()
-    component = node.Node(workdir=tmp_path)
-    component.root.mkdir()
-    component.logs.mkdir()
+    component = _component(tmp_path)
     component.commands["containerd"] = [sys.executable, "-c", (
         "import socket, time; time.sleep(1); s = socket.socket(socket.AF_UNIX); "
         f"s.bind({str(socket_path)!r}); s.listen(); time.sleep(60)")]
@@ -33,3 +35,57 @@ def test_containerd_started_again_is_waited_for_until_its_socket_answers(
         assert node._listening(socket_path)
     finally:
         terminate(component.pids["containerd"], grace=0)
+
+
+def _component(tmp_path: Path) -> node.Node:
+    component = node.Node(workdir=tmp_path)
+    component.root.mkdir()
+    component.logs.mkdir()
+    return component
+
+
+def _eventually(condition: Callable[[], bool], what: str, limit: float = 20) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_component_that_exits_on_its_own_is_started_again(tmp_path: Path) -> None:
+    """A kubelet started while containerd is down exits ("failed to create kubelet: get
+    remote runtime typed version failed"), as it does when containerd is killed in the
+    first half second of its start: a real-node fault run stopped there. Kubernetes counts
+    on systemd to start it again; the node's supervisor does, with the same command and
+    environment. A component stopped on purpose stays down until started."""
+    starts = tmp_path / "starts"
+    component = _component(tmp_path)
+    component.commands["kubelet"] = [sys.executable, "-c", (
+        "import os, time; "
+        f"open({str(starts)!r}, 'a').write(os.environ['COMPONENT_MARK'] + '\\n'); "
+        "time.sleep(60)")]
+    component.environments["kubelet"] = dict(os.environ, COMPONENT_MARK="kept")
+    lines: list[str] = []
+    try:
+        component.start_component("kubelet")
+        component.supervise(progress=lines.append)
+        first = component.pids["kubelet"]
+        _eventually(lambda: starts.exists(), "the first start")
+        os.kill(first, signal.SIGKILL)  # a crash, not a stop
+        _eventually(lambda: component.pids["kubelet"] != first, "started again")
+        _eventually(lambda: len(starts.read_text().splitlines()) == 2, "its second start")
+        assert starts.read_text() == "kept\nkept\n"
+        assert alive(component.pids["kubelet"])
+        assert component.supervisor is not None
+        assert component.supervisor.restarts == {"kubelet": 1}
+        assert lines == ["kubelet started again (it had exited on its own)"]
+        assert "exited on its own" in (component.logs / "kubelet.log").read_text()
+
+        component.stop_component("kubelet")
+        time.sleep(3 * supervisor.RESTART_DELAY)
+        assert "kubelet" not in component.pids
+        assert component.supervisor.restarts == {"kubelet": 1}
+    finally:
+        if component.supervisor is not None:
+            component.supervisor.stop()
+        for pid in component.pids.values():
+            terminate(pid, grace=0)
