@@ -84,8 +84,9 @@ class RealNodeScenario(Scenario):
         """Nothing: the pod's container ends on its own, and the kubelet says so."""
 
     def _end_all(self, limit: float = 180) -> None:
-        """Wait until every pod and Job has ended. A pod whose claim (and so PVC) is
-        missing is never scheduled: it, or the Job that made it, is deleted."""
+        """Wait until every pod and Job has ended. A pod that has not started and whose
+        claim (and so PVC) is missing or being deleted never starts (unscheduled, or on
+        the node with no volume to mount): it, or the Job that made it, is deleted."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             listing = json.loads(self.kubectl("get", "pods,jobs,pvc", "-o", "json"))["items"]
@@ -102,7 +103,8 @@ class RealNodeScenario(Scenario):
             for pod in waiting:
                 claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
                           if "persistentVolumeClaim" in v]
-                if pod["spec"].get("nodeName") or all(c in pvcs for c in claims):
+                started = (pod.get("status") or {}).get("phase") == "Running"
+                if started or all(c in pvcs for c in claims):
                     continue
                 job = pod["metadata"].get("labels", {}).get("job-name")
                 what = f"job/{job}" if job else f"pod/{pod['metadata']['name']}"
