@@ -2,17 +2,21 @@
 fresh control plane (with --real-node: on a real node, users are real containers; as root,
 one node per machine).
 
-Exits non-zero if any invariant was violated. See docs/reliability.md.
+Exits non-zero if any invariant was violated, or if stopped (SIGINT or SIGTERM: the
+scenario under way is not judged, the cluster and node are stopped, and the scenarios
+judged until then are summed up). See docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 from controlplane.cluster import ControlPlane
 from controlplane.node import NODE_NAME, Node
@@ -23,15 +27,37 @@ from tests.faults.scenario import Scenario
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_scenarios(make: Callable[[int], Scenario], seeds: range) -> list[Report]:
-    reports = []
+def run_scenarios(make: Callable[[int], Scenario],
+                  seeds: range) -> tuple[list[Report], bool]:
+    """The reports of the scenarios judged, and whether the run was stopped before the
+    last (KeyboardInterrupt: see `stop_on_signals`)."""
+    reports: list[Report] = []
     for seed in seeds:
-        report = make(seed).run()
+        try:
+            report = make(seed).run()
+        except KeyboardInterrupt as stop:
+            print(f"stopped ({stop or 'SIGINT'}) during seed {seed}, which is not judged",
+                  flush=True)
+            return reports, True
         print(report.line(), flush=True)
         for violation in report.violations:
             print(f"  VIOLATION: {violation}", flush=True)
         reports.append(report)
-    return reports
+    return reports, False
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt once, so that a run stops cleanly (its
+    operator, node and cluster stopped, its logs kept); a second one acts as usual.
+    Also for a run started in the background of a script: such a process inherits SIGINT
+    ignored (POSIX), and Python then never raises KeyboardInterrupt on it."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                      else signal.SIG_DFL)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
 
 
 def main() -> int:
@@ -42,6 +68,7 @@ def main() -> int:
                         help="users are real containers on a real node; kubelet and "
                         "containerd restarts are faults too")
     args = parser.parse_args()
+    stop_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="evc-faults-"))
     started = time.monotonic()
     plane = ControlPlane.start(workdir / "controlplane", crds=[REPO / "crd.yaml"], audit=True,
@@ -57,7 +84,7 @@ def main() -> int:
         else:
             def make(seed: int) -> Scenario:
                 return Scenario(plane, seed, workdir)
-        reports = run_scenarios(make, range(args.seed, args.seed + args.count))
+        reports, stopped = run_scenarios(make, range(args.seed, args.seed + args.count))
     finally:
         if node is not None:
             node.stop()
@@ -67,13 +94,15 @@ def main() -> int:
     for report in reports:
         for kind, count in report.faults.items():
             faults[kind] = faults.get(kind, 0) + count
-    print(f"{len(reports)} {'real-node ' if args.real_node else ''}scenarios (seeds "
-          f"{args.seed}..{args.seed + args.count - 1}), "
+    last = args.seed + len(reports) - 1
+    seeds = f"seeds {args.seed}..{last}" if reports else "none judged"
+    print(f"{'stopped: ' if stopped else ''}{len(reports)} "
+          f"{'real-node ' if args.real_node else ''}scenarios ({seeds}), "
           f"{sum(r.claims for r in reports)} claims, {sum(r.pods for r in reports)} pods, "
           f"{sum(r.deletions for r in reports)} deletions, "
           f"{sum(r.latecomers for r in reports)} latecomers, faults {faults}, "
           f"{violations} violations, {time.monotonic() - started:.0f} s; logs in {workdir}")
-    return 1 if violations else 0
+    return 1 if violations or stopped else 0
 
 
 if __name__ == "__main__":
