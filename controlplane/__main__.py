@@ -4,7 +4,9 @@ image and load it into the cluster's node, re-pin versions."""
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -14,10 +16,12 @@ from controlplane.binaries import (
     build,
     ensure_binaries,
     ensure_node_binaries,
+    log,
 )
 from controlplane.cluster import ControlPlane, ControlPlaneError
 from controlplane.host import NodeError, preflight
 from controlplane.node import NODE_NAME, Node, undo_host_changes_of
+from controlplane.supervisor import Supervisor
 
 
 def _up(workdir: Path, kubectl_link: Path | None, crds: list[Path], with_node: bool) -> int:
@@ -74,6 +78,19 @@ def _down(workdir: Path, quiet: bool = False) -> int:
     return 0
 
 
+def _supervise_node(workdir: Path) -> int:
+    """Keep a detached node's components running until SIGTERM (`down` sends it)."""
+    node = Node.load(workdir)
+    if node is None:
+        print(f"no node in {workdir}", file=sys.stderr)
+        return 1
+    node.supervisor_pid = os.getpid()  # saved with each restart: `down` must find it
+    supervisor = Supervisor(node, report=log)
+    signal.signal(signal.SIGTERM, lambda signum, frame: supervisor.stop())
+    supervisor.run()
+    return 0
+
+
 def _image(workdir: Path) -> int:
     """Build (or find) the operator's image; if a node runs in `workdir`, its registry
     serves it from then on under the image's name, which the chart and manifests use."""
@@ -105,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="a control plane only: no kubelet, scheduler or container runtime")
     down = commands.add_parser("down", help="stop a control plane started with 'up'")
     down.add_argument("--dir", type=Path, default=Path(".cluster"), help="state folder")
+    supervise = commands.add_parser(
+        "supervise-node", help="(started by 'up') start again a component of the node "
+                               "that exits on its own, as systemd would")
+    supervise.add_argument("--dir", type=Path, default=Path(".cluster"), help="state folder")
     image = commands.add_parser("image", help="build the operator's image; load it into "
                                               "the node started with 'up' if it runs")
     image.add_argument("--dir", type=Path, default=Path(".cluster"), help="state folder")
@@ -127,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return _up(args.dir, args.kubectl_link, args.crd, args.node)
     if args.command == "down":
         return _down(args.dir)
+    if args.command == "supervise-node":
+        return _supervise_node(args.dir)
     if args.command == "image":
         return _image(args.dir)
     from controlplane.pin import pin as pin_version

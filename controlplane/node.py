@@ -45,6 +45,8 @@ STORAGE_CLASS = {
 # Stopped in this order; the registry last, as containerd may still be pulling.
 COMPONENTS = ("kubelet", "kube-proxy", "kube-scheduler", "containerd", "registry")
 
+_SOURCES = str(Path(__file__).parents[1])  # where `python -m controlplane...` is found
+
 __all__ = ["NODE_NAME", "Node", "NodeError", "undo_host_changes_of"]
 
 
@@ -56,7 +58,10 @@ class Node:
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
     shim: str = ""  # the containerd shim binary, whose processes outlive containerd
     commands: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    # What each component's environment adds to this process's (the registry's PYTHONPATH).
     environments: dict[str, dict[str, str] | None] = dataclasses.field(default_factory=dict)
+    detached: bool = False  # its components outlive the process that started them
+    supervisor_pid: int = 0  # a detached node's supervisor, a process of its own
     # Held while `pids` changes, once a supervisor keeps the components running.
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False,
                                              compare=False)
@@ -80,14 +85,16 @@ class Node:
               detached: bool = False, timeout: float = 120.0,
               progress: Callable[[str], None] = log) -> Node:
         """Start a node for `plane` (started `for_node=NODE_NAME`); wait until it is
-        Ready and untainted, with a default StorageClass. Unless `detached`, a component
-        that exits on its own is started again for as long as the node runs
-        (`controlplane.supervisor`), as systemd would on a node in production."""
+        Ready and untainted, with a default StorageClass. A component that exits on its
+        own is started again for as long as the node runs (`controlplane.supervisor`: a
+        thread of this process, or if `detached` a process of its own), as systemd would
+        on a node in production."""
         host.preflight()
         host.ensure_packages(progress)
         binaries = binaries or ensure_node_binaries()
         clean_up_leftovers()
-        node = cls(workdir=plane.workdir, shim=str(binaries.containerd_shim))
+        node = cls(workdir=plane.workdir, shim=str(binaries.containerd_shim),
+                   detached=detached)
         shared = (host.CONTAINER_LOGS_DIR, host.CNI_CACHE_DIR, host.SHIM_SOCKETS_DIR,
                   host.HOSTPATH_DIR)  # removed at the end only if the node made them
         created = [str(path) for path in shared if not path.exists()]
@@ -95,7 +102,9 @@ class Node:
                         created=[*created, str(host.RUN_DIR)]).save(cache_root())
         try:
             node._start(plane, binaries, detached, time.monotonic() + timeout, progress)
-            if not detached:
+            if detached:
+                node.supervise_apart()
+            else:
                 node.supervise(progress=progress)
         except BaseException:
             node.stop()
@@ -118,7 +127,7 @@ class Node:
         registry_port = free_port()
         self._spawn("registry", detached, [sys.executable, "-m", "controlplane.registry",
                                            str(self.root / "registry"), str(registry_port)],
-                    env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+                    env={"PYTHONPATH": _SOURCES})
         self._wait(lambda: _listening(("127.0.0.1", registry_port)), deadline, "registry")
         self._write_registry_hosts(registry_port)
         self._write_cni_config()
@@ -169,7 +178,7 @@ class Node:
         self.commands[name] = command
         self.environments[name] = env
         self.pids[name] = spawn(command, self.logs / f"{name}.log", cwd=self.root,
-                                detached=detached, env=env)
+                                detached=detached, env=dict(os.environ, **env) if env else None)
         self._save_state()  # at once: a crash of this process must not hide a pid
 
     def supervise(self, progress: Callable[[str], None] = log) -> None:
@@ -178,11 +187,19 @@ class Node:
         self.supervisor = Supervisor(self, report=progress)
         self.supervisor.start()
 
+    def supervise_apart(self) -> None:
+        """The same, in a process of its own that outlives this one (a detached node's)."""
+        self.supervisor_pid = spawn(
+            [sys.executable, "-m", "controlplane", "supervise-node", "--dir", str(self.workdir)],
+            self.logs / "supervisor.log", cwd=self.root, detached=True,
+            env=dict(os.environ, PYTHONPATH=_SOURCES))
+        self._save_state()
+
     def respawn(self, name: str) -> None:
         """Start `name` again with its command and environment (the lock held)."""
         with self.logs.joinpath(f"{name}.log").open("a") as sink:
             sink.write(f"----- {name} exited on its own: started again -----\n")
-        self._spawn(name, False, self.commands[name], self.environments.get(name))
+        self._spawn(name, self.detached, self.commands[name], self.environments.get(name))
 
     # --- faults, for tests that prove the operator survives them ------------------------
 
@@ -243,8 +260,7 @@ class Node:
     # --- stop, and undo what the node did to the host ------------------------------------
 
     def stop(self) -> None:
-        if self.supervisor is not None:
-            self.supervisor.stop()
+        self.stop_supervisor()
         for name in COMPONENTS:
             pid = self.pids.pop(name, None)
             if pid is not None:
@@ -255,9 +271,26 @@ class Node:
         undo_host_changes(self.workdir)
         (self.workdir / STATE_FILE).unlink(missing_ok=True)
 
+    def stop_supervisor(self) -> None:
+        """Stop the supervisor first, so that it starts nothing the stop ends; a detached
+        node's may have started a component since this object read the state."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        if self.supervisor_pid:
+            terminate(self.supervisor_pid)
+            self.supervisor_pid = 0
+            now = Node.load(self.workdir)
+            if now is not None:
+                self.pids = now.pids
+
     def _save_state(self) -> None:
-        state = {"pids": self.pids, "shim": self.shim}
-        (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        state = {"pids": self.pids, "shim": self.shim, "commands": self.commands,
+                 "environments": self.environments, "detached": self.detached,
+                 "supervisor_pid": self.supervisor_pid}
+        path = self.workdir / STATE_FILE
+        written = path.with_suffix(".new")  # two processes read it: whole or not at all
+        written.write_text(json.dumps(state, indent=2))
+        written.replace(path)
 
     @classmethod
     def load(cls, workdir: Path) -> Node | None:
@@ -265,7 +298,11 @@ class Node:
         if not path.exists():
             return None
         state = json.loads(path.read_text())
-        return cls(workdir=workdir.resolve(), pids=dict(state["pids"]), shim=state["shim"])
+        return cls(workdir=workdir.resolve(), pids=dict(state["pids"]), shim=state["shim"],
+                   commands=state.get("commands", {}),
+                   environments=state.get("environments", {}),
+                   detached=state.get("detached", False),
+                   supervisor_pid=state.get("supervisor_pid", 0))
 
     def is_running(self) -> bool:
         return bool(self.pids) and all(alive(pid) for pid in self.pids.values())

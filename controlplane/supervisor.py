@@ -6,11 +6,15 @@ kubelet"): it exits whenever its start finds no container runtime, e.g. containe
 restarting. Without one, a node's kubelet that exited stayed down until someone started it,
 and the node NotReady (a real-node fault run lost ten minutes of scenarios to that).
 
-The supervisor is a thread of the process that started the node, polling its components'
-processes. The components it starts again die with that thread (Linux's parent-death
-signal follows the thread that forked), so it lives as long as the node. A component
-stopped on purpose (its pid taken out of the table under the lock) is left alone; one
-that exited is started again after `delay`, unless someone else started it meanwhile.
+It polls the components' processes. For a node that lives as long as the process that
+started it (tests), it is a thread of that process; the components it starts again die
+with that thread (Linux's parent-death signal follows the thread that forked), so the
+thread lives as long as the node, and a failed restart is reported and tried again,
+never ends it. For a node that outlives the command that started it (`make cluster`),
+it is a process of its own (`python -m controlplane supervise-node`), stopped first by
+`make cluster-down`. A component stopped on purpose (its pid taken out of the table under
+the lock) is left alone; one that exited is started again after `delay`, unless someone
+else started it meanwhile.
 """
 
 from __future__ import annotations
@@ -56,12 +60,17 @@ class Supervisor:
                                         daemon=True)
 
     def start(self) -> None:
+        """Supervise in a thread of this process."""
         self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join()
+
+    def run(self) -> None:
+        """Supervise in this thread, until `stop` (e.g. from a signal handler)."""
+        self._run()
 
     def _run(self) -> None:
         exited: dict[str, tuple[int, float]] = {}  # name: (the pid that exited, when)
@@ -75,8 +84,13 @@ class Supervisor:
                 for name, pid in list(pids.items()):
                     if name in exited:
                         if now - exited[name][1] >= self.delay:
+                            try:
+                                self.table.respawn(name)
+                            except Exception as error:  # reported, and tried again
+                                exited[name] = (pid, now)
+                                self.report(f"{name} could not be started again: {error}")
+                                continue
                             del exited[name]
-                            self.table.respawn(name)
                             self.restarts[name] = self.restarts.get(name, 0) + 1
                             self.report(f"{name} started again (it had exited on its own)")
                     elif not alive(pid):

@@ -89,3 +89,45 @@ def test_a_component_that_exits_on_its_own_is_started_again(tmp_path: Path) -> N
             component.supervisor.stop()
         for pid in component.pids.values():
             terminate(pid, grace=0)
+
+
+def test_a_detached_nodes_supervisor_outlives_the_command_and_stops_first(
+        tmp_path: Path) -> None:
+    """`make cluster`'s node outlives the command that started it: its supervisor is a
+    process of its own, which starts a component that exits again, records the new pid
+    where `make cluster-down` reads it, and is stopped before the components are."""
+    starts = tmp_path / "starts"
+    component = _component(tmp_path)
+    component.detached = True
+    component._spawn("kubelet", True, [sys.executable, "-c", (
+        "import os, time; "
+        f"open({str(starts)!r}, 'a').write(os.environ['COMPONENT_MARK'] + '\\n'); "
+        "time.sleep(60)")], {"COMPONENT_MARK": "kept"})
+    first = component.pids["kubelet"]
+    try:
+        component.supervise_apart()
+        supervisor_pid = component.supervisor_pid
+        _eventually(lambda: starts.exists(), "the first start")
+        os.kill(first, signal.SIGKILL)
+        _eventually(lambda: len(starts.read_text().splitlines()) == 2, "started again")
+        assert starts.read_text() == "kept\nkept\n"
+        # What `down` reads: the new pid, and the supervisor's.
+        recorded = node.Node.load(tmp_path)
+        assert recorded is not None
+        assert recorded.pids["kubelet"] != first
+        assert alive(recorded.pids["kubelet"])
+        assert recorded.supervisor_pid == supervisor_pid
+
+        stale = node.Node.load(tmp_path)
+        assert stale is not None
+        stale.pids["kubelet"] = first  # read before the restart, as a `down` might have
+        stale.stop_supervisor()
+        assert not alive(supervisor_pid)
+        assert stale.pids == recorded.pids  # read again once the supervisor is stopped
+        time.sleep(0.5)
+        assert alive(recorded.pids["kubelet"])  # a detached node's outlive its supervisor
+    finally:
+        for pid in {component.supervisor_pid, *component.pids.values(),
+                    *(node.Node.load(tmp_path) or component).pids.values()}:
+            if pid:
+                terminate(pid, grace=0)
