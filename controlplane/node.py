@@ -199,7 +199,10 @@ class Node:
         """Start `name` again with its command and environment (the lock held)."""
         with self.logs.joinpath(f"{name}.log").open("a") as sink:
             sink.write(f"----- {name} exited on its own: started again -----\n")
-        self._spawn(name, self.detached, self.commands[name], self.environments.get(name))
+        self._spawn_again(name, self.detached)
+
+    def _spawn_again(self, name: str, detached: bool) -> None:
+        self._spawn(name, detached, self.commands[name], self.environments.get(name))
 
     # --- faults, for tests that prove the operator survives them ------------------------
 
@@ -220,7 +223,7 @@ class Node:
         connection refused"). The supervisor starts such a kubelet again, but the node is
         whole sooner when the next step finds containerd answering."""
         with self.lock:
-            self._spawn(name, False, self.commands[name], self.environments.get(name))
+            self._spawn_again(name, False)
         if name == "containerd":
             self._wait(lambda: _listening(_containerd_socket()),
                        time.monotonic() + timeout, "containerd")

@@ -56,7 +56,7 @@ class Supervisor:
         self.report = report
         self.restarts: dict[str, int] = {}
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="node-supervisor",
+        self._thread = threading.Thread(target=self.run, name="node-supervisor",
                                         daemon=True)
 
     def start(self) -> None:
@@ -70,9 +70,6 @@ class Supervisor:
 
     def run(self) -> None:
         """Supervise in this thread, until `stop` (e.g. from a signal handler)."""
-        self._run()
-
-    def _run(self) -> None:
         exited: dict[str, tuple[int, float]] = {}  # name: (the pid that exited, when)
         while not self._stopping.wait(POLL_SECONDS):
             with self.table.lock:
