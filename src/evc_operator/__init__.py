@@ -17,7 +17,9 @@ Applying them:
 - `proof`: how a namespace's users are proven current (a consistent read, then the informer
   or a short watch); `barrier`: those short watches, opened a second ahead of deadlines.
 - `tracked`: one record per tracked claim. `seams`: what a reconcile needs, as Protocols.
-- `informer`: the pods and PVCs of the namespaces with claims (list + watch).
+- `informer`: one kind of object kept current (list + watch) as projections; `watched`:
+  the users (pods, workloads) and PVCs of the namespaces with claims; `clusterwide`: each
+  workload kind watched once for the cluster where every namespace is served.
 - `kube`: the only module that calls the API; `errors`: its typed errors;
   `credentials`: how it logs in.
 - `leadership`: the Lease. `metrics`: Prometheus and readiness.

@@ -48,14 +48,16 @@ def _each(group: str, resource: str, *verbs: str, subresource: str = "") -> list
 # What Kopf needs to discover resources and namespaces: cluster-wide in every install.
 CLUSTER = [*_each("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch"),
            *_each("", "namespaces", "list", "watch")]
+# Workloads are users: read in each namespace with claims, or in all at once where the
+# operator serves every namespace and these are granted cluster-wide (clusterwide.py).
+WORKLOADS = [permission for api_version, plural in KINDS.values()
+             for permission in _each(api_version.rpartition("/")[0], plural, "list", "watch")]
 # What the operator does in a namespace with claims.
 NAMESPACED = [*_each(GROUP, PLURAL, "get", "list", "watch", "delete"),
               *_each(GROUP, PLURAL, "patch", subresource="status"),
               *_each("", "persistentvolumeclaims", "get", "list", "watch", "create", "patch"),
               *_each("", "pods", "list", "watch"),
-              *(permission for api_version, plural in KINDS.values()  # workloads as users
-                for permission in _each(api_version.rpartition("/")[0], plural,
-                                        "list", "watch")),
+              *WORKLOADS,
               *_each("", "events", "create")]
 
 

@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from evc_operator.errors import Gone, describe
-from evc_operator.informer import Informer, Source
+from evc_operator.informer import Source, View
 from evc_operator.users import PodView
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Proven:
 class Barrier:
     """One short watch from where an informer stood, and the view it brings up to date."""
 
-    def __init__(self, source: Source, informer: Informer[PodView], *,
+    def __init__(self, source: Source, informer: View[PodView], *,
                  seconds: int = WATCH_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.opened = clock()
@@ -143,14 +143,14 @@ class Barriers:
         self.source = source
         self.seconds = seconds
         self.clock = clock
-        self._open: dict[Informer[PodView], list[Barrier]] = {}
+        self._open: dict[View[PodView], list[Barrier]] = {}
 
-    def anticipate(self, informers: Iterable[Informer[PodView]]) -> None:
+    def anticipate(self, informers: Iterable[View[PodView]]) -> None:
         """Open a barrier for each of these now, a second before a deadline."""
         for informer in informers:
             self._ensure(informer)
 
-    def for_proof(self, informer: Informer[PodView]) -> list[Barrier]:
+    def for_proof(self, informer: View[PodView]) -> list[Barrier]:
         """Every barrier open for the informer, one opened now among them unless one was
         opened in the last `REUSE_SECONDS`."""
         self._ensure(informer)
@@ -159,7 +159,7 @@ class Barriers:
     def __len__(self) -> int:
         return sum(len(held) for held in self._open.values())
 
-    def _ensure(self, informer: Informer[PodView]) -> None:
+    def _ensure(self, informer: View[PodView]) -> None:
         held = self._open.setdefault(informer, [])
         now = self.clock()
         if any(not barrier.ended and now - barrier.opened < REUSE_SECONDS
@@ -169,7 +169,7 @@ class Barriers:
         held.append(barrier)
         barrier.task.add_done_callback(lambda _task: self._forget(informer, barrier))
 
-    def _forget(self, informer: Informer[PodView], barrier: Barrier) -> None:
+    def _forget(self, informer: View[PodView], barrier: Barrier) -> None:
         held = self._open.get(informer)
         if held is not None and barrier in held:
             held.remove(barrier)

@@ -40,7 +40,7 @@ from evc_operator import (
 )
 from evc_operator.credentials import ConfigError, kopf_login
 from evc_operator.errors import ApiException, describe
-from evc_operator.informer import KubeSource, Watched
+from evc_operator.informer import KubeSource
 from evc_operator.leadership import Leadership, LeaseSettings
 from evc_operator.proof import Prover
 from evc_operator.resources import API_VERSION, CRD, CRD_NAME, EVC, GROUP, PLURAL
@@ -48,6 +48,9 @@ from evc_operator.scheduler import Scheduler
 from evc_operator.seams import KubeClaimApi
 from evc_operator.servertime import ServerClock, SkewWatch
 from evc_operator.settings import Settings, SettingsError
+from evc_operator.watched import Watched
+
+log = logging.getLogger(__name__)
 
 
 def _settings_or_exit() -> Settings:
@@ -99,7 +102,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     config = CONFIG
     memory.map_large_blocks()  # before the first connection: see memory.py
     memory.small_tls_buffers()
-    openfiles.raise_soft_limit()  # a connection per watch: nine a namespace
+    openfiles.raise_soft_limit()  # a connection per watch: several a namespace
     logging.getLogger("kopf.objects").addFilter(_RoutineSuccessToDebug())
     quiet = access.QuietForbidden()  # Kopf logs through loggers it is given: on handlers
     for handler in logging.getLogger().handlers:
@@ -118,7 +121,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     # at 0.5 s (docs/benchmarks.md).
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     kopfmemory.install(kopf.get_default_registry())  # nothing kept per claim: see there
-    kopffeed.install(GROUP, PLURAL, functools.partial(claim_event, memo))  # see there
+    kopffeed.install(GROUP, PLURAL, functools.partial(claim_event, memo),  # see there
+                     functools.partial(_serving, memo))
     apihooks.set_error_hook(metrics.count_api_error)
     apihooks.set_request_hook(metrics.count_api_request)
     metrics.initialise(kube.OPERATIONS)
@@ -321,6 +325,26 @@ async def evc_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
     """Kopf's way in for claims' events, where the direct one is not installed
     (kopffeed.py): it registers the claims' watch with Kopf all the same."""
     claim_event(memo, type, body)
+
+
+async def _serving(memo: kopf.Memo, namespace: str | None) -> None:
+    """Told before the claims' stream begins which namespace it serves (None: every one).
+    Serving every namespace, and allowed to list and watch the workloads cluster-wide,
+    the operator watches each workload kind once for the cluster (clusterwide.py)."""
+    if namespace is not None or memo.watched.shared:
+        return
+    try:
+        lacking = await access.missing(memo.api, access.WORKLOADS)
+    except Exception as error:  # the API server is down, say: per namespace, as before
+        log.info("Workloads are watched per namespace: could not check for cluster-wide "
+                 "access (%s).", describe(error))
+        return
+    if lacking:
+        log.info("Workloads are watched per namespace: not allowed cluster-wide (%s).",
+                 ", ".join(map(str, lacking)))
+        return
+    memo.watched.share_workloads()
+    log.info("Workloads are watched once for the cluster: all namespaces are served.")
 
 
 def claim_event(memo: kopf.Memo, type: str | None, body: Mapping[str, Any]) -> None:

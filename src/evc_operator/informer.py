@@ -1,40 +1,37 @@
-"""Users (pods and workloads) and PVCs of the namespaces that have claims, kept current by
-our own list+watch.
+"""One kind of object, kept current by our own list+watch, as small projections.
 
 Kopf's indexes were the first design; at scale they cost too much (docs/benchmarks.md):
 every object passes through Kopf's per-object machinery, and while the operator starts,
 each new object wakes every object already waiting for the indexes, so start-up grows
-with the square of the number of pods. Here, per namespace and kind, one paged list and
-one watch keep small projections (`PodView`, `PvcView`) and nothing else; only the
-namespaces that hold EVCs are read at all, since a pod can use a claim of its own
-namespace only. A relist (after 410 Gone) is compared with what was held, so objects
-deleted while the watch was away are noticed too. What they read of the API server is a
-`Source` (the real one: `KubeSource`); unit tests pass a scripted one.
+with the square of the number of pods. Here, per kind and namespace (or, for the
+workloads of an operator serving every namespace, per kind: clusterwide.py), one paged
+list and one watch keep small projections (`PodView`, `PvcView`) and nothing else. A
+relist (after 410 Gone) is compared with what was held, so objects deleted while the
+watch was away are noticed too. What they read of the API server is a `Source` (the
+real one: `KubeSource`); unit tests pass a scripted one. Which namespaces are watched,
+and how their users are indexed: watched.py.
 
-Workloads (workloads.KINDS: Jobs, CronJobs, Deployments, ...) are users too: each kind has
-an informer per namespace, and keeps the workload's `PodView` projection (named
-`Kind/name`) beside the pods', in the same index, so a claim's users are found the same way.
-When the last claim of a namespace is gone, or the namespace is, its informers stop.
+`View` is what the proof that a view is current (proof.py, barrier.py) reads of one kind
+in one namespace: an `Informer` of that namespace, or a namespace's slice of a
+cluster-wide one. resourceVersions are the cluster's, so "current to version V" means
+the same for both.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from evc_operator import kube, listwatch
-from evc_operator.claims import PvcView, pvc_view
 from evc_operator.errors import Gone, describe
-from evc_operator.evc import Key
 from evc_operator.users import PodView, pod_view
-from evc_operator.workloads import KINDS, collection, workload_view
 from evc_operator.workqueue import backoff
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
+V_co = TypeVar("V_co", covariant=True)
 RETRY_CAP = 10.0  # seconds between attempts to list or watch, at most
 
 
@@ -74,19 +71,56 @@ class KubeSource:
         return await list_pods(self.api, namespace)
 
 
+def by_name(metadata: Mapping[str, Any]) -> str:
+    """How an informer of one namespace holds its objects: by name."""
+    return str(metadata["name"])
+
+
+class View(Protocol[V_co]):
+    """One kind of object in one namespace, as a proof reads it (see the module's doc)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def items(self) -> Mapping[str, V_co]:
+        """The namespace's objects of the kind, by name."""
+
+    @property
+    def version(self) -> int:
+        """Every change up to this resourceVersion (the cluster's) is in `items`."""
+
+    @property
+    def breaks(self) -> int:
+        """Watches that failed: while it stays the same, no change was missed."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    def project(self, body: Any) -> V_co: ...
+
+    def reached(self, version: int) -> asyncio.Future[None]: ...
+
+
 class Informer(Generic[V]):
-    """One kind of object in one namespace: list, then watch; projections only."""
+    """One kind of object in one namespace ("": every namespace): list, then watch;
+    projections only, held by `key` (the name; clusterwide.py keys by namespace too)."""
 
     def __init__(self, source: Source, kind: str, namespace: str,
                  project: Callable[[Any], V],
                  changed: Callable[[str, V | None, V | None], None],
                  listed: Callable[[], None], *,
+                 key: Callable[[Mapping[str, Any]], str] = by_name,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.source = source
         self.sleep = sleep  # between failed attempts (tests pass one that does not wait)
         self.kind = kind
         self.namespace = namespace
         self.project = project
+        self.key = key  # of an object's metadata
         self.changed = changed
         self.listed = listed  # after every complete list
         self.items: dict[str, V] = {}
@@ -153,7 +187,7 @@ class Informer(Generic[V]):
                 why = describe(error)
                 log.log(logging.DEBUG if why == told else logging.WARNING,
                         "Watching %s in %s failed (%s); again in %.0f s.", self.kind,
-                        self.namespace, why, delay)
+                        self.namespace or "every namespace", why, delay)
                 told = why
                 await self.sleep(delay)
 
@@ -161,7 +195,8 @@ class Informer(Generic[V]):
         fresh: dict[str, V] = {}
         version = await self.source.list_all(self.kind, self.namespace,
                                              lambda item: fresh.__setitem__(
-                                                 item["metadata"]["name"], self.project(item)))
+                                                 self.key(item["metadata"]),
+                                                 self.project(item)))
         held, self.items = self.items, fresh
         self.version = int(version)
         for name in held.keys() - fresh.keys():
@@ -181,7 +216,7 @@ class Informer(Generic[V]):
             if kind == "BOOKMARK":
                 self.version = int(version)
                 continue
-            name = body["metadata"]["name"]
+            name = self.key(body["metadata"])
             held = self.items.get(name)
             if kind == "DELETED":
                 self.items.pop(name, None)
@@ -194,125 +229,6 @@ class Informer(Generic[V]):
             if held != view:
                 self.changed(name, held, view)
         return version
-
-
-class NamespacePods:
-    """A namespace's pods, and those that mount each claim (found without a scan)."""
-
-    def __init__(self) -> None:
-        self.by_claim: dict[str, dict[str, PodView]] = {}
-
-    def update(self, name: str, old: PodView | None, new: PodView | None) -> set[str]:
-        """Keep by_claim current; returns the claims whose users may have changed."""
-        touched = set(old.claims if old else ()) | set(new.claims if new else ())
-        for claim in old.claims if old else ():
-            users = self.by_claim.get(claim, {})
-            users.pop(name, None)
-            if not users:
-                self.by_claim.pop(claim, None)
-        if new is not None:
-            for claim in new.claims:
-                self.by_claim.setdefault(claim, {})[name] = new
-        return touched
-
-
-class Watched:
-    """Informers of users (pods, workloads) and PVCs for every namespace with a claim.
-
-    `pods_changed(namespace, claims, views)` (the claims it mounted or mounts, and the
-    pod before and after) and `pvc_changed(key)` tell the scheduler what to look at again
-    (a workload's change comes as a pod's); `namespace_synced(namespace)`
-    when every list of a namespace is in.
-    """
-
-    def __init__(self, source: Source, *,
-                 pods_changed: Callable[[str, Iterable[str],
-                                         tuple[PodView | None, PodView | None]], None],
-                 pvc_changed: Callable[[Key], None],
-                 namespace_synced: Callable[[str], None]) -> None:
-        self.source = source
-        self.pods_changed = pods_changed
-        self.pvc_changed = pvc_changed
-        self.namespace_synced = namespace_synced
-        self.pods: dict[str, Informer[PodView]] = {}
-        self.workloads: dict[str, list[Informer[PodView]]] = {}
-        self.claims: dict[str, NamespacePods] = {}
-        self.pvcs: dict[str, Informer[PvcView]] = {}
-        self._tasks: dict[str, list[asyncio.Task[None]]] = {}
-
-    def ensure(self, namespace: str) -> None:
-        """Start watching a namespace's users and PVCs (once)."""
-        if namespace in self._tasks:
-            return
-        users = NamespacePods()
-
-        def user_changed(name: str, old: PodView | None, new: PodView | None) -> None:
-            self.pods_changed(namespace, users.update(name, old, new), (old, new))
-
-        def pvc_changed(name: str, _old: PvcView | None, _new: PvcView | None) -> None:
-            self.pvc_changed((namespace, name))
-
-        def listed() -> None:
-            if self.synced(namespace):
-                self.namespace_synced(namespace)
-
-        self.claims[namespace] = users
-        self.pods[namespace] = Informer(self.source, "pods", namespace, pod_view,
-                                        user_changed, listed)
-        self.workloads[namespace] = [
-            Informer(self.source, collection(kind), namespace,
-                     functools.partial(workload_view, kind), user_changed, listed)
-            for kind in KINDS]
-        self.pvcs[namespace] = Informer(self.source, "persistentvolumeclaims", namespace,
-                                        pvc_view, pvc_changed, listed)
-        runs = [(informer.kind, informer.run()) for informer in self.users(namespace)]
-        runs.append(("persistentvolumeclaims", self.pvcs[namespace].run()))
-        self._tasks[namespace] = [asyncio.create_task(run, name=f"{kind} in {namespace}")
-                                  for kind, run in runs]
-
-    def release(self, namespace: str) -> None:
-        """Stop watching a namespace (its last claim is gone, or the namespace is)."""
-        for task in self._tasks.pop(namespace, ()):
-            task.cancel()
-        self.pods.pop(namespace, None)
-        self.workloads.pop(namespace, None)
-        self.claims.pop(namespace, None)
-        self.pvcs.pop(namespace, None)
-
-    def watching(self) -> list[str]:
-        return list(self._tasks)
-
-    def users(self, namespace: str) -> list[Informer[PodView]]:
-        """The informers of a namespace's users: its pods' first, then each workload kind's."""
-        pods = self.pods.get(namespace)
-        return [pods, *self.workloads.get(namespace, ())] if pods else []
-
-    def synced(self, namespace: str) -> bool:
-        pvcs, users = self.pvcs.get(namespace), self.users(namespace)
-        return bool(pvcs and pvcs.synced and users and all(user.synced for user in users))
-
-    def all_synced(self) -> bool:
-        return all(self.synced(namespace) for namespace in self._tasks)
-
-    # --- what the reconcile reads (the shape of reconcile.PodIndex) -----------------------
-
-    def pods_of_claim(self, key: Key) -> list[PodView]:
-        pods = self.claims.get(key[0])
-        return list(pods.by_claim.get(key[1], {}).values()) if pods else []
-
-    def pods_in(self, namespace: str) -> list[PodView]:
-        """Every user-shaped view of a namespace: its pods and its workloads."""
-        return [view for informer in self.users(namespace) for view in informer.items.values()]
-
-    def pvc(self, key: Key) -> PvcView | None:
-        informer = self.pvcs.get(key[0])
-        return informer.items.get(key[1]) if informer else None
-
-    async def close(self) -> None:
-        tasks = [task for started in self._tasks.values() for task in started]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @kube.counted("list_pods")

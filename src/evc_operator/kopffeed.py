@@ -11,7 +11,9 @@ every event of every claim, the echoes of the operator's own status writes among
 The operator's one handler of claims is `on.event` (handlers.py): level-based, no state,
 no retries, no patch. So each raw event of the claims' resource is handed to one function
 (`Feed`), in the order of the watch stream; the events of every other resource (the CRD,
-namespaces) still go Kopf's own way. What it saved: docs/benchmarks.md.
+namespaces) still go Kopf's own way. What it saved: docs/benchmarks.md. Before a stream
+begins, `Scope` is told the namespace Kopf streams (None: every namespace), so the
+operator knows, before the first claim, whether it serves them all (watched.py).
 
 Kopf's private API (`kopf._core.reactor.queueing.watcher`, as Kopf 1.45 has it): `install`
 checks the parameters relied on, and a Kopf without them keeps its own path, with a
@@ -25,7 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kopf._cogs.clients import watching
@@ -34,12 +36,17 @@ from kopf._core.reactor import queueing
 log = logging.getLogger(__name__)
 
 Feed = Callable[[str | None, Mapping[str, Any]], None]  # (type, or None when listed; object)
+Scope = Callable[[str | None], Awaitable[None]]  # the namespace streamed (None: every one)
 _KOPFS = queueing.watcher
 _RELIED_ON = {"namespace", "settings", "resource", "operator_paused", "operator_indexed",
               "resource_indexed"}
 
 
-def install(group: str, plural: str, feed: Feed) -> bool:
+async def _any_scope(namespace: str | None) -> None:
+    pass
+
+
+def install(group: str, plural: str, feed: Feed, scope: Scope = _any_scope) -> bool:
     """Hand the events of `plural`.`group` to `feed`; False (with a warning) where this
     Kopf's watcher is not the one this was written for."""
     if not _RELIED_ON.issubset(inspect.signature(_KOPFS).parameters):
@@ -51,6 +58,7 @@ def install(group: str, plural: str, feed: Feed) -> bool:
     async def watcher(**kwargs: Any) -> None:
         resource = kwargs["resource"]
         if resource.group == group and resource.plural == plural:
+            await scope(kwargs["namespace"])
             await stream(feed, **kwargs)
         else:
             await _KOPFS(**kwargs)

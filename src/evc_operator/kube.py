@@ -50,9 +50,10 @@ COMPONENT = "evc-operator"
 # 10,000 claims, 128 rather than 256 took the burst's peak RSS from 125 to 116 MiB, as
 # fast (docs/benchmarks.md; the bare client saturates the API server with 32).
 REQUEST_CONNECTIONS = 128
-# Watches: no cap (aiohttp: 0). Each holds its connection for minutes, nine a namespace
-# with claims, and one past a cap waited, unsaid, for another to end (minutes): with 1,000,
-# the namespaces past about the 110th had stale views. Open files: openfiles.py.
+# Watches: no cap (aiohttp: 0). Each holds its connection for minutes, two or nine a
+# namespace with claims (watched.py), and one past a cap waited, unsaid, for another to
+# end (minutes): with 1,000 and nine a namespace, the namespaces past about the 110th had
+# stale views. Open files: openfiles.py.
 WATCH_CONNECTIONS = 0
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)  # every request but watches
 # Watch events carry whole objects, one per line, and etcd allows 1.5 MiB per object.

@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 
 from evc_operator.errors import api_error
-from evc_operator.kube import Api, check, core_path, counted, quoted
+from evc_operator.kube import Api, check, counted, quoted
 
 LIST_PAGE = 100  # objects per page of a list: bounds memory, not the list's consistency
 WATCH_SECONDS = 300  # the API server ends a watch after this; we resume where it ended
@@ -23,15 +23,17 @@ LISTED_KINDS = frozenset({"pods", "persistentvolumeclaims"})
 
 def collection_path(kind: str, namespace: str) -> str:
     """A collection's path: `kind` is a core plural ("pods") or "group/version/plural"
-    ("batch/v1/jobs")."""
+    ("batch/v1/jobs"); `namespace` "" is every namespace."""
     if "/" in kind:
         group_version, plural = kind.rsplit("/", 1)
-        if group_version == "v1":
-            return core_path(namespace, plural)
-        return f"/apis/{group_version}/namespaces/{quoted(namespace)}/{plural}"
-    if kind not in LISTED_KINDS:
+    elif kind in LISTED_KINDS:
+        group_version, plural = "v1", kind
+    else:
         raise KeyError(kind)
-    return core_path(namespace, kind)
+    base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    if not namespace:  # every namespace (clusterwide.py)
+        return f"{base}/{plural}"
+    return f"{base}/namespaces/{quoted(namespace)}/{plural}"
 
 
 async def list_all(api: Api, kind: str, namespace: str,

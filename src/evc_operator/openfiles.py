@@ -1,7 +1,8 @@
 """Open files: the process's soft limit raised to its hard limit at start, as Go does.
 
-Every watch holds a connection, one file descriptor, for minutes: nine a namespace with
-claims (its pods, its PVCs and seven kinds of workload: informer.py), besides the short
+Every watch holds a connection, one file descriptor, for minutes: two a namespace with
+claims (its pods, its PVCs), and seven kinds of workload for the cluster or, where one
+namespace is served, seven more a namespace (watched.py), besides the short
 watches of proofs, the requests' pool and Kopf's own. A process's soft limit is often
 1,024 while its hard limit is far higher; Go's runtime raises the soft limit to the hard
 one by itself (since Go 1.19), Python does not, and past the soft limit every new
@@ -33,7 +34,7 @@ def raise_soft_limit(get: Callable[[int], Limits] = resource.getrlimit,
         set_(resource.RLIMIT_NOFILE, (wanted, hard))
     except (ValueError, OSError) as error:
         log.warning("Open files: could not raise the soft limit from %d to %d (%s); each "
-                    "namespace with claims holds nine watches open.", soft, wanted, error)
+                    "namespace with claims holds two to nine watches open.", soft, wanted, error)
         return soft
     log.info("Open files: soft limit raised from %d to %d (each watch holds one).",
              soft, wanted)

@@ -20,8 +20,9 @@ from typing import Any
 
 from evc_operator.barrier import Barriers, Proven
 from evc_operator.freshness import PodSnapshot, never
-from evc_operator.informer import Informer, Watched
+from evc_operator.informer import View
 from evc_operator.users import PodView
+from evc_operator.watched import Watched
 from evc_operator.workloads import KINDS, collection, workload_view
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 LIST_OUTRIGHT = 200
 
 
-def listed_outright(informer: Informer[PodView]) -> bool:
+def listed_outright(informer: View[PodView]) -> bool:
     """Whether a kind is proven by a list of it rather than by a watch's bookmark."""
     return len(informer.items) < LIST_OUTRIGHT
 
@@ -125,7 +126,7 @@ async def _list(watched: Watched, kind: str, namespace: str,
     return views, int(version or 0)
 
 
-def _listed(informer: Informer[PodView], listed: Sequence[PodView], version: int,
+def _listed(informer: View[PodView], listed: Sequence[PodView], version: int,
             live: Callable[[], bool] = never) -> PodSnapshot:
     """A kind's snapshot made by a list current to `version`: behind (its informer lags
     it) while the informer has not come that far and does not hold what was listed.
@@ -136,7 +137,7 @@ def _listed(informer: Informer[PodView], listed: Sequence[PodView], version: int
     return PodSnapshot(listed, live, behind)
 
 
-async def _prove(watched: Watched, informer: Informer[PodView],
+async def _prove(watched: Watched, informer: View[PodView],
                  barriers: Barriers) -> PodSnapshot:
     """One informer's view as of a moment after this call began, proven or listed."""
     breaks = informer.breaks
@@ -173,7 +174,7 @@ async def _prove(watched: Watched, informer: Informer[PodView],
                                           informer.project))
 
 
-async def _first_proof(informer: Informer[PodView], target: int,
+async def _first_proof(informer: View[PodView], target: int,
                        barriers: Barriers) -> Proven | None:
     """Whichever proves the informer's kind current to `target` first: the informer's own
     watch reaching that far (its own view, with no change to wait for), or a short
@@ -198,7 +199,7 @@ async def _first_proof(informer: Informer[PodView], target: int,
             watch.cancel()
 
 
-def _holds(informer: Informer[PodView], listed: Sequence[PodView]) -> bool:
+def _holds(informer: View[PodView], listed: Sequence[PodView]) -> bool:
     """Whether the informer's view is, as far as decisions go, the same as `listed`."""
     items = informer.items
     return len(listed) == len(items) and all(items.get(view.name) == view

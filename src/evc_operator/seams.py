@@ -1,7 +1,7 @@
 """What the per-claim reconcile needs from the cluster, as small Protocols, and the real ones.
 
 `ClaimApi` is the API calls a reconciliation makes; `PodIndex` the live views it reads
-(informer.Watched is one). Unit tests pass fakes of both; `KubeClaimApi` is the real API.
+(watched.Watched is one). Unit tests pass fakes of both; `KubeClaimApi` is the real API.
 """
 
 from __future__ import annotations

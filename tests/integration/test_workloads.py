@@ -11,6 +11,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import OperatorFactory
 from tests.integration.support import Kubectl, eventually
 from tests.integration.test_lifecycle import evc, finish, now, parse, phase_is, status
@@ -105,14 +107,18 @@ def test_a_deployment_scaled_to_zero_and_back_keeps_its_claim(
     assert went >= scaled_down + datetime.timedelta(seconds=8)
 
 
-def test_a_deleted_workload_starts_the_grace_then(kubectl: Kubectl,
-                                                  operator: OperatorFactory) -> None:
-    operator(kubectl.namespace, **GRACE)
-    kubectl("apply", "-f", "-", input=evc("nightly-scratch"))
+@pytest.mark.parametrize("scope", [None, "--all-namespaces"])
+def test_a_deleted_workload_starts_the_grace_then(kubectl: Kubectl, operator: OperatorFactory,
+                                                  scope: str | None) -> None:
+    """Served alone, the namespace's workloads are its own watches; with every namespace
+    served, each kind is watched once for the cluster (clusterwide.py): the CronJob, made
+    before the claim, is in that watch's view of the namespace when the claim comes."""
     kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
         "spec": {"schedule": "0 3 * * *", "jobTemplate": {
             "spec": {"template": template("nightly-scratch")}}}}))
+    process = operator(kubectl.namespace, scope, **GRACE)
+    kubectl("apply", "-f", "-", input=evc("nightly-scratch"))
     eventually(lambda: status(kubectl, "nightly-scratch").get("userNames")
                == ["CronJob/nightly"], what="the CronJob uses it")
     time.sleep(5)  # past the expiry period: the CronJob's next run needs the claim
@@ -124,6 +130,8 @@ def test_a_deleted_workload_starts_the_grace_then(kubectl: Kubectl,
         microsecond=0)
     went = deleted_when_gone(kubectl, "nightly-scratch")
     assert went >= deleted + datetime.timedelta(seconds=4)
+    shared = "Workloads are watched once for the cluster" in process.log_text()
+    assert shared is (scope is not None)
 
 
 def test_a_deployment_at_zero_before_its_claim_existed_leaves_it_on_expiry(

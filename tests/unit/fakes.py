@@ -12,7 +12,8 @@ from typing import Any
 
 import kopf
 
-from evc_operator import evc, informer, seal, status
+from evc_operator import evc, seal, status
+from evc_operator import watched as watching
 from evc_operator.claims import PvcView, pvc_view
 from evc_operator.freshness import Lister, PodSnapshot
 from evc_operator.limiter import DEFAULT_BOUNDS, Bounds
@@ -142,7 +143,7 @@ class FakeIndex:
     in_namespace: dict[str, list[PodView]] = dataclasses.field(default_factory=dict)
     pvcs: dict[Key, PvcView] = dataclasses.field(default_factory=dict)
     listed: Callable[[str], bool] = lambda _namespace: True
-    watched: informer.Watched | None = None  # if set, the pods are the informers'
+    watched: watching.Watched | None = None  # if set, the pods are the informers'
 
     def pods_of_claim(self, key: Key) -> list[PodView]:
         if self.watched is not None:
@@ -167,7 +168,7 @@ class FakeIndex:
 def make(fake: FakeApi, indexed_pods: list[dict[str, Any]], *, complete: bool = True,
          settings: Settings | None = None, lister: Lister | None = None,
          clock: Callable[[], datetime.datetime] = lambda: NOW,
-         watched: informer.Watched | None = None,
+         watched: watching.Watched | None = None,
          body: dict[str, Any] | None = None,
          bounds: Bounds = DEFAULT_BOUNDS,
          ahead: Callable[[str], None] | None = None) -> tuple[Scheduler, FakeIndex]:

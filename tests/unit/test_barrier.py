@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from evc_operator import barrier, errors, informer, proof
+from evc_operator import watched as watching
 from evc_operator.users import PodView, pod_view
 from tests.unit.support import settle
 from tests.unit.test_informer import pod
@@ -187,7 +188,7 @@ def test_a_proof_ends_at_the_bookmark_of_a_watch_opened_a_second_ahead(
 
     async def scenario() -> None:
         api, ticks = FedApi(now=40), Ticks()
-        watched = informer.Watched(api, pods_changed=lambda ns, c, _: None,
+        watched = watching.Watched(api, pods_changed=lambda ns, c, _: None,
                                    pvc_changed=lambda key: None,
                                    namespace_synced=lambda ns: None)
         watched.pods["jobs"] = subject = held(api)
@@ -215,7 +216,7 @@ def test_a_proof_ends_at_the_bookmark_of_a_watch_opened_a_second_ahead(
 def test_small_kinds_are_not_anticipated() -> None:
     async def scenario() -> None:
         api = FedApi()
-        watched = informer.Watched(api, pods_changed=lambda ns, c, _: None,
+        watched = watching.Watched(api, pods_changed=lambda ns, c, _: None,
                                    pvc_changed=lambda key: None,
                                    namespace_synced=lambda ns: None)
         watched.pods["jobs"] = held(api)  # one pod: listed outright, no watch to open

@@ -14,12 +14,13 @@ import dataclasses
 import datetime
 import functools
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evc_operator import freshness, informer, proof
+from evc_operator import watched as watching
 from evc_operator.users import PodView, pod_view
 from evc_operator.workloads import KINDS, collection, workload_view
 from tests.unit.support import T0, Clock, settle
@@ -123,9 +124,9 @@ def _project(kind: str) -> Callable[[Any], PodView]:
     return functools.partial(workload_view, name)
 
 
-def _watched(api: ModelApi) -> informer.Watched:
+def _watched(api: ModelApi) -> watching.Watched:
     """Informers listed at T0, synced, their watches unbroken from then on."""
-    watched = informer.Watched(api, pods_changed=lambda ns, c, change: None,
+    watched = watching.Watched(api, pods_changed=lambda ns, c, change: None,
                                pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
     users = []
     for kind in ("pods", *(collection(name) for name in KINDS)):
@@ -135,13 +136,14 @@ def _watched(api: ModelApi) -> informer.Watched:
                       for item in api.held.get(kind, [])}
         held.version, held.synced = _rv(T0), True
         users.append(held)
-    watched.pods["jobs"], watched.workloads["jobs"] = users[0], users[1:]
+    watched.pods["jobs"] = users[0]
+    watched.workloads["jobs"] = [held for held in users[1:]]
     return watched
 
 
-def _deliver(watched: informer.Watched, changes: list[Change], now: datetime.datetime) -> None:
+def _deliver(watched: watching.Watched, changes: list[Change], now: datetime.datetime) -> None:
     """What each informer's watch has applied by `now` (in order, as a watch does)."""
-    for held in watched.users("jobs"):
+    for held in cast(list[informer.Informer[PodView]], watched.users("jobs")):
         for change in sorted(changes, key=lambda change: change.at):
             if change.kind != held.kind or change.delivered > now:
                 break

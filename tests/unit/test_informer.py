@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from evc_operator import errors, freshness, informer, proof
+from evc_operator import watched as watching
 from evc_operator.users import PodView, pod_view
 from evc_operator.workloads import workload_view
 
@@ -177,7 +178,7 @@ def test_after_a_watch_that_worked_a_break_is_retried_at_the_shortest_wait() -> 
 
 
 def test_namespace_pods_index_users_by_claim() -> None:
-    pods = informer.NamespacePods()
+    pods = watching.NamespacePods()
     first = pod_view(pod("p", "x"))
     assert pods.update("p", None, first) == {"x"}
     moved = pod_view(pod("p", "y"))
@@ -192,8 +193,8 @@ def test_watched_is_synced_once_pods_and_pvcs_are_listed() -> None:
     synced: list[str] = []
     poked: list[tuple[str, list[str]]] = []
 
-    async def scenario() -> informer.Watched:
-        watched = informer.Watched(api,
+    async def scenario() -> watching.Watched:
+        watched = watching.Watched(api,
                                    pods_changed=lambda ns, c, _: poked.append((ns, list(c))),
                                    pvc_changed=lambda key: None,
                                    namespace_synced=synced.append)
@@ -224,9 +225,9 @@ def by_watch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _synced_watched(*, version: int, now: int,
-                    barrier: list[Any]) -> tuple[informer.Watched, list[str]]:
+                    barrier: list[Any]) -> tuple[watching.Watched, list[str]]:
     api = ProofApi(now, barrier)
-    watched = informer.Watched(api, pods_changed=lambda ns, c, _: None,
+    watched = watching.Watched(api, pods_changed=lambda ns, c, _: None,
                                pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
     held = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None, lambda: None)
     held.items = {"old": pod_view(pod("old", "x"))}
@@ -368,8 +369,8 @@ def test_workloads_of_every_kind_are_watched_and_index_beside_pods() -> None:
     api = KindsApi({"pods": [pod("p", "x")], "batch/v1/jobs": [job("j", "x")]})
     poked: list[tuple[str, list[str]]] = []
 
-    async def scenario() -> informer.Watched:
-        watched = informer.Watched(api,
+    async def scenario() -> watching.Watched:
+        watched = watching.Watched(api,
                                    pods_changed=lambda ns, c, _: poked.append((ns, list(c))),
                                    pvc_changed=lambda key: None,
                                    namespace_synced=lambda ns: None)
@@ -392,8 +393,8 @@ def test_workloads_of_every_kind_are_watched_and_index_beside_pods() -> None:
 def test_a_released_namespace_is_no_longer_watched() -> None:
     api = KindsApi({"pods": [pod("p", "x")]})
 
-    async def scenario() -> tuple[informer.Watched, list[asyncio.Task[Any]]]:
-        watched = informer.Watched(api, pods_changed=lambda ns, c, _: None,
+    async def scenario() -> tuple[watching.Watched, list[asyncio.Task[Any]]]:
+        watched = watching.Watched(api, pods_changed=lambda ns, c, _: None,
                                    pvc_changed=lambda key: None,
                                    namespace_synced=lambda ns: None)
         watched.ensure("jobs")
@@ -454,7 +455,7 @@ class StalledBarrierApi(ProofApi):
 def test_a_lagging_informer_whose_own_watch_catches_up_first_proves_itself(
         by_watch: None) -> None:
     api = StalledBarrierApi(40, [])
-    watched = informer.Watched(api, pods_changed=lambda ns, c, _: None,
+    watched = watching.Watched(api, pods_changed=lambda ns, c, _: None,
                                pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
     held = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None, lambda: None)
     held.items = {"old": pod_view(pod("old", "x"))}

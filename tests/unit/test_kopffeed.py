@@ -131,3 +131,18 @@ def test_uninstall_puts_kopfs_watcher_back(monkeypatch: pytest.MonkeyPatch) -> N
     assert queueing.watcher is not kopffeed._KOPFS
     kopffeed.uninstall()
     assert queueing.watcher is kopffeed._KOPFS
+
+
+def test_the_namespace_streamed_is_told_before_the_first_claim(
+        installed: tuple[list[tuple[str | None, str]], list[Any]]) -> None:
+    fed, _ = installed
+    told: list[tuple[str | None, int]] = []
+
+    async def scope(namespace: str | None) -> None:
+        told.append((namespace, len(fed)))
+
+    assert kopffeed.install(GROUP, PLURAL, lambda kind, body: fed.append((kind, "")), scope)
+    asyncio.run(cast(Any, queueing.watcher)(
+        namespace=None, settings=object(), resource=CLAIMS, processor=lambda **_: None))
+    assert told == [(None, 0)]  # every namespace served, told before any event
+    assert len(fed) == 4  # then the events

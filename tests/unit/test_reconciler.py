@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from evc_operator import errors, evc, informer, lifecycle, metrics, status
+from evc_operator import watched as watching
 from evc_operator.freshness import PodSnapshot
 from evc_operator.limiter import Bounds
 from evc_operator.settings import Settings
@@ -219,11 +220,11 @@ def test_the_informer_lookups_serve_mounting_pods_and_a_selector_claim() -> None
     bodies = [pod_body("worker"), {**pod_body("bystander"), "spec": {}},
               {**pod_body("labelled"), "spec": {}}]
     bodies[2]["metadata"] = {**bodies[2]["metadata"], "labels": {"app": "batch"}}
-    watched = informer.Watched(cast(Any, None), pods_changed=lambda *_: None,
+    watched = watching.Watched(cast(Any, None), pods_changed=lambda *_: None,
                                pvc_changed=lambda _key: None, namespace_synced=lambda _ns: None)
     held = informer.Informer(cast(Any, None), "pods", "jobs", pod_view, lambda *_: None,
                              lambda: None)
-    watched.pods["jobs"], watched.claims["jobs"] = held, informer.NamespacePods()
+    watched.pods["jobs"], watched.claims["jobs"] = held, watching.NamespacePods()
     for body in bodies:  # what the informer does with each watch event
         view = pod_view(body)
         held.items[view.name] = view

@@ -1,0 +1,181 @@
+"""The users (pods, workloads) and PVCs of every namespace with a claim, watched.
+
+Only the namespaces that hold EVCs are read at all, since a pod can use a claim of its
+own namespace only: each gets an informer (informer.py) of its pods and one of its PVCs
+when its first claim appears, and they stop when its last claim (or the namespace) is
+gone. Workloads (workloads.KINDS: Jobs, CronJobs, Deployments, ...) are users too, kept
+as a `PodView` named `Kind/name` beside the pods', in the same index, so a claim's users
+are found the same way: an informer of each kind per namespace or, once
+`share_workloads` is called (an operator serving every namespace, allowed to list them
+cluster-wide), one for the cluster that each namespace reads its part of
+(clusterwide.py): two watches a namespace instead of nine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from evc_operator.claims import PvcView, pvc_view
+from evc_operator.clusterwide import Shared
+from evc_operator.evc import Key
+from evc_operator.informer import Informer, Source, View
+from evc_operator.users import PodView, pod_view
+from evc_operator.workloads import KINDS, collection, workload_view
+
+
+class NamespacePods:
+    """A namespace's pods, and those that mount each claim (found without a scan)."""
+
+    def __init__(self) -> None:
+        self.by_claim: dict[str, dict[str, PodView]] = {}
+
+    def update(self, name: str, old: PodView | None, new: PodView | None) -> set[str]:
+        """Keep by_claim current; returns the claims whose users may have changed."""
+        touched = set(old.claims if old else ()) | set(new.claims if new else ())
+        for claim in old.claims if old else ():
+            users = self.by_claim.get(claim, {})
+            users.pop(name, None)
+            if not users:
+                self.by_claim.pop(claim, None)
+        if new is not None:
+            for claim in new.claims:
+                self.by_claim.setdefault(claim, {})[name] = new
+        return touched
+
+
+class Watched:
+    """Informers of users (pods, workloads) and PVCs for every namespace with a claim.
+
+    `pods_changed(namespace, claims, views)` (the claims it mounted or mounts, and the
+    pod before and after) and `pvc_changed(key)` tell the scheduler what to look at again
+    (a workload's change comes as a pod's); `namespace_synced(namespace)`
+    when every list of a namespace is in.
+    """
+
+    def __init__(self, source: Source, *,
+                 pods_changed: Callable[[str, Iterable[str],
+                                         tuple[PodView | None, PodView | None]], None],
+                 pvc_changed: Callable[[Key], None],
+                 namespace_synced: Callable[[str], None]) -> None:
+        self.source = source
+        self.pods_changed = pods_changed
+        self.pvc_changed = pvc_changed
+        self.namespace_synced = namespace_synced
+        self.pods: dict[str, Informer[PodView]] = {}
+        self.workloads: dict[str, list[View[PodView]]] = {}
+        self.claims: dict[str, NamespacePods] = {}
+        self.pvcs: dict[str, Informer[PvcView]] = {}
+        self._tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self.shared: list[Shared] = []  # see `share_workloads`
+
+    def share_workloads(self) -> None:
+        """Watch each workload kind once for the cluster, for the namespaces watched
+        from now on (those watched already keep their own informers)."""
+        if not self.shared:
+            self.shared = [Shared(self.source, kind, listed=self._shared_listed)
+                           for kind in KINDS]
+
+    def ensure(self, namespace: str) -> None:
+        """Start watching a namespace's users and PVCs (once)."""
+        if namespace in self._tasks:
+            return
+        users = NamespacePods()
+
+        def user_changed(name: str, old: PodView | None, new: PodView | None) -> None:
+            # Indexed by the view's name ("Job/x" for a Job): a pod and a Job may both be
+            # named x, and one's end must not take the other out of the claim's users.
+            view = new or old
+            self.pods_changed(namespace, users.update(view.name if view else name, old, new),
+                              (old, new))
+
+        def pvc_changed(name: str, _old: PvcView | None, _new: PvcView | None) -> None:
+            self.pvc_changed((namespace, name))
+
+        def listed() -> None:
+            if self.synced(namespace):
+                self.namespace_synced(namespace)
+
+        self.claims[namespace] = users
+        self.pods[namespace] = Informer(self.source, "pods", namespace, pod_view,
+                                        user_changed, listed)
+        self.pvcs[namespace] = Informer(self.source, "persistentvolumeclaims", namespace,
+                                        pvc_view, pvc_changed, listed)
+        own: list[Informer[Any]] = [self.pods[namespace], self.pvcs[namespace]]
+        if self.shared:
+            for shared in self.shared:
+                shared.start()
+            self.workloads[namespace] = [shared.attach(namespace, user_changed)
+                                         for shared in self.shared]
+            for name, view in self._held(namespace):  # a namespace seen before its claims
+                user_changed(name, None, view)
+        else:
+            workloads = [Informer(self.source, collection(kind), namespace,
+                                  functools.partial(workload_view, kind), user_changed,
+                                  listed) for kind in KINDS]
+            self.workloads[namespace] = list(workloads)
+            own += workloads
+        self._tasks[namespace] = [
+            asyncio.create_task(informer.run(), name=f"{informer.kind} in {namespace}")
+            for informer in own]
+
+    def _held(self, namespace: str) -> list[tuple[str, PodView]]:
+        return [(name, view) for shared in self.shared
+                for name, view in shared.by_namespace.get(namespace, {}).items()]
+
+    def _shared_listed(self) -> None:
+        for namespace in self._tasks:
+            if self.synced(namespace):
+                self.namespace_synced(namespace)
+
+    def release(self, namespace: str) -> None:
+        """Stop watching a namespace (its last claim is gone, or the namespace is)."""
+        for task in self._tasks.pop(namespace, ()):
+            task.cancel()
+        for shared in self.shared:
+            shared.detach(namespace)
+        self.pods.pop(namespace, None)
+        self.workloads.pop(namespace, None)
+        self.claims.pop(namespace, None)
+        self.pvcs.pop(namespace, None)
+
+    def watching(self) -> list[str]:
+        return list(self._tasks)
+
+    def users(self, namespace: str) -> list[View[PodView]]:
+        """The informers of a namespace's users: its pods' first, then each workload kind's."""
+        pods = self.pods.get(namespace)
+        return [pods, *self.workloads.get(namespace, ())] if pods else []
+
+    def synced(self, namespace: str) -> bool:
+        pvcs, users = self.pvcs.get(namespace), self.users(namespace)
+        return bool(pvcs and pvcs.synced and users and all(user.synced for user in users))
+
+    def all_synced(self) -> bool:
+        return all(self.synced(namespace) for namespace in self._tasks)
+
+    # --- what the reconcile reads (the shape of reconcile.PodIndex) -----------------------
+
+    def pods_of_claim(self, key: Key) -> list[PodView]:
+        pods = self.claims.get(key[0])
+        return list(pods.by_claim.get(key[1], {}).values()) if pods else []
+
+    def pods_in(self, namespace: str) -> list[PodView]:
+        """Every user-shaped view of a namespace: its pods and its workloads."""
+        return [view for informer in self.users(namespace) for view in informer.items.values()]
+
+    def pvc(self, key: Key) -> PvcView | None:
+        informer = self.pvcs.get(key[0])
+        return informer.items.get(key[1]) if informer else None
+
+    async def close(self) -> None:
+        tasks = [task for started in self._tasks.values() for task in started]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for shared in self.shared:
+            await shared.close()
+
+
