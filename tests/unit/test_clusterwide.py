@@ -157,13 +157,17 @@ def test_a_namespace_sees_the_changes_of_its_own_part_only() -> None:
     asyncio.run(scenario())
 
 
-def test_a_pod_and_a_job_of_one_name_are_two_users() -> None:
-    """The index holds users by their views' names: the pod x ending leaves the Job x."""
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_pod_and_a_job_of_one_name_are_two_users(shared: bool) -> None:
+    """The index holds users by their views' names: the pod x ending leaves the Job x
+    (served alone or with every namespace)."""
     api = ClusterApi({(JOBS, "a"): [job("x", "a", "data")],
                       ("pods", "a"): [pod("x", "a", "data")]})
 
     async def scenario() -> None:
         watched = shared_watched(api)
+        if not shared:
+            watched.shared = []
         watched.ensure("a")
         await settle()
         assert sorted(view.name for view in watched.pods_of_claim(("a", "data"))) == [
