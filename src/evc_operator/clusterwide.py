@@ -4,38 +4,46 @@ An operator serving every namespace (`--all-namespaces`: the chart's and the ima
 way) held, for each namespace with claims, a watch of every kind of its users and of its
 PVCs: nine connections of about 67 KiB each (docs/benchmarks.md: 150 namespaces, 155 MiB
 at rest). Seven are workload kinds (workloads.KINDS), which in most namespaces hold
-little or nothing. Here each workload kind has one informer for the cluster, and each
+little or nothing. Here each workload kind has one watch for the cluster, and each
 namespace with claims reads its part of it through a `Slice`, an `informer.View` like its
-own informer's would be; the pods and PVCs stay per namespace (pods are many, and only
-the namespaces with claims are read). watched.py uses these where the operator serves
-every namespace and may list and watch the workloads cluster-wide (handlers.py).
+own informer's would be; the pods and PVCs stay per namespace (pods are many). watched.py
+uses these where the operator serves every namespace and may list and watch the
+workloads cluster-wide (handlers.py).
+
+Only the namespaces with claims are held, as before: the cluster-wide informer `keep`s
+their objects and passes over the rest, so memory follows the claims' namespaces, not the
+cluster's workloads. A namespace that gets its first claim while the watch runs is filled
+by a list of its own, current to some version L; the watch's changes of that namespace
+that come meanwhile wait, and only those past L are applied after it (the list holds the
+rest), as are the later ones. A list of the cluster-wide informer itself (its first, or
+one after 410 Gone) holds every namespace attached before it began: their parts are
+taken from it whole.
 
 Proofs hold the same (proof.py, barrier.py). resourceVersions are the cluster's, so the
 cluster-wide informer's version means what a namespace's own did: every change up to it
-is applied, in this namespace as in every other; and a proof's short watch of one
-namespace from that version brings the namespace's changes after it. A cluster-wide
-watch moves on with the changes of every namespace, so it passes a proof's read sooner
-than the watch of a quiet namespace, whose only news is a bookmark.
-
-The objects of namespaces without claims are held too (a projection of a few hundred
-bytes each): a namespace that gets its first claim has its workloads at once, with no
-list of its own to reconcile with the cluster's watch.
+is applied, in this namespace as in every other (a part filled by a list at L past it
+holds more, never less); and a proof's short watch of one namespace from that version
+brings the namespace's changes after it, in order, so it ends at the state of its
+bookmark whatever the copy began with. A cluster-wide watch moves on with the changes of
+every namespace, so it passes a proof's read sooner than a quiet namespace's would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import types
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from evc_operator.informer import Informer, Source
+from evc_operator.errors import describe
+from evc_operator.informer import RETRY_CAP, Informer, Source
 from evc_operator.users import PodView
 from evc_operator.workloads import collection, workload_view
+from evc_operator.workqueue import backoff
 
+log = logging.getLogger(__name__)
 Changed = Callable[[str, PodView | None, PodView | None], None]
-_NONE: Mapping[str, PodView] = types.MappingProxyType({})
 
 
 def namespaced(metadata: Mapping[str, Any]) -> str:
@@ -44,58 +52,33 @@ def namespaced(metadata: Mapping[str, Any]) -> str:
     return f"{metadata.get('namespace') or ''}/{metadata['name']}"
 
 
-class Shared:
-    """One workload kind in every namespace: the informer, its objects by namespace, and
-    whom to tell of a change in each namespace with claims."""
+class _ClusterInformer(Informer[PodView]):
+    """An informer of every namespace that tells `began` when each of its lists begins."""
 
-    def __init__(self, source: Source, kind: str, *, listed: Callable[[], None]) -> None:
-        self.by_namespace: dict[str, dict[str, PodView]] = {}
-        self.listeners: dict[str, Changed] = {}
-        self.informer = Informer(source, collection(kind), "",
-                                 functools.partial(workload_view, kind), self._changed,
-                                 listed, key=namespaced)
-        self.task: asyncio.Task[None] | None = None
+    def __init__(self, began: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.began = began
 
-    def start(self) -> None:
-        if self.task is None:
-            self.task = asyncio.create_task(self.informer.run(),
-                                            name=f"{self.informer.kind} in every namespace")
-
-    def attach(self, namespace: str, changed: Changed) -> Slice:
-        """The namespace's part, whose changes go to `changed` from now on."""
-        self.listeners[namespace] = changed
-        return Slice(self, namespace)
-
-    def detach(self, namespace: str) -> None:
-        self.listeners.pop(namespace, None)
-
-    def _changed(self, key: str, old: PodView | None, new: PodView | None) -> None:
-        namespace, _, name = key.partition("/")
-        held = self.by_namespace.setdefault(namespace, {})
-        if new is None:
-            held.pop(name, None)
-            if not held:
-                del self.by_namespace[namespace]
-        else:
-            held[name] = new
-        changed = self.listeners.get(namespace)
-        if changed is not None:
-            changed(name, old, new)
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+    async def _relist(self) -> str:
+        self.began()
+        return await super()._relist()
 
 
 class Slice:
     """A namespace's part of a `Shared` kind, read as that namespace's own informer
-    (`informer.View`): its objects by name, the cluster-wide informer's version, breaks
-    and sync."""
+    (`informer.View`): its objects by name, the cluster-wide informer's version and
+    breaks; synced once its part is filled and the cluster-wide informer has listed."""
 
-    def __init__(self, shared: Shared, namespace: str) -> None:
+    def __init__(self, shared: Shared, namespace: str, changed: Changed,
+                 listed: Callable[[], None]) -> None:
         self.shared = shared
         self.namespace = namespace
+        self.changed = changed
+        self.listed = listed
+        self.held: dict[str, PodView] = {}
+        self.filled_at: int | None = None  # the version its part is current to, once filled
+        self.waiting: list[tuple[str, PodView | None, int]] = []  # changes while filling
+        self.filling: asyncio.Task[None] | None = None
 
     @property
     def kind(self) -> str:
@@ -103,7 +86,7 @@ class Slice:
 
     @property
     def items(self) -> Mapping[str, PodView]:
-        return self.shared.by_namespace.get(self.namespace, _NONE)
+        return self.held
 
     @property
     def version(self) -> int:
@@ -115,10 +98,145 @@ class Slice:
 
     @property
     def synced(self) -> bool:
-        return self.shared.informer.synced
+        return self.filled_at is not None and self.shared.informer.synced
 
     def project(self, body: Any) -> PodView:
         return self.shared.informer.project(body)
 
     def reached(self, version: int) -> asyncio.Future[None]:
         return self.shared.informer.reached(version)
+
+    def apply(self, name: str, new: PodView | None) -> None:
+        """One change of the namespace's part, told to its listener."""
+        old = self.held.pop(name, None) if new is None else self.held.get(name)
+        if new is not None:
+            self.held[name] = new
+        if old != new:
+            self.changed(name, old, new)
+
+    def fill(self, objects: Mapping[str, PodView], version: int) -> None:
+        """The namespace's part as a list current to `version` has it, then the changes
+        that came since, past that version."""
+        for name in self.held.keys() - objects.keys():
+            self.apply(name, None)
+        for name, view in objects.items():
+            self.apply(name, view)
+        self.filled_at = version
+        waiting, self.waiting = self.waiting, []
+        for name, change, at in waiting:
+            if at > version:
+                self.apply(name, change)
+        self.listed()
+
+
+class Shared:
+    """One workload kind in every namespace with claims: its informer, and the namespaces'
+    parts (`Slice`)."""
+
+    def __init__(self, source: Source, kind: str, *,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.source = source
+        self.sleep = sleep
+        self.slices: dict[str, Slice] = {}
+        self._listing = False  # the informer's list is under way
+        self._covered: set[str] = set()  # attached when it began: the list holds them whole
+        self.informer = _ClusterInformer(
+            self._began, source, collection(kind), "", functools.partial(workload_view, kind),
+            self._changed, self._listed, key=namespaced, keep=self._keeps)
+        self.task: asyncio.Task[None] | None = None
+
+    def attach(self, namespace: str, changed: Changed, listed: Callable[[], None]) -> Slice:
+        """The namespace's part, whose changes go to `changed`, and `listed` once filled."""
+        part = self.slices[namespace] = Slice(self, namespace, changed, listed)
+        if self.task is None:  # the informer's first list holds it
+            self.task = asyncio.create_task(self.informer.run(),
+                                            name=f"{self.informer.kind} in every namespace")
+        elif not self._listing:  # else the list under way may have passed it: after it
+            self._start_fill(part)
+        return part
+
+    def detach(self, namespace: str) -> None:
+        part = self.slices.pop(namespace, None)
+        if part is not None and part.filling is not None:
+            part.filling.cancel()
+        self._forget(namespace)
+
+    def _keeps(self, key: str) -> bool:
+        return key.partition("/")[0] in self.slices
+
+    def _forget(self, namespace: str) -> None:
+        prefix = f"{namespace}/"
+        for key in [key for key in self.informer.items if key.startswith(prefix)]:
+            del self.informer.items[key]
+
+    def _began(self) -> None:
+        self._listing = True
+        self._covered = set(self.slices)
+
+    def _changed(self, key: str, _old: PodView | None, new: PodView | None) -> None:
+        namespace, _, name = key.partition("/")
+        part = self.slices.get(namespace)
+        if part is None or (self._listing and namespace not in self._covered):
+            return  # a namespace attached during a list: its part is in none of it
+        version = self.informer.version  # the change's own (set before it is told)
+        if part.filled_at is None:
+            part.waiting.append((name, new, version))
+        elif version > part.filled_at:
+            part.apply(name, new)
+
+    def _listed(self) -> None:
+        """The informer's list is in: the parts it holds whole are taken from it; those
+        of namespaces attached while it ran are listed on their own now."""
+        self._listing = False
+        parts: dict[str, dict[str, PodView]] = {namespace: {} for namespace in self._covered
+                                                if namespace in self.slices}
+        for key, view in self.informer.items.items():
+            namespace, _, name = key.partition("/")
+            if namespace in parts:
+                parts[namespace][name] = view
+        for part in list(self.slices.values()):
+            if part.namespace in parts:
+                if part.filling is not None:
+                    part.filling.cancel()
+                    part.filling = None
+                part.waiting = []
+                part.fill(parts[part.namespace], self.informer.version)
+            elif part.filled_at is None and part.filling is None:
+                self._start_fill(part)
+
+    def _start_fill(self, part: Slice) -> None:
+        part.filling = asyncio.create_task(self._fill(part),
+                                           name=f"{self.informer.kind} in {part.namespace}")
+
+    async def _fill(self, part: Slice) -> None:
+        """A namespace attached while the watch runs: its part, listed on its own. The
+        watch's changes of it wait meanwhile; those past the list's version are applied."""
+        failures = 0
+        objects: dict[str, PodView] = {}
+
+        def take(item: dict[str, Any]) -> None:
+            objects[item["metadata"]["name"]] = self.informer.project(item)
+
+        while True:
+            objects.clear()
+            try:
+                version = await self.source.list_all(self.informer.kind, part.namespace,
+                                                     take)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                failures += 1
+                delay = backoff(failures, cap=RETRY_CAP)
+                log.warning("Listing %s in %s failed (%s); again in %.0f s.",
+                            self.informer.kind, part.namespace, describe(error), delay)
+                await self.sleep(delay)
+        part.filling = None
+        part.fill(objects, int(version or 0))
+
+    async def close(self) -> None:
+        tasks = [task for task in (self.task, *(part.filling for part in
+                                                self.slices.values())) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -76,6 +76,11 @@ def by_name(metadata: Mapping[str, Any]) -> str:
     return str(metadata["name"])
 
 
+def every(key: str) -> bool:
+    """An informer that holds every object it lists and watches."""
+    return True
+
+
 class View(Protocol[V_co]):
     """One kind of object in one namespace, as a proof reads it (see the module's doc)."""
 
@@ -107,13 +112,15 @@ class View(Protocol[V_co]):
 
 class Informer(Generic[V]):
     """One kind of object in one namespace ("": every namespace): list, then watch;
-    projections only, held by `key` (the name; clusterwide.py keys by namespace too)."""
+    projections only, held by `key` (the name; clusterwide.py keys by namespace too), of
+    the objects it `keep`s (all, but for clusterwide.py: those of namespaces with claims)."""
 
     def __init__(self, source: Source, kind: str, namespace: str,
                  project: Callable[[Any], V],
                  changed: Callable[[str, V | None, V | None], None],
                  listed: Callable[[], None], *,
                  key: Callable[[Mapping[str, Any]], str] = by_name,
+                 keep: Callable[[str], bool] = every,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.source = source
         self.sleep = sleep  # between failed attempts (tests pass one that does not wait)
@@ -121,6 +128,7 @@ class Informer(Generic[V]):
         self.namespace = namespace
         self.project = project
         self.key = key  # of an object's metadata
+        self.keep = keep  # by key: the others are neither projected nor held
         self.changed = changed
         self.listed = listed  # after every complete list
         self.items: dict[str, V] = {}
@@ -193,10 +201,13 @@ class Informer(Generic[V]):
 
     async def _relist(self) -> str:
         fresh: dict[str, V] = {}
-        version = await self.source.list_all(self.kind, self.namespace,
-                                             lambda item: fresh.__setitem__(
-                                                 self.key(item["metadata"]),
-                                                 self.project(item)))
+
+        def take(item: dict[str, Any]) -> None:
+            key = self.key(item["metadata"])
+            if self.keep(key):
+                fresh[key] = self.project(item)
+
+        version = await self.source.list_all(self.kind, self.namespace, take)
         held, self.items = self.items, fresh
         self.version = int(version)
         for name in held.keys() - fresh.keys():
@@ -217,6 +228,9 @@ class Informer(Generic[V]):
                 self.version = int(version)
                 continue
             name = self.key(body["metadata"])
+            if not self.keep(name):
+                self.version = int(version)
+                continue
             held = self.items.get(name)
             if kind == "DELETED":
                 self.items.pop(name, None)

@@ -7,7 +7,7 @@ gone. Workloads (workloads.KINDS: Jobs, CronJobs, Deployments, ...) are users to
 as a `PodView` named `Kind/name` beside the pods', in the same index, so a claim's users
 are found the same way: an informer of each kind per namespace or, once
 `share_workloads` is called (an operator serving every namespace, allowed to list them
-cluster-wide), one for the cluster that each namespace reads its part of
+cluster-wide), one for the cluster that holds the parts of the namespaces with claims
 (clusterwide.py): two watches a namespace instead of nine.
 """
 
@@ -75,8 +75,7 @@ class Watched:
         """Watch each workload kind once for the cluster, for the namespaces watched
         from now on (those watched already keep their own informers)."""
         if not self.shared:
-            self.shared = [Shared(self.source, kind, listed=self._shared_listed)
-                           for kind in KINDS]
+            self.shared = [Shared(self.source, kind) for kind in KINDS]
 
     def ensure(self, namespace: str) -> None:
         """Start watching a namespace's users and PVCs (once)."""
@@ -105,12 +104,8 @@ class Watched:
                                         pvc_view, pvc_changed, listed)
         own: list[Informer[Any]] = [self.pods[namespace], self.pvcs[namespace]]
         if self.shared:
-            for shared in self.shared:
-                shared.start()
-            self.workloads[namespace] = [shared.attach(namespace, user_changed)
+            self.workloads[namespace] = [shared.attach(namespace, user_changed, listed)
                                          for shared in self.shared]
-            for name, view in self._held(namespace):  # a namespace seen before its claims
-                user_changed(name, None, view)
         else:
             workloads = [Informer(self.source, collection(kind), namespace,
                                   functools.partial(workload_view, kind), user_changed,
@@ -120,15 +115,6 @@ class Watched:
         self._tasks[namespace] = [
             asyncio.create_task(informer.run(), name=f"{informer.kind} in {namespace}")
             for informer in own]
-
-    def _held(self, namespace: str) -> list[tuple[str, PodView]]:
-        return [(name, view) for shared in self.shared
-                for name, view in shared.by_namespace.get(namespace, {}).items()]
-
-    def _shared_listed(self) -> None:
-        for namespace in self._tasks:
-            if self.synced(namespace):
-                self.namespace_synced(namespace)
 
     def release(self, namespace: str) -> None:
         """Stop watching a namespace (its last claim is gone, or the namespace is)."""

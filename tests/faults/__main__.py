@@ -1,6 +1,7 @@
-"""python -m tests.faults [--seed N] [--count M] [--real-node]: run fault scenarios on a
-fresh control plane (with --real-node: on a real node, users are real containers; as root,
-one node per machine).
+"""python -m tests.faults [--seed N] [--count M] [--real-node] [--all-namespaces]: run fault
+scenarios on a fresh control plane (with --real-node: on a real node, users are real
+containers; as root, one node per machine; with --all-namespaces, the operator serves every
+namespace, as the chart runs it).
 
 Exits non-zero if any invariant was violated, or if stopped (SIGINT or SIGTERM: the
 scenario under way is not judged, the cluster and node are stopped, and the scenarios
@@ -67,6 +68,9 @@ def main() -> int:
     parser.add_argument("--real-node", action="store_true",
                         help="users are real containers on a real node; kubelet and "
                         "containerd restarts are faults too")
+    parser.add_argument("--all-namespaces", action="store_true",
+                        help="the operator serves every namespace (its workloads watched "
+                        "once for the cluster), not the scenario's alone")
     args = parser.parse_args()
     stop_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="evc-faults-"))
@@ -79,11 +83,17 @@ def main() -> int:
             node = Node.start(plane)
             real = node
 
-            def make(seed: int) -> Scenario:
+            def build(seed: int) -> Scenario:
                 return RealNodeScenario(plane, real, seed, workdir)
         else:
-            def make(seed: int) -> Scenario:
+            def build(seed: int) -> Scenario:
                 return Scenario(plane, seed, workdir)
+
+        def make(seed: int) -> Scenario:
+            scenario = build(seed)
+            scenario.scope = "--all-namespaces" if args.all_namespaces else None
+            return scenario
+
         reports, stopped = run_scenarios(make, range(args.seed, args.seed + args.count))
     finally:
         if node is not None:

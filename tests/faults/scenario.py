@@ -59,6 +59,7 @@ class Scenario:
         self.reported_ends: dict[str, datetime.datetime] = {}  # finishedAt as reported
         self.report = Report(seed=seed, namespace=self.namespace)
         self.operator: OperatorProcess | None = None
+        self.scope: str | None = None  # e.g. --all-namespaces; its own namespace if None
         self.restarts = 0
         self.unsettled_until = now()
         self.extras = Extras(plane, self.namespace, self.random, self.kubectl, self.pod_spec)
@@ -79,7 +80,7 @@ class Scenario:
         port = free_port()
         logfile = self.workdir / f"{self.namespace}-operator-{self.restarts}.log"
         self.operator = OperatorProcess(self.plane, self.namespace, logfile,
-                                        {**env, "METRICS_PORT": str(port)})
+                                        {**env, "METRICS_PORT": str(port)}, self.scope)
         self.operator.wait_ready()
         self.operator.wait_view_complete(port)
         self.restarts += 1

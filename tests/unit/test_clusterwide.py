@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from evc_operator import access, handlers, listwatch, proof
+from evc_operator import access, errors, handlers, listwatch, proof
 from evc_operator import watched as watching
 from evc_operator.users import PodView
 from evc_operator.workloads import KINDS, collection
@@ -44,10 +44,13 @@ class ClusterApi:
                  now: int = 10) -> None:
         self.objects = objects
         self.now = now
-        self.events: dict[tuple[str, str], asyncio.Queue[tuple[str, dict[str, Any]]]] = {}
+        self.events: dict[tuple[str, str], asyncio.Queue[Any]] = {}
         self.calls: list[str] = []
+        # A list of (kind, namespace) named here waits for its gate, after passing `each`
+        # the objects of the namespaces before the gate's own (a list's first pages).
+        self.gates: dict[tuple[str, str], tuple[str, asyncio.Event]] = {}
 
-    def queue(self, kind: str, namespace: str) -> asyncio.Queue[tuple[str, dict[str, Any]]]:
+    def queue(self, kind: str, namespace: str) -> asyncio.Queue[Any]:
         return self.events.setdefault((kind, namespace), asyncio.Queue())
 
     def _held(self, kind: str, namespace: str) -> list[dict[str, Any]]:
@@ -59,16 +62,28 @@ class ClusterApi:
     async def list_all(self, kind: str, namespace: str,
                        each: Callable[[dict[str, Any]], None]) -> str:
         self.calls.append(f"list {kind} in {namespace or 'all'}")
-        for item in self._held(kind, namespace):
+        version = self.now  # a list is current to the moment it began
+        items = sorted(self._held(kind, namespace),
+                       key=lambda item: item["metadata"]["namespace"])
+        gate = self.gates.pop((kind, namespace), None)
+        for item in items:
+            if gate is not None and item["metadata"]["namespace"] >= gate[0]:
+                await gate[1].wait()
+                gate = None
             each(item)
-        return str(self.now)
+        if gate is not None:
+            await gate[1].wait()
+        return str(version)
 
     async def watch(self, kind: str, namespace: str, resource_version: str,
                     seconds: int = 300) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         self.calls.append(f"watch {kind} in {namespace or 'all'} from {resource_version}")
         events = self.queue(kind, namespace)
         while True:
-            yield await events.get()
+            step: Any = await events.get()
+            if isinstance(step, BaseException):
+                raise step
+            yield step
 
     async def collection_version(self, kind: str, namespace: str) -> int:
         self.calls.append(f"version of {kind} in {namespace}")
@@ -95,15 +110,16 @@ def shared_watched(api: ClusterApi,
     return watched
 
 
-def test_each_workload_kind_is_watched_once_for_every_namespace() -> None:
+def test_each_workload_kind_is_watched_once_for_the_namespaces_with_claims() -> None:
     api = ClusterApi({(JOBS, "a"): [job("train", "a", "x")],
                       (JOBS, "b"): [job("train", "b", "y")],
                       (JOBS, "quiet"): [job("other", "quiet", "z")]})
 
-    async def scenario() -> watching.Watched:
+    async def scenario() -> None:
         watched = shared_watched(api)
-        watched.ensure("a")
-        watched.ensure("b")
+        watched.ensure("a")  # the first: the cluster-wide lists hold it
+        await settle()
+        watched.ensure("b")  # while they watch: its part is listed on its own
         await settle()
         assert watched.synced("a")
         assert watched.synced("b")
@@ -111,16 +127,18 @@ def test_each_workload_kind_is_watched_once_for_every_namespace() -> None:
         assert [view.name for view in watched.pods_in("a")] == ["Job/train"]
         assert [view.name for view in watched.pods_of_claim(("b", "y"))] == ["Job/train"]
         assert watched.pods_of_claim(("a", "y")) == []
+        # A namespace without claims is not held.
+        assert [key for shared in watched.shared for key in shared.informer.items
+                if key.startswith("quiet/")] == []
         await watched.close()
-        return watched
 
     asyncio.run(scenario())
     lists = [call for call in api.calls if call.startswith("list")]
-    # Per namespace: its pods and PVCs; per workload kind: one list, in every namespace.
     assert sorted(lists) == sorted(
         [f"list {kind} in {namespace}" for namespace in ("a", "b")
          for kind in ("pods", "persistentvolumeclaims")]
-        + [f"list {collection(kind)} in all" for kind in KINDS])
+        + [f"list {collection(kind)} in {namespace}" for kind in KINDS
+           for namespace in ("all", "b")])
 
 
 def test_a_namespace_sees_the_changes_of_its_own_part_only() -> None:
@@ -141,17 +159,106 @@ def test_a_namespace_sees_the_changes_of_its_own_part_only() -> None:
         assert slice_a.namespace == "a"
         assert list(slice_a.items) == ["train"]
         assert slice_a.version == 12  # the cluster's: every change to 12 is applied here
-        # A namespace seen before its first claim has its workloads at once.
-        watched.ensure("b")
-        assert [view.name for view in watched.pods_of_claim(("b", "x"))] == ["Job/train"]
         await jobs.put(("DELETED", job("train", "a", "x", version="13")))
         await settle()
         assert watched.pods_of_claim(("a", "x")) == []
-        assert [view.name for view in watched.pods_of_claim(("b", "x"))] == ["Job/train"]
-        watched.release("b")
-        await jobs.put(("DELETED", job("train", "b", "x", version="14")))
+        assert poked[-1] == ("a", ["x"])
+        watched.ensure("b")
         await settle()
-        assert poked[-1] == ("a", ["x"])  # b, released, is told nothing
+        watched.release("b")
+        told = len(poked)
+        await jobs.put(("MODIFIED", job("train", "b", "y", version="14")))
+        await settle()
+        assert len(poked) == told  # b, released, is told nothing
+        await watched.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_namespace_attached_while_the_watch_runs_is_its_list_and_the_changes_past_it(
+) -> None:
+    """b's part is a list of its own, current to 20, while the cluster-wide watch lags:
+    its changes up to 20 (in the list) are passed over, whether they come before the
+    list is in or after; those past 20 are applied."""
+    api = ClusterApi({})
+
+    async def scenario() -> None:
+        watched = shared_watched(api)
+        watched.ensure("a")
+        await settle()
+        jobs = api.queue(JOBS, "")
+        api.objects[(JOBS, "b")] = [job("old", "b", "x", version="18")]
+        api.now = 20
+        gate = asyncio.Event()
+        api.gates[(JOBS, "b")] = ("b", gate)
+        watched.ensure("b")
+        await settle()
+        assert not watched.synced("b")  # not decided on until filled
+        await jobs.put(("ADDED", job("old", "b", "early", version="12")))  # then changed
+        await settle()
+        gate.set()
+        await settle()
+        assert watched.synced("b")
+        assert [view.name for view in watched.pods_of_claim(("b", "x"))] == ["Job/old"]
+        assert watched.pods_of_claim(("b", "early")) == []
+        # The watch, still behind the list, brings the changes that led to it.
+        await jobs.put(("MODIFIED", job("old", "b", "stale", version="15")))
+        await settle()
+        assert watched.pods_of_claim(("b", "stale")) == []
+        await jobs.put(("MODIFIED", job("old", "b", "x", version="18")))
+        await jobs.put(("ADDED", job("new", "b", "x", version="25")))
+        await jobs.put(("MODIFIED", job("old", "b", "stale", version="30")))
+        await settle()
+        assert [view.name for view in watched.pods_of_claim(("b", "x"))] == ["Job/new"]
+        assert [view.name for view in watched.pods_of_claim(("b", "stale"))] == ["Job/old"]
+        await watched.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_namespace_attached_while_the_cluster_is_listed_is_listed_after_it() -> None:
+    """The cluster-wide list had passed some of b's objects when b came: b's part is not
+    taken from it, but from a list of b's own once it is in."""
+    api = ClusterApi({(JOBS, "a"): [job("train", "a", "x")],
+                      (JOBS, "b"): [job("early", "b", "x")],
+                      (JOBS, "c"): [job("late", "c", "x")]})
+
+    async def scenario() -> None:
+        watched = shared_watched(api)
+        gate = asyncio.Event()
+        api.gates[(JOBS, "")] = ("c", gate)  # a's and b's objects passed, then a wait
+        watched.ensure("a")
+        await settle()
+        watched.ensure("b")
+        await settle()
+        assert f"list {JOBS} in b" not in api.calls
+        gate.set()
+        await settle()
+        assert f"list {JOBS} in b" in api.calls
+        assert watched.synced("b")
+        assert [view.name for view in watched.pods_of_claim(("b", "x"))] == ["Job/early"]
+        assert [view.name for view in watched.pods_of_claim(("a", "x"))] == ["Job/train"]
+        await watched.close()
+
+    asyncio.run(scenario())
+
+
+def test_after_410_gone_the_parts_are_the_cluster_wide_list_again() -> None:
+    api = ClusterApi({(JOBS, "a"): [job("train", "a", "x")]})
+
+    async def scenario() -> None:
+        watched = shared_watched(api)
+        watched.ensure("a")
+        await settle()
+        # While the watch was away: train deleted, serve created (no event of either).
+        api.objects[(JOBS, "a")] = [job("serve", "a", "x", version="40")]
+        api.now = 40
+        await api.queue(JOBS, "").put(errors.Gone("too old"))
+        await settle()
+        part = watched.users("a")[1]
+        assert part.breaks == 1
+        assert part.version == 40
+        assert [view.name for view in watched.pods_of_claim(("a", "x"))] == ["Job/serve"]
         await watched.close()
 
     asyncio.run(scenario())
