@@ -152,6 +152,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     memo.prover = prover = Prover(watched)
     memo.scheduler = scheduler = Scheduler(
         KubeClaimApi(memo.api), config, settings, watched, prover, clock=clock.now,
+        latest=clock.latest,
         ahead=prover.anticipate)
     memo.tasks = [asyncio.create_task(scheduler.run(), name="evc-scheduler"),
                   asyncio.create_task(scheduler.log_countdowns(), name="evc-countdowns")]

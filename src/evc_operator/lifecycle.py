@@ -1,6 +1,6 @@
 """The decisions of the EVC lifecycle, as a pure function of what was observed.
 
-    decide(claim, users, now, dry_run) -> Decision
+    decide(claim, users, now, dry_run, latest) -> Decision
 
 `claim` is what the EVC says (its creation time, periods, the facts its status
 recorded last time), `users` the pods that use it as observed now. The answer is
@@ -24,6 +24,11 @@ and Terminating pods are active until their object is gone). When the operator
 cannot know exactly when the last user ended, it picks the later time: the
 moment it observes the change, rounded up to a whole second (the precision of
 Kubernetes timestamps), so a recorded deadline is never earlier than the true one.
+
+Two readings of the API server's clock (servertime.py): `now`, a time it has surely
+reached (whether a deadline has passed), and `latest`, a time it has surely not passed
+(when a change already observed happened at the latest). Without `latest`, `now` is
+both (a clock known exactly).
 """
 
 from __future__ import annotations
@@ -106,14 +111,14 @@ def _period(seconds: float) -> datetime.timedelta:
 
 
 def decide(claim: Claim, users: Iterable[PodUse], now: datetime.datetime,
-           *, dry_run: bool = False) -> Decision:
+           *, dry_run: bool = False, latest: datetime.datetime | None = None) -> Decision:
     users = tuple(users)
     active = tuple(sorted(user.name for user in users if user.active))
     if active:
         return Decision(phase=Phase.IN_USE, active_users=active, unused_since=None,
                         deletes_at=None, countdown=None, action=Action.NONE, wake_at=None)
 
-    unused_since = _unused_since(claim, users, now)
+    unused_since = _unused_since(claim, users, now if latest is None else max(now, latest))
     if unused_since is None:
         # creationTimestamp is cut to the second: the claim may have been created up to
         # 1 s later than it says, so its expiry counts from the second rounded up.
@@ -151,17 +156,20 @@ def _maybe_used_after(user: PodUse, moment: datetime.datetime) -> bool:
 
 
 def _unused_since(claim: Claim, users: tuple[PodUse, ...],
-                  now: datetime.datetime) -> datetime.datetime | None:
+                  latest: datetime.datetime) -> datetime.datetime | None:
     """When the last active user ended; None if the claim never had one.
 
-    Only called when no user is active now.
+    Only called when no user is active now. A user that ended unreported (deleted, say)
+    ended before it was observed to, so before `latest`: the server's clock taken the late
+    way. Taken the early way (`now`), a second of the clock's uncertainty could fall
+    between the truth and the record, and the deadline counted from it come early.
     """
-    # Past the reported end of every user seen live, too: ends are cut to the second, and
-    # `now` is the server's clock taken the early way, so ceil(now) can fall in a user's
-    # last second. Recorded there, a restart could not tell that user from one used after
-    # the record (_maybe_used_after), and would count from the restart instead.
-    observed = max([ceil_to_second(now), *(user.ended + _ONE_SECOND for user in users
-                                           if user.known and user.ended is not None)])
+    # Past the reported end of every user seen live, too: ends are cut to the second, so
+    # ceil(latest) can fall in a user's last second. Recorded there, a restart could not
+    # tell that user from one used after the record (_maybe_used_after), and would count
+    # from the restart instead.
+    observed = max([ceil_to_second(latest), *(user.ended + _ONE_SECOND for user in users
+                                              if user.known and user.ended is not None)])
     recorded = claim.recorded_unused_since
     if claim.recorded_phase in (Phase.IDLE, Phase.DELETING) and recorded is not None:
         # A recorded end is kept (restarts never reset a countdown), unless a finished
@@ -213,7 +221,8 @@ def believed(claim: Claim, *, verified: bool, now: datetime.datetime) -> Claim:
     An unverified record says nothing: the claim may never have been used (its expiry
     counts from creation) or its last user may have ended unseen at any moment up to now
     (its grace counts from now). It is taken as whichever ends later, so that no record
-    written by someone else can make a deadline earlier than the true one.
+    written by someone else can make a deadline earlier than the true one. `now` is the
+    server's clock taken the late way (`decide`'s `latest`).
     """
     if verified:
         return claim

@@ -55,13 +55,15 @@ class ClaimReconciler:
                  waiting: Callable[[Awaitable[PodList | None]],
                                    Awaitable[PodList | None]] | None = None,
                  budget: UsersBudget | None = None,
-                 defer: Callable[[Pending], Awaitable[bool]] | None = None) -> None:
+                 defer: Callable[[Pending], Awaitable[bool]] | None = None,
+                 latest: Callable[[], datetime.datetime] | None = None) -> None:
         self.api = api
         self.index = index
         self.pvcs = PvcSync(api, index)
         self.freshness = freshness
         self.settings = settings
-        self.clock = clock
+        self.clock = clock  # the API server's clock, the early way (lifecycle.decide)
+        self.latest = latest or clock  # and the late way
         self.logger_for = logger_for
         self.remember = remember  # our own write's result: the freshest view of an EVC
         self.budget = budget or UsersBudget()
@@ -81,11 +83,11 @@ class ClaimReconciler:
         had_pvc = self._has_own_pvc(view)
         pvc_condition, events = await self.pvcs.sync(claim, view, previous, logger)
 
-        now = self.clock()
-        trusted = self._trusted(claim, view, had_pvc, now)
+        now, latest = self.clock(), self.latest()
+        trusted = self._trusted(claim, view, had_pvc, now, latest)
         dry_run = self.settings.dry_run
         decision = lifecycle.decide(trusted, self._users(claim, view, self._ahead(claim)),
-                                    now, dry_run=dry_run)
+                                    now, dry_run=dry_run, latest=latest)
         if decision.action is Action.DELETE:
             if not self.freshness.pods_view_complete:
                 return Outcome(wake_at=now + NOT_LISTED_YET, decided=False)
@@ -98,7 +100,7 @@ class ClaimReconciler:
             fresh = await waiting(self.freshness.for_deletion(view.namespace,
                                                               decision.deletes_at))
             decision = lifecycle.decide(trusted, self._users(claim, view, fresh), self.clock(),
-                                        dry_run=dry_run)
+                                        dry_run=dry_run, latest=self.latest())
             claim.ahead = fresh if fresh is not None and fresh.behind() else None
         if decision.action is Action.DELETE:
             return await self._delete(view, decision, logger)
@@ -158,7 +160,7 @@ class ClaimReconciler:
         return pvc is not None and view.uid in pvc.controllers
 
     def _trusted(self, claim: TrackedClaim, view: EvcView, had_pvc: bool,
-                 now: datetime.datetime) -> lifecycle.Claim:
+                 now: datetime.datetime, latest: datetime.datetime) -> lifecycle.Claim:
         """The facts to decide on. Those this process decided itself, if any (against a
         status rewritten since: the later of the two). Otherwise those stored, if sealed
         by the operator (a restart, a new leader: the countdown resumes exactly), or if
@@ -187,7 +189,7 @@ class ClaimReconciler:
                             view.namespace, view.name)
             elif not new:
                 _adopt(claim, view.stored_seal, now)
-            return lifecycle.believed(recorded, verified=verified, now=now)
+            return lifecycle.believed(recorded, verified=verified, now=latest)
         trusted = lifecycle.trusted(recorded, ours)
         if trusted is not recorded:
             log.warning("%s/%s: its stored status is not what this operator decided last "

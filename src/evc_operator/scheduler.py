@@ -46,6 +46,7 @@ class Scheduler:
     def __init__(self, api: ClaimApi, settings: Settings, kopf_settings: kopf.OperatorSettings,
                  index: PodIndex, lister: Lister, *,
                  clock: Callable[[], datetime.datetime] = utcnow,
+                 latest: Callable[[], datetime.datetime] | None = None,
                  bounds: Bounds = DEFAULT_BOUNDS,
                  ahead: Callable[[str], None] | None = None) -> None:
         self.settings = settings
@@ -65,7 +66,8 @@ class Scheduler:
         self.outbox = Outbox()  # Events that give way to claims waiting for a slot
         self.reconciler = ClaimReconciler(Measured(api, self.limit), index, self.freshness,
                                           settings, clock, self.logger_for, self.claims.remember,
-                                          waiting=self._unslotted, defer=self._defer)
+                                          waiting=self._unslotted, defer=self._defer,
+                                          latest=latest)
 
     # --- what handlers call --------------------------------------------------------------
 

@@ -115,6 +115,15 @@ class ServerClock:
             return datetime.datetime.fromtimestamp(self._wall(), datetime.UTC)
         return _EPOCH + datetime.timedelta(seconds=self._monotonic() + self._low())
 
+    def latest(self) -> datetime.datetime:
+        """A time the server's clock has surely not passed yet (its high bound): no change
+        observed until now happened after it. The local wall clock until the first sample;
+        at least `now()` (bounds crossed by drift: the later)."""
+        if not self._lows:
+            return datetime.datetime.fromtimestamp(self._wall(), datetime.UTC)
+        moment = self._monotonic()
+        return _EPOCH + datetime.timedelta(seconds=moment + max(self._low(), self._high()))
+
     def seconds_until(self, moment: datetime.datetime) -> float:
         """Local seconds to wait until the server's clock has surely reached `moment`."""
         return (moment - self.now()).total_seconds()

@@ -1,5 +1,6 @@
-"""A bounded number of fault scenarios for every test run (`make faults` runs 200), and
-one on a real node (`python -m tests.faults --real-node` runs more)."""
+"""A bounded number of fault scenarios for every test run (`make faults` runs 200), one
+with the operator serving every namespace as the chart runs it (`python -m tests.faults
+--all-namespaces` runs more), and one on a real node (`--real-node`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from tests.integration.support import cluster_with_node
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = range(int(os.environ.get("EVC_FAULT_SEED", "1")),
               int(os.environ.get("EVC_FAULT_SEED", "1")) + int(os.environ.get("EVC_FAULTS", "3")))
+# Seed 9: Jobs (one attempt failed), an expired watch, an API server restart, a clock off.
+EVERY_NAMESPACE_SEED = int(os.environ.get("EVC_ALL_NAMESPACES_FAULT_SEED", "9"))
 REAL_SEEDS = range(int(os.environ.get("EVC_REAL_FAULT_SEED", "1")),
                    int(os.environ.get("EVC_REAL_FAULT_SEED", "1"))
                    + int(os.environ.get("EVC_REAL_FAULTS", "1")))
@@ -49,6 +52,19 @@ def test_invariants_hold_under_faults(audited_plane: ControlPlane, seed: int,
     print(report.line())
     assert report.claims > 0
     assert not report.violations, "\n".join([report.line(), *report.violations])
+
+
+def test_invariants_hold_under_faults_serving_every_namespace(
+        audited_plane: ControlPlane, tmp_path: Path) -> None:
+    """Workloads are then watched once for the cluster (clusterwide.py)."""
+    scenario = Scenario(audited_plane, EVERY_NAMESPACE_SEED, tmp_path)
+    scenario.scope = "--all-namespaces"
+    report = scenario.run()
+    print(report.line())
+    assert report.claims > 0
+    assert not report.violations, "\n".join([report.line(), *report.violations])
+    logs = "".join(path.read_text() for path in tmp_path.glob("*-operator-*.log"))
+    assert "Workloads are watched once for the cluster" in logs
 
 
 @pytest.mark.timeout(600)  # the cluster and node start, and real pods end on their own

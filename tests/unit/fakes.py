@@ -168,6 +168,7 @@ class FakeIndex:
 def make(fake: FakeApi, indexed_pods: list[dict[str, Any]], *, complete: bool = True,
          settings: Settings | None = None, lister: Lister | None = None,
          clock: Callable[[], datetime.datetime] = lambda: NOW,
+         latest: Callable[[], datetime.datetime] | None = None,
          watched: watching.Watched | None = None,
          body: dict[str, Any] | None = None,
          bounds: Bounds = DEFAULT_BOUNDS,
@@ -176,7 +177,8 @@ def make(fake: FakeApi, indexed_pods: list[dict[str, Any]], *, complete: bool = 
     index = FakeIndex(by_claim={("jobs", "scratch"): views}, in_namespace={"jobs": views},
                       pvcs={("jobs", "scratch"): OWN_PVC}, watched=watched)
     scheduler = Scheduler(fake, settings or Settings(), kopf.OperatorSettings(), index,
-                          lister or fake.list_pods, clock=clock, bounds=bounds, ahead=ahead)
+                          lister or fake.list_pods, clock=clock, latest=latest, bounds=bounds,
+                          ahead=ahead)
     scheduler.pods_view_complete = complete
     scheduler.observe_evc(None, body or evc_body())
     return scheduler, index

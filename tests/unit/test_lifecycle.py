@@ -79,6 +79,17 @@ def test_last_user_ending_starts_the_grace_period_when_observed() -> None:
     assert decision.countdown is Countdown.GRACE
 
 
+def test_an_unreported_end_counts_from_the_latest_the_servers_clock_can_read() -> None:
+    """A user deleted at 35.33 by the server's clock, seen gone when the clock is known
+    only to be between 34.6 and 35.4: unused since 36, not ceil(34.6) = 35 (its grace
+    would then end 0.33 s before the true deadline)."""
+    decision = decide(claim(recorded_phase=Phase.IN_USE, grace_period=4), [], at(34.6),
+                      latest=at(35.4))
+    assert decision.unused_since == at(36)
+    assert decision.deletes_at == at(40)
+    assert decision.action is Action.NONE
+
+
 def test_recorded_idle_time_survives_a_restart() -> None:
     recorded = claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100))
     decision = decide(recorded, [pod("a", active=False, created=50)], at(150))

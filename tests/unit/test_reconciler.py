@@ -113,6 +113,23 @@ def test_a_user_only_the_proof_saw_is_not_taken_back_while_the_informer_lags() -
     assert claim.ahead is None  # the proof's view is let go
 
 
+def test_a_users_unreported_end_is_recorded_by_the_servers_clock_taken_the_late_way() -> None:
+    """Recorded InUse, its user now gone (deleted: no reported end). The server's clock
+    is known to be between 34.6 and 35.4 s past T0: the user went at 35.4 at the latest,
+    so the claim is unused since 36 (by the early reading, 35: up to a second early)."""
+    body = evc_body()
+    body["status"] = sealed({"phase": "InUse", "conditions": [
+        {"type": "PvcReady", "status": "True", "reason": "PvcReady"}]})
+    fake = FakeApi(fresh_pods=[])
+    reconciler, _index = make(fake, indexed_pods=[], body=body,
+                              clock=lambda: T0 + datetime.timedelta(seconds=34.6),
+                              latest=lambda: T0 + datetime.timedelta(seconds=35.4))
+    reconcile_now(reconciler, ("jobs", "scratch"))
+    assert "patch_status:Idle" in fake.calls
+    assert fake.evc is not None
+    assert fake.evc["status"]["unusedSince"] == "2026-01-01T00:00:36Z"
+
+
 def test_an_unreachable_api_server_stops_the_deletion() -> None:
     fake = FakeApi(fresh_pods=errors.ApiException(status=503, reason="Service Unavailable"))
     reconciler, _index = make(fake, indexed_pods=[])
