@@ -156,6 +156,8 @@ class Shared:
         return part
 
     def detach(self, namespace: str) -> None:
+        # Attached again while the same list runs, it is not whole in that list either.
+        self._covered.discard(namespace)
         part = self.slices.pop(namespace, None)
         if part is not None and part.filling is not None:
             part.filling.cancel()

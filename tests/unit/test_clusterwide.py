@@ -46,9 +46,9 @@ class ClusterApi:
         self.now = now
         self.events: dict[tuple[str, str], asyncio.Queue[Any]] = {}
         self.calls: list[str] = []
-        # A list of (kind, namespace) named here waits for its gate, after passing `each`
-        # the objects of the namespaces before the gate's own (a list's first pages).
-        self.gates: dict[tuple[str, str], tuple[str, asyncio.Event]] = {}
+        # A list of (kind, namespace) named here waits at each gate in turn, before passing
+        # `each` the objects of the gate's namespace and those after it (a list's pages).
+        self.gates: dict[tuple[str, str], list[tuple[str, asyncio.Event]]] = {}
 
     def queue(self, kind: str, namespace: str) -> asyncio.Queue[Any]:
         return self.events.setdefault((kind, namespace), asyncio.Queue())
@@ -65,14 +65,13 @@ class ClusterApi:
         version = self.now  # a list is current to the moment it began
         items = sorted(self._held(kind, namespace),
                        key=lambda item: item["metadata"]["namespace"])
-        gate = self.gates.pop((kind, namespace), None)
+        gates = self.gates.pop((kind, namespace), [])
         for item in items:
-            if gate is not None and item["metadata"]["namespace"] >= gate[0]:
-                await gate[1].wait()
-                gate = None
+            while gates and item["metadata"]["namespace"] >= gates[0][0]:
+                await gates.pop(0)[1].wait()
             each(item)
-        if gate is not None:
-            await gate[1].wait()
+        for _, gate in gates:
+            await gate.wait()
         return str(version)
 
     async def watch(self, kind: str, namespace: str, resource_version: str,
@@ -190,7 +189,7 @@ def test_a_namespace_attached_while_the_watch_runs_is_its_list_and_the_changes_p
         api.objects[(JOBS, "b")] = [job("old", "b", "x", version="18")]
         api.now = 20
         gate = asyncio.Event()
-        api.gates[(JOBS, "b")] = ("b", gate)
+        api.gates[(JOBS, "b")] = [("b", gate)]
         watched.ensure("b")
         await settle()
         assert not watched.synced("b")  # not decided on until filled
@@ -226,7 +225,7 @@ def test_a_namespace_attached_while_the_cluster_is_listed_is_listed_after_it() -
     async def scenario() -> None:
         watched = shared_watched(api)
         gate = asyncio.Event()
-        api.gates[(JOBS, "")] = ("c", gate)  # a's and b's objects passed, then a wait
+        api.gates[(JOBS, "")] = [("c", gate)]  # a's and b's objects passed, then a wait
         watched.ensure("a")
         await settle()
         watched.ensure("b")
@@ -238,6 +237,33 @@ def test_a_namespace_attached_while_the_cluster_is_listed_is_listed_after_it() -
         assert watched.synced("b")
         assert [view.name for view in watched.pods_of_claim(("b", "x"))] == ["Job/early"]
         assert [view.name for view in watched.pods_of_claim(("a", "x"))] == ["Job/train"]
+        await watched.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_namespace_released_and_watched_again_during_one_list_is_listed_after_it() -> None:
+    """b, attached when the cluster-wide list began, is released before the list reaches
+    its objects and attached again after: that list does not hold it whole."""
+    api = ClusterApi({(JOBS, "a"): [job("train", "a", "x")],
+                      (JOBS, "b"): [job("early", "b", "x")],
+                      (JOBS, "c"): [job("late", "c", "x")]})
+
+    async def scenario() -> None:
+        watched = shared_watched(api)
+        before_b, before_c = asyncio.Event(), asyncio.Event()
+        api.gates[(JOBS, "")] = [("b", before_b), ("c", before_c)]
+        watched.ensure("a")
+        watched.ensure("b")
+        await settle()
+        watched.release("b")
+        before_b.set()
+        await settle()
+        watched.ensure("b")
+        before_c.set()
+        await settle()
+        assert watched.synced("b")
+        assert [view.name for view in watched.pods_of_claim(("b", "x"))] == ["Job/early"]
         await watched.close()
 
     asyncio.run(scenario())
