@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from evc_operator import access, errors, handlers, listwatch, proof
+from evc_operator import access, clusterwide, errors, handlers, listwatch, proof
 from evc_operator import watched as watching
 from evc_operator.users import PodView
 from evc_operator.workloads import KINDS, collection
@@ -267,6 +267,47 @@ def test_a_namespace_released_and_watched_again_during_one_list_is_listed_after_
         await watched.close()
 
     asyncio.run(scenario())
+
+
+def test_a_namespaces_own_list_that_fails_is_tried_again_after_a_wait(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Not synced (so never decided on) until its list comes in."""
+    api = ClusterApi({(JOBS, "b"): [job("train", "b", "x")]})
+    real_list = api.list_all
+    failures = [errors.ApiException(503, "unavailable")]
+
+    async def failing_once(kind: str, namespace: str,
+                           each: Callable[[dict[str, Any]], None]) -> str:
+        if namespace == "b" and failures:
+            raise failures.pop()
+        return await real_list(kind, namespace, each)
+
+    waited: list[float] = []
+    gate = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        await gate.wait()
+
+    api.list_all = failing_once  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        shared = clusterwide.Shared(api, "Job", sleep=sleep)
+        shared.attach("a", lambda *_: None, lambda: None)
+        await settle()
+        part = shared.attach("b", lambda *_: None, lambda: None)
+        await settle()
+        assert not part.synced
+        assert waited == [1.0]
+        gate.set()
+        await settle()
+        assert part.synced
+        assert list(part.items) == ["train"]
+        await shared.close()
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(scenario())
+    assert f"Listing {JOBS} in b failed" in caplog.text
 
 
 def test_after_410_gone_the_parts_are_the_cluster_wide_list_again() -> None:
