@@ -82,14 +82,15 @@ async def missing(api: kube.Api, permissions: list[Permission],
 class AccessCheck:
     """Checks once per scope, and logs one line per permission missing there.
 
-    A namespace's permissions are asked cluster-wide first, once: granted there (an
+    Each permission is asked cluster-wide once, whoever needs it (a namespace's check,
+    or the choice of watching the workloads once for the cluster): granted there (an
     install for all namespaces), no namespace costs a request more; only those missing
     cluster-wide are asked again in each namespace (a namespaced install)."""
 
     def __init__(self, api: kube.Api) -> None:
         self.api = api
         self.checked: set[tuple[str, int]] = set()
-        self.cluster_wide: dict[int, asyncio.Task[list[Permission]]] = {}
+        self.cluster_wide: dict[Permission, asyncio.Task[bool]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     def check(self, permissions: list[Permission], namespace: str = "") -> None:
@@ -102,16 +103,31 @@ class AccessCheck:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    async def lacking_cluster_wide(self, permissions: list[Permission]) -> list[Permission]:
+        """Those not granted in all namespaces, each asked once for every caller; one that
+        could not be asked (the API server down, say) is asked again by the next."""
+        for permission in permissions:
+            if permission not in self.cluster_wide:
+                self.cluster_wide[permission] = asyncio.create_task(kube.may(
+                    self.api, permission.verb, permission.group, permission.resource,
+                    permission.subresource, "", permission.name))
+        asked = [self.cluster_wide[permission] for permission in permissions]
+        try:  # shielded: a caller cancelled leaves the answer to the others
+            allowed = await asyncio.gather(*map(asyncio.shield, asked))
+        except Exception:
+            for permission, task in zip(permissions, asked, strict=True):
+                if task.done() and (task.cancelled() or task.exception() is not None):
+                    self.cluster_wide.pop(permission, None)
+            raise
+        return [permission for permission, ok in zip(permissions, allowed, strict=True)
+                if not ok]
+
     async def _check(self, permissions: list[Permission], namespace: str) -> None:
-        if id(permissions) not in self.cluster_wide:
-            self.cluster_wide[id(permissions)] = asyncio.create_task(
-                missing(self.api, permissions))
         try:
-            lacking = await asyncio.shield(self.cluster_wide[id(permissions)])
+            lacking = await self.lacking_cluster_wide(permissions)
             if namespace and lacking:
                 lacking = await missing(self.api, lacking, namespace)
         except Exception as error:  # the API is down, say: its own retries will tell
-            self.cluster_wide.pop(id(permissions), None)  # the next namespace asks again
             log.debug("Could not check permissions: %s", describe(error))
             return
         where = f"in namespace {namespace}" if namespace else "cluster-wide"

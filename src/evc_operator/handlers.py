@@ -335,7 +335,7 @@ async def _serving(memo: kopf.Memo, namespace: str | None) -> None:
     if namespace is not None or memo.watched.shared:
         return
     try:
-        lacking = await access.missing(memo.api, access.WORKLOADS)
+        lacking = await memo.access.lacking_cluster_wide(access.WORKLOADS)
     except Exception as error:  # the API server is down, say: per namespace, as before
         log.info("Workloads are watched per namespace: could not check for cluster-wide "
                  "access (%s).", describe(error))

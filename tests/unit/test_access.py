@@ -97,3 +97,35 @@ def test_granted_cluster_wide_no_namespace_costs_a_request_more(
     assert [r.getMessage().split(";")[0] for r in caplog.records] == [
         "Missing permission: list pods in namespace other",
         "Missing permission: watch pods in namespace other"]
+
+
+def test_each_permission_is_asked_cluster_wide_once_whoever_needs_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, str, str]] = []
+    down = {"count": 1}  # the first question about deployments finds the API server down
+
+    async def may(_api: object, verb: str, _group: str, resource: str, _sub: str = "",
+                  namespace: str = "", _name: str = "") -> bool:
+        asked.append((verb, resource, namespace))
+        await asyncio.sleep(0)
+        if resource == "deployments" and down["count"]:
+            down["count"] -= 1
+            raise ConnectionError("refused")
+        return True
+
+    monkeypatch.setattr(kube, "may", may)
+
+    async def scenario() -> None:
+        check = access.AccessCheck(cast(kube.Api, None))
+        check.check(access.NAMESPACED, "a")  # a claim's namespace, while the choice is made
+        with pytest.raises(ConnectionError):
+            await check.lacking_cluster_wide(access.WORKLOADS)
+        assert await check.lacking_cluster_wide(access.WORKLOADS) == []  # asked again
+        while check.tasks:
+            await asyncio.gather(*check.tasks)
+
+    asyncio.run(scenario())
+    assert all(namespace == "" for _, _, namespace in asked)
+    again = [("list", "deployments", "")]
+    assert sorted(asked) == sorted(
+        [(p.verb, p.resource, "") for p in access.NAMESPACED] + again)

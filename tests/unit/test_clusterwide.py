@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from evc_operator import access, clusterwide, errors, handlers, listwatch, proof
+from evc_operator import access, clusterwide, errors, handlers, kube, listwatch, proof
 from evc_operator import watched as watching
 from evc_operator.users import PodView
 from evc_operator.workloads import KINDS, collection
@@ -390,6 +390,7 @@ def test_a_cluster_wide_collection_has_no_namespace_in_its_path() -> None:
 class _Memo:
     def __init__(self) -> None:
         self.api = object()
+        self.access = access.AccessCheck(cast(kube.Api, self.api))
         self.watched = watching.Watched(ClusterApi({}), pods_changed=lambda *_: None,
                                         pvc_changed=lambda key: None,
                                         namespace_synced=lambda namespace: None)
@@ -403,10 +404,10 @@ class _Memo:
 def test_workloads_are_shared_only_when_every_namespace_is_served_and_allowed(
         monkeypatch: pytest.MonkeyPatch, namespace: str | None, lacking: list[str],
         shared: bool) -> None:
-    async def missing(_api: object, permissions: list[Any]) -> list[str]:
-        return lacking
+    async def may(_api: object, verb: str, group: str, resource: str, *_: str) -> bool:
+        return f"{verb} {resource}.{group}" not in lacking
 
-    monkeypatch.setattr(access, "missing", missing)
+    monkeypatch.setattr(kube, "may", may)
     memo: Any = _Memo()
     asyncio.run(handlers._serving(memo, namespace))
     assert bool(memo.watched.shared) is shared
