@@ -32,17 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from evc_operator.errors import describe
-from evc_operator.informer import RETRY_CAP, Informer, Source
+from evc_operator.informer import Failures, Informer, Source
 from evc_operator.users import PodView
 from evc_operator.workloads import collection, workload_view
-from evc_operator.workqueue import backoff
 
-log = logging.getLogger(__name__)
 Changed = Callable[[str, PodView | None, PodView | None], None]
 
 
@@ -213,7 +209,7 @@ class Shared:
     async def _fill(self, part: Slice) -> None:
         """A namespace attached while the watch runs: its part, listed on its own. The
         watch's changes of it wait meanwhile; those past the list's version are applied."""
-        failures = 0
+        failures = Failures(f"Listing {self.informer.kind} in {part.namespace}")
         objects: dict[str, PodView] = {}
 
         def take(item: dict[str, Any]) -> None:
@@ -228,11 +224,7 @@ class Shared:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                failures += 1
-                delay = backoff(failures, cap=RETRY_CAP)
-                log.warning("Listing %s in %s failed (%s); again in %.0f s.",
-                            self.informer.kind, part.namespace, describe(error), delay)
-                await self.sleep(delay)
+                await self.sleep(failures.failed(error))
         part.filling = None
         part.fill(objects, int(version or 0))
 

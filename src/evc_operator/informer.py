@@ -35,6 +35,30 @@ V_co = TypeVar("V_co", covariant=True)
 RETRY_CAP = 10.0  # seconds between attempts to list or watch, at most
 
 
+class Failures:
+    """A spell of failures of one list or watch: each waits longer before the next try
+    (to RETRY_CAP), and the same failure again is told at DEBUG, so a long outage is one
+    warning, not one every ten seconds."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+        self.told: str | None = None  # the failure logged last
+
+    def reset(self) -> None:
+        self.count, self.told = 0, None
+
+    def failed(self, error: Exception) -> float:
+        """Logs it; returns the seconds to wait before trying again."""
+        self.count += 1
+        delay = backoff(self.count, cap=RETRY_CAP)
+        why = describe(error)
+        log.log(logging.DEBUG if why == self.told else logging.WARNING,
+                "%s failed (%s); again in %.0f s.", self.what, why, delay)
+        self.told = why
+        return delay
+
+
 class Source(Protocol):
     """What the informers, and the proof that one is current, read of the API server."""
 
@@ -172,15 +196,14 @@ class Informer(Generic[V]):
 
     async def run(self) -> None:
         version: str | None = None
-        failures = 0
-        told: str | None = None  # the failure logged last: the same again is DEBUG
+        failures = Failures(f"Watching {self.kind} in {self.namespace or 'every namespace'}")
         while True:
             self.progressed = False
             try:
                 if version is None:
                     version = await self._relist()
                 version = await self._watch(version)
-                failures, told = 0, None
+                failures.reset()
             except Gone:
                 self.breaks += 1
                 version = None  # too old to resume from: list again
@@ -189,15 +212,8 @@ class Informer(Generic[V]):
             except Exception as error:
                 self.breaks += 1
                 if self.progressed:  # it worked since the last failure: a new spell, which
-                    failures, told = 0, None  # starts again at the shortest wait
-                failures += 1
-                delay = backoff(failures, cap=RETRY_CAP)
-                why = describe(error)
-                log.log(logging.DEBUG if why == told else logging.WARNING,
-                        "Watching %s in %s failed (%s); again in %.0f s.", self.kind,
-                        self.namespace or "every namespace", why, delay)
-                told = why
-                await self.sleep(delay)
+                    failures.reset()  # starts again at the shortest wait
+                await self.sleep(failures.failed(error))
 
     async def _relist(self) -> str:
         fresh: dict[str, V] = {}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -507,3 +508,20 @@ def test_an_informer_says_when_it_has_reached_a_version() -> None:
         assert held._reaching == []
 
     asyncio.run(scenario())
+
+
+def test_a_spell_of_failures_waits_longer_each_time_and_tells_the_same_failure_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    failures = informer.Failures("Watching pods in jobs")
+    refused, gone = ConnectionRefusedError("refused"), TimeoutError("no answer")
+    with caplog.at_level(logging.DEBUG, logger="evc_operator.informer"):
+        delays = [failures.failed(refused) for _ in range(8)] + [failures.failed(gone)]
+        failures.reset()
+        delays.append(failures.failed(gone))
+    assert delays[0] == delays[-1] == 1.0  # a new spell starts at the shortest wait
+    assert delays[:8] == sorted(delays[:8])
+    assert delays[0] < delays[7]
+    assert max(delays) == informer.RETRY_CAP
+    levels = [record.levelno for record in caplog.records]
+    assert levels == [logging.WARNING] + [logging.DEBUG] * 7 + [logging.WARNING] * 2
+    assert caplog.records[0].getMessage().startswith("Watching pods in jobs failed (")
