@@ -35,6 +35,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from evc_operator import listwatch
 from evc_operator.informer import Failures, Informer, Source
 from evc_operator.users import PodView
 from evc_operator.workloads import collection, workload_view
@@ -226,7 +227,7 @@ class Shared:
             except Exception as error:
                 await self.sleep(failures.failed(error))
         part.filling = None
-        part.fill(objects, int(version or 0))
+        part.fill(objects, listwatch.as_number(version))
 
     async def close(self) -> None:
         tasks = [task for task in (self.task, *(part.filling for part in

@@ -268,4 +268,4 @@ async def list_pods(api: kube.Api, namespace: str) -> tuple[list[PodView], int]:
     views: list[PodView] = []
     version = await listwatch.list_all(api, "pods", namespace,
                                        lambda item: views.append(pod_view(item)))
-    return views, int(version or 0)
+    return views, listwatch.as_number(version)

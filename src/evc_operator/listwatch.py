@@ -63,6 +63,12 @@ async def list_all(api: Api, kind: str, namespace: str,
             return str(metadata.get("resourceVersion") or "")
 
 
+def as_number(version: str) -> int:
+    """A list's resourceVersion, compared as a number (the proofs' "current to V"); an
+    empty one (a fake API's, say) is 0: older than any."""
+    return int(version or 0)
+
+
 @counted("collection_version")
 async def collection_version(api: Api, kind: str, namespace: str) -> int:
     """The resourceVersion of a collection now: a consistent read of at most one object."""

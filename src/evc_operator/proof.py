@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from evc_operator import listwatch
 from evc_operator.barrier import Barriers, Proven
 from evc_operator.freshness import PodSnapshot, never
 from evc_operator.informer import View
@@ -123,7 +124,7 @@ async def _list(watched: Watched, kind: str, namespace: str,
     views: list[PodView] = []
     version = await watched.source.list_all(kind, namespace,
                                             lambda item: views.append(project(item)))
-    return views, int(version or 0)
+    return views, listwatch.as_number(version)
 
 
 def _listed(informer: View[PodView], listed: Sequence[PodView], version: int,
