@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.binaries import Binaries, ensure_binaries
+from controlplane.files import write_json
 from controlplane.host import NODE_IP, address_flags
 from controlplane.kubectl import checked, wait_established, write_kubeconfig
 from controlplane.pki import write_service_account_keys, write_serving_certificate
@@ -236,7 +237,7 @@ class ControlPlane:
     def _save_state(self) -> None:
         state = {"api_port": self.api_port, "admin_token": self.admin_token, "pids": self.pids,
                  "kubectl": str(self.kubectl_path) if self.kubectl_path else None}
-        (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        write_json(self.workdir / STATE_FILE, state)
 
     @classmethod
     def load(cls, workdir: Path) -> ControlPlane | None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from controlplane import host, nodeconfig, proxy, registry
 from controlplane.binaries import NodeBinaries, cache_root, ensure_node_binaries, log
 from controlplane.cluster import SERVICE_IP, ControlPlane
+from controlplane.files import write_json
 from controlplane.host import NodeError
 from controlplane.images import write_images
 from controlplane.processes import alive, free_port, spawn, terminate
@@ -290,10 +291,7 @@ class Node:
         state = {"pids": self.pids, "shim": self.shim, "commands": self.commands,
                  "environments": self.environments, "detached": self.detached,
                  "supervisor_pid": self.supervisor_pid}
-        path = self.workdir / STATE_FILE
-        written = path.with_suffix(".new")  # two processes read it: whole or not at all
-        written.write_text(json.dumps(state, indent=2))
-        written.replace(path)
+        write_json(self.workdir / STATE_FILE, state)  # two processes read it
 
     @classmethod
     def load(cls, workdir: Path) -> Node | None:

@@ -16,11 +16,11 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from controlplane.files import write_json
 from controlplane.images import OCI_MANIFEST
 
 ROUTE = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/(?P<reference>[^/]+)$")
@@ -139,9 +139,7 @@ def publish(root: Path, name: str, layout: Path, manifest: str) -> str:
     listing = root / "repositories.json"
     repositories = dict(json.loads(listing.read_text())) if listing.exists() else {}
     repositories[repository] = manifest
-    with tempfile.NamedTemporaryFile("w", dir=root, delete=False, suffix=".json") as staged:
-        json.dump(repositories, staged, indent=2)
-    os.replace(staged.name, listing)
+    write_json(listing, repositories)
     return repository
 
 
