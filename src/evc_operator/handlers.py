@@ -334,6 +334,9 @@ async def _serving(memo: kopf.Memo, namespace: str | None) -> None:
     the operator watches each workload kind once for the cluster (clusterwide.py)."""
     if namespace is not None or memo.watched.shared:
         return
+    if not CONFIG.cluster_workload_watches:
+        log.info("Workloads are watched per namespace: CLUSTER_WORKLOAD_WATCHES=false.")
+        return
     try:
         lacking = await memo.access.lacking_cluster_wide(access.WORKLOADS)
     except Exception as error:  # the API server is down, say: per namespace, as before

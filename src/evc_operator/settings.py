@@ -58,6 +58,9 @@ class Settings:
     # pod, Prometheus and the kubelet reach it from outside).
     metrics_address: str = "127.0.0.1"
     per_claim_metrics: bool = False  # series per claim (namespace, name): unbounded
+    # Serving every namespace, watch each workload kind once for the cluster where the RBAC
+    # allows it (clusterwide.py); false: per namespace with claims, as a namespaced install.
+    cluster_workload_watches: bool = True
     leader_election: bool = False  # several replicas: only the Lease holder acts
     lease_name: str = "evc-operator"
     lease_namespace: str = ""
@@ -89,6 +92,7 @@ class Settings:
             metrics_port=_port(environ, "METRICS_PORT", defaults.metrics_port),
             metrics_address=_address(environ, "METRICS_ADDRESS", defaults.metrics_address),
             per_claim_metrics=_flag(environ, "PER_CLAIM_METRICS"),
+            cluster_workload_watches=_flag(environ, "CLUSTER_WORKLOAD_WATCHES", default=True),
             leader_election=_flag(environ, "LEADER_ELECTION"),
             lease_name=environ.get("LEASE_NAME", "").strip() or defaults.lease_name,
             lease_namespace=(environ.get("LEASE_NAMESPACE", "").strip()

@@ -96,3 +96,17 @@ def test_a_small_fairness_run_measures_every_round(tmp_path: Path) -> None:
     assert result["rounds"]["flip"]["reconciliations"] > result["rounds"]["alone"][
         "reconciliations"]
     assert set(result["ratios"]) == {"touch", "flip", "alone-after"}
+
+
+def test_a_small_run_of_workload_changes_elsewhere_measures_every_round(tmp_path: Path) -> None:
+    from bench import elsewhere
+    out = tmp_path / "elsewhere.json"
+    assert elsewhere.main(["--jobs", "20", "--namespaces", "2", "--edits", "10",
+                           "--seconds", "3", "--settle", "1", "--workdir",
+                           str(tmp_path / "run"), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["result"]
+    assert list(result["rounds"]) == ["still", "elsewhere", "held"]  # and the log said shared
+    assert result["rounds"]["still"]["edits"] == 0
+    for name in ("elsewhere", "held"):
+        assert result["rounds"][name]["edits"] >= 20, name
+        assert result["cpu_per_change_us"][name] is not None, name

@@ -16,6 +16,7 @@ from bench import (
     audit,
     capacity,
     cost,
+    elsewhere,
     fairness,
     reaction,
     report,
@@ -546,3 +547,14 @@ def test_the_operators_requests_to_a_resource_are_summed_over_verbs_and_answers(
     assert requests_to(text, "events") == 8.0
     assert requests_to(text, "persistentvolumeclaims") == 3.0
     assert requests_to(text, "pods") == 0.0
+
+
+def test_a_change_elsewhere_costs_the_cpu_over_the_still_rounds_for_as_long() -> None:
+    still = {"seconds": 30.0, "edits": 0, "operator_cpu_seconds": 0.3}
+    busy = {"seconds": 60.0, "edits": 3000, "operator_cpu_seconds": 1.5}
+    assert elsewhere.per_change(still, busy) == 300.0  # (1.5 - 0.6) s / 3,000 changes
+    assert elsewhere.per_change(still, still) is None
+    job = elsewhere.suspended_job("job-1")
+    assert job["spec"]["suspend"] is True  # no pods: its only changes are the harness's
+    with pytest.raises(SystemExit):
+        elsewhere.parse(["--edits", "0"])

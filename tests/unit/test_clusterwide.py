@@ -11,6 +11,7 @@ import pytest
 
 from evc_operator import access, clusterwide, errors, handlers, kube, listwatch, proof
 from evc_operator import watched as watching
+from evc_operator.settings import Settings
 from evc_operator.users import PodView
 from evc_operator.workloads import KINDS, collection
 
@@ -396,19 +397,21 @@ class _Memo:
                                         namespace_synced=lambda namespace: None)
 
 
-@pytest.mark.parametrize(("namespace", "lacking", "shared"), [
-    (None, [], True),  # every namespace served, and allowed: once for the cluster
-    ("default", [], False),  # one namespace served: only its own are read
-    (None, ["list jobs.batch"], False),  # not allowed cluster-wide: per namespace
+@pytest.mark.parametrize(("namespace", "lacking", "setting", "shared"), [
+    (None, [], "", True),  # every namespace served, and allowed: once for the cluster
+    ("default", [], "", False),  # one namespace served: only its own are read
+    (None, ["list jobs.batch"], "", False),  # not allowed cluster-wide: per namespace
+    (None, [], "false", False),  # allowed, and CLUSTER_WORKLOAD_WATCHES=false: per namespace
 ])
 def test_workloads_are_shared_only_when_every_namespace_is_served_and_allowed(
         monkeypatch: pytest.MonkeyPatch, namespace: str | None, lacking: list[str],
-        shared: bool) -> None:
+        setting: str, shared: bool) -> None:
     async def may(_api: object, verb: str, group: str, resource: str, *_: str) -> bool:
         return f"{verb} {resource}.{group}" not in lacking
 
     monkeypatch.setattr(kube, "may", may)
+    monkeypatch.setattr(handlers, "CONFIG", Settings.from_environ(
+        {"CLUSTER_WORKLOAD_WATCHES": setting}))
     memo: Any = _Memo()
     asyncio.run(handlers._serving(memo, namespace))
     assert bool(memo.watched.shared) is shared
-

@@ -93,3 +93,10 @@ def test_metrics_listen_on_loopback_and_aggregate_by_default() -> None:
     settings = Settings.from_environ({"METRICS_ADDRESS": "0.0.0.0", "PER_CLAIM_METRICS": "true"})
     assert (settings.metrics_address, settings.per_claim_metrics) == ("0.0.0.0", True)
     assert Settings.from_environ({"METRICS_ADDRESS": "[::]"}).metrics_address == "::"
+
+
+def test_workloads_are_watched_for_the_cluster_unless_told_otherwise() -> None:
+    assert Settings.from_environ({}).cluster_workload_watches
+    assert not Settings.from_environ({"CLUSTER_WORKLOAD_WATCHES": "false"}).cluster_workload_watches
+    with pytest.raises(SettingsError, match="CLUSTER_WORKLOAD_WATCHES='some'"):
+        Settings.from_environ({"CLUSTER_WORKLOAD_WATCHES": "some"})
