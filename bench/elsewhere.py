@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(_measure(plane, workdir, load))
     finally:
         plane.stop()
-    document = {"command": "python -m bench.elsewhere " + shlex.join(_portable(given)),
+    document = {"command": shlex.join(["python", "-m", "bench.elsewhere", *_portable(given)]),
                 "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "machine": machine(), "result": result}
     out.parent.mkdir(parents=True, exist_ok=True)
