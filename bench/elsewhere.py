@@ -30,23 +30,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
+import functools
 import json
-import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import workload
-from bench.__main__ import _portable, machine
+from bench import standalone, workload
 from bench.client import MERGE_PATCH, Api
 from bench.observe import until
 from bench.operator import Operator, install_identity, mib, wind_down
 from controlplane.cluster import ControlPlane
 
-REPO = Path(__file__).resolve().parent.parent
 CLAIMS = "claims"
 SHARED = "Workloads are watched once for the cluster"  # the operator's log says so
 APART = "Workloads are watched per namespace"
@@ -209,10 +205,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="seconds before each round (%(default)s)")
     parser.add_argument("--per-namespace", action="store_true",
                         help="run the operator with CLUSTER_WORKLOAD_WATCHES=false")
-    parser.add_argument("--out", type=Path, help="JSON results (default: "
-                        "bench/results/elsewhere.json)")
-    parser.add_argument("--workdir", type=Path,
-                        help="keep the control plane's and operator's files here")
+    standalone.where_options(parser, "elsewhere")
     arguments = parser.parse_args(argv)
     if arguments.jobs < 1 or arguments.namespaces < 1 or arguments.edits <= 0:
         parser.error("--jobs, --namespaces and --edits must be positive")
@@ -229,25 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     load = Load(jobs=arguments.jobs, namespaces=arguments.namespaces, edits=arguments.edits,
                 seconds=arguments.seconds, settle=arguments.settle,
                 per_namespace=arguments.per_namespace)
-    out = arguments.out or REPO / "bench" / "results" / "elsewhere.json"
-    workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="evc-elsewhere-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(f"Starting a control plane (files in {workdir})", flush=True)
-    plane = ControlPlane.start(workdir / "cluster", crds=[REPO / "crd.yaml"])
-    started = datetime.datetime.now(datetime.UTC)
-    try:
-        result = asyncio.run(_measure(plane, workdir, load))
-    finally:
-        plane.stop()
-    document = {"command": shlex.join(["python", "-m", "bench.elsewhere", *_portable(given)]),
-                "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "machine": machine(), "result": result}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(document, indent=2) + "\n")
-    print()
-    print(table(result))
-    print(f"\nResults: {out}")
-    return 0
+    return standalone.run("elsewhere", given, arguments,
+                          functools.partial(_measure, load=load), table)
 
 
 if __name__ == "__main__":

@@ -28,24 +28,21 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
+import functools
 import json
 import os
-import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
-from bench import stats, workload
-from bench.__main__ import _portable, machine
+from bench import standalone, stats, workload
 from bench.client import MERGE_PATCH, Api
 from bench.observe import EVCS, PODS, ClaimWatch, Key, PodWatch, until
 from bench.operator import Operator, install_identity, wind_down
 from controlplane.cluster import ControlPlane
 
-REPO = Path(__file__).resolve().parent.parent
 QUIET, NOISY = "quiet", "noisy"
 TIER = "bench.evc.zalando.org/tier"  # what the noisy claims' selector reads
 LIMIT = 600.0  # seconds any one wait may take
@@ -311,10 +308,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="rounds with noise, in order: touch, flip (%(default)s)")
     parser.add_argument("--settle", type=float, default=defaults.settle,
                         help="seconds before each round (%(default)s)")
-    parser.add_argument("--out", type=Path, help="JSON results (default: "
-                        "bench/results/fairness.json)")
-    parser.add_argument("--workdir", type=Path,
-                        help="keep the control plane's and operator's files here")
+    standalone.where_options(parser, "fairness")
     arguments = parser.parse_args(argv)
     noise = tuple(kind for kind in arguments.noise.split(",") if kind)
     if set(noise) - {"touch", "flip"}:
@@ -329,25 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     load = Load(quiet=arguments.quiet, pace=arguments.pace, noisy=arguments.noisy,
                 noisy_pods=arguments.noisy_pods, edits=arguments.edits, noise=arguments.noise,
                 settle=arguments.settle)
-    out = arguments.out or REPO / "bench" / "results" / "fairness.json"
-    workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="evc-fairness-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(f"Starting a control plane (files in {workdir})", flush=True)
-    plane = ControlPlane.start(workdir / "cluster", crds=[REPO / "crd.yaml"])
-    started = datetime.datetime.now(datetime.UTC)
-    try:
-        result = asyncio.run(_measure(plane, workdir, load))
-    finally:
-        plane.stop()
-    document = {"command": "python -m bench.fairness " + shlex.join(_portable(given)),
-                "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "machine": machine(), "result": result}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(document, indent=2) + "\n")
-    print()
-    print(table(result))
-    print(f"\nResults: {out}")
-    return 0
+    return standalone.run("fairness", given, arguments,
+                          functools.partial(_measure, load=load), table)
 
 
 if __name__ == "__main__":
