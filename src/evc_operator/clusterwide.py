@@ -145,7 +145,8 @@ class Shared:
     def attach(self, namespace: str, changed: Changed, listed: Callable[[], None]) -> Slice:
         """The namespace's part, whose changes go to `changed`, and `listed` once filled."""
         part = self.slices[namespace] = Slice(self, namespace, changed, listed)
-        if self.task is None:  # the informer's first list holds it
+        if self.task is None:  # the informer's first list holds it, and those attached
+            self._began()  # before it begins (not each a list of its own, cancelled after)
             self.task = asyncio.create_task(self.informer.run(),
                                             name=f"{self.informer.kind} in every namespace")
         elif not self._listing:  # else the list under way may have passed it: after it

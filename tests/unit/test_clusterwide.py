@@ -141,6 +141,33 @@ def test_each_workload_kind_is_watched_once_for_the_namespaces_with_claims() -> 
            for namespace in ("all", "b")])
 
 
+def test_namespaces_attached_before_the_first_list_begins_are_in_it_without_lists_of_their_own(
+) -> None:
+    api = ClusterApi({(JOBS, "a"): [job("train", "a", "x")],
+                      (JOBS, "b"): [job("train", "b", "y")]})
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        api.gates[(JOBS, "")] = [("a", gate)]  # the cluster-wide list takes its time
+        watched = shared_watched(api)
+        watched.ensure("a")
+        watched.ensure("b")  # in the same moment: the first list has not begun yet
+        await settle()
+        gate.set()
+        await settle()
+        assert watched.synced("a")
+        assert watched.synced("b")
+        assert [view.name for view in watched.pods_of_claim(("b", "y"))] == ["Job/train"]
+        await watched.close()
+
+    asyncio.run(scenario())
+    # One list of each kind for the cluster: no list of b's own, begun and then cancelled
+    # (the API server counts each such as a failed request).
+    assert sorted(call for call in api.calls if call.startswith("list") and "pods" not in call
+                  and "persistentvolumeclaims" not in call) == sorted(
+        f"list {collection(kind)} in all" for kind in KINDS)
+
+
 def test_a_namespace_sees_the_changes_of_its_own_part_only() -> None:
     api = ClusterApi({})
     poked: list[tuple[str, list[str]]] = []
