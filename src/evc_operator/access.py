@@ -70,12 +70,16 @@ def lease(name: str) -> list[Permission]:
             Permission("create", "coordination.k8s.io", "leases")]
 
 
+async def _asked(api: kube.Api, permission: Permission, namespace: str = "") -> bool:
+    """Whether the API server grants us `permission` (in `namespace`; "": all)."""
+    return await kube.may(api, permission.verb, permission.group, permission.resource,
+                    permission.subresource, namespace, permission.name)
+
+
 async def missing(api: kube.Api, permissions: list[Permission],
                   namespace: str = "") -> list[Permission]:
     """The permissions the API server does not grant us (in `namespace`; "": all)."""
-    allowed = await asyncio.gather(*(kube.may(api, p.verb, p.group, p.resource,
-                                              p.subresource, namespace, p.name)
-                                     for p in permissions))
+    allowed = await asyncio.gather(*(_asked(api, p, namespace) for p in permissions))
     return [permission for permission, ok in zip(permissions, allowed, strict=True) if not ok]
 
 
@@ -108,9 +112,8 @@ class AccessCheck:
         could not be asked (the API server down, say) is asked again by the next."""
         for permission in permissions:
             if permission not in self.cluster_wide:
-                self.cluster_wide[permission] = asyncio.create_task(kube.may(
-                    self.api, permission.verb, permission.group, permission.resource,
-                    permission.subresource, "", permission.name))
+                self.cluster_wide[permission] = asyncio.create_task(
+                    _asked(self.api, permission))
         asked = [self.cluster_wide[permission] for permission in permissions]
         try:  # shielded: a caller cancelled leaves the answer to the others
             allowed = await asyncio.gather(*map(asyncio.shield, asked))
