@@ -155,25 +155,17 @@ class Elsewhere:
 
     async def _edit(self, jobs: list[tuple[str, str]]) -> int:
         """Label edits on `jobs` in turn, `edits` a second for `seconds`; how many were made."""
-        start, number, done = time.monotonic(), 0, [0]
-        pending: set[asyncio.Task[None]] = set()
+        start, done = time.monotonic(), [0]
 
-        async def edit(namespace: str, job: str, revision: int) -> None:
+        async def edit(number: int) -> None:
+            namespace, job = jobs[number % len(jobs)]
             await self.api.request("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}",
-                                   {"metadata": {"labels": {"revision": str(revision)}}},
+                                   {"metadata": {"labels": {"revision": str(number)}}},
                                    content_type=MERGE_PATCH)
             done[0] += 1
 
-        while time.monotonic() - start < self.load.seconds:
-            delay = start + number / self.load.edits - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if len(pending) < 64:  # an API server that falls behind is not piled on
-                task = asyncio.create_task(edit(*jobs[number % len(jobs)], number))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            number += 1
-        await asyncio.gather(*pending)
+        await standalone.paced(self.load.edits,
+                               lambda: time.monotonic() - start < self.load.seconds, edit)
         return done[0]
 
 

@@ -232,8 +232,6 @@ class Fairness:
         """Label edits on the noisy pods, `edits` a second, until `stop`. "flip" turns
         the selected label off and on again on the first half of the pods (the other half
         keep every noisy claim in use); "touch" sets a label nobody selects."""
-        start, number = time.monotonic(), 0
-        pending: set[asyncio.Task[None]] = set()
         half = max(1, self.load.noisy_pods // 2)
 
         async def edit(pod: int, labels: dict[str, str]) -> None:
@@ -241,21 +239,14 @@ class Fairness:
                                    {"metadata": {"labels": labels}}, content_type=MERGE_PATCH)
             edits[0] += 1
 
-        while not stop.is_set():
-            delay = start + number / self.load.edits - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async def one(number: int) -> None:
             if noise == "flip":
-                pod = number % half
-                labels = {TIER: "off" if (number // half) % 2 == 0 else NOISY}
+                await edit(number % half,
+                           {TIER: "off" if (number // half) % 2 == 0 else NOISY})
             else:
-                pod, labels = number % self.load.noisy_pods, {"revision": str(number)}
-            if len(pending) < 64:  # an API server that falls behind is not piled on
-                task = asyncio.create_task(edit(pod, labels))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            number += 1
-        await asyncio.gather(*pending)
+                await edit(number % self.load.noisy_pods, {"revision": str(number)})
+
+        await standalone.paced(self.load.edits, lambda: not stop.is_set(), one)
         if noise == "flip":  # every pod selected again, as the next round expects
             await asyncio.gather(*(edit(pod, {TIER: NOISY}) for pod in range(half)))
 

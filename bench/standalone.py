@@ -10,7 +10,8 @@ import datetime
 import json
 import shlex
 import tempfile
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,26 @@ from controlplane.cluster import ControlPlane
 
 REPO = Path(__file__).resolve().parent.parent
 Measure = Callable[[ControlPlane, Path], Coroutine[Any, Any, dict[str, Any]]]
+IN_FLIGHT = 64  # paced requests unanswered at most: an API server that falls behind is
+# not piled on (the pace's later requests are left out instead)
+
+
+async def paced(rate: float, going: Callable[[], bool],
+                work: Callable[[int], Awaitable[None]]) -> None:
+    """`work(0)`, `work(1)`... `rate` a second while `going()`, without waiting for one
+    to start the next; then until every one started has ended."""
+    start, number = time.monotonic(), 0
+    pending: set[asyncio.Task[None]] = set()
+    while going():
+        delay = start + number / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(pending) < IN_FLIGHT:
+            task = asyncio.ensure_future(work(number))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        number += 1
+    await asyncio.gather(*pending)
 
 
 def where_options(parser: argparse.ArgumentParser, name: str) -> None:
