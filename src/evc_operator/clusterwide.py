@@ -17,7 +17,9 @@ by a list of its own, current to some version L; the watch's changes of that nam
 that come meanwhile wait, and only those past L are applied after it (the list holds the
 rest), as are the later ones. A list of the cluster-wide informer itself (its first, or
 one after 410 Gone) holds every namespace attached before it began: their parts are
-taken from it whole.
+taken from it whole. A namespace's own list is never cancelled once sent (the API server
+would count it failed): one whose namespace was released meanwhile, or whose part a
+list of the cluster-wide informer filled first, ends and is passed over.
 
 Proofs hold the same (proof.py, barrier.py). resourceVersions are the cluster's, so the
 cluster-wide informer's version means what a namespace's own did: every change up to it
@@ -141,6 +143,7 @@ class Shared:
             self._began, source, collection(kind), "", functools.partial(workload_view, kind),
             self._changed, self._listed, key=namespaced, keep=self._keeps)
         self.task: asyncio.Task[None] | None = None
+        self._fills: set[asyncio.Task[None]] = set()  # namespaces' own lists under way
 
     def attach(self, namespace: str, changed: Changed, listed: Callable[[], None]) -> Slice:
         """The namespace's part, whose changes go to `changed`, and `listed` once filled."""
@@ -156,9 +159,7 @@ class Shared:
     def detach(self, namespace: str) -> None:
         # Attached again while the same list runs, it is not whole in that list either.
         self._covered.discard(namespace)
-        part = self.slices.pop(namespace, None)
-        if part is not None and part.filling is not None:
-            part.filling.cancel()
+        self.slices.pop(namespace, None)  # a list of its own under way is passed over
         self._forget(namespace)
 
     def _keeps(self, key: str) -> bool:
@@ -196,9 +197,7 @@ class Shared:
                 parts[namespace][name] = view
         for part in list(self.slices.values()):
             if part.namespace in parts:
-                if part.filling is not None:
-                    part.filling.cancel()
-                    part.filling = None
+                part.filling = None  # a list of its own under way is passed over
                 part.waiting = []
                 part.fill(parts[part.namespace], self.informer.version)
             elif part.filled_at is None and part.filling is None:
@@ -207,6 +206,13 @@ class Shared:
     def _start_fill(self, part: Slice) -> None:
         part.filling = asyncio.create_task(self._fill(part),
                                            name=f"{self.informer.kind} in {part.namespace}")
+        self._fills.add(part.filling)
+        part.filling.add_done_callback(self._fills.discard)
+
+    def _wanted(self, part: Slice) -> bool:
+        """Whether a list of `part`'s own is still what fills it: its namespace is not
+        released, and no list of the cluster-wide informer filled it first."""
+        return self.slices.get(part.namespace) is part and part.filled_at is None
 
     async def _fill(self, part: Slice) -> None:
         """A namespace attached while the watch runs: its part, listed on its own. The
@@ -226,13 +232,17 @@ class Shared:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                if not self._wanted(part):
+                    return
                 await self.sleep(failures.failed(error))
-        part.filling = None
-        part.fill(objects, listwatch.as_number(version))
+                if not self._wanted(part):
+                    return
+        if self._wanted(part):
+            part.filling = None
+            part.fill(objects, listwatch.as_number(version))
 
     async def close(self) -> None:
-        tasks = [task for task in (self.task, *(part.filling for part in
-                                                self.slices.values())) if task is not None]
+        tasks = [task for task in (self.task, *self._fills) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

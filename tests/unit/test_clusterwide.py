@@ -47,6 +47,7 @@ class ClusterApi:
         self.now = now
         self.events: dict[tuple[str, str], asyncio.Queue[Any]] = {}
         self.calls: list[str] = []
+        self.cancelled: list[str] = []  # lists cancelled once sent: the API server's failed
         # A list of (kind, namespace) named here waits at each gate in turn, before passing
         # `each` the objects of the gate's namespace and those after it (a list's pages).
         self.gates: dict[tuple[str, str], list[tuple[str, asyncio.Event]]] = {}
@@ -67,12 +68,16 @@ class ClusterApi:
         items = sorted(self._held(kind, namespace),
                        key=lambda item: item["metadata"]["namespace"])
         gates = self.gates.pop((kind, namespace), [])
-        for item in items:
-            while gates and item["metadata"]["namespace"] >= gates[0][0]:
-                await gates.pop(0)[1].wait()
-            each(item)
-        for _, gate in gates:
-            await gate.wait()
+        try:
+            for item in items:
+                while gates and item["metadata"]["namespace"] >= gates[0][0]:
+                    await gates.pop(0)[1].wait()
+                each(item)
+            for _, gate in gates:
+                await gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(f"list {kind} in {namespace or 'all'}")
+            raise
         return str(version)
 
     async def watch(self, kind: str, namespace: str, resource_version: str,
@@ -338,6 +343,40 @@ def test_a_namespaces_own_list_that_fails_is_tried_again_after_a_wait(
     assert f"Listing {JOBS} in b failed" in caplog.text
 
 
+def test_a_namespaces_own_list_that_failed_is_not_tried_again_once_released() -> None:
+    api = ClusterApi({(JOBS, "b"): [job("train", "b", "x")]})
+    real_list = api.list_all
+
+    async def failing(kind: str, namespace: str,
+                      each: Callable[[dict[str, Any]], None]) -> str:
+        if namespace == "b":
+            api.calls.append(f"list {kind} in b")
+            raise errors.ApiException(503, "unavailable")
+        return await real_list(kind, namespace, each)
+
+    gate = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        await gate.wait()
+
+    api.list_all = failing  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        shared = clusterwide.Shared(api, "Job", sleep=sleep)
+        shared.attach("a", lambda *_: None, lambda: None)
+        await settle()
+        shared.attach("b", lambda *_: None, lambda: None)
+        await settle()
+        shared.detach("b")
+        gate.set()
+        await settle()
+        assert api.calls.count(f"list {JOBS} in b") == 1
+        assert not shared._fills  # ended: nothing left to try
+        await shared.close()
+
+    asyncio.run(scenario())
+
+
 def test_after_410_gone_the_parts_are_the_cluster_wide_list_again() -> None:
     api = ClusterApi({(JOBS, "a"): [job("train", "a", "x")]})
 
@@ -354,6 +393,79 @@ def test_after_410_gone_the_parts_are_the_cluster_wide_list_again() -> None:
         assert part.breaks == 1
         assert part.version == 40
         assert [view.name for view in watched.pods_of_claim(("a", "x"))] == ["Job/serve"]
+        await watched.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_namespace_released_during_its_own_list_lets_the_list_end_and_passes_it_over(
+) -> None:
+    """b's own list is under way when b's last claim goes: the list is not cancelled (the
+    API server would count a failed request) and what it brings is not held; b attached
+    again is listed anew, and the operator's close ends a list still under way."""
+    api = ClusterApi({(JOBS, "b"): [job("old", "b", "x")]})
+
+    async def scenario() -> None:
+        watched = shared_watched(api)
+        watched.ensure("a")
+        await settle()
+        gate = asyncio.Event()
+        api.gates[(JOBS, "b")] = [("b", gate)]
+        watched.ensure("b")
+        await settle()
+        watched.release("b")
+        gate.set()
+        await settle()
+        assert api.cancelled == []
+        assert watched.pods_of_claim(("b", "x")) == []
+        shared = next(held for held in watched.shared if held.informer.kind == JOBS)
+        assert "b" not in shared.slices
+        assert not [key for key in shared.informer.items if key.startswith("b/")]
+
+        api.objects[(JOBS, "b")] = [job("new", "b", "y")]
+        watched.ensure("b")
+        await settle()
+        assert api.calls.count(f"list {JOBS} in b") == 2
+        assert [view.name for view in watched.pods_of_claim(("b", "y"))] == ["Job/new"]
+        assert watched.pods_of_claim(("b", "x")) == []
+
+        api.gates[(JOBS, "b")] = [("b", asyncio.Event())]  # never opened
+        watched.release("b")
+        watched.ensure("b")
+        await settle()
+        watched.release("b")
+        await watched.close()  # the released namespace's list ends with it
+        assert api.cancelled == [f"list {JOBS} in b"]
+
+    asyncio.run(scenario())
+
+
+def test_a_namespaces_own_list_overtaken_by_a_relist_after_410_is_passed_over() -> None:
+    """b's own list began at 20; the cluster-wide watch expired meanwhile and its list, at
+    40, holds b whole: b's part is that list's, and b's own, older, ends and is passed over
+    (not cancelled)."""
+    api = ClusterApi({})
+
+    async def scenario() -> None:
+        watched = shared_watched(api)
+        watched.ensure("a")
+        await settle()
+        api.objects[(JOBS, "b")] = [job("old", "b", "x", version="18")]
+        api.now = 20
+        gate = asyncio.Event()
+        api.gates[(JOBS, "b")] = [("b", gate)]
+        watched.ensure("b")
+        await settle()
+        api.objects[(JOBS, "b")] = [job("serve", "b", "y", version="35")]
+        api.now = 40
+        await api.queue(JOBS, "").put(errors.Gone("too old"))
+        await settle()
+        assert watched.synced("b")
+        gate.set()
+        await settle()
+        assert api.cancelled == []
+        assert [view.name for view in watched.pods_of_claim(("b", "y"))] == ["Job/serve"]
+        assert watched.pods_of_claim(("b", "x")) == []
         await watched.close()
 
     asyncio.run(scenario())
