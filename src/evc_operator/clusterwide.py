@@ -12,7 +12,8 @@ workloads cluster-wide (handlers.py).
 
 Only the namespaces with claims are held, as before: the cluster-wide informer `keep`s
 their objects and passes over the rest, so memory follows the claims' namespaces, not the
-cluster's workloads. A namespace that gets its first claim while the watch runs is filled
+cluster's workloads; and it holds none itself (`hold=False`): each object is held once,
+in its namespace's part. A namespace that gets its first claim while the watch runs is filled
 by a list of its own, current to some version L; the watch's changes of that namespace
 that come meanwhile wait, and only those past L are applied after it (the list holds the
 rest), as are the later ones. A list of the cluster-wide informer itself (its first, or
@@ -141,7 +142,7 @@ class Shared:
         self._covered: set[str] = set()  # attached when it began: the list holds them whole
         self.informer = _ClusterInformer(
             self._began, source, collection(kind), "", functools.partial(workload_view, kind),
-            self._changed, self._listed, key=namespaced, keep=self._keeps)
+            self._changed, self._listed, key=namespaced, keep=self._keeps, hold=False)
         self.task: asyncio.Task[None] | None = None
         self._fills: set[asyncio.Task[None]] = set()  # namespaces' own lists under way
 
@@ -160,15 +161,9 @@ class Shared:
         # Attached again while the same list runs, it is not whole in that list either.
         self._covered.discard(namespace)
         self.slices.pop(namespace, None)  # a list of its own under way is passed over
-        self._forget(namespace)
 
     def _keeps(self, key: str) -> bool:
         return key.partition("/")[0] in self.slices
-
-    def _forget(self, namespace: str) -> None:
-        prefix = f"{namespace}/"
-        for key in [key for key in self.informer.items if key.startswith(prefix)]:
-            del self.informer.items[key]
 
     def _began(self) -> None:
         self._listing = True
@@ -186,8 +181,9 @@ class Shared:
             part.apply(name, new)
 
     def _listed(self) -> None:
-        """The informer's list is in: the parts it holds whole are taken from it; those
-        of namespaces attached while it ran are listed on their own now."""
+        """The informer's list is in (its `items`, until this returns): the parts it
+        holds whole are taken from it; those of namespaces attached while it ran are
+        listed on their own now."""
         self._listing = False
         parts: dict[str, dict[str, PodView]] = {namespace: {} for namespace in self._covered
                                                 if namespace in self.slices}

@@ -137,14 +137,18 @@ class View(Protocol[V_co]):
 class Informer(Generic[V]):
     """One kind of object in one namespace ("": every namespace): list, then watch;
     projections only, held by `key` (the name; clusterwide.py keys by namespace too), of
-    the objects it `keep`s (all, but for clusterwide.py: those of namespaces with claims)."""
+    the objects it `keep`s (all, but for clusterwide.py: those of namespaces with claims).
+
+    One that does not `hold` (clusterwide.py, whose namespaces' parts hold their objects)
+    tells each change of what it keeps with no old value, and holds a list's objects only
+    until `listed` has read them."""
 
     def __init__(self, source: Source, kind: str, namespace: str,
                  project: Callable[[Any], V],
                  changed: Callable[[str, V | None, V | None], None],
                  listed: Callable[[], None], *,
                  key: Callable[[Mapping[str, Any]], str] = by_name,
-                 keep: Callable[[str], bool] = every,
+                 keep: Callable[[str], bool] = every, hold: bool = True,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.source = source
         self.sleep = sleep  # between failed attempts (tests pass one that does not wait)
@@ -153,6 +157,7 @@ class Informer(Generic[V]):
         self.project = project
         self.key = key  # of an object's metadata
         self.keep = keep  # by key: the others are neither projected nor held
+        self.hold = hold
         self.changed = changed
         self.listed = listed  # after every complete list
         self.items: dict[str, V] = {}
@@ -226,14 +231,17 @@ class Informer(Generic[V]):
         version = await self.source.list_all(self.kind, self.namespace, take)
         held, self.items = self.items, fresh
         self.version = int(version)
-        for name in held.keys() - fresh.keys():
-            self.changed(name, held[name], None)
-        for name, view in fresh.items():
-            if held.get(name) != view:
-                self.changed(name, held.get(name), view)
+        if self.hold:
+            for name in held.keys() - fresh.keys():
+                self.changed(name, held[name], None)
+            for name, view in fresh.items():
+                if held.get(name) != view:
+                    self.changed(name, held.get(name), view)
         self.synced = True
         self.progressed = True
         self.listed()
+        if not self.hold:
+            self.items = {}
         return version
 
     async def _watch(self, version: str) -> str:
@@ -254,7 +262,8 @@ class Informer(Generic[V]):
                 self.changed(name, held, None)
                 continue
             view = self.project(body)
-            self.items[name] = view
+            if self.hold:
+                self.items[name] = view
             self.version = int(version)
             if held != view:
                 self.changed(name, held, view)
