@@ -115,6 +115,27 @@ def shared_watched(api: ClusterApi,
     return watched
 
 
+async def watching_a(api: ClusterApi) -> watching.Watched:
+    """Workloads shared, "a" the first namespace with claims, its lists in."""
+    watched = shared_watched(api)
+    watched.ensure("a")
+    await settle()
+    return watched
+
+
+async def attach_b_listed_at_20(api: ClusterApi, watched: watching.Watched
+                                ) -> asyncio.Event:
+    """b attached while the watch runs: its own list, current to 20 (Job "old", claim
+    "x", version 18), waits at the gate returned."""
+    api.objects[(JOBS, "b")] = [job("old", "b", "x", version="18")]
+    api.now = 20
+    gate = asyncio.Event()
+    api.gates[(JOBS, "b")] = [("b", gate)]
+    watched.ensure("b")
+    await settle()
+    return gate
+
+
 def test_each_workload_kind_is_watched_once_for_the_namespaces_with_claims() -> None:
     api = ClusterApi({(JOBS, "a"): [job("train", "a", "x")],
                       (JOBS, "b"): [job("train", "b", "y")],
@@ -222,16 +243,9 @@ def test_a_namespace_attached_while_the_watch_runs_is_its_list_and_the_changes_p
     api = ClusterApi({})
 
     async def scenario() -> None:
-        watched = shared_watched(api)
-        watched.ensure("a")
-        await settle()
+        watched = await watching_a(api)
         jobs = api.queue(JOBS, "")
-        api.objects[(JOBS, "b")] = [job("old", "b", "x", version="18")]
-        api.now = 20
-        gate = asyncio.Event()
-        api.gates[(JOBS, "b")] = [("b", gate)]
-        watched.ensure("b")
-        await settle()
+        gate = await attach_b_listed_at_20(api, watched)
         assert not watched.synced("b")  # not decided on until filled
         await jobs.put(("ADDED", job("old", "b", "early", version="12")))  # then changed
         await settle()
@@ -309,9 +323,11 @@ def test_a_namespace_released_and_watched_again_during_one_list_is_listed_after_
     asyncio.run(scenario())
 
 
-def test_a_namespaces_own_list_that_fails_is_tried_again_after_a_wait(
-        caplog: pytest.LogCaptureFixture) -> None:
-    """Not synced (so never decided on) until its list comes in."""
+@pytest.mark.parametrize("released", [False, True])
+def test_a_namespaces_own_list_that_fails_is_tried_again_after_a_wait_unless_released(
+        caplog: pytest.LogCaptureFixture, released: bool) -> None:
+    """Not synced (so never decided on) until its list comes in; its namespace released
+    meanwhile, it is not tried again."""
     api = ClusterApi({(JOBS, "b"): [job("train", "b", "x")]})
     real_list = api.list_all
     failures = [errors.ApiException(503, "unavailable")]
@@ -319,6 +335,7 @@ def test_a_namespaces_own_list_that_fails_is_tried_again_after_a_wait(
     async def failing_once(kind: str, namespace: str,
                            each: Callable[[dict[str, Any]], None]) -> str:
         if namespace == "b" and failures:
+            api.calls.append(f"list {kind} in b")
             raise failures.pop()
         return await real_list(kind, namespace, each)
 
@@ -339,10 +356,16 @@ def test_a_namespaces_own_list_that_fails_is_tried_again_after_a_wait(
         await settle()
         assert not part.synced
         assert waited == [1.0]
+        if released:
+            shared.detach("b")
         gate.set()
         await settle()
-        assert part.synced
-        assert list(part.items) == ["train"]
+        if released:
+            assert api.calls.count(f"list {JOBS} in b") == 1
+            assert not shared._fills  # ended: nothing left to try
+        else:
+            assert part.synced
+            assert list(part.items) == ["train"]
         await shared.close()
 
     with caplog.at_level("WARNING"):
@@ -350,47 +373,11 @@ def test_a_namespaces_own_list_that_fails_is_tried_again_after_a_wait(
     assert f"Listing {JOBS} in b failed" in caplog.text
 
 
-def test_a_namespaces_own_list_that_failed_is_not_tried_again_once_released() -> None:
-    api = ClusterApi({(JOBS, "b"): [job("train", "b", "x")]})
-    real_list = api.list_all
-
-    async def failing(kind: str, namespace: str,
-                      each: Callable[[dict[str, Any]], None]) -> str:
-        if namespace == "b":
-            api.calls.append(f"list {kind} in b")
-            raise errors.ApiException(503, "unavailable")
-        return await real_list(kind, namespace, each)
-
-    gate = asyncio.Event()
-
-    async def sleep(seconds: float) -> None:
-        await gate.wait()
-
-    api.list_all = failing  # type: ignore[method-assign]
-
-    async def scenario() -> None:
-        shared = clusterwide.Shared(api, "Job", sleep=sleep)
-        shared.attach("a", lambda *_: None, lambda: None)
-        await settle()
-        shared.attach("b", lambda *_: None, lambda: None)
-        await settle()
-        shared.detach("b")
-        gate.set()
-        await settle()
-        assert api.calls.count(f"list {JOBS} in b") == 1
-        assert not shared._fills  # ended: nothing left to try
-        await shared.close()
-
-    asyncio.run(scenario())
-
-
 def test_after_410_gone_the_parts_are_the_cluster_wide_list_again() -> None:
     api = ClusterApi({(JOBS, "a"): [job("train", "a", "x")]})
 
     async def scenario() -> None:
-        watched = shared_watched(api)
-        watched.ensure("a")
-        await settle()
+        watched = await watching_a(api)
         # While the watch was away: train deleted, serve created (no event of either).
         api.objects[(JOBS, "a")] = [job("serve", "a", "x", version="40")]
         api.now = 40
@@ -413,9 +400,7 @@ def test_a_namespace_released_during_its_own_list_lets_the_list_end_and_passes_i
     api = ClusterApi({(JOBS, "b"): [job("old", "b", "x")]})
 
     async def scenario() -> None:
-        watched = shared_watched(api)
-        watched.ensure("a")
-        await settle()
+        watched = await watching_a(api)
         gate = asyncio.Event()
         api.gates[(JOBS, "b")] = [("b", gate)]
         watched.ensure("b")
@@ -454,15 +439,8 @@ def test_a_namespaces_own_list_overtaken_by_a_relist_after_410_is_passed_over() 
     api = ClusterApi({})
 
     async def scenario() -> None:
-        watched = shared_watched(api)
-        watched.ensure("a")
-        await settle()
-        api.objects[(JOBS, "b")] = [job("old", "b", "x", version="18")]
-        api.now = 20
-        gate = asyncio.Event()
-        api.gates[(JOBS, "b")] = [("b", gate)]
-        watched.ensure("b")
-        await settle()
+        watched = await watching_a(api)
+        gate = await attach_b_listed_at_20(api, watched)
         api.objects[(JOBS, "b")] = [job("serve", "b", "y", version="35")]
         api.now = 40
         await api.queue(JOBS, "").put(errors.Gone("too old"))
@@ -508,9 +486,7 @@ def test_a_proof_reads_a_namespaces_part_and_watches_that_namespace_from_the_clu
                       (JOBS, "b"): [job("elsewhere", "b", "x")]}, now=10)
 
     async def scenario() -> list[str]:
-        watched = shared_watched(api)
-        watched.ensure("a")
-        await settle()
+        watched = await watching_a(api)
         api.now = 15  # changes since the informers' lists: a Job in a, just created
         jobs_in_a = api.queue(JOBS, "a")
         await jobs_in_a.put(("ADDED", job("newcomer", "a", "x", version="14")))
