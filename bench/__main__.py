@@ -107,6 +107,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         "50,100,200,400), each once the claims of the one before are Idle: "
                         "reports the highest pace whose reaction p99 is within 2x the bare "
                         "watch's (capacity); instead of --rate")
+    parser.add_argument("--step-slack", type=float, default=defaults.step_slack,
+                        help="seconds the grace period allows each stage of --steps for its "
+                        "claims to be seen Idle before the next starts (%(default)s)")
     parser.add_argument("--idle", type=float, default=defaults.idle_seconds,
                         help="seconds of measured idleness (%(default)s)")
     parser.add_argument("--headroom", type=float, default=defaults.headroom,
@@ -180,7 +183,8 @@ async def _measure(plane: ControlPlane, workdir: Path, arguments: argparse.Names
     scale = Scale(evcs=arguments.evcs, pods=arguments.pods, namespaces=arguments.namespaces,
                   rate=arguments.rate, idle_seconds=arguments.idle,
                   headroom=arguments.headroom, jobs=arguments.jobs,
-                  steps=arguments.steps, trace_memory=arguments.trace_memory,
+                  steps=arguments.steps, step_slack=arguments.step_slack,
+                  trace_memory=arguments.trace_memory,
                   account_memory=arguments.account_memory,
                   profile_seconds=arguments.profile_apiserver,
                   operator_env=tuple((name, value) for name, _, value in

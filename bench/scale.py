@@ -28,6 +28,9 @@ class Scale:
     jobs: bool = False  # each claim's user is a Job (its controller makes the pod)
     # Paces the user pods finish at, in stages (capacity.py); empty: all at `rate`.
     steps: tuple[float, ...] = ()
+    # Seconds the grace period allows each stage for its claims to be seen Idle before the
+    # next stage starts (a backlog at a pace past the operator's capacity).
+    step_slack: float = 60.0
     # Both operators under tracemalloc (bench/traced.py): where the first one's memory is
     # held at the end of the idle window, and the restarted one's once it has resumed.
     # Their timings and RSS are then not the operator's own.
@@ -46,4 +49,4 @@ class Scale:
         pace = min(self.rate, JOBS_COMPLETED_PER_SECOND) if self.jobs else self.rate
         steps = () if self.jobs else self.steps
         return math.ceil(capacity.finishing_seconds(self.evcs, pace, steps)
-                         + 60 * len(steps) + self.headroom)
+                         + self.step_slack * len(steps) + self.headroom)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import tracemalloc
 from pathlib import Path
@@ -36,6 +37,7 @@ from bench.operator import (
     sockets,
     sockets_by_step,
 )
+from bench.scale import Scale
 from evc_operator.seal import SPACING
 
 USER = "system:serviceaccount:evc-operator:evc-operator"
@@ -558,3 +560,14 @@ def test_a_change_elsewhere_costs_the_cpu_over_the_still_rounds_for_as_long() ->
     assert job["spec"]["suspend"] is True  # no pods: its only changes are the harness's
     with pytest.raises(SystemExit):
         elsewhere.parse(["--edits", "0"])
+
+
+def test_the_grace_period_leaves_each_stage_its_slack_and_the_restart_its_headroom() -> None:
+    """Users end through the stages (12 pods at 3, 6 and 12 a second: 7/3 s), each
+    stage may take `step_slack` more to be seen through, then the restart is timed in
+    `headroom`: no deadline before that."""
+    tiny = Scale(evcs=12, pods=60, rate=6, steps=(3, 6, 12), step_slack=5, headroom=15)
+    assert tiny.grace_period == math.ceil(7 / 3 + 3 * 5 + 15)
+    assert Scale(evcs=12, pods=60, rate=6, steps=(3, 6, 12), headroom=15).grace_period == \
+        math.ceil(7 / 3 + 3 * 60 + 15)
+    assert Scale(evcs=12, pods=60, rate=6, headroom=15).grace_period == 2 + 15
