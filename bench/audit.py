@@ -115,6 +115,14 @@ def cost(found: list[Request], claims: int, idle_start: float,
     }
 
 
+def claims_read(found: Iterable[Request], start: float) -> int:
+    """Claims read one by one (`get ephemeralvolumeclaims`) from `start` on: records
+    confirmed by a read (confirm.py). After a restart, the records the restarted operator
+    found sealed less than seal.SPACING before and read back (`seal.confirm_found`)."""
+    return sum(1 for request in found if request.at >= start and request.verb == "get"
+               and request.resource == "ephemeralvolumeclaims")
+
+
 def busiest_second(found: Iterable[Request]) -> int:
     """The most requests the API server received in one second (of the clock)."""
     return max(Counter(int(request.at) for request in found).values(), default=0)

@@ -8,6 +8,7 @@ token, JSON in and out, a bounded number in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -94,6 +95,29 @@ class Api:
                 last = time.monotonic()
                 print(f"  {plural}: {done}/{total} ({last - start:.0f} s)", flush=True)
         await self.each(objects, create)
+
+    async def namespaces(self, names: Iterable[str], *, limit: float = 120) -> None:
+        """Create each namespace (one that exists is kept) and wait until each has its
+        default ServiceAccount: pods are admitted only once it exists."""
+        names = list(names)
+        for name in names:
+            with contextlib.suppress(ApiError):
+                await self.request("POST", "/api/v1/namespaces", {
+                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+        async def accounts() -> int:
+            found = 0
+            for name in names:
+                with contextlib.suppress(ApiError):
+                    await self.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/"
+                                       "default", retries=0)
+                    found += 1
+            return found
+        deadline = time.monotonic() + limit
+        while await accounts() < len(names):
+            if time.monotonic() > deadline:
+                raise TimeoutError("default ServiceAccounts were not created")
+            await asyncio.sleep(0.5)
 
     async def resource_version(self, path: str) -> str:
         """The current resourceVersion of a collection (a consistent read of one item)."""

@@ -107,8 +107,7 @@ class Elsewhere:
     async def _rounds(self, kubeconfig: Path) -> dict[str, Any]:
         load, api = self.load, self.api
         others = sorted({namespace for namespace, _ in self._where(False)})
-        for name in (CLAIMS, *others):
-            await api.request("POST", "/api/v1/namespaces", workload.namespace(name))
+        await api.namespaces((CLAIMS, *others))
         print(f"- {load.jobs} suspended Jobs in {CLAIMS}, {load.jobs} more over "
               f"{load.namespaces} namespaces without claims", flush=True)
         await api.each([*self._where(True), *self._where(False)], lambda key: api.request(

@@ -120,8 +120,7 @@ class Fairness:
 
     async def _rounds(self, kubeconfig: Path) -> dict[str, Any]:
         load, api = self.load, self.api
-        for name in (QUIET, NOISY):
-            await api.request("POST", "/api/v1/namespaces", workload.namespace(name))
+        await api.namespaces((QUIET, NOISY))
         self.operator = operator = Operator(kubeconfig, self.workdir / "operator.log", env={
             "GRACE_PERIOD": "3600", "EXPIRY_PERIOD": "3600"})  # nothing is deleted meanwhile
         await until(lambda: int(operator.ready()), 1, "operator ready", limit=LIMIT,

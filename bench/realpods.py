@@ -68,7 +68,7 @@ class RealPods(Run):
     async def _run(self) -> dict[str, Any]:
         api, total = self.api, self.scale.evcs
         kubeconfig = install_identity(self.plane, self.workdir / "operator.kubeconfig")
-        await self._step("namespace", self._make_namespaces)
+        await self._step("namespace", lambda: self.api.namespaces(self.namespaces))
         operator = self.operator = Operator(kubeconfig, self.workdir / "operator-1.log", env={
             "GRACE_PERIOD": str(GRACE_SECONDS), "EXPIRY_PERIOD": "3600"})
         await self._step("operator start-up", lambda: until(

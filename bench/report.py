@@ -90,6 +90,7 @@ ROWS: list[Row] = [
     ("records confirmed (seal), per claim", _get("reseals", "per_claim"), "", None),
     ("API requests per claim (all)", _get("api", "requests_per_claim"), "", None),
     ("resume all countdowns (s)", _get("resume", "seconds"), "<= 30", _within(30)),
+    ("records read back after the restart", _get("resume", "records_read_back"), "", None),
     ("start-up, before any claim (s)", _get("startup", "seconds"), "", None),
     ("provisioning p99 (ms)", _get("provisioning_ms", "p99"), "", None),
     ("burst: claims Pending (s)", _get("burst", "seconds"), "", None),

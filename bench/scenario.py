@@ -20,7 +20,6 @@ The operator's API requests are read from the audit log, by its ServiceAccount.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import signal
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import accounted, apiprofile, audit, capacity, reaction, traced, workload
-from bench.client import MERGE_PATCH, Api, ApiError
+from bench.client import MERGE_PATCH, Api
 from bench.cost import Cost
 from bench.observe import (
     EVCS,
@@ -86,6 +85,7 @@ class Run:
         self.pods = PodWatch()
         self.user_pods: dict[Key, str] = {}  # each claim's user pod, by name
         self.stage_of: dict[Key, float] = {}  # the pace its user pod finished at
+        self.killed_at = 0.0  # when the first operator was killed (step 7)
         self.sent: dict[Key, float] = {}  # when the harness ended each claim's user
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
@@ -137,7 +137,7 @@ class Run:
     async def _run(self) -> dict[str, Any]:
         scale, api = self.scale, self.api
         kubeconfig = install_identity(self.plane, self.workdir / "operator.kubeconfig")
-        await self._step("namespaces", self._make_namespaces)
+        await self._step("namespaces", lambda: self.api.namespaces(self.namespaces))
         unrelated = scale.pods - scale.evcs
         await self._step(f"{unrelated} unrelated pods", lambda: self.api.create_all(
             [(self.namespaces[i % scale.namespaces], workload.unrelated_pod(f"other-{i:05d}"))
@@ -245,7 +245,7 @@ class Run:
         self.result["reseals"] = reseals(claims.phases)
 
         # A restart with every countdown running: nothing may be lost or reset.
-        killed_at = time.time()
+        killed_at = self.killed_at = time.time()
         operator.stop(signal.SIGKILL)
         waiting = sum(1 for key in self.claims if key not in claims.deleted)
         deleted_before = len(claims.deleted)
@@ -305,26 +305,6 @@ class Run:
                 scale.evcs, busy_start, busy_end)
         self.result["step_seconds"] = self.timings
         return self.result
-
-    async def _make_namespaces(self) -> None:
-        for name in self.namespaces:
-            with contextlib.suppress(ApiError):
-                await self.api.request("POST", "/api/v1/namespaces", workload.namespace(name))
-
-        async def accounts() -> int:
-            found = 0
-            for name in self.namespaces:
-                with contextlib.suppress(ApiError):
-                    await self.api.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/"
-                                           "default", retries=0)
-                    found += 1
-            return found
-        # Pods are admitted only once their namespace's default ServiceAccount exists.
-        deadline = time.monotonic() + 120
-        while await accounts() < len(self.namespaces):
-            if time.monotonic() > deadline:
-                raise TimeoutError("default ServiceAccounts were not created")
-            await asyncio.sleep(0.5)
 
     async def _run_pod(self, key: Key, started: datetime.datetime) -> None:
         await self.api.request(
@@ -402,4 +382,6 @@ class Run:
         for name, split in audit.splits(found, self.sent, claims.phases, claims.deletes_at,
                                         claims.deleted).items():
             self.result[name] = {k: summary_ms(v) for k, v in split.items()}
+        # The young records the restarted operator found and read back.
+        self.result["resume"]["records_read_back"] = audit.claims_read(found, self.killed_at)
         return audit.cost(found, self.scale.evcs, idle_start, idle_end)

@@ -47,7 +47,7 @@ class Soak(Run):
     async def _run(self) -> dict[str, Any]:
         api = self.api
         kubeconfig = install_identity(self.plane, self.workdir / "operator.kubeconfig")
-        await self._step("namespaces", self._make_namespaces)
+        await self._step("namespaces", lambda: self.api.namespaces(self.namespaces))
         await self._step(f"{self.scale.pods} unrelated pods", lambda: self.api.create_all(
             [(self.namespaces[i % len(self.namespaces)],
               workload.unrelated_pod(f"other-{i:05d}")) for i in range(self.scale.pods)],

@@ -27,6 +27,10 @@ def run(tmp_path: Path, *more: str) -> dict[str, Any]:
     # Lateness is never negative: a claim is never deleted before its deadline.
     assert result["deletion_lateness_ms"]["p50"] >= 0
     assert result["resume"]["countdowns"] == EVCS
+    # The restarted operator found records sealed less than 6 s before (the first one was
+    # killed right after the last claim went Idle) and read them back once those seconds
+    # had passed (seal.confirm_found): at least the last claim's.
+    assert 1 <= result["resume"]["records_read_back"] <= EVCS
     assert result["footprint"]["peak_rss_mib"] > 0
 
     api = result["api"]

@@ -399,6 +399,19 @@ def test_api_cost_per_claim_and_while_idle() -> None:
     assert audit.cost(found, claims=2, idle_start=0, idle_end=60)["idle_writes_per_minute"] == 2
 
 
+def test_claims_read_back_are_the_gets_of_one_claim_from_the_moment_on() -> None:
+    found = [audit.Request(verb=verb, resource=resource, code=200, at=at)
+             for verb, resource, at in (("get", "ephemeralvolumeclaims", 5),
+                                        ("get", "ephemeralvolumeclaims", 10),
+                                        ("get", "ephemeralvolumeclaims", 12),
+                                        ("list", "ephemeralvolumeclaims", 12),
+                                        ("get", "persistentvolumeclaims", 12),
+                                        ("patch", "ephemeralvolumeclaims/status", 13))]
+    assert audit.claims_read(found, 10) == 2
+    assert audit.claims_read(found, 0) == 3
+    assert audit.claims_read(found, 20) == 0
+
+
 def test_controller_manager_requests_per_job_and_per_second() -> None:
     found = [audit.Request(verb="create", resource="pods", code=201, at=10.1),
              audit.Request(verb="update", resource="jobs/status", code=200, at=10.9),
