@@ -140,8 +140,8 @@ class Informer(Generic[V]):
     the objects it `keep`s (all, but for clusterwide.py: those of namespaces with claims).
 
     One that does not `hold` (clusterwide.py, whose namespaces' parts hold their objects)
-    tells each change of what it keeps with no old value, and holds a list's objects only
-    until `listed` has read them."""
+    tells each change its watch brings of what it keeps, with no old value; a list it
+    tells by `listed` alone, which reads the list's objects in `items` (emptied after)."""
 
     def __init__(self, source: Source, kind: str, namespace: str,
                  project: Callable[[Any], V],
