@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from controlplane import auditing
 from controlplane.binaries import Binaries, ensure_binaries
 from controlplane.files import write_json
 from controlplane.host import NODE_IP, address_flags
@@ -183,7 +184,7 @@ class ControlPlane:
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--profiling=false",
-            *self._audit_flags(pki, audit, audit_users, node),
+            *(auditing.flags(pki, self.audit_log, audit_users, node) if audit else []),
             # Reach the kubelet (logs, exec) at its node IP, not by a host name from DNS.
             *(["--kubelet-preferred-address-types=InternalIP"] if node else []),
             *apiserver_args,
@@ -285,27 +286,10 @@ class ControlPlane:
     def audit_log(self) -> Path:
         return self.logs / "audit.log"
 
-    def _audit_flags(self, pki: Path, audit: bool, users: Sequence[str],
-                     node: str | None) -> list[str]:
-        if not audit:
-            return []
-        logged: dict[str, object] = {"level": "Metadata"}
-        if users:
-            logged = {"level": "Metadata", "users": list(users)}
-        # With a node, pod status writes (the kubelet's) keep their bodies: when pods ended.
-        kubelet = [{"level": "RequestResponse",
-                    "resources": [{"group": "", "resources": ["pods/status"]}]}] if node else []
-        policy = pki / "audit-policy.json"
-        policy.write_text(json.dumps({
-            "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
-            "omitStages": ["RequestReceived"],
-            "rules": [{"level": "None", "nonResourceURLs": ["/readyz*", "/livez*",
-                                                             "/healthz*"]},
-                      {"level": "None", "resources": [{"group": "coordination.k8s.io",
-                                                        "resources": ["leases"]}]},
-                      *kubelet, logged, {"level": "None"}]}))
-        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
-                "--audit-log-mode=blocking"]
+    def discard_data(self) -> int:
+        """Once stopped: etcd's data and the audit logs removed, the components' logs kept
+        (auditing.discard_bulk). Returns the bytes freed."""
+        return auditing.discard_bulk(self.workdir)
 
     def _checkalive(self) -> None:
         for name, pid in self.pids.items():

@@ -71,6 +71,9 @@ def main() -> int:
     parser.add_argument("--all-namespaces", action="store_true",
                         help="the operator serves every namespace (its workloads watched "
                         "once for the cluster), not the scenario's alone")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="keep etcd's data and the audit log when no violation was "
+                        "found (a run with one always keeps them)")
     args = parser.parse_args()
     stop_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="evc-faults-"))
@@ -100,6 +103,8 @@ def main() -> int:
             node.stop()
         plane.stop()
     violations = sum(len(r.violations) for r in reports)
+    if not violations and not stopped and not args.keep_data:
+        plane.discard_data()  # gigabytes over a long run; the scenarios' logs stay
     faults: dict[str, int] = {}
     for report in reports:
         for kind, count in report.faults.items():
