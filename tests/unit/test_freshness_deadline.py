@@ -13,10 +13,11 @@ import asyncio
 import dataclasses
 import datetime
 import functools
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from evc_operator import freshness, informer, proof
@@ -31,14 +32,22 @@ MANY = proof.LIST_OUTRIGHT + 10  # pods proven by the consistent read and a watc
 
 
 def _rv(moment: datetime.datetime) -> int:
-    """The cluster writes once a millisecond elsewhere: the global resourceVersion moves on
-    whether or not this namespace changes."""
-    return 1000 + round((moment - T0).total_seconds() * 1000)
+    """The resourceVersion of the state as of `moment`: the cluster writes once a
+    millisecond elsewhere, so it moves on whether or not this namespace changes. Rounded
+    down, and a change's rounded up (`_change_rv`): a state at a version holds every change
+    at or below it, as the API server's does (rounded to the nearest, a bookmark at 59.9999
+    s claimed a change at 60.0 that its watch cache had not yet seen)."""
+    return 1000 + math.floor((moment - T0).total_seconds() * 1000)
+
+
+def _change_rv(moment: datetime.datetime) -> int:
+    """The resourceVersion of a change committed at `moment`."""
+    return 1000 + math.ceil((moment - T0).total_seconds() * 1000)
 
 
 def _body(kind: str, name: str, claim: str, moment: datetime.datetime) -> dict[str, Any]:
     volumes = [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]
-    metadata = {"name": name, "namespace": "jobs", "resourceVersion": str(_rv(moment)),
+    metadata = {"name": name, "namespace": "jobs", "resourceVersion": str(_change_rv(moment)),
                 "creationTimestamp": "2026-01-01T00:00:00Z"}
     if kind == "pods":
         return {"metadata": metadata, "spec": {"volumes": volumes},
@@ -105,7 +114,7 @@ class ModelApi:
         await self._until(self.clock() + self.bookmark_after)
         # What the watch cache has seen: it may lag behind the consistent reads.
         for change in self._committed(kind, self.cache_lag):
-            if _rv(change.at) > int(resource_version):
+            if _change_rv(change.at) > int(resource_version):
                 yield "ADDED", change.body
         seen = max(_rv(self.clock() - self.cache_lag), int(resource_version))
         yield "BOOKMARK", {"metadata": {"resourceVersion": str(seen)}}
@@ -147,7 +156,7 @@ def _deliver(watched: watching.Watched, changes: list[Change], now: datetime.dat
         for change in sorted(changes, key=lambda change: change.at):
             if change.kind != held.kind or change.delivered > now:
                 break
-            version = _rv(change.at)
+            version = _change_rv(change.at)
             if version > held.version:
                 held.items[change.body["metadata"]["name"]] = held.project(change.body)
                 held.version = version
@@ -240,6 +249,10 @@ def test_a_watch_opened_ahead_whose_bookmark_comes_after_the_read_proves_it() ->
 
 
 @settings(max_examples=200, deadline=None)
+# A pod created at the deadline itself, read at that moment, its watch cache a second behind
+# (found by CI: the model's bookmark claimed it by rounding, not the operator).
+@example(kind="pods", before=0.0, delay=1.0, decided_after=0.139934432731442, bulk=MANY,
+         ahead=0, bookmark_after=0.9921875, cache_lag=1.0)
 @given(kind=st.sampled_from(["pods", JOBS]),
        before=st.floats(min_value=0, max_value=6),
        delay=st.floats(min_value=0, max_value=3),
