@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from bench import workload
+
 T = TypeVar("T")
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -102,8 +104,7 @@ class Api:
         names = list(names)
         for name in names:
             with contextlib.suppress(ApiError):
-                await self.request("POST", "/api/v1/namespaces", {
-                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+                await self.request("POST", "/api/v1/namespaces", workload.namespace(name))
 
         async def accounts() -> int:
             found = 0
