@@ -69,6 +69,22 @@ def test_a_second_namespace_takes_a_name_prefix_for_its_cluster_wide_objects(
 
 
 @pytest.mark.parametrize("base", ["default", "namespaced"])
+def test_a_name_prefix_renames_the_signing_key_the_operator_reads(
+        tmp_path: Path, base: str) -> None:
+    """SIGNING_KEY_SECRET is a plain env value: without config/manager/kustomizeconfig.yaml
+    the prefix renamed the Secret and the Role's resourceNames but not the value, and the
+    operator, forbidden to read the Secret it named, exited at start."""
+    documents = overlay(base, tmp_path / base, namespace="team-b", namePrefix="team-b-")
+    [secret] = [doc for doc in documents if doc["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == "team-b-evc-operator-signing-key"
+    environment = container_environment(deployment(documents), "pod-0")
+    assert environment["SIGNING_KEY_SECRET"] == secret["metadata"]["name"]
+    [role] = [doc for doc in documents if doc["kind"] == "Role"
+              and any("secrets" in rule["resources"] for rule in doc["rules"])]
+    assert [rule["resourceNames"] for rule in role["rules"]] == [[secret["metadata"]["name"]]]
+
+
+@pytest.mark.parametrize("base", ["default", "namespaced"])
 def test_the_pod_serves_metrics_on_every_interface(tmp_path: Path, base: str) -> None:
     """The operator's own default is loopback (for `make run`); in a pod the kubelet's
     readiness probe and Prometheus come from outside, so the manifests say 0.0.0.0 (the
