@@ -278,8 +278,10 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
         return Condition("PvcReady", False, "InvalidSpec",
                          "No PersistentVolumeClaim without a valid spec.size."), []
     if outcome is PvcOutcome.CREATED:
-        # Had it one before? Not if it was refused, or could not be asked for.
-        recreated = said_reason not in (None, "PvcRefused", "InvalidSpec")
+        # Had it one before? Not if it was refused, could not be asked for, or its name
+        # was taken by a PVC not its own.
+        recreated = said_reason not in (None, "PvcRefused", "InvalidSpec", "PvcConflict",
+                                        "LabelsTooLarge")
         reason = "PvcRecreated" if recreated else "PvcCreated"
         message = (f"Recreated PersistentVolumeClaim {name}: it was deleted while the claim "
                    f"still exists." if recreated else

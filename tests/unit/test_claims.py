@@ -271,6 +271,11 @@ def test_a_conflicting_pvc_being_deleted_is_still_a_conflict() -> None:
     plan = plan_pvc(make_evc(), observed({"team": "data"}, controllers=("x",), deleting=True))
     assert plan.step is PvcStep.CONFLICT
     assert plan.patch == {}
+    # The seed's evc.yaml applied again while its finished pod still holds the earlier
+    # claim's PVC: not "rename the claim, or delete that PVC", but what will happen.
+    assert "is being deleted" in plan.message
+    assert "created once it is gone" in plan.message
+    assert "Rename" not in plan.message
 
 
 def test_our_pvc_being_deleted_means_wait() -> None:

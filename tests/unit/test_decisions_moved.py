@@ -87,6 +87,9 @@ def test_the_pvc_is_ready_only_once_bound() -> None:
     assert [event.reason for event in events] == ["PvcCreated"]
     _, events = pvc_ready(PvcOutcome.CREATED, "scratch", _said("Bound"), size="1Gi")
     assert [event.reason for event in events] == ["PvcRecreated"]
+    for never_had_one in ("PvcRefused", "InvalidSpec", "PvcConflict", "LabelsTooLarge"):
+        _, events = pvc_ready(PvcOutcome.CREATED, "scratch", _said(never_had_one), size="1Gi")
+        assert [event.reason for event in events] == ["PvcCreated"], never_had_one
     for phase, status, reason in (("Pending", False, "Pending"), ("Bound", True, "Bound"),
                                   ("Lost", False, "Lost")):
         condition, none = pvc_ready(PvcOutcome.IN_PLACE, "scratch", {}, phase=phase)
