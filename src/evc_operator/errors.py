@@ -74,6 +74,15 @@ def api_error(status: int, reason: str | None, body: bytes | str | None = None,
     return ApiException(status, reason, body=body, headers=headers)
 
 
+def transient(error: BaseException) -> bool:
+    """Whether a failed call says nothing about the request itself: the API server is
+    throttling (429), failing or unavailable (5xx), or did not answer in time. Worth the
+    same request again later; never a refusal to report."""
+    if isinstance(error, ApiException):
+        return error.status == 429 or (error.status or 0) >= 500
+    return isinstance(error, TimeoutError)
+
+
 def error_message(error: ApiException) -> str:
     """The API server's own explanation from an error response, else its reason."""
     try:

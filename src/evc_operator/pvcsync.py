@@ -5,8 +5,10 @@ that is not the operator's.
 being deleted, or a conflict with a PVC of someone else's) and says how the PVC stands: the
 `PvcReady` condition and its Events (status.pvc_ready). A refusal (quota, an admission
 policy or webhook, a LimitRange, invalid) is said in the status and counted on the claim
-(`refusals`) for the reconciliation's backoff; a patch refused for good is said once and
-not tried again until the EVC or the PVC changes (`rejected`). A PVC created or patched
+(`refusals`) for the reconciliation's backoff; an API server that throttles or fails (429,
+5xx: errors.transient) refused nothing, and the reconciliation fails and is retried, as
+after a timeout. A patch refused for good is said once and not tried again until the EVC
+or the PVC changes (`rejected`). A PVC created or patched
 that lacks a field the claim asked for (a webhook that changed it) is said too.
 """
 
@@ -34,6 +36,7 @@ from evc_operator.errors import (
     describe,
     error_message,
     refusal,
+    transient,
 )
 from evc_operator.evc import EvcView
 from evc_operator.seams import ClaimApi, PodIndex
@@ -70,6 +73,11 @@ class PvcSync:
                 if plan.step is PvcStep.CREATE:
                     raise  # there a moment ago and gone again: retry later
             except ApiException as error:
+                if transient(error):
+                    # Throttled (429) or failing (5xx): no answer about this PVC, so no
+                    # refusal to say. The reconciliation fails and is retried with
+                    # backoff, as after a timeout.
+                    raise
                 # Refused (quota, an admission policy or webhook, a LimitRange, invalid):
                 # said in the status, retried with backoff; the countdown runs meanwhile.
                 claim.refusals += 1

@@ -1,0 +1,126 @@
+"""An API server that throttles (429) or fails (5xx) while a claim's PVC is created has
+refused nothing: the reconciliation is retried with backoff, as after a timeout, and the
+claim says no `PvcRefused` and gets no Warning. A real refusal (403, 422, 400) is still
+said. With the fakes of tests/unit/fakes.py in place of the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from typing import Any
+
+import pytest
+
+from evc_operator import errors
+from evc_operator.scheduler import Scheduler
+from tests.unit.fakes import FakeApi, evc_body, make, view_of
+from tests.unit.support import T0, Clock
+
+KEY = ("jobs", "scratch")
+
+
+def new_claim() -> dict[str, Any]:
+    body = evc_body()
+    del body["status"]
+    return body
+
+
+def answer(status: int, reason: str, message: str) -> errors.ApiException:
+    return errors.api_error(status, reason, json.dumps(
+        {"kind": "Status", "status": "Failure", "reason": reason, "message": message,
+         "code": status}))
+
+
+def work_once(scheduler: Scheduler) -> None:
+    """What the scheduler's loop does with a claim it takes from its queue."""
+    async def once() -> None:
+        for key, added_at in scheduler.queue.take():
+            scheduler.limit.take()
+            await scheduler._work(key, added_at)
+
+    asyncio.run(once())
+
+
+TRANSIENT = {
+    "429": answer(429, "TooManyRequests", "Too many requests, please try again later."),
+    "500": answer(500, "InternalError", "Internal error occurred: etcdserver: leader changed"),
+    "503": answer(503, "ServiceUnavailable", "the server is currently unable to handle the "
+                                             "request"),
+    "504": answer(504, "Timeout", "Timeout: request did not complete within 60s"),
+}
+
+
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
+def test_a_throttled_or_failing_api_server_is_retried_not_reported_as_a_refusal(
+        error: errors.ApiException) -> None:
+    clock = Clock()
+    clock.now = T0 + datetime.timedelta(seconds=5)
+    fake = FakeApi(fresh_pods=[])
+    fake.create_error = error
+    scheduler, index = make(fake, [], clock=clock, body=new_claim())
+    index.pvcs.clear()
+
+    work_once(scheduler)
+    assert fake.calls.count("create_pvc") == 1
+    assert not [call for call in fake.calls if call.startswith("event:")]  # no Warning
+    assert not [call for call in fake.calls if call.startswith("patch_status")]
+    conditions = view_of(scheduler, KEY).status.get("conditions") or []
+    assert not [c for c in conditions if c.get("reason") == "PvcRefused"]
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.refusals == 0
+    # Retried with the failure's backoff, 1 s first, then longer.
+    retry_at = scheduler.queue.later.get(KEY)
+    assert retry_at == clock.now + datetime.timedelta(seconds=1)
+
+    clock.now = retry_at
+    fake.calls.clear()
+    work_once(scheduler)
+    assert fake.calls.count("create_pvc") == 1
+    assert scheduler.queue.later.get(KEY) == clock.now + datetime.timedelta(seconds=2)
+
+    fake.create_error = None  # the API server answers again
+    clock.now += datetime.timedelta(seconds=2)
+    fake.calls.clear()
+    work_once(scheduler)
+    assert "event:PvcCreated" in fake.calls  # created, not "recreated"
+    ready = next(c for c in view_of(scheduler, KEY).status["conditions"]
+                 if c["type"] == "PvcReady")
+    assert ready["reason"] == "Pending"
+
+
+REFUSALS = {
+    "403": answer(403, "Forbidden", 'persistentvolumeclaims "scratch" is forbidden: '
+                                    'exceeded quota: storage'),
+    "422": answer(422, "Invalid", "denied by ValidatingAdmissionPolicy 'no-pvcs'"),
+    "400": answer(400, "BadRequest", "admission webhook \"pvc.example\" denied the request"),
+}
+
+
+@pytest.mark.parametrize("error", REFUSALS.values(), ids=REFUSALS.keys())
+def test_a_real_refusal_is_still_said_once_as_pvc_refused(error: errors.ApiException) -> None:
+    clock = Clock()
+    clock.now = T0 + datetime.timedelta(seconds=5)
+    fake = FakeApi(fresh_pods=[])
+    fake.create_error = error
+    scheduler, index = make(fake, [], clock=clock, body=new_claim())
+    index.pvcs.clear()
+
+    work_once(scheduler)
+    ready = next(c for c in view_of(scheduler, KEY).status["conditions"]
+                 if c["type"] == "PvcReady")
+    assert (ready["status"], ready["reason"]) == ("False", "PvcRefused")
+    assert fake.calls.count("event:PvcRefused") == 1
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.refusals == 1
+
+
+def test_transient_is_429_5xx_and_timeouts_only() -> None:
+    assert all(errors.transient(error) for error in TRANSIENT.values())
+    assert errors.transient(TimeoutError())
+    assert not any(errors.transient(error) for error in REFUSALS.values())
+    assert not errors.transient(errors.Conflict("Conflict"))
+    assert not errors.transient(errors.NotFound("Not Found"))
+    assert not errors.transient(ValueError("x"))
