@@ -70,6 +70,7 @@ class PodUse:
     created: datetime.datetime
     known: bool = False  # this process has seen it as a user before: its history is known
     ended: datetime.datetime | None = None  # a finished pod's end, as its kubelet reported
+    pod: bool = True  # a pod (from its creation on, a use), not a workload (`Kind/name`)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -145,11 +146,24 @@ def decide(claim: Claim, users: Iterable[PodUse], now: datetime.datetime,
 
 
 def _maybe_used_after(user: PodUse, moment: datetime.datetime) -> bool:
-    if user.known:
-        return False  # we saw it ourselves: its end is in the record already
+    """Whether a finished user may have been in use after `moment`, a recorded end of use.
+
+    By name alone a user is no proof of what this process saw: a pod deleted and created
+    again under the same name, or a Deployment scaled up and down again while the watch was
+    away, looks known. A recorded end is past the end of every user seen when it was
+    decided (`_unused_since`), so a user whose end or creation is not before it is another
+    story, known name or not. A pod's creation is the API server's stamp; its reported end
+    is its node's clock, which may run behind: created after the moment, it was in use
+    after it, whatever its end says. (Stamps are cut to the second: one created in the
+    moment's own second may be the pod seen, created and gone in the moment itself, when
+    known; when not, it may be newer.)"""
+    if user.pod and (user.created > moment or (not user.known and user.created == moment)):
+        return True
     if user.ended is not None:
         # Reported ends are cut to the second: one in the recorded second may be after it.
         return user.ended >= moment
+    if user.known:
+        return False  # we saw it ourselves: its end is in the record already
     # No reported end: was it created after? creationTimestamp is cut to the second, and
     # the recorded end rounded up, so a pod stamped in the second before may be newer.
     return user.created >= moment - _ONE_SECOND
@@ -190,8 +204,11 @@ def _ended_before(user: PodUse, created: datetime.datetime) -> bool:
     """The user finished before the claim existed, so it never used it: it starts no grace.
 
     Both timestamps are cut to the second; an end in an earlier second than the claim's
-    creation is surely before it. Without a reported end, it may have ended after."""
-    return user.ended is not None and user.ended < created
+    creation is surely before it. Without a reported end, it may have ended after. A pod
+    created in or after the claim's second did not end before it, whatever its node's
+    clock reported (one running behind reports ends too early)."""
+    return (user.ended is not None and user.ended < created
+            and (not user.pod or user.created < created))
 
 
 def trusted(recorded: Claim, ours: Claim | None) -> Claim:

@@ -80,8 +80,9 @@ class PodView:
     ended: datetime.datetime | None = None  # when its last container finished, if known
 
     def use(self) -> PodUse:
+        # A workload's view is named `Kind/name` (workloads.py); a pod's name has no "/".
         return PodUse(name=self.name, active=self.active, created=self.created,
-                      ended=self.ended)
+                      ended=self.ended, pod="/" not in self.name)
 
 
 def pod_view(body: Mapping[str, Any]) -> PodView:

@@ -117,7 +117,7 @@ def test_after_a_restart_a_pod_from_the_same_second_may_be_newer() -> None:
 
 def test_a_reported_end_settles_whether_an_unseen_pod_was_used_after() -> None:
     recorded = claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100))
-    before = [dataclasses.replace(pod("p", active=False, created=100), ended=at(99.5))]
+    before = [dataclasses.replace(pod("p", active=False, created=98), ended=at(99))]
     assert decide(recorded, before, at(150)).unused_since == at(100)
     after = [dataclasses.replace(pod("p", active=False, created=50), ended=at(120))]
     assert decide(recorded, after, at(150)).unused_since == at(150)
@@ -129,6 +129,47 @@ def test_a_reported_end_in_the_recorded_second_may_be_after_it() -> None:
     recorded = claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100))
     user = PodUse("p", active=False, created=at(99), ended=at(100))
     assert decide(recorded, [user], at(150)).unused_since == at(150)
+
+
+@pytest.mark.parametrize("created", [100, 101, 120])
+def test_an_unseen_pod_created_after_the_record_was_used_after_whatever_its_node_says(
+        created: int) -> None:
+    """finishedAt is the node's clock, which may run behind the API server's: a pod created
+    (the API server's stamp) after the recorded end of use was in use after it, even if
+    its node reports an end before it. Believed, its grace would end early by the skew."""
+    recorded = claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100))
+    skewed = PodUse("p", active=False, created=at(created), ended=at(55))
+    assert decide(recorded, [skewed], at(150)).unused_since == at(150)
+
+
+def test_a_known_name_with_a_later_end_or_creation_is_another_use() -> None:
+    """Known by name is no proof: the pod deleted and created again under its name, or a
+    Deployment scaled up and down again while the watch was away, ran after the record."""
+    recorded = claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100))
+    seen = PodUse("p", active=False, created=at(50), known=True, ended=at(99))
+    assert decide(recorded, [seen], at(150)).unused_since == at(100)
+    for again in (dataclasses.replace(seen, created=at(101), ended=at(120)),
+                  dataclasses.replace(seen, created=at(101), ended=None),
+                  dataclasses.replace(seen, ended=at(100))):
+        assert decide(recorded, [again], at(150)).unused_since == at(150), again
+    scaled = PodUse("Deployment/d", active=False, created=at(-100), known=True,
+                    ended=at(130), pod=False)
+    assert decide(recorded, [scaled], at(150)).unused_since == at(150)
+    # A workload's creation is no use: created at zero replicas after the record.
+    never = PodUse("Deployment/e", active=False, created=at(120), known=True,
+                   ended=None, pod=False)
+    assert decide(recorded, [never], at(150)).unused_since == at(100)
+
+
+def test_a_pod_created_after_the_claim_did_not_end_before_it_whatever_its_node_says() -> None:
+    """A node running 30 s behind reports an end before the claim existed, for a pod
+    created (the API server's stamp) after it: a use, not a pod of before."""
+    skewed = PodUse("p", active=False, created=at(105), ended=at(90))
+    decision = decide(claim(created=at(100)), [skewed], at(130))
+    assert (decision.phase, decision.unused_since) == (Phase.IDLE, at(130))
+    workload = PodUse("Deployment/d", active=False, created=at(105),
+                      ended=datetime.datetime.min.replace(tzinfo=datetime.UTC), pod=False)
+    assert decide(claim(created=at(100)), [workload], at(130)).phase is Phase.PENDING
 
 
 def test_finished_users_of_a_never_used_claim_count_as_use() -> None:
