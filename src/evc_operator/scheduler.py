@@ -95,12 +95,18 @@ class Scheduler:
             self.queue.add(key)
 
     def set_active(self, active: bool) -> None:
-        """Leadership changed: a new leader looks at every claim again, at once."""
+        """Leadership changed: a new leader looks at every claim again, at once.
+
+        What this process learned while it led goes when it stops leading: another leader
+        may write facts it never saw (a user, an end of use), and on leading again it must
+        believe those, sealed, as a process just started does (`lifecycle.believed`), not
+        set its own older ones against them (`lifecycle.trusted`)."""
         self.active = active
         if active:
             for key in self.claims:
                 self.poke(key)
         else:
+            self.claims.forget_decisions()
             self._drop_events("another replica leads now")
         self.queue.wake()
 

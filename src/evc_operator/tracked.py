@@ -135,6 +135,12 @@ class Tracked:
             held.view = view = evc_view(body, self.settings)
             held.written = (view.uid, view.claim)
 
+    def forget_decisions(self) -> None:
+        """Keep each claim's view only, as if this process had just started (leadership
+        lost: what it decided and saw may be overtaken by another leader's)."""
+        for key, held in self._claims.items():
+            self._claims[key] = TrackedClaim(held.view)
+
     def forget(self, key: Key) -> None:
         if self._claims.pop(key, None) is not None:
             self._per_namespace[key[0]] -= 1
