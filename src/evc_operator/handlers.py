@@ -100,6 +100,7 @@ class _RetryUntilItAnswers:
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
                 **kwargs: Any) -> None:
     config = CONFIG
+    _no_kopf_peering(settings, logger)
     memory.map_large_blocks()  # before the first connection: see memory.py
     memory.small_tls_buffers()
     openfiles.raise_soft_limit()  # a connection per watch: several a namespace
@@ -173,6 +174,22 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     logger.info("Expiry period %ss, grace period %ss, countdown interval %ss%s.",
                 config.expiry_period, config.grace_period, config.countdown_interval,
                 ", DRY RUN: nothing will be deleted" if config.dry_run else "")
+
+
+def _no_kopf_peering(settings: kopf.OperatorSettings, logger: kopf.Logger) -> None:
+    """Kopf's peering off, always: replicas elect the active one with the operator's own
+    Lease (leadership.py). Left to detect it, Kopf turns peering on wherever the
+    KopfPeering or ClusterKopfPeering CRD exists (another Kopf-based operator installs
+    them), and then patches and watches a `default` peering object the RBAC does not
+    grant: one Forbidden error after another, for ever (and, were it granted, a pause
+    whenever that other operator runs). Kopf reads this setting only once the start-up
+    handlers are done (its orchestrator waits for them), so here is early enough, and
+    `kopf run` needs no `--standalone`."""
+    if settings.peering.mandatory:
+        logger.warning("Kopf's peering (--peering) is not used: replicas elect the active "
+                       "one with a Lease (LEADER_ELECTION).")
+    settings.peering.standalone = True
+    settings.peering.mandatory = False
 
 
 async def _streams_lists(api: kube.Api, logger: kopf.Logger) -> bool:
