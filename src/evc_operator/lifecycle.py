@@ -154,10 +154,11 @@ def _maybe_used_after(user: PodUse, moment: datetime.datetime) -> bool:
     decided (`_unused_since`), so a user whose end or creation is not before it is another
     story, known name or not. A pod's creation is the API server's stamp; its reported end
     is its node's clock, which may run behind: created after the moment, it was in use
-    after it, whatever its end says. (Stamps are cut to the second: one created in the
-    moment's own second may be the pod seen, created and gone in the moment itself, when
-    known; when not, it may be newer.)"""
-    if user.pod and (user.created > moment or (not user.known and user.created == moment)):
+    after it, whatever its end says. Stamps are cut to the second and the recorded end
+    rounded up: a pod stamped in the second before, not seen, may be newer; one seen in
+    the moment's own second may be the pod seen, created and gone in the moment itself."""
+    if user.pod and (user.created > moment
+                     or (not user.known and user.created >= moment - _ONE_SECOND)):
         return True
     if user.ended is not None:
         # Reported ends are cut to the second: one in the recorded second may be after it.

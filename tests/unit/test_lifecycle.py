@@ -131,7 +131,7 @@ def test_a_reported_end_in_the_recorded_second_may_be_after_it() -> None:
     assert decide(recorded, [user], at(150)).unused_since == at(150)
 
 
-@pytest.mark.parametrize("created", [100, 101, 120])
+@pytest.mark.parametrize("created", [99, 100, 101, 120])
 def test_an_unseen_pod_created_after_the_record_was_used_after_whatever_its_node_says(
         created: int) -> None:
     """finishedAt is the node's clock, which may run behind the API server's: a pod created
