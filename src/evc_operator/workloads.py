@@ -114,20 +114,48 @@ def may_create_pods(kind: str, body: Mapping[str, Any]) -> tuple[bool, datetime.
     return True, None  # CronJob, DaemonSet
 
 
+# A StatefulSet's volumeClaimTemplates beyond this many replicas are not told apart: it
+# is then a user of none of them by name (its pods still are), rather than hold a name
+# for each of tens of thousands of ordinals.
+MAX_ORDINALS = 1000
+
+
+def _claim_templates(metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> set[str]:
+    """The PVC names a StatefulSet's pods mount from its volumeClaimTemplates:
+    `<template>-<statefulset>-<ordinal>` for each ordinal it keeps (spec.ordinals.start
+    on, `replicas` of them). Its controller mounts a PVC of that name if one exists, an
+    EVC's among them: such a claim is used by the StatefulSet while the ordinal is in
+    its range, even between two of its pods."""
+    templates = [(entry.get("metadata") or {}).get("name")
+                 for entry in spec.get("volumeClaimTemplates") or ()]
+    replicas = spec.get("replicas")
+    count = 1 if replicas is None else replicas
+    start = (spec.get("ordinals") or {}).get("start") or 0
+    if not templates or not isinstance(count, int) or not isinstance(start, int) or not (
+            0 < count <= MAX_ORDINALS):
+        return set()
+    return {f"{template}-{metadata['name']}-{ordinal}" for template in templates if template
+            for ordinal in range(start, start + count)}
+
+
 def workload_view(kind: str, body: Mapping[str, Any]) -> PodView:
     """A workload as a user-shaped view: name `Kind/name`, active while it may create pods,
-    the claims its template mounts and the labels its template gives pods."""
-    metadata = body.get("metadata") or {}
-    template = template_of(kind, body.get("spec") or {})
+    the claims its template mounts (and a StatefulSet's claim templates) and the labels its
+    template gives pods."""
+    metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
+    template = template_of(kind, spec)
     template_spec = template.get("spec") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
     active, stopped = may_create_pods(kind, body)
+    claims = mounted_claims(template_spec)
+    if kind == "StatefulSet" and spec.get("volumeClaimTemplates"):
+        claims = tuple(sorted({*claims, *_claim_templates(metadata, spec)}))
     return PodView(
         name=f"{kind}/{metadata['name']}",
         namespace=sys.intern(metadata.get("namespace") or ""),
         active=active,
         created=shared_time(metadata["creationTimestamp"]),
-        claims=mounted_claims(template_spec),
+        claims=claims,
         labels=label_set(labels),
         ended=None if active else stopped,
     )

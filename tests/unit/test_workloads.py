@@ -157,3 +157,35 @@ def test_a_scale_down_after_the_recorded_end_moves_the_clock_later() -> None:
     decision = decided(body, claim_created=0, now=200, recorded_phase=Phase.IDLE,
                        recorded_unused_since=at(120))
     assert decision.unused_since == at(200)
+
+
+def statefulset(replicas: int | None, **spec: Any) -> dict[str, Any]:
+    body = workload("StatefulSet", claim_name=None,
+                    spec={**spec, "volumeClaimTemplates": [{"metadata": {"name": "data"}},
+                                                           {"metadata": {"name": "cache"}}]})
+    if replicas is not None:
+        body["spec"]["replicas"] = replicas
+    return body
+
+
+def test_a_statefulset_uses_the_claims_its_claim_templates_name_for_its_ordinals() -> None:
+    """Its controller mounts `<template>-<name>-<ordinal>` if such a PVC exists, an EVC's
+    among them: between two pods of that ordinal (evicted, not yet made again while an
+    earlier one is not Ready), the claim is still the StatefulSet's."""
+    view = workload_view("StatefulSet", statefulset(2))
+    assert view.claims == ("cache-w-0", "cache-w-1", "data-w-0", "data-w-1")
+    use = users_of("data-w-1", None, [view], [])
+    decision = decide(claim(recorded_phase=Phase.IN_USE), use, at(100))
+    assert (decision.phase, decision.active_users) == (Phase.IN_USE, ("StatefulSet/w",))
+    assert users_of("data-w-2", None, [view], []) == []  # beyond its replicas: not its
+
+
+@pytest.mark.parametrize(("replicas", "spec", "claims"), [
+    (None, {}, ("cache-w-0", "data-w-0")),  # replicas unset: 1
+    (2, {"ordinals": {"start": 5}}, ("cache-w-5", "cache-w-6", "data-w-5", "data-w-6")),
+    (0, {}, ()),
+    (1001, {}, ()),  # too many to name: its pods still count, as pods
+])
+def test_a_statefulsets_ordinals_follow_its_replicas_and_start(
+        replicas: int | None, spec: dict[str, Any], claims: tuple[str, ...]) -> None:
+    assert workload_view("StatefulSet", statefulset(replicas, **spec)).claims == claims
