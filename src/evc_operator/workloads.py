@@ -17,10 +17,11 @@ matches) counts as a user while it may still create pods:
 | ReplicationController                  | (replicas unset means 1)                        |
 | DaemonSet                              | it exists                                       |
 
-When a workload stops being a user, the grace counts from when it stopped: a Job's
-finishing condition's time when the Job controller reports it, else the moment the
-operator sees the change (the later way). A deleted workload is simply gone, like a
-deleted pod. Its pods still count on their own, as pods.
+When a workload stops being a user, the grace counts from the moment the operator sees
+the change (the later way); a Job's finishing condition's time, or a replicated
+workload's last write, tells after a restart whether it stopped before or after the
+recorded end of use. A deleted workload is simply gone, like a deleted pod. Its pods
+still count on their own, as pods.
 
 A workload that has not been an active user since the claim was created is no use of it
 (as a pod that ended before the claim existed): a replicated workload at zero replicas
