@@ -55,6 +55,7 @@ class Reason(enum.StrEnum):
     PVC_REFUSED = "PvcRefused"  # the API server refused to create its PVC
     PVC_SPEC_MISMATCH = "PvcSpecMismatch"  # its PVC lacks a field the claim asked for
     LABELS_TOO_LARGE = "LabelsTooLarge"  # too many labels to copy: no PVC made or updated
+    PVC_LOST = "PvcLost"  # its PVC is Lost: the volume is gone, and the data on it
 
 
 _REASONS = {  # by (condition type, condition reason), in order of precedence
@@ -62,6 +63,7 @@ _REASONS = {  # by (condition type, condition reason), in order of precedence
     ("PvcReady", "PvcRefused"): Reason.PVC_REFUSED,
     ("PvcReady", "PvcSpecMismatch"): Reason.PVC_SPEC_MISMATCH,
     ("PvcReady", "LabelsTooLarge"): Reason.LABELS_TOO_LARGE,
+    ("PvcReady", "Lost"): Reason.PVC_LOST,
     ("SpecValid", "InvalidSpec"): Reason.INVALID_SPEC,
     ("PvcReady", "PvcUpdateRejected"): Reason.PVC_UPDATE_REJECTED,
     ("DeletionPaused", "KeepAnnotation"): Reason.KEPT,
@@ -312,15 +314,21 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
     if bound:
         condition = Condition("PvcReady", True, "Bound",
                               f"PersistentVolumeClaim {name} is bound to a volume.")
-    elif phase == "Lost":
-        condition = Condition("PvcReady", False, "Lost",
-                              f"PersistentVolumeClaim {name} lost its volume.")
+    elif phase == "Lost":  # said once, when it turns Lost (not at each reconciliation)
+        message = _LOST.format(name=name)
+        if said_reason != "Lost":
+            events.append(Event("Warning", "PvcLost", message))
+        condition = Condition("PvcReady", False, "Lost", message)
     else:
         condition = Condition("PvcReady", False, "Pending",
                               f"PersistentVolumeClaim {name} is in place. {_UNBOUND}")
     return _as_said(condition, previous), events
 
 
+_LOST = ("PersistentVolumeClaim {name} is Lost: the PersistentVolume it was bound to no "
+         "longer exists, and the data on it is gone. Pods cannot use it. The operator does "
+         "not replace a PersistentVolumeClaim that exists: delete the EphemeralVolumeClaim "
+         "and create it again for a new, empty volume. Its countdown runs as usual.")
 _UNBOUND = ("It is not bound to a volume yet (its StorageClass may wait for the first pod "
             "that uses it).")
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from evc_operator.claims import pvc_view, update_attempt
 from evc_operator.lifecycle import Claim, Phase, decide, trusted
-from evc_operator.status import PvcOutcome, pvc_ready, spec_warnings
+from evc_operator.status import PvcOutcome, pvc_ready, reason_of, spec_warnings
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 moments = st.one_of(st.none(), st.integers(0, 600).map(
@@ -90,10 +90,24 @@ def test_the_pvc_is_ready_only_once_bound() -> None:
     for never_had_one in ("PvcRefused", "InvalidSpec", "PvcConflict", "LabelsTooLarge"):
         _, events = pvc_ready(PvcOutcome.CREATED, "scratch", _said(never_had_one), size="1Gi")
         assert [event.reason for event in events] == ["PvcCreated"], never_had_one
-    for phase, status, reason in (("Pending", False, "Pending"), ("Bound", True, "Bound"),
-                                  ("Lost", False, "Lost")):
+    for phase, status, reason in (("Pending", False, "Pending"), ("Bound", True, "Bound")):
         condition, none = pvc_ready(PvcOutcome.IN_PLACE, "scratch", {}, phase=phase)
         assert (condition.status, condition.reason, none) == (status, reason, [])
+
+
+def test_a_lost_pvc_is_warned_of_once() -> None:
+    """Its volume is gone, and the data on it: one Warning when it turns Lost, none again
+    at each reconciliation while it stays so (the stored condition says it was said)."""
+    lost, events = pvc_ready(PvcOutcome.IN_PLACE, "scratch", _said("Bound"), phase="Lost")
+    assert (lost.status, lost.reason) == (False, "Lost")
+    assert lost.message.startswith("PersistentVolumeClaim scratch is Lost: the "
+                                   "PersistentVolume it was bound to no longer exists")
+    assert [(event.type, event.reason, event.message) for event in events] == [
+        ("Warning", "PvcLost", lost.message)]
+    _, again = pvc_ready(PvcOutcome.IN_PLACE, "scratch",
+                         _said("Lost", lost.message, status="False"), phase="Lost")
+    assert again == []
+    assert reason_of([lost]) == "PvcLost"
 
 
 def test_the_pvc_condition_keeps_its_wording_while_its_status_and_reason_stay() -> None:

@@ -436,6 +436,7 @@ def test_the_reason_column_names_why_deletion_is_paused(invalid: bool, keep: boo
     (Condition("PvcReady", True, "PvcUpdateRejected", "no"), "PvcUpdateRejected"),
     (Condition("PvcReady", False, "Pending", "waits"), None),
     (Condition("PvcReady", True, "Bound", "bound"), None),
+    (Condition("PvcReady", False, "Lost", "its volume is gone"), "PvcLost"),
 ])
 def test_the_reason_column_flags_pvc_problems_first(pvc: Condition,
                                                    expected: str | None) -> None:
