@@ -114,7 +114,9 @@ def mounted_claims(pod_spec: Mapping[str, Any]) -> tuple[str, ...]:
 def _finished_at(status: Mapping[str, Any]) -> datetime.datetime | None:
     """When the pod's last container finished, as its kubelet reported; None if unknown."""
     containers = [*(status.get("initContainerStatuses") or ()),
-                  *(status.get("containerStatuses") or ())]
+                  *(status.get("containerStatuses") or ()),
+                  # An ephemeral container (kubectl debug) may mount the claim too.
+                  *(status.get("ephemeralContainerStatuses") or ())]
     try:
         ends = [shared_time(c["state"]["terminated"]["finishedAt"]) for c in containers]
     except (KeyError, TypeError, ValueError, AttributeError):  # AttributeError: null

@@ -2,8 +2,8 @@
 
 The seed keeps a claim until its users are deleted or finished "and not going to be
 restarted". For batch work the pod is not the whole story: a Job retries a failed pod
-after a backoff, a CronJob starts a new Job on schedule, a Deployment scaled to zero comes
-back. Between two pods no pod uses the claim, yet the next one will. So a workload whose
+after a backoff, a CronJob starts a new Job on schedule, a Deployment replaces a pod it
+lost. Between two pods no pod uses the claim, yet the next one will. So a workload whose
 pod template names the claim (`claimName`, or labels the claim's `spec.selector`
 matches) counts as a user while it may still create pods:
 

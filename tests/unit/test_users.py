@@ -101,6 +101,21 @@ def test_a_container_that_never_started_has_no_end_time() -> None:
     assert pod.ended is None
 
 
+def test_an_ephemeral_container_that_ended_later_is_the_pods_end() -> None:
+    """`kubectl debug` adds an ephemeral container, which may mount the claim too: the
+    pod's use ends with the last of all its containers."""
+    body = make_pod(phase="Succeeded")
+
+    def ended(at: str) -> dict[str, Any]:
+        return {"name": "c", "state": {"terminated": {"finishedAt": at}}}
+
+    body["status"]["containerStatuses"] = [ended("2026-01-01T13:00:00Z")]
+    body["status"]["ephemeralContainerStatuses"] = [ended("2026-01-01T13:05:00Z")]
+    assert pod_view(body).ended == datetime.datetime(2026, 1, 1, 13, 5, tzinfo=datetime.UTC)
+    body["status"]["ephemeralContainerStatuses"] = [{"name": "d", "state": {"running": {}}}]
+    assert pod_view(body).ended is None  # still running: its end is not known
+
+
 def test_pod_view_reads_identity_labels_and_creation_time() -> None:
     pod = pod_view(make_pod("worker-1", labels={"team": "data", "app": "etl"}))
     assert pod.name == "worker-1"
