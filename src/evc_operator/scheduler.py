@@ -65,7 +65,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self.outbox = Outbox()  # Events that give way to claims waiting for a slot
         self.reconciler = ClaimReconciler(Measured(api, self.limit), index, self.freshness,
-                                          settings, clock, self.logger_for, self.claims.remember,
+                                          settings, clock, self.logger_for, self._remember,
                                           waiting=self._unslotted, defer=self._defer,
                                           latest=latest)
 
@@ -109,6 +109,13 @@ class Scheduler:
             self.claims.forget_decisions()
             self._drop_events("another replica leads now")
         self.queue.wake()
+
+    def _remember(self, body: Mapping[str, Any]) -> None:
+        """Our own write's result, kept unless leadership was lost while it was under way
+        (`set_active`: what this process wrote then is no fact to set against another
+        leader's record)."""
+        if self.active:
+            self.claims.remember(body)
 
     def namespace_synced(self, namespace: str) -> None:
         """A namespace's pods and PVCs were (re)listed: look at its claims again."""

@@ -103,3 +103,22 @@ def test_a_pod_is_told_from_a_workload_for_the_rules_on_creation() -> None:
                                "creationTimestamp": stamp(1)},
                   "spec": {"replicas": 0, "template": {"spec": {}}}}
     assert not workload_view("Deployment", deployment).use().pod
+
+
+def test_a_status_write_answered_after_the_lease_was_lost_is_not_kept_as_ours() -> None:
+    """A write under way when leadership goes: its answer is what was stored then, no fact
+    to set against the record the next leader writes (the race of the test above)."""
+    clock = Clock(at(10))
+    fake = FakeApi(fresh_pods=[])
+    scheduler, _index = make(fake, indexed_pods=[], clock=clock, body=evc_body())
+    reconcile_now(scheduler, KEY)
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.ours() is not None
+    answered = evc_body()
+    answered["status"] = {"phase": "Pending"}
+    scheduler.set_active(False)
+    scheduler.reconciler.remember(answered)
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.ours() is None
