@@ -336,8 +336,11 @@ def test_default_rbac_and_crd_are_those_of_config(control_plane: ControlPlane,
 
 def test_namespaced_rbac_is_that_of_config(control_plane: ControlPlane,
                                            tmp_path: Path) -> None:
+    """A served namespace's Role grants config/rbac-namespaced/role.yaml's rules but the
+    Lease's: the Lease is in the release's namespace, with a Role of its own."""
     documents = template(control_plane, tmp_path, *NAMESPACED)
-    role_rules = config_rules("rbac-namespaced/role.yaml", "evc-evc-operator")
+    role_rules = [rule for rule in config_rules("rbac-namespaced/role.yaml", "evc-evc-operator")
+                  if "leases" not in rule["resources"]]
     for namespace in ("a", "b"):
         [role] = [doc for doc in documents
                   if doc["kind"] == "Role" and doc["metadata"]["namespace"] == namespace]
@@ -346,6 +349,31 @@ def test_namespaced_rbac_is_that_of_config(control_plane: ControlPlane,
         "rbac-namespaced/discovery_cluster_role.yaml")["rules"]
     assert one(documents, "Role", "evc-evc-operator-leader-election")["rules"] == config_rules(
         "rbac/leader_election_role.yaml", "evc-evc-operator")
+
+
+@pytest.mark.parametrize("values", [
+    ("--set", "watchNamespaces={a,ops}"),
+    ("--set", "watchNamespaces={a,ops},leaderElection=false,replicas=1"),
+], ids=["leader-election", "no-leader-election"])
+def test_a_served_namespaces_role_grants_no_lease(control_plane: ControlPlane,
+                                                  tmp_path: Path, values: tuple[str, ...]
+                                                  ) -> None:
+    """Leases only in the release's namespace (ops), and only with leader election: a
+    served namespace's Role, the release's own included, has no rule about them."""
+    documents = template(control_plane, tmp_path, *values)
+    served = [doc for doc in documents
+              if doc["kind"] == "Role" and doc["metadata"]["name"] == "evc-evc-operator"]
+    assert {doc["metadata"]["namespace"] for doc in served} == {"a", "ops"}
+    for role in served:
+        assert role["rules"]
+        assert not [rule for rule in role["rules"] if "leases" in rule["resources"]]
+    lease_roles = [doc for doc in documents if doc["kind"] == "Role" and any(
+        "leases" in rule["resources"] for rule in doc["rules"])]
+    if "leaderElection=false" in values[-1]:
+        assert lease_roles == []
+    else:
+        assert [(doc["metadata"]["name"], doc["metadata"]["namespace"])
+                for doc in lease_roles] == [("evc-evc-operator-leader-election", "ops")]
 
 
 def config_keys(documents: list[Manifest]) -> set[tuple[str, str, str | None]]:

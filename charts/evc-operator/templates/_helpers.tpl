@@ -90,13 +90,22 @@ Usage: include "evc-operator.document" (list $ "files/rbac/cluster_role.yaml") |
 The rules of the first document of a file under files/: the chart grants exactly what the
 kustomize manifests grant. One difference: a rule naming the Lease (config/ names the
 operator's default Lease, evc-operator) names this release's Lease, <fullname>.
+A third element "withoutLeases" leaves the Lease's rules out: a served namespace's Role
+(config/rbac-namespaced/role.yaml serves the namespace the operator runs in, Lease
+included); the chart grants the Lease in the release's namespace only, with a Role of its
+own when leaderElection is on.
 Usage: include "evc-operator.rules" (list $ "files/rbac/cluster_role.yaml")
+       include "evc-operator.rules" (list $ "files/rbac-namespaced/role.yaml" "withoutLeases")
 */}}
 {{- define "evc-operator.rules" -}}
 {{- $root := index . 0 }}
-{{- $document := include "evc-operator.document" . | fromYaml }}
+{{- $withoutLeases := and (gt (len .) 2) (eq (index . 2) "withoutLeases") }}
+{{- $document := include "evc-operator.document" (list $root (index . 1)) | fromYaml }}
 {{- $rules := list }}
 {{- range $document.rules }}
+{{- if and $withoutLeases (has "leases" .resources) }}
+{{- continue }}
+{{- end }}
 {{- if and (hasKey . "resourceNames") (has "leases" .resources) }}
 {{- $_ := set . "resourceNames" (list (include "evc-operator.fullname" $root)) }}
 {{- end }}
