@@ -104,6 +104,46 @@ def test_pvc_name_taken_by_a_foreign_pvc_is_a_conflict_and_the_pvc_is_untouched(
     assert after["metadata"].get("ownerReferences") is None
 
 
+def test_a_claim_applied_again_while_its_earlier_pvc_is_held_waits_for_it_and_says_so(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    """The seed's evc.yaml applied again while its finished pod is still there: the earlier
+    claim's PVC is being deleted, held by PVC protection while a pod refers to it (a
+    scheduled pod: here on a node that does not exist, which the controller counts the
+    same). The new claim says what is happening rather than "rename the claim", leaves
+    that PVC alone, and creates its own once it is gone: PvcCreated, not PvcRecreated."""
+    operator(kubectl.namespace, **FAST)
+    kubectl("apply", "-f", "-", input=evc("again"))
+    first = present(kubectl, "pvc", "again")
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holder"},
+        "spec": {"nodeName": "elsewhere", "containers": [{"name": "c", "image": "busybox"}],
+                 "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "again"}}]}}))
+    kubectl("delete", "evc", "again", "--wait=false")
+    eventually(lambda: ((kubectl.get("pvc", "again") or {}).get("metadata") or {}).get(
+        "deletionTimestamp"), what="the earlier PVC being deleted")
+    kubectl("apply", "-f", "-", input=evc("again"))
+    condition = condition_of(kubectl, "again", "PvcReady", "PvcConflict")
+    assert "is being deleted" in condition["message"], condition
+    assert "created once it is gone" in condition["message"], condition
+    held = kubectl.get("pvc", "again")
+    assert held is not None
+    assert held["metadata"]["uid"] == first["metadata"]["uid"]
+
+    kubectl("delete", "pod", "holder", "--grace-period=0", "--force", "--wait=false")
+    second = eventually(lambda: (lambda pvc: pvc if pvc and pvc["metadata"]["uid"]
+                                 != first["metadata"]["uid"] else None)(
+        kubectl.get("pvc", "again")), what="the new claim's own PVC")
+    owner = (kubectl.get("evc", "again") or {})["metadata"]["uid"]
+    assert [ref["uid"] for ref in second["metadata"]["ownerReferences"]] == [owner]
+
+    def reasons() -> list[str]:
+        return [e["reason"] for e in kubectl.events("again")
+                if e["involvedObject"].get("uid") == owner]
+
+    eventually(lambda: "PvcCreated" in reasons(), what="the PvcCreated Event")
+    assert "PvcRecreated" not in reasons(), reasons()
+
+
 def test_a_conflict_never_stalls_other_claims(kubectl: Kubectl,
                                               operator: OperatorFactory) -> None:
     names = [f"taken-{i}" for i in range(5)]
