@@ -6,10 +6,10 @@ being deleted, or a conflict with a PVC of someone else's) and says how the PVC 
 `PvcReady` condition and its Events (status.pvc_ready). A refusal (quota, an admission
 policy or webhook, a LimitRange, invalid) is said in the status and counted on the claim
 (`refusals`) for the reconciliation's backoff; an API server that throttles or fails (429,
-5xx: errors.transient) refused nothing, and the reconciliation fails and is retried, as
-after a timeout. A patch refused for good is said once and not tried again until the EVC
-or the PVC changes (`rejected`). A PVC created or patched
-that lacks a field the claim asked for (a webhook that changed it) is said too.
+5xx: errors.transient) refused nothing yet: `PvcRetrying`, without a Warning, until it has
+failed TRANSIENT_SAID_AFTER times in a row. A patch refused for good is said once and not
+tried again until the EVC or the PVC changes (`rejected`). A PVC created or patched that
+lacks a field the claim asked for (a webhook that changed it) is said too.
 """
 
 from __future__ import annotations
@@ -46,6 +46,12 @@ from evc_operator.tracked import TrackedClaim
 Logger = logging.LoggerAdapter[Any]
 
 
+# A PVC creation that the API server throttles or fails (429, 5xx) this many times in a row
+# is said as refused, with a Warning: after the backoff's 1 + 2 s, it is no passing spell
+# (an admission webhook that is down and fails closed answers 500 until someone acts).
+TRANSIENT_SAID_AFTER = 3
+
+
 class PvcSync:
     def __init__(self, api: ClaimApi, index: PodIndex) -> None:
         self.api = api
@@ -73,16 +79,18 @@ class PvcSync:
                 if plan.step is PvcStep.CREATE:
                     raise  # there a moment ago and gone again: retry later
             except ApiException as error:
-                if transient(error):
-                    # Throttled (429) or failing (5xx): no answer about this PVC, so no
-                    # refusal to say. The reconciliation fails and is retried with
-                    # backoff, as after a timeout.
-                    raise
-                # Refused (quota, an admission policy or webhook, a LimitRange, invalid):
-                # said in the status, retried with backoff; the countdown runs meanwhile.
+                # Retried with backoff (`refusals`); the countdown runs meanwhile.
                 claim.refusals += 1
                 logger.debug("Creating PersistentVolumeClaim %s refused (%s).", view.name,
                              describe(error))
+                if transient(error) and claim.refusals < TRANSIENT_SAID_AFTER:
+                    # Throttled (429) or failing (5xx): no answer about this PVC yet, so no
+                    # refusal to warn of while it may pass.
+                    return pvc_ready(PvcOutcome.RETRYING, view.name, previous,
+                                     detail=refusal(error))
+                # Refused (quota, an admission policy or webhook, a LimitRange, invalid),
+                # or failing for good (a fail-closed webhook that is down answers 500):
+                # said in the status and a Warning.
                 return pvc_ready(PvcOutcome.REFUSED, view.name, previous,
                                  detail=refusal(error))
             else:

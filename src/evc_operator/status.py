@@ -237,6 +237,7 @@ class PvcOutcome(enum.StrEnum):
     CREATED = "created"
     CONFLICT = "conflict"  # a PVC of that name that is not ours
     REFUSED = "refused"  # the API server refused to create it (quota, admission, invalid)
+    RETRYING = "retrying"  # its creation throttled or failed (429, 5xx): tried again soon
     NOT_AS_ASKED = "not-as-asked"  # ours, without a field the claim asked for
     LABELS_TOO_LARGE = "labels-too-large"  # none made or updated: labels too large to copy
     DELETING = "deleting"  # ours, being deleted: recreated once gone
@@ -283,7 +284,7 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
         # Had it one before? Not if it was refused, could not be asked for, or its name
         # was taken by a PVC not its own.
         recreated = said_reason not in (None, "PvcRefused", "InvalidSpec", "PvcConflict",
-                                        "LabelsTooLarge")
+                                        "LabelsTooLarge", "PvcRetrying")
         reason = "PvcRecreated" if recreated else "PvcCreated"
         message = (f"Recreated PersistentVolumeClaim {name}: it was deleted while the claim "
                    f"still exists." if recreated else
@@ -295,6 +296,11 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
         message = template.format(name=name, detail=detail or "", limit=MAX_LABEL_BYTES)
         events = [] if said_reason == reason else [Event("Warning", reason, message)]
         return Condition("PvcReady", False, reason, message), events
+    if outcome is PvcOutcome.RETRYING:  # no Warning yet: it may pass in a second or two
+        return Condition("PvcReady", False, "PvcRetrying",
+                         f"Creating PersistentVolumeClaim {name} failed for now ({detail}); "
+                         f"tried again with backoff. The claim's own countdown runs as "
+                         f"usual."), []
     if outcome is PvcOutcome.DELETING:
         return Condition("PvcReady", False, "PvcDeleting",
                          f"PersistentVolumeClaim {name} is being deleted; it will be "

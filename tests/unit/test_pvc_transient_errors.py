@@ -1,7 +1,8 @@
 """An API server that throttles (429) or fails (5xx) while a claim's PVC is created has
-refused nothing: the reconciliation is retried with backoff, as after a timeout, and the
-claim says no `PvcRefused` and gets no Warning. A real refusal (403, 422, 400) is still
-said. With the fakes of tests/unit/fakes.py in place of the cluster."""
+refused nothing yet: the creation is retried with backoff, the claim says `PvcRetrying`
+without a Warning and counts down as usual; only a failure that persists is said as
+`PvcRefused`. A real refusal (403, 422, 400) is said at once. With the fakes of
+tests/unit/fakes.py in place of the cluster."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from evc_operator import errors
+from evc_operator.pvcsync import TRANSIENT_SAID_AFTER
 from evc_operator.scheduler import Scheduler
 from tests.unit.fakes import FakeApi, evc_body, make, view_of
 from tests.unit.support import T0, Clock
@@ -54,6 +56,8 @@ TRANSIENT = {
 @pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
 def test_a_throttled_or_failing_api_server_is_retried_not_reported_as_a_refusal(
         error: errors.ApiException) -> None:
+    """The claim says PvcRetrying (no Warning) and counts down as usual meanwhile; retried
+    after 1 s, then 2 s; created once the API server answers: PvcCreated."""
     clock = Clock()
     clock.now = T0 + datetime.timedelta(seconds=5)
     fake = FakeApi(fresh_pods=[])
@@ -61,33 +65,54 @@ def test_a_throttled_or_failing_api_server_is_retried_not_reported_as_a_refusal(
     scheduler, index = make(fake, [], clock=clock, body=new_claim())
     index.pvcs.clear()
 
-    work_once(scheduler)
-    assert fake.calls.count("create_pvc") == 1
-    assert not [call for call in fake.calls if call.startswith("event:")]  # no Warning
-    assert not [call for call in fake.calls if call.startswith("patch_status")]
-    conditions = view_of(scheduler, KEY).status.get("conditions") or []
-    assert not [c for c in conditions if c.get("reason") == "PvcRefused"]
-    claim = scheduler.claims.get(KEY)
-    assert claim is not None
-    assert claim.refusals == 0
-    # Retried with the failure's backoff, 1 s first, then longer.
-    retry_at = scheduler.queue.later.get(KEY)
-    assert retry_at == clock.now + datetime.timedelta(seconds=1)
-
-    clock.now = retry_at
-    fake.calls.clear()
-    work_once(scheduler)
-    assert fake.calls.count("create_pvc") == 1
-    assert scheduler.queue.later.get(KEY) == clock.now + datetime.timedelta(seconds=2)
+    for wait in (1, 2):
+        fake.calls.clear()
+        work_once(scheduler)
+        assert fake.calls.count("create_pvc") == 1
+        assert "event:PvcRefused" not in fake.calls  # no Warning (Expiring: it counts down)
+        status = view_of(scheduler, KEY).status
+        ready = next(c for c in status["conditions"] if c["type"] == "PvcReady")
+        assert (ready["status"], ready["reason"]) == ("False", "PvcRetrying")
+        assert status["phase"] == "Pending"
+        assert "deletesAt" in status  # its countdown runs
+        assert not status.get("reason")
+        retry_at = scheduler.queue.later.get(KEY)
+        assert retry_at == clock.now + datetime.timedelta(seconds=wait)
+        clock.now = retry_at
 
     fake.create_error = None  # the API server answers again
-    clock.now += datetime.timedelta(seconds=2)
     fake.calls.clear()
     work_once(scheduler)
     assert "event:PvcCreated" in fake.calls  # created, not "recreated"
     ready = next(c for c in view_of(scheduler, KEY).status["conditions"]
                  if c["type"] == "PvcReady")
     assert ready["reason"] == "Pending"
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.refusals == 0
+
+
+def test_a_failure_that_persists_is_said_as_refused() -> None:
+    """A fail-closed admission webhook that is down answers 500 until someone acts: after
+    TRANSIENT_SAID_AFTER tries in a row it is a refusal, with the server's words."""
+    clock = Clock()
+    clock.now = T0 + datetime.timedelta(seconds=5)
+    fake = FakeApi(fresh_pods=[])
+    fake.create_error = answer(500, "InternalError", 'Internal error occurred: failed '
+                                                     'calling webhook "pvc.example"')
+    scheduler, index = make(fake, [], clock=clock, body=new_claim())
+    index.pvcs.clear()
+    for _ in range(TRANSIENT_SAID_AFTER):
+        work_once(scheduler)
+        retry_at = scheduler.queue.later.get(KEY)
+        assert retry_at is not None
+        clock.now = retry_at
+    status = view_of(scheduler, KEY).status
+    ready = next(c for c in status["conditions"] if c["type"] == "PvcReady")
+    assert (ready["status"], ready["reason"]) == ("False", "PvcRefused")
+    assert "failed calling webhook" in ready["message"]
+    assert status["reason"] == "PvcRefused"
+    assert fake.calls.count("event:PvcRefused") == 1
 
 
 REFUSALS = {
