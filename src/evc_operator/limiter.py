@@ -31,19 +31,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from evc_operator.errors import ApiException
+from evc_operator.errors import ApiException, transient
 from evc_operator.seams import ClaimApi
 from evc_operator.status import Event
 
 T = TypeVar("T")
 FAST, SLOW = 0.2, 0.01  # weights of a new latency in the recent and the usual average
-
-
-def overloaded(error: BaseException) -> bool:
-    """Whether a failed call says the API server is overloaded (or did not answer)."""
-    if isinstance(error, ApiException):
-        return error.status == 429 or (error.status or 0) >= 500
-    return isinstance(error, TimeoutError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +156,7 @@ class Measured:
         try:
             result = await call
         except ApiException as error:
-            self.limit.observe(self.clock() - start, overload=overloaded(error))
+            self.limit.observe(self.clock() - start, overload=transient(error))
             raise
         except TimeoutError:
             self.limit.observe(self.clock() - start, overload=True)
