@@ -239,6 +239,98 @@ def test_good_durations_are_accepted(kubectl: Kubectl, value: int | str) -> None
     assert stored["spec"]["gracePeriod"] == value
 
 
+# --- what Kubernetes refuses in a PVC, refused with the claim ----------------------------
+
+@pytest.mark.parametrize("name", ["Fast_SSD", "fast/ssd", "-fast", "fast."])
+def test_storage_class_must_be_a_class_name(kubectl: Kubectl, name: str) -> None:
+    result = apply(kubectl, evc("sc", size="1Gi", storageClassName=name))
+    assert_rejected(result, "spec.storageClassName",
+                    f'spec.storageClassName "{name}" is not a StorageClass name: use lowercase '
+                    "letters, digits, '-' and '.', starting and ending with a letter or digit")
+    assert_not_created(kubectl, "sc")
+
+
+@pytest.mark.parametrize("name", ["", "fast", "fast-ssd.example.com", "a" * 253])
+def test_storage_class_names_kubernetes_takes_are_accepted(kubectl: Kubectl,
+                                                           name: str) -> None:
+    """"" is Kubernetes' own: no class, no dynamic provisioning; it reaches the PVC as is."""
+    stored = create(kubectl, evc("sc", size="1Gi", storageClassName=name))
+    assert stored["spec"]["storageClassName"] == name
+
+
+@pytest.mark.parametrize("modes", [["ReadWriteOncePod", "ReadWriteOnce"],
+                                   ["ReadOnlyMany", "ReadWriteOncePod"]])
+def test_read_write_once_pod_stands_alone(kubectl: Kubectl, modes: list[str]) -> None:
+    result = apply(kubectl, evc("rwop", size="1Gi", accessModes=modes))
+    assert_rejected(result, "spec.accessModes",
+                    "spec.accessModes cannot combine ReadWriteOncePod with other modes (got "
+                    f"[{', '.join(modes)}]): use ReadWriteOncePod alone")
+    assert_not_created(kubectl, "rwop")
+    stored = create(kubectl, evc("rwop", size="1Gi", accessModes=["ReadWriteOncePod"]))
+    assert stored["spec"]["accessModes"] == ["ReadWriteOncePod"]
+
+
+SNAPSHOT = {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "nightly"}
+
+
+@pytest.mark.parametrize(("field", "message"), [
+    ("kind", "spec.dataSourceRef.kind must not be empty: name the kind of the source"),
+    ("name", "spec.dataSourceRef.name must not be empty: name the source object"),
+])
+def test_data_source_ref_needs_a_kind_and_a_name(kubectl: Kubectl, field: str,
+                                                  message: str) -> None:
+    result = apply(kubectl, evc("ds", size="1Gi", dataSourceRef={**SNAPSHOT, field: ""}))
+    assert_rejected(result, f"spec.dataSourceRef.{field}", message)
+    assert_not_created(kubectl, "ds")
+
+
+@pytest.mark.parametrize("group", [None, ""])
+def test_data_source_ref_without_a_group_is_a_pvc(kubectl: Kubectl,
+                                                   group: str | None) -> None:
+    """Kubernetes: the core group's one kind a volume can be made from is a PVC."""
+    source: dict[str, Any] = {"kind": "VolumeSnapshot", "name": "nightly"}
+    if group is not None:
+        source["apiGroup"] = group
+    result = apply(kubectl, evc("ds", size="1Gi", dataSourceRef=source))
+    assert_rejected(result, "spec.dataSourceRef.kind",
+                    "spec.dataSourceRef has no apiGroup, so its kind must be "
+                    'PersistentVolumeClaim (the one core kind a volume can be made from), got '
+                    '"VolumeSnapshot": set apiGroup, e.g. snapshot.storage.k8s.io')
+    assert_not_created(kubectl, "ds")
+    clone = {"kind": "PersistentVolumeClaim", "name": "template"}
+    if group is not None:
+        clone["apiGroup"] = group
+    stored = create(kubectl, evc("ds", size="1Gi", dataSourceRef=clone))
+    assert stored["spec"]["dataSourceRef"] == clone
+
+
+def test_data_source_ref_group_must_be_an_api_group(kubectl: Kubectl) -> None:
+    result = apply(kubectl, evc("ds", size="1Gi",
+                                dataSourceRef={**SNAPSHOT, "apiGroup": "Snapshot.Storage"}))
+    assert_rejected(result, "spec.dataSourceRef.apiGroup",
+                    'spec.dataSourceRef.apiGroup "Snapshot.Storage" is not an API group')
+    assert_not_created(kubectl, "ds")
+
+
+# Not `namespace`: a parameter of that name would replace the fixture kubectl runs in.
+@pytest.mark.parametrize("source_namespace", ["Backups", "backups.example", "-backups",
+                                              "b" * 64])
+def test_data_source_ref_namespace_must_be_a_namespace_name(kubectl: Kubectl,
+                                                            source_namespace: str) -> None:
+    result = apply(kubectl, evc("ds", size="1Gi",
+                                dataSourceRef={**SNAPSHOT, "namespace": source_namespace}))
+    assert_rejected(result, "spec.dataSourceRef.namespace")
+    if len(source_namespace) <= 63:  # longer: the schema's maxLength speaks first
+        assert (f'spec.dataSourceRef.namespace "{source_namespace}" is not a namespace name'
+                in result.stderr), result.stderr
+    assert_not_created(kubectl, "ds")
+
+
+def test_data_source_ref_namespace_may_be_given_or_empty(kubectl: Kubectl) -> None:
+    create(kubectl, evc("ds", size="1Gi", dataSourceRef={**SNAPSHOT, "namespace": "backups"}))
+    create(kubectl, evc("ds2", size="1Gi", dataSourceRef={**SNAPSHOT, "namespace": ""}))
+
+
 # --- selector ---------------------------------------------------------------------------
 
 def selector_evc(*expressions: dict[str, Any]) -> dict[str, Any]:
@@ -288,6 +380,39 @@ def test_selector_bad_label_key(kubectl: Kubectl) -> None:
     assert_rejected(result, "spec.selector.matchLabels",
                     'spec.selector.matchLabels has an invalid label key "bad key!"')
     assert_not_created(kubectl, "sel")
+
+
+# A prefix of 253 characters (a DNS subdomain) and a name of 63: the longest label key.
+LONGEST_PREFIX = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+LONGEST_KEY = f"{LONGEST_PREFIX}/{'n' * 63}"
+KEYS_KUBERNETES_REFUSES = [
+    "n" * 64,  # a name longer than 63
+    f"{LONGEST_PREFIX}e/app",  # a prefix longer than 253
+    "Example.com/app",  # a prefix that is not a DNS subdomain
+    "app-",  # a name that ends in '-'
+    "example.com/",  # no name
+]
+
+
+@pytest.mark.parametrize("key", KEYS_KUBERNETES_REFUSES)
+def test_selector_label_keys_are_kubernetes_label_keys(kubectl: Kubectl, key: str) -> None:
+    """No pod can carry such a label, so the selector could never match it."""
+    result = apply(kubectl, evc("sel", size="1Gi", selector={"matchLabels": {key: "x"}}))
+    assert_rejected(result, "spec.selector.matchLabels",
+                    f'spec.selector.matchLabels has an invalid label key "{key}": use a name '
+                    "of at most 63 letters")
+    result = apply(kubectl, selector_evc({"key": key, "operator": "Exists"}))
+    assert_rejected(result, "spec.selector.matchExpressions[0].key",
+                    f'spec.selector.matchExpressions has an invalid label key "{key}": use a '
+                    "name of at most 63 letters")
+    assert_not_created(kubectl, "sel")
+
+
+def test_the_longest_label_key_is_accepted(kubectl: Kubectl) -> None:
+    selector = {"matchLabels": {LONGEST_KEY: "x"},
+                "matchExpressions": [{"key": LONGEST_KEY, "operator": "Exists"}]}
+    stored = create(kubectl, evc("sel", size="1Gi", selector=selector))
+    assert stored["spec"]["selector"] == selector
 
 
 def test_good_selector_is_accepted(kubectl: Kubectl) -> None:
