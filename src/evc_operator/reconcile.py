@@ -21,6 +21,7 @@ from evc_operator.budget import UsersBudget
 from evc_operator.errors import Conflict, NotFound, describe
 from evc_operator.evc import EvcView
 from evc_operator.freshness import Freshness, PodList
+from evc_operator.gate import NotLeading
 from evc_operator.lifecycle import Action
 from evc_operator.outbox import Pending
 from evc_operator.pvcsync import PvcSync
@@ -167,6 +168,11 @@ class ClaimReconciler:
         the claim is new (no facts, no PVC of its own yet); else the later way."""
         ours = claim.ours()
         recorded = view.claim
+        if ours is not None and self._overtaken(claim, view):
+            # The operator sealed this record after this process last sealed its own:
+            # another leader's, while this replica stood by (knowing it or not). Its facts
+            # are newer than ours; believed as a process just started believes them.
+            claim.written = ours = None
         if ours is None:
             new = recorded.recorded_phase is None and not had_pvc
             verified = new or seal.verify(self.settings.signing_key, view.uid,
@@ -196,6 +202,18 @@ class ClaimReconciler:
                         "(a write that failed, or someone else's); keeping the later facts.",
                         view.namespace, view.name)
         return trusted
+
+    def _overtaken(self, claim: TrackedClaim, view: EvcView) -> bool:
+        """Whether the stored record is the operator's, written in time, and sealed later
+        than this process last sealed the claim's status."""
+        stored = view.stored_seal
+        moment = seal.sealed_at(stored)
+        recorded = view.claim
+        return (moment is not None and claim.sealed_at is not None
+                and moment > claim.sealed_at
+                and seal.verify(self.settings.signing_key, view.uid, recorded.recorded_phase,
+                                recorded.recorded_unused_since, stored)
+                and seal.written_in_time(stored, view.status_written))
 
     @staticmethod
     def _ahead(claim: TrackedClaim) -> PodList | None:
@@ -287,6 +305,8 @@ class ClaimReconciler:
         try:
             await self.api.post_event(pending.namespace, pending.name, pending.uid,
                                       pending.event, pending.at)
+        except NotLeading as error:
+            logger.debug("%s.", error)
         except Exception as error:
             logger.warning("Could not post Event %s: %s", pending.event.reason, describe(error))
 

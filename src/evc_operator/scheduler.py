@@ -23,6 +23,7 @@ from evc_operator import countdowns, lifecycle, memory, metrics
 from evc_operator.errors import describe
 from evc_operator.evc import EvcView, Key
 from evc_operator.freshness import PROOF_MAX_AGE, Freshness, Lister, PodList
+from evc_operator.gate import Gated, NotLeading
 from evc_operator.limiter import DEFAULT_BOUNDS, AdaptiveLimit, Bounds, Measured
 from evc_operator.outbox import Outbox, Pending
 from evc_operator.reconcile import ClaimReconciler, Outcome
@@ -64,7 +65,11 @@ class Scheduler:
         self.limit = AdaptiveLimit(bounds, report=metrics.RECONCILE_LIMIT.set)
         self._tasks: set[asyncio.Task[None]] = set()
         self.outbox = Outbox()  # Events that give way to claims waiting for a slot
-        self.reconciler = ClaimReconciler(Measured(api, self.limit), index, self.freshness,
+        # Leadership.leading, when replicas elect one (handlers.py): whether this replica's
+        # Lease is surely still valid at this moment. Every write asks (gate.py).
+        self.leading: Callable[[], bool] = _always
+        self.reconciler = ClaimReconciler(Measured(Gated(api, self.may_act), self.limit),
+                                          index, self.freshness,
                                           settings, clock, self.logger_for, self._remember,
                                           waiting=self._unslotted, defer=self._defer,
                                           latest=latest)
@@ -109,6 +114,10 @@ class Scheduler:
             self.claims.forget_decisions()
             self._drop_events("another replica leads now")
         self.queue.wake()
+
+    def may_act(self) -> bool:
+        """Whether this replica may write now: it leads, and its Lease is surely valid."""
+        return self.active and self.leading()
 
     def _remember(self, body: Mapping[str, Any]) -> None:
         """Our own write's result, kept unless leadership was lost while it was under way
@@ -272,6 +281,9 @@ class Scheduler:
                 metrics.REACTION.observe(time.monotonic() - added_at)
         except asyncio.CancelledError:
             raise
+        except NotLeading as error:
+            # Not ours to do: when this replica leads again, it looks at every claim.
+            self.logger_for_key(key).debug("%s.", error)
         except Exception as error:
             failed = True
             metrics.RECONCILE_FAILURES.inc()
@@ -367,6 +379,10 @@ class Scheduler:
     def logger_for_key(self, key: Key) -> logging.LoggerAdapter[Any]:
         claim = self.claims.get(key)
         return self.logger_for(claim.view) if claim else logging.LoggerAdapter(log, {})
+
+
+def _always() -> bool:
+    return True
 
 
 def _namespace(key: Key) -> str:
