@@ -139,9 +139,11 @@ class PvcSync:
 def _as_asked(body: Mapping[str, Any], observed: PvcView | None,
               previous: Mapping[str, Any], condition: status.Condition,
               events: list[status.Event]) -> tuple[status.Condition, list[status.Event]]:
-    """The condition, unless the PVC lacks a field the claim asked for: then that."""
+    """The condition, unless the PVC lacks a field the claim asked for: then that. A PVC
+    that lost its volume stays Lost: said once, it is the news (the mismatch, said in its
+    place, would have it said again at every look)."""
     missing = not_as_asked(body, observed) if observed is not None else []
-    if not missing:
+    if not missing or condition.reason == "Lost":
         return condition, events
     mismatch, warnings = pvc_ready(PvcOutcome.NOT_AS_ASKED, body["metadata"]["name"],
                                    previous, detail="; ".join(missing))

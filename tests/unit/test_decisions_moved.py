@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from evc_operator.claims import pvc_view, update_attempt
 from evc_operator.lifecycle import Claim, Phase, decide, trusted
+from evc_operator.pvcsync import _as_asked
 from evc_operator.status import PvcOutcome, pvc_ready, reason_of, spec_warnings
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -130,3 +131,22 @@ def test_a_conflict_is_warned_of_once() -> None:
     assert (condition.status, condition.reason, len(events)) == (False, "PvcConflict", 1)
     _, again = pvc_ready(PvcOutcome.CONFLICT, "scratch", _said("PvcConflict"), detail="x")
     assert again == []
+
+
+def test_a_lost_pvc_that_also_lacks_an_asked_field_is_warned_of_once() -> None:
+    """Lost wins over a field the API server dropped: the mismatch in its place made the
+    Lost Warning new again at every look."""
+    body = {"metadata": {"name": "scratch", "namespace": "jobs", "uid": "u", "labels": {}},
+            "spec": {"size": "1Gi", "storageClassName": "fast"}}
+    lost = pvc_view({"metadata": {"name": "scratch", "namespace": "jobs"},
+                     "spec": {"resources": {"requests": {"storage": "1Gi"}}},
+                     "status": {"phase": "Lost"}})
+    previous: dict[str, object] = {}
+    said = []
+    for _ in range(3):
+        condition, events = pvc_ready(PvcOutcome.IN_PLACE, "scratch", previous, phase="Lost")
+        condition, events = _as_asked(body, lost, previous, condition, events)
+        said += [event.reason for event in events]
+        previous = _said(condition.reason, condition.message, status="False")
+    assert condition.reason == "Lost"
+    assert said == ["PvcLost"]
