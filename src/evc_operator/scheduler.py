@@ -32,7 +32,7 @@ from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.settings import Settings
 from evc_operator.timestamps import utcnow
 from evc_operator.tracked import Tracked, TrackedClaim, key_of
-from evc_operator.users import InvalidSelector, PodView, matches
+from evc_operator.users import PodView, users_may_change
 from evc_operator.workqueue import Timers, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class Scheduler:
         400 claims with selectors, each edit of a pod used to re-decide all 400."""
         for claim in claims:
             self._poke_for_users((namespace, claim))
-        sees = _users_may_change(change)
+        sees = users_may_change(change)
         for name in self.claims.with_selector(namespace):
             record = self.claims.get((namespace, name))
             if record is not None and sees(record.view.selector):
@@ -387,26 +387,3 @@ def _always() -> bool:
 
 def _namespace(key: Key) -> str:
     return key[0]
-
-
-def _users_may_change(change: tuple[PodView | None, PodView | None] | None,
-                      ) -> Callable[[Mapping[str, Any] | None], bool]:
-    """For a pod's change (before, after; None: not known), whether the users a selector
-    finds may differ now: the pod matches it before or after but not both, or both and
-    its use (phase, end) changed."""
-    if change is None:
-        return lambda _selector: True
-    before, after = change
-    labels = [None if view is None else dict(view.labels) for view in change]
-    same_use = before is not None and after is not None and before.use() == after.use()
-
-    def sees(selector: Mapping[str, Any] | None) -> bool:
-        if not selector:
-            return True  # not known here (tracked.py lists only claims with one)
-        try:
-            was, now = (each is not None and matches(selector, each) for each in labels)
-        except InvalidSelector:
-            return True  # cannot tell: look again (evc.py drops invalid selectors anyway)
-        return was != now or (was and not same_use)
-
-    return sees

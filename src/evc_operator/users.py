@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from evc_operator.lifecycle import PodUse
@@ -176,3 +176,26 @@ def users_of(claim_name: str, selector: Mapping[str, Any] | None,
             if pod.name not in found and matches(selector, dict(pod.labels)):
                 found[pod.name] = pod
     return [pod.use() for pod in found.values()]
+
+
+def users_may_change(change: tuple[PodView | None, PodView | None] | None,
+                      ) -> Callable[[Mapping[str, Any] | None], bool]:
+    """For a pod's change (before, after; None: not known), whether the users a selector
+    finds may differ now: the pod matches it before or after but not both, or both and
+    its use (phase, end) changed."""
+    if change is None:
+        return lambda _selector: True
+    before, after = change
+    labels = [None if view is None else dict(view.labels) for view in change]
+    same_use = before is not None and after is not None and before.use() == after.use()
+
+    def sees(selector: Mapping[str, Any] | None) -> bool:
+        if not selector:
+            return True  # not known here (tracked.py lists only claims with one)
+        try:
+            was, now = (each is not None and matches(selector, each) for each in labels)
+        except InvalidSelector:
+            return True  # cannot tell: look again (evc.py drops invalid selectors anyway)
+        return was != now or (was and not same_use)
+
+    return sees
