@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,6 +31,12 @@ class LeaseSettings:
     identity: str
     duration: float = 10.0  # seconds a Lease is valid without renewal
     retry: float = 2.0  # how often to renew, or to try to take over
+
+
+def lease_seconds(duration: float) -> int:
+    """leaseDurationSeconds for `duration`: whole seconds, rounded up, at least 1 (0 would
+    let anyone take the Lease at any time)."""
+    return max(1, math.ceil(duration))
 
 
 def _time(text: str | None) -> datetime.datetime | None:
@@ -53,7 +60,7 @@ def claimed_spec(spec: Mapping[str, Any], settings: LeaseSettings,
     transitions = int(spec.get("leaseTransitions") or 0)
     return {
         "holderIdentity": settings.identity,
-        "leaseDurationSeconds": int(settings.duration),
+        "leaseDurationSeconds": lease_seconds(settings.duration),
         "acquireTime": spec.get("acquireTime") if ours else format_time(now, micro=True),
         "renewTime": format_time(now, micro=True),
         "leaseTransitions": transitions if ours else transitions + 1,

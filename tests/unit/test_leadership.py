@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
+
 from evc_operator.leadership import LeaseSettings, claimed_spec, may_take
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -35,3 +37,14 @@ def test_taking_over_counts_a_transition_and_renewing_does_not() -> None:
     renewed = claimed_spec({**taken, "acquireTime": "earlier"}, ME, NOW)
     assert renewed["leaseTransitions"] == 4
     assert renewed["acquireTime"] == "earlier"
+
+
+@pytest.mark.parametrize(("duration", "written"),
+                         [(0.001, 1), (0.5, 1), (1, 1), (1.2, 2), (10, 10), (10.5, 11)])
+def test_the_lease_duration_is_written_rounded_up_and_never_zero(
+        duration: float, written: int) -> None:
+    """int() wrote 0 for a duration below 1 s: anyone could take such a Lease at once."""
+    settings = LeaseSettings(name="l", namespace="n", identity="me", duration=duration)
+    spec = claimed_spec({}, settings, NOW)
+    assert spec["leaseDurationSeconds"] == written
+    assert not may_take(spec, "other", NOW)
