@@ -10,23 +10,27 @@ NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 ME = LeaseSettings(name="evc-operator", namespace="ops", identity="me", duration=10)
 
 
-def held_by(holder: str, renewed_seconds_ago: float) -> dict[str, object]:
+def held_by(holder: str, renewed_seconds_ago: float, duration: int = 10) -> dict[str, object]:
     renewed = NOW - datetime.timedelta(seconds=renewed_seconds_ago)
-    return {"holderIdentity": holder, "leaseDurationSeconds": 10,
+    return {"holderIdentity": holder, "leaseDurationSeconds": duration,
             "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "leaseTransitions": 3}
 
 
 def test_a_free_or_own_lease_may_be_taken() -> None:
-    assert may_take({}, "me", NOW)
-    assert may_take(held_by("me", 5), "me", NOW)
+    assert may_take({}, "me", 0, 10)
+    assert may_take({**held_by("other", 0), "holderIdentity": ""}, "me", 0, 10)
+    assert may_take(held_by("me", 5), "me", 0, 10)
 
 
-def test_a_live_lease_of_another_holder_may_not() -> None:
-    assert not may_take(held_by("other", 9.9), "me", NOW)
-
-
-def test_an_expired_lease_may_be_taken_over() -> None:
-    assert may_take(held_by("other", 10), "me", NOW)
+def test_another_holders_lease_only_once_unchanged_for_its_whole_duration() -> None:
+    """Judged by how long this replica has seen the same record, on its own clock: the
+    holder's renewTime (its wall clock) plays no part, however old or new it looks."""
+    assert not may_take(held_by("other", 9.9), "me", 9.9, 10)
+    assert may_take(held_by("other", 9.9), "me", 10, 10)
+    assert not may_take(held_by("other", 3600), "me", 0, 10)  # the holder's clock is behind
+    assert may_take(held_by("other", -3600), "me", 10, 10)  # or ahead
+    assert not may_take(held_by("other", 0, duration=30), "me", 29, 10)  # the record's own
+    assert may_take({"holderIdentity": "other"}, "me", 10, 10)  # none written: ours
 
 
 def test_taking_over_counts_a_transition_and_renewing_does_not() -> None:
@@ -47,4 +51,4 @@ def test_the_lease_duration_is_written_rounded_up_and_never_zero(
     settings = LeaseSettings(name="l", namespace="n", identity="me", duration=duration)
     spec = claimed_spec({}, settings, NOW)
     assert spec["leaseDurationSeconds"] == written
-    assert not may_take(spec, "other", NOW)
+    assert not may_take(spec, "other", 0, 10)
