@@ -179,12 +179,12 @@ def _unused_since(claim: Claim, users: tuple[PodUse, ...],
     way. Taken the early way (`now`), a second of the clock's uncertainty could fall
     between the truth and the record, and the deadline counted from it come early.
     """
-    # Past the reported end of every user seen live, too: ends are cut to the second, so
+    # Past the reported end of every user, too: ends are cut to the second, so
     # ceil(latest) can fall in a user's last second. Recorded there, a restart could not
     # tell that user from one used after the record (_maybe_used_after), and would count
-    # from the restart instead.
+    # from the restart instead; nor could this process, should the user's name come back.
     observed = max([ceil_to_second(latest), *(user.ended + _ONE_SECOND for user in users
-                                              if user.known and user.ended is not None)])
+                                              if user.ended is not None)])
     recorded = claim.recorded_unused_since
     if claim.recorded_phase in (Phase.IDLE, Phase.DELETING) and recorded is not None:
         # A recorded end is kept (restarts never reset a countdown), unless a finished

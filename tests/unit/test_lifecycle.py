@@ -300,7 +300,10 @@ class World:
     workload: WorldWorkload | None = None
     running: bool = True
     stopped_at: float = 0.0
-    downtime: float = 0.0  # total time the operator was stopped
+    downtime: float = 0.0  # total time the operator was stopped, or its watch away
+    blind: bool = False  # running, but its watch away (dropped, relisting): no decisions
+    blind_at: float = 0.0
+    seen_names: set[str] = dataclasses.field(default_factory=set)  # known, by name
     restarts: int = 0
     recorded_phase: Phase | None = None
     recorded_unused_since: datetime.datetime | None = None
@@ -327,16 +330,19 @@ class World:
         return max(ends) + self.grace
 
     def reconcile(self) -> None:
-        if not self.running or self.deleted_at is not None:
+        if not self.running or self.blind or self.deleted_at is not None:
             return
         # As the API server does, creation timestamps are cut to whole seconds; a
-        # kubelet reports when a pod's containers finished, unless it is gone.
-        users = [PodUse(p.name, p.ended is None, at(math.floor(p.created)), known=p.known,
+        # kubelet reports when a pod's containers finished, unless it is gone. The
+        # operator knows a user by its name (a pod made again under it is not told apart).
+        users = [PodUse(p.name, p.ended is None, at(math.floor(p.created)),
+                        known=p.name in self.seen_names,
                         ended=at(math.floor(p.ended)) if p.ended is not None and p.reported
                         else None)
                  for p in self.existing()]
         for p in self.existing():
             p.seen = p.known = True
+            self.seen_names.add(p.name)
         if self.workload is not None:
             users.append(self.workload.use())
             self.workload.known = True
@@ -360,6 +366,8 @@ class World:
         """A new operator process: it knows only what the status says."""
         self.running, self.downtime = True, self.downtime + self.t - self.stopped_at
         self.restarts += 1
+        self.seen_names.clear()
+        self.blind = False  # a new process lists afresh (its time away is in the downtime)
         for p in self.pods:
             p.known = False
         if self.workload is not None:
@@ -367,8 +375,8 @@ class World:
 
     def advance(self, seconds: float) -> None:
         target = self.t + seconds
-        while (self.running and self.deleted_at is None and self.wake_at is not None
-               and self.wake_at <= target):
+        while (self.running and not self.blind and self.deleted_at is None
+               and self.wake_at is not None and self.wake_at <= target):
             self.t = max(self.t, self.wake_at)
             self.reconcile()
         self.t = target
@@ -384,6 +392,10 @@ STEPS = st.one_of(
     st.tuples(st.just("stop"), st.just(0)),
     st.tuples(st.just("start"), st.just(0)),
     st.tuples(st.just("scale"), st.just(0)),
+    # The same name, a new pod: deleted and made again (a script, a StatefulSet's pod).
+    st.tuples(st.just("recreate"), st.integers(0, 7)),
+    # The watch goes away (and comes back): the operator runs, but decides nothing.
+    st.tuples(st.just("blind"), st.just(0)),
 )
 # None, or a workload at zero since before the claim: created so, or scaled down since.
 WORKLOADS = st.sampled_from([None, (1, -10.0), (2, -2.5)])
@@ -423,6 +435,17 @@ def test_random_histories_keep_the_invariants(expiry: int, grace: int,
             world.restart()
         elif kind == "scale" and world.workload is not None:
             world.workload.scale(world.t)
+        elif kind == "recreate":
+            existing = world.existing()
+            if existing:
+                old = existing[arg % len(existing)]
+                old.deleted = world.t
+                world.pods.append(WorldPod(old.name, created=world.t))
+        elif kind == "blind" and world.running:
+            if world.blind:
+                world.blind, world.downtime = False, world.downtime + world.t - world.blind_at
+            else:
+                world.blind, world.blind_at = True, world.t
         world.reconcile()
 
     # Then nothing happens any more: the operator must delete by the deadline, late by at
@@ -430,6 +453,8 @@ def test_random_histories_keep_the_invariants(expiry: int, grace: int,
     # 1 s of rounding to Kubernetes' whole-second timestamps. After a restart, a pod
     # created in the very second the recorded idleness began may be newer, and the
     # operator cannot tell: it then picks the later time, at most one grace period later.
+    if world.blind:
+        world.blind, world.downtime = False, world.downtime + world.t - world.blind_at
     if not world.running:
         world.restart()
     for p in world.existing():
