@@ -164,6 +164,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
             name=config.lease_name, namespace=config.lease_namespace,
             identity=config.identity, duration=config.lease_duration,
             retry=max(0.5, config.lease_duration / 5)), scheduler.set_active)
+        scheduler.leading = memo.leadership.leading  # asked before every write (gate.py)
         memo.tasks.append(asyncio.create_task(memo.leadership.run(), name="evc-leadership"))
     if listening is not None:
         memo.metrics = await metrics.serve(scheduler, listening,
