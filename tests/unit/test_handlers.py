@@ -120,3 +120,32 @@ def test_a_namespace_is_released_when_its_last_claim_is_deleted() -> None:
 def test_claims_are_listed_as_a_stream_where_the_api_server_serves_one(
         version: dict[str, str], streams: bool) -> None:
     assert handlers.streams_lists(version) is streams
+
+
+def test_with_leader_election_every_write_asks_the_lease(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduler's writes ask Leadership.leading (gate.py), not only its `active`."""
+    async def connect() -> _Api:
+        return _Api()
+
+    async def read_version(_api: object) -> dict[str, str]:
+        return {"major": "1", "minor": "37", "gitVersion": "v1.37.2"}
+
+    monkeypatch.setattr(kube, "connect", connect)
+    monkeypatch.setattr(kube, "read_version", read_version)
+    monkeypatch.setattr(handlers, "CONFIG", Settings(metrics_port=0, leader_election=True,
+                                                     lease_namespace="ops"))
+    memo = kopf.Memo()
+    wired: list[bool] = []
+
+    async def scenario() -> None:
+        start: Any = handlers.start
+        stop: Any = handlers.stop
+        await start(settings=kopf.OperatorSettings(), memo=memo,
+                     logger=logging.getLogger("test"))
+        wired.append(memo.scheduler.leading == memo.leadership.leading)
+        wired.append(memo.scheduler.may_act())  # standing by until the Lease is held
+        await stop(memo=memo)
+
+    asyncio.run(scenario())
+    assert wired == [True, False]
