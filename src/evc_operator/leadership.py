@@ -26,9 +26,10 @@ the holder stopped leading half a duration after it was sent. For a standby alre
 running, failover takes one lease duration plus one retry period at most (plus the
 requests' own time): it reads the holder's last record within a retry period of its
 writing. Two replicas lead at once only if the holder's monotonic clock runs at less than
-half the standby's rate (Linux's monotonic clock stops while a machine is suspended). A
-write sent just before the holder stopped leading can still reach the API server after a
-standby took over, if it spends more than half a duration on the way; every deletion
+half the standby's rate (the clock is Linux's CLOCK_BOOTTIME, which goes on while a
+machine is suspended, unlike the plain monotonic clock). A write sent just before the
+holder stopped leading can still reach the API server after a standby took over, if it
+spends more than half a duration on the way; every deletion
 carries uid and resourceVersion preconditions, so the API server refuses it if the claim
 changed since it was read.
 """
@@ -48,6 +49,13 @@ from evc_operator import kube
 from evc_operator.timestamps import format_time, utcnow
 
 log = logging.getLogger(__name__)
+
+
+def _boottime() -> float:
+    """Seconds on a clock that only ever moves on, and on while the machine is suspended
+    (Linux's CLOCK_BOOTTIME; where there is none, the monotonic clock, which stops then):
+    a holder whose machine slept past its Lease knows it on waking."""
+    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +123,7 @@ class Leadership:
     def __init__(self, api: kube.Api, settings: LeaseSettings,
                  on_change: Callable[[bool], None],
                  clock: Callable[[], datetime.datetime] = utcnow,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = _boottime) -> None:
         self.api = api
         self.settings = settings
         self.on_change = on_change

@@ -130,10 +130,15 @@ def test_a_claim_applied_again_while_its_earlier_pvc_is_held_waits_for_it_and_sa
     assert held["metadata"]["uid"] == first["metadata"]["uid"]
 
     kubectl("delete", "pod", "holder", "--grace-period=0", "--force", "--wait=false")
-    second = eventually(lambda: (lambda pvc: pvc if pvc and pvc["metadata"]["uid"]
-                                 != first["metadata"]["uid"] else None)(
-        kubectl.get("pvc", "again")), what="the new claim's own PVC")
-    owner = (kubectl.get("evc", "again") or {})["metadata"]["uid"]
+    def replaced() -> dict[str, Any] | None:
+        pvc = kubectl.get("pvc", "again")
+        return pvc if pvc and pvc["metadata"]["uid"] != first["metadata"]["uid"] else None
+
+    second = eventually(replaced, what="the new claim's own PVC")
+    assert second is not None
+    claim = kubectl.get("evc", "again")
+    assert claim is not None
+    owner = claim["metadata"]["uid"]
     assert [ref["uid"] for ref in second["metadata"]["ownerReferences"]] == [owner]
 
     def reasons() -> list[str]:

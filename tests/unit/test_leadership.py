@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import datetime
+import time
+from typing import Any, cast
 
 import pytest
 
-from evc_operator.leadership import LeaseSettings, claimed_spec, may_take
+from evc_operator import leadership
+from evc_operator.leadership import Leadership, LeaseSettings, claimed_spec, may_take
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 ME = LeaseSettings(name="evc-operator", namespace="ops", identity="me", duration=10)
@@ -52,3 +55,14 @@ def test_the_lease_duration_is_written_rounded_up_and_never_zero(
     spec = claimed_spec({}, settings, NOW)
     assert spec["leaseDurationSeconds"] == written
     assert not may_take(spec, "other", 0, 10)
+
+
+def test_the_lease_is_timed_on_a_clock_that_goes_on_while_the_machine_sleeps() -> None:
+    """CLOCK_BOOTTIME where there is one: a holder whose machine was suspended past its
+    Lease must not wake up believing it still leads (the monotonic clock stops then)."""
+    replica = Leadership(cast(Any, None), LeaseSettings(name="l", namespace="n",
+                                                        identity="me"), lambda held: None)
+    assert replica.monotonic is leadership._boottime
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        before = time.clock_gettime(time.CLOCK_BOOTTIME)
+        assert before <= leadership._boottime() <= time.clock_gettime(time.CLOCK_BOOTTIME)
