@@ -78,7 +78,16 @@ async def secret_key(api: kube.Api, namespace: str, name: str) -> bytes:
                 f"chart, which ship it, or name another with SIGNING_KEY_SECRET")
         stored = (secret.get("data") or {}).get(FIELD)
         if stored:
-            return base64.b64decode(stored)
+            try:
+                key = base64.b64decode(stored, validate=True)
+            except ValueError:
+                key = b""
+            if len(key) < KEY_BYTES // 2:  # a weak or garbled key seals nothing worth trust
+                raise ConfigError(
+                    f"the Secret {namespace}/{name} does not hold a signing key in "
+                    f"`{FIELD}` ({KEY_BYTES} random bytes, at least {KEY_BYTES // 2}): "
+                    f"empty its `{FIELD}` to have a new one made")
+            return key
         key = secrets.token_bytes(KEY_BYTES)
         try:
             await kube.patch_secret(api, namespace, name,

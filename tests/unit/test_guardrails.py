@@ -180,3 +180,12 @@ def test_a_missing_secret_stops_the_operator_with_its_name(
         monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match=r"the Secret ops/evc-key .* does not exist"):
         load_from(FakeSecrets(None), monkeypatch)
+
+
+@pytest.mark.parametrize("stored", [base64.b64encode(b"short").decode(), "not base64 !"])
+def test_a_secret_with_a_weak_or_garbled_key_stops_the_operator(
+        monkeypatch: pytest.MonkeyPatch, stored: str) -> None:
+    """A key anyone could guess, or none at all, would seal nothing worth believing: the
+    operator says so at start, as for a key file, instead of sealing with it."""
+    with pytest.raises(ConfigError, match=r"does not hold a signing key in `key`"):
+        load_from(FakeSecrets({"key": stored}), monkeypatch)
