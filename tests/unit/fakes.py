@@ -7,13 +7,16 @@ import asyncio
 import copy
 import dataclasses
 import datetime
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
+import pytest
 
-from evc_operator import evc, seal, status
+from evc_operator import evc, handlers, kube, seal, status
 from evc_operator import watched as watching
+from evc_operator.auth import Credentials, Static
 from evc_operator.claims import PvcView, pvc_view
 from evc_operator.freshness import Lister, PodSnapshot
 from evc_operator.limiter import DEFAULT_BOUNDS, Bounds
@@ -198,3 +201,27 @@ def view_of(scheduler: Scheduler, key: Key) -> evc.EvcView:
     claim = scheduler.claims.get(key)
     assert claim is not None
     return claim.view
+
+
+class OfflineApi:
+    """What `kube.connect` returns for a start-up without a cluster."""
+
+    credentials = Credentials(server="https://localhost", ssl=ssl.create_default_context(),
+                              auth=Static("Bearer t"))
+
+    async def close(self) -> None:
+        pass
+
+
+def offline(monkeypatch: pytest.MonkeyPatch, config: Settings | None = None) -> None:
+    """handlers.start without a cluster: no connection, a v1.37 API server, `config`
+    (metrics off unless it says otherwise) in place of the environment's."""
+    async def connect() -> OfflineApi:
+        return OfflineApi()
+
+    async def read_version(_api: object) -> dict[str, str]:
+        return {"major": "1", "minor": "37", "gitVersion": "v1.37.2"}
+
+    monkeypatch.setattr(kube, "connect", connect)
+    monkeypatch.setattr(kube, "read_version", read_version)
+    monkeypatch.setattr(handlers, "CONFIG", config or Settings(metrics_port=0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from typing import Any, cast
 
 import kopf
@@ -12,31 +11,14 @@ import pytest
 from kopf._core.reactor import queueing
 from kopf._core.reactor.inventory import ResourceMemories
 
-from evc_operator import access, handlers, kopffeed, kube
-from evc_operator.auth import Credentials, Static
+from evc_operator import access, handlers, kopffeed
 from evc_operator.settings import Settings
-from tests.unit.fakes import FakeApi, evc_body, make
-
-
-class _Api:
-    credentials = Credentials(server="https://localhost", ssl=ssl.create_default_context(),
-                              auth=Static("Bearer t"))
-
-    async def close(self) -> None:
-        pass
+from tests.unit.fakes import FakeApi, evc_body, make, offline
 
 
 def test_start_pages_kopfs_initial_lists_and_lets_idle_workers_go(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    async def connect() -> _Api:
-        return _Api()
-
-    async def read_version(_api: object) -> dict[str, str]:
-        return {"major": "1", "minor": "37", "gitVersion": "v1.37.2"}
-
-    monkeypatch.setattr(kube, "connect", connect)
-    monkeypatch.setattr(kube, "read_version", read_version)
-    monkeypatch.setattr(handlers, "CONFIG", Settings(metrics_port=0))
+    offline(monkeypatch)
     settings = kopf.OperatorSettings()
     memo = kopf.Memo()
 
@@ -125,16 +107,7 @@ def test_claims_are_listed_as_a_stream_where_the_api_server_serves_one(
 def test_with_leader_election_every_write_asks_the_lease(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The scheduler's writes ask Leadership.leading (gate.py), not only its `active`."""
-    async def connect() -> _Api:
-        return _Api()
-
-    async def read_version(_api: object) -> dict[str, str]:
-        return {"major": "1", "minor": "37", "gitVersion": "v1.37.2"}
-
-    monkeypatch.setattr(kube, "connect", connect)
-    monkeypatch.setattr(kube, "read_version", read_version)
-    monkeypatch.setattr(handlers, "CONFIG", Settings(metrics_port=0, leader_election=True,
-                                                     lease_namespace="ops"))
+    offline(monkeypatch, Settings(metrics_port=0, leader_election=True, lease_namespace="ops"))
     memo = kopf.Memo()
     wired: list[bool] = []
 

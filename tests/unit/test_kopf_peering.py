@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from typing import Any
 
 import kopf
@@ -20,9 +19,8 @@ from kopf._cogs.structs import references
 from kopf._core.engines import peering
 from kopf._core.reactor import orchestration
 
-from evc_operator import handlers, kube
-from evc_operator.auth import Credentials, Static
-from evc_operator.settings import Settings
+from evc_operator import handlers
+from tests.unit.fakes import offline
 
 PEERINGS = [
     references.Resource(group="kopf.dev", version="v1", plural="kopfpeerings",
@@ -32,26 +30,10 @@ PEERINGS = [
 ]
 
 
-class _Api:
-    credentials = Credentials(server="https://localhost", ssl=ssl.create_default_context(),
-                              auth=Static("Bearer t"))
-
-    async def close(self) -> None:
-        pass
-
-
 def started(monkeypatch: pytest.MonkeyPatch, settings: kopf.OperatorSettings,
             logger: logging.Logger) -> None:
     """The operator's start-up handler run on `settings`, then its clean-up."""
-    async def connect() -> _Api:
-        return _Api()
-
-    async def read_version(_api: object) -> dict[str, str]:
-        return {"major": "1", "minor": "37", "gitVersion": "v1.37.2"}
-
-    monkeypatch.setattr(kube, "connect", connect)
-    monkeypatch.setattr(kube, "read_version", read_version)
-    monkeypatch.setattr(handlers, "CONFIG", Settings(metrics_port=0))
+    offline(monkeypatch)
 
     async def scenario() -> None:
         start: Any = handlers.start  # typed by Kopf's decorator as Kopf calls it

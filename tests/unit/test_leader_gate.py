@@ -1,21 +1,20 @@
-"""Writes only while this replica may act (gate.py), and a record another leader sealed
-after this replica's last is believed over its own older facts (reconcile._overtaken):
-the two ways a replica that still believes it leads (its renewal hanging, its process
-paused, work under way when the Lease went) could otherwise delete a claim early."""
+"""Writes only while this replica may act (gate.py): a replica that still believes it
+leads (its renewal hanging, its process paused, work under way when the Lease went) sends
+nothing. (A record another leader sealed meanwhile is believed over this replica's own
+facts: tests/unit/test_stale_memory.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-from typing import Any
 
 import pytest
 
 from evc_operator.freshness import PodSnapshot
 from evc_operator.gate import Gated, NotLeading
 from evc_operator.status import Event
-from tests.unit.fakes import FakeApi, evc_body, make, reconcile_now, sealed
-from tests.unit.support import T0, Clock
+from tests.unit.fakes import FakeApi, make
+from tests.unit.support import T0
 
 KEY = ("jobs", "scratch")
 
@@ -101,32 +100,3 @@ def test_a_lease_no_longer_surely_valid_stops_every_write_before_the_change_is_t
     valid = True
     asyncio.run(scheduler._work(KEY, None))
     assert [call for call in fake.calls if call.startswith("delete")]
-
-
-def idle_since(since: float, sealed_at: float, grace: str) -> dict[str, Any]:
-    body = evc_body()
-    body["spec"]["gracePeriod"] = grace
-    body["status"] = sealed({"phase": "Idle", "unusedSince": stamp(since)}, at=at(sealed_at))
-    body["metadata"]["resourceVersion"] = "20"
-    return body
-
-
-def test_a_record_another_leader_sealed_later_outweighs_this_replicas_own() -> None:
-    """This replica decided Pending (expiry at 31) and, never told it lost the Lease, sees
-    the other leader's record: Idle since 60, sealed at 61, grace 1 h. At 100 it deletes
-    nothing: the deadline is 3,660. Its own later facts still outweigh an older record."""
-    clock = Clock(at(10))
-    body = evc_body()
-    body["spec"]["gracePeriod"] = "1h"
-    fake = FakeApi(fresh_pods=[])
-    scheduler, _index = make(fake, indexed_pods=[], clock=clock, body=body)
-    reconcile_now(scheduler, KEY)
-    scheduler.observe_evc("MODIFIED", idle_since(60, 61, grace="1h"))
-    clock.advance(90)  # 100
-    fake.calls.clear()
-    reconcile_now(scheduler, KEY)
-    assert [call for call in fake.calls if call.startswith("delete")] == []
-    claim = scheduler.claims.get(KEY)
-    assert claim is not None
-    assert claim.countdown is not None
-    assert claim.countdown.deletes_at == at(60 + 3600)
