@@ -34,6 +34,17 @@ def answer(status: int, reason: str, message: str) -> errors.ApiException:
          "code": status}))
 
 
+def creation_failing(error: errors.ApiException) -> tuple[Clock, FakeApi, Scheduler]:
+    """A new claim, 5 s old, whose PVC's creation the API server answers with `error`."""
+    clock = Clock()
+    clock.now = T0 + datetime.timedelta(seconds=5)
+    fake = FakeApi(fresh_pods=[])
+    fake.create_error = error
+    scheduler, index = make(fake, [], clock=clock, body=new_claim())
+    index.pvcs.clear()
+    return clock, fake, scheduler
+
+
 def work_once(scheduler: Scheduler) -> None:
     """What the scheduler's loop does with a claim it takes from its queue."""
     async def once() -> None:
@@ -58,12 +69,7 @@ def test_a_throttled_or_failing_api_server_is_retried_not_reported_as_a_refusal(
         error: errors.ApiException) -> None:
     """The claim says PvcRetrying (no Warning) and counts down as usual meanwhile; retried
     after 1 s, then 2 s; created once the API server answers: PvcCreated."""
-    clock = Clock()
-    clock.now = T0 + datetime.timedelta(seconds=5)
-    fake = FakeApi(fresh_pods=[])
-    fake.create_error = error
-    scheduler, index = make(fake, [], clock=clock, body=new_claim())
-    index.pvcs.clear()
+    clock, fake, scheduler = creation_failing(error)
 
     for wait in (1, 2):
         fake.calls.clear()
@@ -95,13 +101,8 @@ def test_a_throttled_or_failing_api_server_is_retried_not_reported_as_a_refusal(
 def test_a_failure_that_persists_is_said_as_refused() -> None:
     """A fail-closed admission webhook that is down answers 500 until someone acts: after
     TRANSIENT_SAID_AFTER tries in a row it is a refusal, with the server's words."""
-    clock = Clock()
-    clock.now = T0 + datetime.timedelta(seconds=5)
-    fake = FakeApi(fresh_pods=[])
-    fake.create_error = answer(500, "InternalError", 'Internal error occurred: failed '
-                                                     'calling webhook "pvc.example"')
-    scheduler, index = make(fake, [], clock=clock, body=new_claim())
-    index.pvcs.clear()
+    clock, fake, scheduler = creation_failing(answer(
+        500, "InternalError", 'Internal error occurred: failed calling webhook "pvc.example"'))
     for _ in range(TRANSIENT_SAID_AFTER):
         work_once(scheduler)
         retry_at = scheduler.queue.later.get(KEY)
@@ -125,12 +126,7 @@ REFUSALS = {
 
 @pytest.mark.parametrize("error", REFUSALS.values(), ids=REFUSALS.keys())
 def test_a_real_refusal_is_still_said_once_as_pvc_refused(error: errors.ApiException) -> None:
-    clock = Clock()
-    clock.now = T0 + datetime.timedelta(seconds=5)
-    fake = FakeApi(fresh_pods=[])
-    fake.create_error = error
-    scheduler, index = make(fake, [], clock=clock, body=new_claim())
-    index.pvcs.clear()
+    _clock, fake, scheduler = creation_failing(error)
 
     work_once(scheduler)
     ready = next(c for c in view_of(scheduler, KEY).status["conditions"]
