@@ -175,9 +175,7 @@ class ClaimReconciler:
             claim.written = ours = None
         if ours is None:
             new = recorded.recorded_phase is None and not had_pvc
-            verified = new or seal.verify(self.settings.signing_key, view.uid,
-                                          recorded.recorded_phase,
-                                          recorded.recorded_unused_since, view.stored_seal)
+            verified = new or self._sealed_by_operator(view)
             if verified and not new and not seal.written_in_time(view.stored_seal,
                                                                  view.status_written):
                 # The operator's record, but written later than it was sealed: an older
@@ -206,14 +204,16 @@ class ClaimReconciler:
     def _overtaken(self, claim: TrackedClaim, view: EvcView) -> bool:
         """Whether the stored record is the operator's, written in time, and sealed later
         than this process last sealed the claim's status."""
-        stored = view.stored_seal
-        moment = seal.sealed_at(stored)
-        recorded = view.claim
+        moment = seal.sealed_at(view.stored_seal)
         return (moment is not None and claim.sealed_at is not None
-                and moment > claim.sealed_at
-                and seal.verify(self.settings.signing_key, view.uid, recorded.recorded_phase,
-                                recorded.recorded_unused_since, stored)
-                and seal.written_in_time(stored, view.status_written))
+                and moment > claim.sealed_at and self._sealed_by_operator(view)
+                and seal.written_in_time(view.stored_seal, view.status_written))
+
+    def _sealed_by_operator(self, view: EvcView) -> bool:
+        """Whether the stored status carries the operator's seal of exactly its facts."""
+        recorded = view.claim
+        return seal.verify(self.settings.signing_key, view.uid, recorded.recorded_phase,
+                           recorded.recorded_unused_since, view.stored_seal)
 
     @staticmethod
     def _ahead(claim: TrackedClaim) -> PodList | None:
