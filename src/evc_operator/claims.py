@@ -209,15 +209,16 @@ def plan_pvc(evc: Mapping[str, Any], observed: PvcView | None) -> PvcPlan:
     name = evc["metadata"]["name"]
     if observed is None:
         return PvcPlan(PvcStep.CREATE)
-    if evc["metadata"]["uid"] not in observed.controllers and observed.deleting:
-        # Most often an earlier claim's of the same name (applied again while a pod of the
-        # earlier one, finished or not, still refers to it: Kubernetes keeps it till then).
-        return PvcPlan(PvcStep.CONFLICT, message=(
-            f"PersistentVolumeClaim {name} is not this EphemeralVolumeClaim's and is being "
-            f"deleted (an earlier claim's of the same name, perhaps); it is left untouched, "
-            f"and this claim's is created once it is gone. Kubernetes keeps it while any "
-            f"pod refers to it, finished pods included: delete those to let it go."))
     if evc["metadata"]["uid"] not in observed.controllers:
+        if observed.deleting:
+            # Most often an earlier claim's of the same name (applied again while a pod of
+            # the earlier one, finished or not, still refers to it: kept till then).
+            return PvcPlan(PvcStep.CONFLICT, message=(
+                f"PersistentVolumeClaim {name} is not this EphemeralVolumeClaim's and is "
+                f"being deleted (an earlier claim's of the same name, perhaps); it is left "
+                f"untouched, and this claim's is created once it is gone. Kubernetes keeps "
+                f"it while any pod refers to it, finished pods included: delete those to "
+                f"let it go."))
         return PvcPlan(PvcStep.CONFLICT, message=(
             f"PersistentVolumeClaim {name} already exists and is not owned by this "
             f"EphemeralVolumeClaim; it is left untouched. Rename the claim, or delete "
