@@ -155,10 +155,12 @@ def _maybe_used_after(user: PodUse, moment: datetime.datetime) -> bool:
     story, known name or not. A pod's creation is the API server's stamp; its reported end
     is its node's clock, which may run behind: created after the moment, it was in use
     after it, whatever its end says. Stamps are cut to the second and the recorded end
-    rounded up: a pod stamped in the second before, not seen, may be newer; one seen in
-    the moment's own second may be the pod seen, created and gone in the moment itself."""
+    rounded up: one stamped in the moment's own second, not seen, may be newer (seen, it
+    may be the pod seen, created and gone in the moment itself). One stamped in the second
+    before is judged by its reported end: a pod that ran for less than a second before the
+    record is the common case, and its deadline must not move at a restart."""
     if user.pod and (user.created > moment
-                     or (not user.known and user.created >= moment - _ONE_SECOND)):
+                     or (not user.known and user.created == moment)):
         return True
     if user.ended is not None:
         # Reported ends are cut to the second: one in the recorded second may be after it.
