@@ -52,7 +52,7 @@ class ClaimReconciler:
     def __init__(self, api: ClaimApi, index: PodIndex, freshness: Freshness,
                  settings: Settings, clock: Callable[[], datetime.datetime],
                  logger_for: Callable[[EvcView], Logger],
-                 remember: Callable[[Mapping[str, Any]], None], *,
+                 remember: Callable[[Mapping[str, Any], str], None], *,
                  waiting: Callable[[Awaitable[PodList | None]],
                                    Awaitable[PodList | None]] | None = None,
                  budget: UsersBudget | None = None,
@@ -287,7 +287,7 @@ class ClaimReconciler:
                             write: bool) -> None:
         if write:
             self.remember(await self.api.patch_evc_status(view.namespace, view.name,
-                                                          new_status))
+                                                          new_status), view.uid)
 
     async def announce(self, view: EvcView, event: status.Event, logger: Logger) -> None:
         """An Event on the EVC (now, or by the scheduler once no claim waits for a slot:

@@ -119,12 +119,12 @@ class Scheduler:
         """Whether this replica may write now: it leads, and its Lease is surely valid."""
         return self.active and self.leading()
 
-    def _remember(self, body: Mapping[str, Any]) -> None:
+    def _remember(self, body: Mapping[str, Any], uid: str) -> None:
         """Our own write's result, kept unless leadership was lost while it was under way
         (`set_active`: what this process wrote then is no fact to set against another
         leader's record)."""
         if self.active:
-            self.claims.remember(body)
+            self.claims.remember(body, uid)
 
     def namespace_synced(self, namespace: str) -> None:
         """A namespace's pods and PVCs were (re)listed: look at its claims again."""
@@ -237,7 +237,8 @@ class Scheduler:
         if outcome is None:
             return
         if outcome.gone:
-            self.forget(key)
+            if self.claims.get(key) is claim:  # not another claim of that name, made since
+                self.forget(key)
             return
         if outcome.again:
             self.poke(key)

@@ -115,6 +115,10 @@ class Tracked:
         if held is None:
             self._claims[key] = TrackedClaim(view)
             self._per_namespace[key[0]] += 1
+        elif held.view.uid != view.uid:
+            # Another claim of that name (the one held deleted, its deletion not seen yet):
+            # nothing this process decided or saw about the other is a fact about this one.
+            self._claims[key] = TrackedClaim(view)
         else:
             held.view = view
         names = self._with_selector.setdefault(key[0], set())
@@ -124,14 +128,18 @@ class Tracked:
             names.discard(key[1])
         return True
 
-    def remember(self, body: Mapping[str, Any]) -> None:
-        """Our own write's result is the freshest view; do not wait for the watch.
+    def remember(self, body: Mapping[str, Any], uid: str) -> None:
+        """Our own write's result, for the claim with this uid, is the freshest view; do
+        not wait for the watch.
 
         The facts we wrote are kept too: a status that someone else rewrote afterwards
-        is not believed where it would make a deadline earlier.
+        is not believed where it would make a deadline earlier. A write goes by name: one
+        that landed on another claim of that name (the one it was for deleted and made
+        again meanwhile) is no fact about either, and is not kept.
         """
         held = self._claims.get(key_of(body))
-        if held is not None:
+        if (held is not None and body["metadata"].get("uid") == uid
+                and held.view.uid == uid):
             held.view = view = evc_view(body, self.settings)
             held.written = (view.uid, view.claim)
 

@@ -126,7 +126,7 @@ def test_a_status_write_answered_after_the_lease_was_lost_is_not_kept_as_ours() 
     answered = evc_body()
     answered["status"] = {"phase": "Pending"}
     scheduler.set_active(False)
-    scheduler.reconciler.remember(answered)
+    scheduler.reconciler.remember(answered, answered["metadata"]["uid"])
     claim = scheduler.claims.get(KEY)
     assert claim is not None
     assert claim.ours() is None
