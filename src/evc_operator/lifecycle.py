@@ -70,7 +70,10 @@ class PodUse:
     created: datetime.datetime
     known: bool = False  # this process has seen it as a user before: its history is known
     ended: datetime.datetime | None = None  # a finished pod's end, as its kubelet reported
-    pod: bool = True  # a pod (from its creation on, a use), not a workload (`Kind/name`)
+    # In use from its creation on: a pod, or a Job (active until its Complete or Failed
+    # condition). Not a replicated workload, whose activity its replicas say (one created
+    # at zero replicas never ran a pod), nor a CronJob or DaemonSet, active while it exists.
+    from_creation: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -154,13 +157,15 @@ def _maybe_used_after(user: PodUse, moment: datetime.datetime) -> bool:
     decided (`_unused_since`), so a user whose end or creation is not before it is another
     story, known name or not. A pod's creation is the API server's stamp; its reported end
     is its node's clock, which may run behind: created after the moment, it was in use
-    after it, whatever its end says. Stamps are cut to the second and the recorded end
-    rounded up: one stamped in the moment's own second, not seen, may be newer (seen, it
-    may be the pod seen, created and gone in the moment itself). One stamped in the second
-    before is judged by its reported end: a pod that ran for less than a second before the
-    record is the common case, and its deadline must not move at a restart."""
-    if user.pod and (user.created > moment
-                     or (not user.known and user.created == moment)):
+    after it, whatever its end says. A Job likewise (`from_creation`): its reported end is
+    its controller's clock (kube-controller-manager's, or another's with
+    `spec.managedBy`). Stamps are cut to the second and the recorded end rounded up: one
+    stamped in the moment's own second, not seen, may be newer (seen, it may be the pod
+    seen, created and gone in the moment itself). One stamped in the second before is
+    judged by its reported end: a pod that ran for less than a second before the record is
+    the common case, and its deadline must not move at a restart."""
+    if user.from_creation and (user.created > moment
+                               or (not user.known and user.created == moment)):
         return True
     if user.ended is not None:
         # Reported ends are cut to the second: one in the recorded second may be after it.
@@ -208,10 +213,10 @@ def _ended_before(user: PodUse, created: datetime.datetime) -> bool:
 
     Both timestamps are cut to the second; an end in an earlier second than the claim's
     creation is surely before it. Without a reported end, it may have ended after. A pod
-    created in or after the claim's second did not end before it, whatever its node's
-    clock reported (one running behind reports ends too early)."""
+    or a Job created in or after the claim's second did not end before it, whatever the
+    clock of its node or controller reported (one running behind reports ends too early)."""
     return (user.ended is not None and user.ended < created
-            and (not user.pod or user.created < created))
+            and (not user.from_creation or user.created < created))
 
 
 def trusted(recorded: Claim, ours: Claim | None) -> Claim:

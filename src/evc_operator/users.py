@@ -81,8 +81,10 @@ class PodView:
 
     def use(self) -> PodUse:
         # A workload's view is named `Kind/name` (workloads.py); a pod's name has no "/".
+        # A pod and a Job are in use from their creation on; other workloads are not.
+        from_creation = "/" not in self.name or self.name.startswith("Job/")
         return PodUse(name=self.name, active=self.active, created=self.created,
-                      ended=self.ended, pod="/" not in self.name)
+                      ended=self.ended, from_creation=from_creation)
 
 
 def pod_view(body: Mapping[str, Any]) -> PodView:

@@ -162,11 +162,11 @@ def test_a_known_name_with_a_later_end_or_creation_is_another_use() -> None:
                   dataclasses.replace(seen, ended=at(100))):
         assert decide(recorded, [again], at(150)).unused_since == at(150), again
     scaled = PodUse("Deployment/d", active=False, created=at(-100), known=True,
-                    ended=at(130), pod=False)
+                    ended=at(130), from_creation=False)
     assert decide(recorded, [scaled], at(150)).unused_since == at(150)
     # A workload's creation is no use: created at zero replicas after the record.
     never = PodUse("Deployment/e", active=False, created=at(120), known=True,
-                   ended=None, pod=False)
+                   ended=None, from_creation=False)
     assert decide(recorded, [never], at(150)).unused_since == at(100)
 
 
@@ -177,7 +177,8 @@ def test_a_pod_created_after_the_claim_did_not_end_before_it_whatever_its_node_s
     decision = decide(claim(created=at(100)), [skewed], at(130))
     assert (decision.phase, decision.unused_since) == (Phase.IDLE, at(130))
     workload = PodUse("Deployment/d", active=False, created=at(105),
-                      ended=datetime.datetime.min.replace(tzinfo=datetime.UTC), pod=False)
+                      ended=datetime.datetime.min.replace(tzinfo=datetime.UTC),
+                      from_creation=False)
     assert decide(claim(created=at(100)), [workload], at(130)).phase is Phase.PENDING
 
 

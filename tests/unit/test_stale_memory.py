@@ -104,13 +104,13 @@ def test_a_record_another_leader_wrote_meanwhile_outweighs_this_replicas_own(
 
 
 def test_a_pod_is_told_from_a_workload_for_the_rules_on_creation() -> None:
-    """A pod's creation is a use; a workload's is not (one created at zero replicas never
-    ran a pod): lifecycle tells them apart by PodUse.pod."""
-    assert pod_view(finished("p", created=1, finished_at=2)).use().pod
+    """A pod's creation is a use (a Job's too); a Deployment's is not (one created at zero
+    replicas never ran a pod): lifecycle tells them apart by PodUse.from_creation."""
+    assert pod_view(finished("p", created=1, finished_at=2)).use().from_creation
     deployment = {"metadata": {"name": "d", "namespace": "jobs", "generation": 1,
                                "creationTimestamp": stamp(1)},
                   "spec": {"replicas": 0, "template": {"spec": {}}}}
-    assert not workload_view("Deployment", deployment).use().pod
+    assert not workload_view("Deployment", deployment).use().from_creation
 
 
 def test_a_status_write_answered_after_the_lease_was_lost_is_not_kept_as_ours() -> None:
