@@ -24,7 +24,8 @@ no more watches than before, one a second).
 Any barrier proves any version its watch has reached, whenever it was opened: its view is
 a copy of the informer's as it stood at the opening, with every change its own watch
 brought since applied in order, so a bookmark or a change at or past a version gives the
-state as of then. The safety rests on the versions compared, never on when a watch began.
+state as of then, and of the objects deleted since the opening, their last state. The
+safety rests on the versions compared, never on when a watch began.
 """
 
 from __future__ import annotations
@@ -99,11 +100,11 @@ class Barrier:
             async for event, body in stream:
                 version = int(body["metadata"]["resourceVersion"])
                 if event != "BOOKMARK":
-                    name = body["metadata"]["name"]
-                    if event == "DELETED":
-                        self._items.pop(name, None)
-                    else:
-                        self._items[name] = self._project(body)
+                    # A deleted object stays, as its deletion last showed it: a pod
+                    # running when deleted was in use until then, after the informer's
+                    # version, perhaps after the claim's deadline; dropped, its use
+                    # would leave no trace in the proof's view (tracked.py: `depart`).
+                    self._items[body["metadata"]["name"]] = self._project(body)
                     self._changes.append(version)
                 self._seen = max(self._seen, version)
                 self._wake()

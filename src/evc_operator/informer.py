@@ -216,6 +216,11 @@ class Informer(Generic[V]):
                 raise
             except Exception as error:
                 self.breaks += 1
+                if version is not None:
+                    # Resumed from the last change applied, not from where the broken
+                    # watch began: replayed, its changes would take the view back in
+                    # time (a pod seen finished, running again) until they came round.
+                    version = str(self.version)
                 if self.progressed:  # it worked since the last failure: a new spell, which
                     failures.reset()  # starts again at the shortest wait
                 await self.sleep(failures.failed(error))

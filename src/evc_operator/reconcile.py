@@ -105,6 +105,7 @@ class ClaimReconciler:
             claim.ahead = fresh if fresh is not None and fresh.behind() else None
         if decision.action is Action.DELETE:
             return await self._delete(view, decision, logger)
+        taken = claim.departed  # the users gone since, in this decision (_users)
 
         claim.decided(decision)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
@@ -137,6 +138,11 @@ class ClaimReconciler:
         # not one after another. An Event never fails the reconciliation.
         await asyncio.gather(self._write_status(view, new_status, write),
                              *(self.announce(view, event, logger) for event in events))
+        # Taken in: those still running when they left made it InUse; decided again now
+        # without them, their use ends (their grace counts from now).
+        claim.departed = tuple(held for held in claim.departed
+                               if not any(held is one for one in taken))
+        again = any(one.active for one in taken)
 
         if (decision.action is Action.REPORT_DRY_RUN
                 and decision.deletes_at not in claim.reported_dry_run):
@@ -154,7 +160,7 @@ class ClaimReconciler:
         if claim.refusals:  # its PVC was refused: try again, later each time
             retry = now + datetime.timedelta(seconds=backoff(claim.refusals))
             wake_at = retry if wake_at is None else min(wake_at, retry)
-        return Outcome(wake_at=wake_at, countdown=decision if pending else None)
+        return Outcome(wake_at=wake_at, countdown=decision if pending else None, again=again)
 
     def _has_own_pvc(self, view: EvcView) -> bool:
         pvc = self.index.pvc(view.key)
@@ -241,6 +247,10 @@ class ClaimReconciler:
         # bytes however few), looked up in a set (a selector may match thousands).
         seen = frozenset(claim.seen_users)
         users = users_of(view.name, view.selector, mounting, in_namespace)
+        present = {user.name for user in users}
+        # Users gone from the index since the last decision, as last seen (tracked.py).
+        users += [departed.use() for departed in claim.departed
+                  if departed.name not in present]
         claim.seen_users = tuple(sorted({user.name for user in users}))
         return [dataclasses.replace(user, known=user.name in seen) for user in users]
 

@@ -32,7 +32,7 @@ from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.settings import Settings
 from evc_operator.timestamps import utcnow
 from evc_operator.tracked import Tracked, TrackedClaim, key_of
-from evc_operator.users import PodView, users_may_change
+from evc_operator.users import InvalidSelector, PodView, matches, users_may_change
 from evc_operator.workqueue import Timers, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,17 @@ log = logging.getLogger(__name__)
 USERS_COALESCE = datetime.timedelta(seconds=2)
 # How long a stopping operator goes on posting the Events that waited (outbox.py).
 FLUSH_SECONDS = 5.0
+
+
+def _left(selector: Mapping[str, Any] | None, before: PodView, after: PodView | None) -> bool:
+    """Whether a pod that matched a claim's selector no longer does (or is gone)."""
+    if not selector:
+        return False
+    try:
+        return matches(selector, dict(before.labels)) and (
+            after is None or not matches(selector, dict(after.labels)))
+    except InvalidSelector:
+        return False  # never a user (evc.py drops invalid selectors)
 
 
 class Scheduler:
@@ -143,12 +154,19 @@ class Scheduler:
         end). `change`: the pod before and after; None (not known): every claim with a
         selector. A label edit that changes no claim's users costs no reconciliation: with
         400 claims with selectors, each edit of a pod used to re-decide all 400."""
+        before, after = change if change is not None else (None, None)
         for claim in claims:
+            record = self.claims.get((namespace, claim))
+            if (record is not None and before is not None and claim in before.claims
+                    and (after is None or claim not in after.claims)):
+                record.depart(before)
             self._poke_for_users((namespace, claim))
         sees = users_may_change(change)
         for name in self.claims.with_selector(namespace):
             record = self.claims.get((namespace, name))
             if record is not None and sees(record.view.selector):
+                if before is not None and _left(record.view.selector, before, after):
+                    record.depart(before)
                 self._poke_for_users((namespace, name))
 
     def _poke_for_users(self, key: Key) -> None:

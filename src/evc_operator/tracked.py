@@ -17,6 +17,7 @@ from evc_operator import lifecycle
 from evc_operator.evc import EvcView, Key, evc_view
 from evc_operator.freshness import PodList
 from evc_operator.settings import Settings
+from evc_operator.users import PodView
 
 _NONE: frozenset[Any] = frozenset()
 
@@ -41,6 +42,17 @@ class TrackedClaim:
     # The proof's view it was last decided on, while the informers lag behind it
     # (freshness.PodSnapshot.behind): until they catch up, it is decided on that view.
     ahead: PodList | None = None
+    # Users that left the index (deleted, or no longer mounting or matching it) since it
+    # was last decided, as last seen: `depart`.
+    departed: tuple[PodView, ...] = ()
+
+    def depart(self, view: PodView) -> None:
+        """A user left the index: kept, as last seen, until a decision has taken it in.
+        Gone from the index, a pod this process never decided on (created and deleted
+        between two looks, or while a lagging watch caught up during a deletion's proof)
+        would leave no trace of its use, and the claim be deleted before its true
+        deadline; one that was running when deleted was in use until then."""
+        self.departed = (*(held for held in self.departed if held.name != view.name), view)
 
     def decided(self, decision: lifecycle.Decision) -> None:
         """Keep what was just decided, before its status write: should that write fail

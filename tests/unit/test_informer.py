@@ -167,7 +167,7 @@ def test_after_a_watch_that_worked_a_break_is_retried_at_the_shortest_wait() -> 
     async def scenario() -> None:
         task = asyncio.create_task(subject.run())
         for _ in range(200):
-            if api.calls.count("watch pods from 10") == 2:
+            if "watch pods from 11" in api.calls:
                 break
             await asyncio.sleep(0.001)
         task.cancel()
@@ -176,6 +176,10 @@ def test_after_a_watch_that_worked_a_break_is_retried_at_the_shortest_wait() -> 
     asyncio.run(scenario())
     assert waits == [1, 2, 5, 1]  # the fourth: a new spell, after the list and an event
     assert api.calls.count("list pods") == 1  # the watch resumed; nothing listed again
+    # From the last change it applied (11), not from where the broken watch began (10):
+    # replayed, the change would take the view back in time until it came round.
+    assert api.calls.count("watch pods from 10") == 1
+    assert subject.items["a"].active is False
 
 
 def test_namespace_pods_index_users_by_claim() -> None:
@@ -256,7 +260,8 @@ def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(by_watch: Non
         ("ADDED", pod("too-late-to-matter", "x", version="42")),
     ])
     snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
-    assert [p.name for p in snapshot.pods] == ["newcomer"]
+    # "old" stays as its deletion showed it: running until then, after the informer's 30.
+    assert [(p.name, p.active) for p in snapshot.pods] == [("old", True), ("newcomer", True)]
     assert calls == ["version", "watch from 30 for 3 s"]
     assert set(watched.pods["jobs"].items) == {"old"}  # the informer's own view is untouched
     # Live only once the informer itself has applied the changes the proof saw (to 36).
@@ -296,10 +301,37 @@ def test_without_proof_of_freshness_the_namespace_is_listed(barrier: list[Any],
 def test_a_kind_with_few_objects_is_listed_outright() -> None:
     # One request, as cheap as the consistent read, and no bookmark to wait for.
     watched, calls = _synced_watched(version=30, now=40, barrier=[])
+    watched.pods["jobs"].items = {"listed": pod_view(pod("listed", "x"))}
     snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["listed"]
     assert calls == ["full list"]
-    assert not snapshot.live()  # a list is the view itself: the index does not decide
+
+
+def test_a_list_its_lagging_informer_differs_from_is_proven_by_the_changes_since() -> None:
+    """Pod p was created and deleted while the informer lagged (at 30): a list at 40 lacks
+    it. It ran until its deletion at 38, maybe after the claim's deadline: the list is not
+    the view; the changes since the informer's version are, and p is in them."""
+    watched, calls = _synced_watched(version=30, now=40, barrier=[
+        ("ADDED", pod("p", "x", version="35")),
+        ("DELETED", pod("p", "x", version="38")),
+        ("BOOKMARK", {"metadata": {"resourceVersion": "41"}}),
+    ])
+    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
+    assert calls == ["full list", "version", "watch from 30 for 3 s"]
+    assert ("p", True) in [(p.name, p.active) for p in snapshot.pods]
+
+
+def test_a_pod_made_and_deleted_during_a_proof_stays_in_its_view(by_watch: None) -> None:
+    """The informer lags at 30; the proof reads 40, where pod p (created at 35, after the
+    claim's last recorded use) runs; p is deleted at 41, before the bookmark at 42. The
+    proof's view has p as it was when deleted, running: the claim is in use."""
+    watched, _calls = _synced_watched(version=30, now=40, barrier=[
+        ("ADDED", pod("p", "x", version="35")),
+        ("DELETED", pod("p", "x", version="41")),
+        ("BOOKMARK", {"metadata": {"resourceVersion": "42"}}),
+    ])
+    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
+    assert ("p", True) in [(p.name, p.active) for p in snapshot.pods]
 
 
 def test_a_list_its_informer_lacks_is_ahead_until_the_informer_catches_up() -> None:
@@ -334,7 +366,8 @@ def test_a_kind_listed_outright_that_its_informer_holds_alike_leaves_the_index_l
 
 def test_a_kind_listed_outright_that_its_informer_holds_otherwise_is_decided_on_the_list(
 ) -> None:
-    # The pod was created a moment ago and its event has not reached the informer yet:
+    # The pod was created a moment ago and its event has not reached the informer yet;
+    # no short watch proves the informer current either (it ends without a bookmark):
     # the list decides.
     watched, _calls = _synced_watched(version=30, now=40, barrier=[])
     watched.pods["jobs"].items = {}

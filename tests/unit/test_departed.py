@@ -1,0 +1,99 @@
+"""A user that left the index before any decision took it in (deleted between two looks,
+or while a lagging watch caught up during a deletion's proof) is decided on as last seen
+(tracked.TrackedClaim.depart), with the fakes of tests/unit/fakes.py."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from evc_operator.timestamps import parse_time
+from evc_operator.users import pod_view
+from tests.unit.fakes import FakeApi, drain, evc_body, make, reconcile_now, sealed
+from tests.unit.support import T0, Clock
+
+KEY = ("jobs", "scratch")
+
+
+def at(seconds: float) -> datetime.datetime:
+    return T0 + datetime.timedelta(seconds=seconds)
+
+
+def stamp(seconds: float) -> str:
+    return at(seconds).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def user(name: str, created: float, labels: dict[str, str] | None = None,
+         finished_at: float | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "metadata": {"name": name, "namespace": "jobs", "creationTimestamp": stamp(created),
+                     "labels": labels or {}},
+        "spec": {"volumes": [{"name": "v",
+                              "persistentVolumeClaim": {"claimName": "scratch"}}]},
+        "status": {"phase": "Running"}}
+    if finished_at is not None:
+        body["status"] = {"phase": "Succeeded", "containerStatuses": [
+            {"name": "c", "state": {"terminated": {"finishedAt": stamp(finished_at)}}}]}
+    return body
+
+
+def idle_since(since: float) -> dict[str, Any]:
+    body = evc_body()
+    body["status"] = sealed({"phase": "Idle", "unusedSince": stamp(since)}, at=at(since))
+    return body
+
+
+def test_a_running_pod_deleted_before_any_decision_saw_it_is_a_use_until_then() -> None:
+    """Idle since 60, grace 30: due at 90. Pod p, created at 55 (the index lagged when
+    the claim went Idle), ran until it was deleted at about 85; no decision ever saw it.
+    It was in use until then: InUse, then Idle from now, not deleted at 90."""
+    clock = Clock(at(86))
+    fake = FakeApi(fresh_pods=[])
+    scheduler, _index = make(fake, [], clock=clock, body=idle_since(60))
+    scheduler.poke_for_pod("jobs", ["scratch"], (pod_view(user("p", created=55)), None))
+    drain(scheduler)  # taken from the queue, as the scheduler does before reconciling
+    reconcile_now(scheduler, KEY)
+    assert "patch_status:InUse" in fake.calls
+    assert scheduler.queue.waiting(KEY)  # decided again without it: its use has ended
+    reconcile_now(scheduler, KEY)
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.departed == ()
+    assert "patch_status:Idle" in fake.calls
+    assert fake.evc is not None
+    assert parse_time(fake.evc["status"]["unusedSince"]) >= at(86)
+    clock.now = at(95)
+    reconcile_now(scheduler, KEY)
+    assert not [call for call in fake.calls if call.startswith("delete")]
+
+
+def test_a_finished_pod_deleted_before_any_decision_saw_it_counts_its_end() -> None:
+    """Pod p ran from 70 to 75, after the recorded end of use (60), and was deleted before
+    a decision saw it: grace counts from after its end, not from 60."""
+    clock = Clock(at(86))
+    fake = FakeApi(fresh_pods=[])
+    scheduler, _index = make(fake, [], clock=clock, body=idle_since(60))
+    scheduler.poke_for_pod("jobs", ["scratch"],
+                           (pod_view(user("p", created=70, finished_at=75)), None))
+    drain(scheduler)
+    reconcile_now(scheduler, KEY)
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.countdown is not None
+    assert claim.countdown.deletes_at is not None
+    assert claim.countdown.deletes_at >= at(106)
+    assert not scheduler.queue.waiting(KEY)  # nothing running left: decided once
+
+
+def test_a_pod_that_stops_matching_a_claims_selector_departs_from_it() -> None:
+    body = idle_since(60)
+    body["spec"]["selector"] = {"matchLabels": {"app": "etl"}}
+    scheduler, _index = make(FakeApi(fresh_pods=[]), [], clock=Clock(at(86)), body=body)
+    before = pod_view(user("p", created=55, labels={"app": "etl"}))
+    after = pod_view(user("p", created=55, labels={"app": "other"}))
+    scheduler.poke_for_pod("jobs", [], (before, after))
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.departed == (before,)
+    scheduler.poke_for_pod("jobs", [], (after, before))  # back: no departure of it
+    assert claim.departed == (before,)
