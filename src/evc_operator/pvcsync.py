@@ -7,9 +7,14 @@ being deleted, or a conflict with a PVC of someone else's) and says how the PVC 
 policy or webhook, a LimitRange, invalid) is said in the status and counted on the claim
 (`refusals`) for the reconciliation's backoff; an API server that throttles or fails (429,
 5xx: errors.transient) refused nothing yet: `PvcRetrying`, without a Warning, until it has
-failed TRANSIENT_SAID_AFTER times in a row. A patch refused for good is said once and not
-tried again until the EVC or the PVC changes (`rejected`). A PVC created or patched that
-lacks a field the claim asked for (a webhook that changed it) is said too.
+failed TRANSIENT_SAID_AFTER times in a row; so is a call that got no answer (a timeout, no
+connection). A patch refused for good is said once and not tried again until the EVC or the
+PVC changes (`rejected`). A patch that fails otherwise (429, 5xx, no answer, or a PVC that
+changed or went meanwhile: 409, 404) is `PvcUpdateRetrying`, retried with backoff, and
+`PvcUpdateFailing` with a Warning once it failed TRANSIENT_SAID_AFTER times in a row. None
+of these leaves `sync`: the claim's own decision comes after it (reconcile.py), and must not
+wait for its PVC. A PVC created or patched that lacks a field the claim asked for (a webhook
+that changed it) is said too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
+
+import aiohttp
 
 from evc_operator import status
 from evc_operator.claims import (
@@ -47,9 +54,13 @@ Logger = logging.LoggerAdapter[Any]
 
 
 # A PVC creation that the API server throttles or fails (429, 5xx) this many times in a row
-# is said as refused, with a Warning: after the backoff's 1 + 2 s, it is no passing spell
-# (an admission webhook that is down and fails closed answers 500 until someone acts).
+# is said as refused, with a Warning, and an update as failing: after the backoff's 1 + 2 s,
+# it is no passing spell (an admission webhook that is down and fails closed answers 500
+# until someone acts).
 TRANSIENT_SAID_AFTER = 3
+# A call that failed without a word from the API server about the request: no answer in
+# time, or no connection (an API server restarting, a lost network). Retried like a 5xx.
+_UNANSWERED = (TimeoutError, aiohttp.ClientError)
 
 
 class PvcSync:
@@ -78,27 +89,28 @@ class PvcSync:
                 plan = plan_pvc(body, observed)
                 if plan.step is PvcStep.CREATE:
                     raise  # there a moment ago and gone again: retry later
-            except ApiException as error:
+            except (ApiException, *_UNANSWERED) as error:
                 # Retried with backoff (`refusals`); the countdown runs meanwhile.
                 claim.refusals += 1
                 logger.debug("Creating PersistentVolumeClaim %s refused (%s).", view.name,
                              describe(error))
-                if transient(error) and claim.refusals < TRANSIENT_SAID_AFTER:
-                    # Throttled (429) or failing (5xx): no answer about this PVC yet, so no
-                    # refusal to warn of while it may pass.
+                if _passing(error) and claim.refusals < TRANSIENT_SAID_AFTER:
+                    # Throttled (429), failing (5xx) or unanswered: no answer about this
+                    # PVC yet, so no refusal to warn of while it may pass.
                     return pvc_ready(PvcOutcome.RETRYING, view.name, previous,
-                                     detail=refusal(error))
+                                     detail=_detail(error))
                 # Refused (quota, an admission policy or webhook, a LimitRange, invalid),
                 # or failing for good (a fail-closed webhook that is down answers 500):
                 # said in the status and a Warning.
                 return pvc_ready(PvcOutcome.REFUSED, view.name, previous,
-                                 detail=refusal(error))
+                                 detail=_detail(error))
             else:
                 claim.refusals = 0
                 condition, events = pvc_ready(PvcOutcome.CREATED, view.name, previous,
                                               size=str(body["spec"]["size"]))
                 return _as_asked(body, pvc_view(created), previous, condition, events)
-        claim.refusals = 0
+        # Failures in a row: reset, unless a patch below fails again.
+        failures, claim.refusals = claim.refusals, 0
         if plan.step is PvcStep.CONFLICT:
             return pvc_ready(PvcOutcome.CONFLICT, view.name, previous, detail=plan.message)
         if plan.step is PvcStep.WAIT:
@@ -125,6 +137,21 @@ class PvcSync:
                     claim.rejected = (part, *attempt)
                     return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
                                      detail=error_message(error), phase=observed.phase)
+                except (ApiException, *_UNANSWERED) as error:
+                    # Nothing refused for good: throttled or failing (429, 5xx: a
+                    # fail-closed webhook on PVC updates that is down), unanswered, or the
+                    # PVC changed or went since the index saw it (409, 404: the watch
+                    # brings it). Said, and tried again with backoff (`refusals`), never
+                    # `rejected`; the claim's decision goes on: left to propagate, it never
+                    # came, and the claim was never deleted while this lasted.
+                    claim.refusals = failures + 1
+                    logger.debug("Updating PersistentVolumeClaim %s failed (%s).", view.name,
+                                 describe(error))
+                    outcome = (PvcOutcome.UPDATE_RETRYING
+                               if claim.refusals < TRANSIENT_SAID_AFTER
+                               else PvcOutcome.UPDATE_FAILING)
+                    return pvc_ready(outcome, view.name, previous, detail=_detail(error),
+                                     phase=observed.phase)
                 if part == "metadata":
                     logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
             if "spec" in plan.patch:
@@ -134,6 +161,20 @@ class PvcSync:
                                       resized_from=resized_from,
                                       phase=observed.phase if observed is not None else "Pending")
         return _as_asked(body, observed, previous, condition, events)
+
+
+def _passing(error: BaseException) -> bool:
+    """Whether a failure may pass by itself: throttled or failing (errors.transient), or
+    unanswered (which errors.transient counts only as a timeout)."""
+    return isinstance(error, _UNANSWERED) or transient(error)
+
+
+def _detail(error: BaseException) -> str:
+    """A failure as the condition says it: the API server's reason and message, or what
+    kept the answer away (`TimeoutError`, `ClientConnectorError: ...`)."""
+    if isinstance(error, ApiException):
+        return refusal(error)
+    return describe(error) if str(error) else type(error).__name__
 
 
 def _as_asked(body: Mapping[str, Any], observed: PvcView | None,

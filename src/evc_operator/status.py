@@ -242,6 +242,10 @@ class PvcOutcome(enum.StrEnum):
     LABELS_TOO_LARGE = "labels-too-large"  # none made or updated: labels too large to copy
     DELETING = "deleting"  # ours, being deleted: recreated once gone
     REJECTED = "rejected"  # the API server refused the update (now, or this same one before)
+    # An update that failed for now (429, 5xx, no answer, or the PVC changed or went
+    # meanwhile: 409, 404): tried again with backoff; failing, after a few in a row.
+    UPDATE_RETRYING = "update-retrying"
+    UPDATE_FAILING = "update-failing"
     IN_PLACE = "in-place"  # ours, as it should be (after an update, if one was needed)
 
 
@@ -306,6 +310,19 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
                          f"PersistentVolumeClaim {name} is being deleted; it will be "
                          f"recreated once it is gone."), []
     bound = phase == "Bound"
+    if outcome in (PvcOutcome.UPDATE_RETRYING, PvcOutcome.UPDATE_FAILING):
+        # The PVC is there, as it was: PvcReady keeps its status, True while bound. No
+        # Warning while it may pass in a second or two; one when it goes on failing.
+        if outcome is PvcOutcome.UPDATE_RETRYING:
+            return Condition("PvcReady", bound, "PvcUpdateRetrying",
+                             f"Updating PersistentVolumeClaim {name} failed for now "
+                             f"({detail}); tried again with backoff. The claim's own "
+                             f"countdown runs as usual."), []
+        message = (f"Updating PersistentVolumeClaim {name} keeps failing ({detail}); tried "
+                   f"again with backoff. The claim's own countdown runs as usual.")
+        events = ([] if said_reason == "PvcUpdateFailing" else
+                  [Event("Warning", "PvcUpdateFailing", message)])
+        return Condition("PvcReady", bound, "PvcUpdateFailing", message), events
     if outcome is PvcOutcome.REJECTED:
         if detail is None:  # said when it was refused; do not hammer the API server
             return _as_said(Condition("PvcReady", bound, "PvcUpdateRejected", ""),
