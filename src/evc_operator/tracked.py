@@ -29,7 +29,7 @@ class TrackedClaim:
     countdown: lifecycle.Decision | None = None
     seen_users: tuple[str, ...] = ()  # users this process has seen, sorted
     rejected: tuple[object, ...] | None = None  # the PVC update the API server refused
-    refusals: int = 0  # creations of its PVC refused in a row
+    refusals: int = 0  # its PVC's creations or updates refused or failed in a row
     # (uid, facts) this process decided last: recorded, or being recorded (a write that
     # fails or is refused leaves them here, and later decisions build on them).
     written: tuple[str, lifecycle.Claim] | None = None
