@@ -143,17 +143,18 @@ async def _prove(watched: Watched, informer: View[PodView],
     """One informer's view as of a moment after this call began, proven or listed."""
     breaks = informer.breaks
     if listed_outright(informer):
-        listed, version = await _list(watched, informer.kind, informer.namespace,
-                                      informer.project)
+        listed, target = await _list(watched, informer.kind, informer.namespace,
+                                     informer.project)
         if _holds(informer, listed):
             # The informer holds what the list says, as of a moment after the list's own
             # read (or later): with its watch unbroken, the live index holds it all too.
-            return _listed(informer, listed, version, lambda: informer.breaks == breaks)
+            return _listed(informer, listed, target, lambda: informer.breaks == breaks)
         # The index lags or differs. The list is no view to decide on: it lacks an object
         # created and deleted while the informer lagged, a pod that used the claim after
-        # its deadline among them. Proven as a large kind is, every change since the
-        # informer's version is seen: its own watch's or a short watch's (barrier.py).
-    target = await watched.source.collection_version(informer.kind, informer.namespace)
+        # its deadline among them. Proven to the list's version as a large kind is, every
+        # change since the informer's is seen: its own watch's or a short watch's.
+    else:
+        target = await watched.source.collection_version(informer.kind, informer.namespace)
     # What the informer must have applied for its live view to hold everything up to
     # `target`: the last change at or before it (bookmarks change nothing).
     needed = min(informer.version, target)
