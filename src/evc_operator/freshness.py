@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from evc_operator import metrics
 from evc_operator.timestamps import utcnow
-from evc_operator.users import PodView
+from evc_operator.users import PodView, ordinal_marker
 
 # Views older than this serve nobody (one serves the decisions of its own second only):
 # the scheduler forgets them.
@@ -101,6 +101,16 @@ class PodList:
             for claim in pod.claims:
                 found.setdefault(claim, []).append(pod)
         return {claim: tuple(users) for claim, users in found.items()}
+
+    def mounting(self, claim: str) -> tuple[PodView, ...]:
+        """The views that mount a claim, and the StatefulSets that list it by its
+        `ordinal_marker` (users.users_of tells them apart), each once."""
+        named = self.by_claim.get(claim, ())
+        marker = ordinal_marker(claim)
+        beyond = self.by_claim.get(marker, ()) if marker is not None else ()
+        if not beyond:
+            return named
+        return tuple({view.name: view for view in (*beyond, *named)}.values())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -239,7 +239,7 @@ class ClaimReconciler:
         mounting: Collection[PodView]
         in_namespace: Collection[PodView]
         if fresh is not None:
-            mounting, in_namespace = fresh.by_claim.get(view.name, ()), fresh.pods
+            mounting, in_namespace = fresh.mounting(view.name), fresh.pods
         else:
             mounting = self.index.pods_of_claim(view.key)
             in_namespace = self.index.pods_in(view.namespace) if view.selector else ()

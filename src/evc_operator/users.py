@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from evc_operator.lifecycle import PodUse
@@ -19,6 +19,9 @@ from evc_operator.timestamps import shared_time
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 _NO_CLAIMS: tuple[str, ...] = ()
+# In a StatefulSet's claims, "<template>-<statefulset>-*" stands for the PVC names of its
+# claim templates at ordinals outside its range (workloads.py); "*" is in no object's name.
+ANY_ORDINAL = "*"
 
 
 Labels = tuple[tuple[str, str], ...]
@@ -83,8 +86,10 @@ class PodView:
         # A workload's view is named `Kind/name` (workloads.py); a pod's name has no "/".
         # A pod and a Job are in use from their creation on; other workloads are not.
         from_creation = "/" not in self.name or self.name.startswith("Job/")
+        # An active StatefulSet's view keeps its last write as `ended`, for the ordinals
+        # it no longer keeps (`users_of`); while active, its use has no end.
         return PodUse(name=self.name, active=self.active, created=self.created,
-                      ended=self.ended, from_creation=from_creation)
+                      ended=None if self.active else self.ended, from_creation=from_creation)
 
 
 def pod_view(body: Mapping[str, Any]) -> PodView:
@@ -165,19 +170,49 @@ def validate_selector(selector: Mapping[str, Any] | None) -> None:
             _expression_matches(expression, {})
 
 
+def ordinal_marker(claim_name: str) -> str | None:
+    """Under what a StatefulSet lists a claim named as its claim templates name PVCs
+    (`<template>-<statefulset>-<ordinal>`) for the ordinals outside its range:
+    "data-web-5" -> "data-web-*"; None for a name that ends in no ordinal (a decimal
+    number, as a StatefulSet's controller writes it: no leading zero)."""
+    stem, dash, ordinal = claim_name.rpartition("-")
+    if not (stem and dash and ordinal.isascii() and ordinal.isdigit()) or (
+            ordinal != "0" and ordinal.startswith("0")):
+        return None
+    return f"{stem}-{ANY_ORDINAL}"
+
+
+def _beyond_its_ordinals(view: PodView) -> PodUse:
+    """A StatefulSet's use of a claim named for one of its ordinals outside its range now.
+    Its pod of that ordinal may have used the claim when the range was wider: a use that
+    ended by the StatefulSet's last write of its spec at the latest (`ended`; None: not
+    known), as a replicated workload at zero replicas has."""
+    return PodUse(name=view.name, active=False, created=view.created, ended=view.ended,
+                  from_creation=False)
+
+
 def users_of(claim_name: str, selector: Mapping[str, Any] | None,
-             mounting: Iterable[PodView], in_namespace: Iterable[PodView]) -> list[PodUse]:
+             mounting: Collection[PodView], in_namespace: Iterable[PodView]) -> list[PodUse]:
     """Users of a claim: pods that mount it, plus pods matching its selector (once each).
 
     `mounting` are the pods known to mount the claim, `in_namespace` all pods of
-    its namespace (only read when there is a selector).
+    its namespace (only read when there is a selector). A StatefulSet in `mounting` that
+    lists the claim only by its `ordinal_marker` is an inactive user (`_beyond_its_ordinals`):
+    scaled below that ordinal unseen (the operator stopped, a watch away), it would
+    otherwise leave no trace of its pod's use.
     """
     found: dict[str, PodView] = {pod.name: pod for pod in mounting if claim_name in pod.claims}
     if selector:
         for pod in in_namespace:
             if pod.name not in found and matches(selector, dict(pod.labels)):
                 found[pod.name] = pod
-    return [pod.use() for pod in found.values()]
+    users = [pod.use() for pod in found.values()]
+    marker = ordinal_marker(claim_name)
+    if marker is not None:
+        beyond = {pod.name: pod for pod in mounting
+                  if pod.name not in found and marker in pod.claims}
+        users += [_beyond_its_ordinals(pod) for pod in beyond.values()]
+    return users
 
 
 def users_may_change(change: tuple[PodView | None, PodView | None] | None,

@@ -22,7 +22,7 @@ from evc_operator.claims import PvcView, pvc_view
 from evc_operator.clusterwide import Shared
 from evc_operator.evc import Key
 from evc_operator.informer import Informer, Source, View
-from evc_operator.users import PodView, pod_view
+from evc_operator.users import ANY_ORDINAL, PodView, ordinal_marker, pod_view
 from evc_operator.workloads import KINDS, collection, workload_view
 
 
@@ -87,7 +87,8 @@ class Watched:
             # Indexed by the view's name ("Job/x" for a Job): a pod and a Job may both be
             # named x, and one's end must not take the other out of the claim's users.
             view = new or old
-            self.pods_changed(namespace, users.update(view.name if view else name, old, new),
+            touched = users.update(view.name if view else name, old, new)
+            self.pods_changed(namespace, touched | self._beyond_ordinals(namespace, touched),
                               (old, new))
 
         def pvc_changed(name: str, _old: PvcView | None, _new: PvcView | None) -> None:
@@ -115,6 +116,18 @@ class Watched:
         self._tasks[namespace] = [
             asyncio.create_task(informer.run(), name=f"{informer.kind} in {namespace}")
             for informer in own]
+
+    def _beyond_ordinals(self, namespace: str, touched: set[str]) -> set[str]:
+        """The claims a StatefulSet's change concerns beyond those it names: the PVCs
+        named for its claim templates' other ordinals (`ordinal_marker`), whose use by it
+        now ends at its new last write. Looked for once the namespace is listed (its
+        listing looks at every claim anyway); a StatefulSet's view changes with its spec
+        only, seldom."""
+        markers = {claim for claim in touched if claim.endswith(ANY_ORDINAL)}
+        pvcs = self.pvcs.get(namespace)
+        if not markers or pvcs is None or not self.synced(namespace):
+            return set()
+        return {name for name in pvcs.items if ordinal_marker(name) in markers}
 
     def release(self, namespace: str) -> None:
         """Stop watching a namespace (its last claim is gone, or the namespace is)."""
@@ -145,8 +158,17 @@ class Watched:
     # --- what the reconcile reads (the shape of reconcile.PodIndex) -----------------------
 
     def pods_of_claim(self, key: Key) -> list[PodView]:
+        """The views that mount a claim, and the StatefulSets that list it by its
+        `ordinal_marker` (users.users_of tells them apart), each once."""
         pods = self.claims.get(key[0])
-        return list(pods.by_claim.get(key[1], {}).values()) if pods else []
+        if not pods:
+            return []
+        found = pods.by_claim.get(key[1], {})
+        marker = ordinal_marker(key[1])
+        beyond = pods.by_claim.get(marker) if marker is not None else None
+        if beyond:
+            found = {**beyond, **found}
+        return list(found.values())
 
     def pods_in(self, namespace: str) -> list[PodView]:
         """Every user-shaped view of a namespace: its pods and its workloads."""

@@ -31,6 +31,11 @@ the second; the latest of them is never earlier than the scale-down, so a claim 
 in a later second was never used by it and keeps its expiry countdown. Without that
 record, it may have been active after the claim's creation: it counts, as before.
 
+A StatefulSet's claim templates name a PVC per ordinal it keeps; scaled below an ordinal,
+its pod of that ordinal may have used that ordinal's claim until then. So a claim named
+for one of its ordinals outside its range is used by it as if at zero replicas: a use
+that ended by its last write at the latest, none if its spec never changed.
+
 A workload is projected into the same small view as a pod (`PodView`), named
 `Kind/name` so status and `kubectl get evc` name it beside pods; nothing else of its
 body is kept.
@@ -44,7 +49,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from evc_operator.timestamps import parse_time, shared_time
-from evc_operator.users import PodView, label_set, mounted_claims
+from evc_operator.users import ANY_ORDINAL, PodView, label_set, mounted_claims
 
 # The kinds watched, by (API group/version, plural), and how each names its pod template.
 KINDS: Mapping[str, tuple[str, str]] = {
@@ -126,31 +131,47 @@ def _claim_templates(metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> se
     `<template>-<statefulset>-<ordinal>` for each ordinal it keeps (spec.ordinals.start
     on, `replicas` of them). Its controller mounts a PVC of that name if one exists, an
     EVC's among them: such a claim is used by the StatefulSet while the ordinal is in
-    its range, even between two of its pods."""
+    its range, even between two of its pods.
+
+    Beside them, `<template>-<statefulset>-*` (users.ANY_ORDINAL) for every other ordinal,
+    unless its spec never changed (`metadata.generation` 1: its range never was another):
+    scaled down below an ordinal, it may have used that ordinal's claim until its last
+    write, and a scale-down the operator did not see (stopped, or a watch away) would
+    leave no trace of that use otherwise. One entry per template, whatever the ordinal:
+    users.users_of makes such a claim's StatefulSet an inactive user."""
     templates = [(entry.get("metadata") or {}).get("name")
                  for entry in spec.get("volumeClaimTemplates") or ()]
     replicas = spec.get("replicas")
     count = 1 if replicas is None else replicas
     start = (spec.get("ordinals") or {}).get("start") or 0
     if not templates or not isinstance(count, int) or not isinstance(start, int) or not (
-            0 < count <= MAX_ORDINALS):
+            0 <= count <= MAX_ORDINALS):
         return set()
-    return {f"{template}-{metadata['name']}-{ordinal}" for template in templates if template
-            for ordinal in range(start, start + count)}
+    stems = [f"{template}-{metadata['name']}-" for template in templates if template]
+    names = {f"{stem}{ordinal}" for stem in stems for ordinal in range(start, start + count)}
+    if metadata.get("generation") != 1:
+        names.update(f"{stem}{ANY_ORDINAL}" for stem in stems)
+    return names
 
 
 def workload_view(kind: str, body: Mapping[str, Any]) -> PodView:
     """A workload as a user-shaped view: name `Kind/name`, active while it may create pods,
     the claims its template mounts (and a StatefulSet's claim templates) and the labels its
-    template gives pods."""
+    template gives pods. A StatefulSet that lists its claim templates' other ordinals
+    (`_claim_templates`) keeps its last write as `ended` even while active: the end of
+    its use of those (`PodView.use` gives an active user no end)."""
     metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
     template = template_of(kind, spec)
     template_spec = template.get("spec") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
     active, stopped = may_create_pods(kind, body)
+    ended = None if active else stopped
     claims = mounted_claims(template_spec)
     if kind == "StatefulSet" and spec.get("volumeClaimTemplates"):
-        claims = tuple(sorted({*claims, *_claim_templates(metadata, spec)}))
+        named = _claim_templates(metadata, spec)
+        claims = tuple(sorted({*claims, *named}))
+        if any(claim.endswith(ANY_ORDINAL) for claim in named):
+            ended = _zero_since(metadata)  # generation is not 1: its last write, if known
     return PodView(
         name=f"{kind}/{metadata['name']}",
         namespace=sys.intern(metadata.get("namespace") or ""),
@@ -158,5 +179,5 @@ def workload_view(kind: str, body: Mapping[str, Any]) -> PodView:
         created=shared_time(metadata["creationTimestamp"]),
         claims=claims,
         labels=label_set(labels),
-        ended=None if active else stopped,
+        ended=ended,
     )

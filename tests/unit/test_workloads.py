@@ -161,10 +161,14 @@ def test_a_scale_down_after_the_recorded_end_moves_the_clock_later() -> None:
     assert decision.unused_since == at(200)
 
 
-def statefulset(replicas: int | None, **spec: Any) -> dict[str, Any]:
+def statefulset(replicas: int | None, *, generation: int = 1, **spec: Any) -> dict[str, Any]:
+    """A StatefulSet `w` with claim templates `data` and `cache`, its spec never changed
+    unless `generation` says so (then it names its other ordinals too:
+    test_statefulset_ordinals.py)."""
     body = workload("StatefulSet", claim_name=None,
                     spec={**spec, "volumeClaimTemplates": [{"metadata": {"name": "data"}},
                                                            {"metadata": {"name": "cache"}}]})
+    body["metadata"]["generation"] = generation
     if replicas is not None:
         body["spec"]["replicas"] = replicas
     return body
@@ -179,7 +183,8 @@ def test_a_statefulset_uses_the_claims_its_claim_templates_name_for_its_ordinals
     use = users_of("data-w-1", None, [view], [])
     decision = decide(claim(recorded_phase=Phase.IN_USE), use, at(100))
     assert (decision.phase, decision.active_users) == (Phase.IN_USE, ("StatefulSet/w",))
-    assert users_of("data-w-2", None, [view], []) == []  # beyond its replicas: not its
+    # Beyond its replicas, and its spec never changed: never its.
+    assert users_of("data-w-2", None, [view], []) == []
 
 
 @pytest.mark.parametrize(("replicas", "spec", "claims"), [
