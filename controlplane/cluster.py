@@ -182,6 +182,10 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--token-auth-file={pki / 'tokens.csv'}",
             "--authorization-mode=RBAC",
+            # As strict as distributions that enable it (OpenShift does): an owner
+            # reference that blocks its owner's deletion (the claim's PVC's) needs
+            # `update` on the owner's `finalizers`, which the shipped RBAC must grant.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             "--allow-privileged=true",
             "--profiling=false",
             *(auditing.flags(pki, self.audit_log, audit_users, node) if audit else []),

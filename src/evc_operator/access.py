@@ -55,6 +55,9 @@ WORKLOADS = [permission for api_version, plural in KINDS.values()
 # What the operator does in a namespace with claims.
 NAMESPACED = [*_each(GROUP, PLURAL, "get", "list", "watch", "delete"),
               *_each(GROUP, PLURAL, "patch", subresource="status"),
+              # For the PVC's owner reference that blocks the claim's deletion, where
+              # admission asks (OwnerReferencesPermissionEnforcement).
+              *_each(GROUP, PLURAL, "update", subresource="finalizers"),
               *_each("", "persistentvolumeclaims", "get", "list", "watch", "create", "patch"),
               *_each("", "pods", "list", "watch"),
               *WORKLOADS,
