@@ -247,10 +247,12 @@ class ClaimReconciler:
         # bytes however few), looked up in a set (a selector may match thousands).
         seen = frozenset(claim.seen_users)
         users = users_of(view.name, view.selector, mounting, in_namespace)
-        present = {user.name for user in users}
-        # Users gone from the index since the last decision, as last seen (tracked.py).
-        users += [departed.use() for departed in claim.departed
-                  if departed.name not in present]
+        if claim.departed:
+            # Users gone from the index since the last decision, judged as last seen
+            # (tracked.py), unless one of that name is there now.
+            present = {user.name for user in users}
+            gone = [held for held in claim.departed if held.name not in present]
+            users += users_of(view.name, view.selector, gone, gone)
         claim.seen_users = tuple(sorted({user.name for user in users}))
         return [dataclasses.replace(user, known=user.name in seen) for user in users]
 

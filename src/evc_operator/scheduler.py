@@ -32,7 +32,13 @@ from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.settings import Settings
 from evc_operator.timestamps import utcnow
 from evc_operator.tracked import Tracked, TrackedClaim, key_of
-from evc_operator.users import InvalidSelector, PodView, matches, users_may_change
+from evc_operator.users import (
+    InvalidSelector,
+    PodView,
+    matches,
+    ordinal_marker,
+    users_may_change,
+)
 from evc_operator.workqueue import Timers, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,15 @@ log = logging.getLogger(__name__)
 USERS_COALESCE = datetime.timedelta(seconds=2)
 # How long a stopping operator goes on posting the Events that waited (outbox.py).
 FLUSH_SECONDS = 5.0
+
+
+def _names(view: PodView, claim: str) -> bool:
+    """Whether a user's view names the claim: mounts it, or (a StatefulSet) lists it by
+    its ordinal's marker (users.users_of)."""
+    if claim in view.claims:
+        return True
+    marker = ordinal_marker(claim)
+    return marker is not None and marker in view.claims
 
 
 def _left(selector: Mapping[str, Any] | None, before: PodView, after: PodView | None) -> bool:
@@ -157,8 +172,8 @@ class Scheduler:
         before, after = change if change is not None else (None, None)
         for claim in claims:
             record = self.claims.get((namespace, claim))
-            if (record is not None and before is not None and claim in before.claims
-                    and (after is None or claim not in after.claims)):
+            if record is not None and before is not None and _names(before, claim) and (
+                    after is None or not _names(after, claim)):
                 record.depart(before)
             self._poke_for_users((namespace, claim))
         sees = users_may_change(change)

@@ -9,6 +9,7 @@ from typing import Any
 
 from evc_operator.timestamps import parse_time
 from evc_operator.users import pod_view
+from evc_operator.workloads import workload_view
 from tests.unit.fakes import FakeApi, drain, evc_body, make, reconcile_now, sealed
 from tests.unit.support import T0, Clock
 
@@ -97,3 +98,29 @@ def test_a_pod_that_stops_matching_a_claims_selector_departs_from_it() -> None:
     assert claim.departed == (before,)
     scheduler.poke_for_pod("jobs", [], (after, before))  # back: no departure of it
     assert claim.departed == (before,)
+
+
+def test_a_statefulset_gone_after_a_write_unseen_counts_for_its_other_ordinals() -> None:
+    """Claim data-web-5 (Idle since 60, due at 90) is named by StatefulSet web's claim
+    template for an ordinal outside its range (2 replicas). Its spec was written at 70
+    (perhaps scaled to 6 and back), and it was deleted before any decision saw that: its
+    ordinal 5 may have used the claim until 70, so grace counts from now, not from 60."""
+    body = idle_since(60)
+    body["metadata"]["name"] = "data-web-5"
+    statefulset = {
+        "metadata": {"name": "web", "namespace": "jobs", "generation": 3,
+                     "creationTimestamp": stamp(0),
+                     "managedFields": [{"manager": "kubectl", "operation": "Update",
+                                        "time": stamp(70)}]},
+        "spec": {"replicas": 2, "volumeClaimTemplates": [{"metadata": {"name": "data"}}],
+                 "template": {"spec": {}}}}
+    scheduler, _index = make(FakeApi(fresh_pods=[]), [], clock=Clock(at(86)), body=body)
+    scheduler.poke_for_pod("jobs", ["data-web-5"],
+                           (workload_view("StatefulSet", statefulset), None))
+    drain(scheduler)
+    reconcile_now(scheduler, ("jobs", "data-web-5"))
+    claim = scheduler.claims.get(("jobs", "data-web-5"))
+    assert claim is not None
+    assert claim.countdown is not None
+    assert claim.countdown.deletes_at is not None
+    assert claim.countdown.deletes_at >= at(116)
