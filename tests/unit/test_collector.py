@@ -46,7 +46,7 @@ def test_every_pass_is_counted_by_generation_until_uninstalled() -> None:
     gc.collect(1)
     full, total = pauses.histogram(2)
     assert full[-1] == ("+Inf", 2)
-    assert total >= 0
+    assert total > 0  # two full passes took some time
     assert [count for _, count in full] == sorted(count for _, count in full)  # cumulative
     assert pauses.histogram(1)[0][-1] == ("+Inf", 1)
     collector.uninstall()

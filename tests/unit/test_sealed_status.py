@@ -229,14 +229,24 @@ def test_after_a_start_a_sealed_idle_status_resumes_exactly() -> None:
 
 
 def test_a_seal_from_another_claim_is_not_believed() -> None:
-    _, fake = after_a_start(sealed({"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"},
-                                   uid="another-claim"))
+    reconciler, fake = after_a_start(sealed(
+        {"phase": "Idle", "unusedSince": "2026-01-01T00:00:10Z"}, uid="another-claim"))
     assert not deleted(fake)
+    # The later way: grace from now, not from the record's 00:00:10.
+    assert _deadline(reconciler) == NOW + datetime.timedelta(seconds=30)
 
 
 def test_a_cleared_status_of_a_claim_with_its_pvc_counts_the_later_way() -> None:
-    _, fake = after_a_start(None)  # its own PVC exists: it is not new
+    reconciler, fake = after_a_start(None)  # its own PVC exists: it is not new
     assert not deleted(fake)
+    assert _deadline(reconciler) == NOW + datetime.timedelta(seconds=30)
+
+
+def _deadline(reconciler: Scheduler) -> datetime.datetime | None:
+    claim = reconciler.claims.get(KEY_OF_CLAIM)
+    assert claim is not None
+    assert claim.countdown is not None
+    return claim.countdown.deletes_at
 
 
 def test_a_new_claim_without_status_or_pvc_expires_from_its_creation() -> None:
