@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 Logger = logging.LoggerAdapter[Any]
 # How long a due claim waits, while Kopf has not listed every EVC, before it is looked at again.
 NOT_LISTED_YET = datetime.timedelta(seconds=1)
+# A claim decided on a proof's view that its informers have not caught up with yet is
+# looked at again this soon: once they have, the index decides; nothing else may ask (the
+# changes that bring them that far need not be this claim's).
+AHEAD_RECHECK = datetime.timedelta(seconds=1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,7 +109,9 @@ class ClaimReconciler:
             claim.ahead = fresh if fresh is not None and fresh.behind() else None
         if decision.action is Action.DELETE:
             return await self._delete(view, decision, logger)
-        taken = claim.departed  # the users gone since, in this decision (_users)
+        # The users gone since, in this decision (_users): a copy, for more may leave while
+        # its status is written.
+        taken = dict(claim.departed or {})
 
         claim.decided(decision)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
@@ -140,9 +146,8 @@ class ClaimReconciler:
                              *(self.announce(view, event, logger) for event in events))
         # Taken in: those still running when they left made it InUse; decided again now
         # without them, their use ends (their grace counts from now).
-        claim.departed = tuple(held for held in claim.departed
-                               if not any(held is one for one in taken))
-        again = any(one.active for one in taken)
+        claim.taken_in(taken)
+        again = any(one.active for one in taken.values())
 
         if (decision.action is Action.REPORT_DRY_RUN
                 and decision.deletes_at not in claim.reported_dry_run):
@@ -160,6 +165,9 @@ class ClaimReconciler:
         if claim.refusals:  # its PVC was refused: try again, later each time
             retry = now + datetime.timedelta(seconds=backoff(claim.refusals))
             wake_at = retry if wake_at is None else min(wake_at, retry)
+        if claim.ahead is not None:  # decided on a proof's view: again once caught up
+            recheck = now + AHEAD_RECHECK
+            wake_at = recheck if wake_at is None else min(wake_at, recheck)
         return Outcome(wake_at=wake_at, countdown=decision if pending else None, again=again)
 
     def _has_own_pvc(self, view: EvcView) -> bool:
@@ -251,7 +259,7 @@ class ClaimReconciler:
             # Users gone from the index since the last decision, judged as last seen
             # (tracked.py), unless one of that name is there now.
             present = {user.name for user in users}
-            gone = [held for held in claim.departed if held.name not in present]
+            gone = [held for name, held in claim.departed.items() if name not in present]
             users += users_of(view.name, view.selector, gone, gone)
         claim.seen_users = tuple(sorted({user.name for user in users}))
         return [dataclasses.replace(user, known=user.name in seen) for user in users]

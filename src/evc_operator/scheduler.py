@@ -172,15 +172,16 @@ class Scheduler:
         before, after = change if change is not None else (None, None)
         for claim in claims:
             record = self.claims.get((namespace, claim))
-            if record is not None and before is not None and _names(before, claim) and (
-                    after is None or not _names(after, claim)):
-                record.depart(before)
+            if (self.active and record is not None and before is not None
+                    and _names(before, claim) and (after is None or not _names(after, claim))):
+                record.depart(before)  # only the leader decides: a standby keeps none
             self._poke_for_users((namespace, claim))
         sees = users_may_change(change)
         for name in self.claims.with_selector(namespace):
             record = self.claims.get((namespace, name))
             if record is not None and sees(record.view.selector):
-                if before is not None and _left(record.view.selector, before, after):
+                if (self.active and before is not None
+                        and _left(record.view.selector, before, after)):
                     record.depart(before)
                 self._poke_for_users((namespace, name))
 

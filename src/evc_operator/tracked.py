@@ -43,8 +43,8 @@ class TrackedClaim:
     # (freshness.PodSnapshot.behind): until they catch up, it is decided on that view.
     ahead: PodList | None = None
     # Users that left the index (deleted, or no longer mounting or matching it) since it
-    # was last decided, as last seen: `depart`.
-    departed: tuple[PodView, ...] = ()
+    # was last decided, as last seen, by name: `depart` (None: none, as most claims).
+    departed: dict[str, PodView] | None = None
 
     def depart(self, view: PodView) -> None:
         """A user left the index: kept, as last seen, until a decision has taken it in.
@@ -52,7 +52,20 @@ class TrackedClaim:
         between two looks, or while a lagging watch caught up during a deletion's proof)
         would leave no trace of its use, and the claim be deleted before its true
         deadline; one that was running when deleted was in use until then."""
-        self.departed = (*(held for held in self.departed if held.name != view.name), view)
+        if self.departed is None:
+            self.departed = {}
+        self.departed[view.name] = view
+
+    def taken_in(self, taken: Mapping[str, PodView]) -> None:
+        """Those departed users a decision took in (and no later departure of the same
+        name) are kept no more."""
+        if self.departed is None:
+            return
+        for name, view in taken.items():
+            if self.departed.get(name) is view:
+                del self.departed[name]
+        if not self.departed:
+            self.departed = None
 
     def decided(self, decision: lifecycle.Decision) -> None:
         """Keep what was just decided, before its status write: should that write fail

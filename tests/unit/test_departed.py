@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from evc_operator.freshness import PodList, PodSnapshot
 from evc_operator.timestamps import parse_time
 from evc_operator.users import pod_view
 from evc_operator.workloads import workload_view
@@ -59,7 +60,7 @@ def test_a_running_pod_deleted_before_any_decision_saw_it_is_a_use_until_then() 
     reconcile_now(scheduler, KEY)
     claim = scheduler.claims.get(KEY)
     assert claim is not None
-    assert claim.departed == ()
+    assert claim.departed is None
     assert "patch_status:Idle" in fake.calls
     assert fake.evc is not None
     assert parse_time(fake.evc["status"]["unusedSince"]) >= at(86)
@@ -95,9 +96,39 @@ def test_a_pod_that_stops_matching_a_claims_selector_departs_from_it() -> None:
     scheduler.poke_for_pod("jobs", [], (before, after))
     claim = scheduler.claims.get(KEY)
     assert claim is not None
-    assert claim.departed == (before,)
+    assert claim.departed == {"p": before}
     scheduler.poke_for_pod("jobs", [], (after, before))  # back: no departure of it
-    assert claim.departed == (before,)
+    assert claim.departed == {"p": before}
+
+
+def test_a_standby_keeps_no_departed_users() -> None:
+    """Only the leader decides, so only it takes departures in: a standby that kept them
+    would hold every pod deleted in its time, and on taking over decide claims InUse for
+    pods long gone."""
+    scheduler, _index = make(FakeApi(fresh_pods=[]), [], clock=Clock(at(86)),
+                             body=idle_since(60))
+    scheduler.set_active(False)
+    scheduler.poke_for_pod("jobs", ["scratch"], (pod_view(user("p", created=55)), None))
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.departed is None
+
+
+def test_a_claim_decided_on_a_proofs_view_is_looked_at_again_soon() -> None:
+    """Decided on a proof's view its informers lag behind (reconcile._ahead), a claim is
+    looked at again within a second: once they have caught up the index decides, and the
+    changes that bring them there need not be this claim's."""
+    clock = Clock(at(70))
+    scheduler, _index = make(FakeApi(fresh_pods=[]), [], clock=clock, body=idle_since(60))
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    running = pod_view(user("p", created=65))
+    claim.ahead = PodList(PodSnapshot([running], behind=lambda: True))
+    drain(scheduler)
+    reconcile_now(scheduler, KEY)
+    woken = scheduler.queue.later.get(KEY)
+    assert woken is not None
+    assert woken <= at(71)
 
 
 def test_a_statefulset_gone_after_a_write_unseen_counts_for_its_other_ordinals() -> None:
