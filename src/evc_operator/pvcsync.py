@@ -13,8 +13,9 @@ PVC changes (`rejected`). A patch that fails otherwise (429, 5xx, no answer, or 
 changed or went meanwhile: 409, 404) is `PvcUpdateRetrying`, retried with backoff, and
 `PvcUpdateFailing` with a Warning once it failed TRANSIENT_SAID_AFTER times in a row. None
 of these leaves `sync`: the claim's own decision comes after it (reconcile.py), and must not
-wait for its PVC. A PVC created or patched that lacks a field the claim asked for (a webhook
-that changed it) is said too.
+wait for its PVC. (One case still does: a creation answered 409 whose PVC is gone again, or
+cannot be read, when looked for; the scheduler retries it.) A PVC created or patched that
+lacks a field the claim asked for (a webhook that changed it) is said too.
 """
 
 from __future__ import annotations

@@ -121,8 +121,9 @@ class Watched:
         """The claims a StatefulSet's change concerns beyond those it names: the PVCs
         named for its claim templates' other ordinals (`ordinal_marker`), whose use by it
         now ends at its new last write. Looked for once the namespace is listed (its
-        listing looks at every claim anyway); a StatefulSet's view changes with its spec
-        only, seldom."""
+        listing looks at every claim anyway); a scan of the namespace's PVCs, at each
+        write of a StatefulSet with claim templates (its spec, scale, labels: the times
+        in `managedFields`), not of its status."""
         markers = {claim for claim in touched if claim.endswith(ANY_ORDINAL)}
         pvcs = self.pvcs.get(namespace)
         if not markers or pvcs is None or not self.synced(namespace):
