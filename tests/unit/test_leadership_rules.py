@@ -1,15 +1,16 @@
 """Leadership's rules in time: the holder leads for half a duration after its last renewal
 was sent (monotonic clock), steps down when that ends even while a renewal hangs, and a
 standby takes over only once the Lease record stayed unchanged for a whole duration on its
-own clock. Fake Lease calls; short real durations where the event loop must run."""
+own clock. Fake Lease calls; where the event loop must run, it runs on virtual time (no
+wall-clock speed in any assertion: each change is checked at its exact virtual moment)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import time
-from collections.abc import Callable
-from typing import Any
+import selectors
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,6 +19,13 @@ from evc_operator.leadership import Leadership, LeaseSettings
 from evc_operator.timestamps import format_time
 
 WALL = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+READS_AT_MOST = 1000  # per identity: more is a replica asking without a pause
+T = TypeVar("T")
+
+
+class Runaway(BaseException):
+    """Raised by the fake read past READS_AT_MOST: not an Exception, so the replica does
+    not take it for a failed request; it ends its task instead of spinning forever."""
 
 
 class Store:
@@ -49,6 +57,8 @@ def store(monkeypatch: pytest.MonkeyPatch) -> Store:
 
     async def read_lease(api: str, namespace: str, name: str) -> Any:
         store.reads[api] = store.reads.get(api, 0) + 1
+        if store.reads[api] > READS_AT_MOST:
+            raise Runaway(f"{api} read the Lease {store.reads[api]} times")
         await store.gate(api)
         return None if store.lease is None else {
             "metadata": {"name": name, "namespace": namespace,
@@ -75,7 +85,7 @@ def store(monkeypatch: pytest.MonkeyPatch) -> Store:
 
 
 class Mono:
-    """A monotonic clock the test sets."""
+    """A monotonic clock the test sets; under `on_virtual_time`, also the event loop's."""
 
     def __init__(self) -> None:
         self.t = 100.0
@@ -84,8 +94,43 @@ class Mono:
         return self.t
 
 
+class _VirtualSelector(selectors.DefaultSelector):
+    """Never blocks: where the event loop would wait `timeout` seconds for its next timer,
+    the virtual clock moves on by exactly that much (to the timer's moment)."""
+
+    def __init__(self, clock: Mono) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def select(self, timeout: float | None = None
+               ) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:
+            raise AssertionError("no task can go on and no timer is set: a hang")
+        self._clock.t += timeout
+        return ready
+
+
+class _VirtualLoop(asyncio.SelectorEventLoop):
+    def __init__(self, clock: Mono) -> None:
+        self._virtual = clock
+        super().__init__(_VirtualSelector(clock))
+
+    def time(self) -> float:
+        return self._virtual.t
+
+
+def on_virtual_time(clock: Mono, main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on an event loop whose time is `clock`: asyncio.sleep and
+    asyncio.timeout end at exact virtual moments, at once in real time."""
+    with asyncio.Runner(loop_factory=lambda: _VirtualLoop(clock)) as runner:
+        return runner.run(main)
+
+
 def replica(identity: str, duration: float = 10.0, retry: float = 2.0, *,
-            monotonic: Callable[[], float] = time.monotonic,
+            monotonic: Callable[[], float],
             wall: Callable[[], datetime.datetime] = lambda: WALL,
             changes: list[tuple[bool, float]] | None = None) -> Leadership:
     settings = LeaseSettings(name="evc-operator", namespace="ops", identity=identity,
@@ -93,7 +138,7 @@ def replica(identity: str, duration: float = 10.0, retry: float = 2.0, *,
 
     def on_change(held: bool) -> None:
         if changes is not None:
-            changes.append((held, time.monotonic()))
+            changes.append((held, monotonic()))
 
     # The fake Lease calls take the identity for the API client.
     return Leadership(identity, settings, on_change, clock=wall,  # type: ignore[arg-type]
@@ -109,6 +154,19 @@ def held_by(holder: str, *, renewed: datetime.datetime = WALL,
 
 def holder(store: Store) -> str | None:
     return None if store.lease is None else str(store.lease["holderIdentity"])
+
+
+async def until(clock: Mono, moment: float) -> None:
+    """Sleep until the virtual `moment` (the tests pick moments no replica acts at)."""
+    await asyncio.sleep(moment - clock.t)
+    assert clock.t == pytest.approx(moment)
+
+
+async def stop(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(result, asyncio.CancelledError) for result in results), results
 
 
 # 1. leading(): from when the renewal was sent, on the monotonic clock, at any moment.
@@ -144,82 +202,82 @@ def test_a_record_naming_another_holder_ends_leading_at_once(store: Store) -> No
     assert not me.active
 
 
+
 # 2. Deadlines: a hanging renewal, and the pauses between attempts.
-
-def lateness(me: Leadership, changes: list[tuple[bool, float]], valid_until: float) -> float:
-    """How long after its validity ended the replica said it no longer leads."""
-    downs = [at for held, at in changes if not held]
-    assert downs, changes
-    assert not me.leading()
-    return downs[0] - valid_until
-
 
 def test_a_renewal_that_hangs_steps_the_holder_down_when_its_validity_ends(
         store: Store) -> None:
     """Before, a renewal without an answer kept the replica active for up to twice the
-    HTTP client's timeout (60 s), long after a standby had taken over."""
+    HTTP client's timeout (60 s), long after a standby had taken over. Renewals every
+    second; the one sent at 103 s hangs: the validity of the one sent at 102 s ends at
+    106 s, and the replica steps down then, not when the request gives up."""
+    mono = Mono()
     changes: list[tuple[bool, float]] = []
 
-    async def scenario() -> float:
-        me = replica("me", duration=0.4, retry=0.05, changes=changes)
+    async def scenario() -> None:
+        me = replica("me", duration=8, retry=1, monotonic=mono, changes=changes)
         task = asyncio.create_task(me.run())
-        await asyncio.sleep(0.12)  # a few renewals
+        await until(mono, 102.5)  # renewed at 100, 101 and 102 s
         assert me.leading()
+        assert store.reads["me"] == 3
+        assert me._valid_until == 106.0
         store.hang_for.add("me")
-        valid_until = me._valid_until
-        assert valid_until is not None
-        await asyncio.sleep(0.4)
-        still_hanging = store.reads["me"]
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        assert still_hanging >= 2  # the next attempt began: the hung one was given up
-        return lateness(me, changes, valid_until)
+        await until(mono, 108.0)
+        assert changes == [(True, 100.0), (False, 106.0)]
+        assert not me.leading()
+        assert store.reads["me"] == 5  # the next attempt began at 107 s: the hung one ended
+        await stop(task)
 
-    late = asyncio.run(scenario())
-    assert 0 <= late < 0.08, late
+    on_virtual_time(mono, scenario())
 
 
 def test_a_holder_steps_down_during_a_pause_not_at_its_next_attempt(store: Store) -> None:
-    """Renewals fail at once; attempts are 0.24 s apart and the validity is 0.5 s: it ends
-    between two attempts, and the replica says so then, not up to 0.24 s later."""
+    """Renewals fail at once; attempts are 1.5 s apart (at 101.5, 103, 104.5 s) and the
+    validity ends at 104 s, between two attempts: the replica says so then, not 0.5 s
+    later at its next attempt."""
+    mono = Mono()
     changes: list[tuple[bool, float]] = []
 
-    async def scenario() -> float:
-        me = replica("me", duration=1.0, retry=0.24, changes=changes)
+    async def scenario() -> None:
+        me = replica("me", duration=8, retry=1.5, monotonic=mono, changes=changes)
         task = asyncio.create_task(me.run())
-        await asyncio.sleep(0.01)
+        await until(mono, 100.25)
         assert me.leading()
-        valid_until = me._valid_until
-        assert valid_until is not None
+        assert me._valid_until == 104.0
         store.fail_for.add("me")
-        await asyncio.sleep(0.7)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        return lateness(me, changes, valid_until)
+        await until(mono, 105.0)
+        assert changes == [(True, 100.0), (False, 104.0)]
+        assert store.reads["me"] == 4  # at 100, 101.5, 103 and 104.5 s
+        await stop(task)
 
-    late = asyncio.run(scenario())
-    assert 0 <= late < 0.08, late
+    on_virtual_time(mono, scenario())
 
 
-def test_a_standby_attempt_that_hangs_is_given_up_after_about_half_a_duration(
+def test_a_standby_attempt_that_hangs_is_given_up_after_half_a_duration(
         store: Store) -> None:
-    async def scenario() -> tuple[int, bool]:
-        me = replica("me", duration=0.4, retry=0.05)
+    """The first attempt, at 100 s, hangs: it is given up at 104 s (half of 8 s), and the
+    next one begins a retry period later, at 105 s; once the API server answers, the
+    replica takes the missing Lease."""
+    mono = Mono()
+    changes: list[tuple[bool, float]] = []
+
+    async def scenario() -> None:
+        me = replica("me", duration=8, retry=1, monotonic=mono, changes=changes)
         store.hang_for.add("me")
         task = asyncio.create_task(me.run())
-        await asyncio.sleep(0.5)
-        attempts = store.reads["me"]
+        await until(mono, 104.75)
+        assert store.reads["me"] == 1
+        await until(mono, 105.25)
+        assert store.reads["me"] == 2
         store.hang_for.clear()
         store.released.set()
-        await asyncio.sleep(0.1)
-        leads = me.leading()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        return attempts, leads
+        await until(mono, 105.5)
+        assert me.leading()
+        assert changes == [(True, 105.25)]
+        assert holder(store) == "me"
+        await stop(task)
 
-    attempts, leads = asyncio.run(scenario())
-    assert attempts >= 2  # 0.2 s each, then the next
-    assert leads
+    on_virtual_time(mono, scenario())
 
 
 # 3. A standby judges expiry on its own monotonic clock, from its first read.
@@ -285,90 +343,99 @@ def test_a_free_or_own_lease_is_taken_at_once(store: Store) -> None:
     assert again.leading()
 
 
+
 # Both together: never two leaders, whatever the holder's trouble or the clocks.
 
 @pytest.mark.parametrize("trouble", ["hang_for", "fail_for"])
 def test_the_standby_leads_only_after_the_holder_stopped(store: Store, trouble: str) -> None:
+    """A renews every second; from 103 s its requests hang or fail. Its validity (from the
+    renewal sent at 102 s) ends at 106 s; B last saw the record change at 102.5 s and
+    takes the Lease a whole duration later, at 110.5 s."""
+    mono = Mono()
     skew = datetime.timedelta(hours=1)  # the standby's wall clock is an hour ahead
+    changes_a: list[tuple[bool, float]] = []
+    changes_b: list[tuple[bool, float]] = []
 
-    async def scenario() -> tuple[bool, bool]:
-        a = replica("A", duration=0.4, retry=0.05)
-        b = replica("B", duration=0.4, retry=0.05, wall=lambda: WALL + skew)
+    async def scenario() -> None:
+        a = replica("A", duration=8, retry=1, monotonic=mono, changes=changes_a)
+        b = replica("B", duration=8, retry=1, monotonic=mono, wall=lambda: WALL + skew,
+                    changes=changes_b)
         ta = asyncio.create_task(a.run())
-        await asyncio.sleep(0.05)
+        await until(mono, 100.5)
         assert a.leading()
         tb = asyncio.create_task(b.run())
-        await asyncio.sleep(0.1)
+        await until(mono, 102.25)
         getattr(store, trouble).add("A")
-        overlap = False
-        for _ in range(240):  # three durations
-            await asyncio.sleep(0.005)
-            overlap = overlap or (a.leading() and b.leading()) or (a.active and b.active)
-        led = b.leading() and b.active and not a.active
-        ta.cancel()
-        tb.cancel()
-        await asyncio.gather(ta, tb, return_exceptions=True)
-        return overlap, led
+        overlap: list[float] = []
+        for _ in range(240):  # three durations, looked at every 0.1 s
+            await asyncio.sleep(0.1)
+            if (a.leading() and b.leading()) or (a.active and b.active):
+                overlap.append(mono.t)
+        assert overlap == []
+        assert changes_a == [(True, 100.0), (False, 106.0)]
+        assert changes_b == [(True, 110.5)]
+        assert b.leading()
+        assert b.active
+        assert not a.active
+        await stop(ta, tb)
 
-    overlap, led = asyncio.run(scenario())
-    assert not overlap
-    assert led
+    on_virtual_time(mono, scenario())
 
 
 def test_a_retry_period_as_long_as_the_validity_does_not_make_the_holder_flap(
         store: Store) -> None:
     """LEASE_DURATION 1 s: the operator retries every 0.5 s, as long as a renewal stays
     valid. The holder renews every quarter duration instead, and leads throughout."""
+    mono = Mono()
     changes: list[tuple[bool, float]] = []
 
     async def scenario() -> None:
-        me = replica("me", duration=1.0, retry=0.5, changes=changes)
+        me = replica("me", duration=1.0, retry=0.5, monotonic=mono, changes=changes)
         task = asyncio.create_task(me.run())
-        await asyncio.sleep(1.6)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await until(mono, 101.6)
+        assert changes == [(True, 100.0)]
+        assert me.leading()
+        assert store.reads["me"] == 7  # at 100, 100.25, ... 101.5 s
+        await stop(task)
 
-    asyncio.run(scenario())
-    assert [held for held, _ in changes] == [True, False]  # the False: cancelled at the end
+    on_virtual_time(mono, scenario())
+    assert [held for held, _ in changes] == [True, False]  # the False: stopped at the end
 
 
 def test_a_standby_tries_again_the_moment_the_lease_it_saw_may_be_taken(
         store: Store) -> None:
-    """Retrying every 0.3 s, it would ask at 1.2 s for a Lease of 1 s; it asks at 1.0 s:
+    """Retrying every 3 s, it would ask at 9 s for a Lease of 8 s; it asks at 8 s:
     failover is at most one duration plus the retry period it took to see the record."""
-    store.put(held_by("gone", duration=1))
+    store.put(held_by("gone", duration=8))
+    mono = Mono()
     changes: list[tuple[bool, float]] = []
 
-    async def scenario() -> float:
-        me = replica("me", duration=1.0, retry=0.3, changes=changes)
-        started = time.monotonic()
+    async def scenario() -> None:
+        me = replica("me", duration=8, retry=3, monotonic=mono, changes=changes)
         task = asyncio.create_task(me.run())
-        await asyncio.sleep(1.3)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        return started
+        await until(mono, 108.5)
+        assert changes == [(True, 108.0)]
+        assert store.reads["me"] == 4  # at 100, 103, 106 and 108 s
+        await stop(task)
 
-    started = asyncio.run(scenario())
-    took = changes[0][1] - started
-    assert changes[0][0]
-    assert 1.0 <= took < 1.1, took
-
+    on_virtual_time(mono, scenario())
 
 
 def test_a_standby_whose_take_over_fails_waits_a_retry_period(store: Store) -> None:
     """Its moment to take the Lease has passed and the API server fails: it asks again a
     retry period later, not again and again without a pause."""
-    store.put(held_by("gone", duration=1))
+    store.put(held_by("gone", duration=8))
+    mono = Mono()
 
-    async def scenario() -> int:
-        me = replica("me", duration=1.0, retry=0.2)
+    async def scenario() -> None:
+        me = replica("me", duration=8, retry=3, monotonic=mono)
         task = asyncio.create_task(me.run())
-        await asyncio.sleep(0.9)
+        await until(mono, 107.0)
         store.fail_for.add("me")
         before = store.reads["me"]
-        await asyncio.sleep(0.5)  # its moment came at 1.0 s
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        return store.reads["me"] - before
+        await until(mono, 115.5)  # its moment came at 108 s
+        assert store.reads["me"] - before == 3  # at 108, 111 and 114 s
+        assert not me.leading()
+        await stop(task)
 
-    assert asyncio.run(scenario()) <= 4
+    on_virtual_time(mono, scenario())
