@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
+import selectors
 
 import pytest
 
@@ -15,6 +16,37 @@ from evc_operator.freshness import PodSnapshot
 from evc_operator.timestamps import format_time
 from tests.unit import fakes
 from tests.unit.support import T0, Clock, settle
+
+
+class _VirtualSelector(selectors.DefaultSelector):
+    """Never blocks: where the event loop would wait `timeout` seconds for its next timer,
+    its virtual time moves on by exactly that much."""
+
+    def __init__(self, loop: VirtualLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None
+               ) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:
+            raise AssertionError("no task can go on and no timer is set: a hang")
+        self._loop.now += timeout
+        return ready
+
+
+class VirtualLoop(asyncio.SelectorEventLoop):
+    """An event loop on virtual time (as in test_leadership_rules.py): timers end at their
+    exact moment, at once in real time, however loaded the machine."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        super().__init__(_VirtualSelector(self))
+
+    def time(self) -> float:
+        return self.now
 
 
 def test_a_claim_in_a_namespace_not_yet_listed_waits() -> None:
@@ -37,9 +69,11 @@ def test_the_scheduler_wakes_at_the_earliest_deadline(monkeypatch: pytest.Monkey
     reconciler, _ = fakes.make(fakes.FakeApi(fresh_pods=[]), [], clock=lambda: clock[0])
     reconciler.forget(("jobs", "scratch"))
     reconciled: list[tuple[str, str]] = []
+    woken_at: list[float] = []  # the event loop's virtual time of each reconcile
 
     async def reconcile(key: tuple[str, str]) -> None:
         reconciled.append(key)
+        woken_at.append(asyncio.get_running_loop().time())
 
     monkeypatch.setattr(reconciler, "reconcile", reconcile)
     for name in ("late", "soon"):
@@ -57,14 +91,18 @@ def test_the_scheduler_wakes_at_the_earliest_deadline(monkeypatch: pytest.Monkey
         clock[0] = T0 + datetime.timedelta(seconds=0.1)
         await asyncio.sleep(0.1)  # its timer, computed at T0, ran out meanwhile
         assert reconciled == [("jobs", "soon")]
+        assert woken_at == [pytest.approx(0.05)]  # by that timer: 0.05 s from T0
         clock[0] = T0 + datetime.timedelta(seconds=1)
         await asyncio.sleep(0.5)
         assert reconciled == [("jobs", "soon"), ("jobs", "late")]
+        # 0.4 s after the first: its timer was computed then, at T0 + 0.1 s on the clock
+        assert woken_at == [pytest.approx(0.05), pytest.approx(0.45)]
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(scenario())
+    with asyncio.Runner(loop_factory=VirtualLoop) as runner:  # no wall-clock race
+        runner.run(scenario())
 
 
 def test_simultaneous_deletions_in_a_namespace_cost_one_list() -> None:
