@@ -19,23 +19,35 @@ def _restored() -> Iterator[None]:
     gc.set_threshold(*thresholds)
 
 
-def _young_passes_while_objects_live_briefly() -> int:
-    """Young passes during 200 rounds of 5,000 objects that live for one round each, as a
-    burst of requests in flight does."""
+BATCH = 5_000  # claims in flight at once: a dict and a list each, 10,000 tracked objects
+CPYTHON_YOUNG = 700  # CPython's default young threshold, which the test sets itself
+
+
+def _young_passes_while_objects_live_briefly(rounds: int) -> int:
+    """Young passes during `rounds` rounds of BATCH claims that live for one round each,
+    as a burst of requests in flight does."""
     gc.collect(0)  # the count of new objects starts at 0
     before = gc.get_stats()[0]["collections"]
-    for _ in range(200):
-        batch = [{"claim": n, "users": []} for n in range(5_000)]
+    for _ in range(rounds):
+        batch = [{"claim": n, "users": []} for n in range(BATCH)]
         del batch
     return int(gc.get_stats()[0]["collections"] - before)
 
 
 def test_objects_that_live_briefly_make_no_pass_and_none_is_promoted() -> None:
-    gc.set_threshold(700, 10, 10)  # CPython's default
-    assert _young_passes_while_objects_live_briefly() > 100  # each batch met a pass
+    gc.set_threshold(CPYTHON_YOUNG, 10, 10)
+    # Each batch (2 * BATCH new objects, far above the threshold the test set) meets a
+    # pass, so the passes grow with the rounds: bounds from the test's inputs alone.
+    assert 2 * BATCH > CPYTHON_YOUNG
+    some = _young_passes_while_objects_live_briefly(100)
+    more = _young_passes_while_objects_live_briefly(200)
+    assert some >= 100, some  # each batch met a pass
+    assert more >= 200, more
+    assert more > some, (some, more)
     collector.install(collector.Pauses())
     assert gc.get_threshold() == (collector.YOUNG, 10, 10)
-    assert _young_passes_while_objects_live_briefly() == 0
+    assert 2 * BATCH < collector.YOUNG  # a batch alone is below the threshold installed
+    assert _young_passes_while_objects_live_briefly(200) == 0
 
 
 def test_every_pass_is_counted_by_generation_until_uninstalled() -> None:
