@@ -79,6 +79,15 @@ async def _serves_not() -> bool:
     return False
 
 
+async def _expectation_ends(watch: served.ClaimsWatch) -> None:
+    """Until the expectation the CRD's events started, if any, has ended, however long
+    that takes (no wall-clock sleep, which a loaded machine overruns): only it restarts,
+    so once it ended, no restart can come; with none started, none can."""
+    task = watch._task
+    if task is not None:
+        await task
+
+
 def _restarts(crd: dict[str, Any], *, requested: bool, environ: dict[str, str],
               listed: str | None = "ADDED", serves: served.Served = _serves) -> list[int]:
     restarts: list[int] = []
@@ -90,7 +99,7 @@ def _restarts(crd: dict[str, Any], *, requested: bool, environ: dict[str, str],
         watch.crd_seen("MODIFIED", crd, LOGGER)  # the CRD's next event: one expectation
         if requested:
             watch.observe("GET", "/apis/zalando.org/v1/ephemeralvolumeclaims")
-        await asyncio.sleep(0.2)
+        await _expectation_ends(watch)
         await watch.close()
 
     asyncio.run(run())
@@ -124,7 +133,7 @@ def test_a_crd_listed_at_start_is_not_waited_for() -> None:
         watch = served.ClaimsWatch(_serves, restart=restarts.append, wait=0.05,
                                    environ={})
         watch.crd_seen(None, ESTABLISHED, LOGGER)
-        await asyncio.sleep(0.2)
+        await _expectation_ends(watch)
         await watch.close()
 
     asyncio.run(run())
@@ -150,7 +159,7 @@ def test_a_watch_of_claims_ends_the_row_of_restarts() -> None:
         watch.observe("GET", "/apis/zalando.org/v1/ephemeralvolumeclaims")
         watch.seen.clear()  # as if the CRD were replaced and its claims missed
         watch.crd_seen("MODIFIED", ESTABLISHED, LOGGER)
-        await asyncio.sleep(0.2)
+        await _expectation_ends(watch)
         await watch.close()
 
     asyncio.run(run())
