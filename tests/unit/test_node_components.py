@@ -51,7 +51,8 @@ def _eventually(condition: Callable[[], bool], what: str, limit: float = 20) -> 
         time.sleep(0.05)
 
 
-def test_a_component_that_exits_on_its_own_is_started_again(tmp_path: Path) -> None:
+def test_a_component_that_exits_on_its_own_is_started_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A kubelet started while containerd is down exits ("failed to create kubelet: get
     remote runtime typed version failed"), as it does when containerd is killed in the
     first half second of its start: a real-node fault run stopped there. Kubernetes counts
@@ -80,8 +81,24 @@ def test_a_component_that_exits_on_its_own_is_started_again(tmp_path: Path) -> N
         assert lines == ["kubelet started again (it had exited on its own)"]
         assert "exited on its own" in (component.logs / "kubelet.log").read_text()
 
+        looks: list[float] = []  # when the supervisor looked at the table, from now on
+        step = component.supervisor.step
+
+        def look(now: float) -> None:
+            step(now)
+            looks.append(now)
+
+        def looked_long_enough() -> bool:
+            """The supervisor looked after the stop, and again a restart delay later,
+            when it would have started a kubelet it took for one that exited."""
+            after = [now for now in looks if now >= stopped]
+            return bool(after) and after[-1] >= after[0] + supervisor.RESTART_DELAY
+
+        monkeypatch.setattr(component.supervisor, "step", look)
         component.stop_component("kubelet")
-        time.sleep(3 * supervisor.RESTART_DELAY)
+        stopped = time.monotonic()
+        # Not a wall-clock sleep, which passed whenever the supervisor was slow.
+        _eventually(looked_long_enough, "the supervisor's looks after the stop")
         assert "kubelet" not in component.pids
         assert component.supervisor.restarts == {"kubelet": 1}
     finally:
@@ -97,10 +114,13 @@ def test_a_detached_nodes_supervisor_outlives_the_command_and_stops_first(
     process of its own, which starts a component that exits again, records the new pid
     where `make cluster-down` reads it, and is stopped before the components are."""
     starts = tmp_path / "starts"
+    answers = tmp_path / "answers"
     component = _component(tmp_path)
     component.detached = True
     component._spawn("kubelet", True, [sys.executable, "-c", (
-        "import os, time; "
+        "import os, signal, time; "  # it answers SIGUSR1 from its start on
+        f"signal.signal(signal.SIGUSR1, lambda *_: open({str(answers)!r}, 'a').write("
+        "str(os.getpid()) + '\\n')); "
         f"open({str(starts)!r}, 'a').write(os.environ['COMPONENT_MARK'] + '\\n'); "
         "time.sleep(60)")], {"COMPONENT_MARK": "kept"})
     first = component.pids["kubelet"]
@@ -124,8 +144,15 @@ def test_a_detached_nodes_supervisor_outlives_the_command_and_stops_first(
         stale.stop_supervisor()
         assert not alive(supervisor_pid)
         assert stale.pids == recorded.pids  # read again once the supervisor is stopped
-        time.sleep(0.5)
-        assert alive(recorded.pids["kubelet"])  # a detached node's outlive its supervisor
+        # A detached node's components outlive its supervisor. Not a wall-clock sleep
+        # (it passed whenever a kill was slow to land): the supervisor is gone, so a
+        # parent-death signal would have been sent; the kubelet answering a signal after
+        # that ran on, which a process with a SIGKILL pending never does.
+        kubelet = recorded.pids["kubelet"]
+        os.kill(kubelet, signal.SIGUSR1)
+        _eventually(lambda: answers.exists() and f"{kubelet}\n" in answers.read_text(),
+                    "the kubelet's answer once its supervisor stopped")
+        assert alive(kubelet)
     finally:
         for pid in {component.supervisor_pid, *component.pids.values(),
                     *(node.Node.load(tmp_path) or component).pids.values()}:
