@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import selectors
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from evc_operator import kube
 from evc_operator.leadership import Leadership, LeaseSettings
 from evc_operator.timestamps import format_time
+from tests.unit.support import VirtualTime, on_virtual_time
 
 WALL = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 READS_AT_MOST = 1000  # per identity: more is a replica asking without a pause
-T = TypeVar("T")
 
 
 class Runaway(BaseException):
@@ -84,49 +83,11 @@ def store(monkeypatch: pytest.MonkeyPatch) -> Store:
     return store
 
 
-class Mono:
+class Mono(VirtualTime):
     """A monotonic clock the test sets; under `on_virtual_time`, also the event loop's."""
 
     def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class _VirtualSelector(selectors.DefaultSelector):
-    """Never blocks: where the event loop would wait `timeout` seconds for its next timer,
-    the virtual clock moves on by exactly that much (to the timer's moment)."""
-
-    def __init__(self, clock: Mono) -> None:
-        super().__init__()
-        self._clock = clock
-
-    def select(self, timeout: float | None = None
-               ) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = super().select(0)
-        if ready or timeout == 0:
-            return ready
-        if timeout is None:
-            raise AssertionError("no task can go on and no timer is set: a hang")
-        self._clock.t += timeout
-        return ready
-
-
-class _VirtualLoop(asyncio.SelectorEventLoop):
-    def __init__(self, clock: Mono) -> None:
-        self._virtual = clock
-        super().__init__(_VirtualSelector(clock))
-
-    def time(self) -> float:
-        return self._virtual.t
-
-
-def on_virtual_time(clock: Mono, main: Coroutine[Any, Any, T]) -> T:
-    """Run `main` on an event loop whose time is `clock`: asyncio.sleep and
-    asyncio.timeout end at exact virtual moments, at once in real time."""
-    with asyncio.Runner(loop_factory=lambda: _VirtualLoop(clock)) as runner:
-        return runner.run(main)
+        super().__init__(100.0)
 
 
 def replica(identity: str, duration: float = 10.0, retry: float = 2.0, *,

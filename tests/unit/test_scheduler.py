@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import datetime
 import logging
-import selectors
 
 import pytest
 
@@ -15,38 +14,7 @@ from evc_operator import countdowns, lifecycle
 from evc_operator.freshness import PodSnapshot
 from evc_operator.timestamps import format_time
 from tests.unit import fakes
-from tests.unit.support import T0, Clock, settle
-
-
-class _VirtualSelector(selectors.DefaultSelector):
-    """Never blocks: where the event loop would wait `timeout` seconds for its next timer,
-    its virtual time moves on by exactly that much."""
-
-    def __init__(self, loop: VirtualLoop) -> None:
-        super().__init__()
-        self._loop = loop
-
-    def select(self, timeout: float | None = None
-               ) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = super().select(0)
-        if ready or timeout == 0:
-            return ready
-        if timeout is None:
-            raise AssertionError("no task can go on and no timer is set: a hang")
-        self._loop.now += timeout
-        return ready
-
-
-class VirtualLoop(asyncio.SelectorEventLoop):
-    """An event loop on virtual time (as in test_leadership_rules.py): timers end at their
-    exact moment, at once in real time, however loaded the machine."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        super().__init__(_VirtualSelector(self))
-
-    def time(self) -> float:
-        return self.now
+from tests.unit.support import T0, Clock, VirtualLoop, settle
 
 
 def test_a_claim_in_a_namespace_not_yet_listed_waits() -> None:
