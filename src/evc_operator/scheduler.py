@@ -32,13 +32,7 @@ from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.settings import Settings
 from evc_operator.timestamps import utcnow
 from evc_operator.tracked import Tracked, TrackedClaim, key_of
-from evc_operator.users import (
-    InvalidSelector,
-    PodView,
-    matches,
-    ordinal_marker,
-    users_may_change,
-)
+from evc_operator.users import PodView, SelectorChange, ordinal_marker, users_may_change
 from evc_operator.workqueue import Timers, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -52,21 +46,7 @@ FLUSH_SECONDS = 5.0
 def _names(view: PodView, claim: str) -> bool:
     """Whether a user's view names the claim: mounts it, or (a StatefulSet) lists it by
     its ordinal's marker (users.users_of)."""
-    if claim in view.claims:
-        return True
-    marker = ordinal_marker(claim)
-    return marker is not None and marker in view.claims
-
-
-def _left(selector: Mapping[str, Any] | None, before: PodView, after: PodView | None) -> bool:
-    """Whether a pod that matched a claim's selector no longer does (or is gone)."""
-    if not selector:
-        return False
-    try:
-        return matches(selector, dict(before.labels)) and (
-            after is None or not matches(selector, dict(after.labels)))
-    except InvalidSelector:
-        return False  # never a user (evc.py drops invalid selectors)
+    return claim in view.claims or ordinal_marker(claim) in view.claims
 
 
 class Scheduler:
@@ -179,11 +159,11 @@ class Scheduler:
         sees = users_may_change(change)
         for name in self.claims.with_selector(namespace):
             record = self.claims.get((namespace, name))
-            if record is not None and sees(record.view.selector):
-                if (self.active and before is not None
-                        and _left(record.view.selector, before, after)):
-                    record.depart(before)
-                self._poke_for_users((namespace, name))
+            if record is None or not (seen := sees(record.view.selector)):
+                continue
+            if self.active and before is not None and seen is SelectorChange.LEFT:
+                record.depart(before)
+            self._poke_for_users((namespace, name))
 
     def _poke_for_users(self, key: Key) -> None:
         """Look again at a claim whose users may have changed: at once, unless a write that

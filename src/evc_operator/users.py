@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 import sys
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
@@ -215,24 +216,36 @@ def users_of(claim_name: str, selector: Mapping[str, Any] | None,
     return users
 
 
+class SelectorChange(enum.IntEnum):
+    """What a pod's change does to the users a selector finds (false: nothing)."""
+
+    NONE = 0
+    CHANGED = 1  # they may differ: look again
+    LEFT = 2  # the pod matched before, and no longer does (or is gone): a departure
+
+
 def users_may_change(change: tuple[PodView | None, PodView | None] | None,
-                      ) -> Callable[[Mapping[str, Any] | None], bool]:
+                      ) -> Callable[[Mapping[str, Any] | None], SelectorChange]:
     """For a pod's change (before, after; None: not known), whether the users a selector
-    finds may differ now: the pod matches it before or after but not both, or both and
-    its use (phase, end) changed."""
+    finds may differ now: the pod matches it before or after but not both (`LEFT` when it
+    matched before), or both and its use (phase, end) changed."""
     if change is None:
-        return lambda _selector: True
+        return lambda _selector: SelectorChange.CHANGED
     before, after = change
     labels = [None if view is None else dict(view.labels) for view in change]
     same_use = before is not None and after is not None and before.use() == after.use()
 
-    def sees(selector: Mapping[str, Any] | None) -> bool:
+    def sees(selector: Mapping[str, Any] | None) -> SelectorChange:
         if not selector:
-            return True  # not known here (tracked.py lists only claims with one)
+            return SelectorChange.CHANGED  # not known here (tracked.py lists only those)
         try:
             was, now = (each is not None and matches(selector, each) for each in labels)
         except InvalidSelector:
-            return True  # cannot tell: look again (evc.py drops invalid selectors anyway)
-        return was != now or (was and not same_use)
+            # Cannot tell: look again (evc.py drops invalid selectors anyway).
+            return SelectorChange.CHANGED
+        if was and not now:
+            return SelectorChange.LEFT
+        return SelectorChange.CHANGED if was != now or (was and not same_use) else (
+            SelectorChange.NONE)
 
     return sees
