@@ -234,8 +234,8 @@ class ClaimsCollector(Collector):
         reasons = GaugeMetricFamily(
             "evc_claims_by_reason", "EphemeralVolumeClaims whose status.reason flags them: "
             "PvcConflict, InvalidSpec, PvcUpdateRejected, PvcRefused, PvcSpecMismatch, "
-            "LabelsTooLarge, PvcLost; deletion paused by Kept or DryRun (InvalidSpec pauses "
-            "it too). Active replica only.", labels=["reason"])
+            "LabelsTooLarge, PvcLost, PvcUpdateFailing; deletion paused by Kept or DryRun "
+            "(InvalidSpec pauses it too). Active replica only.", labels=["reason"])
         if phases_held is not None:
             counted = Tally(str(phase or "Unknown") for phase in phases_held)
             for phase in [*(str(p) for p in Phase), "Unknown"]:

@@ -56,6 +56,9 @@ class Reason(enum.StrEnum):
     PVC_SPEC_MISMATCH = "PvcSpecMismatch"  # its PVC lacks a field the claim asked for
     LABELS_TOO_LARGE = "LabelsTooLarge"  # too many labels to copy: no PVC made or updated
     PVC_LOST = "PvcLost"  # its PVC is Lost: the volume is gone, and the data on it
+    # updating its PVC failed three times in a row (429, 5xx, no answer, 409, 404); the
+    # failures before (PvcUpdateRetrying) are no reason, as PvcRetrying is none
+    PVC_UPDATE_FAILING = "PvcUpdateFailing"
 
 
 _REASONS = {  # by (condition type, condition reason), in order of precedence
@@ -66,6 +69,7 @@ _REASONS = {  # by (condition type, condition reason), in order of precedence
     ("PvcReady", "Lost"): Reason.PVC_LOST,
     ("SpecValid", "InvalidSpec"): Reason.INVALID_SPEC,
     ("PvcReady", "PvcUpdateRejected"): Reason.PVC_UPDATE_REJECTED,
+    ("PvcReady", "PvcUpdateFailing"): Reason.PVC_UPDATE_FAILING,
     ("DeletionPaused", "KeepAnnotation"): Reason.KEPT,
     ("DeletionPaused", "DryRun"): Reason.DRY_RUN,
 }

@@ -120,7 +120,8 @@ def test_claims_are_counted_by_phase_and_reason() -> None:
         "Pending": 1, "InUse": 0, "Idle": 0, "Deleting": 1, "Unknown": 1}
     assert values(families["evc_claims_by_reason"][1], "reason") == {
         "PvcConflict": 1, "InvalidSpec": 0, "PvcUpdateRejected": 0, "Kept": 1, "DryRun": 0,
-        "PvcRefused": 1, "PvcSpecMismatch": 0, "LabelsTooLarge": 0, "PvcLost": 0}
+        "PvcRefused": 1, "PvcSpecMismatch": 0, "LabelsTooLarge": 0, "PvcLost": 0,
+        "PvcUpdateFailing": 0}
 
 
 def test_series_per_claim_only_when_asked_for_and_overdue_claims_counted() -> None:

@@ -148,6 +148,32 @@ def test_a_patch_that_goes_on_failing_gives_one_warning_then_recovers() -> None:
     assert claim.refusals == 0
 
 
+def test_a_claim_whose_pvc_updates_keep_failing_is_flagged_until_one_passes() -> None:
+    """status.reason (the REASON column, evc_claims_by_reason, the EvcClaimsStuck alert) is
+    PvcUpdateFailing from the third failure in a row, as PvcRefused is after PvcRetrying:
+    the failures before it may pass by themselves and flag nothing. An update that goes
+    through clears it."""
+    clock = Clock()
+    clock.now = T0 + datetime.timedelta(seconds=5)
+    fake = PatchFailing(WEBHOOK_DOWN)
+    scheduler, _ = make(fake, [], clock=clock, body=labelled())
+    flagged = []
+    for _ in range(TRANSIENT_SAID_AFTER + 1):
+        work_once(scheduler)
+        flagged.append(view_of(scheduler, KEY).status.get("reason"))
+        retry_at = scheduler.queue.later.get(KEY)
+        assert retry_at is not None
+        clock.now = retry_at
+    assert flagged == [None] * (TRANSIENT_SAID_AFTER - 1) + ["PvcUpdateFailing"] * 2
+
+    fake.patch_error = None  # the webhook is back
+    work_once(scheduler)
+    status = view_of(scheduler, KEY).status
+    assert pvc_ready(scheduler)["reason"] == "Pending"
+    assert status.get("reason") is None
+    assert status["phase"] == "Pending"  # counted down as usual meanwhile
+
+
 @pytest.mark.parametrize("error", [TimeoutError(), aiohttp.ServerDisconnectedError()],
                          ids=["timeout", "disconnected"])
 def test_a_creation_that_gets_no_answer_is_retried_as_pvc_retrying(error: Exception) -> None:

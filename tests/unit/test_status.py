@@ -19,9 +19,11 @@ from evc_operator.settings import parse_duration
 from evc_operator.status import (
     Condition,
     Event,
+    PvcOutcome,
     build_status,
     deletion_event,
     lifecycle_conditions,
+    pvc_ready,
     reason_of,
     status_changed,
     transition_events,
@@ -437,9 +439,39 @@ def test_the_reason_column_names_why_deletion_is_paused(invalid: bool, keep: boo
     (Condition("PvcReady", False, "Pending", "waits"), None),
     (Condition("PvcReady", True, "Bound", "bound"), None),
     (Condition("PvcReady", False, "Lost", "its volume is gone"), "PvcLost"),
+    (Condition("PvcReady", True, "PvcUpdateFailing", "keeps failing"), "PvcUpdateFailing"),
+    (Condition("PvcReady", False, "PvcUpdateFailing", "keeps failing"), "PvcUpdateFailing"),
+    # a failure or two that may pass by themselves are no reason, as PvcRetrying is none
+    (Condition("PvcReady", True, "PvcUpdateRetrying", "failed for now"), None),
+    (Condition("PvcReady", False, "PvcRetrying", "failed for now"), None),
 ])
 def test_the_reason_column_flags_pvc_problems_first(pvc: Condition,
                                                    expected: str | None) -> None:
     conditions = [*conditions_for(pending(), keep=True), pvc]
     assert reason_of(conditions) == (expected or "Kept")
     assert reason_of([*conditions_for(pending()), pvc]) == expected
+
+
+def test_the_reason_is_pvc_update_failing_while_updates_keep_failing_and_gone_after() -> None:
+    """status.reason (the REASON column, evc_claims_by_reason, EvcClaimsStuck) flags a
+    claim whose PVC updates failed three times in a row, and no longer once one went
+    through; the failures before that flag nothing."""
+    decision = in_use_by_a()
+    retrying, _ = pvc_ready(PvcOutcome.UPDATE_RETRYING, "scratch", {}, detail="500",
+                            phase="Bound")
+    before = build_status(decision, [*conditions_for(decision), retrying], generation=3,
+                          previous={}, now=at(200))
+    assert before["reason"] is None
+    failing, _ = pvc_ready(PvcOutcome.UPDATE_FAILING, "scratch", before, detail="500",
+                           phase="Bound")
+    flagged = build_status(decision, [*conditions_for(decision), failing], generation=3,
+                           previous=before, now=at(201))
+    assert by_type(flagged)["PvcReady"]["reason"] == "PvcUpdateFailing"
+    assert flagged["reason"] == "PvcUpdateFailing"
+    assert status_changed(flagged, before)
+    through, _ = pvc_ready(PvcOutcome.IN_PLACE, "scratch", flagged, phase="Bound")
+    cleared = build_status(decision, [*conditions_for(decision), through], generation=3,
+                           previous=flagged, now=at(202))
+    assert by_type(cleared)["PvcReady"]["reason"] == "Bound"
+    assert cleared["reason"] is None
+    assert status_changed(cleared, flagged)
