@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from evc_operator import metrics
 from evc_operator.timestamps import utcnow
-from evc_operator.users import PodView, ordinal_marker
+from evc_operator.users import PodView, mounting_views
 
 # Views older than this serve nobody (one serves the decisions of its own second only):
 # the scheduler forgets them.
@@ -105,12 +105,7 @@ class PodList:
     def mounting(self, claim: str) -> tuple[PodView, ...]:
         """The views that mount a claim, and the StatefulSets that list it by its
         `ordinal_marker` (users.users_of tells them apart), each once."""
-        named = self.by_claim.get(claim, ())
-        marker = ordinal_marker(claim)
-        beyond = self.by_claim.get(marker, ()) if marker is not None else ()
-        if not beyond:
-            return named
-        return tuple({view.name: view for view in (*beyond, *named)}.values())
+        return tuple(mounting_views(claim, lambda name: self.by_claim.get(name, ())))
 
 
 @dataclasses.dataclass(frozen=True)

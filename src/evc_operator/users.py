@@ -183,6 +183,20 @@ def ordinal_marker(claim_name: str) -> str | None:
     return f"{stem}-{ANY_ORDINAL}"
 
 
+def mounting_views(claim_name: str,
+                   under: Callable[[str], Collection[PodView]]) -> Collection[PodView]:
+    """The views an index lists under a claim's name (they mount it) and the StatefulSets
+    it lists under the claim's `ordinal_marker` (`users_of` tells them apart), each once:
+    `under(name)` is what the index lists under a name, empty for none."""
+    named = under(claim_name)
+    marker = ordinal_marker(claim_name)
+    beyond = under(marker) if marker is not None else ()
+    if not beyond:
+        return named
+    # A StatefulSet that keeps the claim's own ordinal too is listed under both: once here.
+    return {view.name: view for view in (*beyond, *named)}.values()
+
+
 def _beyond_its_ordinals(view: PodView) -> PodUse:
     """A StatefulSet's use of a claim named for one of its ordinals outside its range now.
     Its pod of that ordinal may have used the claim when the range was wider: a use that

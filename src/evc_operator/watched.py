@@ -22,7 +22,7 @@ from evc_operator.claims import PvcView, pvc_view
 from evc_operator.clusterwide import Shared
 from evc_operator.evc import Key
 from evc_operator.informer import Informer, Source, View
-from evc_operator.users import ANY_ORDINAL, PodView, ordinal_marker, pod_view
+from evc_operator.users import ANY_ORDINAL, PodView, mounting_views, ordinal_marker, pod_view
 from evc_operator.workloads import KINDS, collection, workload_view
 
 
@@ -164,12 +164,8 @@ class Watched:
         pods = self.claims.get(key[0])
         if not pods:
             return []
-        found = pods.by_claim.get(key[1], {})
-        marker = ordinal_marker(key[1])
-        beyond = pods.by_claim.get(marker) if marker is not None else None
-        if beyond:
-            found = {**beyond, **found}
-        return list(found.values())
+        by_claim = pods.by_claim
+        return list(mounting_views(key[1], lambda name: by_claim.get(name, {}).values()))
 
     def pods_in(self, namespace: str) -> list[PodView]:
         """Every user-shaped view of a namespace: its pods and its workloads."""
