@@ -24,6 +24,15 @@ from evc_operator.users import (
 CREATED = "2026-01-01T12:30:45Z"
 
 
+@pytest.fixture(autouse=True)
+def fresh_label_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts on an empty table of label sets, swept first at its usual size,
+    whatever the tests before it left there (sets their views still hold, a sweep put off
+    by them); the session's table is put back after."""
+    monkeypatch.setattr(users, "_LABEL_SETS", {})
+    monkeypatch.setattr(users, "_sweep_at", users._SWEEP_FROM)
+
+
 def make_pod(name: str = "p", *, claims: tuple[str, ...] = (), phase: str | None = "Running",
              labels: Mapping[str, str] | None = None, **metadata: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
@@ -410,7 +419,7 @@ def test_label_sets_no_pod_holds_are_swept_and_held_ones_kept() -> None:
     held = [view(f"held-{i}", labels={"held": str(i)}) for i in range(3)]
     for number in range(5000):  # sets that no pod holds once made: the table sweeps them
         users.label_set({"gone": str(number)})
-    assert len(users._LABEL_SETS) < 3000
+    assert len(users._LABEL_SETS) < users._SWEEP_FROM  # swept, to the sets still held
     assert all(users._LABEL_SETS.get(pod.labels) is pod.labels for pod in held)
     again = view("again", labels={"held": "1"})
     assert again.labels is held[1].labels
