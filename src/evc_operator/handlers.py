@@ -22,7 +22,6 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
-import aiohttp
 import kopf
 
 from evc_operator import (
@@ -201,7 +200,7 @@ async def _streams_lists(api: kube.Api, logger: kopf.Logger) -> bool:
     pages, and parses one claim at a time."""
     try:
         version = await kube.read_version(api)
-    except (ApiException, aiohttp.ClientError, TimeoutError) as error:
+    except (ApiException, *kube.UNANSWERED) as error:
         logger.warning("Could not read the API server's version (%s): claims are listed "
                        "in pages.", describe(error))
         return False

@@ -56,6 +56,11 @@ REQUEST_CONNECTIONS = 128
 # stale views. Open files: openfiles.py.
 WATCH_CONNECTIONS = 0
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)  # every request but watches
+# What a call that got no word from the API server about the request raises: no answer in
+# time, or no connection (an API server restarting, a lost network). Not an `ApiException`:
+# nothing was refused; worth the same call again later. (errors.transient counts only the
+# timeout: errors.py knows no transport.)
+UNANSWERED = (TimeoutError, aiohttp.ClientError)
 # Watch events carry whole objects, one per line, and etcd allows 1.5 MiB per object.
 READ_BUFFER = 2**21
 

@@ -24,8 +24,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
 from evc_operator import status
 from evc_operator.claims import (
     PvcStep,
@@ -47,6 +45,7 @@ from evc_operator.errors import (
     transient,
 )
 from evc_operator.evc import EvcView
+from evc_operator.kube import UNANSWERED
 from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.status import PvcOutcome, pvc_ready
 from evc_operator.tracked import TrackedClaim
@@ -59,9 +58,6 @@ Logger = logging.LoggerAdapter[Any]
 # it is no passing spell (an admission webhook that is down and fails closed answers 500
 # until someone acts).
 TRANSIENT_SAID_AFTER = 3
-# A call that failed without a word from the API server about the request: no answer in
-# time, or no connection (an API server restarting, a lost network). Retried like a 5xx.
-_UNANSWERED = (TimeoutError, aiohttp.ClientError)
 
 
 class PvcSync:
@@ -90,7 +86,7 @@ class PvcSync:
                 plan = plan_pvc(body, observed)
                 if plan.step is PvcStep.CREATE:
                     raise  # there a moment ago and gone again: retry later
-            except (ApiException, *_UNANSWERED) as error:
+            except (ApiException, *UNANSWERED) as error:
                 # Retried with backoff (`refusals`); the countdown runs meanwhile.
                 claim.refusals += 1
                 logger.debug("Creating PersistentVolumeClaim %s refused (%s).", view.name,
@@ -138,7 +134,7 @@ class PvcSync:
                     claim.rejected = (part, *attempt)
                     return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
                                      detail=error_message(error), phase=observed.phase)
-                except (ApiException, *_UNANSWERED) as error:
+                except (ApiException, *UNANSWERED) as error:
                     # Nothing refused for good: throttled or failing (429, 5xx: a
                     # fail-closed webhook on PVC updates that is down), unanswered, or the
                     # PVC changed or went since the index saw it (409, 404: the watch
@@ -167,7 +163,7 @@ class PvcSync:
 def _passing(error: BaseException) -> bool:
     """Whether a failure may pass by itself: throttled or failing (errors.transient), or
     unanswered (which errors.transient counts only as a timeout)."""
-    return isinstance(error, _UNANSWERED) or transient(error)
+    return isinstance(error, UNANSWERED) or transient(error)
 
 
 def _detail(error: BaseException) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 
+from evc_operator import kube
 from evc_operator.errors import ApiException, describe
 from evc_operator.resources import API_VERSION, CRD_NAME, GROUP, PLURAL
 
@@ -110,7 +111,7 @@ class ClaimsWatch:
             pass
         try:
             served = await self.served()
-        except (ApiException, aiohttp.ClientError, TimeoutError) as error:
+        except (ApiException, *kube.UNANSWERED) as error:
             logger.warning("Kopf does not watch EphemeralVolumeClaims %ss after a change to "
                            "their CRD, and discovery could not be read (%s): the CRD's next "
                            "change looks again.", self.wait, describe(error))
