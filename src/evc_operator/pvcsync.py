@@ -13,9 +13,10 @@ PVC changes (`rejected`). A patch that fails otherwise (429, 5xx, no answer, or 
 changed or went meanwhile: 409, 404) is `PvcUpdateRetrying`, retried with backoff, and
 `PvcUpdateFailing` with a Warning once it failed TRANSIENT_SAID_AFTER times in a row. None
 of these leaves `sync`: the claim's own decision comes after it (reconcile.py), and must not
-wait for its PVC. (One case still does: a creation answered 409 whose PVC is gone again, or
-cannot be read, when looked for; the scheduler retries it.) A PVC created or patched that
-lacks a field the claim asked for (a webhook that changed it) is said too.
+wait for its PVC; nor does a creation answered 409 whose PVC is gone again when read
+(`PvcRetrying`: it was deleted meanwhile) or cannot be read (as the read's failure). A PVC
+created or patched that lacks a field the claim asked for (a webhook that changed it) is
+said too.
 """
 
 from __future__ import annotations
@@ -79,28 +80,21 @@ class PvcSync:
         if plan.step is PvcStep.CREATE:
             try:
                 created = await self.api.create_pvc(desired_pvc(body))
-            except Conflict:
+            except Conflict as conflict:
                 # Our index had not seen it yet: read it, and never touch it if not ours.
-                existing = await self.api.read_pvc(view.namespace, view.name)
+                try:
+                    existing = await self.api.read_pvc(view.namespace, view.name)
+                except (ApiException, *UNANSWERED) as error:
+                    return _creation_failed(claim, view, previous, error, logger)
                 observed = pvc_view(existing) if existing else None
                 plan = plan_pvc(body, observed)
                 if plan.step is PvcStep.CREATE:
-                    raise  # there a moment ago and gone again: retry later
+                    # There a moment ago and gone again (deleted meanwhile): no refusal,
+                    # tried again with backoff like a creation that got no answer.
+                    return _creation_failed(claim, view, previous, conflict, logger,
+                                            passing=True, gone=True)
             except (ApiException, *UNANSWERED) as error:
-                # Retried with backoff (`refusals`); the countdown runs meanwhile.
-                claim.refusals += 1
-                logger.debug("Creating PersistentVolumeClaim %s refused (%s).", view.name,
-                             describe(error))
-                if _passing(error) and claim.refusals < TRANSIENT_SAID_AFTER:
-                    # Throttled (429), failing (5xx) or unanswered: no answer about this
-                    # PVC yet, so no refusal to warn of while it may pass.
-                    return pvc_ready(PvcOutcome.RETRYING, view.name, previous,
-                                     detail=_detail(error))
-                # Refused (quota, an admission policy or webhook, a LimitRange, invalid),
-                # or failing for good (a fail-closed webhook that is down answers 500):
-                # said in the status and a Warning.
-                return pvc_ready(PvcOutcome.REFUSED, view.name, previous,
-                                 detail=_detail(error))
+                return _creation_failed(claim, view, previous, error, logger)
             else:
                 claim.refusals = 0
                 condition, events = pvc_ready(PvcOutcome.CREATED, view.name, previous,
@@ -158,6 +152,26 @@ class PvcSync:
                                       resized_from=resized_from,
                                       phase=observed.phase if observed is not None else "Pending")
         return _as_asked(body, observed, previous, condition, events)
+
+
+def _creation_failed(claim: TrackedClaim, view: EvcView, previous: Mapping[str, Any],
+                     error: BaseException, logger: Logger, *, passing: bool = False,
+                     gone: bool = False) -> tuple[status.Condition, list[status.Event]]:
+    """A creation that failed: retried with backoff (`refusals`), the countdown running
+    meanwhile. Throttled (429), failing (5xx), unanswered, or a PVC that was there and went
+    again (`gone`): no answer about this PVC yet, so no refusal to warn of while it may
+    pass. Refused (quota, an admission policy or webhook, a LimitRange, invalid), or
+    failing for good (a fail-closed webhook that is down answers 500): said in the status
+    and a Warning."""
+    claim.refusals += 1
+    logger.debug("Creating PersistentVolumeClaim %s refused (%s).", view.name,
+                 describe(error))
+    detail = _detail(error)
+    if gone:
+        detail = f"{detail}; gone again when read"
+    if (passing or _passing(error)) and claim.refusals < TRANSIENT_SAID_AFTER:
+        return pvc_ready(PvcOutcome.RETRYING, view.name, previous, detail=detail)
+    return pvc_ready(PvcOutcome.REFUSED, view.name, previous, detail=detail)
 
 
 def _passing(error: BaseException) -> bool:
