@@ -47,8 +47,9 @@ EVERYTHING = ("--set", "watchNamespaces={a},metrics.port=9100,metrics.service.en
               "--set-string", "podAnnotations.team=storage")
 MONITORED = ("--set", "metrics.podMonitor.enabled=true,prometheusRule.enabled=true,"
                      "grafanaDashboard.enabled=true,podDisruptionBudget.enabled=true")
+USER_KINDS = ("--set", "userKinds={workflows.v1alpha1.argoproj.io,pipelineruns.v1.tekton.dev}")
 VALUE_SETS = {"defaults": DEFAULTS, "namespaced": NAMESPACED, "quiet": QUIET, "image": IMAGE,
-              "everything": EVERYTHING, "monitored": MONITORED}
+              "everything": EVERYTHING, "monitored": MONITORED, "user-kinds": USER_KINDS}
 
 
 def config_file(path: str) -> Manifest:
@@ -132,6 +133,11 @@ def test_helm_lint_passes(control_plane: ControlPlane, tmp_path: Path,
     (("--set", "expiryPeriod=soon"), "expiryPeriod"),
     (("--set", "metrics.port=0"), "metrics"),
     (("--set", "dryRun=maybe"), "dryRun"),
+    (("--set", "userKinds={workflows.argoproj.io}"), "userKinds"),  # no version
+    (("--set", "userKinds={jobs.v1.batch}"), "userKinds"),  # a built-in group, no dot
+    (("--set", "userKinds={Workflows.v1alpha1.argoproj.io}"), "userKinds"),
+    (("--set", "userKinds=workflows.v1alpha1.argoproj.io"), "userKinds"),  # not a list
+    (("--set", "userKinds={taskruns.v1.tekton.dev,taskruns.v1.tekton.dev}"), "userKinds"),
 ])
 def test_wrong_values_are_refused(control_plane: ControlPlane, tmp_path: Path,
                                   values: tuple[str, ...], error: str) -> None:
@@ -148,6 +154,23 @@ def test_replicas_without_leader_election_are_refused_by_the_template_too(
                   "--set", "leaderElection=false")
     assert result.returncode != 0
     assert "replicas > 1 needs leaderElection=true" in result.stderr
+
+
+@pytest.mark.parametrize(("values", "error"), [
+    ("userKinds={jobs.v1.batch}",
+     'userKinds: "jobs.v1.batch" is not a resource written as plural.version.group'),
+    # The operator refuses a resource listed twice, in two versions: so does the template
+    # (the schema's uniqueItems cannot tell).
+    ("userKinds={workflows.v1alpha1.argoproj.io,workflows.v1.argoproj.io}",
+     "workflows.argoproj.io is listed twice"),
+], ids=["malformed", "twice"])
+def test_wrong_user_kinds_are_refused_by_the_template_too(
+        control_plane: ControlPlane, tmp_path: Path, values: str, error: str) -> None:
+    for skip in ((), ("--skip-schema-validation",)):
+        result = helm(control_plane, tmp_path, "template", str(CHART), *skip, "--set", values)
+        assert result.returncode != 0, result.stdout
+        if skip or "twice" in error:
+            assert error in result.stderr
 
 
 # -- what the values render ----------------------------------------------------------------
@@ -272,6 +295,40 @@ def test_every_other_value(control_plane: ControlPlane, tmp_path: Path) -> None:
     assert service["spec"]["ports"] == [
         {"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+USER_KIND_RULES = [
+    {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["tekton.dev"], "resources": ["pipelineruns"], "verbs": ["list", "watch"]}]
+
+
+@pytest.mark.parametrize("values", [(), NAMESPACED], ids=["cluster", "namespaced"])
+def test_user_kinds_set_the_env_and_grant_list_and_watch(
+        control_plane: ControlPlane, tmp_path: Path, values: tuple[str, ...]) -> None:
+    """USER_KINDS is the list joined by commas; each kind gets list and watch (its group,
+    its plural) after config/'s rules, in the ClusterRole or in each served namespace's
+    Role, and nowhere else. Without userKinds there is no USER_KINDS: the operator's
+    default, none."""
+    documents = template(control_plane, tmp_path, *values, *USER_KINDS)
+    assert env(container(documents))["USER_KINDS"] == (
+        "workflows.v1alpha1.argoproj.io,pipelineruns.v1.tekton.dev")
+    if values:
+        served = [doc for doc in documents
+                  if doc["kind"] == "Role" and doc["metadata"]["name"] == "evc-evc-operator"]
+        assert {doc["metadata"]["namespace"] for doc in served} == {"a", "b"}
+        config = [rule for rule in config_rules("rbac-namespaced/role.yaml", "evc-evc-operator")
+                  if "leases" not in rule["resources"]]
+    else:
+        served = [one(documents, "ClusterRole", "evc-evc-operator")]
+        config = config_file("rbac/cluster_role.yaml")["rules"]
+    for role in served:
+        assert role["rules"] == config + USER_KIND_RULES
+    others = [doc for doc in documents
+              if doc["kind"] in ("Role", "ClusterRole") and doc not in served]
+    assert others
+    for role in others:
+        assert not [rule for rule in role["rules"] if rule in USER_KIND_RULES]
+    assert "USER_KINDS" not in env(container(template(control_plane, tmp_path, *values)))
 
 
 def test_an_existing_service_account(control_plane: ControlPlane, tmp_path: Path) -> None:

@@ -91,12 +91,79 @@ def test_the_makefile_writes_every_copy() -> None:
     assert "CHART := charts/evc-operator" in makefile
 
 
+def _helper(name: str) -> str:
+    """The text of one `define` of templates/_helpers.tpl."""
+    text = (CHART / "templates" / "_helpers.tpl").read_text()
+    define = re.escape(f'{{{{- define "{name}" -}}}}\n')
+    found = re.search(define + r"(.*?)\n\{\{- end \}\}\n\n", text, re.S)
+    assert found, name
+    return found.group(1)
+
+
+USER_KIND_RULES = "evc-operator.userKindRules"
+
+
 def test_the_templates_never_write_rbac_rules_themselves() -> None:
-    """Rules come from files/ only: a rule written in a template could drift from config/."""
+    """Rules come from files/ only: a rule written in a template could drift from config/.
+    But userKinds' (USER_KINDS), which config/ cannot know: one helper writes them, and they
+    grant list and watch, nothing more."""
+    rules = _helper(USER_KIND_RULES)
     for path in (CHART / "templates").iterdir():
-        text = path.read_text()
-        assert "verbs:" not in text, path.name
-        assert "apiGroups:" not in text, path.name
+        text = path.read_text().replace(rules, "")
+        assert "verbs" not in text, path.name
+        assert "apiGroups" not in text, path.name
+    assert rules.count('"verbs"') == 1
+    assert '"verbs" (list "list" "watch")' in rules
+    assert "resourceNames" not in rules
+
+
+def test_user_kinds_are_granted_where_the_operator_watches() -> None:
+    """In the ClusterRole, or in each served namespace's Role: where the operator lists
+    pods, it lists the listed kinds' objects."""
+    rbac = (CHART / "templates" / "rbac.yaml").read_text()
+    for source, root in (("files/rbac/cluster_role.yaml", "."),
+                         ('files/rbac-namespaced/role.yaml" "withoutLeases', "$")):
+        rules = re.escape(f'include "evc-operator.rules" (list $ "{source}") | nindent 2 }}}}')
+        grant = re.escape(f'{{{{- with include "{USER_KIND_RULES}" {root} }}}}')
+        assert re.search(rf"{rules}\n *{grant}\n", rbac), source
+    assert rbac.count(USER_KIND_RULES) == 3  # the two and the comment
+
+
+def test_user_kinds_become_the_env_joined_by_commas() -> None:
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    assert re.search(r'\{\{- with \.Values\.userKinds \}\}\n +- name: USER_KINDS\n'
+                     r' +value: \{\{ join "," \. \| quote \}\}\n +\{\{- end \}\}', deployment)
+
+
+# The form the operator reads (kubectl's fully qualified resource) and examples.
+USER_KINDS_ACCEPTED = ["workflows.v1alpha1.argoproj.io", "pipelineruns.v1.tekton.dev",
+                       "taskruns.v1beta1.tekton.dev",
+                       "sparkapplications.v1beta2.sparkoperator.k8s.io",
+                       "scaledjobs.v1alpha1.keda.sh", "pytorchjobs.v1.kubeflow.org",
+                       "jobsets.v1alpha2.jobset.x-k8s.io"]
+USER_KINDS_REFUSED = ["workflows.argoproj.io", "workflows", "jobs.v1.batch", "pods.v1.",
+                      "Workflows.v1alpha1.argoproj.io", "workflows.V1.argoproj.io",
+                      "workflows.v1alpha.argoproj.io", "workflows.1.argoproj.io",
+                      "workflows.v1alpha1.argoproj.io.", "-workflows.v1.argoproj.io",
+                      "workflows.v1.argoproj.io,pipelineruns.v1.tekton.dev", " workflows.v1.a.io",
+                      ""]
+
+
+def test_the_schema_and_the_template_take_user_kinds_of_one_form() -> None:
+    """The schema refuses a malformed entry before rendering; the template refuses the same
+    (with --skip-schema-validation) by the same pattern."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    user_kinds = schema["properties"]["userKinds"]
+    assert user_kinds["type"] == "array"
+    assert user_kinds["uniqueItems"] is True
+    pattern = user_kinds["items"]["pattern"]
+    helper = re.search(r'regexMatch "((?:[^"\\]|\\.)*)" \.', _helper(USER_KIND_RULES))
+    assert helper
+    assert json.loads(f'"{helper.group(1)}"') == pattern  # a Go string literal, as JSON's
+    for entry in USER_KINDS_ACCEPTED:
+        assert re.search(pattern, entry), entry
+    for entry in USER_KINDS_REFUSED:
+        assert not re.search(pattern, entry), entry
 
 
 def _documented_keys(text: str) -> tuple[list[str], list[str]]:
@@ -154,6 +221,7 @@ def test_default_values() -> None:
         "30s", "30s", "10s")
     assert values["dryRun"] is False
     assert values["watchNamespaces"] == []
+    assert values["userKinds"] == []  # config/ lists no custom kind either
     assert {key: values["metrics"][key] for key in ("enabled", "port", "service")} == {
         "enabled": True, "port": 9090, "service": {"enabled": False}}
     assert values["logFormat"] == "full"  # Kopf's own default

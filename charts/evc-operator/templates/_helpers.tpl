@@ -117,6 +117,36 @@ Usage: include "evc-operator.rules" (list $ "files/rbac/cluster_role.yaml")
 {{- toYaml $rules }}
 {{- end }}
 
+{{/*
+The rules for userKinds (USER_KINDS), as YAML; nothing when it is empty: list and watch on
+each listed custom resource, written plural.version.group (workflows.v1alpha1.argoproj.io:
+the group argoproj.io, the resource workflows). The only rules the templates write
+themselves: config/ lists no custom kind, the install chooses them. Added to the
+ClusterRole, or with watchNamespaces to each served namespace's Role. The schema refuses
+a malformed entry first; this says why if the schema is skipped, and refuses a resource
+listed twice (in two versions), as the operator does.
+Usage: include "evc-operator.userKindRules" .
+*/}}
+{{- define "evc-operator.userKindRules" -}}
+{{- $rules := list }}
+{{- $seen := dict }}
+{{- range .Values.userKinds }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?\\.v[0-9]+((alpha|beta)[0-9]+)?\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$" .) }}
+{{- fail (printf "userKinds: %q is not a resource written as plural.version.group (for example workflows.v1alpha1.argoproj.io)" .) }}
+{{- end }}
+{{- $parts := splitn "." 3 . }}
+{{- $resource := printf "%s.%s" $parts._0 $parts._2 }}
+{{- if hasKey $seen $resource }}
+{{- fail (printf "userKinds: %q: %s is listed twice" . $resource) }}
+{{- end }}
+{{- $_ := set $seen $resource true }}
+{{- $rules = append $rules (dict "apiGroups" (list $parts._2) "resources" (list $parts._0) "verbs" (list "list" "watch")) }}
+{{- end }}
+{{- with $rules }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* The ServiceAccount as an RBAC subject. */}}
 {{- define "evc-operator.subjects" -}}
 - kind: ServiceAccount
