@@ -15,11 +15,12 @@ import dataclasses
 import functools
 import logging
 import re
+from collections.abc import Sequence
 
 from evc_operator import kube
 from evc_operator.errors import describe
 from evc_operator.resources import GROUP, PLURAL
-from evc_operator.workloads import KINDS
+from evc_operator.workloads import KINDS, UserKind
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,15 @@ CLUSTER = [*_each("apiextensions.k8s.io", "customresourcedefinitions", "list", "
 # operator serves every namespace and these are granted cluster-wide (clusterwide.py).
 WORKLOADS = [permission for api_version, plural in KINDS.values()
              for permission in _each(api_version.rpartition("/")[0], plural, "list", "watch")]
+
+
+def user_kinds(kinds: Sequence[UserKind]) -> list[Permission]:
+    """What the custom kinds of USER_KINDS need (customkinds.py): to be read as workloads
+    are, where they are."""
+    return [permission for kind in kinds
+            for permission in _each(kind.group, kind.plural, "list", "watch")]
+
+
 # What the operator does in a namespace with claims.
 NAMESPACED = [*_each(GROUP, PLURAL, "get", "list", "watch", "delete"),
               *_each(GROUP, PLURAL, "patch", subresource="status"),
@@ -62,6 +72,19 @@ NAMESPACED = [*_each(GROUP, PLURAL, "get", "list", "watch", "delete"),
               *_each("", "pods", "list", "watch"),
               *WORKLOADS,
               *_each("", "events", "create")]
+
+
+@functools.cache
+def namespaced(kinds: tuple[UserKind, ...] = ()) -> list[Permission]:
+    """`NAMESPACED`, and what the custom kinds of USER_KINDS need: one list per value, so
+    that each namespace is checked once (`AccessCheck.check`)."""
+    return [*NAMESPACED, *user_kinds(kinds)] if kinds else NAMESPACED
+
+
+@functools.cache
+def workloads(kinds: tuple[UserKind, ...] = ()) -> list[Permission]:
+    """`WORKLOADS`, and the custom kinds': what watching them once for the cluster needs."""
+    return [*WORKLOADS, *user_kinds(kinds)] if kinds else WORKLOADS
 
 
 @functools.cache

@@ -34,14 +34,13 @@ every namespace, so it passes a proof's read sooner than a quiet namespace's wou
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from evc_operator import listwatch
 from evc_operator.informer import Failures, Informer, Source
 from evc_operator.users import PodView
-from evc_operator.workloads import collection, workload_view
+from evc_operator.workloads import UserKind
 
 Changed = Callable[[str, PodView | None, PodView | None], None]
 
@@ -133,7 +132,7 @@ class Shared:
     """One workload kind in every namespace with claims: its informer, and the namespaces'
     parts (`Slice`)."""
 
-    def __init__(self, source: Source, kind: str, *,
+    def __init__(self, source: Source, kind: UserKind, *,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.source = source
         self.sleep = sleep
@@ -141,7 +140,7 @@ class Shared:
         self._listing = False  # the informer's list is under way
         self._covered: set[str] = set()  # attached when it began: the list holds them whole
         self.informer = _ClusterInformer(
-            self._began, source, collection(kind), "", functools.partial(workload_view, kind),
+            self._began, source, kind.collection, "", kind.project,
             self._changed, self._listed, key=namespaced, keep=self._keeps, hold=False)
         self.task: asyncio.Task[None] | None = None
         self._fills: set[asyncio.Task[None]] = set()  # namespaces' own lists under way

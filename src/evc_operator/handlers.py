@@ -28,6 +28,7 @@ from evc_operator import (
     access,
     apihooks,
     collector,
+    customkinds,
     kopffeed,
     kopfmemory,
     kube,
@@ -48,6 +49,7 @@ from evc_operator.seams import KubeClaimApi
 from evc_operator.servertime import ServerClock, SkewWatch
 from evc_operator.settings import Settings, SettingsError
 from evc_operator.watched import Watched
+from evc_operator.workloads import BUILT_IN
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +147,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     memo.access.check(access.CLUSTER)
     config = await _with_signing_key(memo.api, config, logger)
     # Pods and PVCs are not Kopf's: see informer.py for why.
+    if config.user_kinds:
+        logger.info("Objects of %s are users of the claims they name (USER_KINDS).",
+                    customkinds.names(config.user_kinds))
     memo.watched = watched = Watched(KubeSource(memo.api),
                                      pods_changed=_forward("poke_for_pod", memo),
                                      pvc_changed=_forward("poke", memo),
-                                     namespace_synced=_forward("namespace_synced", memo))
+                                     namespace_synced=_forward("namespace_synced", memo),
+                                     kinds=(*BUILT_IN, *config.user_kinds))
     memo.prover = prover = Prover(watched)
     memo.scheduler = scheduler = Scheduler(
         KubeClaimApi(memo.api), config, settings, watched, prover, clock=clock.now,
@@ -355,7 +361,7 @@ async def _serving(memo: kopf.Memo, namespace: str | None) -> None:
         log.info("Workloads are watched per namespace: CLUSTER_WORKLOAD_WATCHES=false.")
         return
     try:
-        lacking = await memo.access.lacking_cluster_wide(access.WORKLOADS)
+        lacking = await memo.access.lacking_cluster_wide(access.workloads(CONFIG.user_kinds))
     except Exception as error:  # the API server is down, say: per namespace, as before
         log.info("Workloads are watched per namespace: could not check for cluster-wide "
                  "access (%s).", describe(error))
@@ -372,7 +378,7 @@ def claim_event(memo: kopf.Memo, type: str | None, body: Mapping[str, Any]) -> N
     """One event of a claim (type None: listed), straight from the watch (kopffeed.py)."""
     namespace = body["metadata"].get("namespace") or ""
     if type != "DELETED":
-        memo.access.check(access.NAMESPACED, namespace)
+        memo.access.check(access.namespaced(CONFIG.user_kinds), namespace)
         memo.watched.ensure(namespace)
     scheduler = _scheduler(memo)
     scheduler.observe_evc(type, body)

@@ -12,7 +12,6 @@ A kind of few objects is listed outright instead.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +23,6 @@ from evc_operator.freshness import PodSnapshot, never
 from evc_operator.informer import View
 from evc_operator.users import PodView
 from evc_operator.watched import Watched
-from evc_operator.workloads import KINDS, collection, workload_view
 
 log = logging.getLogger(__name__)
 # A kind whose informer holds fewer objects than this is listed outright to prove it
@@ -95,9 +93,8 @@ async def prove_current(watched: Watched, namespace: str,
     informers = watched.users(namespace)
     if not informers or not all(informer.synced for informer in informers):
         views, _ = await watched.source.list_pods(namespace)
-        for kind in KINDS:
-            listed, _ = await _list(watched, collection(kind), namespace,
-                                    functools.partial(workload_view, kind))
+        for kind in watched.kinds:
+            listed, _ = await _list(watched, kind.collection, namespace, kind.project)
             views += listed
         return PodSnapshot(views)
     own = barriers is None  # its short watches end with it

@@ -13,6 +13,9 @@ import re
 import socket
 from collections.abc import Mapping
 
+from evc_operator import customkinds
+from evc_operator.workloads import UserKind
+
 _DURATION = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Longer periods are surely mistakes, and would overflow date arithmetic.
@@ -77,6 +80,9 @@ class Settings:
     signing_key_namespace: str = ""
     signing_key_file: str = ""
     signing_key: bytes = dataclasses.field(default=b"", compare=False, repr=False)
+    # Custom resources whose objects are users of the claims they name (customkinds.py):
+    # USER_KINDS, comma-separated plural.version.group.
+    user_kinds: tuple[UserKind, ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -108,12 +114,20 @@ class Settings:
             signing_key_namespace=(environ.get("SIGNING_KEY_NAMESPACE", "").strip()
                                    or environ.get("POD_NAMESPACE", "").strip()),
             signing_key_file=environ.get("SIGNING_KEY_FILE", "").strip(),
+            user_kinds=_user_kinds(environ),
         )
         _check_limits(settings)
         if settings.leader_election and not settings.lease_namespace:
             raise SettingsError("LEADER_ELECTION=true needs LEASE_NAMESPACE (or POD_NAMESPACE): "
                                 "the namespace of the Lease that elects the active replica")
         return settings
+
+
+def _user_kinds(environ: Mapping[str, str]) -> tuple[UserKind, ...]:
+    try:
+        return customkinds.parse(environ.get("USER_KINDS", ""))
+    except customkinds.BadUserKind as error:
+        raise SettingsError(f"USER_KINDS: {error}") from None
 
 
 def _check_limits(settings: Settings) -> None:

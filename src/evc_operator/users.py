@@ -73,6 +73,11 @@ class InvalidSelector(ValueError):
     """spec.selector cannot be evaluated; the message says why."""
 
 
+# The workloads whose activity their replicas or their existence say, not their creation.
+_NOT_FROM_CREATION = ("CronJob/", "Deployment/", "ReplicaSet/", "StatefulSet/", "DaemonSet/",
+                      "ReplicationController/")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PodView:
     name: str
@@ -84,9 +89,10 @@ class PodView:
     ended: datetime.datetime | None = None  # when its last container finished, if known
 
     def use(self) -> PodUse:
-        # A workload's view is named `Kind/name` (workloads.py); a pod's name has no "/".
-        # A pod and a Job are in use from their creation on; other workloads are not.
-        from_creation = "/" not in self.name or self.name.startswith("Job/")
+        # A workload's view is named `Kind/name` (workloads.py; a custom resource's
+        # `plural.group/name`, customkinds.py); a pod's name has no "/". A pod, a Job and a
+        # custom resource are in use from their creation on; other workloads are not.
+        from_creation = not self.name.startswith(_NOT_FROM_CREATION)
         # An active StatefulSet's view keeps its last write as `ended`, for the ordinals
         # it no longer keeps (`users_of`); while active, its use has no end.
         return PodUse(name=self.name, active=self.active, created=self.created,

@@ -3,8 +3,9 @@
 Only the namespaces that hold EVCs are read at all, since a pod can use a claim of its
 own namespace only: each gets an informer (informer.py) of its pods and one of its PVCs
 when its first claim appears, and they stop when its last claim (or the namespace) is
-gone. Workloads (workloads.KINDS: Jobs, CronJobs, Deployments, ...) are users too, kept
-as a `PodView` named `Kind/name` beside the pods', in the same index, so a claim's users
+gone. Workloads (workloads.KINDS: Jobs, CronJobs, Deployments, ...; and the custom
+resources of USER_KINDS, customkinds.py) are users too, kept as a `PodView` named
+`Kind/name` (`plural.group/name`) beside the pods', in the same index, so a claim's users
 are found the same way: an informer of each kind per namespace or, once
 `share_workloads` is called (an operator serving every namespace, allowed to list them
 cluster-wide), one for the cluster that holds the parts of the namespaces with claims
@@ -14,8 +15,7 @@ cluster-wide), one for the cluster that holds the parts of the namespaces with c
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from evc_operator.claims import PvcView, pvc_view
@@ -23,7 +23,7 @@ from evc_operator.clusterwide import Shared
 from evc_operator.evc import Key
 from evc_operator.informer import Informer, Source, View
 from evc_operator.users import ANY_ORDINAL, PodView, mounting_views, ordinal_marker, pod_view
-from evc_operator.workloads import KINDS, collection, workload_view
+from evc_operator.workloads import BUILT_IN, UserKind
 
 
 class NamespacePods:
@@ -59,8 +59,10 @@ class Watched:
                  pods_changed: Callable[[str, Iterable[str],
                                          tuple[PodView | None, PodView | None]], None],
                  pvc_changed: Callable[[Key], None],
-                 namespace_synced: Callable[[str], None]) -> None:
+                 namespace_synced: Callable[[str], None],
+                 kinds: Sequence[UserKind] = BUILT_IN) -> None:
         self.source = source
+        self.kinds = tuple(kinds)  # the workload kinds, and those of USER_KINDS
         self.pods_changed = pods_changed
         self.pvc_changed = pvc_changed
         self.namespace_synced = namespace_synced
@@ -75,7 +77,7 @@ class Watched:
         """Watch each workload kind once for the cluster, for the namespaces watched
         from now on (those watched already keep their own informers)."""
         if not self.shared:
-            self.shared = [Shared(self.source, kind) for kind in KINDS]
+            self.shared = [Shared(self.source, kind) for kind in self.kinds]
 
     def ensure(self, namespace: str) -> None:
         """Start watching a namespace's users and PVCs (once)."""
@@ -108,9 +110,8 @@ class Watched:
             self.workloads[namespace] = [shared.attach(namespace, user_changed, listed)
                                          for shared in self.shared]
         else:
-            workloads = [Informer(self.source, collection(kind), namespace,
-                                  functools.partial(workload_view, kind), user_changed,
-                                  listed) for kind in KINDS]
+            workloads = [Informer(self.source, kind.collection, namespace, kind.project,
+                                  user_changed, listed) for kind in self.kinds]
             self.workloads[namespace] = list(workloads)
             own += workloads
         self._tasks[namespace] = [

@@ -36,6 +36,10 @@ its pod of that ordinal may have used that ordinal's claim until then. So a clai
 for one of its ordinals outside its range is used by it as if at zero replicas: a use
 that ended by its last write at the latest, none if its spec never changed.
 
+Custom resources (Argo Workflows, Tekton PipelineRuns, ...) are users the same way when
+`USER_KINDS` names their kind: customkinds.py, whose rule is a Job's (in use from creation
+until finished). `UserKind` says where a kind's objects are and how one is projected.
+
 A workload is projected into the same small view as a pod (`PodView`), named
 `Kind/name` so status and `kubectl get evc` name it beside pods; nothing else of its
 body is kept.
@@ -43,9 +47,11 @@ body is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import functools
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from evc_operator.timestamps import parse_time, shared_time
@@ -181,3 +187,23 @@ def workload_view(kind: str, body: Mapping[str, Any]) -> PodView:
         labels=label_set(labels),
         ended=ended,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class UserKind:
+    """A kind whose objects are users of the claims they name: where its objects are
+    (`collection`, as the API layer names it: "group/version/plural") and how one is
+    projected into a user's view. The built-in workloads (`BUILT_IN`), and those of
+    `USER_KINDS` (customkinds.py)."""
+
+    name: str  # for logs and task names: "Job", "workflows.v1alpha1.argoproj.io"
+    collection: str
+    project: Callable[[Mapping[str, Any]], PodView] = dataclasses.field(compare=False)
+    group: str
+    plural: str
+
+
+BUILT_IN: tuple[UserKind, ...] = tuple(
+    UserKind(kind, collection(kind), functools.partial(workload_view, kind),
+             api_version.rpartition("/")[0], plural)
+    for kind, (api_version, plural) in KINDS.items())

@@ -13,7 +13,7 @@ from evc_operator import access, clusterwide, errors, handlers, kube, listwatch,
 from evc_operator import watched as watching
 from evc_operator.settings import Settings
 from evc_operator.users import PodView
-from evc_operator.workloads import KINDS, collection
+from evc_operator.workloads import BUILT_IN, KINDS, collection
 
 JOBS = collection("Job")
 
@@ -349,7 +349,7 @@ def test_a_namespaces_own_list_that_fails_is_tried_again_after_a_wait_unless_rel
     api.list_all = failing_once  # type: ignore[method-assign]
 
     async def scenario() -> None:
-        shared = clusterwide.Shared(api, "Job", sleep=sleep)
+        shared = clusterwide.Shared(api, BUILT_IN[0], sleep=sleep)
         shared.attach("a", lambda *_: None, lambda: None)
         await settle()
         part = shared.attach("b", lambda *_: None, lambda: None)
