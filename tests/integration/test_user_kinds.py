@@ -1,0 +1,114 @@
+"""Custom resources as users (`USER_KINDS`), on the real control plane: a pipeline run that
+names the claim holds it between two of its pods, and the grace counts from when it
+finished. The kind is a CustomResourceDefinition of this test's own, shaped as Tekton's
+PipelineRun is (`spec.workspaces[].persistentVolumeClaim.claimName`, a `Succeeded`
+condition), in a group of its own so that it never stands for the real one."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from controlplane.cluster import ControlPlane
+from tests.integration.conftest import OperatorFactory
+from tests.integration.support import Kubectl, eventually
+from tests.integration.test_bad_environment import start
+from tests.integration.test_lifecycle import evc, finish, now, parse, phase_is, pod, status
+
+GROUP = "pipelines.evc.example.com"
+USER_KINDS = f"runs.v1.{GROUP}"
+GRACE = {"EXPIRY_PERIOD": "4", "GRACE_PERIOD": "4", "COUNTDOWN_INTERVAL": "1",
+         "USER_KINDS": USER_KINDS}
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": f"runs.{GROUP}"},
+    "spec": {"group": GROUP, "scope": "Namespaced",
+             "names": {"plural": "runs", "singular": "run", "kind": "Run", "listKind": "RunList"},
+             "versions": [{"name": "v1", "served": True, "storage": True,
+                           "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                               "spec": {"type": "object",
+                                        "x-kubernetes-preserve-unknown-fields": True},
+                               "status": {"type": "object",
+                                          "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
+
+
+@pytest.fixture(scope="module")
+def runs_crd(control_plane: ControlPlane) -> Iterator[None]:
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(CRD))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          f"crd/runs.{GROUP}")
+    yield
+    control_plane.kubectl("delete", "crd", f"runs.{GROUP}", "--wait=false")
+
+
+def run(name: str, claim: str) -> str:
+    return json.dumps({"apiVersion": f"{GROUP}/v1", "kind": "Run", "metadata": {"name": name},
+                       "spec": {"workspaces": [{"name": "source", "persistentVolumeClaim": {
+                           "claimName": claim}}]}})
+
+
+def succeeded(kubectl: Kubectl, name: str) -> datetime.datetime:
+    """What the pipeline's controller writes when the run is done; returns its time."""
+    done = now()
+    kubectl("patch", f"runs.{GROUP}", name, "--subresource=status", "--type=merge", "-p",
+            json.dumps({"status": {"conditions": [{
+                "type": "Succeeded", "status": "True", "reason": "Succeeded",
+                "lastTransitionTime": done.strftime("%Y-%m-%dT%H:%M:%SZ")}]}}))
+    return done.replace(microsecond=0)
+
+
+def users(kubectl: Kubectl, name: str) -> list[Any]:
+    found: list[Any] = status(kubectl, name).get("userNames") or []
+    return found
+
+
+def test_a_run_holds_its_claim_between_its_pods_until_it_has_finished(
+        kubectl: Kubectl, operator: OperatorFactory, runs_crd: None) -> None:
+    operator(kubectl.namespace, **GRACE)
+    kubectl("apply", "-f", "-", input=evc("workspace"))
+    kubectl("apply", "-f", "-", input=run("build", "workspace"))
+    kubectl("apply", "-f", "-", input=pod("build-clone", "workspace"))
+    eventually(lambda: phase_is(kubectl, "workspace", "InUse"), what="InUse")
+    finish(kubectl, "build-clone")  # the first step is done; the next has not begun
+    kubectl("delete", "pod", "build-clone", "--wait=false")
+    eventually(lambda: users(kubectl, "workspace") == [f"runs.{GROUP}/build"],
+               what="the run alone uses it")
+    time.sleep(4 + 3)  # past the grace after the first step's end: the run still holds it
+    assert phase_is(kubectl, "workspace", "InUse")
+    assert kubectl.get("pvc", "workspace") is not None
+
+    ended = succeeded(kubectl, "build")
+    eventually(lambda: phase_is(kubectl, "workspace", "Idle"), what="Idle once it finished")
+    assert parse(status(kubectl, "workspace")["deletesAt"]) >= ended + datetime.timedelta(
+        seconds=4)
+    while kubectl.get("evc", "workspace") is not None:
+        assert now() < ended + datetime.timedelta(seconds=4 + 10), "deleted late"
+        time.sleep(0.1)
+    assert now() >= ended + datetime.timedelta(seconds=4), "deleted before its grace"
+
+
+def test_without_the_setting_a_run_is_no_user(
+        kubectl: Kubectl, operator: OperatorFactory, runs_crd: None) -> None:
+    """What USER_KINDS is for: the same run, not listed, holds nothing."""
+    operator(kubectl.namespace, **{k: v for k, v in GRACE.items() if k != "USER_KINDS"})
+    kubectl("apply", "-f", "-", input=evc("unheld"))
+    kubectl("apply", "-f", "-", input=run("build", "unheld"))
+    eventually(lambda: kubectl.get("evc", "unheld") is None, timeout=20,
+               what="expired: the run is not a user")
+
+
+def test_a_user_kind_that_cannot_be_watched_stops_the_start_with_one_line(
+        control_plane: ControlPlane, operator: OperatorFactory) -> None:
+    process = start(operator, control_plane, "default", USER_KINDS="runs.pipelines")
+    process.process.wait(timeout=60)
+    log = process.log_text()
+    assert process.process.returncode != 0, log
+    assert "Traceback" not in log, log
+    assert ("evc-operator: invalid configuration: USER_KINDS: 'runs.pipelines' is not a "
+            "resource written as plural.version.group") in log
