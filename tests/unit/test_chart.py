@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from evc_operator import customkinds
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "evc-operator"
 HEADER = re.compile(r"# Generated from (?P<source>\S+) by 'make manifests'; edit that file\.")
@@ -164,6 +166,23 @@ def test_the_schema_and_the_template_take_user_kinds_of_one_form() -> None:
         assert re.search(pattern, entry), entry
     for entry in USER_KINDS_REFUSED:
         assert not re.search(pattern, entry), entry
+
+
+def test_the_chart_takes_the_user_kinds_the_operator_takes() -> None:
+    """An entry the schema accepts starts the operator, one it refuses would stop it (but
+    the operator's own leniencies: spaces around an entry, an empty one, the comma that the
+    chart's join puts in)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    pattern = schema["properties"]["userKinds"]["items"]["pattern"]
+    for entry in USER_KINDS_ACCEPTED:
+        assert [kind.name for kind in customkinds.parse(entry)] == [entry]
+    for entry in USER_KINDS_REFUSED:
+        if entry.strip() and entry == entry.strip() and "," not in entry:
+            with pytest.raises(customkinds.BadUserKind):
+                customkinds.parse(entry)
+    assert [kind.name for kind in customkinds.parse(",".join(USER_KINDS_ACCEPTED))] == (
+        USER_KINDS_ACCEPTED)
+    assert all(re.search(pattern, entry) for entry in USER_KINDS_ACCEPTED)
 
 
 def _documented_keys(text: str) -> tuple[list[str], list[str]]:
