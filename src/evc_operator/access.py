@@ -6,6 +6,7 @@ same). Cluster-wide ones are checked at start; those in a namespace when its fir
 appears (a namespaced install grants them in one namespace only). Nothing here stops the
 operator: it keeps retrying and recovers, without a restart, once the RBAC is applied.
 Kopf's own retries of a forbidden request are told once per request (`QuietForbidden`).
+So is a kind of USER_KINDS that the API server does not serve (`check_served`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 from collections.abc import Sequence
 
 from evc_operator import kube
-from evc_operator.errors import describe
+from evc_operator.errors import ApiException, describe
 from evc_operator.resources import GROUP, PLURAL
 from evc_operator.workloads import KINDS, UserKind
 
@@ -166,6 +167,25 @@ class AccessCheck:
     def close(self) -> None:
         for task in [*self.tasks, *self.cluster_wide.values()]:
             task.cancel()
+
+
+async def check_served(api: kube.Api, kinds: Sequence[UserKind]) -> None:
+    """One line for each kind of USER_KINDS that the API server does not serve (its CRD not
+    installed, or another version): until it does, no namespace with claims can be listed
+    whole, so none of their claims is decided (deleted) there. Not an exit: the CRD may come."""
+    for kind in kinds:
+        group_version = kind.collection.rpartition("/")[0]
+        try:
+            served = await kube.serves(api, group_version, kind.plural)
+        except (ApiException, *kube.UNANSWERED) as error:
+            log.debug("Could not read the discovery of %s: %s", group_version,
+                      describe(error))
+            continue
+        if not served:
+            log.error("USER_KINDS names %s, which the API server does not serve (is its "
+                      "CustomResourceDefinition installed, in version %s?): no claim is "
+                      "deleted in a namespace with claims until it is.", kind.name,
+                      group_version.rpartition("/")[2])
 
 
 _KOPF_RETRY = re.compile(r"^Request attempt #\d+(?:/\d+)? failed; will retry: (?P<what>\S+ \S+)"

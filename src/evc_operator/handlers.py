@@ -162,6 +162,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
         ahead=prover.anticipate)
     memo.tasks = [asyncio.create_task(scheduler.run(), name="evc-scheduler"),
                   asyncio.create_task(scheduler.log_countdowns(), name="evc-countdowns")]
+    if config.user_kinds:
+        memo.tasks.append(asyncio.create_task(access.check_served(memo.api, config.user_kinds),
+                                              name="evc-user-kinds"))
     if config.leader_election:
         scheduler.set_active(False)
         memo.access.check(access.lease(config.lease_name), config.lease_namespace)

@@ -112,3 +112,14 @@ def test_a_user_kind_that_cannot_be_watched_stops_the_start_with_one_line(
     assert "Traceback" not in log, log
     assert ("evc-operator: invalid configuration: USER_KINDS: 'runs.pipelines' is not a "
             "resource written as plural.version.group") in log
+
+
+def test_a_user_kind_not_served_is_said_at_start(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    """A kind whose CRD is not installed: one line that says what follows, not an exit."""
+    process = operator(kubectl.namespace, **{**GRACE, "USER_KINDS": "absents.v1.evc.example.com"})
+    line = ("USER_KINDS names absents.v1.evc.example.com, which the API server does not "
+            "serve (is its CustomResourceDefinition installed, in version v1?): no claim is "
+            "deleted in a namespace with claims until it is.")
+    eventually(lambda: line in process.log_text(), what="the line")
+    assert process.process.poll() is None
