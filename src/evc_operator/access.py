@@ -183,8 +183,9 @@ async def check_served(api: kube.Api, kinds: Sequence[UserKind]) -> None:
             continue
         if not served:
             log.error("USER_KINDS names %s, which the API server does not serve (is its "
-                      "CustomResourceDefinition installed, in version %s?): no claim is "
-                      "deleted in a namespace with claims until it is.", kind.name,
+                      "CustomResourceDefinition installed, in version %s?): the claims of "
+                      "namespaces with claims are not served (no PVC made, none deleted) "
+                      "until it is.", kind.name,
                       group_version.rpartition("/")[2])
 
 

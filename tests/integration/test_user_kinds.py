@@ -119,8 +119,9 @@ def test_a_user_kind_not_served_is_said_at_start(
     """A kind whose CRD is not installed: one line that says what follows, not an exit."""
     process = operator(kubectl.namespace, **{**GRACE, "USER_KINDS": "absents.v1.evc.example.com"})
     line = ("USER_KINDS names absents.v1.evc.example.com, which the API server does not "
-            "serve (is its CustomResourceDefinition installed, in version v1?): no claim is "
-            "deleted in a namespace with claims until it is.")
+            "serve (is its CustomResourceDefinition installed, in version v1?): the claims "
+            "of namespaces with claims are not served (no PVC made, none deleted) until it "
+            "is.")
     eventually(lambda: line in process.log_text(), what="the line")
     # Its namespaces' users cannot all be listed: nothing is decided there, the claim is
     # kept past its expiry (4 s) rather than deleted on a view that may lack its user
