@@ -68,9 +68,15 @@ def users(kubectl: Kubectl, name: str) -> list[Any]:
     return found
 
 
+@pytest.mark.parametrize("scope", [None, "--all-namespaces"], ids=["namespace", "cluster"])
 def test_a_run_holds_its_claim_between_its_pods_until_it_has_finished(
-        kubectl: Kubectl, operator: OperatorFactory, runs_crd: None) -> None:
-    operator(kubectl.namespace, **GRACE)
+        kubectl: Kubectl, operator: OperatorFactory, runs_crd: None, scope: str | None) -> None:
+    """Serving one namespace, the kind is watched there; serving every namespace, once for
+    the cluster with the workloads (clusterwide.py)."""
+    process = operator(kubectl.namespace, scope, **GRACE)
+    if scope is not None:
+        eventually(lambda: "Workloads are watched once for the cluster" in process.log_text(),
+                   what="the cluster-wide watches")
     kubectl("apply", "-f", "-", input=evc("workspace"))
     kubectl("apply", "-f", "-", input=run("build", "workspace"))
     kubectl("apply", "-f", "-", input=pod("build-clone", "workspace"))
