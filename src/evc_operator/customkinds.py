@@ -82,21 +82,33 @@ def _stamp(value: Any) -> datetime.datetime | None:
         return None
 
 
-def finished(status: Mapping[str, Any]) -> tuple[bool, datetime.datetime | None]:
-    """Whether an object has finished by the generic rule, and when (None: not told)."""
-    for condition in status.get("conditions") or ():
-        if not isinstance(condition, Mapping):
-            continue
-        kind, state = condition.get("type"), condition.get("status")
-        if (kind == "Succeeded" and state in ("True", "False")) or (
-                kind in _DONE_WHEN_TRUE and state == "True"):
-            return True, _stamp(condition.get("lastTransitionTime"))
-    times = [_stamp(status.get(field)) for field in _FINISH_TIMES]
-    if status.get("phase") in _TERMINAL_PHASES:
-        return True, next((stamp for stamp in times if stamp is not None), None)
-    if any(status.get(field) for field in _FINISH_TIMES):
-        return True, next((stamp for stamp in times if stamp is not None), None)
-    return False, None
+def finished(status: Any) -> tuple[bool, datetime.datetime | None]:
+    """Whether an object has finished by the generic rule, and when at the latest: the
+    latest of the finishing condition's `lastTransitionTime`, `completionTime` and
+    `finishedAt` that it gives (Argo's conditions carry no time: its `finishedAt` does);
+    None when it gives none. Any shape is read (a custom resource's status is what its
+    controller writes): what is not of the expected type says nothing."""
+    if not isinstance(status, Mapping):
+        return False, None
+    conditions = status.get("conditions")
+    said = [condition for condition in (conditions if isinstance(conditions, list) else ())
+            if isinstance(condition, Mapping) and _finishing(condition)]
+    phase = status.get("phase")
+    times = [stamp for stamp in (*(_stamp(c.get("lastTransitionTime")) for c in said),
+                                 *(_stamp(status.get(field)) for field in _FINISH_TIMES))
+             if stamp is not None]
+    done = (bool(said) or (isinstance(phase, str) and phase in _TERMINAL_PHASES)
+            or any(isinstance(status.get(field), str) and status.get(field)
+                   for field in _FINISH_TIMES))
+    return (True, max(times, default=None)) if done else (False, None)
+
+
+def _finishing(condition: Mapping[str, Any]) -> bool:
+    kind, state = condition.get("type"), condition.get("status")
+    if not isinstance(kind, str) or not isinstance(state, str):
+        return False
+    return ((kind == "Succeeded" and state in ("True", "False"))
+            or (kind in _DONE_WHEN_TRUE and state == "True"))
 
 
 def named_claims(*parts: Any) -> tuple[str, ...]:
@@ -122,7 +134,7 @@ def custom_view(resource: str, body: Mapping[str, Any]) -> PodView:
     (`resource`: "plural.group"), active until it has finished, the claims it names
     anywhere but its metadata."""
     metadata, status = body.get("metadata") or {}, body.get("status") or {}
-    done, at = finished(status if isinstance(status, Mapping) else {})
+    done, at = finished(status)
     return PodView(
         name=f"{resource}/{metadata['name']}",
         namespace=sys.intern(metadata.get("namespace") or ""),

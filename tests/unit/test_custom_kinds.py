@@ -47,10 +47,14 @@ def pipeline_run(name: str = "build-42", *, created: float = 0,
 
 
 def workflow(phase: str, *, finished_at: float | None = None) -> dict[str, Any]:
-    """An Argo Workflow naming `scratch` in a template's volumes and `shared` at the top."""
-    status: dict[str, Any] = {"phase": phase}
+    """An Argo Workflow naming `scratch` in a template's volumes and `shared` at the top;
+    finished, its status as Argo writes it: a `Completed` condition without a time, and
+    `finishedAt`."""
+    status: dict[str, Any] = {"phase": phase, "finishedAt": None}
     if finished_at is not None:
         status["finishedAt"] = stamp(finished_at)
+        status["conditions"] = [{"type": "PodRunning", "status": "False"},
+                                {"type": "Completed", "status": "True"}]
     return {"metadata": {"name": "etl", "namespace": "ci", "creationTimestamp": stamp(0)},
             "spec": {"volumes": [{"name": "s", "persistentVolumeClaim": {"claimName": "shared"}}],
                      "templates": [{"name": "step", "volumes": [
@@ -123,12 +127,64 @@ def test_the_finished_rule(status: dict[str, Any], done: bool) -> None:
     assert customkinds.finished(status)[0] is done
 
 
-def test_the_end_is_the_conditions_transition_or_the_finish_time() -> None:
+def test_the_end_is_the_latest_time_the_status_gives() -> None:
     assert customkinds.finished({"conditions": [
         {"type": "Succeeded", "status": "True", "lastTransitionTime": stamp(7)}]}) == (True, at(7))
     assert customkinds.finished({"phase": "Failed", "finishedAt": stamp(8)}) == (True, at(8))
+    # Argo: its Completed condition has no time; its finishedAt has.
+    assert customkinds.finished(workflow("Failed", finished_at=40)["status"]) == (True, at(40))
+    assert customkinds.finished({"conditions": [
+        {"type": "Succeeded", "status": "True", "lastTransitionTime": stamp(7)}],
+        "completionTime": stamp(9)}) == (True, at(9))
     assert customkinds.finished({"phase": "Failed"}) == (True, None)  # unknown: the later way
     assert customkinds.finished({"completionTime": "garbage"}) == (True, None)
+
+
+def test_an_argo_workflow_retried_while_the_operator_was_away_moves_the_deadline() -> None:
+    """Recorded idle since 10 with a grace of 1,800 s; while the operator restarted, the
+    same workflow (created at 0) was retried and failed again at 2,400 (Argo's `retry`
+    keeps the object). Its end, read from `finishedAt`, is after the record: the grace
+    counts from then at the earliest, not from 10 (the claim deleted at once)."""
+    claim = Claim(created=at(0), expiry_period=60, grace_period=1800,
+                  recorded_phase=Phase.IDLE, recorded_unused_since=at(10))
+    retried = WORKFLOWS.project(workflow("Failed", finished_at=2400)).use()
+    decision = decide(claim, [retried], at(2460))
+    assert decision.action is Action.NONE
+    assert decision.deletes_at is not None
+    assert decision.deletes_at >= at(2400 + 1800)
+
+
+def test_a_workflow_finished_before_a_new_claim_of_its_name_is_no_use_of_it() -> None:
+    """Argo keeps finished workflows: yesterday's names `scratch`; today's claim `scratch`
+    keeps its expiry countdown, not a grace from now."""
+    old = WORKFLOWS.project(workflow("Succeeded", finished_at=-86400)).use()
+    claim = Claim(created=at(100), expiry_period=86400, grace_period=600)
+    decision = decide(claim, [old], at(200))
+    assert decision.phase is Phase.PENDING
+    assert decision.deletes_at == at(100 + 1 + 86400)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.text(max_size=4) | st.integers(),
+                           lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                           max_leaves=12)
+
+
+@given(st.dictionaries(st.sampled_from(["conditions", "phase", "finishedAt", "completionTime",
+                                        "type", "status", "lastTransitionTime"]),
+                       json_values | st.lists(st.dictionaries(
+                           st.sampled_from(["type", "status", "lastTransitionTime"]),
+                           json_values | st.sampled_from(["Succeeded", "True", "False",
+                                                          "Completed"])), max_size=3)),
+       )
+def test_any_status_is_read_without_error(status: dict[str, Any]) -> None:
+    """A custom resource's status is whatever its controller writes: no shape of it may
+    stop the informer (a TypeError there fails every list and watch of the kind)."""
+    done, end = customkinds.finished(status)
+    assert done or end is None
+    body = {"metadata": {"name": "x", "namespace": "ci", "creationTimestamp": stamp(0)},
+            "spec": status, "status": status}
+    assert WORKFLOWS.project(body).active is not done
 
 
 def test_a_custom_object_names_the_claims_it_names_anywhere() -> None:
@@ -188,13 +244,15 @@ def test_a_running_pipeline_keeps_its_claim_between_two_of_its_pods() -> None:
     assert decided(finished_step, now=500).action is Action.DELETE  # the gap, without it
 
 
-def test_a_finished_pipeline_starts_the_grace() -> None:
-    run = PIPELINE_RUNS.project(pipeline_run(succeeded="True", at_=100))
-    decision = decided(run, now=120)
+def test_a_finished_pipeline_starts_the_grace_at_its_end() -> None:
+    """Due at 160 by the record alone; the run that ended at 150 moves it to 210 at least."""
+    run = PIPELINE_RUNS.project(pipeline_run(succeeded="True", at_=150))
+    decision = decided(run, now=170)
     assert decision.phase is Phase.IDLE
     assert decision.deletes_at is not None
-    assert decision.deletes_at >= at(160)  # never before its end + grace
+    assert decision.deletes_at >= at(150 + 60)
     assert decision.action is Action.NONE
+    assert decided(now=170).action is Action.DELETE  # without it
 
 
 # The watch.
