@@ -212,6 +212,14 @@ def _beyond_its_ordinals(view: PodView) -> PodUse:
                   from_creation=False)
 
 
+def _by_name_only(view: PodView) -> bool:
+    """A custom resource's view (`plural.group/name`, customkinds.py): it gives pods no
+    labels the operator knows, so no selector finds it (one that only excludes labels,
+    `DoesNotExist` or `NotIn`, would find every such object of the namespace)."""
+    kind, slash, _ = view.name.partition("/")
+    return bool(slash) and "." in kind
+
+
 def users_of(claim_name: str, selector: Mapping[str, Any] | None,
              mounting: Collection[PodView], in_namespace: Iterable[PodView]) -> list[PodUse]:
     """Users of a claim: pods that mount it, plus pods matching its selector (once each).
@@ -225,7 +233,8 @@ def users_of(claim_name: str, selector: Mapping[str, Any] | None,
     found: dict[str, PodView] = {pod.name: pod for pod in mounting if claim_name in pod.claims}
     if selector:
         for pod in in_namespace:
-            if pod.name not in found and matches(selector, dict(pod.labels)):
+            if (pod.name not in found and not _by_name_only(pod)
+                    and matches(selector, dict(pod.labels))):
                 found[pod.name] = pod
     users = [pod.use() for pod in found.values()]
     marker = ordinal_marker(claim_name)

@@ -217,6 +217,18 @@ def test_any_shape_of_spec_is_read_without_error(spec: Any) -> None:
     assert list(names) == sorted(set(names))
 
 
+def test_no_selector_finds_a_custom_object() -> None:
+    """By name only: a selector that only excludes labels matches an object with none, yet
+    a pipeline's object gives its pods no labels the operator knows."""
+    run = PIPELINE_RUNS.project(pipeline_run())
+    excluding = {"matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]}
+    unlabelled_pod = pod_view({"metadata": {"name": "p.1", "namespace": "ci",
+                                            "creationTimestamp": stamp(0)}, "spec": {}})
+    assert [u.name for u in users_of("other", excluding, [], [run, unlabelled_pod])] == ["p.1"]
+    assert [u.name for u in users_of("scratch", excluding, [run], [run])] == [
+        "pipelineruns.tekton.dev/build-42"]  # by name, it is
+
+
 # The decision.
 
 def decided(*views: PodView, now: float) -> Any:
