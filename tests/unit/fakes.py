@@ -225,3 +225,14 @@ def offline(monkeypatch: pytest.MonkeyPatch, config: Settings | None = None) -> 
     monkeypatch.setattr(kube, "connect", connect)
     monkeypatch.setattr(kube, "read_version", read_version)
     monkeypatch.setattr(handlers, "CONFIG", config or Settings(metrics_port=0))
+
+
+def work_once(scheduler: Scheduler) -> None:
+    """What the scheduler's loop does with the claims it takes from its queue (a failure
+    that leaves the reconciliation is caught and retried there, as in production)."""
+    async def once() -> None:
+        for key, added_at in scheduler.queue.take():
+            scheduler.limit.take()
+            await scheduler._work(key, added_at)
+
+    asyncio.run(once())

@@ -7,7 +7,6 @@ fakes of tests/unit/fakes.py in place of the cluster."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from evc_operator import errors
 from evc_operator.pvcsync import TRANSIENT_SAID_AFTER
 from evc_operator.scheduler import Scheduler
-from tests.unit.fakes import FakeApi, evc_body, make, view_of
+from tests.unit.fakes import FakeApi, evc_body, make, view_of, work_once
 from tests.unit.support import T0, Clock
 
 KEY = ("jobs", "scratch")
@@ -43,14 +42,6 @@ class GoneAgain(FakeApi):
             raise self.read_error
         return found
 
-
-def work_once(scheduler: Scheduler) -> None:
-    async def once() -> None:
-        for key, added_at in scheduler.queue.take():
-            scheduler.limit.take()
-            await scheduler._work(key, added_at)
-
-    asyncio.run(once())
 
 
 def started(fake: FakeApi) -> tuple[Scheduler, Clock]:

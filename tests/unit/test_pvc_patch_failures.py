@@ -8,7 +8,6 @@ place of the cluster."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ import pytest
 from evc_operator import errors
 from evc_operator.pvcsync import TRANSIENT_SAID_AFTER
 from evc_operator.scheduler import Scheduler
-from tests.unit.fakes import FakeApi, evc_body, make, view_of
+from tests.unit.fakes import FakeApi, evc_body, make, view_of, work_once
 from tests.unit.support import T0, Clock
 
 KEY = ("jobs", "scratch")
@@ -68,16 +67,6 @@ def labelled() -> dict[str, Any]:
     body["metadata"]["labels"] = {"team": "data"}
     return body
 
-
-def work_once(scheduler: Scheduler) -> None:
-    """What the scheduler's loop does with a claim it takes from its queue (a failure
-    that leaves the reconciliation is caught and retried there, as in production)."""
-    async def once() -> None:
-        for key, added_at in scheduler.queue.take():
-            scheduler.limit.take()
-            await scheduler._work(key, added_at)
-
-    asyncio.run(once())
 
 
 def pvc_ready(scheduler: Scheduler) -> dict[str, Any]:

@@ -6,7 +6,6 @@ tests/unit/fakes.py in place of the cluster."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from evc_operator import errors
 from evc_operator.pvcsync import TRANSIENT_SAID_AFTER
 from evc_operator.scheduler import Scheduler
-from tests.unit.fakes import FakeApi, evc_body, make, view_of
+from tests.unit.fakes import FakeApi, evc_body, make, view_of, work_once
 from tests.unit.support import T0, Clock
 
 KEY = ("jobs", "scratch")
@@ -44,15 +43,6 @@ def creation_failing(error: errors.ApiException) -> tuple[Clock, FakeApi, Schedu
     index.pvcs.clear()
     return clock, fake, scheduler
 
-
-def work_once(scheduler: Scheduler) -> None:
-    """What the scheduler's loop does with a claim it takes from its queue."""
-    async def once() -> None:
-        for key, added_at in scheduler.queue.take():
-            scheduler.limit.take()
-            await scheduler._work(key, added_at)
-
-    asyncio.run(once())
 
 
 TRANSIENT = {
