@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from evc_operator import kube
 from evc_operator.errors import ApiException, describe
@@ -169,24 +169,40 @@ class AccessCheck:
             task.cancel()
 
 
-async def check_served(api: kube.Api, kinds: Sequence[UserKind]) -> None:
+# How often the kinds of USER_KINDS are looked for again in the API server's discovery
+# (seconds): a CRD uninstalled after the start is said within this long.
+SERVED_EVERY = 300.0
+
+
+async def check_served(api: kube.Api, kinds: Sequence[UserKind], *,
+                       every: float = SERVED_EVERY,
+                       sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
     """One line for each kind of USER_KINDS that the API server does not serve (its CRD not
     installed, or another version): until it does, no namespace with claims can be listed
-    whole, so none of their claims is decided (deleted) there. Not an exit: the CRD may come."""
-    for kind in kinds:
-        group_version = kind.collection.rpartition("/")[0]
-        try:
-            served = await kube.serves(api, group_version, kind.plural)
-        except (ApiException, *kube.UNANSWERED) as error:
-            log.debug("Could not read the discovery of %s: %s", group_version,
-                      describe(error))
-            continue
-        if not served:
-            log.error("USER_KINDS names %s, which the API server does not serve (is its "
-                      "CustomResourceDefinition installed, in version %s?): the claims of "
-                      "namespaces with claims are not served (no PVC made, none deleted) "
-                      "until it is.", kind.name,
-                      group_version.rpartition("/")[2])
+    whole, so none of their claims is decided (deleted) there. Not an exit: the CRD may
+    come. Looked for again `every` seconds: said again when one goes (a CRD uninstalled
+    later), and when it comes back."""
+    served: dict[str, bool] = {}
+    while True:
+        for kind in kinds:
+            group_version = kind.collection.rpartition("/")[0]
+            try:
+                now = await kube.serves(api, group_version, kind.plural)
+            except (ApiException, *kube.UNANSWERED) as error:
+                log.debug("Could not read the discovery of %s: %s", group_version,
+                          describe(error))
+                continue
+            before = served.get(kind.name)
+            served[kind.name] = now
+            if not now and before is not False:
+                log.error("USER_KINDS names %s, which the API server does not serve (is its "
+                          "CustomResourceDefinition installed, in version %s?): the claims "
+                          "of namespaces with claims are not served (no PVC made, none "
+                          "deleted) until it is.", kind.name,
+                          group_version.rpartition("/")[2])
+            elif now and before is False:
+                log.info("USER_KINDS: %s is served now.", kind.name)
+        await sleep(every)
 
 
 _KOPF_RETRY = re.compile(r"^Request attempt #\d+(?:/\d+)? failed; will retry: (?P<what>\S+ \S+)"

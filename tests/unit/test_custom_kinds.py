@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evc_operator import access, customkinds
+from evc_operator import access, customkinds, kube
 from evc_operator import watched as watching
 from evc_operator.lifecycle import Action, Claim, Phase, decide
 from evc_operator.settings import Settings, SettingsError
@@ -318,3 +318,29 @@ def test_a_namespace_with_claims_watches_each_user_kind_and_indexes_its_objects(
     assert [v.name for v in watched.pods_of_claim(("ci", "scratch"))] == [
         "pipelineruns.tekton.dev/build-42"]
     assert ["scratch"] in poked
+
+
+def test_a_kind_not_served_is_said_at_start_and_again_when_it_goes_later(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Discovery looked at again every so often: served at start, uninstalled later (one
+    error), still gone (no repeat), back (one line)."""
+    answers = iter([True, False, False, True])
+    rounds: list[float] = []
+
+    async def serves(_api: Any, group_version: str, plural: str) -> bool:
+        assert (group_version, plural) == ("tekton.dev/v1", "pipelineruns")
+        return next(answers)
+
+    async def sleep(seconds: float) -> None:
+        rounds.append(seconds)
+        if len(rounds) == 4:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(kube, "serves", serves)
+    with caplog.at_level("INFO", logger="evc_operator.access"), \
+            pytest.raises(asyncio.CancelledError):
+        asyncio.run(access.check_served(None, (PIPELINE_RUNS,), every=300, sleep=sleep))  # type: ignore[arg-type]
+    said = [(r.levelname, r.getMessage().split(",")[0]) for r in caplog.records]
+    assert said == [("ERROR", "USER_KINDS names pipelineruns.v1.tekton.dev"),
+                    ("INFO", "USER_KINDS: pipelineruns.v1.tekton.dev is served now.")]
+    assert rounds == [300] * 4
