@@ -44,7 +44,9 @@ def runs_crd(control_plane: ControlPlane) -> Iterator[None]:
     control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                           f"crd/runs.{GROUP}")
     yield
-    control_plane.kubectl("delete", "crd", f"runs.{GROUP}", "--wait=false")
+    # Waited for: its teardown (every Run removed, discovery and OpenAPI recomputed) is
+    # this module's cost, not that of the timing-sensitive tests after it.
+    control_plane.kubectl("delete", "crd", f"runs.{GROUP}", "--timeout=120s")
 
 
 def run(name: str, claim: str) -> str:
