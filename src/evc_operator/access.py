@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from evc_operator import kube
 from evc_operator.errors import ApiException, describe
 from evc_operator.resources import GROUP, PLURAL
-from evc_operator.workloads import KINDS, UserKind
+from evc_operator.workloads import BUILT_IN, UserKind
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,18 @@ def _each(group: str, resource: str, *verbs: str, subresource: str = "") -> list
 # What Kopf needs to discover resources and namespaces: cluster-wide in every install.
 CLUSTER = [*_each("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch"),
            *_each("", "namespaces", "list", "watch")]
-# Workloads are users: read in each namespace with claims, or in all at once where the
-# operator serves every namespace and these are granted cluster-wide (clusterwide.py).
-WORKLOADS = [permission for api_version, plural in KINDS.values()
-             for permission in _each(api_version.rpartition("/")[0], plural, "list", "watch")]
 
 
 def user_kinds(kinds: Sequence[UserKind]) -> list[Permission]:
-    """What the custom kinds of USER_KINDS need (customkinds.py): to be read as workloads
-    are, where they are."""
+    """What reading kinds of users needs: the built-in workloads (`WORKLOADS`), and the
+    custom kinds of USER_KINDS (customkinds.py), read as workloads are, where they are."""
     return [permission for kind in kinds
             for permission in _each(kind.group, kind.plural, "list", "watch")]
+
+
+# Workloads are users: read in each namespace with claims, or in all at once where the
+# operator serves every namespace and these are granted cluster-wide (clusterwide.py).
+WORKLOADS = user_kinds(BUILT_IN)
 
 
 # What the operator does in a namespace with claims.

@@ -66,12 +66,11 @@ def parse(text: str) -> tuple[UserKind, ...]:
                 f"{entry!r} is of the built-in API group {group!r}, not a custom resource: "
                 f"the workloads that name claims (Jobs, CronJobs, Deployments, ...) are "
                 f"watched already")
-        collection = f"{group}/{version}/{plural}"
-        if any(kind.group == group and kind.plural == plural for kind in kinds.values()):
-            raise BadUserKind(f"{entry!r}: {plural}.{group} is listed twice")
-        kinds[collection] = UserKind(entry, collection,
-                                     functools.partial(custom_view, f"{plural}.{group}"),
-                                     group, plural)
+        resource = f"{plural}.{group}"  # one version of a resource only
+        if resource in kinds:
+            raise BadUserKind(f"{entry!r}: {resource} is listed twice")
+        kinds[resource] = UserKind(entry, f"{group}/{version}/{plural}",
+                                   functools.partial(custom_view, resource), group, plural)
     return tuple(kinds.values())
 
 
