@@ -186,7 +186,11 @@ class Judge:
                 late = ((deleted_at or finished) - deadline).total_seconds()
                 self.report.violations.append(
                     f"{claim.name} {'deleted' if deleted_at else 'still there'} {late:.1f} s after "
-                    f"its deadline (allowed {(allowed - deadline).total_seconds():.1f} s)")
+                    f"its deadline (allowed {(allowed - deadline).total_seconds():.1f} s; "
+                    f"deadline {deadline:%H:%M:%S.%f}, users "
+                    + ", ".join(f"{use.name} {use.created:%H:%M:%S.%f}-"
+                                + (f"{use.ended:%H:%M:%S.%f}" if use.ended else "")
+                                for use in uses) + ")")
 
     def _ended_before(self, name: str, ended: dict[str, datetime.datetime],
                       born: datetime.datetime) -> bool:

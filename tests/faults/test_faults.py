@@ -5,6 +5,7 @@ with the operator serving every namespace as the chart runs it (`python -m tests
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from controlplane.cluster import ControlPlane
 from controlplane.node import Node
+from tests.faults.judge import Report
 from tests.faults.realnode import RealNodeScenario
 from tests.faults.scenario import Scenario
 from tests.integration.support import cluster_with_node
@@ -21,9 +23,23 @@ SEEDS = range(int(os.environ.get("EVC_FAULT_SEED", "1")),
               int(os.environ.get("EVC_FAULT_SEED", "1")) + int(os.environ.get("EVC_FAULTS", "3")))
 # Seed 9: Jobs (one attempt failed), an expired watch, an API server restart, a clock off.
 EVERY_NAMESPACE_SEED = int(os.environ.get("EVC_ALL_NAMESPACES_FAULT_SEED", "9"))
+LOG_LINES = 40  # of each operator log, for each claim a violation names
 REAL_SEEDS = range(int(os.environ.get("EVC_REAL_FAULT_SEED", "1")),
                    int(os.environ.get("EVC_REAL_FAULT_SEED", "1"))
                    + int(os.environ.get("EVC_REAL_FAULTS", "1")))
+
+
+def _verdict(report: Report, workdir: Path) -> str:
+    """The report, and what the operator logged of each claim judged: a timing violation
+    in CI is explained by its log, which goes with the test's temporary directory."""
+    lines = [report.line(), *report.violations]
+    named = sorted({violation.split()[0] for violation in report.violations})
+    for log in sorted(workdir.glob("*-operator-*.log"), key=lambda path: path.stat().st_mtime):
+        for claim in named:
+            said = [line for line in log.read_text(errors="replace").splitlines()
+                    if re.search(rf"\b{re.escape(claim)}\b", line)]
+            lines += [f"{log.name}, {claim}:", *said[-LOG_LINES:]] if said else []
+    return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +67,7 @@ def test_invariants_hold_under_faults(audited_plane: ControlPlane, seed: int,
     report = Scenario(audited_plane, seed, tmp_path).run()
     print(report.line())
     assert report.claims > 0
-    assert not report.violations, "\n".join([report.line(), *report.violations])
+    assert not report.violations, _verdict(report, tmp_path)
 
 
 def test_invariants_hold_under_faults_serving_every_namespace(
@@ -62,7 +78,7 @@ def test_invariants_hold_under_faults_serving_every_namespace(
     report = scenario.run()
     print(report.line())
     assert report.claims > 0
-    assert not report.violations, "\n".join([report.line(), *report.violations])
+    assert not report.violations, _verdict(report, tmp_path)
     logs = "".join(path.read_text() for path in tmp_path.glob("*-operator-*.log"))
     assert "Workloads are watched once for the cluster" in logs
 
@@ -76,4 +92,4 @@ def test_invariants_hold_under_faults_on_a_real_node(
     print(report.line())
     assert report.claims > 0
     assert report.pods > 0  # real containers ran
-    assert not report.violations, "\n".join([report.line(), *report.violations])
+    assert not report.violations, _verdict(report, tmp_path)
