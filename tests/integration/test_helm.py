@@ -173,6 +173,22 @@ def test_wrong_user_kinds_are_refused_by_the_template_too(
             assert error in result.stderr
 
 
+@pytest.mark.parametrize(("name", "error"), [
+    ("EXPIRY_PERIOD", "extraEnv: EXPIRY_PERIOD is set by the chart; set it with expiryPeriod"),
+    # There it would also have no list and watch granted.
+    ("USER_KINDS", "extraEnv: USER_KINDS is set by the chart; set it with userKinds"),
+    ("POD_NAMESPACE", "extraEnv: POD_NAMESPACE is set by the chart; set it with leaderElection"),
+])
+def test_extra_env_that_the_chart_sets_is_refused(control_plane: ControlPlane, tmp_path: Path,
+                                                  name: str, error: str) -> None:
+    """Two entries of one name in a container's env: the last one silently wins."""
+    values = tmp_path / "values.yaml"
+    values.write_text(json.dumps({"extraEnv": [{"name": name, "value": "x"}]}))
+    result = helm(control_plane, tmp_path, "template", str(CHART), "-f", str(values))
+    assert result.returncode != 0, result.stdout
+    assert error in result.stderr
+
+
 # -- what the values render ----------------------------------------------------------------
 
 

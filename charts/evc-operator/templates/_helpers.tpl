@@ -147,6 +147,24 @@ Usage: include "evc-operator.userKindRules" .
 {{- end }}
 {{- end }}
 
+{{/*
+extraEnv, as YAML; nothing when it is empty. A variable the chart sets itself is refused
+with the value that sets it: two entries of one name in a container's env leave the last
+one in force, silently, and USER_KINDS set there would have no list and watch granted.
+Usage: include "evc-operator.extraEnv" .
+*/}}
+{{- define "evc-operator.extraEnv" -}}
+{{- $own := dict "EXPIRY_PERIOD" "expiryPeriod" "GRACE_PERIOD" "gracePeriod" "MIN_PERIOD" "minPeriod" "MAX_PERIOD" "maxPeriod" "COUNTDOWN_INTERVAL" "countdownInterval" "DRY_RUN" "dryRun" "LIFECYCLE_EVENTS" "lifecycleEvents" "USER_KINDS" "userKinds (which also grants list and watch on each kind)" "METRICS_PORT" "metrics.port and metrics.enabled" "METRICS_ADDRESS" "the chart (all interfaces, for the probes and Prometheus)" "SIGNING_KEY_SECRET" "the chart (its signing-key Secret)" "SIGNING_KEY_NAMESPACE" "the chart (its signing-key Secret)" "LEADER_ELECTION" "leaderElection" "LEASE_NAME" "leaderElection" "POD_NAME" "leaderElection" "POD_NAMESPACE" "leaderElection" }}
+{{- range .Values.extraEnv }}
+{{- if hasKey $own (toString .name) }}
+{{- fail (printf "extraEnv: %s is set by the chart; set it with %s" .name (get $own (toString .name))) }}
+{{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* The ServiceAccount as an RBAC subject. */}}
 {{- define "evc-operator.subjects" -}}
 - kind: ServiceAccount
