@@ -257,3 +257,51 @@ def believed(claim: Claim, *, verified: bool, now: datetime.datetime) -> Claim:
         return dataclasses.replace(claim, recorded_phase=None, recorded_unused_since=None)
     # Recorded as in use: with no active user now, its grace counts from now.
     return dataclasses.replace(claim, recorded_phase=Phase.IN_USE, recorded_unused_since=None)
+
+
+def end_of_use(user: PodUse, created: datetime.datetime,
+               latest: datetime.datetime) -> datetime.datetime | None:
+    """When a user that left the claim's users ended its use, at the latest: its reported
+    end (the second after it: ends are cut to the second); active when it left, or with
+    no end it reported, the moment it was seen to leave (`latest`, rounded up). None if it
+    ended before the claim existed (no use of this claim)."""
+    if user.active or user.ended is None:
+        return ceil_to_second(latest)
+    if _ended_before(user, created):
+        return None
+    if user.ended < created:  # created after the claim, its clock behind: when, unknown
+        return ceil_to_second(latest)
+    return user.ended + _ONE_SECOND
+
+
+def carried_end(recorded: Claim, ours: Claim | None, departed: Iterable[PodUse],
+                latest: datetime.datetime) -> datetime.datetime | None:
+    """What a replica that stops leading must not forget of a claim: the latest end of use
+    it knows that the claim's record may lack. Its own facts, if they are not the stored
+    ones (a status write refused or failed: in use until now, or unused since when it
+    decided), and the users that left since it last decided (`departed`)."""
+    ends = [end_of_use(user, recorded.created, latest) for user in departed]
+    if ours is not None and (ours.recorded_phase, ours.recorded_unused_since) != (
+            recorded.recorded_phase, recorded.recorded_unused_since):
+        if ours.recorded_phase is Phase.IN_USE:
+            ends.append(ceil_to_second(latest))
+        else:
+            ends.append(ours.recorded_unused_since)
+    return max((end for end in ends if end is not None), default=None)
+
+
+def with_end_of_use(claim: Claim, end: datetime.datetime | None) -> Claim:
+    """The claim's recorded facts, with a use that ended at `end` which they may lack (one
+    this replica saw while another led, or decided and had not written when it stopped
+    leading): whichever makes the deadline later, never earlier. Recorded in use, the
+    grace counts from when no user is active anyway."""
+    if end is None or claim.recorded_phase is Phase.IN_USE:
+        return claim
+    since = claim.recorded_unused_since
+    if since is not None and claim.recorded_phase in (Phase.IDLE, Phase.DELETING):
+        if since >= end:  # (decide counts from a recorded end in those phases only)
+            return claim
+    elif claim.created + _ONE_SECOND + _period(claim.expiry_period) >= (
+            end + _period(claim.grace_period)):
+        return claim  # never used by its record: its expiry ends later anyway
+    return dataclasses.replace(claim, recorded_phase=Phase.IDLE, recorded_unused_since=end)

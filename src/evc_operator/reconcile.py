@@ -207,13 +207,14 @@ class ClaimReconciler:
                             view.namespace, view.name)
             elif not new:
                 _adopt(claim, view.stored_seal, now)
-            return lifecycle.believed(recorded, verified=verified, now=latest)
+            return _with_unseen_end(
+                claim, lifecycle.believed(recorded, verified=verified, now=latest))
         trusted = lifecycle.trusted(recorded, ours)
         if trusted is not recorded:
             log.warning("%s/%s: its stored status is not what this operator decided last "
                         "(a write that failed, or someone else's); keeping the later facts.",
                         view.namespace, view.name)
-        return trusted
+        return _with_unseen_end(claim, trusted)
 
     def _overtaken(self, claim: TrackedClaim, view: EvcView) -> bool:
         """Whether the stored record is the operator's, written in time, and sealed later
@@ -351,6 +352,17 @@ class ClaimReconciler:
             decision, expiry_period=view.claim.expiry_period,
             grace_period=view.claim.grace_period, dry_run=False), logger)
         return Outcome(gone=True)
+
+
+def _with_unseen_end(claim: TrackedClaim, facts: lifecycle.Claim) -> lifecycle.Claim:
+    """The facts with the end of use this replica knew while it did not lead (tracked.py),
+    if they lack it: a use the last leader may not have recorded."""
+    kept = lifecycle.with_end_of_use(facts, claim.unseen_end)
+    if kept is not facts:
+        log.info("%s/%s: in use until %s as this replica saw while it did not lead, which "
+                 "its record lacks; the grace counts from then.", claim.view.namespace,
+                 claim.view.name, kept.recorded_unused_since)
+    return kept
 
 
 def _adopt(claim: TrackedClaim, stored_seal: str | None, now: datetime.datetime) -> None:

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 # How soon a claim whose users-only status write waits for its budget is decided again
 # after a pod change (an end of its last user is seen within this, and written at once).
 USERS_COALESCE = datetime.timedelta(seconds=2)
+# How soon a claim whose write found the Lease lapsed, unknown to set_active, is retried.
+NOT_LEADING_RETRY = datetime.timedelta(seconds=1)
 # How long a stopping operator goes on posting the Events that waited (outbox.py).
 FLUSH_SECONDS = 5.0
 
@@ -117,7 +119,7 @@ class Scheduler:
             for key in self.claims:
                 self.poke(key)
         else:
-            self.claims.forget_decisions()
+            self.claims.forget_decisions(self.reconciler.latest())
             self._drop_events("another replica leads now")
         self.queue.wake()
 
@@ -152,18 +154,27 @@ class Scheduler:
         before, after = change if change is not None else (None, None)
         for claim in claims:
             record = self.claims.get((namespace, claim))
-            if (self.active and record is not None and before is not None
+            if (record is not None and before is not None
                     and _names(before, claim) and (after is None or not _names(after, claim))):
-                record.depart(before)  # only the leader decides: a standby keeps none
+                self._left(record, before)
             self._poke_for_users((namespace, claim))
         sees = users_may_change(change)
         for name in self.claims.with_selector(namespace):
             record = self.claims.get((namespace, name))
             if record is None or not (seen := sees(record.view.selector)):
                 continue
-            if self.active and before is not None and seen is SelectorChange.LEFT:
-                record.depart(before)
+            if before is not None and seen is SelectorChange.LEFT:
+                self._left(record, before)
             self._poke_for_users((namespace, name))
+
+    def _left(self, record: TrackedClaim, user: PodView) -> None:
+        """A user left a claim's users: kept until the leader decides; a standby, which
+        decides nothing, keeps the latest end of use of those that left (it may lead next,
+        on a record the last leader had no time to write)."""
+        if self.active:
+            record.depart(user)
+        else:
+            record.left_unseen(user, self.reconciler.latest())
 
     def _poke_for_users(self, key: Key) -> None:
         """Look again at a claim whose users may have changed: at once, unless a write that
@@ -297,8 +308,12 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except NotLeading as error:
-            # Not ours to do: when this replica leads again, it looks at every claim.
+            # Not ours to do: when this replica leads again, it looks at every claim. Its
+            # Lease lapsed while still held (a renewal answered late) is told to nobody:
+            # looked at again soon, or the claim waits for a change that may never come.
             self.logger_for_key(key).debug("%s.", error)
+            if self.active:
+                self.queue.add_after(key, self.clock() + NOT_LEADING_RETRY)
         except Exception as error:
             failed = True
             metrics.RECONCILE_FAILURES.inc()

@@ -45,6 +45,10 @@ class TrackedClaim:
     # Users that left the index (deleted, or no longer mounting or matching it) since it
     # was last decided, as last seen, by name: `depart` (None: none, as most claims).
     departed: dict[str, PodView] | None = None
+    # An end of use its record may lack, kept while this replica does not lead: a user
+    # that left while it stood by, or what it knew and had not written when it stopped
+    # leading (lifecycle.carried_end). Taken into its next decision as leader.
+    unseen_end: datetime.datetime | None = None
 
     def depart(self, view: PodView) -> None:
         """A user left the index: kept, as last seen, until a decision has taken it in.
@@ -55,6 +59,15 @@ class TrackedClaim:
         if self.departed is None:
             self.departed = {}
         self.departed[view.name] = view
+
+    def left_unseen(self, view: PodView, latest: datetime.datetime) -> None:
+        """A user left while this replica did not lead: it decides nothing then, and keeps
+        only the latest end of use of those that left (one time, however many leave)."""
+        self.note_end(lifecycle.end_of_use(view.use(), self.view.claim.created, latest))
+
+    def note_end(self, end: datetime.datetime | None) -> None:
+        if end is not None and (self.unseen_end is None or end > self.unseen_end):
+            self.unseen_end = end
 
     def taken_in(self, taken: Mapping[str, PodView]) -> None:
         """Those departed users a decision took in (and no later departure of the same
@@ -78,6 +91,7 @@ class TrackedClaim:
                                         recorded_unused_since=decision.unused_since)
         # The same facts as stored (a restart's resume: 10,000 of them) share the view's.
         self.written = (self.view.uid, claim)
+        self.unseen_end = None  # decided on (reconcile._trusted): in `written` now
 
     def ours(self) -> lifecycle.Claim | None:
         """The facts this process decided last about this very EVC (same uid)."""
@@ -168,11 +182,19 @@ class Tracked:
             held.view = view = evc_view(body, self.settings)
             held.written = (view.uid, view.claim)
 
-    def forget_decisions(self) -> None:
-        """Keep each claim's view only, as if this process had just started (leadership
-        lost: what it decided and saw may be overtaken by another leader's)."""
+    def forget_decisions(self, latest: datetime.datetime) -> None:
+        """Keep each claim's view, as if this process had just started (leadership lost:
+        what it decided and saw may be overtaken by another leader's), and the latest end
+        of use it knew that the claim's record may lack (`latest`: the server's clock, the
+        late way). Forgotten, that end would leave a claim to be deleted on its older
+        record, should this replica lead again: a user seen and gone while the status
+        writes were refused (the trouble that lost the Lease, often)."""
         for key, held in self._claims.items():
-            self._claims[key] = TrackedClaim(held.view)
+            kept = TrackedClaim(held.view, unseen_end=held.unseen_end)
+            kept.note_end(lifecycle.carried_end(
+                held.view.claim, held.ours(),
+                [view.use() for view in (held.departed or {}).values()], latest))
+            self._claims[key] = kept
 
     def forget(self, key: Key) -> None:
         if self._claims.pop(key, None) is not None:
