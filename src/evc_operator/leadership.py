@@ -18,6 +18,9 @@ clock with another's (renewTime is written for people, never read back as a time
   leaseDurationSeconds (its own duration if the record names none), or at once when the
   Lease is missing, free or its own. A replica that starts and finds another holder
   therefore waits one duration from its first read, even if that holder died long ago.
+  A Lease that goes missing or free after it named another holder (deleted or emptied by
+  hand) is taken only once it stayed so for that holder's duration: the holder may lead
+  on its last renewal until then (the holder itself, still running, takes it back at once).
 - leaseDurationSeconds is the duration rounded up to whole seconds, at least 1.
 
 A renewal is written after it was sent and a standby reads it after it was written, so a
@@ -109,6 +112,9 @@ def claimed_spec(spec: Mapping[str, Any], settings: LeaseSettings,
     }
 
 
+_MISSING = ("missing",)  # the record of a Lease that does not exist
+
+
 def _record(lease: Mapping[str, Any]) -> tuple[Any, ...]:
     """What identifies a version of the Lease: any renewal changes it."""
     spec = lease.get("spec") or {}
@@ -135,6 +141,11 @@ class Leadership:
         self._seen_at = 0.0  # monotonic time that record was first read
         self._take_at: float | None = None  # monotonic: when we may take it, unchanged
         self._told_holder: str | None = None  # the other holder last logged
+        # The duration of the last record read that named another holder, until this
+        # replica takes the Lease: that holder may lead on for as long after its last
+        # renewal, whatever becomes of the Lease (deleted or freed by hand) meanwhile.
+        self._other: float | None = None
+        self._seen_holder = ""  # that holder
 
     def leading(self) -> bool:
         """Whether this replica may act now: it holds the Lease, and its last renewal
@@ -199,28 +210,43 @@ class Leadership:
         """Read the Lease and take or renew it if we may: the monotonic time the
         successful write was sent, or None if another replica holds it."""
         lease = await kube.read_lease(self.api, self.settings.namespace, self.settings.name)
-        if lease is None:
-            sent = self.monotonic()
-            await kube.create_lease(self.api, self.settings.namespace, self.settings.name,
-                                    claimed_spec({}, self.settings, self.clock()))
-            return self._took(sent)
-        spec = lease.get("spec") or {}
-        record = _record(lease)
+        spec = (lease or {}).get("spec") or {}
+        record = _MISSING if lease is None else _record(lease)
         if record != self._seen:
             self._seen, self._seen_at = record, self.monotonic()
+        holder = spec.get("holderIdentity")
+        if holder and holder != self.settings.identity:
+            self._other = record_duration(spec, self.settings.duration)
+            self._seen_holder = str(holder)
+        unchanged_for = self.monotonic() - self._seen_at
+        if not holder and self._other is not None and unchanged_for < self._other:
+            # Deleted or freed while another replica held it: that one may still lead on
+            # its last renewal. Taken once it stayed so for that holder's duration.
+            self._take_at = self._seen_at + self._other
+            if self._told_holder != "":
+                self._told_holder = ""
+                log.info("Lease %s/%s deleted or freed while %s held it, which may still lead "
+                         "on its last renewal: this replica (%s) takes it if it stays so for "
+                         "%ss.", self.settings.namespace, self.settings.name,
+                         self._seen_holder or "another replica", self.settings.identity,
+                         f"{self._other:g}")
+            return None
         duration = record_duration(spec, self.settings.duration)
-        if not may_take(spec, self.settings.identity, self.monotonic() - self._seen_at,
-                        self.settings.duration):
+        if not may_take(spec, self.settings.identity, unchanged_for, self.settings.duration):
             self._take_at = self._seen_at + duration
-            self._stand_by(str(spec.get("holderIdentity")), duration)
+            self._stand_by(str(holder), duration)
             return None
         sent = self.monotonic()
-        await kube.replace_lease(self.api, lease,
-                                 claimed_spec(spec, self.settings, self.clock()))
+        if lease is None:
+            await kube.create_lease(self.api, self.settings.namespace, self.settings.name,
+                                    claimed_spec({}, self.settings, self.clock()))
+        else:
+            await kube.replace_lease(self.api, lease,
+                                     claimed_spec(spec, self.settings, self.clock()))
         return self._took(sent)
 
     def _took(self, sent: float) -> float:
-        self._told_holder = self._take_at = None
+        self._told_holder = self._take_at = self._other = None
         return sent
 
     def _stand_by(self, holder: str, duration: float) -> None:

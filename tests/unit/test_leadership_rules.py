@@ -305,6 +305,45 @@ def test_a_free_or_own_lease_is_taken_at_once(store: Store) -> None:
 
 
 
+@pytest.mark.parametrize("how", ["deleted", "freed"])
+def test_a_lease_deleted_or_freed_under_a_holder_is_taken_a_duration_later(
+        store: Store, how: str) -> None:
+    """B stands by A. Someone deletes the Lease (or empties its holder): A may lead on its
+    last renewal, so B takes it only once it stayed so for A's duration; A, still
+    running, takes it back at once."""
+    mono = Mono()
+    a = replica("A", duration=10, monotonic=mono)
+    b = replica("B", duration=10, monotonic=mono)
+    asyncio.run(a._attempt())
+    asyncio.run(b._attempt())
+    assert a.leading()
+    assert not b.leading()
+
+    def remove() -> None:
+        if how == "deleted":
+            store.lease = None
+        else:
+            store.put({**held_by("A"), "holderIdentity": ""})
+
+    remove()
+    mono.t += 0.5
+    asyncio.run(b._attempt())
+    assert a.leading()
+    assert not b.leading()  # never two leaders
+    mono.t += 9.99  # a duration from when B first read it gone
+    asyncio.run(b._attempt())
+    assert not b.leading()
+    mono.t += 0.01
+    asyncio.run(b._attempt())
+    assert b.leading()
+    assert not a.leading()  # its validity (5 s) ended long before
+
+    remove()  # and now under B, which is running: it takes it back at once
+    asyncio.run(b._attempt())
+    assert b.leading()
+    assert holder(store) == "B"
+
+
 # Both together: never two leaders, whatever the holder's trouble or the clocks.
 
 @pytest.mark.parametrize("trouble", ["hang_for", "fail_for"])
