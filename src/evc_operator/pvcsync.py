@@ -8,8 +8,8 @@ policy or webhook, a LimitRange, invalid) is said in the status and counted on t
 (`refusals`) for the reconciliation's backoff; an API server that throttles or fails (429,
 5xx: errors.transient) refused nothing yet: `PvcRetrying`, without a Warning, until it has
 failed TRANSIENT_SAID_AFTER times in a row; so is a call that got no answer (a timeout, no
-connection). A patch refused for good is said once and not tried again until the EVC or the
-PVC changes (`rejected`). A patch that fails otherwise (429, 5xx, no answer, or a PVC that
+connection). A patch refused for good is said once, and tried again when the EVC or the
+PVC changes, else after REJECTED_RETRY (`rejected`): the refusal may be lifted. A patch that fails otherwise (429, 5xx, no answer, or a PVC that
 changed or went meanwhile: 409, 404) is `PvcUpdateRetrying`, retried with backoff, and
 `PvcUpdateFailing` with a Warning once it failed TRANSIENT_SAID_AFTER times in a row. None
 of these leaves `sync`: the claim's own decision comes after it (reconcile.py), and must not
@@ -21,8 +21,9 @@ said too.
 
 from __future__ import annotations
 
+import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from evc_operator import status
@@ -49,7 +50,7 @@ from evc_operator.evc import EvcView
 from evc_operator.kube import UNANSWERED
 from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.status import PvcOutcome, pvc_ready
-from evc_operator.tracked import TrackedClaim
+from evc_operator.tracked import Rejection, TrackedClaim
 
 Logger = logging.LoggerAdapter[Any]
 
@@ -61,10 +62,18 @@ Logger = logging.LoggerAdapter[Any]
 TRANSIENT_SAID_AFTER = 3
 
 
+# A part of a PVC update refused for good is tried again after these many seconds, by the
+# refusals in a row (the last again and again), with no change to the claim or the PVC:
+# the refusal may be lifted meanwhile (a quota raised, a StorageClass allowed to expand).
+REJECTED_RETRY = (10, 30, 60, 300)
+
+
 class PvcSync:
-    def __init__(self, api: ClaimApi, index: PodIndex) -> None:
+    def __init__(self, api: ClaimApi, index: PodIndex,
+                 clock: Callable[[], datetime.datetime]) -> None:
         self.api = api
         self.index = index
+        self.clock = clock
 
     async def sync(self, claim: TrackedClaim, view: EvcView, previous: Mapping[str, Any],
                    logger: Logger) -> tuple[status.Condition, list[status.Event]]:
@@ -108,26 +117,32 @@ class PvcSync:
             return pvc_ready(PvcOutcome.DELETING, view.name, previous)
         resized_from, size = None, ""
         if plan.step is PvcStep.PATCH and observed is not None:
-            # Labels and size go in two patches: a resize the StorageClass refuses must
-            # not hold the labels back. Each, refused for good (e.g. a StorageClass that
-            # cannot expand volumes), is said once and not tried again until the EVC or
-            # the PVC changes; conflicts (it changed meanwhile) and outages are retried.
+            # Labels and size go in two patches: a refusal of either (a StorageClass that
+            # cannot expand volumes, a policy on labels) must not hold the other back.
+            # Each, refused for good, is said once, and tried again at once when the EVC
+            # or the PVC changes, else after REJECTED_RETRY; conflicts (it changed
+            # meanwhile) and outages are retried with backoff.
             attempt = update_attempt(body, view.generation, observed)
             version = observed.resource_version
+            refused: list[str] = []  # said now, of each part refused just now
+            held_back = False  # a part refused before, not due again yet
             for part in ("metadata", "spec"):
                 if part not in plan.patch:
                     continue
-                if claim.rejected == (part, *attempt):
-                    return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
-                                     phase=observed.phase)
+                before = (claim.rejected or {}).get(part)
+                if before is not None and before.attempt != attempt:
+                    before = None  # tried on another EVC or PVC: try this one
+                if before is not None and self.clock() < before.retry_at:
+                    held_back = True
+                    continue
                 try:
                     version = await self.api.patch_pvc(view.namespace, view.name,
                                                        observed.uid, version,
                                                        {part: plan.patch[part]})
                 except (Forbidden, Invalid) as error:
-                    claim.rejected = (part, *attempt)
-                    return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
-                                     detail=error_message(error), phase=observed.phase)
+                    _reject(claim, part, attempt, before, self.clock())
+                    refused.append(error_message(error))
+                    continue
                 except (ApiException, *UNANSWERED) as error:
                     # Nothing refused for good: throttled or failing (429, 5xx: a
                     # fail-closed webhook on PVC updates that is down), unanswered, or the
@@ -143,8 +158,13 @@ class PvcSync:
                                else PvcOutcome.UPDATE_FAILING)
                     return pvc_ready(outcome, view.name, previous, detail=_detail(error),
                                      phase=observed.phase)
+                if claim.rejected and claim.rejected.pop(part, None) and not claim.rejected:
+                    claim.rejected = None
                 if part == "metadata":
                     logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
+            if refused or held_back:
+                return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
+                                 detail="; ".join(refused) or None, phase=observed.phase)
             if "spec" in plan.patch:
                 size = plan.patch["spec"]["resources"]["requests"]["storage"]
                 resized_from = observed.storage
@@ -152,6 +172,15 @@ class PvcSync:
                                       resized_from=resized_from,
                                       phase=observed.phase if observed is not None else "Pending")
         return _as_asked(body, observed, previous, condition, events)
+
+
+def _reject(claim: TrackedClaim, part: str, attempt: tuple[object, ...],
+            before: Rejection | None, now: datetime.datetime) -> None:
+    """Keep that `part` of the update was refused, and when to try it again."""
+    times = 1 if before is None else before.times + 1
+    delay = REJECTED_RETRY[min(times, len(REJECTED_RETRY)) - 1]
+    claim.rejected = {**(claim.rejected or {}), part: Rejection(
+        attempt, times, now + datetime.timedelta(seconds=delay))}
 
 
 def _creation_failed(claim: TrackedClaim, view: EvcView, previous: Mapping[str, Any],

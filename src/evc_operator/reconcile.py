@@ -64,7 +64,7 @@ class ClaimReconciler:
                  latest: Callable[[], datetime.datetime] | None = None) -> None:
         self.api = api
         self.index = index
-        self.pvcs = PvcSync(api, index)
+        self.pvcs = PvcSync(api, index, clock)
         self.freshness = freshness
         self.settings = settings
         self.clock = clock  # the API server's clock, the early way (lifecycle.decide)
@@ -159,7 +159,7 @@ class ClaimReconciler:
 
         pending = decision.deletes_at is not None and decision.action is Action.NONE
         wake_at = decision.wake_at
-        for later in (claim.confirm_after, budgeted):
+        for later in (claim.confirm_after, budgeted, claim.rejected_retry()):
             if later is not None:
                 wake_at = later if wake_at is None else min(wake_at, later)
         if claim.refusals:  # its PVC was refused: try again, later each time

@@ -22,13 +22,24 @@ from evc_operator.users import PodView
 _NONE: frozenset[Any] = frozenset()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejection:
+    """A part of a PVC update the API server refused for good (403, 422): on what it was
+    tried (claims.update_attempt), how many times in a row, and when to try it again."""
+
+    attempt: tuple[object, ...]
+    times: int
+    retry_at: datetime.datetime
+
+
 @dataclasses.dataclass(slots=True)
 class TrackedClaim:
     view: EvcView
     # A pending deletion (the decision with its deadline), for proofs, logs and metrics.
     countdown: lifecycle.Decision | None = None
     seen_users: tuple[str, ...] = ()  # users this process has seen, sorted
-    rejected: tuple[object, ...] | None = None  # the PVC update the API server refused
+    # The parts of a PVC update ("metadata", "spec") the API server refused, by part.
+    rejected: dict[str, Rejection] | None = None
     refusals: int = 0  # its PVC's creations or updates refused or failed in a row
     # (uid, facts) this process decided last: recorded, or being recorded (a write that
     # fails or is refused leaves them here, and later decisions build on them).
@@ -92,6 +103,12 @@ class TrackedClaim:
         # The same facts as stored (a restart's resume: 10,000 of them) share the view's.
         self.written = (self.view.uid, claim)
         self.unseen_end = None  # decided on (reconcile._trusted): in `written` now
+
+    def rejected_retry(self) -> datetime.datetime | None:
+        """When a refused PVC update is to be tried again, if one was refused."""
+        if not self.rejected:
+            return None
+        return min(rejection.retry_at for rejection in self.rejected.values())
 
     def ours(self) -> lifecycle.Claim | None:
         """The facts this process decided last about this very EVC (same uid)."""
