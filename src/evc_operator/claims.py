@@ -42,15 +42,15 @@ def parse_quantity(value: object) -> decimal.Decimal:
     match = _QUANTITY.match(str(value).strip())
     if not match:
         raise ValueError(f"not a quantity: {value!r}")
+    suffix = match.group(2) or ""
     try:
         number = decimal.Decimal(match.group(1))
-    except decimal.InvalidOperation:
+        if suffix in _SUFFIX:  # before exponents: 'E' and 'Ei' are exa, not 'e'
+            return number * decimal.Decimal(_SUFFIX[suffix])
+        if suffix:
+            return number * decimal.Decimal(10) ** int(suffix[1:])
+    except decimal.DecimalException:  # not a number, or out of any range (1e1000000)
         raise ValueError(f"not a quantity: {value!r}") from None
-    suffix = match.group(2) or ""
-    if suffix in _SUFFIX:  # before exponents: 'E' and 'Ei' are exa, not 'e'
-        return number * decimal.Decimal(_SUFFIX[suffix])
-    if suffix:
-        return number * decimal.Decimal(10) ** int(suffix[1:])
     return number
 
 

@@ -335,3 +335,11 @@ def test_the_status_the_operator_writes_packs_small_in_every_phase(decision: Dec
     view = evc_view(make_evc(status=status), SETTINGS)
     assert view.status == status
     assert len(view.status_packed) <= 180
+
+
+def test_a_size_past_any_range_is_a_problem_not_an_error() -> None:
+    """Stored under an older CRD (without its 8Ei rule): the claim is taken in, and its
+    spec said to be wrong (InvalidSpec), instead of every event of it failing unsaid."""
+    view = evc_view(make_evc({"size": "1e1000000"}), SETTINGS)
+    assert view.size_invalid
+    assert view.problems == ("spec.size='1e1000000' is not a quantity such as 1Gi",)
