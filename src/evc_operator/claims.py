@@ -71,6 +71,9 @@ class PvcView:
     # The spec fields a claim may ask for, as stored (`spec_fields`): to tell when the API
     # server dropped or changed one.
     fields: tuple[tuple[str, str], ...] = ()
+    # Its controller is an EphemeralVolumeClaim of its own name: this claim, or an earlier
+    # one of the name (deleted, its PVC not collected yet).
+    namesakes: bool = False
 
 
 def pvc_view(body: Mapping[str, Any]) -> PvcView:
@@ -88,14 +91,14 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
     # claim adds is set whatever the PVC had), and a PVC's labels, ours or not, can be
     # anyone's, of any size.
     labels = metadata.get("labels") or {}
+    owners = metadata.get("ownerReferences") or ()
     held = sorted((key, labels[key]) for key in set(managed) if key in labels)
     return PvcView(
         name=metadata["name"],
         namespace=sys.intern(metadata.get("namespace") or ""),
         uid=metadata.get("uid", ""),
         resource_version=metadata.get("resourceVersion", ""),
-        controllers=tuple(ref["uid"] for ref in metadata.get("ownerReferences") or ()
-                          if ref.get("controller")),
+        controllers=tuple(ref["uid"] for ref in owners if ref.get("controller")),
         labels=tuple(held),
         managed_labels=managed,
         # Values most PVCs share (a size, a phase) are stored once: ten thousand are held.
@@ -104,6 +107,9 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
         deleting=bool(metadata.get("deletionTimestamp")),
         phase=sys.intern(str((body.get("status") or {}).get("phase") or "Pending")),
         fields=spec_fields(spec),
+        namesakes=any(ref.get("controller") and ref.get("kind") == KIND
+                      and ref.get("apiVersion") == API_VERSION
+                      and ref.get("name") == metadata["name"] for ref in owners),
     )
 
 
@@ -210,6 +216,15 @@ def plan_pvc(evc: Mapping[str, Any], observed: PvcView | None) -> PvcPlan:
     if observed is None:
         return PvcPlan(PvcStep.CREATE)
     if evc["metadata"]["uid"] not in observed.controllers:
+        if observed.namesakes and not observed.deleting:
+            # The claim applied again before the garbage collector got to the earlier
+            # one's PVC: it is about to be deleted. Not "rename the claim".
+            return PvcPlan(PvcStep.CONFLICT, message=(
+                f"PersistentVolumeClaim {name} is an earlier EphemeralVolumeClaim's of the "
+                f"same name, deleted; the garbage collector deletes it, it is left "
+                f"untouched, and this claim's is created once it is gone. Kubernetes keeps "
+                f"it while any pod refers to it, finished pods included: delete those to "
+                f"let it go."))
         if observed.deleting:
             # Most often an earlier claim's of the same name (applied again while a pod of
             # the earlier one, finished or not, still refers to it: kept till then).

@@ -9,8 +9,9 @@ policy or webhook, a LimitRange, invalid) is said in the status and counted on t
 5xx: errors.transient) refused nothing yet: `PvcRetrying`, without a Warning, until it has
 failed TRANSIENT_SAID_AFTER times in a row; so is a call that got no answer (a timeout, no
 connection). A patch refused for good is said once, and tried again when the EVC or the
-PVC changes, else after REJECTED_RETRY (`rejected`): the refusal may be lifted. A patch that fails otherwise (429, 5xx, no answer, or a PVC that
-changed or went meanwhile: 409, 404) is `PvcUpdateRetrying`, retried with backoff, and
+PVC changes, else after REJECTED_RETRY (`rejected`): the refusal may be lifted. A patch
+that fails otherwise (429, 5xx, no answer, or a PVC that changed or went meanwhile: 409,
+404) is `PvcUpdateRetrying`, retried with backoff, and
 `PvcUpdateFailing` with a Warning once it failed TRANSIENT_SAID_AFTER times in a row. None
 of these leaves `sync`: the claim's own decision comes after it (reconcile.py), and must not
 wait for its PVC; nor does a creation answered 409 whose PVC is gone again when read

@@ -276,6 +276,30 @@ def test_a_conflicting_pvc_being_deleted_is_still_a_conflict() -> None:
     assert "Rename" not in plan.message
 
 
+def test_an_earlier_claims_pvc_not_yet_collected_is_not_told_to_be_renamed() -> None:
+    """`kubectl delete -f evc.yaml; kubectl apply -f evc.yaml`: until the garbage collector
+    marks the earlier claim's PVC deleted, its controller is a claim of this name with
+    another uid. What will happen is said, not "rename the claim" (a Warning that stayed
+    the only one: the reason does not change when the PVC then shows as deleting)."""
+    earlier = pvc_view(make_pvc(ownerReferences=[{
+        "apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim", "name": "scratch",
+        "uid": "earlier-uid", "controller": True, "blockOwnerDeletion": True}]))
+    assert earlier.namesakes
+    plan = plan_pvc(make_evc(), earlier)
+    assert plan.step is PvcStep.CONFLICT
+    assert plan.patch == {}
+    assert "an earlier EphemeralVolumeClaim's of the same name" in plan.message
+    assert "created once it is gone" in plan.message
+    assert "Rename" not in plan.message
+    for other in ({"name": "another"}, {"kind": "Job"}, {"apiVersion": "example.com/v1"},
+                  {"controller": False}):
+        owner = {"apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+                 "name": "scratch", "uid": "x", "controller": True, **other}
+        foreign = pvc_view(make_pvc(ownerReferences=[owner]))
+        assert not foreign.namesakes
+        assert "Rename the claim" in plan_pvc(make_evc(), foreign).message
+
+
 def test_our_pvc_being_deleted_means_wait() -> None:
     plan = plan_pvc(evc_with({"team": "web"}, size="2Gi"),
                     observed({"team": "data"}, deleting=True))
