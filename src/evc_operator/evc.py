@@ -35,7 +35,8 @@ _CONDITIONS = [
      "message": "Deletes when due.", "lastTransitionTime": _TIME, "observedGeneration": 1},
     {"type": "PvcReady", "status": "False", "reason": "Pending",
      "message": "PersistentVolumeClaim  is in place. It is not bound to a volume yet "
-                "(its StorageClass may wait for the first pod that uses it).",
+                "(its StorageClass may wait for the first pod that uses it; if a pod waits "
+                "for it, kubectl describe pvc says why).",
      "lastTransitionTime": _TIME, "observedGeneration": 1}]
 _STATUS = Packer({"variants": [{
     "phase": "Idle", "reason": None, "users": 0, "userNames": [], "unusedSince": _TIME,

@@ -357,7 +357,7 @@ _LOST = ("PersistentVolumeClaim {name} is Lost: the PersistentVolume it was boun
          "not replace a PersistentVolumeClaim that exists: delete the EphemeralVolumeClaim "
          "and create it again for a new, empty volume. Its countdown runs as usual.")
 _UNBOUND = ("It is not bound to a volume yet (its StorageClass may wait for the first pod "
-            "that uses it).")
+            "that uses it; if a pod waits for it, kubectl describe pvc says why).")
 
 
 def _as_said(condition: Condition, previous: Mapping[str, Any]) -> Condition:

@@ -328,7 +328,8 @@ def test_the_status_the_operator_writes_packs_small_in_every_phase(decision: Dec
                   Condition("PvcReady", False, "Pending",
                             "PersistentVolumeClaim claim-00012 is in place. It is not bound "
                             "to a volume yet (its StorageClass may wait for the first pod "
-                            "that uses it).")]
+                            "that uses it; if a pod waits for it, kubectl describe pvc says "
+                            "why).")]
     status = build_status(decision, conditions, generation=1, previous={}, now=T0,
                           seal=seal(b"k" * 32, "0b8f3c1e-5d4a-4e7b-9c2d-1f6a8b3e5d70",
                                     str(decision.phase), decision.unused_since, T0))
