@@ -13,6 +13,7 @@ from typing import Any
 
 from evc_operator import errors
 from evc_operator.pvcsync import REJECTED_RETRY
+from evc_operator.scheduler import Scheduler
 from tests.unit.fakes import FakeApi, evc_body, make, reconcile_now, view_of
 from tests.unit.support import T0, Clock
 
@@ -29,17 +30,23 @@ def resized(**labels: str) -> dict[str, Any]:
     return body
 
 
-def pvc_ready(fake: FakeApi, scheduler: Any) -> dict[str, Any]:
-    conditions = view_of(scheduler, KEY).status["conditions"]
-    return next(c for c in conditions if c["type"] == "PvcReady")
-
-
-def test_a_refused_resize_is_tried_again_later_and_goes_through_once_allowed() -> None:
+def quota_exceeded() -> tuple[Clock, FakeApi, Scheduler]:
+    """The claim grown, its resize refused by a quota, 5 s after its creation."""
     clock = Clock(T0 + datetime.timedelta(seconds=5))
     fake = FakeApi(fresh_pods=[])
     fake.body = resized()  # what a status write returns
     fake.resize_error = QUOTA
     scheduler, _ = make(fake, [], clock=clock, body=resized())
+    return clock, fake, scheduler
+
+
+def pvc_ready(fake: FakeApi, scheduler: Scheduler) -> dict[str, Any]:
+    conditions = view_of(scheduler, KEY).status["conditions"]
+    return next(c for c in conditions if c["type"] == "PvcReady")
+
+
+def test_a_refused_resize_is_tried_again_later_and_goes_through_once_allowed() -> None:
+    clock, fake, scheduler = quota_exceeded()
     reconcile_now(scheduler, KEY)
     assert fake.calls.count("patch_pvc:spec@5") == 1
     assert fake.calls.count("event:PvcUpdateRejected") == 1
@@ -75,11 +82,7 @@ def test_a_refused_resize_is_tried_again_later_and_goes_through_once_allowed() -
 
 
 def test_refusals_in_a_row_are_tried_again_ever_less_often() -> None:
-    clock = Clock(T0 + datetime.timedelta(seconds=5))
-    fake = FakeApi(fresh_pods=[])
-    fake.body = resized()  # what a status write returns
-    fake.resize_error = QUOTA
-    scheduler, _ = make(fake, [], clock=clock, body=resized())
+    clock, fake, scheduler = quota_exceeded()
     claim = scheduler.claims.get(KEY)
     assert claim is not None
     waits = []
