@@ -79,6 +79,8 @@ class PvcSync:
     async def sync(self, claim: TrackedClaim, view: EvcView, previous: Mapping[str, Any],
                    logger: Logger) -> tuple[status.Condition, list[status.Event]]:
         """Make the PVC match the EVC, if it is ours; say how it stands."""
+        if view.size_invalid or view.labels_too_large:
+            claim.rejected = None  # no update planned: none to try again
         if view.size_invalid:
             return pvc_ready(PvcOutcome.INVALID_SPEC, view.name, previous)
         if view.labels_too_large:  # not kept: the PVC cannot be made to match
@@ -87,6 +89,7 @@ class PvcSync:
         body = view.body
         observed = self.index.pvc(view.key)
         plan = plan_pvc(body, observed)
+        _keep_planned_refusals(claim, plan.patch if plan.step is PvcStep.PATCH else {})
         if plan.step is PvcStep.CREATE:
             try:
                 created = await self.api.create_pvc(desired_pvc(body))
@@ -159,20 +162,31 @@ class PvcSync:
                                else PvcOutcome.UPDATE_FAILING)
                     return pvc_ready(outcome, view.name, previous, detail=_detail(error),
                                      phase=observed.phase)
-                if claim.rejected and claim.rejected.pop(part, None) and not claim.rejected:
-                    claim.rejected = None
+                _keep_planned_refusals(claim, {key: None for key in plan.patch
+                                               if key != part})
                 if part == "metadata":
                     logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
+                else:
+                    size = plan.patch["spec"]["resources"]["requests"]["storage"]
+                    resized_from = observed.storage
             if refused or held_back:
                 return pvc_ready(PvcOutcome.REJECTED, view.name, previous,
-                                 detail="; ".join(refused) or None, phase=observed.phase)
-            if "spec" in plan.patch:
-                size = plan.patch["spec"]["resources"]["requests"]["storage"]
-                resized_from = observed.storage
+                                 detail="; ".join(refused) or None, phase=observed.phase,
+                                 size=size, resized_from=resized_from)
         condition, events = pvc_ready(PvcOutcome.IN_PLACE, view.name, previous, size=size,
                                       resized_from=resized_from,
                                       phase=observed.phase if observed is not None else "Pending")
         return _as_asked(body, observed, previous, condition, events)
+
+
+def _keep_planned_refusals(claim: TrackedClaim, planned: Mapping[str, object]) -> None:
+    """Keep the refusals of the parts of an update still planned only: one no longer
+    planned (the label taken off the claim, the PVC grown by hand or made again) is not
+    to be tried again, and its time to try, passed, would have the claim looked at again
+    and again at once."""
+    if claim.rejected:
+        claim.rejected = {part: rejection for part, rejection in claim.rejected.items()
+                          if part in planned} or None
 
 
 def _reject(claim: TrackedClaim, part: str, attempt: tuple[object, ...],

@@ -327,17 +327,17 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
         events = ([] if said_reason == "PvcUpdateFailing" else
                   [Event("Warning", "PvcUpdateFailing", message)])
         return Condition("PvcReady", bound, "PvcUpdateFailing", message), events
-    if outcome is PvcOutcome.REJECTED:
-        if detail is None:  # said when it was refused; do not hammer the API server
-            return _as_said(Condition("PvcReady", bound, "PvcUpdateRejected", ""),
-                            previous), []
-        message = f"PersistentVolumeClaim {name} refused the update: {detail}"
-        events = ([] if said_reason == "PvcUpdateRejected" else
-                  [Event("Warning", "PvcUpdateRejected", message)])
-        return Condition("PvcReady", bound, "PvcUpdateRejected", message), events
     events = [] if resized_from is None else [
         Event("Normal", "PvcResized", f"Requested {size} for PersistentVolumeClaim {name} "
                                       f"(was {resized_from}).")]
+    if outcome is PvcOutcome.REJECTED:  # the other part (a resize) may have gone through
+        if detail is None:  # said when it was refused; do not hammer the API server
+            return _as_said(Condition("PvcReady", bound, "PvcUpdateRejected", ""),
+                            previous), events
+        message = f"PersistentVolumeClaim {name} refused the update: {detail}"
+        if said_reason != "PvcUpdateRejected":
+            events.append(Event("Warning", "PvcUpdateRejected", message))
+        return Condition("PvcReady", bound, "PvcUpdateRejected", message), events
     if bound:
         condition = Condition("PvcReady", True, "Bound",
                               f"PersistentVolumeClaim {name} is bound to a volume.")

@@ -102,7 +102,13 @@ class TrackedClaim:
                                         recorded_unused_since=decision.unused_since)
         # The same facts as stored (a restart's resume: 10,000 of them) share the view's.
         self.written = (self.view.uid, claim)
-        self.unseen_end = None  # decided on (reconcile._trusted): in `written` now
+        if self.unseen_end is not None and (
+                decision.phase is lifecycle.Phase.IN_USE
+                or (decision.unused_since is not None
+                    and decision.unused_since >= self.unseen_end)):
+            # Taken in: its facts hold it now. Not while the claim stays Pending because
+            # its expiry ends later anyway: a shorter expiryPeriod later must not lose it.
+            self.unseen_end = None
 
     def rejected_retry(self) -> datetime.datetime | None:
         """When a refused PVC update is to be tried again, if one was refused."""

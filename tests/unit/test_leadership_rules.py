@@ -338,6 +338,7 @@ def test_a_lease_deleted_or_freed_under_a_holder_is_taken_a_duration_later(
     assert b.leading()
     assert not a.leading()  # its validity (5 s) ended long before
 
+    asyncio.run(b._attempt())  # B renews: it has read its own record since
     remove()  # and now under B, which is running: it takes it back at once
     asyncio.run(b._attempt())
     assert b.leading()

@@ -7,6 +7,7 @@ With the fakes of tests/unit/fakes.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from evc_operator import errors
 from evc_operator.pvcsync import REJECTED_RETRY
 from evc_operator.scheduler import Scheduler
-from tests.unit.fakes import FakeApi, evc_body, make, reconcile_now, view_of
+from tests.unit.fakes import FakeApi, FakeIndex, evc_body, make, reconcile_now, view_of
 from tests.unit.support import T0, Clock
 
 KEY = ("jobs", "scratch")
@@ -118,6 +119,30 @@ def test_a_refused_label_update_does_not_hold_the_resize_back() -> None:
     ready = pvc_ready(fake, scheduler)
     assert ready["reason"] == "PvcUpdateRejected"
     assert "label team is immutable" in ready["message"]
+    # The resize went through, and is said as any resize (the only time it can be).
+    assert "event:PvcResized" in fake.calls
     fake.calls.clear()
     reconcile_now(scheduler, KEY)  # the labels not tried again before their time
     assert "patch_pvc:metadata@5" not in fake.calls
+
+
+def test_a_refusal_no_longer_planned_is_dropped_not_woken_for_again_and_again() -> None:
+    """The resize refused, then an admin grows the PVC by hand: no resize is planned any
+    more. Its refusal, kept, had its time to try (past) wake the claim at once, again and
+    again (thousands of reconciliations a second)."""
+    clock, fake, scheduler = quota_exceeded()
+    reconcile_now(scheduler, KEY)
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.rejected
+    index = scheduler.index
+    assert isinstance(index, FakeIndex)
+    index.pvcs[KEY] = dataclasses.replace(index.pvcs[KEY], storage="2Gi", resource_version="6")
+    clock.advance(REJECTED_RETRY[0] + 1)
+    for _ in range(3):
+        fake.calls.clear()
+        reconcile_now(scheduler, KEY)
+        assert not [call for call in fake.calls if call.startswith("patch_pvc")]
+    assert claim.rejected is None
+    woken = scheduler.queue.later.get(KEY)
+    assert woken is None or woken > clock.now

@@ -8,6 +8,7 @@ then the scheduler with the fakes of tests/unit/fakes.py."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
 
 from hypothesis import given
@@ -189,3 +190,37 @@ def test_a_write_that_finds_the_lease_lapsed_unannounced_is_tried_again() -> Non
     valid = True
     asyncio.run(scheduler._work(KEY, None))
     assert deletes(fake)
+
+
+def test_a_use_kept_from_standing_by_outlives_a_longer_expiry_and_its_shortening() -> None:
+    """Recorded Pending, expiry 600 s, grace 30 s. Pod p (created at 75) is deleted at 85
+    while this replica stands by; at 92 it leads. The expiry (601) ends later than p's
+    grace (115), so the claim stays Pending, and p's end must stay kept: the owner then
+    shortens the expiry to 60 s, and at 100 the claim is not deleted (due at 115)."""
+    clock = Clock(at(85))
+    body = evc_body()
+    body["spec"]["expiryPeriod"] = 600
+    fake = FakeApi(fresh_pods=[])
+    fake.body = copy.deepcopy(body)
+    scheduler, _ = make(fake, [], clock=clock, body=body)
+    scheduler.set_active(False)
+    scheduler.poke_for_pod("jobs", ["scratch"], (pod_view(user("p", created=75)), None))
+    clock.now = at(92)
+    scheduler.set_active(True)
+    drain(scheduler)
+    reconcile_now(scheduler, KEY)
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.countdown is not None
+    assert claim.countdown.deletes_at == at(601)
+    edited = copy.deepcopy(fake.evc or fake.body)
+    edited["spec"]["expiryPeriod"] = 60
+    edited["metadata"]["resourceVersion"] = "30"
+    edited["metadata"]["generation"] = 2
+    fake.body = copy.deepcopy(edited)
+    scheduler.observe_evc("MODIFIED", edited)
+    clock.now = at(100)
+    reconcile_now(scheduler, KEY)
+    assert deletes(fake) == []
+    assert claim.countdown is not None
+    assert claim.countdown.deletes_at == at(85 + 30)
