@@ -6,7 +6,9 @@ resourceVersion (one object) and, unless its informer has seen that far, whichev
 first: the informer's own watch reaching that far (in a busy namespace, its next change)
 or a short watch's bookmark (in a quiet one; barrier.py says when the API server sends
 it, and why short watches are also opened a second before each deadline: `Prover`).
-A kind of few objects is listed outright instead.
+A kind of few objects too: a list of it that the informer holds alike was once taken as
+proof, but a list lacks what was created and deleted while the informer lagged (a pod
+that used the claim), and so does the lagging informer.
 """
 
 from __future__ import annotations
@@ -25,16 +27,6 @@ from evc_operator.users import PodView
 from evc_operator.watched import Watched
 
 log = logging.getLogger(__name__)
-# A kind whose informer holds fewer objects than this is listed outright to prove it
-# current: one request, no bookmark to wait for. Measured on the project's control plane
-# (2 cores, heavily shared): a list of 200 pods took 0.3 s (median), the bookmark 1.3 to
-# 2.6 s; 500 pods, 0.8 s. Beyond this the operator's parsing cost grows with every wave.
-LIST_OUTRIGHT = 200
-
-
-def listed_outright(informer: View[PodView]) -> bool:
-    """Whether a kind is proven by a list of it rather than by a watch's bookmark."""
-    return len(informer.items) < LIST_OUTRIGHT
 
 
 class Prover:
@@ -52,7 +44,7 @@ class Prover:
     def anticipate(self, namespace: str) -> None:
         """Open short watches for the kinds of the namespace a bookmark will prove."""
         self.barriers.anticipate(informer for informer in self.watched.users(namespace)
-                                 if informer.synced and not listed_outright(informer))
+                                 if informer.synced)
 
     async def close(self) -> None:
         await self.barriers.close()
@@ -77,12 +69,10 @@ async def prove_current(watched: Watched, namespace: str,
     soon brings a bookmark that far); each proof holds as of a moment after this call
     began, and so does the whole.
 
-    A kind whose informer holds fewer than `LIST_OUTRIGHT` objects is listed outright
-    instead: as cheap as the consistent read, and it needs no bookmark (which the API
-    server sends only a second or two into a watch). If the informer then holds the same
-    (every object projected alike), that kind stays `live` as long as its watch runs on
-    unbroken: otherwise a single empty workload kind made every proof of its namespace
-    not live, and each wave of deletions indexed the proof's copy of 5,000 pods again.
+    A kind proven with no change since its informer's version (a quiet kind, an empty
+    workload kind) stays `live` as long as its watch runs on unbroken: a single empty
+    workload kind must not make every proof of its namespace not live (each wave of
+    deletions then indexed the proof's copy of 5,000 pods again).
 
     The snapshot stays `live` while every informer's watch runs on unbroken and has
     itself applied every change up to the proof (with none, nothing is missing: the rest
@@ -139,19 +129,10 @@ async def _prove(watched: Watched, informer: View[PodView],
                  barriers: Barriers) -> PodSnapshot:
     """One informer's view as of a moment after this call began, proven or listed."""
     breaks = informer.breaks
-    if listed_outright(informer):
-        listed, target = await _list(watched, informer.kind, informer.namespace,
-                                     informer.project)
-        if _holds(informer, listed):
-            # The informer holds what the list says, as of a moment after the list's own
-            # read (or later): with its watch unbroken, the live index holds it all too.
-            return _listed(informer, listed, target, lambda: informer.breaks == breaks)
-        # The index lags or differs. The list is no view to decide on: it lacks an object
-        # created and deleted while the informer lagged, a pod that used the claim after
-        # its deadline among them. Proven to the list's version as a large kind is, every
-        # change since the informer's is seen: its own watch's or a short watch's.
-    else:
-        target = await watched.source.collection_version(informer.kind, informer.namespace)
+    # Of a kind of few objects too: a list that its lagging informer holds alike proves
+    # nothing of what changed since the informer's version (an object created and deleted
+    # meanwhile, a pod that used the claim, is in neither). Only the changes since do.
+    target = await watched.source.collection_version(informer.kind, informer.namespace)
     # What the informer must have applied for its live view to hold everything up to
     # `target`: the last change at or before it (bookmarks change nothing).
     needed = min(informer.version, target)

@@ -184,7 +184,6 @@ def test_a_proof_ends_at_the_bookmark_of_a_watch_opened_a_second_ahead(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The watch opened at the read waits for the next bucket; the one opened ahead is
     # due first, and its bookmark, past the read, proves the namespace current.
-    monkeypatch.setattr(proof, "LIST_OUTRIGHT", 0)
 
     async def scenario() -> None:
         api, ticks = FedApi(now=40), Ticks()
@@ -213,17 +212,20 @@ def test_a_proof_ends_at_the_bookmark_of_a_watch_opened_a_second_ahead(
     asyncio.run(scenario())
 
 
-def test_small_kinds_are_not_anticipated() -> None:
+def test_small_kinds_are_anticipated_too_and_namespaces_not_watched_are_not() -> None:
+    """A kind of one pod is proven by a bookmark as any other (no list is proof), so its
+    watch is opened ahead as well."""
     async def scenario() -> None:
         api = FedApi()
         watched = watching.Watched(api, pods_changed=lambda ns, c, _: None,
                                    pvc_changed=lambda key: None,
                                    namespace_synced=lambda ns: None)
-        watched.pods["jobs"] = held(api)  # one pod: listed outright, no watch to open
+        watched.pods["jobs"] = held(api)  # one pod
         prover = proof.Prover(watched)
         prover.anticipate("jobs")
+        assert len(prover.barriers) == 1
         prover.anticipate("elsewhere")  # not watched at all
-        assert len(prover.barriers) == 0
+        assert len(prover.barriers) == 1
         await prover.close()
 
     asyncio.run(scenario())

@@ -481,7 +481,6 @@ def test_a_pod_and_a_job_of_one_name_are_two_users(shared: bool) -> None:
 
 def test_a_proof_reads_a_namespaces_part_and_watches_that_namespace_from_the_clusters_version(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(proof, "LIST_OUTRIGHT", 0)  # prove by a watch, not a list
     api = ClusterApi({(JOBS, "a"): [job("old", "a", "x")],
                       (JOBS, "b"): [job("elsewhere", "b", "x")]}, now=10)
 

@@ -28,7 +28,7 @@ from tests.unit.support import T0, Clock, settle
 
 DEADLINE = T0 + datetime.timedelta(seconds=60)
 JOBS = collection("Job")
-MANY = proof.LIST_OUTRIGHT + 10  # pods proven by the consistent read and a watch
+MANY = 210  # pods in a namespace (once more than a proof would list)
 
 
 def _rv(moment: datetime.datetime) -> int:

@@ -223,12 +223,6 @@ def test_watched_is_synced_once_pods_and_pvcs_are_listed() -> None:
     assert api.calls.count("list pods") + api.calls.count("list persistentvolumeclaims") == 2
 
 
-@pytest.fixture
-def by_watch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prove even a small kind by the consistent read and watch, not by listing it."""
-    monkeypatch.setattr(proof, "LIST_OUTRIGHT", 0)
-
-
 def _synced_watched(*, version: int, now: int,
                     barrier: list[Any]) -> tuple[watching.Watched, list[str]]:
     api = ProofApi(now, barrier)
@@ -241,7 +235,7 @@ def _synced_watched(*, version: int, now: int,
     return watched, api.calls
 
 
-def test_an_informer_that_has_seen_that_far_is_current(by_watch: None) -> None:
+def test_an_informer_that_has_seen_that_far_is_current() -> None:
     watched, calls = _synced_watched(version=50, now=40, barrier=[])
     snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["old"]
@@ -252,7 +246,7 @@ def test_an_informer_that_has_seen_that_far_is_current(by_watch: None) -> None:
     assert not snapshot.live()
 
 
-def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(by_watch: None) -> None:
+def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch() -> None:
     watched, calls = _synced_watched(version=30, now=40, barrier=[
         ("ADDED", pod("newcomer", "x", version="35")),
         ("DELETED", pod("old", "x", version="36")),
@@ -272,8 +266,7 @@ def test_a_lagging_informer_is_brought_up_to_date_by_a_short_watch(by_watch: Non
     assert not snapshot.live()
 
 
-def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live(
-        by_watch: None) -> None:
+def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live() -> None:
     # No pod changed since the informer's version: it holds the truth as it is, and
     # whatever changes next reaches it through the same unbroken watch.
     watched, calls = _synced_watched(version=30, now=40, barrier=[
@@ -289,8 +282,7 @@ def test_a_quiet_namespace_is_proven_by_a_bookmark_and_its_informer_stays_live(
     [("ADDED", pod("newcomer", "x", version="35"))],  # ended before reaching version 40
     [errors.Gone("too old")],
 ])
-def test_without_proof_of_freshness_the_namespace_is_listed(barrier: list[Any],
-                                                            by_watch: None) -> None:
+def test_without_proof_of_freshness_the_namespace_is_listed(barrier: list[Any]) -> None:
     watched, calls = _synced_watched(version=30, now=40, barrier=barrier)
     snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["listed"]
@@ -298,30 +290,23 @@ def test_without_proof_of_freshness_the_namespace_is_listed(barrier: list[Any],
     assert not snapshot.live()
 
 
-def test_a_kind_with_few_objects_is_listed_outright() -> None:
-    # One request, as cheap as the consistent read, and no bookmark to wait for.
-    watched, calls = _synced_watched(version=30, now=40, barrier=[])
-    watched.pods["jobs"].items = {"listed": pod_view(pod("listed", "x"))}
-    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
-    assert [p.name for p in snapshot.pods] == ["listed"]
-    assert calls == ["full list"]
-
-
-def test_a_list_its_lagging_informer_differs_from_is_proven_by_the_changes_since() -> None:
-    """Pod p was created and deleted while the informer lagged (at 30): a list at 40 lacks
-    it. It ran until its deletion at 38, maybe after the claim's deadline: the list is not
-    the view; the changes since the informer's version are, and p is in them."""
+def test_a_kind_of_few_objects_held_alike_by_a_lagging_informer_is_proven_too() -> None:
+    """The informer lags at 30 (its watch broken and waiting to retry, or slow) and holds
+    what a list at 40 would say; pod p was created and deleted between the two, a user of
+    the claim until 38. A list was once taken as proof here, and the claim deleted a grace
+    early: the changes since the informer's version are the proof, and p is in them."""
     watched, calls = _synced_watched(version=30, now=40, barrier=[
         ("ADDED", pod("p", "x", version="35")),
         ("DELETED", pod("p", "x", version="38")),
         ("BOOKMARK", {"metadata": {"resourceVersion": "41"}}),
     ])
     snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
-    assert calls == ["full list", "watch from 30 for 3 s"]  # proven to the list's version
+    assert calls == ["version", "watch from 30 for 3 s"]
     assert ("p", True) in [(p.name, p.active) for p in snapshot.pods]
+    assert not snapshot.live()  # the informer has not applied p's changes yet
 
 
-def test_a_pod_made_and_deleted_during_a_proof_stays_in_its_view(by_watch: None) -> None:
+def test_a_pod_made_and_deleted_during_a_proof_stays_in_its_view() -> None:
     """The informer lags at 30; the proof reads 40, where pod p (created at 35, after the
     claim's last recorded use) runs; p is deleted at 41, before the bookmark at 42. The
     proof's view has p as it was when deleted, running: the claim is in use."""
@@ -347,31 +332,6 @@ def test_a_list_its_informer_lacks_is_ahead_until_the_informer_catches_up() -> N
     held.items = {}  # "listed" deleted after the list's read: the informer is the later
     held.version = 41
     assert not snapshot.behind()
-
-
-def test_a_kind_listed_outright_that_its_informer_holds_alike_leaves_the_index_live(
-) -> None:
-    # The list proves the view current; the informer holds the same, so the live index
-    # (which also holds whatever changes next) decides, and the list is not indexed again.
-    watched, calls = _synced_watched(version=30, now=40, barrier=[])
-    held = watched.pods["jobs"]
-    held.items = {"listed": pod_view(pod("listed", "x"))}
-    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
-    assert calls == ["full list"]
-    assert [p.name for p in snapshot.pods] == ["listed"]
-    assert snapshot.live()
-    held.breaks += 1  # its watch failed since: the live view may have a gap
-    assert not snapshot.live()
-
-
-def test_a_kind_listed_outright_that_its_informer_holds_otherwise_is_decided_on_the_list(
-) -> None:
-    # The pod was created a moment ago and its event has not reached the informer yet;
-    # no short watch proves the informer current either (it ends without a bookmark):
-    # the list decides.
-    watched, _calls = _synced_watched(version=30, now=40, barrier=[])
-    watched.pods["jobs"].items = {}
-    assert not asyncio.run(proof.prove_current(watched, "jobs")).live()
 
 
 def job(name: str, claim: str, version: str = "1", finished: bool = False) -> dict[str, Any]:
@@ -449,7 +409,7 @@ def test_a_released_namespace_is_no_longer_watched() -> None:
     assert watched.all_synced()  # nothing left to wait for
 
 
-def test_a_job_its_lagging_watch_has_not_shown_yet_is_in_the_proof(by_watch: None) -> None:
+def test_a_job_its_lagging_watch_has_not_shown_yet_is_in_the_proof() -> None:
     watched, calls = _synced_watched(version=50, now=40, barrier=[])
     jobs = informer.Informer(watched.source, "batch/v1/jobs", "jobs",
                              lambda body: workload_view("Job", body), lambda *_: None,
@@ -486,8 +446,7 @@ class StalledBarrierApi(ProofApi):
         yield "BOOKMARK", {}  # never reached
 
 
-def test_a_lagging_informer_whose_own_watch_catches_up_first_proves_itself(
-        by_watch: None) -> None:
+def test_a_lagging_informer_whose_own_watch_catches_up_first_proves_itself() -> None:
     api = StalledBarrierApi(40, [])
     watched = watching.Watched(api, pods_changed=lambda ns, c, _: None,
                                pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
