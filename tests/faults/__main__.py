@@ -21,7 +21,7 @@ from types import FrameType
 
 from controlplane.cluster import ControlPlane
 from controlplane.node import NODE_NAME, Node
-from tests.faults.judge import Report
+from tests.faults.judge import BOUND, Report
 from tests.faults.realnode import RealNodeScenario
 from tests.faults.scenario import Scenario
 
@@ -116,8 +116,18 @@ def main() -> int:
           f"{sum(r.claims for r in reports)} claims, {sum(r.pods for r in reports)} pods, "
           f"{sum(r.deletions for r in reports)} deletions, "
           f"{sum(r.latecomers for r in reports)} latecomers, faults {faults}, "
+          f"{_lateness(reports)}"
           f"{violations} violations, {time.monotonic() - started:.0f} s; logs in {workdir}")
     return 1 if violations or stopped else 0
+
+
+def _lateness(reports: list[Report]) -> str:
+    """The deletions' lateness where no outage extended the bound: median and worst."""
+    late = sorted(value for report in reports for value in report.lateness)
+    if not late:
+        return ""
+    return (f"lateness median {late[len(late) // 2]:.2f} s, worst {late[-1]:.2f} s "
+            f"(bound {BOUND:g} s), ")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,14 @@ from tests.faults.deadlines import Use, latest, settle
 
 UTC = datetime.UTC
 OPERATOR_AGENT = "evc-operator"
-BOUND = 3.0  # seconds a deletion may lag its deadline when nothing fails
+# Seconds a deletion may lag its true deadline when nothing fails, as the design has it:
+# an end of use is recorded rounded up to the second (up to 1 s), on the server's clock
+# taken the late way (up to 1 s while the operator has few responses to bound it by, as
+# after each restart); the proof before the delete waits for a bookmark (the API server's
+# timer: up to 1.25 s after the deadline); and 0.75 s for the watch that brings the end and
+# for the delete itself. It was 3 s: measured on 2026-12-07, deletions came a median 2.0 s
+# and at worst 2.96 s after their deadlines (seeds 345-352), and once 3.1 s in CI.
+BOUND = 4.0
 RECOVERY = 10.0  # after an outage: the operator restarts or reconnects, relists, decides
 TERMINAL = ("Succeeded", "Failed")
 
@@ -60,6 +67,9 @@ class Report:
     faults: dict[str, int] = dataclasses.field(default_factory=dict)
     deletions: int = 0
     latecomers: int = 0  # users created after their claim was due: counted, not judged
+    # Seconds each deletion came after its deadline, where no outage extended the bound:
+    # how close to BOUND the operator comes (a margin that shrinks is seen before a failure).
+    lateness: list[float] = dataclasses.field(default_factory=list)
     violations: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
 
@@ -69,6 +79,7 @@ class Report:
         return (f"seed {self.seed}: {self.claims} claims, {self.pods} pods, "
                 f"{self.deletions} deleted, faults: {faults}; "
                 + (f"{self.latecomers} latecomers; " if self.latecomers else "")
+                + (f"late {max(self.lateness):.1f} s at most; " if self.lateness else "")
                 + f"{self.seconds:.0f} s; {verdict}")
 
 
@@ -182,6 +193,8 @@ class Judge:
             if deadline is None:
                 continue
             allowed = self._allowed(deadline)
+            if deleted_at is not None and allowed == deadline + datetime.timedelta(seconds=BOUND):
+                self.report.lateness.append((deleted_at - deadline).total_seconds())
             if (deleted_at or finished) > allowed:
                 late = ((deleted_at or finished) - deadline).total_seconds()
                 self.report.violations.append(
