@@ -16,10 +16,27 @@ from hypothesis import strategies as st
 
 from evc_operator import errors, lifecycle
 from evc_operator.lifecycle import Claim, Phase, PodUse
-from evc_operator.users import pod_view
+from evc_operator.scheduler import Scheduler
+from evc_operator.tracked import TrackedClaim
+from evc_operator.users import PodView, pod_view
 from tests.unit.fakes import FakeApi, drain, evc_body, make, pod_body, reconcile_now, sealed
 from tests.unit.support import T0, Clock
 from tests.unit.test_departed import KEY, at, idle_since, user
+
+
+def lead_after_standing_by(scheduler: Scheduler, clock: Clock, gone: PodView,
+                           leads_at: float) -> TrackedClaim:
+    """The user `gone` leaves while this replica stands by; it leads at `leads_at` and
+    decides the claim."""
+    scheduler.set_active(False)
+    scheduler.poke_for_pod("jobs", ["scratch"], (gone, None))
+    clock.now = at(leads_at)
+    scheduler.set_active(True)
+    drain(scheduler)
+    reconcile_now(scheduler, KEY)
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    return claim
 
 
 def deletes(fake: FakeApi) -> list[str]:
@@ -160,15 +177,8 @@ def test_a_standby_keeps_no_end_of_a_user_that_finished_before_the_record() -> N
     clock = Clock(at(85))
     fake = FakeApi(fresh_pods=[])
     scheduler, _index = make(fake, [], clock=clock, body=idle_since(60))
-    scheduler.set_active(False)
-    finished = pod_view(user("p", created=40, finished_at=50))
-    scheduler.poke_for_pod("jobs", ["scratch"], (finished, None))
-    clock.now = at(89)
-    scheduler.set_active(True)
-    drain(scheduler)
-    reconcile_now(scheduler, KEY)
-    claim = scheduler.claims.get(KEY)
-    assert claim is not None
+    claim = lead_after_standing_by(scheduler, clock,
+                                   pod_view(user("p", created=40, finished_at=50)), 89)
     assert claim.countdown is not None
     assert claim.countdown.deletes_at == at(90)
 
@@ -203,14 +213,7 @@ def test_a_use_kept_from_standing_by_outlives_a_longer_expiry_and_its_shortening
     fake = FakeApi(fresh_pods=[])
     fake.body = copy.deepcopy(body)
     scheduler, _ = make(fake, [], clock=clock, body=body)
-    scheduler.set_active(False)
-    scheduler.poke_for_pod("jobs", ["scratch"], (pod_view(user("p", created=75)), None))
-    clock.now = at(92)
-    scheduler.set_active(True)
-    drain(scheduler)
-    reconcile_now(scheduler, KEY)
-    claim = scheduler.claims.get(KEY)
-    assert claim is not None
+    claim = lead_after_standing_by(scheduler, clock, pod_view(user("p", created=75)), 92)
     assert claim.countdown is not None
     assert claim.countdown.deletes_at == at(601)
     edited = copy.deepcopy(fake.evc or fake.body)
