@@ -2,13 +2,13 @@
 
 Before a deletion the operator proves its view of the namespace's pods current as of a
 moment after the deadline (`src/evc_operator/freshness.py`): a consistent read of the
-collection's resourceVersion, then, in a namespace too large to list outright and where
-nothing changes, a short watch from where its informer stands, until a bookmark at or past
-that version. How soon that bookmark comes is the API server's, not the operator's:
-kube-apiserver's watch cache sends bookmarks on a timer of 1 to 1.25 s (`dispatchEvents`
-in `k8s.io/apiserver/pkg/storage/cacher`), and to a watch of `timeoutSeconds` T only from
-T - 2 s into it (`nextBookmarkTime`; with T = 2 or less, never), in buckets of whole
-seconds counted from the watch cache's start (`watcherBookmarkTimeBuckets`).
+collection's resourceVersion, then, where nothing changes, a short watch from where its
+informer stands, until a bookmark at or past that version. How soon that bookmark comes
+is the API server's, not the operator's: kube-apiserver's watch cache sends bookmarks on
+a timer of 1 to 1.25 s (`dispatchEvents` in `k8s.io/apiserver/pkg/storage/cacher`), and
+to a watch of `timeoutSeconds` T only from T - 2 s into it (`nextBookmarkTime`; with
+T = 2 or less, never), in buckets of whole seconds counted from the watch cache's start
+(`watcherBookmarkTimeBuckets`).
 
 This measures it on the project's own control plane, against its own: a namespace of
 `--pods` pods nobody changes, another where a ConfigMap is created every 50 ms (the

@@ -128,6 +128,49 @@ class Slice:
         self.listed()
 
 
+class Whole:
+    """Every filled part of a `Shared` kind as one view of every namespace, keyed
+    "namespace/name" (`key`): what one short watch of the kind in every namespace proves
+    for all of them at once (barrier.py), where a watch of each namespace cost a new
+    connection a second for each kind in each namespace with deadlines. A part filled
+    past the informer's version holds more than its version says: the watch from that
+    version brings its changes again, in order, and ends at the state of its bookmark."""
+
+    key = staticmethod(namespaced)
+    namespace = ""
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+
+    @property
+    def kind(self) -> str:
+        return self.shared.informer.kind
+
+    @property
+    def items(self) -> Mapping[str, PodView]:
+        return {f"{namespace}/{name}": view
+                for namespace, part in self.shared.slices.items() if part.filled_at is not None
+                for name, view in part.held.items()}
+
+    @property
+    def version(self) -> int:
+        return self.shared.informer.version
+
+    @property
+    def breaks(self) -> int:
+        return self.shared.informer.breaks
+
+    @property
+    def synced(self) -> bool:
+        return self.shared.informer.synced
+
+    def project(self, body: Any) -> PodView:
+        return self.shared.informer.project(body)
+
+    def reached(self, version: int) -> asyncio.Future[None]:
+        return self.shared.informer.reached(version)
+
+
 class Shared:
     """One workload kind in every namespace with claims: its informer, and the namespaces'
     parts (`Slice`)."""
@@ -144,6 +187,7 @@ class Shared:
             self._changed, self._listed, key=namespaced, keep=self._keeps, hold=False)
         self.task: asyncio.Task[None] | None = None
         self._fills: set[asyncio.Task[None]] = set()  # namespaces' own lists under way
+        self.whole = Whole(self)
 
     def attach(self, namespace: str, changed: Changed, listed: Callable[[], None]) -> Slice:
         """The namespace's part, whose changes go to `changed`, and `listed` once filled."""

@@ -172,8 +172,9 @@ async def _first_proof(informer: View[PodView], target: int,
             for finished in watches & done:
                 watches.discard(finished)
                 proven = finished.result()
-                if proven is not None:
-                    return proven
+                if proven is not None:  # of this namespace (a barrier may watch them all)
+                    return Proven([view for view in proven.items
+                                   if view.namespace == informer.namespace], proven.last)
         return None
     finally:
         caught_up.cancel()

@@ -180,8 +180,7 @@ def test_a_proof_shares_a_barrier_opened_in_the_last_half_second_and_opens_its_o
     asyncio.run(scenario())
 
 
-def test_a_proof_ends_at_the_bookmark_of_a_watch_opened_a_second_ahead(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_proof_ends_at_the_bookmark_of_a_watch_opened_a_second_ahead() -> None:
     # The watch opened at the read waits for the next bucket; the one opened ahead is
     # due first, and its bookmark, past the read, proves the namespace current.
 

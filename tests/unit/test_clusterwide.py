@@ -11,6 +11,7 @@ import pytest
 
 from evc_operator import access, clusterwide, errors, handlers, kube, listwatch, proof
 from evc_operator import watched as watching
+from evc_operator.barrier import WATCH_SECONDS
 from evc_operator.settings import Settings
 from evc_operator.users import PodView
 from evc_operator.workloads import BUILT_IN, KINDS, collection
@@ -34,6 +35,9 @@ def pod(name: str, namespace: str, claim: str, version: str = "5") -> dict[str, 
             "spec": {"volumes": [{"name": "v",
                                   "persistentVolumeClaim": {"claimName": claim}}]},
             "status": {"phase": "Running"}}
+
+
+SHORT = "#short"  # the queue suffix of proofs' short watches (ClusterApi.watch)
 
 
 class ClusterApi:
@@ -83,7 +87,9 @@ class ClusterApi:
     async def watch(self, kind: str, namespace: str, resource_version: str,
                     seconds: int = 300) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         self.calls.append(f"watch {kind} in {namespace or 'all'} from {resource_version}")
-        events = self.queue(kind, namespace)
+        # A proof's short watch has events of its own (as every watch does from the API
+        # server): `queue(kind, namespace + SHORT)`.
+        events = self.queue(kind, namespace + (SHORT if seconds <= WATCH_SECONDS else ""))
         while True:
             step: Any = await events.get()
             if isinstance(step, BaseException):
@@ -479,26 +485,53 @@ def test_a_pod_and_a_job_of_one_name_are_two_users(shared: bool) -> None:
     asyncio.run(scenario())
 
 
-def test_a_proof_reads_a_namespaces_part_and_watches_that_namespace_from_the_clusters_version(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_proof_reads_a_namespaces_part_from_one_watch_of_every_namespace() -> None:
+    """A shared kind is proven by one short watch of the kind in every namespace, from the
+    cluster-wide informer's version (not one a namespace: a new connection a second for
+    each kind in each namespace with deadlines); each namespace takes its own part."""
     api = ClusterApi({(JOBS, "a"): [job("old", "a", "x")],
                       (JOBS, "b"): [job("elsewhere", "b", "x")]}, now=10)
 
     async def scenario() -> list[str]:
         watched = await watching_a(api)
+        watched.ensure("b")
+        await settle()
         api.now = 15  # changes since the informers' lists: a Job in a, just created
-        jobs_in_a = api.queue(JOBS, "a")
-        await jobs_in_a.put(("ADDED", job("newcomer", "a", "x", version="14")))
-        await jobs_in_a.put(("BOOKMARK", {"metadata": {"resourceVersion": "15"}}))
-        for kind in ("pods", *(collection(kind) for kind in KINDS if kind != "Job")):
-            queue = api.queue(kind, "a")
-            await queue.put(("BOOKMARK", {"metadata": {"resourceVersion": "15"}}))
+        jobs = api.queue(JOBS, SHORT)
+        await jobs.put(("ADDED", job("newcomer", "a", "x", version="14")))
+        await jobs.put(("ADDED", job("other", "b", "x", version="14")))
+        await jobs.put(("BOOKMARK", {"metadata": {"resourceVersion": "15"}}))
+        await api.queue("pods", "a" + SHORT).put(
+            ("BOOKMARK", {"metadata": {"resourceVersion": "15"}}))
+        for kind in (collection(kind) for kind in KINDS if kind != "Job"):
+            await api.queue(kind, SHORT).put(
+                ("BOOKMARK", {"metadata": {"resourceVersion": "15"}}))
         snapshot = await proof.prove_current(watched, "a")
         await watched.close()
         return sorted(view.name for view in snapshot.pods)
 
     assert asyncio.run(scenario()) == ["Job/newcomer", "Job/old"]
-    assert f"watch {JOBS} in a from 10" in api.calls  # the namespace's, from the cluster's
+    assert f"watch {JOBS} in all from 10" in api.calls  # every namespace's, from the cluster's
+    assert f"watch {JOBS} in a from 10" not in api.calls
+
+
+def test_the_shared_kinds_of_many_namespaces_share_their_short_watches() -> None:
+    """Two namespaces with deadlines: their pods each a short watch, each shared kind one."""
+    api = ClusterApi({}, now=10)
+
+    async def scenario() -> int:
+        watched = await watching_a(api)
+        watched.ensure("b")
+        await settle()
+        prover = proof.Prover(watched)
+        prover.anticipate("a")
+        prover.anticipate("b")
+        opened = len(prover.barriers)
+        await prover.close()
+        await watched.close()
+        return opened
+
+    assert asyncio.run(scenario()) == 2 + len(KINDS)  # not 2 * (1 + len(KINDS))
 
 
 def test_a_cluster_wide_collection_has_no_namespace_in_its_path() -> None:

@@ -300,10 +300,11 @@ def test_a_kind_of_few_objects_held_alike_by_a_lagging_informer_is_proven_too() 
         ("DELETED", pod("p", "x", version="38")),
         ("BOOKMARK", {"metadata": {"resourceVersion": "41"}}),
     ])
+    watched.pods["jobs"].items = {"listed": pod_view(pod("listed", "x"))}  # the list's
     snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
-    assert calls == ["version", "watch from 30 for 3 s"]
     assert ("p", True) in [(p.name, p.active) for p in snapshot.pods]
     assert not snapshot.live()  # the informer has not applied p's changes yet
+    assert calls == ["version", "watch from 30 for 3 s"]
 
 
 def test_a_pod_made_and_deleted_during_a_proof_stays_in_its_view() -> None:
