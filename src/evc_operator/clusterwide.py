@@ -63,7 +63,31 @@ class _ClusterInformer(Informer[PodView]):
         return await super()._relist()
 
 
-class Slice:
+class _OfShared:
+    """What a view of a `Shared` kind reads from its cluster-wide informer."""
+
+    shared: Shared
+
+    @property
+    def kind(self) -> str:
+        return self.shared.informer.kind
+
+    @property
+    def version(self) -> int:
+        return self.shared.informer.version
+
+    @property
+    def breaks(self) -> int:
+        return self.shared.informer.breaks
+
+    def project(self, body: Any) -> PodView:
+        return self.shared.informer.project(body)
+
+    def reached(self, version: int) -> asyncio.Future[None]:
+        return self.shared.informer.reached(version)
+
+
+class Slice(_OfShared):
     """A namespace's part of a `Shared` kind, read as that namespace's own informer
     (`informer.View`): its objects by name, the cluster-wide informer's version and
     breaks; synced once its part is filled and the cluster-wide informer has listed."""
@@ -80,30 +104,12 @@ class Slice:
         self.filling: asyncio.Task[None] | None = None
 
     @property
-    def kind(self) -> str:
-        return self.shared.informer.kind
-
-    @property
     def items(self) -> Mapping[str, PodView]:
         return self.held
 
     @property
-    def version(self) -> int:
-        return self.shared.informer.version
-
-    @property
-    def breaks(self) -> int:
-        return self.shared.informer.breaks
-
-    @property
     def synced(self) -> bool:
         return self.filled_at is not None and self.shared.informer.synced
-
-    def project(self, body: Any) -> PodView:
-        return self.shared.informer.project(body)
-
-    def reached(self, version: int) -> asyncio.Future[None]:
-        return self.shared.informer.reached(version)
 
     def apply(self, name: str, new: PodView | None) -> None:
         """One change of the namespace's part, told to its listener."""
@@ -128,7 +134,7 @@ class Slice:
         self.listed()
 
 
-class Whole:
+class Whole(_OfShared):
     """Every filled part of a `Shared` kind as one view of every namespace, keyed
     "namespace/name" (`key`): what one short watch of the kind in every namespace proves
     for all of them at once (barrier.py), where a watch of each namespace cost a new
@@ -143,32 +149,14 @@ class Whole:
         self.shared = shared
 
     @property
-    def kind(self) -> str:
-        return self.shared.informer.kind
-
-    @property
     def items(self) -> Mapping[str, PodView]:
         return {f"{namespace}/{name}": view
                 for namespace, part in self.shared.slices.items() if part.filled_at is not None
                 for name, view in part.held.items()}
 
     @property
-    def version(self) -> int:
-        return self.shared.informer.version
-
-    @property
-    def breaks(self) -> int:
-        return self.shared.informer.breaks
-
-    @property
     def synced(self) -> bool:
         return self.shared.informer.synced
-
-    def project(self, body: Any) -> PodView:
-        return self.shared.informer.project(body)
-
-    def reached(self, version: int) -> asyncio.Future[None]:
-        return self.shared.informer.reached(version)
 
 
 class Shared:
