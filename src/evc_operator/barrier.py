@@ -36,7 +36,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, cast
+from typing import Any
 
 from evc_operator.errors import Gone, describe
 from evc_operator.informer import Source, View
@@ -67,8 +67,7 @@ class Barrier:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.opened = clock()
         self._project = informer.project
-        # How the view holds an object: by name, or by "namespace/name" (clusterwide.Whole).
-        self._key: Callable[[Any], str] = getattr(informer, "key", _by_name)
+        self._key = informer.key  # by name, or by "namespace/name" (clusterwide.Whole)
         self._items = dict(informer.items)  # as of `informer.version`
         self._changes: list[int] = []  # the versions of the changes applied, in order
         self._seen = informer.version  # every change up to this is applied
@@ -151,14 +150,14 @@ class Barriers:
     def anticipate(self, informers: Iterable[View[PodView]]) -> None:
         """Open a barrier for each of these now, a second before a deadline."""
         for informer in informers:
-            self._ensure(_scope(informer))
+            self._ensure(informer.scope)
 
     def for_proof(self, informer: View[PodView]) -> list[Barrier]:
         """Every barrier open for the informer, one opened now among them unless one was
         opened in the last `REUSE_SECONDS`. A namespace's part of a kind watched for the
         whole cluster (clusterwide.Slice) shares those of the whole kind: their views
         hold every namespace's objects (a proof takes its namespace's)."""
-        scope = _scope(informer)
+        scope = informer.scope
         self._ensure(scope)
         return [barrier for barrier in self._open.get(scope, ()) if not barrier.ended]
 
@@ -190,13 +189,3 @@ class Barriers:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._open.clear()
 
-
-def _by_name(metadata: Any) -> str:
-    return str(metadata["name"])
-
-
-def _scope(informer: View[PodView]) -> View[PodView]:
-    """What a barrier for this informer watches: the informer, or for a namespace's part of
-    a kind watched for the whole cluster, the whole kind (one watch, not one a namespace)."""
-    shared = getattr(informer, "shared", None)
-    return informer if shared is None else cast(View[PodView], shared.whole)

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from evc_operator import listwatch
-from evc_operator.informer import Failures, Informer, Source
+from evc_operator.informer import Failures, Informer, Source, by_name
 from evc_operator.users import PodView
 from evc_operator.workloads import UserKind
 
@@ -90,7 +90,14 @@ class _OfShared:
 class Slice(_OfShared):
     """A namespace's part of a `Shared` kind, read as that namespace's own informer
     (`informer.View`): its objects by name, the cluster-wide informer's version and
-    breaks; synced once its part is filled and the cluster-wide informer has listed."""
+    breaks; synced once its part is filled and the cluster-wide informer has listed.
+    Proven through the whole kind (`scope`): one short watch, not one a namespace."""
+
+    key = staticmethod(by_name)
+
+    @property
+    def scope(self) -> Whole:
+        return self.shared.whole
 
     def __init__(self, shared: Shared, namespace: str, changed: Changed,
                  listed: Callable[[], None]) -> None:
@@ -147,6 +154,10 @@ class Whole(_OfShared):
 
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
+
+    @property
+    def scope(self) -> Whole:
+        return self
 
     @property
     def items(self) -> Mapping[str, PodView]:

@@ -129,6 +129,15 @@ class View(Protocol[V_co]):
     @property
     def synced(self) -> bool: ...
 
+    @property
+    def scope(self) -> View[V_co]:
+        """What a short watch proving this view watches (barrier.py): the view itself, or
+        for a namespace's part of a kind watched for the whole cluster, the whole kind."""
+
+    def key(self, metadata: Mapping[str, Any]) -> str:
+        """How `items` hold an object, from its metadata: by name (clusterwide.Whole: by
+        "namespace/name")."""
+
     def project(self, body: Any) -> V_co: ...
 
     def reached(self, version: int) -> asyncio.Future[None]: ...
@@ -166,6 +175,10 @@ class Informer(Generic[V]):
         self.synced = False
         self.breaks = 0  # watches that failed (not those the API server ended on time)
         self.progressed = False  # listed, or an event came, since the last failure
+
+    @property
+    def scope(self) -> Informer[V]:
+        return self
 
     @property
     def version(self) -> int:
