@@ -80,7 +80,7 @@ class PvcSync:
                    logger: Logger) -> tuple[status.Condition, list[status.Event]]:
         """Make the PVC match the EVC, if it is ours; say how it stands."""
         if view.size_invalid or view.labels_too_large:
-            claim.rejected = None  # no update planned: none to try again
+            _keep_planned_refusals(claim, {})  # no update planned: none to try again
         if view.size_invalid:
             return pvc_ready(PvcOutcome.INVALID_SPEC, view.name, previous)
         if view.labels_too_large:  # not kept: the PVC cannot be made to match
@@ -162,8 +162,7 @@ class PvcSync:
                                else PvcOutcome.UPDATE_FAILING)
                     return pvc_ready(outcome, view.name, previous, detail=_detail(error),
                                      phase=observed.phase)
-                _keep_planned_refusals(claim, {key: None for key in plan.patch
-                                               if key != part})
+                _accepted(claim, part)
                 if part == "metadata":
                     logger.info("Synced labels to PersistentVolumeClaim %s.", view.name)
                 else:
@@ -187,6 +186,13 @@ def _keep_planned_refusals(claim: TrackedClaim, planned: Mapping[str, object]) -
     if claim.rejected:
         claim.rejected = {part: rejection for part, rejection in claim.rejected.items()
                           if part in planned} or None
+
+
+def _accepted(claim: TrackedClaim, part: str) -> None:
+    """That `part` of the update went through: a refusal of it before is over."""
+    if claim.rejected and part in claim.rejected:
+        claim.rejected = {other: rejection for other, rejection in claim.rejected.items()
+                          if other != part} or None
 
 
 def _reject(claim: TrackedClaim, part: str, attempt: tuple[object, ...],
