@@ -35,7 +35,7 @@ import bisect
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from evc_operator.errors import Gone, describe
@@ -138,13 +138,16 @@ class Barrier:
 
 
 class Barriers:
-    """The barriers open for each informer, shared by the proofs that come while they run."""
+    """The barriers open for each informer, shared by the proofs that come while they run
+    (and `sleep`, how a proof waits before it opens another: tests pass their own)."""
 
     def __init__(self, source: Source, *, seconds: int = WATCH_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.source = source
         self.seconds = seconds
         self.clock = clock
+        self.sleep = sleep
         self._open: dict[View[PodView], list[Barrier]] = {}
 
     def anticipate(self, informers: Iterable[View[PodView]]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from evc_operator import listwatch
@@ -27,6 +27,13 @@ from evc_operator.users import PodView
 from evc_operator.watched import Watched
 
 log = logging.getLogger(__name__)
+# Short watches a proof opens for a kind, one after another while each ends short of the
+# proof's read (its bookmark too soon, the watch cache behind the read, the watch failed
+# or timed out), before it lists the kind: a list lacks what was created and deleted while
+# the informer lagged (docs/lifecycle.md, "What cannot be known"), so it is the last resort.
+ATTEMPTS = 5
+# Seconds between one that ended short and the next.
+RETRY_SECONDS = 1.0
 
 
 class Prover:
@@ -34,9 +41,10 @@ class Prover:
     deadlines (the scheduler's lister, and its `anticipate`)."""
 
     def __init__(self, watched: Watched, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.watched = watched
-        self.barriers = Barriers(watched.source, clock=clock)
+        self.barriers = Barriers(watched.source, clock=clock, sleep=sleep)
 
     async def __call__(self, namespace: str) -> PodSnapshot:
         return await prove_current(self.watched, namespace, self.barriers)
@@ -60,7 +68,8 @@ async def prove_current(watched: Watched, namespace: str,
     informer has seen that far, its view is current. Otherwise the short watches from
     where the informer stood (barrier.py): their events, applied to a copy of the
     informer's view up to a bookmark or event at or past that version, give the state as
-    of then. Without such proof, the full list of that kind.
+    of then; one that ends short of it, another a little later (`ATTEMPTS`). Without such
+    proof, the full list of that kind (what it cannot know: docs/lifecycle.md).
 
     Workloads need the same proof: a Job created a moment before a deadline is a user at
     the deadline, and its own watch may lag as a pod's may. Each kind is proven the same
@@ -160,12 +169,18 @@ async def _first_proof(informer: View[PodView], target: int,
                        barriers: Barriers) -> Proven | None:
     """Whichever proves the informer's kind current to `target` first: the informer's own
     watch reaching that far (its own view, with no change to wait for), or a short
-    watch's view (barrier.py); None if every short watch ended short of it."""
+    watch's view (barrier.py); None if the short watches of `ATTEMPTS` openings, a
+    `RETRY_SECONDS` apart, all ended short of it (the informer's own watch may prove it
+    meanwhile too)."""
     caught_up = informer.reached(target)
     watches = {barrier.reached(target) for barrier in barriers.for_proof(informer)}
+    pause: asyncio.Future[None] | None = None
+    attempts = 1
     try:
-        while watches:
+        while watches or pause is not None:
             waiting: set[asyncio.Future[Any]] = {caught_up, *watches}
+            if pause is not None:
+                waiting.add(pause)
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if caught_up in done:
                 return Proven(list(informer.items.values()), None)
@@ -175,11 +190,20 @@ async def _first_proof(informer: View[PodView], target: int,
                 if proven is not None:  # of this namespace (a barrier may watch them all)
                     return Proven([view for view in proven.items
                                    if view.namespace == informer.namespace], proven.last)
+            if pause is not None and pause.done():
+                pause = None
+                watches = {barrier.reached(target)
+                           for barrier in barriers.for_proof(informer)}
+            elif not watches and pause is None and attempts < ATTEMPTS:
+                attempts += 1
+                pause = asyncio.ensure_future(barriers.sleep(RETRY_SECONDS))
         return None
     finally:
         caught_up.cancel()
         for watch in watches:
             watch.cancel()
+        if pause is not None:
+            pause.cancel()
 
 
 def _holds(informer: View[PodView], listed: Sequence[PodView]) -> bool:

@@ -60,10 +60,11 @@ class ScriptedApi:
 
 class ProofApi(ScriptedApi):
     """An informer.Source for proofs of freshness: the collection is at `now`, a watch
-    from the informer's version yields `barrier`, a full list one pod, "listed"."""
+    from the informer's version yields `barrier` (the next yields the next of `later`, then
+    nothing), a full list one pod, "listed"."""
 
-    def __init__(self, now: int, barrier: list[Any]) -> None:
-        super().__init__(lists=[], watches=[barrier])
+    def __init__(self, now: int, barrier: list[Any], *later: list[Any]) -> None:
+        super().__init__(lists=[], watches=[barrier, *later])
         self.now = now
 
     async def collection_version(self, kind: str, namespace: str) -> int:
@@ -73,7 +74,7 @@ class ProofApi(ScriptedApi):
     async def watch(self, kind: str, namespace: str, resource_version: str,
                     seconds: int = 300) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         self.calls.append(f"watch from {resource_version} for {seconds} s")
-        for step in self.watches.pop(0):
+        for step in self.watches.pop(0) if self.watches else []:
             if isinstance(step, BaseException):
                 raise step
             yield step
@@ -223,9 +224,14 @@ def test_watched_is_synced_once_pods_and_pvcs_are_listed() -> None:
     assert api.calls.count("list pods") + api.calls.count("list persistentvolumeclaims") == 2
 
 
-def _synced_watched(*, version: int, now: int,
-                    barrier: list[Any]) -> tuple[watching.Watched, list[str]]:
-    api = ProofApi(now, barrier)
+@pytest.fixture(autouse=True)
+def _no_wait_between_short_watches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(proof, "RETRY_SECONDS", 0)
+
+
+def _synced_watched(*, version: int, now: int, barrier: list[Any],
+                    later: tuple[list[Any], ...] = ()) -> tuple[watching.Watched, list[str]]:
+    api = ProofApi(now, barrier, *later)
     watched = watching.Watched(api, pods_changed=lambda ns, c, _: None,
                                pvc_changed=lambda key: None, namespace_synced=lambda ns: None)
     held = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None, lambda: None)
@@ -286,8 +292,29 @@ def test_without_proof_of_freshness_the_namespace_is_listed(barrier: list[Any]) 
     watched, calls = _synced_watched(version=30, now=40, barrier=barrier)
     snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
     assert [p.name for p in snapshot.pods] == ["listed"]
-    assert calls[-1] == "full list"
+    # Only after as many short watches as a proof opens, each ending short.
+    assert calls == ["version", *["watch from 30 for 3 s"] * proof.ATTEMPTS, "full list"]
     assert not snapshot.live()
+
+
+@pytest.mark.parametrize("first", [
+    # Its bookmark too soon, or the API server's watch cache behind the proof's read.
+    [("ADDED", pod("p", "x", version="35")), ("BOOKMARK", {"metadata": {"resourceVersion": "38"}})],
+    [errors.Gone("too old")],  # or it failed
+])
+def test_a_short_watch_that_ends_short_is_followed_by_another_not_a_list(
+        first: list[Any]) -> None:
+    """Pod p, a user of the claim, was created and deleted while the informer lagged (at
+    30); the proof reads 40. The first short watch ends short of it; a list would lack p
+    (and the claim would be deleted a grace early): the next short watch proves it."""
+    watched, calls = _synced_watched(version=30, now=40, barrier=first, later=([
+        ("ADDED", pod("p", "x", version="35")),
+        ("DELETED", pod("p", "x", version="38")),
+        ("BOOKMARK", {"metadata": {"resourceVersion": "41"}}),
+    ],))
+    snapshot = asyncio.run(proof.prove_current(watched, "jobs"))
+    assert ("p", True) in [(p.name, p.active) for p in snapshot.pods]
+    assert calls == ["version", "watch from 30 for 3 s", "watch from 30 for 3 s"]
 
 
 def test_a_kind_of_few_objects_held_alike_by_a_lagging_informer_is_proven_too() -> None:
