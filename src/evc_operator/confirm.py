@@ -48,7 +48,7 @@ def due(claim: TrackedClaim, key: bytes, facts: tuple[str | None, datetime.datet
 
 
 async def still_as_written(api: ClaimApi, view: EvcView, stored_seal: object,
-                           remember: Callable[[Mapping[str, Any], str], None]) -> bool:
+                           remember: Callable[[Mapping[str, Any], str], object]) -> bool:
     """Whether the API server holds the record in `view`, sealed `stored_seal`, now (True
     also if the claim is gone or is another claim of that name: it has no record of this
     one's to confirm). False if someone wrote the status since, or if this cannot be told:

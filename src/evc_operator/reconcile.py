@@ -39,6 +39,9 @@ NOT_LISTED_YET = datetime.timedelta(seconds=1)
 # looked at again this soon: once they have, the index decides; nothing else may ask (the
 # changes that bring them that far need not be this claim's).
 AHEAD_RECHECK = datetime.timedelta(seconds=1)
+# A deletion refused as the claim changed, whose read brought nothing newer than the view
+# (another claim of that name now), is decided again this soon, or when the change is seen.
+CONFLICT_RETRY = datetime.timedelta(seconds=1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,7 +59,7 @@ class ClaimReconciler:
     def __init__(self, api: ClaimApi, index: PodIndex, freshness: Freshness,
                  settings: Settings, clock: Callable[[], datetime.datetime],
                  logger_for: Callable[[EvcView], Logger],
-                 remember: Callable[[Mapping[str, Any], str], None], *,
+                 remember: Callable[[Mapping[str, Any], str], bool], *,
                  waiting: Callable[[Awaitable[PodList | None]],
                                    Awaitable[PodList | None]] | None = None,
                  budget: UsersBudget | None = None,
@@ -342,8 +345,20 @@ class ClaimReconciler:
         except NotFound:
             return Outcome(gone=True)
         except Conflict:
-            logger.info("The claim changed just before deletion; deciding again.")
-            return Outcome(decided=False, again=True)
+            # Changed since the view (its watch event still on its way), or made again
+            # under that name: read back, it is decided again at once on what it is now.
+            # A read that brings nothing newer (another claim of that name: the watch
+            # brings it) waits a second, not a refused delete after another at once.
+            body = await self.api.read_evc(view.namespace, view.name)
+            if body is None:
+                return Outcome(gone=True)
+            if self.remember(body, view.uid):
+                logger.info("The claim changed just before deletion; deciding again.")
+                return Outcome(decided=False, again=True)
+            logger.info("The claim changed just before deletion; deciding again when its "
+                        "change is seen.")
+            return Outcome(decided=False,
+                           wake_at=self.clock() + CONFLICT_RETRY)
         metrics.DELETIONS.labels(str(decision.countdown)).inc()
         if decision.deletes_at is not None:
             lateness = (self.clock() - decision.deletes_at).total_seconds()

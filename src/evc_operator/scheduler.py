@@ -127,12 +127,11 @@ class Scheduler:
         """Whether this replica may write now: it leads, and its Lease is surely valid."""
         return self.active and self.leading()
 
-    def _remember(self, body: Mapping[str, Any], uid: str) -> None:
+    def _remember(self, body: Mapping[str, Any], uid: str) -> bool:
         """Our own write's result, kept unless leadership was lost while it was under way
         (`set_active`: what this process wrote then is no fact to set against another
-        leader's record)."""
-        if self.active:
-            self.claims.remember(body, uid)
+        leader's record); whether the claim's view is now this one."""
+        return self.active and self.claims.remember(body, uid)
 
     def namespace_synced(self, namespace: str) -> None:
         """A namespace's pods and PVCs were (re)listed: look at its claims again."""

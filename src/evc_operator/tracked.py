@@ -190,9 +190,12 @@ class Tracked:
             names.discard(key[1])
         return True
 
-    def remember(self, body: Mapping[str, Any], uid: str) -> None:
-        """Our own write's result, for the claim with this uid, is the freshest view; do
-        not wait for the watch.
+    def remember(self, body: Mapping[str, Any], uid: str) -> bool:
+        """Our own write's result (or a read's), for the claim with this uid, is a fresher
+        view than the one held, unless the watch brought a later one meanwhile (someone
+        wrote after us: put back, the older view's resourceVersion would have every
+        deletion refused until the claim changed again); do not wait for the watch.
+        Whether the view is now this one.
 
         The facts we wrote are kept too: a status that someone else rewrote afterwards
         is not believed where it would make a deadline earlier. A write goes by name: one
@@ -200,10 +203,15 @@ class Tracked:
         again meanwhile) is no fact about either, and is not kept.
         """
         held = self._claims.get(key_of(body))
-        if (held is not None and body["metadata"].get("uid") == uid
-                and held.view.uid == uid):
-            held.view = view = evc_view(body, self.settings)
-            held.written = (view.uid, view.claim)
+        if (held is None or body["metadata"].get("uid") != uid
+                or held.view.uid != uid):
+            return False
+        view = evc_view(body, self.settings)
+        held.written = (view.uid, view.claim)
+        if not newer(view.resource_version, held.view.resource_version):
+            return False
+        held.view = view
+        return True
 
     def forget_decisions(self, latest: datetime.datetime) -> None:
         """Keep each claim's view, as if this process had just started (leadership lost:

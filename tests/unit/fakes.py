@@ -73,6 +73,7 @@ class FakeApi:
         self.fresh_pods = fresh_pods
         self.calls: list[str] = []
         self.delete_error: Exception | None = None
+        self.written_version = 0  # the resourceVersion of the last status write
         self.event_error: Exception | None = None
         self.status_error: Exception | None = None  # every status write refused with it
         self.resize_error: Exception | None = None  # every resize refused with it
@@ -95,7 +96,10 @@ class FakeApi:
         if self.status_error is not None:
             raise self.status_error
         body = copy.deepcopy(self.body) if self.body is not None else evc_body()
-        body["metadata"]["resourceVersion"] = "11"
+        # Each write a resourceVersion of its own, as the API server's: 11 the first.
+        self.written_version = max(self.written_version,
+                                   int(body["metadata"].get("resourceVersion") or 0)) + 1
+        body["metadata"]["resourceVersion"] = str(self.written_version)
         body["status"] = dict(status)
         self.evc = copy.deepcopy(body)
         return body

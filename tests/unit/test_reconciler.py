@@ -19,6 +19,7 @@ from evc_operator import errors, evc, informer, lifecycle, metrics, status
 from evc_operator import watched as watching
 from evc_operator.freshness import PodSnapshot
 from evc_operator.limiter import Bounds
+from evc_operator.reconcile import CONFLICT_RETRY
 from evc_operator.settings import Settings
 from evc_operator.users import pod_view
 from tests.unit.fakes import (
@@ -154,14 +155,44 @@ def test_an_active_user_in_the_index_means_no_api_read_and_no_deletion() -> None
     assert not any(call.startswith("delete") for call in fake.calls)
 
 
-def test_a_changed_claim_is_decided_again() -> None:
+def test_a_changed_claim_is_read_back_and_decided_again_at_once() -> None:
+    fake = FakeApi(fresh_pods=[])
+    fake.delete_error = errors.Conflict("Conflict")
+    fake.evc = evc_body()
+    fake.evc["metadata"]["resourceVersion"] = "12"  # labelled since; the watch lags
+    reconciler, _index = make(fake, indexed_pods=[])
+    drain(reconciler)
+    reconcile_now(reconciler, ("jobs", "scratch"))
+    assert fake.calls == ["list_pods", "delete:conflict", "read_evc"]
+    assert view_of(reconciler, ("jobs", "scratch")).resource_version == "12"
+    assert reconciler.queue.waiting(("jobs", "scratch"))
+
+
+def test_a_refused_deletion_whose_read_brings_nothing_newer_waits_a_second() -> None:
+    """Deleted again at once on the same view, it was refused again at once, thousands
+    of times a second, until the watch brought the change (a review's loop)."""
+    fake = FakeApi(fresh_pods=[])
+    fake.delete_error = errors.Conflict("Conflict")
+    reconciler, _index = make(fake, indexed_pods=[])  # the read: the view's own version
+    drain(reconciler)
+    reconcile_now(reconciler, ("jobs", "scratch"))
+    assert fake.calls == ["list_pods", "delete:conflict", "read_evc"]
+    assert not reconciler.queue.waiting(("jobs", "scratch"))
+    assert reconciler.queue.later.get(("jobs", "scratch")) == NOW + CONFLICT_RETRY
+
+
+def test_a_refused_deletion_of_a_claim_gone_since_forgets_it() -> None:
     fake = FakeApi(fresh_pods=[])
     fake.delete_error = errors.Conflict("Conflict")
     reconciler, _index = make(fake, indexed_pods=[])
     drain(reconciler)
+
+    async def gone(namespace: str, name: str) -> None:
+        return None
+
+    fake.read_evc = gone  # type: ignore[method-assign]
     reconcile_now(reconciler, ("jobs", "scratch"))
-    assert fake.calls == ["list_pods", "delete:conflict"]
-    assert reconciler.queue.waiting(("jobs", "scratch"))
+    assert reconciler.claims.get(("jobs", "scratch")) is None
 
 
 def test_unchanged_state_writes_nothing() -> None:

@@ -7,6 +7,8 @@ import asyncio
 import dataclasses
 import datetime
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -184,6 +186,33 @@ def test_the_echo_of_its_own_status_write_is_not_looked_at_again() -> None:
         reconciler.observe_evc("MODIFIED", body)
         assert reconciler.queue.waiting(key) is looked_at, version
         assert fakes.view_of(reconciler, key).resource_version == ("12" if looked_at else "11")
+
+
+def test_a_status_write_answered_after_a_later_change_was_seen_does_not_put_it_back() -> None:
+    """Our write committed at 11; someone labelled the claim at 12, and the watch brought
+    that before our answer was handled. Put back, the view at 11 had every deletion
+    refused (409) until the claim changed again, and the label never reached the PVC."""
+    fake = fakes.FakeApi(fresh_pods=[])
+    reconciler, _index = fakes.make(fake, indexed_pods=[fakes.pod_body("worker")])
+    key = ("jobs", "scratch")
+    labelled = fakes.evc_body()
+    labelled["metadata"]["resourceVersion"] = "12"
+    labelled["metadata"]["labels"] = {"team": "a"}
+    written = fake.patch_evc_status
+
+    async def answered_late(namespace: str, name: str,
+                            status: Mapping[str, Any]) -> dict[str, Any]:
+        body = await written(namespace, name, status)  # resourceVersion 11
+        reconciler.observe_evc("MODIFIED", labelled)
+        return body
+
+    fake.patch_evc_status = answered_late  # type: ignore[method-assign]
+    fakes.drain(reconciler)
+    fakes.reconcile_now(reconciler, key)
+    assert "patch_status:InUse" in fake.calls
+    view = fakes.view_of(reconciler, key)
+    assert view.resource_version == "12"
+    assert view.body["metadata"]["labels"] == {"team": "a"}
 
 
 def test_metrics_read_a_claim_being_deleted_as_deleting_and_each_reason() -> None:
