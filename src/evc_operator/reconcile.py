@@ -128,8 +128,11 @@ class ClaimReconciler:
         changed = status.status_changed(new_status, previous)
         budgeted = self._budgeted(claim, view, new_status, previous, changed, now)
         stored_seal = previous.get("seal")
-        if confirm.due(claim, self.settings.signing_key, facts, stored_seal, changed,
-                       now):  # the second write of a record made a read
+        # A change of users alone that waits for its budget changes no fact: a record due
+        # for confirmation is confirmed meanwhile (left due, the claim was looked at again
+        # and again at once until the budget's moment).
+        if confirm.due(claim, self.settings.signing_key, facts, stored_seal,
+                       changed and budgeted is None, now):  # the second write: a read
             claim.confirm_after = None
             write = not await confirm.still_as_written(self.api, view, stored_seal,
                                                        self.remember)
@@ -138,6 +141,9 @@ class ClaimReconciler:
         else:
             write = budgeted is None and self._sealing(claim, view, facts, previous, changed,
                                                        now)
+            if (budgeted is not None and claim.confirm_after is not None
+                    and claim.confirm_after <= now):
+                claim.confirm_after = budgeted  # made with the write that waits, not at once
         events += status.transition_events(decision, view.claim.recorded_phase,
                                            expiry_period=view.claim.expiry_period,
                                            grace_period=view.claim.grace_period)

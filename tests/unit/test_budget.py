@@ -84,3 +84,31 @@ def test_a_claim_waiting_for_its_budget_is_decided_again_soon_not_at_every_pod_c
     assert scheduler.queue.busy(KEY)
     scheduler.poke_for_pod("jobs", ["scratch"])
     assert scheduler.queue.waiting(KEY)
+
+
+def test_a_record_due_for_confirmation_is_confirmed_while_a_users_write_waits() -> None:
+    """InUse written 2 s after Pending is read back once 6 s have passed (confirm.py); a
+    second pod joining meanwhile is a change of users alone, waiting for its budget. Left
+    due, the confirmation's passed moment had the claim looked at again at once, again
+    and again, until the budget's (a review's spin)."""
+    clock = [NOW]
+    fake = FakeApi(fresh_pods=[])
+    scheduler, index = make(fake, [pod_body("a")], clock=lambda: clock[0])
+    scheduler.reconciler.budget = UsersBudget(rate=0.05, burst=1)
+    scheduler.reconciler.budget.reserve("jobs", NOW)  # a churning namespace: spent
+    reconcile_now(scheduler, KEY)
+    record = scheduler.claims.get(KEY)
+    assert record is not None
+    record.confirm_after = NOW + 6 * SECOND  # as a young record's write leaves it
+    index.by_claim[KEY] = [pod_view(pod_body(name)) for name in ("a", "b")]
+    index.in_namespace["jobs"] = index.by_claim[KEY]
+    clock[0] = NOW + SECOND
+    reconcile_now(scheduler, KEY)
+    assert record.write_after is not None
+    assert record.write_after > NOW + 7 * SECOND
+    clock[0] = NOW + 7 * SECOND  # the confirmation is due; the budget's moment is not
+    fake.calls.clear()
+    reconcile_now(scheduler, KEY)
+    assert fake.calls == ["read_evc"]  # confirmed as written: no write yet
+    assert record.confirm_after is None
+    assert scheduler.queue.later.get(KEY) == record.write_after  # not at once, again
