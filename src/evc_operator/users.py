@@ -76,6 +76,23 @@ class InvalidSelector(ValueError):
 # The workloads whose activity their replicas or their existence say, not their creation.
 _NOT_FROM_CREATION = ("CronJob/", "Deployment/", "ReplicaSet/", "StatefulSet/", "DaemonSet/",
                       "ReplicationController/")
+# Labels a workload's controller gives each of its pods that its template lacks: a selector
+# on them may match a pod it will make, whatever the template says (a StatefulSet's pod
+# db-1, evicted and not made again until db-0 is Ready, is still its user; an Indexed Job's
+# index 3, backing off before its retry). Deployments' pods take `pod-template-hash` from
+# their ReplicaSet's template; a Job's template gets its job-name and controller-uid when
+# the Job is made, a CronJob's not yet.
+_PER_POD_LABELS: dict[str, frozenset[str]] = {
+    "StatefulSet": frozenset({"statefulset.kubernetes.io/pod-name",
+                              "apps.kubernetes.io/pod-index", "controller-revision-hash"}),
+    "DaemonSet": frozenset({"controller-revision-hash", "pod-template-generation"}),
+    "Deployment": frozenset({"pod-template-hash"}),
+    "Job": frozenset({"batch.kubernetes.io/job-completion-index"}),
+    "CronJob": frozenset({"batch.kubernetes.io/job-completion-index", "job-name",
+                          "batch.kubernetes.io/job-name", "controller-uid",
+                          "batch.kubernetes.io/controller-uid"}),
+}
+_NONE: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -138,8 +155,11 @@ def _finished_at(status: Mapping[str, Any]) -> datetime.datetime | None:
     return max(ends, default=None)
 
 
-def matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Kubernetes label selector semantics (matchLabels AND every matchExpression).
+def matches(selector: Mapping[str, Any], labels: Mapping[str, str],
+            open_keys: frozenset[str] = _NONE) -> bool:
+    """Kubernetes label selector semantics (matchLabels AND every matchExpression); a
+    requirement on one of `open_keys` (labels whose value is not known yet: `_PER_POD_LABELS`)
+    may hold, so it is taken as holding.
 
     An empty selector matches nothing here: a claim must not accidentally count
     every pod of its namespace as a user.
@@ -148,9 +168,19 @@ def matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     expressions = selector.get("matchExpressions") or []
     if not match_labels and not expressions:
         return False
-    if any(labels.get(key) != value for key, value in match_labels.items()):
+    if any(labels.get(key) != value and key not in open_keys
+           for key, value in match_labels.items()):
         return False
-    return all(_expression_matches(expression, labels) for expression in expressions)
+    return all(_expression_matches(expression, labels) or expression.get("key") in open_keys
+               for expression in expressions)
+
+
+def matches_view(selector: Mapping[str, Any], view: PodView) -> bool:
+    """Whether a pod, or a pod a workload may make (its template's labels and the ones its
+    controller adds to each pod), matches the selector."""
+    kind, slash, _ = view.name.partition("/")
+    return matches(selector, dict(view.labels),
+                   _PER_POD_LABELS.get(kind, _NONE) if slash else _NONE)
 
 
 def _expression_matches(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
@@ -234,7 +264,7 @@ def users_of(claim_name: str, selector: Mapping[str, Any] | None,
     if selector:
         for pod in in_namespace:
             if (pod.name not in found and not _by_name_only(pod)
-                    and matches(selector, dict(pod.labels))):
+                    and matches_view(selector, pod)):
                 found[pod.name] = pod
     users = [pod.use() for pod in found.values()]
     marker = ordinal_marker(claim_name)
@@ -261,14 +291,13 @@ def users_may_change(change: tuple[PodView | None, PodView | None] | None,
     if change is None:
         return lambda _selector: SelectorChange.CHANGED
     before, after = change
-    labels = [None if view is None else dict(view.labels) for view in change]
     same_use = before is not None and after is not None and before.use() == after.use()
 
     def sees(selector: Mapping[str, Any] | None) -> SelectorChange:
         if not selector:
             return SelectorChange.CHANGED  # not known here (tracked.py lists only those)
         try:
-            was, now = (each is not None and matches(selector, each) for each in labels)
+            was, now = (each is not None and matches_view(selector, each) for each in change)
         except InvalidSelector:
             # Cannot tell: look again (evc.py drops invalid selectors anyway).
             return SelectorChange.CHANGED

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from evc_operator.lifecycle import Countdown, Phase, decide
-from evc_operator.users import users_of
+from evc_operator.users import pod_view, users_of
 from evc_operator.workloads import KINDS, may_create_pods, workload_view
 from tests.unit.test_lifecycle import at, claim
 
@@ -96,6 +96,34 @@ def test_a_workload_matches_a_claims_selector_by_its_template_labels() -> None:
     assert [u.name for u in users_of("scratch", {"matchLabels": {"app": "etl"}}, [], [job])] \
         == ["Job/w"]
     assert users_of("scratch", {"matchLabels": {"app": "web"}}, [], [job]) == []
+
+
+@pytest.mark.parametrize(("kind", "selector"), [
+    # db-1, evicted, made again once db-0 is Ready: the labels its controller gives it.
+    ("StatefulSet", {"matchLabels": {"app": "db", "statefulset.kubernetes.io/pod-name": "db-1"}}),
+    ("StatefulSet", {"matchExpressions": [
+        {"key": "apps.kubernetes.io/pod-index", "operator": "In", "values": ["1"]}]}),
+    # An Indexed Job's index 3, backing off before its retry.
+    ("Job", {"matchLabels": {"app": "db", "batch.kubernetes.io/job-completion-index": "3"}}),
+    ("DaemonSet", {"matchLabels": {"app": "db", "pod-template-generation": "2"}}),
+    ("Deployment", {"matchLabels": {"app": "db", "pod-template-hash": "5d8f"}}),
+    # The Jobs a CronJob will make get these when they are made.
+    ("CronJob", {"matchLabels": {"batch.kubernetes.io/job-name": "nightly-29000000"}}),
+])
+def test_a_selector_on_labels_a_controller_gives_each_pod_finds_its_workload(
+        kind: str, selector: dict[str, Any]) -> None:
+    """Its template lacks them, yet each pod it makes has them: until it makes that pod
+    again, the workload is the user that holds the claim (a review: the claim was deleted
+    between two pods)."""
+    view = workload_view(kind, workload(kind, claim_name=None, app="db"))
+    assert [user.name for user in users_of("scratch", selector, [], [view])] == [f"{kind}/w"]
+    # The template's own labels still decide the rest, and a pod is judged by its own.
+    other = {**selector, "matchLabels": {**selector.get("matchLabels", {}), "app": "web"}}
+    assert users_of("scratch", other, [], [view]) == []
+    pod = pod_view({"metadata": {"name": "db-0", "namespace": "ns", "labels": {"app": "db"},
+                                 "creationTimestamp": CREATED},
+                    "spec": {}, "status": {"phase": "Running"}})
+    assert users_of("scratch", selector, [], [pod]) == []
 
 
 def at_zero(*, generation: int, writes: dict[str, str] | None = None,
