@@ -124,7 +124,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     kopfmemory.install(kopf.get_default_registry())  # nothing kept per claim: see there
     kopffeed.install(GROUP, PLURAL, functools.partial(claim_event, memo),  # see there
-                     functools.partial(_serving, memo))
+                     functools.partial(_serving, memo), functools.partial(claims_listed, memo))
     apihooks.set_error_hook(metrics.count_api_error)
     apihooks.set_request_hook(metrics.count_api_request)
     metrics.initialise(kube.OPERATIONS)
@@ -375,6 +375,21 @@ async def _serving(memo: kopf.Memo, namespace: str | None) -> None:
         return
     memo.watched.share_workloads()
     log.info("Workloads are watched once for the cluster: all namespaces are served.")
+
+
+def claims_listed(memo: kopf.Memo, namespace: str | None,
+                  listed: set[tuple[str, str]]) -> None:
+    """The claims were listed (kopffeed.py): again, after 410 Gone, those the operator
+    tracks in that scope and not listed were deleted while the watch was away, and no
+    DELETED event will say so. Forgotten as if one had: kept, each was looked at again
+    and its PVC, taken by the garbage collector, made anew for a claim that is gone."""
+    scheduler = _scheduler(memo)
+    gone = [key for key in scheduler.claims
+            if (namespace is None or key[0] == namespace) and key not in listed]
+    for key_namespace, name in gone:
+        log.info("EphemeralVolumeClaim %s/%s was deleted while the watch of claims was "
+                 "away: forgotten.", key_namespace, name)
+        claim_event(memo, "DELETED", {"metadata": {"namespace": key_namespace, "name": name}})
 
 
 def claim_event(memo: kopf.Memo, type: str | None, body: Mapping[str, Any]) -> None:

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 Feed = Callable[[str | None, Mapping[str, Any]], None]  # (type, or None when listed; object)
 Scope = Callable[[str | None], Awaitable[None]]  # the namespace streamed (None: every one)
+# A list ended (the first, or one after 410 Gone): the namespace streamed (None: every one)
+# and the (namespace, name) of each claim listed. A claim deleted while the watch was away
+# is in no list, and no DELETED event will ever say it is gone.
+Listed = Callable[[str | None, set[tuple[str, str]]], None]
 _KOPFS = queueing.watcher
 _RELIED_ON = {"namespace", "settings", "resource", "operator_paused", "operator_indexed",
               "resource_indexed"}
@@ -46,7 +50,12 @@ async def _any_scope(namespace: str | None) -> None:
     pass
 
 
-def install(group: str, plural: str, feed: Feed, scope: Scope = _any_scope) -> bool:
+def _nothing_listed(namespace: str | None, listed: set[tuple[str, str]]) -> None:
+    pass
+
+
+def install(group: str, plural: str, feed: Feed, scope: Scope = _any_scope,
+            listed: Listed = _nothing_listed) -> bool:
     """Hand the events of `plural`.`group` to `feed`; False (with a warning) where this
     Kopf's watcher is not the one this was written for."""
     if not _RELIED_ON.issubset(inspect.signature(_KOPFS).parameters):
@@ -59,7 +68,7 @@ def install(group: str, plural: str, feed: Feed, scope: Scope = _any_scope) -> b
         resource = kwargs["resource"]
         if resource.group == group and resource.plural == plural:
             await scope(kwargs["namespace"])
-            await stream(feed, **kwargs)
+            await stream(feed, listed=listed, **kwargs)
         else:
             await _KOPFS(**kwargs)
 
@@ -73,18 +82,29 @@ def uninstall() -> None:
 
 async def stream(feed: Feed, *, namespace: Any, settings: Any, resource: Any,
                  operator_paused: Any = None, operator_indexed: Any = None,
-                 resource_indexed: Any = None, **_: Any) -> None:
-    """What Kopf's watcher does with the stream, but each event handed to `feed` at once."""
+                 resource_indexed: Any = None, listed: Listed = _nothing_listed,
+                 **_: Any) -> None:
+    """What Kopf's watcher does with the stream, but each event handed to `feed` at once,
+    and the claims of each complete list to `listed` at its end."""
+    keys: set[tuple[str, str]] = set()  # of the list under way (of a list cut short too)
     async for raw_event in watching.infinite_watch(
             settings=settings, resource=resource, namespace=namespace,
             operator_paused=operator_paused):
         if raw_event is watching.Bookmark.LISTED:
             if operator_indexed is not None and resource_indexed is not None:
                 await operator_indexed.drop_toggle(resource_indexed)
+            try:
+                listed(namespace, keys)
+            except Exception:
+                log.exception("Taking in the list of claims failed.")
+            keys = set()
             continue
         if isinstance(raw_event, watching.Bookmark) or raw_event.get("type") == "BOOKMARK":
             continue
         body = raw_event["object"]
+        if raw_event["type"] is None:
+            metadata = body.get("metadata") or {}
+            keys.add((metadata.get("namespace") or "", metadata.get("name") or ""))
         try:
             feed(raw_event["type"], body)
         except Exception:

@@ -90,6 +90,28 @@ def test_a_namespace_is_released_when_its_last_claim_is_deleted() -> None:
     assert memo.access.checked == ["jobs"]  # its permissions, asked as its claim came
 
 
+def test_claims_missing_from_a_list_again_are_forgotten_and_their_namespace_released() -> None:
+    """After 410 Gone Kopf lists the claims again: one deleted while the watch was away is
+    in no list and no DELETED event comes. Kept, it was looked at again, its PVC (taken by
+    the garbage collector) made anew for a claim that is gone, PvcRecreated said of it, and
+    its status writes refused (404) for as long as a user lived (a review)."""
+    scheduler, _ = make(FakeApi([]), [])
+    memo = kopf.Memo()
+    watched = _Watched()
+    memo.scheduler, memo.watched, memo.access = scheduler, watched, _Access()
+    elsewhere = evc_body()
+    elsewhere["metadata"].update(namespace="other", name="kept")
+    handlers.claim_event(memo, None, elsewhere)
+    handlers.claims_listed(memo, "jobs", {("jobs", "scratch")})  # a list of jobs: all there
+    assert set(scheduler.claims) == {("jobs", "scratch"), ("other", "kept")}
+    handlers.claims_listed(memo, "jobs", set())  # listed again: scratch was deleted meanwhile
+    assert set(scheduler.claims) == {("other", "kept")}  # another namespace's: not this list's
+    assert watched.calls == ["ensure other", "release jobs"]
+    handlers.claims_listed(memo, None, {("jobs", "new")})  # every namespace's list
+    assert set(scheduler.claims) == set()
+    assert watched.calls[-1] == "release other"
+
+
 @pytest.mark.parametrize(("version", "streams"), [
     ({"major": "1", "minor": "37", "gitVersion": "v1.37.2"}, True),
     ({"major": "1", "minor": "34"}, True),

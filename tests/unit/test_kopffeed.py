@@ -146,3 +146,31 @@ def test_the_namespace_streamed_is_told_before_the_first_claim(
         namespace=None, settings=object(), resource=CLAIMS, processor=lambda **_: None))
     assert told == [(None, 0)]  # every namespace served, told before any event
     assert len(fed) == 4  # then the events
+
+
+def test_each_complete_list_tells_the_claims_it_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a list again after 410 Gone lacks was deleted meanwhile (handlers.py forgets it):
+    each list is told apart, and a list cut short (no LISTED) only adds to the next."""
+    lists: list[tuple[str | None, set[tuple[str, str]]]] = []
+    script: list[Any] = [
+        {"type": None, "object": _claim("a")},
+        {"type": None, "object": _claim("b")},
+        watching.Bookmark.LISTED,
+        {"type": "ADDED", "object": _claim("c")},
+        {"type": "DELETED", "object": _claim("a")},
+        {"type": None, "object": _claim("b")},  # 410 Gone: listed again
+        {"type": None, "object": _claim("c")},
+        watching.Bookmark.LISTED,
+    ]
+
+    async def infinite_watch(**kwargs: Any) -> AsyncIterator[Any]:
+        for event in script:
+            yield event
+
+    monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
+    monkeypatch.setattr(queueing, "watcher", queueing.watcher)  # put back afterwards
+    assert kopffeed.install(GROUP, PLURAL, lambda *_: None,
+                            listed=lambda namespace, keys: lists.append((namespace, keys)))
+    _watch(CLAIMS)
+    assert lists == [("jobs", {("jobs", "a"), ("jobs", "b")}),
+                     ("jobs", {("jobs", "b"), ("jobs", "c")})]
