@@ -151,11 +151,17 @@ class Scheduler:
         selector. A label edit that changes no claim's users costs no reconciliation: with
         400 claims with selectors, each edit of a pod used to re-decide all 400."""
         before, after = change if change is not None else (None, None)
+        # Seen to finish by a standby: the moment it was seen is its end, not the one its
+        # node reported (that clock may be behind; a leader records when it noticed).
+        finished = (not self.active and before is not None and before.active
+                    and after is not None and not after.active)
         for claim in claims:
             record = self.claims.get((namespace, claim))
             if (record is not None and before is not None
                     and _names(before, claim) and (after is None or not _names(after, claim))):
                 self._left(record, before)
+            elif record is not None and finished and after is not None and _names(after, claim):
+                record.note_end(lifecycle.ceil_to_second(self.reconciler.latest()))
             self._poke_for_users((namespace, claim))
         sees = users_may_change(change)
         for name in self.claims.with_selector(namespace):
@@ -164,6 +170,8 @@ class Scheduler:
                 continue
             if before is not None and seen is SelectorChange.LEFT:
                 self._left(record, before)
+            elif finished:
+                record.note_end(lifecycle.ceil_to_second(self.reconciler.latest()))
             self._poke_for_users((namespace, name))
 
     def _left(self, record: TrackedClaim, user: PodView) -> None:

@@ -227,3 +227,46 @@ def test_a_use_kept_from_standing_by_outlives_a_longer_expiry_and_its_shortening
     assert deletes(fake) == []
     assert claim.countdown is not None
     assert claim.countdown.deletes_at == at(85 + 30)
+
+
+def test_a_finish_a_standby_saw_counts_from_when_it_saw_it_not_the_nodes_clock() -> None:
+    """Idle since 60, grace 30. Pod p, created at 70, finishes at 78 by the API server's
+    clock while this replica stands by (the leader stalled); its node's clock is 6 s behind,
+    so it reports 72. Deleted at 85; this replica leads at 89. A leader that saw it finish
+    counts the grace from 79 (docs/lifecycle.md: the moment it noticed, never the node's
+    clock); the standby kept only the node's end, and deleted it at 103 (a review)."""
+    clock = Clock(at(70))
+    scheduler, _ = make(FakeApi(fresh_pods=[]), [], clock=clock, body=idle_since(60))
+    scheduler.set_active(False)
+    running = pod_view(user("p", created=70))
+    finished = pod_view(user("p", created=70, finished_at=72))
+    clock.now = at(78.2)
+    scheduler.poke_for_pod("jobs", ["scratch"], (running, finished))
+    clock.now = at(85)
+    claim = lead_after_standing_by(scheduler, clock, finished, leads_at=89)
+    assert claim.countdown is not None
+    assert claim.countdown.deletes_at is not None
+    assert claim.countdown.deletes_at >= at(79 + 30)
+
+
+def test_a_finish_a_standby_saw_of_a_user_by_selector_counts_from_then_too() -> None:
+    body = idle_since(60)
+    body["spec"]["selector"] = {"matchLabels": {"app": "etl"}}
+    clock = Clock(at(70))
+    scheduler, _ = make(FakeApi(fresh_pods=[]), [], clock=clock, body=body)
+    scheduler.set_active(False)
+    running = pod_view(user("p", created=70, labels={"app": "etl"}))
+    finished = pod_view(user("p", created=70, labels={"app": "etl"}, finished_at=72))
+    clock.now = at(78.2)
+    scheduler.poke_for_pod("jobs", [], (running, finished))
+    clock.now = at(85)
+    scheduler.poke_for_pod("jobs", [], (finished, None))
+    clock.now = at(89)
+    scheduler.set_active(True)
+    drain(scheduler)
+    reconcile_now(scheduler, KEY)
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.countdown is not None
+    assert claim.countdown.deletes_at is not None
+    assert claim.countdown.deletes_at >= at(79 + 30)
