@@ -16,14 +16,15 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
-from evc_operator import confirm, lifecycle, metrics, seal, status
+from evc_operator import confirm, deletion, lifecycle, metrics, seal, status
 from evc_operator.budget import UsersBudget
-from evc_operator.errors import Conflict, NotFound, describe
+from evc_operator.errors import describe
 from evc_operator.evc import EvcView
 from evc_operator.freshness import Freshness, PodList
 from evc_operator.gate import NotLeading
 from evc_operator.lifecycle import Action
 from evc_operator.outbox import Pending
+from evc_operator.outcome import Outcome
 from evc_operator.pvcsync import PvcSync
 from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.settings import Settings
@@ -39,20 +40,6 @@ NOT_LISTED_YET = datetime.timedelta(seconds=1)
 # looked at again this soon: once they have, the index decides; nothing else may ask (the
 # changes that bring them that far need not be this claim's).
 AHEAD_RECHECK = datetime.timedelta(seconds=1)
-# A deletion refused as the claim changed, whose read brought nothing newer than the view
-# (another claim of that name now), is decided again this soon, or when the change is seen.
-CONFLICT_RETRY = datetime.timedelta(seconds=1)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a reconciliation tells the scheduler."""
-
-    wake_at: datetime.datetime | None = None  # when to look again if nothing changes
-    countdown: lifecycle.Decision | None = None  # a pending deletion, with its deadline
-    decided: bool = True  # False: not decided this time (countdown as it was)
-    again: bool = False  # look again at once: the claim changed under us
-    gone: bool = False  # deleted, or found gone: forget it
 
 
 class ClaimReconciler:
@@ -74,6 +61,7 @@ class ClaimReconciler:
         self.latest = latest or clock  # and the late way
         self.logger_for = logger_for
         self.remember = remember  # our own write's result: the freshest view of an EVC
+        self.deleter = deletion.Deleter(api, clock, remember, self.announce)
         self.budget = budget or UsersBudget()
         # How to wait for a fresh view of pods (the scheduler gives its slot back meanwhile).
         self.waiting = waiting or _as_is
@@ -96,7 +84,9 @@ class ClaimReconciler:
         dry_run = self.settings.dry_run
         decision = lifecycle.decide(trusted, self._users(claim, view, self._ahead(claim)),
                                     now, dry_run=dry_run, latest=latest)
-        if decision.action is Action.DELETE:
+        # A deletion refused for good waits for its time to try again, said in status.
+        held = deletion.held(claim, decision, now)
+        if decision.action is Action.DELETE and not held:
             if not self.freshness.pods_view_complete:
                 return Outcome(wake_at=now + NOT_LISTED_YET, decided=False)
             # The index may lag behind: ask the API server itself before anything final
@@ -110,8 +100,8 @@ class ClaimReconciler:
             decision = lifecycle.decide(trusted, self._users(claim, view, fresh), self.clock(),
                                         dry_run=dry_run, latest=self.latest())
             claim.ahead = fresh if fresh is not None and fresh.behind() else None
-        if decision.action is Action.DELETE:
-            return await self._delete(view, decision, logger)
+        if decision.action is Action.DELETE and not held:
+            return await self.deleter.delete(claim, view, decision, logger)
         # The users gone since, in this decision (_users): a copy, for more may leave while
         # its status is written.
         taken = dict(claim.departed or {})
@@ -119,7 +109,8 @@ class ClaimReconciler:
         claim.decided(decision)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
                                                    dry_run=dry_run, problems=view.problems,
-                                                   limited=view.limited),
+                                                   limited=view.limited,
+                                                   refused=deletion.refused_why(claim, decision)),
                       pvc_condition]
         facts = (str(decision.phase), decision.unused_since)
         new_status = status.build_status(
@@ -168,7 +159,8 @@ class ClaimReconciler:
 
         pending = decision.deletes_at is not None and decision.action is Action.NONE
         wake_at = decision.wake_at
-        for later in (claim.confirm_after, budgeted, claim.rejected_retry()):
+        refused_retry = claim.delete_refused.retry_at if claim.delete_refused else None
+        for later in (claim.confirm_after, budgeted, claim.rejected_retry(), refused_retry):
             if later is not None:
                 wake_at = later if wake_at is None else min(wake_at, later)
         if claim.refusals:  # its PVC was refused: try again, later each time
@@ -339,40 +331,6 @@ class ClaimReconciler:
             logger.debug("%s.", error)
         except Exception as error:
             logger.warning("Could not post Event %s: %s", pending.event.reason, describe(error))
-
-    async def _delete(self, view: EvcView, decision: lifecycle.Decision,
-                      logger: Logger) -> Outcome:
-        # Deleted only if it is still exactly the claim we decided on (uid and
-        # resourceVersion preconditions): if anything changed it meanwhile, the API server
-        # refuses (Conflict) and we decide again. One write: no "Deleting" status before it.
-        try:
-            await self.api.delete_evc(view.namespace, view.name, view.uid,
-                                      view.resource_version)
-        except NotFound:
-            return Outcome(gone=True)
-        except Conflict:
-            # Changed since the view (its watch event still on its way), or made again
-            # under that name: read back, it is decided again at once on what it is now.
-            # A read that brings nothing newer (another claim of that name: the watch
-            # brings it) waits a second, not a refused delete after another at once.
-            body = await self.api.read_evc(view.namespace, view.name)
-            if body is None:
-                return Outcome(gone=True)
-            if self.remember(body, view.uid):
-                logger.info("The claim changed just before deletion; deciding again.")
-                return Outcome(decided=False, again=True)
-            logger.info("The claim changed just before deletion; deciding again when its "
-                        "change is seen.")
-            return Outcome(decided=False,
-                           wake_at=self.clock() + CONFLICT_RETRY)
-        metrics.DELETIONS.labels(str(decision.countdown)).inc()
-        if decision.deletes_at is not None:
-            lateness = (self.clock() - decision.deletes_at).total_seconds()
-            metrics.DELETION_LATENESS.observe(max(0.0, lateness))
-        await self.announce(view, status.deletion_event(
-            decision, expiry_period=view.claim.expiry_period,
-            grace_period=view.claim.grace_period, dry_run=False), logger)
-        return Outcome(gone=True)
 
 
 def _with_unseen_end(claim: TrackedClaim, facts: lifecycle.Claim) -> lifecycle.Claim:

@@ -26,7 +26,8 @@ from evc_operator.freshness import PROOF_MAX_AGE, Freshness, Lister, PodList
 from evc_operator.gate import Gated, NotLeading
 from evc_operator.limiter import DEFAULT_BOUNDS, AdaptiveLimit, Bounds, Measured
 from evc_operator.outbox import Outbox, Pending
-from evc_operator.reconcile import ClaimReconciler, Outcome
+from evc_operator.outcome import Outcome
+from evc_operator.reconcile import ClaimReconciler
 from evc_operator.resources import API_VERSION, KIND
 from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.settings import Settings

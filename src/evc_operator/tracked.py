@@ -32,6 +32,17 @@ class Rejection:
     retry_at: datetime.datetime
 
 
+@dataclasses.dataclass(frozen=True)
+class DeleteRefusal:
+    """A deletion of the claim the API server refused for good (403, 422: an admission
+    policy or webhook on deletes, which the start's permission check cannot see): what it
+    said, how many times in a row, and when to try again."""
+
+    why: str
+    times: int
+    retry_at: datetime.datetime
+
+
 @dataclasses.dataclass(slots=True)
 class TrackedClaim:
     view: EvcView
@@ -41,6 +52,7 @@ class TrackedClaim:
     # The parts of a PVC update ("metadata", "spec") the API server refused, by part.
     rejected: dict[str, Rejection] | None = None
     refusals: int = 0  # its PVC's creations or updates refused or failed in a row
+    delete_refused: DeleteRefusal | None = None  # while its deletion is refused
     # (uid, facts) this process decided last: recorded, or being recorded (a write that
     # fails or is refused leaves them here, and later decisions build on them).
     written: tuple[str, lifecycle.Claim] | None = None

@@ -17,9 +17,9 @@ import pytest
 
 from evc_operator import errors, evc, informer, lifecycle, metrics, status
 from evc_operator import watched as watching
+from evc_operator.deletion import CONFLICT_RETRY
 from evc_operator.freshness import PodSnapshot
 from evc_operator.limiter import Bounds
-from evc_operator.reconcile import CONFLICT_RETRY
 from evc_operator.settings import Settings
 from evc_operator.users import pod_view
 from tests.unit.fakes import (
@@ -507,3 +507,39 @@ def test_a_deletion_that_gave_its_slot_back_counts_its_wait_to_get_one_again() -
         assert waited() == before + 1
 
     asyncio.run(scenario())
+
+
+def test_a_deletion_refused_for_good_is_said_and_tried_again_later() -> None:
+    """A policy on deletes (403, 422) that the start's permission check cannot see: the
+    claim stayed, `deletesAt` long past, retried every 60 s with only a log line (a
+    review). Now said in status and by one Warning, tried again after 10 s, 30 s, ..."""
+    key = ("jobs", "scratch")
+    fake = FakeApi(fresh_pods=[])
+    fake.delete_error = errors.Forbidden(body=orjson.dumps(
+        {"reason": "Forbidden", "message": "deletes of claims are denied by policy"}))
+    clock = [NOW]
+    reconciler, _index = make(fake, indexed_pods=[], clock=lambda: clock[0])
+    drain(reconciler)
+    reconcile_now(reconciler, key)
+    assert fake.calls == ["list_pods", "delete:conflict", "event:DeletionRefused"]
+    assert reconciler.queue.waiting(key)  # looked at again at once: to say it in status
+    fake.calls.clear()
+    reconcile_now(reconciler, key)
+    assert [call for call in fake.calls if call.startswith("delete")] == []
+    assert fake.evc is not None
+    paused = {c["type"]: c for c in fake.evc["status"]["conditions"]}["DeletionPaused"]
+    assert (paused["status"], paused["reason"]) == ("True", "DeletionRefused")
+    assert "Forbidden: deletes of claims are denied by policy" in paused["message"]
+    assert reconciler.queue.later.get(key) == NOW + datetime.timedelta(seconds=10)
+    clock[0] = NOW + datetime.timedelta(seconds=10)
+    fake.calls.clear()
+    reconcile_now(reconciler, key)  # tried again, refused again: no second Warning
+    assert fake.calls[-1] == "delete:conflict"
+    reconcile_now(reconciler, key)
+    assert reconciler.queue.later.get(key) == NOW + datetime.timedelta(seconds=40)
+    fake.delete_error = None  # the policy lifted
+    clock[0] = NOW + datetime.timedelta(seconds=40)
+    fake.calls.clear()
+    reconcile_now(reconciler, key)
+    assert any(call.startswith("delete:evc-uid:") for call in fake.calls)
+    assert "event:DeletionRefused" not in fake.calls
