@@ -105,6 +105,9 @@ class ClaimReconciler:
         # The users gone since, in this decision (_users): a copy, for more may leave while
         # its status is written.
         taken = dict(claim.departed or {})
+        # The phase told last: decided (its write may have failed) or stored. Told again
+        # at each try of a status write that fails, an Event said the same thing again.
+        told = (claim.ours() or view.claim).recorded_phase
 
         claim.decided(decision)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
@@ -135,19 +138,31 @@ class ClaimReconciler:
             if (budgeted is not None and claim.confirm_after is not None
                     and claim.confirm_after <= now):
                 claim.confirm_after = budgeted  # made with the write that waits, not at once
-        events += status.transition_events(decision, view.claim.recorded_phase,
+        events += status.transition_events(decision, told,
                                            expiry_period=view.claim.expiry_period,
                                            grace_period=view.claim.grace_period)
         events += status.spec_warnings(view.problems, previous)
         events += status.limit_warnings(view.limited, previous)
         # The status write and its Events go out together (unless they wait: outbox.py),
         # not one after another. An Event never fails the reconciliation.
-        await asyncio.gather(self._write_status(view, new_status, write),
-                             *(self.announce(view, event, logger) for event in events))
-        # Taken in: those still running when they left made it InUse; decided again now
-        # without them, their use ends (their grace counts from now).
-        claim.taken_in(taken)
-        again = any(one.active for one in taken.values())
+        written = self._write_status(view, new_status, write)
+        failed, *_ = await asyncio.gather(
+            written, *(self.announce(view, event, logger) for event in events))
+        again = False
+        if failed is None:
+            claim.status_failures = 0
+            # Taken in: those still running when they left made it InUse; decided again
+            # now without them, their use ends (their grace counts from now).
+            claim.taken_in(taken)
+            again = any(one.active for one in taken.values())
+        else:
+            # Tried again with backoff; the decision stands meanwhile (`decided`), its
+            # deadline kept (a deletion needs no status write): a failure raised lost it,
+            # and the deletion waited for the backoff, up to a minute late.
+            claim.status_failures += 1
+            metrics.RECONCILE_FAILURES.inc()
+            logger.warning("Writing the status failed (%s); trying again in %.0f s.",
+                           describe(failed), backoff(claim.status_failures))
 
         if (decision.action is Action.REPORT_DRY_RUN
                 and decision.deletes_at not in claim.reported_dry_run):
@@ -163,9 +178,10 @@ class ClaimReconciler:
         for later in (claim.confirm_after, budgeted, claim.rejected_retry(), refused_retry):
             if later is not None:
                 wake_at = later if wake_at is None else min(wake_at, later)
-        if claim.refusals:  # its PVC was refused: try again, later each time
-            retry = now + datetime.timedelta(seconds=backoff(claim.refusals))
-            wake_at = retry if wake_at is None else min(wake_at, retry)
+        for failures in (claim.refusals, claim.status_failures if failed else 0):
+            if failures:  # its PVC or status was refused: try again, later each time
+                retry = now + datetime.timedelta(seconds=backoff(failures))
+                wake_at = retry if wake_at is None else min(wake_at, retry)
         if claim.ahead is not None:  # decided on a proof's view: again once caught up
             recheck = now + AHEAD_RECHECK
             wake_at = recheck if wake_at is None else min(wake_at, recheck)
@@ -306,10 +322,19 @@ class ClaimReconciler:
         return True
 
     async def _write_status(self, view: EvcView, new_status: Mapping[str, Any],
-                            write: bool) -> None:
-        if write:
-            self.remember(await self.api.patch_evc_status(view.namespace, view.name,
-                                                          new_status), view.uid)
+                            write: bool) -> Exception | None:
+        """The failure of the write, if it failed (one that may not write, not leading,
+        raises); None if written, or if there was nothing to write."""
+        if not write:
+            return None
+        try:
+            body = await self.api.patch_evc_status(view.namespace, view.name, new_status)
+        except NotLeading:
+            raise
+        except Exception as error:
+            return error
+        self.remember(body, view.uid)
+        return None
 
     async def announce(self, view: EvcView, event: status.Event, logger: Logger) -> None:
         """An Event on the EVC (now, or by the scheduler once no claim waits for a slot:

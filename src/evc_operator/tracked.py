@@ -53,6 +53,7 @@ class TrackedClaim:
     rejected: dict[str, Rejection] | None = None
     refusals: int = 0  # its PVC's creations or updates refused or failed in a row
     delete_refused: DeleteRefusal | None = None  # while its deletion is refused
+    status_failures: int = 0  # its status writes refused or failed in a row
     # (uid, facts) this process decided last: recorded, or being recorded (a write that
     # fails or is refused leaves them here, and later decisions build on them).
     written: tuple[str, lifecycle.Claim] | None = None

@@ -434,15 +434,13 @@ def test_a_refused_status_write_never_lets_a_later_decision_rest_on_older_facts(
     fake.status_error = errors.Invalid("denied by ValidatingAdmissionPolicy")
     reconciler, index = make(fake, [pod_body("newcomer")], clock=clock, body=body)
     key = ("jobs", "scratch")
-    with pytest.raises(errors.Invalid):
-        reconcile_now(reconciler, key)
+    reconcile_now(reconciler, key)  # refused: tried again with backoff
     assert fake.calls[0] == "patch_status:InUse"
     ended = pod_view(pod_body("newcomer", "Succeeded"))
     index.by_claim[key], index.in_namespace["jobs"] = [ended], [ended]
     fake.fresh_pods = [pod_body("newcomer", "Succeeded")]
     clock.now = T0 + datetime.timedelta(seconds=60)
-    with pytest.raises(errors.Invalid):
-        reconcile_now(reconciler, key)
+    reconcile_now(reconciler, key)
     assert not any(call.startswith("delete") for call in fake.calls)
     assert "patch_status:Idle" in fake.calls
     fake.status_error = None  # the policy is lifted: the later facts are recorded
@@ -543,3 +541,35 @@ def test_a_deletion_refused_for_good_is_said_and_tried_again_later() -> None:
     reconcile_now(reconciler, key)
     assert any(call.startswith("delete:evc-uid:") for call in fake.calls)
     assert "event:DeletionRefused" not in fake.calls
+
+
+def test_a_refused_status_write_keeps_the_deadline_and_says_its_transition_once() -> None:
+    """The last user ended; the Idle write is refused (a policy on the status subresource).
+    The deletion needs no status write: due at its deadline, not at the backoff's next try
+    (up to a minute late), and the Idle Event is not said again at each try (a review)."""
+    key = ("jobs", "scratch")
+    body = evc_body()
+    body["status"] = sealed({"phase": "InUse"})
+    clock = Clock(T0 + datetime.timedelta(seconds=100))
+    fake = FakeApi(fresh_pods=[])
+    fake.status_error = errors.Forbidden("denied by policy")
+    reconciler, _ = make(fake, [pod_body("w", "Succeeded")], clock=clock, body=body)
+    drain(reconciler)
+    reconcile_now(reconciler, key)
+    claim = reconciler.claims.get(key)
+    assert claim is not None
+    assert claim.countdown is not None
+    deadline = claim.countdown.deletes_at
+    assert deadline is not None
+    assert fake.calls.count("event:Idle") == 1
+    assert reconciler.queue.later.get(key) == clock.now + datetime.timedelta(seconds=1)
+    while not any(call.startswith("delete:") for call in fake.calls):
+        # Tried again with backoff (1, 2, 5, 10, 30 s), and looked at by its deadline.
+        moment = reconciler.queue.later.get(key)
+        assert moment is not None
+        assert moment <= deadline
+        clock.now = moment
+        reconcile_now(reconciler, key)
+    assert clock.now == deadline
+    assert claim.status_failures >= 4
+    assert fake.calls.count("event:Idle") == 1
