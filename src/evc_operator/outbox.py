@@ -29,12 +29,16 @@ the log has them. Pure: the scheduler hands out the slots.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import datetime
+import logging
+from collections.abc import Awaitable, Callable
 
 from evc_operator.status import Event
 
+log = logging.getLogger(__name__)
 CAPACITY = 1000
 # Longer than the API server's slow seconds, which Events give way to; by their own times.
 MAX_WAIT = datetime.timedelta(seconds=5)
@@ -84,3 +88,23 @@ class Outbox:
         dropped = len(self._waiting)
         self._waiting.clear()
         return dropped
+
+
+async def flush(waiting: list[Pending], post: Callable[[Pending], Awaitable[None]],
+                slots: int, seconds: float) -> None:
+    """The operator stops: post the Events still waiting, `slots` at once, for at most
+    `seconds`; those left are said in the log as not posted."""
+    limit = asyncio.Semaphore(max(1, slots))
+
+    async def one(pending: Pending) -> None:
+        async with limit:
+            await post(pending)
+    posts = [asyncio.ensure_future(one(pending)) for pending in waiting]
+    if not posts:
+        return
+    _, late = await asyncio.wait(posts, timeout=seconds)
+    for task in late:
+        task.cancel()
+    if late:
+        log.warning("%d Events not posted: the operator stops (the log has them).",
+                    len(late))

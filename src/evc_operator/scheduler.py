@@ -25,7 +25,7 @@ from evc_operator.evc import EvcView, Key
 from evc_operator.freshness import PROOF_MAX_AGE, Freshness, Lister, PodList
 from evc_operator.gate import Gated, NotLeading
 from evc_operator.limiter import DEFAULT_BOUNDS, AdaptiveLimit, Bounds, Measured
-from evc_operator.outbox import Outbox, Pending
+from evc_operator.outbox import Outbox, Pending, flush
 from evc_operator.outcome import Outcome
 from evc_operator.reconcile import ClaimReconciler
 from evc_operator.resources import API_VERSION, KIND
@@ -33,7 +33,7 @@ from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.settings import Settings
 from evc_operator.timestamps import utcnow
 from evc_operator.tracked import Tracked, TrackedClaim, key_of
-from evc_operator.users import PodView, SelectorChange, ordinal_marker, users_may_change
+from evc_operator.users import PodView, SelectorChange, names, users_may_change
 from evc_operator.workqueue import Timers, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,6 @@ USERS_COALESCE = datetime.timedelta(seconds=2)
 NOT_LEADING_RETRY = datetime.timedelta(seconds=1)
 # How long a stopping operator goes on posting the Events that waited (outbox.py).
 FLUSH_SECONDS = 5.0
-
-
-def _names(view: PodView, claim: str) -> bool:
-    """Whether a user's view names the claim: mounts it, or (a StatefulSet) lists it by
-    its ordinal's marker (users.users_of)."""
-    return claim in view.claims or ordinal_marker(claim) in view.claims
 
 
 class Scheduler:
@@ -159,9 +153,9 @@ class Scheduler:
         for claim in claims:
             record = self.claims.get((namespace, claim))
             if (record is not None and before is not None
-                    and _names(before, claim) and (after is None or not _names(after, claim))):
+                    and names(before, claim) and (after is None or not names(after, claim))):
                 self._left(record, before)
-            elif record is not None and finished and after is not None and _names(after, claim):
+            elif record is not None and finished and after is not None and names(after, claim):
                 record.note_end(lifecycle.ceil_to_second(self.reconciler.latest()))
             self._poke_for_users((namespace, claim))
         sees = users_may_change(change)
@@ -363,20 +357,7 @@ class Scheduler:
         """The operator stops: post the Events still waiting, for at most `seconds`
         (a leader only: one that lost the Lease dropped them already)."""
         waiting = self.outbox.take(len(self.outbox)) if self.active else []
-        if not waiting:
-            return
-        slots = asyncio.Semaphore(max(1, int(self.limit.limit)))
-
-        async def post(pending: Pending) -> None:
-            async with slots:
-                await self._post_now(pending)
-        posts = [asyncio.ensure_future(post(pending)) for pending in waiting]
-        _, late = await asyncio.wait(posts, timeout=seconds)
-        for task in late:
-            task.cancel()
-        if late:
-            log.warning("%d Events not posted: the operator stops (the log has them).",
-                        len(late))
+        await flush(waiting, self._post_now, int(self.limit.limit), seconds)
 
     def _drop_events(self, why: str) -> None:
         dropped = self.outbox.drop()

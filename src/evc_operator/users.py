@@ -250,6 +250,12 @@ def _by_name_only(view: PodView) -> bool:
     return bool(slash) and "." in kind
 
 
+def names(view: PodView, claim: str) -> bool:
+    """Whether a user's view names the claim: mounts it, or (a StatefulSet) lists it by
+    its ordinal's marker (`users_of`)."""
+    return claim in view.claims or ordinal_marker(claim) in view.claims
+
+
 def users_of(claim_name: str, selector: Mapping[str, Any] | None,
              mounting: Collection[PodView], in_namespace: Iterable[PodView]) -> list[PodUse]:
     """Users of a claim: pods that mount it, plus pods matching its selector (once each).
