@@ -24,7 +24,7 @@ beyond `CAPACITY` Events an Event is posted at once by its reconciliation again,
 backlog cannot grow the operator's memory (an Event waiting here holds about 300 bytes).
 Events still waiting when the operator stops are posted on its way out, for up to 5 s
 (scheduler.FLUSH_SECONDS); if it is killed, or stops leading, they are not posted, and
-the log has them. Pure: the scheduler hands out the slots.
+the log has them (`flush`). Pure but for `flush`: the scheduler hands out the slots.
 """
 
 from __future__ import annotations
