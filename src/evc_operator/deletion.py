@@ -41,11 +41,11 @@ CONFLICT_RETRY = datetime.timedelta(seconds=1)
 
 class Deleter:
     def __init__(self, api: ClaimApi, clock: Callable[[], datetime.datetime],
-                 remember: Callable[[Mapping[str, Any], str], bool],
+                 refresh: Callable[[Mapping[str, Any], str], bool],
                  announce: Callable[[EvcView, status.Event, Logger], Awaitable[None]]) -> None:
         self.api = api
         self.clock = clock
-        self.remember = remember
+        self.refresh = refresh  # a read's view, never the facts decided (tracked.py)
         self.announce = announce
 
     async def delete(self, claim: TrackedClaim, view: EvcView, decision: lifecycle.Decision,
@@ -62,7 +62,7 @@ class Deleter:
             body = await self.api.read_evc(view.namespace, view.name)
             if body is None:
                 return Outcome(gone=True)
-            if self.remember(body, view.uid):
+            if self.refresh(body, view.uid):
                 logger.info("The claim changed just before deletion; deciding again.")
                 return Outcome(decided=False, again=True)
             logger.info("The claim changed just before deletion; deciding again when its "

@@ -51,7 +51,8 @@ class ClaimReconciler:
                                    Awaitable[PodList | None]] | None = None,
                  budget: UsersBudget | None = None,
                  defer: Callable[[Pending], Awaitable[bool]] | None = None,
-                 latest: Callable[[], datetime.datetime] | None = None) -> None:
+                 latest: Callable[[], datetime.datetime] | None = None,
+                 refresh: Callable[[Mapping[str, Any], str], bool] | None = None) -> None:
         self.api = api
         self.index = index
         self.pvcs = PvcSync(api, index, clock)
@@ -61,7 +62,9 @@ class ClaimReconciler:
         self.latest = latest or clock  # and the late way
         self.logger_for = logger_for
         self.remember = remember  # our own write's result: the freshest view of an EVC
-        self.deleter = deletion.Deleter(api, clock, remember, self.announce)
+        # A read of the claim, not our own write: its view only, never facts we decided.
+        self.deleter = deletion.Deleter(api, clock, refresh or _refreshes_nothing,
+                                        self.announce)
         self.budget = budget or UsersBudget()
         # How to wait for a fresh view of pods (the scheduler gives its slot back meanwhile).
         self.waiting = waiting or _as_is
@@ -382,6 +385,10 @@ def _adopt(claim: TrackedClaim, stored_seal: str | None, now: datetime.datetime)
 
 async def _as_is(waiting: Awaitable[PodList | None]) -> PodList | None:
     return await waiting
+
+
+def _refreshes_nothing(_body: Mapping[str, Any], _uid: str) -> bool:
+    return False
 
 
 async def _never(_pending: Pending) -> bool:

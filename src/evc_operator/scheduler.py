@@ -75,7 +75,7 @@ class Scheduler:
                                           index, self.freshness,
                                           settings, clock, self.logger_for, self._remember,
                                           waiting=self._unslotted, defer=self._defer,
-                                          latest=latest)
+                                          latest=latest, refresh=self.claims.refresh)
 
     # --- what handlers call --------------------------------------------------------------
 

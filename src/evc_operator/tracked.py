@@ -215,12 +215,23 @@ class Tracked:
         that landed on another claim of that name (the one it was for deleted and made
         again meanwhile) is no fact about either, and is not kept.
         """
+        return self._take(body, uid, written=True)
+
+    def refresh(self, body: Mapping[str, Any], uid: str) -> bool:
+        """A read of the claim (not our own write): the freshest view, unless the watch
+        brought a later one; never facts this process decided (`written`: a record it
+        decided and could not write would be lost, and a deadline it made later come
+        early). Whether the view is now this one."""
+        return self._take(body, uid, written=False)
+
+    def _take(self, body: Mapping[str, Any], uid: str, *, written: bool) -> bool:
         held = self._claims.get(key_of(body))
         if (held is None or body["metadata"].get("uid") != uid
                 or held.view.uid != uid):
             return False
         view = evc_view(body, self.settings)
-        held.written = (view.uid, view.claim)
+        if written:
+            held.written = (view.uid, view.claim)
         if not newer(view.resource_version, held.view.resource_version):
             return False
         held.view = view

@@ -268,3 +268,53 @@ def test_a_finish_a_standby_saw_of_a_user_by_selector_counts_from_then_too() -> 
     assert claim.countdown is not None
     assert claim.countdown.deletes_at is not None
     assert claim.countdown.deletes_at >= at(79 + 30)
+
+
+def test_a_conflict_read_back_keeps_our_unrecorded_end_of_use() -> None:
+    """A deletion refused (409) reads the claim back: that read is a view, never the facts
+    this process decided and could not write (a review: taken as ours, the stored end of
+    use replaced the later one, and a deadline the same change made later came early)."""
+    # Stored: Idle since 60, sealed; grace 30 (due 90). This replica stands by; pod p
+    # (created 75) is seen to run and go at 85; it leads at 89: Idle since 85, due 115.
+    # Its status writes are refused (a policy on the status subresource).
+    clock = Clock(at(85))
+    fake = FakeApi(fresh_pods=[])
+    scheduler, _ = make(fake, [], clock=clock, body=idle_since(60))
+    scheduler.set_active(False)
+    scheduler.poke_for_pod("jobs", ["scratch"], (pod_view(user("p", created=75)), None))
+    clock.now = at(89)
+    scheduler.set_active(True)
+    fake.status_error = errors.Invalid("denied by policy")
+    drain(scheduler)
+    reconcile_now(scheduler, KEY)
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.countdown is not None
+    assert claim.countdown.deletes_at is not None
+    assert claim.countdown.deletes_at >= at(115)
+    assert deletes(fake) == []
+    # At 115 the owner raises gracePeriod to 60 s (true deadline: 85 + 60 = 145); the
+    # watch has not brought it yet: the deletion is refused with 409; the read brings it.
+    changed = idle_since(60)
+    changed["metadata"]["resourceVersion"] = "12"
+    changed["spec"]["gracePeriod"] = "60s"
+    fake.evc = copy.deepcopy(changed)
+    real_delete = fake.delete_evc
+    conflicts = [errors.Conflict("Conflict")]
+
+    async def delete_once_conflict(namespace: str, name: str, uid: str,
+                                   resource_version: str) -> None:
+        if conflicts:
+            fake.calls.append("delete:conflict")
+            raise conflicts.pop()
+        await real_delete(namespace, name, uid, resource_version)
+
+    fake.delete_evc = delete_once_conflict  # type: ignore[method-assign]
+    clock.now = at(115)
+    reconcile_now(scheduler, KEY)
+    assert fake.calls.count("read_evc") >= 1
+    # Decided again (again=True): at 125, before the true deadline of 145.
+    clock.now = at(125)
+    drain(scheduler)
+    reconcile_now(scheduler, KEY)
+    assert [c for c in deletes(fake) if c != "delete:conflict"] == [], fake.calls
