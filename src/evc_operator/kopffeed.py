@@ -39,8 +39,9 @@ Feed = Callable[[str | None, Mapping[str, Any]], None]  # (type, or None when li
 Scope = Callable[[str | None], Awaitable[None]]  # the namespace streamed (None: every one)
 # A list ended (the first, or one after 410 Gone): the namespace streamed (None: every one)
 # and the (namespace, name) of each claim listed. A claim deleted while the watch was away
-# is in no list, and no DELETED event will ever say it is gone.
-Listed = Callable[[str | None, set[tuple[str, str]]], None]
+# is in no list, and no DELETED event will ever say it is gone. (Nor is one a stream cut
+# short leaves out: Kopf resumes it as a watch and says it is listed at the first bookmark.)
+Listed = Callable[[str | None, set[tuple[str, str]]], Awaitable[None]]
 _KOPFS = queueing.watcher
 _RELIED_ON = {"namespace", "settings", "resource", "operator_paused", "operator_indexed",
               "resource_indexed"}
@@ -50,7 +51,7 @@ async def _any_scope(namespace: str | None) -> None:
     pass
 
 
-def _nothing_listed(namespace: str | None, listed: set[tuple[str, str]]) -> None:
+async def _nothing_listed(namespace: str | None, listed: set[tuple[str, str]]) -> None:
     pass
 
 
@@ -94,7 +95,7 @@ async def stream(feed: Feed, *, namespace: Any, settings: Any, resource: Any,
             if operator_indexed is not None and resource_indexed is not None:
                 await operator_indexed.drop_toggle(resource_indexed)
             try:
-                listed(namespace, keys)
+                await listed(namespace, keys)
             except Exception:
                 log.exception("Taking in the list of claims failed.")
             keys = set()

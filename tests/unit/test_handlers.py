@@ -8,12 +8,14 @@ from typing import Any, cast
 
 import kopf
 import pytest
+from kopf._cogs.clients import watching
 from kopf._core.reactor import queueing
 from kopf._core.reactor.inventory import ResourceMemories
 
-from evc_operator import access, handlers, kopffeed
+from evc_operator import access, errors, handlers, kopffeed
 from evc_operator.settings import Settings
 from tests.unit.fakes import FakeApi, evc_body, make, offline
+from tests.unit.test_kopffeed import CLAIMS
 
 
 def test_start_pages_kopfs_initial_lists_and_lets_idle_workers_go(
@@ -94,22 +96,108 @@ def test_claims_missing_from_a_list_again_are_forgotten_and_their_namespace_rele
     """After 410 Gone Kopf lists the claims again: one deleted while the watch was away is
     in no list and no DELETED event comes. Kept, it was looked at again, its PVC (taken by
     the garbage collector) made anew for a claim that is gone, PvcRecreated said of it, and
-    its status writes refused (404) for as long as a user lived (a review)."""
-    scheduler, _ = make(FakeApi([]), [])
+    its status writes refused (404) for as long as a user lived (a review). But a streamed
+    list cut short is resumed and said listed too: a claim missing is read first."""
+    fake = FakeApi([])
+    scheduler, _ = make(fake, [])
     memo = kopf.Memo()
     watched = _Watched()
     memo.scheduler, memo.watched, memo.access = scheduler, watched, _Access()
     elsewhere = evc_body()
     elsewhere["metadata"].update(namespace="other", name="kept")
     handlers.claim_event(memo, None, elsewhere)
-    handlers.claims_listed(memo, "jobs", {("jobs", "scratch")})  # a list of jobs: all there
+    stored: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    async def read_evc(namespace: str, name: str) -> dict[str, Any] | None:
+        fake.calls.append(f"read {namespace}/{name}")
+        return stored.get((namespace, name))
+
+    fake.read_evc = read_evc  # type: ignore[method-assign]
+    asyncio.run(handlers.claims_listed(memo, "jobs", {("jobs", "scratch")}))  # all there
     assert set(scheduler.claims) == {("jobs", "scratch"), ("other", "kept")}
-    handlers.claims_listed(memo, "jobs", set())  # listed again: scratch was deleted meanwhile
+    assert fake.calls == []
+    stored[("jobs", "scratch")] = evc_body()  # a list cut short: still there, read
+    asyncio.run(handlers.claims_listed(memo, "jobs", set()))
+    assert set(scheduler.claims) == {("jobs", "scratch"), ("other", "kept")}
+    assert fake.calls == ["read jobs/scratch"]
+    stored.clear()  # deleted while the watch was away
+    asyncio.run(handlers.claims_listed(memo, "jobs", set()))
     assert set(scheduler.claims) == {("other", "kept")}  # another namespace's: not this list's
-    assert watched.calls == ["ensure other", "release jobs"]
-    handlers.claims_listed(memo, None, {("jobs", "new")})  # every namespace's list
+    assert watched.calls == ["ensure other", "ensure jobs", "release jobs"]
+    asyncio.run(handlers.claims_listed(memo, None, {("jobs", "new")}))  # every namespace's
     assert set(scheduler.claims) == set()
     assert watched.calls[-1] == "release other"
+
+
+def test_a_claim_missing_from_a_list_that_cannot_be_read_is_kept() -> None:
+    fake = FakeApi([])
+    fake.read_error = errors.ApiException(500, "etcdserver: request timed out")
+    scheduler, _ = make(fake, [])
+    memo = kopf.Memo()
+    memo.scheduler, memo.watched, memo.access = scheduler, _Watched(), _Access()
+    asyncio.run(handlers.claims_listed(memo, "jobs", set()))
+    assert set(scheduler.claims) == {("jobs", "scratch")}
+
+
+def test_a_streamed_list_cut_short_and_resumed_forgets_no_claim_that_exists(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kopf (with initial streaming, Kubernetes 1.34 and later) resumes a stream cut before
+    its bookmark as a watch from the last object's version, and says it listed at that
+    watch's first bookmark: with only the claims streamed so far (a review)."""
+    fake = FakeApi([])
+    scheduler, _ = make(fake, [])  # tracks jobs/scratch
+
+    def claim(name: str, version: str) -> dict[str, Any]:
+        body = evc_body()
+        body["metadata"].update(name=name, resourceVersion=version, uid=f"uid-{name}")
+        return body
+
+    for name in ("a", "b", "c"):  # tracked from the stream before 410 Gone
+        scheduler.observe_evc(None, claim(name, "20"))
+    stored = {name: claim(name, "20") for name in ("a", "b", "c")}
+    stored["scratch"] = evc_body()
+
+    async def read_evc(namespace: str, name: str) -> dict[str, Any] | None:
+        return stored.get(name)
+
+    fake.read_evc = read_evc  # type: ignore[method-assign]
+    memo = kopf.Memo()
+    memo.scheduler, memo.watched, memo.access = scheduler, _Watched(), _Access()
+    calls: list[dict[str, Any]] = []
+
+    class Stop(Exception):
+        pass
+
+    async def watch_objs(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        if len(calls) == 1:  # the stream again after 410 Gone, cut after two objects
+            yield {"type": "ADDED", "object": claim("a", "30")}
+            yield {"type": "ADDED", "object": claim("b", "31")}
+            return
+        if len(calls) == 2:  # resumed from b's version: nothing changed since
+            assert kwargs["since"] == "31"
+            yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "40"}}}
+            return
+        raise Stop
+
+    monkeypatch.setattr(watching, "watch_objs", watch_objs)
+    settings = kopf.OperatorSettings()
+    settings.watching.initial_streaming = True
+    listed: list[set[tuple[str, str]]] = []
+
+    async def on_listed(namespace: str | None, keys: set[tuple[str, str]]) -> None:
+        listed.append(set(keys))
+        await handlers.claims_listed(memo, namespace, keys)
+
+    async def run() -> None:
+        with pytest.raises(Stop):
+            await kopffeed.stream(lambda kind, body: handlers.claim_event(memo, kind, body),
+                                  namespace="jobs", settings=settings,
+                                  resource=CLAIMS, listed=on_listed)
+
+    asyncio.run(run())
+    assert listed == [{("jobs", "a"), ("jobs", "b")}]  # Kopf's "listed": two of four
+    assert set(scheduler.claims) == {("jobs", name) for name in ("a", "b", "c", "scratch")}
 
 
 @pytest.mark.parametrize(("version", "streams"), [

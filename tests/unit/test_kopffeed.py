@@ -169,8 +169,10 @@ def test_each_complete_list_tells_the_claims_it_held(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
     monkeypatch.setattr(queueing, "watcher", queueing.watcher)  # put back afterwards
-    assert kopffeed.install(GROUP, PLURAL, lambda *_: None,
-                            listed=lambda namespace, keys: lists.append((namespace, keys)))
+    async def listed(namespace: str | None, keys: set[tuple[str, str]]) -> None:
+        lists.append((namespace, keys))
+
+    assert kopffeed.install(GROUP, PLURAL, lambda *_: None, listed=listed)
     _watch(CLAIMS)
     assert lists == [("jobs", {("jobs", "a"), ("jobs", "b")}),
                      ("jobs", {("jobs", "b"), ("jobs", "c")})]
