@@ -12,7 +12,7 @@ import dataclasses
 import datetime
 import enum
 import sys
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from evc_operator.lifecycle import PodUse
@@ -81,7 +81,8 @@ _NOT_FROM_CREATION = ("CronJob/", "Deployment/", "ReplicaSet/", "StatefulSet/", 
 # db-1, evicted and not made again until db-0 is Ready, is still its user; an Indexed Job's
 # index 3, backing off before its retry). Deployments' pods take `pod-template-hash` from
 # their ReplicaSet's template; a Job's template gets its job-name and controller-uid when
-# the Job is made, a CronJob's not yet.
+# the Job is made, a CronJob's not yet. Those whose values begin with the workload's name
+# and a hyphen (`_NAMED`: db-1, db-5d8f, nightly-29000000) may hold only where they do.
 _PER_POD_LABELS: dict[str, frozenset[str]] = {
     "StatefulSet": frozenset({"statefulset.kubernetes.io/pod-name",
                               "apps.kubernetes.io/pod-index", "controller-revision-hash"}),
@@ -92,7 +93,15 @@ _PER_POD_LABELS: dict[str, frozenset[str]] = {
                           "batch.kubernetes.io/job-name", "controller-uid",
                           "batch.kubernetes.io/controller-uid"}),
 }
-_NONE: frozenset[str] = frozenset()
+_NAMED = frozenset({"statefulset.kubernetes.io/pod-name", "controller-revision-hash",
+                    "job-name", "batch.kubernetes.io/job-name"})
+# Whether a requirement on a label (its values: those it accepts; None: any, as NotIn,
+# Exists, DoesNotExist) may hold of a pod a workload will make, its template aside.
+Open = Callable[[str, Sequence[str] | None], bool]
+
+
+def _closed(key: str, values: Sequence[str] | None) -> bool:
+    return False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -156,10 +165,10 @@ def _finished_at(status: Mapping[str, Any]) -> datetime.datetime | None:
 
 
 def matches(selector: Mapping[str, Any], labels: Mapping[str, str],
-            open_keys: frozenset[str] = _NONE) -> bool:
+            open_key: Open = _closed) -> bool:
     """Kubernetes label selector semantics (matchLabels AND every matchExpression); a
-    requirement on one of `open_keys` (labels whose value is not known yet: `_PER_POD_LABELS`)
-    may hold, so it is taken as holding.
+    requirement on a label whose value is not known yet (`open_key`: `_PER_POD_LABELS`)
+    that may hold is taken as holding.
 
     An empty selector matches nothing here: a claim must not accidentally count
     every pod of its namespace as a user.
@@ -168,19 +177,30 @@ def matches(selector: Mapping[str, Any], labels: Mapping[str, str],
     expressions = selector.get("matchExpressions") or []
     if not match_labels and not expressions:
         return False
-    if any(labels.get(key) != value and key not in open_keys
+    if any(labels.get(key) != value and not open_key(key, [str(value)])
            for key, value in match_labels.items()):
         return False
-    return all(_expression_matches(expression, labels) or expression.get("key") in open_keys
-               for expression in expressions)
+    return all(_expression_matches(expression, labels) or open_key(
+        str(expression.get("key")),
+        expression.get("values") if expression.get("operator") == "In" else None)
+        for expression in expressions)
 
 
 def matches_view(selector: Mapping[str, Any], view: PodView) -> bool:
     """Whether a pod, or a pod a workload may make (its template's labels and the ones its
     controller adds to each pod), matches the selector."""
-    kind, slash, _ = view.name.partition("/")
-    return matches(selector, dict(view.labels),
-                   _PER_POD_LABELS.get(kind, _NONE) if slash else _NONE)
+    kind, slash, name = view.name.partition("/")
+    keys = _PER_POD_LABELS.get(kind) if slash else None
+    if keys is None:
+        return matches(selector, dict(view.labels))
+
+    def open_key(key: str, values: Sequence[str] | None) -> bool:
+        if key not in keys:
+            return False
+        return values is None or key not in _NAMED or any(
+            str(value).startswith(f"{name}-") for value in values)
+
+    return matches(selector, dict(view.labels), open_key)
 
 
 def _expression_matches(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

@@ -99,8 +99,8 @@ def test_a_workload_matches_a_claims_selector_by_its_template_labels() -> None:
 
 
 @pytest.mark.parametrize(("kind", "selector"), [
-    # db-1, evicted, made again once db-0 is Ready: the labels its controller gives it.
-    ("StatefulSet", {"matchLabels": {"app": "db", "statefulset.kubernetes.io/pod-name": "db-1"}}),
+    # w-1, evicted, made again once w-0 is Ready: the labels its controller gives it.
+    ("StatefulSet", {"matchLabels": {"app": "db", "statefulset.kubernetes.io/pod-name": "w-1"}}),
     ("StatefulSet", {"matchExpressions": [
         {"key": "apps.kubernetes.io/pod-index", "operator": "In", "values": ["1"]}]}),
     # An Indexed Job's index 3, backing off before its retry.
@@ -108,7 +108,7 @@ def test_a_workload_matches_a_claims_selector_by_its_template_labels() -> None:
     ("DaemonSet", {"matchLabels": {"app": "db", "pod-template-generation": "2"}}),
     ("Deployment", {"matchLabels": {"app": "db", "pod-template-hash": "5d8f"}}),
     # The Jobs a CronJob will make get these when they are made.
-    ("CronJob", {"matchLabels": {"batch.kubernetes.io/job-name": "nightly-29000000"}}),
+    ("CronJob", {"matchLabels": {"batch.kubernetes.io/job-name": "w-29000000"}}),
 ])
 def test_a_selector_on_labels_a_controller_gives_each_pod_finds_its_workload(
         kind: str, selector: dict[str, Any]) -> None:
@@ -124,6 +124,21 @@ def test_a_selector_on_labels_a_controller_gives_each_pod_finds_its_workload(
                                  "creationTimestamp": CREATED},
                     "spec": {}, "status": {"phase": "Running"}})
     assert users_of("scratch", selector, [], [pod]) == []
+
+
+@pytest.mark.parametrize(("kind", "selector"), [
+    ("StatefulSet", {"matchLabels": {"statefulset.kubernetes.io/pod-name": "db-1"}}),
+    ("StatefulSet", {"matchExpressions": [{"key": "controller-revision-hash",
+                                           "operator": "In", "values": ["db-5d8f"]}]}),
+    ("DaemonSet", {"matchLabels": {"controller-revision-hash": "agent-7c9"}}),
+    ("CronJob", {"matchLabels": {"job-name": "nightly-29000000"}}),
+])
+def test_a_label_a_controller_names_after_its_workload_finds_that_workload_only(
+        kind: str, selector: dict[str, Any]) -> None:
+    """`w` never makes pod db-1, nor revision db-5d8f, nor Job nightly-29000000: taken as
+    matching every workload of the kind, such a claim was held by any (a review)."""
+    view = workload_view(kind, workload(kind, claim_name=None, app="cache"))
+    assert users_of("scratch", selector, [], [view]) == []
 
 
 def at_zero(*, generation: int, writes: dict[str, str] | None = None,
