@@ -379,29 +379,12 @@ async def _serving(memo: kopf.Memo, namespace: str | None) -> None:
 
 async def claims_listed(memo: kopf.Memo, namespace: str | None,
                         listed: set[tuple[str, str]]) -> None:
-    """The claims were listed (kopffeed.py): again, after 410 Gone, a claim the operator
-    tracks in that scope and not listed was deleted while the watch was away, and no
-    DELETED event will say so; kept, it was looked at again and its PVC, taken by the
-    garbage collector, made anew for a claim that is gone. But a list Kopf streams and a
-    broken connection cuts short is resumed as a watch, and said listed at its first
-    bookmark: so each claim missing is read, and forgotten only if it is gone (or another
-    of its name is there: then that one is taken in); one that cannot be read is kept."""
+    """The claims were listed (kopffeed.py): those tracked in that scope that the list
+    lacks are read, and forgotten if gone (`kopffeed.missing`)."""
     scheduler = _scheduler(memo)
-    missing = [key for key in scheduler.claims
-               if (namespace is None or key[0] == namespace) and key not in listed]
-    for key_namespace, name in missing:
-        try:
-            body = await scheduler.reconciler.api.read_evc(key_namespace, name)
-        except Exception as error:
-            log.info("EphemeralVolumeClaim %s/%s was not in the list of claims, and could "
-                     "not be read (%s): kept.", key_namespace, name, describe(error))
-            continue
-        if body is not None:  # there still (the list cut short), or made again
-            claim_event(memo, None, body)
-            continue
-        log.info("EphemeralVolumeClaim %s/%s was deleted while the watch of claims was "
-                 "away: forgotten.", key_namespace, name)
-        claim_event(memo, "DELETED", {"metadata": {"namespace": key_namespace, "name": name}})
+    await kopffeed.missing(namespace, listed, scheduler.claims,
+                           scheduler.reconciler.api.read_evc,
+                           functools.partial(claim_event, memo))
 
 
 def claim_event(memo: kopf.Memo, type: str | None, body: Mapping[str, Any]) -> None:

@@ -27,11 +27,13 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from kopf._cogs.clients import watching
 from kopf._core.reactor import queueing
+
+from evc_operator.errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +115,30 @@ async def stream(feed: Feed, *, namespace: Any, settings: Any, resource: Any,
             log.exception("Handling the %s event of claim %s/%s failed.",
                           raw_event["type"] or "listed", metadata.get("namespace"),
                           metadata.get("name"))
+
+
+async def missing(namespace: str | None, listed: set[tuple[str, str]],
+                  tracked: Iterable[tuple[str, str]],
+                  read: Callable[[str, str], Awaitable[Mapping[str, Any] | None]],
+                  feed: Feed) -> None:
+    """After a list (`Listed`), the claims tracked in its scope that it lacks. Again after
+    410 Gone, one was deleted while the watch was away, and no DELETED event will say so;
+    kept, it was looked at again and its PVC, taken by the garbage collector, made anew
+    for a claim that is gone. But a list Kopf streams and a broken connection cuts short
+    is resumed as a watch, and said listed at its first bookmark: so each is read, and
+    fed as DELETED only if it is gone (another of its name there: fed as listed, as is
+    one still there); one that cannot be read is kept."""
+    for key_namespace, name in [key for key in tracked if key not in listed and (
+            namespace is None or key[0] == namespace)]:
+        try:
+            body = await read(key_namespace, name)
+        except Exception as error:
+            log.info("EphemeralVolumeClaim %s/%s was not in the list of claims, and could "
+                     "not be read (%s): kept.", key_namespace, name, describe(error))
+            continue
+        if body is not None:
+            feed(None, body)
+            continue
+        log.info("EphemeralVolumeClaim %s/%s was deleted while the watch of claims was "
+                 "away: forgotten.", key_namespace, name)
+        feed("DELETED", {"metadata": {"namespace": key_namespace, "name": name}})
