@@ -82,7 +82,8 @@ _NOT_FROM_CREATION = ("CronJob/", "Deployment/", "ReplicaSet/", "StatefulSet/", 
 # index 3, backing off before its retry). Deployments' pods take `pod-template-hash` from
 # their ReplicaSet's template; a Job's template gets its job-name and controller-uid when
 # the Job is made, a CronJob's not yet. Those whose values begin with the workload's name
-# and a hyphen (`_NAMED`: db-1, db-5d8f, nightly-29000000) may hold only where they do.
+# and a hyphen (`_NAMED`: a StatefulSet's pod db-1 and revision db-5d8f, a CronJob's Job
+# nightly-29000000; a DaemonSet's revision hash is the bare hash) hold only where they do.
 _PER_POD_LABELS: dict[str, frozenset[str]] = {
     "StatefulSet": frozenset({"statefulset.kubernetes.io/pod-name",
                               "apps.kubernetes.io/pod-index", "controller-revision-hash"}),
@@ -93,8 +94,10 @@ _PER_POD_LABELS: dict[str, frozenset[str]] = {
                           "batch.kubernetes.io/job-name", "controller-uid",
                           "batch.kubernetes.io/controller-uid"}),
 }
-_NAMED = frozenset({"statefulset.kubernetes.io/pod-name", "controller-revision-hash",
-                    "job-name", "batch.kubernetes.io/job-name"})
+_NAMED: dict[str, frozenset[str]] = {
+    "StatefulSet": frozenset({"statefulset.kubernetes.io/pod-name", "controller-revision-hash"}),
+    "CronJob": frozenset({"job-name", "batch.kubernetes.io/job-name"}),
+}
 # Whether a requirement on a label (its values: those it accepts; None: any, as NotIn,
 # Exists, DoesNotExist) may hold of a pod a workload will make, its template aside.
 Open = Callable[[str, Sequence[str] | None], bool]
@@ -193,11 +196,12 @@ def matches_view(selector: Mapping[str, Any], view: PodView) -> bool:
     keys = _PER_POD_LABELS.get(kind) if slash else None
     if keys is None:
         return matches(selector, dict(view.labels))
+    named = _NAMED.get(kind, frozenset())
 
     def open_key(key: str, values: Sequence[str] | None) -> bool:
         if key not in keys:
             return False
-        return values is None or key not in _NAMED or any(
+        return values is None or key not in named or any(
             str(value).startswith(f"{name}-") for value in values)
 
     return matches(selector, dict(view.labels), open_key)

@@ -106,6 +106,7 @@ def test_a_workload_matches_a_claims_selector_by_its_template_labels() -> None:
     # An Indexed Job's index 3, backing off before its retry.
     ("Job", {"matchLabels": {"app": "db", "batch.kubernetes.io/job-completion-index": "3"}}),
     ("DaemonSet", {"matchLabels": {"app": "db", "pod-template-generation": "2"}}),
+    ("DaemonSet", {"matchLabels": {"controller-revision-hash": "7d4b5c9d8f"}}),  # bare
     ("Deployment", {"matchLabels": {"app": "db", "pod-template-hash": "5d8f"}}),
     # The Jobs a CronJob will make get these when they are made.
     ("CronJob", {"matchLabels": {"batch.kubernetes.io/job-name": "w-29000000"}}),
@@ -130,7 +131,6 @@ def test_a_selector_on_labels_a_controller_gives_each_pod_finds_its_workload(
     ("StatefulSet", {"matchLabels": {"statefulset.kubernetes.io/pod-name": "db-1"}}),
     ("StatefulSet", {"matchExpressions": [{"key": "controller-revision-hash",
                                            "operator": "In", "values": ["db-5d8f"]}]}),
-    ("DaemonSet", {"matchLabels": {"controller-revision-hash": "agent-7c9"}}),
     ("CronJob", {"matchLabels": {"job-name": "nightly-29000000"}}),
 ])
 def test_a_label_a_controller_names_after_its_workload_finds_that_workload_only(
