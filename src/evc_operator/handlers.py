@@ -382,8 +382,8 @@ async def claims_listed(memo: kopf.Memo, namespace: str | None,
     """The claims were listed (kopffeed.py): those tracked in that scope that the list
     lacks are read, and forgotten if gone (`kopffeed.missing`)."""
     scheduler = _scheduler(memo)
-    await kopffeed.missing(namespace, listed, scheduler.claims,
-                           scheduler.reconciler.api.read_evc,
+    tracked = {record.view.key: record.view.uid for record in scheduler.claims.records()}
+    await kopffeed.missing(namespace, listed, tracked, scheduler.reconciler.api.read_evc,
                            functools.partial(claim_event, memo))
 
 

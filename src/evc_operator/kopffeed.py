@@ -24,10 +24,11 @@ logged with the claim it was about, and the stream goes on, as Kopf does for a f
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kopf._cogs.clients import watching
@@ -36,6 +37,8 @@ from kopf._core.reactor import queueing
 from evc_operator.errors import describe
 
 log = logging.getLogger(__name__)
+READS = 8  # claims a list lacks, read at once (`missing`)
+READ_RETRY = (5.0, 30.0, 120.0)  # seconds before each read again, after one that failed
 
 Feed = Callable[[str | None, Mapping[str, Any]], None]  # (type, or None when listed; object)
 Scope = Callable[[str | None], Awaitable[None]]  # the namespace streamed (None: every one)
@@ -88,57 +91,89 @@ async def stream(feed: Feed, *, namespace: Any, settings: Any, resource: Any,
                  resource_indexed: Any = None, listed: Listed = _nothing_listed,
                  **_: Any) -> None:
     """What Kopf's watcher does with the stream, but each event handed to `feed` at once,
-    and the claims of each complete list to `listed` at its end."""
+    and the claims of each complete list to `listed` at its end, in a task of its own: it
+    may read (`missing`), and the stream does not wait (awaited here, it held the watch
+    past Kopf's inactivity timeout, which cancelled the watcher for good)."""
     keys: set[tuple[str, str]] = set()  # of the list under way (of a list cut short too)
-    async for raw_event in watching.infinite_watch(
-            settings=settings, resource=resource, namespace=namespace,
-            operator_paused=operator_paused):
-        if raw_event is watching.Bookmark.LISTED:
-            if operator_indexed is not None and resource_indexed is not None:
-                await operator_indexed.drop_toggle(resource_indexed)
-            try:
-                await listed(namespace, keys)
-            except Exception:
-                log.exception("Taking in the list of claims failed.")
-            keys = set()
-            continue
-        if isinstance(raw_event, watching.Bookmark) or raw_event.get("type") == "BOOKMARK":
-            continue
-        body = raw_event["object"]
-        if raw_event["type"] is None:
-            metadata = body.get("metadata") or {}
-            keys.add((metadata.get("namespace") or "", metadata.get("name") or ""))
-        try:
-            feed(raw_event["type"], body)
-        except Exception:
-            metadata = body.get("metadata") or {}
-            log.exception("Handling the %s event of claim %s/%s failed.",
-                          raw_event["type"] or "listed", metadata.get("namespace"),
-                          metadata.get("name"))
+    telling: set[asyncio.Task[None]] = set()
+    try:
+        async for raw_event in watching.infinite_watch(
+                settings=settings, resource=resource, namespace=namespace,
+                operator_paused=operator_paused):
+            if raw_event is watching.Bookmark.LISTED:
+                if operator_indexed is not None and resource_indexed is not None:
+                    await operator_indexed.drop_toggle(resource_indexed)
+                task = asyncio.create_task(_tell(listed, namespace, keys))
+                telling.add(task)
+                task.add_done_callback(telling.discard)
+                keys = set()
+                continue
+            _hand(feed, raw_event, keys)
+    finally:
+        for task in telling:
+            task.cancel()
+
+
+async def _tell(listed: Listed, namespace: str | None, keys: set[tuple[str, str]]) -> None:
+    try:
+        await listed(namespace, keys)
+    except Exception:
+        log.exception("Taking in the list of claims failed.")
+
+
+def _hand(feed: Feed, raw_event: Any, keys: set[tuple[str, str]]) -> None:
+    """One event of the stream to `feed` (a listed claim's key kept in `keys`)."""
+    if isinstance(raw_event, watching.Bookmark) or raw_event.get("type") == "BOOKMARK":
+        return
+    body = raw_event["object"]
+    metadata = body.get("metadata") or {}
+    if raw_event["type"] is None:
+        keys.add((metadata.get("namespace") or "", metadata.get("name") or ""))
+    try:
+        feed(raw_event["type"], body)
+    except Exception:
+        log.exception("Handling the %s event of claim %s/%s failed.",
+                      raw_event["type"] or "listed", metadata.get("namespace"),
+                      metadata.get("name"))
 
 
 async def missing(namespace: str | None, listed: set[tuple[str, str]],
-                  tracked: Iterable[tuple[str, str]],
+                  tracked: Mapping[tuple[str, str], str],
                   read: Callable[[str, str], Awaitable[Mapping[str, Any] | None]],
-                  feed: Feed) -> None:
-    """After a list (`Listed`), the claims tracked in its scope that it lacks. Again after
-    410 Gone, one was deleted while the watch was away, and no DELETED event will say so;
-    kept, it was looked at again and its PVC, taken by the garbage collector, made anew
-    for a claim that is gone. But a list Kopf streams and a broken connection cuts short
-    is resumed as a watch, and said listed at its first bookmark: so each is read, and
-    fed as DELETED only if it is gone (another of its name there: fed as listed, as is
-    one still there); one that cannot be read is kept."""
-    for key_namespace, name in [key for key in tracked if key not in listed and (
-            namespace is None or key[0] == namespace)]:
-        try:
-            body = await read(key_namespace, name)
-        except Exception as error:
-            log.info("EphemeralVolumeClaim %s/%s was not in the list of claims, and could "
-                     "not be read (%s): kept.", key_namespace, name, describe(error))
-            continue
-        if body is not None:
-            feed(None, body)
-            continue
-        log.info("EphemeralVolumeClaim %s/%s was deleted while the watch of claims was "
-                 "away: forgotten.", key_namespace, name)
-        feed("DELETED", {"metadata": {"namespace": key_namespace, "name": name}})
+                  feed: Feed, *,
+                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """After a list (`Listed`), the claims tracked in its scope (by key: their uid) that it
+    lacks. Again after 410 Gone, one was deleted while the watch was away, and no DELETED
+    event will say so; kept, it was looked at again and its PVC, taken by the garbage
+    collector, made anew for a claim that is gone. But a list Kopf streams and a broken
+    connection cuts short is resumed as a watch, and said listed at its first bookmark:
+    so each is read (`READS` at once), and fed as DELETED, with its uid, only if it is
+    gone (another of its name there: fed as listed, as is one still there); a read that
+    fails is tried again after `READ_RETRY`, then the claim is kept."""
+    slots = asyncio.Semaphore(READS)
+
+    async def look(key: tuple[str, str], uid: str) -> None:
+        key_namespace, name = key
+        for delay in (*READ_RETRY, None):
+            try:
+                async with slots:
+                    body = await read(key_namespace, name)
+            except Exception as error:
+                if delay is None:
+                    log.warning("EphemeralVolumeClaim %s/%s was not in the list of claims, "
+                                "and could not be read (%s): kept.", key_namespace, name,
+                                describe(error))
+                    return
+                await sleep(delay)
+                continue
+            if body is not None:
+                feed(None, body)
+                return
+            log.info("EphemeralVolumeClaim %s/%s was deleted while the watch of claims "
+                     "was away: forgotten.", key_namespace, name)
+            feed("DELETED", {"metadata": {"namespace": key_namespace, "name": name,
+                                          "uid": uid}})
+            return
+
+    await asyncio.gather(*(look(key, uid) for key, uid in tracked.items()
+                           if key not in listed and (namespace is None or key[0] == namespace)))

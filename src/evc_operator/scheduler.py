@@ -89,6 +89,10 @@ class Scheduler:
 
     def observe_evc(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         if event_type == "DELETED":
+            held = self.claims.get(key_of(body))
+            uid = body["metadata"].get("uid")
+            if held is not None and uid and held.view.uid != uid:
+                return  # another claim of that name is held now: not the one deleted
             self.forget(key_of(body))
         elif self.claims.observe(body):
             self.poke(key_of(body))

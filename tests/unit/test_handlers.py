@@ -129,7 +129,9 @@ def test_claims_missing_from_a_list_again_are_forgotten_and_their_namespace_rele
     assert watched.calls[-1] == "release other"
 
 
-def test_a_claim_missing_from_a_list_that_cannot_be_read_is_kept() -> None:
+def test_a_claim_missing_from_a_list_that_cannot_be_read_is_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kopffeed, "READ_RETRY", (0.0, 0.0))
     fake = FakeApi([])
     fake.read_error = errors.ApiException(500, "etcdserver: request timed out")
     scheduler, _ = make(fake, [])
@@ -137,6 +139,7 @@ def test_a_claim_missing_from_a_list_that_cannot_be_read_is_kept() -> None:
     memo.scheduler, memo.watched, memo.access = scheduler, _Watched(), _Access()
     asyncio.run(handlers.claims_listed(memo, "jobs", set()))
     assert set(scheduler.claims) == {("jobs", "scratch")}
+    assert fake.calls.count("read_evc") == 3  # read, then twice again
 
 
 def test_a_streamed_list_cut_short_and_resumed_forgets_no_claim_that_exists(
@@ -178,6 +181,7 @@ def test_a_streamed_list_cut_short_and_resumed_forgets_no_claim_that_exists(
             assert kwargs["since"] == "31"
             yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "40"}}}
             return
+        await asyncio.sleep(0.05)  # the list is told in a task of its own meanwhile
         raise Stop
 
     monkeypatch.setattr(watching, "watch_objs", watch_objs)

@@ -166,6 +166,7 @@ def test_each_complete_list_tells_the_claims_it_held(monkeypatch: pytest.MonkeyP
     async def infinite_watch(**kwargs: Any) -> AsyncIterator[Any]:
         for event in script:
             yield event
+        await asyncio.sleep(0.01)  # the lists are told in tasks of their own
 
     monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
     monkeypatch.setattr(queueing, "watcher", queueing.watcher)  # put back afterwards
@@ -176,3 +177,67 @@ def test_each_complete_list_tells_the_claims_it_held(monkeypatch: pytest.MonkeyP
     _watch(CLAIMS)
     assert lists == [("jobs", {("jobs", "a"), ("jobs", "b")}),
                      ("jobs", {("jobs", "b"), ("jobs", "c")})]
+
+
+def test_the_stream_goes_on_while_a_list_is_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Telling a list may read claims (handlers.claims_listed): awaited in the stream, it
+    held Kopf's watch past its inactivity timeout, which cancelled the watcher for good
+    (a review). The events after the list reach the feed while it is told."""
+    fed: list[str] = []
+    told = asyncio.Event()
+    script: list[Any] = [
+        {"type": None, "object": _claim("a")},
+        watching.Bookmark.LISTED,
+        {"type": "ADDED", "object": _claim("b")},
+    ]
+
+    async def infinite_watch(**kwargs: Any) -> AsyncIterator[Any]:
+        for event in script:
+            yield event
+        assert not told.is_set()  # the list is still being told
+        fed.append("stream went on")
+
+    async def listed(namespace: str | None, keys: set[tuple[str, str]]) -> None:
+        await told.wait()  # slow reads
+
+    monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
+    monkeypatch.setattr(queueing, "watcher", queueing.watcher)  # put back afterwards
+    assert kopffeed.install(GROUP, PLURAL,
+                            lambda kind, body: fed.append(body["metadata"]["name"]),
+                            listed=listed)
+    _watch(CLAIMS)
+    assert fed == ["a", "b", "stream went on"]
+
+
+def test_a_claim_a_list_lacks_is_read_and_fed_as_it_is() -> None:
+    reads: list[str] = []
+    fed: list[tuple[str | None, Mapping[str, Any]]] = []
+    stored = {"there": _claim("there"), "again": {"metadata": {
+        "namespace": "jobs", "name": "again", "uid": "uid-new"}}}
+    failing = {"flaky": 2}
+
+    async def read(namespace: str, name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        if failing.get(name):
+            failing[name] -= 1
+            raise TimeoutError("no answer")
+        return stored.get(name)
+
+    async def no_wait(seconds: float) -> None:
+        pass
+
+    tracked = {("jobs", name): f"uid-{name}"
+               for name in ("listed", "there", "again", "gone", "flaky")}
+    tracked[("other", "elsewhere")] = "uid-elsewhere"
+    asyncio.run(kopffeed.missing("jobs", {("jobs", "listed")}, tracked, read,
+                                 lambda kind, body: fed.append((kind, body)), sleep=no_wait))
+    assert sorted(reads) == ["again", "flaky", "flaky", "flaky", "gone", "there"]
+    by_name = {body["metadata"]["name"]: (kind, body) for kind, body in fed}
+    assert by_name["there"][0] is None  # there still (a list cut short): taken in
+    assert by_name["again"] == (None, stored["again"])  # another of its name: taken in
+    # Gone: deleted with the uid it was known by (another of its name, seen since, stays).
+    assert by_name["gone"] == ("DELETED", {"metadata": {
+        "namespace": "jobs", "name": "gone", "uid": "uid-gone"}})
+    assert by_name["flaky"] == ("DELETED", {"metadata": {
+        "namespace": "jobs", "name": "flaky", "uid": "uid-flaky"}})
+    assert "elsewhere" not in by_name  # not this list's namespace

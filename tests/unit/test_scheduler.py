@@ -227,3 +227,16 @@ def test_metrics_read_a_claim_being_deleted_as_deleting_and_each_reason() -> Non
     reconciler.observe_evc("MODIFIED", body)
     assert reconciler.phases() == [lifecycle.Phase.DELETING]
     assert reconciler.reasons() == ["Kept"]
+
+
+def test_a_deletion_of_another_claim_of_the_name_forgets_not_the_one_held() -> None:
+    """A claim found gone after a list is forgotten by the uid it was known by: another of
+    its name, seen since (made again), stays."""
+    reconciler, _index = fakes.make(fakes.FakeApi(fresh_pods=[]), indexed_pods=[])
+    key = ("jobs", "scratch")
+    old = fakes.evc_body()
+    old["metadata"]["uid"] = "old-uid"
+    reconciler.observe_evc("DELETED", old)
+    assert fakes.view_of(reconciler, key).uid == "evc-uid"
+    reconciler.observe_evc("DELETED", fakes.evc_body())
+    assert reconciler.claims.get(key) is None
