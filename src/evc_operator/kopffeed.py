@@ -140,7 +140,7 @@ def _hand(feed: Feed, raw_event: Any, keys: set[tuple[str, str]]) -> None:
 async def missing(namespace: str | None, listed: set[tuple[str, str]],
                   tracked: Mapping[tuple[str, str], str],
                   read: Callable[[str, str], Awaitable[Mapping[str, Any] | None]],
-                  feed: Feed, *,
+                  feed: Feed, holds: Callable[[tuple[str, str]], bool], *,
                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
     """After a list (`Listed`), the claims tracked in its scope (by key: their uid) that it
     lacks. Again after 410 Gone, one was deleted while the watch was away, and no DELETED
@@ -148,8 +148,9 @@ async def missing(namespace: str | None, listed: set[tuple[str, str]],
     collector, made anew for a claim that is gone. But a list Kopf streams and a broken
     connection cuts short is resumed as a watch, and said listed at its first bookmark:
     so each is read (`READS` at once), and fed as DELETED, with its uid, only if it is
-    gone (another of its name there: fed as listed, as is one still there); a read that
-    fails is tried again after `READ_RETRY`, then the claim is kept."""
+    gone (another of its name there: fed as listed, as is one still there, unless the
+    stream, which goes on meanwhile, forgot it since: `holds`); a read that fails is
+    tried again after `READ_RETRY`, then the claim is kept."""
     slots = asyncio.Semaphore(READS)
 
     async def look(key: tuple[str, str], uid: str) -> None:
@@ -167,7 +168,8 @@ async def missing(namespace: str | None, listed: set[tuple[str, str]],
                 await sleep(delay)
                 continue
             if body is not None:
-                feed(None, body)
+                if holds(key):  # else deleted since the read: not brought back
+                    feed(None, body)
                 return
             log.info("EphemeralVolumeClaim %s/%s was deleted while the watch of claims "
                      "was away: forgotten.", key_namespace, name)

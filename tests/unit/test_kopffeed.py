@@ -226,12 +226,14 @@ def test_a_claim_a_list_lacks_is_read_and_fed_as_it_is() -> None:
     async def no_wait(seconds: float) -> None:
         pass
 
+    stored["since"] = _claim("since")  # read, then deleted: the stream forgot it meanwhile
     tracked = {("jobs", name): f"uid-{name}"
-               for name in ("listed", "there", "again", "gone", "flaky")}
+               for name in ("listed", "there", "again", "gone", "flaky", "since")}
     tracked[("other", "elsewhere")] = "uid-elsewhere"
     asyncio.run(kopffeed.missing("jobs", {("jobs", "listed")}, tracked, read,
-                                 lambda kind, body: fed.append((kind, body)), sleep=no_wait))
-    assert sorted(reads) == ["again", "flaky", "flaky", "flaky", "gone", "there"]
+                                 lambda kind, body: fed.append((kind, body)),
+                                 lambda key: key != ("jobs", "since"), sleep=no_wait))
+    assert sorted(reads) == ["again", "flaky", "flaky", "flaky", "gone", "since", "there"]
     by_name = {body["metadata"]["name"]: (kind, body) for kind, body in fed}
     assert by_name["there"][0] is None  # there still (a list cut short): taken in
     assert by_name["again"] == (None, stored["again"])  # another of its name: taken in
@@ -241,3 +243,4 @@ def test_a_claim_a_list_lacks_is_read_and_fed_as_it_is() -> None:
     assert by_name["flaky"] == ("DELETED", {"metadata": {
         "namespace": "jobs", "name": "flaky", "uid": "uid-flaky"}})
     assert "elsewhere" not in by_name  # not this list's namespace
+    assert "since" not in by_name  # not brought back
