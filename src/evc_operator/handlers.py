@@ -385,7 +385,8 @@ async def claims_listed(memo: kopf.Memo, namespace: str | None,
     tracked = {record.view.key: record.view.uid for record in scheduler.claims.records()}
     await kopffeed.missing(namespace, listed, tracked, scheduler.reconciler.api.read_evc,
                            functools.partial(claim_event, memo),
-                           lambda key: scheduler.claims.get(key) is not None)
+                           lambda key, uid: (held := scheduler.claims.get(key)) is not None
+                           and held.view.uid == uid)
 
 
 def claim_event(memo: kopf.Memo, type: str | None, body: Mapping[str, Any]) -> None:

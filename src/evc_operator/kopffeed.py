@@ -126,21 +126,26 @@ def _hand(feed: Feed, raw_event: Any, keys: set[tuple[str, str]]) -> None:
     if isinstance(raw_event, watching.Bookmark) or raw_event.get("type") == "BOOKMARK":
         return
     body = raw_event["object"]
-    metadata = body.get("metadata") or {}
     if raw_event["type"] is None:
+        metadata = body.get("metadata") or {}
         keys.add((metadata.get("namespace") or "", metadata.get("name") or ""))
+    _fed(feed, raw_event["type"], body)
+
+
+def _fed(feed: Feed, kind: str | None, body: Mapping[str, Any]) -> None:
+    """`feed` one event; a failure is logged with its claim, and the rest go on."""
     try:
-        feed(raw_event["type"], body)
+        feed(kind, body)
     except Exception:
-        log.exception("Handling the %s event of claim %s/%s failed.",
-                      raw_event["type"] or "listed", metadata.get("namespace"),
-                      metadata.get("name"))
+        metadata = body.get("metadata") or {}
+        log.exception("Handling the %s event of claim %s/%s failed.", kind or "listed",
+                      metadata.get("namespace"), metadata.get("name"))
 
 
 async def missing(namespace: str | None, listed: set[tuple[str, str]],
                   tracked: Mapping[tuple[str, str], str],
                   read: Callable[[str, str], Awaitable[Mapping[str, Any] | None]],
-                  feed: Feed, holds: Callable[[tuple[str, str]], bool], *,
+                  feed: Feed, holds: Callable[[tuple[str, str], str], bool], *,
                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
     """After a list (`Listed`), the claims tracked in its scope (by key: their uid) that it
     lacks. Again after 410 Gone, one was deleted while the watch was away, and no DELETED
@@ -148,9 +153,10 @@ async def missing(namespace: str | None, listed: set[tuple[str, str]],
     collector, made anew for a claim that is gone. But a list Kopf streams and a broken
     connection cuts short is resumed as a watch, and said listed at its first bookmark:
     so each is read (`READS` at once), and fed as DELETED, with its uid, only if it is
-    gone (another of its name there: fed as listed, as is one still there, unless the
-    stream, which goes on meanwhile, forgot it since: `holds`); a read that fails is
-    tried again after `READ_RETRY`, then the claim is kept."""
+    gone (another of its name there: fed as listed, as is one still there, but only while
+    the claim held by that name is still the one the list lacked, `holds`: the stream goes
+    on meanwhile, and may have seen it deleted, or deleted and made again, since the
+    read); a read that fails is tried again after `READ_RETRY`, then the claim is kept."""
     slots = asyncio.Semaphore(READS)
 
     async def look(key: tuple[str, str], uid: str) -> None:
@@ -167,14 +173,13 @@ async def missing(namespace: str | None, listed: set[tuple[str, str]],
                     return
                 await sleep(delay)
                 continue
-            if body is not None:
-                if holds(key):  # else deleted since the read: not brought back
-                    feed(None, body)
-                return
-            log.info("EphemeralVolumeClaim %s/%s was deleted while the watch of claims "
-                     "was away: forgotten.", key_namespace, name)
-            feed("DELETED", {"metadata": {"namespace": key_namespace, "name": name,
-                                          "uid": uid}})
+            if body is None:
+                log.info("EphemeralVolumeClaim %s/%s is not there, nor in the list of "
+                         "claims: deleted while the watch was away.", key_namespace, name)
+                _fed(feed, "DELETED", {"metadata": {"namespace": key_namespace,
+                                                    "name": name, "uid": uid}})
+            elif holds(key, uid):  # else seen deleted (and made again) since the read
+                _fed(feed, None, body)
             return
 
     await asyncio.gather(*(look(key, uid) for key, uid in tracked.items()

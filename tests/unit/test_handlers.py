@@ -204,6 +204,67 @@ def test_a_streamed_list_cut_short_and_resumed_forgets_no_claim_that_exists(
     assert set(scheduler.claims) == {("jobs", name) for name in ("a", "b", "c", "scratch")}
 
 
+def _uid_body(uid: str, version: str) -> dict[str, Any]:
+    body = evc_body()
+    body["metadata"].update(uid=uid, resourceVersion=version)
+    body["spec"]["expiryPeriod"] = "1h"  # not due: reconciled, not deleted
+    return body
+
+
+def test_a_read_answered_before_a_delete_and_make_again_puts_no_gone_claim_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list lacks jobs/scratch (a streamed list cut short); its read is served while
+    the old claim (evc-uid) still exists, and its answer comes after the stream saw it
+    deleted and made again (uid-2). Fed as listed, the old body replaced the claim that
+    exists, the new one's DELETED was then ignored (another uid than held), and a claim
+    that is gone stayed tracked, its PVC made again and again (a review)."""
+    key = ("jobs", "scratch")
+    fake = FakeApi([])
+    scheduler, _ = make(fake, [])  # tracks jobs/scratch, uid evc-uid
+    memo = kopf.Memo()
+    memo.scheduler, memo.watched, memo.access = scheduler, _Watched(), _Access()
+    served = asyncio.Event()
+    answer = asyncio.Event()
+
+    async def read_evc(namespace: str, name: str) -> dict[str, Any] | None:
+        old = _uid_body("evc-uid", "10")  # served now: the old claim is there
+        served.set()
+        await answer.wait()  # its answer on the way while the stream goes on
+        return old
+
+    fake.read_evc = read_evc  # type: ignore[method-assign]
+
+    async def infinite_watch(**kwargs: Any) -> Any:
+        yield watching.Bookmark.LISTED  # a list that lacks jobs/scratch
+        await served.wait()
+        yield {"type": "DELETED", "object": _uid_body("evc-uid", "11")}
+        yield {"type": "ADDED", "object": _uid_body("uid-2", "12")}
+        answer.set()
+        await asyncio.sleep(0.05)  # the read's answer taken in
+        yield {"type": "DELETED", "object": _uid_body("uid-2", "13")}  # the new one deleted too
+
+    monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
+    seen: list[str | None] = []
+
+    def feed(kind: str | None, body: Any) -> None:
+        handlers.claim_event(memo, kind, body)
+        held = scheduler.claims.get(key)
+        seen.append(held.view.uid if held else None)
+
+    async def listed(namespace: str | None, keys: set[tuple[str, str]]) -> None:
+        await handlers.claims_listed(memo, namespace, keys)
+        held = scheduler.claims.get(key)
+        seen.append(f"after read: {held.view.uid if held else None}")
+
+    asyncio.run(kopffeed.stream(feed, namespace="jobs", settings=object(), resource=CLAIMS,
+                                listed=listed))
+    # The claim that exists after the ADDED is uid-2; the read's old answer must not put
+    # evc-uid (deleted) back in its place.
+    assert seen[1] == "uid-2"
+    assert seen[2] == "after read: uid-2", seen
+    assert scheduler.claims.get(key) is None  # no claim that is gone tracked
+
+
 @pytest.mark.parametrize(("version", "streams"), [
     ({"major": "1", "minor": "37", "gitVersion": "v1.37.2"}, True),
     ({"major": "1", "minor": "34"}, True),

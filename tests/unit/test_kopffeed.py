@@ -226,13 +226,16 @@ def test_a_claim_a_list_lacks_is_read_and_fed_as_it_is() -> None:
     async def no_wait(seconds: float) -> None:
         pass
 
-    stored["since"] = _claim("since")  # read, then deleted: the stream forgot it meanwhile
+    # Read, then seen deleted by the stream, which goes on meanwhile (and perhaps made
+    # again: another uid held by that name): not brought back.
+    stored["since"] = _claim("since")
+    held_since = {("jobs", "since")}
     tracked = {("jobs", name): f"uid-{name}"
                for name in ("listed", "there", "again", "gone", "flaky", "since")}
     tracked[("other", "elsewhere")] = "uid-elsewhere"
     asyncio.run(kopffeed.missing("jobs", {("jobs", "listed")}, tracked, read,
                                  lambda kind, body: fed.append((kind, body)),
-                                 lambda key: key != ("jobs", "since"), sleep=no_wait))
+                                 lambda key, uid: key not in held_since, sleep=no_wait))
     assert sorted(reads) == ["again", "flaky", "flaky", "flaky", "gone", "since", "there"]
     by_name = {body["metadata"]["name"]: (kind, body) for kind, body in fed}
     assert by_name["there"][0] is None  # there still (a list cut short): taken in
@@ -244,3 +247,19 @@ def test_a_claim_a_list_lacks_is_read_and_fed_as_it_is() -> None:
         "namespace": "jobs", "name": "flaky", "uid": "uid-flaky"}})
     assert "elsewhere" not in by_name  # not this list's namespace
     assert "since" not in by_name  # not brought back
+
+
+def test_a_claim_whose_feed_fails_stops_no_other() -> None:
+    fed: list[str] = []
+
+    async def read(namespace: str, name: str) -> dict[str, Any] | None:
+        return {"metadata": {"namespace": namespace, "name": name, "uid": name}}
+
+    def feed(kind: str | None, body: Mapping[str, Any]) -> None:
+        if body["metadata"]["name"] == "bad":
+            raise ValueError("a bug of the operator's")
+        fed.append(body["metadata"]["name"])
+
+    asyncio.run(kopffeed.missing("jobs", set(), {("jobs", "bad"): "bad", ("jobs", "ok"): "ok"},
+                                 read, feed, lambda key, uid: True))
+    assert fed == ["ok"]
