@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from evc_operator.evc import Key
 from evc_operator.freshness import PodList, PodSnapshot
+from evc_operator.scheduler import Scheduler
 from evc_operator.timestamps import parse_time
 from evc_operator.users import pod_view
 from evc_operator.workloads import workload_view
@@ -37,6 +39,15 @@ def user(name: str, created: float, labels: dict[str, str] | None = None,
         body["status"] = {"phase": "Succeeded", "containerStatuses": [
             {"name": "c", "state": {"terminated": {"finishedAt": stamp(finished_at)}}}]}
     return body
+
+
+def deadline_of(scheduler: Scheduler, key: Key = KEY) -> datetime.datetime:
+    """The deadline of the claim's pending deletion, which it must have."""
+    claim = scheduler.claims.get(key)
+    assert claim is not None
+    assert claim.countdown is not None
+    assert claim.countdown.deletes_at is not None
+    return claim.countdown.deletes_at
 
 
 def idle_since(since: float) -> dict[str, Any]:
@@ -79,11 +90,7 @@ def test_a_finished_pod_deleted_before_any_decision_saw_it_counts_its_end() -> N
                            (pod_view(user("p", created=70, finished_at=75)), None))
     drain(scheduler)
     reconcile_now(scheduler, KEY)
-    claim = scheduler.claims.get(KEY)
-    assert claim is not None
-    assert claim.countdown is not None
-    assert claim.countdown.deletes_at is not None
-    assert claim.countdown.deletes_at >= at(106)
+    assert deadline_of(scheduler) >= at(106)
     assert not scheduler.queue.waiting(KEY)  # nothing running left: decided once
 
 
@@ -150,8 +157,4 @@ def test_a_statefulset_gone_after_a_write_unseen_counts_for_its_other_ordinals()
                            (workload_view("StatefulSet", statefulset), None))
     drain(scheduler)
     reconcile_now(scheduler, ("jobs", "data-web-5"))
-    claim = scheduler.claims.get(("jobs", "data-web-5"))
-    assert claim is not None
-    assert claim.countdown is not None
-    assert claim.countdown.deletes_at is not None
-    assert claim.countdown.deletes_at >= at(116)
+    assert deadline_of(scheduler, ("jobs", "data-web-5")) >= at(116)

@@ -21,7 +21,7 @@ from evc_operator.tracked import TrackedClaim
 from evc_operator.users import PodView, pod_view
 from tests.unit.fakes import FakeApi, drain, evc_body, make, pod_body, reconcile_now, sealed
 from tests.unit.support import T0, Clock
-from tests.unit.test_departed import KEY, at, idle_since, user
+from tests.unit.test_departed import KEY, at, deadline_of, idle_since, user
 
 
 def lead_after_standing_by(scheduler: Scheduler, clock: Clock, gone: PodView,
@@ -133,11 +133,7 @@ def test_a_lease_lapse_while_writes_are_refused_forgets_no_use() -> None:
     clock.now = at(60)
     reconcile_now(scheduler, KEY)
     assert deletes(fake) == []
-    claim = scheduler.claims.get(KEY)
-    assert claim is not None
-    assert claim.countdown is not None
-    assert claim.countdown.deletes_at is not None
-    assert claim.countdown.deletes_at >= at(56 + 30)
+    assert deadline_of(scheduler) >= at(56 + 30)
 
 
 def test_a_standby_that_takes_over_keeps_a_use_it_saw_come_and_go() -> None:
@@ -241,10 +237,8 @@ def test_a_finish_a_standby_saw_counts_from_when_it_saw_it_not_the_nodes_clock()
     clock.now = at(78.2)
     scheduler.poke_for_pod("jobs", ["scratch"], (running, finished))
     clock.now = at(85)
-    claim = lead_after_standing_by(scheduler, clock, finished, leads_at=89)
-    assert claim.countdown is not None
-    assert claim.countdown.deletes_at is not None
-    assert claim.countdown.deletes_at >= at(79 + 30)
+    lead_after_standing_by(scheduler, clock, finished, leads_at=89)
+    assert deadline_of(scheduler) >= at(79 + 30)
 
 
 def test_a_finish_a_standby_saw_of_a_user_by_selector_counts_from_then_too() -> None:
@@ -258,16 +252,8 @@ def test_a_finish_a_standby_saw_of_a_user_by_selector_counts_from_then_too() -> 
     clock.now = at(78.2)
     scheduler.poke_for_pod("jobs", [], (running, finished))
     clock.now = at(85)
-    scheduler.poke_for_pod("jobs", [], (finished, None))
-    clock.now = at(89)
-    scheduler.set_active(True)
-    drain(scheduler)
-    reconcile_now(scheduler, KEY)
-    claim = scheduler.claims.get(KEY)
-    assert claim is not None
-    assert claim.countdown is not None
-    assert claim.countdown.deletes_at is not None
-    assert claim.countdown.deletes_at >= at(79 + 30)
+    lead_after_standing_by(scheduler, clock, finished, leads_at=89)
+    assert deadline_of(scheduler) >= at(79 + 30)
 
 
 def test_a_conflict_read_back_keeps_our_unrecorded_end_of_use() -> None:
@@ -287,11 +273,7 @@ def test_a_conflict_read_back_keeps_our_unrecorded_end_of_use() -> None:
     fake.status_error = errors.Invalid("denied by policy")
     drain(scheduler)
     reconcile_now(scheduler, KEY)
-    claim = scheduler.claims.get(KEY)
-    assert claim is not None
-    assert claim.countdown is not None
-    assert claim.countdown.deletes_at is not None
-    assert claim.countdown.deletes_at >= at(115)
+    assert deadline_of(scheduler) >= at(115)
     assert deletes(fake) == []
     # At 115 the owner raises gracePeriod to 60 s (true deadline: 85 + 60 = 145); the
     # watch has not brought it yet: the deletion is refused with 409; the read brings it.
