@@ -84,7 +84,7 @@ class Deleter:
         delay = REJECTED_RETRY[min(times, len(REJECTED_RETRY)) - 1]
         claim.delete_refused = DeleteRefusal(
             why, times, self.clock() + datetime.timedelta(seconds=delay))
-        message = status.deletion_refused_message(why)
+        message = _said(why)
         if times == 1:
             await self.announce(view, status.Event("Warning", status.DELETION_REFUSED,
                                                    message), logger)
@@ -100,7 +100,19 @@ def held(claim: TrackedClaim, decision: lifecycle.Decision, now: datetime.dateti
     return claim.delete_refused is not None and now < claim.delete_refused.retry_at
 
 
-def refused_why(claim: TrackedClaim, decision: lifecycle.Decision) -> str | None:
+def refused_message(claim: TrackedClaim, decision: lifecycle.Decision) -> str | None:
     """Why its deletion, due, waits: the API server refused it (None: it does not)."""
     refused = claim.delete_refused
-    return refused.why if refused is not None and decision.action is Action.DELETE else None
+    return (_said(refused.why) if refused is not None and decision.action is Action.DELETE
+            else None)
+
+
+def _said(why: str) -> str:
+    *first, last = (_seconds(delay) for delay in REJECTED_RETRY)
+    return (f"Due, but the API server refused to delete it: {why}. Tried again after "
+            f"{', '.join(first)}, then every {last}, until the refusal is lifted (an "
+            f"admission policy or webhook on deletes, or the operator's permissions).")
+
+
+def _seconds(delay: int) -> str:
+    return f"{delay // 60} minutes" if delay >= 120 and delay % 60 == 0 else f"{delay} s"

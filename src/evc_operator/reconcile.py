@@ -113,10 +113,10 @@ class ClaimReconciler:
         told = (claim.ours() or view.claim).recorded_phase
 
         claim.decided(decision)
+        refused = deletion.refused_message(claim, decision)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
                                                    dry_run=dry_run, problems=view.problems,
-                                                   limited=view.limited,
-                                                   refused=deletion.refused_why(claim, decision)),
+                                                   limited=view.limited, refused=refused),
                       pvc_condition]
         facts = (str(decision.phase), decision.unused_since)
         new_status = status.build_status(

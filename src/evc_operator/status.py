@@ -101,9 +101,8 @@ def lifecycle_conditions(decision: Decision, *, keep: bool, dry_run: bool,
     elif dry_run:
         paused = Condition("DeletionPaused", True, "DryRun",
                            "The operator runs with DRY_RUN: it reports, never deletes.")
-    elif refused is not None:
-        paused = Condition("DeletionPaused", True, DELETION_REFUSED,
-                           deletion_refused_message(refused))
+    elif refused is not None:  # deletion.refused_message
+        paused = Condition("DeletionPaused", True, DELETION_REFUSED, refused)
     else:
         paused = Condition("DeletionPaused", False, "Active", "Deletes when due.")
     conditions.append(paused)
@@ -114,12 +113,6 @@ def lifecycle_conditions(decision: Decision, *, keep: bool, dry_run: bool,
 
 LIMITED = "PeriodLimited"
 DELETION_REFUSED = "DeletionRefused"
-
-
-def deletion_refused_message(why: str) -> str:
-    return (f"Due, but the API server refused to delete it: {why}. Tried again after 10 s, "
-            f"30 s, 60 s, then every 5 minutes, until the refusal is lifted (an admission "
-            f"policy or webhook on deletes, or the operator's permissions).")
 
 
 def build_status(decision: Decision, conditions: Sequence[Condition], *, generation: int,
