@@ -151,13 +151,14 @@ class ClaimReconciler:
         written = self._write_status(view, new_status, write)
         failed, *_ = await asyncio.gather(
             written, *(self.announce(view, event, logger) for event in events))
-        again = False
+        # Taken in, written or not (`decided` keeps the facts either way): those still
+        # running when they left made it InUse; decided again now without them, their use
+        # ends (their grace counts from now). Kept while writes failed, the claim stayed
+        # InUse with no countdown for as long as they did.
+        claim.taken_in(taken)
+        again = any(one.active for one in taken.values())
         if failed is None:
             claim.status_failures = 0
-            # Taken in: those still running when they left made it InUse; decided again
-            # now without them, their use ends (their grace counts from now).
-            claim.taken_in(taken)
-            again = any(one.active for one in taken.values())
         else:
             # Tried again with backoff; the decision stands meanwhile (`decided`), its
             # deadline kept (a deletion needs no status write): a failure raised lost it,

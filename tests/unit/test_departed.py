@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from evc_operator import errors
 from evc_operator.evc import Key
 from evc_operator.freshness import PodList, PodSnapshot
 from evc_operator.scheduler import Scheduler
@@ -158,3 +159,24 @@ def test_a_statefulset_gone_after_a_write_unseen_counts_for_its_other_ordinals()
     drain(scheduler)
     reconcile_now(scheduler, ("jobs", "data-web-5"))
     assert deadline_of(scheduler, ("jobs", "data-web-5")) >= at(116)
+
+
+def test_a_running_pod_deleted_while_status_writes_are_refused_still_ends_its_use() -> None:
+    """As above, with every status write refused (a policy on the status subresource):
+    the decision that took the departed pod in stands unwritten (`decided`), so the next
+    one, without it, counts the grace from now; kept departed until a write succeeded,
+    the claim stayed InUse with no countdown for as long as writes were refused."""
+    clock = Clock(at(86))
+    fake = FakeApi(fresh_pods=[])
+    fake.status_error = errors.Forbidden("denied by policy")
+    scheduler, _index = make(fake, [], clock=clock, body=idle_since(60))
+    scheduler.poke_for_pod("jobs", ["scratch"], (pod_view(user("p", created=55)), None))
+    drain(scheduler)
+    reconcile_now(scheduler, KEY)
+    assert scheduler.queue.waiting(KEY)  # decided again at once without it
+    reconcile_now(scheduler, KEY)
+    claim = scheduler.claims.get(KEY)
+    assert claim is not None
+    assert claim.departed is None
+    assert at(86) + datetime.timedelta(seconds=30) <= deadline_of(scheduler)
+    assert claim.status_failures == 2  # neither decision was written
