@@ -156,23 +156,29 @@ async def missing(namespace: str | None, listed: set[tuple[str, str]],
     gone (another of its name there: fed as listed, as is one still there, but only while
     the claim held by that name is still the one the list lacked, `holds`: the stream goes
     on meanwhile, and may have seen it deleted, or deleted and made again, since the
-    read); a read that fails is tried again after `READ_RETRY`, then the claim is kept."""
+    read); a read that fails is tried again after `READ_RETRY`, then every last of them
+    for as long as the claim it lacked is held (once given up, a claim deleted meanwhile
+    stayed tracked until a later list, its PVC made anew)."""
     slots = asyncio.Semaphore(READS)
 
     async def look(key: tuple[str, str], uid: str) -> None:
         key_namespace, name = key
-        for delay in (*READ_RETRY, None):
+        tries = 0
+        while True:
             try:
                 async with slots:
                     body = await read(key_namespace, name)
             except Exception as error:
-                if delay is None:
+                tries += 1
+                if tries == len(READ_RETRY):
                     log.warning("EphemeralVolumeClaim %s/%s was not in the list of claims, "
-                                "and could not be read (%s): kept.", key_namespace, name,
-                                describe(error))
-                    return
-                await sleep(delay)
-                continue
+                                "and could not be read (%s): kept, and read again every "
+                                "%.0f s until it can be.", key_namespace, name,
+                                describe(error), READ_RETRY[-1])
+                await sleep(READ_RETRY[min(tries, len(READ_RETRY)) - 1])
+                if holds(key, uid):
+                    continue
+                return  # the stream has seen it since: deleted, or made again
             if body is None:
                 log.info("EphemeralVolumeClaim %s/%s is not there, nor in the list of "
                          "claims: deleted while the watch was away.", key_namespace, name)

@@ -129,17 +129,28 @@ def test_claims_missing_from_a_list_again_are_forgotten_and_their_namespace_rele
     assert watched.calls[-1] == "release other"
 
 
-def test_a_claim_missing_from_a_list_that_cannot_be_read_is_kept(
+def test_a_claim_missing_from_a_list_that_cannot_be_read_is_kept_and_read_until_it_can_be(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept while its reads fail, and read again (past `READ_RETRY`, every last of them)
+    until one answers: given up after three, a claim deleted meanwhile stayed tracked
+    until a later list, its PVC made anew for a claim that was gone."""
     monkeypatch.setattr(kopffeed, "READ_RETRY", (0.0, 0.0))
     fake = FakeApi([])
-    fake.read_error = errors.ApiException(500, "etcdserver: request timed out")
     scheduler, _ = make(fake, [])
+    failures = [errors.ApiException(500, "etcdserver: request timed out")] * 5
+
+    async def read_evc(namespace: str, name: str) -> dict[str, Any] | None:
+        fake.calls.append("read_evc")
+        if failures:
+            raise failures.pop()
+        return None  # it was deleted while the watch was away
+
+    fake.read_evc = read_evc  # type: ignore[method-assign]
     memo = kopf.Memo()
     memo.scheduler, memo.watched, memo.access = scheduler, _Watched(), _Access()
     asyncio.run(handlers.claims_listed(memo, "jobs", set()))
-    assert set(scheduler.claims) == {("jobs", "scratch")}
-    assert fake.calls.count("read_evc") == 3  # read, then twice again
+    assert fake.calls.count("read_evc") == 6
+    assert set(scheduler.claims) == set()
 
 
 def test_a_streamed_list_cut_short_and_resumed_forgets_no_claim_that_exists(

@@ -263,3 +263,28 @@ def test_a_claim_whose_feed_fails_stops_no_other() -> None:
     asyncio.run(kopffeed.missing("jobs", set(), {("jobs", "bad"): "bad", ("jobs", "ok"): "ok"},
                                  read, feed, lambda key, uid: True))
     assert fed == ["ok"]
+
+
+def test_a_claim_a_list_lacks_is_read_until_it_can_be_while_it_is_held() -> None:
+    """Reads that fail are tried again after each of `READ_RETRY`, then every last of
+    them, for as long as the claim the list lacked is held; once the stream has seen it
+    (deleted, or made again), no more."""
+    reads: list[str] = []
+    waits: list[float] = []
+    held = [True]
+
+    async def read(namespace: str, name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        raise TimeoutError("no answer")
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 6:
+            held[0] = False  # the stream saw it deleted
+
+    asyncio.run(kopffeed.missing("jobs", set(), {("jobs", "x"): "uid-x"}, read,
+                                 lambda kind, body: None, lambda key, uid: held[0],
+                                 sleep=sleep))
+    assert waits == [*kopffeed.READ_RETRY, *[kopffeed.READ_RETRY[-1]] * 3]
+    assert len(reads) == 6
+
