@@ -9,12 +9,21 @@ So each write asks `may_act` at the moment it is sent (`Leadership.leading`: the
 held and its last renewal is surely still valid, on this process's monotonic clock), and
 is not sent otherwise: `NotLeading`, which the scheduler takes as "not ours to do", not as
 a failure. Reads go through: they change nothing.
+
+Nor is leading now enough: a reconciliation begun before this replica stopped leading and
+still under way when it leads again (its Lease taken back at once, as its holder may)
+decides on what it knew then, on a record the scheduler has since replaced (what was
+learned meanwhile, a user that left, is on the new one): a deletion it sends then can be
+early. So each leadership change begins a new `Term`, and a write of work begun in an
+earlier one is not sent either.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from evc_operator.seams import ClaimApi
@@ -23,6 +32,35 @@ from evc_operator.status import Event
 
 class NotLeading(Exception):
     """A write not sent: this replica may not act now (another may lead)."""
+
+
+class Term:
+    """Leadership terms, counted: `begun` marks the work in its context (its tasks too)
+    with the term it began in, and `holds` says whether that is still the current one."""
+
+    def __init__(self) -> None:
+        self.number = 0
+
+    def next(self) -> None:
+        self.number += 1
+
+    @contextlib.contextmanager
+    def begun(self) -> Iterator[None]:
+        token = _BEGUN.set((self, self.number))
+        try:
+            yield
+        finally:
+            _BEGUN.reset(token)
+
+    def holds(self) -> bool:
+        """Whether the work asking began in this term (work not begun in one: yes)."""
+        begun = _BEGUN.get()
+        return begun is None or begun[0] is not self or begun[1] == self.number
+
+
+# The term the work in this context began in, and whose term it is.
+_BEGUN: contextvars.ContextVar[tuple[Term, int] | None] = contextvars.ContextVar(
+    "evc_term_begun", default=None)
 
 
 class Gated:

@@ -23,7 +23,7 @@ from evc_operator import countdowns, lifecycle, memory, metrics
 from evc_operator.errors import describe
 from evc_operator.evc import EvcView, Key
 from evc_operator.freshness import PROOF_MAX_AGE, Freshness, Lister, PodList
-from evc_operator.gate import Gated, NotLeading
+from evc_operator.gate import Gated, NotLeading, Term
 from evc_operator.limiter import DEFAULT_BOUNDS, AdaptiveLimit, Bounds, Measured
 from evc_operator.outbox import Outbox, Pending, flush
 from evc_operator.outcome import Outcome
@@ -64,6 +64,7 @@ class Scheduler:
         self.freshness = Freshness(index.synced, lister, clock, ahead)
         self.memory = memory.AfterBursts()
         self.active = True  # False while another replica holds the Lease: then only watch
+        self.term = Term()  # leadership changes counted: no write from an earlier term's work
         # Claims reconciled at once: as many as the API server's latency allows.
         self.limit = AdaptiveLimit(bounds, report=metrics.RECONCILE_LIMIT.set)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -114,6 +115,7 @@ class Scheduler:
         believe those, sealed, as a process just started does (`lifecycle.believed`), not
         set its own older ones against them (`lifecycle.trusted`)."""
         self.active = active
+        self.term.next()  # work begun before writes nothing now (gate.py)
         if active:
             for key in self.claims:
                 self.poke(key)
@@ -124,7 +126,7 @@ class Scheduler:
 
     def may_act(self) -> bool:
         """Whether this replica may write now: it leads, and its Lease is surely valid."""
-        return self.active and self.leading()
+        return self.active and self.leading() and self.term.holds()
 
     def _remember(self, body: Mapping[str, Any], uid: str) -> bool:
         """Our own write's result, kept unless leadership was lost while it was under way
@@ -262,7 +264,9 @@ class Scheduler:
         """Reconcile one claim now and apply the outcome."""
         claim = self.claims.get(key)
         if claim is not None:
-            self._apply(key, claim, await self.reconciler.reconcile(claim))
+            with self.term.begun():
+                outcome = await self.reconciler.reconcile(claim)
+            self._apply(key, claim, outcome)
 
     def _apply(self, key: Key, claim: TrackedClaim, outcome: Outcome | None) -> None:
         if outcome is None:
