@@ -48,8 +48,9 @@ def set_request_hook(hook: RequestHook) -> None:
 
 
 def set_date_hook(hook: DateHook) -> None:
-    """Have every response's `Date` header reported to `hook`, with the local monotonic
-    times the request was sent and its answer began (the server's clock is learnt so)."""
+    """Have every response's `Date` header reported to `hook`, with the local times (on
+    `timestamps.boottime`) the request was sent and its answer began (the server's clock
+    is learnt so)."""
     global date_hook
     date_hook = hook
 

@@ -21,7 +21,6 @@ import contextlib
 import datetime
 import functools
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
@@ -34,7 +33,7 @@ from evc_operator.auth import session
 from evc_operator.credentials import Credentials, load_credentials
 from evc_operator.errors import ApiException, NotFound, api_error
 from evc_operator.resources import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from evc_operator.timestamps import format_time
+from evc_operator.timestamps import boottime, format_time
 
 JSON = "application/json"
 # Explicit: custom resources refuse strategic merge patch.
@@ -130,14 +129,14 @@ class Api:
             headers["Content-Type"] = content_type
         verb, resource = apihooks.verb_and_resource(method, path, params)
         answered = False
-        sent = time.monotonic()
+        sent = boottime()
         try:
             async with (self.watches if watch else self.session).request(
                     method, self.server + path, params=params, data=data, headers=headers,
                     timeout=timeouts) as response:
                 answered = True
                 apihooks.request_hook(verb, resource, response.status)
-                apihooks.date_hook(response.headers.get("Date"), sent, time.monotonic())
+                apihooks.date_hook(response.headers.get("Date"), sent, boottime())
                 yield response
         except (aiohttp.ClientError, TimeoutError):
             if not answered:

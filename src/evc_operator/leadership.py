@@ -44,21 +44,16 @@ import dataclasses
 import datetime
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from evc_operator import kube
-from evc_operator.timestamps import format_time, utcnow
+from evc_operator.timestamps import boottime, format_time, utcnow
 
 log = logging.getLogger(__name__)
 
 
-def _boottime() -> float:
-    """Seconds on a clock that only ever moves on, and on while the machine is suspended
-    (Linux's CLOCK_BOOTTIME; where there is none, the monotonic clock, which stops then):
-    a holder whose machine slept past its Lease knows it on waking."""
-    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
+_boottime = boottime  # the Lease is timed on it
 
 
 @dataclasses.dataclass(frozen=True)

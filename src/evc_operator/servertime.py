@@ -30,6 +30,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from evc_operator.timestamps import boottime
+
 log = logging.getLogger(__name__)
 # Samples older than this are forgotten: monotonic and server clocks drift apart by at
 # most some 100 ppm, 30 ms in 5 minutes.
@@ -57,7 +59,7 @@ class ServerClock:
     Until the first sample, the local wall clock stands in (as before there was one).
     """
 
-    def __init__(self, *, monotonic: Callable[[], float] = time.monotonic,
+    def __init__(self, *, monotonic: Callable[[], float] = boottime,
                  wall: Callable[[], float] = time.time, window: float = WINDOW) -> None:
         self._monotonic = monotonic
         self._wall = wall
@@ -85,6 +87,11 @@ class ServerClock:
         self._lows.append((received, low))
         while self._highs and self._highs[-1][1] >= high:
             self._highs.pop()
+        # And one that says it is ahead of what older ones allowed: stepped forward. Their
+        # highs no longer hold: kept, the bounds crossed, and `latest` fell back to the
+        # low bound, a time the server's clock had passed (an end of use taken early).
+        while self._highs and self._highs[0][1] <= low:
+            self._highs.popleft()
         self._highs.append((received, high))
         self._expire(received)
 

@@ -6,6 +6,15 @@ from __future__ import annotations
 import datetime
 import functools
 import math
+import time
+
+
+def boottime() -> float:
+    """Seconds on a clock that only ever moves on, and on while the machine is suspended
+    (Linux's CLOCK_BOOTTIME; where there is none, the monotonic clock, which stops then):
+    a Lease's holder whose machine slept past it knows it on waking, and the server's
+    clock read through it (servertime.py) is not behind by the sleep."""
+    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
 
 
 def utcnow() -> datetime.datetime:

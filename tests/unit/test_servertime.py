@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from evc_operator import timestamps
 from evc_operator.servertime import ServerClock, SkewWatch, parse_date_header
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -148,3 +149,32 @@ def test_a_skew_is_a_gauge_and_one_warning_per_change(
         "server's clock.",
         "The API server's clock is -30.0 s off this process's; deadlines are kept on the "
         "server's clock."]
+
+
+def test_latest_after_the_servers_clock_is_stepped_forward() -> None:
+    """A sample ahead of what older ones allowed (the server's clock stepped forward, by
+    NTP): their highs no longer hold. Kept, the bounds crossed, and `latest` fell back to
+    the low bound, a time the server's clock had passed (a review)."""
+    clocks = Clocks(wall_skew=0.0)
+    clock = ServerClock(monotonic=clocks.monotonic, wall=clocks.wall)
+    for _ in range(20):  # a well-sampled clock
+        clocks.mono += 0.137
+        sent = clocks.mono
+        date = math.floor(clocks.server(0.0) + 0.005)
+        clocks.mono += 0.01
+        clock.observe(date, sent, clocks.mono)
+    step = 10.0
+    clocks.mono += 1.0
+    sent = clocks.mono
+    stamped = clocks.server(step) + 0.005
+    clocks.mono += 0.01
+    clock.observe(math.floor(stamped), sent, clocks.mono)
+    assert clock.now() <= true_server(clocks, step) <= clock.latest()
+
+
+def test_the_servers_clock_is_read_on_a_clock_that_goes_on_while_the_machine_sleeps() -> None:
+    """Read on the monotonic clock, which stops while the machine is suspended, `latest`
+    was behind by the sleep until the next response: an end of use taken that early."""
+    clock = ServerClock()
+    assert clock._monotonic is timestamps.boottime
+
