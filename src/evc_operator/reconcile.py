@@ -100,8 +100,11 @@ class ClaimReconciler:
                        else self.waiting)
             fresh = await waiting(self.freshness.for_deletion(view.namespace,
                                                               decision.deletes_at))
-            decision = lifecycle.decide(trusted, self._users(claim, view, fresh), self.clock(),
-                                        dry_run=dry_run, latest=self.latest())
+            # The proof may take seconds: what is written now is sealed as of now (sealed
+            # as of before, the record failed `seal.written_in_time` after a restart).
+            now, latest = self.clock(), self.latest()
+            decision = lifecycle.decide(trusted, self._users(claim, view, fresh), now,
+                                        dry_run=dry_run, latest=latest)
             claim.ahead = fresh if fresh is not None and fresh.behind() else None
         if decision.action is Action.DELETE and not held:
             return await self.deleter.delete(claim, view, decision, logger)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from evc_operator import errors
+from evc_operator import errors, seal
 from evc_operator.evc import Key
 from evc_operator.freshness import PodList, PodSnapshot
 from evc_operator.scheduler import Scheduler
@@ -180,3 +180,23 @@ def test_a_running_pod_deleted_while_status_writes_are_refused_still_ends_its_us
     assert claim.departed is None
     assert at(86) + datetime.timedelta(seconds=30) <= deadline_of(scheduler)
     assert claim.status_failures == 2  # neither decision was written
+
+
+def test_a_record_a_long_proof_changed_is_sealed_when_it_is_written() -> None:
+    """A due claim's proof took 7 s and found a user the index lacked: the InUse record is
+    sealed as of its write, not as of the reconciliation's start (then the operator's own
+    record failed `seal.written_in_time` after a restart, taken the later way with a
+    warning that someone had put it back; a review)."""
+    clock = Clock(at(90))  # Idle since 60, grace 30: due at 90
+
+    async def slow_proof(namespace: str) -> PodSnapshot:
+        clock.advance(7)  # late bookmarks, short watches, a list
+        return PodSnapshot([pod_view(user("p", created=89))])
+
+    fake = FakeApi(fresh_pods=[])
+    scheduler, _ = make(fake, [], clock=clock, body=idle_since(60), lister=slow_proof)
+    reconcile_now(scheduler, KEY)
+    assert "patch_status:InUse" in fake.calls
+    assert fake.evc is not None
+    assert seal.sealed_at(fake.evc["status"]["seal"]) == at(97)
+    assert seal.written_in_time(fake.evc["status"]["seal"], clock.now)
