@@ -203,7 +203,7 @@ class ClaimReconciler:
         """The facts to decide on. Those this process decided itself, if any (against a
         status rewritten since: the later of the two). Otherwise those stored, if sealed
         by the operator (a restart, a new leader: the countdown resumes exactly), or if
-        the claim is new (no facts, no PVC of its own yet); else the later way."""
+        the claim is new (no status, no PVC of its own yet); else the later way."""
         ours = claim.ours()
         recorded = view.claim
         if ours is not None and self._overtaken(claim, view):
@@ -212,7 +212,9 @@ class ClaimReconciler:
             # are newer than ours; believed as a process just started believes them.
             claim.written = ours = None
         if ours is None:
-            new = recorded.recorded_phase is None and not had_pvc
+            # New: nothing written yet. A status with no phase but anything else (the
+            # operator always writes one) had its record taken out: the later way.
+            new = recorded.recorded_phase is None and not had_pvc and not view.status
             verified = new or self._sealed_by_operator(view)
             if verified and not new and not seal.written_in_time(view.stored_seal,
                                                                  view.status_written):

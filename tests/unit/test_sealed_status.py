@@ -22,7 +22,8 @@ from evc_operator.lifecycle import Claim, Phase, PodUse, believed, decide
 from evc_operator.scheduler import Scheduler
 from evc_operator.timestamps import format_time
 from tests.unit.fakes import NOW, FakeApi, evc_body, make, pod_body, reconcile_now, sealed
-from tests.unit.support import T0
+from tests.unit.support import T0, Clock
+from tests.unit.test_refusals import quota_refusal
 
 KEY = b"k" * 32
 SECONDS = st.integers(0, 400)
@@ -385,3 +386,29 @@ def test_a_record_sealed_long_before_a_start_needs_no_confirmation() -> None:
     assert claim is not None
     assert claim.confirm_after is None
     assert fake.calls == []
+
+
+@pytest.mark.parametrize("has_pvc", [True, False])
+def test_a_record_taken_out_of_a_claim_without_its_pvc_is_not_taken_for_a_new_claim(
+        has_pvc: bool) -> None:
+    """Row 40 of docs/bad-input.md on a claim whose PVC was refused (a quota): a status
+    writer takes `phase`, `unusedSince` and `seal` out while no operator runs. With no
+    phase and no PVC of its own, it was taken for a new claim and its expiry counted from
+    its creation: deleted at once, its hour of grace lost (a review). Counted the later
+    way, as with its PVC."""
+    body = evc_body()
+    body["spec"]["gracePeriod"] = "1h"
+    body["status"] = {"conditions": []}  # what is left of it
+    fake = FakeApi(fresh_pods=[])
+    fake.create_error = quota_refusal()
+    scheduler, index = make(fake, [], clock=Clock(T0 + datetime.timedelta(seconds=600)),
+                            body=body)
+    if not has_pvc:
+        index.pvcs.clear()
+    reconcile_now(scheduler, ("jobs", "scratch"))
+    assert not [call for call in fake.calls if call.startswith("delete")]
+    claim = scheduler.claims.get(("jobs", "scratch"))
+    assert claim is not None
+    assert claim.countdown is not None
+    assert claim.countdown.deletes_at is not None
+    assert claim.countdown.deletes_at >= T0 + datetime.timedelta(seconds=600 + 3600)
