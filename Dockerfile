@@ -1,6 +1,6 @@
 # The evc-operator image: the installed package in a virtualenv on a slim Python base.
 #
-#   docker build -t evc-operator --build-arg SOURCE_URL=https://... .
+#   docker build -t evc-operator:0.1.0 --build-arg SOURCE_URL=https://... .
 #
 # Runs as a non-root numeric user, writes nothing at run time (a read-only root filesystem
 # works) and needs no shell: ENTRYPOINT and CMD are exec form. Liveness is served on 8080

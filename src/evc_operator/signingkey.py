@@ -12,8 +12,10 @@ Where it lives decides who could forge a seal:
   default `$XDG_STATE_HOME/evc-operator/signing-key` (`~/.local/state/...`), created with
   mode 0600 on first start. Whoever may read that file may forge a seal.
 
-A new key (the Secret or the file deleted) makes every stored record unverified once:
-each deadline then counts the later way (lifecycle.believed), never earlier.
+A new key (the Secret's `key` emptied, or the file deleted) makes every stored record
+unverified once: each deadline then counts the later way (lifecycle.believed), never
+earlier. A deleted Secret is not made again (the operator may not create it): the next
+start stops with a ConfigError until the manifests or the chart are applied again.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def test_chart_metadata() -> None:
     assert chart["name"] == "evc-operator"
     assert chart["type"] == "application"
     assert chart["version"] == "0.1.0"
-    assert chart["kubeVersion"] == ">=1.29.0-0"
+    assert chart["kubeVersion"] == ">=1.30.0-0"
     assert chart["description"]
 
 
