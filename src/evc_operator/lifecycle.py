@@ -274,13 +274,29 @@ def end_of_use(user: PodUse, created: datetime.datetime,
     return user.ended + _ONE_SECOND
 
 
+def end_unseen(claim: Claim, user: PodUse, latest: datetime.datetime) -> datetime.datetime | None:
+    """The end of use to keep for a user that left while this process did not decide (a
+    standby): as `end_of_use`, but not before the moment it was seen to leave (`latest`)
+    where the claim's record does not cover it, as a leader's decision would count then
+    (`_unused_since`): a user created after the recorded end, a finish this process
+    never saw, is known only by its node's clock, which may run behind."""
+    end = end_of_use(user, claim.created, latest)
+    recorded = claim.recorded_unused_since
+    if end is None or (claim.recorded_phase in (Phase.IDLE, Phase.DELETING)
+                       and recorded is not None and not _maybe_used_after(user, recorded)):
+        return end
+    return max(end, ceil_to_second(latest))
+
+
 def carried_end(recorded: Claim, ours: Claim | None, departed: Iterable[PodUse],
                 latest: datetime.datetime) -> datetime.datetime | None:
     """What a replica that stops leading must not forget of a claim: the latest end of use
     it knows that the claim's record may lack. Its own facts, if they are not the stored
     ones (a status write refused or failed: in use until now, or unused since when it
-    decided), and the users that left since it last decided (`departed`)."""
-    ends = [end_of_use(user, recorded.created, latest) for user in departed]
+    decided), and the users that left since it last decided (`departed`), each as a
+    decision now would count it (`end_unseen`)."""
+    basis = ours if ours is not None else recorded  # what its next decision rests on
+    ends = [end_unseen(basis, user, latest) for user in departed]
     if ours is not None and (ours.recorded_phase, ours.recorded_unused_since) != (
             recorded.recorded_phase, recorded.recorded_unused_since):
         if ours.recorded_phase is Phase.IN_USE:

@@ -87,7 +87,7 @@ class TrackedClaim:
     def left_unseen(self, view: PodView, latest: datetime.datetime) -> None:
         """A user left while this replica did not lead: it decides nothing then, and keeps
         only the latest end of use of those that left (one time, however many leave)."""
-        self.note_end(lifecycle.end_of_use(view.use(), self.view.claim.created, latest))
+        self.note_end(lifecycle.end_unseen(self.view.claim, view.use(), latest))
 
     def note_end(self, end: datetime.datetime | None) -> None:
         if end is not None and (self.unseen_end is None or end > self.unseen_end):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import datetime
 
 from hypothesis import given
@@ -91,13 +92,17 @@ def test_what_a_replica_carries_when_it_stops_leading() -> None:
     assert lifecycle.carried_end(recorded, decided_idle, [], latest) == at(56)
     # Written (the same as stored): nothing the record lacks.
     assert lifecycle.carried_end(recorded, recorded, [], latest) is None
-    # Users that left: running then, until now; finished, the second after their end; one
-    # that finished before the claim existed, none.
+    # Users that left: running then, until now; finished after the recorded end, until now
+    # too, as a decision now would count it (its node's clock may run behind: a review);
+    # finished before it, the second after their end; one that finished before the claim
+    # existed, none.
     running = PodUse(name="p", active=True, created=at(30))
     finished = PodUse(name="q", active=False, created=at(30), ended=at(40))
     before = PodUse(name="r", active=False, created=at(1), ended=at(5))
     assert lifecycle.carried_end(recorded, None, [running], latest) == at(71)
-    assert lifecycle.carried_end(recorded, None, [finished, before], latest) == at(41)
+    assert lifecycle.carried_end(recorded, None, [finished, before], latest) == at(71)
+    covered = dataclasses.replace(recorded, recorded_unused_since=at(60))
+    assert lifecycle.carried_end(covered, None, [finished, before], latest) == at(41)
     assert lifecycle.carried_end(recorded, None, [before], latest) is None
 
 
@@ -300,3 +305,17 @@ def test_a_conflict_read_back_keeps_our_unrecorded_end_of_use() -> None:
     drain(scheduler)
     reconcile_now(scheduler, KEY)
     assert [c for c in deletes(fake) if c != "delete:conflict"] == [], fake.calls
+
+
+def test_a_finish_a_standby_never_saw_does_not_rest_on_the_nodes_clock() -> None:
+    """Idle since 60 (sealed), grace 30. Pod p was created at 75, after the record (a use
+    the old leader did not write), truly finished at about 84, its node's clock 6 s behind
+    (finishedAt 78). This replica started after it finished, so never saw it finish; p is
+    deleted at 86 while it stands by; it leads at 100. Kept by the node's clock, the end
+    was 79, the deadline 109, before the true one; a leader finding p counts from when it
+    sees it (a review)."""
+    clock = Clock(at(86))
+    scheduler, _index = make(FakeApi(fresh_pods=[]), [], clock=clock, body=idle_since(60))
+    lead_after_standing_by(scheduler, clock, pod_view(user("p", created=75, finished_at=78)),
+                           100)
+    assert deadline_of(scheduler) >= at(86 + 30)
