@@ -74,6 +74,9 @@ class PvcView:
     # Its controller is an EphemeralVolumeClaim of its own name: this claim, or an earlier
     # one of the name (deleted, its PVC not collected yet).
     namesakes: bool = False
+    # uids of owners it refers to without their being its controller (most PVCs: none).
+    # Deleting such an owner in the background deletes it too (the garbage collector).
+    others: tuple[str, ...] = ()
 
 
 def pvc_view(body: Mapping[str, Any]) -> PvcView:
@@ -99,6 +102,7 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
         uid=metadata.get("uid", ""),
         resource_version=metadata.get("resourceVersion", ""),
         controllers=tuple(ref["uid"] for ref in owners if ref.get("controller")),
+        others=tuple(ref["uid"] for ref in owners if not ref.get("controller") and "uid" in ref),
         labels=tuple(held),
         managed_labels=managed,
         # Values most PVCs share (a size, a phase) are stored once: ten thousand are held.
@@ -234,6 +238,14 @@ def plan_pvc(evc: Mapping[str, Any], observed: PvcView | None) -> PvcPlan:
                 f"untouched, and this claim's is created once it is gone. Kubernetes keeps "
                 f"it while any pod refers to it, finished pods included: delete those to "
                 f"let it go."))
+        if evc["metadata"]["uid"] in observed.others:
+            return PvcPlan(PvcStep.CONFLICT, message=(
+                f"PersistentVolumeClaim {name} already exists and is not this "
+                f"EphemeralVolumeClaim's (it names the claim as an owner, not as its "
+                f"controller); it is left untouched, and kept should the claim be deleted "
+                f"(the claim is deleted orphaning it: the garbage collector removes that "
+                f"owner reference, nothing else). Rename the claim, or delete that PVC if it "
+                f"is not needed."))
         return PvcPlan(PvcStep.CONFLICT, message=(
             f"PersistentVolumeClaim {name} already exists and is not owned by this "
             f"EphemeralVolumeClaim; it is left untouched. Rename the claim, or delete "

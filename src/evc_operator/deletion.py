@@ -49,10 +49,11 @@ class Deleter:
         self.announce = announce
 
     async def delete(self, claim: TrackedClaim, view: EvcView, decision: lifecycle.Decision,
-                     logger: Logger) -> Outcome:
+                     logger: Logger, *, orphan: bool = False) -> Outcome:
+        """Delete the claim (`orphan`: keeping its dependents, see kube.delete_evc)."""
         try:
             await self.api.delete_evc(view.namespace, view.name, view.uid,
-                                      view.resource_version)
+                                      view.resource_version, orphan)
         except NotFound:
             return Outcome(gone=True)
         except (Forbidden, Invalid) as error:

@@ -97,9 +97,9 @@ class Gated:
         return await self.api.patch_evc_status(namespace, name, status)
 
     async def delete_evc(self, namespace: str, name: str, uid: str,
-                         resource_version: str) -> None:
+                         resource_version: str, orphan: bool = False) -> None:
         self._check("the deletion", namespace, name)
-        await self.api.delete_evc(namespace, name, uid, resource_version)
+        await self.api.delete_evc(namespace, name, uid, resource_version, orphan)
 
     async def post_event(self, namespace: str, name: str, uid: str, event: Event,
                          now: datetime.datetime) -> None:

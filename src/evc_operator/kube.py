@@ -236,16 +236,18 @@ async def patch_evc_status(api: Api, namespace: str, name: str,
 
 @counted("delete_evc")
 async def delete_evc(api: Api, namespace: str, name: str, uid: str,
-                     resource_version: str) -> None:
+                     resource_version: str, orphan: bool = False) -> None:
     """Delete the EVC only if it is still exactly the object we decided about.
 
     The preconditions make the API server refuse (Conflict) if the EVC was replaced
     (uid) or changed in any way (resourceVersion) since. The PVC goes with it
-    through its owner reference (garbage collector, in the background).
+    through its owner reference (garbage collector, in the background); `orphan`: its
+    dependents are kept, their owner references to it removed (a PVC of its name that is
+    not its own but names it as an owner).
     """
     await api.call("DELETE", _evc(namespace, name), body={
         "preconditions": {"uid": uid, "resourceVersion": resource_version},
-        "propagationPolicy": "Background",
+        "propagationPolicy": "Orphan" if orphan else "Background",
     })
 
 

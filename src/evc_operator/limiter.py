@@ -183,8 +183,8 @@ class Measured:
         return await self._timed(self.api.patch_evc_status(namespace, name, status))
 
     async def delete_evc(self, namespace: str, name: str, uid: str,
-                         resource_version: str) -> None:
-        await self._timed(self.api.delete_evc(namespace, name, uid, resource_version))
+                         resource_version: str, orphan: bool = False) -> None:
+        await self._timed(self.api.delete_evc(namespace, name, uid, resource_version, orphan))
 
     async def post_event(self, namespace: str, name: str, uid: str, event: Event,
                          now: datetime.datetime) -> None:

@@ -39,7 +39,7 @@ class ClaimApi(Protocol):
                                status: Mapping[str, Any]) -> dict[str, Any]: ...
 
     async def delete_evc(self, namespace: str, name: str, uid: str,
-                         resource_version: str) -> None: ...
+                         resource_version: str, orphan: bool = False) -> None: ...
 
     async def post_event(self, namespace: str, name: str, uid: str, event: Event,
                          now: datetime.datetime) -> None: ...
@@ -84,8 +84,8 @@ class KubeClaimApi:
         return await kube.patch_evc_status(self.api, namespace, name, status)
 
     async def delete_evc(self, namespace: str, name: str, uid: str,
-                         resource_version: str) -> None:
-        await kube.delete_evc(self.api, namespace, name, uid, resource_version)
+                         resource_version: str, orphan: bool = False) -> None:
+        await kube.delete_evc(self.api, namespace, name, uid, resource_version, orphan)
 
     async def post_event(self, namespace: str, name: str, uid: str, event: Event,
                          now: datetime.datetime) -> None:

@@ -104,6 +104,36 @@ def test_pvc_name_taken_by_a_foreign_pvc_is_a_conflict_and_the_pvc_is_untouched(
     assert after["metadata"].get("ownerReferences") is None
 
 
+def test_a_pvc_of_its_name_that_names_the_claim_as_an_owner_is_kept_when_it_is_deleted(
+        kubectl: Kubectl, operator: OperatorFactory) -> None:
+    """A PVC of the claim's name, not its own, naming it as an owner without being its
+    controller: said to be left untouched, it went with the claim (the garbage collector
+    deletes a dependent whose owners are all gone, controller or not). The claim is now
+    deleted orphaning it: the PVC stays, only that owner reference removed."""
+    kubectl("apply", "-f", "-", input=foreign_pvc("named"))
+    kubectl("apply", "-f", "-", input=evc("named"))
+    claim = present(kubectl, "evc", "named")
+    reference = {"apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+                 "name": "named", "uid": claim["metadata"]["uid"]}
+    kubectl("patch", "pvc", "named", "--type=merge", "-p",
+            json.dumps({"metadata": {"ownerReferences": [reference]}}))
+    operator(kubectl.namespace, **FAST)
+    condition = condition_of(kubectl, "named", "PvcReady", "PvcConflict")
+    assert "kept should the claim be deleted" in condition["message"]
+    eventually(lambda: kubectl.get("evc", "named") is None, timeout=30, what="EVC expiry")
+
+    def kept() -> bool:
+        pvc = kubectl.get("pvc", "named")
+        assert pvc is not None, "deleted with the claim"
+        assert pvc["metadata"].get("deletionTimestamp") is None, "deleted with the claim"
+        return not pvc["metadata"].get("ownerReferences")
+
+    eventually(kept, timeout=30, what="the owner reference removed, the PVC kept")
+    pvc = kubectl.get("pvc", "named")
+    assert pvc is not None
+    assert pvc["metadata"]["labels"] == {"owner": "someone-else"}
+
+
 def test_a_claim_applied_again_while_its_earlier_pvc_is_held_waits_for_it_and_says_so(
         kubectl: Kubectl, operator: OperatorFactory) -> None:
     """The seed's evc.yaml applied again while its finished pod is still there: the earlier

@@ -111,11 +111,11 @@ class FakeApi:
         return copy.deepcopy(self.evc if self.evc is not None else self.body or evc_body())
 
     async def delete_evc(self, namespace: str, name: str, uid: str,
-                         resource_version: str) -> None:
+                         resource_version: str, orphan: bool = False) -> None:
         if self.delete_error is not None:
             self.calls.append("delete:conflict")
             raise self.delete_error
-        self.calls.append(f"delete:{uid}:{resource_version}")
+        self.calls.append(f"delete:{uid}:{resource_version}" + (":orphan" if orphan else ""))
 
     async def post_event(self, namespace: str, name: str, uid: str, event: status.Event,
                          now: datetime.datetime) -> None:

@@ -79,6 +79,11 @@ def test_a_non_controller_reference_does_not_make_it_ours() -> None:
         observed = pvc_view({"metadata": {"name": "scratch", **metadata}})
         assert observed.controllers == ()
         assert plan_pvc(make_evc(), observed).step is PvcStep.CONFLICT
+    said = plan_pvc(make_evc(), pvc_view({"metadata": {"name": "scratch",
+                                                       "ownerReferences": [reference]}}))
+    # Not "left untouched" alone: it is kept should the claim be deleted (a review).
+    assert "kept should the claim be deleted" in said.message
+    assert "names the claim as an owner" in said.message
 
 
 # --- parse_quantity ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 
 from evc_operator import errors, evc, informer, lifecycle, metrics, status
 from evc_operator import watched as watching
+from evc_operator.claims import owner_reference, pvc_view
 from evc_operator.deletion import CONFLICT_RETRY
 from evc_operator.freshness import PodSnapshot
 from evc_operator.limiter import Bounds
@@ -574,3 +575,23 @@ def test_a_refused_status_write_keeps_the_deadline_and_says_its_transition_once(
     assert clock.now == deadline
     assert claim.status_failures >= 4
     assert fake.calls.count("event:Idle") == 1
+
+
+@pytest.mark.parametrize(("owner", "deleted"), [
+    ("evc-uid", "delete:evc-uid:10:orphan"), ("someone-else", "delete:evc-uid:10")])
+def test_a_claim_is_deleted_orphaning_a_pvc_of_its_name_that_names_it_as_an_owner(
+        owner: str, deleted: str) -> None:
+    """A PVC of the claim's name, not its own, naming it as an owner without being its
+    controller (by hand, a tool): said to be left untouched, it was deleted with the claim
+    by the garbage collector (Background). The claim is deleted orphaning it (a review);
+    with another owner only, in the background as ever."""
+    fake = FakeApi(fresh_pods=[])
+    reconciler, index = make(fake, [])  # 100 s after creation, 30 s expiry: overdue
+    key = ("jobs", "scratch")
+    reference = {**owner_reference(evc_body()), "controller": False, "uid": owner}
+    index.pvcs[key] = pvc_view({"metadata": {
+        "name": "scratch", "namespace": "jobs", "uid": "their-pvc", "resourceVersion": "3",
+        "ownerReferences": [reference]}})
+    drain(reconciler)
+    reconcile_now(reconciler, key)
+    assert [call for call in fake.calls if call.startswith("delete")] == [deleted]

@@ -290,11 +290,11 @@ def test_a_conflict_read_back_keeps_our_unrecorded_end_of_use() -> None:
     conflicts = [errors.Conflict("Conflict")]
 
     async def delete_once_conflict(namespace: str, name: str, uid: str,
-                                   resource_version: str) -> None:
+                                   resource_version: str, orphan: bool = False) -> None:
         if conflicts:
             fake.calls.append("delete:conflict")
             raise conflicts.pop()
-        await real_delete(namespace, name, uid, resource_version)
+        await real_delete(namespace, name, uid, resource_version, orphan)
 
     fake.delete_evc = delete_once_conflict  # type: ignore[method-assign]
     clock.now = at(115)
