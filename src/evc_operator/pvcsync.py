@@ -76,6 +76,17 @@ class PvcSync:
         self.index = index
         self.clock = clock
 
+    async def gone_with_its_pvc(self, view: EvcView, previous: Mapping[str, Any]) -> bool:
+        """Whether a claim whose PVC is gone is gone too (deleted, or being deleted, or
+        another of its name there): the garbage collector took its PVC, and the PVC's
+        watch said so before the claims' watch said the claim went. Read before its PVC
+        is made again (rare); else made for a claim that was gone, `PvcRecreated` said."""
+        if self.index.pvc(view.key) is not None or not status.had_pvc(previous):
+            return False
+        stored = await self.api.read_evc(view.namespace, view.name)
+        return (stored is None or stored["metadata"].get("uid") != view.uid
+                or bool(stored["metadata"].get("deletionTimestamp")))
+
     async def sync(self, claim: TrackedClaim, view: EvcView, previous: Mapping[str, Any],
                    logger: Logger) -> tuple[status.Condition, list[status.Event]]:
         """Make the PVC match the EVC, if it is ours; say how it stands."""

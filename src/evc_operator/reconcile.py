@@ -80,6 +80,8 @@ class ClaimReconciler:
         logger = self.logger_for(view)
         previous = view.status
         had_pvc = self._has_own_pvc(view)
+        if await self.pvcs.gone_with_its_pvc(view, previous):
+            return Outcome(gone=True)
         pvc_condition, events = await self.pvcs.sync(claim, view, previous, logger)
 
         now, latest = self.clock(), self.latest()

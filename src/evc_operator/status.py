@@ -279,6 +279,13 @@ _WARNINGS = {
 }
 
 
+def had_pvc(previous: Mapping[str, Any]) -> bool:
+    """Whether the claim had a PVC of its own, by its status: not if it was refused, could
+    not be asked for, or its name was taken by a PVC not its own."""
+    return condition_field(previous, "PvcReady", field="reason") not in (
+        None, "PvcRefused", "InvalidSpec", "PvcConflict", "LabelsTooLarge", "PvcRetrying")
+
+
 def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
               detail: str | None = None, size: str = "", resized_from: str | None = None,
               phase: str = "Pending") -> tuple[Condition, list[Event]]:
@@ -292,10 +299,7 @@ def pvc_ready(outcome: PvcOutcome, name: str, previous: Mapping[str, Any], *,
         return Condition("PvcReady", False, "InvalidSpec",
                          "No PersistentVolumeClaim without a valid spec.size."), []
     if outcome is PvcOutcome.CREATED:
-        # Had it one before? Not if it was refused, could not be asked for, or its name
-        # was taken by a PVC not its own.
-        recreated = said_reason not in (None, "PvcRefused", "InvalidSpec", "PvcConflict",
-                                        "LabelsTooLarge", "PvcRetrying")
+        recreated = had_pvc(previous)
         reason = "PvcRecreated" if recreated else "PvcCreated"
         message = (f"Recreated PersistentVolumeClaim {name}: it was deleted while the claim "
                    f"still exists." if recreated else

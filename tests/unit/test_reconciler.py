@@ -595,3 +595,36 @@ def test_a_claim_is_deleted_orphaning_a_pvc_of_its_name_that_names_it_as_an_owne
     drain(reconciler)
     reconcile_now(reconciler, key)
     assert [call for call in fake.calls if call.startswith("delete")] == [deleted]
+
+
+@pytest.mark.parametrize(("stored", "made_again"), [
+    (None, False), ("another-uid", False), ("evc-uid", True)])
+def test_a_pvc_gone_with_its_claim_is_not_made_again_for_a_claim_that_is_gone(
+        stored: str | None, made_again: bool) -> None:
+    """The claim deleted (no finalizer: gone at once), the garbage collector deleted its
+    PVC, and the PVC's watch said so before the claims' watch said the claim went: it was
+    made again for a claim that was gone, `PvcRecreated` said of it (a review). Before a
+    PVC is made again the claim is read: made again only if it is still there."""
+    fake = FakeApi(fresh_pods=[])
+    body = evc_body()
+    body["status"]["conditions"] = [{"type": "PvcReady", "status": "True", "reason": "Bound"}]
+    reconciler, index = make(fake, [], body=body, clock=lambda: T0 + datetime.timedelta(
+        seconds=10))
+    key = ("jobs", "scratch")
+    index.pvcs.pop(key)  # its PVC is gone
+
+    async def read_evc(namespace: str, name: str) -> dict[str, Any] | None:
+        fake.calls.append("read_evc")
+        if stored is None:
+            return None
+        found = evc_body()
+        found["metadata"]["uid"] = stored
+        return found
+
+    fake.read_evc = read_evc  # type: ignore[method-assign]
+    drain(reconciler)
+    reconcile_now(reconciler, key)
+    assert fake.calls[0] == "read_evc"
+    assert ("create_pvc" in fake.calls) is made_again
+    assert ("event:PvcRecreated" in fake.calls) is made_again
+    assert (key in reconciler.claims) is made_again

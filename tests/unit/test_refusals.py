@@ -85,7 +85,9 @@ def test_an_unused_claim_whose_pvc_is_always_refused_still_expires_on_time() -> 
     scheduler, index = make(fake, [])  # NOW is long past the 30 s expiry
     index.pvcs.clear()
     reconcile_now(scheduler, KEY)
-    assert fake.calls == ["create_pvc", "list_pods", "delete:evc-uid:10", "event:Deleted"]
+    # Read first: its status says it had a PVC (a recreation: is the claim still there?).
+    assert fake.calls == ["read_evc", "create_pvc", "list_pods", "delete:evc-uid:10",
+                          "event:Deleted"]
     assert KEY not in scheduler.claims
     assert T0 + datetime.timedelta(seconds=31) < NOW  # the fixture: long past its expiry
 
