@@ -221,8 +221,11 @@ def _ended_before(user: PodUse, created: datetime.datetime) -> bool:
 
 def trusted(recorded: Claim, ours: Claim | None) -> Claim:
     """The claim to decide on: its recorded facts, unless they differ from those this
-    process wrote last (`ours`) -- then the later of the two (when unsure, later), so a
-    status rewritten by someone else never makes a deadline earlier."""
+    process wrote last (`ours`) -- then the later of the two ends of use where both
+    record one (when unsure, later), so a status rewritten by someone else never makes a
+    deadline earlier; where ours says in use, or records no end (never used), ours: a
+    record that differs is then someone else's, not a use (another leader's, sealed after
+    ours, has replaced ours before this is asked: reconcile `_overtaken`)."""
     if ours is None or (recorded.recorded_phase, recorded.recorded_unused_since) == (
             ours.recorded_phase, ours.recorded_unused_since):
         return recorded
