@@ -229,13 +229,15 @@ class ClaimsCollector(Collector):
     def _claims(self, phases_held: list[Phase | None] | None) -> Iterator[GaugeMetricFamily]:
         phases = GaugeMetricFamily(
             "evc_claims", "EphemeralVolumeClaims, by phase (Unknown: no status yet; "
-            "Deleting: deletion begun, held by a finalizer). Active replica only.",
+            "Deleting: deletion begun, held by a finalizer, or due and refused by the API "
+            "server). Active replica only.",
             labels=["phase"])
         reasons = GaugeMetricFamily(
             "evc_claims_by_reason", "EphemeralVolumeClaims whose status.reason flags them: "
             "PvcConflict, InvalidSpec, PvcUpdateRejected, PvcRefused, PvcSpecMismatch, "
             "LabelsTooLarge, PvcLost, PvcUpdateFailing; deletion paused by Kept or DryRun "
-            "(InvalidSpec pauses it too). Active replica only.", labels=["reason"])
+            "(InvalidSpec pauses it too), or refused (DeletionRefused). Active replica "
+            "only.", labels=["reason"])
         if phases_held is not None:
             counted = Tally(str(phase or "Unknown") for phase in phases_held)
             for phase in [*(str(p) for p in Phase), "Unknown"]:

@@ -59,6 +59,8 @@ class Reason(enum.StrEnum):
     # updating its PVC failed three times in a row (429, 5xx, no answer, 409, 404); the
     # failures before (PvcUpdateRetrying) are no reason, as PvcRetrying is none
     PVC_UPDATE_FAILING = "PvcUpdateFailing"
+    # due, its deletion refused by the API server (a policy or webhook on deletes, RBAC)
+    DELETION_REFUSED = "DeletionRefused"
 
 
 _REASONS = {  # by (condition type, condition reason), in order of precedence
@@ -70,6 +72,7 @@ _REASONS = {  # by (condition type, condition reason), in order of precedence
     ("SpecValid", "InvalidSpec"): Reason.INVALID_SPEC,
     ("PvcReady", "PvcUpdateRejected"): Reason.PVC_UPDATE_REJECTED,
     ("PvcReady", "PvcUpdateFailing"): Reason.PVC_UPDATE_FAILING,
+    ("DeletionPaused", "DeletionRefused"): Reason.DELETION_REFUSED,
     ("DeletionPaused", "KeepAnnotation"): Reason.KEPT,
     ("DeletionPaused", "DryRun"): Reason.DRY_RUN,
 }

@@ -121,7 +121,7 @@ def test_claims_are_counted_by_phase_and_reason() -> None:
     assert values(families["evc_claims_by_reason"][1], "reason") == {
         "PvcConflict": 1, "InvalidSpec": 0, "PvcUpdateRejected": 0, "Kept": 1, "DryRun": 0,
         "PvcRefused": 1, "PvcSpecMismatch": 0, "LabelsTooLarge": 0, "PvcLost": 0,
-        "PvcUpdateFailing": 0}
+        "PvcUpdateFailing": 0, "DeletionRefused": 0}
 
 
 def test_series_per_claim_only_when_asked_for_and_overdue_claims_counted() -> None:

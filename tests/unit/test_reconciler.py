@@ -530,6 +530,9 @@ def test_a_deletion_refused_for_good_is_said_and_tried_again_later() -> None:
     assert (paused["status"], paused["reason"]) == ("True", "DeletionRefused")
     assert "Forbidden: deletes of claims are denied by policy" in paused["message"]
     assert "Tried again after 10 s, 30 s, 60 s, then every 5 minutes" in paused["message"]
+    # Said in `kubectl get evc` too (its REASON was empty, its phase Deleting: a review).
+    assert (fake.evc["status"]["phase"], fake.evc["status"]["reason"]) == (
+        "Deleting", "DeletionRefused")
     assert reconciler.queue.later.get(key) == NOW + datetime.timedelta(seconds=10)
     clock[0] = NOW + datetime.timedelta(seconds=10)
     fake.calls.clear()
