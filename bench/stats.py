@@ -36,7 +36,8 @@ def bucket_percentile(counts: dict[float, float], q: float) -> float | None:
 
 
 def summary(values: Sequence[float]) -> dict[str, float | int | None]:
-    return {"count": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
+    return {"count": len(values), "min": min(values) if values else None,
+            "p50": percentile(values, 50), "p99": percentile(values, 99),
             "max": max(values) if values else None}
 
 

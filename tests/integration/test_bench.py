@@ -24,8 +24,9 @@ def run(tmp_path: Path, *more: str) -> dict[str, Any]:
         assert result[measure]["count"] == EVCS, measure
         assert result[measure]["p50"] is not None, measure
     assert result["deleted_before_idle"] == 0
-    # Lateness is never negative: a claim is never deleted before its deadline.
-    assert result["deletion_lateness_ms"]["p50"] >= 0
+    # Lateness is never negative: no claim is deleted before its deadline (the least of
+    # them, not their median: a review).
+    assert result["deletion_lateness_ms"]["min"] >= 0
     assert result["resume"]["countdowns"] == EVCS
     # The restarted operator found records sealed less than 6 s before (the first one was
     # killed right after the last claim went Idle) and read them back once those seconds
@@ -67,7 +68,15 @@ def test_a_small_benchmark_run_in_stages_finds_a_capacity(tmp_path: Path) -> Non
     assert [stage["per_second"] for stage in stages] == [3, 6, 12]
     assert [stage["reaction_ms"]["count"] for stage in stages] == [4, 4, 4]
     assert all(stage["bare_watch_ms"]["count"] == 4 for stage in stages)
-    assert result["capacity_per_second"] in (None, 3, 6, 12)
+    # The highest pace whose stage, and every slower one, kept the reaction within twice
+    # the bare watch at p99 (none if the slowest missed): the stages' own figures say
+    # which (a membership in the paces could not fail: a review).
+    kept = None
+    for stage in stages:
+        if stage["ratio_p99"] is None or stage["ratio_p99"] > 2:
+            break
+        kept = stage["per_second"]
+    assert result["capacity_per_second"] == kept
 
 
 def test_a_small_benchmark_run_with_a_job_per_claim(tmp_path: Path) -> None:
