@@ -339,8 +339,10 @@ class Scheduler:
         """Whether an Event waits in the outbox: a Normal one, while claims wait for a slot
         (at the loop's last turn, or in line to get theirs back). A Warning goes out at
         once: it tells of bad input or a refusal, and a crash must not lose it. When the
-        oldest waiting is overdue, this reconciliation posts it in its place."""
-        if pending.event.type == "Warning" or not self.limit.waiting():
+        oldest waiting is overdue, this reconciliation posts it in its place. Work of an
+        earlier leadership term leaves none (posted at once instead, so refused: gate.py)."""
+        if (pending.event.type == "Warning" or not self.limit.waiting()
+                or not self.term.holds()):
             return False
         instead = self.outbox.offer(pending)
         if instead is pending:

@@ -73,3 +73,39 @@ def test_a_term_holds_for_work_begun_in_it_and_for_work_begun_in_none() -> None:
         term.next()
         assert not term.holds()
     assert term.holds()
+
+
+def test_work_begun_before_a_lapse_and_a_regain_leaves_no_event_to_post_later() -> None:
+    """While claims wait for slots a Normal Event waits in the outbox, which the loop
+    posts later in no term of its own: the stale work's Event would go out, its status
+    write refused (a review). Not left there: posted at once, and so refused."""
+    clock = Clock(at(90))  # Idle since 60, grace 30: due at 90
+    fake = FakeApi(fresh_pods=[])
+    proof, asked = asyncio.Event(), asyncio.Event()
+    p = pod_view(user("p", created=89))  # running: the proof sees it
+
+    async def lister(namespace: str) -> PodSnapshot:
+        asked.set()
+        await proof.wait()
+        return PodSnapshot([p], live=lambda: True)
+
+    scheduler, index = make(fake, [], clock=clock, body=idle_since(60), lister=lister)
+
+    async def scenario() -> None:
+        work = asyncio.create_task(scheduler.reconcile(KEY))
+        await asked.wait()
+        scheduler.set_active(False)
+        scheduler.set_active(True)
+        scheduler.limit.backlogged = True  # claims wait for slots: Normal Events wait
+        index.by_claim[KEY], index.in_namespace["jobs"] = [p], [p]
+        proof.set()
+        try:
+            await work
+        except Exception as error:
+            fake.calls.append(type(error).__name__)
+        for pending in scheduler.outbox.take(len(scheduler.outbox)):  # as the loop does
+            await scheduler._post_now(pending)
+
+    asyncio.run(scenario())
+    assert "NotLeading" in fake.calls
+    assert not [call for call in fake.calls if call.startswith("event:")]
