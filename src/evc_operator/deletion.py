@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from evc_operator import lifecycle, metrics, status
+from evc_operator.claims import PvcView, pvc_view
 from evc_operator.errors import Conflict, Forbidden, Invalid, NotFound, refusal
 from evc_operator.evc import EvcView
 from evc_operator.lifecycle import Action
@@ -47,6 +48,17 @@ class Deleter:
         self.clock = clock
         self.refresh = refresh  # a read's view, never the facts decided (tracked.py)
         self.announce = announce
+
+    async def orphaning(self, view: EvcView, indexed: PvcView | None) -> bool:
+        """Whether the claim is deleted orphaning its dependents: a PVC of its name, not its
+        own, names it as an owner (not as controller). Said to be left untouched, the
+        garbage collector deleted it with the claim. Read, not taken from the index, which
+        may be behind across a change of leader and hold that PVC still where the claim's
+        own is now: orphaned, the claim's own would be left behind for good."""
+        if indexed is None or view.uid not in indexed.others:
+            return False
+        stored = await self.api.read_pvc(view.namespace, view.name)
+        return stored is not None and view.uid in pvc_view(stored).others
 
     async def delete(self, claim: TrackedClaim, view: EvcView, decision: lifecycle.Decision,
                      logger: Logger, *, orphan: bool = False) -> Outcome:

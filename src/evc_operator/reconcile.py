@@ -109,10 +109,7 @@ class ClaimReconciler:
                                         dry_run=dry_run, latest=latest)
             claim.ahead = fresh if fresh is not None and fresh.behind() else None
         if decision.action is Action.DELETE and not held:
-            # A PVC of its name, not its own, that names it as an owner: kept (the garbage
-            # collector deleted it with the claim, though said to be left untouched).
-            pvc = self.index.pvc(view.key)
-            orphan = pvc is not None and view.uid in pvc.others
+            orphan = await self.deleter.orphaning(view, self.index.pvc(view.key))
             return await self.deleter.delete(claim, view, decision, logger, orphan=orphan)
         # The users gone since, in this decision (_users): a copy, for more may leave while
         # its status is written.
