@@ -3,7 +3,8 @@
 Benchmarks and fault runs read the API server's audit log: which requests the operator
 made, when each was answered (bench/audit.py, tests/faults/judge.py). `flags` gives
 kube-apiserver its policy: metadata of the named users' requests (and, with a node, the
-kubelet's pod status writes with their bodies), nothing of health probes and leases.
+kubelet's pod status writes with their bodies; with no users named, the claims' status
+writes with theirs), nothing of health probes and leases.
 
 A finished run's files are mostly etcd's data (its write-ahead log alone preallocates
 64 MB) and the audit log (100 MB a file at scale, rotated): a benchmark at 10,000 claims
@@ -27,6 +28,10 @@ def flags(pki: Path, log: Path, users: Sequence[str], node: str | None) -> list[
     # With a node, pod status writes (the kubelet's) keep their bodies: when pods ended.
     kubelet = [{"level": "RequestResponse",
                 "resources": [{"group": "", "resources": ["pods/status"]}]}] if node else []
+    # The full record (no users named: the fault runs) keeps the bodies of the claims'
+    # status writes too: who the operator counted as users (tests/faults/judge.py).
+    claims = [] if users else [{"level": "RequestResponse", "resources": [
+        {"group": "zalando.org", "resources": ["ephemeralvolumeclaims/status"]}]}]
     policy = pki / "audit-policy.json"
     policy.write_text(json.dumps({
         "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
@@ -35,7 +40,7 @@ def flags(pki: Path, log: Path, users: Sequence[str], node: str | None) -> list[
                                                          "/healthz*"]},
                   {"level": "None", "resources": [{"group": "coordination.k8s.io",
                                                     "resources": ["leases"]}]},
-                  *kubelet, logged, {"level": "None"}]}))
+                  *kubelet, *claims, logged, {"level": "None"}]}))
     return [f"--audit-policy-file={policy}", f"--audit-log-path={log}",
             "--audit-log-mode=blocking"]
 

@@ -7,7 +7,11 @@ The operator decides on a view of the namespace proven current at or after the d
 so a latecomer created between that proof and the DELETE can find the claim gone (as it
 would have, had the deletion been on time; a latecomer the operator sees keeps the claim).
 Latecomers are therefore counted, not judged; every user that came before the deadline is
-judged, and moves the deadline as the lifecycle says.
+judged, and moves the deadline as the lifecycle says. So is a latecomer the operator itself
+named among the claim's users in a status write (`seen`): it kept the claim for it, so the
+deadline moved, and the uses that came before the moved deadline are users in turn (judged
+as latecomers all, once one came, a user that came while the operator kept the claim for
+it went unjudged: a review).
 
 How late a deletion may be is judged against `latest`: a latecomer that comes while the
 operator may still be on its way to the deletion (before the deadline's allowed lag, which
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,15 +54,15 @@ def _deadline(expires: datetime.datetime, users: Sequence[Use],
 
 
 def _split(expires: datetime.datetime, uses: Iterable[Use], grace: datetime.timedelta,
-           allowed: Callable[[datetime.datetime], datetime.datetime]
-           ) -> tuple[list[Use], list[Use]]:
+           allowed: Callable[[datetime.datetime], datetime.datetime],
+           seen: Collection[str] = ()) -> tuple[list[Use], list[Use]]:
     """Uses in order of creation: users (created by `allowed` of the deadline those before
-    them set), and the others."""
+    them set, or named by the operator as users: `seen`), and the others."""
     users: list[Use] = []
     others: list[Use] = []
     for use in sorted(uses, key=lambda use: use.created):
         deadline = _deadline(expires, users, grace)
-        if deadline is None or use.created <= allowed(deadline):
+        if deadline is None or use.created <= allowed(deadline) or use.name in seen:
             users.append(use)
         else:
             others.append(use)
@@ -66,18 +70,19 @@ def _split(expires: datetime.datetime, uses: Iterable[Use], grace: datetime.time
 
 
 def settle(expires: datetime.datetime, uses: Iterable[Use],
-           grace: datetime.timedelta) -> Verdict:
+           grace: datetime.timedelta, seen: Collection[str] = ()) -> Verdict:
     """Take the uses in order of creation; each one created by the deadline its
-    predecessors set is a user and may move that deadline, the others are latecomers."""
-    users, latecomers = _split(expires, uses, grace, lambda deadline: deadline)
+    predecessors set, or named by the operator as a user (`seen`), is a user and may move
+    that deadline, the others are latecomers."""
+    users, latecomers = _split(expires, uses, grace, lambda deadline: deadline, seen)
     return Verdict(_deadline(expires, users, grace), tuple(users), tuple(latecomers))
 
 
 def latest(expires: datetime.datetime, uses: Iterable[Use], grace: datetime.timedelta,
-           allowed: Callable[[datetime.datetime], datetime.datetime]
-           ) -> datetime.datetime | None:
+           allowed: Callable[[datetime.datetime], datetime.datetime],
+           seen: Collection[str] = ()) -> datetime.datetime | None:
     """The latest deadline the operator may keep the claim to: as `settle`, except that a
     use created before the deadline so far *plus its allowed lag* (`allowed`) counts as a
     user. None: one of those never ended."""
-    users, _ = _split(expires, uses, grace, allowed)
+    users, _ = _split(expires, uses, grace, allowed, seen)
     return _deadline(expires, users, grace)

@@ -93,6 +93,10 @@ class Judge:
     outages: list[tuple[datetime.datetime, datetime.datetime]]
     report: Report
     kubelet: bool = False  # pods really run: the kubelet reports their ends
+    # The claims still there when judged (None: not known). One gone with no DELETE of the
+    # operator's in the audit log (its entry lost, or answered 5xx after its write) was
+    # taken as still there and judged on time: now it is a violation, as it cannot be judged.
+    remaining: set[str] | None = None
     # Simulated pods: the finishedAt the driver reported (what the operator reads).
     reported_ends: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
 
@@ -126,6 +130,7 @@ class Judge:
         gone: dict[str, datetime.datetime] = {}
         claim_created: dict[str, datetime.datetime] = {}
         deleted_claims: dict[str, datetime.datetime] = {}
+        seen: dict[str, set[str]] = {}  # by claim: the users the operator named in status
         operator_pvc_writes: list[str] = []
         for entry in self._audit(offset):
             ref, verb = entry.get("objectRef") or {}, entry["verb"]
@@ -141,7 +146,14 @@ class Judge:
             elif resource == "ephemeralvolumeclaims" and verb == "create":
                 claim_created[name] = when
             elif resource == "ephemeralvolumeclaims" and verb == "delete" and by_operator:
-                deleted_claims[name] = when
+                # The first (a claim held by a finalizer may be deleted again), as the
+                # server received it (not when it answered, after the write).
+                deleted_claims.setdefault(name, parse(
+                    entry.get("requestReceivedTimestamp") or entry["stageTimestamp"]))
+            elif (resource == "ephemeralvolumeclaims" and ref.get("subresource") == "status"
+                  and by_operator):
+                status = (entry.get("responseObject") or {}).get("status") or {}
+                seen.setdefault(name, set()).update(status.get("userNames") or ())
             elif (resource == "persistentvolumeclaims" and by_operator
                   and verb in ("update", "patch", "delete")):
                 operator_pvc_writes.append(name)
@@ -158,6 +170,12 @@ class Judge:
             if claim.created is None:
                 continue
             deleted_at = deleted_claims.get(claim.name)
+            if (deleted_at is None and self.remaining is not None
+                    and claim.name not in self.remaining):
+                self.report.violations.append(
+                    f"{claim.name} is gone, and no DELETE of the operator's is in the audit "
+                    f"log: its deletion cannot be judged")
+                continue
             moment = deleted_at or finished
             # A pod deleted before the claim existed never used it; one that had merely
             # finished still exists and counts from the claim's start (as if it ended then).
@@ -175,7 +193,7 @@ class Judge:
             # creationTimestamp is cut to the second: expiry counts from the next one.
             expires = claim.created + datetime.timedelta(seconds=1 + claim.expiry)
             grace = datetime.timedelta(seconds=claim.grace)
-            verdict = settle(expires, uses, grace)
+            verdict = settle(expires, uses, grace, seen.get(claim.name, ()))
             self.report.latecomers += len(verdict.latecomers)
             for use in verdict.users:
                 if deleted_at is not None and (use.ended is None or use.ended > deleted_at):
@@ -189,7 +207,7 @@ class Judge:
                 self.report.violations.append(
                     f"{claim.name} deleted {(deadline - deleted_at).total_seconds():.2f} s early")
             # Late only past the latest deadline a latecomer it may have seen could set.
-            deadline = latest(expires, uses, grace, self._allowed)
+            deadline = latest(expires, uses, grace, self._allowed, seen.get(claim.name, ()))
             if deadline is None:
                 continue
             allowed = self._allowed(deadline)

@@ -275,5 +275,8 @@ class Scenario:
                 *(Pod(name, claim) for name, claim in self.extras.job_pod_claims().items())]
         ends = {f"Job/{name}": end for name, end in self.extras.job_ends().items()
                 if end is not None}
+        remaining = {name.rsplit("/", 1)[-1]
+                     for name in self.kubectl("get", "evc", "-o", "name").split()}
         Judge(self.plane.audit_log, self.namespace, self.claims, pods, ends, self.outages,
-              self.report, kubelet=self.KUBELET, reported_ends=self.reported_ends).run(offset)
+              self.report, kubelet=self.KUBELET, reported_ends=self.reported_ends,
+              remaining=remaining).run(offset)

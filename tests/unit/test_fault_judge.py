@@ -126,3 +126,72 @@ def test_a_pod_is_created_when_it_is_created_not_when_it_is_bound(tmp_path: Path
     report = judge(tmp_path, entries, kubelet=True, grace=3, expiry=30)
     assert report.violations == []
     assert report.latecomers == 0
+
+
+def _judge_claim(tmp_path: Path, entries: list[dict[str, Any]], pods: list[str], *,
+                 grace: int, expiry: int, remaining: set[str] | None = None) -> Report:
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
+    report = Report(seed=1, namespace=NS)
+    claim = Claim("claim-0", expiry=expiry, grace=grace, created=T0)
+    Judge(log, NS, [claim], [Pod(name, "claim-0") for name in pods], {}, [], report,
+          remaining=remaining).run(0)
+    return report
+
+
+def _operator_status(second: float, users: list[str]) -> dict[str, Any]:
+    written = entry(second, "patch", "ephemeralvolumeclaims", "claim-0",
+                    agent="evc-operator/1", subresource="status")
+    written["responseObject"] = {"status": {"phase": "InUse" if users else "Idle",
+                                            "userNames": users}}
+    return written
+
+
+def test_a_user_that_came_while_the_claim_was_kept_for_a_latecomer_is_judged(
+        tmp_path: Path) -> None:
+    """Due at 3 (expiry 2). user-0, created at 3.5, a latecomer, is named by the operator
+    as a user: the claim kept for it until 9 (its end at 6, grace 3). user-1, created at 7
+    while the claim was kept, still runs when the claim is deleted at 8. Judged as a
+    latecomer too, it went unjudged (a review of the checker)."""
+    entries = [entry(0, "create", "ephemeralvolumeclaims", "claim-0"),
+               entry(3.5, "create", "pods", "user-0"),
+               _operator_status(3.8, ["user-0"]),
+               entry(6.0, "patch", "pods", "user-0", subresource="status"),
+               entry(7.0, "create", "pods", "user-1"),
+               entry(8.0, "delete", "ephemeralvolumeclaims", "claim-0", agent="evc-operator/1"),
+               entry(20.0, "patch", "pods", "user-1", subresource="status")]
+    report = _judge_claim(tmp_path, entries, ["user-0", "user-1"], grace=3, expiry=2)
+    assert "claim-0 deleted at 12:00:08.000000 while user-1 was active" in report.violations
+    unseen = [e for e in entries if e["objectRef"].get("subresource") != "status"
+              or e["objectRef"]["resource"] != "ephemeralvolumeclaims"]
+    quiet = _judge_claim(tmp_path, unseen, ["user-0", "user-1"], grace=3, expiry=2)
+    assert quiet.violations == []  # never named: a latecomer the operator need not see
+    assert quiet.latecomers == 2
+
+
+def test_a_claim_gone_with_no_delete_in_the_audit_log_cannot_be_judged(
+        tmp_path: Path) -> None:
+    """Its DELETE answered 5xx after its write (or its entry lost): taken as still there,
+    and so on time, it was judged so (a review of the checker)."""
+    entries = [entry(0, "create", "ephemeralvolumeclaims", "claim-0"),
+               entry(0.5, "create", "pods", "user-0"),
+               entry(5.0, "patch", "pods", "user-0", subresource="status")]
+    report = _judge_claim(tmp_path, entries, ["user-0"], grace=5, expiry=2, remaining=set())
+    assert report.violations == ["claim-0 is gone, and no DELETE of the operator's is in "
+                                 "the audit log: its deletion cannot be judged"]
+
+
+def test_a_deletion_counts_when_the_server_received_it_and_the_first_counts(
+        tmp_path: Path) -> None:
+    """Received at 6.95, answered at 7.01 (after its write), due at 7: early. A second
+    DELETE of a claim a finalizer holds does not hide the first (a review)."""
+    first = entry(7.01, "delete", "ephemeralvolumeclaims", "claim-0", agent="evc-operator/1")
+    first["requestReceivedTimestamp"] = (T0 + datetime.timedelta(seconds=6.95)).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+    entries = [entry(0, "create", "ephemeralvolumeclaims", "claim-0"),
+               entry(0.5, "create", "pods", "user-0"),
+               entry(5.0, "patch", "pods", "user-0", subresource="status"),
+               first,
+               entry(9.0, "delete", "ephemeralvolumeclaims", "claim-0", agent="evc-operator/1")]
+    report = _judge_claim(tmp_path, entries, ["user-0"], grace=2, expiry=60)
+    assert report.violations == ["claim-0 deleted 0.05 s early"]
