@@ -128,7 +128,14 @@ def _hand(feed: Feed, raw_event: Any, keys: set[tuple[str, str]]) -> None:
     body = raw_event["object"]
     if raw_event["type"] is None:
         metadata = body.get("metadata") or {}
-        keys.add((metadata.get("namespace") or "", metadata.get("name") or ""))
+        key = (metadata.get("namespace") or "", metadata.get("name") or "")
+        if key in keys:
+            # Listed twice: a list cut short (a broken connection, 410 Gone before the
+            # stream's first bookmark) and begun again, with no LISTED between. Its keys
+            # would stand for claims deleted since, which no list or event then says are
+            # gone: only this list's count (one before this key, lost, is read: `missing`).
+            keys.clear()
+        keys.add(key)
     _fed(feed, raw_event["type"], body)
 
 
