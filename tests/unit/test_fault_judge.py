@@ -179,6 +179,22 @@ def test_a_claim_gone_with_no_delete_in_the_audit_log_cannot_be_judged(
     report = _judge_claim(tmp_path, entries, ["user-0"], grace=5, expiry=2, remaining=set())
     assert report.violations == ["claim-0 is gone, and no DELETE of the operator's is in "
                                  "the audit log: its deletion cannot be judged"]
+    # One answered 5xx (the API server stopped after its write: seen in CI) is the
+    # deletion, judged as any: here early, received at 6 against a deadline of 10.
+    unanswered = entry(6.0, "delete", "ephemeralvolumeclaims", "claim-0",
+                       agent="evc-operator/1")
+    unanswered["responseStatus"] = {"code": 504}
+    unanswered["requestReceivedTimestamp"] = unanswered["stageTimestamp"]
+    report = _judge_claim(tmp_path, [*entries, unanswered], ["user-0"], grace=5, expiry=2,
+                          remaining=set())
+    assert report.violations == ["claim-0 deleted 4.00 s early"]
+    on_time = dict(unanswered, stageTimestamp=entry(10.5, "x", "x", "x")["stageTimestamp"])
+    report = _judge_claim(tmp_path, [*entries, on_time], ["user-0"], grace=5, expiry=2,
+                          remaining=set())
+    assert report.violations == ["claim-0 deleted 4.00 s early"]  # as received, not answered
+    still = _judge_claim(tmp_path, [*entries, unanswered], ["user-0"], grace=5, expiry=2,
+                         remaining={"claim-0"})  # there still: that DELETE did nothing
+    assert not [v for v in still.violations if "early" in v]
 
 
 def test_a_deletion_counts_when_the_server_received_it_and_the_first_counts(
