@@ -28,7 +28,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from evc_operator import apihooks
+from evc_operator import apihooks, parsing
 from evc_operator.auth import session
 from evc_operator.credentials import Credentials, load_credentials
 from evc_operator.errors import ApiException, NotFound, api_error
@@ -149,7 +149,7 @@ class Api:
         async with self.request(method, path, body=body, content_type=content_type) as response:
             data = await response.read()
             check(response.status, response.reason, data, response.headers)
-        return orjson.loads(data) if data else None
+        return parsing.loads(data) if data else None
 
 
 async def connect() -> Api:

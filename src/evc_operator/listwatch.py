@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
-import orjson
 
+from evc_operator import parsing
 from evc_operator.errors import api_error
 from evc_operator.kube import Api, check, counted, quoted
 
@@ -54,7 +54,7 @@ async def list_all(api: Api, kind: str, namespace: str,
         async with api.request("GET", path, params=params) as response:
             data = await response.read()
             check(response.status, response.reason, data, response.headers)
-        page = orjson.loads(data)
+        page = parsing.loads(data)
         for item in page.get("items") or ():
             each(item)
         metadata = page.get("metadata") or {}
@@ -76,7 +76,7 @@ async def collection_version(api: Api, kind: str, namespace: str) -> int:
                            params={"limit": "1"}) as response:
         data = await response.read()
         check(response.status, response.reason, data, response.headers)
-    return int(orjson.loads(data)["metadata"]["resourceVersion"])
+    return int(parsing.loads(data)["metadata"]["resourceVersion"])
 
 
 async def watch(api: Api, kind: str, namespace: str, resource_version: str,
@@ -97,7 +97,7 @@ async def watch(api: Api, kind: str, namespace: str, resource_version: str,
         async for line in response.content:
             if not line.strip():
                 continue
-            event = orjson.loads(line)
+            event = parsing.loads(line)
             body = event.get("object") or {}
             if event.get("type") == "ERROR":
                 raise api_error(body.get("code") or 0, body.get("message"))
