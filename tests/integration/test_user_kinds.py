@@ -140,3 +140,23 @@ def test_a_user_kind_not_served_is_said_at_start(
     assert undecided is not None
     assert "status" not in undecided  # nor made a PVC: the log line above says why
     assert process.process.poll() is None
+
+
+def test_a_run_that_names_its_claim_deeper_than_orjson_parses_holds_it(
+        kubectl: Kubectl, operator: OperatorFactory, runs_crd: None) -> None:
+    """The API server takes a custom object nested 2,000 levels deep (10,000: Go's JSON);
+    orjson parses 1,024. Refused, the object stopped the kind's informer for good, and
+    the claim it held expired (parsing.py)."""
+    process = operator(kubectl.namespace, **GRACE)
+    deep: dict[str, Any] = {"persistentVolumeClaim": {"claimName": "deep"}}
+    text = json.dumps(deep)
+    text = '{"next": ' * 2_000 + text + "}" * 2_000  # json.dumps would recurse as deep
+    kubectl("apply", "-f", "-", input=evc("deep"))
+    head = json.dumps({"apiVersion": f"{GROUP}/v1", "kind": "Run",
+                       "metadata": {"name": "nested"}})
+    kubectl("create", "-f", "-", input=head[:-1] + ', "spec": {"steps": ' + text + "}}")
+    eventually(lambda: users(kubectl, "deep") == [f"runs.{GROUP}/nested"],
+               what="the deep run uses it")
+    time.sleep(4 + 3)  # past the expiry: the run holds it
+    assert phase_is(kubectl, "deep", "InUse")
+    assert "Traceback" not in process.log_text()
