@@ -69,6 +69,10 @@ class Barrier:
         self._project = informer.project
         self._key = informer.key  # by name, or by "namespace/name" (clusterwide.Whole)
         self._items = dict(informer.items)  # as of `informer.version`
+        # The namespaces it proves (None: all it watches): of a kind watched for the
+        # cluster, those whose parts were filled when it was copied. Another's objects
+        # are not in the copy, only its changes since: its view would lack what it held.
+        self.filled = informer.filled()
         self._changes: list[int] = []  # the versions of the changes applied, in order
         self._seen = informer.version  # every change up to this is applied
         self._waiting: list[tuple[int, asyncio.Future[Proven | None]]] = []
@@ -82,6 +86,10 @@ class Barrier:
     @property
     def ended(self) -> bool:
         return self._ended
+
+    def proves(self, namespace: str) -> bool:
+        """Whether its view holds the namespace's objects whole."""
+        return not self._ended and (self.filled is None or namespace in self.filled)
 
     def reached(self, target: int) -> asyncio.Future[Proven | None]:
         """The view as of `target` or later once the watch has seen that far; None if it
@@ -153,24 +161,26 @@ class Barriers:
     def anticipate(self, informers: Iterable[View[PodView]]) -> None:
         """Open a barrier for each of these now, a second before a deadline."""
         for informer in informers:
-            self._ensure(informer.scope)
+            self._ensure(informer.scope, informer.namespace)
 
     def for_proof(self, informer: View[PodView]) -> list[Barrier]:
         """Every barrier open for the informer, one opened now among them unless one was
         opened in the last `REUSE_SECONDS`. A namespace's part of a kind watched for the
         whole cluster (clusterwide.Slice) shares those of the whole kind: their views
-        hold every namespace's objects (a proof takes its namespace's)."""
+        hold every namespace's objects (a proof takes its namespace's), but only those
+        opened once the namespace's part was filled."""
         scope = informer.scope
-        self._ensure(scope)
-        return [barrier for barrier in self._open.get(scope, ()) if not barrier.ended]
+        self._ensure(scope, informer.namespace)
+        return [barrier for barrier in self._open.get(scope, ())
+                if barrier.proves(informer.namespace)]
 
     def __len__(self) -> int:
         return sum(len(held) for held in self._open.values())
 
-    def _ensure(self, informer: View[PodView]) -> None:
+    def _ensure(self, informer: View[PodView], namespace: str) -> None:
         held = self._open.setdefault(informer, [])
         now = self.clock()
-        if any(not barrier.ended and now - barrier.opened < REUSE_SECONDS
+        if any(barrier.proves(namespace) and now - barrier.opened < REUSE_SECONDS
                for barrier in held):
             return
         barrier = Barrier(self.source, informer, seconds=self.seconds, clock=self.clock)

@@ -99,6 +99,9 @@ class Slice(_OfShared):
     def scope(self) -> Whole:
         return self.shared.whole
 
+    def filled(self) -> frozenset[str] | None:
+        return None  # not synced until filled: a proof lists it instead
+
     def __init__(self, shared: Shared, namespace: str, changed: Changed,
                  listed: Callable[[], None]) -> None:
         self.shared = shared
@@ -158,6 +161,10 @@ class Whole(_OfShared):
     @property
     def scope(self) -> Whole:
         return self
+
+    def filled(self) -> frozenset[str] | None:
+        return frozenset(namespace for namespace, part in self.shared.slices.items()
+                         if part.filled_at is not None)
 
     @property
     def items(self) -> Mapping[str, PodView]:

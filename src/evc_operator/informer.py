@@ -138,6 +138,10 @@ class View(Protocol[V_co]):
         """How `items` hold an object, from its metadata: by name (clusterwide.Whole: by
         "namespace/name")."""
 
+    def filled(self) -> frozenset[str] | None:
+        """The namespaces whose objects `items` hold whole now; None: every one it
+        watches (clusterwide.Whole: only the namespaces whose parts are filled)."""
+
     def project(self, body: Any) -> V_co: ...
 
     def reached(self, version: int) -> asyncio.Future[None]: ...
@@ -179,6 +183,9 @@ class Informer(Generic[V]):
     @property
     def scope(self) -> Informer[V]:
         return self
+
+    def filled(self) -> frozenset[str] | None:
+        return None
 
     @property
     def version(self) -> int:

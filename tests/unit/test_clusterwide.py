@@ -515,6 +515,37 @@ def test_a_proof_reads_a_namespaces_part_from_one_watch_of_every_namespace() -> 
     assert f"watch {JOBS} in a from 10" not in api.calls
 
 
+def test_a_short_watch_opened_before_a_namespaces_part_was_filled_never_proves_it() -> None:
+    """A short watch of every namespace copies the parts filled when it opens; of one
+    filled after, it has only the changes since. Its bookmark once proved b with none of
+    b's Jobs (the Job "old", unchanged, lacking): b's proof waits for a watch of its own."""
+    api = ClusterApi({}, now=10)
+
+    async def scenario() -> list[str]:
+        watched = await watching_a(api)
+        prover = proof.Prover(watched)
+        prover.anticipate("a")  # a's deadline: watches opened, b not yet attached
+        await settle()
+        gate = await attach_b_listed_at_20(api, watched)
+        gate.set()
+        await settle()
+        api.now = 25
+        proving = asyncio.create_task(prover("b"))  # while a's watches are open
+        await settle()
+        for kind in (collection(kind) for kind in KINDS):
+            for _ in range(2):  # the watch opened for a first, then b's own
+                await api.queue(kind, SHORT).put(
+                    ("BOOKMARK", {"metadata": {"resourceVersion": "25"}}))
+        await api.queue("pods", "b" + SHORT).put(
+            ("BOOKMARK", {"metadata": {"resourceVersion": "25"}}))
+        snapshot = await asyncio.wait_for(proving, 5)
+        await prover.close()
+        await watched.close()
+        return sorted(view.name for view in snapshot.pods)
+
+    assert asyncio.run(scenario()) == ["Job/old"]
+
+
 def test_the_shared_kinds_of_many_namespaces_share_their_short_watches() -> None:
     """Two namespaces with deadlines: their pods each a short watch, each shared kind one."""
     api = ClusterApi({}, now=10)
