@@ -412,3 +412,24 @@ def test_a_record_taken_out_of_a_claim_without_its_pvc_is_not_taken_for_a_new_cl
     assert claim.countdown is not None
     assert claim.countdown.deletes_at is not None
     assert claim.countdown.deletes_at >= T0 + datetime.timedelta(seconds=600 + 3600)
+
+
+def test_a_confirmation_whose_read_and_write_both_fail_is_tried_again() -> None:
+    """The read cannot tell and the write once more is refused: the record is still not
+    known to stand, so the confirmation is owed still (it was dropped: the stored seal
+    held for the facts, and nothing was written again)."""
+    fake = FakeApi(fresh_pods=[])
+    reconciler, clock, due = _a_use_soon_after_pending(fake)
+    fake.read_error = ApiException(503, "Service Unavailable")
+    fake.status_error = ApiException(503, "Service Unavailable")
+    clock[0] = due
+    reconcile_now(reconciler, KEY_OF_CLAIM)
+    claim = reconciler.claims.get(KEY_OF_CLAIM)
+    assert claim is not None
+    assert claim.confirm_after is not None
+    assert claim.confirm_after > due  # with backoff
+    fake.read_error = fake.status_error = None
+    clock[0] = claim.confirm_after
+    reconcile_now(reconciler, KEY_OF_CLAIM)
+    assert fake.calls.count("read_evc") == 2  # confirmed now, by a read
+    assert claim.confirm_after is None
