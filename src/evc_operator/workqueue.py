@@ -139,8 +139,11 @@ class WorkQueue(Generic[K]):
         when it is added again."""
         if when is None:
             self.later.pop(key)
-        else:
-            self.later.set(key, when)
+            return
+        earliest = self.later.earliest()
+        self.later.set(key, when)
+        if earliest is None or when < earliest:  # sooner than the loop's `wait` counts on
+            self._wakeup.set()
 
     def forget(self, key: K) -> None:
         """Drop all the queue holds of the key (work under way finishes on its own)."""

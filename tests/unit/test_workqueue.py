@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import random
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evc_operator.workqueue import RETRY_DELAYS, Timers, WorkQueue, backoff
-from tests.unit.support import T0, Clock
+from tests.unit.support import T0, Clock, VirtualTime, on_virtual_time
 
 
 def _at(seconds: float) -> datetime.datetime:
@@ -256,3 +257,23 @@ def test_a_key_of_a_namespace_with_nothing_waiting_comes_out_within_one_turn(
         if ("quiet", "q") in taken:
             break
     assert takes <= -(-(others + 1) // limit)
+
+
+def test_a_moment_set_sooner_while_the_loop_waits_wakes_it_then() -> None:
+    """The loop waits until the earliest moment it knew of (80 s); a key set for 2 s from
+    now meanwhile (a new user, to be written within the coalescing) has it wake at 2 s,
+    not at 80."""
+    time = VirtualTime()
+    queue: WorkQueue[str] = WorkQueue(lambda: T0 + datetime.timedelta(seconds=time.t))
+
+    async def scenario() -> float:
+        queue.add_after("budgeted", T0 + datetime.timedelta(seconds=80))
+        waiting = asyncio.create_task(queue.wait())
+        await asyncio.sleep(1)
+        queue.add_after("new user", T0 + datetime.timedelta(seconds=3))
+        await waiting
+        while not queue.take():  # woken at once: nothing due yet, wait for it
+            await queue.wait()
+        return time.t
+
+    assert on_virtual_time(time, scenario()) == 3
