@@ -19,6 +19,12 @@ from evc_operator.kube import Api, check, counted, quoted
 LIST_PAGE = 100  # objects per page of a list: bounds memory, not the list's consistency
 WATCH_SECONDS = 300  # the API server ends a watch after this; we resume where it ended
 LISTED_KINDS = frozenset({"pods", "persistentvolumeclaims"})
+# The longest watch event read (one object a line). etcd holds 1.5 MiB an object, stored as
+# protobuf for built-in kinds; as JSON, each `<`, `>` or `&` of its strings is written in six
+# bytes (`\u0026`): an object at the limit can be 9 MiB a line. Past aiohttp's own limit
+# (twice the read buffer, 4 MiB) a line failed the watch, which was resumed from the same
+# version to meet it again: the kind's view stood still until the API server answered 410.
+EVENT_BYTES = 64 * 2**20
 
 
 def collection_path(kind: str, namespace: str) -> str:
@@ -94,7 +100,7 @@ async def watch(api: Api, kind: str, namespace: str, resource_version: str,
         if response.status != 200:
             check(response.status, response.reason, await response.read(),
                   response.headers)
-        async for line in response.content:
+        while line := await response.content.readline(max_line_length=EVENT_BYTES):
             if not line.strip():
                 continue
             event = parsing.loads(line)

@@ -304,3 +304,33 @@ def test_watches_past_a_thousand_are_all_served_at_once() -> None:
         assert counts == [1] * watches
 
     asyncio.run(scenario())
+
+
+def test_a_watch_event_longer_than_aiohttps_line_limit_is_read_and_so_is_the_next() -> None:
+    """An object at etcd's limit whose strings the API server escapes (`&` in six bytes)
+    is a line of up to 9 MiB; aiohttp refuses lines past 4 MiB, and the watch was failed,
+    resumed at the same version, and failed again."""
+    long = "&" * (5 * 2**20)
+
+    async def scenario() -> list[tuple[str, int]]:
+        async def pods(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse()
+            await response.prepare(request)
+            for name, value in (("long", long), ("next", "")):
+                await response.write(json.dumps({"type": "ADDED", "object": {"metadata": {
+                    "name": name, "resourceVersion": "2", "annotations": {"a": value}}}},
+                ).encode() + b"\n")
+            return response
+
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/a/pods", pods)
+        async with _serving(app) as url:
+            api = kube.Api(Credentials(server=url, ssl=ssl.create_default_context(),
+                                       auth=Static("Bearer t")))
+            try:
+                return [(body["metadata"]["name"], len(body["metadata"]["annotations"]["a"]))
+                        async for _, body in listwatch.watch(api, "pods", "a", "1", seconds=5)]
+            finally:
+                await api.close()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) == [("long", len(long)), ("next", 0)]
