@@ -59,6 +59,14 @@ class Failures:
         return delay
 
 
+class EndedEmpty(Exception):
+    """A watch that ended with no event nor bookmark: the API server sends a bookmark a
+    minute, so it ended early. Reopened at once, it was a loop of requests."""
+
+    def __str__(self) -> str:
+        return "the watch ended with nothing"
+
+
 class Source(Protocol):
     """What the informers, and the proof that one is current, read of the API server."""
 
@@ -179,6 +187,7 @@ class Informer(Generic[V]):
         self.synced = False
         self.breaks = 0  # watches that failed (not those the API server ended on time)
         self.progressed = False  # listed, or an event came, since the last failure
+        self.events = 0  # events and bookmarks its watches brought
 
     @property
     def scope(self) -> Informer[V]:
@@ -227,7 +236,10 @@ class Informer(Generic[V]):
             try:
                 if version is None:
                     version = await self._relist()
+                began = self.events
                 version = await self._watch(version)
+                if self.events == began:  # ended at once, not even a bookmark (every
+                    raise EndedEmpty()    # minute): an API server going away, a proxy
                 failures.reset()
             except Gone:
                 self.breaks += 1
@@ -273,6 +285,7 @@ class Informer(Generic[V]):
         async for kind, body in self.source.watch(self.kind, self.namespace, version):
             version = body["metadata"]["resourceVersion"]
             self.progressed = True
+            self.events += 1
             if kind == "BOOKMARK":
                 self.version = int(version)
                 continue

@@ -183,6 +183,36 @@ def test_after_a_watch_that_worked_a_break_is_retried_at_the_shortest_wait() -> 
     assert subject.items["a"].active is False
 
 
+def test_a_watch_that_ends_with_nothing_is_reopened_after_a_wait_not_at_once() -> None:
+    """The API server sends a bookmark a minute: a watch that ends with no event and no
+    bookmark ended early (a server going away, a proxy). Reopened at once, in a loop of
+    requests; now it waits, longer each time, as any failure does."""
+    bookmark = ("BOOKMARK", pod("a", "x", version="12"))
+    api = ScriptedApi(lists=[[pod("a", "x")]], watches=[[], [], [], [bookmark]])
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    subject = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None,
+                                lambda: None, sleep=sleep)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(subject.run())
+        for _ in range(200):
+            if subject.version == 12:
+                break
+            await asyncio.sleep(0.001)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert waits[:3] == [1, 2, 5]
+    assert api.calls.count("list pods") == 1  # nothing was missed: resumed, not listed
+    assert api.calls.count("watch pods from 10") == 4
+
+
 def test_namespace_pods_index_users_by_claim() -> None:
     pods = watching.NamespacePods()
     first = pod_view(pod("p", "x"))
