@@ -29,6 +29,7 @@ from evc_operator import (
     apihooks,
     collector,
     customkinds,
+    essential,
     kopffeed,
     kopfmemory,
     kube,
@@ -160,8 +161,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
         KubeClaimApi(memo.api), config, settings, watched, prover, clock=clock.now,
         latest=clock.latest,
         ahead=prover.anticipate)
-    memo.tasks = [asyncio.create_task(scheduler.run(), name="evc-scheduler"),
-                  asyncio.create_task(scheduler.log_countdowns(), name="evc-countdowns")]
+    memo.tasks = [essential.start(scheduler.run(), "evc-scheduler"),
+                  essential.start(scheduler.log_countdowns(), "evc-countdowns")]
     if config.user_kinds:
         memo.tasks.append(asyncio.create_task(access.check_served(memo.api, config.user_kinds),
                                               name="evc-user-kinds"))
@@ -173,7 +174,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
             identity=config.identity, duration=config.lease_duration,
             retry=max(0.5, config.lease_duration / 5)), scheduler.set_active)
         scheduler.leading = memo.leadership.leading  # asked before every write (gate.py)
-        memo.tasks.append(asyncio.create_task(memo.leadership.run(), name="evc-leadership"))
+        memo.tasks.append(essential.start(memo.leadership.run(), "evc-leadership"))
     if listening is not None:
         memo.metrics = await metrics.serve(scheduler, listening,
                                            per_claim=config.per_claim_metrics)
