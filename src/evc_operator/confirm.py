@@ -65,3 +65,14 @@ async def still_as_written(api: ClaimApi, view: EvcView, stored_seal: object,
         return False
     remember(body, view.uid)  # the freshest view of it
     return True
+
+
+def adopt(claim: TrackedClaim, stored_seal: str | None, now: datetime.datetime) -> None:
+    """A record of the operator's found by a process that has decided nothing about the
+    claim yet: confirmed as its writer would have, if it is young (`seal.confirm_found`:
+    one read, a write only if it no longer stands)."""
+    sealed = seal.sealed_at(stored_seal)
+    due = seal.confirm_found(sealed, now)
+    if due is not None:
+        claim.sealed_at = sealed
+        claim.confirm_after = due

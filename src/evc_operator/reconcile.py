@@ -116,7 +116,8 @@ class ClaimReconciler:
         taken = dict(claim.departed or {})
         # The phase told last: decided (its write may have failed) or stored. Told again
         # at each try of a status write that fails, an Event said the same thing again.
-        told = (claim.ours() or view.claim).recorded_phase
+        told = (claim.untold[0] if claim.untold is not None
+                else (claim.ours() or view.claim).recorded_phase)
 
         claim.decided(decision)
         refused = deletion.refused_message(claim, decision)
@@ -153,19 +154,26 @@ class ClaimReconciler:
         events += status.transition_events(decision, told,
                                            expiry_period=view.claim.expiry_period,
                                            grace_period=view.claim.grace_period)
-        events += status.spec_warnings(view.problems, previous)
-        events += status.limit_warnings(view.limited, previous)
+        said = claim.unwritten or previous  # a write that failed: its Warnings were told
+        events += status.spec_warnings(view.problems, said)
+        events += status.limit_warnings(view.limited, said)
         # The status write and its Events go out together (unless they wait: outbox.py),
         # not one after another. An Event never fails the reconciliation.
         written = self._write_status(view, new_status, write)
-        failed, *_ = await asyncio.gather(
-            written, *(self.announce(view, event, logger) for event in events))
+        try:
+            failed, *_ = await asyncio.gather(
+                written, *(self.announce(view, event, logger) for event in events))
+        except NotLeading:  # neither written nor told: told from the same phase next time
+            claim.untold = (told,)
+            raise
+        claim.untold = None
         # Taken in, written or not (`decided` keeps the facts either way): those still
         # running when they left made it InUse; decided again now without them, their use
         # ends (their grace counts from now). Kept while writes failed, the claim stayed
         # InUse with no countdown for as long as they did.
         claim.taken_in(taken)
         again = any(one.active for one in taken.values())
+        claim.unwritten = None if failed is None else new_status
         if failed is None:
             claim.status_failures = 0
         else:
@@ -242,7 +250,7 @@ class ClaimReconciler:
                             "another key); its deadline counts the later way.",
                             view.namespace, view.name)
             elif not new:
-                _adopt(claim, view.stored_seal, now)
+                confirm.adopt(claim, view.stored_seal, now)
             return _with_unseen_end(
                 claim, lifecycle.believed(recorded, verified=verified, now=latest))
         trusted = lifecycle.trusted(recorded, ours)
@@ -386,17 +394,6 @@ def _with_unseen_end(claim: TrackedClaim, facts: lifecycle.Claim) -> lifecycle.C
                  "its record lacks; the grace counts from then.", claim.view.namespace,
                  claim.view.name, kept.recorded_unused_since)
     return kept
-
-
-def _adopt(claim: TrackedClaim, stored_seal: str | None, now: datetime.datetime) -> None:
-    """A record of the operator's found by a process that has decided nothing about the
-    claim yet: confirmed as its writer would have, if it is young (`seal.confirm_found`:
-    one read, a write only if it no longer stands)."""
-    sealed = seal.sealed_at(stored_seal)
-    due = seal.confirm_found(sealed, now)
-    if due is not None:
-        claim.sealed_at = sealed
-        claim.confirm_after = due
 
 
 async def _as_is(waiting: Awaitable[PodList | None]) -> PodList | None:

@@ -73,6 +73,12 @@ class TrackedClaim:
     # that left while it stood by, or what it knew and had not written when it stopped
     # leading (lifecycle.carried_end). Taken into its next decision as leader.
     unseen_end: datetime.datetime | None = None
+    # The phase its last transition Event was to be told from, when the write and the
+    # Event were refused as not leading: `written` holds the phase decided then.
+    untold: tuple[lifecycle.Phase | None] | None = None
+    # The status whose write failed last (None once one is written): its Warnings were
+    # told with it, not again at each try.
+    unwritten: Mapping[str, Any] | None = None
 
     def depart(self, view: PodView) -> None:
         """A user left the index: kept, as last seen, until a decision has taken it in.

@@ -6,11 +6,12 @@ a user that left in between is on the new record only (a review)."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 
 from evc_operator.freshness import PodSnapshot
 from evc_operator.gate import Term
 from evc_operator.users import pod_view
-from tests.unit.fakes import FakeApi, make
+from tests.unit.fakes import NOW, FakeApi, make, pod_body, work_once
 from tests.unit.support import Clock
 from tests.unit.test_departed import KEY, at, idle_since, user
 
@@ -109,3 +110,21 @@ def test_work_begun_before_a_lapse_and_a_regain_leaves_no_event_to_post_later() 
     asyncio.run(scenario())
     assert "NotLeading" in fake.calls
     assert not [call for call in fake.calls if call.startswith("event:")]
+
+
+def test_a_transition_refused_as_not_leading_is_told_once_leading_again() -> None:
+    """The Lease lapsed for a moment while held: the InUse write and its Event were both
+    refused. Written on the next try, the Event was not sent: the phase decided before
+    the refused write was taken as told."""
+    clock = [NOW]
+    fake = FakeApi(fresh_pods=[])
+    scheduler, _ = make(fake, [pod_body("a")], clock=lambda: clock[0])
+    leading = [False]
+    scheduler.leading = lambda: leading[0]
+    work_once(scheduler)
+    assert "patch_status:InUse" not in fake.calls
+    leading[0] = True
+    clock[0] = NOW + datetime.timedelta(seconds=1)
+    work_once(scheduler)
+    assert fake.calls.count("patch_status:InUse") == 1
+    assert fake.calls.count("event:InUse") == 1

@@ -11,7 +11,7 @@ from typing import Any
 
 from evc_operator import errors
 from evc_operator.claims import desired_pvc, not_as_asked, pvc_view
-from tests.unit.fakes import NOW, FakeApi, evc_body, make, reconcile_now, view_of
+from tests.unit.fakes import NOW, FakeApi, evc_body, make, reconcile_now, view_of, work_once
 from tests.unit.support import T0, Clock
 
 KEY = ("jobs", "scratch")
@@ -143,3 +143,22 @@ def test_not_as_asked_compares_only_what_the_claim_asked_for() -> None:
         "spec.storageClassName (asked 'fast', got 'slow')",
         "spec.dataSourceRef (asked apiGroup=snapshot.storage.k8s.io, kind=VolumeSnapshot, "
         "name=nightly, namespace=backups; got none)"]
+
+
+def test_an_invalid_spec_is_warned_once_while_its_status_writes_fail() -> None:
+    """The InvalidSpec Warning went with the status that says so; that write failing, the
+    stored status still said nothing, and the Warning was posted again at every try."""
+    clock = [NOW]
+    fake = FakeApi(fresh_pods=[])
+    body = evc_body()
+    body["spec"]["gracePeriod"] = "bogus"
+    scheduler, _ = make(fake, [], body=body, clock=lambda: clock[0])
+    fake.status_error = errors.ApiException(503, "Service Unavailable")
+    for _ in range(4):
+        work_once(scheduler)
+        retry = scheduler.queue.later.get(("jobs", "scratch"))
+        assert retry is not None
+        clock[0] = retry
+        scheduler.queue.take(0)  # the retry comes due
+    assert fake.calls.count("event:InvalidSpec") == 1
+    assert fake.calls.count("patch_status:Pending") == 4
