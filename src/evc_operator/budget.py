@@ -20,6 +20,7 @@ import datetime
 
 RATE = 5.0  # writes a second, per namespace, once its burst is spent
 BURST = 50  # writes at once, per namespace
+PRUNE_AT = 1000  # namespaces held before those whose budget is full again are forgotten
 
 
 class UsersBudget:
@@ -27,13 +28,17 @@ class UsersBudget:
         self.interval = datetime.timedelta(seconds=1 / rate)
         self.tolerance = self.interval * (burst - 1)
         self._next: dict[str, datetime.datetime] = {}  # each namespace's next free moment
+        self._prune_at = PRUNE_AT
 
     def reserve(self, namespace: str, now: datetime.datetime) -> datetime.datetime:
         """The moment a write in `namespace` may go: `now`, or later if its budget is
         spent. The moment is reserved: ask once, write then."""
         free = max(self._next.get(namespace, now), now)
         self._next[namespace] = free + self.interval
-        if len(self._next) > 1000:  # forget namespaces whose budget is full again
-            self._next = {key: moment for key, moment in self._next.items()
-                          if moment - self.tolerance > now}
+        if len(self._next) > self._prune_at:
+            # Forget the namespaces whose budget is full again (the next free moment
+            # passed: not one partly spent, which would get its whole burst back), and
+            # look again only once as many more are held (not at each write).
+            self._next = {key: moment for key, moment in self._next.items() if moment > now}
+            self._prune_at = max(PRUNE_AT, 2 * len(self._next))
         return max(now, free - self.tolerance)

@@ -112,3 +112,15 @@ def test_a_record_due_for_confirmation_is_confirmed_while_a_users_write_waits() 
     assert fake.calls == ["read_evc"]  # confirmed as written: no write yet
     assert record.confirm_after is None
     assert scheduler.queue.later.get(KEY) == record.write_after  # not at once, again
+
+
+def test_a_namespace_partly_spent_keeps_what_it_spent_when_others_are_forgotten() -> None:
+    """Past a thousand namespaces, those whose budget is full again are forgotten; one
+    that spent 45 of its 50 was forgotten too, and got its whole burst back."""
+    budget = UsersBudget()
+    for _ in range(45):
+        budget.reserve("noisy", NOW)
+    for number in range(1_001):
+        budget.reserve(f"quiet-{number}", NOW)
+    at_once = sum(budget.reserve("noisy", NOW) == NOW for _ in range(50))
+    assert at_once == 5
