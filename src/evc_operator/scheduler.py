@@ -246,9 +246,10 @@ class Scheduler:
                 metrics.EVENTS_WAITING.set(len(self.outbox))
                 await self.queue.wait(also=self._earliest(
                     self.proofs.earliest(), self.memory.when_quiet(self.queue.idle())))
-        finally:
+        finally:  # its reconciliations end before the watches and the API go under them
             for task in self._tasks:
                 task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             self.freshness.close()
             self._drop_events("the operator stops")
 
@@ -371,6 +372,7 @@ class Scheduler:
 
     def _drop_events(self, why: str) -> None:
         dropped = self.outbox.drop()
+        metrics.EVENTS_WAITING.set(0)
         if dropped:
             log.warning("%d Events not posted: %s (the log has them).", dropped, why)
 

@@ -240,3 +240,28 @@ def test_a_deletion_of_another_claim_of_the_name_forgets_not_the_one_held() -> N
     assert fakes.view_of(reconciler, key).uid == "evc-uid"
     reconciler.observe_evc("DELETED", fakes.evc_body())
     assert reconciler.claims.get(key) is None
+
+
+def test_the_loop_ends_only_once_its_reconciliations_have() -> None:
+    """Stopping, the loop's reconciliations were cancelled but not waited for: the stop
+    went on to close the watches and the API session under them."""
+    scheduler, _ = fakes.make(fakes.FakeApi(fresh_pods=[]), [])
+    ended: list[str] = []
+
+    async def reconcile(key: object) -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.01)  # its own cleanup: a request's answer, say
+            ended.append("reconciliation")
+
+    async def scenario() -> None:
+        scheduler.reconcile = reconcile  # type: ignore[method-assign]
+        run = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.01)
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        ended.append("loop")
+
+    asyncio.run(scenario())
+    assert ended == ["reconciliation", "loop"]
