@@ -8,6 +8,7 @@ pod bodies.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime
 import enum
@@ -23,6 +24,11 @@ _NO_CLAIMS: tuple[str, ...] = ()
 # In a StatefulSet's claims, "<template>-<statefulset>-*" stands for the PVC names of its
 # claim templates at ordinals outside its range (workloads.py); "*" is in no object's name.
 ANY_ORDINAL = "*"
+# One with more ordinals than it names one by one (workloads.MAX_ORDINALS) lists, beside
+# that marker (under which an index finds it from a claim's name), its range instead:
+# "<template>-<statefulset>-*<start>:<stop>" for ordinals start to stop - 1, ending in "!"
+# when no other ordinal was ever its (its spec never changed; see `ordinal_range`).
+ONLY_THESE = "!"
 
 
 Labels = tuple[tuple[str, str], ...]
@@ -243,6 +249,39 @@ def ordinal_marker(claim_name: str) -> str | None:
     return f"{stem}-{ANY_ORDINAL}"
 
 
+def ordinal_range(marker: str, start: int, stop: int, others: bool) -> str:
+    """How a StatefulSet lists the ordinals start to stop - 1 of the claim template whose
+    claims' `ordinal_marker` is `marker`, too many to name each: one entry however many,
+    its memory not growing with its replicas. `others`: an ordinal outside them may have
+    been its (the marker's own sense); else none was, and the marker only lets an index
+    find it by a claim's name."""
+    return f"{marker}{start}:{stop}{'' if others else ONLY_THESE}"
+
+
+def _by_ordinal(view: PodView, claim_name: str, marker: str) -> bool | None:
+    """How a view lists a claim named for an ordinal (`marker`: the name's
+    `ordinal_marker`) other than by its name: True, in the range a StatefulSet lists
+    instead of names (`ordinal_range`), as if named; False, beyond its ordinals
+    (`_beyond_its_ordinals`); None, not at all. The ordinal is the name's whole suffix
+    after the marker's stem, a canonical decimal (`ordinal_marker`), so `data-web-0900`
+    or a template and StatefulSet split elsewhere by their dashes match no other range."""
+    claims = view.claims  # sorted: the range, if any, right after the marker, its prefix
+    at = bisect.bisect_left(claims, marker)
+    if at == len(claims) or claims[at] != marker:
+        return None
+    span = claims[at + 1] if at + 1 < len(claims) else ""
+    if not span.startswith(marker):
+        return False
+    first, _colon, stop = span[len(marker):].removesuffix(ONLY_THESE).partition(":")
+    try:
+        inside = int(first) <= int(claim_name[len(marker) - 1:]) < int(stop)
+    except ValueError:  # no range of workloads.py's (a custom resource's own string)
+        return False
+    if inside:
+        return True
+    return None if span.endswith(ONLY_THESE) else False
+
+
 def mounting_views(claim_name: str,
                    under: Callable[[str], Collection[PodView]]) -> Collection[PodView]:
     """The views an index lists under a claim's name (they mount it) and the StatefulSets
@@ -276,8 +315,10 @@ def _by_name_only(view: PodView) -> bool:
 
 def names(view: PodView, claim: str) -> bool:
     """Whether a user's view names the claim: mounts it, or (a StatefulSet) lists it by
-    its ordinal's marker (`users_of`)."""
-    return claim in view.claims or ordinal_marker(claim) in view.claims
+    its ordinal's marker or range (`users_of`)."""
+    marker = ordinal_marker(claim)
+    return claim in view.claims or (
+        marker is not None and _by_ordinal(view, claim, marker) is not None)
 
 
 def users_of(claim_name: str, selector: Mapping[str, Any] | None,
@@ -286,21 +327,24 @@ def users_of(claim_name: str, selector: Mapping[str, Any] | None,
 
     `mounting` are the pods known to mount the claim, `in_namespace` all pods of
     its namespace (only read when there is a selector). A StatefulSet in `mounting` that
-    lists the claim only by its `ordinal_marker` is an inactive user (`_beyond_its_ordinals`):
+    lists the claim's ordinal in its range (`ordinal_range`) mounts it as if by name; one
+    that lists it only by its `ordinal_marker` is an inactive user (`_beyond_its_ordinals`):
     scaled below that ordinal unseen (the operator stopped, a watch away), it would
     otherwise leave no trace of its pod's use.
     """
-    found: dict[str, PodView] = {pod.name: pod for pod in mounting if claim_name in pod.claims}
+    marker = ordinal_marker(claim_name)
+    found: dict[str, PodView] = {
+        pod.name: pod for pod in mounting if claim_name in pod.claims or (
+            marker is not None and _by_ordinal(pod, claim_name, marker) is True)}
     if selector:
         for pod in in_namespace:
             if (pod.name not in found and not _by_name_only(pod)
                     and matches_view(selector, pod)):
                 found[pod.name] = pod
     users = [pod.use() for pod in found.values()]
-    marker = ordinal_marker(claim_name)
     if marker is not None:
-        beyond = {pod.name: pod for pod in mounting
-                  if pod.name not in found and marker in pod.claims}
+        beyond = {pod.name: pod for pod in mounting if pod.name not in found
+                  and _by_ordinal(pod, claim_name, marker) is False}
         users += [_beyond_its_ordinals(pod) for pod in beyond.values()]
     return users
 

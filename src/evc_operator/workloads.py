@@ -34,7 +34,8 @@ record, it may have been active after the claim's creation: it counts, as before
 A StatefulSet's claim templates name a PVC per ordinal it keeps; scaled below an ordinal,
 its pod of that ordinal may have used that ordinal's claim until then. So a claim named
 for one of its ordinals outside its range is used by it as if at zero replicas: a use
-that ended by its last write at the latest, none if its spec never changed.
+that ended by its last write at the latest, none if its spec never changed. Beyond
+`MAX_ORDINALS` replicas its ordinals are one range per template, not a name each.
 
 Custom resources (Argo Workflows, Tekton PipelineRuns, ...) are users the same way when
 `USER_KINDS` names their kind: customkinds.py, whose rule is a Job's (in use from creation
@@ -55,7 +56,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from evc_operator.timestamps import parse_time, shared_time
-from evc_operator.users import ANY_ORDINAL, PodView, label_set, mounted_claims
+from evc_operator.users import ANY_ORDINAL, PodView, label_set, mounted_claims, ordinal_range
 
 # The kinds watched, by (API group/version, plural), and how each names its pod template.
 KINDS: Mapping[str, tuple[str, str]] = {
@@ -126,9 +127,11 @@ def may_create_pods(kind: str, body: Mapping[str, Any]) -> tuple[bool, datetime.
     return True, None  # CronJob, DaemonSet
 
 
-# A StatefulSet's volumeClaimTemplates beyond this many replicas are not told apart: it
-# is then a user of none of them by name (its pods still are), rather than hold a name
-# for each of tens of thousands of ordinals.
+# A StatefulSet's claim templates name each of its ordinals up to this many replicas;
+# beyond, one range per template (users.ordinal_range), rather than hold a name for each
+# of tens of thousands of ordinals. Named or in the range, each is its claim alike: one
+# left out lost its user while the controller, stopped at a pod not Ready (OrderedReady),
+# did not make that ordinal's pod again, and was deleted after the grace period.
 MAX_ORDINALS = 1000
 
 
@@ -144,18 +147,28 @@ def _claim_templates(metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> se
     scaled down below an ordinal, it may have used that ordinal's claim until its last
     write, and a scale-down the operator did not see (stopped, or a watch away) would
     leave no trace of that use otherwise. One entry per template, whatever the ordinal:
-    users.users_of makes such a claim's StatefulSet an inactive user."""
+    users.users_of makes such a claim's StatefulSet an inactive user.
+
+    Beyond `MAX_ORDINALS` replicas, per template that marker and `users.ordinal_range`
+    instead of the names (the marker then even at generation 1: an index finds the
+    StatefulSet under it by a claim's name, and a write of it looks again at the claims
+    named for its ordinals, watched.py)."""
     templates = [(entry.get("metadata") or {}).get("name")
                  for entry in spec.get("volumeClaimTemplates") or ()]
     replicas = spec.get("replicas")
     count = 1 if replicas is None else replicas
     start = (spec.get("ordinals") or {}).get("start") or 0
-    if not templates or not isinstance(count, int) or not isinstance(start, int) or not (
-            0 <= count <= MAX_ORDINALS):
+    if not templates or not isinstance(count, int) or not isinstance(start, int) or (
+            count < 0):
         return set()
+    others = metadata.get("generation") != 1
     stems = [f"{template}-{metadata['name']}-" for template in templates if template]
+    if count > MAX_ORDINALS:
+        return {entry for stem in stems for entry in (
+            f"{stem}{ANY_ORDINAL}",
+            ordinal_range(f"{stem}{ANY_ORDINAL}", start, start + count, others))}
     names = {f"{stem}{ordinal}" for stem in stems for ordinal in range(start, start + count)}
-    if metadata.get("generation") != 1:
+    if others:
         names.update(f"{stem}{ANY_ORDINAL}" for stem in stems)
     return names
 
@@ -176,8 +189,9 @@ def workload_view(kind: str, body: Mapping[str, Any]) -> PodView:
     if kind == "StatefulSet" and spec.get("volumeClaimTemplates"):
         named = _claim_templates(metadata, spec)
         claims = tuple(sorted({*claims, *named}))
-        if any(claim.endswith(ANY_ORDINAL) for claim in named):
-            ended = _zero_since(metadata)  # generation is not 1: its last write, if known
+        if metadata.get("generation") != 1 and any(
+                claim.endswith(ANY_ORDINAL) for claim in named):
+            ended = _zero_since(metadata)  # its last write, if known
     return PodView(
         name=f"{kind}/{metadata['name']}",
         namespace=sys.intern(metadata.get("namespace") or ""),

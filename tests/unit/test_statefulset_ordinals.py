@@ -122,8 +122,11 @@ def test_ordinals_below_its_start_are_beyond_it_too() -> None:
     assert [use.active for use in users_of("data-web-6", None, [view(body)], [])] == [True]
 
 
-def test_a_statefulset_too_large_to_tell_its_ordinals_apart_lists_none() -> None:
-    assert view(web(1001, generation=2, written=150)).claims == ()
+def test_a_statefulset_too_large_to_name_each_ordinal_lists_their_range() -> None:
+    """Beyond 1,000 replicas, its marker and one range per template (it listed none,
+    and was no user of the claims of its own ordinals)."""
+    assert view(web(1001, generation=2, written=150)).claims == (
+        "data-web-*", "data-web-*0:1001")
 
 
 @pytest.mark.parametrize(("name", "marker"), [

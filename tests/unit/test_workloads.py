@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
 import pytest
 
-from evc_operator.lifecycle import Countdown, Phase, decide
-from evc_operator.users import pod_view, users_of
-from evc_operator.workloads import KINDS, may_create_pods, workload_view
+from evc_operator.lifecycle import Action, Countdown, Phase, PodUse, decide
+from evc_operator.users import PodView, mounting_views, names, pod_view, users_of
+from evc_operator.workloads import KINDS, MAX_ORDINALS, may_create_pods, workload_view
 from tests.unit.test_lifecycle import at, claim
 
 CREATED = "2026-01-01T00:00:00Z"
@@ -234,8 +235,101 @@ def test_a_statefulset_uses_the_claims_its_claim_templates_name_for_its_ordinals
     (None, {}, ("cache-w-0", "data-w-0")),  # replicas unset: 1
     (2, {"ordinals": {"start": 5}}, ("cache-w-5", "cache-w-6", "data-w-5", "data-w-6")),
     (0, {}, ()),
-    (1001, {}, ()),  # too many to name: its pods still count, as pods
+    # Too many to name: per template its marker and range, not 1,001 names (the marker
+    # even at generation 1: an index finds it there by a claim's name).
+    (1001, {}, ("cache-w-*", "cache-w-*0:1001!", "data-w-*", "data-w-*0:1001!")),
 ])
 def test_a_statefulsets_ordinals_follow_its_replicas_and_start(
         replicas: int | None, spec: dict[str, Any], claims: tuple[str, ...]) -> None:
     assert workload_view("StatefulSet", statefulset(replicas, **spec)).claims == claims
+
+
+def large(replicas: int, *, name: str = "web", generation: int = 1,
+          templates: tuple[str, ...] = ("data", "cache"), **spec: Any) -> PodView:
+    """The view of a StatefulSet of more replicas than it names ordinals (MAX_ORDINALS),
+    last written at 00:02:30 (its `kubectl scale`)."""
+    body = statefulset(replicas, generation=generation, **spec)
+    body["spec"]["volumeClaimTemplates"] = [{"metadata": {"name": template}}
+                                            for template in templates]
+    body["metadata"].update(name=name, managedFields=[
+        {"manager": "kubectl", "operation": "Update", "subresource": "scale",
+         "time": "2026-01-01T00:02:30Z"}])
+    return workload_view("StatefulSet", body)
+
+
+ACTIVE = PodUse(name="StatefulSet/web", active=True, created=at(0), ended=None,
+                from_creation=False)
+
+
+@pytest.mark.parametrize("replicas", [MAX_ORDINALS + 1, 5000, 10**9])
+@pytest.mark.parametrize("generation", [1, 3])
+def test_a_large_statefulset_uses_the_claim_of_any_ordinal_in_its_range(
+        replicas: int, generation: int) -> None:
+    """The reviewer's case: `web`, 1,200 replicas, its pod web-5 crash-looping, web-900
+    evicted and not made again (OrderedReady) for as long: `data-web-900` is still its,
+    IN_USE, not deleted after the grace period. Found by the index as by a fresh list
+    (under the claim's marker), and told apart without a name per ordinal."""
+    view = large(replicas, generation=generation)
+    assert len(view.claims) == 4  # whatever its replicas
+    index = {entry: (view,) for entry in view.claims}
+    for name in ("data-web-900", "data-web-0", f"cache-web-{replicas - 1}"):
+        mounting = mounting_views(name, lambda entry: index.get(entry, ()))
+        assert list(mounting) == [view]
+        use = users_of(name, None, mounting, [])
+        assert use == [dataclasses.replace(ACTIVE, name="StatefulSet/web")]
+        assert names(view, name)
+        decision = decide(claim(recorded_phase=Phase.IDLE, recorded_unused_since=at(100)),
+                          use, at(500))
+        assert (decision.phase, decision.action) == (Phase.IN_USE, Action.NONE)
+
+
+def test_a_large_statefulsets_range_honours_its_ordinals_start() -> None:
+    view = large(2000, ordinals={"start": 100})
+    assert users_of("data-web-100", None, [view], []) == [ACTIVE]
+    assert users_of("data-web-2099", None, [view], []) == [ACTIVE]
+    for outside in ("data-web-99", "data-web-2100", "data-web-0"):
+        assert users_of(outside, None, [view], []) == []  # generation 1: never its
+
+
+@pytest.mark.parametrize(("generation", "users"), [
+    (1, []),  # its spec never changed: no other ordinal was ever its
+    (3, [PodUse(name="StatefulSet/web", active=False, created=at(0), ended=at(150),
+                from_creation=False)]),  # scaled below it: a use ended by its last write
+])
+def test_a_large_statefulsets_ordinals_outside_its_range_are_as_a_small_ones(
+        generation: int, users: list[PodUse]) -> None:
+    view, small = large(5000, generation=generation), large(2, generation=generation)
+    assert users_of("data-web-4999", None, [view], []) == [ACTIVE]  # its last ordinal
+    for name in ("data-web-5000", "data-web-123456"):
+        assert users_of(name, None, [view], []) == users
+        assert users_of("data-web-2", None, [small], []) == users
+        assert names(view, name) is bool(users)
+    assert view.use() == ACTIVE  # its own use, active, has no end
+
+
+@pytest.mark.parametrize("name", [
+    "data-web-0900", "data-web-00", "data-web-+900", "data-web-900x", "data-web-",
+    "data-web-9 ", "data-web-1_000", "data-web-٩",
+    "web-900", "data-900", "data-webs-900", "xdata-web-900",
+])
+@pytest.mark.parametrize("generation", [1, 3])
+def test_a_large_statefulset_matches_only_canonical_ordinals_of_its_own_names(
+        name: str, generation: int) -> None:
+    """A leading zero is no name its controller writes (web-900's claim is data-web-900),
+    nor is a prefix that only ends like its own."""
+    view = large(5000, generation=generation)
+    assert users_of("data-web-900", None, [view], []) == [ACTIVE]
+    assert users_of(name, None, [view], []) == []
+    assert not names(view, name)
+
+
+def test_dashes_in_its_template_and_name_are_matched_by_the_whole_prefix() -> None:
+    """`my-data-my-web-3` is template `my-data` of `my-web`'s ordinal 3, told from its
+    whole prefix, not by splitting at a dash."""
+    view = large(1500, name="my-web", templates=("my-data", "data"))
+    mine = dataclasses.replace(ACTIVE, name="StatefulSet/my-web")
+    for name in ("my-data-my-web-3", "my-data-my-web-1499", "data-my-web-3"):
+        assert users_of(name, None, [view], []) == [mine]
+    for name in ("data-my-data-my-web-3", "my-data-web-3", "data-web-3", "my-web-3",
+                 "my-data-my-web-1500", "my-data-my-web-03"):
+        assert users_of(name, None, [view], []) == []
