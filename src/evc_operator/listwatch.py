@@ -69,6 +69,13 @@ async def list_all(api: Api, kind: str, namespace: str,
             return str(metadata.get("resourceVersion") or "")
 
 
+def _grace(seconds: int) -> int:
+    """How long past its own end a watch's silence is waited out before it is taken for a
+    dead connection: a minute for an informer's, 10 s for a proof's short watch (a minute,
+    and a silently dropped connection held a proof up a minute at each attempt)."""
+    return 10 if seconds <= 10 else 60
+
+
 def as_number(version: str) -> int:
     """A list's resourceVersion, compared as a number (the proofs' "current to V"); an
     empty one (a fake API's, say) is 0: older than any."""
@@ -94,7 +101,7 @@ async def watch(api: Api, kind: str, namespace: str, resource_version: str,
               "allowWatchBookmarks": "true", "timeoutSeconds": str(seconds)}
     async with api.request(
             "GET", collection_path(kind, namespace), params=params,
-            timeouts=aiohttp.ClientTimeout(sock_connect=10, sock_read=seconds + 60),
+            timeouts=aiohttp.ClientTimeout(sock_connect=10, sock_read=seconds + _grace(seconds)),
             watch=True,
     ) as response:
         if response.status != 200:

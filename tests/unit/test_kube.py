@@ -334,3 +334,28 @@ def test_a_watch_event_longer_than_aiohttps_line_limit_is_read_and_so_is_the_nex
                 await api.close()
 
     assert asyncio.run(asyncio.wait_for(scenario(), 30)) == [("long", len(long)), ("next", 0)]
+
+
+@pytest.mark.parametrize(("seconds", "silence"), [(3, 13), (300, 360)])
+def test_a_watch_silent_past_its_end_is_a_dead_connection_soon_for_a_short_one(
+        seconds: int, silence: float) -> None:
+    """A proof's short watch (3 s) waited a minute past its end on a silently dropped
+    connection, at each of its attempts; an informer's (300 s) still waits a minute."""
+    asked: list[aiohttp.ClientTimeout] = []
+
+    class Api:
+        @contextlib.asynccontextmanager
+        async def request(self, *_: object, timeouts: aiohttp.ClientTimeout,
+                          **__: object) -> AsyncIterator[object]:
+            asked.append(timeouts)
+            raise OSError("no connection")
+            yield  # pragma: no cover
+
+    async def scenario() -> None:
+        with pytest.raises(OSError, match="no connection"):
+            async for _ in listwatch.watch(Api(), "pods", "a", "1",  # type: ignore[arg-type]
+                                           seconds=seconds):
+                pass
+
+    asyncio.run(scenario())
+    assert [timeouts.sock_read for timeouts in asked] == [silence]
