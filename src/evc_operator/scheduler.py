@@ -389,7 +389,11 @@ class Scheduler:
             return view
         finally:
             began = time.monotonic()
-            await self.limit.acquire()
+            try:
+                await self.limit.acquire()
+            except asyncio.CancelledError:  # held again, with no wait: `_work` gives it back
+                self.limit.take()
+                raise
             if proven:  # a failed proof ends the deletion: its wait is no deletion's
                 metrics.DELETION_SLOT_WAIT.observe(time.monotonic() - began)
 

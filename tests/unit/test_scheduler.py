@@ -265,3 +265,32 @@ def test_the_loop_ends_only_once_its_reconciliations_have() -> None:
 
     asyncio.run(scenario())
     assert ended == ["reconciliation", "loop"]
+
+
+def test_a_reconciliation_cancelled_while_it_waits_for_its_slot_back_gives_back_one() -> None:
+    """It gave its slot back while its proof was made, and was cancelled while in line
+    for one again: the wait undone, its work's end gave back a slot it did not hold, and
+    the limit let one claim more run than it allows."""
+    from evc_operator.limiter import Bounds
+
+    async def scenario() -> int:
+        scheduler, _ = fakes.make(fakes.FakeApi(fresh_pods=[]), [],
+                                  bounds=Bounds(initial=1, minimum=1, maximum=4))
+        proof: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def reconcile(key: object) -> None:
+            await scheduler._unslotted(proof)
+
+        scheduler.reconcile = reconcile  # type: ignore[method-assign]
+        scheduler.limit.take()  # as the loop does for the key
+        task = asyncio.create_task(scheduler._work(("jobs", "scratch"), None))
+        await asyncio.sleep(0)  # its slot given back while it waits for its proof
+        scheduler.limit.take()  # another claim takes it
+        proof.set_result(None)
+        await asyncio.sleep(0)  # in line for a slot again
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        scheduler.limit.release()  # the other claim ends
+        return scheduler.limit.in_flight
+
+    assert asyncio.run(scenario()) == 0
