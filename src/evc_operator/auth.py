@@ -3,7 +3,8 @@ and the TLS context (CA, client certificate, the server's name) of every connect
 
 Both of the operator's connections (its own API layer in kube.py, and Kopf's, through the
 login handler) are aiohttp sessions with the `authorizing` middleware: it sets the header
-on each request and, after a 401, refreshes the credentials and retries once.
+on each request and, after a 401, refreshes the credentials and retries once. Their pools
+close the connections made before a new client certificate was loaded (`_Pool`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import contextlib
 import dataclasses
 import datetime
+import ipaddress
 import logging
 import os
 import ssl
@@ -19,12 +21,15 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 TOKEN_PERIOD = 60.0  # re-read a token file at least this often (seconds), as client-go
 
@@ -41,9 +46,13 @@ class Authorization(Protocol):
     async def header(self) -> str | None:
         """The value for the next request; None: no header (a client certificate)."""
 
-    async def refresh(self, failed: str | None) -> bool:
-        """The API server answered 401 to `failed`: get another one if there is a way.
-        True if the next `header()` differs from `failed` (worth a retry)."""
+    def generation(self) -> int:
+        """Which credentials the last `header()` came from, counted up as they change:
+        what a 401 names them by, as a client certificate has no header to compare."""
+
+    async def refresh(self, failed: int) -> bool:
+        """The API server answered 401 to the credentials of generation `failed`: get
+        others if there is a way. True if there are newer ones now (worth a retry)."""
 
     def expires(self) -> datetime.datetime | None:
         """When the current header stops being valid, if that is known."""
@@ -76,10 +85,11 @@ def authorizing(auth: Authorization) -> ClientMiddlewareType:
         try:
             for retry in (True, False):
                 header = await auth.header()
+                sent = auth.generation()  # no await between: the credentials of `header`
                 if header is not None:
                     request.headers["Authorization"] = header
                 response = await handler(request)
-                if response.status != 401 or not retry or not await auth.refresh(header):
+                if response.status != 401 or not retry or not await auth.refresh(sent):
                     return response
                 response.release()
         except ConfigError as error:  # checked at start: it worked then, so retry later
@@ -102,9 +112,61 @@ def environment_proxy(server: str) -> str | None:
     executor thread: in a burst of claims that was 28.6 % of the operator's busy time
     (docs/benchmarks.md). The server never changes, so neither does its proxy."""
     parts = urllib.parse.urlsplit(server)
-    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+    host = parts.hostname
+    if host and (urllib.request.proxy_bypass(host) or _in_no_proxy_range(host)):
         return None
     return urllib.request.getproxies_environment().get(parts.scheme)
+
+
+def _in_no_proxy_range(host: str) -> bool:
+    """Whether NO_PROXY lists a range (10.96.0.0/12, fd00::/8) that holds the IP address
+    `host`. Go's and client-go's proxy rules read ranges, Python's proxy_bypass does not,
+    and the in-cluster API server is often exempted by its Service range alone."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: proxy_bypass has judged it
+    for entry in urllib.request.getproxies_environment().get("no", "").split(","):
+        try:
+            network = ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            continue  # a name, a port, or nothing
+        if network.version == address.version and address in network:
+            return True
+    return False
+
+
+# How many client certificates each TLS context has had loaded: a connection made before
+# the last one presents an older one (see _Pool).
+_certificates: weakref.WeakKeyDictionary[ssl.SSLContext, int] = weakref.WeakKeyDictionary()
+
+
+class _Pool(aiohttp.TCPConnector):
+    """A pool whose connections present the TLS context's latest client certificate.
+
+    An exec plugin's certificate rotates in the shared context, but a keep-alive
+    connection keeps the one of its handshake, and the API server answers 401 to every
+    request on it. So a connection made before the latest certificate was loaded is
+    closed when it would be reused, and another one made. (client-go closes them all at
+    once; here a request or watch under way on one is left to end.)"""
+
+    def __init__(self, *, ssl: ssl.SSLContext, limit: int) -> None:
+        super().__init__(limit=limit, ssl=ssl)
+        self._context = ssl
+        self._made: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+
+    async def connect(self, req: ClientRequest, traces: list[Trace],
+                      timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's name)
+                      ) -> Connection:
+        while True:
+            loaded = _certificates.get(self._context, 0)
+            connection = await super().connect(req, traces, timeout)
+            # A new connection counts as made with the certificate loaded before it
+            # began (if another came meanwhile, it is made again: a handshake lost).
+            made = self._made.setdefault(connection.protocol, loaded)
+            if made == _certificates.get(self._context, 0):
+                return connection
+            connection.close()
 
 
 def session(credentials: Credentials, *, limit: int,
@@ -112,7 +174,7 @@ def session(credentials: Credentials, *, limit: int,
     """An aiohttp session to the API server that authenticates every request; through
     the kubeconfig's proxy, else the environment's (HTTPS_PROXY, NO_PROXY)."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit, ssl=credentials.ssl),
+        connector=_Pool(limit=limit, ssl=credentials.ssl),
         middlewares=(authorizing(credentials.auth),),
         proxy=credentials.proxy or environment_proxy(credentials.server),
         trust_env=False, **options)
@@ -127,7 +189,10 @@ class Static:
     async def header(self) -> str | None:
         return self.value
 
-    async def refresh(self, failed: str | None) -> bool:
+    def generation(self) -> int:
+        return 0
+
+    async def refresh(self, failed: int) -> bool:
         return False  # nothing else to offer: the 401 stands
 
     def expires(self) -> datetime.datetime | None:
@@ -152,6 +217,7 @@ class TokenFile:
         self._token: str | None = None
         self._read_at = 0.0
         self._stamp: tuple[int, int, int] | None = None
+        self._generation = 0  # counts the different tokens read
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -165,20 +231,27 @@ class TokenFile:
         if (now or self._token is None or stamp != self._stamp
                 or clock - self._read_at >= self.period):
             try:
-                self._token = self.path.read_text(encoding="utf-8").strip()
+                token = self.path.read_text(encoding="utf-8").strip()
             except OSError as error:
                 if self._token is None:
                     raise
                 log.warning("Could not re-read the token %s (%s); keeping the last one.",
                             self.path, error)
+            else:
+                if token != self._token:
+                    self._token, self._generation = token, self._generation + 1
             self._read_at, self._stamp = clock, stamp
         return self._token
 
     async def header(self) -> str | None:
         return f"Bearer {self.token()}"
 
-    async def refresh(self, failed: str | None) -> bool:
-        return f"Bearer {self.token(now=True)}" != failed
+    def generation(self) -> int:
+        return self._generation
+
+    async def refresh(self, failed: int) -> bool:
+        self.token(now=True)
+        return self._generation != failed
 
     def expires(self) -> datetime.datetime | None:
         return None
@@ -235,3 +308,4 @@ def load_client_certificate(context: ssl.SSLContext, *, cert_data: bytes | None 
     with _private_file(cert_data, cert_file) as cert, _private_file(key_data, key_file) as key:
         assert cert is not None
         context.load_cert_chain(certfile=cert, keyfile=key)
+    _certificates[context] = _certificates.get(context, 0) + 1

@@ -75,7 +75,7 @@ def load_credentials() -> Credentials:
     return credentials
 
 
-KopfLogin = tuple[kopf.AiohttpSession, str | None]  # and the Authorization it began with
+KopfLogin = tuple[kopf.AiohttpSession, int]  # and the credentials' generation it began with
 RELOGIN_PAUSE = 1.0  # seconds: a 401 that keeps coming back is not retried in a busy loop
 
 
@@ -93,12 +93,12 @@ async def kopf_login(credentials: Credentials, previous: KopfLogin | None = None
     auth = credentials.auth
     if previous is not None:
         await asyncio.sleep(RELOGIN_PAUSE)
-        began = previous[1]
-        await auth.refresh(began)
-        if await auth.header() == began:
-            return previous
+        await auth.refresh(previous[1])
+    await auth.header()  # the credentials now: a plugin's first run, an expired one's next
+    if previous is not None and auth.generation() == previous[1]:
+        return previous
     return kopf.AiohttpSession(
         server=credentials.server, default_namespace=credentials.namespace,
         aiohttp_session=session(credentials, limit=0,  # Kopf's own pool: no limit
                                 trace_configs=[trace] if trace is not None else None),
-    ), await auth.header()
+    ), auth.generation()

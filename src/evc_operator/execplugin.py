@@ -4,12 +4,14 @@ The plugin runs without a terminal (the operator never prompts), with the kubeco
 `env` added to the operator's environment, and KUBERNETES_EXEC_INFO describing the call
 (with the cluster when `provideClusterInfo` is set). Its ExecCredential is kept until its
 `expirationTimestamp` and asked for again after that, or after a 401. A bearer token goes
-into the Authorization header; a client certificate into the shared TLS context.
+into the Authorization header; a client certificate into the shared TLS context, whose
+pools then close the connections that present the old one (auth.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -21,7 +23,11 @@ from typing import Any
 from evc_operator.auth import ConfigError, load_client_certificate
 
 API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
-TIMEOUT = 60.0  # seconds a plugin may take before it counts as failed
+# Seconds a plugin may take before it is killed and counts as failed. Clearly less than a
+# request's own timeout (kube.REQUEST_TIMEOUT, 60 s), which runs around the middleware
+# that runs the plugin: else the request's timer fires first, and the caller sees a bare
+# timeout instead of this one naming the plugin.
+TIMEOUT = 30.0
 
 
 class ExecError(ConfigError):
@@ -103,6 +109,7 @@ class ExecPlugin:
         self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         self.calls = 0
         self._current: ExecCredential | None = None
+        self._generation = 0  # counts the credentials the plugin gave: see generation()
         self._lock = asyncio.Lock()
 
     def _missing(self) -> ExecError:
@@ -124,11 +131,16 @@ class ExecPlugin:
                    ) from error
         try:
             output, errors = await asyncio.wait_for(process.communicate(), TIMEOUT)
-        except TimeoutError as error:
-            process.kill()
+        except BaseException as error:
+            # Our timeout, or the caller's (a request's timer cancels us): either way no
+            # one reads the plugin's answer any more, so it must not outlive the wait.
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                process.kill()
             await process.wait()
-            raise ExecError(f"its exec plugin {self.command[0]!r} did not answer within "
-                            f"{TIMEOUT:.0f} s") from error
+            if isinstance(error, TimeoutError):
+                raise ExecError(f"its exec plugin {self.command[0]!r} did not answer "
+                                f"within {TIMEOUT:.0f} s") from error
+            raise
         self.calls += 1
         if process.returncode != 0:
             said = errors.decode(errors="replace").strip().splitlines()
@@ -138,7 +150,9 @@ class ExecPlugin:
             credential = parse(output, self.api_version)
         except ExecError as error:
             raise ExecError(f"its exec plugin {self.command[0]!r}: {error}") from error
-        if credential.cert and credential.key:
+        before = (self._current.cert, self._current.key) if self._current else (None, None)
+        if credential.cert and credential.key and (credential.cert, credential.key) != before:
+            # Only a new one: the pools close their connections when one is loaded.
             load_client_certificate(self.context, cert_data=credential.cert.encode(),
                                     key_data=credential.key.encode())
         return credential
@@ -149,18 +163,24 @@ class ExecPlugin:
             current = self._current
             if current is None or current is stale or current.expired(self.clock()):
                 self._current = current = await self._run()
+                self._generation += 1
             return current
 
     async def header(self) -> str | None:
         token = (await self.credential()).token
         return f"Bearer {token}" if token else None
 
-    async def refresh(self, failed: str | None) -> bool:
+    def generation(self) -> int:
+        return self._generation
+
+    async def refresh(self, failed: int) -> bool:
+        """Run the plugin again only if the credential that failed is still the current
+        one: a 401 to one replaced since (requests sent before a run, or the others of a
+        burst that failed together) needs no other run."""
         current = self._current
-        if current is not None and (f"Bearer {current.token}" if current.token else None
-                                    ) == failed:
+        if current is not None and failed == self._generation:
             await self.credential(stale=current)
-        return await self.header() != failed or bool(self._current and self._current.cert)
+        return self._generation != failed
 
     def expires(self) -> datetime.datetime | None:
         return self._current.expiry if self._current is not None else None

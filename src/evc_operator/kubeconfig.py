@@ -149,10 +149,8 @@ def _authorization(user: _Entry, cluster: _Entry, ca: bytes | None,
     if spec.get("exec"):
         return ExecPlugin(spec["exec"], cluster=_cluster_info(cluster, ca), context=context,
                           base=user.base)
-    if spec.get("token"):
-        return Static(f"Bearer {spec['token']}")
     token_file = _path(user, "tokenFile")
-    if token_file is not None:
+    if token_file is not None:  # before `token`: as in client-go, the file (re-read) wins
         tokens = TokenFile(Path(token_file))
         try:
             tokens.token()
@@ -160,6 +158,8 @@ def _authorization(user: _Entry, cluster: _Entry, ca: bytes | None,
             raise ConfigError(f"its tokenFile {token_file} cannot be read: "
                               f"{error.strerror}") from error
         return tokens
+    if spec.get("token"):
+        return Static(f"Bearer {spec['token']}")
     if spec.get("username") and spec.get("password"):
         return Static.basic(str(spec["username"]), str(spec["password"]))
     return Static(None)  # a client certificate, or anonymous if the user says so

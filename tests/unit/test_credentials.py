@@ -249,3 +249,11 @@ def test_the_environments_proxy_is_read_once_for_the_api_server(
     assert auth.environment_proxy("https://10.0.0.1:6443") is None
     assert auth.environment_proxy("https://api.cluster.local") is None
     assert auth.environment_proxy("https://example.org") == "http://proxy:3128"
+    # Ranges, as Go reads them: a Service range exempts the in-cluster API server.
+    monkeypatch.setenv("NO_PROXY", "10.96.0.0/12, .svc,fd00::/8,example.org:443")
+    assert auth.environment_proxy("https://10.96.0.1:443") is None
+    assert auth.environment_proxy("https://10.111.255.254:443") is None
+    assert auth.environment_proxy("https://10.112.0.1:443") == "http://proxy:3128"
+    assert auth.environment_proxy("https://[fd00::1]:443") is None
+    assert auth.environment_proxy("https://[fe80::1]:443") == "http://proxy:3128"
+    assert auth.environment_proxy("https://kubernetes.default.svc") is None

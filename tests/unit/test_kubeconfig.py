@@ -69,12 +69,20 @@ def test_a_token_file_relative_to_the_kubeconfig_is_read_again_after_a_401(
 
     async def scenario() -> None:
         assert await loaded.auth.header() == "Bearer one"
+        failed = loaded.auth.generation()
         (tmp_path / "kube" / "token").write_text("two")
-        assert await loaded.auth.refresh("Bearer one")
+        assert await loaded.auth.refresh(failed)
         assert await loaded.auth.header() == "Bearer two"
-        assert not await loaded.auth.refresh("Bearer two")  # nothing new to try
+        assert not await loaded.auth.refresh(loaded.auth.generation())  # nothing new
 
     asyncio.run(scenario())
+
+
+def test_a_token_file_wins_over_a_token(tmp_path: Path) -> None:
+    """As in client-go: the file is read (and read again as it rotates), not the token."""
+    (tmp_path / "token").write_text("from-the-file\n")
+    loaded = load(write(tmp_path / "config", user={"token": "inline", "tokenFile": "token"}))
+    assert header(loaded) == "Bearer from-the-file"
 
 
 def test_the_exec_command_is_relative_to_the_kubeconfig(tmp_path: Path) -> None:
@@ -151,7 +159,7 @@ def test_kopf_gets_the_same_server_tls_proxy_and_namespace(tmp_path: Path) -> No
 
     async def scenario() -> None:
         info, began = await credentials.kopf_login(loaded)
-        assert began == "Bearer t"
+        assert began == loaded.auth.generation()
         try:
             assert (info.server, info.default_namespace, info.expiration) == (
                 "https://10.0.0.1", "team", None)  # never expires: the session refreshes
@@ -179,7 +187,8 @@ def test_kopf_logging_in_again_gets_a_new_session_only_if_something_changed(
         (tmp_path / "token").write_text("second")
         second = await credentials.kopf_login(loaded, first)
         assert second[0] != first[0]
-        assert second[1] == "Bearer second"
+        assert second[1] == loaded.auth.generation() != first[1]
+        assert await loaded.auth.header() == "Bearer second"
         for info, _ in (first, second):
             await info.aiohttp_session.close()
 
