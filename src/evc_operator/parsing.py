@@ -6,13 +6,15 @@ fields can be that deep (its `managedFields` as deep again). Refused in a watch 
 such an object stopped its kind's informer for good: every retry met it again, and the
 proofs of its namespaces fell back to lists that lack what changed while the informer
 lagged (docs/lifecycle.md, "What cannot be known"). Past orjson's limit, `loads` parses
-with the standard library instead, on a thread of its own whose stack and recursion
-limit have room for the API server's depth. It is rare, and slow only then.
+with the standard library's pure-Python scanner instead (its C scanner recurses on the C
+stack, which from Python 3.12 on `setrecursionlimit` no longer raises), its recursion limit
+raised for as long, on a thread of its own with room to spare. Rare, and slow only then.
 """
 
 from __future__ import annotations
 
 import json
+import json.scanner
 import sys
 import threading
 from typing import Any
@@ -47,14 +49,18 @@ def deep_loads(data: bytes | str) -> Any:
 
     def parse() -> None:
         try:
-            result.append(json.loads(data))
+            decoder = json.JSONDecoder()
+            # Python all the way down (three frames a level), not the C scanner.
+            decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
+            text = data.decode() if isinstance(data, bytes) else data
+            result.append(decoder.decode(text))
         except BaseException as error:  # handed to the caller's thread
             failure.append(error)
 
     with _deep:
         limit = sys.getrecursionlimit()
         stack = threading.stack_size()
-        sys.setrecursionlimit(max(limit, API_DEPTH * 2 + 100))
+        sys.setrecursionlimit(max(limit, API_DEPTH * 4 + 1000))
         try:
             threading.stack_size(DEEP_STACK)
             try:
