@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -59,9 +60,15 @@ class Failures:
         return delay
 
 
+# A watch that brought nothing and ended sooner than this (seconds) ended early. The API
+# server's bookmarks (one a minute) are not promised: a quiet kind's full-length watch may
+# bring nothing, and that is no failure.
+EARLY_END = listwatch.WATCH_SECONDS / 2
+
+
 class EndedEmpty(Exception):
-    """A watch that ended with no event nor bookmark: the API server sends a bookmark a
-    minute, so it ended early. Reopened at once, it was a loop of requests."""
+    """A watch that ended early with no event nor bookmark. Reopened at once, it was a
+    loop of requests."""
 
     def __str__(self) -> str:
         return "the watch ended with nothing"
@@ -170,9 +177,11 @@ class Informer(Generic[V]):
                  listed: Callable[[], None], *,
                  key: Callable[[Mapping[str, Any]], str] = by_name,
                  keep: Callable[[str], bool] = every, hold: bool = True,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self.sleep = sleep  # between failed attempts (tests pass one that does not wait)
+        self.clock = clock  # how long a watch lasted
         self.kind = kind
         self.namespace = namespace
         self.project = project
@@ -236,10 +245,10 @@ class Informer(Generic[V]):
             try:
                 if version is None:
                     version = await self._relist()
-                began = self.events
+                began, opened = self.events, self.clock()
                 version = await self._watch(version)
-                if self.events == began:  # ended at once, not even a bookmark (every
-                    raise EndedEmpty()    # minute): an API server going away, a proxy
+                if self.events == began and self.clock() - opened < EARLY_END:
+                    raise EndedEmpty()  # an API server going away, a proxy
                 failures.reset()
             except Gone:
                 self.breaks += 1

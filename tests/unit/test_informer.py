@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from evc_operator import errors, freshness, informer, proof
+from evc_operator import errors, freshness, informer, listwatch, proof
 from evc_operator import watched as watching
 from evc_operator.users import PodView, pod_view
 from evc_operator.workloads import workload_view
@@ -211,6 +211,39 @@ def test_a_watch_that_ends_with_nothing_is_reopened_after_a_wait_not_at_once() -
     assert waits[:3] == [1, 2, 5]
     assert api.calls.count("list pods") == 1  # nothing was missed: resumed, not listed
     assert api.calls.count("watch pods from 10") == 4
+
+
+def test_a_quiet_watch_that_lasted_its_time_with_nothing_is_no_failure() -> None:
+    """Bookmarks are not promised (a kind the watch cache saw no change of sends none): a
+    watch that brought nothing but lasted its time ended as it should, and is reopened
+    at once, its view still proven live (no break)."""
+    bookmark = ("BOOKMARK", pod("a", "x", version="12"))
+    api = ScriptedApi(lists=[[pod("a", "x")]], watches=[[], [], [bookmark]])
+    waits: list[float] = []
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    def clock() -> float:
+        now[0] += listwatch.WATCH_SECONDS / 2  # each watch: opened, then ended on time
+        return now[0]
+
+    subject = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None,
+                                lambda: None, sleep=sleep, clock=clock)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(subject.run())
+        for _ in range(200):
+            if subject.version == 12:
+                break
+            await asyncio.sleep(0.001)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert (waits, subject.breaks) == ([], 0)
 
 
 def test_namespace_pods_index_users_by_claim() -> None:
