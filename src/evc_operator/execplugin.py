@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io
 # that runs the plugin: else the request's timer fires first, and the caller sees a bare
 # timeout instead of this one naming the plugin.
 TIMEOUT = 30.0
+REAP_SECONDS = 5.0  # waited for a killed plugin to be gone (a child out of its group lives on)
 
 
 class ExecError(ConfigError):
@@ -124,7 +126,8 @@ class ExecPlugin:
         try:
             process = await asyncio.create_subprocess_exec(
                 *self.command, env=environ, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True)  # its own group: killed with what it started
         except OSError as error:
             raise (self._missing() if isinstance(error, FileNotFoundError)
                    else ExecError(f"its exec plugin {self.command[0]!r} cannot run: {error}")
@@ -134,9 +137,12 @@ class ExecPlugin:
         except BaseException as error:
             # Our timeout, or the caller's (a request's timer cancels us): either way no
             # one reads the plugin's answer any more, so it must not outlive the wait.
+            # The whole group: a child it started (a wrapper's, an agent) holds the pipes
+            # open, and the wait for it lasted as long as that child.
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-                process.kill()
-            await process.wait()
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(process.wait()), REAP_SECONDS)
             if isinstance(error, TimeoutError):
                 raise ExecError(f"its exec plugin {self.command[0]!r} did not answer "
                                 f"within {TIMEOUT:.0f} s") from error

@@ -382,3 +382,33 @@ def test_a_cancelled_run_leaves_no_plugin_behind(tmp_path: Path) -> None:
 
     pid = asyncio.run(scenario())
     assert not alive(pid)
+
+
+def test_a_plugin_that_started_a_child_is_given_up_with_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrapper that started a child holding the pipes: the wait for the killed plugin
+    lasted as long as that child (here for ever), every request waiting behind it."""
+    monkeypatch.setattr(execplugin, "TIMEOUT", 1.0)
+    script = tmp_path / "wrapper"
+    script.write_text(f"#!/bin/sh\nsleep 3600 &\necho $! > {tmp_path / 'pid'}\n"
+                      "exec sleep 3600\n")
+    script.chmod(0o755)
+    exec_plugin = make({"command": str(script)})
+
+    async def scenario() -> None:  # the bound: a hang caught, not a time measured
+        await asyncio.wait_for(exec_plugin.header(), 60)
+
+    with pytest.raises(execplugin.ExecError, match="did not answer within 1 s"):
+        asyncio.run(scenario())
+    child = int((tmp_path / "pid").read_text())
+    assert _state(child) in (None, "Z")  # killed (a zombie until whoever adopted it reaps it)
+    alive(child)
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, Z...), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
