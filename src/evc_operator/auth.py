@@ -207,14 +207,17 @@ class Static:
 class TokenFile:
     """A bearer token in a file that is rewritten: projected ServiceAccount tokens rotate
     (about hourly) and a kubeconfig's `tokenFile` may too. The file is read again once it
-    changed, at least every `period` seconds, and at once after a 401."""
+    changed, at least every `period` seconds, and at once after a 401. `inline`: a token
+    to use until the file can be read (a kubeconfig's `token` beside its `tokenFile`, as
+    client-go does)."""
 
     def __init__(self, path: Path, *, period: float = TOKEN_PERIOD,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 inline: str | None = None) -> None:
         self.path = path
         self.period = period
         self.clock = clock
-        self._token: str | None = None
+        self._token: str | None = inline
         self._read_at = 0.0
         self._stamp: tuple[int, int, int] | None = None
         self._generation = 0  # counts the different tokens read

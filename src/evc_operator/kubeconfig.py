@@ -150,8 +150,9 @@ def _authorization(user: _Entry, cluster: _Entry, ca: bytes | None,
         return ExecPlugin(spec["exec"], cluster=_cluster_info(cluster, ca), context=context,
                           base=user.base)
     token_file = _path(user, "tokenFile")
-    if token_file is not None:  # before `token`: as in client-go, the file (re-read) wins
-        tokens = TokenFile(Path(token_file))
+    if token_file is not None:  # before `token`: as in client-go, the file (re-read) wins,
+        # the token used only while the file cannot be read
+        tokens = TokenFile(Path(token_file), inline=spec.get("token") or None)
         try:
             tokens.token()
         except OSError as error:

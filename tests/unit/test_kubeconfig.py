@@ -85,6 +85,16 @@ def test_a_token_file_wins_over_a_token(tmp_path: Path) -> None:
     assert header(loaded) == "Bearer from-the-file"
 
 
+def test_a_token_beside_a_token_file_not_there_yet_is_used_until_it_is(tmp_path: Path) -> None:
+    """As in client-go: the file is tried again as it comes; meanwhile the token. (Taken
+    first for a while, the file then stopped the start when it could not be read.)"""
+    loaded = load(write(tmp_path / "config", user={"token": "inline", "tokenFile": "token"}))
+    assert header(loaded) == "Bearer inline"
+    (tmp_path / "token").write_text("from-the-file\n")
+    assert asyncio.run(loaded.auth.refresh(loaded.auth.generation()))  # after a 401
+    assert header(loaded) == "Bearer from-the-file"
+
+
 def test_the_exec_command_is_relative_to_the_kubeconfig(tmp_path: Path) -> None:
     loaded = load(write(tmp_path / "kube" / "config", user={"exec": {
         "apiVersion": "client.authentication.k8s.io/v1", "command": "./bin/plugin"}}))
