@@ -173,7 +173,7 @@ class ClaimReconciler:
         # InUse with no countdown for as long as they did.
         claim.taken_in(taken)
         again = any(one.active for one in taken.values())
-        claim.unwritten = None if failed is None else new_status
+        claim.unwritten = None if failed is None else status.warned(new_status)
         if failed is None:
             claim.status_failures = 0
         else:

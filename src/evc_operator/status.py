@@ -232,6 +232,12 @@ def spec_warnings(problems: Sequence[str], previous: Mapping[str, Any]) -> list[
     return []
 
 
+def warned(written: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Of a status, what `spec_warnings` and `limit_warnings` read: its two conditions."""
+    return {"conditions": [condition for condition in written.get("conditions") or ()
+                           if condition.get("type") in ("SpecValid", LIMITED)]}
+
+
 def limit_warnings(limited: Sequence[str], previous: Mapping[str, Any]) -> list[Event]:
     """A PeriodLimited Warning when a period of the spec first falls outside the cluster's
     limits (not again while it stays so)."""

@@ -76,8 +76,8 @@ class TrackedClaim:
     # The phase its last transition Event was to be told from, when the write and the
     # Event were refused as not leading: `written` holds the phase decided then.
     untold: tuple[lifecycle.Phase | None] | None = None
-    # The status whose write failed last (None once one is written): its Warnings were
-    # told with it, not again at each try.
+    # Of the status whose write failed last (None once one is written), the conditions its
+    # Warnings were told by (status.warned): not told again at each try.
     unwritten: Mapping[str, Any] | None = None
 
     def depart(self, view: PodView) -> None:
