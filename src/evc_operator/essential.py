@@ -25,8 +25,9 @@ def _terminate() -> None:
 
 
 def start(work: Coroutine[Any, Any, None], name: str, *,
-          stop: Callable[[], None] = _terminate) -> asyncio.Task[None]:
-    """`work` as a task whose end, unless cancelled, stops the operator (`stop`)."""
+          stop: Callable[[], None] | None = None) -> asyncio.Task[None]:
+    """`work` as a task whose end, unless cancelled, stops the operator (`stop`; by
+    default a SIGTERM to itself, looked up when it ends: tests put another in its place)."""
     task = asyncio.create_task(work, name=name)
 
     def ended(task: asyncio.Task[None]) -> None:
@@ -35,7 +36,7 @@ def start(work: Coroutine[Any, Any, None], name: str, *,
         error = task.exception()
         log.critical("%s ended%s; the operator stops (started again, it resumes).", name,
                      "" if error is None else f": {error!r}", exc_info=error)
-        stop()
+        (stop or _terminate)()
 
     task.add_done_callback(ended)
     return task
