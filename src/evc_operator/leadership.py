@@ -53,9 +53,6 @@ from evc_operator.timestamps import boottime, format_time, utcnow
 log = logging.getLogger(__name__)
 
 
-_boottime = boottime  # the Lease is timed on it
-
-
 @dataclasses.dataclass(frozen=True)
 class LeaseSettings:
     name: str
@@ -124,7 +121,7 @@ class Leadership:
     def __init__(self, api: kube.Api, settings: LeaseSettings,
                  on_change: Callable[[bool], None],
                  clock: Callable[[], datetime.datetime] = utcnow,
-                 monotonic: Callable[[], float] = _boottime) -> None:
+                 monotonic: Callable[[], float] = boottime) -> None:  # the Lease's clock
         self.api = api
         self.settings = settings
         self.on_change = on_change

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import pytest
 
-from evc_operator import leadership
+from evc_operator import timestamps
 from evc_operator.leadership import Leadership, LeaseSettings, claimed_spec, may_take
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -63,9 +63,9 @@ def test_the_lease_is_timed_on_a_clock_that_goes_on_while_the_machine_sleeps(
     Lease must not wake up believing it still leads (the monotonic clock stops then)."""
     replica = Leadership(cast(Any, None), LeaseSettings(name="l", namespace="n",
                                                         identity="me"), lambda held: None)
-    assert replica.monotonic is leadership._boottime
+    assert replica.monotonic is timestamps.boottime
     # Each clock reads apart, as on a machine that was suspended: the one asked is told.
     readings = {getattr(time, "CLOCK_BOOTTIME", -1): 5000.0, time.CLOCK_MONOTONIC: 1000.0}
     monkeypatch.setattr(time, "clock_gettime", lambda clock: readings[clock])
     expected = 5000.0 if hasattr(time, "CLOCK_BOOTTIME") else 1000.0
-    assert leadership._boottime() == expected
+    assert timestamps.boottime() == expected
