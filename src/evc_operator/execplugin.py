@@ -142,7 +142,7 @@ class ExecPlugin:
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(process.wait()), REAP_SECONDS)
+                await asyncio.wait_for(process.wait(), REAP_SECONDS)
             if isinstance(error, TimeoutError):
                 raise ExecError(f"its exec plugin {self.command[0]!r} did not answer "
                                 f"within {TIMEOUT:.0f} s") from error
