@@ -13,6 +13,7 @@ import base64
 import contextlib
 import dataclasses
 import datetime
+import errno
 import ipaddress
 import logging
 import os
@@ -218,6 +219,7 @@ class TokenFile:
         self.period = period
         self.clock = clock
         self._token: str | None = inline
+        self._read = False  # once the file was read
         self._read_at = 0.0
         self._stamp: tuple[int, int, int] | None = None
         self._generation = 0  # counts the different tokens read
@@ -235,12 +237,16 @@ class TokenFile:
                 or clock - self._read_at >= self.period):
             try:
                 token = self.path.read_text(encoding="utf-8").strip()
+                if not token:  # being written, or never: no token (as client-go)
+                    raise OSError(errno.ENODATA, "it is empty")
             except OSError as error:
                 if self._token is None:
                     raise
-                log.warning("Could not re-read the token %s (%s); keeping the last one.",
-                            self.path, error)
+                log.warning("Could not read the token %s (%s); keeping %s.", self.path,
+                            error.strerror or error,
+                            "the last one read" if self._read else "the kubeconfig's token")
             else:
+                self._read = True
                 if token != self._token:
                     self._token, self._generation = token, self._generation + 1
             self._read_at, self._stamp = clock, stamp

@@ -95,6 +95,15 @@ def test_a_token_beside_a_token_file_not_there_yet_is_used_until_it_is(tmp_path:
     assert header(loaded) == "Bearer from-the-file"
 
 
+def test_an_empty_token_file_is_no_token(tmp_path: Path) -> None:
+    """Empty (being written, or never), the file gave `Bearer ` in place of the token."""
+    (tmp_path / "token").write_text("\n")
+    loaded = load(write(tmp_path / "config", user={"token": "inline", "tokenFile": "token"}))
+    assert header(loaded) == "Bearer inline"
+    with pytest.raises(auth.ConfigError, match="it is empty"):
+        load(write(tmp_path / "alone", user={"tokenFile": "token"}))
+
+
 def test_the_exec_command_is_relative_to_the_kubeconfig(tmp_path: Path) -> None:
     loaded = load(write(tmp_path / "kube" / "config", user={"exec": {
         "apiVersion": "client.authentication.k8s.io/v1", "command": "./bin/plugin"}}))
