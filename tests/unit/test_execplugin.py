@@ -398,11 +398,13 @@ def test_a_plugin_that_started_a_child_is_given_up_with_it(
     async def scenario() -> None:  # the bound: a hang caught, not a time measured
         await asyncio.wait_for(exec_plugin.header(), 60)
 
-    with pytest.raises(execplugin.ExecError, match="did not answer within 1 s"):
-        asyncio.run(scenario())
-    child = int((tmp_path / "pid").read_text())
-    assert _state(child) in (None, "Z")  # killed (a zombie until whoever adopted it reaps it)
-    alive(child)
+    try:
+        with pytest.raises(execplugin.ExecError, match="did not answer within 1 s"):
+            asyncio.run(scenario())
+        child = int((tmp_path / "pid").read_text())
+        assert _state(child) in (None, "Z")  # killed (a zombie until its adopter reaps it)
+    finally:
+        alive(int((tmp_path / "pid").read_text()))  # not to outlive a failing test
 
 
 def _state(pid: int) -> str | None:
