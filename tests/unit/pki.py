@@ -69,15 +69,21 @@ class Pki:
                                    usage=ExtendedKeyUsageOID.CLIENT_AUTH)
 
 
-def handshake(client: ssl.SSLContext, pki: Pki, tmp_path: Path) -> Any:
-    """A TLS handshake in memory against a server that requires a client certificate
-    from the test CA; returns the client certificate the server saw."""
+def client_verifying_server(pki: Pki, tmp_path: Path) -> ssl.SSLContext:
+    """A server's TLS context that requires a client certificate from the test CA."""
     (tmp_path / "server.crt").write_bytes(pem(pki.server))
     (tmp_path / "server.key").write_bytes(key_pem(pki.server_key))
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
     server.load_verify_locations(cadata=pem(pki.ca).decode())
     server.verify_mode = ssl.CERT_REQUIRED
+    return server
+
+
+def handshake(client: ssl.SSLContext, pki: Pki, tmp_path: Path) -> Any:
+    """A TLS handshake in memory against a server that requires a client certificate
+    from the test CA; returns the client certificate the server saw."""
+    server = client_verifying_server(pki, tmp_path)
     pipes = [ssl.MemoryBIO() for _ in range(4)]
     client_end = client.wrap_bio(pipes[0], pipes[1], server_hostname="localhost")
     server_end = server.wrap_bio(pipes[2], pipes[3], server_side=True)

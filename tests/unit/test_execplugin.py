@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from evc_operator import execplugin, kube
 from evc_operator.auth import ConfigError, Credentials, authorizing, session, tls_context
 from evc_operator.execplugin import ExecError, ExecPlugin, parse
-from tests.unit.pki import Pki, certificate, handshake, key_pem, pem
+from tests.unit.pki import Pki, certificate, client_verifying_server, handshake, key_pem, pem
 
 V1 = "client.authentication.k8s.io/v1"
 V1BETA1 = "client.authentication.k8s.io/v1beta1"
@@ -276,12 +276,7 @@ def test_a_rotated_client_certificate_is_presented_on_the_next_request(
     script = cert_plugin(tmp_path, [
         (pki.client, pki.client_key, "2026-01-01T00:10:00Z" if expires else None),
         (new, new_key, "2026-01-01T01:00:00Z" if expires else None)])
-    (tmp_path / "server.crt").write_bytes(pem(pki.server))
-    (tmp_path / "server.key").write_bytes(key_pem(pki.server_key))
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
-    server.load_verify_locations(cadata=pem(pki.ca).decode())
-    server.verify_mode = ssl.CERT_REQUIRED
+    server = client_verifying_server(pki, tmp_path)
 
     async def whoami(request: web.Request) -> web.Response:
         assert request.transport is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -150,12 +151,11 @@ class FlakyApi(ScriptedApi):
         return await super().list_all(kind, namespace, each)
 
 
-def test_after_a_watch_that_worked_a_break_is_retried_at_the_shortest_wait() -> None:
-    """A watch that broke after it had worked waits 1 s, not the wait that the failures
-    before it had grown to (10 s, during which pods that end are not seen)."""
-    api = FlakyApi(3, lists=[[pod("a", "x")]], watches=[[
-        ("MODIFIED", pod("a", "x", phase="Succeeded", version="11")),
-        OSError("Response payload is not completed")]])
+def run_until(api: ScriptedApi, done: Callable[[informer.Informer[PodView]], bool], *,
+              clock: Callable[[], float] | None = None
+              ) -> tuple[informer.Informer[PodView], list[float]]:
+    """A pods informer over `api` run until `done` says so (or 200 turns); it and the
+    waits it slept between failed attempts."""
     waits: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -163,18 +163,28 @@ def test_after_a_watch_that_worked_a_break_is_retried_at_the_shortest_wait() -> 
         await asyncio.sleep(0)
 
     subject = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None,
-                                lambda: None, sleep=sleep)
+                                lambda: None, sleep=sleep, clock=clock or time.monotonic)
 
     async def scenario() -> None:
         task = asyncio.create_task(subject.run())
         for _ in range(200):
-            if "watch pods from 11" in api.calls:
+            if done(subject):
                 break
             await asyncio.sleep(0.001)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
+    return subject, waits
+
+
+def test_after_a_watch_that_worked_a_break_is_retried_at_the_shortest_wait() -> None:
+    """A watch that broke after it had worked waits 1 s, not the wait that the failures
+    before it had grown to (10 s, during which pods that end are not seen)."""
+    api = FlakyApi(3, lists=[[pod("a", "x")]], watches=[[
+        ("MODIFIED", pod("a", "x", phase="Succeeded", version="11")),
+        OSError("Response payload is not completed")]])
+    subject, waits = run_until(api, lambda _: "watch pods from 11" in api.calls)
     assert waits == [1, 2, 5, 1]  # the fourth: a new spell, after the list and an event
     assert api.calls.count("list pods") == 1  # the watch resumed; nothing listed again
     # From the last change it applied (11), not from where the broken watch began (10):
@@ -189,25 +199,7 @@ def test_a_watch_that_ends_with_nothing_is_reopened_after_a_wait_not_at_once() -
     requests; now it waits, longer each time, as any failure does."""
     bookmark = ("BOOKMARK", pod("a", "x", version="12"))
     api = ScriptedApi(lists=[[pod("a", "x")]], watches=[[], [], [], [bookmark]])
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        await asyncio.sleep(0)
-
-    subject = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None,
-                                lambda: None, sleep=sleep)
-
-    async def scenario() -> None:
-        task = asyncio.create_task(subject.run())
-        for _ in range(200):
-            if subject.version == 12:
-                break
-            await asyncio.sleep(0.001)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    asyncio.run(scenario())
+    _, waits = run_until(api, lambda subject: subject.version == 12)
     assert waits[:3] == [1, 2, 5]
     assert api.calls.count("list pods") == 1  # nothing was missed: resumed, not listed
     assert api.calls.count("watch pods from 10") == 4
@@ -219,30 +211,13 @@ def test_a_quiet_watch_that_lasted_its_time_with_nothing_is_no_failure() -> None
     at once, its view still proven live (no break)."""
     bookmark = ("BOOKMARK", pod("a", "x", version="12"))
     api = ScriptedApi(lists=[[pod("a", "x")]], watches=[[], [], [bookmark]])
-    waits: list[float] = []
     now = [0.0]
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        await asyncio.sleep(0)
 
     def clock() -> float:
         now[0] += listwatch.WATCH_SECONDS / 2  # each watch: opened, then ended on time
         return now[0]
 
-    subject = informer.Informer(api, "pods", "jobs", pod_view, lambda *_: None,
-                                lambda: None, sleep=sleep, clock=clock)
-
-    async def scenario() -> None:
-        task = asyncio.create_task(subject.run())
-        for _ in range(200):
-            if subject.version == 12:
-                break
-            await asyncio.sleep(0.001)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    asyncio.run(scenario())
+    subject, waits = run_until(api, lambda subject: subject.version == 12, clock=clock)
     assert (waits, subject.breaks) == ([], 0)
 
 
