@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import sys
 from typing import Any
 
@@ -15,9 +14,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from evc_operator import customkinds, kube, listwatch, parsing
-from evc_operator.auth import Credentials, Static
-from tests.unit.test_kube import _serving
+from evc_operator import customkinds, listwatch, parsing
+from tests.unit.test_kube import serving_api
 
 KIND = "argoproj.io/v1alpha1/workflows"
 
@@ -79,18 +77,13 @@ def test_a_deep_object_is_listed_watched_and_read_and_its_claim_is_found() -> No
 
         app = web.Application()
         app.router.add_get("/apis/argoproj.io/v1alpha1/namespaces/a/workflows", workflows)
-        async with _serving(app) as url:
-            api = kube.Api(Credentials(server=url, ssl=ssl.create_default_context(),
-                                       auth=Static("Bearer t")))
-            try:
-                listed: list[dict[str, Any]] = []
-                version = await listwatch.list_all(api, KIND, "a", listed.append)
-                assert version == "11"
-                assert await listwatch.collection_version(api, KIND, "a") == 11
-                watched = [body async for _, body in listwatch.watch(api, KIND, "a", "11",
-                                                                     seconds=5)]
-            finally:
-                await api.close()
+        async with serving_api(app) as api:
+            listed: list[dict[str, Any]] = []
+            version = await listwatch.list_all(api, KIND, "a", listed.append)
+            assert version == "11"
+            assert await listwatch.collection_version(api, KIND, "a") == 11
+            watched = [body async for _, body in listwatch.watch(api, KIND, "a", "11",
+                                                                 seconds=5)]
         views = [customkinds.custom_view("workflows.argoproj.io", body)
                  for body in (*listed, *watched)]
         assert [(view.name, view.claims) for view in views] == [

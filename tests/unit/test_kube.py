@@ -200,6 +200,19 @@ async def _serving(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def serving_api(app: web.Application) -> AsyncIterator[kube.Api]:
+    """The API client of `app` served on a free loopback port (a bearer token), closed
+    after."""
+    async with _serving(app) as url:
+        api = kube.Api(Credentials(server=url, ssl=ssl.create_default_context(),
+                                   auth=Static("Bearer t")))
+        try:
+            yield api
+        finally:
+            await api.close()
+
+
 def _closed_port() -> int:
     with socket.create_server(("127.0.0.1", 0)) as sock:
         port: int = sock.getsockname()[1]
@@ -243,25 +256,20 @@ def test_a_watch_is_served_while_every_request_connection_is_busy(
         app = web.Application()
         app.router.add_get("/api/v1/namespaces/a/pods/{name}", slow)
         app.router.add_get("/api/v1/namespaces/a/pods", pods)
-        async with _serving(app) as url:
-            api = kube.Api(Credentials(server=url, ssl=ssl.create_default_context(),
-                                       auth=Static("Bearer t")))
-            try:
-                calls = [asyncio.create_task(api.call(
-                    "GET", f"/api/v1/namespaces/a/pods/{name}"))
-                    for name in ("one", "two", "three")]
-                await two_started.wait()
-                events = [event async for event in listwatch.watch(api, "pods", "a", "1",
-                                                                   seconds=5)]
-                assert [(kind, body["metadata"]["name"]) for kind, body in events] == [
-                    ("ADDED", "p")]
-                assert len(started) == 2  # the third waits for a connection
-                release.set()
-                answers = await asyncio.gather(*calls)
-                assert sorted(answer["metadata"]["name"] for answer in answers) == [
-                    "one", "three", "two"]
-            finally:
-                await api.close()
+        async with serving_api(app) as api:
+            calls = [asyncio.create_task(api.call(
+                "GET", f"/api/v1/namespaces/a/pods/{name}"))
+                for name in ("one", "two", "three")]
+            await two_started.wait()
+            events = [event async for event in listwatch.watch(api, "pods", "a", "1",
+                                                               seconds=5)]
+            assert [(kind, body["metadata"]["name"]) for kind, body in events] == [
+                ("ADDED", "p")]
+            assert len(started) == 2  # the third waits for a connection
+            release.set()
+            answers = await asyncio.gather(*calls)
+            assert sorted(answer["metadata"]["name"] for answer in answers) == [
+                "one", "three", "two"]
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
 
@@ -289,18 +297,12 @@ def test_watches_past_a_thousand_are_all_served_at_once() -> None:
 
         app = web.Application()
         app.router.add_get("/api/v1/namespaces/{namespace}/pods", pods)
-        async with _serving(app) as url:
-            api = kube.Api(Credentials(server=url, ssl=ssl.create_default_context(),
-                                       auth=Static("Bearer t")))
-
+        async with serving_api(app) as api:
             async def one(number: int) -> int:
                 return len([event async for event in listwatch.watch(
                     api, "pods", f"ns-{number // 9}", "1", seconds=60)])
-            try:
-                counts = await asyncio.wait_for(
-                    asyncio.gather(*(one(number) for number in range(watches))), timeout=60)
-            finally:
-                await api.close()
+            counts = await asyncio.wait_for(
+                asyncio.gather(*(one(number) for number in range(watches))), timeout=60)
         assert counts == [1] * watches
 
     asyncio.run(scenario())
@@ -324,14 +326,9 @@ def test_a_watch_event_longer_than_aiohttps_line_limit_is_read_and_so_is_the_nex
 
         app = web.Application()
         app.router.add_get("/api/v1/namespaces/a/pods", pods)
-        async with _serving(app) as url:
-            api = kube.Api(Credentials(server=url, ssl=ssl.create_default_context(),
-                                       auth=Static("Bearer t")))
-            try:
-                return [(body["metadata"]["name"], len(body["metadata"]["annotations"]["a"]))
-                        async for _, body in listwatch.watch(api, "pods", "a", "1", seconds=5)]
-            finally:
-                await api.close()
+        async with serving_api(app) as api:
+            return [(body["metadata"]["name"], len(body["metadata"]["annotations"]["a"]))
+                    async for _, body in listwatch.watch(api, "pods", "a", "1", seconds=5)]
 
     assert asyncio.run(asyncio.wait_for(scenario(), 30)) == [("long", len(long)), ("next", 0)]
 
