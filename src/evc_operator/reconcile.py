@@ -134,7 +134,8 @@ class ClaimReconciler:
         stored_seal = previous.get("seal")
         # A confirmation owed now stays owed until a write or a read makes it (cleared
         # below before either; a write that failed left the record unconfirmed).
-        owed = (claim.sealed_at, claim.confirm_after is not None and now >= claim.confirm_after)
+        sealed_before = claim.sealed_at
+        owed = claim.confirm_after is not None and now >= claim.confirm_after
         # A change of users alone that waits for its budget changes no fact: a record due
         # for confirmation is confirmed meanwhile (left due, the claim was looked at again
         # and again at once until the budget's moment).
@@ -181,8 +182,8 @@ class ClaimReconciler:
             # deadline kept (a deletion needs no status write): a failure raised lost it,
             # and the deletion waited for the backoff, up to a minute late.
             claim.status_failures += 1
-            if owed[1] and claim.confirm_after is None:  # the seal stored is still the one
-                claim.sealed_at = owed[0]  # sealed before: the confirmation is tried again
+            if owed and claim.confirm_after is None:  # the seal stored is still the one
+                claim.sealed_at = sealed_before  # sealed before: it is tried again
                 claim.confirm_after = now + datetime.timedelta(
                     seconds=backoff(claim.status_failures))
             metrics.RECONCILE_FAILURES.inc()
