@@ -16,12 +16,12 @@ from typing import Any
 from evc_operator import lifecycle
 from evc_operator.claims import MAX_LABEL_BYTES, parse_quantity
 from evc_operator.packing import Packer
+from evc_operator.resources import KEEP_ANNOTATION
 from evc_operator.settings import DURATION_HELP, MAX_DURATION, Settings, parse_duration
 from evc_operator.status import NO_ACTIVE_USERS
 from evc_operator.timestamps import human_period, parse_time
 from evc_operator.users import InvalidSelector, validate_selector
 
-KEEP_ANNOTATION = "evc.zalando.org/keep"
 Key = tuple[str, str]  # (namespace, name)
 _TIME = "2026-01-01T00:00:00Z"
 # What statuses and kept bodies usually say (packing.py): the keys, and the text of the

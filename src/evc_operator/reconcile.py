@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
-from evc_operator import confirm, deletion, lifecycle, metrics, seal, status
+from evc_operator import confirm, deletion, lifecycle, metrics, seal, status, unwatched
 from evc_operator.budget import UsersBudget
 from evc_operator.errors import describe
 from evc_operator.evc import EvcView
@@ -58,6 +58,7 @@ class ClaimReconciler:
         self.pvcs = PvcSync(api, index, clock)
         self.freshness = freshness
         self.settings = settings
+        self.watched = tuple((kind.group, kind.plural) for kind in settings.user_kinds)
         self.clock = clock  # the API server's clock, the early way (lifecycle.decide)
         self.latest = latest or clock  # and the late way
         self.logger_for = logger_for
@@ -87,8 +88,8 @@ class ClaimReconciler:
         now, latest = self.clock(), self.latest()
         trusted = self._trusted(claim, view, had_pvc, now, latest)
         dry_run = self.settings.dry_run
-        decision = lifecycle.decide(trusted, self._users(claim, view, self._ahead(claim)),
-                                    now, dry_run=dry_run, latest=latest)
+        users = self._users(claim, view, self._ahead(claim))
+        decision = lifecycle.decide(trusted, users, now, dry_run=dry_run, latest=latest)
         # A deletion refused for good waits for its time to try again, said in status.
         held = deletion.held(claim, decision, now)
         if decision.action is Action.DELETE and not held:
@@ -105,8 +106,8 @@ class ClaimReconciler:
             # The proof may take seconds: what is written now is sealed as of now (sealed
             # as of before, the record failed `seal.written_in_time` after a restart).
             now, latest = self.clock(), self.latest()
-            decision = lifecycle.decide(trusted, self._users(claim, view, fresh), now,
-                                        dry_run=dry_run, latest=latest)
+            users = self._users(claim, view, fresh)
+            decision = lifecycle.decide(trusted, users, now, dry_run=dry_run, latest=latest)
             claim.ahead = fresh if fresh is not None and fresh.behind() else None
         if decision.action is Action.DELETE and not held:
             orphan = await self.deleter.orphaning(view, self.index.pvc(view.key))
@@ -121,10 +122,11 @@ class ClaimReconciler:
 
         claim.decided(decision)
         refused = deletion.refused_message(claim, decision)
+        unwatched_by = unwatched.condition(unwatched.unwatched(users, self.watched))
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
                                                    dry_run=dry_run, problems=view.problems,
                                                    limited=view.limited, refused=refused),
-                      pvc_condition]
+                      pvc_condition, *filter(None, [unwatched_by])]
         facts = (str(decision.phase), decision.unused_since)
         new_status = status.build_status(
             decision, conditions, generation=view.generation, previous=previous, now=now,
@@ -158,6 +160,7 @@ class ClaimReconciler:
         said = claim.unwritten or previous  # a write that failed: its Warnings were told
         events += status.spec_warnings(view.problems, said)
         events += status.limit_warnings(view.limited, said)
+        events += unwatched.warnings(unwatched_by, said)
         # The status write and its Events go out together (unless they wait: outbox.py),
         # not one after another. An Event never fails the reconciliation.
         written = self._write_status(view, new_status, write)

@@ -7,6 +7,8 @@ VERSION = "v1"
 PLURAL = "ephemeralvolumeclaims"
 KIND = "EphemeralVolumeClaim"
 API_VERSION = f"{GROUP}/{VERSION}"
+# On an EVC, any value but "false" pauses its deletion (evc.keeps).
+KEEP_ANNOTATION = "evc.zalando.org/keep"
 
 # Selectors for Kopf's decorators, fully qualified: @kopf.on.event(*EVC).
 EVC = (GROUP, VERSION, PLURAL)

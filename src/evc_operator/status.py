@@ -115,6 +115,9 @@ def lifecycle_conditions(decision: Decision, *, keep: bool, dry_run: bool,
 
 
 LIMITED = "PeriodLimited"
+# unwatched.py. Not a status.reason: the CRD's enum of those, older where the CRD was not
+# upgraded with the operator (Helm leaves CRDs as they are), would refuse each status write.
+UNWATCHED = "UnwatchedController"
 DELETION_REFUSED = "DeletionRefused"
 
 
@@ -233,9 +236,10 @@ def spec_warnings(problems: Sequence[str], previous: Mapping[str, Any]) -> list[
 
 
 def warned(written: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Of a status, what `spec_warnings` and `limit_warnings` read: its two conditions."""
+    """Of a status, what `spec_warnings`, `limit_warnings` and `unwatched.warnings` read:
+    its three conditions."""
     return {"conditions": [condition for condition in written.get("conditions") or ()
-                           if condition.get("type") in ("SpecValid", LIMITED)]}
+                           if condition.get("type") in ("SpecValid", LIMITED, UNWATCHED)]}
 
 
 def limit_warnings(limited: Sequence[str], previous: Mapping[str, Any]) -> list[Event]:

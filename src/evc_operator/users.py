@@ -18,6 +18,7 @@ from typing import Any
 
 from evc_operator.lifecycle import PodUse
 from evc_operator.timestamps import shared_time
+from evc_operator.unwatched import runner
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 _NO_CLAIMS: tuple[str, ...] = ()
@@ -122,6 +123,8 @@ class PodView:
     claims: tuple[str, ...]  # sorted, each once (a tuple: a third of a frozenset's size)
     labels: Labels
     ended: datetime.datetime | None = None  # when its last container finished, if known
+    # Its controller, if of a kind the operator does not follow (`runner`; unwatched.py).
+    runner: str | None = None
 
     def use(self) -> PodUse:
         # A workload's view is named `Kind/name` (workloads.py; a custom resource's
@@ -131,7 +134,8 @@ class PodView:
         # An active StatefulSet's view keeps its last write as `ended`, for the ordinals
         # it no longer keeps (`users_of`); while active, its use has no end.
         return PodUse(name=self.name, active=self.active, created=self.created,
-                      ended=None if self.active else self.ended, from_creation=from_creation)
+                      ended=None if self.active else self.ended, from_creation=from_creation,
+                      runner=self.runner)
 
 
 def pod_view(body: Mapping[str, Any]) -> PodView:
@@ -148,6 +152,7 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         claims=claims,
         labels=label_set(metadata.get("labels") or {}),
         ended=None if active else _finished_at(status),
+        runner=runner(metadata),
     )
 
 

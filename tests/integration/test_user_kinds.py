@@ -160,3 +160,45 @@ def test_a_run_that_names_its_claim_deeper_than_orjson_parses_holds_it(
     time.sleep(4 + 3)  # past the expiry: the run holds it
     assert phase_is(kubectl, "deep", "InUse")
     assert "Traceback" not in process.log_text()
+
+
+def _unwatched(kubectl: Kubectl, name: str) -> dict[str, Any] | None:
+    return next((condition for condition in status(kubectl, name).get("conditions") or ()
+                 if condition["type"] == "UnwatchedController"), None)
+
+
+@pytest.mark.parametrize("listed", [False, True], ids=["unlisted", "listed"])
+def test_a_pod_run_by_an_unwatched_controller_is_said(
+        kubectl: Kubectl, operator: OperatorFactory, runs_crd: None, listed: bool) -> None:
+    """A pod whose controller is a Run that does not name the claim (its controller put the
+    volume in the pod alone): unless USER_KINDS lists runs, a condition and one Warning
+    say that between its pods nothing holds the claim (unwatched.py)."""
+    operator(kubectl.namespace, **(GRACE if listed else
+                                   {k: v for k, v in GRACE.items() if k != "USER_KINDS"}))
+    kubectl("apply", "-f", "-", input=evc("stepped"))
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": f"{GROUP}/v1", "kind": "Run", "metadata": {"name": "build"},
+        "spec": {}}))
+    found = kubectl.get(f"runs.{GROUP}", "build")
+    assert found is not None
+    step = json.loads(pod("build-step", "stepped"))
+    step["metadata"]["ownerReferences"] = [{
+        "apiVersion": f"{GROUP}/v1", "kind": "Run", "name": "build",
+        "uid": found["metadata"]["uid"], "controller": True}]
+    kubectl("apply", "-f", "-", input=json.dumps(step))
+    eventually(lambda: phase_is(kubectl, "stepped", "InUse"), what="InUse")
+    if listed:
+        time.sleep(2)  # decided again meanwhile, if it were to be said
+        assert _unwatched(kubectl, "stepped") is None
+        assert not [e for e in kubectl.events("stepped") if e["reason"] == "UnwatchedController"]
+        return
+    condition = eventually(lambda: _unwatched(kubectl, "stepped"), what="the condition")
+    assert condition is not None
+    assert condition["status"] == "True"
+    assert condition["reason"] == "NotWatched"
+    assert f"pod build-step (run by Run.{GROUP}/build)" in condition["message"]
+    warnings = eventually(lambda: [e for e in kubectl.events("stepped")
+                                   if e["reason"] == "UnwatchedController"],
+                          what="the Warning")
+    assert [e["type"] for e in warnings] == ["Warning"]
+    assert warnings[0]["message"] == condition["message"]

@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from evc_operator.evc import KEEP_ANNOTATION, evc_view, keeps
+from evc_operator.evc import evc_view, keeps
 from evc_operator.lifecycle import Action, Countdown, Decision, Phase, decide
+from evc_operator.resources import KEEP_ANNOTATION
 from evc_operator.seal import seal
 from evc_operator.settings import MAX_DURATION, Settings
 from evc_operator.status import Condition, build_status, lifecycle_conditions
