@@ -47,9 +47,13 @@ def _each(group: str, resource: str, *verbs: str, subresource: str = "") -> list
     return [Permission(verb, group, resource, subresource) for verb in verbs]
 
 
-# What Kopf needs to discover resources and namespaces: cluster-wide in every install.
-CLUSTER = [*_each("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch"),
-           *_each("", "namespaces", "list", "watch")]
+# What Kopf needs to discover resources (a CRD's change makes it look again): cluster-wide
+# in every install.
+DISCOVERY = _each("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch")
+# And, serving named namespaces (`--namespace`), to learn which of them exist. Serving
+# every namespace, it lists none: the install for all namespaces does not grant it.
+NAMESPACES = _each("", "namespaces", "list", "watch")
+CLUSTER = [*DISCOVERY, *NAMESPACES]  # the namespaced install's cluster-wide discovery
 
 
 def user_kinds(kinds: Sequence[UserKind]) -> list[Permission]:

@@ -145,7 +145,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
         functools.partial(kube.serves, memo.api, API_VERSION, PLURAL))
     settings.watching.initial_streaming = await _streams_lists(memo.api, logger)
     memo.access = access.AccessCheck(memo.api)
-    memo.access.check(access.CLUSTER)
+    memo.access.check(access.DISCOVERY)
     config = await _with_signing_key(memo.api, config, logger)
     # Pods and PVCs are not Kopf's: see informer.py for why.
     if config.user_kinds:
@@ -359,6 +359,8 @@ async def _serving(memo: kopf.Memo, namespace: str | None) -> None:
     """Told before the claims' stream begins which namespace it serves (None: every one).
     Serving every namespace, and allowed to list and watch the workloads cluster-wide,
     the operator watches each workload kind once for the cluster (clusterwide.py)."""
+    if namespace is not None:
+        memo.access.check(access.NAMESPACES)  # Kopf lists them: see access.NAMESPACES
     if namespace is not None or memo.watched.shared:
         return
     if not CONFIG.cluster_workload_watches:

@@ -32,7 +32,8 @@ def granted(*paths: str) -> set[Permission]:
 
 
 def test_the_checked_permissions_are_exactly_those_of_config_rbac() -> None:
-    assert set(access.CLUSTER + access.NAMESPACED) == granted("config/rbac/cluster_role.yaml")
+    assert set(access.DISCOVERY + access.NAMESPACED) == granted(
+        "config/rbac/cluster_role.yaml")
     assert set(access.lease("evc-operator")) == granted(
         "config/rbac/leader_election_role.yaml")
     assert set(access.CLUSTER) == granted("config/rbac-namespaced/discovery_cluster_role.yaml")

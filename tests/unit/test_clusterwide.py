@@ -600,3 +600,26 @@ def test_workloads_are_shared_only_when_every_namespace_is_served_and_allowed(
     memo: Any = _Memo()
     asyncio.run(handlers._serving(memo, namespace))
     assert bool(memo.watched.shared) is shared
+
+
+@pytest.mark.parametrize(("namespace", "checked"), [(None, False), ("default", True)])
+def test_namespaces_are_checked_only_where_kopf_lists_them(
+        monkeypatch: pytest.MonkeyPatch, namespace: str | None, checked: bool) -> None:
+    """Serving named namespaces, Kopf lists namespaces; serving every one, it lists none,
+    and the install for all namespaces (config/rbac) does not grant it."""
+    monkeypatch.setattr(handlers, "CONFIG", Settings.from_environ({}))
+    memo: Any = _Memo()
+    asked: list[tuple[list[access.Permission], str]] = []
+    monkeypatch.setattr(memo.access, "check",
+                        lambda permissions, where="": asked.append((permissions, where)))
+
+    async def serving() -> None:
+        monkeypatch.setattr(memo.access, "lacking_cluster_wide", _granted)
+        await handlers._serving(memo, namespace)
+
+    asyncio.run(serving())
+    assert ((access.NAMESPACES, "") in asked) is checked
+
+
+async def _granted(_permissions: list[access.Permission]) -> list[access.Permission]:
+    return []
