@@ -1,10 +1,10 @@
 """One claim, one reconciliation: read its facts, ask the pure core, apply the answer.
 
 `ClaimReconciler.reconcile` makes the PVC match the EVC (pvcsync.py), decides the claim's
-phase and deadline (lifecycle.py), writes status and Events (status.py) or deletes the
-claim, and returns an `Outcome`: when to look again, the countdown that runs, or that the
-claim is gone. It keeps no schedule: the scheduler applies outcomes to its work queue.
-Whether a view is fresh enough to delete on is asked of `freshness`.
+phase and deadline (lifecycle.py), writes status and Events (status.py, announcer.py) or
+deletes the claim, and returns an `Outcome`: when to look again, the countdown that runs,
+or that the claim is gone. It keeps no schedule: the scheduler applies outcomes to its
+work queue. Whether a view is fresh enough to delete on is asked of `freshness`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from evc_operator import confirm, deletion, lifecycle, metrics, seal, status, unwatched
+from evc_operator.announcer import Announcer
 from evc_operator.budget import UsersBudget
 from evc_operator.errors import describe
 from evc_operator.evc import EvcView
@@ -63,14 +64,14 @@ class ClaimReconciler:
         self.latest = latest or clock  # and the late way
         self.logger_for = logger_for
         self.remember = remember  # our own write's result: the freshest view of an EVC
+        # Its Events, and the same words in the log: now, or left to post later (defer).
+        self.announcer = Announcer(api, settings, clock, defer)
         # A read of the claim, not our own write: its view only, never facts we decided.
         self.deleter = deletion.Deleter(api, clock, refresh or _refreshes_nothing,
-                                        self.announce)
+                                        self.announcer.announce)
         self.budget = budget or UsersBudget()
         # How to wait for a fresh view of pods (the scheduler gives its slot back meanwhile).
         self.waiting = waiting or _as_is
-        # Whether an Event is left to post later (outbox.py: while claims wait for slots).
-        self.defer = defer or _never
 
     async def reconcile(self, claim: TrackedClaim) -> Outcome | None:
         """Reconcile one claim; None when it was not looked at (gone, being deleted by
@@ -166,7 +167,7 @@ class ClaimReconciler:
         written = self._write_status(view, new_status, write)
         try:
             failed, *_ = await asyncio.gather(
-                written, *(self.announce(view, event, logger) for event in events))
+                written, *(self.announcer.announce(view, event, logger) for event in events))
         except NotLeading:  # neither written nor told: told from the same phase next time
             claim.untold = (told,)
             raise
@@ -197,7 +198,7 @@ class ClaimReconciler:
                 and decision.deletes_at not in claim.reported_dry_run):
             claim.reported_dry_run |= {decision.deletes_at}
             metrics.DRY_RUN_DELETIONS.labels(str(decision.countdown)).inc()
-            await self.announce(view, status.deletion_event(
+            await self.announcer.announce(view, status.deletion_event(
                 decision, expiry_period=view.claim.expiry_period,
                 grace_period=view.claim.grace_period, dry_run=True), logger)
 
@@ -367,27 +368,6 @@ class ClaimReconciler:
         self.remember(body, view.uid)
         return None
 
-    async def announce(self, view: EvcView, event: status.Event, logger: Logger) -> None:
-        """An Event on the EVC (now, or by the scheduler once no claim waits for a slot:
-        outbox.py), and the same words in the log at once. Best effort: a lost Event loses
-        no data, and never stops the work it tells of. With LIFECYCLE_EVENTS=false only
-        Warnings become Events (five Normal ones a claim double the API writes)."""
-        level = logging.WARNING if event.type == "Warning" else logging.INFO
-        logger.log(level, "%s: %s", event.reason, event.message)
-        if event.type == "Warning" or self.settings.lifecycle_events:
-            pending = Pending(view.namespace, view.name, view.uid, event, self.clock())
-            if not await self.defer(pending):
-                await self.post(pending, logger)
-
-    async def post(self, pending: Pending, logger: Logger) -> None:
-        try:
-            await self.api.post_event(pending.namespace, pending.name, pending.uid,
-                                      pending.event, pending.at)
-        except NotLeading as error:
-            logger.debug("%s.", error)
-        except Exception as error:
-            logger.warning("Could not post Event %s: %s", pending.event.reason, describe(error))
-
 
 def _with_unseen_end(claim: TrackedClaim, facts: lifecycle.Claim) -> lifecycle.Claim:
     """The facts with the end of use this replica knew while it did not lead (tracked.py),
@@ -405,8 +385,4 @@ async def _as_is(waiting: Awaitable[PodList | None]) -> PodList | None:
 
 
 def _refreshes_nothing(_body: Mapping[str, Any], _uid: str) -> bool:
-    return False
-
-
-async def _never(_pending: Pending) -> bool:
     return False

@@ -4,8 +4,9 @@ Kopf's per-object timers and daemons would put a finalizer on every EVC (and a t
 a body per object); instead, one asyncio task takes keys from a work queue
 (workqueue.py), has each claim reconciled (reconcile.py), and puts the outcome back into
 the queue: when to look again, or a retry after a failure. Handlers only `observe_evc()`
-and `poke()`. The claims are tracked in tracked.py; freshness.py says when a deletion may
-rest on a view; the countdown log and memory release are small tasks of their own.
+and `poke()`. The claims are tracked in tracked.py; podchanges.py says which of them a
+pod's change concerns; freshness.py says when a deletion may rest on a view; the
+countdown log and memory release are small tasks of their own.
 """
 
 from __future__ import annotations
@@ -27,19 +28,17 @@ from evc_operator.gate import Gated, NotLeading, Term
 from evc_operator.limiter import DEFAULT_BOUNDS, AdaptiveLimit, Bounds, Measured
 from evc_operator.outbox import Outbox, Pending, flush
 from evc_operator.outcome import Outcome
+from evc_operator.podchanges import PodChanges
 from evc_operator.reconcile import ClaimReconciler
 from evc_operator.resources import API_VERSION, KIND
 from evc_operator.seams import ClaimApi, PodIndex
 from evc_operator.settings import Settings
 from evc_operator.timestamps import utcnow
 from evc_operator.tracked import Tracked, TrackedClaim, key_of
-from evc_operator.users import PodView, SelectorChange, names, users_may_change
+from evc_operator.users import PodView
 from evc_operator.workqueue import Timers, WorkQueue
 
 log = logging.getLogger(__name__)
-# How soon a claim whose users-only status write waits for its budget is decided again
-# after a pod change (an end of its last user is seen within this, and written at once).
-USERS_COALESCE = datetime.timedelta(seconds=2)
 # How soon a claim whose write found the Lease lapsed, unknown to set_active, is retried.
 NOT_LEADING_RETRY = datetime.timedelta(seconds=1)
 # How long a stopping operator goes on posting the Events that waited (outbox.py).
@@ -77,6 +76,8 @@ class Scheduler:
                                           settings, clock, self.logger_for, self._remember,
                                           waiting=self._unslotted, defer=self._defer,
                                           latest=latest, refresh=self.claims.refresh)
+        # Which claims a pod's change concerns, and when to look at them again.
+        self.pod_changes = PodChanges(self.claims, self.queue, clock, self.reconciler.latest)
 
     # --- what handlers call --------------------------------------------------------------
 
@@ -146,60 +147,9 @@ class Scheduler:
 
     def poke_for_pod(self, namespace: str, claims: Iterable[str],
                      change: tuple[PodView | None, PodView | None] | None = None) -> None:
-        """A pod changed: look again at the EVCs it mounts, and at those with a selector
-        for which it became or stopped being a user, or stayed one and changed how (phase,
-        end). `change`: the pod before and after; None (not known): every claim with a
-        selector. A label edit that changes no claim's users costs no reconciliation: with
-        400 claims with selectors, each edit of a pod used to re-decide all 400."""
-        before, after = change if change is not None else (None, None)
-        # Seen to finish by a standby: the moment it was seen is its end, not the one its
-        # node reported (that clock may be behind; a leader records when it noticed).
-        finished = (not self.active and before is not None and before.active
-                    and after is not None and not after.active)
-        for claim in claims:
-            record = self.claims.get((namespace, claim))
-            if (record is not None and before is not None
-                    and names(before, claim) and (after is None or not names(after, claim))):
-                self._left(record, before)
-            elif record is not None and finished and after is not None and names(after, claim):
-                record.note_end(lifecycle.ceil_to_second(self.reconciler.latest()))
-            self._poke_for_users((namespace, claim))
-        sees = users_may_change(change)
-        for name in self.claims.with_selector(namespace):
-            record = self.claims.get((namespace, name))
-            if record is None or not (seen := sees(record.view.selector)):
-                continue
-            if before is not None and seen is SelectorChange.LEFT:
-                self._left(record, before)
-            elif finished:
-                record.note_end(lifecycle.ceil_to_second(self.reconciler.latest()))
-            self._poke_for_users((namespace, name))
-
-    def _left(self, record: TrackedClaim, user: PodView) -> None:
-        """A user left a claim's users: kept until the leader decides; a standby, which
-        decides nothing, keeps the latest end of use of those that left (it may lead next,
-        on a record the last leader had no time to write)."""
-        if self.active:
-            record.depart(user)
-        else:
-            record.left_unseen(user, self.reconciler.latest())
-
-    def _poke_for_users(self, key: Key) -> None:
-        """Look again at a claim whose users may have changed: at once, unless a write that
-        only says who its users are already waits for its namespace's budget (budget.py).
-        Then within USERS_COALESCE: in a namespace whose pods churn, each claim is decided
-        a few times a second at most, not at every edit (400 claims and a dozen edits a
-        second were 1,300 reconciliations a second and a whole core)."""
-        record = self.claims.get(key)
-        if record is None:
-            return
-        if record.write_after is None or self.queue.busy(key):
-            self.queue.add(key)  # busy: its outcome would replace a timer set now
-            return
-        soon = self.clock() + USERS_COALESCE
-        when = self.queue.later.get(key)
-        if when is None or when > soon:
-            self.queue.add_after(key, soon)
+        """A pod changed (before and after; None: not known): look again at the claims
+        whose users it may change (podchanges.py)."""
+        self.pod_changes.seen(namespace, claims, change, active=self.active)
 
     # --- what metrics and logs read ------------------------------------------------------
 
@@ -354,7 +304,7 @@ class Scheduler:
         return True
 
     async def _post_now(self, pending: Pending) -> None:
-        await self.reconciler.post(pending, self.logger_for_key(
+        await self.reconciler.announcer.post(pending, self.logger_for_key(
             (pending.namespace, pending.name)))
 
     async def _post(self, pending: Pending) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 
 from evc_operator.budget import UsersBudget
-from evc_operator.scheduler import USERS_COALESCE
+from evc_operator.podchanges import USERS_COALESCE
 from evc_operator.users import pod_view
 from tests.unit.fakes import NOW, FakeApi, drain, make, pod_body, reconcile_now
 

@@ -80,18 +80,18 @@ def _run(bounds: Bounds, claims: list[str], announcing: str,
     async def reconcile(key: tuple[str, str]) -> None:
         happened.append(f"reconcile {key[1]}")
         if key[1] == announcing:
-            await scheduler.reconciler.announce(fakes.view_of(scheduler, key),
-                                                status.Event("Normal", "Idle", "said"), logger)
+            await scheduler.reconciler.announcer.announce(
+                fakes.view_of(scheduler, key), status.Event("Normal", "Idle", "said"), logger)
         await asyncio.sleep(0)
 
-    real_post = scheduler.reconciler.post
+    real_post = scheduler.reconciler.announcer.post
 
     async def post(pending: Pending, logger: Any) -> None:
         happened.append(f"post {pending.event.reason} of {pending.name}")
         await real_post(pending, logger)
 
     monkeypatch.setattr(scheduler, "reconcile", reconcile)
-    monkeypatch.setattr(scheduler.reconciler, "post", post)
+    monkeypatch.setattr(scheduler.reconciler.announcer, "post", post)
     for name in claims:
         scheduler.observe_evc(None, _claim(name))
 

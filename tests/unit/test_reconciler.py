@@ -216,9 +216,8 @@ def test_without_lifecycle_events_only_warnings_are_posted() -> None:
     reconciler, _index = make(fake, indexed_pods=[], settings=quiet)
     fake.calls.clear()
     view = view_of(reconciler, ("jobs", "scratch"))
-    asyncio.run(reconciler.reconciler.announce(view,
-                                               status.Event("Warning", "InvalidSpec", "bad"),
-                                               reconciler.logger_for(view)))
+    asyncio.run(reconciler.reconciler.announcer.announce(
+        view, status.Event("Warning", "InvalidSpec", "bad"), reconciler.logger_for(view)))
     assert fake.calls == ["event:InvalidSpec"]
 
 
