@@ -59,7 +59,6 @@ class ClaimReconciler:
         self.pvcs = PvcSync(api, index, clock)
         self.freshness = freshness
         self.settings = settings
-        self.watched = tuple((kind.group, kind.plural) for kind in settings.user_kinds)
         self.clock = clock  # the API server's clock, the early way (lifecycle.decide)
         self.latest = latest or clock  # and the late way
         self.logger_for = logger_for
@@ -123,7 +122,8 @@ class ClaimReconciler:
 
         claim.decided(decision)
         refused = deletion.refused_message(claim, decision)
-        unwatched_by = unwatched.condition(unwatched.unwatched(users, self.watched))
+        said = claim.unwritten or previous  # a write that failed: its Warnings were told
+        unwatched_by = unwatched.condition(users, said, paused=view.claim.keep or dry_run)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
                                                    dry_run=dry_run, problems=view.problems,
                                                    limited=view.limited, refused=refused),
@@ -158,10 +158,9 @@ class ClaimReconciler:
         events += status.transition_events(decision, told,
                                            expiry_period=view.claim.expiry_period,
                                            grace_period=view.claim.grace_period)
-        said = claim.unwritten or previous  # a write that failed: its Warnings were told
         events += status.spec_warnings(view.problems, said)
         events += status.limit_warnings(view.limited, said)
-        events += unwatched.warnings(unwatched_by, said)
+        events += unwatched.warnings(unwatched_by, users, said)
         # The status write and its Events go out together (unless they wait: outbox.py),
         # not one after another. An Event never fails the reconciliation.
         written = self._write_status(view, new_status, write)

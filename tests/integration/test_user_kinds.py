@@ -168,37 +168,45 @@ def _unwatched(kubectl: Kubectl, name: str) -> dict[str, Any] | None:
 
 
 @pytest.mark.parametrize("listed", [False, True], ids=["unlisted", "listed"])
-def test_a_pod_run_by_an_unwatched_controller_is_said(
+def test_a_claim_held_only_by_pods_of_an_unwatched_controller_is_said(
         kubectl: Kubectl, operator: OperatorFactory, runs_crd: None, listed: bool) -> None:
-    """A pod whose controller is a Run that does not name the claim (its controller put the
-    volume in the pod alone): unless USER_KINDS lists runs, a condition and one Warning
-    say that between its pods nothing holds the claim (unwatched.py)."""
+    """A pod whose controller is a Run that names the claim: unless USER_KINDS lists runs
+    (then the Run holds the claim), a condition and one Warning say that between its pods
+    nothing holds it (unwatched.py)."""
     operator(kubectl.namespace, **(GRACE if listed else
                                    {k: v for k, v in GRACE.items() if k != "USER_KINDS"}))
     kubectl("apply", "-f", "-", input=evc("stepped"))
-    kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": f"{GROUP}/v1", "kind": "Run", "metadata": {"name": "build"},
-        "spec": {}}))
+    kubectl("apply", "-f", "-", input=run("build", "stepped"))
     found = kubectl.get(f"runs.{GROUP}", "build")
     assert found is not None
+    if listed:  # seen before its pod: never decided on the pod alone
+        eventually(lambda: users(kubectl, "stepped") == [f"runs.{GROUP}/build"],
+                   what="the run uses it")
     step = json.loads(pod("build-step", "stepped"))
     step["metadata"]["ownerReferences"] = [{
         "apiVersion": f"{GROUP}/v1", "kind": "Run", "name": "build",
         "uid": found["metadata"]["uid"], "controller": True}]
     kubectl("apply", "-f", "-", input=json.dumps(step))
-    eventually(lambda: phase_is(kubectl, "stepped", "InUse"), what="InUse")
     if listed:
-        time.sleep(2)  # decided again meanwhile, if it were to be said
-        assert _unwatched(kubectl, "stepped") is None
+        eventually(lambda: sorted(users(kubectl, "stepped")) == [
+            "build-step", f"runs.{GROUP}/build"], what="the pod and the run use it")
+        assert _unwatched(kubectl, "stepped") is None  # written with those users, if at all
         assert not [e for e in kubectl.events("stepped") if e["reason"] == "UnwatchedController"]
         return
-    condition = eventually(lambda: _unwatched(kubectl, "stepped"), what="the condition")
+    eventually(lambda: phase_is(kubectl, "stepped", "InUse"), what="InUse")
+    condition = _unwatched(kubectl, "stepped")  # written with InUse
     assert condition is not None
     assert condition["status"] == "True"
     assert condition["reason"] == "NotWatched"
-    assert f"pod build-step (run by Run.{GROUP}/build)" in condition["message"]
+    assert condition["message"].startswith(f"Pods run by Run.{GROUP} use this claim")
     warnings = eventually(lambda: [e for e in kubectl.events("stepped")
                                    if e["reason"] == "UnwatchedController"],
                           what="the Warning")
     assert [e["type"] for e in warnings] == ["Warning"]
-    assert warnings[0]["message"] == condition["message"]
+    assert f"build-step (run by Run.{GROUP}/build)" in warnings[0]["message"]
+    # Its pod gone, the condition stays: the Run may start another.
+    kubectl("delete", "pod", "build-step", "--wait=false")
+    eventually(lambda: users(kubectl, "stepped") == [], what="no user")
+    condition = _unwatched(kubectl, "stepped")
+    assert condition is not None
+    assert condition["status"] == "True"

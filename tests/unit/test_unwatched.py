@@ -10,10 +10,11 @@ import pytest
 
 from evc_operator import unwatched
 from evc_operator.lifecycle import PodUse
+from evc_operator.resources import KEEP_ANNOTATION
 from evc_operator.settings import Settings
-from evc_operator.status import warned
+from evc_operator.status import only_users_changed
 from evc_operator.users import pod_view
-from tests.unit.fakes import FakeApi, make, pod_body, reconcile_now
+from tests.unit.fakes import FakeApi, evc_body, make, pod_body, reconcile_now
 from tests.unit.support import T0
 
 KEY = ("jobs", "scratch")
@@ -57,39 +58,84 @@ def test_owner_references_of_the_wrong_shape_are_no_controller() -> None:
     assert unwatched.runner({"ownerReferences": ["Workflow", None]}) is None
 
 
-@pytest.mark.parametrize(("runner", "resources", "watched"), [
-    ("Workflow.argoproj.io/b", [("argoproj.io", "workflows")], True),
-    ("Workflow.argoproj.io/b", [("argoproj.io", "workflowtemplates")], False),
-    ("Workflow.argoproj.io/b", [("example.com", "workflows")], False),
-    ("Policy.example.com/p", [("example.com", "policies")], True),
-    ("Mesh.example.com/m", [("example.com", "meshes")], True),
-    ("TaskRun.tekton.dev/t", [("tekton.dev", "taskruns"), ("tekton.dev", "pipelineruns")],
-     True),
-    ("ConfigMap/cm", [("argoproj.io", "workflows")], False),
-    ("Workflow.argoproj.io/b", [], False),
-])
-def test_a_controller_is_watched_when_user_kinds_names_its_resource(
-        runner: str, resources: list[tuple[str, str]], watched: bool) -> None:
-    assert unwatched.watched(runner, resources) is watched
+def _steps(*names: str, runner: str = "Workflow.argoproj.io/b") -> list[PodUse]:
+    return [PodUse(name, active=True, created=T0, runner=runner) for name in names]
 
 
-def test_the_condition_names_the_pods_and_the_kinds_and_what_to_do() -> None:
-    users = [PodUse(f"step-{n}", active=n == 0, created=T0, runner="Workflow.argoproj.io/b")
-             for n in range(5)]
-    users.append(PodUse("plain", active=True, created=T0))
-    found = unwatched.unwatched(users, ())
-    assert [pod for pod, _runner in found] == [f"step-{n}" for n in range(5)]
-    condition = unwatched.condition(found)
+def test_a_claim_held_only_by_pods_of_an_unwatched_controller_has_the_condition() -> None:
+    condition = unwatched.condition(
+        [*_steps("step-0"), PodUse("plain", active=True, created=T0)], {}, paused=False)
     assert condition is not None
     assert (condition.type, condition.status, condition.reason) == (
         "UnwatchedController", True, "NotWatched")
-    assert "pod step-0 (run by Workflow.argoproj.io/b)" in condition.message
-    assert "and 2 more" in condition.message
-    assert "step-3" not in condition.message
+    assert condition.message.startswith("Pods run by Workflow.argoproj.io use this claim")
     assert "USER_KINDS" in condition.message
     assert "evc.zalando.org/keep" in condition.message
-    assert unwatched.condition([]) is None
-    assert unwatched.unwatched(users, [("argoproj.io", "workflows")]) == []
+    assert unwatched.condition([PodUse("plain", active=True, created=T0)], {},
+                               paused=False) is None
+
+
+def test_the_message_names_only_the_kinds_so_that_pods_coming_and_going_keep_it() -> None:
+    one = unwatched.condition(_steps("step-0"), {}, paused=False)
+    other = unwatched.condition(_steps("step-1", "step-2", runner="Workflow.argoproj.io/c"),
+                                {}, paused=False)
+    assert one is not None
+    assert other is not None
+    assert one.message == other.message
+    assert "step-" not in one.message
+
+
+def test_built_in_controllers_are_not_told_to_be_listed_in_user_kinds() -> None:
+    """customkinds.parse refuses built-in groups: a Spark executor's driver Pod or a
+    Deployment owning pods itself can only be kept."""
+    for runner in ("Pod/driver", "Deployment.apps/d"):
+        condition = unwatched.condition(_steps("p", runner=runner), {}, paused=False)
+        assert condition is not None
+        assert "USER_KINDS" not in condition.message
+        assert "evc.zalando.org/keep" in condition.message
+
+
+@pytest.mark.parametrize("holder", ["Job/build", "workflows.argoproj.io/build",
+                                    "StatefulSet/db"])
+def test_no_condition_while_an_object_the_operator_watches_holds_the_claim(
+        holder: str) -> None:
+    """A workload or a USER_KINDS object that names the claim holds it between the pods,
+    running or finished (a PipelineRun whose pods a TaskRun controls, say)."""
+    users = [*_steps("step-0"), PodUse(holder, active=False, created=T0)]
+    said = {"conditions": [{"type": "UnwatchedController", "status": "True",
+                            "message": "said"}]}
+    assert unwatched.condition(users, {}, paused=False) is None
+    assert unwatched.condition(users, said, paused=False) is None
+
+
+def test_the_condition_stays_once_said_until_something_holds_the_claim_or_it_is_paused(
+        ) -> None:
+    """Argo's podGC deletes each step's pod: between steps no pod is there, and the
+    condition would come and go (and warn) at each step."""
+    said = {"conditions": [{"type": "UnwatchedController", "status": "True",
+                            "message": "as said"}]}
+    kept = unwatched.condition([], said, paused=False)
+    assert kept is not None
+    assert kept.message == "as said"
+    assert unwatched.condition([], {}, paused=False) is None
+    assert unwatched.condition(_steps("step-0"), said, paused=True) is None
+    assert unwatched.condition([], said, paused=True) is None
+
+
+def test_the_warning_names_the_first_pods_and_comes_once() -> None:
+    users = _steps(*(f"step-{n}" for n in range(5)))
+    condition = unwatched.condition(users, {}, paused=False)
+    [warning] = unwatched.warnings(condition, users, {})
+    assert warning.type == "Warning"
+    assert warning.reason == "UnwatchedController"
+    assert condition is not None
+    assert warning.message.startswith(condition.message)
+    assert "step-0 (run by Workflow.argoproj.io/b)" in warning.message
+    assert "and 2 more" in warning.message
+    assert "step-3" not in warning.message
+    said = {"conditions": [{"type": "UnwatchedController", "status": "True"}]}
+    assert unwatched.warnings(condition, users, said) == []
+    assert unwatched.warnings(None, users, {}) == []
 
 
 def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -106,20 +152,19 @@ def test_a_user_run_by_an_unwatched_controller_is_a_condition_and_one_warning() 
     assert fake.calls.count("event:UnwatchedController") == 1
     condition = _conditions(claim.view.status)["UnwatchedController"]
     assert condition["status"] == "True"
-    assert "Workflow.argoproj.io/build" in condition["message"]
-    assert "reason" not in claim.view.status or claim.view.status["reason"] is None
+    assert "Workflow.argoproj.io" in condition["message"]
+    assert claim.view.status.get("reason") is None  # not a status.reason: the CRD's enum
     # Looked at again, still so: not told again.
     reconcile_now(reconciler, KEY)
     assert fake.calls.count("event:UnwatchedController") == 1
-    # Its step gone (judged once more as last seen: tracked.py), the condition goes.
+    # Its step gone (a podGC), the condition stays; the next step is not told again.
     index.by_claim[KEY] = index.in_namespace["jobs"] = []
     reconcile_now(reconciler, KEY)
     reconcile_now(reconciler, KEY)
-    assert "UnwatchedController" not in _conditions(claim.view.status)
-    # A later step is told again.
+    assert _conditions(claim.view.status)["UnwatchedController"]["status"] == "True"
     index.by_claim[KEY] = index.in_namespace["jobs"] = [pod_view(owned("step-2", WORKFLOW))]
     reconcile_now(reconciler, KEY)
-    assert fake.calls.count("event:UnwatchedController") == 2
+    assert fake.calls.count("event:UnwatchedController") == 1
 
 
 def test_a_failed_write_does_not_tell_the_warning_again() -> None:
@@ -133,17 +178,54 @@ def test_a_failed_write_does_not_tell_the_warning_again() -> None:
     claim = reconciler.claims.get(KEY)
     assert claim is not None
     assert claim.unwritten is not None
-    assert "UnwatchedController" in {c["type"] for c in warned({"conditions": [
-        {"type": "UnwatchedController"}, {"type": "InUse"}]})["conditions"]}
+    assert _conditions(dict(claim.unwritten))["UnwatchedController"]["status"] == "True"
 
 
-def test_no_condition_when_user_kinds_watches_the_controller_or_pods_are_followed() -> None:
-    settings = Settings.from_environ({"USER_KINDS": "workflows.v1alpha1.argoproj.io"})
-    for pods, chosen in (([owned("step-1", WORKFLOW)], settings),
-                         ([pod_body("plain")], Settings())):
+def test_pods_coming_and_going_leave_a_write_of_users_only_for_the_budget() -> None:
+    """The condition's words do not follow the pods: such a write stays budgeted."""
+    statuses = []
+    for step in ("step-1", "step-2"):
         fake = FakeApi(fresh_pods=[])
-        reconciler, _ = make(fake, pods, settings=chosen,
+        reconciler, _ = make(fake, [owned(step, WORKFLOW)],
                              clock=lambda: T0 + datetime.timedelta(seconds=60))
+        reconcile_now(reconciler, KEY)
+        claim = reconciler.claims.get(KEY)
+        assert claim is not None
+        statuses.append(claim.view.status)
+    assert statuses[0] != statuses[1]
+    assert only_users_changed(statuses[1], statuses[0])
+
+
+@pytest.mark.parametrize("environ", [{"DRY_RUN": "true"}, {}])
+def test_no_condition_where_deletion_is_paused(environ: dict[str, str]) -> None:
+    body = evc_body()
+    if not environ:
+        body["metadata"]["annotations"] = {KEEP_ANNOTATION: "true"}
+    fake = FakeApi(fresh_pods=[])
+    reconciler, _ = make(fake, [owned("step-1", WORKFLOW)], body=body,
+                         settings=Settings.from_environ(environ),
+                         clock=lambda: T0 + datetime.timedelta(seconds=60))
+    reconcile_now(reconciler, KEY)
+    claim = reconciler.claims.get(KEY)
+    assert claim is not None
+    assert "event:UnwatchedController" not in fake.calls
+    assert "UnwatchedController" not in _conditions(claim.view.status)
+
+
+def test_no_condition_when_an_object_names_the_claim_or_pods_are_followed() -> None:
+    settings = Settings.from_environ({"USER_KINDS": "workflows.v1alpha1.argoproj.io"})
+    workflow = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                "metadata": {"name": "build", "namespace": "jobs",
+                             "creationTimestamp": "2026-01-01T00:00:10Z"},
+                "spec": {"volumes": [{"name": "w",
+                                      "persistentVolumeClaim": {"claimName": "scratch"}}]}}
+    for views in ([pod_view(owned("step-1", WORKFLOW)),
+                   settings.user_kinds[0].project(workflow)],
+                  [pod_view(pod_body("plain"))]):
+        fake = FakeApi(fresh_pods=[])
+        reconciler, index = make(fake, [], settings=settings,
+                                 clock=lambda: T0 + datetime.timedelta(seconds=60))
+        index.by_claim[KEY] = index.in_namespace["jobs"] = views
         reconcile_now(reconciler, KEY)
         claim = reconciler.claims.get(KEY)
         assert claim is not None
