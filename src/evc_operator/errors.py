@@ -65,6 +65,12 @@ class Invalid(_Known, status=422):
     """422: the object or change is refused as invalid (e.g. a PVC that cannot grow)."""
 
 
+class Unreadable(Exception):
+    """A 2xx answer whose body is not the JSON object it should be (a proxy in the way, a
+    body cut short): no word about the request that can be read. It may or may not have
+    been done; worth the same call again later, as one not answered (`kube.UNANSWERED`)."""
+
+
 def api_error(status: int, reason: str | None, body: bytes | str | None = None,
               headers: Mapping[str, str] | None = None) -> ApiException:
     """The typed error for an answer's status (a plain ApiException for the others)."""

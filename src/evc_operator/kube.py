@@ -31,7 +31,7 @@ import orjson
 from evc_operator import apihooks, parsing
 from evc_operator.auth import session
 from evc_operator.credentials import Credentials, load_credentials
-from evc_operator.errors import ApiException, NotFound, api_error
+from evc_operator.errors import ApiException, NotFound, Unreadable, api_error
 from evc_operator.resources import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from evc_operator.timestamps import boottime, format_time
 
@@ -59,7 +59,7 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)  # every request but watches
 # time, or no connection (an API server restarting, a lost network). Not an `ApiException`:
 # nothing was refused; worth the same call again later. (errors.transient counts only the
 # timeout: errors.py knows no transport.)
-UNANSWERED = (TimeoutError, aiohttp.ClientError)
+UNANSWERED = (TimeoutError, aiohttp.ClientError, Unreadable)
 # Watch events carry whole objects, one per line, and etcd allows 1.5 MiB per object.
 READ_BUFFER = 2**21
 
@@ -149,12 +149,24 @@ class Api:
         async with self.request(method, path, body=body, content_type=content_type) as response:
             data = await response.read()
             check(response.status, response.reason, data, response.headers)
-        return parsing.loads(data) if data else None
+        return parsed(data, response.status) if data else None
 
 
 async def connect() -> Api:
     """An API client for the cluster this process runs in, else the kubeconfig's."""
     return Api(load_credentials())
+
+
+def parsed(data: bytes, status: int) -> dict[str, Any]:
+    """A 2xx answer's JSON object; raises Unreadable if its body is none."""
+    try:
+        found = parsing.loads(data)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        raise Unreadable(f"a {status} answer whose body is not a JSON object: "
+                         f"{bytes(data[:60])!r}")
+    return found
 
 
 def check(status: int, reason: str | None, data: bytes,

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 
 from evc_operator import parsing
-from evc_operator.errors import api_error
-from evc_operator.kube import Api, check, counted, quoted
+from evc_operator.errors import Unreadable, api_error
+from evc_operator.kube import Api, check, counted, parsed, quoted
 
 LIST_PAGE = 100  # objects per page of a list: bounds memory, not the list's consistency
 WATCH_SECONDS = 300  # the API server ends a watch after this; we resume where it ended
@@ -62,7 +62,7 @@ async def list_all(api: Api, kind: str, namespace: str,
         async with api.request("GET", path, params=params) as response:
             data = await response.read()
             check(response.status, response.reason, data, response.headers)
-        page = parsing.loads(data)
+        page = parsed(data, response.status)
         for item in page.get("items") or ():
             each(item)
         metadata = page.get("metadata") or {}
@@ -91,7 +91,10 @@ async def collection_version(api: Api, kind: str, namespace: str) -> int:
                            params={"limit": "1"}) as response:
         data = await response.read()
         check(response.status, response.reason, data, response.headers)
-    return int(parsing.loads(data)["metadata"]["resourceVersion"])
+    version = (parsed(data, response.status).get("metadata") or {}).get("resourceVersion")
+    if not isinstance(version, str) or not version.isdigit():
+        raise Unreadable(f"a list whose resourceVersion is not a number: {version!r}")
+    return int(version)
 
 
 async def watch(api: Api, kind: str, namespace: str, resource_version: str,
@@ -112,8 +115,14 @@ async def watch(api: Api, kind: str, namespace: str, resource_version: str,
         while line := await response.content.readline(max_line_length=EVENT_BYTES):
             if not line.strip():
                 continue
-            event = parsing.loads(line)
-            body = event.get("object") or {}
-            if event.get("type") == "ERROR":
+            try:
+                event = parsing.loads(line)
+            except ValueError:
+                event = None
+            change = event.get("type") if isinstance(event, dict) else None
+            body = event.get("object") if isinstance(event, dict) else None
+            if not isinstance(change, str) or not isinstance(body, dict):
+                raise Unreadable(f"a watch event that is not one: {bytes(line[:60])!r}")
+            if change == "ERROR":
                 raise api_error(body.get("code") or 0, body.get("message"))
-            yield event["type"], body
+            yield change, body

@@ -356,3 +356,54 @@ def test_a_watch_silent_past_its_end_is_a_dead_connection_soon_for_a_short_one(
 
     asyncio.run(scenario())
     assert [timeouts.sock_read for timeouts in asked] == [silence]
+
+
+@pytest.mark.parametrize("body", [b"<html>Signed out</html>", b'["not", "an", "object"]',
+                                  b'{"items": [', b'{"metadata": {"resourceVersion": "x"}}'])
+# (the last: a JSON object, whose version only is unreadable; a watch event without a type)
+def test_a_2xx_answer_that_is_not_a_json_object_is_unreadable_and_unanswered(
+        body: bytes) -> None:
+    """A proxy in the way, a body cut short: typed, and handled as a call with no answer
+    (the request may or may not have been done), never a bare ValueError or KeyError."""
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="text/html")
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") != "true":
+            return await answer(request)
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(body + b"\n")
+        return response
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/a/pods", stream)
+        app.router.add_get("/api/v1/namespaces/a/pods/{name}", answer)
+        async with serving_api(app) as api:
+            calls = [api.call("GET", "/api/v1/namespaces/a/pods/p"),
+                     listwatch.collection_version(api, "pods", "a"),
+                     listwatch.list_all(api, "pods", "a", lambda _item: None),
+                     _drained(listwatch.watch(api, "pods", "a", "1", seconds=5))]
+            for call in calls:
+                with pytest.raises(errors.Unreadable) as raised:
+                    await call
+                assert isinstance(raised.value, kube.UNANSWERED)
+
+    if body.startswith(b'{"metadata"'):
+        async def version_and_watch_only() -> None:
+            app = web.Application()
+            app.router.add_get("/api/v1/namespaces/a/pods", stream)
+            async with serving_api(app) as api:
+                with pytest.raises(errors.Unreadable):
+                    await listwatch.collection_version(api, "pods", "a")
+                with pytest.raises(errors.Unreadable):
+                    await _drained(listwatch.watch(api, "pods", "a", "1", seconds=5))
+        asyncio.run(asyncio.wait_for(version_and_watch_only(), 30))
+        return
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+async def _drained(events: AsyncIterator[object]) -> None:
+    async for _event in events:
+        pass
