@@ -194,8 +194,8 @@ class ClaimReconciler:
                            describe(failed), backoff(claim.status_failures))
 
         if (decision.action is Action.REPORT_DRY_RUN
-                and decision.deletes_at not in claim.reported_dry_run):
-            claim.reported_dry_run |= {decision.deletes_at}
+                and decision.deletes_at != claim.reported_dry_run):
+            claim.reported_dry_run = decision.deletes_at
             metrics.DRY_RUN_DELETIONS.labels(str(decision.countdown)).inc()
             await self.announcer.announce(view, status.deletion_event(
                 decision, expiry_period=view.claim.expiry_period,

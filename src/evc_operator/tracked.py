@@ -19,8 +19,6 @@ from evc_operator.freshness import PodList
 from evc_operator.settings import Settings
 from evc_operator.users import PodView
 
-_NONE: frozenset[Any] = frozenset()
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rejection:
@@ -57,7 +55,8 @@ class TrackedClaim:
     # (uid, facts) this process decided last: recorded, or being recorded (a write that
     # fails or is refused leaves them here, and later decisions build on them).
     written: tuple[str, lifecycle.Claim] | None = None
-    reported_dry_run: frozenset[datetime.datetime | None] = _NONE  # deadlines reported
+    # The deadline a dry run last reported it due at (one: a set grew by one an idle period).
+    reported_dry_run: datetime.datetime | None = None
     sealed_at: datetime.datetime | None = None  # when this process last sealed its status
     # When its record is to be confirmed (seal.confirm_after, confirm.py), if it is.
     confirm_after: datetime.datetime | None = None
