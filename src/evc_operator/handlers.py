@@ -16,7 +16,6 @@ import functools
 import itertools
 import logging
 import os
-import re
 import socket
 import sys
 from collections.abc import Iterator, Mapping
@@ -40,7 +39,7 @@ from evc_operator import (
     signingkey,
 )
 from evc_operator.credentials import ConfigError, kopf_login
-from evc_operator.errors import ApiException, describe
+from evc_operator.errors import describe
 from evc_operator.informer import KubeSource
 from evc_operator.leadership import Leadership, LeaseSettings
 from evc_operator.proof import Prover
@@ -66,7 +65,6 @@ def _settings_or_exit() -> Settings:
 
 CONFIG = _settings_or_exit()
 LIST_CHUNK = 500  # objects per page of Kopf's initial lists, where not streamed
-STREAMING_LISTS = (1, 34)  # the first Kubernetes version whose streaming lists are GA
 WORKER_IDLE_SECONDS = 0.5  # how long Kopf keeps an object's worker after its last event
 
 
@@ -143,7 +141,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     memo.api = await _connect_or_exit(logger)
     memo.claims_watch = served.ClaimsWatch(  # before Kopf logs in: it traces Kopf's requests
         functools.partial(kube.serves, memo.api, API_VERSION, PLURAL))
-    settings.watching.initial_streaming = await _streams_lists(memo.api, logger)
+    settings.watching.initial_streaming = await served.streams_lists_here(memo.api, logger)
     memo.access = access.AccessCheck(memo.api)
     memo.access.check(access.DISCOVERY)
     config = await _with_signing_key(memo.api, config, logger)
@@ -200,35 +198,6 @@ def _no_kopf_peering(settings: kopf.OperatorSettings, logger: kopf.Logger) -> No
                        "one with a Lease (LEADER_ELECTION).")
     settings.peering.standalone = True
     settings.peering.mandatory = False
-
-
-async def _streams_lists(api: kube.Api, logger: kopf.Logger) -> bool:
-    """Whether Kopf should list claims as a stream (`sendInitialEvents`: a watch that
-    begins with every object) rather than in pages: where the API server serves them
-    (Kubernetes 1.34 and later). A page is refused with 410 Gone once etcd compacted the
-    revision the list began at, and Kopf ends the operator on that; a stream has no
-    pages, and parses one claim at a time."""
-    try:
-        version = await kube.read_version(api)
-    except (ApiException, *kube.UNANSWERED) as error:
-        logger.warning("Could not read the API server's version (%s): claims are listed "
-                       "in pages.", describe(error))
-        return False
-    streams = streams_lists(version)
-    logger.debug("API server %s: claims are listed %s.", version.get("gitVersion"),
-                 "as a stream" if streams else "in pages")
-    return streams
-
-
-def streams_lists(version: Mapping[str, Any]) -> bool:
-    """Whether an API server of this `/version` serves streaming lists (1.34 and later;
-    a minor version such as "34+" counts as 34)."""
-    minor = re.match(r"\d+", str(version.get("minor") or ""))
-    try:
-        major = int(str(version.get("major")))
-    except ValueError:
-        return False
-    return minor is not None and (major, int(minor[0])) >= STREAMING_LISTS
 
 
 async def _with_signing_key(api: kube.Api, config: Settings,

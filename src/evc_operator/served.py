@@ -1,4 +1,8 @@
-"""Whether Kopf has begun to watch claims, and a restart when it missed them.
+"""How Kopf lists claims, whether it has begun to watch them, and a restart when it
+missed them.
+
+Where the API server serves streaming lists (Kubernetes 1.34 and later: `streams_lists`),
+Kopf lists claims as a stream rather than in pages, which it cannot resume after a 410.
 
 Kopf learns which resources exist from the API server's discovery: once at start, and
 again at each event of a CustomResourceDefinition. An operator started before its CRD is
@@ -35,6 +39,7 @@ from evc_operator import kube
 from evc_operator.errors import ApiException, describe
 from evc_operator.resources import API_VERSION, CRD_NAME, GROUP, PLURAL
 
+STREAMING_LISTS = (1, 34)  # the first Kubernetes version whose streaming lists are GA
 WAIT = 10.0  # seconds from the CRD's change to Kopf's first request for claims
 RESTARTS = 3  # restarts in a row at most
 RESTARTED = "EVC_RESTARTED_FOR_CRD"  # in the environment: restarts so far, in a row
@@ -138,3 +143,33 @@ class ClaimsWatch:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def streams_lists_here(api: kube.Api,
+                             logger: logging.Logger | logging.LoggerAdapter[Any]) -> bool:
+    """Whether Kopf should list claims as a stream (`sendInitialEvents`: a watch that
+    begins with every object) rather than in pages: where the API server serves them
+    (Kubernetes 1.34 and later). A page is refused with 410 Gone once etcd compacted the
+    revision the list began at, and Kopf ends the operator on that; a stream has no
+    pages, and parses one claim at a time."""
+    try:
+        version = await kube.read_version(api)
+    except (ApiException, *kube.UNANSWERED) as error:
+        logger.warning("Could not read the API server's version (%s): claims are listed "
+                       "in pages.", describe(error))
+        return False
+    streams = streams_lists(version)
+    logger.debug("API server %s: claims are listed %s.", version.get("gitVersion"),
+                 "as a stream" if streams else "in pages")
+    return streams
+
+
+def streams_lists(version: Mapping[str, Any]) -> bool:
+    """Whether an API server of this `/version` serves streaming lists (1.34 and later;
+    a minor version such as "34+" counts as 34)."""
+    minor = re.match(r"\d+", str(version.get("minor") or ""))
+    try:
+        major = int(str(version.get("major")))
+    except ValueError:
+        return False
+    return minor is not None and (major, int(minor[0])) >= STREAMING_LISTS

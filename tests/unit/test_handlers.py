@@ -12,7 +12,7 @@ from kopf._cogs.clients import watching
 from kopf._core.reactor import queueing
 from kopf._core.reactor.inventory import ResourceMemories
 
-from evc_operator import access, errors, handlers, kopffeed
+from evc_operator import access, errors, handlers, kopffeed, served
 from evc_operator.settings import Settings
 from tests.unit.fakes import FakeApi, evc_body, make, offline
 from tests.unit.test_kopffeed import CLAIMS
@@ -287,7 +287,7 @@ def test_a_read_answered_before_a_delete_and_make_again_puts_no_gone_claim_back(
 ])
 def test_claims_are_listed_as_a_stream_where_the_api_server_serves_one(
         version: dict[str, str], streams: bool) -> None:
-    assert handlers.streams_lists(version) is streams
+    assert served.streams_lists(version) is streams
 
 
 def test_with_leader_election_every_write_asks_the_lease(
