@@ -74,7 +74,7 @@ class PodUse:
     # condition). Not a replicated workload, whose activity its replicas say (one created
     # at zero replicas never ran a pod), nor a CronJob or DaemonSet, active while it exists.
     from_creation: bool = True
-    # Its controller, of a kind the operator does not watch: `Kind.group/name` (users.py)
+    # A pod's controller, if it has one: `Kind.group/name` (users.py, unwatched.py)
     runner: str | None = None
 
 

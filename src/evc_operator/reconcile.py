@@ -123,7 +123,7 @@ class ClaimReconciler:
         claim.decided(decision)
         refused = deletion.refused_message(claim, decision)
         said = claim.unwritten or previous  # a write that failed: its Warnings were told
-        unwatched_by = unwatched.condition(users, said, paused=view.claim.keep or dry_run)
+        unwatched_by = unwatched.condition(users, said, now, paused=view.claim.keep or dry_run)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
                                                    dry_run=dry_run, problems=view.problems,
                                                    limited=view.limited, refused=refused),
@@ -160,7 +160,7 @@ class ClaimReconciler:
                                            grace_period=view.claim.grace_period)
         events += status.spec_warnings(view.problems, said)
         events += status.limit_warnings(view.limited, said)
-        events += unwatched.warnings(unwatched_by, users, said)
+        events += unwatched.warnings(unwatched_by, users, said, now)
         # The status write and its Events go out together (unless they wait: outbox.py),
         # not one after another. An Event never fails the reconciliation.
         written = self._write_status(view, new_status, write)

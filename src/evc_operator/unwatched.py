@@ -1,17 +1,20 @@
-"""Claims held only by pods of controllers the operator does not watch, and the condition
-and Warning that say so. Pure: no API calls.
+"""Claims held only by pods that a controller runs, and the condition and Warning that say
+so. Pure: no API calls.
 
 A pod holds its claim while it runs; a workload the operator watches holds it while it may
-start pods (a Job retrying, a Deployment with replicas: workloads.py), and so does an object
-of a `USER_KINDS` kind that names it (customkinds.py). A pod whose controller (its owner
-reference with `controller: true`) is of another kind (an Argo Workflow, a Tekton TaskRun,
-a KubeVirt VirtualMachineInstance, a Spark driver) counts only as itself: if no object the
-operator watches holds the claim too, nothing holds it between two of those pods, and a
-pod that comes later than the grace period finds it gone. Whether such a controller will
-start another pod, the operator cannot know. It says so before that can happen: a
-condition `UnwatchedController` and a Warning of that reason when the condition appears,
-naming the controllers' kinds (the Warning also the first pods and their controllers) and
-what would hold the claim.
+start pods (a Job retrying, a Deployment with replicas: workloads.py), if its pod template
+names it, and so does an object of a `USER_KINDS` kind that names it (customkinds.py). A
+pod whose controller (its owner reference with `controller: true`) is of another kind (an
+Argo Workflow, a Tekton TaskRun, a KubeVirt VirtualMachineInstance, a Spark driver), or a
+workload whose template does not name the claim (a volume a webhook adds to its pods, a
+template changed since), counts only as itself: if no object the operator watches holds the
+claim, nothing holds it between two such pods, and a pod that comes later than the grace
+period finds it gone. Whether the controller will start another pod, the operator cannot
+know. It says so before that can happen: a condition `UnwatchedController` and a Warning of
+that reason when the condition appears, naming the controllers' kinds (the Warning also the
+first pods and their controllers) and what would hold the claim. A pod younger than
+`SETTLED` is not counted yet: its controller's own view may come a moment after it (each
+kind has its own watch), and would hold the claim.
 
 The condition stays once said, while the claim exists (a controller that ran pods may run
 more, and one that deletes each finished pod, as Argo's `podGC` does, would otherwise make
@@ -24,6 +27,7 @@ that pods coming and going do not rewrite it (their status writes are budgeted: 
 
 from __future__ import annotations
 
+import datetime
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,18 +39,22 @@ from evc_operator.status import UNWATCHED, Condition, Event, condition_field
 CONDITION = UNWATCHED
 REASON = "NotWatched"
 # The controllers whose pods the operator follows to a workload it watches (workloads.py):
-# a Deployment's through its ReplicaSet, a CronJob's through its Job; a Node's mirror pods.
+# a Deployment's through its ReplicaSet, a CronJob's through its Job. Pods of one whose
+# template does not name the claim are told as well.
 FOLLOWED = frozenset({"Job.batch", "ReplicaSet.apps", "StatefulSet.apps", "DaemonSet.apps",
-                      "ReplicationController", "Node"})
+                      "ReplicationController"})
+# A node's mirror pods (static pods): the kubelet keeps them, there is no object to watch.
+_MIRRORED = "Node"
+# How old a pod is before it counts here: its controller's view has come by then.
+SETTLED = datetime.timedelta(seconds=10)
 # The pods the Warning names one by one; more are counted.
 NAMED = 3
 
 
 def runner(metadata: Mapping[str, Any]) -> str | None:
     """A pod's controller (its owner reference with `controller: true`) as
-    `Kind.group/name` (`Kind/name` in the core group), if it is not of a kind the operator
-    follows (`FOLLOWED`); None when it is, or when the pod has none. Interned: the pods of
-    one controller share it."""
+    `Kind.group/name` (`Kind/name` in the core group); None when it has none, or is a
+    node's mirror pod. Interned: the pods of one controller share it."""
     owners = metadata.get("ownerReferences")
     for owner in owners if isinstance(owners, list) else ():
         if not isinstance(owner, Mapping) or owner.get("controller") is not True:
@@ -57,7 +65,7 @@ def runner(metadata: Mapping[str, Any]) -> str | None:
             return None
         group = str(api_version).rpartition("/")[0]
         qualified = f"{kind}.{group}" if group else str(kind)
-        if qualified in FOLLOWED:
+        if qualified == _MIRRORED:
             return None
         return sys.intern(f"{qualified}/{name}")
     return None
@@ -66,24 +74,31 @@ def runner(metadata: Mapping[str, Any]) -> str | None:
 def message(kinds: Sequence[str]) -> str:
     """The condition's words for controllers of these kinds (`Kind.group`)."""
     custom = [kind for kind in kinds if "." in kind.partition(".")[2]]
-    listing = (f"Name {'its' if len(kinds) == 1 else 'their'} resource in USER_KINDS "
-               f"(plural.version.group), with objects that name this claim in a "
-               f"persistentVolumeClaim.claimName; or set" if custom else "Set")
+    followed = [kind for kind in kinds if kind in FOLLOWED]
+    why = (f" (the pod template of their {', '.join(followed)} does not name it: a volume "
+           f"a webhook adds to its pods, say)" if followed else "")
+    advice = [f"name the claim in {'that' if len(followed) == 1 else 'those'} pod template"
+              ] if followed else []
+    if custom:
+        advice.append(f"name the resource of {', '.join(custom)} in USER_KINDS "
+                      f"(plural.version.group), with objects that name this claim in a "
+                      f"persistentVolumeClaim.claimName")
+    advice.append(f"set the annotation {KEEP_ANNOTATION} while they may start pods, or a "
+                  f"grace period longer than the gaps between their pods")
     return (f"Pods run by {', '.join(kinds)} use this claim, and no object the operator "
-            f"watches holds it: between their pods nothing does, and it is deleted its "
-            f"grace period after the last one ends even if their controller would start "
-            f"another. {listing} the annotation {KEEP_ANNOTATION} while they may, or a "
-            f"grace period longer than the gaps between their pods.")
+            f"watches holds it{why}: between their pods nothing does, and it is deleted "
+            f"its grace period after the last one ends even if their controller would start "
+            f"another. To keep it: {'; or '.join(advice)}.")
 
 
-def condition(users: Sequence[PodUse], said: Mapping[str, Any], *,
+def condition(users: Sequence[PodUse], said: Mapping[str, Any], now: datetime.datetime, *,
               paused: bool) -> Condition | None:
-    """The condition, if the claim has it now: its users run by controllers of kinds the
-    operator does not watch (or said so before: `said`, the status stored or last
-    written), none of them an object it watches, and its deletion not paused."""
+    """The condition, if the claim has it now: among its users, pods older than `SETTLED`
+    that a controller runs (or said so before: `said`, the status stored or last written),
+    none of its users an object the operator watches, and its deletion not paused."""
     if paused or any("/" in user.name for user in users):  # a workload's view: Kind/name
         return None
-    kinds = sorted({user.runner.partition("/")[0] for user in users if user.runner})
+    kinds = sorted({str(user.runner).partition("/")[0] for user in _settled(users, now)})
     if kinds:
         return Condition(CONDITION, True, REASON, message(kinds))
     if condition_field(said, CONDITION) == "True":
@@ -92,13 +107,17 @@ def condition(users: Sequence[PodUse], said: Mapping[str, Any], *,
     return None
 
 
-def warnings(found: Condition | None, users: Sequence[PodUse],
-             said: Mapping[str, Any]) -> list[Event]:
+def _settled(users: Sequence[PodUse], now: datetime.datetime) -> list[PodUse]:
+    return [user for user in users if user.runner and user.created <= now - SETTLED]
+
+
+def warnings(found: Condition | None, users: Sequence[PodUse], said: Mapping[str, Any],
+             now: datetime.datetime) -> list[Event]:
     """An UnwatchedController Warning when the condition appears (not again while it
     stays), naming the first of the pods and their controllers."""
     if found is None or condition_field(said, CONDITION) == "True":
         return []
-    pods = sorted((user.name, user.runner) for user in users if user.runner)
+    pods = sorted((user.name, str(user.runner)) for user in _settled(users, now))
     named = ", ".join(f"{pod} (run by {runner})" for pod, runner in pods[:NAMED])
     more = f" and {len(pods) - NAMED} more" if len(pods) > NAMED else ""
     return [Event("Warning", CONDITION, f"{found.message} Its pods: {named}{more}.")]

@@ -123,7 +123,7 @@ class PodView:
     claims: tuple[str, ...]  # sorted, each once (a tuple: a third of a frozenset's size)
     labels: Labels
     ended: datetime.datetime | None = None  # when its last container finished, if known
-    # Its controller, if of a kind the operator does not follow (`runner`; unwatched.py).
+    # Its controller, `Kind.group/name` (`runner`; unwatched.py), if it has one.
     runner: str | None = None
 
     def use(self) -> PodUse:

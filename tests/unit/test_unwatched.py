@@ -4,6 +4,7 @@ Warning (unwatched.py), never silently counted as pods alone."""
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 import pytest
@@ -14,10 +15,12 @@ from evc_operator.resources import KEEP_ANNOTATION
 from evc_operator.settings import Settings
 from evc_operator.status import only_users_changed
 from evc_operator.users import pod_view
+from evc_operator.workloads import workload_view
 from tests.unit.fakes import FakeApi, evc_body, make, pod_body, reconcile_now
 from tests.unit.support import T0
 
 KEY = ("jobs", "scratch")
+NOW = T0 + datetime.timedelta(seconds=60)
 WORKFLOW = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "build",
             "uid": "wf-uid", "controller": True}
 
@@ -34,12 +37,12 @@ def owned(name: str, *owners: dict[str, Any], phase: str = "Running") -> dict[st
     ([{**WORKFLOW, "controller": False},
       {"apiVersion": "v1", "kind": "ConfigMap", "name": "cm", "controller": True}],
      "ConfigMap/cm"),
-    ([{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "controller": True}], None),
-    ([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "controller": True}], None),
-    ([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "s", "controller": True}], None),
-    ([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "controller": True}], None),
+    ([{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "controller": True}],
+     "Job.batch/j"),
+    ([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "controller": True}],
+     "ReplicaSet.apps/r"),
     ([{"apiVersion": "v1", "kind": "ReplicationController", "name": "r",
-       "controller": True}], None),
+       "controller": True}], "ReplicationController/r"),
     ([{"apiVersion": "v1", "kind": "Node", "name": "n1", "controller": True}], None),
     # A Deployment's own pods come through a ReplicaSet: one naming it is someone else's.
     ([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "controller": True}],
@@ -47,7 +50,7 @@ def owned(name: str, *owners: dict[str, Any], phase: str = "Running") -> dict[st
     ([{"kind": "Workflow", "name": "build", "controller": True}], None),  # unreadable
     ([], None),
 ])
-def test_a_pods_controller_is_kept_only_when_the_operator_does_not_follow_it(
+def test_a_pods_controller_is_kept_but_a_nodes(
         owners: list[dict[str, Any]], runner: str | None) -> None:
     assert pod_view(owned("p", *owners)).runner == runner
     assert pod_view(owned("p", *owners)).use().runner == runner
@@ -64,21 +67,43 @@ def _steps(*names: str, runner: str = "Workflow.argoproj.io/b") -> list[PodUse]:
 
 def test_a_claim_held_only_by_pods_of_an_unwatched_controller_has_the_condition() -> None:
     condition = unwatched.condition(
-        [*_steps("step-0"), PodUse("plain", active=True, created=T0)], {}, paused=False)
+        [*_steps("step-0"), PodUse("plain", active=True, created=T0)], {}, NOW, paused=False)
     assert condition is not None
     assert (condition.type, condition.status, condition.reason) == (
         "UnwatchedController", True, "NotWatched")
     assert condition.message.startswith("Pods run by Workflow.argoproj.io use this claim")
     assert "USER_KINDS" in condition.message
     assert "evc.zalando.org/keep" in condition.message
-    assert unwatched.condition([PodUse("plain", active=True, created=T0)], {},
+    assert unwatched.condition([PodUse("plain", active=True, created=T0)], {}, NOW,
                                paused=False) is None
 
 
+def test_pods_of_a_job_whose_template_does_not_name_the_claim_are_told() -> None:
+    """A volume a webhook adds to a Job's pods: between its pods nothing holds the claim
+    (a Job that names it would be among the users, and no condition then)."""
+    condition = unwatched.condition(_steps("job-x7k2", runner="Job.batch/nightly"), {}, NOW,
+                                    paused=False)
+    assert condition is not None
+    assert "the pod template of their Job.batch does not name it" in condition.message
+    assert "name the claim in that pod template" in condition.message
+    assert "USER_KINDS" not in condition.message
+    job = PodUse("Job/nightly", active=True, created=T0, from_creation=True)
+    assert unwatched.condition([*_steps("job-x7k2", runner="Job.batch/nightly"), job], {},
+                               NOW, paused=False) is None
+
+
+def test_a_pod_younger_than_settled_is_not_counted_yet() -> None:
+    """Its controller's view may come a moment after it (each kind has its own watch)."""
+    young = [PodUse("job-x7k2", active=True, created=NOW - unwatched.SETTLED / 2,
+                    runner="Job.batch/nightly")]
+    assert unwatched.condition(young, {}, NOW, paused=False) is None
+    assert unwatched.condition(young, {}, NOW + unwatched.SETTLED, paused=False) is not None
+
+
 def test_the_message_names_only_the_kinds_so_that_pods_coming_and_going_keep_it() -> None:
-    one = unwatched.condition(_steps("step-0"), {}, paused=False)
+    one = unwatched.condition(_steps("step-0"), {}, NOW, paused=False)
     other = unwatched.condition(_steps("step-1", "step-2", runner="Workflow.argoproj.io/c"),
-                                {}, paused=False)
+                                {}, NOW, paused=False)
     assert one is not None
     assert other is not None
     assert one.message == other.message
@@ -89,7 +114,7 @@ def test_built_in_controllers_are_not_told_to_be_listed_in_user_kinds() -> None:
     """customkinds.parse refuses built-in groups: a Spark executor's driver Pod or a
     Deployment owning pods itself can only be kept."""
     for runner in ("Pod/driver", "Deployment.apps/d"):
-        condition = unwatched.condition(_steps("p", runner=runner), {}, paused=False)
+        condition = unwatched.condition(_steps("p", runner=runner), {}, NOW, paused=False)
         assert condition is not None
         assert "USER_KINDS" not in condition.message
         assert "evc.zalando.org/keep" in condition.message
@@ -104,8 +129,8 @@ def test_no_condition_while_an_object_the_operator_watches_holds_the_claim(
     users = [*_steps("step-0"), PodUse(holder, active=False, created=T0)]
     said = {"conditions": [{"type": "UnwatchedController", "status": "True",
                             "message": "said"}]}
-    assert unwatched.condition(users, {}, paused=False) is None
-    assert unwatched.condition(users, said, paused=False) is None
+    assert unwatched.condition(users, {}, NOW, paused=False) is None
+    assert unwatched.condition(users, said, NOW, paused=False) is None
 
 
 def test_the_condition_stays_once_said_until_something_holds_the_claim_or_it_is_paused(
@@ -114,18 +139,18 @@ def test_the_condition_stays_once_said_until_something_holds_the_claim_or_it_is_
     condition would come and go (and warn) at each step."""
     said = {"conditions": [{"type": "UnwatchedController", "status": "True",
                             "message": "as said"}]}
-    kept = unwatched.condition([], said, paused=False)
+    kept = unwatched.condition([], said, NOW, paused=False)
     assert kept is not None
     assert kept.message == "as said"
-    assert unwatched.condition([], {}, paused=False) is None
-    assert unwatched.condition(_steps("step-0"), said, paused=True) is None
-    assert unwatched.condition([], said, paused=True) is None
+    assert unwatched.condition([], {}, NOW, paused=False) is None
+    assert unwatched.condition(_steps("step-0"), said, NOW, paused=True) is None
+    assert unwatched.condition([], said, NOW, paused=True) is None
 
 
 def test_the_warning_names_the_first_pods_and_comes_once() -> None:
     users = _steps(*(f"step-{n}" for n in range(5)))
-    condition = unwatched.condition(users, {}, paused=False)
-    [warning] = unwatched.warnings(condition, users, {})
+    condition = unwatched.condition(users, {}, NOW, paused=False)
+    [warning] = unwatched.warnings(condition, users, {}, NOW)
     assert warning.type == "Warning"
     assert warning.reason == "UnwatchedController"
     assert condition is not None
@@ -134,8 +159,8 @@ def test_the_warning_names_the_first_pods_and_comes_once() -> None:
     assert "and 2 more" in warning.message
     assert "step-3" not in warning.message
     said = {"conditions": [{"type": "UnwatchedController", "status": "True"}]}
-    assert unwatched.warnings(condition, users, said) == []
-    assert unwatched.warnings(None, users, {}) == []
+    assert unwatched.warnings(condition, users, said, NOW) == []
+    assert unwatched.warnings(None, users, {}, NOW) == []
 
 
 def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -165,6 +190,32 @@ def test_a_user_run_by_an_unwatched_controller_is_a_condition_and_one_warning() 
     index.by_claim[KEY] = index.in_namespace["jobs"] = [pod_view(owned("step-2", WORKFLOW))]
     reconcile_now(reconciler, KEY)
     assert fake.calls.count("event:UnwatchedController") == 1
+
+
+def test_a_pod_of_a_job_that_does_not_name_the_claim_is_told_and_one_that_does_is_not(
+        ) -> None:
+    job = {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly", "uid": "job-uid",
+           "controller": True}
+    nightly = {"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": "nightly", "namespace": "jobs",
+                            "creationTimestamp": "2026-01-01T00:00:10Z"},
+               "spec": {"template": {"spec": {"containers": [{"name": "main"}]}}}}
+    named = json.loads(json.dumps(nightly))
+    named["spec"]["template"]["spec"] = pod_body("x")["spec"]
+    for body, told in ((nightly, True), (named, False)):
+        fake = FakeApi(fresh_pods=[])
+        reconciler, index = make(fake, [], clock=lambda: NOW)
+        step = pod_view(owned("nightly-x7k2", job))
+        held = workload_view("Job", body)
+        index.by_claim[KEY] = [step, *([held] if held.claims else [])]
+        index.in_namespace["jobs"] = [step, held]
+        reconcile_now(reconciler, KEY)
+        claim = reconciler.claims.get(KEY)
+        assert claim is not None
+        assert ("event:UnwatchedController" in fake.calls) is told
+        if told:
+            message = _conditions(claim.view.status)["UnwatchedController"]["message"]
+            assert "the pod template of their Job.batch does not name it" in message
 
 
 def test_a_failed_write_does_not_tell_the_warning_again() -> None:
