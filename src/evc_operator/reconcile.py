@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
@@ -123,11 +124,13 @@ class ClaimReconciler:
         claim.decided(decision)
         refused = deletion.refused_message(claim, decision)
         said = claim.unwritten or previous  # a write that failed: its Warnings were told
-        unwatched_by = unwatched.condition(users, said, now, paused=view.claim.keep or dry_run)
+        tells = unwatched.tell(users, said, now,
+                               functools.partial(self.index.controller_seen, view.namespace),
+                               paused=view.claim.keep or dry_run)
         conditions = [*status.lifecycle_conditions(decision, keep=view.claim.keep,
                                                    dry_run=dry_run, problems=view.problems,
                                                    limited=view.limited, refused=refused),
-                      pvc_condition, *filter(None, [unwatched_by])]
+                      pvc_condition, *filter(None, [tells.condition])]
         facts = (str(decision.phase), decision.unused_since)
         new_status = status.build_status(
             decision, conditions, generation=view.generation, previous=previous, now=now,
@@ -160,7 +163,7 @@ class ClaimReconciler:
                                            grace_period=view.claim.grace_period)
         events += status.spec_warnings(view.problems, said)
         events += status.limit_warnings(view.limited, said)
-        events += unwatched.warnings(unwatched_by, users, said, now)
+        events += tells.warnings
         # The status write and its Events go out together (unless they wait: outbox.py),
         # not one after another. An Event never fails the reconciliation.
         written = self._write_status(view, new_status, write)
@@ -204,7 +207,8 @@ class ClaimReconciler:
         pending = decision.deletes_at is not None and decision.action is Action.NONE
         wake_at = decision.wake_at
         refused_retry = claim.delete_refused.retry_at if claim.delete_refused else None
-        for later in (claim.confirm_after, budgeted, claim.rejected_retry(), refused_retry):
+        for later in (claim.confirm_after, budgeted, claim.rejected_retry(), refused_retry,
+                      tells.settles_at):
             if later is not None:
                 wake_at = later if wake_at is None else min(wake_at, later)
         for failures in (claim.refusals, claim.status_failures if failed else 0):

@@ -54,6 +54,10 @@ class PodIndex(Protocol):
 
     def pvc(self, key: Key) -> PvcView | None: ...
 
+    def controller_seen(self, namespace: str, runner: str) -> bool | None:
+        """Whether a pod's controller (`Kind.group/name`: unwatched.runner) is among the
+        namespace's views; None if no kind watched there could hold it."""
+
     def synced(self, namespace: str) -> bool: ...
 
     def all_synced(self) -> bool: ...

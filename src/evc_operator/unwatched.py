@@ -13,8 +13,11 @@ period finds it gone. Whether the controller will start another pod, the operato
 know. It says so before that can happen: a condition `UnwatchedController` and a Warning of
 that reason when the condition appears, naming the controllers' kinds (the Warning also the
 first pods and their controllers) and what would hold the claim. A pod younger than
-`SETTLED` is not counted yet: its controller's own view may come a moment after it (each
-kind has its own watch), and would hold the claim.
+`SETTLED` is not counted yet (the claim is looked at again once it is): its controller's
+own view may come a moment after it (each kind has its own watch), and would hold the
+claim. Nor is one whose controller is of a kind the operator watches there but is not
+among its views: deleted before its pods (a background cascade, `kubectl delete job`), or
+not come yet after a relist; told, its words would be untrue.
 
 The condition stays once said, while the claim exists (a controller that ran pods may run
 more, and one that deletes each finished pod, as Argo's `podGC` does, would otherwise make
@@ -27,9 +30,10 @@ that pods coming and going do not rewrite it (their status writes are budgeted: 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from evc_operator.lifecycle import PodUse
@@ -75,10 +79,11 @@ def message(kinds: Sequence[str]) -> str:
     """The condition's words for controllers of these kinds (`Kind.group`)."""
     custom = [kind for kind in kinds if "." in kind.partition(".")[2]]
     followed = [kind for kind in kinds if kind in FOLLOWED]
-    why = (f" (the pod template of their {', '.join(followed)} does not name it: a volume "
-           f"a webhook adds to its pods, say)" if followed else "")
-    advice = [f"name the claim in {'that' if len(followed) == 1 else 'those'} pod template"
-              ] if followed else []
+    why = (f" (the pod template of their {', '.join(followed)} does not name it, nor match "
+           f"its selector: a volume or label a webhook adds to its pods, say)"
+           if followed else "")
+    advice = [f"name the claim (or the labels its selector matches) in "
+              f"{'that' if len(followed) == 1 else 'those'} pod template"] if followed else []
     if custom:
         advice.append(f"name the resource of {', '.join(custom)} in USER_KINDS "
                       f"(plural.version.group), with objects that name this claim in a "
@@ -91,14 +96,40 @@ def message(kinds: Sequence[str]) -> str:
             f"another. To keep it: {'; or '.join(advice)}.")
 
 
-def condition(users: Sequence[PodUse], said: Mapping[str, Any], now: datetime.datetime, *,
-              paused: bool) -> Condition | None:
-    """The condition, if the claim has it now: among its users, pods older than `SETTLED`
-    that a controller runs (or said so before: `said`, the status stored or last written),
-    none of its users an object the operator watches, and its deletion not paused."""
+# Whether a pod's controller (`runner`'s form) is among its namespace's views: None when no
+# kind the operator watches there could be its (seams.PodIndex.controller_seen).
+Seen = Callable[[str], bool | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Told:
+    """What a reconciliation says of it: the condition (None: none), the Warning to post,
+    and when to look again (a pod that a controller runs becomes old enough to count)."""
+
+    condition: Condition | None
+    warnings: list[Event]
+    settles_at: datetime.datetime | None
+
+
+def tell(users: Sequence[PodUse], said: Mapping[str, Any], now: datetime.datetime,
+         seen: Seen, *, paused: bool) -> Told:
+    """The condition, its Warning, and when to look again, for a claim's users. `said`: the
+    status stored, or last written (the condition stays once said); `paused`: its deletion
+    is (keep annotation, DRY_RUN, invalid spec)."""
     if paused or any("/" in user.name for user in users):  # a workload's view: Kind/name
-        return None
-    kinds = sorted({str(user.runner).partition("/")[0] for user in _settled(users, now)})
+        return Told(None, [], None)
+    run = [user for user in users if user.runner and seen(user.runner) is not False]
+    counted = [user for user in run if user.created <= now - SETTLED]
+    young = [user.created + SETTLED for user in users
+             if user.runner and user.created > now - SETTLED]
+    found = condition(counted, said)
+    return Told(found, warnings(found, counted, said), min(young, default=None))
+
+
+def condition(counted: Sequence[PodUse], said: Mapping[str, Any]) -> Condition | None:
+    """The condition: pods that a controller runs among the claim's users (`counted`), or
+    said so before."""
+    kinds = sorted({str(user.runner).partition("/")[0] for user in counted})
     if kinds:
         return Condition(CONDITION, True, REASON, message(kinds))
     if condition_field(said, CONDITION) == "True":
@@ -107,17 +138,13 @@ def condition(users: Sequence[PodUse], said: Mapping[str, Any], now: datetime.da
     return None
 
 
-def _settled(users: Sequence[PodUse], now: datetime.datetime) -> list[PodUse]:
-    return [user for user in users if user.runner and user.created <= now - SETTLED]
-
-
-def warnings(found: Condition | None, users: Sequence[PodUse], said: Mapping[str, Any],
-             now: datetime.datetime) -> list[Event]:
+def warnings(found: Condition | None, counted: Sequence[PodUse],
+             said: Mapping[str, Any]) -> list[Event]:
     """An UnwatchedController Warning when the condition appears (not again while it
     stays), naming the first of the pods and their controllers."""
     if found is None or condition_field(said, CONDITION) == "True":
         return []
-    pods = sorted((user.name, str(user.runner)) for user in _settled(users, now))
+    pods = sorted((user.name, str(user.runner)) for user in counted)
     named = ", ".join(f"{pod} (run by {runner})" for pod, runner in pods[:NAMED])
     more = f" and {len(pods) - NAMED} more" if len(pods) > NAMED else ""
     return [Event("Warning", CONDITION, f"{found.message} Its pods: {named}{more}.")]

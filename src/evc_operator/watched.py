@@ -176,6 +176,19 @@ class Watched:
         informer = self.pvcs.get(key[0])
         return informer.items.get(key[1]) if informer else None
 
+    def controller_seen(self, namespace: str, runner: str) -> bool | None:
+        """Whether a pod's controller (`Kind.group/name`) is among the namespace's views
+        of the kinds watched there: a built-in one by its kind and group, one of
+        USER_KINDS by its group (its views are named by plural, not kind). None if no kind
+        watched there could be its."""
+        qualified, _, name = runner.partition("/")
+        kind, _, group = qualified.partition(".")
+        views = [view for user_kind, view in zip(self.kinds, self.workloads.get(namespace, ()),
+                                                 strict=False)
+                 if user_kind.group == group and (user_kind.name == kind
+                                                  or "." in user_kind.name)]
+        return any(name in view.items for view in views) if views else None
+
     async def close(self) -> None:
         tasks = [task for started in self._tasks.values() for task in started]
         for task in tasks:

@@ -23,6 +23,7 @@ from evc_operator.limiter import DEFAULT_BOUNDS, Bounds
 from evc_operator.scheduler import Scheduler
 from evc_operator.settings import Settings
 from evc_operator.timestamps import parse_time
+from evc_operator.unwatched import FOLLOWED
 from evc_operator.users import PodView, pod_view
 from tests.unit.support import T0
 
@@ -164,6 +165,21 @@ class FakeIndex:
 
     def pvc(self, key: Key) -> PvcView | None:
         return self.pvcs.get(key)
+
+    def controller_seen(self, namespace: str, runner: str) -> bool | None:
+        """As watched.Watched: a built-in workload by `Kind/name`, a custom resource's by
+        its group and name; None for other kinds."""
+        if self.watched is not None:
+            return self.watched.controller_seen(namespace, runner)
+        qualified, _, name = runner.partition("/")
+        kind, _, group = qualified.partition(".")
+        names = {view.name for view in self.in_namespace.get(namespace, [])}
+        if "." in group:
+            custom = {view for view in names if view.partition("/")[0].endswith(f".{group}")}
+            return f"{name}" in {view.partition("/")[2] for view in custom} if custom else None
+        if qualified not in FOLLOWED:
+            return None
+        return f"{kind}/{name}" in names
 
     def synced(self, namespace: str) -> bool:
         return self.listed(namespace)

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any
+import types
+from typing import Any, cast
 
 import pytest
 
 from evc_operator import unwatched
+from evc_operator import watched as watching
 from evc_operator.lifecycle import PodUse
 from evc_operator.resources import KEEP_ANNOTATION
 from evc_operator.settings import Settings
 from evc_operator.status import only_users_changed
 from evc_operator.users import pod_view
-from evc_operator.workloads import workload_view
+from evc_operator.workloads import BUILT_IN, workload_view
 from tests.unit.fakes import FakeApi, evc_body, make, pod_body, reconcile_now
 from tests.unit.support import T0
+from tests.unit.test_clusterwide import ClusterApi
 
 KEY = ("jobs", "scratch")
 NOW = T0 + datetime.timedelta(seconds=60)
@@ -61,49 +64,52 @@ def test_owner_references_of_the_wrong_shape_are_no_controller() -> None:
     assert unwatched.runner({"ownerReferences": ["Workflow", None]}) is None
 
 
+def _tell(users: list[PodUse], said: dict[str, Any] | None = None,
+          now: datetime.datetime = NOW, *, seen: bool | None = None,
+          paused: bool = False) -> unwatched.Told:
+    """`seen`: what the index says of every controller (None: a kind it does not watch)."""
+    return unwatched.tell(users, said or {}, now, lambda _runner: seen, paused=paused)
+
+
 def _steps(*names: str, runner: str = "Workflow.argoproj.io/b") -> list[PodUse]:
     return [PodUse(name, active=True, created=T0, runner=runner) for name in names]
 
 
 def test_a_claim_held_only_by_pods_of_an_unwatched_controller_has_the_condition() -> None:
-    condition = unwatched.condition(
-        [*_steps("step-0"), PodUse("plain", active=True, created=T0)], {}, NOW, paused=False)
+    condition = _tell([*_steps("step-0"), PodUse("plain", active=True, created=T0)]).condition
     assert condition is not None
     assert (condition.type, condition.status, condition.reason) == (
         "UnwatchedController", True, "NotWatched")
     assert condition.message.startswith("Pods run by Workflow.argoproj.io use this claim")
     assert "USER_KINDS" in condition.message
     assert "evc.zalando.org/keep" in condition.message
-    assert unwatched.condition([PodUse("plain", active=True, created=T0)], {}, NOW,
-                               paused=False) is None
+    assert _tell([PodUse("plain", active=True, created=T0)]).condition is None
 
 
 def test_pods_of_a_job_whose_template_does_not_name_the_claim_are_told() -> None:
     """A volume a webhook adds to a Job's pods: between its pods nothing holds the claim
     (a Job that names it would be among the users, and no condition then)."""
-    condition = unwatched.condition(_steps("job-x7k2", runner="Job.batch/nightly"), {}, NOW,
-                                    paused=False)
+    condition = _tell(_steps("job-x7k2", runner="Job.batch/nightly"), {}, seen=True).condition
     assert condition is not None
     assert "the pod template of their Job.batch does not name it" in condition.message
-    assert "name the claim in that pod template" in condition.message
+    assert "name the claim (or the labels its selector matches) in that pod template" in (
+        condition.message)
     assert "USER_KINDS" not in condition.message
     job = PodUse("Job/nightly", active=True, created=T0, from_creation=True)
-    assert unwatched.condition([*_steps("job-x7k2", runner="Job.batch/nightly"), job], {},
-                               NOW, paused=False) is None
+    assert _tell([*_steps("job-x7k2", runner="Job.batch/nightly"), job]).condition is None
 
 
 def test_a_pod_younger_than_settled_is_not_counted_yet() -> None:
     """Its controller's view may come a moment after it (each kind has its own watch)."""
     young = [PodUse("job-x7k2", active=True, created=NOW - unwatched.SETTLED / 2,
                     runner="Job.batch/nightly")]
-    assert unwatched.condition(young, {}, NOW, paused=False) is None
-    assert unwatched.condition(young, {}, NOW + unwatched.SETTLED, paused=False) is not None
+    assert _tell(young).condition is None
+    assert _tell(young, {}, NOW + unwatched.SETTLED, paused=False) is not None
 
 
 def test_the_message_names_only_the_kinds_so_that_pods_coming_and_going_keep_it() -> None:
-    one = unwatched.condition(_steps("step-0"), {}, NOW, paused=False)
-    other = unwatched.condition(_steps("step-1", "step-2", runner="Workflow.argoproj.io/c"),
-                                {}, NOW, paused=False)
+    one = _tell(_steps("step-0")).condition
+    other = _tell(_steps("step-1", "step-2", runner="Workflow.argoproj.io/c")).condition
     assert one is not None
     assert other is not None
     assert one.message == other.message
@@ -114,7 +120,7 @@ def test_built_in_controllers_are_not_told_to_be_listed_in_user_kinds() -> None:
     """customkinds.parse refuses built-in groups: a Spark executor's driver Pod or a
     Deployment owning pods itself can only be kept."""
     for runner in ("Pod/driver", "Deployment.apps/d"):
-        condition = unwatched.condition(_steps("p", runner=runner), {}, NOW, paused=False)
+        condition = _tell(_steps("p", runner=runner)).condition
         assert condition is not None
         assert "USER_KINDS" not in condition.message
         assert "evc.zalando.org/keep" in condition.message
@@ -129,8 +135,8 @@ def test_no_condition_while_an_object_the_operator_watches_holds_the_claim(
     users = [*_steps("step-0"), PodUse(holder, active=False, created=T0)]
     said = {"conditions": [{"type": "UnwatchedController", "status": "True",
                             "message": "said"}]}
-    assert unwatched.condition(users, {}, NOW, paused=False) is None
-    assert unwatched.condition(users, said, NOW, paused=False) is None
+    assert _tell(users).condition is None
+    assert _tell(users, said, paused=False).condition is None
 
 
 def test_the_condition_stays_once_said_until_something_holds_the_claim_or_it_is_paused(
@@ -139,18 +145,18 @@ def test_the_condition_stays_once_said_until_something_holds_the_claim_or_it_is_
     condition would come and go (and warn) at each step."""
     said = {"conditions": [{"type": "UnwatchedController", "status": "True",
                             "message": "as said"}]}
-    kept = unwatched.condition([], said, NOW, paused=False)
+    kept = _tell([], said, paused=False).condition
     assert kept is not None
     assert kept.message == "as said"
-    assert unwatched.condition([], {}, NOW, paused=False) is None
-    assert unwatched.condition(_steps("step-0"), said, NOW, paused=True) is None
-    assert unwatched.condition([], said, NOW, paused=True) is None
+    assert _tell([]).condition is None
+    assert _tell(_steps("step-0"), said, paused=True).condition is None
+    assert _tell([], said, paused=True).condition is None
 
 
 def test_the_warning_names_the_first_pods_and_comes_once() -> None:
     users = _steps(*(f"step-{n}" for n in range(5)))
-    condition = unwatched.condition(users, {}, NOW, paused=False)
-    [warning] = unwatched.warnings(condition, users, {}, NOW)
+    condition = _tell(users).condition
+    [warning] = _tell(users, {}).warnings
     assert warning.type == "Warning"
     assert warning.reason == "UnwatchedController"
     assert condition is not None
@@ -159,8 +165,8 @@ def test_the_warning_names_the_first_pods_and_comes_once() -> None:
     assert "and 2 more" in warning.message
     assert "step-3" not in warning.message
     said = {"conditions": [{"type": "UnwatchedController", "status": "True"}]}
-    assert unwatched.warnings(condition, users, said, NOW) == []
-    assert unwatched.warnings(None, users, {}, NOW) == []
+    assert _tell(users, said).warnings == []
+    assert _tell([*users, PodUse("Job/j", active=False, created=T0)], {}).warnings == []
 
 
 def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -282,3 +288,73 @@ def test_no_condition_when_an_object_names_the_claim_or_pods_are_followed() -> N
         assert claim is not None
         assert "event:UnwatchedController" not in fake.calls
         assert "UnwatchedController" not in _conditions(claim.view.status)
+
+
+def test_a_pod_whose_watched_controller_is_gone_is_not_counted() -> None:
+    """A Job deleted before its pods (kubectl's background cascade), or whose view has not
+    come yet after a relist: told, the words would be untrue (its template may name it)."""
+    pods = _steps("job-x7k2", runner="Job.batch/nightly")
+    assert _tell(pods, seen=False).condition is None
+    assert _tell(pods, seen=False).warnings == []
+    said = {"conditions": [{"type": "UnwatchedController", "status": "True",
+                            "message": "as said"}]}
+    assert _tell(pods, said, seen=False).condition is not None  # said before: it stays
+
+
+def test_a_claim_is_looked_at_again_when_its_youngest_such_pod_counts() -> None:
+    young = [PodUse("a", active=True, created=NOW - datetime.timedelta(seconds=3),
+                    runner="Job.batch/j"),
+             PodUse("b", active=True, created=NOW - datetime.timedelta(seconds=1),
+                    runner="Workflow.argoproj.io/w"),
+             PodUse("plain", active=True, created=NOW)]
+    assert _tell(young).settles_at == NOW + unwatched.SETTLED - datetime.timedelta(seconds=3)
+    assert _tell(young, seen=False).settles_at is not None  # its view may come meanwhile
+    assert _tell(_steps("old")).settles_at is None
+    assert _tell(young, paused=True).settles_at is None
+    assert _tell([*young, PodUse("Job/j", active=True, created=T0)]).settles_at is None
+
+
+def test_the_index_finds_a_controller_among_the_views_of_its_kind() -> None:
+    settings = Settings.from_environ({"USER_KINDS": "workflows.v1alpha1.argoproj.io"})
+    index = watching.Watched(ClusterApi({}), pods_changed=lambda *_: None,
+                             pvc_changed=lambda _key: None,
+                             namespace_synced=lambda _namespace: None,
+                             kinds=(*BUILT_IN, *settings.user_kinds))
+    held: dict[str, dict[str, Any]] = {kind.name: {} for kind in index.kinds}
+    held["Job"] = {"nightly": pod_view(pod_body("x"))}
+    held["workflows.v1alpha1.argoproj.io"] = {"build": pod_view(pod_body("y"))}
+    index.workloads["jobs"] = [cast(Any, types.SimpleNamespace(items=held[kind.name]))
+                               for kind in index.kinds]
+    assert index.controller_seen("jobs", "Job.batch/nightly") is True
+    assert index.controller_seen("jobs", "Job.batch/gone") is False
+    assert index.controller_seen("jobs", "ReplicaSet.apps/web-1") is False
+    assert index.controller_seen("jobs", "Workflow.argoproj.io/build") is True
+    assert index.controller_seen("jobs", "Workflow.argoproj.io/gone") is False
+    assert index.controller_seen("jobs", "TaskRun.tekton.dev/t") is None
+    assert index.controller_seen("jobs", "Pod/driver") is None
+    assert index.controller_seen("elsewhere", "Job.batch/nightly") is None
+
+
+def test_pods_of_a_deleted_job_are_not_told_in_a_reconciliation() -> None:
+    fake = FakeApi(fresh_pods=[])
+    job = {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly", "uid": "job-uid",
+           "controller": True}
+    reconciler, _ = make(fake, [owned("nightly-x7k2", job, phase="Succeeded")],
+                         clock=lambda: NOW)
+    reconcile_now(reconciler, KEY)
+    claim = reconciler.claims.get(KEY)
+    assert claim is not None
+    assert "event:UnwatchedController" not in fake.calls
+    assert "UnwatchedController" not in _conditions(claim.view.status)
+
+
+def test_a_claim_used_by_a_young_such_pod_is_looked_at_again_once_it_counts() -> None:
+    """Otherwise told only at the pod's next change: its end, a grace before the deletion
+    (with a grace of 0, never)."""
+    body = owned("step-1", WORKFLOW)
+    body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:58Z"  # 2 s old at NOW
+    fake = FakeApi(fresh_pods=[])
+    reconciler, _ = make(fake, [body], clock=lambda: NOW)
+    reconcile_now(reconciler, KEY)
+    assert "event:UnwatchedController" not in fake.calls
+    assert reconciler.queue.later.get(KEY) == NOW + datetime.timedelta(seconds=8)
