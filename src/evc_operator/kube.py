@@ -82,7 +82,7 @@ def counted(operation: str) -> Callable[[_Fn], _Fn]:
             except ApiException as error:
                 apihooks.error_hook(operation, error.status or 0)
                 raise
-            except (aiohttp.ClientError, TimeoutError):
+            except UNANSWERED:
                 apihooks.error_hook(operation, 0)
                 raise
         return cast(_Fn, call)
@@ -149,6 +149,8 @@ class Api:
         async with self.request(method, path, body=body, content_type=content_type) as response:
             data = await response.read()
             check(response.status, response.reason, data, response.headers)
+        if not data and method == "GET":  # a read answers with the object, or a 404
+            raise Unreadable(f"a {response.status} answer to a read, with no body")
         return parsed(data, response.status) if data else None
 
 

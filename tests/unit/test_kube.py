@@ -407,3 +407,24 @@ def test_a_2xx_answer_that_is_not_a_json_object_is_unreadable_and_unanswered(
 async def _drained(events: AsyncIterator[object]) -> None:
     async for _event in events:
         pass
+
+
+def test_a_read_answered_with_no_body_is_unreadable_not_gone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty 200 was read as None, which `_read_or_none` gives for a 404: a claim that
+    exists taken for deleted, the signing key for missing. Counted as an error too."""
+    reported: list[tuple[str, int]] = []
+    monkeypatch.setattr(apihooks, "error_hook", lambda *args: reported.append(args))
+
+    async def empty(_request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_get("/apis/zalando.org/v1/namespaces/a/ephemeralvolumeclaims/c", empty)
+        async with serving_api(app) as api:
+            with pytest.raises(errors.Unreadable):
+                await kube.read_evc(api, "a", "c")
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert reported == [("read_evc", 0)]
