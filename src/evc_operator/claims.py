@@ -12,10 +12,10 @@ import decimal
 import enum
 import json
 import re
-import sys
 from collections.abc import Mapping
 from typing import Any
 
+from evc_operator.interning import interned
 from evc_operator.resources import API_VERSION, KIND
 
 DEFAULT_ACCESS_MODES = ("ReadWriteOnce",)
@@ -98,7 +98,7 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
     held = sorted((key, labels[key]) for key in set(managed) if key in labels)
     return PvcView(
         name=metadata["name"],
-        namespace=sys.intern(metadata.get("namespace") or ""),
+        namespace=interned(metadata.get("namespace") or ""),
         uid=metadata.get("uid", ""),
         resource_version=metadata.get("resourceVersion", ""),
         controllers=tuple(ref["uid"] for ref in owners if ref.get("controller")),
@@ -106,10 +106,10 @@ def pvc_view(body: Mapping[str, Any]) -> PvcView:
         labels=tuple(held),
         managed_labels=managed,
         # Values most PVCs share (a size, a phase) are stored once: ten thousand are held.
-        storage=sys.intern(str(((spec.get("resources") or {}).get("requests") or {})
+        storage=interned(str(((spec.get("resources") or {}).get("requests") or {})
                                .get("storage", ""))),
         deleting=bool(metadata.get("deletionTimestamp")),
-        phase=sys.intern(str((body.get("status") or {}).get("phase") or "Pending")),
+        phase=interned(str((body.get("status") or {}).get("phase") or "Pending")),
         fields=spec_fields(spec),
         namesakes=any(ref.get("controller") and ref.get("kind") == KIND
                       and ref.get("apiVersion") == API_VERSION
@@ -128,12 +128,12 @@ def spec_fields(spec: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     for field in ASKED_FIELDS:
         value = spec.get(field)
         if isinstance(value, Mapping):
-            found += [(sys.intern(f"{field}.{key}"), sys.intern(str(item)))
+            found += [(interned(f"{field}.{key}"), interned(str(item)))
                       for key, item in sorted(value.items()) if item not in (None, "")]
         elif isinstance(value, list):
-            found.append((field, sys.intern(",".join(str(item) for item in value))))
+            found.append((field, interned(",".join(str(item) for item in value))))
         elif value not in (None, ""):
-            found.append((field, sys.intern(str(value))))
+            found.append((field, interned(str(value))))
     return tuple(found)
 
 

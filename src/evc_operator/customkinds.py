@@ -27,10 +27,10 @@ from __future__ import annotations
 import datetime
 import functools
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from evc_operator.interning import interned
 from evc_operator.timestamps import parse_time, shared_time
 from evc_operator.users import PodView, label_set
 from evc_operator.workloads import UserKind
@@ -136,7 +136,7 @@ def custom_view(resource: str, body: Mapping[str, Any]) -> PodView:
     done, at = finished(status)
     return PodView(
         name=f"{resource}/{metadata['name']}",
-        namespace=sys.intern(metadata.get("namespace") or ""),
+        namespace=interned(metadata.get("namespace") or ""),
         active=not done,
         created=shared_time(metadata["creationTimestamp"]),
         claims=named_claims(body.get("spec"), status),

@@ -15,6 +15,7 @@ from typing import Any
 
 from evc_operator import lifecycle, unwatched
 from evc_operator.claims import MAX_LABEL_BYTES, parse_quantity
+from evc_operator.interning import interned
 from evc_operator.packing import Packer
 from evc_operator.resources import KEEP_ANNOTATION
 from evc_operator.settings import DURATION_HELP, MAX_DURATION, Settings, parse_duration
@@ -242,7 +243,7 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         claim=claim,
         selector=selector,
         problems=tuple(problems),
-        reason=sys.intern(str(status["reason"])) if status.get("reason") else None,
+        reason=interned(str(status["reason"])) if status.get("reason") else None,
         labels_too_large=labels_size if labels_size > MAX_LABEL_BYTES else 0,
         limited=tuple(limited),
         status_written=status_written(metadata),

@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from evc_operator.interning import interned
 from evc_operator.lifecycle import PodUse
 from evc_operator.resources import KEEP_ANNOTATION
 from evc_operator.status import UNWATCHED, Condition, Event, condition_field
@@ -71,7 +71,7 @@ def runner(metadata: Mapping[str, Any]) -> str | None:
         qualified = f"{kind}.{group}" if group else str(kind)
         if qualified == _MIRRORED:
             return None
-        return sys.intern(f"{qualified}/{name}")
+        return interned(f"{qualified}/{name}")
     return None
 
 

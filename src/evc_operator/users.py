@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from evc_operator.interning import interned
 from evc_operator.lifecycle import PodUse
 from evc_operator.timestamps import shared_time
 from evc_operator.unwatched import runner
@@ -68,7 +69,7 @@ def label_set(labels: Mapping[str, str]) -> Labels:
     pod holds it: at 50,000 pods, their own tuples took 8 MiB (docs/benchmarks.md)."""
     if not labels:
         return _NO_LABELS
-    pairs = tuple(sorted((sys.intern(key), sys.intern(value))
+    pairs = tuple(sorted((interned(key), interned(value))
                          for key, value in labels.items()))
     found = _LABEL_SETS.setdefault(pairs, pairs)
     if len(_LABEL_SETS) >= _sweep_at:
@@ -146,7 +147,7 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
     # Tens of thousands are held: what repeats from pod to pod is stored once.
     return PodView(
         name=metadata["name"],
-        namespace=sys.intern(metadata.get("namespace") or ""),
+        namespace=interned(metadata.get("namespace") or ""),
         active=active,
         created=shared_time(metadata["creationTimestamp"]),
         claims=claims,

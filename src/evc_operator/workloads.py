@@ -51,10 +51,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from evc_operator.interning import interned
 from evc_operator.timestamps import parse_time, shared_time
 from evc_operator.users import ANY_ORDINAL, PodView, label_set, mounted_claims, ordinal_range
 
@@ -194,7 +194,7 @@ def workload_view(kind: str, body: Mapping[str, Any]) -> PodView:
             ended = _zero_since(metadata)  # its last write, if known
     return PodView(
         name=f"{kind}/{metadata['name']}",
-        namespace=sys.intern(metadata.get("namespace") or ""),
+        namespace=interned(metadata.get("namespace") or ""),
         active=active,
         created=shared_time(metadata["creationTimestamp"]),
         claims=claims,
