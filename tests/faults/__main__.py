@@ -24,6 +24,7 @@ from controlplane.node import NODE_NAME, Node
 from tests.faults.judge import BOUND, Report
 from tests.faults.realnode import RealNodeScenario
 from tests.faults.scenario import Scenario
+from tests.faults.workloads import CONTROLLER_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,7 +80,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="evc-faults-"))
     started = time.monotonic()
     plane = ControlPlane.start(workdir / "controlplane", crds=[REPO / "crd.yaml"], audit=True,
-                               for_node=NODE_NAME if args.real_node else None)
+                               for_node=NODE_NAME if args.real_node else None,
+                               controller_args=() if args.real_node else CONTROLLER_ARGS)
     node: Node | None = None
     try:
         if args.real_node:

@@ -6,6 +6,16 @@ deadline and reports each broken invariant (see `tests.faults.scenario` and
 docs/reliability.md). When a pod ended comes from its status writes: the driver's own
 (no node: any status write ends it) or, on a real node, the kubelet's write that made
 it `Succeeded` or `Failed` (its body is in the audit log); its removal ends it too.
+
+Replicated workloads and CronJobs are users in spans (`Spans`), read from the audit log
+with what the driver recorded (`Deployment`): a Deployment from its creation (replicas 1)
+and from each scale-up until each scale to 0 or its deletion; each of its ReplicaSets,
+which follow it, from a write of its controller's (or its creation) while its Deployment
+is above zero until the first such write after its Deployment went to zero, or its
+deletion; its pods as pods; a CronJob from its creation to its deletion. Each span is a
+use of its own (`Deployment/web`, then `Deployment/web#2`, ...), ending where the API
+server took the write: the operator counts the grace from when it sees that write, which
+is later, never earlier (docs/lifecycle.md, "Workloads").
 """
 
 from __future__ import annotations
@@ -59,6 +69,52 @@ class Pod:
 
 
 @dataclasses.dataclass
+class Deployment:
+    """A Deployment the driver made (replicas 1) whose template mounts `claim`, and the
+    replicas of each of its scale writes, in order (the audit log keeps no bodies)."""
+
+    claim: str
+    scales: list[int] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Span:
+    name: str  # the use's: `Kind/name`, then `Kind/name#2`, ...
+    began: datetime.datetime
+    ended: datetime.datetime | None = None
+    deleted: bool = False  # ended by the workload's removal
+
+
+class Spans:
+    """When each workload was an active user, by `Kind/name`: its spans in order."""
+
+    def __init__(self) -> None:
+        self.spans: dict[str, list[Span]] = {}
+        self.claim_of: dict[str, str] = {}  # by `Kind/name`: the claim its template mounts
+        self.scaled: dict[str, int] = {}  # by Deployment: its scale writes read so far
+
+    def active(self, user: str) -> bool:
+        spans = self.spans.get(user) or []
+        return bool(spans) and spans[-1].ended is None
+
+    def begin(self, user: str, when: datetime.datetime) -> None:
+        if not self.active(user):
+            spans = self.spans.setdefault(user, [])
+            spans.append(Span(user if not spans else f"{user}#{len(spans) + 1}", when))
+
+    def end(self, user: str, when: datetime.datetime, deleted: bool = False) -> None:
+        if self.active(user):
+            self.spans[user][-1].ended = when
+            self.spans[user][-1].deleted = deleted
+
+    def named_at(self, user: str, when: datetime.datetime) -> str:
+        """The span a status write at `when` that names `user` speaks of: the last one
+        begun by then (the user's own name if it has no span)."""
+        begun = [span for span in self.spans.get(user, ()) if span.began <= when]
+        return begun[-1].name if begun else user
+
+
+@dataclasses.dataclass
 class Report:
     seed: int
     namespace: str
@@ -100,6 +156,8 @@ class Judge:
     remaining: set[str] | None = None
     # Simulated pods: the finishedAt the driver reported (what the operator reads).
     reported_ends: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
+    deployments: dict[str, Deployment] = dataclasses.field(default_factory=dict)  # by name
+    cronjobs: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> its claim
 
     def _audit(self, offset: int) -> Iterator[dict[str, Any]]:
         with self.audit_log.open() as log:
@@ -137,6 +195,10 @@ class Judge:
         seen: dict[str, set[str]] = {}  # by claim: the users the operator named in status
         operator_pvc_writes: list[str] = []
         unanswered: dict[str, datetime.datetime] = {}  # the operator's DELETEs answered 5xx
+        spans = Spans()
+        workload_entries: list[tuple[datetime.datetime, dict[str, Any]]] = []
+        named: list[tuple[str, datetime.datetime, list[str]]] = []  # claim, when, userNames
+        replicated: dict[str, datetime.datetime] = {}  # a Deployment's pod: first named
         for entry in self._audit(offset):
             ref, verb = entry.get("objectRef") or {}, entry["verb"]
             if entry["responseStatus"]["code"] >= 500:
@@ -152,8 +214,16 @@ class Judge:
                 created[name] = when  # not its binding to a node, which may come much later
             elif resource == "pods":
                 self._pod_entry(entry, name, when, ended, gone)
+                # A ReplicaSet's pod (<deployment>-<hash>-<id>): its creation, under a
+                # generated name, is logged without it (metadata only); named when it is
+                # written or removed.
+                if name.rpartition("-")[0].rpartition("-")[0] in self.deployments:
+                    replicated.setdefault(name, when)
             elif resource == "jobs" and verb == "create" and not ref.get("subresource"):
                 created[f"Job/{name}"] = when
+            elif resource in ("deployments", "replicasets", "cronjobs"):
+                workload_entries.append((parse(entry.get("requestReceivedTimestamp")
+                                               or entry["stageTimestamp"]), entry))
             elif resource == "ephemeralvolumeclaims" and verb == "create":
                 claim_created[name] = when
             elif resource == "ephemeralvolumeclaims" and verb == "delete" and by_operator:
@@ -164,15 +234,31 @@ class Judge:
             elif (resource == "ephemeralvolumeclaims" and ref.get("subresource") == "status"
                   and by_operator):
                 status = (entry.get("responseObject") or {}).get("status") or {}
-                seen.setdefault(name, set()).update(status.get("userNames") or ())
+                named.append((name, when, list(status.get("userNames") or ())))
             elif (resource == "persistentvolumeclaims" and by_operator
                   and verb in ("update", "patch", "delete")):
                 operator_pvc_writes.append(name)
         for name, at in gone.items():  # its removal ends a pod, if nothing did before
             ended[name] = min(ended.get(name, at), at)
+        # In the order the server received them: the log is in the order it answered, and
+        # a ReplicaSet's controller may write it (answered) before the scale of its
+        # Deployment that made it do so is answered.
+        for _received, entry in sorted(workload_entries, key=lambda pair: pair[0]):
+            self._workload_entry(entry, parse(entry["stageTimestamp"]), spans)
+        for name, when, users in named:
+            seen.setdefault(name, set()).update(spans.named_at(user, when) for user in users)
+        for pod in self.pods:  # one the driver listed, never named in the log (Pending)
+            if pod.name.rpartition("-")[0].rpartition("-")[0] in self.deployments:
+                replicated.setdefault(pod.name, now())
+        listed = {pod.name for pod in self.pods}
+        pods = [*self.pods, *(pod for pod in self._replicated_pods(replicated, spans, created)
+                              if pod.name not in listed)]
+        for pod in self.pods:  # a Job's pod: its creation logged without its generated name
+            job = f"Job/{pod.name.rpartition('-')[0]}"
+            if pod.name not in created and job in created:
+                created[pod.name] = created[job]  # no later than it was
         finished = now()
         ended.update(self.job_ends)  # a Job: a user until it finished
-        pods = self.pods
         self.report.deletions = len(deleted_claims)
         for claim in self.claims:
             if claim.conflict and claim.name in operator_pvc_writes:
@@ -206,6 +292,15 @@ class Judge:
             uses = [Use(p.name, created[p.name],
                         max(ended[p.name], born) if p.name in ended else None)
                     for p in candidates]
+            # A workload's spans likewise: one removed before the claim existed, or scaled
+            # to 0 in an earlier second than its creation (the operator reads that write's
+            # time to the second, from managedFields), never used it.
+            uses += [Use(span.name, span.began,
+                         max(span.ended, born) if span.ended is not None else None)
+                     for user, claimed in spans.claim_of.items() if claimed == claim.name
+                     for span in spans.spans.get(user, ()) if span.began < moment
+                     and not (span.ended is not None and span.ended < (
+                         born if span.deleted else born.replace(microsecond=0)))]
             # creationTimestamp is cut to the second: expiry counts from the next one.
             expires = claim.created + datetime.timedelta(seconds=1 + claim.expiry)
             grace = datetime.timedelta(seconds=claim.grace)
@@ -238,6 +333,61 @@ class Judge:
                     + ", ".join(f"{use.name} {use.created:%H:%M:%S.%f}-"
                                 + (f"{use.ended:%H:%M:%S.%f}" if use.ended else "")
                                 for use in uses) + ")")
+
+    def _workload_entry(self, entry: dict[str, Any], when: datetime.datetime,
+                        spans: Spans) -> None:
+        """A write of a Deployment, ReplicaSet or CronJob the driver made: its spans."""
+        ref, verb = entry["objectRef"], entry["verb"]
+        resource, name, subresource = ref["resource"], ref.get("name", ""), ref.get("subresource")
+        if resource == "cronjobs" and name in self.cronjobs and not subresource:
+            spans.claim_of[f"CronJob/{name}"] = self.cronjobs[name]
+            if verb == "create":
+                spans.begin(f"CronJob/{name}", when)
+            elif verb == "delete":
+                spans.end(f"CronJob/{name}", when, deleted=True)
+        elif resource == "deployments" and name in self.deployments:
+            user, deployment = f"Deployment/{name}", self.deployments[name]
+            spans.claim_of[user] = deployment.claim
+            if verb == "create" and not subresource:
+                spans.begin(user, when)  # replicas 1
+            elif verb == "delete" and not subresource:
+                spans.end(user, when, deleted=True)
+            elif subresource == "scale" and verb in ("update", "patch"):
+                done = spans.scaled.get(name, 0)
+                spans.scaled[name] = done + 1
+                if done < len(deployment.scales) and deployment.scales[done] > 0:
+                    spans.begin(user, when)
+                elif done < len(deployment.scales):
+                    spans.end(user, when)
+        elif resource == "replicasets" and name.rpartition("-")[0] in self.deployments:
+            owner = name.rpartition("-")[0]
+            user = f"ReplicaSet/{name}"
+            spans.claim_of[user] = self.deployments[owner].claim
+            if verb == "delete" and not subresource:
+                spans.end(user, when, deleted=True)
+            elif verb in ("create", "update", "patch") and not subresource:
+                # Its controller's writes follow the Deployment's replicas as it has them;
+                # once its Deployment is deleted, its replicas stay until it is removed.
+                parent = spans.spans.get(f"Deployment/{owner}") or []
+                if spans.active(f"Deployment/{owner}"):
+                    spans.begin(user, when)
+                elif not (parent and parent[-1].deleted):
+                    spans.end(user, when)
+
+    def _replicated_pods(self, first_named: dict[str, datetime.datetime], spans: Spans,
+                         created: dict[str, datetime.datetime]) -> list[Pod]:
+        """The pods of the Deployments' ReplicaSets, as users (by when each was first named
+        in the log, or listed). One is created while its ReplicaSet is above zero: taken as
+        created when that span of its ReplicaSet began (no later than it was), its end read
+        as any pod's."""
+        pods = []
+        for name, first in first_named.items():
+            replica_set = name.rpartition("-")[0]
+            begun = [span.began for span in spans.spans.get(f"ReplicaSet/{replica_set}", ())
+                     if span.began <= first]
+            created[name] = begun[-1] if begun else first
+            pods.append(Pod(name, self.deployments[replica_set.rpartition("-")[0]].claim))
+        return pods
 
     def _ended_before(self, name: str, ended: dict[str, datetime.datetime],
                       born: datetime.datetime) -> bool:

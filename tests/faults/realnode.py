@@ -28,7 +28,7 @@ from tests.faults.judge import Report
 from tests.faults.scenario import Scenario
 
 ENDED = ("Succeeded", "Failed")
-SIMULATED_ENDS = ("finish", "attempt")  # the driver's status writes: not on a real node
+SIMULATED_ENDS = ("finish", "attempt", "crash")  # the driver's status writes: not on a real node
 
 
 class RealNodeScenario(Scenario):
@@ -87,6 +87,7 @@ class RealNodeScenario(Scenario):
         """Wait until every pod and Job has ended. A pod that has not started and whose
         claim (and so PVC) is missing or being deleted never starts (unscheduled, or on
         the node with no volume to mount): it, or the Job that made it, is deleted."""
+        self.extras.end_workloads()  # their ReplicaSets remove the Deployments' pods
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             listing = json.loads(self.kubectl("get", "pods,jobs,pvc", "-o", "json"))["items"]

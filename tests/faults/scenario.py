@@ -16,7 +16,10 @@ mounts which claim. From them `judge.Judge` rebuilds every claim's true deadline
 - no claim lives without its PVC (outside outages and the first seconds of its life).
 
 Jobs whose attempts fail, pods that ended before their claim existed, status writes
-refused for a while and the operator's clock off by 30 s are driven by `workloads.Extras`;
+refused for a while, the operator's clock off by 30 s, Deployments scaled to 0 and back
+(their pods failed at times) or deleted, and CronJobs that exist for a while are driven
+by `workloads.Extras` (a Deployment needs `workloads.CONTROLLER_ARGS` on a plane with no
+node);
 `realnode.RealNodeScenario` runs the same on a real node (real containers, kubelet and
 containerd restarts).
 """
@@ -44,7 +47,8 @@ class Scenario:
     # What a step does, and how often: pod, finish and delete are the users' lives.
     ACTIONS: ClassVar[dict[str, float]] = {
         "pod": 6, "finish": 4, "delete": 2, "claim": 2, "touch": 2, "sleep": 4, "kill": 1.2,
-        "apiserver": 0.8, "compact": 0.6, "job": 1.5, "attempt": 2, "refuse": 0.6}
+        "apiserver": 0.8, "compact": 0.6, "job": 1.5, "attempt": 2, "refuse": 0.6,
+        "deployment": 4, "crash": 2, "cronjob": 0.8}
     KUBELET = False  # pods never run: the driver writes their status, as a kubelet would
 
     def __init__(self, plane: ControlPlane, seed: int, workdir: Path) -> None:
@@ -189,6 +193,17 @@ class Scenario:
         elif action == "attempt" and self.extras.fail_an_attempt(self._end):
             self.report.faults["job-attempt-failed"] = (
                 self.report.faults.get("job-attempt-failed", 0) + 1)
+        elif action == "deployment" and [c for c in self.claims if c.created is not None]:
+            alive = [r for r in self.extras.replicas.values() if r is not None]
+            if not alive or self.random.random() < 0.35:
+                self.extras.create_deployment(self._existing_claim())
+                self._count("deployment")
+            else:
+                self._count(self.extras.change_deployment() or "deployment")
+        elif action == "crash" and self.extras.fail_a_deployment_pod(self._end):
+            self._count("deployment-pod-failed")
+        elif action == "cronjob" and [c for c in self.claims if c.created is not None]:
+            self._count(self.extras.create_or_delete_cronjob(self._existing_claim()))
         elif action == "refuse":
             self._fault("status-refused", self.extras.refuse_writes)
         elif action == "kill":
@@ -200,7 +215,19 @@ class Scenario:
         else:
             time.sleep(self.random.uniform(0.2, 2.0))
 
+    def _existing_claim(self) -> str:
+        """A claim that is there now, if any (a workload for a claim already deleted is a
+        latecomer, which tests nothing), else one created before."""
+        there = {name.rsplit("/", 1)[-1]
+                 for name in self.kubectl("get", "evc", "-o", "name").split()}
+        created = sorted(c.name for c in self.claims if c.created is not None)
+        return self.random.choice(sorted(there & set(created)) or created)
+
+    def _count(self, what: str) -> None:
+        self.report.faults[what] = self.report.faults.get(what, 0) + 1
+
     def _end_all(self) -> None:
+        self.extras.end_workloads()
         for pod in self._active_pods():
             self._finish(pod)
         self.extras.finish_jobs(self._end)
@@ -272,11 +299,14 @@ class Scenario:
     def _judge(self, offset: int) -> None:
         jobs = self.extras.jobs
         pods = [*self.pods, *(Pod(f"Job/{job}", claim) for job, claim in jobs.items()),
-                *(Pod(name, claim) for name, claim in self.extras.job_pod_claims().items())]
+                *(Pod(name, claim) for name, claim in self.extras.job_pod_claims().items()),
+                *(Pod(name, claim)
+                  for name, claim in self.extras.deployment_pod_claims().items())]
         ends = {f"Job/{name}": end for name, end in self.extras.job_ends().items()
                 if end is not None}
         remaining = {name.rsplit("/", 1)[-1]
                      for name in self.kubectl("get", "evc", "-o", "name").split()}
         Judge(self.plane.audit_log, self.namespace, self.claims, pods, ends, self.outages,
               self.report, kubelet=self.KUBELET, reported_ends=self.reported_ends,
-              remaining=remaining).run(offset)
+              remaining=remaining, deployments=self.extras.deployments,
+              cronjobs=self.extras.cronjobs).run(offset)

@@ -16,6 +16,7 @@ from controlplane.node import Node
 from tests.faults.judge import Report
 from tests.faults.realnode import RealNodeScenario
 from tests.faults.scenario import Scenario
+from tests.faults.workloads import CONTROLLER_ARGS
 from tests.integration.support import cluster_with_node
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,9 +45,10 @@ def _verdict(report: Report, workdir: Path) -> str:
 
 @pytest.fixture(scope="module")
 def audited_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """A control plane of its own: these tests stop and restart its API server."""
+    """A control plane of its own: these tests stop and restart its API server. Its
+    Deployments make ReplicaSets and pods (`CONTROLLER_ARGS`)."""
     plane = ControlPlane.start(tmp_path_factory.mktemp("faults"), crds=[REPO / "crd.yaml"],
-                               audit=True)
+                               audit=True, controller_args=CONTROLLER_ARGS)
     yield plane
     plane.stop()
 

@@ -1,6 +1,7 @@
 """The fault observer's deadline rule (tests/faults/deadlines.py): users before the deadline
 move it; latecomers, created after the claim was due, are counted and do not; lateness is
-judged past the latest deadline a latecomer the operator may have seen could set."""
+judged past the latest deadline a latecomer the operator may have seen could set. A
+Deployment's spans above zero replicas are uses each (docs/lifecycle.md, "Workloads")."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import datetime
 from collections.abc import Callable
 
 from tests.faults.deadlines import Use, latest, settle
+from tests.faults.judge import Spans
 
 T0 = datetime.datetime(2026, 12, 3, 15, 0, 0, tzinfo=datetime.UTC)
 GRACE = datetime.timedelta(seconds=4)
@@ -78,3 +80,44 @@ def test_latecomers_within_the_lag_chain_and_one_that_never_ended_leaves_no_dead
     assert settle(at(5), uses, GRACE).deadline == at(14)
     assert latest(at(5), uses, GRACE, lag(3)) is None  # b by 17 s, then c by 27 s
     assert latest(at(5), uses, GRACE, lag(1)) == at(14)  # b after 15 s: nothing moves
+
+
+def _spans(*bounds: tuple[float, float | None]) -> list[Use]:
+    """A Deployment's spans above zero replicas (judge.Spans), as the judge makes them uses."""
+    spans = Spans()
+    for began, ended in bounds:
+        spans.begin("Deployment/web", at(began))
+        if ended is not None:
+            spans.end("Deployment/web", at(ended))
+    return [Use(span.name, span.began, span.ended) for span in spans.spans["Deployment/web"]]
+
+
+def test_a_deployment_at_zero_is_due_a_grace_after_its_scale_down() -> None:
+    # Replicas 1 from 1 s, scaled to 0 at 4 s: due at 8 s, whatever its expiry.
+    verdict = settle(at(60), _spans((1, 4)), GRACE)
+    assert verdict.deadline == at(8)
+
+
+def test_a_deployment_scaled_up_within_the_grace_keeps_the_claim_to_its_next_scale_down(
+        ) -> None:
+    uses = _spans((1, 4), (6, 9))
+    assert [use.name for use in uses] == ["Deployment/web", "Deployment/web#2"]
+    assert settle(at(60), uses, GRACE).deadline == at(13)
+    # Scaled up only after the claim was due (8 s): a latecomer, as a pod would be.
+    late = settle(at(60), _spans((1, 4), (8.5, 9)), GRACE)
+    assert late.deadline == at(8)
+    assert [use.name for use in late.latecomers] == ["Deployment/web#2"]
+
+
+def test_a_deployment_above_zero_leaves_no_deadline() -> None:
+    assert settle(at(60), _spans((1, 4), (6, None)), GRACE).deadline is None
+
+
+def test_a_status_write_names_the_span_it_was_written_in() -> None:
+    spans = Spans()
+    spans.begin("Deployment/web", at(1))
+    spans.end("Deployment/web", at(4))
+    spans.begin("Deployment/web", at(6))
+    assert spans.named_at("Deployment/web", at(5)) == "Deployment/web"
+    assert spans.named_at("Deployment/web", at(7)) == "Deployment/web#2"
+    assert spans.named_at("Deployment/db", at(7)) == "Deployment/db"  # no span: its name

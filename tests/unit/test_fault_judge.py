@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.faults.judge import Claim, Judge, Pod, Report
+import pytest
+
+from tests.faults.judge import Claim, Deployment, Judge, Pod, Report
 
 NS = "faults-1"
 T0 = datetime.datetime(2026, 12, 3, 12, 0, 0, tzinfo=datetime.UTC)
@@ -211,3 +213,172 @@ def test_a_deletion_counts_when_the_server_received_it_and_the_first_counts(
                entry(9.0, "delete", "ephemeralvolumeclaims", "claim-0", agent="evc-operator/1")]
     report = _judge_claim(tmp_path, entries, ["user-0"], grace=2, expiry=60)
     assert report.violations == ["claim-0 deleted 0.05 s early"]
+
+
+KCM = "kube-controller-manager/v1.37.2"
+RS = "deploy-0-5d8f7c9b4"  # the Deployment's ReplicaSet: <deployment>-<pod template hash>
+
+
+def _judge_workloads(tmp_path: Path, entries: list[dict[str, Any]], *, grace: int = 3,
+                     expiry: int = 60, scales: list[int] | None = None,
+                     cronjobs: dict[str, str] | None = None) -> Report:
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
+    report = Report(seed=1, namespace=NS)
+    claim = Claim("claim-0", expiry=expiry, grace=grace, created=T0)
+    deployments = {"deploy-0": Deployment("claim-0", scales or [])} if scales is not None else {}
+    Judge(log, NS, [claim], [], {}, [], report, deployments=deployments,
+          cronjobs=cronjobs or {}).run(0)
+    return report
+
+
+def _deployment(scale_at: float | None = None, rs_written_at: float | None = None,
+                pod_gone_at: float | None = None) -> list[dict[str, Any]]:
+    """claim-0 at 0; deploy-0 (replicas 1) at 1, its ReplicaSet at 1.1 and its pod at 1.2;
+    scaled to 0 at `scale_at`, its ReplicaSet scaled by its controller at `rs_written_at`,
+    its pod removed at `pod_gone_at`."""
+    entries = [entry(0, "create", "ephemeralvolumeclaims", "claim-0"),
+               entry(1, "create", "deployments", "deploy-0"),
+               entry(1.1, "create", "replicasets", RS, agent=KCM),
+               entry(1.15, "update", "replicasets", RS, agent=KCM, subresource="status"),
+               # Its pod, named by the server (generateName): the audit log's metadata
+               # does not name it; its removal does.
+               entry(1.2, "create", "pods", "", agent=KCM)]
+    if scale_at is not None:
+        entries.append(entry(scale_at, "patch", "deployments", "deploy-0", subresource="scale"))
+    if rs_written_at is not None:
+        entries.append(entry(rs_written_at, "update", "replicasets", RS, agent=KCM))
+    if pod_gone_at is not None:
+        entries.append(entry(pod_gone_at, "delete", "pods", f"{RS}-x7k2p", agent=KCM))
+    return entries
+
+
+def _deleted(second: float) -> dict[str, Any]:
+    return entry(second, "delete", "ephemeralvolumeclaims", "claim-0", agent="evc-operator/1")
+
+
+def test_a_claim_deleted_while_its_deployment_has_replicas_is_a_violation(
+        tmp_path: Path) -> None:
+    report = _judge_workloads(tmp_path, [*_deployment(), _deleted(5)], scales=[])
+    assert "claim-0 deleted at 12:00:05.000000 while Deployment/deploy-0 was active" in (
+        report.violations)
+    assert f"claim-0 deleted at 12:00:05.000000 while ReplicaSet/{RS} was active" in (
+        report.violations)
+
+
+def test_a_deployment_is_a_user_until_its_scale_to_zero_then_a_grace(tmp_path: Path) -> None:
+    # Scaled to 0 at 5; its ReplicaSet follows at 5.1 and its pod is removed at 5.2: due
+    # at 8.2 (grace 3), from the last of them.
+    scaled = _deployment(scale_at=5, rs_written_at=5.1, pod_gone_at=5.2)
+    early = _judge_workloads(tmp_path, [*scaled, _deleted(7.5)], scales=[0])
+    assert early.violations == ["claim-0 deleted 0.70 s early"]
+    on_time = _judge_workloads(tmp_path, [*scaled, _deleted(8.5)], scales=[0])
+    assert on_time.violations == []
+    assert on_time.lateness == [pytest.approx(0.3)]
+    # Without its pod (never made, or failed and not replaced yet), the Deployment's own
+    # scale-down, then its ReplicaSet's, end the use.
+    alone = [e for e in scaled if e["objectRef"]["resource"] != "pods"]
+    assert _judge_workloads(tmp_path, [*alone, _deleted(8.05)], scales=[0]).violations == [
+        "claim-0 deleted 0.05 s early"]
+    assert _judge_workloads(tmp_path, [*alone, _deleted(8.15)], scales=[0]).violations == []
+
+
+def test_a_replicaset_stays_a_user_until_its_controller_scales_it(tmp_path: Path) -> None:
+    # The Deployment went to 0 at 5, its ReplicaSet only at 9 (the controller behind, as
+    # after an API server restart): the claim deleted at 8.5 was still used by it.
+    late_rs = _deployment(scale_at=5, rs_written_at=9)
+    report = _judge_workloads(tmp_path, [*late_rs, _deleted(8.5)], scales=[0])
+    assert report.violations == [
+        f"claim-0 deleted at 12:00:08.500000 while ReplicaSet/{RS} was active",
+        "claim-0 deleted 3.50 s early"]
+
+
+def test_a_deployment_pod_is_a_user_from_its_replicasets_span(tmp_path: Path) -> None:
+    # Its pod, removed at 5.2 after its ReplicaSet went to 0 at 5.1, is known by its
+    # removal only: a user from its ReplicaSet's span (1.1) to then.
+    entries = [*_deployment(scale_at=5, rs_written_at=5.1, pod_gone_at=5.2), _deleted(5.15)]
+    report = _judge_workloads(tmp_path, entries, scales=[0])
+    assert report.violations == [
+        f"claim-0 deleted at 12:00:05.150000 while {RS}-x7k2p was active",
+        "claim-0 deleted 3.05 s early"]
+
+
+def test_a_deployment_scaled_back_up_is_a_user_again_until_deleted(tmp_path: Path) -> None:
+    # 1 from 1 to 4, 0 until 6, 1 again until its deletion at 12 (garbage collected: its
+    # ReplicaSet removed at 12.3). A deletion at 10 is in its second span; one at 15.2
+    # (grace 3) is on time.
+    entries = [*_deployment(scale_at=4, rs_written_at=4.1, pod_gone_at=4.2),
+               entry(6, "patch", "deployments", "deploy-0", subresource="scale"),
+               entry(6.1, "update", "replicasets", RS, agent=KCM),
+               entry(12, "delete", "deployments", "deploy-0"),
+               entry(12.1, "patch", "replicasets", RS, agent="kube-controller-manager/gc"),
+               entry(12.3, "delete", "replicasets", RS, agent=KCM)]
+    during = _judge_workloads(tmp_path, [*entries, _deleted(10)], scales=[0, 1])
+    assert during.violations == [
+        "claim-0 deleted at 12:00:10.000000 while Deployment/deploy-0#2 was active",
+        f"claim-0 deleted at 12:00:10.000000 while ReplicaSet/{RS}#2 was active",
+        "claim-0 deleted 5.30 s early"]
+    # Its ReplicaSet keeps its replicas until it is removed (12.3), not the GC's patch.
+    assert _judge_workloads(tmp_path, [*entries, _deleted(15.2)],
+                            scales=[0, 1]).violations == ["claim-0 deleted 0.10 s early"]
+    assert _judge_workloads(tmp_path, [*entries, _deleted(15.4)], scales=[0, 1]).violations == []
+
+
+def test_a_scale_up_after_the_claim_was_due_is_a_latecomer(tmp_path: Path) -> None:
+    # Due at 7.2 (its pod removed at 4.2, grace 3); scaled up again at 7.3, then the
+    # claim deleted at 7.5: it was owed its deletion before that use came (as a pod
+    # created after the deadline, counted, not judged).
+    entries = [*_deployment(scale_at=4, rs_written_at=4.1, pod_gone_at=4.2),
+               entry(7.3, "patch", "deployments", "deploy-0", subresource="scale"),
+               entry(7.35, "update", "replicasets", RS, agent=KCM), _deleted(7.5)]
+    report = _judge_workloads(tmp_path, entries, scales=[0, 1])
+    assert report.violations == []
+    assert report.latecomers == 2  # the Deployment's second span, and its ReplicaSet's
+
+
+def test_a_cronjob_is_a_user_while_it_exists(tmp_path: Path) -> None:
+    entries = [entry(0, "create", "ephemeralvolumeclaims", "claim-0"),
+               entry(1, "create", "cronjobs", "cron-0"),
+               entry(6, "delete", "cronjobs", "cron-0")]
+    cron = {"cron-0": "claim-0"}
+    during = _judge_workloads(tmp_path, [*entries[:2], _deleted(4)], cronjobs=cron)
+    assert during.violations == [
+        "claim-0 deleted at 12:00:04.000000 while CronJob/cron-0 was active"]
+    assert _judge_workloads(tmp_path, [*entries, _deleted(8.5)], cronjobs=cron).violations == [
+        "claim-0 deleted 0.50 s early"]
+    assert _judge_workloads(tmp_path, [*entries, _deleted(9.1)], cronjobs=cron).violations == []
+
+
+def test_a_job_pod_whose_creation_the_log_does_not_name_counts_from_its_job(
+        tmp_path: Path) -> None:
+    # The Job controller's pods have generated names, which the audit log's metadata of
+    # their creation lacks: such a pod was never judged. It counts from its Job's
+    # creation; here failed at 5 while its Job, finished at 4 by its condition's second,
+    # is due at 7: the claim deleted at 6 was early.
+    entries = [entry(0, "create", "ephemeralvolumeclaims", "claim-0"),
+               entry(1, "create", "jobs", "job-0"),
+               entry(1.1, "create", "pods", "", agent=KCM),
+               entry(5, "patch", "pods", "job-0-abcde", subresource="status"),
+               entry(6, "delete", "ephemeralvolumeclaims", "claim-0", agent="evc-operator/1")]
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
+    report = Report(seed=1, namespace=NS)
+    Judge(log, NS, [Claim("claim-0", expiry=60, grace=2, created=T0)],
+          [Pod("Job/job-0", "claim-0"), Pod("job-0-abcde", "claim-0")],
+          {"Job/job-0": T0 + datetime.timedelta(seconds=4)}, [], report).run(0)
+    assert report.violations == ["claim-0 deleted 1.00 s early"]
+
+
+def test_a_deployment_pod_named_nowhere_in_the_log_counts_when_listed(tmp_path: Path) -> None:
+    # Still Pending when judged, never written nor removed: the driver lists it. Its
+    # ReplicaSet's controller scaled it down only at 9 (behind: seen in seed 400, 13 s).
+    entries = [*_deployment(scale_at=5), _deleted(8)]
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
+    report = Report(seed=1, namespace=NS)
+    Judge(log, NS, [Claim("claim-0", expiry=60, grace=3, created=T0)],
+          [Pod(f"{RS}-x7k2p", "claim-0")], {}, [], report,
+          deployments={"deploy-0": Deployment("claim-0", [0])}).run(0)
+    assert report.violations == [
+        f"claim-0 deleted at 12:00:08.000000 while {RS}-x7k2p was active",
+        f"claim-0 deleted at 12:00:08.000000 while ReplicaSet/{RS} was active"]
