@@ -87,6 +87,7 @@ class EvcView:
     reason: str | None = None  # status.reason: why the claim needs attention, if it does
     labels_too_large: int = 0  # the size of its labels, if above MAX_LABEL_BYTES (not kept)
     limited: tuple[str, ...] = ()  # periods of its spec brought within MIN/MAX_PERIOD
+    unwatched: bool = False  # its status has the UnwatchedController condition (metrics)
     # When its status was last written, as the API server stamped it (managedFields, to the
     # second); None without such a stamp. Tells a record put back from one written when
     # sealed (seal.py).
@@ -246,10 +247,19 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         reason=interned(str(status["reason"])) if status.get("reason") else None,
         labels_too_large=labels_size if labels_size > MAX_LABEL_BYTES else 0,
         limited=tuple(limited),
+        unwatched=any(isinstance(condition, Mapping)
+                      and condition.get("type") == unwatched.CONDITION
+                      and condition.get("status") == "True"
+                      for condition in _conditions(status)),
         status_written=status_written(metadata),
         status_packed=_STATUS.pack(status),
         body_packed=_BODY.pack(slim(body)),
     )
+
+
+def _conditions(status: Mapping[str, Any]) -> list[Any]:
+    conditions = status.get("conditions")
+    return conditions if isinstance(conditions, list) else []
 
 
 def slim(body: Mapping[str, Any]) -> dict[str, Any]:

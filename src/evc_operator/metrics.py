@@ -146,6 +146,9 @@ class Observed(Protocol):
 
     def reasons(self) -> Iterable[str | None]: ...
 
+    def unwatched(self) -> int:
+        """Claims whose status has the UnwatchedController condition (unwatched.py)."""
+
     def countdowns(self) -> Iterable[tuple[tuple[str, str], Decision]]: ...
 
     def ready(self) -> bool: ...
@@ -245,8 +248,16 @@ class ClaimsCollector(Collector):
             flagged = Tally(self.observed.reasons())
             for reason in Reason:
                 reasons.add_metric([str(reason)], flagged.get(str(reason), 0))
+        unwatched = GaugeMetricFamily(
+            "evc_claims_unwatched_controller", "EphemeralVolumeClaims with the condition "
+            "UnwatchedController: their users are pods only, run by a controller the "
+            "operator does not watch (or a workload whose template does not name the claim): "
+            "between those pods nothing holds the claim. Active replica only.")
+        if phases_held is not None:
+            unwatched.add_metric([], self.observed.unwatched())
         yield phases
         yield reasons
+        yield unwatched
 
     @staticmethod
     def _deadlines(pending: list[tuple[tuple[str, str], Decision]]) -> GaugeMetricFamily:

@@ -168,6 +168,10 @@ class Scheduler:
         """Each claim's status.reason (None: nothing to flag)."""
         return [record.view.reason for record in self.claims.records()]
 
+    def unwatched(self) -> int:
+        """Claims whose status has the UnwatchedController condition."""
+        return sum(1 for record in self.claims.records() if record.view.unwatched)
+
     def tell_countdowns(self) -> None:
         if self.active:  # else the leader tells the countdowns
             countdowns.tell(self.countdowns(), self.clock(), self.logger_for_key)

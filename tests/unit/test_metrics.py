@@ -33,12 +33,16 @@ class Observed:
     active: bool = True
     ready: Callable[[], bool] = lambda: True
     flagged: list[str | None] = dataclasses.field(default_factory=list)
+    told: int = 0  # claims with the UnwatchedController condition
 
     def phases(self) -> list[lifecycle.Phase | None]:
         return self.held
 
     def reasons(self) -> list[str | None]:
         return self.flagged
+
+    def unwatched(self) -> int:
+        return self.told
 
     def countdowns(self) -> list[tuple[tuple[str, str], lifecycle.Decision]]:
         return list(self.pending.items())
@@ -124,6 +128,13 @@ def test_claims_are_counted_by_phase_and_reason() -> None:
         "PvcUpdateFailing": 0, "DeletionRefused": 0}
 
 
+def test_claims_held_only_by_unwatched_controllers_pods_are_counted_by_the_leader() -> None:
+    observed = Observed(held=[None, None], pending={}, told=2)
+    assert scrape(observed)["evc_claims_unwatched_controller"][1][0].value == 2
+    observed.active = False  # a standby exports it empty
+    assert scrape(observed)["evc_claims_unwatched_controller"][1] == []
+
+
 def test_series_per_claim_only_when_asked_for_and_overdue_claims_counted() -> None:
     later = T0 + datetime.timedelta(seconds=30)
     observed = Observed(held=[None, None], pending={("a", "due"): _countdown(T0),
@@ -142,7 +153,8 @@ def test_a_standby_exports_no_claim_gauges_so_sums_over_replicas_count_each_clai
     observed = Observed(held=[lifecycle.Phase.PENDING], pending={("a", "x"): _countdown(T0)},
                         flagged=["Kept"], active=False)
     families = scrape(observed, per_claim=True)
-    for name in ("evc_claims", "evc_claims_by_reason", "evc_countdowns",
+    for name in ("evc_claims", "evc_claims_by_reason", "evc_claims_unwatched_controller",
+                 "evc_countdowns",
                  "evc_claims_overdue", "evc_earliest_deletion_timestamp_seconds",
                  "evc_deletion_timestamp_seconds"):
         assert families[name][1] == [], name

@@ -185,6 +185,8 @@ def test_a_user_run_by_an_unwatched_controller_is_a_condition_and_one_warning() 
     assert condition["status"] == "True"
     assert "Workflow.argoproj.io" in condition["message"]
     assert claim.view.status.get("reason") is None  # not a status.reason: the CRD's enum
+    assert claim.view.unwatched  # counted: evc_claims_unwatched_controller
+    assert reconciler.unwatched() == 1
     # Looked at again, still so: not told again.
     reconcile_now(reconciler, KEY)
     assert fake.calls.count("event:UnwatchedController") == 1
