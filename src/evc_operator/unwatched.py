@@ -90,7 +90,7 @@ def message(kinds: Sequence[str]) -> str:
                       f"persistentVolumeClaim.claimName")
     advice.append(f"set the annotation {KEEP_ANNOTATION} while they may start pods, or a "
                   f"grace period longer than the gaps between their pods")
-    return (f"Pods run by {', '.join(kinds)} use this claim, and no object the operator "
+    return (f"{_OPENING}{', '.join(kinds)} use this claim, and no object the operator "
             f"watches holds it{why}: between their pods nothing does, and it is deleted "
             f"its grace period after the last one ends even if their controller would start "
             f"another. To keep it: {'; or '.join(advice)}.")
@@ -128,14 +128,27 @@ def tell(users: Sequence[PodUse], said: Mapping[str, Any], now: datetime.datetim
 
 def condition(counted: Sequence[PodUse], said: Mapping[str, Any]) -> Condition | None:
     """The condition: pods that a controller runs among the claim's users (`counted`), or
-    said so before."""
-    kinds = sorted({str(user.runner).partition("/")[0] for user in counted})
-    if kinds:
-        return Condition(CONDITION, True, REASON, message(kinds))
+    said so before. Once said, its kinds only grow: pods of two kinds in turn would
+    otherwise rewrite it at each change."""
+    kinds = {str(user.runner).partition("/")[0] for user in counted}
     if condition_field(said, CONDITION) == "True":
-        before = condition_field(said, CONDITION, field="message")
-        return Condition(CONDITION, True, REASON, before or message(["(unknown)"]))
-    return None
+        before = condition_field(said, CONDITION, field="message") or ""
+        told = _kinds_in(before)
+        if told is None or (not kinds and not told):  # words of another version: as they are
+            return Condition(CONDITION, True, REASON, before or message(["(unknown)"]))
+        kinds |= told
+    return Condition(CONDITION, True, REASON, message(sorted(kinds))) if kinds else None
+
+
+_OPENING = "Pods run by "
+
+
+def _kinds_in(words: str) -> set[str] | None:
+    """The kinds a message of `message` names; None if it is not one."""
+    head, found, _rest = words.removeprefix(_OPENING).partition(" use this claim")
+    if not words.startswith(_OPENING) or not found or not head:
+        return None
+    return set(head.split(", "))
 
 
 def warnings(found: Condition | None, counted: Sequence[PodUse],

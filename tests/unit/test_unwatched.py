@@ -360,3 +360,20 @@ def test_a_claim_used_by_a_young_such_pod_is_looked_at_again_once_it_counts() ->
     reconcile_now(reconciler, KEY)
     assert "event:UnwatchedController" not in fake.calls
     assert reconciler.queue.later.get(KEY) == NOW + datetime.timedelta(seconds=8)
+
+
+def test_once_said_its_kinds_only_grow_so_pods_of_two_kinds_in_turn_keep_its_words(
+        ) -> None:
+    first = _tell(_steps("wf-1"))
+    assert first.condition is not None
+    said = {"conditions": [{"type": "UnwatchedController", "status": "True",
+                            "message": first.condition.message}]}
+    both = _tell(_steps("task-1", runner="TaskRun.tekton.dev/t"), said).condition
+    assert both is not None
+    assert both.message.startswith(
+        "Pods run by TaskRun.tekton.dev, Workflow.argoproj.io use this claim")
+    said["conditions"][0]["message"] = both.message
+    for pods in (_steps("wf-2"), _steps("task-2", runner="TaskRun.tekton.dev/u"), []):
+        again = _tell(pods, said).condition
+        assert again is not None
+        assert again.message == both.message
