@@ -24,7 +24,8 @@ RULES = ("--set", "prometheusRule.enabled=true")
 LENIENT = ("--set", "prometheusRule.noLeaderFor=1h,prometheusRule.podViewIncompleteFor=1h,"
            "prometheusRule.deletionOverdueSeconds=100000,"
            "prometheusRule.deletionLatenessSeconds=1000,prometheusRule.apiErrorsPerSecond=10,"
-           "prometheusRule.reconcileFailuresPerSecond=10,prometheusRule.claimsStuckFor=2h")
+           "prometheusRule.reconcileFailuresPerSecond=10,prometheusRule.claimsStuckFor=2h,"
+           "prometheusRule.unwatchedControllerFor=2h")
 Manifest = dict[str, Any]
 
 
