@@ -190,6 +190,10 @@ def test_missing_pods_permission_is_reported_deletes_nothing_and_recovers(
     role = yaml.safe_load((REPO / "config/rbac/cluster_role.yaml").read_text())
     role["metadata"]["name"] = blind
     role["rules"] = [rule for rule in role["rules"] if "pods" not in rule["resources"]]
+    # Serving one namespace, Kopf lists namespaces (config/rbac-namespaced grants it; the
+    # role for all namespaces, which serves none by name, does not).
+    role["rules"].append({"apiGroups": [""], "resources": ["namespaces"],
+                          "verbs": ["list", "watch"]})
     pods_role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                  "metadata": {"name": sight},
                  "rules": [{"apiGroups": [""], "resources": ["pods"],

@@ -77,13 +77,23 @@ def account(control_plane: ControlPlane, kubectl: Kubectl) -> Iterator[str]:
     control_plane.kubectl("create", "clusterrolebinding", binding,
                           "--clusterrole=evc-operator",
                           f"--serviceaccount={kubectl.namespace}:{ACCOUNT}")
+    # Serving one namespace, Kopf lists namespaces: the namespaced install's discovery.
+    control_plane.kubectl("create", "clusterrolebinding", f"{binding}-discovery",
+                          "--clusterrole=evc-operator-discovery",
+                          f"--serviceaccount={kubectl.namespace}:{ACCOUNT}")
     yield ACCOUNT
-    control_plane.kubectl("delete", "clusterrolebinding", binding, "--ignore-not-found")
+    control_plane.kubectl("delete", "clusterrolebinding", binding, f"{binding}-discovery",
+                          "--ignore-not-found")
 
 
 @pytest.fixture(autouse=True)
 def operator_role(control_plane: ControlPlane) -> None:
     control_plane.kubectl("apply", "-f", str(REPO / "config/rbac/cluster_role.yaml"))
+    # Its ClusterRole only: the file's binding is for the installed operator's account.
+    [discovery] = [document for document in yaml.safe_load_all(
+        (REPO / "config/rbac-namespaced/discovery_cluster_role.yaml").read_text())
+        if document["kind"] == "ClusterRole"]
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(discovery))
 
 
 def token(kubectl: Kubectl, *, bound_to: str | None = None, duration: str = "1h") -> str:
