@@ -102,7 +102,8 @@ def test_the_alerts(control_plane: ControlPlane, tmp_path: Path) -> None:
     alerts = rules(documents)
     assert set(alerts) == {"EvcOperatorNoLeader", "EvcOperatorSeveralLeaders",
                            "EvcPodViewIncomplete", "EvcDeletionOverdue", "EvcDeletionsLate",
-                           "EvcApiErrors", "EvcReconcileFailures", "EvcClaimsStuck"}
+                           "EvcApiErrors", "EvcReconcileFailures", "EvcClaimsStuck",
+                           "EvcClaimsUnwatchedController"}
     selector = 'namespace="ops", pod=~"evc-evc-operator-[a-z0-9]+-[a-z0-9]+"'
     for name, alert in alerts.items():
         matchers = re.findall(r"\bevc_[a-z_]+\{([^}]*)\}", alert["expr"])
@@ -123,6 +124,8 @@ def test_the_alerts(control_plane: ControlPlane, tmp_path: Path) -> None:
     # Every reason but those that pause deletion on purpose (a reason added later too).
     assert 'reason!~"Kept|DryRun"' in stuck["expr"]
     assert (stuck["for"], stuck["labels"]["severity"]) == ("30m", "warning")
+    unwatched = alerts["EvcClaimsUnwatchedController"]
+    assert (unwatched["for"], unwatched["labels"]["severity"]) == ("10m", "warning")
 
     custom = rules(template(control_plane, tmp_path, *MONITORING, "--set",
                             'prometheusRule.selector=job="evc"'))
