@@ -14,8 +14,10 @@ from evc_operator import unwatched
 from evc_operator import watched as watching
 from evc_operator.lifecycle import PodUse
 from evc_operator.resources import KEEP_ANNOTATION
+from evc_operator.scheduler import Scheduler
 from evc_operator.settings import Settings
 from evc_operator.status import only_users_changed
+from evc_operator.tracked import TrackedClaim
 from evc_operator.users import pod_view
 from evc_operator.workloads import BUILT_IN, workload_view
 from tests.unit.fakes import FakeApi, evc_body, make, pod_body, reconcile_now
@@ -173,13 +175,24 @@ def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in status.get("conditions") or ()}
 
 
-def test_a_user_run_by_an_unwatched_controller_is_a_condition_and_one_warning() -> None:
-    fake = FakeApi(fresh_pods=[])
-    reconciler, index = make(fake, [owned("step-1", WORKFLOW)],
-                             clock=lambda: T0 + datetime.timedelta(seconds=60))
+def _reconciled(reconciler: Scheduler) -> TrackedClaim:
+    """The claim, reconciled once more."""
     reconcile_now(reconciler, KEY)
     claim = reconciler.claims.get(KEY)
     assert claim is not None
+    return claim
+
+
+def _assert_untold(fake: FakeApi, claim: TrackedClaim) -> None:
+    assert "event:UnwatchedController" not in fake.calls
+    assert "UnwatchedController" not in _conditions(claim.view.status)
+
+
+def test_a_user_run_by_an_unwatched_controller_is_a_condition_and_one_warning() -> None:
+    fake = FakeApi(fresh_pods=[])
+    reconciler, index = make(fake, [owned("step-1", WORKFLOW)],
+                             clock=lambda: NOW)
+    claim = _reconciled(reconciler)
     assert fake.calls.count("event:UnwatchedController") == 1
     condition = _conditions(claim.view.status)["UnwatchedController"]
     assert condition["status"] == "True"
@@ -217,9 +230,7 @@ def test_a_pod_of_a_job_that_does_not_name_the_claim_is_told_and_one_that_does_i
         held = workload_view("Job", body)
         index.by_claim[KEY] = [step, *([held] if held.claims else [])]
         index.in_namespace["jobs"] = [step, held]
-        reconcile_now(reconciler, KEY)
-        claim = reconciler.claims.get(KEY)
-        assert claim is not None
+        claim = _reconciled(reconciler)
         assert ("event:UnwatchedController" in fake.calls) is told
         if told:
             message = _conditions(claim.view.status)["UnwatchedController"]["message"]
@@ -230,7 +241,7 @@ def test_a_failed_write_does_not_tell_the_warning_again() -> None:
     fake = FakeApi(fresh_pods=[])
     fake.status_error = TimeoutError()
     reconciler, _ = make(fake, [owned("step-1", WORKFLOW)],
-                         clock=lambda: T0 + datetime.timedelta(seconds=60))
+                         clock=lambda: NOW)
     reconcile_now(reconciler, KEY)
     reconcile_now(reconciler, KEY)
     assert fake.calls.count("event:UnwatchedController") == 1
@@ -246,10 +257,8 @@ def test_pods_coming_and_going_leave_a_write_of_users_only_for_the_budget() -> N
     for step in ("step-1", "step-2"):
         fake = FakeApi(fresh_pods=[])
         reconciler, _ = make(fake, [owned(step, WORKFLOW)],
-                             clock=lambda: T0 + datetime.timedelta(seconds=60))
-        reconcile_now(reconciler, KEY)
-        claim = reconciler.claims.get(KEY)
-        assert claim is not None
+                             clock=lambda: NOW)
+        claim = _reconciled(reconciler)
         statuses.append(claim.view.status)
     assert statuses[0] != statuses[1]
     assert only_users_changed(statuses[1], statuses[0])
@@ -263,12 +272,9 @@ def test_no_condition_where_deletion_is_paused(environ: dict[str, str]) -> None:
     fake = FakeApi(fresh_pods=[])
     reconciler, _ = make(fake, [owned("step-1", WORKFLOW)], body=body,
                          settings=Settings.from_environ(environ),
-                         clock=lambda: T0 + datetime.timedelta(seconds=60))
-    reconcile_now(reconciler, KEY)
-    claim = reconciler.claims.get(KEY)
-    assert claim is not None
-    assert "event:UnwatchedController" not in fake.calls
-    assert "UnwatchedController" not in _conditions(claim.view.status)
+                         clock=lambda: NOW)
+    claim = _reconciled(reconciler)
+    _assert_untold(fake, claim)
 
 
 def test_no_condition_when_an_object_names_the_claim_or_pods_are_followed() -> None:
@@ -283,13 +289,10 @@ def test_no_condition_when_an_object_names_the_claim_or_pods_are_followed() -> N
                   [pod_view(pod_body("plain"))]):
         fake = FakeApi(fresh_pods=[])
         reconciler, index = make(fake, [], settings=settings,
-                                 clock=lambda: T0 + datetime.timedelta(seconds=60))
+                                 clock=lambda: NOW)
         index.by_claim[KEY] = index.in_namespace["jobs"] = views
-        reconcile_now(reconciler, KEY)
-        claim = reconciler.claims.get(KEY)
-        assert claim is not None
-        assert "event:UnwatchedController" not in fake.calls
-        assert "UnwatchedController" not in _conditions(claim.view.status)
+        claim = _reconciled(reconciler)
+        _assert_untold(fake, claim)
 
 
 def test_a_pod_whose_watched_controller_is_gone_is_not_counted() -> None:
@@ -343,11 +346,8 @@ def test_pods_of_a_deleted_job_are_not_told_in_a_reconciliation() -> None:
            "controller": True}
     reconciler, _ = make(fake, [owned("nightly-x7k2", job, phase="Succeeded")],
                          clock=lambda: NOW)
-    reconcile_now(reconciler, KEY)
-    claim = reconciler.claims.get(KEY)
-    assert claim is not None
-    assert "event:UnwatchedController" not in fake.calls
-    assert "UnwatchedController" not in _conditions(claim.view.status)
+    claim = _reconciled(reconciler)
+    _assert_untold(fake, claim)
 
 
 def test_a_claim_used_by_a_young_such_pod_is_looked_at_again_once_it_counts() -> None:
