@@ -19,7 +19,7 @@ from evc_operator.interning import interned
 from evc_operator.packing import Packer
 from evc_operator.resources import KEEP_ANNOTATION
 from evc_operator.settings import DURATION_HELP, MAX_DURATION, Settings, parse_duration
-from evc_operator.status import NO_ACTIVE_USERS
+from evc_operator.status import NO_ACTIVE_USERS, condition_field
 from evc_operator.timestamps import human_period, parse_time
 from evc_operator.users import InvalidSelector, validate_selector
 
@@ -247,19 +247,11 @@ def evc_view(body: Mapping[str, Any], settings: Settings) -> EvcView:
         reason=interned(str(status["reason"])) if status.get("reason") else None,
         labels_too_large=labels_size if labels_size > MAX_LABEL_BYTES else 0,
         limited=tuple(limited),
-        unwatched=any(isinstance(condition, Mapping)
-                      and condition.get("type") == unwatched.CONDITION
-                      and condition.get("status") == "True"
-                      for condition in _conditions(status)),
+        unwatched=condition_field(status, unwatched.CONDITION) == "True",
         status_written=status_written(metadata),
         status_packed=_STATUS.pack(status),
         body_packed=_BODY.pack(slim(body)),
     )
-
-
-def _conditions(status: Mapping[str, Any]) -> list[Any]:
-    conditions = status.get("conditions")
-    return conditions if isinstance(conditions, list) else []
 
 
 def slim(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -220,9 +220,11 @@ def deletion_event(decision: Decision, *, expiry_period: float, grace_period: fl
 
 def condition_field(previous: Mapping[str, Any], kind: str,
                     field: str = "status") -> str | None:
-    """A field of a condition in a stored status (None if absent)."""
-    for condition in previous.get("conditions") or ():
-        if condition.get("type") == kind:
+    """A field of a condition in a stored status (None if absent). Any shape is read (a
+    claim's status as the API server holds it): what is not a condition says nothing."""
+    conditions = previous.get("conditions")
+    for condition in conditions if isinstance(conditions, list) else ():
+        if isinstance(condition, Mapping) and condition.get("type") == kind:
             value = condition.get(field)
             return str(value) if value is not None else None
     return None

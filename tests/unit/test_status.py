@@ -21,6 +21,7 @@ from evc_operator.status import (
     Event,
     PvcOutcome,
     build_status,
+    condition_field,
     deletion_event,
     lifecycle_conditions,
     pvc_ready,
@@ -475,3 +476,12 @@ def test_the_reason_is_pvc_update_failing_while_updates_keep_failing_and_gone_af
     assert by_type(cleared)["PvcReady"]["reason"] == "Bound"
     assert cleared["reason"] is None
     assert status_changed(cleared, flagged)
+
+
+def test_a_condition_field_is_read_from_any_shape_of_status() -> None:
+    """A claim's status as the API server holds it (evc.evc_view reads the
+    UnwatchedController condition through it): what is not a condition says nothing."""
+    odd = {"conditions": ["InUse", None, {"type": "InUse", "status": "True"}]}
+    assert condition_field(odd, "InUse") == "True"
+    assert condition_field({"conditions": "InUse"}, "InUse") is None
+    assert condition_field({"conditions": None}, "InUse") is None
