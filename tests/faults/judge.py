@@ -68,6 +68,11 @@ class Pod:
     deleted: bool = False
 
 
+def deployment_of(pod: str) -> str:
+    """The Deployment a ReplicaSet's pod is of, by its name: `<deployment>-<hash>-<id>`."""
+    return pod.rpartition("-")[0].rpartition("-")[0]
+
+
 @dataclasses.dataclass
 class Deployment:
     """A Deployment the driver made (replicas 1) whose template mounts `claim`, and the
@@ -217,7 +222,7 @@ class Judge:
                 # A ReplicaSet's pod (<deployment>-<hash>-<id>): its creation, under a
                 # generated name, is logged without it (metadata only); named when it is
                 # written or removed.
-                if name.rpartition("-")[0].rpartition("-")[0] in self.deployments:
+                if deployment_of(name) in self.deployments:
                     replicated.setdefault(name, when)
             elif resource == "jobs" and verb == "create" and not ref.get("subresource"):
                 created[f"Job/{name}"] = when
@@ -248,7 +253,7 @@ class Judge:
         for name, when, users in named:
             seen.setdefault(name, set()).update(spans.named_at(user, when) for user in users)
         for pod in self.pods:  # one the driver listed, never named in the log (Pending)
-            if pod.name.rpartition("-")[0].rpartition("-")[0] in self.deployments:
+            if deployment_of(pod.name) in self.deployments:
                 replicated.setdefault(pod.name, now())
         listed = {pod.name for pod in self.pods}
         pods = [*self.pods, *(pod for pod in self._replicated_pods(replicated, spans, created)
@@ -386,7 +391,7 @@ class Judge:
             begun = [span.began for span in spans.spans.get(f"ReplicaSet/{replica_set}", ())
                      if span.began <= first]
             created[name] = begun[-1] if begun else first
-            pods.append(Pod(name, self.deployments[replica_set.rpartition("-")[0]].claim))
+            pods.append(Pod(name, self.deployments[deployment_of(name)].claim))
         return pods
 
     def _ended_before(self, name: str, ended: dict[str, datetime.datetime],

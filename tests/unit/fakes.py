@@ -176,7 +176,7 @@ class FakeIndex:
         names = {view.name for view in self.in_namespace.get(namespace, [])}
         if "." in group:
             custom = {view for view in names if view.partition("/")[0].endswith(f".{group}")}
-            return f"{name}" in {view.partition("/")[2] for view in custom} if custom else None
+            return name in {view.partition("/")[2] for view in custom} if custom else None
         if qualified not in FOLLOWED:
             return None
         return f"{kind}/{name}" in names
